@@ -1,0 +1,256 @@
+"""MAIL FROM / RCPT TO arguments: RFC 5321 paths and ESMTP parameters.
+
+Pure functions: a parse error raises `SmtpError` carrying the reply the
+client deserves, so the session loop never decides a code by itself.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from .errors import SmtpError
+from .xtext import XtextError, decode_xtext
+
+
+@dataclass(slots=True)
+class Address:
+    """A parsed path: the address as sent (no angle brackets; '' for the null
+    sender) and its ESMTP parameters, keys upper-cased, flag values True."""
+    address: str
+    args: dict = field(default_factory=dict)
+
+    def __str__(self):
+        return self.address
+
+    @property
+    def is_null(self) -> bool:
+        return self.address == ''
+
+
+# RFC 5321 section 4.5.3.1 size limits, in octets.
+MAX_LOCAL_PART = 64
+MAX_DOMAIN = 255
+MAX_PATH = 256
+
+_ATEXT = "A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
+_UTF8 = '\u0080-\U0010ffff'
+_DOT_STRING = re.compile(rf'[{_ATEXT}{_UTF8}]+(?:\.[{_ATEXT}{_UTF8}]+)*\Z')
+_LENIENT_DOT_STRING = re.compile(rf'[.{_ATEXT}{_UTF8}]+\Z')
+_QUOTED = re.compile(rf'"(?:[\x20\x21\x23-\x5b\x5d-\x7e{_UTF8}]|\\[\x20-\x7e])*"\Z')
+_LABEL = rf'[A-Za-z0-9{_UTF8}](?:[A-Za-z0-9{_UTF8}-]*[A-Za-z0-9{_UTF8}])?'
+_DOMAIN = re.compile(rf'{_LABEL}(?:\.{_LABEL})*\Z')
+_LENIENT_LABEL = rf'[A-Za-z0-9_{_UTF8}](?:[A-Za-z0-9_{_UTF8}-]*[A-Za-z0-9_{_UTF8}])?'
+_LENIENT_DOMAIN = re.compile(rf'{_LENIENT_LABEL}(?:\.{_LENIENT_LABEL})*\.?\Z')
+_GENERAL_LITERAL = re.compile(r'[A-Za-z0-9-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+\Z')
+_SOURCE_ROUTE = re.compile(rf'@{_LENIENT_LABEL}(?:\.{_LENIENT_LABEL})*'
+                           rf'(?:,@{_LENIENT_LABEL}(?:\.{_LENIENT_LABEL})*)*:')
+_KEYWORD = re.compile(r'[A-Za-z0-9][A-Za-z0-9-]*\Z')
+_VALUE = re.compile(rf'[\x21-\x3c\x3e-\x7e{_UTF8}]+\Z')
+
+
+def _syntax(message: str, enhanced: str = '5.5.4') -> SmtpError:
+    return SmtpError(501, message, enhanced)
+
+
+def parse_path_argument(arg: str, keyword: str, lenient: bool = False
+                        ) -> tuple[str, str]:
+    """Split 'FROM:<path> params' into (path-content, params-text).
+
+    The path content is what stood between the angle brackets, so '' is
+    the null path. A space after the colon is tolerated (many clients send
+    it and Postfix accepts it).
+    """
+    prefix = keyword + ':'
+    if arg[:len(prefix)].upper() != prefix:
+        raise _syntax(f'Syntax: {"MAIL FROM" if keyword == "FROM" else "RCPT TO"}:<address>')
+    rest = arg[len(prefix):].lstrip(' ')
+    if not rest.startswith('<'):
+        if not lenient or not rest:
+            raise _syntax('Error: address must be in angle brackets <>', '5.1.7'
+                          if keyword == 'FROM' else '5.1.3')
+        path, _, params = rest.partition(' ')
+        return path, params
+    end = _closing_bracket(rest)
+    if end < 0:
+        raise _syntax('Error: missing closing ">" in address',
+                      '5.1.7' if keyword == 'FROM' else '5.1.3')
+    path, params = rest[1:end], rest[end + 1:]
+    if params and params[0] != ' ':
+        raise _syntax('Error: unexpected text after the address')
+    return path, params
+
+
+def _closing_bracket(text: str) -> int:
+    """Index of the '>' closing the path at text[0], skipping quoted parts."""
+    quoted = False
+    i = 1
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if quoted:
+            if ch == '\\':
+                i += 1
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == '>':
+            return i
+        elif ch == '<':
+            return -1
+        i += 1
+    return -1
+
+
+def parse_mailbox(path: str, lenient: bool = False, allow_null: bool = False,
+                  allow_postmaster: bool = False, bad: str = '5.1.3') -> str:
+    """Validate path content; return the address (source route removed).
+
+    Raises SmtpError 501 (or 553 for lengths) with `bad` as enhanced code
+    (5.1.7 for senders, 5.1.3 for recipients).
+    """
+    if path == '':
+        if allow_null:
+            return ''
+        raise _syntax('Error: null address not allowed here', bad)
+    if path[0] == '@':
+        route = _SOURCE_ROUTE.match(path)
+        if not route:
+            raise _syntax('Error: bad source route', bad)
+        path = path[route.end():]      # RFC 5321 4.1.1.3: ignore source routes
+    if allow_postmaster and path.lower() == 'postmaster':
+        return path
+    at = path.rfind('@')
+    if at <= 0:
+        raise _syntax('Error: address must be local-part@domain', bad)
+    local, domain = path[:at], path[at + 1:]
+    if local[0] == '"':
+        if not _QUOTED.match(local):
+            raise _syntax('Error: bad quoted local part', bad)
+    elif not (_DOT_STRING.match(local) or lenient and _LENIENT_DOT_STRING.match(local)):
+        raise _syntax('Error: bad local part', bad)
+    if domain.startswith('['):
+        if not domain.endswith(']') or not _valid_address_literal(domain[1:-1]):
+            raise _syntax('Error: bad address literal', bad)
+    elif not (_DOMAIN.match(domain) or lenient and _LENIENT_DOMAIN.match(domain)):
+        raise _syntax('Error: bad domain', bad)
+    if len(local.encode('utf-8', 'surrogatepass')) > MAX_LOCAL_PART:
+        raise SmtpError(553, 'Error: local part too long', bad)
+    if len(domain.encode('utf-8', 'surrogatepass')) > MAX_DOMAIN:
+        raise SmtpError(553, 'Error: domain too long', bad)
+    if len(path.encode('utf-8', 'surrogatepass')) > MAX_PATH:
+        raise SmtpError(553, 'Error: address too long', bad)
+    return path
+
+
+def _valid_address_literal(text: str) -> bool:
+    if text[:5].upper() == 'IPV6:':
+        try:
+            ipaddress.IPv6Address(text[5:])
+            return True
+        except ValueError:
+            return False
+    if text and text[0].isdigit():
+        try:
+            ipaddress.IPv4Address(text)
+            return True
+        except ValueError:
+            return False
+    return bool(_GENERAL_LITERAL.match(text))
+
+
+def parse_params(text: str, allow_utf8: bool = True) -> dict:
+    """'SIZE=100 BODY=8bitmime SMTPUTF8' -> {'SIZE': '100', 'BODY': '8bitmime', 'SMTPUTF8': True}."""
+    params: dict = {}
+    for item in text.split():
+        key, eq, value = item.partition('=')
+        if not _KEYWORD.match(key) or (eq and not _VALUE.match(value)):
+            raise _syntax(f'Error: bad parameter syntax: {item[:40]}')
+        if not allow_utf8 and not value.isascii():
+            raise _syntax('Error: non-ASCII parameter value needs SMTPUTF8')
+        key = key.upper()
+        if key in params:
+            raise _syntax(f'Error: duplicate parameter {key}')
+        params[key] = value if eq else True
+    return params
+
+
+def is_ascii(text: str) -> bool:
+    return text.isascii()
+
+
+# --- Semantics of the parameters we implement ------------------------------
+def check_size(value) -> int:
+    if value is True or not value.isdigit() or len(value) > 20:
+        raise _syntax('Error: bad SIZE value')
+    return int(value)
+
+
+def check_body(value, allowed: frozenset) -> str:
+    if value is True or value.upper() not in allowed:
+        raise _syntax(f'Error: unsupported BODY value', '5.5.4')
+    return value.upper()
+
+
+def check_flag(key: str, value) -> bool:
+    if value is not True:
+        raise _syntax(f'Error: {key} takes no value')
+    return True
+
+
+def check_ret(value) -> str:
+    if value is True or value.upper() not in ('FULL', 'HDRS'):
+        raise _syntax('Error: RET must be FULL or HDRS')
+    return value.upper()
+
+
+def check_envid(value) -> str:
+    """RFC 3461 4.4: xtext, at most 100 characters."""
+    if value is True or len(value) > 100:
+        raise _syntax('Error: bad ENVID value')
+    try:
+        decode_xtext(value)
+    except XtextError:
+        raise _syntax('Error: ENVID is not valid xtext') from None
+    return value
+
+
+def check_notify(value) -> str:
+    """RFC 3461 4.1: NEVER alone, or a list of SUCCESS, FAILURE, DELAY."""
+    if value is True:
+        raise _syntax('Error: bad NOTIFY value')
+    items = value.upper().split(',')
+    if items == ['NEVER']:
+        return 'NEVER'
+    if (len(set(items)) != len(items)
+            or not set(items) <= {'SUCCESS', 'FAILURE', 'DELAY'}):
+        raise _syntax('Error: NOTIFY must be NEVER or SUCCESS,FAILURE,DELAY')
+    return value.upper()
+
+
+def check_orcpt(value) -> str:
+    """RFC 3461 4.2: addr-type ';' xtext."""
+    if value is True:
+        raise _syntax('Error: bad ORCPT value')
+    addr_type, semi, addr = value.partition(';')
+    if not semi or not _KEYWORD.match(addr_type) or not addr or len(value) > 500:
+        raise _syntax('Error: ORCPT must be addr-type;xtext')
+    try:
+        decode_xtext(addr)
+    except XtextError:
+        if addr_type.upper() != 'UTF-8':
+            raise _syntax('Error: ORCPT is not valid xtext') from None
+    return value
+
+
+def check_auth_param(value) -> str:
+    """RFC 4954 5: AUTH=<> or AUTH=xtext mailbox."""
+    if value is True:
+        raise _syntax('Error: bad AUTH value')
+    if value != '<>':
+        try:
+            decode_xtext(value)
+        except XtextError:
+            raise _syntax('Error: AUTH parameter is not valid xtext') from None
+    return value

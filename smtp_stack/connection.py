@@ -1,0 +1,580 @@
+"""The session loop: one greenlet per connection owns the socket and the state.
+
+Reading this file top to bottom: the loop (`run`), reading and writing, how
+one command passes through the middleware chain and gets exactly one final
+reply (`_handle`), then every command's built-in handling, each in one
+method registered in COMMANDS with its HELP syntax.
+"""
+from __future__ import annotations
+
+import socket
+import time
+
+import gevent
+from gevent import socket as gsocket
+
+from . import replies as R
+from .addresses import (Address, check_auth_param, check_body, check_envid,
+                        check_flag, check_notify, check_orcpt, check_ret,
+                        check_size, parse_mailbox, parse_params,
+                        parse_path_argument)
+from .errors import ClientDisconnected, SmtpError
+from .framing import TOO_LONG, DataDecoder
+from .framing import LineBuffer
+from .middleware import Context
+from .options import MAX_COMMAND_LINE
+from .replies import Reply, format_reply
+from .session import Session
+from .stream import DataStream
+
+RECV_SIZE = 65536
+REVERSE_LOOKUP_TIMEOUT = 1.5    # seconds; a slow resolver must not stall the greeting
+
+
+class ClientTimeout(ClientDisconnected):
+    """The client sent nothing within `socket_timeout`."""
+
+
+class SessionShutdown(Exception):
+    """Thrown into an idle session greenlet by `SmtpServer.stop()`."""
+
+
+class HookFailed(Exception):
+    """A hook raised something other than SmtpError: 421 and close."""
+
+
+COMMANDS: dict = {}
+
+
+def command(name: str, syntax: str):
+    """Register the built-in handler of `name`, with its HELP text."""
+    def register(method):
+        COMMANDS[name] = (method, syntax)
+        return method
+    return register
+
+
+class Connection:
+
+    def __init__(self, server, sock, peer):
+        self.server = server
+        self.options = server.options
+        self.sock = sock
+        self.lines = LineBuffer()
+        self._out: list = []
+        self.closing = False
+        self.waiting_idle = False   # blocked reading a command, no transaction open
+        self.enhanced = False       # ENHANCEDSTATUSCODES advertised in this session
+        self.errors = 0
+        self.auth_failures = 0
+        local = _split_address(sock.getsockname())
+        remote = _split_address(peer)
+        self.session = Session(local[0], local[1], remote[0], remote[1],
+                               lmtp=self.options.lmtp)
+        self.greenlet = gevent.getcurrent()
+        self._log_min = self.options.log_level
+        self._backend = self.options.log_backend
+
+    # -- logging ---------------------------------------------------------
+    def log(self, level: int, message: str, *args) -> None:
+        """Every line carries the session id; costs one comparison when off."""
+        if level >= self._log_min:
+            self._backend.log(level, '[%s] ' + message, self.session.id, *args)
+
+    # -- the loop --------------------------------------------------------
+    def run(self) -> None:
+        session = self.session
+        self.log(20, 'Connection from %s:%s', session.remote_address, session.remote_port)
+        try:
+            try:
+                self._open()
+                while not self.closing:
+                    self._handle(self._read_command())
+                    if self.server.stopping and not self.closing and session.envelope.mail_from is None:
+                        self._write(R.SHUTTING_DOWN)
+                        self.closing = True
+            except ClientTimeout:
+                self.log(20, 'Idle timeout, closing')
+                self._write(R.TIMEOUT)
+            except SessionShutdown:
+                self._out.clear()
+                self._write(R.SHUTTING_DOWN)
+            self._flush()
+        except (ClientDisconnected, OSError) as exc:
+            self.log(10, 'Connection lost: %s', exc or type(exc).__name__)
+        except Exception as exc:   # a bug of ours must cost one session, not the server
+            self.log(40, 'Unexpected error: %r', exc)
+            self.server._emit('error', exc)
+        finally:
+            self._close_socket()
+            self.log(20, 'Connection closed')
+            if self.options.on_close is not None:
+                try:
+                    self.options.on_close(session)
+                except Exception as exc:
+                    self.log(40, 'on_close hook failed: %r', exc)
+
+    def _open(self) -> None:
+        """Everything before the greeting."""
+        self._lookup_client_hostname()
+        try:
+            self._hook('on_connect', self.session)
+        except SmtpError as err:
+            self._write(err.reply)
+            self.closing = True
+            return
+        except HookFailed:
+            self._write(R.HOOK_FAILED)
+            self.closing = True
+            return
+        protocol = 'LMTP' if self.options.lmtp else 'ESMTP'
+        banner = f' {self.options.banner}' if self.options.banner else ''
+        self._write(Reply(220, f'{self.options.name} {protocol}{banner}', False))
+
+    def _lookup_client_hostname(self) -> None:
+        ip = self.session.remote_address
+        if self.options.disable_reverse_lookup or not ip:
+            return
+        try:
+            with gevent.Timeout(REVERSE_LOOKUP_TIMEOUT):
+                name = gsocket.gethostbyaddr(ip)[0]
+        except (gevent.Timeout, OSError, UnicodeError):
+            return
+        if name:
+            self.session.client_hostname = name
+
+    def _close_socket(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # -- reading and writing ----------------------------------------------
+    def _recv(self, deadline: float) -> bytes:
+        """Flush pending replies, then wait for bytes until `deadline`."""
+        if self._out:
+            self._flush()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ClientTimeout('timeout')
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except socket.timeout:
+            raise ClientTimeout('timeout') from None
+        if not data:
+            raise ClientDisconnected('client closed the connection')
+        return data
+
+    def _read_line(self, max_length: int):
+        """The next line (bytes, or TOO_LONG); the whole line must arrive
+        within socket_timeout (a deadline, not an idle timer)."""
+        line = self.lines.next_line(max_length)
+        if line is not None:
+            return line
+        deadline = time.monotonic() + self.options.socket_timeout
+        while True:
+            data = self._recv(deadline)
+            self.lines.feed(data)
+            line = self.lines.next_line(max_length)
+            if line is not None:
+                return line
+
+    def _read_command(self):
+        line = self.lines.next_line(MAX_COMMAND_LINE)
+        if line is not None:
+            return line
+        self.waiting_idle = self.session.envelope.mail_from is None
+        try:
+            if self.waiting_idle and self.server.stopping:
+                raise SessionShutdown()
+            return self._read_line(MAX_COMMAND_LINE)
+        finally:
+            self.waiting_idle = False
+
+    def _write(self, reply: Reply) -> None:
+        """Queue a reply; it goes out with the next flush (pipelining)."""
+        self._out.append(format_reply(reply.code, reply.message, reply.enhanced,
+                                      self.enhanced))
+        if self._log_min <= 10:
+            self.log(10, 'S: %s %s', reply.code, reply.message)
+
+    def _flush(self) -> None:
+        if self._out:
+            data = self._out[0] if len(self._out) == 1 else b''.join(self._out)
+            self._out.clear()
+            self.sock.sendall(data)
+
+    def send_now(self, reply: Reply) -> None:
+        """Intermediate replies (354, 334) go out at once."""
+        self._write(reply)
+        self._flush()
+
+    # -- one command -------------------------------------------------------
+    def _handle(self, line) -> None:
+        if line is TOO_LONG:
+            return self._final(R.LINE_TOO_LONG)
+        if self.lines.last_bare and self.options.bare_newline == 'reject':
+            return self._final(R.BARE_NEWLINE_COMMAND)
+        if b'\r' in line:
+            return self._final(R.BARE_NEWLINE_COMMAND)
+        if b'\x00' in line:
+            return self._final(R.NUL_IN_COMMAND)
+        try:
+            text = line.decode('utf-8')
+        except UnicodeDecodeError:
+            return self._final(R.BAD_ENCODING)
+        if self._log_min <= 10:
+            self.log(10, 'C: %s', self._loggable(text))
+        ctx = Context(text, self.session, self.server, self)
+        if ctx.command_name in ('MAIL', 'RCPT'):
+            self._parse_address(ctx)
+        try:
+            self.server._dispatch(ctx)
+        except SmtpError as err:
+            ctx.reply = err.reply
+        except ClientDisconnected:
+            raise
+        except Exception as exc:
+            self.log(40, 'Middleware failed on %s: %r', ctx.command_name, exc)
+            self.server._emit('error', exc)
+            ctx.reply = R.LOCAL_ERROR
+        if ctx.data_stream is not None:
+            self._finish_data(ctx)
+        else:
+            if ctx.reply is None:
+                no_auth = ctx.command_name == 'AUTH' and self.options.no_auth_reply
+                ctx.reply = R.AUTH_FAILED if no_auth else R.NO_REPLY_SET
+            self._final(ctx.reply, ctx)
+        if ctx.close_requested:
+            self.closing = True
+
+    def _final(self, reply, ctx=None) -> None:
+        """Write the one final reply of a command and count errors."""
+        if isinstance(reply, list):     # LMTP-style list outside DATA: first only
+            reply = reply[0] if reply else R.NO_REPLY_SET
+        self._write(reply)
+        if reply.code >= 400:
+            self._count_error(reply, ctx)
+
+    def _count_error(self, reply, ctx) -> None:
+        self.errors += 1
+        if ctx is not None and ctx.command_name == 'AUTH' and reply.code == 535:
+            self.auth_failures += 1
+            if self.auth_failures >= self.options.max_auth_failures:
+                self._write(R.TOO_MANY_AUTH_FAILURES)
+                self.closing = True
+                return
+        if self.options.max_errors and self.errors >= self.options.max_errors and not self.closing:
+            self._write(R.TOO_MANY_ERRORS)
+            self.closing = True
+
+    def _loggable(self, text: str) -> str:
+        if text[:4].upper() == 'AUTH':
+            parts = text.split(' ', 2)
+            return ' '.join(parts[:2]) + (' <hidden>' if len(parts) > 2 else '')
+        return text
+
+    def _parse_address(self, ctx: Context) -> None:
+        """MAIL/RCPT are parsed before middleware runs (SPEC: ctx.address)."""
+        is_mail = ctx.command_name == 'MAIL'
+        rest = ctx.command[5:] if len(ctx.command) > 4 and ctx.command[4] == ' ' else ''
+        lenient = self.options.lenient_addresses
+        try:
+            path, params = parse_path_argument(rest, 'FROM' if is_mail else 'TO', lenient)
+            address = parse_mailbox(path, lenient, allow_null=is_mail,
+                                    allow_postmaster=not is_mail,
+                                    bad='5.1.7' if is_mail else '5.1.3')
+            ctx.address = Address(address, parse_params(params))
+        except SmtpError as err:
+            ctx.parse_error = err
+
+    def _hook(self, name: str, *args):
+        fn = getattr(self.options, name)
+        if fn is None:
+            return None
+        try:
+            return fn(*args)
+        except SmtpError:
+            raise
+        except ClientDisconnected:
+            raise
+        except Exception as exc:
+            self.log(40, '%s hook failed: %r', name, exc)
+            self.server._emit('error', exc)
+            raise HookFailed(name) from exc
+
+    # -- the innermost middleware ----------------------------------------
+    def builtin(self, ctx: Context) -> None:
+        """The built-in command handler (the end of the middleware chain)."""
+        entry = COMMANDS.get(ctx.command_name)
+        try:
+            if entry is None:
+                raise SmtpError(*(R.BAD_SYNTAX if not ctx.command_name else R.UNRECOGNIZED))
+            if not self.options.enabled(ctx.command_name):
+                raise SmtpError(*R.NOT_IMPLEMENTED)
+            entry[0](self, ctx)
+        except SmtpError as err:
+            ctx.reply = err.reply
+        except HookFailed:
+            ctx.reply = R.HOOK_FAILED
+            ctx.close()
+
+    def _require_greeting(self) -> None:
+        if self.session.greeting is None:
+            raise SmtpError(*(R.NEED_LHLO if self.options.lmtp else R.NEED_HELO))
+
+    # -- HELO, EHLO, LHLO ---------------------------------------------------
+    @command('HELO', 'HELO hostname')
+    def smtp_helo(self, ctx):
+        self._greet(ctx, 'HELO')
+
+    @command('EHLO', 'EHLO hostname')
+    def smtp_ehlo(self, ctx):
+        self._greet(ctx, 'EHLO')
+
+    @command('LHLO', 'LHLO hostname')
+    def smtp_lhlo(self, ctx):
+        self._greet(ctx, 'LHLO')
+
+    def _greet(self, ctx, kind: str) -> None:
+        if self.options.lmtp != (kind == 'LHLO'):
+            raise SmtpError(*R.UNRECOGNIZED)
+        if not ctx.command_args:
+            raise SmtpError(501, f'Syntax: {kind} hostname', '5.5.4')
+        session = self.session
+        session.reset_envelope()
+        session.helo = ctx.command_args[0]
+        session.greeting = kind
+        hello = f'{self.options.name} Nice to meet you, {session.client_hostname}'
+        if kind == 'HELO':
+            self.enhanced = False
+            ctx.send(Reply(250, hello, False))
+            return
+        self.enhanced = self.options.enabled('ENHANCEDSTATUSCODES')
+        ctx.send(Reply(250, [hello] + self.extensions(), False))
+
+    def extensions(self) -> list:
+        """The EHLO keywords this session may use, minus disabled ones."""
+        opts = self.options
+        offered = ['PIPELINING', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES']
+        keywords = [k for k in offered if opts.enabled(k)]
+        if opts.enabled('SIZE'):
+            keywords.append(f'SIZE {opts.size}' if opts.size else 'SIZE')
+        if opts.enabled('DSN'):
+            keywords.append('DSN')
+        if opts.enabled('HELP'):
+            keywords.append('HELP')
+        return keywords
+
+    # -- MAIL, RCPT ---------------------------------------------------------
+    @command('MAIL', 'MAIL FROM:<address> [parameters]')
+    def smtp_mail(self, ctx):
+        session = self.session
+        self._require_greeting()
+        if session.envelope.mail_from is not None:
+            raise SmtpError(*R.NESTED_MAIL)
+        if not self.options.auth_optional and not session.user:
+            raise SmtpError(*R.AUTH_REQUIRED)
+        address = self._parsed_address(ctx)
+        self._check_mail_params(address)
+        self._hook('on_mail_from', session, address)
+        session.envelope.mail_from = address
+        ctx.send(R.SENDER_OK)
+
+    @command('RCPT', 'RCPT TO:<address> [parameters]')
+    def smtp_rcpt(self, ctx):
+        session = self.session
+        self._require_greeting()
+        envelope = session.envelope
+        if envelope.mail_from is None:
+            raise SmtpError(*R.NEED_MAIL)
+        address = self._parsed_address(ctx)
+        if len(envelope.rcpt_to) >= self.options.max_recipients:
+            raise SmtpError(*R.TOO_MANY_RECIPIENTS)
+        self._check_rcpt_params(address)
+        self._hook('on_rcpt_to', session, address)
+        envelope.rcpt_to.append(address)
+        ctx.send(R.RECIPIENT_OK)
+
+    def _parsed_address(self, ctx) -> Address:
+        if ctx.address is None and ctx.parse_error is not None:
+            raise ctx.parse_error
+        if not isinstance(ctx.address, Address):
+            raise SmtpError(501, 'Error: bad address syntax', '5.5.4')
+        return ctx.address
+
+    def _check_mail_params(self, address: Address) -> None:
+        opts = self.options
+        args = address.args
+        if args and self.session.greeting == 'HELO':
+            raise SmtpError(*R.NO_PARAMS_AFTER_HELO)
+        for key, value in args.items():
+            if key == 'SIZE' and opts.enabled('SIZE'):
+                if opts.size and check_size(value) > opts.size:
+                    raise SmtpError(*R.MESSAGE_TOO_BIG)
+                check_size(value)
+            elif key == 'BODY' and opts.enabled('8BITMIME'):
+                args[key] = check_body(value, self.body_types())
+            elif key == 'SMTPUTF8' and opts.enabled('SMTPUTF8'):
+                check_flag(key, value)
+            elif key == 'RET' and opts.enabled('DSN'):
+                args[key] = check_ret(value)
+            elif key == 'ENVID' and opts.enabled('DSN'):
+                check_envid(value)
+            elif key == 'AUTH' and opts.enabled('AUTH'):
+                check_auth_param(value)
+            else:
+                raise SmtpError(555, f'Error: unsupported parameter {key}', '5.5.4')
+        if not address.address.isascii() and 'SMTPUTF8' not in args:
+            raise SmtpError(*R.NEED_SMTPUTF8)
+
+    def body_types(self) -> frozenset:
+        return frozenset(('7BIT', '8BITMIME'))
+
+    def _check_rcpt_params(self, address: Address) -> None:
+        opts = self.options
+        args = address.args
+        if args and self.session.greeting == 'HELO':
+            raise SmtpError(*R.NO_PARAMS_AFTER_HELO)
+        for key, value in args.items():
+            if key == 'NOTIFY' and opts.enabled('DSN'):
+                args[key] = check_notify(value)
+            elif key == 'ORCPT' and opts.enabled('DSN'):
+                check_orcpt(value)
+            else:
+                raise SmtpError(555, f'Error: unsupported parameter {key}', '5.5.4')
+        if not address.address.isascii() and 'SMTPUTF8' not in self.session.envelope.mail_from.args:
+            raise SmtpError(*R.NEED_SMTPUTF8)
+
+    # -- DATA -------------------------------------------------------------
+    @command('DATA', 'DATA')
+    def smtp_data(self, ctx):
+        if ctx.command_args:
+            raise SmtpError(501, 'Syntax: DATA', '5.5.4')
+        self._require_greeting()
+        envelope = self.session.envelope
+        if envelope.mail_from is None:
+            raise SmtpError(*R.NEED_MAIL)
+        if not envelope.rcpt_to:
+            raise SmtpError(*R.NO_RECIPIENTS)
+        stream = self._open_data_stream()
+        envelope.data_stream = ctx.data_stream = stream
+        # on_data runs before 354; if it reads the stream, 354 goes out first.
+        self._hook('on_data', self.session)
+        stream.start()
+        ctx.send(R.QUEUED)
+
+    def _open_data_stream(self) -> DataStream:
+        decoder = DataDecoder(normalize=self.options.bare_newline == 'normalize')
+        lines = self.lines
+        timeout = self.options.socket_timeout
+
+        def pull():
+            if decoder.done:
+                return None
+            data = lines.take()
+            if not data:
+                data = self._recv(time.monotonic() + timeout)
+            body, rest = decoder.feed(data)
+            if rest is not None:
+                lines.unread(rest)
+            return body
+
+        stream = DataStream(pull, self.options.size,
+                            on_first_read=lambda: self.send_now(R.START_INPUT))
+        stream.decoder = decoder
+        return stream
+
+    def _finish_data(self, ctx) -> None:
+        """After the chain of a DATA command: drain, decide, reply, reset."""
+        stream = ctx.data_stream
+        session = self.session
+        recipients = session.envelope.rcpt_to
+        if not stream.started:
+            # Refused before 354 (on_data or middleware): nothing was sent.
+            return self._final(ctx.reply or R.NO_REPLY_SET, ctx)
+        stream.drain()
+        reply = ctx.reply or R.NO_REPLY_SET
+        if stream.size_exceeded:
+            reply = R.MESSAGE_TOO_BIG
+        elif stream.decoder.bare_newline and self.options.bare_newline == 'reject':
+            reply = R.BARE_NEWLINE_DATA
+        session.reset_envelope()
+        if self.options.lmtp:
+            self._lmtp_replies(reply, len(recipients), ctx)
+        else:
+            self._final(reply, ctx)
+        final = reply[0] if isinstance(reply, list) and reply else reply
+        if not isinstance(final, list) and final.code < 300:
+            self.log(20, 'Message accepted: %d bytes, %d recipient(s)',
+                     stream.bytes_read, len(recipients))
+
+    def _lmtp_replies(self, reply, count: int, ctx) -> None:
+        """RFC 2033 4.2: one reply per accepted recipient, in RCPT order."""
+        if isinstance(reply, list):
+            replies = list(reply[:count])
+            if len(reply) != count:
+                self.log(30, 'LMTP: %d replies set for %d recipients', len(reply), count)
+            replies += [R.NO_REPLY_SET] * (count - len(replies))
+        else:
+            replies = [reply] * count
+        for one in replies:
+            self._final(one, ctx)
+
+    # -- the rest ------------------------------------------------------------
+    @command('RSET', 'RSET')
+    def smtp_rset(self, ctx):
+        if ctx.command_args:
+            raise SmtpError(501, 'Syntax: RSET', '5.5.4')
+        self.session.reset_envelope()
+        ctx.send(R.FLUSHED)
+
+    @command('NOOP', 'NOOP [string]')
+    def smtp_noop(self, ctx):
+        ctx.send(R.OK)
+
+    @command('QUIT', 'QUIT')
+    def smtp_quit(self, ctx):
+        ctx.send(Reply(221, f'{self.options.name} closing connection', '2.0.0'))
+        ctx.close()
+
+    @command('VRFY', 'VRFY <address>')
+    def smtp_vrfy(self, ctx):
+        if not ctx.command_args:
+            raise SmtpError(501, 'Syntax: VRFY <address>', '5.5.4')
+        ctx.send(R.CANNOT_VRFY)
+
+    @command('EXPN', 'EXPN <list>')
+    def smtp_expn(self, ctx):
+        raise SmtpError(*R.NOT_IMPLEMENTED)
+
+    @command('HELP', 'HELP [command]')
+    def smtp_help(self, ctx):
+        if ctx.command_args:
+            name = ctx.command_args[0].upper()
+            entry = COMMANDS.get(name)
+            if entry is None or not self._offered(name):
+                raise SmtpError(504, f'Error: no help for {name[:20]}', '5.5.4')
+            ctx.send(214, f'Syntax: {entry[1]}', '2.0.0')
+            return
+        names = ' '.join(name for name in COMMANDS if self._offered(name))
+        ctx.send(214, f'Supported commands: {names}', '2.0.0')
+
+    def _offered(self, name: str) -> bool:
+        if not self.options.enabled(name):
+            return False
+        if name in ('HELO', 'EHLO'):
+            return not self.options.lmtp
+        if name == 'LHLO':
+            return self.options.lmtp
+        return name != 'EXPN'
+
+
+def _split_address(address) -> tuple:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = address[0]
+        if host.startswith('::ffff:') and '.' in host:
+            host = host[7:]     # IPv4-mapped peers are IPv4 clients
+        return host, address[1]
+    return (address or '', 0) if isinstance(address, str) else ('', 0)

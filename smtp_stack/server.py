@@ -1,0 +1,209 @@
+"""SmtpServer: listening sockets, connection limits, middleware and lifecycle."""
+from __future__ import annotations
+
+import socket
+import threading
+from collections import Counter
+
+import gevent
+import gevent.event
+import gevent.pool
+from gevent import socket as gsocket
+from gevent.server import StreamServer
+
+from . import replies as R
+from .connection import Connection, SessionShutdown
+from .middleware import compose
+from .options import Options
+from .replies import format_reply
+
+EVENTS = ('listening', 'close', 'error')
+
+
+class SmtpServer:
+    """A configurable SMTP/LMTP server; see SPEC.md for the options."""
+
+    def __init__(self, **options):
+        self.options = Options(**options)
+        self._middleware: list = []
+        self._dispatch_fn = None
+        self._handlers = {event: [] for event in EVENTS}
+        self._listeners: list = []
+        self._greenlets = gevent.pool.Group()
+        self._connections: set = set()
+        self._per_ip: Counter = Counter()
+        self.stopping = False
+        self._stopped = None
+        self._hub = None
+        self._thread_id = None
+        self.address = None
+        self.secure_context: dict = {}
+
+    # -- middleware and events ---------------------------------------------
+    def use(self, fn):
+        """Register a middleware `fn(ctx, next)`; usable as a decorator."""
+        if not callable(fn):
+            raise TypeError('middleware must be callable as fn(ctx, next)')
+        self._middleware.append(fn)
+        self._dispatch_fn = None
+        return fn
+
+    def on(self, event: str, fn):
+        if event not in self._handlers:
+            raise ValueError(f'unknown event {event!r}; known: {", ".join(EVENTS)}')
+        self._handlers[event].append(fn)
+        return fn
+
+    def _emit(self, event: str, *args) -> None:
+        for fn in self._handlers[event]:
+            try:
+                fn(*args)
+            except Exception:   # a listener's bug must not break the server
+                pass
+
+    def _dispatch(self, ctx) -> None:
+        """Run the chain for one command (composed once, rebuilt after use())."""
+        dispatch = self._dispatch_fn
+        if dispatch is None:
+            dispatch = self._dispatch_fn = compose(self._middleware, _builtin)
+        dispatch(ctx)
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self, port: int = 25, host: str = '', backlog: int = 1024):
+        """Bind and start accepting; returns at once (serving runs in greenlets)."""
+        if self.stopping:
+            raise RuntimeError('this server was stopped; create a new one')
+        sock = _bind(host, port, backlog)
+        listener = StreamServer(sock, self._accept, spawn=self._greenlets.spawn)
+        listener.start()
+        self._listeners.append(listener)
+        if self.address is None:
+            self.address = sock.getsockname()[:2]
+            self._hub = gevent.get_hub()
+            self._thread_id = threading.get_ident()
+            self._stopped = gevent.event.Event()
+        self._emit('listening', sock.getsockname()[:2])
+        return self
+
+    def serve_forever(self) -> None:
+        """Block (cooperatively) until stop() has finished."""
+        if self._stopped is None:
+            raise RuntimeError('call start() before serve_forever()')
+        self._stopped.wait()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting, let sessions finish, then 421 the rest; blocks until done.
+
+        Idle sessions (no transaction open) get 421 at once; sessions in a
+        transaction may finish it within `timeout` (default close_timeout).
+        Callable from any thread: from another thread the stop runs in the
+        server's hub and this call waits for it.
+        """
+        if self._stopped is None:
+            self.stopping = True
+            return
+        if threading.get_ident() != self._thread_id:
+            done = threading.Event()
+            self._hub.loop.run_callback_threadsafe(
+                gevent.spawn, self._stop_and_signal, timeout, done)
+            done.wait()
+            return
+        self._stop(timeout)
+
+    def _stop_and_signal(self, timeout, done) -> None:
+        try:
+            self._stop(timeout)
+        finally:
+            done.set()
+
+    def _stop(self, timeout) -> None:
+        if self.stopping:
+            self._stopped.wait()
+            return
+        self.stopping = True
+        for listener in self._listeners:
+            listener.close()
+        for conn in list(self._connections):
+            if conn.waiting_idle:
+                conn.greenlet.kill(SessionShutdown, block=False)
+        grace = self.options.close_timeout if timeout is None else timeout
+        self._greenlets.join(timeout=grace)
+        for conn in list(self._connections):
+            conn.greenlet.kill(SessionShutdown, block=False)
+        # A session blocked in a write to a client that never reads cannot
+        # answer the kill promptly; closing its socket ends it.
+        if not self._greenlets.join(timeout=1.0):
+            for conn in list(self._connections):
+                conn._close_socket()
+            self._greenlets.kill(block=True, timeout=1.0)
+        self._emit('close')
+        self._stopped.set()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    # -- connections -----------------------------------------------------------
+    def _accept(self, sock, peer) -> None:
+        """Run in its own greenlet for each accepted socket."""
+        opts = self.options
+        if self.stopping:
+            sock.close()
+            return
+        if opts.on_socket is not None:
+            try:
+                opts.on_socket(sock, peer)
+            except Exception:
+                sock.close()
+                return
+        ip = peer[0] if isinstance(peer, tuple) else ''
+        if opts.max_connections and len(self._connections) >= opts.max_connections:
+            return _refuse(sock, R.TOO_MANY_CONNECTIONS)
+        if opts.max_connections_per_ip and self._per_ip[ip] >= opts.max_connections_per_ip:
+            return _refuse(sock, R.TOO_MANY_CONNECTIONS)
+        conn = Connection(self, sock, peer)
+        self._connections.add(conn)
+        self._per_ip[ip] += 1
+        try:
+            conn.run()
+        finally:
+            self._connections.discard(conn)
+            self._per_ip[ip] -= 1
+            if not self._per_ip[ip]:
+                del self._per_ip[ip]
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+
+def _builtin(ctx) -> None:
+    """The innermost middleware: hand the command to its session's handler."""
+    ctx._conn.builtin(ctx)
+
+
+def _refuse(sock, reply) -> None:
+    try:
+        sock.sendall(format_reply(reply.code, reply.message, reply.enhanced, True))
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def _bind(host: str, port: int, backlog: int):
+    infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC,
+                               socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = infos[0]
+    sock = gsocket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock

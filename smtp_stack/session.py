@@ -1,0 +1,79 @@
+"""The state user code sees: the session and its envelope."""
+from __future__ import annotations
+
+import base64
+import os
+
+
+def new_session_id() -> str:
+    """16 lower-case base32 characters: unique enough to grep logs by."""
+    return base64.b32encode(os.urandom(10)).decode('ascii').lower()
+
+
+class Envelope:
+    """One mail transaction. A new object after each reset, so user code
+    that kept a reference (a delivery queue) never sees it change."""
+
+    __slots__ = ('mail_from', 'rcpt_to', 'data_stream', '__dict__')
+
+    def __init__(self):
+        self.mail_from = None
+        self.rcpt_to = []
+        self.data_stream = None
+
+    @property
+    def last_to(self):
+        return self.rcpt_to[-1] if self.rcpt_to else None
+
+    def __repr__(self):
+        return f'<Envelope from={self.mail_from!r} to={self.rcpt_to!r}>'
+
+
+class Session:
+    """Per-connection state. A plain object: user code may add attributes."""
+
+    def __init__(self, local_address, local_port, remote_address, remote_port,
+                 lmtp=False):
+        self.id = new_session_id()
+        self.secure = False
+        self.tls = None
+        self.local_address = local_address
+        self.local_port = local_port
+        self.remote_address = remote_address
+        self.remote_port = remote_port
+        self.client_hostname = f'[{remote_address}]' if remote_address else '[unknown]'
+        self.helo = None
+        self.greeting = None      # 'HELO', 'EHLO' or 'LHLO' once the client said one
+        self.lmtp = lmtp
+        self.xclient = {}
+        self.xforward = {}
+        self.proxy = None
+        self.auth = None
+        self.user = None
+        self.transaction = 1
+        self.envelope = Envelope()
+        self.pre_greeting_data = False
+
+    @property
+    def transmission_type(self) -> str:
+        """RFC 3848 'with' keyword: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA, LMTP..."""
+        if self.lmtp:
+            base = 'LMTP'
+        elif self.greeting == 'EHLO':
+            base = 'ESMTP'
+        else:
+            base = 'SMTP'
+        if base == 'SMTP' and not (self.secure or self.user):
+            return base
+        if base == 'SMTP':
+            base = 'ESMTP'      # RFC 3848 has no SMTPS/SMTPA: TLS/AUTH imply ESMTP
+        return base + ('S' if self.secure else '') + ('A' if self.user else '')
+
+    def reset_envelope(self) -> None:
+        """End the current transaction (RSET, HELO/EHLO, after DATA)."""
+        if self.envelope.mail_from is not None:
+            self.transaction += 1
+        self.envelope = Envelope()
+
+    def __repr__(self):
+        return f'<Session {self.id} {self.remote_address}:{self.remote_port}>'
