@@ -31,9 +31,9 @@ class Address:
 # RFC 5321 section 4.5.3.1 size limits, in octets.
 MAX_LOCAL_PART = 64
 MAX_DOMAIN = 255
-MAX_PATH = 256
+MAX_PATH = 256 - 2     # 256 octets include the angle brackets
 
-_ATEXT = "A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
+_ATEXT = r"\-A-Za-z0-9!#$%&'*+/=?^_`{|}~"   # '-' escaped: it precedes the UTF-8 range
 _UTF8 = '\u0080-\U0010ffff'
 _DOT_STRING = re.compile(rf'[{_ATEXT}{_UTF8}]+(?:\.[{_ATEXT}{_UTF8}]+)*\Z')
 _LENIENT_DOT_STRING = re.compile(rf'[.{_ATEXT}{_UTF8}]+\Z')
@@ -121,7 +121,10 @@ def parse_mailbox(path: str, lenient: bool = False, allow_null: bool = False,
         path = path[route.end():]      # RFC 5321 4.1.1.3: ignore source routes
     if allow_postmaster and path.lower() == 'postmaster':
         return path
-    at = path.rfind('@')
+    # '@' may appear inside a general address literal: split before '[' then.
+    at = path.rfind('@[') if path.endswith(']') else -1
+    if at < 0:
+        at = path.rfind('@')
     if at <= 0:
         raise _syntax('Error: address must be local-part@domain', bad)
     local, domain = path[:at], path[at + 1:]
@@ -145,6 +148,8 @@ def parse_mailbox(path: str, lenient: bool = False, allow_null: bool = False,
 
 
 def _valid_address_literal(text: str) -> bool:
+    if '%' in text and text[:5].upper() == 'IPV6:':
+        return False        # zone ids are not part of RFC 5321's IPv6-addr
     if text[:5].upper() == 'IPV6:':
         try:
             ipaddress.IPv6Address(text[5:])
@@ -182,7 +187,7 @@ def is_ascii(text: str) -> bool:
 
 # --- Semantics of the parameters we implement ------------------------------
 def check_size(value) -> int:
-    if value is True or not value.isdigit() or len(value) > 20:
+    if value is True or not (value.isascii() and value.isdigit()) or len(value) > 20:
         raise _syntax('Error: bad SIZE value')
     return int(value)
 

@@ -481,10 +481,8 @@ class Connection:
                 lines.unread(rest)
             return body
 
-        stream = DataStream(pull, self.options.size,
-                            on_first_read=lambda: self.send_now(R.START_INPUT))
-        stream.decoder = decoder
-        return stream
+        return DataStream(pull, self.options.size, decoder=decoder,
+                          on_first_read=lambda: self.send_now(R.START_INPUT))
 
     def _finish_data(self, ctx) -> None:
         """After the chain of a DATA command: drain, decide, reply, reset."""

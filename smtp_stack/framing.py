@@ -62,7 +62,7 @@ class LineBuffer:
         buf = self._buf
         nl = buf.find(b'\n', self._scanned)
         if nl < 0:
-            if len(buf) > max_length:
+            if len(buf) > max_length + 1:     # + 1: its CR may be here already
                 # Keep nothing of an over-long line: report it once, then skip.
                 self._buf = b''
                 self._scanned = 0
@@ -144,12 +144,13 @@ class DataDecoder:
             self._emit(out, buf, pos, dot)
             pos = search = dot + 1
         end = len(buf)
-        # Keep a trailing CR or CRLF back: it may start '<CRLF>.'.
-        if buf.endswith(b'\r\n') and end - 2 >= pos:
-            self._emit(out, buf, pos, end - 2)
-            self._tail = b'\r\n'
-            self._at_line_start = False
-        elif buf.endswith(b'\r') and end - 1 >= pos:
+        if buf.endswith(b'\r\n'):
+            # The line is complete and goes out now (a reader waiting for
+            # it must not wait for the next packet); remember the line start.
+            self._emit(out, buf, pos, end)
+            self._at_line_start = True
+        elif buf.endswith(b'\r'):
+            # Keep a lone CR back: CRLF or a bare CR, decided by the next byte.
             self._emit(out, buf, pos, end - 1)
             self._tail = b'\r'
             self._at_line_start = False

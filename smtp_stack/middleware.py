@@ -33,7 +33,9 @@ class Context:
         """Set the final reply: `send(250, 'OK')`, `send(reply)`, or for LMTP
         after DATA a list `[(code, message), ...]`, one per recipient."""
         if isinstance(code, Reply):
-            self.reply = code
+            self.reply = _as_reply(code)
+        elif isinstance(code, tuple) and code and isinstance(code[0], int):
+            self.reply = _as_reply(code)
         elif isinstance(code, (list, tuple)):
             self.reply = [_as_reply(item) for item in code]
         else:
@@ -49,6 +51,7 @@ class Context:
 
 def _as_reply(item) -> Reply:
     if isinstance(item, Reply):
+        validate_code(item.code)
         return item
     code, message, *rest = item
     return Reply(validate_code(code), message, rest[0] if rest else None)

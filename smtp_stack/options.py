@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import socket
 from enum import IntEnum
 
@@ -40,7 +41,7 @@ class TrustList:
                     self.everyone = True
                     continue
                 try:
-                    self.networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
+                    self.networks.append(_unmapped(ipaddress.ip_network(str(item).strip(), strict=False)))
                 except ValueError:
                     raise ValueError(f'{option}: {item!r} is not an IP address or CIDR') from None
         else:
@@ -61,6 +62,16 @@ class TrustList:
         if addr.version == 6 and addr.ipv4_mapped:
             addr = addr.ipv4_mapped
         return any(addr in net for net in self.networks)
+
+
+_MAPPED = ipaddress.ip_network('::ffff:0:0/96')
+
+
+def _unmapped(net):
+    """An IPv4-mapped IPv6 network as the IPv4 network it means."""
+    if net.version == 6 and net.subnet_of(_MAPPED):
+        return ipaddress.ip_network(f'{net.network_address.ipv4_mapped}/{max(net.prefixlen - 96, 0)}')
+    return net
 
 
 KNOWN_AUTH_METHODS = ('PLAIN', 'LOGIN', 'XOAUTH2', 'CRAM-MD5')
@@ -91,7 +102,8 @@ def _bool(name):
 
 def _seconds(name, allow_zero=False):
     def check(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (v == 0 and not allow_zero):
+        if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                or v < 0 or (v == 0 and not allow_zero)):
             raise ValueError(f'{name} must be a {"non-negative" if allow_zero else "positive"} number of seconds')
         return float(v)
     return check

@@ -81,7 +81,7 @@ SENDER_OK = Reply(250, 'Accepted', '2.1.0')
 RECIPIENT_OK = Reply(250, 'Accepted', '2.1.5')
 FLUSHED = Reply(250, 'Flushed', '2.0.0')
 BYE = Reply(221, 'Bye', '2.0.0')
-CANNOT_VRFY = Reply(252, 'Cannot VRFY user, but will accept message and attempt delivery', '2.5.2')
+CANNOT_VRFY = Reply(252, 'Cannot VRFY user, but will accept message and attempt delivery', '2.0.0')
 START_INPUT = Reply(354, 'End data with <CR><LF>.<CR><LF>')
 
 UNRECOGNIZED = Reply(500, 'Error: command not recognized', '5.5.2')

@@ -102,6 +102,8 @@ class SmtpServer:
         if self._stopped is None:
             self.stopping = True
             return
+        if self._stopped.is_set():
+            return
         if threading.get_ident() != self._thread_id:
             done = threading.Event()
             self._hub.loop.run_callback_threadsafe(

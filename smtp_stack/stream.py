@@ -15,8 +15,9 @@ class DataStream(io.BufferedIOBase):
     client goes away mid-message.
     """
 
-    def __init__(self, pull, limit: int = 0, on_first_read=None):
+    def __init__(self, pull, limit: int = 0, on_first_read=None, decoder=None):
         super().__init__()
+        self.decoder = decoder
         self._pull = pull
         self._limit = limit
         self._on_first_read = on_first_read
@@ -70,6 +71,19 @@ class DataStream(io.BufferedIOBase):
     @property
     def finished(self) -> bool:
         return self._finished
+
+    @property
+    def bare_newline(self) -> bool:
+        """A bare CR or LF was seen (refused unless bare_newline='normalize')."""
+        return bool(self.decoder is not None and self.decoder.bare_newline)
+
+    @property
+    def acceptable(self) -> bool:
+        """The whole body arrived and the server will not refuse it for its
+        framing or size: what a delivery handler checks before it commits."""
+        if not self._finished or self.size_exceeded:
+            return False
+        return not (self.bare_newline and not self.decoder.normalize)
 
     # -- the reader side ---------------------------------------------------
     def readable(self) -> bool:

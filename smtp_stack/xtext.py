@@ -9,12 +9,12 @@ class XtextError(ValueError):
 
 
 def decode_xtext(text: str) -> str:
-    """Decode strictly: '+' must be followed by two upper-case hex digits and
+    """Decode strictly (escaped bytes are UTF-8): '+' must be followed by two upper-case hex digits and
     every other character must be printable ASCII other than '+' and '='."""
     if '+' not in text:
         _check_xchars(text)
         return text
-    out = []
+    out = bytearray()
     i = 0
     n = len(text)
     while i < n:
@@ -23,13 +23,16 @@ def decode_xtext(text: str) -> str:
             pair = text[i + 1:i + 3]
             if len(pair) != 2 or pair[0] not in _HEX or pair[1] not in _HEX:
                 raise XtextError(f'bad xtext escape at offset {i}')
-            out.append(chr(int(pair, 16)))
+            out.append(int(pair, 16))
             i += 3
             continue
         _check_xchars(ch)
-        out.append(ch)
+        out.append(ord(ch))
         i += 1
-    return ''.join(out)
+    try:
+        return out.decode('utf-8')      # the inverse of encode_xtext
+    except UnicodeDecodeError:
+        raise XtextError('xtext does not decode to UTF-8') from None
 
 
 def encode_xtext(value: str | bytes) -> str:

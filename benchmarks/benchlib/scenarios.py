@@ -1,0 +1,306 @@
+"""The loads. Each measurement starts a fresh server (so peak RSS and the RSS
+baseline belong to that load alone), warms it up with the same load, then
+measures, then stops the server by its process group.
+
+(a)   smtp-source -d -s 50: 1 KB messages, 50 parallel sessions, many
+      messages per session. messages/s, and messages per server CPU-second.
+(b)   smtp-source -s 50 without -d: one message per connection. messages/s.
+(c)   smtp-source -d -s 4 -l 5 MiB. MiB/s of message payload, server peak
+      RSS (VmHWM, MiB).
+(c50) the same with 50 MiB messages (peak RSS should not grow with size).
+(d)   2,000 connections that said EHLO and stay idle (clients/idle_client.py).
+      Server RSS growth per connection, KB.
+(e)   STARTTLS + AUTH PLAIN + one 1 KB message per connection
+      (clients/tls_client.py). sessions/s.
+"""
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from . import procs
+from .servers import BENCH_DIR, HOSTNAME, find_postfix_tool
+
+CLIENTS = os.path.join(BENCH_DIR, 'clients')
+KIB = 1024
+MIB = 1024 * 1024
+
+
+@dataclass
+class Counts:
+    a_msgs: int
+    a_warm: int
+    b_msgs: int
+    b_warm: int
+    c_msgs: int
+    c_warm: int
+    c50_msgs: int
+    d_conns: int
+    e_sessions: int
+    e_warm: int
+    e_procs: int = 2
+    e_threads: int = 16
+
+    def scaled(self, factor):
+        """Multiply the message and session counts (not the idle
+        connections of (d), nor the warm-ups) by ``factor``."""
+        def s(n, least):
+            return max(least, int(round(n * factor)))
+        return Counts(a_msgs=s(self.a_msgs, 100), a_warm=self.a_warm,
+                      b_msgs=s(self.b_msgs, 100), b_warm=self.b_warm,
+                      c_msgs=s(self.c_msgs, 4), c_warm=self.c_warm,
+                      c50_msgs=s(self.c50_msgs, 4), d_conns=self.d_conns,
+                      e_sessions=s(self.e_sessions, 20), e_warm=self.e_warm,
+                      e_procs=self.e_procs, e_threads=self.e_threads)
+
+
+FULL = Counts(a_msgs=40000, a_warm=4000, b_msgs=10000, b_warm=1000,
+              c_msgs=120, c_warm=8, c50_msgs=12, d_conns=2000,
+              e_sessions=2000, e_warm=100)
+QUICK = Counts(a_msgs=3000, a_warm=300, b_msgs=1000, b_warm=100,
+               c_msgs=16, c_warm=4, c50_msgs=4, d_conns=2000,
+               e_sessions=400, e_warm=32)
+
+
+class ScenarioError(Exception):
+    """The measurement failed; the message says why (shown under the table)."""
+
+
+class ServerRun:
+    """A fresh server process for one measurement, stopped on exit."""
+
+    def __init__(self, spec, logdir, tag, tls=None):
+        self.spec = spec
+        self.tls = tls
+        self.port = procs.free_port()
+        self.log_path = os.path.join(logdir, f'{spec.name}-{tag}.log')
+        self.proc = None
+
+    def __enter__(self):
+        self.log = open(self.log_path, 'wb')
+        try:
+            self.proc = procs.spawn(self.spec.command(self.port, self.tls),
+                                    env=self.spec.env(), stdout=self.log,
+                                    stderr=subprocess.STDOUT)
+        except OSError as exc:
+            self.log.close()
+            raise ScenarioError(f'cannot start the server: {exc}') from None
+        problem = procs.wait_smtp_ready(self.port, self.proc, timeout=30)
+        if problem:
+            self.__exit__(None, None, None)
+            raise ScenarioError(f'server {problem}: {self.last_log_line()}')
+        return self
+
+    def last_log_line(self):
+        return f'{procs.tail(self.log_path, 1) or "(empty log)"} [log: {self.log_path}]'
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            procs.stop_group(self.proc)
+        self.log.close()
+
+    @property
+    def pgid(self):
+        return self.proc.pid
+
+    def check_alive(self):
+        if self.proc.poll() is not None:
+            raise ScenarioError(f'server exited with code {self.proc.returncode}: '
+                                + self.last_log_line())
+
+
+def _smtp_source(port, messages, sessions, length, per_session):
+    cmd = [find_postfix_tool('smtp-source'), '-M', HOSTNAME,
+           '-f', f'sender@{HOSTNAME}', '-t', f'rcpt@{HOSTNAME}',
+           '-s', str(sessions), '-m', str(messages), '-l', str(length)]
+    if per_session:
+        cmd.append('-d')
+    cmd.append(f'127.0.0.1:{port}')
+    # Bounded: generous for a slow server (200 msg/s, 5 MiB/s), then killed.
+    timeout = 60 + messages / 200 + messages * length / (5 * MIB)
+    return procs.run_bounded(cmd, timeout)
+
+
+def _client_bound(run, server_cpu, server_cores_max, client_cores_max=1.0):
+    """True when the rate may be the client's or the machine's limit rather
+    than the server's: the client used >= 90% of the cores it can use, or
+    client and server together kept >= 90% of all cores busy while the
+    server stayed below 90% of the cores it can use. The rate is then a
+    lower bound for the server."""
+    if run.wall <= 0:
+        return False
+    client = run.cpu / run.wall
+    server = server_cpu / run.wall
+    ncpu = os.cpu_count() or 1
+    return (client >= 0.9 * client_cores_max
+            or (client + server >= 0.9 * ncpu and server < 0.9 * server_cores_max))
+
+
+def _source_load(server, key, messages, warm, sessions, length, per_session):
+    """Warm up, then one measured smtp-source run. Returns that run, the
+    server's CPU seconds during it, the figures every load reports, and
+    whether the client (or the machine) may have set the rate."""
+    def load(count, what):
+        run = _smtp_source(server.port, count, sessions, length, per_session)
+        server.check_alive()
+        if not run.ok:
+            raise ScenarioError(f'{what}: smtp-source {run.error_text()}')
+        return run
+
+    load(warm, 'warm-up')
+    cpu0 = procs.group_cpu_seconds(server.pgid)
+    run = load(messages, 'run')
+    cpu = max(procs.group_cpu_seconds(server.pgid) - cpu0, 1.0 / procs.CLK_TCK)
+    figures = {f'{key}_seconds': run.wall, f'{key}_server_cpu': cpu,
+               f'{key}_server_cores': cpu / run.wall,
+               f'{key}_client_cores': run.cpu / run.wall}
+    return run, cpu, figures, _client_bound(run, cpu, server.spec.workers)
+
+
+def measure_a(server, counts):
+    n = counts.a_msgs
+    run, cpu, figures, bound = _source_load(server, 'a', n, counts.a_warm, 50, 1024, True)
+    figures.update(a_rate=n / run.wall, a_per_cpu=n / cpu)
+    return figures, bound
+
+
+def measure_b(server, counts):
+    n = counts.b_msgs
+    run, cpu, figures, bound = _source_load(server, 'b', n, counts.b_warm, 50, 1024, False)
+    figures.update(b_rate=n / run.wall, b_per_cpu=n / cpu)
+    return figures, bound
+
+
+def _measure_big(server, key, messages, warm, length):
+    run, cpu, figures, bound = _source_load(server, key, messages, warm, 4, length, True)
+    figures[f'{key}_mibps'] = messages * length / MIB / run.wall
+    figures[f'{key}_rss'] = procs.group_hwm_kb(server.pgid) / KIB
+    return figures, bound
+
+
+def measure_c(server, counts):
+    return _measure_big(server, 'c', counts.c_msgs, counts.c_warm, 5 * MIB)
+
+
+def measure_c50(server, counts):
+    return _measure_big(server, 'c50', counts.c50_msgs, 1, 50 * MIB)
+
+
+def _idle_cmd(port, count, hold):
+    return [sys.executable, os.path.join(CLIENTS, 'idle_client.py'),
+            '--port', str(port), '--count', str(count), '--hold', str(hold),
+            '--timeout', '90']
+
+
+def measure_d(server, counts):
+    # Warm-up: 20 connections through EHLO and closed, so lazily built code
+    # paths and buffers are not charged to the 2,000.
+    warm = procs.run_bounded(_idle_cmd(server.port, 20, 0), 120)
+    server.check_alive()
+    if not warm.ok:
+        raise ScenarioError(f'warm-up: idle client {warm.error_text()}')
+    time.sleep(0.5)
+    before = procs.group_rss_kb(server.pgid)
+    client = procs.spawn(_idle_cmd(server.port, counts.d_conns, 150),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([client.stdout], [], [], 120)
+        line = client.stdout.readline() if ready else ''
+        if not line:
+            raise ScenarioError('idle client did not report (timed out or died): '
+                                + (client.stderr.read() if client.poll() is not None else ''))
+        try:
+            report = json.loads(line)
+        except ValueError:
+            raise ScenarioError(f'idle client said {line.strip()[:200]!r}') from None
+        time.sleep(1.0)          # let the server settle after the last EHLO
+        server.check_alive()
+        after = procs.group_rss_kb(server.pgid)
+    finally:
+        try:
+            client.stdin.close()
+        except OSError:
+            pass
+        try:
+            client.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        procs.stop_group(client, grace=1.0)
+    if not report['ready']:
+        raise ScenarioError(f"no connection reached EHLO: {report['first_error']}")
+    result = {'d_kb_per_conn': (after - before) / report['ready'],
+              'd_rss_before_kb': before, 'd_rss_after_kb': after,
+              'd_ready': report['ready'], 'd_failed': report['failed']}
+    if report['failed']:
+        result['d_note'] = (f"only {report['ready']} of {counts.d_conns} connections "
+                            f"held ({report['first_error']})")
+    return result, False
+
+
+def _tls_run(server, counts, sessions):
+    cmd = [sys.executable, os.path.join(CLIENTS, 'tls_client.py'),
+           '--port', str(server.port), '--sessions', str(sessions),
+           '--procs', str(counts.e_procs), '--threads', str(counts.e_threads),
+           '--timeout', str(60 + sessions / 10)]
+    run = procs.run_bounded(cmd, 120 + sessions / 10)
+    server.check_alive()
+    try:
+        report = json.loads(run.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise ScenarioError(f'TLS client {run.error_text()}') from None
+    if report['errors'] or not report['sessions']:
+        raise ScenarioError(f"TLS client: {report['errors']} failed sessions "
+                            f"of {sessions}, first: {report['first_error']}")
+    return run, report
+
+
+def measure_e(server, counts):
+    _tls_run(server, counts, counts.e_warm)
+    cpu0 = procs.group_cpu_seconds(server.pgid)
+    run, report = _tls_run(server, counts, counts.e_sessions)
+    cpu = max(procs.group_cpu_seconds(server.pgid) - cpu0, 1.0 / procs.CLK_TCK)
+    n = report['sessions']
+    ncpu = os.cpu_count() or 2
+    # The client may use what one server process leaves, and at most a core
+    # per client process.
+    bound = _client_bound(run, cpu, server.spec.workers,
+                          client_cores_max=max(1, min(counts.e_procs, ncpu - 1)))
+    return {'e_rate': n / report['seconds'], 'e_per_cpu': n / cpu,
+            'e_seconds': report['seconds'], 'e_server_cpu': cpu,
+            'e_server_cores': cpu / run.wall,
+            'e_client_cores': run.cpu / run.wall}, bound
+
+
+@dataclass
+class Scenario:
+    key: str
+    title: str
+    measure: object
+    needs: str      # 'smtp-source', 'tls' or ''
+
+
+SCENARIOS = {
+    'a': Scenario('a', '1 KB messages, 50 parallel sessions, many per session',
+                  measure_a, 'smtp-source'),
+    'b': Scenario('b', '1 KB message, one per connection, 50 in parallel',
+                  measure_b, 'smtp-source'),
+    'c': Scenario('c', '5 MiB messages over 4 sessions', measure_c, 'smtp-source'),
+    'c50': Scenario('c50', '50 MiB messages over 4 sessions', measure_c50, 'smtp-source'),
+    'd': Scenario('d', 'idle connections after EHLO', measure_d, ''),
+    'e': Scenario('e', 'STARTTLS + AUTH PLAIN + 1 KB message per connection',
+                  measure_e, 'tls'),
+}
+DEFAULT_SCENARIOS = ('a', 'b', 'c', 'd', 'e')
+
+
+def run_one(scenario, spec, counts, logdir, tag, tls_paths):
+    """Measure one server under one scenario. Returns (figures, client_bound)
+    or raises ScenarioError."""
+    tls = tls_paths if scenario.needs == 'tls' else None
+    with ServerRun(spec, logdir, f'{scenario.key}-{tag}', tls) as server:
+        return scenario.measure(server, counts)

@@ -1,0 +1,242 @@
+"""The servers under test: how each is started, what it can run, and what
+is missing when it cannot run here.
+
+Each server is a small sink (see benchmarks/servers/) that reads every body
+completely and throws it away. All of them listen on 127.0.0.1 with a
+listen backlog of 1024 and no reverse DNS.
+"""
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT_DIR = os.path.dirname(BENCH_DIR)
+SINKS = os.path.join(BENCH_DIR, 'servers')
+NODE_DIR = os.path.join(BENCH_DIR, 'node')
+NODE_MODULES = os.path.join(NODE_DIR, 'node_modules')
+
+MAX_SIZE = 100 * 1024 * 1024   # the SIZE limit given to every sink: above (c)
+BACKLOG = 1024
+HOSTNAME = 'bench.example'
+
+INSTALL_HINT = 'benchmarks/install.sh installs every peer'
+
+
+def find_postfix_tool(name):
+    """smtp-source / smtp-sink live in /usr/sbin, which a user's PATH may
+    lack."""
+    path = shutil.which(name)
+    if path:
+        return path
+    for folder in ('/usr/sbin', '/usr/lib/postfix/sbin', '/usr/local/sbin'):
+        candidate = os.path.join(folder, name)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _python_env():
+    """Run the Python sinks against this work tree's smtp_stack even when it
+    is not pip-installed."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (ROOT_DIR, env.get('PYTHONPATH')) if p)
+    env.setdefault('PYTHONDONTWRITEBYTECODE', '1')
+    return env
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+class ServerSpec:
+    """One row of the table."""
+
+    name = ''          # the key used by --servers
+    label = ''         # the row title
+    scenarios = ()     # scenario keys this server takes part in
+    workers = 1        # processes serving connections (cores it can use)
+
+    def check(self):
+        """None when it can run here, else what is missing and how to fix it."""
+        return None
+
+    def version(self):
+        return ''
+
+    def command(self, port, tls=None):
+        """argv to start the sink; ``tls`` is (key_path, cert_path) for (e)."""
+        raise NotImplementedError
+
+    def env(self):
+        return None
+
+
+class SmtpStack(ServerSpec):
+    scenarios = ('a', 'b', 'c', 'c50', 'd', 'e')
+
+    def __init__(self, workers=1):
+        self.workers = workers
+        self.name = 'smtp_stack' if workers == 1 else f'smtp_stack-w{workers}'
+        self.label = 'smtp_stack' if workers == 1 else f'smtp_stack ({workers} workers)'
+        if workers != 1:
+            self.scenarios = ('a',)
+        self._checked = None
+
+    def check(self):
+        if self._checked is None:
+            probe = ('import smtp_stack\n'
+                     'from smtp_stack import SmtpServer, LogLevels\n'
+                     'print(getattr(smtp_stack, "__version__", "") or "dev")\n')
+            if self.workers != 1:   # options are validated at construction
+                probe += ('SmtpServer(name="bench.example", disable_reverse_lookup=True, '
+                          f'workers={self.workers})\n')
+            try:
+                done = subprocess.run([sys.executable, '-c', probe],
+                                      env=_python_env(), capture_output=True,
+                                      text=True, timeout=60)
+            except subprocess.TimeoutExpired:
+                self._checked = ('', 'importing smtp_stack took over 60 s')
+            else:
+                if done.returncode == 0:
+                    self._checked = (done.stdout.strip(), None)
+                else:
+                    lines = done.stderr.strip().splitlines() or ['no output']
+                    if done.stdout.strip():     # imported; workers refused
+                        self._checked = ('', f'SmtpServer(workers={self.workers}) '
+                                         f'is refused: {lines[-1]}')
+                    else:
+                        self._checked = ('', 'cannot import SmtpServer and LogLevels '
+                                         f'from smtp_stack ({lines[-1]}); install it '
+                                         "with pip install -e . once the core has landed")
+        return self._checked[1]
+
+    def version(self):
+        self.check()
+        return self._checked[0]
+
+    def command(self, port, tls=None):
+        cmd = [sys.executable, os.path.join(SINKS, 'smtp_stack_sink.py'),
+               '--host', '127.0.0.1', '--port', str(port),
+               '--size', str(MAX_SIZE), '--backlog', str(BACKLOG)]
+        if self.workers != 1:
+            cmd += ['--workers', str(self.workers)]
+        if tls:
+            cmd += ['--tls', '--key', tls[0], '--cert', tls[1]]
+        return cmd
+
+    def env(self):
+        return _python_env()
+
+
+class Aiosmtpd(ServerSpec):
+    scenarios = ('a', 'b', 'c', 'c50', 'd', 'e')
+
+    def __init__(self, uvloop=False):
+        self.uvloop = uvloop
+        self.name = 'aiosmtpd-uvloop' if uvloop else 'aiosmtpd'
+        self.label = 'aiosmtpd + uvloop' if uvloop else 'aiosmtpd'
+
+    def check(self):
+        missing = [m for m in (['aiosmtpd'] + (['uvloop'] if self.uvloop else []))
+                   if importlib.util.find_spec(m) is None]
+        if missing:
+            return (f"Python package(s) {', '.join(missing)} not installed: "
+                    f"pip install {' '.join(missing)} (or pip install -e '.[bench]')")
+        return None
+
+    def version(self):
+        text = _version('aiosmtpd') or ''
+        if self.uvloop:
+            text += f", uvloop {_version('uvloop')}"
+        return text
+
+    def command(self, port, tls=None):
+        cmd = [sys.executable, os.path.join(SINKS, 'aiosmtpd_sink.py'),
+               '--host', '127.0.0.1', '--port', str(port),
+               '--size', str(MAX_SIZE), '--backlog', str(BACKLOG)]
+        if self.uvloop:
+            cmd.append('--uvloop')
+        if tls:
+            cmd += ['--tls', '--key', tls[0], '--cert', tls[1]]
+        return cmd
+
+    def env(self):
+        return _python_env()
+
+
+class Nodemailer(ServerSpec):
+    name = 'nodemailer'
+    label = 'nodemailer smtp-server'
+    scenarios = ('a', 'b', 'c', 'c50', 'd', 'e')
+
+    def check(self):
+        if not shutil.which('node'):
+            return 'node is not installed (Debian package nodejs)'
+        if not os.path.exists(os.path.join(NODE_MODULES, 'smtp-server', 'package.json')):
+            return ('npm package smtp-server not installed: '
+                    'npm install --prefix benchmarks/node')
+        return None
+
+    def version(self):
+        try:
+            with open(os.path.join(NODE_MODULES, 'smtp-server', 'package.json')) as f:
+                pkg = json.load(f)['version']
+            node = subprocess.run(['node', '--version'], capture_output=True,
+                                  text=True, timeout=20).stdout.strip()
+            return f'{pkg}, node {node}'
+        except (OSError, ValueError, KeyError, subprocess.TimeoutExpired):
+            return ''
+
+    def command(self, port, tls=None):
+        cmd = ['node', os.path.join(SINKS, 'nodemailer_sink.js'),
+               '--host', '127.0.0.1', '--port', str(port),
+               '--size', str(MAX_SIZE), '--backlog', str(BACKLOG)]
+        if tls:
+            cmd += ['--tls', '--key', tls[0], '--cert', tls[1]]
+        return cmd
+
+    def env(self):
+        env = dict(os.environ)
+        env['NODE_PATH'] = NODE_MODULES
+        return env
+
+
+class SmtpSink(ServerSpec):
+    name = 'smtp-sink'
+    label = 'Postfix smtp-sink'
+    scenarios = ('a', 'b', 'c', 'c50', 'd')
+
+    def check(self):
+        if not find_postfix_tool('smtp-sink'):
+            return ('smtp-sink not found: DEBIAN_FRONTEND=noninteractive '
+                    'apt-get install -y postfix (then postfix stop)')
+        return None
+
+    def version(self):
+        try:
+            return subprocess.run(['dpkg-query', '-W', '-f=${Version}', 'postfix'],
+                                  capture_output=True, text=True,
+                                  timeout=20).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ''
+
+    def command(self, port, tls=None):
+        cmd = [find_postfix_tool('smtp-sink'), '-h', HOSTNAME,
+               '-m', '8192']          # default 256 sessions: (d) needs 2,000
+        if os.geteuid() == 0:
+            cmd += ['-u', 'nobody']    # it refuses to run as root without -u
+        return cmd + [f'127.0.0.1:{port}', str(BACKLOG)]
+
+
+def all_servers():
+    return [SmtpStack(), SmtpStack(workers=2), Aiosmtpd(), Aiosmtpd(uvloop=True),
+            Nodemailer(), SmtpSink()]

@@ -1,0 +1,98 @@
+"""smtp_stack as a benchmark sink, written against the public API of SPEC.md.
+
+Everything a plain session pays for stays on: the middleware chain (with one
+pass-through middleware), command parsing, and logging at INFO into a logger
+whose handler drops every record (so records are made and handed to a
+handler, as in production, but nothing is written). Reverse DNS is off, as
+for every peer. The body is read to the end from ``data_stream`` by a
+middleware after ``next()`` and thrown away.
+
+Plain runs (a)-(d) disable STARTTLS and AUTH, as the peers do. With
+``--tls`` (scenario e) it offers STARTTLS with the harness's certificate and
+AUTH PLAIN only after TLS, and accepts any password.
+"""
+
+import argparse
+import logging
+import sys
+
+
+class DiscardHandler(logging.Handler):
+    """A handler that receives every record and writes nothing."""
+
+    def emit(self, record):
+        pass
+
+
+def passthrough(ctx, next):
+    next()
+
+
+def read_body(ctx, next):
+    next()
+    if ctx.command_name in ('DATA', 'BDAT'):
+        stream = ctx.session.envelope.data_stream
+        if stream is not None:
+            while stream.read(65536):
+                pass
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--host', default='127.0.0.1')
+    p.add_argument('--port', type=int, required=True)
+    p.add_argument('--size', type=int, default=100 * 1024 * 1024)
+    p.add_argument('--backlog', type=int, default=1024)
+    p.add_argument('--workers', type=int, default=1)
+    p.add_argument('--tls', action='store_true')
+    p.add_argument('--key')
+    p.add_argument('--cert')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        from smtp_stack import LogLevels, SmtpServer
+    except Exception as exc:   # the core may not have landed yet
+        print(f'smtp_stack_sink: cannot import smtp_stack: {exc!r}', file=sys.stderr)
+        return 3
+
+    logger = logging.getLogger('smtp_stack.benchmark_sink')
+    logger.handlers[:] = [DiscardHandler()]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+    options = dict(
+        name='bench.example',
+        disable_reverse_lookup=True,
+        size=args.size,
+        log_level=LogLevels.INFO,
+        log_backend=logger,
+    )
+    if args.workers != 1:        # only passed when asked: workers may be new
+        options['workers'] = args.workers
+    if args.tls:
+        with open(args.key, 'rb') as f:
+            key = f.read()
+        with open(args.cert, 'rb') as f:
+            cert = f.read()
+        options.update(
+            key=key, cert=cert,
+            auth_methods=['PLAIN'],
+            allow_insecure_auth=False,
+            on_auth=lambda session: {'name': session.auth.username},
+        )
+    else:
+        options['disabled_commands'] = ['STARTTLS', 'AUTH']
+
+    server = SmtpServer(**options)
+    server.use(passthrough)
+    server.use(read_body)
+    server.start(args.port, args.host, backlog=args.backlog)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

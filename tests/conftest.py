@@ -1,0 +1,105 @@
+"""Shared fixtures: a real server on 127.0.0.1 and a raw SMTP client."""
+from __future__ import annotations
+
+import contextlib
+import socket
+
+import pytest
+
+from smtp_stack import LogLevels, SmtpServer
+from smtp_stack.testing import ServerThread
+
+WAIT = 10.0     # every blocking wait in the tests is bounded by this
+
+
+class RawClient:
+    """A line-level SMTP client on a plain socket, for what smtplib can't do."""
+
+    def __init__(self, address, timeout: float = WAIT):
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.buf = b''
+
+    def send(self, data) -> None:
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def _line(self) -> bytes:
+        while b'\r\n' not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError(f'closed; unparsed: {self.buf!r}')
+            self.buf += data
+        line, _, self.buf = self.buf.partition(b'\r\n')
+        return line
+
+    def reply(self) -> tuple[int, str]:
+        """One reply, multi-line joined with '\\n'."""
+        lines = []
+        while True:
+            line = self._line().decode('utf-8', 'replace')
+            lines.append(line[4:])
+            if line[3:4] != '-':
+                return int(line[:3]), '\n'.join(lines)
+
+    def cmd(self, line: str) -> tuple[int, str]:
+        self.send(line + '\r\n')
+        return self.reply()
+
+    def expect(self, code: int, line: str | None = None) -> str:
+        got = self.cmd(line) if line is not None else self.reply()
+        assert got[0] == code, f'{line!r}: expected {code}, got {got}'
+        return got[1]
+
+    def closed(self) -> bool:
+        """True when the server has closed the connection (bounded wait)."""
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+@pytest.fixture
+def serve():
+    """serve(**options) -> a started SmtpServer (stopped after the test)."""
+    running = []
+
+    def start(middleware=(), **options):
+        options.setdefault('name', 'mx.test')
+        options.setdefault('disable_reverse_lookup', True)
+        options.setdefault('log_level', LogLevels.WARN)
+        server = SmtpServer(**options)
+        for fn in middleware:
+            server.use(fn)
+        runner = ServerThread(server).start()
+        running.append(runner)
+        return server
+
+    yield start
+    for runner in running:
+        runner.stop(timeout=2)
+
+
+@pytest.fixture
+def client():
+    """client(server) -> a RawClient that has read the greeting."""
+    opened = []
+
+    def connect(server, greeting: int | None = 220):
+        c = RawClient(server.address)
+        opened.append(c)
+        if greeting is not None:
+            c.expect(greeting)
+        return c
+
+    yield connect
+    for c in opened:
+        c.close()
