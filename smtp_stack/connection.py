@@ -8,12 +8,14 @@ method registered in COMMANDS with its HELP syntax.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 
 import gevent
 from gevent import socket as gsocket
 
 from . import replies as R
+from . import sasl
 from .addresses import (Address, check_auth_param, check_body, check_envid,
                         check_flag, check_notify, check_orcpt, check_ret,
                         check_size, parse_mailbox, parse_params,
@@ -22,10 +24,11 @@ from .errors import ClientDisconnected, SmtpError
 from .framing import TOO_LONG, DataDecoder
 from .framing import LineBuffer
 from .middleware import Context
-from .options import MAX_COMMAND_LINE
+from .options import MAX_AUTH_LINE, MAX_COMMAND_LINE
 from .replies import Reply, format_reply
 from .session import Session
 from .stream import DataStream
+from .tls import tls_info
 
 RECV_SIZE = 65536
 REVERSE_LOOKUP_TIMEOUT = 1.5    # seconds; a slow resolver must not stall the greeting
@@ -67,6 +70,8 @@ class Connection:
         self.enhanced = False       # ENHANCEDSTATUSCODES advertised in this session
         self.errors = 0
         self.auth_failures = 0
+        self.upgrade_pending = False   # STARTTLS answered; handshake after the reply
+        self.auth_method = None        # mechanism of the AUTH command in progress
         local = _split_address(sock.getsockname())
         remote = _split_address(peer)
         self.session = Session(local[0], local[1], remote[0], remote[1],
@@ -116,6 +121,8 @@ class Connection:
 
     def _open(self) -> None:
         """Everything before the greeting."""
+        if self.options.secure:
+            self._handshake()
         self._lookup_client_hostname()
         try:
             self._hook('on_connect', self.session)
@@ -142,6 +149,29 @@ class Connection:
             return
         if name:
             self.session.client_hostname = name
+
+    def _handshake(self) -> None:
+        """TLS server handshake within upgrade_timeout (a deadline).
+
+        A failed or slow handshake ends only this connection.
+        """
+        context = self.server.secure_context['*']
+        raw = self.sock
+        try:
+            with gevent.Timeout(self.options.upgrade_timeout, ClientTimeout('TLS handshake timeout')):
+                raw.settimeout(self.options.upgrade_timeout)
+                tls_sock = context.wrap_socket(raw, server_side=True,
+                                               do_handshake_on_connect=False)
+                self.sock = tls_sock
+                tls_sock.do_handshake()
+        except (ssl.SSLError, socket.timeout, ValueError) as exc:
+            raise ClientDisconnected(f'TLS handshake failed: {exc}') from None
+        except ClientTimeout:
+            raise ClientDisconnected('TLS handshake timed out') from None
+        session = self.session
+        session.secure = True
+        session.tls = tls_info(tls_sock)
+        self.log(20, 'TLS established: %s %s', session.tls['version'], session.tls['cipher'])
 
     def _close_socket(self) -> None:
         try:
@@ -245,9 +275,16 @@ class Connection:
             if ctx.reply is None:
                 no_auth = ctx.command_name == 'AUTH' and self.options.no_auth_reply
                 ctx.reply = R.AUTH_FAILED if no_auth else R.NO_REPLY_SET
+            if ctx.command_name == 'AUTH':
+                self._before_auth_reply(ctx)
+                self.auth_method = None
             self._final(ctx.reply, ctx)
         if ctx.close_requested:
             self.closing = True
+        if self.upgrade_pending:
+            self.upgrade_pending = False
+            if not self.closing and getattr(ctx.reply, 'code', 0) == 220:
+                self._upgrade()
 
     def _final(self, reply, ctx=None) -> None:
         """Write the one final reply of a command and count errors."""
@@ -363,6 +400,10 @@ class Connection:
             keywords.append(f'SIZE {opts.size}' if opts.size else 'SIZE')
         if opts.enabled('DSN'):
             keywords.append('DSN')
+        if opts.enabled('STARTTLS') and not self.session.secure:
+            keywords.append('STARTTLS')
+        if self._auth_allowed():
+            keywords.append('AUTH ' + ' '.join(opts.auth_methods))
         if opts.enabled('HELP'):
             keywords.append('HELP')
         return keywords
@@ -519,6 +560,85 @@ class Connection:
             replies = [reply] * count
         for one in replies:
             self._final(one, ctx)
+
+    # -- STARTTLS (RFC 3207) ------------------------------------------------
+    @command('STARTTLS', 'STARTTLS')
+    def smtp_starttls(self, ctx):
+        if ctx.command_args:
+            raise SmtpError(501, 'Syntax: STARTTLS', '5.5.4')
+        if self.session.secure:
+            raise SmtpError(*R.TLS_ALREADY_ACTIVE)
+        self.upgrade_pending = True
+        ctx.send(R.READY_FOR_TLS)
+
+    def _upgrade(self) -> None:
+        """Handshake after the 220, then forget everything said in plaintext."""
+        self._flush()
+        dropped = self.lines.discard()      # never execute pipelined plaintext
+        if dropped:
+            self.log(30, 'Discarded %d bytes sent after STARTTLS before the handshake', dropped)
+        self._handshake()
+        session = self.session
+        session.reset_envelope()
+        session.helo = session.greeting = None
+        session.auth = session.user = None
+        self.enhanced = False
+
+    # -- AUTH (RFC 4954) -------------------------------------------------------
+    def _auth_allowed(self) -> bool:
+        opts = self.options
+        return (opts.enabled('AUTH') and not self.session.user
+                and (self.session.secure or opts.allow_insecure_auth))
+
+    @command('AUTH', 'AUTH mechanism [initial-response]')
+    def smtp_auth(self, ctx):
+        session = self.session
+        opts = self.options
+        if session.greeting is None or session.greeting == 'HELO':
+            raise SmtpError(*R.AUTH_NEEDS_EHLO)
+        if session.user:
+            raise SmtpError(*R.ALREADY_AUTHENTICATED)
+        if session.envelope.mail_from is not None:
+            raise SmtpError(*R.AUTH_IN_TRANSACTION)
+        if not session.secure and not opts.allow_insecure_auth:
+            raise SmtpError(*R.ENCRYPTION_REQUIRED)
+        args = ctx.command_args
+        if not args or len(args) > 2:
+            raise SmtpError(501, 'Syntax: AUTH mechanism [initial-response]', '5.5.4')
+        mechanism = args[0].upper()
+        if mechanism not in opts.auth_methods:
+            raise SmtpError(*R.AUTH_UNKNOWN_MECHANISM)
+        self.auth_method = mechanism
+        exchange = sasl.start(mechanism, args[1] if len(args) > 1 else None,
+                              hostname=opts.name)
+        while exchange.challenge is not None:
+            self.send_now(Reply(334, exchange.challenge, False))
+            exchange.respond(self._read_auth_line())
+        session.auth = exchange.result
+        user = self._hook('on_auth', session)
+        if user:
+            session.user = user
+        if opts.no_auth_reply:
+            return      # middleware decides (SPEC: 535 when nobody does)
+        ctx.send(R.AUTH_OK if user else R.AUTH_FAILED)
+
+    def _read_auth_line(self) -> str:
+        line = self._read_line(MAX_AUTH_LINE)
+        if line is TOO_LONG:
+            raise SmtpError(500, 'Error: authentication response too long', '5.5.6')
+        try:
+            return line.decode('ascii')
+        except UnicodeDecodeError:
+            raise SmtpError(501, 'Error: cannot decode response', '5.5.2') from None
+
+    def _before_auth_reply(self, ctx) -> None:
+        """A failed XOAUTH2 gets the JSON error challenge first, and the
+        client's (empty) answer is read before the 535, as Gmail does."""
+        reply = ctx.reply
+        if (self.auth_method == 'XOAUTH2' and not isinstance(reply, list)
+                and reply.code == 535):
+            self.send_now(Reply(334, sasl.xoauth2_error_challenge(), False))
+            self._read_line(MAX_AUTH_LINE)
 
     # -- the rest ------------------------------------------------------------
     @command('RSET', 'RSET')

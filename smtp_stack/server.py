@@ -15,6 +15,7 @@ from . import replies as R
 from .connection import Connection, SessionShutdown
 from .middleware import compose
 from .options import Options
+from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
 from .replies import format_reply
 
 EVENTS = ('listening', 'close', 'error')
@@ -38,6 +39,14 @@ class SmtpServer:
         self._thread_id = None
         self.address = None
         self.secure_context: dict = {}
+        opts = self.options
+        if opts.secure or opts.enabled('STARTTLS'):
+            # Built now so that bad PEM raises here, not on a live connection;
+            # the self-signed fallback is generated once per process and name.
+            settings = {name: getattr(opts, name) for name in TLS_OPTIONS}
+            settings['sni_options'] = opts.sni_options
+            self.secure_context = build_secure_contexts(settings, opts.name)
+            install_sni(self.secure_context, opts.sni_callback)
 
     # -- middleware and events ---------------------------------------------
     def use(self, fn):
