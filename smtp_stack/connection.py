@@ -21,10 +21,13 @@ from .addresses import (Address, check_auth_param, check_body, check_envid,
                         check_size, parse_mailbox, parse_params,
                         parse_path_argument)
 from .errors import ClientDisconnected, SmtpError
+from .forwarding import (parse_xclient, parse_xforward, xclient_capability,
+                         xforward_capability)
 from .framing import TOO_LONG, DataDecoder
 from .framing import LineBuffer
 from .middleware import Context
 from .options import MAX_AUTH_LINE, MAX_COMMAND_LINE
+from .proxy import ProxyError, parse_proxy_header
 from .replies import Reply, format_reply
 from .session import Session
 from .stream import DataStream
@@ -76,6 +79,7 @@ class Connection:
         remote = _split_address(peer)
         self.session = Session(local[0], local[1], remote[0], remote[1],
                                lmtp=self.options.lmtp)
+        self.peer_ip = remote[0]    # who is really talking to us (after PROXY, never XCLIENT)
         self.greenlet = gevent.getcurrent()
         self._log_min = self.options.log_level
         self._backend = self.options.log_backend
@@ -121,6 +125,8 @@ class Connection:
 
     def _open(self) -> None:
         """Everything before the greeting."""
+        if self.options.use_proxy.allows(self.peer_ip):
+            self._read_proxy_header()
         if self.options.secure:
             self._handshake()
         self._lookup_client_hostname()
@@ -149,6 +155,45 @@ class Connection:
             return
         if name:
             self.session.client_hostname = name
+
+    def _read_proxy_header(self) -> None:
+        """Read exactly the PROXY header (v1 or v2) a trusted proxy must send.
+
+        Bytes are peeked and only the header's own are consumed, so what
+        follows (SMTP, or a TLS ClientHello for `secure`) stays in the
+        socket. Anything malformed, oversized or late closes the connection.
+        """
+        header_bytes = b''
+        try:
+            with gevent.Timeout(self.options.upgrade_timeout, ClientTimeout('PROXY header timeout')):
+                self.sock.settimeout(self.options.upgrade_timeout)
+                while True:
+                    peeked = self.sock.recv(PROXY_PEEK, socket.MSG_PEEK)
+                    if not peeked:
+                        raise ClientDisconnected('closed before the PROXY header')
+                    parsed = parse_proxy_header(header_bytes + peeked)
+                    if parsed is None:      # all of it belongs to the header
+                        header_bytes += _recv_exactly(self.sock, len(peeked))
+                        continue
+                    header, used = parsed
+                    _recv_exactly(self.sock, used - len(header_bytes))
+                    break
+        except ProxyError as exc:
+            self.log(30, 'Bad PROXY header from %s: %s', self.peer_ip, exc)
+            raise ClientDisconnected('bad PROXY header') from None
+        except ClientTimeout:
+            self.log(30, 'No complete PROXY header from %s in time', self.peer_ip)
+            raise ClientDisconnected('PROXY header timeout') from None
+        session = self.session
+        session.proxy = header
+        if (header.command == 'PROXY' and header.family in ('TCP4', 'TCP6')
+                and not self.options.ignored_hosts.allows(self.peer_ip)):
+            session.remote_address, session.remote_port = header.source_address, header.source_port
+            session.local_address, session.local_port = header.dest_address, header.dest_port
+            session.client_hostname = f'[{header.source_address}]'
+            self.peer_ip = header.source_address
+        self.log(20, 'PROXY v%d %s: client %s:%s', header.version, header.command,
+                 session.remote_address, session.remote_port)
 
     def _handshake(self) -> None:
         """TLS server handshake within upgrade_timeout (a deadline).
@@ -381,7 +426,8 @@ class Connection:
             raise SmtpError(501, f'Syntax: {kind} hostname', '5.5.4')
         session = self.session
         session.reset_envelope()
-        session.helo = ctx.command_args[0]
+        # After XCLIENT HELO=..., the original client's name stays (Postfix).
+        session.helo = session.xclient.get('HELO') or ctx.command_args[0]
         session.greeting = kind
         hello = f'{self.options.name} Nice to meet you, {session.client_hostname}'
         if kind == 'HELO':
@@ -404,6 +450,10 @@ class Connection:
             keywords.append('STARTTLS')
         if self._auth_allowed():
             keywords.append('AUTH ' + ' '.join(opts.auth_methods))
+        if opts.enabled('XCLIENT') and opts.use_xclient.allows(self.peer_ip):
+            keywords.append(xclient_capability())
+        if opts.enabled('XFORWARD') and opts.use_xforward.allows(self.peer_ip):
+            keywords.append(xforward_capability())
         if opts.enabled('HELP'):
             keywords.append('HELP')
         return keywords
@@ -640,6 +690,53 @@ class Connection:
             self.send_now(Reply(334, sasl.xoauth2_error_challenge(), False))
             self._read_line(MAX_AUTH_LINE)
 
+    # -- XCLIENT and XFORWARD (Postfix XCLIENT_README, XFORWARD_README) -----
+    def _check_forwarding(self, trusted) -> None:
+        if not trusted.allows(self.peer_ip):
+            raise SmtpError(*R.NOT_AUTHORIZED)
+        if self.session.envelope.mail_from is not None:
+            raise SmtpError(*R.FORWARDING_IN_TRANSACTION)
+
+    @command('XCLIENT', 'XCLIENT attribute=value ...')
+    def smtp_xclient(self, ctx):
+        """Take over the original client's identity; the session starts over."""
+        self._check_forwarding(self.options.use_xclient)
+        attrs = parse_xclient(ctx.command_args)
+        session = self.session
+        if 'LOGIN' in attrs:
+            session.user = None
+            if attrs['LOGIN']:
+                session.auth = sasl.AuthInfo('XCLIENT', attrs['LOGIN'])
+                user = self._hook('on_auth', session)
+                session.user = user or None
+        if 'ADDR' in attrs:
+            session.remote_address = attrs['ADDR']
+            session.client_hostname = f'[{attrs["ADDR"]}]' if attrs['ADDR'] else '[unknown]'
+        if 'PORT' in attrs:
+            session.remote_port = int(attrs['PORT']) if attrs['PORT'] else 0
+        if attrs.get('NAME'):
+            session.client_hostname = attrs['NAME']
+        if 'DESTADDR' in attrs:
+            session.local_address = attrs['DESTADDR']
+        if 'DESTPORT' in attrs:
+            session.local_port = int(attrs['DESTPORT']) if attrs['DESTPORT'] else 0
+        session.xclient.update(attrs)
+        session.reset_envelope()
+        session.greeting = None
+        session.helo = attrs.get('HELO')
+        self.enhanced = False
+        self.log(20, 'XCLIENT: client is now %s [%s]:%s', session.client_hostname,
+                 session.remote_address, session.remote_port)
+        protocol = 'LMTP' if self.options.lmtp else 'ESMTP'
+        ctx.send(Reply(220, f'{self.options.name} {protocol}', False))
+
+    @command('XFORWARD', 'XFORWARD attribute=value ...')
+    def smtp_xforward(self, ctx):
+        """Record the original client for this message (reset after it)."""
+        self._check_forwarding(self.options.use_xforward)
+        self.session.xforward.update(parse_xforward(ctx.command_args))
+        ctx.send(R.OK)
+
     # -- the rest ------------------------------------------------------------
     @command('RSET', 'RSET')
     def smtp_rset(self, ctx):
@@ -687,6 +784,20 @@ class Connection:
         if name == 'LHLO':
             return self.options.lmtp
         return name != 'EXPN'
+
+
+PROXY_PEEK = 4096
+
+
+def _recv_exactly(sock, count: int) -> bytes:
+    parts = []
+    while count > 0:
+        data = sock.recv(count)
+        if not data:
+            raise ClientDisconnected('closed inside the PROXY header')
+        parts.append(data)
+        count -= len(data)
+    return b''.join(parts)
 
 
 def _split_address(address) -> tuple:

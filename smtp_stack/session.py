@@ -73,6 +73,7 @@ class Session:
         """End the current transaction (RSET, HELO/EHLO, after DATA)."""
         if self.envelope.mail_from is not None:
             self.transaction += 1
+            self.xforward = {}      # XFORWARD describes one message only
         self.envelope = Envelope()
 
     def __repr__(self):
