@@ -393,7 +393,7 @@ class Connection:
         try:
             if entry is None:
                 raise SmtpError(*(R.BAD_SYNTAX if not ctx.command_name else R.UNRECOGNIZED))
-            if not self.options.enabled(ctx.command_name):
+            if not self._command_enabled(ctx.command_name):
                 raise SmtpError(*R.NOT_IMPLEMENTED)
             entry[0](self, ctx)
         except SmtpError as err:
@@ -401,6 +401,13 @@ class Connection:
         except HookFailed:
             ctx.reply = R.HOOK_FAILED
             ctx.close()
+
+    def _command_enabled(self, name: str) -> bool:
+        """Disabling an extension disables its command too (CHUNKING: BDAT)."""
+        opts = self.options
+        if name == 'BDAT':
+            return opts.enabled('BDAT') and opts.enabled('CHUNKING')
+        return opts.enabled(name)
 
     def _require_greeting(self) -> None:
         if self.session.greeting is None:
@@ -446,6 +453,12 @@ class Connection:
             keywords.append(f'SIZE {opts.size}' if opts.size else 'SIZE')
         if opts.enabled('DSN'):
             keywords.append('DSN')
+        if self._command_enabled('BDAT'):
+            keywords.append('CHUNKING')
+            if opts.enabled('BINARYMIME'):
+                keywords.append('BINARYMIME')
+        if opts.enabled('REQUIRETLS') and self.session.secure:
+            keywords.append('REQUIRETLS')
         if opts.enabled('STARTTLS') and not self.session.secure:
             keywords.append('STARTTLS')
         if self._auth_allowed():
@@ -515,12 +528,18 @@ class Connection:
                 check_envid(value)
             elif key == 'AUTH' and opts.enabled('AUTH'):
                 check_auth_param(value)
+            elif key == 'REQUIRETLS' and opts.enabled('REQUIRETLS'):
+                check_flag(key, value)
+                if not self.session.secure:     # RFC 8689 section 4.1
+                    raise SmtpError(*R.REQUIRETLS_NEEDS_TLS)
             else:
                 raise SmtpError(555, f'Error: unsupported parameter {key}', '5.5.4')
         if not address.address.isascii() and 'SMTPUTF8' not in args:
             raise SmtpError(*R.NEED_SMTPUTF8)
 
     def body_types(self) -> frozenset:
+        if self._command_enabled('BDAT') and self.options.enabled('BINARYMIME'):
+            return frozenset(('7BIT', '8BITMIME', 'BINARYMIME'))
         return frozenset(('7BIT', '8BITMIME'))
 
     def _check_rcpt_params(self, address: Address) -> None:
@@ -549,6 +568,8 @@ class Connection:
             raise SmtpError(*R.NEED_MAIL)
         if not envelope.rcpt_to:
             raise SmtpError(*R.NO_RECIPIENTS)
+        if envelope.mail_from.args.get('BODY') == 'BINARYMIME':
+            raise SmtpError(*R.BINARYMIME_NEEDS_BDAT)
         stream = self._open_data_stream()
         envelope.data_stream = ctx.data_stream = stream
         # on_data runs before 354; if it reads the stream, 354 goes out first.
@@ -575,8 +596,85 @@ class Connection:
         return DataStream(pull, self.options.size, decoder=decoder,
                           on_first_read=lambda: self.send_now(R.START_INPUT))
 
+    # -- BDAT (RFC 3030 CHUNKING) --------------------------------------------
+    @command('BDAT', 'BDAT size [LAST]')
+    def smtp_bdat(self, ctx):
+        """The first chunk of a message: middleware sees one BDAT command per
+        message, like DATA. Its stream reads the following BDAT chunks by
+        itself, answering each non-LAST one with an intermediate 250; the
+        reply set by the chain is the LAST chunk's reply."""
+        size, last = _bdat_arguments(ctx.command_args)
+        envelope = self.session.envelope
+        try:
+            self._require_greeting()
+            if envelope.mail_from is None:
+                raise SmtpError(*R.NEED_MAIL)
+            if not envelope.rcpt_to:
+                raise SmtpError(*R.NO_RECIPIENTS)
+            stream = self._open_bdat_stream(size, last)
+            envelope.data_stream = ctx.data_stream = stream
+            self._hook('on_data', self.session)
+        except (SmtpError, HookFailed):
+            if ctx.data_stream is None:
+                # RFC 3030 2: the chunk is read (and dropped) whatever the reply.
+                self._skip_bytes(size)
+            raise
+        ctx.send(R.QUEUED)
+
+    def _open_bdat_stream(self, size: int, last: bool) -> DataStream:
+        state = {'remaining': size, 'last': last, 'received': 0}
+        lines = self.lines
+        timeout = self.options.socket_timeout
+        stream = None
+
+        def pull():
+            while not state['remaining']:
+                if state['last'] or stream.aborted:
+                    return None
+                self._write(R.MESSAGE_TOO_BIG if stream.size_exceeded else
+                            Reply(250, f'{state["received"]} octets received', '2.0.0'))
+                if not self._next_bdat_chunk(state):
+                    stream.aborted = True
+                    return None
+            data = lines.take()
+            if not data:
+                data = self._recv(time.monotonic() + timeout)
+            wanted = state['remaining']
+            if len(data) > wanted:
+                lines.unread(data[wanted:])
+                data = data[:wanted]
+            state['remaining'] -= len(data)
+            state['received'] += len(data)
+            return data
+
+        stream = DataStream(pull, self.options.size)
+        return stream
+
+    def _next_bdat_chunk(self, state) -> bool:
+        """Read the command after a non-LAST chunk: the next BDAT, or else
+        the message is abandoned and that command is handled normally."""
+        line = self._read_line(MAX_COMMAND_LINE)
+        if line is not TOO_LONG and line[:5].upper() in (b'BDAT ', b'BDAT'):
+            try:
+                state['remaining'], state['last'] = _bdat_arguments(
+                    line.decode('ascii').split()[1:])
+                return True
+            except (SmtpError, UnicodeDecodeError):
+                pass
+        self.lines.unread(b'' if line is TOO_LONG else line + b'\r\n')
+        self.log(20, 'BDAT sequence abandoned by the client')
+        return False
+
+    def _skip_bytes(self, count: int) -> None:
+        deadline = time.monotonic() + self.options.socket_timeout
+        while count > 0:
+            data = self.lines.take() or self._recv(deadline)
+            if len(data) > count:
+                self.lines.unread(data[count:])
+            count -= min(count, len(data))
+
     def _finish_data(self, ctx) -> None:
-        """After the chain of a DATA command: drain, decide, reply, reset."""
+        """After the chain of DATA/BDAT: drain, decide, reply, reset."""
         stream = ctx.data_stream
         session = self.session
         recipients = session.envelope.rcpt_to
@@ -585,9 +683,12 @@ class Connection:
             return self._final(ctx.reply or R.NO_REPLY_SET, ctx)
         stream.drain()
         reply = ctx.reply or R.NO_REPLY_SET
+        if stream.aborted:
+            session.reset_envelope()    # the chunks were answered; no final reply
+            return
         if stream.size_exceeded:
             reply = R.MESSAGE_TOO_BIG
-        elif stream.decoder.bare_newline and self.options.bare_newline == 'reject':
+        elif stream.bare_newline and self.options.bare_newline == 'reject':
             reply = R.BARE_NEWLINE_DATA
         session.reset_envelope()
         if self.options.lmtp:
@@ -777,7 +878,7 @@ class Connection:
         ctx.send(214, f'Supported commands: {names}', '2.0.0')
 
     def _offered(self, name: str) -> bool:
-        if not self.options.enabled(name):
+        if not self._command_enabled(name):
             return False
         if name in ('HELO', 'EHLO'):
             return not self.options.lmtp
@@ -787,6 +888,14 @@ class Connection:
 
 
 PROXY_PEEK = 4096
+
+
+def _bdat_arguments(args) -> tuple[int, bool]:
+    """'BDAT <size> [LAST]' arguments -> (size, last)."""
+    if not 1 <= len(args) <= 2 or not (args[0].isascii() and args[0].isdigit()) \
+            or len(args[0]) > 18 or (len(args) == 2 and args[1].upper() != 'LAST'):
+        raise SmtpError(501, 'Syntax: BDAT size [LAST]', '5.5.4')
+    return int(args[0]), len(args) == 2
 
 
 def _recv_exactly(sock, count: int) -> bytes:

@@ -118,6 +118,8 @@ ENCRYPTION_REQUIRED = Reply(538, 'Error: must issue a STARTTLS command first', '
 AUTH_UNKNOWN_MECHANISM = Reply(504, 'Error: unrecognized authentication type', '5.5.4')
 NOT_AUTHORIZED = Reply(550, 'Error: insufficient authorization', '5.7.0')
 FORWARDING_IN_TRANSACTION = Reply(503, 'Error: MAIL transaction in progress', '5.5.1')
+BINARYMIME_NEEDS_BDAT = Reply(503, 'Error: BODY=BINARYMIME requires BDAT', '5.5.1')
+REQUIRETLS_NEEDS_TLS = Reply(530, 'Error: REQUIRETLS needs a TLS session', '5.7.10')
 AUTH_FAILED = Reply(535, 'Error: authentication failed', '5.7.8')
 TOO_MANY_AUTH_FAILURES = Reply(421, 'Error: too many failed authentication attempts', '4.7.0')
 HOOK_FAILED = Reply(421, 'Error: internal server error, closing connection', '4.3.0')

@@ -26,6 +26,7 @@ class DataStream(io.BufferedIOBase):
         self._finished = False
         self.bytes_read = 0
         self.size_exceeded = False
+        self.aborted = False        # the client abandoned the message (BDAT then RSET)
 
     # -- the source side -------------------------------------------------
     def start(self) -> None:
@@ -81,7 +82,7 @@ class DataStream(io.BufferedIOBase):
     def acceptable(self) -> bool:
         """The whole body arrived and the server will not refuse it for its
         framing or size: what a delivery handler checks before it commits."""
-        if not self._finished or self.size_exceeded:
+        if not self._finished or self.size_exceeded or self.aborted:
             return False
         return not (self.bare_newline and not self.decoder.normalize)
 
