@@ -259,6 +259,9 @@ class Connection:
         line = self.lines.next_line(MAX_COMMAND_LINE)
         if line is not None:
             return line
+        # Flush before marking the session idle: stop() may interrupt an
+        # idle session, and must never interrupt it inside a write.
+        self._flush()
         self.waiting_idle = self.session.envelope.mail_from is None
         try:
             if self.waiting_idle and self.server.stopping:
