@@ -418,3 +418,29 @@ def test_swaks_auth_cram_md5(serve):
                        '--auth-password', 'secret')
     assert result.returncode == 0, result.stdout + result.stderr
     assert '235 ' in result.stdout
+
+
+# --- curl, a third client ----------------------------------------------------------
+
+curl = pytest.mark.skipif(shutil.which('curl') is None, reason='curl is not installed')
+
+
+@curl
+@pytest.mark.parametrize('scheme, options', [('smtp', {}), ('smtps', {'secure': True})])
+def test_curl_sends_with_tls_and_login(serve, tmp_path, scheme, options):
+    bodies = []
+
+    def store(ctx, next):
+        next()
+        if ctx.command_name == 'DATA':
+            bodies.append((ctx.session.user, ctx.session.secure, ctx.data_stream.read()))
+    server = serve(on_auth=accept_secret, middleware=[store], **options)
+    message = tmp_path / 'message.eml'
+    message.write_bytes(b'Subject: from curl\r\n\r\nhello\r\n')
+    result = subprocess.run(
+        ['curl', '--silent', '--show-error', '--max-time', '20', '--insecure', '--ssl-reqd',
+         '--url', f'{scheme}://127.0.0.1:{server.address[1]}', '--user', 'carol:secret',
+         '--mail-from', 'carol@b.example', '--mail-rcpt', 'c@d.example',
+         '--upload-file', str(message)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert bodies == [({'name': 'carol'}, True, b'Subject: from curl\r\n\r\nhello\r\n')]
