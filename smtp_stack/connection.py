@@ -34,6 +34,9 @@ from .stream import DataStream
 from .tls import tls_info
 
 RECV_SIZE = 65536
+MAX_PENDING_OUTPUT = 65536   # replies held before a flush, however much is pipelined
+# An AUTH command may carry an initial response of MAX_AUTH_LINE octets.
+MAX_AUTH_COMMAND = MAX_AUTH_LINE + len('AUTH CRAM-MD5 ')
 REVERSE_LOOKUP_TIMEOUT = 1.5    # seconds; a slow resolver must not stall the greeting
 
 
@@ -41,8 +44,12 @@ class ClientTimeout(ClientDisconnected):
     """The client sent nothing within `socket_timeout`."""
 
 
-class SessionShutdown(Exception):
-    """Thrown into an idle session greenlet by `SmtpServer.stop()`."""
+class SessionShutdown(BaseException):
+    """Thrown into a session greenlet by `SmtpServer.stop()`.
+
+    A BaseException, like GreenletExit, so that user code catching
+    `Exception` around a stream read cannot swallow the shutdown.
+    """
 
 
 class HookFailed(Exception):
@@ -68,6 +75,9 @@ class Connection:
         self.sock = sock
         self.lines = LineBuffer()
         self._out: list = []
+        self._out_bytes = 0
+        self._recvs = 0
+        self._pipelined = 0
         self.closing = False
         self.waiting_idle = False   # blocked reading a command, no transaction open
         self.enhanced = False       # ENHANCEDSTATUSCODES advertised in this session
@@ -232,11 +242,16 @@ class Connection:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ClientTimeout('timeout')
+        self._recvs += 1
+        if not self._recvs & 15:
+            gevent.sleep(0)     # fairness: a recv that never blocks never yields
         self.sock.settimeout(remaining)
         try:
             data = self.sock.recv(RECV_SIZE)
         except socket.timeout:
             raise ClientTimeout('timeout') from None
+        except OSError as exc:      # reset, broken pipe...: the documented exception
+            raise ClientDisconnected(f'connection lost: {exc}') from None
         if not data:
             raise ClientDisconnected('client closed the connection')
         return data
@@ -256,8 +271,11 @@ class Connection:
                 return line
 
     def _read_command(self):
-        line = self.lines.next_line(MAX_COMMAND_LINE)
+        line = self.lines.next_line(MAX_AUTH_COMMAND)
         if line is not None:
+            self._pipelined += 1
+            if not self._pipelined & 63:
+                gevent.sleep(0)     # a flood of pipelined commands must not starve others
             return line
         # Flush before marking the session idle: stop() may interrupt an
         # idle session, and must never interrupt it inside a write.
@@ -266,14 +284,20 @@ class Connection:
         try:
             if self.waiting_idle and self.server.stopping:
                 raise SessionShutdown()
-            return self._read_line(MAX_COMMAND_LINE)
+            return self._read_line(MAX_AUTH_COMMAND)
         finally:
             self.waiting_idle = False
 
     def _write(self, reply: Reply) -> None:
         """Queue a reply; it goes out with the next flush (pipelining)."""
-        self._out.append(format_reply(reply.code, reply.message, reply.enhanced,
-                                      self.enhanced))
+        data = format_reply(reply.code, reply.message, reply.enhanced, self.enhanced)
+        self._out.append(data)
+        self._out_bytes += len(data)
+        if self._out_bytes > MAX_PENDING_OUTPUT:
+            # A client pipelining without reading holds little; and a session
+            # whose socket never blocks must still let the others run.
+            self._flush()
+            gevent.sleep(0)
         if self._log_min <= 10:
             self.log(10, 'S: %s %s', reply.code, reply.message)
 
@@ -281,6 +305,7 @@ class Connection:
         if self._out:
             data = self._out[0] if len(self._out) == 1 else b''.join(self._out)
             self._out.clear()
+            self._out_bytes = 0
             self.sock.sendall(data)
 
     def send_now(self, reply: Reply) -> None:
@@ -290,7 +315,8 @@ class Connection:
 
     # -- one command -------------------------------------------------------
     def _handle(self, line) -> None:
-        if line is TOO_LONG:
+        if line is TOO_LONG or (len(line) > MAX_COMMAND_LINE
+                                and line[:5].upper() != b'AUTH '):
             return self._final(R.LINE_TOO_LONG)
         if self.lines.last_bare and self.options.bare_newline == 'reject':
             return self._final(R.BARE_NEWLINE_COMMAND)
@@ -311,12 +337,18 @@ class Connection:
             self.server._dispatch(ctx)
         except SmtpError as err:
             ctx.reply = err.reply
-        except ClientDisconnected:
+        except (ClientDisconnected, SessionShutdown, gevent.GreenletExit):
             raise
-        except Exception as exc:
+        except (Exception, gevent.Timeout) as exc:
             self.log(40, 'Middleware failed on %s: %r', ctx.command_name, exc)
             self.server._emit('error', exc)
             ctx.reply = R.LOCAL_ERROR
+        except BaseException as exc:    # sys.exit() in user code costs one session
+            self.log(50, 'Middleware raised %r on %s: closing the session',
+                     exc, ctx.command_name)
+            self.server._emit('error', exc)
+            ctx.reply = R.HOOK_FAILED
+            ctx.close_requested = True
         if ctx.data_stream is not None:
             self._finish_data(ctx)
         else:

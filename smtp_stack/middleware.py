@@ -18,7 +18,8 @@ class Context:
     def __init__(self, command: str, session, server, conn=None):
         self.command = command
         name, _, rest = command.partition(' ')
-        self.command_name = name.upper()
+        # ASCII only: 'QU\u0131T'.upper() is 'QUIT', and must not become one.
+        self.command_name = name.upper() if name.isascii() else name
         self.command_args = rest.split()
         self.address = None
         self.session = session
@@ -58,27 +59,28 @@ def _as_reply(item) -> Reply:
 
 
 def compose(middlewares, innermost):
-    """One callable `dispatch(ctx)` running middlewares outermost-first."""
-    chain = tuple(middlewares)
-    count = len(chain)
-    if not count:
-        return innermost
+    """One callable `dispatch(ctx)` running middlewares outermost-first.
 
+    The chain is built once, as one function per level; a command then costs
+    one call and one small `next` closure per middleware.
+    """
+    dispatch = innermost
+    for fn in reversed(tuple(middlewares)):
+        dispatch = _level(fn, dispatch)
+    return dispatch
+
+
+def _level(fn, inner):
+    """The dispatcher of one level: `fn(ctx, next)` where next runs `inner`."""
     def dispatch(ctx):
-        def step(index):
-            if index == count:
-                return innermost(ctx)
-            called = False
+        called = False
 
-            def next_():
-                nonlocal called
-                if called:
-                    raise RuntimeError('next() called twice by one middleware')
-                called = True
-                step(index + 1)
+        def next_():
+            nonlocal called
+            if called:
+                raise RuntimeError('next() called twice by one middleware')
+            called = True
+            inner(ctx)
 
-            chain[index](ctx, next_)
-
-        step(0)
-
+        fn(ctx, next_)
     return dispatch
