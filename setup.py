@@ -15,6 +15,7 @@ setup(
     },
     entry_points={
         'pytest11': ['smtp_stack = smtp_stack.pytest_plugin'],
+        'console_scripts': ['smtp-stack = smtp_stack.cli:main'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',

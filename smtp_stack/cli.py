@@ -1,0 +1,234 @@
+"""The `smtp-stack` command (also `python -m smtp_stack`).
+
+    smtp-stack serve [--config FILE] [--host H] [--port P] [--maildir DIR]
+    smtp-stack gencert --name HOST --out DIR [--days N] [--force]
+    smtp-stack check-config FILE
+    smtp-stack hash-password [--scheme scrypt|pbkdf2-sha256]
+
+`serve` prints one line to stdout once it listens, then runs until SIGTERM
+or Ctrl-C (a graceful stop: open transactions get `close_timeout` to finish;
+a second signal exits at once). SIGHUP reloads the configuration file.
+Lifecycle notes go to stderr, prefixed `smtp-stack:`; exit status 0 after a
+clean stop, 1 for a bad configuration, 2 for bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import signal
+import sys
+
+from . import __version__
+
+PROG = 'smtp-stack'
+
+
+def _note(message: str) -> None:
+    print(f'{PROG}: {message}', file=sys.stderr, flush=True)
+
+
+# -- serve -------------------------------------------------------------------------
+
+def cmd_serve(args) -> int:
+    import gevent
+
+    from .config import ConfigError, load
+    from .receiver import Receiver
+
+    overrides = {'host': args.host, 'port': args.port, 'maildir': args.maildir}
+    try:
+        config = load(args.config, **overrides)
+    except ConfigError as exc:
+        for line in exc.lines():
+            _note(line)
+        return 1
+    _setup_logging(config.options.get('log_level'))
+    receiver = Receiver(config)
+    state = {'stopping': False}
+
+    def stop(signame):
+        if state['stopping']:
+            _note(f'{signame} again: exiting now')
+            os._exit(1)
+        state['stopping'] = True
+        timeout = config.options.get('close_timeout', 30)
+        _note(f'{signame}: stopping; {receiver.open_sessions} open session(s) '
+              f'have up to {timeout:g} s to finish')
+        receiver.stop()
+
+    def reload():
+        try:
+            new = load(args.config, **overrides)
+        except ConfigError as exc:
+            _note('SIGHUP: configuration NOT reloaded:')
+            for line in exc.lines():
+                _note(f'  {line}')
+            return
+        try:
+            notes = receiver.reload(new)
+        except Exception as exc:       # e.g. a certificate that just changed on disk
+            _note(f'SIGHUP: reload failed: {exc}')
+            return
+        for line in notes:
+            _note(f'SIGHUP: {line}')
+        _note('SIGHUP: configuration reloaded (TLS certificates, users, delivery)')
+
+    # Installed before the start-up line: whoever reads that line may signal at once.
+    handlers = [gevent.signal_handler(signal.SIGTERM, stop, 'SIGTERM'),
+                gevent.signal_handler(signal.SIGINT, stop, 'SIGINT')]
+    if hasattr(signal, 'SIGHUP'):
+        handlers.append(gevent.signal_handler(signal.SIGHUP, reload))
+    try:
+        try:
+            receiver.start()
+        except OSError as exc:
+            _note(f'cannot listen: {exc.strerror or exc}')
+            return 1
+        print(f'{PROG}: {receiver.describe()}', flush=True)
+        receiver.serve_forever()
+    finally:
+        for handler in handlers:
+            handler.cancel()
+    _note('stopped')
+    return 0
+
+
+def _setup_logging(level) -> None:
+    from .options import OPTIONS
+    value = OPTIONS['log_level'][1](level) if level is not None else logging.INFO
+    logging.basicConfig(stream=sys.stderr, level=min(int(value), logging.CRITICAL),
+                        format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+
+
+# -- gencert ---------------------------------------------------------------------
+
+def cmd_gencert(args) -> int:
+    from .tls import generate_self_signed
+
+    try:
+        key, cert = generate_self_signed(args.name, args.days)
+    except ValueError as exc:
+        _note(str(exc))
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    key_path = os.path.join(args.out, 'key.pem')
+    cert_path = os.path.join(args.out, 'cert.pem')
+    if not args.force:
+        existing = [p for p in (key_path, cert_path) if os.path.exists(p)]
+        if existing:
+            _note(f'{", ".join(existing)} exist; use --force to replace')
+            return 1
+    _write(key_path, key, 0o600)
+    _write(cert_path, cert, 0o644)
+    print(f'{PROG}: wrote {key_path} and {cert_path} (self-signed for {args.name}, '
+          f'{args.days} days)')
+    return 0
+
+
+def _write(path: str, data: bytes, mode: int) -> None:
+    """Replace `path` atomically; the key is never readable by others, not even briefly."""
+    tmp = f'{path}.tmp{os.getpid()}'
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# -- check-config ------------------------------------------------------------------
+
+def cmd_check_config(args) -> int:
+    from .config import ConfigError, load
+    from .receiver import describe_delivery
+
+    try:
+        config = load(args.file)
+    except ConfigError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return 1
+    listeners = ', '.join(l.describe() for l in config.listeners)
+    users = len(config.users) if config.users is not None else 0
+    print(f'{args.file}: OK (listen {listeners}; {users} user(s); '
+          f'mail goes to {describe_delivery(config)})')
+    return 0
+
+
+# -- hash-password -----------------------------------------------------------------
+
+def cmd_hash_password(args) -> int:
+    from .users import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass('Password: ')
+        if getpass.getpass('Again: ') != password:
+            _note('the passwords differ')
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip('\r\n')
+    if not password:
+        _note('empty password')
+        return 1
+    print(hash_password(password, args.scheme))
+    return 0
+
+
+# -- the parser --------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description='SMTP/LMTP server and mail receiver')
+    parser.add_argument('--version', action='version', version=f'{PROG} {__version__}')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+
+    serve = sub.add_parser('serve', help='run the receiver (default: 127.0.0.1:2525 into ./maildir)')
+    serve.add_argument('--config', metavar='FILE', help='YAML configuration file')
+    serve.add_argument('--host', help='listen on this address (overrides the config)')
+    serve.add_argument('--port', type=_port, help='listen on this port; 0 picks a free one')
+    serve.add_argument('--maildir', metavar='DIR', help='deliver into this Maildir (overrides the config)')
+    serve.set_defaults(func=cmd_serve)
+
+    gencert = sub.add_parser('gencert', help='write a self-signed key and certificate')
+    gencert.add_argument('--name', required=True, metavar='HOST', help='host name for the certificate')
+    gencert.add_argument('--out', required=True, metavar='DIR', help='directory for key.pem and cert.pem')
+    gencert.add_argument('--days', type=int, default=3650, help='validity (default 3650)')
+    gencert.add_argument('--force', action='store_true', help='replace existing files')
+    gencert.set_defaults(func=cmd_gencert)
+
+    check = sub.add_parser('check-config', help='check a configuration file; exit 1 on errors')
+    check.add_argument('file', metavar='FILE')
+    check.set_defaults(func=cmd_check_config)
+
+    hashpw = sub.add_parser('hash-password', help='print a salted hash of a password (stdin or prompt)')
+    hashpw.add_argument('--scheme', choices=('scrypt', 'pbkdf2-sha256'), default='scrypt')
+    hashpw.set_defaults(func=cmd_hash_password)
+    return parser
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a port number') from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError('a port is from 0 to 65535')
+    return value
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return args.func(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

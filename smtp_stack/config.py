@@ -1,0 +1,539 @@
+"""The YAML configuration of `smtp-stack serve`: load it, check every value.
+
+Every mistake is reported with its path in the document, all of them at
+once, before anything listens:
+
+    tls.sni_options.mail.example.com.cert: file not found
+    listen[1].port: must be an integer from 0 to 65535
+    users[2].password_hash: not a salted hash (make one with: smtp-stack hash-password)
+
+The layout (docs/configuration.md has every key):
+
+    name, banner, size, auth_methods, ...   every SmtpServer option, snake_case
+    listen:  [{host, port, secure, lmtp}]   one process serves them all
+    tls:     {key, cert, ca, ..., sni_options: {host: {key, cert, ...}}}  (files)
+    users:   [{username, password_hash | secret}]  or a file holding that list
+    deliver: {maildir: DIR} | {relay: {...}} | {callable: "pkg.module:function"}
+
+Relative file names are taken from the directory of the config file. The
+values are checked with the very validators SmtpServer uses (options.OPTIONS),
+so a config that passes `check-config` starts.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+
+import yaml
+
+from .delivery.callable import load_callable
+from .options import OPTIONS
+from .tls import TLS_OPTIONS, build_secure_contexts
+from .users import User, parse_hash
+
+DEFAULT_HOST = '127.0.0.1'
+DEFAULT_PORT = 2525
+DEFAULT_MAILDIR = 'maildir'
+
+TLS_KEYS = frozenset(TLS_OPTIONS) | {'sni_options', 'sni_callback'}
+FILE_KEYS = ('key', 'cert', 'ca')
+HOOKS = frozenset({'on_socket', 'on_connect', 'on_auth', 'on_mail_from', 'on_rcpt_to',
+                   'on_data', 'on_close'})
+LISTENER_KEYS = ('host', 'port', 'secure', 'lmtp')
+SERVER_KEYS = frozenset(OPTIONS) - TLS_KEYS - {'secure', 'lmtp'}
+TOP_KEYS = SERVER_KEYS | {'listen', 'tls', 'users', 'deliver', 'secure', 'lmtp'}
+USER_KEYS = ('username', 'password_hash', 'secret')
+RELAY_KEYS = {
+    'host': str, 'port': int, 'lmtp': bool, 'starttls': bool, 'secure': bool,
+    'tls_verify': bool, 'ca': str, 'username': str, 'password': str,
+    'xforward': bool, 'helo': str, 'timeout': (int, float), 'data_timeout': (int, float),
+}
+PLAIN_SECRET_METHODS = ('CRAM-MD5', 'XOAUTH2')
+
+_SIZE = re.compile(r'\s*([0-9]+)\s*([kmg]?)i?b?\s*\Z', re.IGNORECASE)
+_MULTIPLIERS = {'': 1, 'k': 1 << 10, 'm': 1 << 20, 'g': 1 << 30}
+
+
+class ConfigError(Exception):
+    """Every problem found, each as (path, message)."""
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+        super().__init__('\n'.join(self.lines()))
+
+    def lines(self) -> list:
+        return [f'{path}: {message}' if path else message for path, message in self.errors]
+
+
+@dataclass
+class Listener:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    secure: bool = False
+    lmtp: bool = False
+
+    def describe(self) -> str:
+        host = f'[{self.host}]' if ':' in self.host else self.host
+        return f'{host}:{self.port}'
+
+
+@dataclass
+class Config:
+    """A checked configuration, ready to build servers from."""
+    source: str | None = None
+    listeners: list = field(default_factory=lambda: [Listener()])
+    options: dict = field(default_factory=dict)     # SmtpServer keyword arguments
+    raw_options: dict = field(default_factory=dict)  # as written, to compare on reload
+    tls: dict = field(default_factory=dict)         # TLS_OPTIONS + sni_options, PEM text
+    users: list | None = None
+    deliver: tuple = ('maildir', {'path': DEFAULT_MAILDIR})
+
+    def server_options(self, listener: Listener) -> dict:
+        """The SmtpServer keyword arguments for one listener."""
+        opts = dict(self.options)
+        opts.update({k: v for k, v in self.tls.items() if v is not None})
+        opts['secure'] = listener.secure
+        opts['lmtp'] = listener.lmtp
+        return opts
+
+    @property
+    def tls_wanted(self) -> bool:
+        disabled = {str(c).upper() for c in self.options.get('disabled_commands', ())}
+        return 'STARTTLS' not in disabled or any(l.secure for l in self.listeners)
+
+
+# -- entry points ------------------------------------------------------------------
+
+def load(path: str | None, *, host=None, port=None, maildir=None) -> Config:
+    """Read and check `path` (None: the defaults); command-line overrides last.
+    Raises ConfigError listing every problem."""
+    data: dict = {}
+    base = os.getcwd()
+    if path is not None:
+        base = os.path.dirname(os.path.abspath(path))
+        try:
+            with open(path, encoding='utf-8') as f:
+                data = yaml.safe_load(f)
+        except FileNotFoundError:
+            raise ConfigError([('', f'{path}: file not found')]) from None
+        except OSError as exc:
+            raise ConfigError([('', f'{path}: cannot read: {exc.strerror or exc}')]) from None
+        except yaml.YAMLError as exc:
+            where = ''
+            mark = getattr(exc, 'problem_mark', None)
+            if mark is not None:
+                where = f' (line {mark.line + 1}, column {mark.column + 1})'
+            problem = getattr(exc, 'problem', None) or str(exc)
+            raise ConfigError([('', f'{path}: not valid YAML{where}: {problem}')]) from None
+        if data is None:
+            data = {}
+    return parse(data, base, source=path, host=host, port=port, maildir=maildir)
+
+
+def parse(data, base: str, *, source=None, host=None, port=None, maildir=None) -> Config:
+    checker = _Checker(base)
+    config = checker.config(data, source)
+    if host is not None or port is not None:
+        if len(config.listeners) > 1:
+            checker.error('listen', '--host/--port cannot override several listeners')
+        else:
+            if host is not None:
+                config.listeners[0].host = host
+            if port is not None:
+                config.listeners[0].port = port
+    if maildir is not None:
+        config.deliver = ('maildir', {'path': os.path.abspath(maildir)})
+    if config.deliver[0] == 'maildir' and 'deliver' not in checker.reported_paths():
+        problem = _maildir_problem(config.deliver[1]['path'])
+        if problem:
+            checker.error('deliver.maildir' if maildir is None else '--maildir', problem)
+    if not checker.errors:
+        checker.trial(config)
+    if checker.errors:
+        raise ConfigError(checker.errors)
+    return config
+
+
+# -- the checker -------------------------------------------------------------------
+
+def _join(path: str, key) -> str:
+    if isinstance(key, int):
+        return f'{path}[{key}]'
+    return f'{path}.{key}' if path else str(key)
+
+
+def _type_name(kind) -> str:
+    names = {str: 'a string', int: 'an integer', bool: 'true or false', dict: 'a mapping',
+             list: 'a list', (int, float): 'a number'}
+    return names.get(kind, str(kind))
+
+
+class _Checker:
+
+    def __init__(self, base: str):
+        self.base = base
+        self.errors: list = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append((path, message))
+
+    def reported_paths(self) -> set:
+        return {path.split('.', 1)[0] for path, _ in self.errors}
+
+    def unknown(self, path: str, mapping: dict, allowed, hint: dict | None = None) -> None:
+        for key in mapping:
+            if key in allowed:
+                continue
+            if hint and key in hint:
+                self.error(_join(path, key), hint[key])
+                continue
+            close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1)
+            suggestion = f" (did you mean '{close[0]}'?)" if close else ''
+            self.error(_join(path, key), f'unknown option{suggestion}')
+
+    def typed(self, path, value, kind) -> bool:
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool)):
+            return True
+        self.error(path, f'must be {_type_name(kind)}')
+        return False
+
+    def file_path(self, value: str) -> str:
+        return os.path.normpath(os.path.join(self.base, os.path.expanduser(value)))
+
+    # -- the document ------------------------------------------------------
+    def config(self, data, source) -> Config:
+        config = Config(source=source)
+        if not isinstance(data, dict):
+            self.error('', 'the configuration must be a YAML mapping (key: value)')
+            return config
+        hint = {k: 'a TLS option: put it under tls:' for k in TLS_KEYS}
+        self.unknown('', data, TOP_KEYS, hint)
+        defaults = {}
+        for key in ('secure', 'lmtp'):
+            if key in data and self.typed(key, data[key], bool):
+                defaults[key] = data[key]
+        config.options, config.raw_options = self.server_options(data)
+        config.listeners = self.listeners(data.get('listen'), defaults)
+        config.tls = self.tls(data.get('tls'), config)
+        if 'users' in data:
+            config.users = self.users(data['users'], config.options)
+            if config.users is not None and 'on_auth' in config.options:
+                self.error('on_auth', 'cannot be combined with users: (both would answer AUTH)')
+        if 'deliver' in data:
+            config.deliver = self.deliver(data['deliver'])
+        else:   # the default store: ./maildir of the working directory
+            config.deliver = ('maildir', {'path': os.path.abspath(DEFAULT_MAILDIR)})
+        return config
+
+    def server_options(self, data: dict):
+        options, raw = {}, {}
+        for name in sorted(SERVER_KEYS & set(data)):
+            value = data[name]
+            raw[name] = value
+            try:
+                value = self.convert(name, value)
+                OPTIONS[name][1](value)
+            except ValueError as exc:
+                self.error(name, _strip_name(str(exc), name))
+                continue
+            options[name] = value
+        return options, raw
+
+    def convert(self, name: str, value):
+        """YAML spellings of values that Python code gives as objects."""
+        if name in HOOKS:
+            if not isinstance(value, str):
+                raise ValueError('must be "package.module:function"')
+            return self.callable(value)
+        if name == 'log_backend':
+            if not isinstance(value, str):
+                raise ValueError('must be a logger name')
+            return logging.getLogger(value)
+        if name == 'size' and isinstance(value, str):
+            match = _SIZE.match(value)
+            if not match:
+                raise ValueError('must be a number of bytes, e.g. 10485760 or 10M')
+            return int(match[1]) * _MULTIPLIERS[match[2].lower()]
+        return value
+
+    def callable(self, spec: str):
+        # Modules next to the config file can be named without installing them.
+        if self.base not in sys.path:
+            sys.path.insert(0, self.base)
+        return load_callable(spec)
+
+    def listeners(self, value, defaults: dict) -> list:
+        if value is None:
+            return [Listener(**defaults)]
+        items = [value] if isinstance(value, dict) else value
+        if not isinstance(items, list) or not items:
+            self.error('listen', 'must be a listener {host, port, secure, lmtp} or a list of them')
+            return [Listener(**defaults)]
+        out, seen = [], set()
+        for i, item in enumerate(items):
+            path = _join('listen', i) if isinstance(value, list) else 'listen'
+            if not isinstance(item, dict):
+                self.error(path, 'must be a mapping {host, port, secure, lmtp}')
+                continue
+            self.unknown(path, item, LISTENER_KEYS)
+            listener = Listener(**defaults)
+            if 'host' in item and self.typed(_join(path, 'host'), item['host'], str):
+                listener.host = item['host']
+            if 'port' in item:
+                port = item['port']
+                if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+                    self.error(_join(path, 'port'), 'must be an integer from 0 to 65535')
+                else:
+                    listener.port = port
+            for key in ('secure', 'lmtp'):
+                if key in item and self.typed(_join(path, key), item[key], bool):
+                    setattr(listener, key, item[key])
+            where = (listener.host, listener.port)
+            if listener.port and where in seen:
+                self.error(path, f'{listener.describe()} is listed twice')
+            seen.add(where)
+            out.append(listener)
+        return out or [Listener(**defaults)]
+
+    # -- tls ---------------------------------------------------------------
+    def tls(self, value, config: Config) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error('tls', 'must be a mapping')
+            return {}
+        self.unknown('tls', value, TLS_KEYS)
+        settings = self.tls_entry('tls', value, top=True)
+        if 'sni_callback' in value:
+            try:
+                settings['sni_callback'] = self.convert('on_socket', value['sni_callback'])
+            except ValueError as exc:
+                self.error('tls.sni_callback', str(exc))
+        sni = value.get('sni_options')
+        if sni is not None:
+            if not isinstance(sni, dict):
+                self.error('tls.sni_options', 'must be a mapping {hostname: {key, cert, ...}}')
+            else:
+                settings['sni_options'] = {}
+                for host, entry in sni.items():
+                    path = _join('tls.sni_options', host)
+                    if not isinstance(entry, dict):
+                        self.error(path, 'must be a mapping {key, cert, ...}')
+                        continue
+                    self.unknown(path, entry, TLS_OPTIONS)
+                    settings['sni_options'][str(host)] = self.tls_entry(path, entry)
+        return settings
+
+    def tls_entry(self, path: str, entry: dict, top: bool = False) -> dict:
+        out = {}
+        for key in TLS_OPTIONS:
+            if key not in entry or entry[key] is None:
+                continue
+            value = entry[key]
+            here = _join(path, key)
+            if key in FILE_KEYS:
+                pem = self.pem_files(here, value, many=key == 'ca')
+                if pem is not None:
+                    out[key] = pem
+                continue
+            try:
+                OPTIONS[key][1](value)
+                out[key] = value
+            except ValueError as exc:
+                self.error(here, _strip_name(str(exc), key))
+        return out
+
+    def pem_files(self, path: str, value, many: bool):
+        names = value if many and isinstance(value, list) else [value]
+        texts = []
+        for name in names:
+            if not isinstance(name, str) or not name:
+                self.error(path, 'must be a file name' + (' or a list of them' if many else ''))
+                return None
+            full = self.file_path(name)
+            try:
+                with open(full, encoding='ascii') as f:
+                    text = f.read()
+            except FileNotFoundError:
+                self.error(path, 'file not found')
+                return None
+            except (OSError, UnicodeDecodeError) as exc:
+                self.error(path, f'cannot read {full}: {getattr(exc, "strerror", None) or exc}')
+                return None
+            if '-----BEGIN ' not in text:
+                self.error(path, f'{full} is not a PEM file')
+                return None
+            texts.append(text)
+        return texts if many and isinstance(value, list) else texts[0]
+
+    # -- users -------------------------------------------------------------
+    def users(self, value, options: dict):
+        path = 'users'
+        if isinstance(value, str):
+            full = self.file_path(value)
+            try:
+                with open(full, encoding='utf-8') as f:
+                    value = yaml.safe_load(f)
+            except FileNotFoundError:
+                self.error(path, f'{full}: file not found')
+                return None
+            except (OSError, yaml.YAMLError) as exc:
+                self.error(path, f'{full}: cannot read: {exc}')
+                return None
+            if isinstance(value, dict) and set(value) == {'users'}:
+                value = value['users']
+        if value is None:
+            value = []
+        if not isinstance(value, list):
+            self.error(path, 'must be a list of {username, password_hash} (or a file holding one)')
+            return None
+        methods = [str(m).upper() for m in options.get('auth_methods', ())]
+        plain_ok = any(m in methods for m in PLAIN_SECRET_METHODS)
+        users, names = [], set()
+        hint = {'password': 'store a salted hash as password_hash (smtp-stack hash-password); '
+                            'a plain secret: is only for CRAM-MD5/XOAUTH2'}
+        for i, item in enumerate(value):
+            here = _join(path, i)
+            if not isinstance(item, dict):
+                self.error(here, 'must be a mapping {username, password_hash}')
+                continue
+            self.unknown(here, item, USER_KEYS, hint)
+            name = item.get('username')
+            if not isinstance(name, str) or not name:
+                self.error(_join(here, 'username'), 'must be a non-empty string')
+                continue
+            if name in names:
+                self.error(_join(here, 'username'), f'{name!r} is listed twice')
+            names.add(name)
+            hashed, secret = item.get('password_hash'), item.get('secret')
+            if hashed is None and secret is None:
+                self.error(here, 'needs password_hash (or secret, for CRAM-MD5/XOAUTH2)')
+                continue
+            if hashed is not None:
+                try:
+                    parse_hash(hashed)
+                except ValueError as exc:
+                    self.error(_join(here, 'password_hash'), str(exc))
+                    continue
+            if secret is not None:
+                if not isinstance(secret, str) or not secret:
+                    self.error(_join(here, 'secret'), 'must be a non-empty string')
+                    continue
+                if not plain_ok:
+                    self.error(_join(here, 'secret'),
+                               'a plain secret is only for CRAM-MD5/XOAUTH2 users: add one of '
+                               'them to auth_methods, or store password_hash instead')
+                    continue
+            users.append(User(name, hashed, secret))
+        return users
+
+    # -- deliver -------------------------------------------------------------
+    def deliver(self, value):
+        default = ('maildir', {'path': DEFAULT_MAILDIR})
+        kinds = ('maildir', 'relay', 'callable')
+        if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in kinds:
+            if isinstance(value, dict):
+                self.unknown('deliver', value, kinds)
+            self.error('deliver', 'must be exactly one of maildir: DIR, relay: {...}, '
+                                  'callable: "package.module:function"')
+            return default
+        kind, spec = next(iter(value.items()))
+        path = _join('deliver', kind)
+        if kind == 'maildir':
+            if not isinstance(spec, str) or not spec:
+                self.error(path, 'must be a directory name')
+                return default
+            return kind, {'path': self.file_path(spec)}
+        if kind == 'callable':
+            if not isinstance(spec, str):
+                self.error(path, 'must be "package.module:function"')
+                return default
+            try:
+                return kind, {'fn': self.callable(spec), 'spec': spec}
+            except ValueError as exc:
+                self.error(path, str(exc))
+                return default
+        if not isinstance(spec, dict):
+            self.error(path, 'must be a mapping {host, port, starttls, ...}')
+            return default
+        self.unknown(path, spec, RELAY_KEYS)
+        out = {}
+        for key, kind_ in RELAY_KEYS.items():
+            if key in spec and self.typed(_join(path, key), spec[key], kind_):
+                out[key] = spec[key]
+        if not out.get('host'):
+            self.error(_join(path, 'host'), 'is required')
+        if 'port' in out and not 0 < out['port'] <= 65535:
+            self.error(_join(path, 'port'), 'must be an integer from 1 to 65535')
+        for key in ('timeout', 'data_timeout'):
+            if key in out and out[key] <= 0:
+                self.error(_join(path, key), 'must be a positive number of seconds')
+        if ('username' in out) != ('password' in out):
+            self.error(path, 'username and password go together')
+        if 'ca' in out:
+            full = self.file_path(out.pop('ca'))
+            if not os.path.isfile(full):
+                self.error(_join(path, 'ca'), 'file not found')
+            out['ca_file'] = full
+        return 'relay', out
+
+    # -- a trial construction --------------------------------------------------
+    def trial(self, config: Config) -> None:
+        """Build the TLS contexts and a server per listener without listening:
+        whatever they refuse is reported here, with its path."""
+        from .server import SmtpServer     # late: config is imported by the CLI early
+        if config.tls_wanted:
+            name = config.options.get('name') or 'localhost'
+            top = {k: v for k, v in config.tls.items() if k in TLS_OPTIONS}
+            try:
+                build_secure_contexts(top, name)
+            except ValueError as exc:
+                self.error('tls', str(exc))
+                return
+            for host, entry in (config.tls.get('sni_options') or {}).items():
+                try:
+                    build_secure_contexts({**top, 'sni_options': {host: entry}}, name)
+                except ValueError as exc:
+                    self.error(_join('tls.sni_options', host), _strip_sni(str(exc)))
+            if self.errors:
+                return
+        for i, listener in enumerate(config.listeners):
+            try:
+                SmtpServer(**config.server_options(listener))
+            except (TypeError, ValueError) as exc:
+                self.error(_join('listen', i) if len(config.listeners) > 1 else '', str(exc))
+
+
+def _strip_name(message: str, name: str) -> str:
+    """'size must be ...' -> 'must be ...' (the path already names it)."""
+    for prefix in (f'{name}: ', f'{name} '):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message
+
+
+def _strip_sni(message: str) -> str:
+    return re.sub(r"^sni_options\[[^\]]*\]: ", '', message)
+
+
+def _maildir_problem(path: str) -> str | None:
+    """Why a Maildir cannot be made at `path`, or None. Templates ({local})
+    are checked up to their first placeholder."""
+    probe = path.split('{', 1)[0]
+    if '{' in path:
+        probe = os.path.dirname(probe) or '/'
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        return f'{probe} is not a directory'
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f'{probe} is not writable'
+    return None

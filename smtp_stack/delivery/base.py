@@ -1,0 +1,161 @@
+"""What every delivery shares: when to deliver, the trace headers, the body.
+
+A delivery is a middleware `fn(ctx, next)`. On DATA it calls `next()` (the
+built-in handler sends 354 and opens `ctx.data_stream`), then reads the body
+as it arrives and commits the message only when all of these hold:
+
+- the reply so far is a success (an inner middleware or hook may already
+  have refused the message: then nothing is delivered);
+- nobody read the body before it (a delivery must see every byte);
+- the body arrived whole and the server will not refuse it afterwards for
+  its size or bare line ends (`data_stream.acceptable`, see `_finish_data`);
+- the reply is still a success after the body was read (a stream filter,
+  or the `inspect` callback, may refuse it on its content).
+"""
+from __future__ import annotations
+
+import email.utils
+import errno
+import ipaddress
+import logging
+import re
+
+from ..replies import Reply
+
+log = logging.getLogger('smtp_stack.delivery')
+
+CHUNK = 65536
+
+# RFC 3463: 4.3.1 "mail system full", 4.3.0 "other or undefined mail system status".
+DISK_FULL = Reply(452, 'Error: insufficient system storage', '4.3.1')
+LOCAL_ERROR = Reply(451, 'Error: local error, message not stored', '4.3.0')
+BODY_CONSUMED = Reply(451, 'Error: message body was read before delivery', '4.3.0')
+_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC)})
+
+
+def disk_error_reply(exc: OSError) -> Reply:
+    """452 when the disk or quota is full (the client should retry later,
+    RFC 5321 4.5.3.1.10), else 451. Never the OSError text: paths stay private."""
+    return DISK_FULL if exc.errno in _FULL_ERRNOS else LOCAL_ERROR
+
+
+def first_code(reply) -> int:
+    """The code of a reply, of the first of an LMTP list; 0 when unset."""
+    if isinstance(reply, list):
+        return reply[0].code if reply else 0
+    return reply.code if reply is not None else 0
+
+
+def is_success(reply) -> bool:
+    """True when the reply (every entry of an LMTP list) is 2xx."""
+    if isinstance(reply, list):
+        return bool(reply) and all(200 <= r.code < 300 for r in reply)
+    return reply is not None and 200 <= reply.code < 300
+
+
+def wants_delivery(ctx) -> bool:
+    """A DATA command whose body the built-in handler accepted so far."""
+    stream = ctx.data_stream
+    return stream is not None and stream.started and is_success(ctx.reply)
+
+
+def untouched(ctx) -> bool:
+    """True when no one read any of the body yet. If someone did, a delivery
+    would store a truncated message: it refuses with 451 instead."""
+    stream = ctx.data_stream
+    if stream.bytes_read or stream.finished:
+        log.error('[%s] the message body was read before the delivery middleware; '
+                  'register the delivery so that it reads the body first',
+                  ctx.session.id)
+        ctx.send(BODY_CONSUMED)
+        return False
+    return True
+
+
+def body_chunks(stream, inspect=None, ctx=None):
+    """The body in pieces as they arrive; `inspect(ctx, piece)` sees each one
+    first and may raise SmtpError to refuse the message."""
+    while True:
+        piece = stream.read1(CHUNK)
+        if not piece:
+            return
+        if inspect is not None:
+            inspect(ctx, piece)
+        yield piece
+
+
+# -- trace headers (RFC 5321 4.4) ------------------------------------------------
+
+def _clean(text: str) -> str:
+    """Client-supplied text made safe for a header: no controls, no comment
+    or clause delimiters that would change how the line parses."""
+    text = ''.join(ch if ch.isprintable() and ch not in '();<>' and not ch.isspace() else '?'
+                   for ch in text)
+    return text[:255] or 'unknown'
+
+
+def address_literal(ip: str) -> str:
+    """'[192.0.2.1]' or '[IPv6:2001:db8::1]' (RFC 5321 4.1.3)."""
+    try:
+        parsed = ipaddress.ip_address((ip or '').split('%', 1)[0])
+    except ValueError:
+        return '[unknown]'
+    if parsed.version == 6:
+        return f'[IPv6:{parsed.compressed}]'
+    return f'[{parsed}]'
+
+
+def message_id(session) -> str:
+    """Per-message id for logs and the Received header: session id, transaction."""
+    return f'{session.id}-{session.transaction}'
+
+
+def received_header(session, envelope, name: str, date=None) -> str:
+    """The Received line this server adds, folded, ending in CRLF.
+
+    `from helo (client_hostname [ip]) by name with PROTOCOL id ID for <rcpt>; date`.
+    The `for` clause names the recipient only when there is exactly one, as
+    Postfix does: listing them all would tell each recipient about the others.
+    """
+    literal = address_literal(session.remote_address)
+    host = session.client_hostname or ''
+    tcp_info = literal if not host or host.startswith('[') else f'{_clean(host)} {literal}'
+    lines = [f'Received: from {_clean(session.helo or "unknown")} ({tcp_info})',
+             f'by {name} with {session.transmission_type}']
+    tls = session.tls
+    if tls and tls.get('version'):
+        lines[-1] += f' ({tls.get("version")} cipher {tls.get("cipher") or "unknown"})'
+    lines[-1] += f' id {message_id(session)}'
+    if len(envelope.rcpt_to) == 1:
+        lines.append(f'for <{envelope.rcpt_to[0].address}>')
+    date = date or email.utils.format_datetime(email.utils.localtime())
+    lines[-1] += f'; {date}'
+    return '\r\n\t'.join(lines) + '\r\n'
+
+
+def return_path_header(envelope) -> str:
+    sender = envelope.mail_from.address if envelope.mail_from is not None else ''
+    return f'Return-Path: <{sender}>\r\n'
+
+
+# -- upstream replies ------------------------------------------------------------
+
+_ENHANCED = re.compile(r'([245])\.(\d{1,3})\.(\d{1,3})(?: (.*))?\Z', re.DOTALL)
+
+
+def reply_from(code: int, text: str) -> Reply:
+    """A Reply carrying someone else's verdict. The enhanced code is taken
+    from the text when there is one. 421 means "I am closing" and is ours to
+    say, so an upstream 421 reaches the client as 451; a code outside
+    200..599 becomes 451 as well."""
+    if code == 421 or not (200 <= code < 300 or 400 <= code < 600):
+        code = 451
+    lines = text.split('\n') if text else ['']
+    match = _ENHANCED.match(lines[0])
+    enhanced = None
+    if match and int(match[1]) == code // 100:
+        enhanced = f'{match[1]}.{match[2]}.{match[3]}'
+        lines = [(_ENHANCED.match(line)[4] or '') if _ENHANCED.match(line) else line
+                 for line in lines]
+    return Reply(code, '\n'.join(lines) if len(lines) > 1 else lines[0], enhanced)
+

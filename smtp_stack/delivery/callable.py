@@ -1,0 +1,106 @@
+"""Delivery to a Python function: `deliver(session, envelope, body)`.
+
+The function sees only messages that arrived whole and acceptable: the body
+is first spooled (in memory up to `spool_memory` bytes, then in a temporary
+file) and the function is called once the final dot was read. It runs in a
+worker thread of the hub's thread pool, so it may block (HTTP calls, a
+database, a queue) without stalling other sessions; it must therefore be
+thread-safe.
+
+It returns None (the client gets 250), or a reply: `(code, message)`, a
+`Reply`, or for an LMTP server a list of them, one per recipient. Raising
+`SmtpError` refuses the message with that reply; any other exception is
+logged and the client gets 451 (it will retry).
+"""
+from __future__ import annotations
+
+import importlib
+import tempfile
+
+import gevent
+
+from ..errors import ClientDisconnected, SmtpError
+from .base import (LOCAL_ERROR, body_chunks, disk_error_reply, is_success, log,
+                   untouched, wants_delivery)
+
+
+def load_callable(spec: str):
+    """'package.module:function' (or 'module:Class.method') -> the object."""
+    if not isinstance(spec, str) or spec.count(':') != 1:
+        raise ValueError(f'{spec!r} is not of the form "package.module:function"')
+    module_name, _, attr = spec.partition(':')
+    if not module_name or not attr:
+        raise ValueError(f'{spec!r} is not of the form "package.module:function"')
+    try:
+        obj = importlib.import_module(module_name)
+    except Exception as exc:    # ImportError, or the module's own failure
+        raise ValueError(f'cannot import {module_name!r}: {exc}') from None
+    for part in attr.split('.'):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f'{module_name!r} has no attribute {attr!r}') from None
+    if not callable(obj):
+        raise ValueError(f'{spec!r} is not callable')
+    return obj
+
+
+class CallableDelivery:
+    """Middleware handing each accepted message to `fn(session, envelope, body)`."""
+
+    def __init__(self, fn, *, threaded: bool = True, spool_memory: int = 1 << 20,
+                 inspect=None):
+        if isinstance(fn, str):
+            fn = load_callable(fn)
+        if not callable(fn):
+            raise ValueError('deliver function must be callable')
+        self.fn = fn
+        self.threaded = threaded
+        self.spool_memory = spool_memory
+        self.inspect = inspect
+
+    def __repr__(self):
+        return f'CallableDelivery({self.fn!r})'
+
+    def describe(self) -> str:
+        name = getattr(self.fn, '__qualname__', repr(self.fn))
+        return f'callable {getattr(self.fn, "__module__", "?")}:{name}'
+
+    def __call__(self, ctx, next):
+        next()
+        if not wants_delivery(ctx) or not untouched(ctx):
+            return
+        session = ctx.session
+        envelope = session.envelope
+        stream = ctx.data_stream
+        with tempfile.SpooledTemporaryFile(max_size=self.spool_memory) as body:
+            try:
+                for piece in body_chunks(stream, self.inspect, ctx):
+                    body.write(piece)
+            except SmtpError as err:
+                ctx.send(err.reply)
+                return
+            except ClientDisconnected:
+                raise
+            except OSError as exc:
+                log.error('[%s] cannot spool the message: %s', session.id, exc)
+                ctx.send(disk_error_reply(exc))
+                return
+            if not stream.acceptable or not is_success(ctx.reply):
+                return
+            body.seek(0)
+            try:
+                if self.threaded:
+                    result = gevent.get_hub().threadpool.apply(self.fn, (session, envelope, body))
+                else:
+                    result = self.fn(session, envelope, body)
+            except SmtpError as err:
+                ctx.send(err.reply)
+                return
+            except Exception as exc:
+                log.exception('[%s] delivery function %s failed: %r', session.id,
+                              self.describe(), exc)
+                ctx.send(LOCAL_ERROR)
+                return
+        if result is not None:
+            ctx.send(result)

@@ -1,0 +1,289 @@
+"""Maildir delivery: tmp/ -> new/, durable before the 250.
+
+The Maildir rules (D. J. Bernstein, "Using maildir format"; the same file
+layout Dovecot, Courier and mutt read): a message is written under a unique
+name in `tmp/`, flushed to disk, then renamed into `new/`; readers only look
+at `new/` and `cur/`, so they never see half a message. We also fsync the
+`new/` directory, so the rename itself survives a crash: only then does the
+client get its 250 (RFC 5321 6.1: once a server has accepted a message it
+must not lose it).
+
+Lines are stored with LF ends, as local delivery agents write them
+(binary messages, BODY=BINARYMIME, byte for byte).
+The message gets a Return-Path and a Received header (RFC 5321 4.4).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import socket
+import time
+
+import gevent
+
+from ..errors import ClientDisconnected, SmtpError
+from ..replies import Reply
+from .base import (disk_error_reply, is_success, log, message_id, received_header,
+                   return_path_header, untouched, wants_delivery, body_chunks)
+
+SUBDIRS = ('tmp', 'new', 'cur')
+_counter = itertools.count(1)
+
+
+def ensure_maildir(path: str, mode: int = 0o700) -> None:
+    """Create `path` with tmp/, new/, cur/ (missing parents too)."""
+    for sub in SUBDIRS:
+        os.makedirs(os.path.join(path, sub), mode=mode, exist_ok=True)
+
+
+def _offload(fn, *args):
+    """Run a blocking call (fsync) in the hub's thread pool, so one slow
+    disk flush does not stall every other session of this process."""
+    return gevent.get_hub().threadpool.apply(fn, args)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
+    try:
+        _offload(os.fsync, fd)
+    finally:
+        os.close(fd)
+
+
+def _unique_name(hostname: str) -> str:
+    """time.M<usec>P<pid>Q<n>R<random>.host, as the Maildir spec suggests;
+    '/' and ':' in the host name are escaped as octal (they are separators)."""
+    now = time.time()
+    host = hostname.replace('/', r'\057').replace(':', r'\072')
+    return (f'{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}'
+            f'R{secrets.token_hex(4)}.{host}')
+
+
+class _LF:
+    """CRLF -> LF across chunk boundaries (a chunk may end between CR and LF).
+    `keep=True` changes nothing: a BODY=BINARYMIME message (RFC 3030) is
+    stored byte for byte, its headers included."""
+
+    def __init__(self, keep: bool = False):
+        self._cr = False
+        self._keep = keep
+
+    def __call__(self, data: bytes) -> bytes:
+        if self._keep:
+            return data
+        if self._cr:
+            data = b'\r' + data
+        self._cr = data.endswith(b'\r')
+        if self._cr:
+            data = data[:-1]
+        return data.replace(b'\r\n', b'\n')
+
+    def tail(self) -> bytes:
+        return b'\r' if self._cr else b''
+
+
+class MaildirDelivery:
+    """Middleware storing each accepted message in a Maildir.
+
+    `path` is one Maildir, or a template with `{local}`, `{domain}` and
+    `{address}` (the recipient's, lower-cased, '/' replaced) for one Maildir
+    per recipient: `/var/mail/{domain}/{local}`. With several target Maildirs
+    the message is written once and hard-linked into the others.
+
+    With `lmtp=True` servers each recipient gets its own reply; over SMTP a
+    failure for any target removes the copies already made and the whole
+    message gets 451/452, so the client's retry creates no duplicates.
+
+    `inspect(ctx, chunk)` is called for each piece of the body before it is
+    written and may raise SmtpError to refuse the message.
+    """
+
+    def __init__(self, path: str, *, hostname: str | None = None, inspect=None,
+                 mode: int = 0o700):
+        self.path = os.path.abspath(os.path.expanduser(path))
+        self.templated = '{' in path
+        self.hostname = hostname or socket.gethostname()
+        self.inspect = inspect
+        self.mode = mode
+        if not self.templated:
+            ensure_maildir(self.path, mode)
+
+    def __repr__(self):
+        return f'MaildirDelivery({self.path!r})'
+
+    def describe(self) -> str:
+        return f'maildir {self.path}'
+
+    # -- middleware ------------------------------------------------------
+    def __call__(self, ctx, next):
+        next()
+        if not wants_delivery(ctx) or not untouched(ctx):
+            return
+        envelope = ctx.session.envelope
+        try:
+            targets = self.targets(envelope)
+        except ValueError as exc:
+            ctx.send(550, f'Error: {exc}', '5.1.3')
+            return
+        written = self._write_tmp(ctx, targets[0])
+        if written is None:
+            return
+        tmp_path, size = written
+        replies = self._commit(ctx, tmp_path, size, targets)
+        if replies is not None:
+            ctx.send(replies if len(replies) > 1 else replies[0])
+
+    def targets(self, envelope) -> list:
+        """The Maildir of each recipient, in RCPT order."""
+        if not self.templated:
+            return [self.path] * len(envelope.rcpt_to)
+        return [self._render(rcpt.address) for rcpt in envelope.rcpt_to]
+
+    def _render(self, address: str) -> str:
+        local, _, domain = address.rpartition('@')
+        if not local:
+            local, domain = address, ''
+        values = {'local': local, 'domain': domain, 'address': address}
+        for key, value in values.items():
+            value = value.lower().replace('/', '_').replace('\0', '_')
+            if value in ('', '.', '..') and key != 'domain':
+                raise ValueError(f'cannot make a mailbox path from {address!r}')
+            values[key] = value or '_'
+        return os.path.abspath(self.path.format(**values))
+
+    # -- writing -----------------------------------------------------------
+    def _write_tmp(self, ctx, maildir: str):
+        """Stream headers and body into tmp/; (path, size) or None when not
+        to be delivered (the reply says why, or the server will)."""
+        session, envelope = ctx.session, ctx.session.envelope
+        stream = ctx.data_stream
+        tmp_path = None
+        fd = None
+        try:
+            ensure_maildir(maildir, self.mode)
+            tmp_path = os.path.join(maildir, 'tmp', _unique_name(self.hostname))
+            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_CLOEXEC', 0), 0o600)
+            out = os.fdopen(fd, 'wb', buffering=65536)
+            fd = None
+            with out:
+                body = envelope.mail_from.args.get('BODY') if envelope.mail_from else None
+                lf = _LF(keep=str(body).upper() == 'BINARYMIME')
+                head = return_path_header(envelope) + received_header(
+                    session, envelope, ctx.server.options.name)
+                out.write(lf(head.encode('utf-8', 'surrogateescape')))
+                for piece in body_chunks(stream, self.inspect, ctx):
+                    out.write(lf(piece))
+                out.write(lf.tail())
+                if not stream.acceptable or not is_success(ctx.reply):
+                    raise _Abandon()
+                out.flush()
+                _offload(os.fsync, out.fileno())
+                size = out.tell()
+            return tmp_path, size
+        except _Abandon:
+            _remove(tmp_path)
+            return None
+        except SmtpError as err:        # inspect() refused it
+            _remove(tmp_path)
+            ctx.send(err.reply)
+            return None
+        except ClientDisconnected:
+            _remove(tmp_path)
+            raise
+        except OSError as exc:
+            _remove(tmp_path)
+            log.error('[%s] maildir %s: cannot store the message: %s', session.id, maildir, exc)
+            ctx.send(disk_error_reply(exc))
+            return None
+        except BaseException:           # killed by stop(), a bug: leave no litter
+            _remove(tmp_path)
+            raise
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _commit(self, ctx, tmp_path: str, size: int, targets: list):
+        """Move the message into new/ of each distinct target and fsync each
+        new/; one Reply per recipient (or one for all over SMTP)."""
+        session = ctx.session
+        name = os.path.basename(tmp_path) + f',S={size}'
+        distinct = list(dict.fromkeys(targets))    # distinct[0] holds tmp_path
+        failures: dict = {}
+        made: list = []
+
+        def place(maildir, move):
+            final = os.path.join(maildir, 'new', name)
+            try:
+                if move:
+                    os.rename(tmp_path, final)
+                else:
+                    ensure_maildir(maildir, self.mode)
+                    _link_or_copy(tmp_path, final)
+                made.append(final)
+                _fsync_dir(os.path.join(maildir, 'new'))
+            except OSError as exc:
+                log.error('[%s] maildir %s: cannot deliver: %s', session.id, maildir, exc)
+                failures[maildir] = disk_error_reply(exc)
+                if made and made[-1] == final:
+                    _remove(made.pop())
+
+        try:
+            # The others first: the tmp file must stay until they are linked.
+            for maildir in distinct[1:]:
+                place(maildir, move=False)
+            place(distinct[0], move=True)
+        finally:
+            _remove(tmp_path)       # gone already when the rename succeeded
+        ok = Reply(250, f'OK: queued as {message_id(session)}', '2.0.0')
+        if failures and not ctx.server.options.lmtp:
+            # One reply for all recipients: undo, so the retry duplicates nothing.
+            for path in made:
+                _remove(path)
+            return [next(iter(failures.values()))]
+        if len(failures) < len(distinct):
+            log.info('[%s] stored %d bytes as %s in %s', session.id, size, name,
+                     ', '.join(m for m in distinct if m not in failures))
+        if not ctx.server.options.lmtp:
+            return [ok]
+        return [failures.get(target, ok) for target in targets]
+
+
+class _Abandon(Exception):
+    """Not delivered, and the reply is already right (or the server's to set)."""
+
+
+def _link_or_copy(source: str, final: str) -> None:
+    """Hard link; across file systems, copy through the target's tmp/."""
+    try:
+        os.link(source, final)
+        return
+    except OSError as exc:
+        if exc.errno not in (18, 1):    # EXDEV, EPERM (no hard links there)
+            raise
+    maildir = os.path.dirname(os.path.dirname(final))
+    tmp = os.path.join(maildir, 'tmp', os.path.basename(final))
+    try:
+        with open(source, 'rb') as src, open(tmp, 'xb') as dst:
+            while True:
+                block = src.read(1 << 20)
+                if not block:
+                    break
+                dst.write(block)
+            dst.flush()
+            _offload(os.fsync, dst.fileno())
+        os.rename(tmp, final)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path) -> None:
+    if path is None:
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning('cannot remove %s: %s', path, exc)

@@ -1,0 +1,198 @@
+"""The ready-to-run receiver behind `smtp-stack serve`: one SmtpServer per
+listener, all sharing one delivery and one table of users, and a reload that
+swaps TLS certificates, users and the delivery without dropping a session.
+
+Reload semantics (SIGHUP):
+- TLS contexts are rebuilt from the files and replace the entries of each
+  server's `secure_context` in place: the next handshake uses them.
+- Users are replaced at once: the next AUTH, in any session, sees them.
+- The delivery is replaced for new sessions; a session that is open keeps
+  the delivery it started with until it ends (a relay's upstream
+  connection belongs to one delivery, and a message must not be split).
+- Anything else (listeners, server options) needs a restart: reported.
+"""
+from __future__ import annotations
+
+import weakref
+
+import gevent
+
+from .config import Config
+from .delivery import CallableDelivery, MaildirDelivery, RelayDelivery
+from .server import SmtpServer
+from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
+from .users import Users
+
+
+def make_delivery(config: Config):
+    kind, spec = config.deliver
+    if kind == 'maildir':
+        return MaildirDelivery(spec['path'])
+    if kind == 'relay':
+        return RelayDelivery(**spec)
+    return CallableDelivery(spec['fn'])
+
+
+def describe_delivery(config: Config) -> str:
+    kind, spec = config.deliver
+    if kind == 'maildir':
+        return f'maildir {spec["path"]}'
+    if kind == 'relay':
+        where = spec['host'] if spec['host'].startswith('/') else \
+            f'{spec["host"]}:{spec.get("port", 24 if spec.get("lmtp") else 25)}'
+        return f'relay to {"LMTP" if spec.get("lmtp") else "SMTP"} {where}'
+    return f'callable {spec["spec"]}'
+
+
+class DeliverySwitch:
+    """The one middleware every server uses; forwards to the current delivery.
+
+    Each session is pinned to the delivery it first used, so a reload never
+    changes the delivery under a transaction in progress.
+    """
+
+    def __init__(self, target):
+        self.target = target
+        self._pinned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __call__(self, ctx, next):
+        target = self._pinned.get(ctx.session)
+        if target is None:
+            target = self._pinned[ctx.session] = self.target
+        return target(ctx, next)
+
+    def session_closed(self, session) -> None:
+        target = self._pinned.pop(session, None)
+        closer = getattr(target, 'session_closed', None)
+        if closer is not None:
+            closer(session)
+
+
+class Receiver:
+    """The servers of a configuration: one SmtpServer per kind of listener
+    (plain, implicit TLS, LMTP...), started once per address of that kind."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.users = Users(config.users or [])
+        self.delivery = DeliverySwitch(make_delivery(config))
+        self.servers = []
+        self._kind_of: list = []        # per listener: its server
+        self._last_bound: dict = {}     # server -> the address its last start() bound
+        kinds: dict = {}
+        for listener in config.listeners:
+            kind = (listener.secure, listener.lmtp)
+            if kind not in kinds:
+                kinds[kind] = self._make_server(listener)
+                self.servers.append(kinds[kind])
+            self._kind_of.append(kinds[kind])
+        self.bound: list = []           # (host, port) as bound, in listener order
+
+    def _make_server(self, listener) -> SmtpServer:
+        options = self.config.server_options(listener)
+        if 'on_auth' not in options:
+            options['on_auth'] = self.users.on_auth
+        options['on_close'] = _both(self.delivery.session_closed, options.get('on_close'))
+        server = SmtpServer(**options)
+        server.use(self.delivery)
+        # 'listening' reports each bound address (port 0 becomes the real one).
+        server.on('listening', lambda address, server=server:
+                  self._last_bound.__setitem__(server, address))
+        return server
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> 'Receiver':
+        started = []
+        try:
+            for server, listener in zip(self._kind_of, self.config.listeners):
+                server.start(listener.port, listener.host)
+                self.bound.append(self._last_bound.get(server))
+                started.append(server)
+        except BaseException:
+            for server in dict.fromkeys(started):
+                server.stop(0)
+            raise
+        return self
+
+    def serve_forever(self) -> None:
+        gevent.joinall([gevent.spawn(server.serve_forever) for server in self.servers])
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Graceful: every server's stop() at once (close_timeout each)."""
+        gevent.joinall([gevent.spawn(server.stop, timeout) for server in self.servers])
+
+    @property
+    def open_sessions(self) -> int:
+        return sum(server.connections for server in self.servers)
+
+    def describe(self) -> str:
+        """The one start-up line: where it listens and where mail goes."""
+        parts = []
+        for i, (server, listener) in enumerate(zip(self._kind_of, self.config.listeners)):
+            host, port = (self.bound[i] if i < len(self.bound) and self.bound[i]
+                          else (listener.host, listener.port))
+            host = f'[{host}]' if ':' in host else host
+            kind = 'LMTP' if listener.lmtp else 'SMTP'
+            if listener.secure:
+                kind += 'S' if kind == 'SMTP' else ' over TLS'
+            elif server.options.enabled('STARTTLS'):
+                kind += '+STARTTLS'
+            parts.append(f'{host}:{port} ({kind})')
+        line = 'listening on ' + ', '.join(parts)
+        if self.config.tls_wanted and not self.config.tls.get('cert'):
+            line += f'; TLS with a self-signed certificate for {self.servers[0].options.name}'
+        return f'{line}; mail goes to {describe_delivery(self.config)}'
+
+    # -- reload ----------------------------------------------------------------
+    def reload(self, new: Config) -> list:
+        """Apply what can change live; the list says what needs a restart."""
+        old = self.config
+        notes = []
+        if [vars(l) for l in new.listeners] != [vars(l) for l in old.listeners]:
+            notes.append('listen: changed; restart to apply')
+        for key in sorted(set(old.raw_options) | set(new.raw_options)):
+            if old.raw_options.get(key) != new.raw_options.get(key):
+                notes.append(f'{key}: changed; restart to apply')
+        self._reload_tls(new)
+        self.users.replace(new.users or [])
+        if _delivery_key(new) != _delivery_key(old):
+            self.delivery.target = make_delivery(new)
+        self.config = new
+        for server in self.servers:
+            if getattr(server, 'worker_pids', None):
+                server.reload()     # workers > 1: fork fresh workers from this state
+        return notes
+
+    def _reload_tls(self, new: Config) -> None:
+        """Rebuild every context from the files (they may have changed even if
+        the config did not: renewed certificates) and swap them in place."""
+        settings = {k: new.tls.get(k) for k in TLS_OPTIONS}
+        settings['sni_options'] = new.tls.get('sni_options') or {}
+        built = {}
+        for server in self.servers:
+            if not server.secure_context:
+                continue        # this server does no TLS
+            name = server.options.name
+            if name not in built:
+                built[name] = build_secure_contexts(settings, name)
+            contexts = server.secure_context
+            contexts.clear()
+            contexts.update(built[name])
+            install_sni(contexts, new.tls.get('sni_callback') or server.options.sni_callback)
+
+
+def _delivery_key(config: Config):
+    kind, spec = config.deliver
+    return kind, sorted((k, repr(v)) for k, v in spec.items() if k != 'fn')
+
+
+def _both(first, second):
+    if second is None:
+        return first
+
+    def on_close(session):
+        try:
+            first(session)
+        finally:
+            second(session)
+    return on_close
