@@ -23,7 +23,7 @@ from .addresses import (Address, check_auth_param, check_body, check_envid,
 from .errors import ClientDisconnected, SmtpError
 from .forwarding import (parse_xclient, parse_xforward, xclient_capability,
                          xforward_capability)
-from .framing import TOO_LONG, DataDecoder
+from .framing import TOO_LONG, DataDecoder, TextChecks
 from .framing import LineBuffer
 from .middleware import Context
 from .options import MAX_AUTH_LINE, MAX_COMMAND_LINE
@@ -83,6 +83,10 @@ class Connection:
         self.enhanced = False       # ENHANCEDSTATUSCODES advertised in this session
         self.errors = 0
         self.auth_failures = 0
+        self.messages = 0               # accepted in this connection (max_messages)
+        self.junk = 0                   # junk commands since the last accepted message
+        self.greetings = 0
+        self.junk_excess = False        # the current command is junk beyond the limit
         self.upgrade_pending = False   # STARTTLS answered; handshake after the reply
         self.auth_method = None        # mechanism of the AUTH command in progress
         local = _split_address(sock.getsockname())
@@ -150,9 +154,25 @@ class Connection:
             self._write(R.HOOK_FAILED)
             self.closing = True
             return
+        if self.options.greeting_delay and self._client_talks_first():
+            self.session.pre_greeting_data = True
+            self.log(20, 'Client talked before the greeting')
+            if self.options.reject_early_talkers:
+                self._write(R.EARLY_TALKER)
+                self.closing = True
+                return
         protocol = 'LMTP' if self.options.lmtp else 'ESMTP'
         banner = f' {self.options.banner}' if self.options.banner else ''
         self._write(Reply(220, f'{self.options.name} {protocol}{banner}', False))
+
+    def _client_talks_first(self) -> bool:
+        """Wait greeting_delay for bytes a well-behaved client never sends
+        before the 220 (what it sent is kept and served normally)."""
+        try:
+            self.lines.feed(self._recv(time.monotonic() + self.options.greeting_delay))
+        except ClientTimeout:
+            return False
+        return True
 
     def _lookup_client_hostname(self) -> None:
         ip = self.session.remote_address
@@ -239,9 +259,9 @@ class Connection:
         """Flush pending replies, then wait for bytes until `deadline`."""
         if self._out:
             self._flush()
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ClientTimeout('timeout')
+        # Past the deadline, bytes already waiting are still taken (the
+        # client may only have been held back by us); nothing more is awaited.
+        remaining = max(deadline - time.monotonic(), 0.001)
         self._recvs += 1
         if not self._recvs & 15:
             gevent.sleep(0)     # fairness: a recv that never blocks never yields
@@ -358,6 +378,8 @@ class Connection:
             if ctx.command_name == 'AUTH':
                 self._before_auth_reply(ctx)
                 self.auth_method = None
+            elif ctx.command_name in ('MAIL', 'RCPT') and ctx.address is not None:
+                self._forget_if_refused(ctx)
             self._final(ctx.reply, ctx)
         if ctx.close_requested:
             self.closing = True
@@ -366,12 +388,24 @@ class Connection:
             if not self.closing and getattr(ctx.reply, 'code', 0) == 220:
                 self._upgrade()
 
+    def _forget_if_refused(self, ctx) -> None:
+        """A MAIL/RCPT that middleware refused after next() leaves no trace."""
+        reply = ctx.reply
+        if isinstance(reply, list) or reply.code < 400:
+            return
+        envelope = self.session.envelope
+        if ctx.command_name == 'MAIL' and envelope.mail_from is ctx.address:
+            envelope.mail_from = None
+        elif envelope.rcpt_to and envelope.rcpt_to[-1] is ctx.address:
+            envelope.rcpt_to.pop()
+
     def _final(self, reply, ctx=None) -> None:
         """Write the one final reply of a command and count errors."""
         if isinstance(reply, list):     # LMTP-style list outside DATA: first only
             reply = reply[0] if reply else R.NO_REPLY_SET
         self._write(reply)
-        if reply.code >= 400:
+        if reply.code >= 400 or self.junk_excess:
+            self.junk_excess = False
             self._count_error(reply, ctx)
 
     def _count_error(self, reply, ctx) -> None:
@@ -430,12 +464,30 @@ class Connection:
                 raise SmtpError(*(R.BAD_SYNTAX if not ctx.command_name else R.UNRECOGNIZED))
             if not self._command_enabled(ctx.command_name):
                 raise SmtpError(*R.NOT_IMPLEMENTED)
+            self._count_junk(ctx.command_name)
             entry[0](self, ctx)
         except SmtpError as err:
             ctx.reply = err.reply
         except HookFailed:
             ctx.reply = R.HOOK_FAILED
             ctx.close()
+
+    def _count_junk(self, name: str) -> None:
+        """Commands that move no mail, from a client that has not logged in
+        (Postfix smtpd_junk_command_limit): beyond max_junk_commands each one
+        also counts as an error, so max_errors ends the session."""
+        if name in ('HELO', 'EHLO', 'LHLO'):
+            self.greetings += 1
+            if self.greetings == 1:
+                return
+        elif name not in JUNK_COMMANDS:
+            return
+        limit = self.options.max_junk_commands
+        if self.session.user or not limit:
+            return
+        self.junk += 1
+        if self.junk > limit:
+            self.junk_excess = True
 
     def _command_enabled(self, name: str) -> bool:
         """Disabling an extension disables its command too (CHUNKING: BDAT)."""
@@ -515,6 +567,9 @@ class Connection:
             raise SmtpError(*R.NESTED_MAIL)
         if not self.options.auth_optional and not session.user:
             raise SmtpError(*R.AUTH_REQUIRED)
+        if self.options.max_messages and self.messages >= self.options.max_messages:
+            ctx.close()
+            raise SmtpError(*R.TOO_MANY_MESSAGES)
         address = self._parsed_address(ctx)
         self._check_mail_params(address)
         self._hook('on_mail_from', session, address)
@@ -612,24 +667,40 @@ class Connection:
         stream.start()
         ctx.send(R.QUEUED)
 
+    def _data_deadline(self, started: float, received: int) -> float:
+        """When the body must have arrived so far: socket_timeout plus what
+        min_data_rate allows for the bytes received (a deadline, so a client
+        dripping one byte at a time is cut, as Postfix's smtpd_min_data_rate)."""
+        rate = self.options.min_data_rate
+        if not rate:
+            return time.monotonic() + self.options.socket_timeout
+        return started + self.options.socket_timeout + received / rate
+
     def _open_data_stream(self) -> DataStream:
-        decoder = DataDecoder(normalize=self.options.bare_newline == 'normalize')
+        opts = self.options
+        decoder = DataDecoder(normalize=opts.bare_newline == 'normalize')
+        checks = TextChecks(False, max_line_length=opts.max_line_length) \
+            if opts.max_line_length else None
         lines = self.lines
-        timeout = self.options.socket_timeout
+        progress = [0.0, 0]     # started, bytes received
 
         def pull():
             if decoder.done:
                 return None
             data = lines.take()
             if not data:
-                data = self._recv(time.monotonic() + timeout)
+                data = self._recv(self._data_deadline(*progress))
+            progress[1] += len(data)
             body, rest = decoder.feed(data)
             if rest is not None:
                 lines.unread(rest)
-            return body
+            return checks.feed(body) if checks is not None else body
 
-        return DataStream(pull, self.options.size, decoder=decoder,
-                          on_first_read=lambda: self.send_now(R.START_INPUT))
+        def start():
+            self.send_now(R.START_INPUT)
+            progress[0] = time.monotonic()
+
+        return DataStream(pull, opts.size, decoder=decoder, checks=checks, on_first_read=start)
 
     # -- BDAT (RFC 3030 CHUNKING) --------------------------------------------
     @command('BDAT', 'BDAT size [LAST]')
@@ -657,14 +728,23 @@ class Connection:
         ctx.send(R.QUEUED)
 
     def _open_bdat_stream(self, size: int, last: bool) -> DataStream:
-        state = {'remaining': size, 'last': last, 'received': 0}
+        opts = self.options
+        state = {'remaining': size, 'last': last, 'received': 0, 'done': False}
         lines = self.lines
-        timeout = self.options.socket_timeout
+        started = time.monotonic()
         stream = None
+        # RFC 3030: only BINARYMIME content may hold bare CR/LF; text bodies
+        # sent with BDAT get the same checks as DATA.
+        binary = self.session.envelope.mail_from.args.get('BODY') == 'BINARYMIME'
+        checks = None if binary else TextChecks(
+            True, opts.bare_newline == 'normalize', opts.max_line_length)
 
         def pull():
             while not state['remaining']:
                 if state['last'] or stream.aborted:
+                    if checks is not None and not state['done']:
+                        state['done'] = True
+                        return checks.finish()
                     return None
                 self._write(R.MESSAGE_TOO_BIG if stream.size_exceeded else
                             Reply(250, f'{state["received"]} octets received', '2.0.0'))
@@ -673,30 +753,34 @@ class Connection:
                     return None
             data = lines.take()
             if not data:
-                data = self._recv(time.monotonic() + timeout)
+                data = self._recv(self._data_deadline(started, state['received']))
             wanted = state['remaining']
             if len(data) > wanted:
                 lines.unread(data[wanted:])
                 data = data[:wanted]
             state['remaining'] -= len(data)
             state['received'] += len(data)
-            return data
+            return checks.feed(data) if checks is not None else data
 
-        stream = DataStream(pull, self.options.size)
+        stream = DataStream(pull, opts.size, decoder=checks, checks=checks)
         return stream
 
     def _next_bdat_chunk(self, state) -> bool:
         """Read the command after a non-LAST chunk: the next BDAT, or else
         the message is abandoned and that command is handled normally."""
         line = self._read_line(MAX_COMMAND_LINE)
-        if line is not TOO_LONG and line[:5].upper() in (b'BDAT ', b'BDAT'):
+        if line is TOO_LONG:
+            self._final(R.LINE_TOO_LONG)
+            self.log(20, 'BDAT sequence abandoned by the client')
+            return False
+        if line[:5].upper() in (b'BDAT ', b'BDAT'):
             try:
                 state['remaining'], state['last'] = _bdat_arguments(
                     line.decode('ascii').split()[1:])
                 return True
             except (SmtpError, UnicodeDecodeError):
                 pass
-        self.lines.unread(b'' if line is TOO_LONG else line + b'\r\n')
+        self.lines.unread(line + b'\r\n')
         self.log(20, 'BDAT sequence abandoned by the client')
         return False
 
@@ -725,13 +809,17 @@ class Connection:
             reply = R.MESSAGE_TOO_BIG
         elif stream.bare_newline and self.options.bare_newline == 'reject':
             reply = R.BARE_NEWLINE_DATA
+        elif stream.line_too_long:
+            reply = R.LINE_TOO_LONG_DATA
         session.reset_envelope()
         if self.options.lmtp:
             self._lmtp_replies(reply, len(recipients), ctx)
         else:
             self._final(reply, ctx)
-        final = reply[0] if isinstance(reply, list) and reply else reply
-        if not isinstance(final, list) and final.code < 300:
+        accepted = [r for r in (reply if isinstance(reply, list) else [reply]) if r.code < 300]
+        if accepted:
+            self.messages += 1
+            self.junk = 0
             self.log(20, 'Message accepted: %d bytes, %d recipient(s)',
                      stream.bytes_read, len(recipients))
 
@@ -923,6 +1011,7 @@ class Connection:
 
 
 PROXY_PEEK = 4096
+JUNK_COMMANDS = frozenset({'NOOP', 'RSET', 'VRFY', 'EXPN', 'HELP'})
 
 
 def _bdat_arguments(args) -> tuple[int, bool]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import os
 import socket
 from enum import IntEnum
 
@@ -219,6 +220,8 @@ def _bare_newline(v):
 
 def _workers(v):
     v = _count('workers', 1)(v)
+    if v > 1 and not hasattr(os, 'fork'):
+        raise ValueError('workers > 1 needs os.fork (not available on this platform)')
     return v
 
 
@@ -262,6 +265,13 @@ OPTIONS = {
     'max_auth_failures': (3, _count('max_auth_failures', 1)),
     'bare_newline': ('reject', _bare_newline),
     'lenient_addresses': (False, _bool('lenient_addresses')),
+    # Hardening beyond SPEC.md (docs/security.md): Postfix/Exim-like defaults.
+    'min_data_rate': (500, _count('min_data_rate')),
+    'greeting_delay': (0.0, _seconds('greeting_delay', allow_zero=True)),
+    'reject_early_talkers': (False, _bool('reject_early_talkers')),
+    'max_messages': (1000, _count('max_messages')),
+    'max_junk_commands': (100, _count('max_junk_commands')),
+    'max_line_length': (0, _count('max_line_length')),
     'workers': (1, _workers),
     'on_socket': (None, _callable_or_none('on_socket')),
     'on_connect': (None, _callable_or_none('on_connect')),
@@ -294,8 +304,6 @@ class Options:
                             'use_xclient', 'use_xforward', 'auth_methods'):
                     value = check(value)
             setattr(self, name, value)
-        if self.workers > 1:
-            raise ValueError('workers > 1 is not available yet in this version')
 
     def enabled(self, command: str) -> bool:
         return command not in self.disabled_commands

@@ -55,7 +55,29 @@ def format_reply(code: int, message, enhanced: str | None = None,
 
     Each line is prefixed with the enhanced code when `use_enhanced` and the
     line does not already start with one (a caller may write '5.7.1 Denied').
+    The bytes are remembered: a session sends the same few replies over and
+    over (250 Accepted, 354, 250 queued), so most calls are one dict lookup.
     """
+    if isinstance(message, str):
+        key = (code, message, enhanced, use_enhanced)
+    elif isinstance(message, (list, tuple)) and all(type(line) is str for line in message):
+        key = (code, tuple(message), enhanced, use_enhanced)
+    else:       # other line types (formatted with str()): not remembered
+        return _format_reply(code, message, enhanced, use_enhanced)
+    wire = _WIRE.get(key)
+    if wire is None:
+        wire = _format_reply(code, message, enhanced, use_enhanced)
+        if len(_WIRE) >= _WIRE_MAX:
+            _WIRE.clear()       # bounded: replies with varying text churn it
+        _WIRE[key] = wire
+    return wire
+
+
+_WIRE: dict = {}
+_WIRE_MAX = 1024
+
+
+def _format_reply(code: int, message, enhanced, use_enhanced: bool) -> bytes:
     if isinstance(message, str):
         lines = message.split('\n') if '\n' in message else [message]
     else:
@@ -120,6 +142,9 @@ NOT_AUTHORIZED = Reply(550, 'Error: insufficient authorization', '5.7.0')
 FORWARDING_IN_TRANSACTION = Reply(503, 'Error: MAIL transaction in progress', '5.5.1')
 BINARYMIME_NEEDS_BDAT = Reply(503, 'Error: BODY=BINARYMIME requires BDAT', '5.5.1')
 REQUIRETLS_NEEDS_TLS = Reply(530, 'Error: REQUIRETLS needs a TLS session', '5.7.10')
+TOO_MANY_MESSAGES = Reply(421, 'Error: too many messages in this connection', '4.7.0')
+EARLY_TALKER = Reply(554, 'Error: SMTP protocol synchronization', '5.5.0')
+LINE_TOO_LONG_DATA = Reply(554, 'Error: message line too long', '5.6.0')
 AUTH_FAILED = Reply(535, 'Error: authentication failed', '5.7.8')
 TOO_MANY_AUTH_FAILURES = Reply(421, 'Error: too many failed authentication attempts', '4.7.0')
 HOOK_FAILED = Reply(421, 'Error: internal server error, closing connection', '4.3.0')

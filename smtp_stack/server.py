@@ -1,4 +1,8 @@
-"""SmtpServer: listening sockets, connection limits, middleware and lifecycle."""
+"""SmtpServer: listening sockets, connection limits, middleware and lifecycle.
+
+With `workers > 1` this process becomes the master of forked workers that
+serve the sockets it binds; see workers.py.
+"""
 from __future__ import annotations
 
 import socket
@@ -9,6 +13,7 @@ import gevent
 import gevent.event
 import gevent.pool
 from gevent import socket as gsocket
+from gevent.exceptions import ConcurrentObjectUseError
 from gevent.server import StreamServer
 
 from . import replies as R
@@ -17,6 +22,7 @@ from .middleware import compose
 from .options import Options
 from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
 from .replies import format_reply
+from .workers import WorkerPool
 
 EVENTS = ('listening', 'close', 'error')
 
@@ -38,6 +44,8 @@ class SmtpServer:
         self._hub = None
         self._thread_id = None
         self.address = None
+        self.worker_id = None       # 0..workers-1 inside a worker process
+        self._pool = None           # the master's WorkerPool (workers > 1)
         self.secure_context: dict = {}
         opts = self.options
         if opts.secure or opts.enabled('STARTTLS'):
@@ -79,20 +87,61 @@ class SmtpServer:
 
     # -- lifecycle -----------------------------------------------------------
     def start(self, port: int = 25, host: str = '', backlog: int = 1024):
-        """Bind and start accepting; returns at once (serving runs in greenlets)."""
+        """Bind and start accepting; returns at once (serving runs in greenlets).
+
+        With `workers > 1` this process only binds: the workers, forked when
+        its hub first runs, accept and serve (workers.py).
+        """
         if self.stopping:
             raise RuntimeError('this server was stopped; create a new one')
         sock = _bind(host, port, backlog)
-        listener = StreamServer(sock, self._accept, spawn=self._greenlets.spawn)
-        listener.start()
-        self._listeners.append(listener)
+        if self.options.workers > 1 and self.worker_id is None:
+            self._init_lifecycle()
+            if self._pool is None:
+                self._pool = WorkerPool(self)
+            self._pool.add_socket(sock)
+        else:
+            self._listen(sock)
         if self.address is None:
             self.address = sock.getsockname()[:2]
+        self._emit('listening', sock.getsockname()[:2])
+        return self
+
+    def _listen(self, sock) -> None:
+        listener = _Listener(sock, self._accept, spawn=self._greenlets.spawn)
+        listener.start()
+        self._listeners.append(listener)
+        self._init_lifecycle()
+
+    def _init_lifecycle(self) -> None:
+        if self._stopped is None:
             self._hub = gevent.get_hub()
             self._thread_id = threading.get_ident()
             self._stopped = gevent.event.Event()
-        self._emit('listening', sock.getsockname()[:2])
-        return self
+
+    def _become_worker(self, worker_id: int) -> None:
+        """In a forked worker's serving thread: forget the master's state."""
+        self.worker_id = worker_id
+        self._pool = None
+        self._listeners = []
+        self._greenlets = gevent.pool.Group()
+        self._connections = set()
+        self._per_ip = Counter()
+        self.stopping = False
+        self._stopped = None
+        self._hub = None
+        self._thread_id = None
+
+    @property
+    def worker_pids(self) -> list:
+        """The pids of the worker processes, in the master (else [])."""
+        return self._pool.pids if self._pool is not None else []
+
+    def reload(self) -> None:
+        """In the master: replace every worker by a fresh fork, gracefully
+        (what SIGHUP does). A single-process server has nothing to reload."""
+        if self._pool is not None:
+            self._pool.reload()
 
     def serve_forever(self) -> None:
         """Block (cooperatively) until stop() has finished."""
@@ -132,6 +181,12 @@ class SmtpServer:
             self._stopped.wait()
             return
         self.stopping = True
+        if self._pool is not None:
+            grace = self.options.close_timeout if timeout is None else timeout
+            self._pool.stop(grace)
+            self._emit('close')
+            self._stopped.set()
+            return
         for listener in self._listeners:
             listener.close()
         for conn in list(self._connections):
@@ -147,7 +202,8 @@ class SmtpServer:
             for conn in list(self._connections):
                 conn._close_socket()
             self._greenlets.kill(block=True, timeout=1.0)
-        self._emit('close')
+        if self.worker_id is None:      # the master reports the close once
+            self._emit('close')
         self._stopped.set()
 
     def __enter__(self):
@@ -189,6 +245,87 @@ class SmtpServer:
     @property
     def connections(self) -> int:
         return len(self._connections)
+
+
+class _Socket(gsocket.socket):
+    """An accepted connection with cheaper small writes and waits.
+
+    - sendall() is one send() when that is enough, as it is for nearly every
+      SMTP reply. gevent's own sendall() asks the kernel for SO_SNDBUF and
+      reads the clock on every call, to size the chunks of a large buffer;
+      anything that one send() does not take still goes through it.
+    - recv() waits for the socket with a bare timer rather than a
+      gevent.Timeout (an exception object and four calls per wait); a
+      session waits before nearly every command it reads.
+    Both keep gevent's semantics: the timeout set by settimeout(), and
+    socket.timeout when it expires.
+    """
+
+    __slots__ = ()
+
+    def sendall(self, data, flags=0):
+        if type(data) is bytes:
+            try:
+                sent = self._sock.send(data, flags)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
+        super().sendall(data, flags)
+
+    def recv(self, bufsize, flags=0):
+        while True:
+            try:
+                return self._sock.recv(bufsize, flags)
+            except BlockingIOError:
+                if self.timeout == 0.0:
+                    raise
+            event = self._read_event
+            if event.callback is not None:
+                raise ConcurrentObjectUseError(
+                    f'This socket is already used by another greenlet: {event.callback!r}')
+            timeout = self.timeout
+            if timeout is None:
+                self.hub.wait(event)
+                continue
+            timer = self.hub.loop.timer(timeout)
+            timer.start(_time_out, gevent.getcurrent(), update=True)
+            try:
+                self.hub.wait(event)
+            finally:
+                timer.close()
+
+
+def _time_out(greenlet) -> None:
+    greenlet.throw(socket.timeout('timed out'))
+
+
+class _Listener(StreamServer):
+    """A StreamServer whose accepted sockets are `_Socket`s, each served by
+    a greenlet that starts right in `_serve` (one interpreter frame less on
+    the C stack that every idle session keeps a copy of)."""
+
+    def do_read(self):
+        accepted = super().do_read()
+        if accepted is not None:
+            accepted[0].__class__ = _Socket
+        return accepted
+
+    def do_handle(self, sock, address):
+        if self._spawn is None:
+            return self._serve(sock, address)
+        try:
+            self._spawn(self._serve, sock, address)
+        except BaseException:
+            sock.close()
+            raise
+
+    def _serve(self, sock, address):
+        try:
+            self._handle(sock, address)
+        finally:
+            sock.close()
 
 
 def _builtin(ctx) -> None:

@@ -15,9 +15,10 @@ class DataStream(io.BufferedIOBase):
     client goes away mid-message.
     """
 
-    def __init__(self, pull, limit: int = 0, on_first_read=None, decoder=None):
+    def __init__(self, pull, limit: int = 0, on_first_read=None, decoder=None, checks=None):
         super().__init__()
-        self.decoder = decoder
+        self.decoder = decoder      # has bare_newline / normalize (DataDecoder, TextChecks)
+        self.checks = checks        # TextChecks with line_too_long, when lines are measured
         self._pull = pull
         self._limit = limit
         self._on_first_read = on_first_read
@@ -82,9 +83,14 @@ class DataStream(io.BufferedIOBase):
     def acceptable(self) -> bool:
         """The whole body arrived and the server will not refuse it for its
         framing or size: what a delivery handler checks before it commits."""
-        if not self._finished or self.size_exceeded or self.aborted:
+        if not self._finished or self.size_exceeded or self.aborted or self.line_too_long:
             return False
         return not (self.bare_newline and not self.decoder.normalize)
+
+    @property
+    def line_too_long(self) -> bool:
+        """A line exceeded `max_line_length` (the message will be refused)."""
+        return bool(self.checks is not None and self.checks.line_too_long)
 
     # -- the reader side ---------------------------------------------------
     def readable(self) -> bool:

@@ -43,9 +43,8 @@ def test_middleware_overrides_builtin_reply_after_next(serve, client):
     c.expect(250, 'EHLO x')
     c.expect(250, 'MAIL FROM:<a@b.example>')
     assert c.cmd('RCPT TO:<c@d.example>') == (550, '5.1.1 No such user here')
-    # the override does not remove what the handler accepted: middleware
-    # that rejects must do so before next() to leave no trace
-    assert c.cmd('DATA')[0] == 354
+    # a refused RCPT leaves no trace in the envelope, even refused after next()
+    assert c.cmd('DATA') == (554, '5.5.1 Error: no valid recipients')
 
 
 def test_rejected_rcpt_before_next_leaves_no_trace(serve, client):
@@ -272,3 +271,14 @@ def test_events(serve):
     with ServerThread(server):
         pass
     assert events == [('listening', server.address), 'close']
+
+
+def test_mail_refused_after_next_leaves_no_trace(serve, client):
+    def refuse_sender(ctx, next):
+        next()
+        if ctx.command_name == 'MAIL' and ctx.address.address.startswith('spam'):
+            ctx.send(550, 'Sender refused', '5.7.1')
+    c = client(serve(middleware=[refuse_sender]))
+    c.expect(250, 'EHLO x')
+    assert c.cmd('MAIL FROM:<spam@b.example>') == (550, '5.7.1 Sender refused')
+    c.expect(250, 'MAIL FROM:<good@b.example>')     # not a nested MAIL

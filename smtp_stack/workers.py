@@ -1,0 +1,352 @@
+"""Worker processes: the master binds, N forked workers serve (SPEC: `workers`).
+
+With `workers=N > 1`, `SmtpServer.start()` binds the listening socket in the
+calling process (the master) and returns at once; the first time the master's
+hub runs, it forks N workers. Every worker inherits the listening sockets
+(the kernel hands each new connection to whichever worker accepts first) and
+a copy of the server as it was then: options, middleware and hooks. The
+master serves no connection; it only keeps the workers running:
+
+- a worker that dies (killed, or exits with a non-zero status) is forked
+  again, with a back-off when it keeps dying young;
+- SIGTERM to the master (or `stop()`) stops every worker gracefully: each
+  closes its listening socket, 421s its idle sessions, lets transactions
+  finish within `close_timeout`, and exits; the master reaps them all;
+- SIGHUP to the master (or `reload()`) forks a new set of workers from the
+  master's current state, then tells the old ones to stop gracefully.
+
+The master's signal handlers are installed only when start() runs in the
+main thread (signals are only ever delivered there), so a test that runs a
+multi-worker server in a thread keeps its own signal handling.
+
+How a worker runs. Forking copies the whole process, including every
+greenlet of the forking thread's hub (the caller's, the master's
+watchers...). None of them must run in the worker, so the worker never runs
+that hub again: it serves in a fresh OS thread with a fresh gevent hub, and
+the forked thread (now the worker's main thread) only waits for the master's
+word and for signals. A worker learns that the master is gone from the end
+of file on its control socket, and then stops gracefully too: a killed
+master never leaves orphans serving.
+
+The control socket (a socketpair per worker) carries one line from master to
+worker, `stop <seconds>`; the master learns that a worker exited from the end
+of file on its side, then reaps it with waitpid.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+
+import gevent
+import gevent.pool
+from gevent import monkey
+from gevent import socket as gsocket
+from gevent.os import make_nonblocking, nb_read
+
+# The real primitives even in a monkey-patched process: the worker's own
+# thread must be an OS thread, and its main thread must block for real.
+_fork = monkey.get_original('os', 'fork')
+_waitpid = monkey.get_original('os', 'waitpid')
+_read = monkey.get_original('os', 'read')
+_start_thread = monkey.get_original('_thread', 'start_new_thread')
+_allocate_lock = monkey.get_original('_thread', 'allocate_lock')
+_signal = monkey.get_original('signal', 'signal')
+
+STOP_MARGIN = 3.0        # seconds past the grace period before SIGKILL
+YOUNG = 5.0              # a worker that dies younger is restarted after a back-off
+MAX_BACKOFF = 5.0
+WORKER_START_TIMEOUT = 10.0
+
+log = logging.getLogger('smtp_stack.workers')
+
+
+class Worker:
+    """The master's record of one worker process."""
+
+    __slots__ = ('pid', 'fd', 'slot', 'started', 'retiring')
+
+    def __init__(self, pid: int, fd: int, slot: int):
+        self.pid = pid
+        self.fd = fd            # the master's end of the control socket
+        self.slot = slot
+        self.started = time.monotonic()
+        self.retiring = False   # told to stop: not restarted when it exits
+
+    def __repr__(self):
+        return f'<Worker {self.slot} pid={self.pid}>'
+
+
+class WorkerPool:
+    """The master side: fork, watch, restart, reload and stop the workers."""
+
+    def __init__(self, server):
+        self.server = server
+        self.count = server.options.workers
+        self.sockets: list = []         # the listening sockets, bound here
+        self.current: dict = {}         # slot -> Worker serving now
+        self.retired: list = []         # told to stop, not reaped yet
+        self.watchers = gevent.pool.Group()     # one per worker: EOF, reap
+        self.pending = gevent.pool.Group()      # delayed (re)starts
+        self.stopping = False
+        self.master_pid = os.getpid()
+        self._backoff: dict = {}
+        self._signals: list = []
+
+    @property
+    def pids(self) -> list:
+        return [w.pid for _, w in sorted(self.current.items())]
+
+    def add_socket(self, sock) -> None:
+        """A socket bound by start(): every worker forked from now serves it."""
+        self.sockets.append(sock)
+        if len(self.sockets) == 1:
+            # Forked when the hub first runs, so that several start() calls
+            # in a row give the same workers every socket.
+            self.pending.spawn(self._start_all)
+        elif self.current:
+            self.pending.spawn(self.reload)
+
+    def _start_all(self) -> None:
+        if self.stopping:
+            return
+        self._install_signals()
+        for slot in range(self.count):
+            if slot not in self.current:
+                self._fork(slot)
+
+    # -- one worker --------------------------------------------------------
+    def _fork(self, slot: int) -> Worker:
+        master_end, worker_end = socket.socketpair()
+        master_fd, worker_fd = master_end.detach(), worker_end.detach()
+        # The worker must not hold the master's end of any control socket,
+        # or a dead master would look alive to the other workers.
+        close = [master_fd] + [w.fd for w in self._all()]
+        listening = [s.fileno() for s in self.sockets]
+        for stream in (sys.stdout, sys.stderr):     # no duplicated buffers
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        pid = _fork()
+        if pid == 0:
+            _worker_main(self.server, slot, listening, worker_fd, close)  # never returns
+        os.close(worker_fd)
+        make_nonblocking(master_fd)
+        worker = Worker(pid, master_fd, slot)
+        self.current[slot] = worker
+        self.watchers.spawn(self._watch, worker)
+        log.debug('worker %d started: pid %d', slot, pid)
+        return worker
+
+    def _all(self) -> list:
+        return list(self.current.values()) + self.retired
+
+    def _watch(self, worker: Worker) -> None:
+        """Wait for the worker to exit, reap it, and replace it if it died."""
+        try:
+            while nb_read(worker.fd, 64):
+                pass
+        except OSError:
+            pass
+        status = self._reap(worker.pid)
+        os.close(worker.fd)
+        if self.current.get(worker.slot) is worker:
+            del self.current[worker.slot]
+        elif worker in self.retired:
+            self.retired.remove(worker)
+        code = None if status is None else os.waitstatus_to_exitcode(status)
+        if self.stopping or worker.retiring or code == 0:
+            # 0: it was told to stop (SIGTERM sent to the worker alone).
+            log.debug('worker %d (pid %d) exited: %s', worker.slot, worker.pid, code)
+            return
+        log.warning('worker %d (pid %d) died (%s); restarting it', worker.slot,
+                    worker.pid, 'unknown status' if code is None else
+                    f'signal {-code}' if code < 0 else f'exit status {code}')
+        self.pending.spawn(self._restart, worker)
+
+    def _reap(self, pid: int):
+        """The exit status of `pid` (None when someone else reaped it)."""
+        delay = 0.001
+        while True:
+            try:
+                done, status = _waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                return None
+            if done:
+                return status
+            gevent.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _restart(self, dead: Worker) -> None:
+        slot = dead.slot
+        if time.monotonic() - dead.started < YOUNG:
+            delay = self._backoff.get(slot, 0.05)
+            self._backoff[slot] = min(delay * 2, MAX_BACKOFF)
+            gevent.sleep(delay)
+        else:
+            self._backoff.pop(slot, None)
+        if not self.stopping and slot not in self.current:
+            self._fork(slot)
+
+    @staticmethod
+    def _tell(worker: Worker, line: str) -> None:
+        try:
+            os.write(worker.fd, line.encode('ascii') + b'\n')
+        except OSError:     # already gone: its watcher reaps it
+            pass
+
+    # -- the whole pool --------------------------------------------------------
+    def reload(self) -> None:
+        """Fork a fresh set of workers, then stop the old ones gracefully."""
+        if self.stopping or not self.sockets:
+            return
+        old = list(self.current.values())
+        self.current = {}
+        for worker in old:
+            worker.retiring = True
+            self.retired.append(worker)
+        for slot in range(self.count):
+            self._fork(slot)
+        grace = self.server.options.close_timeout
+        for worker in old:
+            self._tell(worker, f'stop {grace}')
+        log.info('reloaded: workers %s replace %s', self.pids, [w.pid for w in old])
+
+    def stop(self, grace: float) -> None:
+        """Stop every worker gracefully; SIGKILL what is left after the grace."""
+        self.stopping = True
+        self.pending.kill(block=False)
+        for worker in self._all():
+            worker.retiring = True
+            self._tell(worker, f'stop {grace}')
+        for sock in self.sockets:
+            sock.close()
+        if not self.watchers.join(timeout=grace + STOP_MARGIN):
+            for worker in self._all():
+                try:
+                    os.kill(worker.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self.watchers.join(timeout=STOP_MARGIN)
+        self._remove_signals()
+
+    # -- signals (main thread only) ---------------------------------------------
+    def _install_signals(self) -> None:
+        if self._signals or not gevent.get_hub().loop.default:
+            return      # not the main thread: signals are not ours to take
+        server = self.server
+        self._signals = [
+            gevent.signal_handler(signal.SIGTERM, server.stop),
+            gevent.signal_handler(signal.SIGHUP, self.reload),
+        ]
+
+    def _remove_signals(self) -> None:
+        for handler in self._signals:
+            handler.cancel()
+        self._signals = []
+
+
+# -- inside a worker ----------------------------------------------------------
+
+class _StopRequested(Exception):
+    """Raised by the worker's SIGTERM handler to end its wait."""
+
+
+def _raise_stop(signum, frame):
+    raise _StopRequested()
+
+
+def _worker_main(server, slot: int, listening: list, control_fd: int, close: list) -> None:
+    """The forked child, in the thread that forked: never returns.
+
+    Starts the serving thread, then waits for `stop` from the master, its
+    end of file (the master died), or SIGTERM; asks the serving thread to
+    stop gracefully, which ends the process.
+    """
+    code = 1
+    try:
+        for fd in close:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        fds = [os.dup(fd) for fd in listening]
+        ready = _allocate_lock()
+        ready.acquire()
+        # Signals must reach this thread, which can take them: block them
+        # while the serving thread is created (it inherits the mask).
+        watched = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+        _start_thread(_serve, (server, slot, fds, ready))
+        grace = None
+        try:
+            _signal(signal.SIGHUP, signal.SIG_IGN)     # the master reloads
+            _signal(signal.SIGINT, signal.SIG_IGN)     # the master decides
+            _signal(signal.SIGTERM, _raise_stop)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            if not ready.acquire(timeout=WORKER_START_TIMEOUT):
+                raise RuntimeError('the serving thread did not start')
+            grace = _wait_for_stop(control_fd)
+        except _StopRequested:
+            pass
+        finally:
+            _signal(signal.SIGTERM, signal.SIG_IGN)
+        if grace is None:
+            grace = server.options.close_timeout
+        server._hub.loop.run_callback_threadsafe(gevent.spawn, server._stop, grace)
+        # The serving thread ends the process once stopped; this is a bound.
+        never = _allocate_lock()
+        never.acquire()
+        never.acquire(True, grace + STOP_MARGIN)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        _exit(code)
+
+
+def _wait_for_stop(fd: int):
+    """Block until the master says `stop <seconds>` or goes away (None)."""
+    buf = b''
+    while True:
+        data = _read(fd, 256)
+        if not data:
+            return None
+        buf += data
+        while b'\n' in buf:
+            line, _, buf = buf.partition(b'\n')
+            words = line.split()
+            if words[:1] == [b'stop']:
+                try:
+                    return float(words[1]) if len(words) > 1 else None
+                except ValueError:
+                    return None
+
+
+def _serve(server, slot: int, fds: list, ready) -> None:
+    """The worker's serving thread: a fresh hub, the inherited sockets."""
+    code = 1
+    try:
+        server._become_worker(slot)
+        for fd in fds:
+            server._listen(gsocket.socket(fileno=fd))
+        ready.release()
+        server.serve_forever()
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        _exit(code)
+
+
+def _exit(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
