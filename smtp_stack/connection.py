@@ -94,6 +94,7 @@ class Connection:
         self.session = Session(local[0], local[1], remote[0], remote[1],
                                lmtp=self.options.lmtp)
         self.peer_ip = remote[0]    # who is really talking to us (after PROXY, never XCLIENT)
+        self.claimed_ip = None      # counted against max_connections_per_ip
         self.greenlet = gevent.getcurrent()
         self._log_min = self.options.log_level
         self._backend = self.options.log_backend
@@ -130,6 +131,8 @@ class Connection:
             self.server._emit('error', exc)
         finally:
             self._close_socket()
+            if self.claimed_ip is not None:
+                self.server.release_client_ip(self.claimed_ip)
             self.log(20, 'Connection closed')
             if self.options.on_close is not None:
                 try:
@@ -141,6 +144,12 @@ class Connection:
         """Everything before the greeting."""
         if self.options.use_proxy.allows(self.peer_ip):
             self._read_proxy_header()
+        if not self.server.claim_client_ip(self.peer_ip):
+            reply = R.TOO_MANY_CONNECTIONS      # as max_connections' refusal words it
+            self._out.append(format_reply(reply.code, reply.message, reply.enhanced, True))
+            self.closing = True
+            return
+        self.claimed_ip = self.peer_ip
         if self.options.secure:
             self._handshake()
         self._lookup_client_hostname()
@@ -276,13 +285,14 @@ class Connection:
             raise ClientDisconnected('client closed the connection')
         return data
 
-    def _read_line(self, max_length: int):
+    def _read_line(self, max_length: int, deadline: float | None = None):
         """The next line (bytes, or TOO_LONG); the whole line must arrive
         within socket_timeout (a deadline, not an idle timer)."""
         line = self.lines.next_line(max_length)
         if line is not None:
             return line
-        deadline = time.monotonic() + self.options.socket_timeout
+        if deadline is None:
+            deadline = time.monotonic() + self.options.socket_timeout
         while True:
             data = self._recv(deadline)
             self.lines.feed(data)
@@ -729,9 +739,10 @@ class Connection:
 
     def _open_bdat_stream(self, size: int, last: bool) -> DataStream:
         opts = self.options
-        state = {'remaining': size, 'last': last, 'received': 0, 'done': False}
-        lines = self.lines
         started = time.monotonic()
+        state = {'remaining': size, 'last': last, 'received': 0, 'done': False,
+                 'started': started}
+        lines = self.lines
         stream = None
         # RFC 3030: only BINARYMIME content may hold bare CR/LF; text bodies
         # sent with BDAT get the same checks as DATA.
@@ -768,7 +779,10 @@ class Connection:
     def _next_bdat_chunk(self, state) -> bool:
         """Read the command after a non-LAST chunk: the next BDAT, or else
         the message is abandoned and that command is handled normally."""
-        line = self._read_line(MAX_COMMAND_LINE)
+        # The chunk lines count against the body's deadline too: a client
+        # sending one-byte chunks is as slow as one dripping DATA.
+        line = self._read_line(MAX_COMMAND_LINE,
+                               self._data_deadline(state['started'], state['received']))
         if line is TOO_LONG:
             self._final(R.LINE_TOO_LONG)
             self.log(20, 'BDAT sequence abandoned by the client')

@@ -13,6 +13,7 @@ import gevent
 import gevent.event
 import gevent.pool
 from gevent import socket as gsocket
+from gevent import ssl as gssl
 from gevent.exceptions import ConcurrentObjectUseError
 from gevent.server import StreamServer
 
@@ -55,6 +56,8 @@ class SmtpServer:
             settings['sni_options'] = opts.sni_options
             self.secure_context = build_secure_contexts(settings, opts.name)
             install_sni(self.secure_context, opts.sni_callback)
+            for context in self.secure_context.values():
+                context.sslsocket_class = _TlsSocket    # what wrap_socket() makes
 
     # -- middleware and events ---------------------------------------------
     def use(self, fn):
@@ -226,21 +229,31 @@ class SmtpServer:
             except Exception:
                 sock.close()
                 return
-        ip = peer[0] if isinstance(peer, tuple) else ''
         if opts.max_connections and len(self._connections) >= opts.max_connections:
-            return _refuse(sock, R.TOO_MANY_CONNECTIONS)
-        if opts.max_connections_per_ip and self._per_ip[ip] >= opts.max_connections_per_ip:
             return _refuse(sock, R.TOO_MANY_CONNECTIONS)
         conn = Connection(self, sock, peer)
         self._connections.add(conn)
-        self._per_ip[ip] += 1
         try:
             conn.run()
         finally:
             self._connections.discard(conn)
-            self._per_ip[ip] -= 1
-            if not self._per_ip[ip]:
-                del self._per_ip[ip]
+
+    def claim_client_ip(self, ip: str) -> bool:
+        """Count a session against max_connections_per_ip; False when over.
+
+        Called by the session once it knows the real client (after a PROXY
+        header), so clients behind one proxy are not counted as the proxy.
+        """
+        limit = self.options.max_connections_per_ip
+        if limit and self._per_ip[ip] >= limit:
+            return False
+        self._per_ip[ip] += 1
+        return True
+
+    def release_client_ip(self, ip: str) -> None:
+        self._per_ip[ip] -= 1
+        if not self._per_ip[ip]:
+            del self._per_ip[ip]
 
     @property
     def connections(self) -> int:
@@ -295,6 +308,18 @@ class _Socket(gsocket.socket):
                 self.hub.wait(event)
             finally:
                 timer.close()
+
+
+class _TlsSocket(gssl.SSLSocket):
+    """gevent's SSLSocket with the one-write sendall() of `_Socket`."""
+
+    def sendall(self, data, flags=0):
+        if type(data) is bytes and not flags and self._sslobj is not None and self.timeout != 0.0:
+            sent = self.send(data)
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
+        super().sendall(data, flags)
 
 
 def _time_out(greenlet) -> None:

@@ -411,7 +411,7 @@ def test_connection_limit_421_and_the_slot_comes_back(serve, client, option):
     extra = client(server, greeting=None)
     assert extra.reply() == (421, '4.7.0 Error: too many connections')
     assert extra.closed()
-    assert server.connections == 3
+    assert wait_until(lambda: server.connections == 3)
     first[0].cmd('QUIT')
     assert first[0].closed()
     assert wait_until(lambda: server.connections == 2)
@@ -928,3 +928,22 @@ def test_stop_sends_421_to_a_session_stuck_reading_data():
         trickling.set()
         c.close()
         runner.stop()
+
+
+def test_slow_one_byte_bdat_chunks_are_cut_by_the_minimum_rate(serve, client):
+    """Chunk lines count against min_data_rate's deadline like chunk bytes."""
+    c = client(serve(socket_timeout=0.5, min_data_rate=500))
+    c.expect(250, 'EHLO x')
+    c.expect(250, 'MAIL FROM:<a@b.example>')
+    c.expect(250, 'RCPT TO:<c@d.example>')
+    replies = []
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        c.send(b'BDAT 1\r\nx')
+        code = c.reply()[0]
+        replies.append(code)
+        if code != 250:
+            break
+        time.sleep(0.2)     # the client's own slowness, not synchronisation
+    assert replies[-1] == 421 and len(replies) <= 6
+    assert c.closed()

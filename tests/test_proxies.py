@@ -320,3 +320,17 @@ def test_xforward_records_the_original_client_per_message(serve, client):
 def test_xforward_refused_for_untrusted_peers(serve, client):
     c = client(serve())
     assert c.cmd('XFORWARD ADDR=192.0.2.1')[0] == 550
+
+
+def test_per_ip_limit_counts_the_client_behind_the_proxy(serve):
+    server = serve(use_proxy=True, max_connections_per_ip=1)
+    one = connect_with(server, build_proxy_v1('192.0.2.50', 1000, '198.51.100.1', 25))
+    two = connect_with(server, build_proxy_v1('192.0.2.51', 1001, '198.51.100.1', 25))
+    again = connect_with(server, build_proxy_v1('192.0.2.50', 1002, '198.51.100.1', 25))
+    try:
+        one.expect(220)
+        two.expect(220)            # another client behind the same proxy
+        assert again.reply()[0] == 421
+    finally:
+        for c in (one, two, again):
+            c.close()
