@@ -1,6 +1,6 @@
 """The `smtp-stack` command (also `python -m smtp_stack`).
 
-    smtp-stack serve [--config FILE] [--host H] [--port P] [--maildir DIR]
+    smtp-stack serve [--config FILE] [--host H] [--port P] [--maildir DIR] [--workers N]
     smtp-stack gencert --name HOST --out DIR [--days N] [--force]
     smtp-stack check-config FILE
     smtp-stack hash-password [--scheme scrypt|pbkdf2-sha256]
@@ -37,7 +37,8 @@ def cmd_serve(args) -> int:
     from .config import ConfigError, load
     from .receiver import Receiver
 
-    overrides = {'host': args.host, 'port': args.port, 'maildir': args.maildir}
+    overrides = {'host': args.host, 'port': args.port, 'maildir': args.maildir,
+                 'workers': args.workers}
     try:
         config = load(args.config, **overrides)
     except ConfigError as exc:
@@ -192,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument('--host', help='listen on this address (overrides the config)')
     serve.add_argument('--port', type=_port, help='listen on this port; 0 picks a free one')
     serve.add_argument('--maildir', metavar='DIR', help='deliver into this Maildir (overrides the config)')
+    serve.add_argument('--workers', metavar='N', type=int,
+                       help='worker processes sharing the listening sockets (overrides the config)')
     serve.set_defaults(func=cmd_serve)
 
     gencert = sub.add_parser('gencert', help='write a self-signed key and certificate')

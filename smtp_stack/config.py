@@ -108,7 +108,7 @@ class Config:
 
 # -- entry points ------------------------------------------------------------------
 
-def load(path: str | None, *, host=None, port=None, maildir=None) -> Config:
+def load(path: str | None, *, host=None, port=None, maildir=None, workers=None) -> Config:
     """Read and check `path` (None: the defaults); command-line overrides last.
     Raises ConfigError listing every problem."""
     data: dict = {}
@@ -131,12 +131,18 @@ def load(path: str | None, *, host=None, port=None, maildir=None) -> Config:
             raise ConfigError([('', f'{path}: not valid YAML{where}: {problem}')]) from None
         if data is None:
             data = {}
-    return parse(data, base, source=path, host=host, port=port, maildir=maildir)
+    return parse(data, base, source=path, host=host, port=port, maildir=maildir, workers=workers)
 
 
-def parse(data, base: str, *, source=None, host=None, port=None, maildir=None) -> Config:
+def parse(data, base: str, *, source=None, host=None, port=None, maildir=None,
+          workers=None) -> Config:
     checker = _Checker(base)
     config = checker.config(data, source)
+    if workers is not None:
+        if workers < 1:
+            checker.error('--workers', 'must be 1 or more')
+        else:
+            config.options['workers'] = workers
     if host is not None or port is not None:
         if len(config.listeners) > 1:
             checker.error('listen', '--host/--port cannot override several listeners')

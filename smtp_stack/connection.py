@@ -33,7 +33,8 @@ from .session import Session
 from .stream import DataStream
 from .tls import tls_info
 
-RECV_SIZE = 65536
+RECV_SIZE = 65536       # reads of a message body
+LINE_RECV_SIZE = 4096   # reads of command lines: a smaller buffer to allocate and shrink
 MAX_PENDING_OUTPUT = 65536   # replies held before a flush, however much is pipelined
 # An AUTH command may carry an initial response of MAX_AUTH_LINE octets.
 MAX_AUTH_COMMAND = MAX_AUTH_LINE + len('AUTH CRAM-MD5 ')
@@ -97,7 +98,7 @@ class Connection:
         self.claimed_ip = None      # counted against max_connections_per_ip
         self.greenlet = gevent.getcurrent()
         self._log_min = self.options.log_level
-        self._backend = self.options.log_backend
+        self._backend = server._log_backend     # a RecordLog for a Logger (options.py)
 
     # -- logging ---------------------------------------------------------
     def log(self, level: int, message: str, *args) -> None:
@@ -264,7 +265,7 @@ class Connection:
             pass
 
     # -- reading and writing ----------------------------------------------
-    def _recv(self, deadline: float) -> bytes:
+    def _recv(self, deadline: float, size: int = RECV_SIZE) -> bytes:
         """Flush pending replies, then wait for bytes until `deadline`."""
         if self._out:
             self._flush()
@@ -276,7 +277,7 @@ class Connection:
             gevent.sleep(0)     # fairness: a recv that never blocks never yields
         self.sock.settimeout(remaining)
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = self.sock.recv(size)
         except socket.timeout:
             raise ClientTimeout('timeout') from None
         except OSError as exc:      # reset, broken pipe...: the documented exception
@@ -294,7 +295,7 @@ class Connection:
         if deadline is None:
             deadline = time.monotonic() + self.options.socket_timeout
         while True:
-            data = self._recv(deadline)
+            data = self._recv(deadline, LINE_RECV_SIZE)
             self.lines.feed(data)
             line = self.lines.next_line(max_length)
             if line is not None:

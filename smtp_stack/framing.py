@@ -232,12 +232,12 @@ class TextChecks:
             if data.endswith(b'\r'):
                 data = data[:-1]
                 self._cr = True
-            if data:
-                crlf = data.count(b'\r\n')
-                if data.count(b'\n') != crlf or data.count(b'\r') != crlf:
-                    self.bare_newline = True
-                    if self.normalize:
-                        data = _BARE.sub(b'\r\n', data)
+            # As in DataDecoder._finish: data never ends with a CR here.
+            if data and (data.count(b'\r') != data.count(b'\n')
+                         or _BARE_CR.search(data) is not None):
+                self.bare_newline = True
+                if self.normalize:
+                    data = _BARE.sub(b'\r\n', data)
         if self.max_line_length and data and not self.line_too_long:
             self._measure(data)
         return data

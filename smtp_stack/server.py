@@ -20,7 +20,7 @@ from gevent.server import StreamServer
 from . import replies as R
 from .connection import Connection, SessionShutdown
 from .middleware import compose
-from .options import Options
+from .options import Options, record_log
 from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
 from .replies import format_reply
 from .workers import WorkerPool
@@ -33,6 +33,8 @@ class SmtpServer:
 
     def __init__(self, **options):
         self.options = Options(**options)
+        # What sessions log through (see RecordLog): made once per server.
+        self._log_backend = record_log(self.options.log_backend)
         self._middleware: list = []
         self._dispatch_fn = None
         self._handlers = {event: [] for event in EVENTS}

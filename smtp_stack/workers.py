@@ -29,8 +29,12 @@ of file on its control socket, and then stops gracefully too: a killed
 master never leaves orphans serving.
 
 The control socket (a socketpair per worker) carries one line from master to
-worker, `stop <seconds>`; the master learns that a worker exited from the end
-of file on its side, then reaps it with waitpid.
+worker, `stop <seconds>`, and one byte back, `R`, once the worker serves
+(`worker_pids` lists only those); the master learns that a worker exited
+from the end of file on its side, then reaps it with waitpid. SIGTERM,
+SIGHUP and SIGINT are blocked across the fork until the worker's handlers
+are in place, so a SIGTERM sent to a brand-new worker is a graceful stop
+too, never a kill.
 """
 from __future__ import annotations
 
@@ -57,6 +61,7 @@ _start_thread = monkey.get_original('_thread', 'start_new_thread')
 _allocate_lock = monkey.get_original('_thread', 'allocate_lock')
 _signal = monkey.get_original('signal', 'signal')
 
+_WATCHED = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
 STOP_MARGIN = 3.0        # seconds past the grace period before SIGKILL
 YOUNG = 5.0              # a worker that dies younger is restarted after a back-off
 MAX_BACKOFF = 5.0
@@ -68,7 +73,7 @@ log = logging.getLogger('smtp_stack.workers')
 class Worker:
     """The master's record of one worker process."""
 
-    __slots__ = ('pid', 'fd', 'slot', 'started', 'retiring')
+    __slots__ = ('pid', 'fd', 'slot', 'started', 'retiring', 'ready')
 
     def __init__(self, pid: int, fd: int, slot: int):
         self.pid = pid
@@ -76,6 +81,7 @@ class Worker:
         self.slot = slot
         self.started = time.monotonic()
         self.retiring = False   # told to stop: not restarted when it exits
+        self.ready = False      # said it is serving
 
     def __repr__(self):
         return f'<Worker {self.slot} pid={self.pid}>'
@@ -99,7 +105,8 @@ class WorkerPool:
 
     @property
     def pids(self) -> list:
-        return [w.pid for _, w in sorted(self.current.items())]
+        """The workers serving now (forked, and said they are listening)."""
+        return [w.pid for _, w in sorted(self.current.items()) if w.ready]
 
     def add_socket(self, sock) -> None:
         """A socket bound by start(): every worker forked from now serves it."""
@@ -132,9 +139,15 @@ class WorkerPool:
                 stream.flush()
             except Exception:
                 pass
-        pid = _fork()
-        if pid == 0:
-            _worker_main(self.server, slot, listening, worker_fd, close)  # never returns
+        # A signal sent to the new worker before it can take it must wait
+        # (not kill it): blocked across the fork, unblocked by each side.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
+        try:
+            pid = _fork()
+            if pid == 0:
+                _worker_main(self.server, slot, listening, worker_fd, close, mask)  # never returns
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(worker_fd)
         make_nonblocking(master_fd)
         worker = Worker(pid, master_fd, slot)
@@ -149,8 +162,8 @@ class WorkerPool:
     def _watch(self, worker: Worker) -> None:
         """Wait for the worker to exit, reap it, and replace it if it died."""
         try:
-            while nb_read(worker.fd, 64):
-                pass
+            while nb_read(worker.fd, 64):   # b'R': serving; then end of file
+                worker.ready = True
         except OSError:
             pass
         status = self._reap(worker.pid)
@@ -261,12 +274,16 @@ def _raise_stop(signum, frame):
     raise _StopRequested()
 
 
-def _worker_main(server, slot: int, listening: list, control_fd: int, close: list) -> None:
+def _worker_main(server, slot: int, listening: list, control_fd: int, close: list,
+                 mask) -> None:
     """The forked child, in the thread that forked: never returns.
 
-    Starts the serving thread, then waits for `stop` from the master, its
-    end of file (the master died), or SIGTERM; asks the serving thread to
-    stop gracefully, which ends the process.
+    Starts the serving thread, tells the master it serves, then waits for
+    `stop` from the master, its end of file (the master died), or SIGTERM;
+    asks the serving thread to stop gracefully, which ends the process.
+    SIGTERM, SIGHUP and SIGINT arrive blocked (see `_fork`) and stay so
+    until the handlers are in place and the serving thread has started,
+    so that a SIGTERM sent early is a graceful stop too.
     """
     code = 1
     try:
@@ -278,19 +295,18 @@ def _worker_main(server, slot: int, listening: list, control_fd: int, close: lis
         fds = [os.dup(fd) for fd in listening]
         ready = _allocate_lock()
         ready.acquire()
-        # Signals must reach this thread, which can take them: block them
-        # while the serving thread is created (it inherits the mask).
-        watched = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+        # The serving thread inherits the blocked signals: they all come to
+        # this thread, the one that can take them.
         _start_thread(_serve, (server, slot, fds, ready))
+        _signal(signal.SIGHUP, signal.SIG_IGN)     # the master reloads
+        _signal(signal.SIGINT, signal.SIG_IGN)     # the master decides
+        _signal(signal.SIGTERM, _raise_stop)
+        if not ready.acquire(timeout=WORKER_START_TIMEOUT):
+            raise RuntimeError('the serving thread did not start')
+        os.write(control_fd, b'R')
         grace = None
         try:
-            _signal(signal.SIGHUP, signal.SIG_IGN)     # the master reloads
-            _signal(signal.SIGINT, signal.SIG_IGN)     # the master decides
-            _signal(signal.SIGTERM, _raise_stop)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            if not ready.acquire(timeout=WORKER_START_TIMEOUT):
-                raise RuntimeError('the serving thread did not start')
             grace = _wait_for_stop(control_fd)
         except _StopRequested:
             pass

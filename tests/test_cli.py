@@ -352,3 +352,18 @@ def test_no_command_prints_usage(tmp_path):
     result = smtp_stack(cwd=tmp_path)
     assert result.returncode == 2 and 'serve' in result.stderr
     assert run([sys.executable, '-m', 'smtp_stack', '--version'], tmp_path).stdout.startswith('smtp-stack ')
+
+
+def test_serve_with_workers_delivers_and_stops(running, tmp_path):
+    proc = running(tmp_path, '--port', '0', '--workers', '2')
+    for n in range(4):
+        with smtplib.SMTP(*proc.address, timeout=WAIT) as c:
+            c.sendmail('a@b.example', ['c@d.example'], BODY.replace(b'hello', b'hello %d' % n))
+    assert len(messages(tmp_path / 'maildir')) == 4
+    proc.signal(signal.SIGTERM)
+    assert proc.wait() == 0
+
+
+def test_bad_workers_count_is_a_config_error(tmp_path):
+    result = smtp_stack('serve', '--workers', '0', cwd=tmp_path)
+    assert result.returncode == 1 and '--workers' in result.stderr + result.stdout

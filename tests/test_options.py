@@ -369,3 +369,85 @@ def test_ignored_hosts_becomes_a_trust_list():
 ])
 def test_trust_list_ipv4_mapped_entries(entry, ip):
     assert TrustList([entry], 'use_proxy').allows(ip)
+
+
+# --- RecordLog: what sessions log through (a fast path to a Logger) ---------------
+
+class _Keep(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.fixture
+def kept_logger():
+    logger = logging.getLogger('smtp_stack.test.recordlog')
+    keep = _Keep()
+    logger.handlers[:] = [keep]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    yield logger, keep
+    logger.handlers[:] = []
+    logger.filters[:] = []
+
+
+def test_record_log_makes_the_records_logger_log_makes(kept_logger):
+    from smtp_stack.options import RecordLog
+    logger, keep = kept_logger
+    logger.log(20, '[%s] Message accepted: %d bytes', 'abc', 1024)
+    RecordLog(logger).log(20, '[%s] Message accepted: %d bytes', 'abc', 1024)
+    slow, fast = keep.records
+    assert type(fast) is type(slow)
+    assert fast.getMessage() == slow.getMessage() == '[abc] Message accepted: 1024 bytes'
+    caller = {'pathname', 'filename', 'module', 'lineno', 'funcName'}
+    timing = {'created', 'msecs', 'relativeCreated'}
+    assert set(vars(fast)) == set(vars(slow))
+    for name in set(vars(slow)) - caller - timing:
+        assert getattr(fast, name) == getattr(slow, name), name
+    assert abs(fast.created - slow.created) < 5
+    assert abs(fast.relativeCreated - slow.relativeCreated) < 5000
+    assert 0 <= fast.msecs < 1000
+    assert fast.module == 'connection' and fast.funcName == 'log'
+    formatter = logging.Formatter('%(asctime)s %(levelname)s %(name)s %(process)d '
+                                  '%(threadName)s %(message)s')
+    assert formatter.format(fast).split(' ', 2)[2] == formatter.format(slow).split(' ', 2)[2]
+
+
+def test_record_log_honours_levels_filters_and_warning_names(kept_logger):
+    from smtp_stack.options import RecordLog
+    logger, keep = kept_logger
+    fast = RecordLog(logger)
+    fast.log(10, 'debug is below the level')
+    logger.addFilter(lambda record: 'secret' not in record.getMessage())
+    fast.log(20, 'a %s here', 'secret')
+    fast.log(30, 'kept')
+    assert [(r.levelname, r.getMessage()) for r in keep.records] == [('WARNING', 'kept')]
+
+
+def test_record_log_leaves_custom_record_factories_in_charge(kept_logger):
+    from smtp_stack.options import RecordLog
+    logger, keep = kept_logger
+    original = logging.getLogRecordFactory()
+
+    class Custom(logging.LogRecord):
+        pass
+    logging.setLogRecordFactory(Custom)
+    try:
+        RecordLog(logger).log(20, 'x')
+    finally:
+        logging.setLogRecordFactory(original)
+    assert type(keep.records[0]) is Custom
+
+
+def test_record_log_only_wraps_loggers():
+    from smtp_stack.options import RecordLog, record_log
+
+    class Sink:
+        def log(self, level, msg, *args):
+            pass
+    sink = Sink()
+    assert record_log(sink) is sink
+    assert isinstance(record_log(logging.getLogger('x.y')), RecordLog)

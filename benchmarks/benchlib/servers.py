@@ -88,7 +88,7 @@ class SmtpStack(ServerSpec):
         self.name = 'smtp_stack' if workers == 1 else f'smtp_stack-w{workers}'
         self.label = 'smtp_stack' if workers == 1 else f'smtp_stack ({workers} workers)'
         if workers != 1:
-            self.scenarios = ('a',)
+            self.scenarios = ('a', 'b')
         self._checked = None
 
     def check(self):

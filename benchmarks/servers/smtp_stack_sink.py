@@ -72,6 +72,12 @@ def main(argv=None):
     )
     if args.workers != 1:        # only passed when asked: workers may be new
         options['workers'] = args.workers
+    from smtp_stack.options import OPTIONS
+    if 'max_messages' in OPTIONS:
+        # A limit, not a feature on the hot path: smtp-source -d sends as
+        # many messages per session as it can (over 1,000 in (a) for the
+        # fastest sessions), and no peer has such a limit.
+        options['max_messages'] = 0
     if args.tls:
         with open(args.key, 'rb') as f:
             key = f.read()
