@@ -94,6 +94,9 @@ class Receiver:
             options['on_auth'] = self.users.on_auth
         options['on_close'] = _both(self.delivery.session_closed, options.get('on_close'))
         server = SmtpServer(**options)
+        # The CLI handles SIGTERM/SIGHUP itself (reloading users, TLS and
+        # delivery before server.reload() re-forks workers): one handler only.
+        server.handle_signals = False
         server.use(self.delivery)
         # 'listening' reports each bound address (port 0 becomes the real one).
         server.on('listening', lambda address, server=server:

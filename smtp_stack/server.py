@@ -48,6 +48,9 @@ class SmtpServer:
         self._thread_id = None
         self.address = None
         self.worker_id = None       # 0..workers-1 inside a worker process
+        # workers > 1 in the main thread: the master takes SIGTERM (stop) and
+        # SIGHUP (re-fork) unless the application handles signals itself.
+        self.handle_signals = True
         self._pool = None           # the master's WorkerPool (workers > 1)
         self.secure_context: dict = {}
         opts = self.options

@@ -253,6 +253,8 @@ class WorkerPool:
         if self._signals or not gevent.get_hub().loop.default:
             return      # not the main thread: signals are not ours to take
         server = self.server
+        if not server.handle_signals:
+            return      # the application (smtp-stack serve) handles them itself
         self._signals = [
             gevent.signal_handler(signal.SIGTERM, server.stop),
             gevent.signal_handler(signal.SIGHUP, self.reload),
