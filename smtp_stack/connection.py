@@ -616,9 +616,9 @@ class Connection:
             raise SmtpError(*R.NO_PARAMS_AFTER_HELO)
         for key, value in args.items():
             if key == 'SIZE' and opts.enabled('SIZE'):
-                if opts.size and check_size(value) > opts.size:
+                declared = check_size(value)        # 501 when malformed
+                if opts.size and declared > opts.size:
                     raise SmtpError(*R.MESSAGE_TOO_BIG)
-                check_size(value)
             elif key == 'BODY' and opts.enabled('8BITMIME'):
                 args[key] = check_body(value, self.body_types())
             elif key == 'SMTPUTF8' and opts.enabled('SMTPUTF8'):
