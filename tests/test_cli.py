@@ -100,22 +100,28 @@ def test_quick_start_command_exactly_as_written(tmp_path):
         proc.close()
 
 
-def test_sigterm_mid_data_lets_the_client_finish(running, tmp_path):
-    config = write_config(tmp_path / 'smtp.yaml', '''
+def serve_into_data(running, tmp_path, close_timeout, first_part: bytes):
+    """A receiver delivering into tmp_path/box and a client halfway through DATA."""
+    config = write_config(tmp_path / 'smtp.yaml', f'''
         name: mx.test
         disable_reverse_lookup: true
-        close_timeout: 20
-        deliver: {maildir: box}
+        close_timeout: {close_timeout}
+        deliver: {{maildir: box}}
     ''')
     proc = running(tmp_path, '--config', config, '--port', '0')
     c = RawClient(proc.address)
+    c.expect(220)
+    c.expect(250, 'EHLO x')
+    c.expect(250, 'MAIL FROM:<a@b.example>')
+    c.expect(250, 'RCPT TO:<c@d.example>')
+    c.expect(354, 'DATA')
+    c.send(first_part)
+    return proc, c
+
+
+def test_sigterm_mid_data_lets_the_client_finish(running, tmp_path):
+    proc, c = serve_into_data(running, tmp_path, 20, b'Subject: halves\r\n\r\nfirst half\r\n')
     try:
-        c.expect(220)
-        c.expect(250, 'EHLO x')
-        c.expect(250, 'MAIL FROM:<a@b.example>')
-        c.expect(250, 'RCPT TO:<c@d.example>')
-        c.expect(354, 'DATA')
-        c.send(b'Subject: halves\r\n\r\nfirst half\r\n')
         proc.signal(signal.SIGTERM)
         proc.wait_line('SIGTERM: stopping; 1 open session')
         c.send(b'second half\r\n.\r\n')
@@ -133,21 +139,9 @@ def test_sigterm_mid_data_lets_the_client_finish(running, tmp_path):
 
 
 def test_sigterm_mid_data_with_a_stalled_client_delivers_nothing(running, tmp_path):
-    config = write_config(tmp_path / 'smtp.yaml', '''
-        name: mx.test
-        disable_reverse_lookup: true
-        close_timeout: 0.5
-        deliver: {maildir: box}
-    ''')
-    proc = running(tmp_path, '--config', config, '--port', '0')
-    c = RawClient(proc.address)
+    proc, c = serve_into_data(running, tmp_path, 0.5,
+                              b'Subject: stalled\r\n\r\nfirst half only\r\n')
     try:
-        c.expect(220)
-        c.expect(250, 'EHLO x')
-        c.expect(250, 'MAIL FROM:<a@b.example>')
-        c.expect(250, 'RCPT TO:<c@d.example>')
-        c.expect(354, 'DATA')
-        c.send(b'Subject: stalled\r\n\r\nfirst half only\r\n')
         proc.signal(signal.SIGTERM)
         assert c.reply()[0] == 421      # after close_timeout: 421, the message is not taken
     finally:
