@@ -78,6 +78,7 @@ class Connection:
         self._out: list = []
         self._out_bytes = 0
         self._recvs = 0
+        self._client_turn = False   # a reply just went out: the client speaks next
         self._pipelined = 0
         self.closing = False
         self.waiting_idle = False   # blocked reading a command, no transaction open
@@ -269,15 +270,23 @@ class Connection:
         """Flush pending replies, then wait for bytes until `deadline`."""
         if self._out:
             self._flush()
-        # Past the deadline, bytes already waiting are still taken (the
-        # client may only have been held back by us); nothing more is awaited.
-        remaining = max(deadline - time.monotonic(), 0.001)
+        # Right after a reply the client has not answered yet: wait for it
+        # first (see sockets.py). Past the deadline, bytes already waiting
+        # are still taken (the client may only have been held back by us);
+        # nothing more is awaited.
+        wait_first, self._client_turn = self._client_turn, False
+        timeout = max(deadline - time.monotonic(), 0.001)
         self._recvs += 1
-        if not self._recvs & 15:
+        if not self._recvs & 15 and not wait_first:
             gevent.sleep(0)     # fairness: a recv that never blocks never yields
-        self.sock.settimeout(remaining)
+        sock = self.sock
         try:
-            data = self.sock.recv(size)
+            recv_within = getattr(sock, 'recv_within', None)
+            if recv_within is not None:
+                data = recv_within(size, timeout, wait_first)
+            else:       # a socket class of the application's TLS context
+                sock.settimeout(timeout)
+                data = sock.recv(size)
         except socket.timeout:
             raise ClientTimeout('timeout') from None
         except OSError as exc:      # reset, broken pipe...: the documented exception
@@ -338,6 +347,7 @@ class Connection:
             self._out.clear()
             self._out_bytes = 0
             self.sock.sendall(data)
+            self._client_turn = True
 
     def send_now(self, reply: Reply) -> None:
         """Intermediate replies (354, 334) go out at once."""

@@ -13,8 +13,6 @@ import gevent
 import gevent.event
 import gevent.pool
 from gevent import socket as gsocket
-from gevent import ssl as gssl
-from gevent.exceptions import ConcurrentObjectUseError
 from gevent.server import StreamServer
 
 from . import replies as R
@@ -23,6 +21,7 @@ from .middleware import compose
 from .options import Options, record_log
 from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
 from .replies import format_reply
+from .sockets import PlainSocket, TlsSocket
 from .workers import WorkerPool
 
 EVENTS = ('listening', 'close', 'error')
@@ -62,7 +61,7 @@ class SmtpServer:
             self.secure_context = build_secure_contexts(settings, opts.name)
             install_sni(self.secure_context, opts.sni_callback)
             for context in self.secure_context.values():
-                context.sslsocket_class = _TlsSocket    # what wrap_socket() makes
+                context.sslsocket_class = TlsSocket    # what wrap_socket() makes
 
     # -- middleware and events ---------------------------------------------
     def use(self, fn):
@@ -265,81 +264,15 @@ class SmtpServer:
         return len(self._connections)
 
 
-class _Socket(gsocket.socket):
-    """An accepted connection with cheaper small writes and waits.
-
-    - sendall() is one send() when that is enough, as it is for nearly every
-      SMTP reply. gevent's own sendall() asks the kernel for SO_SNDBUF and
-      reads the clock on every call, to size the chunks of a large buffer;
-      anything that one send() does not take still goes through it.
-    - recv() waits for the socket with a bare timer rather than a
-      gevent.Timeout (an exception object and four calls per wait); a
-      session waits before nearly every command it reads.
-    Both keep gevent's semantics: the timeout set by settimeout(), and
-    socket.timeout when it expires.
-    """
-
-    __slots__ = ()
-
-    def sendall(self, data, flags=0):
-        if type(data) is bytes:
-            try:
-                sent = self._sock.send(data, flags)
-            except BlockingIOError:
-                sent = 0
-            if sent == len(data):
-                return
-            data = memoryview(data)[sent:]
-        super().sendall(data, flags)
-
-    def recv(self, bufsize, flags=0):
-        while True:
-            try:
-                return self._sock.recv(bufsize, flags)
-            except BlockingIOError:
-                if self.timeout == 0.0:
-                    raise
-            event = self._read_event
-            if event.callback is not None:
-                raise ConcurrentObjectUseError(
-                    f'This socket is already used by another greenlet: {event.callback!r}')
-            timeout = self.timeout
-            if timeout is None:
-                self.hub.wait(event)
-                continue
-            timer = self.hub.loop.timer(timeout)
-            timer.start(_time_out, gevent.getcurrent(), update=True)
-            try:
-                self.hub.wait(event)
-            finally:
-                timer.close()
-
-
-class _TlsSocket(gssl.SSLSocket):
-    """gevent's SSLSocket with the one-write sendall() of `_Socket`."""
-
-    def sendall(self, data, flags=0):
-        if type(data) is bytes and not flags and self._sslobj is not None and self.timeout != 0.0:
-            sent = self.send(data)
-            if sent == len(data):
-                return
-            data = memoryview(data)[sent:]
-        super().sendall(data, flags)
-
-
-def _time_out(greenlet) -> None:
-    greenlet.throw(socket.timeout('timed out'))
-
-
 class _Listener(StreamServer):
-    """A StreamServer whose accepted sockets are `_Socket`s, each served by
+    """A StreamServer whose accepted sockets are `PlainSocket`s, each served by
     a greenlet that starts right in `_serve` (one interpreter frame less on
     the C stack that every idle session keeps a copy of)."""
 
     def do_read(self):
         accepted = super().do_read()
         if accepted is not None:
-            accepted[0].__class__ = _Socket
+            accepted[0].__class__ = PlainSocket
         return accepted
 
     def do_handle(self, sock, address):
