@@ -147,6 +147,40 @@ def parse_mailbox(path: str, lenient: bool = False, allow_null: bool = False,
     return path
 
 
+def parse_path(arg: str, keyword: str, lenient: bool = False) -> Address:
+    """MAIL's 'FROM:<path> params' or RCPT's 'TO:<path> params' as an Address.
+
+    Raises SmtpError with the reply for a bad path or parameter list (see
+    parse_path_argument, parse_mailbox and parse_params); a sender may be
+    null, a recipient may be a bare 'postmaster'.
+    """
+    simple = (_SIMPLE_FROM if keyword == 'FROM' else _SIMPLE_TO).match(arg)
+    if simple is not None:
+        local, domain, params = simple.groups()
+        if (len(local) <= MAX_LOCAL_PART and len(domain) <= MAX_DOMAIN
+                and len(local) + 1 + len(domain) <= MAX_PATH):
+            return Address(f'{local}@{domain}', parse_params(params) if params else {})
+    is_sender = keyword == 'FROM'
+    path, params = parse_path_argument(arg, keyword, lenient)
+    address = parse_mailbox(path, lenient, allow_null=is_sender,
+                            allow_postmaster=not is_sender,
+                            bad='5.1.7' if is_sender else '5.1.3')
+    return Address(address, parse_params(params))
+
+
+# What nearly every client sends, recognised by one match: an ASCII
+# dot-atom, '@', a domain of plain labels, and optional parameters. Every
+# such path is valid for parse_mailbox too (strict or lenient) and comes out
+# unchanged; anything else (quotes, literals, UTF-8, source routes, spaces
+# before '<', over-long parts) takes the general path above.
+_ASCII_ATEXT = r"[\-A-Za-z0-9!#$%&'*+/=?^_`{|}~]+"
+_ASCII_LABEL = r'[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?'
+_SIMPLE = (rf'<({_ASCII_ATEXT}(?:\.{_ASCII_ATEXT})*)@({_ASCII_LABEL}(?:\.{_ASCII_LABEL})*)>'
+           r'(?: (.*))?\Z')
+_SIMPLE_FROM = re.compile(r'[Ff][Rr][Oo][Mm]:' + _SIMPLE, re.ASCII | re.DOTALL)
+_SIMPLE_TO = re.compile(r'[Tt][Oo]:' + _SIMPLE, re.ASCII | re.DOTALL)
+
+
 def _valid_address_literal(text: str) -> bool:
     if '%' in text and text[:5].upper() == 'IPV6:':
         return False        # zone ids are not part of RFC 5321's IPv6-addr

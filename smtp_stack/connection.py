@@ -18,8 +18,7 @@ from . import replies as R
 from . import sasl
 from .addresses import (Address, check_auth_param, check_body, check_envid,
                         check_flag, check_notify, check_orcpt, check_ret,
-                        check_size, parse_mailbox, parse_params,
-                        parse_path_argument)
+                        check_size, parse_path)
 from .errors import ClientDisconnected, SmtpError
 from .forwarding import (parse_xclient, parse_xforward, xclient_capability,
                          xforward_capability)
@@ -99,6 +98,7 @@ class Connection:
         self.claimed_ip = None      # counted against max_connections_per_ip
         self.greenlet = gevent.getcurrent()
         self._log_min = self.options.log_level
+        self._disabled = self.options.disabled_commands
         self._backend = server._log_backend     # a RecordLog for a Logger (options.py)
 
     # -- logging ---------------------------------------------------------
@@ -301,12 +301,16 @@ class Connection:
         line = self.lines.next_line(max_length)
         if line is not None:
             return line
+        return self._receive_line(max_length, deadline)
+
+    def _receive_line(self, max_length: int, deadline: float | None = None):
+        """_read_line once the buffer holds no complete line."""
         if deadline is None:
             deadline = time.monotonic() + self.options.socket_timeout
+        lines = self.lines
         while True:
-            data = self._recv(deadline, LINE_RECV_SIZE)
-            self.lines.feed(data)
-            line = self.lines.next_line(max_length)
+            lines.feed(self._recv(deadline, LINE_RECV_SIZE))
+            line = lines.next_line(max_length)
             if line is not None:
                 return line
 
@@ -324,7 +328,7 @@ class Connection:
         try:
             if self.waiting_idle and self.server.stopping:
                 raise SessionShutdown()
-            return self._read_line(MAX_AUTH_COMMAND)
+            return self._receive_line(MAX_AUTH_COMMAND)
         finally:
             self.waiting_idle = False
 
@@ -449,15 +453,11 @@ class Connection:
 
     def _parse_address(self, ctx: Context) -> None:
         """MAIL/RCPT are parsed before middleware runs (SPEC: ctx.address)."""
-        is_mail = ctx.command_name == 'MAIL'
-        rest = ctx.command[5:] if len(ctx.command) > 4 and ctx.command[4] == ' ' else ''
-        lenient = self.options.lenient_addresses
+        command = ctx.command
+        rest = command[5:] if len(command) > 4 and command[4] == ' ' else ''
         try:
-            path, params = parse_path_argument(rest, 'FROM' if is_mail else 'TO', lenient)
-            address = parse_mailbox(path, lenient, allow_null=is_mail,
-                                    allow_postmaster=not is_mail,
-                                    bad='5.1.7' if is_mail else '5.1.3')
-            ctx.address = Address(address, parse_params(params))
+            ctx.address = parse_path(rest, 'FROM' if ctx.command_name == 'MAIL' else 'TO',
+                                     self.options.lenient_addresses)
         except SmtpError as err:
             ctx.parse_error = err
 
@@ -479,13 +479,15 @@ class Connection:
     # -- the innermost middleware ----------------------------------------
     def builtin(self, ctx: Context) -> None:
         """The built-in command handler (the end of the middleware chain)."""
-        entry = COMMANDS.get(ctx.command_name)
+        name = ctx.command_name
+        entry = COMMANDS.get(name)
         try:
             if entry is None:
-                raise SmtpError(*(R.BAD_SYNTAX if not ctx.command_name else R.UNRECOGNIZED))
-            if not self._command_enabled(ctx.command_name):
+                raise SmtpError(*(R.BAD_SYNTAX if not name else R.UNRECOGNIZED))
+            if name in self._disabled or name == 'BDAT' and not self._command_enabled(name):
                 raise SmtpError(*R.NOT_IMPLEMENTED)
-            self._count_junk(ctx.command_name)
+            if name in COUNTED_COMMANDS:
+                self._count_junk(name)
             entry[0](self, ctx)
         except SmtpError as err:
             ctx.reply = err.reply
@@ -547,10 +549,10 @@ class Connection:
         hello = f'{self.options.name} Nice to meet you, {session.client_hostname}'
         if kind == 'HELO':
             self.enhanced = False
-            ctx.send(Reply(250, hello, False))
+            ctx.reply = Reply(250, hello, False)
             return
         self.enhanced = self.options.enabled('ENHANCEDSTATUSCODES')
-        ctx.send(Reply(250, [hello] + self.extensions(), False))
+        ctx.reply = Reply(250, [hello] + self.extensions(), False)
 
     def extensions(self) -> list:
         """The EHLO keywords this session may use, minus disabled ones."""
@@ -593,9 +595,10 @@ class Connection:
             raise SmtpError(*R.TOO_MANY_MESSAGES)
         address = self._parsed_address(ctx)
         self._check_mail_params(address)
-        self._hook('on_mail_from', session, address)
+        if self.options.on_mail_from is not None:
+            self._hook('on_mail_from', session, address)
         session.envelope.mail_from = address
-        ctx.send(R.SENDER_OK)
+        ctx.reply = R.SENDER_OK
 
     @command('RCPT', 'RCPT TO:<address> [parameters]')
     def smtp_rcpt(self, ctx):
@@ -608,9 +611,10 @@ class Connection:
         if len(envelope.rcpt_to) >= self.options.max_recipients:
             raise SmtpError(*R.TOO_MANY_RECIPIENTS)
         self._check_rcpt_params(address)
-        self._hook('on_rcpt_to', session, address)
+        if self.options.on_rcpt_to is not None:
+            self._hook('on_rcpt_to', session, address)
         envelope.rcpt_to.append(address)
-        ctx.send(R.RECIPIENT_OK)
+        ctx.reply = R.RECIPIENT_OK
 
     def _parsed_address(self, ctx) -> Address:
         if ctx.address is None and ctx.parse_error is not None:
@@ -686,7 +690,7 @@ class Connection:
         # on_data runs before 354; if it reads the stream, 354 goes out first.
         self._hook('on_data', self.session)
         stream.start()
-        ctx.send(R.QUEUED)
+        ctx.reply = R.QUEUED
 
     def _data_deadline(self, started: float, received: int) -> float:
         """When the body must have arrived so far: socket_timeout plus what
@@ -746,7 +750,7 @@ class Connection:
                 # RFC 3030 2: the chunk is read (and dropped) whatever the reply.
                 self._skip_bytes(size)
             raise
-        ctx.send(R.QUEUED)
+        ctx.reply = R.QUEUED
 
     def _open_bdat_stream(self, size: int, last: bool) -> DataStream:
         opts = self.options
@@ -841,8 +845,8 @@ class Connection:
             self._lmtp_replies(reply, len(recipients), ctx)
         else:
             self._final(reply, ctx)
-        accepted = [r for r in (reply if isinstance(reply, list) else [reply]) if r.code < 300]
-        if accepted:
+        if (any(r.code < 300 for r in reply) if isinstance(reply, list)
+                else reply.code < 300):
             self.messages += 1
             self.junk = 0
             self.log(20, 'Message accepted: %d bytes, %d recipient(s)',
@@ -868,7 +872,7 @@ class Connection:
         if self.session.secure:
             raise SmtpError(*R.TLS_ALREADY_ACTIVE)
         self.upgrade_pending = True
-        ctx.send(R.READY_FOR_TLS)
+        ctx.reply = R.READY_FOR_TLS
 
     def _upgrade(self) -> None:
         """Handshake after the 220, then forget everything said in plaintext."""
@@ -919,7 +923,7 @@ class Connection:
             session.user = user
         if opts.no_auth_reply:
             return      # middleware decides (SPEC: 535 when nobody does)
-        ctx.send(R.AUTH_OK if user else R.AUTH_FAILED)
+        ctx.reply = R.AUTH_OK if user else R.AUTH_FAILED
 
     def _read_auth_line(self) -> str:
         line = self._read_line(MAX_AUTH_LINE)
@@ -977,14 +981,14 @@ class Connection:
         self.log(20, 'XCLIENT: client is now %s [%s]:%s', session.client_hostname,
                  session.remote_address, session.remote_port)
         protocol = 'LMTP' if self.options.lmtp else 'ESMTP'
-        ctx.send(Reply(220, f'{self.options.name} {protocol}', False))
+        ctx.reply = Reply(220, f'{self.options.name} {protocol}', False)
 
     @command('XFORWARD', 'XFORWARD attribute=value ...')
     def smtp_xforward(self, ctx):
         """Record the original client for this message (reset after it)."""
         self._check_forwarding(self.options.use_xforward)
         self.session.xforward.update(parse_xforward(ctx.command_args))
-        ctx.send(R.OK)
+        ctx.reply = R.OK
 
     # -- the rest ------------------------------------------------------------
     @command('RSET', 'RSET')
@@ -992,22 +996,22 @@ class Connection:
         if ctx.command_args:
             raise SmtpError(501, 'Syntax: RSET', '5.5.4')
         self.session.reset_envelope()
-        ctx.send(R.FLUSHED)
+        ctx.reply = R.FLUSHED
 
     @command('NOOP', 'NOOP [string]')
     def smtp_noop(self, ctx):
-        ctx.send(R.OK)
+        ctx.reply = R.OK
 
     @command('QUIT', 'QUIT')
     def smtp_quit(self, ctx):
-        ctx.send(Reply(221, f'{self.options.name} closing connection', '2.0.0'))
+        ctx.reply = Reply(221, f'{self.options.name} closing connection', '2.0.0')
         ctx.close()
 
     @command('VRFY', 'VRFY <address>')
     def smtp_vrfy(self, ctx):
         if not ctx.command_args:
             raise SmtpError(501, 'Syntax: VRFY <address>', '5.5.4')
-        ctx.send(R.CANNOT_VRFY)
+        ctx.reply = R.CANNOT_VRFY
 
     @command('EXPN', 'EXPN <list>')
     def smtp_expn(self, ctx):
@@ -1037,6 +1041,7 @@ class Connection:
 
 PROXY_PEEK = 4096
 JUNK_COMMANDS = frozenset({'NOOP', 'RSET', 'VRFY', 'EXPN', 'HELP'})
+COUNTED_COMMANDS = JUNK_COMMANDS | {'HELO', 'EHLO', 'LHLO'}     # by _count_junk
 
 
 def _bdat_arguments(args) -> tuple[int, bool]:

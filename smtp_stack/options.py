@@ -43,12 +43,12 @@ class RecordLog:
     subclass that makes its own records, it is plain `Logger.log()`.
     """
 
-    __slots__ = ('logger', '_template', '_pid')
+    __slots__ = ('logger', '_template', '_forks')
 
     def __init__(self, logger: logging.Logger):
         self.logger = logger
         self._template = None
-        self._pid = None
+        self._forks = -1
 
     def log(self, level: int, msg: str, *args) -> None:
         logger = self.logger
@@ -59,8 +59,8 @@ class RecordLog:
             logger.log(level, msg, *args)
             return
         template = self._template
-        if template is None or self._pid != os.getpid():
-            template = self._make_template()
+        if template is None or self._forks != _forks_seen[0]:
+            template = self._make_template()    # again in a forked worker: its pid
         record = _new_record(logging.LogRecord)
         fields = record.__dict__
         fields.update(template)
@@ -81,10 +81,20 @@ class RecordLog:
         record = logging.LogRecord(self.logger.name, logging.INFO, _LOG_PATH, 0,
                                    '', (), None, 'log')
         self._template = template = dict(record.__dict__)
-        self._pid = os.getpid()
+        self._forks = _forks_seen[0]
         return template
 
 
+# Bumped in a forked child, so that templates are remade with its pid
+# (rather than asking the kernel for the pid on every record).
+_forks_seen = [0]
+
+
+def _count_fork() -> None:
+    _forks_seen[0] += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
 _new_record = object.__new__
 _LOG_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'connection.py')
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from smtp_stack.addresses import (
     Address, check_auth_param, check_body, check_envid, check_flag, check_notify,
-    check_orcpt, check_ret, check_size, parse_mailbox, parse_params,
+    check_orcpt, check_ret, check_size, parse_mailbox, parse_params, parse_path,
     parse_path_argument,
 )
 from smtp_stack.errors import SmtpError
@@ -495,3 +495,55 @@ def test_random_params_raise_only_smtp_error(text, allow_utf8):
         assert err.code == 501
     else:
         assert all(key == key.upper() for key in params)
+
+
+# --- parse_path: the one-match fast path agrees with the general parser -----------
+def _general(arg, keyword, lenient):
+    """parse_path without its fast path: the three general steps."""
+    is_sender = keyword == 'FROM'
+    path, params = parse_path_argument(arg, keyword, lenient)
+    address = parse_mailbox(path, lenient, allow_null=is_sender,
+                            allow_postmaster=not is_sender,
+                            bad='5.1.7' if is_sender else '5.1.3')
+    return Address(address, parse_params(params))
+
+
+def _outcome(fn, *args):
+    try:
+        return fn(*args)
+    except SmtpError as err:
+        return (err.code, err.enhanced, err.message)
+
+
+_simple_chars = st.sampled_from(list('aZ09.-_+=@<> "\\[]:é\u212a\t') + ['FROM:', 'TO:', 'SIZE=1', 'x' * 64])
+_label_chars = st.sampled_from(list('aZ09.-_') + ['x' * 63])
+_simple_args = st.builds(
+    lambda kw, local, domain, tail: f'{kw}<{local}@{domain}>{tail}',
+    st.sampled_from(['FROM:', 'from:', 'To:', 'TO:', 'FROM: ', 'TO:<', 'fRoM:']),
+    st.lists(_simple_chars, max_size=12).map(''.join),
+    st.one_of(st.lists(_simple_chars, max_size=12), st.lists(_label_chars, max_size=12)).map(''.join),
+    st.sampled_from(['', ' ', ' SIZE=10', ' BODY=8BITMIME SMTPUTF8', 'x', ' =bad', '  NOTIFY=NEVER']))
+
+
+@pytest.mark.parametrize('arg', [
+    'FROM:<user@example.com>', 'from:<a.b+c@sub.example.org> SIZE=100 BODY=8BITMIME',
+    'TO:<' + 'l' * 64 + '@example.com>', 'TO:<' + 'l' * 65 + '@example.com>',
+    'TO:<x@' + ('a' * 63 + '.') * 4 + 'com>', 'TO:<postmaster>', 'FROM:<>',
+    'TO:<"quoted"@example.com>', 'TO:<a..b@example.com>', 'TO:<a@-example.com>',
+    'TO:<a@example.com>SIZE=1', 'TO:<a@example.com> SIZE=1 SIZE=2', 'TO:<@r.example:a@b.example>',
+    'TO: <a@b.example>', 'TO:<a@[127.0.0.1]>', 'TO:<\u212aelvin@example.com>',
+    'FROM:<a@b.example> ', 'TO:<a@b_c.example>', 'TO:<a@_b.example>', 'TO:<a@b-.example>',
+    'TO:<a@.example>', 'TO:<a@b.example.>', 'TO:<a.@b.example>', 'TO:<.a@b.example>',
+    'TO:<a@b..example>', 'TO:<a@@b.example>', 'TO:<a@b.example>\t', 'TO:<a@b.example>\n',
+])
+@pytest.mark.parametrize('keyword', ['FROM', 'TO'])
+@pytest.mark.parametrize('lenient', [False, True])
+def test_parse_path_is_the_general_parser(arg, keyword, lenient):
+    assert _outcome(parse_path, arg, keyword, lenient) == _outcome(_general, arg, keyword, lenient)
+
+
+@settings(max_examples=500, deadline=None)
+@given(arg=st.one_of(_simple_args, st.text(max_size=40)), keyword=st.sampled_from(['FROM', 'TO']),
+       lenient=st.booleans())
+def test_random_paths_parse_as_the_general_parser_does(arg, keyword, lenient):
+    assert _outcome(parse_path, arg, keyword, lenient) == _outcome(_general, arg, keyword, lenient)

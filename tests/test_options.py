@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import os
 import socket
 
 import pytest
@@ -451,3 +452,24 @@ def test_record_log_only_wraps_loggers():
     sink = Sink()
     assert record_log(sink) is sink
     assert isinstance(record_log(logging.getLogger('x.y')), RecordLog)
+
+
+def test_record_log_gives_a_forked_child_its_own_pid(kept_logger):
+    from smtp_stack.options import RecordLog
+    logger, keep = kept_logger
+    fast = RecordLog(logger)
+    fast.log(20, 'in the parent')       # the template is made here, with our pid
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:        # the child: report the pid its record carries
+        try:
+            fast.log(20, 'in the child')
+            os.write(write_end, str(keep.records[-1].process).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    reported = os.read(read_end, 64)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert keep.records[0].process == os.getpid()
+    assert int(reported) == pid
