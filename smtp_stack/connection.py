@@ -27,7 +27,7 @@ from .framing import LineBuffer
 from .middleware import Context
 from .options import MAX_AUTH_LINE, MAX_COMMAND_LINE
 from .proxy import ProxyError, parse_proxy_header
-from .replies import Reply, format_reply
+from .replies import Reply, format_reply, wire_bytes
 from .session import Session
 from .stream import DataStream
 from .tls import tls_info
@@ -334,7 +334,7 @@ class Connection:
 
     def _write(self, reply: Reply) -> None:
         """Queue a reply; it goes out with the next flush (pipelining)."""
-        data = format_reply(reply.code, reply.message, reply.enhanced, self.enhanced)
+        data = wire_bytes(reply, self.enhanced)
         self._out.append(data)
         self._out_bytes += len(data)
         if self._out_bytes > MAX_PENDING_OUTPUT:
@@ -379,7 +379,7 @@ class Connection:
         if ctx.command_name in ('MAIL', 'RCPT'):
             self._parse_address(ctx)
         try:
-            self.server._dispatch(ctx)
+            (self.server._dispatch_fn or self.server._dispatch)(ctx)
         except SmtpError as err:
             ctx.reply = err.reply
         except (ClientDisconnected, SessionShutdown, gevent.GreenletExit):
@@ -585,17 +585,22 @@ class Connection:
     @command('MAIL', 'MAIL FROM:<address> [parameters]')
     def smtp_mail(self, ctx):
         session = self.session
-        self._require_greeting()
+        opts = self.options
+        if session.greeting is None:
+            self._require_greeting()
         if session.envelope.mail_from is not None:
             raise SmtpError(*R.NESTED_MAIL)
-        if not self.options.auth_optional and not session.user:
+        if not opts.auth_optional and not session.user:
             raise SmtpError(*R.AUTH_REQUIRED)
-        if self.options.max_messages and self.messages >= self.options.max_messages:
+        if opts.max_messages and self.messages >= opts.max_messages:
             ctx.close()
             raise SmtpError(*R.TOO_MANY_MESSAGES)
-        address = self._parsed_address(ctx)
-        self._check_mail_params(address)
-        if self.options.on_mail_from is not None:
+        address = ctx.address
+        if type(address) is not Address:
+            address = self._parsed_address(ctx)
+        if address.args or not address.address.isascii():
+            self._check_mail_params(address)
+        if opts.on_mail_from is not None:
             self._hook('on_mail_from', session, address)
         session.envelope.mail_from = address
         ctx.reply = R.SENDER_OK
@@ -603,20 +608,25 @@ class Connection:
     @command('RCPT', 'RCPT TO:<address> [parameters]')
     def smtp_rcpt(self, ctx):
         session = self.session
-        self._require_greeting()
+        if session.greeting is None:
+            self._require_greeting()
         envelope = session.envelope
         if envelope.mail_from is None:
             raise SmtpError(*R.NEED_MAIL)
-        address = self._parsed_address(ctx)
+        address = ctx.address
+        if type(address) is not Address:
+            address = self._parsed_address(ctx)
         if len(envelope.rcpt_to) >= self.options.max_recipients:
             raise SmtpError(*R.TOO_MANY_RECIPIENTS)
-        self._check_rcpt_params(address)
+        if address.args or not address.address.isascii():
+            self._check_rcpt_params(address)
         if self.options.on_rcpt_to is not None:
             self._hook('on_rcpt_to', session, address)
         envelope.rcpt_to.append(address)
         ctx.reply = R.RECIPIENT_OK
 
     def _parsed_address(self, ctx) -> Address:
+        """ctx.address, or the reply for why there is none (or it was replaced)."""
         if ctx.address is None and ctx.parse_error is not None:
             raise ctx.parse_error
         if not isinstance(ctx.address, Address):
@@ -677,8 +687,10 @@ class Connection:
     def smtp_data(self, ctx):
         if ctx.command_args:
             raise SmtpError(501, 'Syntax: DATA', '5.5.4')
-        self._require_greeting()
-        envelope = self.session.envelope
+        session = self.session
+        if session.greeting is None:
+            self._require_greeting()
+        envelope = session.envelope
         if envelope.mail_from is None:
             raise SmtpError(*R.NEED_MAIL)
         if not envelope.rcpt_to:
@@ -688,7 +700,8 @@ class Connection:
         stream = self._open_data_stream()
         envelope.data_stream = ctx.data_stream = stream
         # on_data runs before 354; if it reads the stream, 354 goes out first.
-        self._hook('on_data', self.session)
+        if self.options.on_data is not None:
+            self._hook('on_data', session)
         stream.start()
         ctx.reply = R.QUEUED
 

@@ -77,6 +77,24 @@ _WIRE: dict = {}
 _WIRE_MAX = 1024
 
 
+def wire_bytes(reply: Reply, use_enhanced: bool) -> bytes:
+    """format_reply for a Reply, remembered by the Reply itself (one dict
+    lookup for the predeclared ones a session sends over and over)."""
+    if type(reply.message) is str:
+        key = (reply, use_enhanced)
+        wire = _WIRE_BY_REPLY.get(key)
+        if wire is None:
+            wire = format_reply(reply.code, reply.message, reply.enhanced, use_enhanced)
+            if len(_WIRE_BY_REPLY) >= _WIRE_MAX:
+                _WIRE_BY_REPLY.clear()
+            _WIRE_BY_REPLY[key] = wire
+        return wire
+    return format_reply(reply.code, reply.message, reply.enhanced, use_enhanced)
+
+
+_WIRE_BY_REPLY: dict = {}
+
+
 def _format_reply(code: int, message, enhanced, use_enhanced: bool) -> bytes:
     if isinstance(message, str):
         lines = message.split('\n') if '\n' in message else [message]
