@@ -99,6 +99,7 @@ class Connection:
         self.greenlet = gevent.getcurrent()
         self._log_min = self.options.log_level
         self._disabled = self.options.disabled_commands
+        self._sweeper = server._sweeper     # the time limits of long waits
         self._backend = server._log_backend     # a RecordLog for a Logger (options.py)
 
     # -- logging ---------------------------------------------------------
@@ -283,7 +284,7 @@ class Connection:
         try:
             recv_within = getattr(sock, 'recv_within', None)
             if recv_within is not None:
-                data = recv_within(size, timeout, wait_first)
+                data = recv_within(size, timeout, wait_first, self._sweeper)
             else:       # a socket class of the application's TLS context
                 sock.settimeout(timeout)
                 data = sock.recv(size)

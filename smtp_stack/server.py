@@ -21,7 +21,7 @@ from .middleware import compose
 from .options import Options, record_log
 from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
 from .replies import format_reply
-from .sockets import PlainSocket, TlsSocket
+from .sockets import DeadlineSweeper, PlainSocket, TlsSocket
 from .workers import WorkerPool
 
 EVENTS = ('listening', 'close', 'error')
@@ -45,6 +45,7 @@ class SmtpServer:
         self._stopped = None
         self._hub = None
         self._thread_id = None
+        self._sweeper = None        # DeadlineSweeper of the serving hub
         self.address = None
         self.worker_id = None       # 0..workers-1 inside a worker process
         # workers > 1 in the main thread: the master takes SIGTERM (stop) and
@@ -125,6 +126,7 @@ class SmtpServer:
             self._hub = gevent.get_hub()
             self._thread_id = threading.get_ident()
             self._stopped = gevent.event.Event()
+            self._sweeper = DeadlineSweeper(self._hub)
 
     def _become_worker(self, worker_id: int) -> None:
         """In a forked worker's serving thread: forget the master's state."""
@@ -138,6 +140,7 @@ class SmtpServer:
         self._stopped = None
         self._hub = None
         self._thread_id = None
+        self._sweeper = None
 
     @property
     def worker_pids(self) -> list:
@@ -209,6 +212,7 @@ class SmtpServer:
             for conn in list(self._connections):
                 conn._close_socket()
             self._greenlets.kill(block=True, timeout=1.0)
+        self._sweeper.close()
         if self.worker_id is None:      # the master reports the close once
             self._emit('close')
         self._stopped.set()

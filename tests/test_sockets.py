@@ -1,0 +1,134 @@
+"""smtp_stack.sockets: the session's socket layer over real socket pairs
+(recv_within, its wait-first mode, the shared DeadlineSweeper), and the
+sweeper's limits as an SMTP client sees them."""
+from __future__ import annotations
+
+import socket
+import time
+
+import gevent
+import pytest
+
+from conftest import WAIT
+from smtp_stack import sockets
+from smtp_stack.sockets import DeadlineSweeper, PlainSocket
+
+
+@pytest.fixture
+def pair():
+    """(server side as a PlainSocket, client side as a blocking stdlib socket)."""
+    a, b = socket.socketpair()
+    ours = PlainSocket(fileno=a.detach())
+    b.settimeout(WAIT)
+    yield ours, b
+    ours.close()
+    b.close()
+
+
+@pytest.fixture
+def sweeper():
+    sweeper = DeadlineSweeper(gevent.get_hub(), period=0.05, least=0.1)
+    yield sweeper
+    sweeper.close()
+
+
+def test_data_already_there_is_returned_with_or_without_waiting_first(pair):
+    ours, theirs = pair
+    theirs.sendall(b'EHLO a\r\n')
+    assert ours.recv_within(4096, WAIT) == b'EHLO a\r\n'
+    theirs.sendall(b'QUIT\r\n')
+    assert ours.recv_within(4096, WAIT, wait_first=True) == b'QUIT\r\n'
+
+
+def test_waiting_first_returns_what_arrives_later(pair, sweeper):
+    ours, theirs = pair
+    gevent.spawn_later(0.05, theirs.sendall, b'MAIL FROM:<a@b.example>\r\n')
+    assert ours.recv_within(4096, WAIT, True, sweeper) == b'MAIL FROM:<a@b.example>\r\n'
+    assert sweeper.waiting == {}
+
+
+@pytest.mark.parametrize('use_sweeper', [False, True], ids=['own timer', 'sweeper'])
+def test_silence_raises_socket_timeout_after_the_limit(pair, sweeper, use_sweeper):
+    ours, _ = pair
+    started = time.monotonic()
+    with pytest.raises(socket.timeout):
+        ours.recv_within(4096, 0.3, True, sweeper if use_sweeper else None)
+    waited = time.monotonic() - started
+    assert 0.29 <= waited < WAIT
+    assert sweeper.waiting == {}
+
+
+def test_limits_shorter_than_least_keep_a_precise_timer(pair):
+    ours, _ = pair
+    slow = DeadlineSweeper(gevent.get_hub(), period=5.0, least=1.0)    # would be late
+    try:
+        started = time.monotonic()
+        with pytest.raises(socket.timeout):
+            ours.recv_within(4096, 0.2, True, slow)
+        assert time.monotonic() - started < 2.0
+    finally:
+        slow.close()
+
+
+def test_sweeper_times_out_only_the_waits_past_their_deadline(sweeper):
+    pairs = [socket.socketpair() for _ in range(3)]
+    ours = [PlainSocket(fileno=a.detach()) for a, _ in pairs]
+    outcome = {}
+
+    def wait(index, limit):
+        try:
+            outcome[index] = ours[index].recv_within(100, limit, True, sweeper)
+        except socket.timeout:
+            outcome[index] = 'timeout'
+    try:
+        waiters = [gevent.spawn(wait, 0, 0.2), gevent.spawn(wait, 1, WAIT), gevent.spawn(wait, 2, 0.3)]
+        gevent.joinall([waiters[0], waiters[2]], timeout=WAIT)
+        assert outcome == {0: 'timeout', 2: 'timeout'}
+        assert list(sweeper.waiting) == [waiters[1]]
+        pairs[1][1].sendall(b'x')
+        waiters[1].join(timeout=WAIT)
+        assert outcome[1] == b'x' and sweeper.waiting == {}
+    finally:
+        for sock in ours:
+            sock.close()
+        for _, theirs in pairs:
+            theirs.close()
+
+
+def test_closing_the_socket_wakes_a_swept_waiter(pair, sweeper):
+    ours, _ = pair
+    waiter = gevent.spawn(ours.recv_within, 4096, WAIT, True, sweeper)
+    gevent.sleep(0)     # the waiter runs until it parks
+    assert waiter in sweeper.waiting
+    ours.close()
+    waiter.join(timeout=WAIT)
+    assert isinstance(waiter.exception, OSError)
+    assert sweeper.waiting == {}
+
+
+def test_killing_a_swept_waiter_unregisters_it(pair, sweeper):
+    ours, _ = pair
+    waiter = gevent.spawn(ours.recv_within, 4096, WAIT, True, sweeper)
+    gevent.sleep(0)     # the waiter runs until it parks
+    assert waiter in sweeper.waiting
+    waiter.kill(timeout=WAIT)
+    assert waiter.dead and sweeper.waiting == {}
+
+
+def test_idle_session_is_closed_by_the_shared_sweeper(serve, client, monkeypatch):
+    """socket_timeout long enough for the sweeper (least lowered for speed):
+    the client still gets 421 and the close, within the period's slack."""
+    monkeypatch.setattr(sockets, 'SWEEP_LEAST', 0.2)
+    monkeypatch.setattr(sockets, 'SWEEP_PERIOD', 0.05)
+    server = serve(socket_timeout=0.4)
+    assert server._sweeper.least == 0.2
+    c = client(server)
+    started = time.monotonic()
+    c.expect(250, 'EHLO a.example')
+    registered = time.monotonic() + WAIT
+    while not server._sweeper.waiting and time.monotonic() < registered:
+        time.sleep(0.01)    # polling a dict the server thread fills; bounded
+    assert len(server._sweeper.waiting) == 1     # the session waits on the sweeper
+    assert c.reply() == (421, '4.4.2 Error: timeout exceeded')
+    assert 0.35 <= time.monotonic() - started < WAIT
+    assert c.closed()
