@@ -19,7 +19,7 @@ socket closed by another greenlet wakes the reader.
 from __future__ import annotations
 
 import socket
-
+import ssl
 import time
 
 from gevent import getcurrent
@@ -54,35 +54,18 @@ class PlainSocket(gsocket.socket):
                 return self._sock.recv(size)
             except BlockingIOError:
                 pass
-        event = self._read_event
-        if event.callback is not None:
-            raise ConcurrentObjectUseError(
-                f'This socket is already used by another greenlet: {event.callback!r}')
         hub = self.hub
-        if sweeper is not None and timeout >= sweeper.least:
-            waiting = sweeper.waiting
-            current = getcurrent()
-            waiting[current] = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout
+        remaining = timeout
+        while True:
+            _wait_for(hub, self._read_event, remaining, deadline, sweeper)
             try:
-                while True:
-                    hub.wait(event)
-                    try:
-                        return self._sock.recv(size)
-                    except BlockingIOError:     # woken without data: wait again
-                        pass
-            finally:
-                waiting.pop(current, None)
-        timer = hub.loop.timer(timeout)
-        timer.start(_time_out, getcurrent(), update=True)
-        try:
-            while True:
-                hub.wait(event)
-                try:
-                    return self._sock.recv(size)
-                except BlockingIOError:
-                    pass
-        finally:
-            timer.close()
+                return self._sock.recv(size)
+            except BlockingIOError:     # woken without data: wait again
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout('timed out')
 
     def recv(self, bufsize, flags=0):
         """gevent's recv(), with the cheaper wait (settimeout() applies)."""
@@ -95,12 +78,16 @@ class PlainSocket(gsocket.socket):
 
 
 class TlsSocket(gssl.SSLSocket):
-    """gevent's SSLSocket with the one-write sendall() of `PlainSocket`
-    (set as the server's contexts' `sslsocket_class`)."""
+    """gevent's SSLSocket with the one-write sendall() and the waits of
+    `PlainSocket` (set as the server's contexts' `sslsocket_class`)."""
 
     def sendall(self, data, flags=0):
-        if type(data) is bytes and not flags and self._sslobj is not None and self.timeout != 0.0:
-            sent = self.send(data)
+        sslobj = self._sslobj
+        if type(data) is bytes and not flags and sslobj is not None and self.timeout != 0.0:
+            try:
+                sent = sslobj.write(data)
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                sent = 0        # retried below with the same bytes, as OpenSSL needs
             if sent == len(data):
                 return
             data = memoryview(data)[sent:]
@@ -108,9 +95,52 @@ class TlsSocket(gssl.SSLSocket):
 
     def recv_within(self, size: int, timeout: float, wait_first: bool = False,
                     sweeper: DeadlineSweeper | None = None) -> bytes:
-        """Decrypted bytes may already wait in the TLS layer: never wait first."""
-        self.settimeout(timeout)
-        return self.recv(size)
+        """What gevent's recv() does after settimeout(timeout), with the
+        waits of PlainSocket.recv_within. Never waits first: decrypted bytes
+        may already be held in the TLS layer."""
+        sslobj = self._sslobj
+        if sslobj is None or self._closed or size <= 0:
+            self.settimeout(timeout)
+            return self.recv(size)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return sslobj.read(size)
+            except ssl.SSLWantReadError:
+                event = self._read_event
+            except ssl.SSLWantWriteError:     # renegotiation-like states: OpenSSL must write
+                event = self._write_event
+            except ssl.SSLError as exc:
+                if exc.args[0] == ssl.SSL_ERROR_EOF and self.suppress_ragged_eofs:
+                    return b''
+                raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout('The read operation timed out')
+            _wait_for(self.hub, event, remaining, deadline, sweeper)
+
+
+def _wait_for(hub, event, timeout: float, deadline: float, sweeper) -> None:
+    """Park in the hub until `event` fires, or raise socket.timeout when
+    `timeout` seconds have passed (at `deadline`, on the monotonic clock)."""
+    if event.callback is not None:
+        raise ConcurrentObjectUseError(
+            f'This socket is already used by another greenlet: {event.callback!r}')
+    current = getcurrent()
+    if sweeper is not None and timeout >= sweeper.least:
+        waiting = sweeper.waiting
+        waiting[current] = deadline
+        try:
+            hub.wait(event)
+        finally:
+            waiting.pop(current, None)
+        return
+    timer = hub.loop.timer(timeout)
+    timer.start(_time_out, current, update=True)
+    try:
+        hub.wait(event)
+    finally:
+        timer.close()
 
 
 # Limits of SWEEP_LEAST seconds or more (socket_timeout is 60 by default)

@@ -4,12 +4,13 @@ sweeper's limits as an SMTP client sees them."""
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 
 import gevent
 import pytest
 
-from conftest import WAIT
+from conftest import WAIT, RawClient
 from smtp_stack import sockets
 from smtp_stack.sockets import DeadlineSweeper, PlainSocket
 
@@ -132,3 +133,45 @@ def test_idle_session_is_closed_by_the_shared_sweeper(serve, client, monkeypatch
     assert c.reply() == (421, '4.4.2 Error: timeout exceeded')
     assert 0.35 <= time.monotonic() - started < WAIT
     assert c.closed()
+
+
+# --- the same waits over TLS (TlsSocket.recv_within) --------------------------------
+def _tls_client(server):
+    """A RawClient whose socket is TLS (implicit TLS), greeting read."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    c = RawClient(server.address)
+    c.sock = ctx.wrap_socket(c.sock, server_hostname='mx.test')
+    c.expect(220)
+    return c
+
+
+@pytest.mark.parametrize('use_sweeper', [False, True], ids=['own timer', 'sweeper'])
+def test_idle_tls_session_gets_421_at_the_socket_timeout(serve, monkeypatch, use_sweeper):
+    if use_sweeper:
+        monkeypatch.setattr(sockets, 'SWEEP_LEAST', 0.2)
+        monkeypatch.setattr(sockets, 'SWEEP_PERIOD', 0.05)
+    server = serve(secure=True, socket_timeout=0.4)
+    c = _tls_client(server)
+    started = time.monotonic()
+    c.expect(250, 'EHLO a.example')
+    c.expect(250, 'MAIL FROM:<a@b.example>')
+    assert c.reply() == (421, '4.4.2 Error: timeout exceeded')
+    assert 0.35 <= time.monotonic() - started < WAIT
+    assert c.closed()
+
+
+def test_tls_session_pipelined_and_split_records_are_read_whole(serve):
+    """Commands pipelined in one TLS record, and one command split over
+    records sent apart: the TLS read path returns what OpenSSL holds."""
+    server = serve(secure=True)
+    c = _tls_client(server)
+    c.send(b'EHLO a.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n')
+    assert [c.reply()[0] for _ in range(3)] == [250, 250, 250]
+    c.send(b'DA')
+    c.send(b'TA\r\n')
+    c.expect(354)
+    c.send(b'Subject: x\r\n\r\n' + b'y' * 40000 + b'\r\n.\r\n')
+    c.expect(250)
+    c.expect(221, 'QUIT')
