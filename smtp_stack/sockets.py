@@ -131,16 +131,28 @@ def _wait_for(hub, event, timeout: float, deadline: float, sweeper) -> None:
         waiting = sweeper.waiting
         waiting[current] = deadline
         try:
-            hub.wait(event)
+            _park(hub, event, current)
         finally:
             waiting.pop(current, None)
         return
     timer = hub.loop.timer(timeout)
     timer.start(_time_out, current, update=True)
     try:
-        hub.wait(event)
+        _park(hub, event, current)
     finally:
         timer.close()
+
+
+def _park(hub, event, current) -> None:
+    """hub.wait(event) without its Waiter object: the watcher switches
+    straight back to this greenlet. A close() of the socket elsewhere still
+    wakes it (gevent throws into `event.callback.__self__`), as does any
+    exception thrown into it (a time limit, a kill)."""
+    event.start(current.switch)
+    try:
+        hub.switch()
+    finally:
+        event.stop()
 
 
 # Limits of SWEEP_LEAST seconds or more (socket_timeout is 60 by default)
