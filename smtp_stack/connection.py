@@ -558,6 +558,19 @@ class Connection:
     def extensions(self) -> list:
         """The EHLO keywords this session may use, minus disabled ones."""
         opts = self.options
+        state = (self.session.secure, self._auth_allowed(),
+                 opts.enabled('XCLIENT') and opts.use_xclient.allows(self.peer_ip),
+                 opts.enabled('XFORWARD') and opts.use_xforward.allows(self.peer_ip))
+        # The options are fixed once the server is made, so the list depends
+        # only on this state: made once per server and state.
+        known = self.server._ehlo_keywords
+        keywords = known.get(state)
+        if keywords is None:
+            keywords = known[state] = self._keywords(*state)
+        return list(keywords)
+
+    def _keywords(self, secure: bool, auth: bool, xclient: bool, xforward: bool) -> tuple:
+        opts = self.options
         offered = ['PIPELINING', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES']
         keywords = [k for k in offered if opts.enabled(k)]
         if opts.enabled('SIZE'):
@@ -568,19 +581,19 @@ class Connection:
             keywords.append('CHUNKING')
             if opts.enabled('BINARYMIME'):
                 keywords.append('BINARYMIME')
-        if opts.enabled('REQUIRETLS') and self.session.secure:
+        if opts.enabled('REQUIRETLS') and secure:
             keywords.append('REQUIRETLS')
-        if opts.enabled('STARTTLS') and not self.session.secure:
+        if opts.enabled('STARTTLS') and not secure:
             keywords.append('STARTTLS')
-        if self._auth_allowed():
+        if auth:
             keywords.append('AUTH ' + ' '.join(opts.auth_methods))
-        if opts.enabled('XCLIENT') and opts.use_xclient.allows(self.peer_ip):
+        if xclient:
             keywords.append(xclient_capability())
-        if opts.enabled('XFORWARD') and opts.use_xforward.allows(self.peer_ip):
+        if xforward:
             keywords.append(xforward_capability())
         if opts.enabled('HELP'):
             keywords.append('HELP')
-        return keywords
+        return tuple(keywords)
 
     # -- MAIL, RCPT ---------------------------------------------------------
     @command('MAIL', 'MAIL FROM:<address> [parameters]')

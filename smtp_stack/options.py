@@ -61,18 +61,18 @@ class RecordLog:
         template = self._template
         if template is None or self._forks != _forks_seen[0]:
             template = self._make_template()    # again in a forked worker: its pid
-        record = _new_record(logging.LogRecord)
-        fields = record.__dict__
-        fields.update(template)
         now = time.time()
+        record = _new_record(logging.LogRecord)
+        record.__dict__ = fields = template.copy()     # a copy of a dict is a memcpy
         fields['msg'] = msg
         fields['args'] = args
         fields['levelno'] = level
         fields['levelname'] = logging.getLevelName(level)
         fields['created'] = now
-        fields['msecs'] = int((now - int(now)) * 1000) + 0.0
+        fields['msecs'] = (now - int(now)) * 1000 // 1
         fields['relativeCreated'] = template['relativeCreated'] + (now - template['created']) * 1000
-        if template.get('thread') is not None:
+        thread = template['thread']
+        if thread is not None and thread != threading.get_ident():
             fields['thread'] = threading.get_ident()
             fields['threadName'] = threading.current_thread().name
         logger.handle(record)

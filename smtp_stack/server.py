@@ -36,6 +36,7 @@ class SmtpServer:
         self._log_backend = record_log(self.options.log_backend)
         self._middleware: list = []
         self._dispatch_fn = None
+        self._ehlo_keywords: dict = {}      # session state -> EHLO keywords (connection.py)
         self._handlers = {event: [] for event in EVENTS}
         self._listeners: list = []
         self._greenlets = gevent.pool.Group()
