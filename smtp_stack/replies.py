@@ -83,8 +83,8 @@ def wire_bytes(reply: Reply, use_enhanced: bool) -> bytes:
     if type(reply.message) is str:
         key = (reply, use_enhanced)
         wire = _WIRE_BY_REPLY.get(key)
-        if wire is None:
-            wire = format_reply(reply.code, reply.message, reply.enhanced, use_enhanced)
+        if wire is None:        # kept here only, not in format_reply's cache too
+            wire = _format_reply(reply.code, reply.message, reply.enhanced, use_enhanced)
             if len(_WIRE_BY_REPLY) >= _WIRE_MAX:
                 _WIRE_BY_REPLY.clear()
             _WIRE_BY_REPLY[key] = wire

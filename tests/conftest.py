@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 
 import pytest
 
@@ -10,6 +11,19 @@ from smtp_stack import LogLevels, SmtpServer
 from smtp_stack.testing import ServerThread
 
 WAIT = 10.0     # every blocking wait in the tests is bounded by this
+
+
+def wait_until(predicate, timeout: float = WAIT, step: float = 0.01):
+    """Poll `predicate` until it returns something true (returned), or
+    False after `timeout`: for state another thread or process changes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
 
 
 class RawClient:

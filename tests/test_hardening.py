@@ -19,7 +19,7 @@ import pytest
 from smtp_stack import ClientDisconnected, LogLevels, SmtpError, SmtpServer
 from smtp_stack.testing import ServerThread
 
-from conftest import WAIT, RawClient
+from conftest import WAIT, RawClient, wait_until
 
 
 # --- helpers -----------------------------------------------------------------
@@ -65,15 +65,6 @@ def start_transaction(c, helo='EHLO x'):
     c.expect(250, 'MAIL FROM:<a@b.example>')
     c.expect(250, 'RCPT TO:<c@d.example>')
     c.expect(354, 'DATA')
-
-
-def wait_until(predicate, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def rst_close(sock):

@@ -10,7 +10,7 @@ import time
 import gevent
 import pytest
 
-from conftest import WAIT, RawClient
+from conftest import WAIT, RawClient, wait_until
 from smtp_stack import sockets
 from smtp_stack.sockets import DeadlineSweeper, PlainSocket
 
@@ -126,9 +126,7 @@ def test_idle_session_is_closed_by_the_shared_sweeper(serve, client, monkeypatch
     c = client(server)
     started = time.monotonic()
     c.expect(250, 'EHLO a.example')
-    registered = time.monotonic() + WAIT
-    while not server._sweeper.waiting and time.monotonic() < registered:
-        time.sleep(0.01)    # polling a dict the server thread fills; bounded
+    assert wait_until(lambda: server._sweeper.waiting)
     assert len(server._sweeper.waiting) == 1     # the session waits on the sweeper
     assert c.reply() == (421, '4.4.2 Error: timeout exceeded')
     assert 0.35 <= time.monotonic() - started < WAIT

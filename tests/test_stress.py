@@ -33,18 +33,9 @@ from smtp_stack.connection import Connection
 from smtp_stack.session import Envelope, Session
 from smtp_stack.stream import DataStream
 
-from conftest import WAIT
+from conftest import WAIT, wait_until
 
 CLIENT_TIMEOUT = 15.0
-
-
-def wait_until(predicate, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 class Client:

@@ -18,7 +18,7 @@ import pytest
 from smtp_stack import SmtpServer
 from smtp_stack.testing import ServerThread
 
-from conftest import WAIT, RawClient
+from conftest import WAIT, RawClient, wait_until
 
 PR_SET_CHILD_SUBREAPER = 36
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,16 +48,6 @@ def running(pid: int) -> bool:
         return False
 
 
-def wait_until(predicate, timeout=WAIT, step=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError('condition not met in time')
-
-
 def xpid(server) -> tuple:
     client = RawClient(server.address)
     client.expect(220)
@@ -77,7 +67,7 @@ def workers():
         server = SmtpServer(workers=count, **options)
         server.use(pid_commands)
         running.append(ServerThread(server).start())
-        wait_until(lambda: len(server.worker_pids) == count)
+        assert wait_until(lambda: len(server.worker_pids) == count)
         return server
 
     yield start
@@ -137,8 +127,9 @@ def test_a_killed_worker_is_restarted(workers):
     victim, survivor = server.worker_pids
     os.kill(victim, signal.SIGKILL)
     new = wait_until(lambda: [p for p in server.worker_pids if p not in (victim, survivor)])
+    assert new
     assert len(server.worker_pids) == 2 and survivor in server.worker_pids
-    wait_until(lambda: not alive(victim))            # reaped, not a zombie
+    assert wait_until(lambda: not alive(victim))            # reaped, not a zombie
     seen = set()
     for _ in range(200):
         client, pid = xpid(server)
@@ -153,8 +144,8 @@ def test_a_worker_stopped_on_its_own_is_not_restarted(workers):
     server = workers(2)
     first, second = server.worker_pids
     os.kill(first, signal.SIGTERM)          # an operator takes one away
-    wait_until(lambda: server.worker_pids == [second])
-    wait_until(lambda: not alive(first))
+    assert wait_until(lambda: server.worker_pids == [second])
+    assert wait_until(lambda: not alive(first))
     client, pid = xpid(server)
     assert pid == second
     client.close()
@@ -167,7 +158,7 @@ def test_stop_says_421_to_idle_sessions_and_leaves_no_process():
     closed = []
     server.on('close', lambda: closed.append(os.getpid()))
     runner = ServerThread(server).start()
-    wait_until(lambda: len(server.worker_pids) == 2)
+    assert wait_until(lambda: len(server.worker_pids) == 2)
     pids = server.worker_pids
     client, pid = xpid(server)
     started = time.monotonic()
@@ -211,9 +202,9 @@ def test_reload_replaces_every_worker(workers):
     server = workers(2)
     old = server.worker_pids
     server._hub.loop.run_callback_threadsafe(server.reload)
-    wait_until(lambda: len(server.worker_pids) == 2 and not set(server.worker_pids) & set(old))
+    assert wait_until(lambda: len(server.worker_pids) == 2 and not set(server.worker_pids) & set(old))
     for pid in old:
-        wait_until(lambda: not alive(pid))
+        assert wait_until(lambda: not alive(pid))
     client, pid = xpid(server)
     assert pid in server.worker_pids
     client.close()
@@ -287,7 +278,7 @@ def test_sigterm_to_the_master_stops_every_worker(master):
     assert master.line() == 'STOPPED'
     assert master.proc.wait(WAIT) == 0
     for pid in pids:
-        wait_until(lambda: not alive(pid))
+        assert wait_until(lambda: not alive(pid))
     client.close()
 
 
@@ -297,7 +288,7 @@ def test_sighup_to_the_master_reloads_the_workers(master):
     _, new = master.pids()
     assert not set(new) & set(old)
     for pid in old:
-        wait_until(lambda: not alive(pid))
+        assert wait_until(lambda: not alive(pid))
     client = RawClient(('127.0.0.1', port))
     client.expect(220)
     assert int(client.expect(250, 'XPID')) in new
@@ -318,7 +309,7 @@ def test_workers_stop_when_the_master_is_killed():
         master.proc.send_signal(signal.SIGKILL)
         master.proc.wait(WAIT)
         for pid in pids:
-            wait_until(lambda: os.waitpid(pid, os.WNOHANG)[0] == pid)
+            assert wait_until(lambda: os.waitpid(pid, os.WNOHANG)[0] == pid)
     finally:
         master.kill()
         for pid in pids:
