@@ -11,7 +11,6 @@ from collections import Counter
 
 import gevent
 import gevent.event
-import gevent.pool
 from gevent import socket as gsocket
 from gevent.server import StreamServer
 
@@ -21,6 +20,7 @@ from .middleware import compose
 from .options import Options, record_log
 from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
 from .replies import format_reply
+from .runners import SessionRunners
 from .sockets import DeadlineSweeper, PlainSocket, TlsSocket
 from .workers import WorkerPool
 
@@ -39,7 +39,7 @@ class SmtpServer:
         self._ehlo_keywords: dict = {}      # session state -> EHLO keywords (connection.py)
         self._handlers = {event: [] for event in EVENTS}
         self._listeners: list = []
-        self._greenlets = gevent.pool.Group()
+        self._greenlets = SessionRunners()    # what serves each connection
         self._connections: set = set()
         self._per_ip: Counter = Counter()
         self.stopping = False
@@ -134,7 +134,7 @@ class SmtpServer:
         self.worker_id = worker_id
         self._pool = None
         self._listeners = []
-        self._greenlets = gevent.pool.Group()
+        self._greenlets = SessionRunners()
         self._connections = set()
         self._per_ip = Counter()
         self.stopping = False
@@ -202,21 +202,30 @@ class SmtpServer:
             listener.close()
         for conn in list(self._connections):
             if conn.waiting_idle:
-                conn.greenlet.kill(SessionShutdown, block=False)
+                self._interrupt(conn)
         grace = self.options.close_timeout if timeout is None else timeout
         self._greenlets.join(timeout=grace)
         for conn in list(self._connections):
-            conn.greenlet.kill(SessionShutdown, block=False)
+            self._interrupt(conn)
         # A session blocked in a write to a client that never reads cannot
         # answer the kill promptly; closing its socket ends it.
         if not self._greenlets.join(timeout=1.0):
             for conn in list(self._connections):
                 conn._close_socket()
             self._greenlets.kill(block=True, timeout=1.0)
+        self._greenlets.close()
         self._sweeper.close()
         if self.worker_id is None:      # the master reports the close once
             self._emit('close')
         self._stopped.set()
+
+    def _interrupt(self, conn) -> None:
+        """Throw SessionShutdown into `conn`'s session soon, if its runner
+        still serves it then (runners move on to other connections)."""
+        def throw():
+            if conn in self._connections and conn.greenlet:
+                conn.greenlet.throw(SessionShutdown)
+        self._hub.loop.run_callback(throw)
 
     def __enter__(self):
         return self

@@ -225,11 +225,16 @@ def collector(delivered):
 
 
 def live_server_objects(server):
-    """Greenlets of the server's hub still alive, and session objects in memory."""
+    """Greenlets of the server's hub still alive (not counting the runners
+    parked for the next connections, which are bounded), and session objects
+    in memory."""
     gc.collect()
     hub = server._hub
+    parked = server._greenlets.idle
+    assert len(parked) <= server._greenlets.max_idle
     greenlets = sum(1 for o in gc.get_objects()
-                    if isinstance(o, greenlet.greenlet) and not o.dead and o.parent is hub)
+                    if isinstance(o, greenlet.greenlet) and not o.dead and o.parent is hub
+                    and o not in parked)
     sessions = sum(1 for o in gc.get_objects()
                    if isinstance(o, (Connection, Session, Envelope, DataStream)))
     return greenlets, sessions
