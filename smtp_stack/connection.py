@@ -244,6 +244,13 @@ class Connection:
         """
         context = self.server.secure_context['*']
         raw = self.sock
+        # OpenSSL writes its session tickets right after the handshake; with
+        # Nagle the first reply would wait behind them for the client's
+        # delayed ACK (40 ms). Plain replies follow a read, so need no such care.
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         try:
             with gevent.Timeout(self.options.upgrade_timeout, ClientTimeout('TLS handshake timeout')):
                 raw.settimeout(self.options.upgrade_timeout)

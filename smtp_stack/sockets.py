@@ -96,13 +96,19 @@ class TlsSocket(gssl.SSLSocket):
     def recv_within(self, size: int, timeout: float, wait_first: bool = False,
                     sweeper: DeadlineSweeper | None = None) -> bytes:
         """What gevent's recv() does after settimeout(timeout), with the
-        waits of PlainSocket.recv_within. Never waits first: decrypted bytes
-        may already be held in the TLS layer."""
+        waits of PlainSocket.recv_within. Waits first only when the TLS
+        layer holds no decrypted bytes: CPython never turns on OpenSSL's
+        read-ahead, so every byte not decrypted yet is still in the kernel's
+        buffer, and readability is what the next record needs."""
         sslobj = self._sslobj
         if sslobj is None or self._closed or size <= 0:
             self.settimeout(timeout)
             return self.recv(size)
         deadline = time.monotonic() + timeout
+        if wait_first and not sslobj.pending():
+            # A read tried now would only raise SSLWantReadError (an
+            # exception object and an EAGAIN system call).
+            _wait_for(self.hub, self._read_event, timeout, deadline, sweeper)
         while True:
             try:
                 return sslobj.read(size)

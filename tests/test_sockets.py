@@ -173,3 +173,51 @@ def test_tls_session_pipelined_and_split_records_are_read_whole(serve):
     c.send(b'Subject: x\r\n\r\n' + b'y' * 40000 + b'\r\n.\r\n')
     c.expect(250)
     c.expect(221, 'QUIT')
+
+
+def test_tls_bytes_held_in_the_tls_layer_are_read_without_waiting(serve):
+    """One TLS record holds more pipelined commands than one read takes
+    (4 KiB): the rest sits decrypted in OpenSSL, not in the kernel, so the
+    read after the first replies must not wait for the socket (it would
+    wait for a client that is waiting for us, until the idle limit)."""
+    server = serve(secure=True, socket_timeout=1.5)
+    c = _tls_client(server)
+    c.expect(250, 'EHLO a.example')
+    rcpts = b''.join(b'RCPT TO:<recipient-%03d@d.example>\r\n' % n for n in range(300))
+    assert len(rcpts) > 2 * 4096
+    started = time.monotonic()
+    c.send(b'MAIL FROM:<a@b.example>\r\n' + rcpts)      # one record (< 16 KiB)
+    assert [c.reply()[0] for _ in range(301)] == [250] * 301
+    assert time.monotonic() - started < 1.0
+    c.expect(221, 'QUIT')
+
+
+@pytest.mark.parametrize('secure', [True, False], ids=['implicit TLS', 'STARTTLS'])
+def test_tls_sessions_send_without_nagle_delays(serve, secure):
+    """After a handshake OpenSSL writes its session tickets, and the first
+    reply would wait behind them for the client's delayed ACK (40 ms on
+    Linux) unless the socket has TCP_NODELAY."""
+    seen = []
+
+    def record_nodelay(ctx, next):
+        if ctx.command_name == 'EHLO':
+            seen.append((ctx.session.secure,
+                         ctx._conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+        next()
+
+    server = serve(secure=secure, middleware=[record_nodelay])
+    if secure:
+        c = _tls_client(server)
+    else:
+        c = RawClient(server.address)
+        c.expect(220)
+        c.expect(250, 'EHLO a.example')
+        c.expect(220, 'STARTTLS')
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        c.sock = ctx.wrap_socket(c.sock, server_hostname='mx.test')
+    c.expect(250, 'EHLO a.example')
+    c.expect(221, 'QUIT')
+    secure_seen = [nodelay for is_secure, nodelay in seen if is_secure]
+    assert len(secure_seen) == 1 and secure_seen[0] != 0
