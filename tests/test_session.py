@@ -124,6 +124,31 @@ def test_ids_are_unique_and_greppable():
     assert len({s.id for s in sessions}) == 200
 
 
+def test_ids_do_not_repeat_after_a_fork_or_a_seeded_random():
+    """Forked workers must not replay each other's ids (the generator is
+    reseeded in the child), and an application seeding `random` must not
+    make ids repeat."""
+    import os
+    import random
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:        # the child: its next ids, then out without pytest's cleanup
+        try:
+            os.write(write_end, ''.join(new_session_id() for _ in range(3)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    parent_ids = ''.join(new_session_id() for _ in range(3))
+    with os.fdopen(read_end, 'rb') as f:
+        child_ids = f.read().decode()
+    os.waitpid(pid, 0)
+    assert len(child_ids) == 48 and child_ids != parent_ids
+    random.seed(1)
+    first = new_session_id()
+    random.seed(1)
+    assert new_session_id() != first
+
+
 def test_repr():
     s = session()
     assert s.id in repr(s)
