@@ -72,7 +72,15 @@ class SessionRunners:
             self.idle.append(me)
             try:
                 fn, args = hub.switch()
-            except gevent.GreenletExit:     # close() ends parked runners
+            except BaseException:
+                # close() ends a parked runner with GreenletExit. Anything
+                # else thrown here (a gevent.Timeout that user code started
+                # and never cancelled) ends it too, reported: an exception
+                # must never leave a runner for the hub, its parent.
+                if me in self.idle:
+                    self.idle.remove(me)
+                if not isinstance(sys.exc_info()[1], gevent.GreenletExit):
+                    hub.handle_error(me, *sys.exc_info())
                 return
 
     def _release(self, runner) -> None:

@@ -6,7 +6,6 @@ import smtplib
 
 import gevent
 import gevent.event
-import pytest
 
 from conftest import WAIT, RawClient, wait_until
 from smtp_stack.runners import SessionRunners
@@ -138,8 +137,9 @@ def test_mail_still_flows_through_reused_runners(serve):
     for n in range(5):
         with smtplib.SMTP(*server.address, timeout=WAIT) as smtp:
             smtp.sendmail('a@example.com', ['b@example.com'], f'Subject: {n}\r\n\r\nbody {n}\r\n')
+        assert wait_until(lambda: len(server._greenlets) == 0)    # parked before the next
     assert [d.split(b'\r\n')[0] for d in delivered] == [f'Subject: {n}'.encode() for n in range(5)]
-    assert len(server._greenlets.idle) == 1
+    assert wait_until(lambda: len(server._greenlets.idle) == 1)
 
 
 def test_stop_leaves_no_runner_alive(serve):
@@ -176,3 +176,26 @@ def test_a_session_that_dies_of_an_escaping_error_leaves_the_server_serving(serv
     connect_and_quit(server)
     assert wait_until(lambda: len(calls) == 2)
     assert 'Escape' in capsys.readouterr().err
+
+
+def test_a_stray_exception_into_a_parked_runner_ends_only_that_runner(monkeypatch):
+    """User code may start a gevent.Timeout and never cancel it; if it
+    fires while the runner is parked, the runner ends (reported) and the
+    hub goes on."""
+    runners = SessionRunners()
+    reported = []
+    monkeypatch.setattr(gevent.get_hub(), 'handle_error',
+                        lambda context, kind, value, tb: reported.append(kind))
+    seen = []
+
+    def leave_a_timeout_running():
+        seen.append(gevent.getcurrent())
+        gevent.Timeout(0.01).start()
+
+    runners.spawn(leave_a_timeout_running)
+    assert runners.join(WAIT) and runners.idle == seen
+    assert settle(lambda: seen[0].dead, rounds=100000)
+    assert reported == [gevent.Timeout] and runners.idle == []
+    done = []
+    runners.spawn(done.append, 'next')
+    assert runners.join(WAIT) and done == ['next']
