@@ -39,7 +39,7 @@ class SmtpServer:
         self._ehlo_keywords: dict = {}      # session state -> EHLO keywords (connection.py)
         self._handlers = {event: [] for event in EVENTS}
         self._listeners: list = []
-        self._greenlets = SessionRunners()    # what serves each connection
+        self._runners = SessionRunners()     # the greenlets that serve connections
         self._connections: set = set()
         self._per_ip: Counter = Counter()
         self.stopping = False
@@ -117,7 +117,7 @@ class SmtpServer:
         return self
 
     def _listen(self, sock) -> None:
-        listener = _Listener(sock, self._accept, spawn=self._greenlets.spawn)
+        listener = _Listener(sock, self._accept, spawn=self._runners.spawn)
         listener.start()
         self._listeners.append(listener)
         self._init_lifecycle()
@@ -134,7 +134,7 @@ class SmtpServer:
         self.worker_id = worker_id
         self._pool = None
         self._listeners = []
-        self._greenlets = SessionRunners()
+        self._runners = SessionRunners()
         self._connections = set()
         self._per_ip = Counter()
         self.stopping = False
@@ -204,16 +204,16 @@ class SmtpServer:
             if conn.waiting_idle:
                 self._interrupt(conn)
         grace = self.options.close_timeout if timeout is None else timeout
-        self._greenlets.join(timeout=grace)
+        self._runners.join(timeout=grace)
         for conn in list(self._connections):
             self._interrupt(conn)
         # A session blocked in a write to a client that never reads cannot
         # answer the kill promptly; closing its socket ends it.
-        if not self._greenlets.join(timeout=1.0):
+        if not self._runners.join(timeout=1.0):
             for conn in list(self._connections):
                 conn._close_socket()
-            self._greenlets.kill(block=True, timeout=1.0)
-        self._greenlets.close()
+            self._runners.kill(block=True, timeout=1.0)
+        self._runners.close()
         self._sweeper.close()
         if self.worker_id is None:      # the master reports the close once
             self._emit('close')

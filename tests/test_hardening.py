@@ -418,7 +418,7 @@ def test_refused_connections_do_not_accumulate(serve):
         c = RawClient(server.address)
         assert c.reply()[0] == 421
         c.close()
-    assert wait_until(lambda: len(server._greenlets) == 1)
+    assert wait_until(lambda: len(server._runners) == 1)
     assert server.connections == 1
     keeper.close()
 
@@ -872,7 +872,7 @@ def test_stop_during_load_finishes_within_close_timeout_and_loses_nothing():
         runner.stop()
     assert elapsed < close_timeout + 2.5, elapsed
     assert not any(t.is_alive() for t in threads)
-    assert server.connections == 0 and len(server._greenlets) == 0
+    assert server.connections == 0 and len(server._runners) == 0
     assert set(acknowledged) <= set(delivered)        # a 250 always means delivered
     assert len(delivered) == len(set(delivered))
 

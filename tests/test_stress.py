@@ -230,8 +230,8 @@ def live_server_objects(server):
     in memory."""
     gc.collect()
     hub = server._hub
-    parked = server._greenlets.idle
-    assert len(parked) <= server._greenlets.max_idle
+    parked = server._runners.idle
+    assert len(parked) <= server._runners.max_idle
     greenlets = sum(1 for o in gc.get_objects()
                     if isinstance(o, greenlet.greenlet) and not o.dead and o.parent is hub
                     and o not in parked)
@@ -273,7 +273,7 @@ def test_200_mixed_clients_deliver_each_good_message_once_and_leave_nothing_behi
     warm = Scenario(server.address, 1)
     run_clients(warm, [('good', (1000 + n, True, 1)) for n in range(10)])
     assert not warm.failures and len(delivered) == 20
-    assert wait_until(lambda: server.connections == 0 and len(server._greenlets) == 0)
+    assert wait_until(lambda: server.connections == 0 and len(server._runners) == 0)
     delivered.clear()
     tracemalloc.start()
     try:
@@ -290,8 +290,8 @@ def test_200_mixed_clients_deliver_each_good_message_once_and_leave_nothing_behi
         assert not set(delivered) & set(scenario.cut)
 
         # the server comes back to its baseline
-        assert wait_until(lambda: server.connections == 0 and len(server._greenlets) == 0), \
-            (server.connections, len(server._greenlets))
+        assert wait_until(lambda: server.connections == 0 and len(server._runners) == 0), \
+            (server.connections, len(server._runners))
         assert not server._per_ip
         del scenario, delivered[:]
         greenlets, objects = live_server_objects(server)
