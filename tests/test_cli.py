@@ -9,6 +9,7 @@ import ssl
 import stat
 import sys
 import textwrap
+import time
 
 import pytest
 from cryptography import x509
@@ -361,3 +362,57 @@ def test_serve_with_workers_delivers_and_stops(running, tmp_path):
 def test_bad_workers_count_is_a_config_error(tmp_path):
     result = smtp_stack('serve', '--workers', '0', cwd=tmp_path)
     assert result.returncode == 1 and '--workers' in result.stderr + result.stdout
+
+
+def _hash_password_on_a_tty(typed: list[str]) -> tuple[int, str]:
+    """Run `smtp-stack hash-password` on a pseudo-terminal, answering each
+    prompt with the next of `typed`; (exit status, everything it showed)."""
+    import pty
+    import select
+    from clirunner import env_with_package
+    pid, master = pty.fork()
+    if pid == 0:        # the child: the pty is its controlling terminal
+        try:
+            os.execve(sys.executable, [sys.executable, '-m', 'smtp_stack', 'hash-password'],
+                      env_with_package())
+        finally:
+            os._exit(127)
+    shown = b''
+    answers = list(typed)
+    deadline = time.monotonic() + WAIT
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f'no end within {WAIT} s; shown: {shown!r}'
+            ready, _, _ = select.select([master], [], [], remaining)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:     # EIO: the child closed its side
+                break
+            if not chunk:
+                break
+            shown += chunk
+            prompts = shown.count(b'Password:') + shown.count(b'Again:')
+            while answers and len(typed) - len(answers) < prompts:     # one answer per prompt
+                os.write(master, answers.pop(0).encode() + b'\n')
+    finally:
+        os.close(master)
+        _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), shown.decode(errors='replace')
+
+
+def test_hash_password_prompts_twice_on_a_terminal_without_echo():
+    status, shown = _hash_password_on_a_tty(['tty horse', 'tty horse'])
+    assert status == 0, shown
+    assert 'Password:' in shown and 'Again:' in shown
+    assert 'tty horse' not in shown         # not echoed
+    hashed = shown.strip().splitlines()[-1].strip()
+    assert verify_password(hashed, 'tty horse')
+
+
+def test_hash_password_on_a_terminal_refuses_two_different_answers():
+    status, shown = _hash_password_on_a_tty(['one horse', 'two horses'])
+    assert status == 1 and 'the passwords differ' in shown
+    assert '$scrypt$' not in shown
