@@ -21,7 +21,7 @@ from .options import Options, record_log
 from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
 from .replies import format_reply
 from .runners import SessionRunners
-from .sockets import DeadlineSweeper, PlainSocket, TlsSocket
+from .sockets import DeadlineSweeper, PlainSocket
 from .workers import WorkerPool
 
 EVENTS = ('listening', 'close', 'error')
@@ -62,8 +62,6 @@ class SmtpServer:
             settings['sni_options'] = opts.sni_options
             self.secure_context = build_secure_contexts(settings, opts.name)
             install_sni(self.secure_context, opts.sni_callback)
-            for context in self.secure_context.values():
-                context.sslsocket_class = TlsSocket    # what wrap_socket() makes
 
     # -- middleware and events ---------------------------------------------
     def use(self, fn):

@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from gevent import ssl
 
+from .sockets import TlsSocket
+
 log = logging.getLogger('smtp_stack')
 
 #: The options a context is built from, at top level and in each sni_options entry.
@@ -169,6 +171,9 @@ def create_context(key=None, cert=None, ca=None, min_version='TLSv1.2', ciphers=
             ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
     if ca is not None:
         _load_ca(ctx, ca)
+    # What wrap_socket() makes: gevent's SSLSocket with the session loop's
+    # cheaper waits (sockets.py), also for contexts rebuilt by a reload.
+    ctx.sslsocket_class = TlsSocket
     return ctx
 
 

@@ -305,6 +305,22 @@ def test_sni_two_hostnames_get_two_certificates(two_hosts):
         assert server['servername'] == (sni.lower() if sni else None)
 
 
+def test_every_built_context_makes_the_session_socket_class(two_hosts):
+    """Contexts built at construction and rebuilt by a reload (receiver.py)
+    alike wrap sockets as TlsSocket, the class with the session's waits."""
+    from smtp_stack.sockets import TlsSocket
+    options, _, _ = two_hosts
+    for name, ctx in build_secure_contexts(options, 'default.example').items():
+        left, right = socket.socketpair()
+        try:
+            wrapped = ctx.wrap_socket(left, server_side=True, do_handshake_on_connect=False)
+            assert type(wrapped) is TlsSocket, name
+            wrapped.close()
+        finally:
+            left.close()
+            right.close()
+
+
 @pytest.mark.parametrize('key', ['bücher.example', 'BÜCHER.example.', 'xn--bcher-kva.example'])
 @pytest.mark.parametrize('sent', ['xn--bcher-kva.example', 'XN--BCHER-KVA.EXAMPLE.'])
 def test_sni_idn_hostname_in_sni_options(key, sent):
