@@ -10,9 +10,15 @@ connection after another and parks between them, so it keeps its data stack.
 Runners are bounded: at most `max_idle` wait parked (each holds ~20 KiB);
 past that, a runner whose connection ends simply returns. `close()` ends the
 parked ones, so a stopped server leaves no greenlet behind.
+
+What a connection leaves in its greenlet must not reach the next one, as it
+would not with a new greenlet: each job runs in a fresh `contextvars`
+context, and a runner that was given greenlet-local state (a `gevent.local`
+value, any attribute set on `getcurrent()`) is not reused.
 """
 from __future__ import annotations
 
+import contextvars
 import sys
 
 import gevent
@@ -57,7 +63,7 @@ class SessionRunners:
         hub = self._hub
         while True:
             try:
-                fn(*args)
+                contextvars.Context().run(fn, *args)
             except gevent.GreenletExit:     # killed: this runner ends here
                 self._release(me)
                 return
@@ -67,8 +73,8 @@ class SessionRunners:
                 return
             fn = args = None
             self._release(me)
-            if self.closed or len(self.idle) >= self.max_idle:
-                return
+            if self.closed or len(self.idle) >= self.max_idle or me.__dict__:
+                return      # (greenlet-local state dies with its greenlet)
             self.idle.append(me)
             try:
                 fn, args = hub.switch()

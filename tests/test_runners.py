@@ -199,3 +199,48 @@ def test_a_stray_exception_into_a_parked_runner_ends_only_that_runner(monkeypatc
     done = []
     runners.spawn(done.append, 'next')
     assert runners.join(WAIT) and done == ['next']
+
+
+def test_no_context_variable_or_greenlet_local_passes_to_the_next_connection(serve):
+    """A new greenlet per connection would start empty; a reused one must
+    look the same: ContextVars are per connection, and a runner given
+    gevent.local state is not reused."""
+    import contextvars
+    import gevent.local
+    var = contextvars.ContextVar('var', default='unset')
+    local = gevent.local.local()
+    seen = []
+
+    def look_then_set(ctx, next):
+        if ctx.command_name == 'NOOP':
+            arg = ctx.command_args[0]
+            # Even reading a gevent.local gives this greenlet local state.
+            value = getattr(local, 'value', 'unset') if arg in ('local', 'third') else '-'
+            seen.append((var.get(), value, gevent.getcurrent()))
+            var.set(arg)
+            if arg == 'local':
+                local.value = 'left behind'
+        next()
+
+    server = serve(middleware=[look_then_set])
+
+    def session(arg):
+        c = RawClient(server.address)
+        c.expect(220)
+        c.expect(250, f'NOOP {arg}')
+        c.expect(250, f'NOOP {arg}')        # within one connection the values stay
+        c.expect(221, 'QUIT')
+        assert c.closed()
+        c.close()
+        assert wait_until(lambda: len(server._runners) == 0)
+
+    session('first')
+    session('local')
+    session('third')
+    assert [s[:2] for s in seen] == [('unset', '-'), ('first', '-'),
+                                     ('unset', 'unset'), ('local', 'left behind'),
+                                     ('unset', 'unset'), ('third', 'unset')]
+    runners = [s[2] for s in seen]
+    assert runners[0] is runners[2]         # reused after a ContextVar
+    assert runners[4] is not runners[2]     # not after gevent.local state
+    assert runners[2].dead
