@@ -69,7 +69,7 @@ def command(name: str, syntax: str):
 
 class Connection:
 
-    def __init__(self, server, sock, peer):
+    def __init__(self, server, sock, peer, local=None):
         self.server = server
         self.options = server.options
         self.sock = sock
@@ -90,7 +90,7 @@ class Connection:
         self.junk_excess = False        # the current command is junk beyond the limit
         self.upgrade_pending = False   # STARTTLS answered; handshake after the reply
         self.auth_method = None        # mechanism of the AUTH command in progress
-        local = _split_address(sock.getsockname())
+        local = _split_address(local or sock.getsockname())
         remote = _split_address(peer)
         self.session = Session(local[0], local[1], remote[0], remote[1],
                                lmtp=self.options.lmtp)

@@ -116,6 +116,9 @@ class SmtpServer:
 
     def _listen(self, sock) -> None:
         listener = _Listener(sock, self._accept, spawn=self._runners.spawn)
+        bound = sock.getsockname()
+        if bound[0] not in ('0.0.0.0', '::', ''):
+            listener.local_address = bound
         listener.start()
         self._listeners.append(listener)
         self._init_lifecycle()
@@ -233,8 +236,9 @@ class SmtpServer:
         return False
 
     # -- connections -----------------------------------------------------------
-    def _accept(self, sock, peer) -> None:
-        """Run in its own greenlet for each accepted socket."""
+    def _accept(self, sock, peer, local=None) -> None:
+        """Run in its own greenlet for each accepted socket (`local`: our
+        address, when the listener knows it)."""
         opts = self.options
         if self.stopping:
             sock.close()
@@ -247,7 +251,7 @@ class SmtpServer:
                 return
         if opts.max_connections and len(self._connections) >= opts.max_connections:
             return _refuse(sock, R.TOO_MANY_CONNECTIONS)
-        conn = Connection(self, sock, peer)
+        conn = Connection(self, sock, peer, local)
         self._connections.add(conn)
         try:
             conn.run()
@@ -281,6 +285,10 @@ class _Listener(StreamServer):
     a greenlet that starts right in `_serve` (one interpreter frame less on
     the C stack that every idle session keeps a copy of)."""
 
+    # Our address on every accepted socket, when the listening socket is
+    # bound to one address (not a wildcard): no getsockname() per connection.
+    local_address = None
+
     def do_read(self):
         accepted = super().do_read()
         if accepted is not None:
@@ -298,9 +306,10 @@ class _Listener(StreamServer):
 
     def _serve(self, sock, address):
         try:
-            self._handle(sock, address)
+            self._handle(sock, address, self.local_address)
         finally:
             sock.close()
+
 
 
 def _builtin(ctx) -> None:

@@ -211,3 +211,25 @@ def test_unknown_and_bad_options_fail_at_construction():
         SmtpServer(socket_timeout=-1)
     with pytest.raises(ValueError):
         SmtpServer(use_proxy=['not-an-ip'])
+
+
+# -- the listener's own address ----------------------------------------------------
+
+@pytest.mark.parametrize('host, ask_the_socket', [('127.0.0.2', False), ('127.0.0.1', True)],
+                         ids=['bound address', 'getsockname'])
+def test_sessions_know_the_address_they_were_accepted_on(host, ask_the_socket):
+    """A listener bound to one address gives it to every session; one that
+    cannot (a wildcard) asks each socket."""
+    seen = []
+    server = SmtpServer(name='mx.test', disable_reverse_lookup=True,
+                        on_connect=lambda s: seen.append((s.local_address, s.local_port)))
+    with ServerThread(server, host=host):
+        listener = server._listeners[0]
+        assert listener.local_address is not None
+        if ask_the_socket:
+            listener.local_address = None       # as for 0.0.0.0 or ::
+        c = RawClient(server.address)
+        c.expect(220)
+        c.expect(221, 'QUIT')
+        c.close()
+    assert seen == [(host, server.address[1])]

@@ -244,3 +244,4 @@ def test_no_context_variable_or_greenlet_local_passes_to_the_next_connection(ser
     assert runners[0] is runners[2]         # reused after a ContextVar
     assert runners[4] is not runners[2]     # not after gevent.local state
     assert runners[2].dead
+
