@@ -136,6 +136,14 @@ def summarize(figures, scenario):
     return ', '.join(f'{m.header.split(") ", 1)[1]} {figures[m.key]:,.1f}' for m in shown)
 
 
+def turn_order(servers: list, rep: int) -> list:
+    """The servers in the order repeat `rep` (from 1) runs them: each repeat
+    starts one server later, so that no server always runs first (or right
+    after the same one) while the machine drifts."""
+    shift = (rep - 1) % len(servers) if servers else 0
+    return servers[shift:] + servers[:shift]
+
+
 def main(argv=None):
     args = parse_args(argv)
     counts = (QUICK if args.quick else FULL).scaled(args.scale)
@@ -197,7 +205,7 @@ def main(argv=None):
         for rep in range(1, args.repeat + 1):
             for key in scenarios:
                 scenario = SCENARIOS[key]
-                for spec in servers:
+                for spec in turn_order(servers, rep):
                     if key not in spec.scenarios:
                         continue
                     t0 = time.monotonic()
