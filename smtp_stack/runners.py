@@ -7,7 +7,7 @@ smtp-source's one-message connections, that was about a sixth of the server's
 CPU per connection. A runner is a plain greenlet of the hub that serves one
 connection after another and parks between them, so it keeps its data stack.
 
-Runners are bounded: at most `max_idle` wait parked (each holds ~20 KiB);
+Runners are bounded: at most `max_idle` wait parked (each holds ~11 KiB);
 past that, a runner whose connection ends simply returns. `close()` ends the
 parked ones, so a stopped server leaves no greenlet behind.
 
