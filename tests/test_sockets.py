@@ -134,13 +134,18 @@ def test_idle_session_is_closed_by_the_shared_sweeper(serve, client, monkeypatch
 
 
 # --- the same waits over TLS (TlsSocket.recv_within) --------------------------------
-def _tls_client(server):
-    """A RawClient whose socket is TLS (implicit TLS), greeting read."""
+def _start_tls(c) -> None:
+    """Make RawClient `c` speak TLS from here on (no certificate check)."""
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    c = RawClient(server.address)
     c.sock = ctx.wrap_socket(c.sock, server_hostname='mx.test')
+
+
+def _tls_client(server):
+    """A RawClient whose socket is TLS (implicit TLS), greeting read."""
+    c = RawClient(server.address)
+    _start_tls(c)
     c.expect(220)
     return c
 
@@ -213,10 +218,7 @@ def test_tls_sessions_send_without_nagle_delays(serve, secure):
         c.expect(220)
         c.expect(250, 'EHLO a.example')
         c.expect(220, 'STARTTLS')
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        c.sock = ctx.wrap_socket(c.sock, server_hostname='mx.test')
+        _start_tls(c)
     c.expect(250, 'EHLO a.example')
     c.expect(221, 'QUIT')
     secure_seen = [nodelay for is_secure, nodelay in seen if is_secure]
