@@ -64,12 +64,12 @@ class SessionRunners:
         while True:
             try:
                 contextvars.Context().run(fn, *args)
-            except gevent.GreenletExit:     # killed: this runner ends here
+            except BaseException:
+                # Killed (GreenletExit): this runner ends here. Anything else
+                # is reported as gevent reports a dead Greenlet, and ends it too.
                 self._release(me)
-                return
-            except BaseException:           # reported as gevent reports a dead Greenlet
-                self._release(me)
-                hub.handle_error(me, *sys.exc_info())
+                if not isinstance(sys.exc_info()[1], gevent.GreenletExit):
+                    hub.handle_error(me, *sys.exc_info())
                 return
             fn = args = None
             self._release(me)
