@@ -260,7 +260,7 @@ def main(argv=None):
         'c50': f'(c50) {c.c50_msgs} x 50 MiB over 4 sessions',
         'd': f'(d) {c.d_conns:,} idle connections',
         'e': (f'(e) {c.e_sessions:,} TLS sessions, {args.tls_key} certificate, '
-              f'{c.e_procs} procs x {c.e_threads} threads'),
+              f'{c.e_procs} procs x {c.e_concurrency} sessions at a time'),
     }
     print('Load: ' + '; '.join(loads[k] for k in scenarios) + '. '
           + (f'Median of {args.repeat} runs' if args.repeat > 1 else 'One run')

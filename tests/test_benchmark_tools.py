@@ -2,6 +2,7 @@
 tools, not tests of speed: no figure is asserted beyond being measured)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -32,3 +33,34 @@ def test_each_repeat_starts_with_the_next_server():
     assert [order[0] for order in orders[:3]] == servers
     assert all(sorted(order) == sorted(servers) for order in orders)
     assert turn_order([], 2) == []
+
+
+def test_tls_client_runs_whole_sessions_and_reports_refusals(serve):
+    """The client of scenario (e), against a real server: every session
+    counted, and a refused step reported as an error, not a session."""
+    def run(server):
+        client = subprocess.run(
+            [sys.executable, os.path.join(ROOT, 'benchmarks', 'clients', 'tls_client.py'),
+             '--port', str(server.address[1]), '--sessions', '12', '--procs', '2',
+             '--concurrency', '3', '--session-timeout', '10', '--timeout', '30'],
+            capture_output=True, text=True, timeout=60)
+        return client.returncode, json.loads(client.stdout.strip().splitlines()[-1])
+
+    delivered = []
+
+    def keep(ctx, next):
+        next()
+        if ctx.command_name == 'DATA':
+            delivered.append(ctx.session.envelope.data_stream.read())
+
+    accepting = serve(auth_methods=['PLAIN'], on_auth=lambda session: session.auth.username,
+                      middleware=[keep])
+    code, report = run(accepting)
+    assert code == 0 and report['sessions'] == 12 and report['errors'] == 0, report
+    assert len(delivered) == 12 and len(set(delivered)) == 1        # whole, the same each time
+    assert delivered[0].endswith(b'XX\r\n') and len(delivered[0]) > 1024
+
+    refusing = serve(auth_methods=['PLAIN'])        # AUTH fails closed by default
+    code, report = run(refusing)
+    assert code == 1 and report['sessions'] == 0 and report['errors'] == 12, report
+    assert report['first_error'].startswith('SessionError: AUTH PLAIN: 535')

@@ -43,7 +43,7 @@ class Counts:
     e_sessions: int
     e_warm: int
     e_procs: int = 2
-    e_threads: int = 16
+    e_concurrency: int = 16
 
     def scaled(self, factor):
         """Multiply the message and session counts (not the idle
@@ -55,7 +55,7 @@ class Counts:
                       c_msgs=s(self.c_msgs, 4), c_warm=self.c_warm,
                       c50_msgs=s(self.c50_msgs, 4), d_conns=self.d_conns,
                       e_sessions=s(self.e_sessions, 20), e_warm=self.e_warm,
-                      e_procs=self.e_procs, e_threads=self.e_threads)
+                      e_procs=self.e_procs, e_concurrency=self.e_concurrency)
 
 
 FULL = Counts(a_msgs=40000, a_warm=4000, b_msgs=10000, b_warm=1000,
@@ -245,7 +245,7 @@ def measure_d(server, counts):
 def _tls_run(server, counts, sessions):
     cmd = [sys.executable, os.path.join(CLIENTS, 'tls_client.py'),
            '--port', str(server.port), '--sessions', str(sessions),
-           '--procs', str(counts.e_procs), '--threads', str(counts.e_threads),
+           '--procs', str(counts.e_procs), '--concurrency', str(counts.e_concurrency),
            '--timeout', str(60 + sessions / 10)]
     run = procs.run_bounded(cmd, 120 + sessions / 10)
     server.check_alive()
