@@ -29,6 +29,7 @@ from .options import MAX_AUTH_LINE, MAX_COMMAND_LINE
 from .proxy import ProxyError, parse_proxy_header
 from .replies import Reply, format_reply, wire_bytes
 from .session import Session
+from .sockets import TlsSocket
 from .stream import DataStream
 from .tls import tls_info
 
@@ -242,29 +243,26 @@ class Connection:
 
         A failed or slow handshake ends only this connection.
         """
-        context = self.server.secure_context['*']
         raw = self.sock
-        # OpenSSL writes its session tickets right after the handshake; with
-        # Nagle the first reply would wait behind them for the client's
-        # delayed ACK (40 ms). Plain replies follow a read, so need no such care.
+        # Nagle would hold a reply back while earlier bytes wait for the
+        # client's delayed ACK (40 ms); after a handshake that risk is real.
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+        timeout = self.options.upgrade_timeout
+        raw.settimeout(timeout)     # for writes that have to wait
         try:
-            with gevent.Timeout(self.options.upgrade_timeout, ClientTimeout('TLS handshake timeout')):
-                raw.settimeout(self.options.upgrade_timeout)
-                tls_sock = context.wrap_socket(raw, server_side=True,
-                                               do_handshake_on_connect=False)
-                self.sock = tls_sock
-                tls_sock.do_handshake()
-        except (ssl.SSLError, socket.timeout, ValueError) as exc:
-            raise ClientDisconnected(f'TLS handshake failed: {exc}') from None
-        except ClientTimeout:
+            tls_sock = TlsSocket(raw, self.server.secure_context['*'])
+            self.sock = tls_sock
+            tls_sock.do_handshake(timeout, self._sweeper)
+        except socket.timeout:
             raise ClientDisconnected('TLS handshake timed out') from None
+        except (ssl.SSLError, ValueError) as exc:
+            raise ClientDisconnected(f'TLS handshake failed: {exc}') from None
         session = self.session
         session.secure = True
-        session.tls = tls_info(tls_sock)
+        session.tls = tls_info(tls_sock.sslobj)
         self.log(20, 'TLS established: %s %s', session.tls['version'], session.tls['cipher'])
 
     def _close_socket(self) -> None:
@@ -287,14 +285,8 @@ class Connection:
         self._recvs += 1
         if not self._recvs & 15 and not wait_first:
             gevent.sleep(0)     # fairness: a recv that never blocks never yields
-        sock = self.sock
         try:
-            recv_within = getattr(sock, 'recv_within', None)
-            if recv_within is not None:
-                data = recv_within(size, timeout, wait_first, self._sweeper)
-            else:       # a socket class of the application's TLS context
-                sock.settimeout(timeout)
-                data = sock.recv(size)
+            data = self.sock.recv_within(size, timeout, wait_first, self._sweeper)
         except socket.timeout:
             raise ClientTimeout('timeout') from None
         except OSError as exc:      # reset, broken pipe...: the documented exception

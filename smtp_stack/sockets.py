@@ -13,7 +13,9 @@ the client's next line).
   `gevent.Timeout` (an exception object and four calls per wait), or for
   long limits no timer at all: a `DeadlineSweeper` that the server shares
   among its sessions.
-Both keep gevent's semantics: `socket.timeout` when the time is up, and a
+- `TlsSocket` runs TLS over a `PlainSocket` through memory BIOs, with the
+  same waits, and the fewest system calls a TLS session can make.
+All keep gevent's semantics: `socket.timeout` when the time is up, and a
 socket closed by another greenlet wakes the reader.
 """
 from __future__ import annotations
@@ -21,10 +23,10 @@ from __future__ import annotations
 import socket
 import ssl
 import time
+import weakref
 
 from gevent import getcurrent
 from gevent import socket as gsocket
-from gevent import ssl as gssl
 from gevent.exceptions import ConcurrentObjectUseError
 
 
@@ -77,53 +79,117 @@ class PlainSocket(gsocket.socket):
         return self.recv_within(bufsize, timeout)
 
 
-class TlsSocket(gssl.SSLSocket):
-    """gevent's SSLSocket with the one-write sendall() and the waits of
-    `PlainSocket` (set as the server's contexts' `sslsocket_class`)."""
+class TlsSocket:
+    """A TLS connection over a `PlainSocket`, through OpenSSL memory BIOs.
 
-    def sendall(self, data, flags=0):
-        sslobj = self._sslobj
-        if type(data) is bytes and not flags and sslobj is not None and self.timeout != 0.0:
+    The ssl module's own socket wrapper lets OpenSSL do the socket I/O:
+    two `read()`s per record (header, then body: CPython never turns on
+    read-ahead), one `write()` per session ticket, and in gevent's wrapper
+    six more system calls to set up. Here each wait is followed by one
+    `recv()` of all the kernel holds, and all OpenSSL has to say goes out in
+    one `send()`.
+    The waits and time limits are `PlainSocket.recv_within`'s.
+    """
+
+    __slots__ = ('raw', 'sslobj', '_incoming', '_outgoing')
+
+    def __init__(self, raw: PlainSocket, context: ssl.SSLContext, server_side: bool = True):
+        self.raw = raw
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self.sslobj = sslobj = context.wrap_bio(self._incoming, self._outgoing,
+                                                server_side=server_side)
+        # A gevent SSLContext hands SNI callbacks `conn._sslsock()`, the
+        # socket it wrapped; here that is the SSLObject itself.
+        sslobj._sslsock = weakref.ref(sslobj)
+
+    def do_handshake(self, timeout: float, sweeper: DeadlineSweeper | None = None) -> None:
+        """The whole handshake within `timeout` seconds (socket.timeout
+        after that; ssl.SSLError when TLS fails, after the alert is sent)."""
+        deadline = time.monotonic() + timeout
+        sslobj = self.sslobj
+        while True:
             try:
-                sent = sslobj.write(data)
-            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                sent = 0        # retried below with the same bytes, as OpenSSL needs
-            if sent == len(data):
-                return
-            data = memoryview(data)[sent:]
-        super().sendall(data, flags)
+                sslobj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError:
+                self._send_alert()
+                raise
+            self._pull(deadline, sweeper, True)
+        # Before TLS 1.3 the client waits for our Finished, still buffered
+        # here. A TLS 1.3 client does not, but our session tickets, sent now,
+        # are the ACK its Finished waits for: held back for the first reply,
+        # the client's next command waited behind its Finished (Nagle's
+        # algorithm) for our delayed ACK, 40 ms.
+        if self._outgoing.pending:
+            self.raw.sendall(self._outgoing.read())
 
     def recv_within(self, size: int, timeout: float, wait_first: bool = False,
                     sweeper: DeadlineSweeper | None = None) -> bytes:
-        """What gevent's recv() does after settimeout(timeout), with the
-        waits of PlainSocket.recv_within. Waits first only when the TLS
-        layer holds no decrypted bytes: CPython never turns on OpenSSL's
-        read-ahead, so every byte not decrypted yet is still in the kernel's
-        buffer, and readability is what the next record needs."""
-        sslobj = self._sslobj
-        if sslobj is None or self._closed or size <= 0:
-            self.settimeout(timeout)
-            return self.recv(size)
-        deadline = time.monotonic() + timeout
-        if wait_first and not sslobj.pending():
-            # A read tried now would only raise SSLWantReadError (an
-            # exception object and an EAGAIN system call).
-            _wait_for(self.hub, self._read_event, timeout, deadline, sweeper)
+        """Up to `size` decrypted bytes, as `PlainSocket.recv_within`; b''
+        when the client closed, with or without a close_notify."""
+        sslobj = self.sslobj
+        deadline = None
+        if wait_first and not self._incoming.pending and not sslobj.pending():
+            # A read tried now could only raise SSLWantReadError.
+            deadline = time.monotonic() + timeout
+            self._pull(deadline, sweeper, True)
         while True:
             try:
                 return sslobj.read(size)
             except ssl.SSLWantReadError:
-                event = self._read_event
-            except ssl.SSLWantWriteError:     # renegotiation-like states: OpenSSL must write
-                event = self._write_event
-            except ssl.SSLError as exc:
-                if exc.args[0] == ssl.SSL_ERROR_EOF and self.suppress_ragged_eofs:
-                    return b''
-                raise
+                pass
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b''
+            if deadline is None:
+                deadline = time.monotonic() + timeout
+            self._pull(deadline, sweeper, False)
+
+    def sendall(self, data, flags=0) -> None:
+        self.sslobj.write(data)
+        self.raw.sendall(self._outgoing.read())
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def _pull(self, deadline: float, sweeper, wait_first: bool) -> None:
+        """What OpenSSL has to send goes first; then the bytes the kernel
+        holds (waiting for some until `deadline`) go to OpenSSL."""
+        raw = self.raw
+        if self._outgoing.pending:
+            raw.sendall(self._outgoing.read())
+        sock = raw._sock
+        while True:
+            if not wait_first:
+                try:
+                    data = sock.recv(TLS_RECV_SIZE)
+                except BlockingIOError:
+                    pass
+                else:
+                    if data:
+                        self._incoming.write(data)
+                    else:
+                        self._incoming.write_eof()
+                    return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise socket.timeout('The read operation timed out')
-            _wait_for(self.hub, event, remaining, deadline, sweeper)
+                raise socket.timeout('timed out')
+            _wait_for(raw.hub, raw._read_event, remaining, deadline, sweeper)
+            wait_first = False
+
+    def _send_alert(self) -> None:
+        """The alert of a failed handshake, if the socket takes it now."""
+        if self._outgoing.pending:
+            try:
+                self.raw._sock.send(self._outgoing.read())
+            except OSError:
+                pass
+
+
+# All a client may have sent: several full TLS records (16 KiB and a header).
+TLS_RECV_SIZE = 65536
 
 
 def _wait_for(hub, event, timeout: float, deadline: float, sweeper) -> None:

@@ -14,15 +14,14 @@ import functools
 import ipaddress
 import logging
 import os
+import ssl
 import tempfile
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from gevent import ssl
 
-from .sockets import TlsSocket
 
 log = logging.getLogger('smtp_stack')
 
@@ -171,9 +170,6 @@ def create_context(key=None, cert=None, ca=None, min_version='TLSv1.2', ciphers=
             ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
     if ca is not None:
         _load_ca(ctx, ca)
-    # What wrap_socket() makes: gevent's SSLSocket with the session loop's
-    # cheaper waits (sockets.py), also for contexts rebuilt by a reload.
-    ctx.sslsocket_class = TlsSocket
     return ctx
 
 
@@ -288,24 +284,23 @@ def install_sni(contexts: dict, sni_callback=None, on_error=None) -> None:
     that one handshake with an internal_error alert; `on_error(exc, name)`
     hears about it (default: a warning on the 'smtp_stack' logger).
 
-    gevent's SSLContext hands the callback the gevent SSLSocket being
-    handshaken, which is where the name is stored. Only the certificate and
+    The callback is handed the `ssl.SSLObject` being handshaken (see
+    sockets.TlsSocket), which is where the name is stored. Only the certificate and
     key follow a switched context (SSL_set_SSL_CTX): the minimum version,
     ciphers and verify mode stay those of the context the socket was
     wrapped with, so set them at top level.
     """
-    def choose(sock, server_name, current):
+    def choose(sslobj, server_name, current):
         try:
-            owner = _owner(sock)
             name = normalize_hostname(server_name) if server_name else None
-            setattr(owner, SERVERNAME_ATTR, name)
+            setattr(sslobj, SERVERNAME_ATTR, name)
             if name is None:
                 return None
             chosen = sni_callback(name) if sni_callback is not None else None
             if chosen is None:
                 chosen = lookup_context(contexts, name)
             if chosen is not None and chosen is not current:
-                owner.context = chosen  # TypeError unless an SSLContext, gevent's or not
+                sslobj.context = chosen  # TypeError unless an SSLContext, gevent's or not
         except Exception as exc:  # must not escape into OpenSSL's handshake
             (on_error or _log_sni_error)(exc, server_name)
             return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
@@ -321,14 +316,6 @@ def lookup_context(contexts: dict, name: str):
     if found is None and '.' in name:
         found = contexts.get('*.' + name.split('.', 1)[1])
     return found
-
-
-def _owner(sock):
-    """The SSLSocket being handshaken. A gevent context passes it directly;
-    a plain stdlib context passes gevent's inner socket, which holds it by
-    weak reference."""
-    ref = getattr(sock, '_sslsock', None)
-    return ref() if ref is not None else sock
 
 
 def _log_sni_error(exc, server_name):

@@ -206,8 +206,10 @@ def test_tls_sessions_send_without_nagle_delays(serve, secure):
 
     def record_nodelay(ctx, next):
         if ctx.command_name == 'EHLO':
+            sock = ctx._conn.sock
+            sock = getattr(sock, 'raw', sock)       # TlsSocket: the TCP socket under it
             seen.append((ctx.session.secure,
-                         ctx._conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+                         sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
         next()
 
     server = serve(secure=secure, middleware=[record_nodelay])
@@ -223,3 +225,84 @@ def test_tls_sessions_send_without_nagle_delays(serve, secure):
     c.expect(221, 'QUIT')
     secure_seen = [nodelay for is_secure, nodelay in seen if is_secure]
     assert len(secure_seen) == 1 and secure_seen[0] != 0
+
+
+# --- TlsSocket over a socket pair (memory BIOs) -----------------------------------
+@pytest.fixture
+def tls_pair():
+    """(server side as a TlsSocket, its handshake greenlet, client side as a
+    gevent TLS socket whose handshake runs in the caller)."""
+    from gevent import socket as gsocket, ssl as gssl
+
+    from smtp_stack.sockets import TlsSocket
+    from smtp_stack.tls import create_context
+    a, b = gsocket.socketpair()
+    ours = TlsSocket(PlainSocket(fileno=a.detach()), create_context())
+    client_ctx = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = gssl.CERT_NONE
+    theirs = client_ctx.wrap_socket(b, do_handshake_on_connect=False)
+    theirs.settimeout(WAIT)
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+
+
+def _handshake_both(ours, theirs):
+    server = gevent.spawn(ours.do_handshake, WAIT)
+    theirs.do_handshake()
+    server.get(timeout=WAIT)
+
+
+def test_tls_socket_reads_records_and_both_kinds_of_end(tls_pair):
+    ours, theirs = tls_pair
+    _handshake_both(ours, theirs)
+    theirs.sendall(b'EHLO a.example\r\n')
+    assert ours.recv_within(4096, WAIT, wait_first=True) == b'EHLO a.example\r\n'
+    ours.sendall(b'250 ok\r\n')
+    assert theirs.recv(100) == b'250 ok\r\n'
+    big = b'x' * 40000      # three records, read in pieces no larger than asked
+    theirs.sendall(big)
+    got = b''
+    while len(got) < len(big):
+        piece = ours.recv_within(4096, WAIT)
+        assert 0 < len(piece) <= 4096
+        got += piece
+    assert got == big
+    closing = gevent.spawn(theirs.unwrap)   # close_notify: an orderly end
+    try:
+        assert ours.recv_within(4096, WAIT, wait_first=True) == b''
+    finally:
+        closing.kill(timeout=WAIT)      # unwrap() would wait for our close_notify
+
+
+def test_tls_socket_reads_an_abrupt_close_as_the_end(tls_pair):
+    ours, theirs = tls_pair
+    _handshake_both(ours, theirs)
+    ours.sendall(b'220 hi\r\n')
+    assert theirs.recv(100) == b'220 hi\r\n'   # and the session tickets before it
+    theirs.close()              # no close_notify
+    assert ours.recv_within(4096, WAIT, wait_first=True) == b''
+
+
+@pytest.mark.parametrize('use_sweeper', [False, True], ids=['own timer', 'sweeper'])
+def test_tls_handshake_and_reads_time_out(tls_pair, sweeper, use_sweeper):
+    ours, theirs = tls_pair
+    limiter = sweeper if use_sweeper else None
+    started = time.monotonic()
+    with pytest.raises(socket.timeout):         # the client never says hello
+        ours.do_handshake(0.3, limiter)
+    assert 0.29 <= time.monotonic() - started < WAIT
+
+
+def test_tls_socket_closed_elsewhere_wakes_its_reader(tls_pair, sweeper):
+    ours, theirs = tls_pair
+    _handshake_both(ours, theirs)
+    waiter = gevent.spawn(ours.recv_within, 4096, WAIT, True, sweeper)
+    gevent.sleep(0)     # the waiter runs until it parks
+    assert waiter in sweeper.waiting
+    ours.close()
+    waiter.join(timeout=WAIT)
+    assert isinstance(waiter.exception, OSError)
+    assert sweeper.waiting == {}
+

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from gevent import socket, ssl
 
+from smtp_stack.sockets import PlainSocket, TlsSocket
 from smtp_stack.tls import (
     build_secure_contexts, create_context, generate_self_signed, install_sni,
     normalize_hostname, tls_info,
@@ -33,10 +34,10 @@ def handshake(server_ctx, client_ctx=None, sni=None):
     left, right = socket.socketpair()
 
     def server():
-        sock = server_ctx.wrap_socket(left, server_side=True, do_handshake_on_connect=False)
+        sock = TlsSocket(PlainSocket(fileno=left.detach()), server_ctx)
         try:
-            sock.do_handshake()
-            info = tls_info(sock)
+            sock.do_handshake(TIMEOUT)
+            info = tls_info(sock.sslobj)
             sock.sendall(b'ok')
             return info
         except OSError as exc:
@@ -270,7 +271,7 @@ def test_min_version_tls13_refuses_a_client_capped_at_tls12():
     server_ctx = create_context(min_version='TLSv1.3')
     server, client = handshake(server_ctx, client_context(max_version=ssl.TLSVersion.TLSv1_2))
     assert isinstance(server, ssl.SSLError)
-    assert isinstance(client, OSError)
+    assert 'ALERT_PROTOCOL_VERSION' in str(client)      # the alert went out
     server, client = handshake(server_ctx)
     assert server['version'] == 'TLSv1.3'
 
@@ -305,20 +306,22 @@ def test_sni_two_hostnames_get_two_certificates(two_hosts):
         assert server['servername'] == (sni.lower() if sni else None)
 
 
-def test_every_built_context_makes_the_session_socket_class(two_hosts):
-    """Contexts built at construction and rebuilt by a reload (receiver.py)
-    alike wrap sockets as TlsSocket, the class with the session's waits."""
-    from smtp_stack.sockets import TlsSocket
-    options, _, _ = two_hosts
-    for name, ctx in build_secure_contexts(options, 'default.example').items():
-        left, right = socket.socketpair()
-        try:
-            wrapped = ctx.wrap_socket(left, server_side=True, do_handshake_on_connect=False)
-            assert type(wrapped) is TlsSocket, name
-            wrapped.close()
-        finally:
-            left.close()
-            right.close()
+def test_sni_works_when_the_default_context_is_gevents(two_hosts, tmp_path):
+    """An application may put gevent's SSLContext in secure_context; gevent
+    wraps every SNI callback to hand it `conn._sslsock()`, which must still
+    lead to the object being handshaken."""
+    options, a_der, _ = two_hosts
+    contexts = build_secure_contexts(options, 'default.example')
+    key, cert = generate_self_signed('default.example')
+    (tmp_path / 'key.pem').write_bytes(key)
+    (tmp_path / 'cert.pem').write_bytes(cert)
+    own = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)       # gevent.ssl's class
+    own.load_cert_chain(tmp_path / 'cert.pem', tmp_path / 'key.pem')
+    contexts['*'] = own
+    install_sni(contexts)
+    server, client = handshake(own, sni='a.example')
+    assert client == a_der
+    assert server['servername'] == 'a.example'
 
 
 @pytest.mark.parametrize('key', ['bücher.example', 'BÜCHER.example.', 'xn--bcher-kva.example'])

@@ -3,11 +3,13 @@ import base64
 import hashlib
 import hmac
 import json
+import select
 import shutil
 import smtplib
 import ssl
 import subprocess
 import threading
+import time
 
 import pytest
 from cryptography import x509
@@ -105,6 +107,30 @@ def test_slow_handshake_is_cut_at_upgrade_timeout(serve, client):
     c = client(serve(upgrade_timeout=0.3))
     c.expect(220, 'STARTTLS')
     assert c.closed()       # we never start the handshake
+
+
+def test_handshake_dripped_byte_by_byte_is_cut_at_upgrade_timeout(serve, client):
+    """upgrade_timeout bounds the whole handshake, not each wait in it: a
+    ClientHello that keeps trickling in is still cut off."""
+    c = client(serve(upgrade_timeout=0.4))
+    c.expect(220, 'STARTTLS')
+    started = time.monotonic()
+    hello = b'\x16\x03\x01\x02\x00' + b'\x01' * 200   # a record header and its start
+    closed = False
+    for byte in hello:
+        if time.monotonic() - started > WAIT:
+            break
+        try:
+            c.sock.sendall(bytes([byte]))
+        except OSError:
+            closed = True
+            break
+        readable, _, _ = select.select([c.sock], [], [], 0.05)     # the drip's pace
+        if readable and c.closed():
+            closed = True
+            break
+    elapsed = time.monotonic() - started
+    assert closed and 0.35 <= elapsed < 0.4 + 1.0, elapsed
 
 
 def test_starttls_disabled(serve, client):
