@@ -133,6 +133,57 @@ def test_handshake_dripped_byte_by_byte_is_cut_at_upgrade_timeout(serve, client)
     assert closed and 0.35 <= elapsed < 0.4 + 1.0, elapsed
 
 
+@pytest.mark.parametrize('tls13', [True, False], ids=['TLS 1.3 ticket', 'TLS 1.2'])
+def test_a_client_resumes_its_tls_session_and_gets_one_new_ticket(serve, client, tls13):
+    """A mail client resumes the session of its last connection; under TLS
+    1.3 each handshake, full or resumed, hands it exactly one new ticket."""
+    server = serve()
+    context = insecure_client_context()
+    if not tls13:
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+
+    def connect(session=None):
+        c = client(server)
+        c.expect(250, 'EHLO a.example')
+        c.expect(220, 'STARTTLS')
+        c.sock = context.wrap_socket(c.sock, server_hostname='mx.test', session=session)
+        c.buf = b''
+        c.expect(250, 'EHLO a.example')     # reading it takes in the tickets
+        c.expect(221, 'QUIT')
+        return c.sock.session, c.sock.session_reused
+
+    first, reused = connect()
+    assert not reused and first is not None
+    second, reused = connect(first)
+    assert reused
+    if tls13:
+        assert second.id != first.id        # a fresh ticket for the next time
+    _, reused = connect(second)
+    assert reused
+
+
+def test_tls13_handshakes_issue_one_session_ticket(serve, client):
+    """One ticket per handshake (OpenSSL's default is two)."""
+    server = serve()
+    tickets = []
+    context = insecure_client_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    c = client(server)
+    c.expect(250, 'EHLO a.example')
+    c.expect(220, 'STARTTLS')
+
+    # The ssl module's undocumented message callback: the only view of the
+    # handshake messages themselves.
+    def count(conn, direction, version, content_type, msg_type, data):
+        if direction == 'read' and msg_type == ssl._TLSMessageType.NEWSESSION_TICKET:
+            tickets.append(len(data))
+    context._msg_callback = count
+    tls_client(c, context=context)
+    c.expect(250, 'EHLO a.example')
+    c.expect(221, 'QUIT')
+    assert len(tickets) == 1
+
+
 def test_starttls_disabled(serve, client):
     c = client(serve(disabled_commands=['STARTTLS']))
     assert 'STARTTLS' not in c.expect(250, 'EHLO x').split('\n')
