@@ -146,6 +146,9 @@ class Connection:
 
     def _open(self) -> None:
         """Everything before the greeting."""
+        # The socket's own timeout bounds a write that has to wait (a client
+        # that stops reading); reads have their deadlines (recv_within).
+        self.sock.settimeout(self.options.socket_timeout)
         if self.options.use_proxy.allows(self.peer_ip):
             self._read_proxy_header()
         if not self.server.claim_client_ip(self.peer_ip):
@@ -227,6 +230,7 @@ class Connection:
         except ClientTimeout:
             self.log(30, 'No complete PROXY header from %s in time', self.peer_ip)
             raise ClientDisconnected('PROXY header timeout') from None
+        self.sock.settimeout(self.options.socket_timeout)
         session = self.session
         session.proxy = header
         if (header.command == 'PROXY' and header.family in ('TCP4', 'TCP6')
@@ -260,6 +264,7 @@ class Connection:
             raise ClientDisconnected('TLS handshake timed out') from None
         except (ssl.SSLError, ValueError) as exc:
             raise ClientDisconnected(f'TLS handshake failed: {exc}') from None
+        raw.settimeout(self.options.socket_timeout)
         session = self.session
         session.secure = True
         session.tls = tls_info(tls_sock.sslobj)

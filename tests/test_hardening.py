@@ -6,6 +6,7 @@ import base64
 import os
 import smtplib
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -546,6 +547,33 @@ def test_junk_commands_of_an_unauthenticated_client_are_limited(serve, client):
             break
     assert replies[-1] == 421 and len(replies) <= 5 + 3 + 1
     assert c.closed()
+
+
+@pytest.mark.parametrize('secure', [False, True], ids=['plain', 'TLS'])
+def test_client_that_stops_reading_is_cut_at_socket_timeout(serve, secure):
+    """A write that cannot go out (the client pipelines and never reads)
+    waits at most socket_timeout, as a silent client's read does; before,
+    it held its session until the server stopped."""
+    server = serve(socket_timeout=0.5, secure=secure, max_junk_commands=0)
+    c = RawClient(server.address, timeout=0.2)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    if secure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        c.sock = context.wrap_socket(c.sock, server_hostname='mx.test')
+    c.expect(220)
+    try:
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < WAIT:
+                c.sock.sendall(b'HELP\r\n' * 5000)
+        except OSError:
+            pass                # the server stopped reading: its replies are stuck
+        assert wait_until(lambda: server.connections == 0)
+        assert time.monotonic() - started >= 0.4
+    finally:
+        c.close()
 
 
 def test_pipelining_without_reading_keeps_reply_memory_small(serve):
