@@ -228,7 +228,7 @@ def check_size(value) -> int:
 
 def check_body(value, allowed: frozenset) -> str:
     if value is True or value.upper() not in allowed:
-        raise _syntax(f'Error: unsupported BODY value', '5.5.4')
+        raise _syntax('Error: unsupported BODY value', '5.5.4')
     return value.upper()
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from smtp_stack import SmtpError
 from smtp_stack.framing import dot_stuff
 
-from conftest import WAIT, RawClient
+from conftest import RawClient
 
 
 def collector(bodies):

@@ -14,10 +14,9 @@ import threading
 import time
 import tracemalloc
 
-import gevent
 import pytest
 
-from smtp_stack import ClientDisconnected, LogLevels, SmtpError, SmtpServer
+from smtp_stack import ClientDisconnected, LogLevels, SmtpServer
 from smtp_stack.testing import ServerThread
 
 from conftest import WAIT, RawClient, wait_until

@@ -5,7 +5,6 @@ import smtplib
 import socket
 import ssl
 import subprocess
-import threading
 import time
 
 import pytest

@@ -14,7 +14,6 @@ threads with blocking sockets. Slow clients pause between their pieces
 events and on conditions with deadlines.
 """
 import gc
-import os
 import random
 import resource
 import smtplib
