@@ -338,8 +338,52 @@ def test_bdat_client_is_relayed_with_data(serve, upstream, client):
     assert sink.messages[0].raw.endswith(b'\r\n\r\n.one\r\ntwo\r\n')
 
 
-def test_binarymime_is_refused_at_mail(serve, upstream, client):
-    c = client(relay_to(serve, upstream()))
+BINARY = b'Subject: bin\r\n\r\n\x00\xff.\rbare CR\nbare LF\r\n.\r\n\x00' * 3000   # ~90 KB
+
+
+def send_binary(c, body, chunk=40000):
+    """MAIL with BODY=BINARYMIME, one RCPT, then `body` in BDAT chunks;
+    returns the reply to the LAST one."""
     c.expect(250, 'EHLO x')
-    assert c.cmd('MAIL FROM:<a@b.example> BODY=BINARYMIME')[0] == 555
+    c.expect(250, 'MAIL FROM:<a@b.example> BODY=BINARYMIME')
+    c.expect(250, 'RCPT TO:<c@d.example>')
+    pieces = [body[i:i + chunk] for i in range(0, len(body), chunk)]
+    for piece in pieces[:-1]:
+        c.send(b'BDAT %d\r\n' % len(piece) + piece)
+        assert c.reply()[0] == 250
+    c.send(b'BDAT %d LAST\r\n' % len(pieces[-1]) + pieces[-1])
+    return c.reply()
+
+
+def test_binarymime_is_relayed_in_bdat_chunks_byte_for_byte(serve, upstream, client):
+    seen = []
+
+    def commands(ctx, next):
+        seen.append(ctx.command_name)
+        next()
+    sink = upstream(middleware=[commands])
+    c = client(relay_to(serve, sink))
+    code, _ = send_binary(c, BINARY)
+    assert code == 250
+    msg = sink.messages[0]
+    assert msg.envelope.mail_from.args['BODY'] == 'BINARYMIME'
+    assert msg.raw.startswith(b'Received: ') and msg.raw.endswith(BINARY)   # not a byte changed
+    assert 'DATA' not in seen and 'BDAT' in seen
+    c.expect(250, 'MAIL FROM:<a@b.example>')        # and the session goes on
+
+
+def test_binarymime_needs_an_upstream_that_takes_it(serve, upstream, client):
+    c = client(relay_to(serve, upstream(disabled_commands=['BINARYMIME'])))
+    c.expect(250, 'EHLO x')
+    assert c.cmd('MAIL FROM:<a@b.example> BODY=BINARYMIME') == \
+        (555, '5.5.4 Error: upstream server does not support BINARYMIME')
+    c.expect(250, 'MAIL FROM:<a@b.example>')
+
+
+def test_binarymime_chunk_refused_upstream_refuses_the_message(serve, upstream, client):
+    sink = upstream(size=50000)         # the relay's first 64 KiB chunk is too big
+    c = client(relay_to(serve, sink))
+    code, text = send_binary(c, BINARY)
+    assert code == 552, text
+    assert sink.messages == []
     c.expect(250, 'MAIL FROM:<a@b.example>')

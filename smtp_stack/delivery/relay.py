@@ -9,6 +9,9 @@ client hears the upstream's verdict at the step it belongs to:
                     arrives; the final dot is sent only when the whole body
                     arrived and is acceptable, else the upstream connection
                     is closed without it and the upstream discards the message
+    BODY=BINARYMIME -> the same with BDAT chunks upstream (RFC 3030: binary
+                    cannot travel in DATA), ended by BDAT 0 LAST; the
+                    upstream must offer CHUNKING and BINARYMIME, else 555
     RSET, EHLO   -> RSET upstream
 
 A 250 reaches the client only after the upstream accepted the message; an
@@ -45,8 +48,8 @@ UNAVAILABLE = Reply(451, 'Error: upstream server unavailable, try again later', 
 UPSTREAM_LOST = Reply(451, 'Error: upstream connection lost, try again later', '4.4.2')
 UPSTREAM_CONFIG = Reply(451, 'Error: upstream refused this relay, try again later', '4.7.0')
 NEEDS_SMTPUTF8 = Reply(553, 'Error: upstream server does not support SMTPUTF8', '5.6.7')
-# A binary body cannot travel in DATA (RFC 3030 3); the relay speaks DATA only.
-NO_BINARYMIME = Reply(555, 'Error: BODY=BINARYMIME cannot be relayed here', '5.5.4')
+# A binary body cannot travel in DATA (RFC 3030 3): only to an upstream with BDAT.
+NO_BINARYMIME = Reply(555, 'Error: upstream server does not support BINARYMIME', '5.5.4')
 
 # Longest XFORWARD line we send (RFC 5321 4.5.3.1.4: 512 octets with CRLF).
 _MAX_LINE = 510
@@ -73,6 +76,7 @@ class Upstream(smtplib.SMTP):
         self._tls_context = tls_context
         self._secure = secure
         self.in_transaction = False
+        self.binary = False         # this transaction's body goes in BDAT chunks
 
     def connect(self, host='localhost', port=0, source_address=None):
         self._host = host       # smtplib's starttls() checks the certificate against it
@@ -118,9 +122,28 @@ class Upstream(smtplib.SMTP):
         if out:
             self.sock.sendall(out)
 
+    def send_chunks(self, head: bytes, pieces) -> Reply | None:
+        """Stream the message as BDAT chunks (RFC 3030), without the LAST
+        one. A chunk the upstream refuses ends it: its reply is returned."""
+        out = bytearray()
+        for data in _chain(head, pieces):
+            out += data
+            if len(out) >= CHUNK:
+                refused = self._chunk(out)
+                if refused is not None:
+                    return refused
+                out.clear()
+        return self._chunk(out) if out else None
+
+    def _chunk(self, data: bytearray) -> Reply | None:
+        self.sock.sendall(b'BDAT %d\r\n' % len(data) + data)    # one write: no Nagle wait
+        code, text = self.getreply()
+        return None if code == 250 else reply_from(code, text.decode('utf-8', 'replace'))
+
     def finish(self, count: int, timeout: float) -> list:
-        """Send the final dot and read `count` replies (LMTP: one per recipient)."""
-        self.sock.sendall(b'.\r\n')
+        """End the message (the final dot, or BDAT 0 LAST) and read `count`
+        replies (LMTP: one per recipient)."""
+        self.sock.sendall(b'BDAT 0 LAST\r\n' if self.binary else b'.\r\n')
         self.sock.settimeout(timeout)
         replies = []
         for _ in range(count):
@@ -260,21 +283,29 @@ class RelayDelivery:
         if link is None or not link.in_transaction:
             ctx.send(UPSTREAM_LOST)
             return
-        try:
-            reply = self._ask(link, 'DATA')
-        except UpstreamError as exc:
-            self._drop(session)
-            ctx.send(exc.reply)
-            return
-        if reply.code != 354:
-            ctx.send(reply)
-            return self._reset(session)
+        if not link.binary:
+            try:
+                reply = self._ask(link, 'DATA')
+            except UpstreamError as exc:
+                self._drop(session)
+                ctx.send(exc.reply)
+                return
+            if reply.code != 354:
+                ctx.send(reply)
+                return self._reset(session)
         envelope = session.envelope
         head = received_header(session, envelope, ctx.server.options.name).encode(
             'utf-8', 'surrogateescape')
         stream = ctx.data_stream
         try:
-            link.send_body(head, body_chunks(stream, self.inspect, ctx))
+            if link.binary:
+                refused = link.send_chunks(head, body_chunks(stream, self.inspect, ctx))
+                if refused is not None:     # the rest of the body is drained by the server
+                    self._drop(session)
+                    ctx.send(refused)
+                    return
+            else:
+                link.send_body(head, body_chunks(stream, self.inspect, ctx))
         except SmtpError as err:        # inspect() refused the content
             self._drop(session)
             ctx.send(err.reply)
@@ -350,7 +381,9 @@ class RelayDelivery:
             try:
                 if 'SMTPUTF8' in address.args and not link.has_extn('smtputf8'):
                     raise UpstreamError(NEEDS_SMTPUTF8)
-                if str(address.args.get('BODY', '')).upper() == 'BINARYMIME':
+                link.binary = str(address.args.get('BODY', '')).upper() == 'BINARYMIME'
+                if link.binary and not (link.has_extn('chunking')
+                                        and link.has_extn('binarymime')):
                     raise UpstreamError(NO_BINARYMIME)
                 if self.xforward and link.has_extn('xforward'):
                     for line in xforward_lines(session, link.esmtp_features['xforward']):
@@ -442,6 +475,8 @@ class RelayDelivery:
                 out.append(f'SIZE={value}')
             elif key == 'BODY' and value == '8BITMIME' and link.has_extn('8bitmime'):
                 out.append('BODY=8BITMIME')
+            elif key == 'BODY' and value == 'BINARYMIME' and link.binary:
+                out.append('BODY=BINARYMIME')
             elif key == 'SMTPUTF8' and link.has_extn('smtputf8'):
                 out.append('SMTPUTF8')
             elif key in ('RET', 'ENVID') and link.has_extn('dsn'):
