@@ -1,4 +1,5 @@
 """Relay delivery: two servers in one test, the upstream's verdict reaches the client."""
+import gc
 import smtplib
 import socket
 import threading
@@ -151,6 +152,24 @@ def test_refused_bodies_never_reach_the_upstream(serve, upstream, client, option
     assert sink.closed.wait(WAIT)       # the relay hung up without the final dot
     assert sink.messages == []
     assert c.cmd('NOOP')[0] == 250
+
+
+def test_client_vanishing_closes_its_upstream_connection_without_on_close(serve, upstream, client):
+    """Without the on_close hook the upstream link still closes as the
+    session ends: the session is freed at once (reference counting, no
+    garbage collection needed), and the link with it."""
+    sink = upstream()
+    relay = RelayDelivery('127.0.0.1', sink.address[1])
+    c = client(serve(middleware=[relay]))
+    c.expect(250, 'EHLO x')
+    c.expect(250, 'MAIL FROM:<a@b.example>')     # the upstream link is open now
+    gc.disable()
+    try:
+        c.close()
+        assert sink.closed.wait(WAIT)
+    finally:
+        gc.enable()
+    assert sink.messages == []
 
 
 def test_client_vanishing_mid_data_delivers_nothing(serve, upstream, client):
