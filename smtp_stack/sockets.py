@@ -119,10 +119,10 @@ class TlsSocket:
                 raise
             self._pull(deadline, sweeper, True)
         # Before TLS 1.3 the client waits for our Finished, still buffered
-        # here. A TLS 1.3 client does not, but our session tickets, sent now,
-        # are the ACK its Finished waits for: held back for the first reply,
-        # the client's next command waited behind its Finished (Nagle's
-        # algorithm) for our delayed ACK, 40 ms.
+        # here. A TLS 1.3 client does not, yet its session ticket goes now
+        # too: it is the ACK of the client's Finished. Held back for the
+        # first reply, the client's next command waited behind its Finished
+        # (Nagle's algorithm) for our delayed ACK: 40 ms.
         if self._outgoing.pending:
             self.raw.sendall(self._outgoing.read())
 
@@ -147,7 +147,7 @@ class TlsSocket:
                 deadline = time.monotonic() + timeout
             self._pull(deadline, sweeper, False)
 
-    def sendall(self, data, flags=0) -> None:
+    def sendall(self, data) -> None:
         self.sslobj.write(data)
         self.raw.sendall(self._outgoing.read())
 
