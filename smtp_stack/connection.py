@@ -442,6 +442,10 @@ class Connection:
         self.errors += 1
         if ctx is not None and ctx.command_name == 'AUTH' and reply.code == 535:
             self.auth_failures += 1
+            failures = self.server.auth_failures
+            if failures is not None and failures.add(self.peer_ip):
+                self.log(30, 'AUTH from %s blocked for now: %d failures within %g s',
+                         self.peer_ip, failures.limit, failures.window)
             if self.auth_failures >= self.options.max_auth_failures:
                 self._write(R.TOO_MANY_AUTH_FAILURES)
                 self.closing = True
@@ -942,6 +946,9 @@ class Connection:
         mechanism = args[0].upper()
         if mechanism not in opts.auth_methods:
             raise SmtpError(*R.AUTH_UNKNOWN_MECHANISM)
+        failures = self.server.auth_failures
+        if failures is not None and failures.blocked(self.peer_ip):
+            raise SmtpError(*R.AUTH_BLOCKED)
         self.auth_method = mechanism
         exchange = sasl.start(mechanism, args[1] if len(args) > 1 else None,
                               hostname=opts.name)

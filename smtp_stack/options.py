@@ -351,6 +351,8 @@ OPTIONS = {
     'max_messages': (1000, _count('max_messages')),
     'max_junk_commands': (100, _count('max_junk_commands')),
     'max_line_length': (0, _count('max_line_length')),
+    'max_auth_failures_per_ip': (0, _count('max_auth_failures_per_ip')),
+    'auth_failure_window': (600.0, _seconds('auth_failure_window')),
     'workers': (1, _workers),
     'on_socket': (None, _callable_or_none('on_socket')),
     'on_connect': (None, _callable_or_none('on_connect')),

@@ -165,4 +165,6 @@ EARLY_TALKER = Reply(554, 'Error: SMTP protocol synchronization', '5.5.0')
 LINE_TOO_LONG_DATA = Reply(554, 'Error: message line too long', '5.6.0')
 AUTH_FAILED = Reply(535, 'Error: authentication failed', '5.7.8')
 TOO_MANY_AUTH_FAILURES = Reply(421, 'Error: too many failed authentication attempts', '4.7.0')
+AUTH_BLOCKED = Reply(450, 'Error: too many failed authentications from this address, '
+                          'try again later', '4.7.1')
 HOOK_FAILED = Reply(421, 'Error: internal server error, closing connection', '4.3.0')

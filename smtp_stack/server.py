@@ -21,6 +21,7 @@ from .options import Options, record_log
 from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
 from .replies import format_reply
 from .runners import SessionRunners
+from .limits import RecentFailures
 from .sockets import DeadlineSweeper, PlainSocket
 from .workers import WorkerPool
 
@@ -42,6 +43,7 @@ class SmtpServer:
         self._runners = SessionRunners()     # the greenlets that serve connections
         self._connections: set = set()
         self._per_ip: Counter = Counter()
+        self.auth_failures = self._auth_failure_counter()   # per client address, or None
         self.stopping = False
         self._stopped = None
         self._hub = None
@@ -138,11 +140,18 @@ class SmtpServer:
         self._runners = SessionRunners()
         self._connections = set()
         self._per_ip = Counter()
+        self.auth_failures = self._auth_failure_counter()
         self.stopping = False
         self._stopped = None
         self._hub = None
         self._thread_id = None
         self._sweeper = None
+
+    def _auth_failure_counter(self) -> RecentFailures | None:
+        opts = self.options
+        if not opts.max_auth_failures_per_ip:
+            return None
+        return RecentFailures(opts.max_auth_failures_per_ip, opts.auth_failure_window)
 
     @property
     def worker_pids(self) -> list:

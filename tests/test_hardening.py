@@ -393,6 +393,49 @@ def test_max_auth_failures_is_configurable_and_per_connection(serve, client):
         assert c.closed()
 
 
+def _from(server, source_ip):
+    """A RawClient connected from `source_ip` (a loopback address), greeting read."""
+    c = RawClient.__new__(RawClient)
+    c.sock = socket.create_connection(server.address, timeout=WAIT, source_address=(source_ip, 0))
+    c.buf = b''
+    c.expect(220)
+    return c
+
+
+def test_auth_failures_per_ip_block_a_client_that_reconnects_to_guess(serve):
+    """max_auth_failures counts per connection; max_auth_failures_per_ip
+    follows the client's address across its connections, for a window."""
+    server = auth_server(serve, max_auth_failures=2, max_auth_failures_per_ip=3,
+                         auth_failure_window=1.0)
+    bad = 'AUTH PLAIN ' + base64.b64encode(b'\0user\0wrong').decode()
+    good = 'AUTH PLAIN ' + base64.b64encode(b'\0user\0pw').decode()
+    clients = []
+    try:
+        c = _from(server, '127.0.0.1')
+        clients.append(c)
+        c.expect(250, 'EHLO x')
+        c.expect(535, bad)
+        c.expect(535, bad)
+        assert c.reply()[0] == 421                  # the per-connection limit
+        c = _from(server, '127.0.0.1')              # reconnects: one more guess
+        clients.append(c)
+        c.expect(250, 'EHLO x')
+        c.expect(535, bad)
+        started = time.monotonic()
+        assert c.cmd(good) == (450, '4.7.1 Error: too many failed authentications '
+                                    'from this address, try again later')
+        other = _from(server, '127.0.0.2')          # another address is not affected
+        clients.append(other)
+        other.expect(250, 'EHLO x')
+        other.expect(235, good)
+        assert wait_until(lambda: not server.auth_failures.blocked('127.0.0.1'))
+        assert time.monotonic() - started >= 0.5    # the window passed
+        c.expect(235, good)
+    finally:
+        for client in clients:
+            client.close()
+
+
 # --- connection limits ---------------------------------------------------------------
 
 @pytest.mark.parametrize('option', ['max_connections', 'max_connections_per_ip'])
