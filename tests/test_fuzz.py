@@ -10,7 +10,9 @@ the framing, the session loop and the reply logic meet. Properties:
 - SASL payloads: one final reply, credentials never echoed, session goes on;
 - PROXY v1/v2: the socket behaves as the pure parser decides, split anywhere;
 - DATA: a dot-stuffed body sent in random chunks (TCP_NODELAY) reaches the
-  middleware byte-identical, for every split point of a tricky message.
+  middleware byte-identical, for every split point of a tricky message;
+- TLS: garbage for a ClientHello, or garbage records after a real handshake:
+  the connection ends (an alert at most), no command runs, the server goes on.
 Plus the pure pieces no other test fuzzes: the ESMTP parameter checks and an
 independent grammar oracle for xtext.
 """
@@ -21,6 +23,7 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 import time
 
 import pytest
@@ -35,7 +38,7 @@ from smtp_stack.proxy import ProxyError, build_proxy_v1, build_proxy_v2, parse_p
 from smtp_stack.testing import ServerThread
 from smtp_stack.xtext import XtextError, decode_xtext, encode_xtext
 
-from conftest import RawClient
+from conftest import RawClient, wait_until
 
 TIMEOUT = 5.0       # every socket wait in this file
 
@@ -538,3 +541,119 @@ def test_random_body_in_random_chunks_arrives_byte_identical(servers, policy, li
     else:
         assert received == sent_body
         assert (code == 554 and not acceptable) if bare else (code == 250 and acceptable)
+
+
+# --- the TLS layer: garbage where TLS records belong ---------------------------------
+
+_TLS_RECORD_TYPES = {0x14, 0x15, 0x16, 0x17}    # ChangeCipherSpec, alert, handshake, data
+
+
+def _after_starttls(server) -> RawClient:
+    c = connect(server)
+    c.expect(220)
+    c.expect(250, 'EHLO a.example')
+    c.expect(220, 'STARTTLS')
+    return c
+
+
+def _handshake_by_hand(sock):
+    """A TLS client over memory BIOs: after it, raw bytes can still be
+    slipped into the TCP stream. Returns (SSLObject, its incoming BIO)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname='mx.test')
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError('closed during the handshake')
+            incoming.write(data)
+    sock.sendall(outgoing.read())       # our Finished
+    return tls, incoming
+
+
+def _application_data(tls, incoming, received: bytes) -> bytes:
+    """What the server said inside TLS, decrypted, until the records end or fail."""
+    incoming.write(received)
+    incoming.write_eof()
+    data = b''
+    try:
+        while True:
+            data += tls.read(65536)
+    except ssl.SSLError:        # the end, an alert, or our own garbage's damage
+        return data
+
+
+def _server_ends_it_in_tls(c) -> bytes:
+    """Say NOOP in plaintext (the server must not answer it), half-close,
+    then read until the server closes (bounded): all it sent."""
+    try:
+        c.send(b'NOOP\r\n')
+        c.sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass                            # already closed on us
+    got = b''
+    try:
+        while True:
+            data = c.sock.recv(65536)
+            if not data:
+                return got
+            got += data
+    except ConnectionResetError:
+        return got
+
+
+def _still_serving(server) -> None:
+    c = connect(server)
+    try:
+        c.expect(220)
+        c.expect(250, 'EHLO a.example')
+    finally:
+        c.close()
+    assert wait_until(lambda: server.connections == 0)
+
+
+_record_shaped = st.builds(
+    lambda kind, version, length, body: bytes([kind]) + version + length.to_bytes(2, 'big') + body,
+    st.sampled_from(sorted(_TLS_RECORD_TYPES) + [0x00, 0x80, 0xff]),
+    st.sampled_from([b'\x03\x01', b'\x03\x03', b'\x03\x04', b'\x00\x00']),
+    st.integers(0, 0xffff), st.binary(max_size=300))
+
+
+@SOCKET_FUZZ
+@given(garbage=st.one_of(st.binary(min_size=1, max_size=600), _record_shaped))
+def test_garbage_for_a_client_hello_ends_only_that_connection(servers, garbage):
+    server = servers('tls-fuzz', upgrade_timeout=TIMEOUT)
+    c = _after_starttls(server)
+    try:
+        c.send(garbage)
+        said = _server_ends_it_in_tls(c)
+        assert not said or said[0] in _TLS_RECORD_TYPES, said[:40]   # an alert at most
+    finally:
+        c.close()
+    _still_serving(server)
+
+
+@SOCKET_FUZZ
+@given(garbage=st.one_of(st.binary(min_size=1, max_size=600), _record_shaped))
+def test_garbage_records_after_the_handshake_end_only_that_connection(servers, garbage):
+    """A negotiated session fed bytes that are not its records (bad MACs,
+    wrong types, lengths past the end): never a plaintext reply, never a
+    hang, and the server goes on."""
+    server = servers('tls-fuzz', upgrade_timeout=TIMEOUT)
+    c = _after_starttls(server)
+    try:
+        tls, incoming = _handshake_by_hand(c.sock)
+        c.send(garbage)
+        said = _server_ends_it_in_tls(c)
+        assert not said or said[0] in _TLS_RECORD_TYPES, said[:40]
+        assert _application_data(tls, incoming, said) == b''    # no command was run
+    finally:
+        c.close()
+    _still_serving(server)
