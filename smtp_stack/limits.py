@@ -50,9 +50,8 @@ class RecentFailures:
         times.append(now)
         del times[:-self.limit]
         self._times[key] = times        # last in order: the latest failure
-        if len(self._times) > self.max_keys:
-            for stale in list(self._times)[:len(self._times) - self.max_keys]:
-                del self._times[stale]
+        while len(self._times) > self.max_keys:      # the stalest first, O(1) each
+            del self._times[next(iter(self._times))]
         return reached
 
     def _recent(self, times, now: float) -> list:
