@@ -1,4 +1,17 @@
+import os
+
 from setuptools import find_packages, setup
+
+
+def requirements(extra: str) -> list:
+    """requirements/EXTRA.txt: one requirement a line, '#' comments."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'requirements', f'{extra}.txt')
+    with open(path, encoding='utf-8') as f:
+        return [line.split('#', 1)[0].strip() for line in f if line.split('#', 1)[0].strip()]
+
+
+POLICIES = requirements('policies')
+INBOX = requirements('inbox')
 
 setup(
     name='smtp_stack',
@@ -10,7 +23,9 @@ setup(
     python_requires='>=3.10',
     install_requires=['gevent>=23.9', 'cryptography>=41', 'pyyaml>=6'],
     extras_require={
-        'test': ['pytest>=7', 'hypothesis>=6'],
+        'policies': POLICIES,
+        'inbox': INBOX,
+        'test': ['pytest>=7', 'hypothesis>=6'] + POLICIES + INBOX,
         'bench': ['aiosmtpd>=1.4', 'uvloop>=0.19'],
     },
     entry_points={
