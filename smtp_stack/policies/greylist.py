@@ -1,0 +1,99 @@
+"""`greylist(delay=300, expire=86400*36, store=None)`: RFC 6647 greylisting.
+
+A message is first refused with 451 4.7.1 for the triplet (client network,
+sender, recipient); the same triplet retried after `delay` seconds, and
+before the pending entry is forgotten (`retry_window`), is accepted, and
+from then on passes for `expire` seconds after its last use. RFC 6647 4.1
+and 4.2 suggest the network rather than the address (a sender's outbound
+pool retries from a neighbour): /24 for IPv4 and /64 for IPv6 here.
+
+A client network that passed `auto_allow` times is no longer greylisted for
+anything (RFC 6647 4.4: "the client has shown it retries"); authenticated
+clients and `allow` networks never are. The refusal is at RCPT, before the
+body is sent, as Postfix's policy servers (postgrey) do.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import time
+
+from ..errors import SmtpError
+from .common import allowed, authenticated, client_ip, networks, positive, warnings
+from .stores import StoreError, as_store
+
+
+def client_network(ip) -> str:
+    prefix = 24 if ip.version == 4 else 64
+    return str(ipaddress.ip_network(f'{ip}/{prefix}', strict=False))
+
+
+def triplet_key(network: str, sender: str, recipient: str) -> str:
+    """Hashed, so that keys stay short and hold no addresses in clear."""
+    raw = f'{network}\0{sender.lower()}\0{recipient.lower()}'.encode('utf-8', 'surrogateescape')
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+class Greylist:
+
+    def __init__(self, delay=300, expire=86400 * 36, store=None, retry_window=86400 * 2,
+                 auto_allow=5, allow=(), clock=time.time):
+        self.delay = delay if delay == 0 else positive(delay, 'greylist: delay')
+        self.expire = positive(expire, 'greylist: expire')
+        self.retry_window = positive(retry_window, 'greylist: retry_window')
+        if isinstance(auto_allow, bool) or not isinstance(auto_allow, int) or auto_allow < 0:
+            raise ValueError('greylist: auto_allow must be an integer, 0 to never auto-allow')
+        self.auto_allow = auto_allow
+        self.allow = networks(allow, 'greylist: allow')
+        self.store = as_store(store)
+        self.clock = clock
+
+    def check(self, ip, sender: str, recipient: str):
+        """None to accept, else the 451 refusal. Raises StoreError."""
+        network = client_network(ip)
+        if self.auto_allow and self.store.get(f'grey:client:{network}') is not None \
+                and int(self.store.get(f'grey:client:{network}')) >= self.auto_allow:
+            return None
+        key = triplet_key(network, sender, recipient)
+        now = self.clock()
+        if self.store.get(f'grey:pass:{key}') is not None:
+            self.store.set(f'grey:pass:{key}', int(now), self.expire)
+            return None
+        if self.store.add(f'grey:wait:{key}', repr(now), self.delay + self.retry_window):
+            return self._refusal(self.delay)
+        first = self.store.get(f'grey:wait:{key}')
+        waited = now - float(first) if first is not None else 0.0
+        if first is None or waited < self.delay:
+            return self._refusal(self.delay - waited)
+        self.store.set(f'grey:pass:{key}', int(now), self.expire)
+        self.store.delete(f'grey:wait:{key}')
+        if self.auto_allow:
+            self.store.incr(f'grey:client:{network}', 1, self.expire)
+        return None
+
+    @staticmethod
+    def _refusal(left: float):
+        return (451, f'Greylisted, please try again in {max(1, int(left + 0.999))} seconds',
+                '4.7.1')
+
+    def __call__(self, ctx, next):
+        if ctx.command_name == 'RCPT' and ctx.address is not None:
+            session = ctx.session
+            ip = client_ip(session)
+            if ip is not None and not authenticated(session) and not allowed(ip, self.allow):
+                sender = session.envelope.mail_from.address if session.envelope.mail_from else ''
+                try:
+                    refusal = self.check(ip, sender, ctx.address.address)
+                    warnings.ok(f'greylist store {self.store.url}')
+                except StoreError as exc:
+                    warnings.failed(f'greylist store {self.store.url}', 'greylist: %s', exc)
+                    refusal = None
+                if refusal is not None:
+                    raise SmtpError(*refusal)
+        next()
+
+
+def greylist(delay=300, expire=86400 * 36, store=None, retry_window=86400 * 2,
+             auto_allow=5, allow=()):
+    """RFC 6647 greylisting on (client network, sender, recipient)."""
+    return Greylist(delay, expire, store, retry_window, auto_allow, allow)

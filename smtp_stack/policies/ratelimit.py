@@ -1,0 +1,80 @@
+"""`rate_limit(messages=None, recipients=None, per=3600, key='client')`.
+
+Counts in a sliding window of `per` seconds: `messages` at MAIL FROM,
+`recipients` at each RCPT TO, keyed by the client address ('client'), the
+authenticated user ('user'; unauthenticated sessions fall back to the
+client address) or the envelope sender ('sender'). The window is a set of
+event times in the store (see stores.py), so N workers or machines on one
+Redis or SQLite store share one exact count, as Postfix's anvil does for
+one machine. Over the limit: 450 4.7.1, and nothing is recorded — a client
+that waits gets its room back as old events leave the window.
+"""
+from __future__ import annotations
+
+from ..errors import SmtpError
+from .common import client_ip, positive, warnings
+from .stores import StoreError, as_store
+
+KEYS = ('client', 'user', 'sender')
+TOO_MANY_MESSAGES = (450, 'Too many messages, slow down', '4.7.1')
+TOO_MANY_RECIPIENTS = (450, 'Too many recipients, slow down', '4.7.1')
+
+
+class RateLimit:
+
+    def __init__(self, messages=None, recipients=None, per=3600, key='client', store=None,
+                 now=None):
+        if messages is None and recipients is None:
+            raise ValueError('rate_limit: give messages, recipients or both')
+        self.messages = None if messages is None else positive(messages, 'rate_limit: messages', True)
+        self.recipients = None if recipients is None else positive(recipients, 'rate_limit: recipients', True)
+        self.per = positive(per, 'rate_limit: per')
+        if key not in KEYS:
+            raise ValueError(f'rate_limit: key must be one of {", ".join(KEYS)}')
+        self.key = key
+        self.store = as_store(store)
+        self._now = now     # tests: a clock; None: the store's own time
+
+    def subject(self, session) -> str:
+        """Who is counted: 'client:192.0.2.1', 'user:alice', 'sender:a@b'."""
+        if self.key == 'user' and session.user:
+            user = session.user
+            name = getattr(session.auth, 'username', None) if session.auth else None
+            return f'user:{name or getattr(user, "name", None) or user}'
+        if self.key == 'sender' and session.envelope.mail_from is not None:
+            return f'sender:{session.envelope.mail_from.address.lower()}'
+        ip = client_ip(session)
+        return f'client:{ip if ip is not None else session.remote_address}'
+
+    def _hit(self, what: str, limit: int, subject: str) -> bool:
+        now = self._now() if self._now else None
+        try:
+            count = self.store.hit(f'rate:{what}:{self.per}:{subject}', self.per, limit, now)
+            warnings.ok(f'rate_limit store {self.store.url}')
+        except StoreError as exc:
+            warnings.failed(f'rate_limit store {self.store.url}', 'rate_limit: %s', exc)
+            return True
+        return count is not None
+
+    def __call__(self, ctx, next):
+        name = ctx.command_name
+        if name == 'MAIL' and self.messages and ctx.address is not None and self.key != 'sender':
+            if not self._hit('msg', self.messages, self.subject(ctx.session)):
+                raise SmtpError(*TOO_MANY_MESSAGES)
+        elif name == 'RCPT' and ctx.address is not None:
+            subject = self.subject(ctx.session)
+            first = not ctx.session.envelope.rcpt_to
+            if self.key == 'sender' and self.messages and first \
+                    and not getattr(ctx.session.envelope, '_rate_counted', False):
+                # the sender is known only after MAIL: its message counts at its first RCPT
+                if not self._hit('msg', self.messages, subject):
+                    raise SmtpError(*TOO_MANY_MESSAGES)
+                ctx.session.envelope._rate_counted = True
+            if self.recipients and not self._hit('rcpt', self.recipients, subject):
+                raise SmtpError(*TOO_MANY_RECIPIENTS)
+        next()
+
+
+def rate_limit(messages=None, recipients=None, per=3600, key='client', store=None):
+    """Messages and/or recipients per `per` seconds, per client, user or sender."""
+    return RateLimit(messages, recipients, per, key, store)

@@ -1,0 +1,100 @@
+"""`redis://HOST:PORT/DB`: state shared by every machine behind a load balancer.
+
+Each operation is one Redis command or one Lua script, so it is atomic on
+the server whatever number of clients race; keys carry their TTL, so Redis
+itself forgets stale triplets and windows. The sliding window is a sorted
+set of event times per key (exact, unlike a fixed-window counter). The
+redis-py client blocks on its socket, so calls run in a small pool of
+native threads; short socket timeouts bound how long a stalled Redis can
+hold a session, and the client reconnects by itself once Redis is back.
+"""
+from __future__ import annotations
+
+import redis
+
+from .stores import Offloaded, member_id, redacted
+
+# KEYS[1]; ARGV: now, window, limit, member. Returns the new count, or -1.
+HIT = """
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+if count >= limit then return -1 end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
+return count + 1
+"""
+# KEYS[1]; ARGV: amount, ttl in ms (0: keep the key's TTL).
+INCR = """
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return value
+"""
+
+
+class RedisStore(Offloaded):
+
+    def __init__(self, url: str, timeout: float = 1.0, prefix: str = 'smtp_stack:'):
+        super().__init__()
+        self.url = redacted(url)
+        self._raw_url = url
+        self._timeout = timeout
+        self.prefix = prefix
+        self._client = None
+        try:
+            redis.connection.parse_url(url)
+        except ValueError as exc:
+            raise ValueError(f'store: {exc}') from None
+
+    def __repr__(self):
+        return f'<RedisStore {self.url}>'
+
+    def _reset_after_fork(self) -> None:
+        self._client = None
+
+    def _redis(self):
+        if self._client is None:     # thread-safe: one client (a connection pool) for all
+            self._client = redis.Redis.from_url(
+                self._raw_url, socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout, decode_responses=True,
+                retry_on_timeout=False, max_connections=self.threads * 2)
+            self._hit = self._client.register_script(HIT)
+            self._incr = self._client.register_script(INCR)
+        return self._client
+
+    def _call(self, fn):
+        return self._run(lambda state: fn(self._redis()))
+
+    def get(self, key):
+        return self._call(lambda r: r.get(self.prefix + key))
+
+    def set(self, key, value, ttl=None) -> None:
+        self._call(lambda r: r.set(self.prefix + key, str(value),
+                                   px=None if ttl is None else max(1, int(ttl * 1000))))
+
+    def add(self, key, value, ttl=None) -> bool:
+        return bool(self._call(lambda r: r.set(self.prefix + key, str(value), nx=True,
+                                               px=None if ttl is None else max(1, int(ttl * 1000)))))
+
+    def incr(self, key, amount=1, ttl=None) -> int:
+        ms = 0 if ttl is None else max(1, int(ttl * 1000))
+        return int(self._call(lambda r: self._incr(keys=[self.prefix + key], args=[amount, ms])))
+
+    def delete(self, key) -> None:
+        self._call(lambda r: r.delete(self.prefix + key))
+
+    def hit(self, key, window, limit, now=None):
+        import time
+        at = time.time() if now is None else now
+        result = int(self._call(lambda r: self._hit(
+            keys=[self.prefix + key], args=[repr(at), repr(float(window)), limit, member_id()])))
+        return None if result < 0 else result
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:
+                pass
+            self._client = None
+        super().close()

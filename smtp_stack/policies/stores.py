@@ -1,0 +1,206 @@
+"""Where policies keep state: `store('memory:')`, `store('sqlite:///PATH')`,
+`store('redis://HOST:PORT/DB')`.
+
+Every store offers the same few operations, each atomic on its own, so
+several processes (`workers`) or machines sharing a store count exactly:
+
+    get(key) / set(key, value, ttl) / delete(key)
+    add(key, value, ttl) -> bool       set only if absent (first sight of a triplet)
+    incr(key, amount=1, ttl=None) -> int
+    hit(key, window, limit, now) -> int | None
+        a sliding window: record one event at `now` and return how many are
+        in (now - window, now] if that is at most `limit`; None (and nothing
+        recorded) if it would pass `limit`.
+
+None of them blocks the gevent hub: SQLite and Redis calls run in a small
+pool of native threads (gevent's ThreadPool), so a slow disk or a stalled
+Redis delays only the session that asked. A backend failure raises
+`StoreError`; the policies catch it and fail open.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import urllib.parse
+import uuid
+
+from gevent import get_hub
+from gevent.threadpool import ThreadPool
+
+
+class StoreError(Exception):
+    """The store could not be reached or refused the operation."""
+
+
+def store(url: str = 'memory:'):
+    """A store for `url`: memory: | sqlite:///PATH | redis://HOST:PORT/DB."""
+    if not isinstance(url, str):
+        raise ValueError('store must be a URL: memory:, sqlite:///PATH or redis://HOST:PORT/DB')
+    if url in ('memory:', 'memory://', 'memory'):
+        return MemoryStore()
+    if url.startswith('sqlite:///'):
+        path = url[len('sqlite:///') - 1:] if url.startswith('sqlite:////') else url[len('sqlite:///'):]
+        if not path:
+            raise ValueError('sqlite:///PATH needs a file name')
+        from .sqlite_store import SqliteStore
+        return SqliteStore(path)
+    if url.startswith(('redis://', 'rediss://', 'unix://')):
+        from .redis_store import RedisStore
+        return RedisStore(url)
+    raise ValueError(f'store: unknown URL {url!r} (memory:, sqlite:///PATH, redis://HOST:PORT/DB)')
+
+
+def as_store(value):
+    """A policy's `store=` parameter: None (a memory store of its own), a URL
+    or a store object."""
+    if value is None:
+        return MemoryStore()
+    if isinstance(value, str):
+        return store(value)
+    if not all(hasattr(value, op) for op in ('get', 'set', 'add', 'incr', 'hit', 'delete')):
+        raise ValueError('store must be a URL or a store object (see policies.store)')
+    return value
+
+
+class MemoryStore:
+    """One process only; plain dicts, so no hub is ever blocked."""
+
+    url = 'memory:'
+
+    def __init__(self, clock=time.time):
+        self._clock = clock
+        self._values: dict = {}     # key -> (expires or None, value)
+        self._events: dict = {}     # key -> [times]
+        self._ops = 0
+
+    def _live(self, key, now):
+        item = self._values.get(key)
+        if item is None:
+            return None
+        if item[0] is not None and item[0] <= now:
+            del self._values[key]
+            return None
+        return item
+
+    def _sweep(self, now) -> None:
+        self._ops += 1
+        if self._ops % 1000:
+            return
+        for key in [k for k, (exp, _) in self._values.items() if exp is not None and exp <= now]:
+            del self._values[key]
+        for key in [k for k, times in self._events.items() if not times or times[-1][1] <= now]:
+            del self._events[key]
+
+    def get(self, key):
+        item = self._live(key, self._clock())
+        return None if item is None else item[1]
+
+    def set(self, key, value, ttl=None) -> None:
+        now = self._clock()
+        self._sweep(now)
+        self._values[key] = (None if ttl is None else now + ttl, value)
+
+    def add(self, key, value, ttl=None) -> bool:
+        now = self._clock()
+        if self._live(key, now) is not None:
+            return False
+        self.set(key, value, ttl)
+        return True
+
+    def incr(self, key, amount=1, ttl=None) -> int:
+        now = self._clock()
+        item = self._live(key, now)
+        value = int(item[1] if item else 0) + amount
+        expires = now + ttl if ttl is not None else (item[0] if item else None)
+        self._sweep(now)
+        self._values[key] = (expires, value)
+        return value
+
+    def delete(self, key) -> None:
+        self._values.pop(key, None)
+        self._events.pop(key, None)
+
+    def hit(self, key, window, limit, now=None):
+        now = self._clock() if now is None else now
+        times = [t for t in self._events.get(key, ()) if t[0] > now - window]
+        if len(times) >= limit:
+            self._events[key] = times
+            return None
+        times.append((now, now + window))
+        self._events[key] = times
+        self._sweep(now)
+        return len(times)
+
+    def close(self) -> None:
+        pass
+
+
+class Offloaded:
+    """The base of the stores whose client library blocks: each call runs in
+    a pool of native threads. A gevent ThreadPool belongs to one hub, so
+    there is one per hub (a server thread, the main thread of a test) and
+    per process (a forked worker makes its own on first use and reuses
+    nothing of its parent's connections)."""
+
+    threads = 4
+
+    def __init__(self):
+        self._pid = None
+        self._per_hub: dict = {}        # hub -> _HubState
+        self._lock = threading.Lock()
+
+    def _state(self):
+        hub = get_hub()
+        with self._lock:
+            if self._pid != os.getpid():
+                self._per_hub = {}
+                self._pid = os.getpid()
+                self._reset_after_fork()
+            state = self._per_hub.get(hub)
+            if state is None:
+                state = self._per_hub[hub] = _HubState(ThreadPool(self.threads))
+        return state
+
+    def _run(self, fn, *args):
+        state = self._state()
+        try:
+            return state.pool.apply(fn, (state,) + args)
+        except StoreError:
+            raise
+        except Exception as exc:     # the backend's own errors: one type for the policies
+            raise StoreError(f'{self.url}: {type(exc).__name__}: {exc}') from exc
+
+    def _reset_after_fork(self) -> None:
+        """Drop connections made by another process."""
+
+    def close(self) -> None:
+        with self._lock:
+            states, self._per_hub = list(self._per_hub.values()), {}
+        if self._pid == os.getpid():
+            for state in states:
+                state.pool.kill()
+
+
+class _HubState:
+    """What one hub's calls use: its thread pool, and a connection for
+    backends whose connections are not shared between threads (SQLite)."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.conn = None
+
+
+def member_id() -> str:
+    """A unique member for a sliding-window event (two at the same instant
+    from two machines must both count)."""
+    return uuid.uuid4().hex
+
+
+def redacted(url: str) -> str:
+    """The URL without a password, for logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        netloc = f'{parts.username or ""}:***@{parts.hostname}' + (f':{parts.port}' if parts.port else '')
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return url

@@ -1,0 +1,255 @@
+"""Real services for the policy tests: dnsmasq serving a generated zone and
+redis-server, each on a free loopback port, started by the tests and
+stopped by their PID. Nothing here mocks DNS or Redis.
+
+The zone (`Zone`) is written as dnsmasq configuration lines: TXT for SPF,
+DKIM keys (generated at test time, never stored) and DMARC; A/AAAA/MX for
+SPF's a and mx mechanisms; A and TXT entries for DNSBL zones, IPv4 and
+IPv6 (nibble) names. Only .test names (RFC 6761) and documentation
+addresses appear, and nothing connects to those addresses.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+WAIT = 10.0
+
+
+def free_port(kind=socket.SOCK_STREAM) -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (DNS listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.bind(('127.0.0.1', 0))
+            port = t.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(('127.0.0.1', port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError('no free port')
+
+
+def wait_for(predicate, timeout: float = WAIT, step: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except Exception:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f'{predicate} did not become true in {timeout} s')
+        time.sleep(step)
+
+
+def stop_pid(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(WAIT)
+
+
+# -- keys -----------------------------------------------------------------------
+
+class RsaKey:
+    def __init__(self, bits: int = 1024):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        self.private_pem = key.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.TraditionalOpenSSL,
+                                             serialization.NoEncryption())
+        der = key.public_key().public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+        self.public_b64 = base64.b64encode(der).decode()
+
+    def record(self) -> str:
+        return f'v=DKIM1; k=rsa; p={self.public_b64}'
+
+
+class Ed25519Key:
+    def __init__(self):
+        key = ed25519.Ed25519PrivateKey.generate()
+        seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                 serialization.NoEncryption())
+        raw = key.public_key().public_bytes(serialization.Encoding.Raw,
+                                            serialization.PublicFormat.Raw)
+        self.private_b64 = base64.b64encode(seed)       # the form dkimpy signs with
+        self.public_b64 = base64.b64encode(raw).decode()
+
+    def record(self) -> str:
+        return f'v=DKIM1; k=ed25519; p={self.public_b64}'
+
+
+# -- the zone --------------------------------------------------------------------
+
+class Zone:
+    """dnsmasq lines for a test zone; `txt`, `host`, `mx` add records."""
+
+    def __init__(self):
+        self.lines = []
+
+    def txt(self, name: str, text: str) -> None:
+        # dnsmasq: each quoted string is one <character-string> (255 bytes at most)
+        parts = [text[i:i + 250] for i in range(0, len(text), 250)] or ['']
+        quoted = ','.join('"' + p.replace('\\', '\\\\').replace('"', '\\"') + '"' for p in parts)
+        self.lines.append(f'txt-record={name},{quoted}')
+
+    def host(self, name: str, *addresses: str) -> None:
+        self.lines.append(f'host-record={name},{",".join(addresses)}')
+
+    def mx(self, name: str, target: str, preference: int = 10) -> None:
+        self.lines.append(f'mx-host={name},{target},{preference}')
+
+    def cname(self, name: str, target: str) -> None:
+        self.lines.append(f'cname={name},{target}')
+
+
+class DnsServer:
+    """dnsmasq on 127.0.0.1:port, authoritative-only for .test and .arpa
+    (--local: unknown names are NXDOMAIN, nothing is forwarded anywhere)."""
+
+    def __init__(self, zone: Zone, workdir: str, ttl: int = 60):
+        self.port = free_port()
+        conf = os.path.join(workdir, 'dnsmasq.conf')
+        with open(conf, 'w') as f:
+            f.write('\n'.join(zone.lines) + '\n')
+        binary = shutil.which('dnsmasq') or '/usr/sbin/dnsmasq'
+        self.proc = subprocess.Popen(
+            [binary, '--keep-in-foreground', '--conf-file=' + conf, '--no-resolv', '--no-hosts',
+             '--no-poll', '--bind-interfaces', '--listen-address=127.0.0.1',
+             f'--port={self.port}', '--pid-file=', '--user=root', '--group=root',
+             '--local=/test/', '--local=/arpa/', f'--local-ttl={ttl}', '--cache-size=0',
+             '--log-facility=' + os.path.join(workdir, 'dnsmasq.log')],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(self._answers)
+
+    def _answers(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError('dnsmasq exited: ' + self.proc.stderr.read().decode())
+        import dns.message
+        import dns.query
+        q = dns.message.make_query('ready.test', 'A')
+        dns.query.udp(q, '127.0.0.1', timeout=0.5, port=self.port)
+        return True
+
+    def stop(self) -> None:
+        stop_pid(self.proc)
+
+
+class RedisServer:
+    """redis-server on 127.0.0.1:port, no persistence; `restart()` keeps the port."""
+
+    def __init__(self, workdir: str):
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f'redis://127.0.0.1:{self.port}/0'
+
+    def start(self) -> None:
+        binary = shutil.which('redis-server') or '/usr/bin/redis-server'
+        self.proc = subprocess.Popen(
+            [binary, '--port', str(self.port), '--bind', '127.0.0.1', '--save', '',
+             '--appendonly', 'no', '--dir', self.workdir, '--daemonize', 'no',
+             '--protected-mode', 'no', '--loglevel', 'warning'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self.ping)
+
+    def ping(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError('redis-server exited')
+        with socket.create_connection(('127.0.0.1', self.port), timeout=1) as s:
+            s.sendall(b'PING\r\n')
+            return s.recv(16).startswith(b'+PONG')
+
+    def stop(self) -> None:
+        stop_pid(self.proc)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+# -- the test zone shared by the policy tests ----------------------------------------
+
+SPF_RECORDS = {
+    'example.test': 'v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 -all',
+    'softfail.test': 'v=spf1 ~all',
+    'neutral.test': 'v=spf1 ?all',
+    'amx.test': 'v=spf1 a mx -all',
+    'redirect.test': 'v=spf1 redirect=example.test',
+    'macro.test': 'v=spf1 exists:%{i}.allow.macro.test -all',
+    'toomany.test': 'v=spf1 ' + ' '.join(f'include:l{i}.test' for i in range(11)) + ' -all',
+    'void.test': 'v=spf1 a:nx1.test a:nx2.test a:nx3.test -all',
+    'dkimonly.test': 'v=spf1 -all',
+    'strict.test': 'v=spf1 ip4:192.0.2.0/24 -all',
+    'none-policy.test': 'v=spf1 -all',
+    'helo.example.test': 'v=spf1 ip4:192.0.2.0/24 -all',
+}
+DMARC_RECORDS = {
+    'example.test': 'v=DMARC1; p=reject; sp=quarantine; rua=mailto:d@example.test',
+    'dkimonly.test': 'v=DMARC1; p=reject',
+    'strict.test': 'v=DMARC1; p=reject; adkim=s; aspf=s',
+    'none-policy.test': 'v=DMARC1; p=none',
+    'halfpct.test': 'v=DMARC1; p=reject; pct=0',
+}
+LISTED_V4 = '192.0.2.99'
+LISTED_V6 = '2001:db8::99'
+
+
+class Keys:
+    """DKIM keys made for this test run: published (rsa1, ed1, wrong: a key
+    other than the one we sign with) and used by the tests to sign."""
+
+    def __init__(self):
+        self.rsa = RsaKey()
+        self.ed = Ed25519Key()
+        self.other = RsaKey()
+
+
+def build_zone(keys: Keys) -> Zone:
+    zone = Zone()
+    zone.host('ready.test', '192.0.2.1')
+    for name, text in SPF_RECORDS.items():
+        zone.txt(name, text)
+    for i in range(11):
+        zone.txt(f'l{i}.test', 'v=spf1 ip4:203.0.113.250 ?all')
+    zone.host('amx.test', '192.0.2.20')
+    zone.mx('amx.test', 'mail.amx.test')
+    zone.host('mail.amx.test', '192.0.2.21', '2001:db8::21')
+    zone.host('192.0.2.55.allow.macro.test', '127.0.0.2')
+    zone.host('nospf.test', '192.0.2.30')
+    for name, text in DMARC_RECORDS.items():
+        zone.txt(f'_dmarc.{name}', text)
+    for domain in ('example.test', 'dkimonly.test', 'strict.test', 'none-policy.test',
+                   'sub.example.test', 'other.test', 'halfpct.test'):
+        zone.txt(f'rsa1._domainkey.{domain}', keys.rsa.record())
+        zone.txt(f'ed1._domainkey.{domain}', keys.ed.record())
+        zone.txt(f'wrong._domainkey.{domain}', keys.other.record())
+    # DNSBLs: bl.test lists LISTED_V4 and LISTED_V6 with reasons, bl2.test LISTED_V4,
+    # junk.test answers outside 127/8 (which is no listing)
+    from smtp_stack.policies.dnsbl import query_name
+    for zone_name in ('bl.test', 'bl2.test'):
+        zone.host(query_name(LISTED_V4, zone_name), '127.0.0.2')
+        zone.txt(query_name(LISTED_V4, zone_name), f'{LISTED_V4} is listed in {zone_name}')
+    zone.host(query_name(LISTED_V6, 'bl.test'), '127.0.0.4')
+    zone.txt(query_name(LISTED_V6, 'bl.test'), 'IPv6 listing')
+    zone.host(query_name(LISTED_V4, 'junk.test'), '10.0.0.1')
+    zone.host(query_name('192.0.2.98', 'bl2.test'), '127.0.0.3')
+    return zone

@@ -1,0 +1,429 @@
+"""Policies over real sockets: a real dnsmasq for DNS, a real redis-server,
+SQLite files; client addresses set with XCLIENT so any IP can be tested
+over loopback."""
+from __future__ import annotations
+
+import smtplib
+import socket
+import threading
+import time
+
+import gevent
+import pytest
+
+from smtp_stack import LogLevels, SmtpServer
+from smtp_stack.policies import (DnsError, Resolver, dnsbl, greylist, rate_limit, recipients,
+                                 store)
+from smtp_stack.policies.dnsbl import query_name
+from smtp_stack.policies.greylist import Greylist
+from smtp_stack.testing import ServerThread
+
+from policy_services import (LISTED_V4, LISTED_V6, DnsServer, Keys, RedisServer, build_zone,
+                             wait_for)
+
+
+@pytest.fixture(scope='module')
+def keys():
+    return Keys()
+
+
+@pytest.fixture(scope='module')
+def dns_server(tmp_path_factory, keys):
+    server = DnsServer(build_zone(keys), str(tmp_path_factory.mktemp('dns')))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope='module')
+def redis_server(tmp_path_factory):
+    server = RedisServer(str(tmp_path_factory.mktemp('redis')))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def resolver(dns_server):
+    return Resolver(['127.0.0.1'], port=dns_server.port, timeout=2.0)
+
+
+@pytest.fixture
+def serve():
+    running = []
+
+    def start(*middleware, **options):
+        options.setdefault('name', 'mx.test')
+        options.setdefault('disable_reverse_lookup', True)
+        options.setdefault('log_level', LogLevels.WARN)
+        options.setdefault('use_xclient', True)
+        server = SmtpServer(**options)
+        for fn in middleware:
+            server.use(fn)
+        server.use(accept_data)
+        running.append(ServerThread(server).start())
+        return server
+
+    yield start
+    for runner in running:
+        runner.stop(timeout=2)
+
+
+def accept_data(ctx, next):
+    next()
+    if ctx.command_name == 'DATA' and ctx.session.envelope.data_stream is not None:
+        ctx.session.envelope.data_stream.read()
+
+
+def connect(server, ip, helo='mail.example.test', login=None) -> smtplib.SMTP:
+    """An SMTP client that the server takes for `ip` (XCLIENT)."""
+    client = smtplib.SMTP(*server.address, timeout=10)
+    client.ehlo('proxy.test')
+    addr = f'IPV6:{ip}' if ':' in ip else ip
+    attrs = f'ADDR={addr} NAME=[UNAVAILABLE] HELO={helo}'
+    if login:
+        attrs += f' LOGIN={login}'
+    code, _ = client.docmd('XCLIENT', attrs)
+    assert code == 220
+    client.ehlo_resp = None
+    client.ehlo(helo)
+    return client
+
+
+def rcpt(server, ip, sender, recipient, **kw):
+    client = connect(server, ip, **kw)
+    try:
+        code, _ = client.mail(sender)
+        assert code == 250
+        return client.rcpt(recipient)
+    finally:
+        client.close()
+
+
+# -- the resolver ------------------------------------------------------------------
+
+def test_resolver_reads_txt_a_aaaa_mx_from_dnsmasq(resolver):
+    assert resolver.txt('softfail.test') == [b'v=spf1 ~all']
+    assert resolver.addresses('mail.amx.test') == ['192.0.2.21']
+    assert resolver.addresses('mail.amx.test', 'AAAA') == ['2001:db8::21']
+    assert resolver.mx('amx.test') == [(10, 'mail.amx.test')]
+    answer = resolver.query('nothing-here.test', 'A')
+    assert answer.nxdomain and not answer
+
+
+def test_resolver_joins_the_strings_of_a_long_txt_record(resolver, keys):
+    assert resolver.txt('rsa1._domainkey.example.test') == [keys.rsa.record().encode()]
+
+
+def test_resolver_caches_answers_for_their_ttl(resolver):
+    first = resolver.query('softfail.test', 'TXT')
+    assert first.ttl == 60
+    assert resolver.query('softfail.test', 'TXT') is first
+
+
+def test_resolver_times_out_within_its_bound_on_a_silent_server():
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(('127.0.0.1', 0))
+    try:
+        r = Resolver(['127.0.0.1'], port=silent.getsockname()[1], timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(DnsError):
+            r.query('example.test', 'TXT')
+        assert time.monotonic() - started < 1.0
+    finally:
+        silent.close()
+
+
+def test_resolver_does_not_block_the_hub_in_an_unpatched_process():
+    """Other greenlets run while a lookup waits (this process is not
+    monkey-patched: a blocking socket would stop them)."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(('127.0.0.1', 0))
+    ticks = []
+
+    def ticker():
+        for _ in range(20):
+            ticks.append(1)
+            gevent.sleep(0.01)
+    try:
+        r = Resolver(['127.0.0.1'], port=silent.getsockname()[1], timeout=0.4)
+        job = gevent.spawn(ticker)
+        with pytest.raises(DnsError):
+            r.query('example.test', 'TXT')
+        job.join(2)
+        assert len(ticks) >= 10
+    finally:
+        silent.close()
+
+
+def test_resolver_refuses_a_bad_nameserver_at_construction():
+    with pytest.raises(ValueError):
+        Resolver(['not-an-ip'])
+
+
+# -- stores ----------------------------------------------------------------------------
+
+@pytest.fixture(params=['memory', 'sqlite', 'redis'])
+def any_store(request, tmp_path):
+    if request.param == 'memory':
+        s = store('memory:')
+    elif request.param == 'sqlite':
+        s = store(f'sqlite:///{tmp_path}/state.db')
+    else:
+        s = store(request.getfixturevalue('redis_server').url)
+        s.delete('k'), s.delete('n'), s.delete('w')
+    yield s
+    s.close()
+
+
+def test_store_operations(any_store):
+    s = any_store
+    assert s.get('k') is None
+    assert s.add('k', 'one', 5) is True
+    assert s.add('k', 'two', 5) is False
+    assert s.get('k') == 'one'
+    s.set('k', 'three', 5)
+    assert s.get('k') == 'three'
+    assert s.incr('n', 2, 5) == 2 and s.incr('n') == 3
+    s.delete('k')
+    assert s.get('k') is None
+
+
+def test_store_ttl_expires(any_store):
+    any_store.set('k', 'v', 0.2)
+    assert any_store.get('k') == 'v'
+    assert wait_for(lambda: any_store.get('k') is None, timeout=3)
+
+
+def test_store_sliding_window_is_exact(any_store):
+    now = time.time()
+    assert [any_store.hit('w', 10, 3, now + i) for i in range(4)] == [1, 2, 3, None]
+    assert any_store.hit('w', 10, 3, now + 10.5) == 3     # the first event left the window
+
+
+@pytest.mark.parametrize('kind', ['sqlite', 'redis'])
+def test_store_counts_exactly_when_threads_race(kind, tmp_path, request):
+    """Eight threads (eight hubs, as eight workers would be) hit one key:
+    exactly `limit` succeed."""
+    url = f'sqlite:///{tmp_path}/race.db' if kind == 'sqlite' else \
+        request.getfixturevalue('redis_server').url
+    shared = store(url)
+    shared.delete('race')
+    results = []
+
+    def worker():
+        mine = store(url)           # its own connection, as another process would have
+        results.extend(mine.hit('race', 60, 20) for _ in range(5))
+        mine.close()
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sum(r is not None for r in results) == 20
+    shared.close()
+
+
+def test_store_rejects_unknown_urls():
+    with pytest.raises(ValueError):
+        store('mysql://x')
+
+
+# -- recipients ----------------------------------------------------------------------
+
+def test_recipients_relay_denied_unknown_user_and_catch_all(serve):
+    server = serve(recipients(domains=['catchall.test'], addresses=['alice@example.test']))
+    assert rcpt(server, '192.0.2.5', 'a@x.test', 'alice@example.test')[0] == 250
+    assert rcpt(server, '192.0.2.5', 'a@x.test', 'Alice+news@EXAMPLE.test')[0] == 250
+    assert rcpt(server, '192.0.2.5', 'a@x.test', 'bob@example.test') == \
+        (550, b'5.1.1 No such user here')
+    assert rcpt(server, '192.0.2.5', 'a@x.test', 'anyone@catchall.test')[0] == 250
+    assert rcpt(server, '192.0.2.5', 'a@x.test', 'x@elsewhere.test') == \
+        (554, b'5.7.1 Relay access denied')
+
+
+def test_recipients_lookup_and_authenticated_relay(serve):
+    users = {'carol@lookup.test'}
+    server = serve(recipients(domains=['lookup.test'], lookup=users.__contains__),
+                   on_auth=lambda session: {'name': session.auth.username})
+    assert rcpt(server, '192.0.2.5', 'a@x.test', 'carol@lookup.test')[0] == 250
+    assert rcpt(server, '192.0.2.5', 'a@x.test', 'dave@lookup.test')[0] == 550
+    # an authenticated client (XCLIENT LOGIN) may send anywhere
+    assert rcpt(server, '192.0.2.5', 'a@x.test', 'x@elsewhere.test', login='carol')[0] == 250
+
+
+def test_recipients_file_is_read_again_when_it_changes(serve, tmp_path):
+    path = tmp_path / 'rcpts'
+    path.write_text('# users\nerin@file.test\n')
+    policy = recipients(addresses_file=str(path))
+    server = serve(policy)
+    assert rcpt(server, '192.0.2.5', 'a@x.test', 'erin@file.test')[0] == 250
+    assert rcpt(server, '192.0.2.5', 'a@x.test', 'frank@file.test')[0] == 550
+    path.write_text('erin@file.test\nfrank@file.test  # new\n')
+    policy.file.reload()
+    assert rcpt(server, '192.0.2.5', 'a@x.test', 'frank@file.test')[0] == 250
+
+
+def test_recipients_needs_something_to_accept():
+    with pytest.raises(ValueError):
+        recipients()
+
+
+# -- dnsbl -----------------------------------------------------------------------------
+
+def test_dnsbl_query_names_ipv4_and_ipv6_nibbles():
+    assert query_name('192.0.2.99', 'bl.test') == '99.2.0.192.bl.test'
+    assert query_name('2001:db8::1', 'bl.test') == \
+        '1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl.test'
+
+
+def test_dnsbl_refuses_a_listed_client_naming_zone_and_reason(serve, resolver):
+    server = serve(dnsbl(['junk.test', 'bl.test'], resolver=resolver))
+    code, text = rcpt(server, LISTED_V4, 'a@x.test', 'b@example.test')
+    assert code == 554
+    assert b'5.7.1' in text and b'bl.test' in text and b'is listed in bl.test' in text
+    assert rcpt(server, '192.0.2.7', 'a@x.test', 'b@example.test')[0] == 250
+
+
+def test_dnsbl_ipv6_client(serve, resolver):
+    server = serve(dnsbl(['bl.test'], resolver=resolver))
+    code, text = rcpt(server, LISTED_V6, 'a@x.test', 'b@example.test')
+    assert code == 554 and b'IPv6 listing' in text
+    assert rcpt(server, '2001:db8::5', 'a@x.test', 'b@example.test')[0] == 250
+
+
+def test_dnsbl_answers_outside_127_are_no_listing(serve, resolver):
+    server = serve(dnsbl(['junk.test'], resolver=resolver))
+    assert rcpt(server, LISTED_V4, 'a@x.test', 'b@example.test')[0] == 250
+
+
+def test_dnsbl_threshold_allow_list_and_authenticated(serve, resolver):
+    server = serve(dnsbl(['bl.test', 'bl2.test'], threshold=2, allow=['192.0.2.96/30'],
+                         resolver=resolver),
+                   on_auth=lambda session: {'name': session.auth.username})
+    assert rcpt(server, '192.0.2.101', 'a@x.test', 'b@example.test')[0] == 250
+    assert rcpt(server, '192.0.2.98', 'a@x.test', 'b@example.test')[0] == 250   # one zone of 2
+    server2 = serve(dnsbl(['bl.test', 'bl2.test'], threshold=2, resolver=resolver),
+                    on_auth=lambda session: {'name': session.auth.username})
+    assert rcpt(server2, LISTED_V4, 'a@x.test', 'b@example.test')[0] == 554
+    assert rcpt(server2, LISTED_V4, 'a@x.test', 'b@example.test', login='u')[0] == 250
+    assert rcpt(server, LISTED_V4, 'a@x.test', 'b@example.test')[0] == 250     # allow-listed
+
+
+def test_dnsbl_fails_open_when_dns_is_down(serve, caplog):
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(('127.0.0.1', 0))
+    try:
+        down = Resolver(['127.0.0.1'], port=silent.getsockname()[1], timeout=0.2)
+        server = serve(dnsbl(['down.test'], resolver=down))
+        with caplog.at_level('WARNING', logger='smtp_stack.policies'):
+            assert rcpt(server, LISTED_V4, 'a@x.test', 'b@example.test')[0] == 250
+            assert rcpt(server, '192.0.2.8', 'a@x.test', 'b@example.test')[0] == 250
+        assert sum('down.test' in r.getMessage() for r in caplog.records) == 1
+    finally:
+        silent.close()
+
+
+# -- greylist --------------------------------------------------------------------------
+
+def test_greylist_logic_with_a_clock():
+    now = [1000.0]
+    g = Greylist(delay=300, expire=3600, store=store('memory:'), auto_allow=2,
+                 clock=lambda: now[0])
+    import ipaddress
+    ip = ipaddress.ip_address('192.0.2.10')
+    assert g.check(ip, 's@x.test', 'r@y.test')[0] == 451
+    now[0] += 100
+    assert g.check(ip, 's@x.test', 'r@y.test')[0] == 451       # too early
+    neighbour = ipaddress.ip_address('192.0.2.200')            # same /24: same triplet
+    now[0] += 250
+    assert g.check(neighbour, 's@x.test', 'r@y.test') is None
+    assert g.check(ip, 's@x.test', 'r@y.test') is None         # passed triplets stay
+    assert g.check(ip, 's@x.test', 'other@y.test')[0] == 451   # a new triplet waits
+    now[0] += 301
+    assert g.check(ip, 's@x.test', 'other@y.test') is None     # second pass of the network
+    assert g.check(ip, 'new@x.test', 'new@y.test') is None     # auto-allowed now
+
+
+def test_greylist_over_smtp_with_redis_shared_by_two_servers(serve, redis_server):
+    url = redis_server.url
+    a = serve(greylist(delay=0.5, store=store(url), auto_allow=0))
+    b = serve(greylist(delay=0.5, store=store(url), auto_allow=0))
+    sender, recipient = f'g{time.time_ns()}@x.test', 'r@example.test'
+    code, text = rcpt(a, '198.51.100.1', sender, recipient)
+    assert code == 451 and b'4.7.1' in text
+    assert rcpt(b, '198.51.100.1', sender, recipient)[0] == 451    # b saw a's first sight
+    assert wait_for(lambda: rcpt(b, '198.51.100.2', sender, recipient)[0] == 250, timeout=5)
+    assert rcpt(a, '198.51.100.3', sender, recipient)[0] == 250    # and a sees b's pass
+    assert rcpt(a, '198.51.100.1', sender, recipient, login='u')[0] == 250
+
+
+def test_greylist_skips_authenticated_and_allow_listed(serve):
+    server = serve(greylist(delay=60, allow=['203.0.113.0/24']),
+                   on_auth=lambda session: {'name': session.auth.username})
+    assert rcpt(server, '203.0.113.9', 's@x.test', 'r@example.test')[0] == 250
+    assert rcpt(server, '198.51.100.9', 's@x.test', 'r@example.test', login='u')[0] == 250
+    assert rcpt(server, '198.51.100.9', 's@x.test', 'r@example.test')[0] == 451
+
+
+def test_greylist_and_rate_limit_fail_open_when_redis_restarts(serve, redis_server, caplog):
+    shared = store(redis_server.url)
+    server = serve(greylist(delay=60, store=shared), rate_limit(recipients=100, store=shared))
+    sender = f'r{time.time_ns()}@x.test'
+    assert rcpt(server, '198.51.100.20', sender, 'r@example.test')[0] == 451
+    redis_server.stop()
+    try:
+        with caplog.at_level('WARNING', logger='smtp_stack.policies'):
+            assert rcpt(server, '198.51.100.20', sender, 'r@example.test')[0] == 250
+            assert rcpt(server, '198.51.100.21', sender, 'r@example.test')[0] == 250
+        failures = [r for r in caplog.records if 'failing open' in r.getMessage()]
+        assert len(failures) == 2           # one per policy, not one per RCPT
+    finally:
+        redis_server.start()
+    # back: the new (empty) Redis greylists again
+    assert rcpt(server, '198.51.100.22', f'n{time.time_ns()}@x.test', 'r@example.test')[0] == 451
+
+
+# -- rate_limit ------------------------------------------------------------------------
+
+def test_rate_limit_messages_per_client(serve):
+    server = serve(rate_limit(messages=2, per=60))
+    client = connect(server, '198.51.100.30')
+    try:
+        for _ in range(2):
+            assert client.mail('a@x.test')[0] == 250
+            client.rset()
+        code, text = client.mail('a@x.test')
+        assert code == 450 and b'4.7.1' in text
+    finally:
+        client.close()
+    other = connect(server, '198.51.100.31')
+    assert other.mail('a@x.test')[0] == 250
+    other.close()
+
+
+def test_rate_limit_recipients_per_sender_on_sqlite_shared_by_two_servers(serve, tmp_path):
+    url = f'sqlite:///{tmp_path}/rate.db'
+    a = serve(rate_limit(recipients=3, per=60, key='sender', store=store(url)))
+    b = serve(rate_limit(recipients=3, per=60, key='sender', store=store(url)))
+    codes = [rcpt(srv, '198.51.100.40', 'bulk@x.test', f'r{i}@example.test')[0]
+             for i, srv in enumerate([a, b, a, b])]
+    assert codes == [250, 250, 250, 450]
+    assert rcpt(a, '198.51.100.40', 'other@x.test', 'r@example.test')[0] == 250
+
+
+def test_rate_limit_per_user_window_slides(serve):
+    server = serve(rate_limit(recipients=1, per=0.5, key='user'),
+                   on_auth=lambda session: {'name': session.auth.username})
+    assert rcpt(server, '198.51.100.50', 'a@x.test', 'r@example.test', login='alice')[0] == 250
+    assert rcpt(server, '198.51.100.51', 'a@x.test', 'r@example.test', login='alice')[0] == 450
+    assert rcpt(server, '198.51.100.50', 'a@x.test', 'r@example.test', login='bob')[0] == 250
+    assert wait_for(lambda: rcpt(server, '198.51.100.52', 'a@x.test', 'r@example.test',
+                                 login='alice')[0] == 250, timeout=5)
+
+
+def test_rate_limit_refuses_bad_parameters():
+    with pytest.raises(ValueError):
+        rate_limit()
+    with pytest.raises(ValueError):
+        rate_limit(messages=0)
+    with pytest.raises(ValueError):
+        rate_limit(messages=1, key='domain')
