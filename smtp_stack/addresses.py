@@ -255,10 +255,26 @@ def check_envid(value) -> str:
     if value is True or len(value) > 100:
         raise _syntax('Error: bad ENVID value')
     try:
-        decode_xtext(value)
+        decoded = decode_xtext(value)
     except XtextError:
         raise _syntax('Error: ENVID is not valid xtext') from None
+    # RFC 3461 4.4: the decoded value is printable US-ASCII; a decoded CR LF
+    # would otherwise reach a DSN's Original-Envelope-Id header.
+    if not _printable_ascii(decoded):
+        raise _syntax('Error: ENVID must decode to printable US-ASCII')
     return value
+
+
+_UNITEXT_ESCAPE = re.compile(r'\\x\{([0-9A-Fa-f]{1,6})\}')     # RFC 6533 utf-8-addr-unitext
+
+
+def _unescape_unitext(match) -> str:
+    point = int(match[1], 16)
+    return chr(point) if point <= 0x10FFFF else '\0'     # out of range: never printable
+
+
+def _printable_ascii(text: str) -> bool:
+    return all(' ' <= ch <= '~' for ch in text)
 
 
 def check_notify(value) -> str:
@@ -281,11 +297,19 @@ def check_orcpt(value) -> str:
     addr_type, semi, addr = value.partition(';')
     if not semi or not _KEYWORD.match(addr_type) or not addr or len(value) > 500:
         raise _syntax('Error: ORCPT must be addr-type;xtext')
+    utf8 = addr_type.upper() == 'UTF-8'     # RFC 6533: utf-8-addr-xtext or -unitext
     try:
-        decode_xtext(addr)
+        decoded = decode_xtext(addr)
     except XtextError:
-        if addr_type.upper() != 'UTF-8':
+        if not utf8:
             raise _syntax('Error: ORCPT is not valid xtext') from None
+        decoded = addr
+    if utf8:
+        decoded = _UNITEXT_ESCAPE.sub(_unescape_unitext, decoded)
+    # RFC 3461 4.2 (and RFC 6533 for UTF-8): the decoded address holds no
+    # control characters; it is printable US-ASCII unless its type is UTF-8.
+    if not (_printable_ascii(decoded) or utf8 and decoded.isprintable()):
+        raise _syntax('Error: ORCPT must decode to printable characters')
     return value
 
 

@@ -82,7 +82,9 @@ class Connection:
         self._pipelined = 0
         self.closing = False
         self.waiting_idle = False   # blocked reading a command, no transaction open
-        self.enhanced = False       # ENHANCEDSTATUSCODES advertised in this session
+        # RFC 2034 4: once the extension is offered, codes go on every reply
+        # but the greeting and the HELO/EHLO reply, whether or not EHLO was used.
+        self.enhanced = self.options.enabled('ENHANCEDSTATUSCODES')
         self.errors = 0
         self.auth_failures = 0
         self.messages = 0               # accepted in this connection (max_messages)
@@ -135,6 +137,7 @@ class Connection:
             self.server._emit('error', exc)
         finally:
             self._close_socket()
+            session.envelope.discard()      # a spool must not outlive a vanished client
             if self.claimed_ip is not None:
                 self.server.release_client_ip(self.claimed_ip)
             self.log(20, 'Connection closed')
@@ -557,10 +560,8 @@ class Connection:
         session.greeting = kind
         hello = f'{self.options.name} Nice to meet you, {session.client_hostname}'
         if kind == 'HELO':
-            self.enhanced = False
             ctx.reply = Reply(250, hello, False)
             return
-        self.enhanced = self.options.enabled('ENHANCEDSTATUSCODES')
         ctx.reply = Reply(250, [hello] + self.extensions(), False)
 
     def extensions(self) -> list:
@@ -716,7 +717,7 @@ class Connection:
         if envelope.mail_from is None:
             raise SmtpError(*R.NEED_MAIL)
         if not envelope.rcpt_to:
-            raise SmtpError(*R.NO_RECIPIENTS)
+            raise SmtpError(*(R.NO_RECIPIENTS_LMTP if self.options.lmtp else R.NO_RECIPIENTS))
         if envelope.mail_from.args.get('BODY') == 'BINARYMIME':
             raise SmtpError(*R.BINARYMIME_NEEDS_BDAT)
         stream = self._open_data_stream()
@@ -776,7 +777,7 @@ class Connection:
             if envelope.mail_from is None:
                 raise SmtpError(*R.NEED_MAIL)
             if not envelope.rcpt_to:
-                raise SmtpError(*R.NO_RECIPIENTS)
+                raise SmtpError(*(R.NO_RECIPIENTS_LMTP if self.options.lmtp else R.NO_RECIPIENTS))
             stream = self._open_bdat_stream(size, last)
             envelope.data_stream = ctx.data_stream = stream
             self._hook('on_data', self.session)
@@ -869,12 +870,10 @@ class Connection:
         if stream.aborted:
             session.reset_envelope()    # the chunks were answered; no final reply
             return
-        if stream.size_exceeded:
-            reply = R.MESSAGE_TOO_BIG
-        elif stream.bare_newline and self.options.bare_newline == 'reject':
-            reply = R.BARE_NEWLINE_DATA
-        elif stream.line_too_long:
-            reply = R.LINE_TOO_LONG_DATA
+        if stream.refused is not None:
+            # The readers were told (MessageRefused); whatever middleware set,
+            # the client gets the same reply.
+            reply = stream.refused.reply
         session.reset_envelope()
         if self.options.lmtp:
             self._lmtp_replies(reply, len(recipients), ctx)
@@ -920,7 +919,6 @@ class Connection:
         session.reset_envelope()
         session.helo = session.greeting = None
         session.auth = session.user = None
-        self.enhanced = False
 
     # -- AUTH (RFC 4954) -------------------------------------------------------
     def _auth_allowed(self) -> bool:
@@ -1015,7 +1013,6 @@ class Connection:
         session.reset_envelope()
         session.greeting = None
         session.helo = attrs.get('HELO')
-        self.enhanced = False
         self.log(20, 'XCLIENT: client is now %s [%s]:%s', session.client_hostname,
                  session.remote_address, session.remote_port)
         protocol = 'LMTP' if self.options.lmtp else 'ESMTP'

@@ -26,6 +26,18 @@ class SmtpError(Exception):
         return f'{self.code} {self.enhanced or ""} {text}'.replace('  ', ' ')
 
 
+class MessageRefused(SmtpError):
+    """The server refuses this message whatever middleware says: over `size`,
+    bare CR/LF, a line over `max_line_length`, a BDAT transfer abandoned.
+
+    Raised by every read of `data_stream` (and by `envelope.spool()`) from
+    the moment the server knows, at the latest where the reader would see
+    the end of the body, and again on each later read; `reply` is what the
+    client gets. Code that reads the body to its end and lets exceptions
+    propagate can therefore never keep a message the client was refused.
+    """
+
+
 class ClientDisconnected(ConnectionError):
     """The client went away (or stalled past the timeout) while a reader waited.
 

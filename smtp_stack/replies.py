@@ -136,6 +136,8 @@ NEED_LHLO = Reply(503, 'Error: send LHLO first', '5.5.1')
 NESTED_MAIL = Reply(503, 'Error: nested MAIL command', '5.5.1')
 NEED_MAIL = Reply(503, 'Error: need MAIL command', '5.5.1')
 NO_RECIPIENTS = Reply(554, 'Error: no valid recipients', '5.5.1')
+# RFC 2033 4.2: in LMTP, DATA without an accepted recipient MUST get 503.
+NO_RECIPIENTS_LMTP = Reply(503, 'Error: no valid recipients', '5.5.1')
 TOO_MANY_RECIPIENTS = Reply(452, 'Error: too many recipients', '4.5.3')
 MESSAGE_TOO_BIG = Reply(552, 'Error: message exceeds fixed maximum message size', '5.3.4')
 BARE_NEWLINE_DATA = Reply(554, 'Error: bare <CR> or <LF> in message content', '5.6.0')
@@ -163,6 +165,10 @@ REQUIRETLS_NEEDS_TLS = Reply(530, 'Error: REQUIRETLS needs a TLS session', '5.7.
 TOO_MANY_MESSAGES = Reply(421, 'Error: too many messages in this connection', '4.7.0')
 EARLY_TALKER = Reply(554, 'Error: SMTP protocol synchronization', '5.5.0')
 LINE_TOO_LONG_DATA = Reply(554, 'Error: message line too long', '5.6.0')
+# Never sent: the client abandoned its BDAT chunks (RSET, another command),
+# and each chunk was already answered. It is the reply `MessageRefused`
+# carries for the readers of the abandoned body.
+TRANSFER_ABANDONED = Reply(554, 'Error: message transfer abandoned by the client', '5.6.0')
 AUTH_FAILED = Reply(535, 'Error: authentication failed', '5.7.8')
 TOO_MANY_AUTH_FAILURES = Reply(421, 'Error: too many failed authentication attempts', '4.7.0')
 AUTH_BLOCKED = Reply(450, 'Error: too many failed authentications from this address, '

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import random
 
+from .headers import check_field, fold
+
 # Session ids need to be unique, not secret: a generator of our own, seeded
 # from os.urandom in each process (and again in each forked worker), costs
 # no system call per connection; the application seeding `random` for its
@@ -21,18 +23,50 @@ def new_session_id() -> str:
 
 class Envelope:
     """One mail transaction. A new object after each reset, so user code
-    that kept a reference (a delivery queue) never sees it change."""
+    that kept a reference (a delivery queue) never sees it change; its
+    spool, though, is removed with the transaction (copy what you keep)."""
 
-    __slots__ = ('mail_from', 'rcpt_to', 'data_stream', '__dict__')
+    __slots__ = ('mail_from', 'rcpt_to', 'data_stream', '_added', '__dict__')
 
     def __init__(self):
         self.mail_from = None
         self.rcpt_to = []
         self.data_stream = None
+        self._added = None
 
     @property
     def last_to(self):
         return self.rcpt_to[-1] if self.rcpt_to else None
+
+    def spool(self):
+        """The whole body, read to its end into a Spool that several readers
+        can `open()`; the same one on later calls. Raises MessageRefused as
+        reading `data_stream` does."""
+        if self.data_stream is None:
+            raise RuntimeError('spool() needs a message body: call it on DATA or BDAT, after next()')
+        return self.data_stream.spool()
+
+    def add_header(self, name: str, value: str) -> None:
+        """Record a header field (Authentication-Results, X-Spam-Status ...)
+        that the built-in deliveries and MailSink put on top of the message.
+        ValueError for a name that is not RFC 5322 field-name syntax, or a
+        value holding CR, LF or NUL."""
+        field = check_field(name, value)
+        fold(*field)        # a word no line can hold is refused now, not at delivery
+        if self._added is None:
+            self._added = []
+        self._added.append(field)
+
+    @property
+    def added_headers(self) -> list:
+        """The (name, value) pairs recorded with add_header, in call order."""
+        return list(self._added) if self._added else []
+
+    def discard(self) -> None:
+        """Release what the transaction holds (the spool and its temporary file)."""
+        stream = self.data_stream
+        if stream is not None:
+            stream.discard()
 
     def __repr__(self):
         return f'<Envelope from={self.mail_from!r} to={self.rcpt_to!r}>'
@@ -80,9 +114,12 @@ class Session:
 
     def reset_envelope(self) -> None:
         """End the current transaction (RSET, HELO/EHLO, after DATA)."""
-        if self.envelope.mail_from is not None:
+        envelope = self.envelope
+        if envelope.mail_from is not None:
             self.transaction += 1
             self.xforward = {}      # XFORWARD describes one message only
+        if envelope.data_stream is not None:
+            envelope.discard()
         self.envelope = Envelope()
 
     def __repr__(self):

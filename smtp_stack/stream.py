@@ -3,16 +3,27 @@ from __future__ import annotations
 
 import io
 
+from . import replies as R
+from .errors import MessageRefused
+from .spool import Spool
+
+SPOOL_CHUNK = 65536
+
 
 class DataStream(io.BufferedIOBase):
     """Binary reader over the DATA (or BDAT) body as it arrives.
 
     `pull()` returns the next decoded piece of the body (bytes, possibly
     empty) or None at the end; it is where the socket is read, so the body
-    is never held in memory as a whole. Beyond `limit` bytes the reader sees
-    end of file and `size_exceeded` becomes True; the server reads and
-    discards the rest. `ClientDisconnected` propagates from `pull()` when the
-    client goes away mid-message.
+    is never held in memory as a whole. `ClientDisconnected` propagates from
+    `pull()` when the client goes away mid-message.
+
+    A refused body is never readable as a good one: once the server knows
+    it will refuse the message (over `limit`, a bare CR/LF the decoder
+    flagged, a line the checks found too long, an abandoned BDAT transfer)
+    every read raises `refused`, a MessageRefused, and goes on raising it.
+    The end of the body is where the last of these is known, so a reader
+    never sees a clean end of file for a refused message.
     """
 
     def __init__(self, pull, limit: int = 0, on_first_read=None, decoder=None, checks=None):
@@ -25,9 +36,13 @@ class DataStream(io.BufferedIOBase):
         self._chunk = b''
         self._offset = 0
         self._finished = False
+        self._lost = None           # the ClientDisconnected that ended the body
+        self._spool = None
+        self._source = None         # after spool(): the reader's bytes come from the spool
         self.bytes_read = 0
         self.size_exceeded = False
         self.aborted = False        # the client abandoned the message (BDAT then RSET)
+        self.refused = None         # the MessageRefused every read raises, once known
 
     # -- the source side -------------------------------------------------
     def start(self) -> None:
@@ -40,35 +55,70 @@ class DataStream(io.BufferedIOBase):
     def started(self) -> bool:
         return self._on_first_read is None
 
-    def _fill(self) -> bool:
-        """Load the next non-empty piece for the reader; False at the end."""
+    def _next_piece(self):
+        """The next non-empty piece of the body, or None at its end; judges
+        the message after each piece (sets `refused`), never raises it."""
         if self._on_first_read is not None:
             self.start()
+        if self._lost is not None:
+            raise self._lost
         while not self._finished:
-            piece = self._pull()
+            try:
+                piece = self._pull()
+            except ConnectionError as exc:      # ClientDisconnected, and its timeout
+                self._lost = exc
+                raise
             if piece is None:
                 self._finished = True
-                break
+                self._judge()
+                return None
             if not piece:
                 continue
-            before = self.bytes_read
             self.bytes_read += len(piece)
-            if self.size_exceeded:
-                continue
             if self._limit and self.bytes_read > self._limit:
                 self.size_exceeded = True
-                piece = piece[:self._limit - before]
-                if not piece:
-                    continue
+            self._judge()
+            return piece
+        return None
+
+    def _judge(self) -> None:
+        if self.refused is not None:
+            return
+        if self.size_exceeded:
+            reply = R.MESSAGE_TOO_BIG
+        elif self.aborted:
+            reply = R.TRANSFER_ABANDONED
+        elif (self.decoder is not None and self.decoder.bare_newline
+              and not self.decoder.normalize):
+            reply = R.BARE_NEWLINE_DATA
+        elif self.checks is not None and self.checks.line_too_long:
+            reply = R.LINE_TOO_LONG_DATA
+        else:
+            return
+        self.refused = MessageRefused(*reply)
+
+    def _fill(self) -> bool:
+        """Load the next piece for the reader; False at the end of a good
+        body; MessageRefused instead of a piece of a refused one."""
+        if self.refused is not None:
+            raise self.refused
+        if self._source is not None:
+            piece = self._source.read(SPOOL_CHUNK)
             self._chunk, self._offset = piece, 0
-            return True
-        return False
+            return bool(piece)
+        piece = self._next_piece()
+        if self.refused is not None:
+            raise self.refused
+        if piece is None:
+            return False
+        self._chunk, self._offset = piece, 0
+        return True
 
     def drain(self) -> None:
         """Read and discard whatever nobody read, up to the end of the body."""
         self._chunk, self._offset = b'', 0
-        while self._fill():
-            self._chunk, self._offset = b'', 0
+        while self._next_piece() is not None:
+            pass
 
     @property
     def finished(self) -> bool:
@@ -80,17 +130,58 @@ class DataStream(io.BufferedIOBase):
         return bool(self.decoder is not None and self.decoder.bare_newline)
 
     @property
-    def acceptable(self) -> bool:
-        """The whole body arrived and the server will not refuse it for its
-        framing or size: what a delivery handler checks before it commits."""
-        if not self._finished or self.size_exceeded or self.aborted or self.line_too_long:
-            return False
-        return not (self.bare_newline and not self.decoder.normalize)
-
-    @property
     def line_too_long(self) -> bool:
         """A line exceeded `max_line_length` (the message will be refused)."""
         return bool(self.checks is not None and self.checks.line_too_long)
+
+    @property
+    def acceptable(self) -> bool:
+        """The whole body arrived and the server will not refuse it."""
+        return self._finished and self.refused is None
+
+    # -- one body, several readers -------------------------------------------
+    def spool(self) -> Spool:
+        """Read the body to its end into a Spool (the same one on later
+        calls). Afterwards this stream reads from the spool, so a reader
+        that comes later still sees the whole body from its first byte."""
+        if self._spool is not None:
+            return self._spool
+        if self.refused is not None:
+            raise self.refused
+        if self.bytes_read > self._available():      # a reader took some already
+            raise RuntimeError('data_stream was read before spool(): call spool() '
+                               'before reading the stream, or instead of it')
+        spool = Spool()
+        try:
+            if self._chunk:
+                spool.write(self._chunk)
+            self._chunk, self._offset = b'', 0
+            while True:
+                piece = self._next_piece()
+                if self.refused is not None:
+                    raise self.refused
+                if piece is None:
+                    break
+                spool.write(piece)
+        except BaseException:
+            spool.close()
+            raise
+        self._spool = spool.finish()
+        self._source = spool.open()
+        return spool
+
+    @property
+    def spooled(self):
+        """The Spool once `spool()` made one, else None."""
+        return self._spool
+
+    def discard(self) -> None:
+        """Remove the spool (the end of the transaction)."""
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+        if self._spool is not None:
+            self._spool.close()
 
     # -- the reader side ---------------------------------------------------
     def readable(self) -> bool:

@@ -11,6 +11,8 @@ import email.policy
 import threading
 from email.parser import BytesParser
 
+from .delivery.base import body_chunks, is_success, open_body
+from .headers import header_block
 from .options import LogLevels
 from .server import SmtpServer
 
@@ -87,13 +89,19 @@ class MailSink:
     def _keep(self, ctx, next):
         next()
         stream = ctx.data_stream
-        if stream is None or ctx.reply is None or not 200 <= _first_code(ctx.reply) < 300:
+        if stream is None or not is_success(ctx.reply):
             return
-        raw = stream.read()
-        if not stream.acceptable:
+        # The whole body, from the spool when a middleware made one; a body
+        # the server refuses raises MessageRefused here and is not kept.
+        body = b''.join(body_chunks(open_body(ctx), ctx=ctx))
+        if not stream.acceptable or not is_success(ctx.reply):
             return
+        # On top, as the built-in deliveries do: the fields middleware added
+        # (envelope.add_header). No trace fields of its own: a test sees the
+        # message as its code sent it.
+        raw = header_block(ctx.session.envelope.added_headers) + body
         # Parsed with LF line ends, as Python's mailbox does, so get_content()
-        # gives natural text; `.raw` keeps the bytes exactly as received.
+        # gives natural text; `.raw` keeps the bytes as stored.
         message = BytesParser(policy=email.policy.default).parsebytes(
             raw.replace(b'\r\n', b'\n'))
         message.envelope = ctx.session.envelope
@@ -133,8 +141,3 @@ class MailSink:
         with self._changed:
             self.messages.clear()
 
-
-def _first_code(reply) -> int:
-    if isinstance(reply, list):
-        return reply[0].code if reply else 0
-    return reply.code

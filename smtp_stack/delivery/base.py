@@ -1,16 +1,19 @@
-"""What every delivery shares: when to deliver, the trace headers, the body.
+"""What every delivery shares: when to deliver, the headers on top, the body.
 
 A delivery is a middleware `fn(ctx, next)`. On DATA it calls `next()` (the
 built-in handler sends 354 and opens `ctx.data_stream`), then reads the body
-as it arrives and commits the message only when all of these hold:
+(from the envelope's spool when a middleware made one, else from the stream
+as it arrives) and commits the message only when all of these hold:
 
 - the reply so far is a success (an inner middleware or hook may already
   have refused the message: then nothing is delivered);
-- nobody read the body before it (a delivery must see every byte);
-- the body arrived whole and the server will not refuse it afterwards for
-  its size or bare line ends (`data_stream.acceptable`, see `_finish_data`);
-- the reply is still a success after the body was read (a stream filter,
-  or the `inspect` callback, may refuse it on its content).
+- nobody read the stream before it without spooling it (a delivery must
+  see every byte);
+- the body reached its end: a body the server refuses raises MessageRefused
+  on the way (too big, bare line ends, a line too long), and the delivery
+  removes what it wrote;
+- the reply is still a success after the body was read (the `inspect`
+  callback may refuse it on its content).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import ipaddress
 import logging
 import re
 
+from ..headers import header_block
 from ..replies import Reply
 
 log = logging.getLogger('smtp_stack.delivery')
@@ -60,10 +64,11 @@ def wants_delivery(ctx) -> bool:
 
 
 def untouched(ctx) -> bool:
-    """True when no one read any of the body yet. If someone did, a delivery
-    would store a truncated message: it refuses with 451 instead."""
+    """True when the whole body is still to be had: spooled, or not read yet.
+    If someone read the stream without spooling it, a delivery would store a
+    truncated message: it refuses with 451 instead."""
     stream = ctx.data_stream
-    if stream.bytes_read or stream.finished:
+    if stream.spooled is None and (stream.bytes_read or stream.finished):
         log.error('[%s] the message body was read before the delivery middleware; '
                   'register the delivery so that it reads the body first',
                   ctx.session.id)
@@ -72,16 +77,48 @@ def untouched(ctx) -> bool:
     return True
 
 
-def body_chunks(stream, inspect=None, ctx=None):
-    """The body in pieces as they arrive; `inspect(ctx, piece)` sees each one
-    first and may raise SmtpError to refuse the message."""
-    while True:
-        piece = stream.read1(CHUNK)
-        if not piece:
-            return
-        if inspect is not None:
-            inspect(ctx, piece)
-        yield piece
+def open_body(ctx):
+    """A reader of the whole body: a file of its own from the spool when a
+    middleware spooled it (so any number of readers compose), else the
+    stream itself, read as it arrives."""
+    stream = ctx.data_stream
+    spool = stream.spooled
+    return spool.open() if spool is not None else stream
+
+
+def body_chunks(reader, inspect=None, ctx=None):
+    """The body in pieces; `inspect(ctx, piece)` sees each one first and may
+    raise SmtpError to refuse the message. A refused body raises
+    MessageRefused (an SmtpError) before its end."""
+    try:
+        while True:
+            piece = reader.read1(CHUNK)
+            if not piece:
+                return
+            if inspect is not None:
+                inspect(ctx, piece)
+            yield piece
+    finally:
+        if reader is not getattr(ctx, 'data_stream', None):
+            reader.close()      # a reader of the spool, ours to close
+
+
+def message_head(ctx, *, return_path: bool) -> bytes:
+    """The header fields this server puts on top of the message, top first:
+    Return-Path (at final delivery, RFC 5321 4.4), the fields middleware
+    added with `envelope.add_header` (RFC 8601 5: above the trace fields
+    this server prepends), then this server's Received."""
+    session, envelope = ctx.session, ctx.session.envelope
+    head = return_path_header(envelope) if return_path else ''
+    head += received_header(session, envelope, ctx.server.options.name)
+    head = head.encode('utf-8', 'surrogateescape')
+    added = envelope.added_headers
+    if not added:
+        return head
+    if return_path:
+        first, _, rest = head.partition(b'\r\n')
+        return first + b'\r\n' + header_block(added) + rest
+    return header_block(added) + head
 
 
 # -- trace headers (RFC 5321 4.4) ------------------------------------------------

@@ -2,7 +2,10 @@
 
 The function sees only messages that arrived whole and acceptable: the body
 is first spooled (in memory up to `spool_memory` bytes, then in a temporary
-file) and the function is called once the final dot was read. It runs in a
+file) and the function is called once the final dot was read. `body` starts
+with the fields added with `envelope.add_header` and this server's Received
+header (RFC 5321 4.4: a server that takes a message on records its hop),
+then the message as the client sent it. It runs in a
 worker thread of the hub's thread pool, so it may block (HTTP calls, a
 database, a queue) without stalling other sessions; it must therefore be
 thread-safe.
@@ -21,7 +24,7 @@ import gevent
 
 from ..errors import ClientDisconnected, SmtpError
 from .base import (LOCAL_ERROR, body_chunks, disk_error_reply, is_success, log,
-                   untouched, wants_delivery)
+                   message_head, open_body, untouched, wants_delivery)
 
 
 def load_callable(spec: str):
@@ -75,9 +78,10 @@ class CallableDelivery:
         stream = ctx.data_stream
         with tempfile.SpooledTemporaryFile(max_size=self.spool_memory) as body:
             try:
-                for piece in body_chunks(stream, self.inspect, ctx):
+                body.write(message_head(ctx, return_path=False))
+                for piece in body_chunks(open_body(ctx), self.inspect, ctx):
                     body.write(piece)
-            except SmtpError as err:
+            except SmtpError as err:        # inspect() refused it, or MessageRefused
                 ctx.send(err.reply)
                 return
             except ClientDisconnected:

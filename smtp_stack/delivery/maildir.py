@@ -10,7 +10,8 @@ must not lose it).
 
 Lines are stored with LF ends, as local delivery agents write them
 (binary messages, BODY=BINARYMIME, byte for byte).
-The message gets a Return-Path and a Received header (RFC 5321 4.4).
+The message gets a Return-Path, the fields added with `envelope.add_header`
+and a Received header, in that order from the top (RFC 5321 4.4, RFC 8601 5).
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ import gevent
 
 from ..errors import ClientDisconnected, SmtpError
 from ..replies import Reply
-from .base import (disk_error_reply, is_success, log, message_id, received_header,
-                   return_path_header, untouched, wants_delivery, body_chunks)
+from .base import (body_chunks, disk_error_reply, is_success, log, message_head, message_id,
+                   open_body, untouched, wants_delivery)
 
 SUBDIRS = ('tmp', 'new', 'cur')
 _counter = itertools.count(1)
@@ -169,10 +170,8 @@ class MaildirDelivery:
             with out:
                 body = envelope.mail_from.args.get('BODY') if envelope.mail_from else None
                 lf = _LF(keep=str(body).upper() == 'BINARYMIME')
-                head = return_path_header(envelope) + received_header(
-                    session, envelope, ctx.server.options.name)
-                out.write(lf(head.encode('utf-8', 'surrogateescape')))
-                for piece in body_chunks(stream, self.inspect, ctx):
+                out.write(lf(message_head(ctx, return_path=True)))
+                for piece in body_chunks(open_body(ctx), self.inspect, ctx):
                     out.write(lf(piece))
                 out.write(lf.tail())
                 if not stream.acceptable or not is_success(ctx.reply):
@@ -184,7 +183,7 @@ class MaildirDelivery:
         except _Abandon:
             _remove(tmp_path)
             return None
-        except SmtpError as err:        # inspect() refused it
+        except SmtpError as err:        # inspect() refused it, or MessageRefused
             _remove(tmp_path)
             ctx.send(err.reply)
             return None

@@ -41,8 +41,8 @@ from gevent import ssl as gssl
 from ..errors import ClientDisconnected, SmtpError
 from ..replies import Reply
 from ..xtext import encode_xtext
-from .base import (CHUNK, body_chunks, is_success, log, received_header, reply_from,
-                   untouched, wants_delivery)
+from .base import (CHUNK, body_chunks, is_success, log, message_head, open_body,
+                   reply_from, untouched, wants_delivery)
 
 UNAVAILABLE = Reply(451, 'Error: upstream server unavailable, try again later', '4.4.1')
 UPSTREAM_LOST = Reply(451, 'Error: upstream connection lost, try again later', '4.4.2')
@@ -294,19 +294,18 @@ class RelayDelivery:
                 ctx.send(reply)
                 return self._reset(session)
         envelope = session.envelope
-        head = received_header(session, envelope, ctx.server.options.name).encode(
-            'utf-8', 'surrogateescape')
+        head = message_head(ctx, return_path=False)
         stream = ctx.data_stream
         try:
             if link.binary:
-                refused = link.send_chunks(head, body_chunks(stream, self.inspect, ctx))
+                refused = link.send_chunks(head, body_chunks(open_body(ctx), self.inspect, ctx))
                 if refused is not None:     # the rest of the body is drained by the server
                     self._drop(session)
                     ctx.send(refused)
                     return
             else:
-                link.send_body(head, body_chunks(stream, self.inspect, ctx))
-        except SmtpError as err:        # inspect() refused the content
+                link.send_body(head, body_chunks(open_body(ctx), self.inspect, ctx))
+        except SmtpError as err:        # inspect() refused the content, or MessageRefused
             self._drop(session)
             ctx.send(err.reply)
             return
