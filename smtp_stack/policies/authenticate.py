@@ -1,0 +1,119 @@
+"""`authenticate(spf=True, dkim=True, dmarc=True, arc=True, enforce_dmarc=False)`.
+
+After the body has arrived (DATA or the BDAT of a message: `next()` first,
+so the 354 and the stream exist), the body is read once through
+`envelope.spool()` — the delivery still gets the whole message — and
+checked: SPF of the MAIL FROM (or HELO, for the null sender), every DKIM
+signature, DMARC of the From domain, the ARC chain. The outcome goes into
+one Authentication-Results header field (`envelope.add_header`, RFC 8601)
+and into `envelope.auth_results` for later middleware.
+
+Failures to check are results, not refusals: DNS trouble is temperror
+(RFC 7208 2.6.6, RFC 6376 6.1.2, RFC 7489 6.6.3), and the message is
+accepted. Only `enforce_dmarc=True` refuses — with 550 5.7.1, after the
+body, as RFC 7489 10.3 allows — a message that fails DMARC for a domain
+asking p=reject (after pct= sampling); a DMARC temperror is never a
+refusal. Authenticated sessions (submission) are not checked: their mail
+is ours to sign, not to judge.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+
+from ..errors import SmtpError
+from .authresults import header_value
+from .common import authenticated, client_ip, warnings
+from .dkimcheck import verify_arc, verify_dkim
+from .dmarc import check_dmarc
+from .dns import Resolver
+from .spf import check_spf
+
+DMARC_REJECT = (550, 'Message rejected: DMARC policy of {domain} says reject', '5.7.1')
+MAX_HEADER_BYTES = 1 << 20      # where we look for the header section
+
+
+@dataclass
+class AuthResults:
+    """What `authenticate` found; `envelope.auth_results`."""
+    spf: object = None              # SpfResult or None
+    dkim: list = None               # [DkimResult] or None when not checked
+    dmarc: object = None            # DmarcResult or None
+    arc: object = None              # ArcResult or None
+    mail_from: str = ''
+    header: str = ''                # the Authentication-Results value added
+    refused: bool = False
+
+    @property
+    def dkim_passes(self) -> list:
+        return [d.domain for d in self.dkim or () if d.result == 'pass']
+
+
+class Authenticate:
+
+    def __init__(self, spf=True, dkim=True, dmarc=True, arc=True, enforce_dmarc=False,
+                 resolver=None, authserv_id=None, max_signatures=5):
+        self.spf, self.dkim, self.dmarc, self.arc = bool(spf), bool(dkim), bool(dmarc), bool(arc)
+        self.enforce_dmarc = bool(enforce_dmarc)
+        if self.dmarc and not (self.spf or self.dkim):
+            raise ValueError('authenticate: dmarc needs spf or dkim')
+        self.resolver = resolver or Resolver()
+        self.authserv_id = authserv_id
+        self.max_signatures = max_signatures
+
+    def check(self, message: bytes, ip: str, mail_from: str, helo: str) -> AuthResults:
+        """Every enabled check of one message (bytes as received, CRLF)."""
+        results = AuthResults(mail_from=mail_from)
+        if self.spf and ip:
+            results.spf = check_spf(self.resolver, ip, mail_from, helo)
+        if self.dkim:
+            results.dkim = verify_dkim(self.resolver, message, self.max_signatures)
+        if self.dmarc:
+            head = BytesHeaderParser().parsebytes(message[:MAX_HEADER_BYTES])
+            spf = results.spf
+            results.dmarc = check_dmarc(
+                self.resolver, [str(v) for v in head.get_all('From') or ()],
+                spf.result if spf else 'none', spf.domain if spf and spf.identity else '',
+                results.dkim_passes)
+        if self.arc and b'arc-seal:' in message[:MAX_HEADER_BYTES].lower():
+            results.arc = verify_arc(self.resolver, message)
+        elif self.arc:
+            from .dkimcheck import ArcResult
+            results.arc = ArcResult('none')
+        for name, r in (('spf', results.spf), ('dmarc', results.dmarc)):
+            if r is not None and r.result == 'temperror':
+                warnings.failed('authenticate dns', 'authenticate: %s temperror (DNS)', name)
+        return results
+
+    def __call__(self, ctx, next):
+        next()
+        if ctx.command_name not in ('DATA', 'BDAT'):
+            return
+        session = ctx.session
+        envelope = session.envelope
+        if envelope.data_stream is None or authenticated(session):
+            return
+        if ctx.reply is not None and not isinstance(ctx.reply, list) and ctx.reply.code >= 400:
+            return      # already refused by an inner middleware
+        spool = envelope.spool()        # MessageRefused propagates: the client's reply
+        with spool.open() as f:
+            message = f.read()
+        ip = client_ip(session)
+        mail_from = envelope.mail_from.address if envelope.mail_from else ''
+        results = self.check(message, str(ip) if ip else '', mail_from, session.helo or '')
+        authserv = self.authserv_id or ctx.server.options.name
+        results.header = header_value(authserv, results)
+        envelope.auth_results = results
+        envelope.add_header('Authentication-Results', results.header)
+        dmarc = results.dmarc
+        if self.enforce_dmarc and dmarc is not None and dmarc.result == 'fail' \
+                and dmarc.policy == 'reject':
+            results.refused = True
+            code, text, enhanced = DMARC_REJECT
+            raise SmtpError(code, text.format(domain=dmarc.domain), enhanced)
+
+
+def authenticate(spf=True, dkim=True, dmarc=True, arc=True, enforce_dmarc=False,
+                 resolver=None, authserv_id=None):
+    """SPF, DKIM, DMARC and ARC results in an Authentication-Results header."""
+    return Authenticate(spf, dkim, dmarc, arc, enforce_dmarc, resolver, authserv_id)

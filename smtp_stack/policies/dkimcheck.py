@@ -1,0 +1,132 @@
+"""DKIM (RFC 6376) and ARC (RFC 8617) verification by dkimpy, with its DNS
+through our resolver.
+
+dkimpy checks rsa-sha256 and ed25519-sha256 (RFC 8463) signatures and ARC
+chains; it takes the DNS as a function (`dnsfunc`), which we give. Its
+verify() answers only True or False, so the function given here also
+records what the key lookup found, to tell the RFC 8601 2.7.1 results
+apart: no key (permerror), a DNS failure (temperror), a key that does not
+verify (fail).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dkim
+from dkim.util import InvalidTagValueList, parse_tag_value
+
+from .dns import DnsError
+
+
+@dataclass(frozen=True)
+class DkimResult:
+    result: str             # pass, fail, neutral, permerror, temperror
+    domain: str             # d=
+    selector: str           # s=
+    algorithm: str = ''     # a=
+    b: str = ''             # the first characters of b=, to tell signatures apart (RFC 6008)
+    reason: str = ''
+
+
+class _Keys:
+    """dkimpy's dnsfunc, remembering what each key lookup found."""
+
+    def __init__(self, resolver):
+        self.resolver = resolver
+        self.found: dict = {}
+
+    def __call__(self, name, timeout=None):
+        if isinstance(name, bytes):
+            name = name.decode('ascii', 'replace')
+        records = self.resolver.txt(name)        # DnsError propagates: temperror
+        value = records[0] if records else None
+        self.found[name.rstrip('.').lower()] = value
+        return value
+
+
+def signatures(message: bytes) -> list:
+    """The tags of each DKIM-Signature, top first (None for one that does not parse)."""
+    d = dkim.DKIM(message)
+    out = []
+    for name, value in d.headers:
+        if name.lower() == b'dkim-signature':
+            try:
+                out.append(parse_tag_value(value))
+            except InvalidTagValueList:
+                out.append(None)
+    return out
+
+
+def _text(tags, key) -> str:
+    return (tags.get(key) or b'').decode('ascii', 'replace').strip() if tags else ''
+
+
+def verify_dkim(resolver, message: bytes, max_signatures: int = 5) -> list:
+    """One DkimResult per signature (at most `max_signatures`, a bound on the
+    DNS work a message can cause)."""
+    results = []
+    sigs = signatures(message)
+    for idx, tags in enumerate(sigs[:max_signatures]):
+        domain, selector = _text(tags, b'd'), _text(tags, b's')
+        algorithm = _text(tags, b'a')
+        short_b = ''.join(_text(tags, b'b').split())[:8]
+        if tags is None:
+            results.append(DkimResult('neutral', '', '', reason='signature does not parse'))
+            continue
+        keys = _Keys(resolver)
+        d = dkim.DKIM(message, logger=_quiet, minkey=1024)
+        try:
+            ok = d.verify(idx=idx, dnsfunc=keys)
+        except DnsError as exc:
+            results.append(DkimResult('temperror', domain, selector, algorithm, short_b, str(exc)))
+            continue
+        except dkim.DKIMException as exc:
+            # RFC 8601 2.7.1: a body that does not match its hash is a failed
+            # signature; anything else that stops the check is a permerror
+            broken = isinstance(exc, dkim.ValidationError) and 'body hash' in str(exc)
+            results.append(DkimResult('fail' if broken else 'permerror', domain, selector,
+                                      algorithm, short_b, str(exc)))
+            continue
+        if ok:
+            results.append(DkimResult('pass', domain, selector, algorithm, short_b))
+            continue
+        key_name = f'{selector}._domainkey.{domain}'.lower()
+        if keys.found.get(key_name, b'') is None:
+            results.append(DkimResult('permerror', domain, selector, algorithm, short_b,
+                                      'no key for signature'))
+        else:
+            results.append(DkimResult('fail', domain, selector, algorithm, short_b,
+                                      'signature did not verify'))
+    return results
+
+
+@dataclass(frozen=True)
+class ArcResult:
+    result: str             # pass, fail, none, temperror
+    instance: int = 0
+    reason: str = ''
+
+
+def verify_arc(resolver, message: bytes) -> ArcResult:
+    """RFC 8617 5.2: the chain validation status (cv) of the last ARC set."""
+    try:
+        cv, sets, reason = dkim.arc_verify(message, logger=_quiet, dnsfunc=_Keys(resolver))
+    except DnsError as exc:
+        return ArcResult('temperror', 0, str(exc))
+    except dkim.DKIMException as exc:
+        return ArcResult('fail', 0, str(exc))
+    result = cv.decode('ascii') if isinstance(cv, bytes) else str(cv)
+    return ArcResult(result, len(sets or ()), reason if isinstance(reason, str) else '')
+
+
+class _Quiet:
+    """dkimpy logs every failed signature as an error; the result says it already."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+    def isEnabledFor(self, level):
+        return False
+
+
+_quiet = _Quiet()
