@@ -46,6 +46,8 @@ HOOKS = frozenset({'on_socket', 'on_connect', 'on_auth', 'on_mail_from', 'on_rcp
 LISTENER_KEYS = ('host', 'port', 'secure', 'lmtp')
 SERVER_KEYS = frozenset(OPTIONS) - TLS_KEYS - {'secure', 'lmtp'}
 TOP_KEYS = SERVER_KEYS | {'listen', 'tls', 'users', 'deliver', 'secure', 'lmtp'}
+POLICY_KEYS = frozenset({'policies', 'store', 'dns'})     # smtp_stack/policies/config.py
+TOP_KEYS = TOP_KEYS | POLICY_KEYS
 USER_KEYS = ('username', 'password_hash', 'secret')
 RELAY_KEYS = {
     'host': str, 'port': int, 'lmtp': bool, 'starttls': bool, 'secure': bool,
@@ -91,6 +93,7 @@ class Config:
     tls: dict = field(default_factory=dict)         # TLS_OPTIONS + sni_options, PEM text
     users: list | None = None
     deliver: tuple = ('maildir', {'path': DEFAULT_MAILDIR})
+    policies: object = None     # policies.config.PolicySection, when the section is used
 
     def server_options(self, listener: Listener) -> dict:
         """The SmtpServer keyword arguments for one listener."""
@@ -230,6 +233,10 @@ class _Checker:
             config.users = self.users(data['users'], config.options)
             if config.users is not None and 'on_auth' in config.options:
                 self.error('on_auth', 'cannot be combined with users: (both would answer AUTH)')
+        if POLICY_KEYS & set(data):
+            from .policies.config import SectionChecker
+            config.policies = SectionChecker(self.error, self.file_path,
+                                             self.callable).section(data)
         if 'deliver' in data:
             config.deliver = self.deliver(data['deliver'])
         else:   # the default store: ./maildir of the working directory

@@ -76,6 +76,9 @@ class Receiver:
         self.config = config
         self.users = Users(config.users or [])
         self.delivery = DeliverySwitch(make_delivery(config))
+        # policies: after the delivery, so inside it: authenticate adds its header
+        # before the delivery writes the message (docs/policies.md)
+        self.policies = config.policies.build() if config.policies else []
         self.servers = []
         self._kind_of: list = []        # per listener: its server
         self._last_bound: dict = {}     # server -> the address its last start() bound
@@ -98,6 +101,8 @@ class Receiver:
         # delivery before server.reload() re-forks workers): one handler only.
         server.handle_signals = False
         server.use(self.delivery)
+        for policy in self.policies:
+            server.use(policy)
         # 'listening' reports each bound address (port 0 becomes the real one).
         server.on('listening', lambda address, server=server:
                   self._last_bound.__setitem__(server, address))
@@ -156,6 +161,10 @@ class Receiver:
         for key in sorted(set(old.raw_options) | set(new.raw_options)):
             if old.raw_options.get(key) != new.raw_options.get(key):
                 notes.append(f'{key}: changed; restart to apply')
+        if _policies_key(new) != _policies_key(old):
+            notes.append('policies: changed; restart to apply')
+        for policy in self.policies:       # recipients' addresses_file: read it again now
+            getattr(getattr(policy, 'file', None), 'reload', lambda: None)()
         self._reload_tls(new)
         self.users.replace(new.users or [])
         if _delivery_key(new) != _delivery_key(old):
@@ -182,6 +191,10 @@ class Receiver:
             contexts.clear()
             contexts.update(built[name])
             install_sni(contexts, new.tls.get('sni_callback') or server.options.sni_callback)
+
+
+def _policies_key(config: Config):
+    return repr(config.policies.raw) if config.policies else None
 
 
 def _delivery_key(config: Config):

@@ -25,7 +25,13 @@ __all__ = ['recipients', 'dnsbl', 'greylist', 'rate_limit', 'authenticate', 'Res
            'store', 'DnsError', 'StoreError']
 
 
-def authenticate(*args, **kwargs):
-    """SPF, DKIM, DMARC and ARC checks (see authenticate.py)."""
+def authenticate(spf=True, dkim=True, dmarc=True, arc=True, enforce_dmarc=False,
+                 resolver=None, authserv_id=None):
+    """SPF, DKIM, DMARC and ARC results in an Authentication-Results header
+    (authenticate.py; imported on first use: dkimpy and pyspf load only then)."""
     from .authenticate import authenticate as factory
-    return factory(*args, **kwargs)
+    return factory(spf, dkim, dmarc, arc, enforce_dmarc, resolver, authserv_id)
+
+
+FACTORIES = {'recipients': recipients, 'dnsbl': dnsbl, 'greylist': greylist,
+             'rate_limit': rate_limit, 'authenticate': authenticate}

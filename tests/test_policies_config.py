@@ -1,0 +1,159 @@
+"""The YAML `policies:`, `store:` and `dns:` sections: checked with paths,
+and run by `smtp-stack serve` — two server processes sharing one Redis,
+and two sharing one SQLite file — against a real dnsmasq."""
+from __future__ import annotations
+
+import email
+import os
+import smtplib
+import time
+
+import pytest
+import yaml
+
+from smtp_stack.config import ConfigError, parse
+from smtp_stack.policies.config import duration
+
+from clirunner import Serve, smtp_stack
+from policy_services import DnsServer, Keys, LISTED_V4, RedisServer, build_zone, wait_for
+
+
+@pytest.fixture(scope='module')
+def dns_server(tmp_path_factory):
+    server = DnsServer(build_zone(Keys()), str(tmp_path_factory.mktemp('dns')))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope='module')
+def redis_server(tmp_path_factory):
+    server = RedisServer(str(tmp_path_factory.mktemp('redis')))
+    yield server
+    server.stop()
+
+
+def errors_of(data, tmp_path) -> list:
+    with pytest.raises(ConfigError) as err:
+        parse(data, str(tmp_path))
+    return err.value.lines()
+
+
+def test_durations():
+    assert [duration(v) for v in (300, '5m', '1h', '36d', '1.5s')] == [300, 300, 3600, 36 * 86400, 1.5]
+    with pytest.raises(ValueError):
+        duration('soon')
+
+
+def test_the_section_is_checked_with_paths(tmp_path):
+    lines = errors_of({'deliver': {'maildir': str(tmp_path / 'md')},
+                       'store': 'mysql://db',
+                       'dns': {'nameservers': ['resolver.example'], 'tries': 3},
+                       'policies': [{'greylist': {'delay': 'soon'}},
+                                    {'spamassassin': {}},
+                                    {'rate_limit': {'key': 'domain', 'messages': 5}},
+                                    {'recipients': {'domians': ['x.test']}},
+                                    {'dnsbl': {}}]}, tmp_path)
+    text = '\n'.join(lines)
+    assert 'store: unknown URL' in text
+    assert 'dns.tries: unknown option' in text
+    assert "policies[0].greylist.delay: must be a duration" in text
+    assert "policies[1]: unknown policy 'spamassassin'" in text
+    assert 'policies[2].rate_limit: key must be one of client, user, sender' in text
+    assert 'policies[3].recipients.domians: unknown parameter' in text
+    assert 'policies[4].dnsbl' in text
+
+
+def test_a_good_section_parses(tmp_path):
+    (tmp_path / 'rcpts').write_text('a@mx.test\n')
+    config = parse({'deliver': {'maildir': str(tmp_path / 'md')},
+                    'store': f'sqlite:///state.db',
+                    'dns': {'nameservers': ['127.0.0.1'], 'timeout': 1},
+                    'policies': ['authenticate',
+                                 {'recipients': {'addresses_file': 'rcpts'}},
+                                 {'greylist': {'delay': '5m', 'expire': '36d'}}]},
+                   str(tmp_path))
+    section = config.policies
+    assert [name for name, _ in section.entries] == ['authenticate', 'recipients', 'greylist']
+    assert section.entries[1][1]['addresses_file'] == str(tmp_path / 'rcpts')
+    assert section.entries[2][1] == {'delay': 300.0, 'expire': 36 * 86400.0}
+    assert section.store == f'sqlite:///{tmp_path}/state.db'
+    built = section.build()
+    assert len(built) == 3 and built[2].store is not None
+
+
+def write_config(tmp_path, name, dns_port, store_url, **extra) -> str:
+    (tmp_path / 'rcpts.txt').write_text('bob@mx.test\n')
+    data = {
+        'name': 'mx.test', 'listen': {'host': '127.0.0.1', 'port': 0},
+        'use_xclient': True, 'disable_reverse_lookup': True,
+        'disabled_commands': ['STARTTLS'],
+        'deliver': {'maildir': str(tmp_path / 'maildir')},
+        'dns': {'nameservers': ['127.0.0.1'], 'port': dns_port, 'timeout': 2},
+        'store': store_url,
+        'policies': [
+            {'dnsbl': {'zones': ['bl.test']}},
+            {'recipients': {'addresses_file': 'rcpts.txt'}},
+            {'greylist': {'delay': '1s', 'auto_allow': 0}},
+            {'rate_limit': {'recipients': 3, 'per': '1h', 'key': 'sender'}},
+            {'authenticate': {'enforce_dmarc': True}},
+        ],
+        **extra,
+    }
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def rcpt(address, ip, sender, recipient):
+    client = smtplib.SMTP(*address, timeout=10)
+    try:
+        client.ehlo('proxy.test')
+        assert client.docmd('XCLIENT', f'ADDR={ip} HELO=mail.example.test')[0] == 220
+        client.ehlo_resp = None
+        client.ehlo('mail.example.test')
+        assert client.mail(sender)[0] == 250
+        code, text = client.rcpt(recipient)
+        if code != 250:
+            return code, text
+        return client.data(b'From: <alice@example.test>\r\nSubject: hi\r\n\r\nHello.\r\n')
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize('kind', ['redis', 'sqlite'])
+def test_two_serve_processes_share_one_store(kind, tmp_path, dns_server, request):
+    url = request.getfixturevalue('redis_server').url if kind == 'redis' else \
+        f'sqlite:///{tmp_path}/state.db'
+    assert smtp_stack('check-config', write_config(tmp_path, 'a.yaml', dns_server.port, url),
+                      cwd=tmp_path).returncode == 0
+    a = Serve(tmp_path, '--config', write_config(tmp_path, 'a.yaml', dns_server.port, url))
+    b = Serve(tmp_path, '--config', write_config(tmp_path, 'b.yaml', dns_server.port, url))
+    try:
+        sender = f's{time.time_ns()}@example.test'
+        # policies in their YAML order: dnsbl, recipients, greylist, rate_limit
+        assert rcpt(a.address, LISTED_V4, sender, 'bob@mx.test')[0] == 554
+        assert rcpt(a.address, '192.0.2.5', sender, 'carol@mx.test')[0] == 550
+        assert rcpt(a.address, '192.0.2.5', sender, 'bob@mx.test')[0] == 451
+        assert rcpt(b.address, '192.0.2.5', sender, 'bob@mx.test')[0] == 451   # a's first sight
+        assert wait_for(lambda: rcpt(b.address, '192.0.2.6', sender, 'bob@mx.test')[0] == 250,
+                        timeout=6)
+        # authenticate: SPF pass for example.test from 192.0.2.x, DMARC pass
+        new = os.path.join(tmp_path, 'maildir', 'new')
+        stored = [email.message_from_bytes(open(os.path.join(new, f), 'rb').read())
+                  for f in os.listdir(new)]
+        assert len(stored) == 1
+        assert 'spf=pass' in stored[0]['Authentication-Results']
+        assert 'dmarc=pass' in stored[0]['Authentication-Results']
+        # rate_limit: 3 recipients per sender an hour, counted over both processes
+        # (the retry that passed greylisting was the first: two more, then 450)
+        assert rcpt(a.address, '192.0.2.6', sender, 'bob@mx.test')[0] == 250
+        assert rcpt(b.address, '192.0.2.6', sender, 'bob@mx.test')[0] == 250
+        assert rcpt(a.address, '192.0.2.6', sender, 'bob@mx.test')[0] == 450
+        # enforce_dmarc: example.test says p=reject; 198.51.100.9 fails SPF, no DKIM
+        other = f'x{time.time_ns()}@example.test'
+        assert rcpt(a.address, '198.51.100.9', other, 'bob@mx.test')[0] == 451
+        assert wait_for(lambda: rcpt(b.address, '198.51.100.9', other, 'bob@mx.test')[0] == 550,
+                        timeout=6)
+    finally:
+        a.close()
+        b.close()
