@@ -427,3 +427,57 @@ def test_rate_limit_refuses_bad_parameters():
         rate_limit(messages=0)
     with pytest.raises(ValueError):
         rate_limit(messages=1, key='domain')
+
+
+# -- never blocking the hub, patched or not ----------------------------------------------
+
+HUB_SCRIPT = r'''
+import sys, socket as std_socket
+if sys.argv[1] == 'patched':
+    from gevent import monkey; monkey.patch_all()
+import gevent, time
+from smtp_stack.policies import Resolver, store, DnsError, StoreError
+dns_port, redis_url = int(sys.argv[2]), sys.argv[3]
+silent_udp = std_socket.socket(std_socket.AF_INET, std_socket.SOCK_DGRAM)
+silent_udp.bind(('127.0.0.1', 0))
+silent_tcp = std_socket.socket(); silent_tcp.bind(('127.0.0.1', 0)); silent_tcp.listen(5)
+ticks = []
+def ticker():
+    while True:
+        ticks.append(time.monotonic()); gevent.sleep(0.01)
+job = gevent.spawn(ticker)
+assert Resolver(['127.0.0.1'], port=dns_port).txt('softfail.test') == [b'v=spf1 ~all']
+shared = store(redis_url)
+assert shared.hit('hub-test-%s' % sys.argv[1], 60, 5) == 1
+before = len(ticks)
+try:
+    Resolver(['127.0.0.1'], port=silent_udp.getsockname()[1], timeout=0.3).txt('x.test')
+except DnsError:
+    pass
+stalled = store('redis://127.0.0.1:%d/0' % silent_tcp.getsockname()[1])
+stalled._timeout = 0.3
+try:
+    stalled.get('k')
+except StoreError:
+    pass
+gaps = [b - a for a, b in zip(ticks[before:], ticks[before + 1:])]
+job.kill()
+print('ticks', len(ticks) - before, 'max_gap %.3f' % max(gaps))
+'''
+
+
+@pytest.mark.parametrize('mode', ['patched', 'unpatched'])
+def test_dns_and_redis_never_block_the_hub(mode, dns_server, redis_server, tmp_path):
+    """A DNS server and a Redis that never answer: the ticker greenlet keeps
+    running (no gap near the 0.3 s timeouts), with and without monkey.patch_all()."""
+    import subprocess
+    import sys
+    from clirunner import env_with_package
+    script = tmp_path / 'hub.py'
+    script.write_text(HUB_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), mode, str(dns_server.port),
+                          redis_server.url], capture_output=True, text=True, timeout=30,
+                         env=env_with_package())
+    assert out.returncode == 0, out.stderr
+    words = out.stdout.split()
+    assert int(words[1]) >= 20 and float(words[3]) < 0.15, out.stdout

@@ -4,8 +4,10 @@ Each operation is one Redis command or one Lua script, so it is atomic on
 the server whatever number of clients race; keys carry their TTL, so Redis
 itself forgets stale triplets and windows. The sliding window is a sorted
 set of event times per key (exact, unlike a fixed-window counter). The
-redis-py client blocks on its socket, so calls run in a small pool of
-native threads; short socket timeouts bound how long a stalled Redis can
+redis-py client blocks on its socket: in a process that gevent did not
+monkey-patch its calls run in a small pool of native threads, in a patched
+one they run in the greenlet (its sockets are gevent's then); short socket
+timeouts bound how long a stalled Redis can
 hold a session, and the client reconnects by itself once Redis is back.
 """
 from __future__ import annotations
@@ -52,15 +54,24 @@ class RedisStore(Offloaded):
     def _reset_after_fork(self) -> None:
         self._client = None
 
+    cooperative_when_patched = True
+
+    def _state(self):
+        state = super()._state()
+        if self._client is None:     # made here, in the hub's thread: no I/O, one for all threads
+            self._connect()
+        return state
+
     def _redis(self):
-        if self._client is None:     # thread-safe: one client (a connection pool) for all
-            self._client = redis.Redis.from_url(
-                self._raw_url, socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout, decode_responses=True,
-                retry_on_timeout=False, max_connections=self.threads * 2)
-            self._hit = self._client.register_script(HIT)
-            self._incr = self._client.register_script(INCR)
         return self._client
+
+    def _connect(self) -> None:
+        client = redis.Redis.from_url(
+            self._raw_url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
+            decode_responses=True, retry_on_timeout=False)
+        self._hit = client.register_script(HIT)
+        self._incr = client.register_script(INCR)
+        self._client = client
 
     def _call(self, fn):
         return self._run(lambda state: fn(self._redis()))

@@ -26,6 +26,7 @@ import urllib.parse
 import uuid
 
 from gevent import get_hub
+from gevent.monkey import is_module_patched
 from gevent.threadpool import ThreadPool
 
 
@@ -162,9 +163,15 @@ class Offloaded:
                 state = self._per_hub[hub] = _HubState(ThreadPool(self.threads))
         return state
 
+    # A client whose only blocking is its socket (redis-py) cooperates by
+    # itself once gevent patched `socket`: it then runs in the greenlet.
+    cooperative_when_patched = False
+
     def _run(self, fn, *args):
         state = self._state()
         try:
+            if self.cooperative_when_patched and is_module_patched('socket'):
+                return fn(state, *args)
             return state.pool.apply(fn, (state,) + args)
         except StoreError:
             raise
