@@ -51,6 +51,34 @@ def test_maildir_receiver(example, tmp_path):
     stop(proc)
 
 
+def test_content_filter_composes_a_spooling_check_with_maildir(example, tmp_path):
+    proc = example('content_filter.py', '--port', '0', '--maildir', 'inbox', cwd=tmp_path)
+    spam = b'From: a@b.example\r\nSubject: win\r\n\r\nlottery! act now! wire transfer\r\n'
+    big = BODY + b'x' * 70 * 2 ** 14 + b'\r\n'      # over 1 MiB: spooled to a file
+    with smtplib.SMTP(*proc.address, timeout=WAIT) as c:
+        c.sendmail('a@b.example', ['c@d.example'], BODY)
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            c.sendmail('a@b.example', ['c@d.example'], spam)
+        assert refused.value.smtp_code == 550
+        c.sendmail('a@b.example', ['c@d.example'], big.replace(b'x' * 70, b'x' * 68 + b'\r\n'))
+    c = RawClient(proc.address)
+    c.expect(220)
+    c.expect(250, 'EHLO x')
+    c.expect(250, 'MAIL FROM:<a@b.example>')
+    c.expect(250, 'RCPT TO:<c@d.example>')
+    c.expect(354, 'DATA')
+    c.send(b'Subject: smuggle\r\n\r\nhi\n.\nMAIL FROM:<x@y.example>\r\n.\r\n')
+    assert c.reply()[0] == 554          # bare LF: refused, and not stored either
+    c.close()
+    messages = sorted(mailbox.Maildir(str(tmp_path / 'inbox'), create=False),
+                      key=lambda m: len(m.as_bytes()))
+    assert [m['Subject'] for m in messages] == ['example', 'example']
+    for msg in messages:
+        assert msg['X-Spam-Status'].startswith('No, score=0') and msg['Received']
+    assert len(messages[1].as_bytes()) > 2 ** 20
+    stop(proc)
+
+
 def test_relay_filter(example, tmp_path):
     with MailSink() as upstream:
         proc = example('relay_filter.py', '--port', '0', '--domain', 'd.example',
