@@ -237,6 +237,8 @@ class _Checker:
             from .policies.config import SectionChecker
             config.policies = SectionChecker(self.error, self.file_path,
                                              self.callable).section(data)
+            if config.policies.store:   # also the server's store= (per-client limits)
+                config.options['store'] = config.policies.store
         if 'deliver' in data:
             config.deliver = self.deliver(data['deliver'])
         else:   # the default store: ./maildir of the working directory

@@ -32,7 +32,14 @@ class SmtpServer:
     """A configurable SMTP/LMTP server; see SPEC.md for the options."""
 
     def __init__(self, **options):
+        # store= (docs/policies.md) is checked by the policies package, which is
+        # optional; it is kept out of the OPTIONS table (tests/test_options.py).
+        store = options.pop('store', None)
         self.options = Options(**options)
+        self.options.store = None
+        if store is not None:
+            from .policies.stores import as_store
+            self.options.store = as_store(store)
         # What sessions log through (see RecordLog): made once per server.
         self._log_backend = record_log(self.options.log_backend)
         self._middleware: list = []
@@ -151,6 +158,10 @@ class SmtpServer:
         opts = self.options
         if not opts.max_auth_failures_per_ip:
             return None
+        if opts.store is not None:      # across workers and machines
+            from .policies.shared_limits import SharedFailures
+            return SharedFailures(opts.store, opts.max_auth_failures_per_ip,
+                                  opts.auth_failure_window)
         return RecentFailures(opts.max_auth_failures_per_ip, opts.auth_failure_window)
 
     @property
@@ -274,15 +285,26 @@ class SmtpServer:
         header), so clients behind one proxy are not counted as the proxy.
         """
         limit = self.options.max_connections_per_ip
+        if limit and self.options.store is not None:
+            return self._shared_connections().claim(ip, limit)
         if limit and self._per_ip[ip] >= limit:
             return False
         self._per_ip[ip] += 1
         return True
 
     def release_client_ip(self, ip: str) -> None:
+        if self.options.max_connections_per_ip and self.options.store is not None:
+            return self._shared_connections().release(ip)
         self._per_ip[ip] -= 1
         if not self._per_ip[ip]:
             del self._per_ip[ip]
+
+    def _shared_connections(self):
+        shared = self.__dict__.get('_shared_conns')
+        if shared is None:
+            from .policies.shared_limits import SharedConnections
+            shared = self._shared_conns = SharedConnections(self.options.store)
+        return shared
 
     @property
     def connections(self) -> int:

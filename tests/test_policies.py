@@ -481,3 +481,55 @@ def test_dns_and_redis_never_block_the_hub(mode, dns_server, redis_server, tmp_p
     assert out.returncode == 0, out.stderr
     words = out.stdout.split()
     assert int(words[1]) >= 20 and float(words[3]) < 0.15, out.stdout
+
+
+# -- the server option store= ------------------------------------------------------------
+
+def test_max_connections_per_ip_holds_across_servers_on_one_redis(serve, redis_server):
+    """Two servers (as two workers or machines) on one Redis: the limit of 2
+    connections per client address is counted over both."""
+    a = serve(max_connections_per_ip=2, store=redis_server.url)
+    b = serve(max_connections_per_ip=2, store=redis_server.url)
+    first = smtplib.SMTP(*a.address, timeout=10)
+    second = smtplib.SMTP(*b.address, timeout=10)
+    try:
+        third = smtplib.SMTP(timeout=10)
+        code, _ = third.connect(*a.address)
+        assert code == 421
+        third.close()
+    finally:
+        first.quit()
+        second.quit()
+    # both released: room again
+    assert wait_for(lambda: _greeting(b) == 220, timeout=5)
+
+
+def _greeting(server) -> int:
+    client = smtplib.SMTP(timeout=10)
+    try:
+        return client.connect(*server.address)[0]
+    finally:
+        client.close()
+
+
+def test_max_auth_failures_per_ip_holds_across_servers_on_one_store(serve, tmp_path):
+    url = f'sqlite:///{tmp_path}/limits.db'
+    options = dict(max_auth_failures_per_ip=2, max_auth_failures=5, allow_insecure_auth=True,
+                   store=url, disabled_commands=['STARTTLS'])
+    a, b = serve(**options), serve(**options)
+    for server in (a, b):               # one failure on each server
+        client = smtplib.SMTP(*server.address, timeout=10)
+        client.ehlo('x.test')
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.login('u', 'wrong')
+        client.close()
+    client = smtplib.SMTP(*a.address, timeout=10)
+    client.ehlo('x.test')
+    code, text = client.docmd('AUTH', 'PLAIN AHUAd3Jvbmc=')
+    client.close()
+    assert code == 450 and b'too many failed' in text, (code, text)   # replies.AUTH_BLOCKED
+
+
+def test_store_option_is_checked_at_construction():
+    with pytest.raises(ValueError):
+        SmtpServer(store='mysql://x')
