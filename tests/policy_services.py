@@ -221,6 +221,7 @@ class Keys:
         self.rsa = RsaKey()
         self.ed = Ed25519Key()
         self.other = RsaKey()
+        self.opendkim = RsaKey()     # OpenDKIM signs with it, as selector odk
 
 
 def build_zone(keys: Keys) -> Zone:
@@ -242,6 +243,7 @@ def build_zone(keys: Keys) -> Zone:
         zone.txt(f'rsa1._domainkey.{domain}', keys.rsa.record())
         zone.txt(f'ed1._domainkey.{domain}', keys.ed.record())
         zone.txt(f'wrong._domainkey.{domain}', keys.other.record())
+    zone.txt('odk._domainkey.example.test', keys.opendkim.record())
     # DNSBLs: bl.test lists LISTED_V4 and LISTED_V6 with reasons, bl2.test LISTED_V4,
     # junk.test answers outside 127/8 (which is no listing)
     from smtp_stack.policies.dnsbl import query_name
@@ -253,3 +255,75 @@ def build_zone(keys: Keys) -> Zone:
     zone.host(query_name(LISTED_V4, 'junk.test'), '10.0.0.1')
     zone.host(query_name('192.0.2.98', 'bl2.test'), '127.0.0.3')
     return zone
+
+
+# -- OpenDKIM, a second and independent signer ------------------------------------------
+
+MILTER_SCRIPT = """
+local function check(what, result)
+  if result ~= nil then error(what .. " failed: " .. tostring(result)) end
+end
+conn = mt.connect("inet:%(port)d@127.0.0.1", 40, 0.25)
+if conn == nil then error("cannot connect") end
+check("conninfo", mt.conninfo(conn, "localhost", "127.0.0.1"))
+mt.macro(conn, SMFIC_MAIL, "i", "test-id")
+check("mailfrom", mt.mailfrom(conn, "<%(sender)s>"))
+check("rcptto", mt.rcptto(conn, "<bob@mx.test>"))
+%(headers)s
+check("eoh", mt.eoh(conn))
+check("body", mt.bodystring(conn, %(body)s))
+check("eom", mt.eom(conn))
+io.stdout:write(mt.getheader(conn, "DKIM-Signature", 0))
+mt.disconnect(conn)
+"""
+
+
+def lua_string(text: str) -> str:
+    return '"' + ''.join(c if c.isalnum() or c in ' .,:;<>@=+-_/()' else '\\%03d' % ord(c)
+                         for c in text) + '"'
+
+
+class OpenDkim:
+    """The opendkim milter on 127.0.0.1:port signing for example.test with
+    selector odk; `sign(headers, body)` runs a message through it with
+    miltertest and returns the DKIM-Signature field it added, as bytes."""
+
+    def __init__(self, key: RsaKey, workdir: str):
+        self.workdir = workdir
+        self.port = free_port()
+        keyfile = os.path.join(workdir, 'odk.pem')
+        with open(keyfile, 'wb') as f:
+            f.write(key.private_pem)
+        conf = os.path.join(workdir, 'opendkim.conf')
+        with open(conf, 'w') as f:
+            f.write(f'Mode s\nDomain example.test\nSelector odk\nKeyFile {keyfile}\n'
+                    'SignatureAlgorithm rsa-sha256\nCanonicalization relaxed/simple\n'
+                    'Syslog no\nRequireSafeKeys false\nBackground no\n'
+                    f'Socket inet:{self.port}@127.0.0.1\nInternalHosts 127.0.0.1\n')
+        binary = shutil.which('opendkim') or '/usr/sbin/opendkim'
+        self.proc = subprocess.Popen([binary, '-f', '-x', conf],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(self._listening)
+
+    def _listening(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError('opendkim exited: ' + self.proc.stderr.read().decode())
+        with socket.create_connection(('127.0.0.1', self.port), timeout=0.5):
+            return True
+
+    def sign(self, headers: list, body: str, sender: str = 'alice@example.test') -> bytes:
+        lines = '\n'.join(f'check({lua_string(n)}, mt.header(conn, {lua_string(n)}, '
+                          f'{lua_string(v)}))' for n, v in headers)
+        script = os.path.join(self.workdir, 'sign.lua')
+        with open(script, 'w') as f:
+            f.write(MILTER_SCRIPT % {'port': self.port, 'sender': sender, 'headers': lines,
+                                     'body': lua_string(body)})
+        out = subprocess.run([shutil.which('miltertest') or '/usr/bin/miltertest', '-s', script],
+                             capture_output=True, timeout=WAIT)
+        if out.returncode != 0:
+            raise RuntimeError(f'miltertest: {out.stderr.decode()}')
+        value = out.stdout.decode().replace('\r\n', '\n').replace('\n', '\r\n')
+        return b'DKIM-Signature:' + value.encode() + b'\r\n'
+
+    def stop(self) -> None:
+        stop_pid(self.proc)

@@ -322,3 +322,40 @@ def test_smtp_refused_body_is_never_checked_as_good(serve, resolver):
 def _header(results) -> str:
     from smtp_stack.policies.authresults import header_value
     return header_value('mx.test', results)
+
+
+# -- OpenDKIM as a second, independent signer -----------------------------------------------
+
+@pytest.fixture(scope='module')
+def opendkim(keys, tmp_path_factory):
+    import shutil
+    if not (shutil.which('opendkim') and shutil.which('miltertest')):
+        pytest.skip('opendkim and miltertest are not installed (Debian: opendkim, miltertest)')
+    from policy_services import OpenDkim
+    signer = OpenDkim(keys.opendkim, str(tmp_path_factory.mktemp('opendkim')))
+    yield signer
+    signer.stop()
+
+
+ODK_HEADERS = [('From', 'Alice <alice@example.test>'), ('To', 'bob@mx.test'),
+               ('Subject', 'signed by OpenDKIM'), ('Date', 'Thu, 03 Dec 2026 08:00:00 +0000')]
+ODK_BODY = 'Hello from the milter.\r\nSecond line.\r\n'
+
+
+def odk_message(signature: bytes, body: str = ODK_BODY) -> bytes:
+    head = ''.join(f'{n}: {v}\r\n' for n, v in ODK_HEADERS)
+    return signature + (head + '\r\n' + body).encode()
+
+
+def test_opendkim_signature_verifies(resolver, opendkim):
+    signature = opendkim.sign(ODK_HEADERS, ODK_BODY)
+    assert b'a=rsa-sha256' in signature and b's=odk' in signature
+    results = check(resolver, odk_message(signature), ip='198.51.100.5')
+    assert [(d.result, d.selector) for d in results.dkim] == [('pass', 'odk')]
+    assert results.dmarc.result == 'pass' and results.dmarc.dkim_aligned
+
+
+def test_opendkim_signature_of_a_changed_body_fails(resolver, opendkim):
+    signature = opendkim.sign(ODK_HEADERS, ODK_BODY)
+    changed = odk_message(signature, ODK_BODY.replace('Second', 'Third'))
+    assert [d.result for d in check(resolver, changed, ip='198.51.100.5').dkim] == ['fail']
