@@ -53,11 +53,12 @@ def wait_for(predicate, timeout: float = WAIT, step: float = 0.02):
         time.sleep(step)
 
 
-def stop_pid(proc: subprocess.Popen) -> None:
+def stop_pid(proc: subprocess.Popen, grace: float = WAIT) -> None:
+    """SIGTERM to the process we started, SIGKILL after `grace` seconds."""
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(WAIT)
+            proc.wait(grace)
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(WAIT)
@@ -326,4 +327,4 @@ class OpenDkim:
         return b'DKIM-Signature:' + value.encode() + b'\r\n'
 
     def stop(self) -> None:
-        stop_pid(self.proc)
+        stop_pid(self.proc, grace=0.5)     # it lingers for seconds after SIGTERM
