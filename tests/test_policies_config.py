@@ -157,3 +157,22 @@ def test_two_serve_processes_share_one_store(kind, tmp_path, dns_server, request
     finally:
         a.close()
         b.close()
+
+
+def test_two_workers_share_one_sqlite_file(tmp_path, dns_server):
+    """workers: 2 — the kernel spreads connections over both; every retry
+    after the delay passes, whichever worker saw the first attempt."""
+    url = f'sqlite:///{tmp_path}/state.db'
+    server = Serve(tmp_path, '--config',
+                   write_config(tmp_path, 'w.yaml', dns_server.port, url, workers=2))
+    try:
+        sender = f'w{time.time_ns()}@example.test'
+        assert rcpt(server.address, '192.0.2.7', sender, 'bob@mx.test')[0] == 451
+        assert wait_for(lambda: rcpt(server.address, '192.0.2.7', sender, 'bob@mx.test')[0] == 250,
+                        timeout=6)
+        codes = {rcpt(server.address, f'192.0.2.{i}', sender, 'bob@mx.test')[0]
+                 for i in range(8, 14)}
+        assert codes <= {250, 450}      # passed greylisting everywhere (450: rate_limit of 3)
+        assert 451 not in codes
+    finally:
+        server.close()
