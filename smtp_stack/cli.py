@@ -4,6 +4,7 @@
     smtp-stack gencert --name HOST --out DIR [--days N] [--force]
     smtp-stack check-config FILE
     smtp-stack hash-password [--scheme scrypt|pbkdf2-sha256]
+    smtp-stack inbox [--smtp HOST:PORT] [--http HOST:PORT] [--db FILE] [--max-messages N] ...
 
 `serve` prints one line to stdout once it listens, then runs until SIGTERM
 or Ctrl-C (a graceful stop: open transactions get `close_timeout` to finish;
@@ -211,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     hashpw = sub.add_parser('hash-password', help='print a salted hash of a password (stdin or prompt)')
     hashpw.add_argument('--scheme', choices=('scrypt', 'pbkdf2-sha256'), default='scrypt')
     hashpw.set_defaults(func=cmd_hash_password)
+
+    from .inbox.command import add_parser as add_inbox_parser   # stdlib only
+    add_inbox_parser(sub)
     return parser
 
 

@@ -1,0 +1,48 @@
+"""The development inbox: catch mail over SMTP, read it on a web page or
+through Mailpit's API v1 (SPEC.md, "The development inbox").
+
+    smtp-stack inbox                       # SMTP :1025, web and API :8025
+    app = smtp_stack.inbox.wsgi_app('inbox.db')   # mount under gunicorn/Flask
+
+Layout: `parse` (a message into the API's fields, pure), `search`
+(Mailpit's search syntax into SQL, pure), `store` (SQLite + FTS5),
+`http` (requests, replies, errors), `api` (the Mailpit endpoints),
+`pages` (the page and the sandboxed HTML view), `events` (the websocket),
+`app` (routes and auth), `capture` (the SMTP side's delivery), `release`,
+`service` (both sides in one hub), `command` (the CLI).
+
+Imports are lazy, so that the CLI can describe the command without the
+`inbox` extra (wsproto) installed.
+"""
+from __future__ import annotations
+
+__all__ = ['wsgi_app', 'Inbox', 'Store', 'InboxApp']
+
+
+def wsgi_app(db_path: str = 'inbox.db', *, max_messages: int = 500, relay: str | None = None,
+             ui_auth_file: str | None = None):
+    """The web page, the API and the events over the inbox file `db_path`.
+
+    Another process (`smtp-stack inbox`, or `smtp-stack serve` with an
+    `inbox:` section) may be the one receiving mail into the same file:
+    the page and `/api/events` see its messages within half a second.
+    """
+    from .app import InboxApp, load_users
+    from .release import Relay, parse_hostport
+    from .store import Store
+    users = load_users(ui_auth_file) if ui_auth_file else None
+    relay_to = Relay(*parse_hostport(relay)) if relay else None
+    return InboxApp(Store(db_path, max_messages), relay=relay_to, users=users)
+
+
+def __getattr__(name):
+    if name == 'Inbox':
+        from .service import Inbox
+        return Inbox
+    if name == 'Store':
+        from .store import Store
+        return Store
+    if name == 'InboxApp':
+        from .app import InboxApp
+        return InboxApp
+    raise AttributeError(name)

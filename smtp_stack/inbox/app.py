@@ -1,0 +1,136 @@
+"""The inbox's WSGI application: a route table, basic auth, and errors as data.
+
+Routes are one table of (method, pattern, handler), as the SMTP command
+table is: a path that matches with another method is a 405 with `Allow`,
+one that matches nothing a 404. Handlers raise `HttpError` for what the
+client got wrong; anything else is logged with its traceback and answered
+with a fixed 500 text, so no request can make the server show a trace.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import time
+
+from . import api, pages
+from .events import Broker, websocket_app
+from .http import HttpError, Request, Response, error_response
+from .store import Store, offload
+
+log = logging.getLogger('smtp_stack.inbox')
+
+MAX_URL = 8192
+_ID = r'(?P<message_id>[^/]{1,64})'
+
+ROUTES = [
+    ('GET', r'/', pages.index),
+    ('GET', r'/static/(?P<name>[A-Za-z0-9._-]{1,64})', pages.static),
+    ('GET', rf'/view/{_ID}\.html', pages.view_html),
+    ('GET', r'/api/v1/messages', api.list_messages),
+    ('DELETE', r'/api/v1/messages', api.delete_messages),
+    ('PUT', r'/api/v1/messages', api.set_read),
+    ('GET', r'/api/v1/search', api.search),
+    ('DELETE', r'/api/v1/search', api.delete_search),
+    ('GET', rf'/api/v1/message/{_ID}', api.message),
+    ('GET', rf'/api/v1/message/{_ID}/raw', api.raw),
+    ('GET', rf'/api/v1/message/{_ID}/headers', api.headers),
+    ('GET', rf'/api/v1/message/{_ID}/part/(?P<part_id>[^/]{{1,64}})', api.part),
+    ('POST', rf'/api/v1/message/{_ID}/release', api.release),
+    ('GET', r'/api/v1/info', api.info),
+    ('GET', r'/api/v1/webui', api.webui),
+    ('GET', r'/livez', api.livez),
+    ('GET', r'/readyz', api.readyz),
+]
+_COMPILED = [(method, re.compile(pattern + r'\Z'), handler) for method, pattern, handler in ROUTES]
+# Health checks answer without credentials (orchestrators probe them), as Mailpit's do.
+OPEN_PATHS = frozenset({'/livez', '/readyz'})
+
+
+class InboxApp:
+    """`app(environ, start_response)`: the web page, the API and the events."""
+
+    def __init__(self, store: Store, *, relay=None, users: dict | None = None,
+                 broker: Broker | None = None, stats: dict | None = None):
+        self.store = store
+        self.relay = relay
+        self.users = users          # {name: password hash} for basic auth, or None
+        self.broker = broker or Broker(store)
+        self.stats = stats if stats is not None else {'accepted': 0, 'accepted_size': 0,
+                                                      'rejected': 0}
+        self.started = time.monotonic()
+        self._verified: set = set()
+
+    def __call__(self, environ, start_response):
+        try:
+            req = Request(environ)
+            if len(environ.get('PATH_INFO', '')) + len(environ.get('QUERY_STRING', '')) > MAX_URL:
+                raise HttpError(414, 'URL too long')
+            if self.users is not None and req.path not in OPEN_PATHS:
+                self._authenticate(req)
+            if req.path == '/api/events':
+                return websocket_app(environ, start_response, self.broker)
+            if req.path == '' and environ.get('SCRIPT_NAME'):
+                # Mounted at /inbox: relative links of the page need /inbox/.
+                location = environ['SCRIPT_NAME'] + '/'
+                return Response('', 301, headers=[('Location', location)])(start_response)
+            return self._dispatch(req)(start_response)
+        except HttpError as error:
+            return error_response(error)(start_response)
+        except Exception:       # noqa: BLE001 - logged; the client sees no trace
+            log.exception('inbox: %s %s failed', environ.get('REQUEST_METHOD'),
+                          environ.get('PATH_INFO'))
+            return Response('internal error\n', 500)(start_response)
+
+    def _dispatch(self, req: Request) -> Response:
+        allowed = []
+        for method, pattern, handler in _COMPILED:
+            match = pattern.match(req.path)
+            if match is None:
+                continue
+            if method == req.method or (method == 'GET' and req.method == 'HEAD'):
+                return handler(self, req, **match.groupdict())
+            allowed.append(method)
+        if allowed:
+            raise HttpError(405, 'method not allowed', [('Allow', ', '.join(sorted(set(allowed))))])
+        raise HttpError(404, 'not found')
+
+    def _authenticate(self, req: Request) -> None:
+        """HTTP basic auth against the users file; a verified pair is
+        remembered (by a digest) so the page's many requests do not each
+        pay for a slow password hash."""
+        from ..users import verify_password
+        credentials = req.basic_auth()
+        challenge = [('WWW-Authenticate', 'Basic realm="smtp-stack inbox", charset="UTF-8"')]
+        if credentials is None:
+            raise HttpError(401, 'authentication required', challenge)
+        user, password = credentials
+        digest = hashlib.sha256(f'{user}\0{password}'.encode('utf-8')).digest()
+        if any(hmac.compare_digest(digest, known) for known in self._verified):
+            return
+        stored = self.users.get(user)
+        if stored is None or not offload(verify_password, stored, password):
+            raise HttpError(401, 'bad credentials', challenge)
+        self._verified.add(digest)
+
+
+def load_users(path: str) -> dict:
+    """A users file for the web side: `name:hash` a line, the hashes made by
+    `smtp-stack hash-password`; blank lines and `#` comments are skipped."""
+    from ..users import parse_hash
+    users = {}
+    with open(path, encoding='utf-8') as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith('#'):
+                continue
+            name, sep, hashed = line.partition(':')
+            if not sep or not name:
+                raise ValueError(f'{path}:{number}: expected name:hash')
+            try:
+                parse_hash(hashed)
+            except ValueError as exc:
+                raise ValueError(f'{path}:{number}: {exc}') from None
+            users[name] = hashed
+    return users

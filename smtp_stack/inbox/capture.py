@@ -1,0 +1,45 @@
+"""The SMTP side of the inbox: every accepted message goes into the store.
+
+It is a `CallableDelivery`, so it gets what every built-in delivery
+guarantees (docs/delivery.md): only whole, acceptable messages, after the
+final dot, a 4xx if the store fails. The function runs in the hub's thread
+pool (`threaded=True`), so the SQLite write never blocks the hub. It stores
+exactly the bytes it is handed: the message as sent, after the headers
+this server adds (Return-Path, added headers, Received).
+"""
+from __future__ import annotations
+
+import threading
+
+from ..delivery import CallableDelivery
+
+
+class Capture:
+    """`fn(session, envelope, body)` for CallableDelivery, plus counters."""
+
+    def __init__(self, store, stats: dict | None = None):
+        self.store = store
+        self.stats = stats if stats is not None else {'accepted': 0, 'accepted_size': 0,
+                                                      'rejected': 0}
+        self._lock = threading.Lock()
+
+    def __call__(self, session, envelope, body) -> None:
+        raw = body.read()
+        sender = envelope.mail_from.address if envelope.mail_from is not None else ''
+        self.store.add(raw, [a.address for a in envelope.rcpt_to],
+                       username=_username(session), mail_from=sender)
+        with self._lock:
+            self.stats['accepted'] += 1
+            self.stats['accepted_size'] += len(raw)
+        return None
+
+    def delivery(self) -> CallableDelivery:
+        return CallableDelivery(self, threaded=True)
+
+
+def _username(session) -> str | None:
+    """Who authenticated, if anyone (Mailpit shows it as `Username`)."""
+    user = getattr(session, 'user', None)
+    if isinstance(user, dict):
+        return user.get('name') or user.get('username')
+    return str(user) if user else None

@@ -1,0 +1,132 @@
+"""`smtp-stack inbox`: the command line of the development inbox.
+
+Building the parser imports nothing beyond the stdlib, so `smtp-stack
+--help` works without the `inbox` extra (wsproto); running it imports the
+rest. The command prints one line to stdout once both sides listen (the
+real ports, when 0 was asked for), then runs until SIGTERM or Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+PROG = 'smtp-stack'
+
+DESCRIPTION = """\
+Catch every message sent to it, for development and tests, like Mailpit:
+SMTP on 127.0.0.1:1025, a web inbox and Mailpit's REST API (v1) on
+http://127.0.0.1:8025/, stored in an SQLite file that survives restarts.
+
+The API is Mailpit's, so Mailpit clients and test helpers work unchanged:
+  GET    /api/v1/messages?start=0&limit=50   list, newest first
+  PUT    /api/v1/messages                     {"IDs": [...], "Read": true}
+  DELETE /api/v1/messages                     {"IDs": [...]}, or all
+  GET    /api/v1/search?query=...             words, "phrases", from: to: cc: bcc:
+                                              subject: is:read is:unread
+                                              has:attachment, -term to exclude
+  DELETE /api/v1/search?query=...
+  GET    /api/v1/message/{ID|latest}          (marks it read)
+  GET    /api/v1/message/{ID}/raw | /headers | /part/{PartID}
+  POST   /api/v1/message/{ID}/release         {"To": [...]} (needs --relay)
+  GET    /api/v1/info, /livez, /readyz;  websocket /api/events
+
+Everything listens on 127.0.0.1 unless told otherwise: this is a tool for
+one machine. docs/inbox.md has the details.
+"""
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        'inbox', help='catch all mail for development (SMTP :1025, web inbox and Mailpit API :8025)',
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--smtp', metavar='HOST:PORT', default='127.0.0.1:1025',
+                        help='SMTP listen address (default 127.0.0.1:1025; port 0 picks one)')
+    parser.add_argument('--http', metavar='HOST:PORT', default='127.0.0.1:8025',
+                        help='web inbox and API listen address (default 127.0.0.1:8025)')
+    parser.add_argument('--db', metavar='FILE', default='inbox.db',
+                        help='SQLite file the messages are kept in (default ./inbox.db)')
+    parser.add_argument('--max-messages', metavar='N', type=_positive, default=500,
+                        help='keep the newest N messages, drop older ones (default 500)')
+    parser.add_argument('--smtp-auth-accept-any', action='store_true',
+                        help='offer AUTH (PLAIN, LOGIN, CRAM-MD5) and accept any user and '
+                             'password, without TLS; default: no AUTH')
+    parser.add_argument('--smtp-starttls', action='store_true',
+                        help='offer STARTTLS with a self-signed certificate (default: off)')
+    parser.add_argument('--ui-auth-file', metavar='FILE',
+                        help='require HTTP basic auth for the web side and API; FILE has '
+                             '"name:hash" lines, hashes made by: smtp-stack hash-password')
+    parser.add_argument('--relay', metavar='HOST:PORT',
+                        help='SMTP server that "release" sends messages to')
+    parser.add_argument('--name', default='localhost',
+                        help='host name in the SMTP greeting and Received (default localhost)')
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if value < 1:
+        raise argparse.ArgumentTypeError('must be 1 or more')
+    return value
+
+
+def _note(message: str) -> None:
+    print(f'{PROG}: {message}', file=sys.stderr, flush=True)
+
+
+def run(args) -> int:
+    import gevent
+
+    from ..cli import _setup_logging
+    from .app import load_users
+    from .release import Relay, parse_hostport
+    from .service import Inbox
+
+    try:
+        smtp = parse_hostport(args.smtp)
+        http = parse_hostport(args.http)
+        relay = Relay(*parse_hostport(args.relay), helo=args.name) if args.relay else None
+    except ValueError as exc:
+        _note(str(exc))
+        return 2
+    try:
+        users = load_users(args.ui_auth_file) if args.ui_auth_file else None
+    except (OSError, ValueError) as exc:
+        _note(f'--ui-auth-file: {exc}')
+        return 1
+    _setup_logging(None)
+    try:
+        inbox = Inbox(args.db, smtp=smtp, http=http, max_messages=args.max_messages,
+                      accept_any_auth=args.smtp_auth_accept_any, starttls=args.smtp_starttls,
+                      users=users, relay=relay, name=args.name)
+    except Exception as exc:        # noqa: BLE001 - a bad --db path, a corrupt file
+        _note(f'cannot open {args.db}: {exc}')
+        return 1
+    state = {'stopping': False}
+
+    def stop(signame):
+        if state['stopping']:
+            return
+        state['stopping'] = True
+        _note(f'{signame}: stopping')
+        gevent.spawn(inbox.stop, 5)
+
+    handlers = [gevent.signal_handler(signal.SIGTERM, stop, 'SIGTERM'),
+                gevent.signal_handler(signal.SIGINT, stop, 'SIGINT')]
+    try:
+        try:
+            inbox.start()
+        except OSError as exc:
+            _note(f'cannot listen: {exc.strerror or exc}')
+            return 1
+        print(f'{PROG}: {inbox.describe()}', flush=True)
+        inbox.serve_forever()
+    finally:
+        for handler in handlers:
+            handler.cancel()
+    _note('stopped')
+    return 0

@@ -1,0 +1,203 @@
+"""`/api/events`: a websocket that tells the page (and any client) of new mail.
+
+The frames are Mailpit's: `{"Type": "new", "Data": <message list item>}`
+for each new message, and `{"Type": "stats", "Data": {"Total", "Unread",
+"Version"}}` after every change of the store (a delete, a read flag, a new
+message), so a page can refresh its counters and list.
+
+Where the events come from: a `Broker` watches the store. It is nudged at
+once by the store of the same process (the `smtp-stack inbox` command,
+where the SMTP side writes), and polls the database's change counter
+every `interval` seconds otherwise, so a web side in another process (a
+gunicorn mount) still sees what the SMTP process stored.
+
+RFC 6455 framing, masking, fragmentation, ping/pong and the closing
+handshake are wsproto's (`wsproto.connection.Connection`); this module only
+checks the opening handshake (RFC 6455 4.2.1) on the request the WSGI
+server already parsed and answers it (4.2.2), then shuttles bytes between
+the socket and wsproto. The upgrade needs a server that hands the raw
+connection to the application after a 101: gevent's WSGI server does (its
+`wsgi.input` is then the socket's reader); elsewhere the endpoint answers
+501 and the page falls back to polling the API.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.queue
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import CloseConnection, Ping, TextMessage
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_accept_token
+
+from .. import __version__
+from .http import HttpError
+from .store import offload
+
+log = logging.getLogger('smtp_stack.inbox')
+
+QUEUE_SIZE = 500            # events a slow client may lag behind before it is dropped
+PING_EVERY = 25.0           # seconds; keeps proxies from closing an idle socket
+READ_SIZE = 65536
+
+
+class Broker:
+    """Fans the store's changes out to the websocket subscribers of one hub."""
+
+    def __init__(self, store, interval: float = 0.5):
+        self.store = store
+        self.interval = interval
+        self._subscribers: set = set()
+        self._watcher = None
+        self._wake = None
+        self._loop = None
+        store.on_change(self._nudge)
+
+    def _nudge(self) -> None:
+        """Called by the store after a commit, from whatever thread did it."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            loop.run_callback_threadsafe(wake.set)
+
+    def subscribe(self) -> gevent.queue.Queue:
+        queue = gevent.queue.Queue()
+        self._subscribers.add(queue)
+        if self._watcher is None or self._watcher.dead:
+            self._wake = gevent.event.Event()
+            self._loop = gevent.get_hub().loop
+            self._watcher = gevent.spawn(self._watch, offload(self.store.state))
+        return queue
+
+    def unsubscribe(self, queue) -> None:
+        self._subscribers.discard(queue)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def _watch(self, last) -> None:
+        while self._subscribers:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                state = offload(self.store.state)
+                if state == last:
+                    continue
+                new = offload(self.store.newer_than, last[1]) if state[1] > last[1] else []
+            except Exception:       # noqa: BLE001 - a locked or vanished file: try again
+                log.exception('inbox events: cannot read the store')
+                continue
+            for item in new:
+                self.publish({'Type': 'new', 'Data': item})
+            _changes, _newest, total, unread = state
+            self.publish({'Type': 'stats',
+                          'Data': {'Total': total, 'Unread': unread, 'Version': __version__}})
+            last = state
+
+    def publish(self, event: dict) -> None:
+        for queue in list(self._subscribers):
+            if queue.qsize() >= QUEUE_SIZE:     # it stopped reading: cut it loose
+                self._subscribers.discard(queue)
+                queue.put(None)
+            else:
+                queue.put(event)
+
+
+def check_handshake(environ) -> str:
+    """The Sec-WebSocket-Accept value for a valid opening handshake
+    (RFC 6455 4.2.1), else HttpError 400 (or 426 for another version)."""
+    if environ.get('REQUEST_METHOD') != 'GET':
+        raise HttpError(405, 'websocket handshakes use GET', [('Allow', 'GET')])
+    if environ.get('HTTP_UPGRADE', '').lower() != 'websocket' or 'upgrade' not in {
+            t.strip().lower() for t in environ.get('HTTP_CONNECTION', '').split(',')}:
+        raise HttpError(426, 'this endpoint is a websocket', [('Upgrade', 'websocket')])
+    if environ.get('HTTP_SEC_WEBSOCKET_VERSION', '') != '13':
+        raise HttpError(426, 'websocket version 13 only', [('Sec-WebSocket-Version', '13')])
+    key = environ.get('HTTP_SEC_WEBSOCKET_KEY', '').strip()
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            raise ValueError
+    except (ValueError, binascii.Error):
+        raise HttpError(400, 'bad Sec-WebSocket-Key') from None
+    return generate_accept_token(key.encode('ascii')).decode('ascii')
+
+
+def can_upgrade(environ) -> bool:
+    """gevent's WSGI server gives an upgraded request the raw reader."""
+    return (environ.get('SERVER_SOFTWARE', '').startswith('gevent')
+            and environ.get('wsgi.input_terminated') is False)
+
+
+def websocket_app(environ, start_response, broker: Broker):
+    accept = check_handshake(environ)
+    if not can_upgrade(environ):
+        raise HttpError(501, 'websockets need gevent\'s WSGI server here; poll /api/v1/messages')
+    write = start_response('101 Switching Protocols', [
+        ('Upgrade', 'websocket'), ('Connection', 'Upgrade'), ('Sec-WebSocket-Accept', accept)])
+    write(b'')          # the 101 goes out now; the socket is ours from here
+    reader = environ['wsgi.input']
+    try:
+        Session(reader, write, broker).run()
+    finally:
+        # gevent's handler stops reading requests on this connection.
+        reader.close()
+    return []
+
+
+class Session:
+    """One websocket: events out, pings and the close handshake in."""
+
+    def __init__(self, reader, write, broker: Broker):
+        self.reader = reader
+        self.write = write
+        self.broker = broker
+        self.ws = Connection(ConnectionType.SERVER)
+        self.lock = gevent.lock.Semaphore()
+        self.queue = None
+
+    def send(self, event) -> None:
+        with self.lock:
+            self.write(self.ws.send(event))
+
+    def run(self) -> None:
+        self.queue = self.broker.subscribe()
+        pump = gevent.spawn(self._read)
+        try:
+            while not pump.dead:
+                try:
+                    event = self.queue.get(timeout=PING_EVERY)
+                except gevent.queue.Empty:
+                    self.send(Ping())
+                    continue
+                if event is None:
+                    break
+                self.send(TextMessage(data=json.dumps(event, ensure_ascii=False)))
+        except (OSError, LocalProtocolError):
+            pass
+        finally:
+            self.broker.unsubscribe(self.queue)
+            pump.kill(block=True, timeout=1)
+
+    def _read(self) -> None:
+        """Answer pings and the close handshake; ignore what the client says."""
+        try:
+            while True:
+                data = self.reader.read1(READ_SIZE)
+                self.ws.receive_data(data or None)
+                for event in self.ws.events():
+                    if isinstance(event, Ping):
+                        self.send(event.response())
+                    elif isinstance(event, CloseConnection):
+                        self.send(event.response())
+                        return
+                if not data:
+                    return
+        except (OSError, LocalProtocolError, RemoteProtocolError):
+            return
+        finally:
+            self.queue.put(None)

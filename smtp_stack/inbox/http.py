@@ -1,0 +1,137 @@
+"""The small HTTP vocabulary of the inbox's WSGI side: requests, replies, errors.
+
+Every failure is an `HttpError` carrying its status and a one-line plain
+text reason, which is what Mailpit answers too (`400 Bad Request` with a
+text body). Nothing a client sends can turn into a stack trace: the app
+catches everything else, logs it and answers 500 with a fixed text.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import parse_qs
+
+MAX_BODY = 1 << 20          # request bodies: a JSON list of IDs is far smaller
+
+STATUS = {
+    200: 'OK', 101: 'Switching Protocols', 204: 'No Content', 304: 'Not Modified',
+    400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
+    405: 'Method Not Allowed', 411: 'Length Required', 413: 'Content Too Large',
+    414: 'URI Too Long', 415: 'Unsupported Media Type', 426: 'Upgrade Required',
+    500: 'Internal Server Error', 501: 'Not Implemented', 502: 'Bad Gateway',
+    503: 'Service Unavailable',
+}
+
+# Sent with every reply: nothing of ours is framed elsewhere or sniffed.
+COMMON_HEADERS = [
+    ('X-Content-Type-Options', 'nosniff'),
+    ('Referrer-Policy', 'no-referrer'),
+    ('Cache-Control', 'no-store'),
+]
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, reason: str, headers=()):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = list(headers)
+
+
+class Request:
+    """What a handler needs of a WSGI environ."""
+
+    def __init__(self, environ):
+        self.environ = environ
+        self.method = environ.get('REQUEST_METHOD', 'GET').upper()
+        self.path = environ.get('PATH_INFO', '') or '/'
+        self.query = parse_qs(environ.get('QUERY_STRING', ''), keep_blank_values=True)
+
+    def arg(self, name: str, default: str = '') -> str:
+        values = self.query.get(name)
+        return values[-1] if values else default
+
+    def int_arg(self, name: str, default: int, maximum: int) -> int:
+        text = self.arg(name, '')
+        if text == '':
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise HttpError(400, f'{name} must be an integer') from None
+        if value < 0:
+            raise HttpError(400, f'{name} must not be negative')
+        return min(value, maximum)
+
+    def header(self, name: str) -> str:
+        return self.environ.get('HTTP_' + name.upper().replace('-', '_'), '')
+
+    def body(self) -> bytes:
+        """The request body, at most MAX_BODY bytes (else 413)."""
+        length = self.environ.get('CONTENT_LENGTH') or ''
+        if length:
+            try:
+                size = int(length)
+            except ValueError:
+                raise HttpError(400, 'bad Content-Length') from None
+            if size > MAX_BODY:
+                raise HttpError(413, f'request body over {MAX_BODY} bytes')
+            return self.environ['wsgi.input'].read(size) if size > 0 else b''
+        if self.header('Transfer-Encoding').lower() == 'chunked':
+            data = self.environ['wsgi.input'].read(MAX_BODY + 1)
+            if len(data) > MAX_BODY:
+                raise HttpError(413, f'request body over {MAX_BODY} bytes')
+            return data
+        return b''
+
+    def json(self, default=None):
+        """The JSON body (an object), or `default` when there is none."""
+        data = self.body()
+        if not data.strip():
+            return default
+        try:
+            value = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise HttpError(400, 'the body is not valid JSON') from None
+        if not isinstance(value, dict):
+            raise HttpError(400, 'the body must be a JSON object')
+        return value
+
+    def basic_auth(self):
+        """(user, password) from an Authorization: Basic header, or None."""
+        value = self.header('Authorization')
+        scheme, _, token = value.partition(' ')
+        if scheme.lower() != 'basic' or not token:
+            return None
+        try:
+            user, sep, password = base64.b64decode(token.strip(), validate=True).decode(
+                'utf-8').partition(':')
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return (user, password) if sep else None
+
+
+class Response:
+    def __init__(self, body=b'', status: int = 200, content_type: str = 'text/plain; charset=utf-8',
+                 headers=()):
+        self.body = body.encode('utf-8') if isinstance(body, str) else body
+        self.status = status
+        self.headers = [('Content-Type', content_type)] + list(headers)
+
+    def __call__(self, start_response):
+        headers = self.headers + COMMON_HEADERS + [('Content-Length', str(len(self.body)))]
+        start_response(f'{self.status} {STATUS.get(self.status, "Unknown")}', headers)
+        return [self.body]
+
+
+def json_response(value, status: int = 200) -> Response:
+    return Response(json.dumps(value, ensure_ascii=False), status, 'application/json; charset=utf-8')
+
+
+def ok() -> Response:
+    """Mailpit's plain-text success reply."""
+    return Response('ok')
+
+
+def error_response(error: HttpError) -> Response:
+    return Response(error.reason + '\n', error.status, headers=error.headers)

@@ -1,0 +1,237 @@
+"""A stored message, read once at arrival into the fields Mailpit's API returns.
+
+Pure: bytes in, plain dicts out, no I/O. The message is parsed with the
+stdlib `email` package (policy `default`, so headers are decoded per
+RFC 2047 and addresses parsed per RFC 5322); what the API serves later
+comes from these fields, never from re-parsing, except the part downloads.
+
+Part IDs follow the MIME tree as Mailpit numbers it: the children of the
+top multipart are "1", "2", ...; their children "2.1", "2.2" ... A message
+that is not multipart has one part, "1".
+
+Attachments and inline parts (Mailpit's split): a part with a file name or
+`Content-Disposition: attachment` is an attachment, unless it is
+`inline` with a Content-ID (an image the HTML refers to as `cid:`), which
+makes it inline. The first text/plain and text/html parts that are neither
+are the message's Text and HTML.
+"""
+from __future__ import annotations
+
+import email.policy
+import email.utils
+import hashlib
+import html
+import re
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from email.parser import BytesParser
+
+SNIPPET_LENGTH = 250        # Mailpit: "up to 250 characters"
+
+_PARSER = BytesParser(policy=email.policy.default)
+_SPACES = re.compile(r'\s+')
+_TAGS = re.compile(r'<(script|style|head)\b.*?</\1\s*>|<[^>]*>', re.IGNORECASE | re.DOTALL)
+
+
+def parse_message(raw: bytes, envelope_to=(), received: datetime | None = None) -> dict:
+    """Every field the list, the summary and the search index need.
+
+    `envelope_to`: the RCPT TO addresses; those not in To or Cc are Bcc
+    (the only place a Bcc can be seen, as Mailpit reports it).
+    """
+    received = received or datetime.now(timezone.utc)
+    message = message_from_bytes(raw)
+    to = _addresses(message, 'To')
+    cc = _addresses(message, 'Cc')
+    visible = {a['Address'].lower() for a in to + cc}
+    bcc = [{'Name': '', 'Address': a} for a in dict.fromkeys(envelope_to)
+           if a.lower() not in visible]
+    senders = _addresses(message, 'From')
+    text, html_body, attachments, inline = _walk(message)
+    if not text and html_body:
+        text = html_to_text(html_body)
+    date = _date(message) or received
+    return {
+        'MessageID': _message_id(message),
+        'From': senders[0] if senders else None,
+        'To': to,
+        'Cc': cc,
+        'Bcc': bcc,
+        'ReplyTo': _addresses(message, 'Reply-To'),
+        'ReturnPath': _return_path(message),
+        'Subject': _header(message, 'Subject'),
+        'Date': iso_time(date),
+        'Created': iso_time(received),
+        'Size': len(raw),
+        'Text': text,
+        'HTML': html_body,
+        'Attachments': attachments,
+        'Inline': inline,
+        'Snippet': snippet(text),
+    }
+
+
+def message_from_bytes(raw: bytes) -> EmailMessage:
+    """Parsed with LF line ends, so get_content() gives natural text."""
+    return _PARSER.parsebytes(raw.replace(b'\r\n', b'\n'))
+
+
+def iso_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds, as Mailpit's JSON times look."""
+    utc = moment.astimezone(timezone.utc)
+    return utc.strftime('%Y-%m-%dT%H:%M:%S.') + f'{utc.microsecond // 1000:03d}Z'
+
+
+def snippet(text: str) -> str:
+    flat = _SPACES.sub(' ', text or '').strip()
+    return flat if len(flat) <= SNIPPET_LENGTH else flat[:SNIPPET_LENGTH].rstrip() + '...'
+
+
+def html_to_text(markup: str) -> str:
+    """Good enough for a snippet and for word search; never shown as HTML."""
+    return html.unescape(_TAGS.sub(' ', markup or '')).strip()
+
+
+def find_part(raw: bytes, part_id: str):
+    """The MIME part with this ID, or None."""
+    for pid, part in _numbered(message_from_bytes(raw)):
+        if pid == part_id:
+            return part
+    return None
+
+
+def part_payload(part) -> bytes:
+    """The decoded bytes of a leaf part (base64 and quoted-printable undone)."""
+    payload = part.get_payload(decode=True)
+    if payload is None:     # a multipart, or a message/rfc822 part
+        payload = part.as_bytes()
+    return payload
+
+
+def header_map(raw: bytes) -> dict:
+    """{Canonical-Name: [values]} in order, unfolded and undecoded, as
+    Mailpit's /headers returns them (Go's textproto canonical keys)."""
+    out: dict = {}
+    head = raw.split(b'\r\n\r\n', 1)[0].split(b'\n\n', 1)[0]
+    text = head.decode('utf-8', 'replace').replace('\r\n', '\n')
+    for field in re.split(r'\n(?![ \t])', text):
+        name, sep, value = field.partition(':')
+        if not sep or not name.strip() or ' ' in name.strip():
+            continue
+        value = _SPACES.sub(' ', value.replace('\n', ' ')).strip()
+        out.setdefault(canonical_name(name.strip()), []).append(value)
+    return out
+
+
+def canonical_name(name: str) -> str:
+    return '-'.join(word[:1].upper() + word[1:].lower() for word in name.split('-'))
+
+
+# -- inside ------------------------------------------------------------------------
+
+def _numbered(message):
+    """(part ID, part) for every part below the top, depth first."""
+    if not message.is_multipart():
+        yield '1', message
+        return
+
+    def walk(part, prefix):
+        for i, child in enumerate(part.iter_parts(), 1):
+            pid = f'{prefix}.{i}' if prefix else str(i)
+            yield pid, child
+            if child.is_multipart():
+                yield from walk(child, pid)
+    yield from walk(message, '')
+
+
+def _walk(message):
+    text = html_body = ''
+    attachments, inline = [], []
+    for pid, part in _numbered(message):
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        disposition = (part.get_content_disposition() or '').lower()
+        filename = _safe(lambda: part.get_filename()) or ''
+        content_id = (_header(part, 'Content-ID') or '').strip().strip('<>')
+        is_file = bool(filename) or disposition == 'attachment'
+        if disposition == 'inline' and content_id or (content_id and not is_file
+                                                     and not ctype.startswith('text/')):
+            inline.append(_file(pid, part, filename, content_id))
+        elif is_file or not ctype.startswith('text/'):
+            attachments.append(_file(pid, part, filename, content_id))
+        elif ctype == 'text/plain' and not text:
+            text = _text(part)
+        elif ctype == 'text/html' and not html_body:
+            html_body = _text(part)
+    return text, html_body, attachments, inline
+
+
+def _file(pid, part, filename, content_id) -> dict:
+    data = part_payload(part)
+    return {
+        'PartID': pid,
+        'FileName': filename,
+        'ContentType': part.get_content_type(),
+        'ContentID': content_id,
+        'Size': len(data),
+        'Checksums': {'MD5': hashlib.md5(data).hexdigest(),
+                      'SHA1': hashlib.sha1(data).hexdigest(),
+                      'SHA256': hashlib.sha256(data).hexdigest()},
+    }
+
+
+def _text(part) -> str:
+    try:
+        return part.get_content()
+    except (LookupError, ValueError, AssertionError):   # unknown charset, bad encoding
+        payload = part.get_payload(decode=True) or b''
+        return payload.decode('utf-8', 'replace')
+
+
+def _safe(fn):
+    """Headers of real-world mail can be broken in ways the parser raises on."""
+    try:
+        return fn()
+    except Exception:        # noqa: BLE001 - a broken header is an empty one here
+        return None
+
+
+def _header(message, name: str) -> str:
+    value = _safe(lambda: message.get(name))
+    return str(value) if value is not None else ''
+
+
+def _addresses(message, name: str) -> list:
+    def parsed():
+        header = message.get(name)
+        if header is None:
+            return []
+        return [{'Name': a.display_name or '', 'Address': a.addr_spec or ''}
+                for a in header.addresses]
+    result = _safe(parsed)
+    if result is None:      # fall back to the lenient parser on the raw value
+        raw = [str(v) for v in (_safe(lambda: message.get_all(name)) or [])]
+        result = [{'Name': n, 'Address': a} for n, a in email.utils.getaddresses(raw) if a]
+    return [a for a in result if a['Address'] or a['Name']]
+
+
+def _message_id(message) -> str:
+    return _header(message, 'Message-ID').strip().strip('<>')
+
+
+def _return_path(message) -> str:
+    return _header(message, 'Return-Path').strip().strip('<>')
+
+
+def _date(message):
+    value = _header(message, 'Date')
+    if not value:
+        return None
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment

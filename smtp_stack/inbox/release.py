@@ -1,0 +1,67 @@
+"""Releasing a caught message to a real SMTP server (`--relay HOST:PORT`).
+
+Mailpit's `POST /api/v1/message/{ID}/release` with `{"To": [...]}`: the
+stored message goes, unchanged but for its Return-Path line (RFC 5321 4.4:
+a relay must not pass one on; the receiving server writes its own), to
+those recipients, from the envelope sender it arrived with.
+
+The SMTP client is the relay delivery's `Upstream` (smtplib over gevent
+sockets), so a release cooperates with the hub like the relay does.
+"""
+from __future__ import annotations
+
+import re
+import smtplib
+
+from ..delivery.relay import Upstream
+
+_RETURN_PATH = re.compile(rb'\AReturn-Path:[^\n]*\n(?:[ \t][^\n]*\n)*', re.IGNORECASE)
+
+
+class RelayError(OSError):
+    """The upstream could not be reached, or refused the message."""
+
+
+class Relay:
+    def __init__(self, host: str, port: int = 25, *, helo: str = 'localhost',
+                 timeout: float = 30.0):
+        self.host = host
+        self.port = port
+        self.helo = helo
+        self.timeout = timeout
+
+    def describe(self) -> str:
+        return f'{self.host}:{self.port}'
+
+    def release(self, raw: bytes, sender: str, to: list) -> None:
+        link = Upstream(lmtp=False, timeout=self.timeout, local_hostname=self.helo,
+                        tls_context=None, secure=False)
+        try:
+            code, text = link.connect(self.host, self.port)
+            if code != 220:
+                raise RelayError(f'{self.describe()} greeted with {code}')
+            link.ehlo_or_helo_if_needed()
+            link.sendmail(sender, to, _RETURN_PATH.sub(b'', raw, count=1))
+            link.quit()
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise RelayError(f'{self.describe()} refused the recipients: '
+                             f'{", ".join(exc.recipients)}') from None
+        except smtplib.SMTPResponseException as exc:
+            raise RelayError(f'{self.describe()} answered {exc.smtp_code} '
+                             f'{exc.smtp_error.decode("utf-8", "replace")}') from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise RelayError(f'{self.describe()}: {exc}') from None
+        finally:
+            link.close()
+
+
+def parse_hostport(text: str, default_host: str = '127.0.0.1') -> tuple:
+    """'HOST:PORT', '[::1]:PORT' or ':PORT' -> (host, port); ValueError otherwise."""
+    match = re.fullmatch(r'(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]*)):(\d{1,5})', text.strip())
+    if not match:
+        raise ValueError(f'{text!r} is not HOST:PORT')
+    host = match.group(1) or match.group(2) or default_host
+    port = int(match.group(3))
+    if port > 65535:
+        raise ValueError(f'{text!r}: a port is from 0 to 65535')
+    return host, port

@@ -1,0 +1,108 @@
+"""`Inbox`: the SMTP server and the web side of `smtp-stack inbox` in one hub.
+
+Both serve in greenlets of the same gevent hub; the store is shared, so a
+new message nudges the websocket broker at once. SQLite work runs in the
+hub's thread pool (the capture is a threaded CallableDelivery; the web
+handlers go through `offload`).
+
+SMTP defaults suit a development catcher, as Mailpit's do: no AUTH
+(a client that tries gets 502) unless `accept_any_auth`, which takes any
+user name and password over PLAIN, LOGIN or CRAM-MD5 (and records the
+name); no STARTTLS unless `starttls` (a self-signed certificate is then
+generated at start).
+"""
+from __future__ import annotations
+
+import logging
+
+import gevent
+from gevent.pywsgi import WSGIHandler, WSGIServer
+
+from ..options import LogLevels
+from ..server import SmtpServer
+from .app import InboxApp
+from .capture import Capture
+from .store import Store
+
+log = logging.getLogger('smtp_stack.inbox')
+
+DEFAULT_SMTP = ('127.0.0.1', 1025)
+DEFAULT_HTTP = ('127.0.0.1', 8025)
+
+
+class _Handler(WSGIHandler):
+    """gevent's handler, with access logging through `logging` at DEBUG."""
+
+    def log_request(self):
+        log.debug('%s', self.format_request())
+
+
+class Inbox:
+    def __init__(self, db: str = 'inbox.db', *, smtp=DEFAULT_SMTP, http=DEFAULT_HTTP,
+                 max_messages: int = 500, accept_any_auth: bool = False,
+                 starttls: bool = False, users: dict | None = None, relay=None,
+                 name: str = 'localhost', **server_options):
+        self.store = Store(db, max_messages)
+        self.capture = Capture(self.store)
+        self.app = InboxApp(self.store, relay=relay, users=users, stats=self.capture.stats)
+        disabled = list(server_options.pop('disabled_commands', ()))
+        if not accept_any_auth:
+            disabled.append('AUTH')
+        if not starttls:
+            disabled.append('STARTTLS')
+        server_options.setdefault('disable_reverse_lookup', True)
+        server_options.setdefault('log_level', LogLevels.WARN)
+        if accept_any_auth:
+            server_options.setdefault('auth_methods', ['PLAIN', 'LOGIN', 'CRAM-MD5'])
+            server_options.setdefault('allow_insecure_auth', True)
+            server_options.setdefault('on_auth', _anyone)
+        self.smtp = SmtpServer(name=name, disabled_commands=disabled, **server_options)
+        self.smtp.use(self.capture.delivery())
+        self._smtp_at = smtp
+        self._http_at = http
+        self.http = None        # made in start(): a gevent server belongs to the hub that runs it
+
+    @property
+    def smtp_address(self):
+        return self.smtp.address
+
+    @property
+    def http_address(self):
+        return self.http.address
+
+    @property
+    def url(self) -> str:
+        host, port = self.http.address[:2]
+        host = f'[{host}]' if ':' in host else host
+        return f'http://{host}:{port}/'
+
+    def start(self) -> 'Inbox':
+        self.smtp.start(self._smtp_at[1], self._smtp_at[0])
+        try:
+            self.http = WSGIServer(self._http_at, self.app, handler_class=_Handler, log=None,
+                                   error_log=None)
+            self.http.start()
+        except BaseException:
+            self.smtp.stop(0)
+            raise
+        return self
+
+    def serve_forever(self) -> None:
+        gevent.joinall([gevent.spawn(self.smtp.serve_forever),
+                        gevent.spawn(self.http.serve_forever)])
+
+    def stop(self, timeout: float | None = None) -> None:
+        if self.http is not None:
+            self.http.stop(timeout=1)
+        self.smtp.stop(timeout)
+
+    def describe(self) -> str:
+        host, port = self.smtp.address[:2]
+        host = f'[{host}]' if ':' in host else host
+        return (f'inbox: SMTP on {host}:{port}, web and API on {self.url}, '
+                f'stored in {self.store.path} (newest {self.store.max_messages} kept)')
+
+
+def _anyone(session):
+    """--smtp-auth-accept-any: every name and password is good."""
+    return {'name': session.auth.username}
