@@ -1,4 +1,4 @@
-"""SPEC.md's quick example, runnable: `python examples/quick_example.py [PORT]`.
+"""The README's quick example, runnable: `python examples/quick_example.py [PORT]`.
 
 Try it with smtplib:
     import smtplib
@@ -9,7 +9,7 @@ Try it with smtplib:
 import logging
 import sys
 
-from smtp_stack import LogLevels, SmtpError, SmtpServer  # noqa: F401 (SmtpError: as in SPEC)
+from smtp_stack import LogLevels, SmtpError, SmtpServer  # noqa: F401 (SmtpError: as in the README)
 
 logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')
 

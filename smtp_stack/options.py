@@ -1,6 +1,6 @@
 """Server options: defaults and validation, all at construction time.
 
-Every option of SPEC.md is declared once in OPTIONS with its default and a
+Every option (docs/api.md) is declared once in OPTIONS with its default and a
 validator; unknown names raise TypeError and bad values ValueError, so a
 mistake never surfaces later on a live connection.
 """
@@ -235,7 +235,7 @@ def _auth_methods(v):
             raise ValueError(f'auth_methods: unknown mechanism {m!r}')
         if m not in methods:
             methods.append(m)
-    # PLAIN and LOGIN are always on (SPEC.md).
+    # PLAIN and LOGIN are always on (docs/api.md).
     for m in ('LOGIN', 'PLAIN'):
         if m not in methods:
             methods.insert(0, m)
@@ -344,7 +344,7 @@ OPTIONS = {
     'max_auth_failures': (3, _count('max_auth_failures', 1)),
     'bare_newline': ('reject', _bare_newline),
     'lenient_addresses': (False, _bool('lenient_addresses')),
-    # Hardening beyond SPEC.md (docs/security.md): Postfix/Exim-like defaults.
+    # Hardening (docs/security.md, docs/api.md): Postfix/Exim-like defaults.
     'min_data_rate': (500, _count('min_data_rate')),
     'greeting_delay': (0.0, _seconds('greeting_delay', allow_zero=True)),
     'reject_early_talkers': (False, _bool('reject_early_talkers')),

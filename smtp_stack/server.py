@@ -29,7 +29,7 @@ EVENTS = ('listening', 'close', 'error')
 
 
 class SmtpServer:
-    """A configurable SMTP/LMTP server; see SPEC.md for the options."""
+    """A configurable SMTP/LMTP server; see docs/api.md for the options."""
 
     def __init__(self, **options):
         # store= (docs/policies.md) is checked by the policies package, which is

@@ -2,7 +2,7 @@
 
 No sockets are opened here. The server builds its contexts once, at
 construction, so every bad key, certificate or option raises ValueError there
-and never on a live connection (SPEC: "bad values raise ValueError at
+and never on a live connection (docs/api.md: "bad values raise ValueError at
 construction"). The handshake itself, for STARTTLS (RFC 3207) or implicit TLS,
 belongs to the session loop; this module only decides which context answers
 and reports what was negotiated (`tls_info`).

@@ -1,4 +1,4 @@
-"""Worker processes: the master binds, N forked workers serve (SPEC: `workers`).
+"""Worker processes: the master binds, N forked workers serve (option `workers`, docs/api.md).
 
 With `workers=N > 1`, `SmtpServer.start()` binds the listening socket in the
 calling process (the master) and returns at once; the first time the master's

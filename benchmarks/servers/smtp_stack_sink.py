@@ -1,4 +1,4 @@
-"""smtp_stack as a benchmark sink, written against the public API of SPEC.md.
+"""smtp_stack as a benchmark sink, written against the public API (docs/api.md).
 
 Everything a plain session pays for stays on: the middleware chain (with one
 pass-through middleware), command parsing, and logging at INFO into a logger
