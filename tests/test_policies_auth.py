@@ -359,3 +359,27 @@ def test_opendkim_signature_of_a_changed_body_fails(resolver, opendkim):
     signature = opendkim.sign(ODK_HEADERS, ODK_BODY)
     changed = odk_message(signature, ODK_BODY.replace('Second', 'Third'))
     assert [d.result for d in check(resolver, changed, ip='198.51.100.5').dkim] == ['fail']
+
+
+# -- ARC sealing --------------------------------------------------------------------------
+
+def test_arc_seal_on_the_delivered_message_validates(serve, resolver, keys):
+    from smtp_stack.headers import header_block
+    from smtp_stack.policies.dkimcheck import verify_arc
+    seal = {'selector': 'rsa1', 'domain': 'example.test', 'key': keys.rsa.private_pem}
+    server = serve(authenticate(resolver=resolver, arc_seal=seal))
+    signed = rsa_sign(keys, message())
+    assert send(server, '192.0.2.5', 'alice@example.test', signed)[0] == 250
+    _, added, body = server.seen[0]
+    assert [n for n, _ in added] == ['Authentication-Results', 'ARC-Authentication-Results',
+                                     'ARC-Message-Signature', 'ARC-Seal']
+    delivered = header_block(added) + body
+    assert delivered.startswith(b'ARC-Seal: i=1;') or delivered.startswith(b'ARC-Seal:')
+    result = verify_arc(resolver, delivered)
+    assert (result.result, result.instance) == ('pass', 1)
+    assert verify_arc(resolver, delivered.replace(b'Hi there.', b'Hi THERE.')).result == 'fail'
+
+
+def test_arc_seal_key_is_checked_at_construction():
+    with pytest.raises(ValueError):
+        authenticate(arc_seal={'selector': 's', 'domain': 'd.test', 'key': 'not a key'})

@@ -176,3 +176,15 @@ def test_two_workers_share_one_sqlite_file(tmp_path, dns_server):
         assert 451 not in codes
     finally:
         server.close()
+
+
+def test_arc_seal_reads_its_key_file(tmp_path):
+    from policy_services import RsaKey
+    (tmp_path / 'arc.pem').write_bytes(RsaKey().private_pem)
+    base = {'deliver': {'maildir': str(tmp_path / 'md')}}
+    seal = {'selector': 'arc1', 'domain': 'example.test', 'key_file': 'arc.pem'}
+    config = parse({**base, 'policies': [{'authenticate': {'arc_seal': seal}}]}, str(tmp_path))
+    assert config.policies.build()[0].sealer.selector == 'arc1'
+    lines = errors_of({**base, 'policies': [{'authenticate': {'arc_seal': {
+        **seal, 'key_file': 'missing.pem'}}}]}, tmp_path)
+    assert any('policies[0].authenticate.arc_seal: key_file: No such file' in l for l in lines)

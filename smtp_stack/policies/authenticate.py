@@ -24,7 +24,7 @@ from email.parser import BytesHeaderParser
 from ..errors import SmtpError
 from .authresults import header_value
 from .common import authenticated, client_ip, warnings
-from .dkimcheck import verify_arc, verify_dkim
+from .dkimcheck import ArcSealer, verify_arc, verify_dkim
 from .dmarc import check_dmarc
 from .dns import Resolver
 from .spf import check_spf
@@ -52,7 +52,7 @@ class AuthResults:
 class Authenticate:
 
     def __init__(self, spf=True, dkim=True, dmarc=True, arc=True, enforce_dmarc=False,
-                 resolver=None, authserv_id=None, max_signatures=5):
+                 resolver=None, authserv_id=None, arc_seal=None, max_signatures=5):
         self.spf, self.dkim, self.dmarc, self.arc = bool(spf), bool(dkim), bool(dmarc), bool(arc)
         self.enforce_dmarc = bool(enforce_dmarc)
         if self.dmarc and not (self.spf or self.dkim):
@@ -60,6 +60,9 @@ class Authenticate:
         self.resolver = resolver or Resolver()
         self.authserv_id = authserv_id
         self.max_signatures = max_signatures
+        self.sealer = None if arc_seal is None else ArcSealer.from_spec(arc_seal)
+        if self.sealer is not None and not self.arc:
+            raise ValueError('authenticate: arc_seal needs arc=True (the seal states the chain result)')
 
     def check(self, message: bytes, ip: str, mail_from: str, helo: str) -> AuthResults:
         """Every enabled check of one message (bytes as received, CRLF)."""
@@ -105,6 +108,12 @@ class Authenticate:
         results.header = header_value(authserv, results)
         envelope.auth_results = results
         envelope.add_header('Authentication-Results', results.header)
+        if self.sealer is not None:
+            try:
+                for name, value in self.sealer.seal(message, authserv, results.header):
+                    envelope.add_header(name, value)
+            except Exception as exc:        # a bad key, a chain dkimpy will not extend
+                warnings.failed('arc seal', 'authenticate: no ARC seal: %s', exc)
         dmarc = results.dmarc
         if self.enforce_dmarc and dmarc is not None and dmarc.result == 'fail' \
                 and dmarc.policy == 'reject':
@@ -114,6 +123,7 @@ class Authenticate:
 
 
 def authenticate(spf=True, dkim=True, dmarc=True, arc=True, enforce_dmarc=False,
-                 resolver=None, authserv_id=None):
-    """SPF, DKIM, DMARC and ARC results in an Authentication-Results header."""
-    return Authenticate(spf, dkim, dmarc, arc, enforce_dmarc, resolver, authserv_id)
+                 resolver=None, authserv_id=None, arc_seal=None):
+    """SPF, DKIM, DMARC and ARC results in an Authentication-Results header;
+    with `arc_seal={selector, domain, key}` also an ARC set (RFC 8617 5.1)."""
+    return Authenticate(spf, dkim, dmarc, arc, enforce_dmarc, resolver, authserv_id, arc_seal)

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 _DURATION = re.compile(r'\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)\s*\Z')
 _UNITS = {'': 1, 's': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 7 * 86400}
 
-STRINGS, NUMBER, INTEGER, BOOL, STRING, DURATION, FILE, CALLABLE, STORE = (
+STRINGS, NUMBER, INTEGER, BOOL, STRING, DURATION, FILE, CALLABLE, STORE, SEAL = (
     'a list of strings', 'a number', 'an integer', 'true or false', 'a string',
     "a duration (300, '5m', '1h', '36d')", 'a file name', '"package.module:function"',
-    'a store URL')
+    'a store URL', 'a mapping {selector, domain, key_file}')
 PARAMETERS = {
     'recipients': {'domains': STRINGS, 'addresses': STRINGS, 'addresses_file': FILE,
                    'lookup': CALLABLE},
@@ -35,7 +35,7 @@ PARAMETERS = {
     'rate_limit': {'messages': INTEGER, 'recipients': INTEGER, 'per': DURATION,
                    'key': STRING, 'store': STORE},
     'authenticate': {'spf': BOOL, 'dkim': BOOL, 'dmarc': BOOL, 'arc': BOOL,
-                     'enforce_dmarc': BOOL, 'authserv_id': STRING},
+                     'enforce_dmarc': BOOL, 'authserv_id': STRING, 'arc_seal': SEAL},
 }
 DNS_KEYS = {'nameservers': STRINGS, 'port': INTEGER, 'timeout': NUMBER}
 USES_DNS = ('dnsbl', 'authenticate')
@@ -190,6 +190,15 @@ class SectionChecker:
             return self.load_callable(value)
         if kind == STORE:
             return self.store_url(path, value, report=False)
+        if kind == SEAL:
+            if not isinstance(value, dict) or set(value) != {'selector', 'domain', 'key_file'}:
+                raise ValueError
+            try:
+                with open(self.file_path(str(value['key_file'])), 'rb') as f:
+                    key = f.read()
+            except OSError as exc:
+                raise ValueError(f'key_file: {exc.strerror or exc}') from None
+            return {'selector': value['selector'], 'domain': value['domain'], 'key': key}
         raise AssertionError(kind)
 
     def store_url(self, path: str, value, report: bool = True):
