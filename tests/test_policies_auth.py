@@ -383,3 +383,20 @@ def test_arc_seal_on_the_delivered_message_validates(serve, resolver, keys):
 def test_arc_seal_key_is_checked_at_construction():
     with pytest.raises(ValueError):
         authenticate(arc_seal={'selector': 's', 'domain': 'd.test', 'key': 'not a key'})
+
+
+def test_spf_of_helo_is_recorded_beside_mail_from(resolver):
+    results = check(resolver, message(), ip='198.51.100.5', mail_from='a@softfail.test',
+                    helo='helo.example.test')
+    assert (results.spf.result, results.helo.result) == ('softfail', 'fail')
+    header = _header(results)
+    assert 'spf=softfail' in header and 'smtp.mailfrom=a@softfail.test' in header
+    assert 'smtp.helo=helo.example.test' in header
+
+
+def test_a_message_over_the_verify_bound_is_not_verified(resolver, keys):
+    signed = rsa_sign(keys, message(body='x' * 2000 + '\r\n'))
+    results = check(resolver, signed, max_verify_bytes=1000)
+    assert [(d.result, d.domain) for d in results.dkim] == [('policy', 'example.test')]
+    assert results.arc is None
+    assert results.dmarc.result == 'pass'           # by SPF, from the header section

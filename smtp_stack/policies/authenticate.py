@@ -24,19 +24,21 @@ from email.parser import BytesHeaderParser
 from ..errors import SmtpError
 from .authresults import header_value
 from .common import authenticated, client_ip, warnings
-from .dkimcheck import ArcSealer, verify_arc, verify_dkim
+from .dkimcheck import ArcSealer, too_big, verify_arc, verify_dkim
 from .dmarc import check_dmarc
 from .dns import Resolver
-from .spf import check_spf
+from .spf import check_helo, check_spf
 
 DMARC_REJECT = (550, 'Message rejected: DMARC policy of {domain} says reject', '5.7.1')
 MAX_HEADER_BYTES = 1 << 20      # where we look for the header section
+MAX_VERIFY_BYTES = 32 << 20     # larger messages: signatures not verified (held in memory)
 
 
 @dataclass
 class AuthResults:
     """What `authenticate` found; `envelope.auth_results`."""
     spf: object = None              # SpfResult or None
+    helo: object = None             # SpfResult of the HELO identity (RFC 7208 2.3), or None
     dkim: list = None               # [DkimResult] or None when not checked
     dmarc: object = None            # DmarcResult or None
     arc: object = None              # ArcResult or None
@@ -52,7 +54,8 @@ class AuthResults:
 class Authenticate:
 
     def __init__(self, spf=True, dkim=True, dmarc=True, arc=True, enforce_dmarc=False,
-                 resolver=None, authserv_id=None, arc_seal=None, max_signatures=5):
+                 resolver=None, authserv_id=None, arc_seal=None, max_signatures=5,
+                 spf_helo=True, max_verify_bytes=MAX_VERIFY_BYTES):
         self.spf, self.dkim, self.dmarc, self.arc = bool(spf), bool(dkim), bool(dmarc), bool(arc)
         self.enforce_dmarc = bool(enforce_dmarc)
         if self.dmarc and not (self.spf or self.dkim):
@@ -60,6 +63,8 @@ class Authenticate:
         self.resolver = resolver or Resolver()
         self.authserv_id = authserv_id
         self.max_signatures = max_signatures
+        self.spf_helo = spf_helo
+        self.max_verify_bytes = max_verify_bytes
         self.sealer = None if arc_seal is None else ArcSealer.from_spec(arc_seal)
         if self.sealer is not None and not self.arc:
             raise ValueError('authenticate: arc_seal needs arc=True (the seal states the chain result)')
@@ -67,10 +72,14 @@ class Authenticate:
     def check(self, message: bytes, ip: str, mail_from: str, helo: str) -> AuthResults:
         """Every enabled check of one message (bytes as received, CRLF)."""
         results = AuthResults(mail_from=mail_from)
+        whole = len(message) <= self.max_verify_bytes
         if self.spf and ip:
             results.spf = check_spf(self.resolver, ip, mail_from, helo)
+            if self.spf_helo and mail_from and helo:
+                results.helo = check_helo(self.resolver, ip, helo)
         if self.dkim:
-            results.dkim = verify_dkim(self.resolver, message, self.max_signatures)
+            results.dkim = verify_dkim(self.resolver, message, self.max_signatures) if whole \
+                else too_big(message[:MAX_HEADER_BYTES], self.max_verify_bytes)
         if self.dmarc:
             head = BytesHeaderParser().parsebytes(message[:MAX_HEADER_BYTES])
             spf = results.spf
@@ -78,14 +87,19 @@ class Authenticate:
                 self.resolver, [str(v) for v in head.get_all('From') or ()],
                 spf.result if spf else 'none', spf.domain if spf and spf.identity else '',
                 results.dkim_passes)
-        if self.arc and b'arc-seal:' in message[:MAX_HEADER_BYTES].lower():
+        if self.arc and not whole:
+            pass                    # not verified: no arc= result rather than a wrong one
+        elif self.arc and b'arc-seal:' in message[:MAX_HEADER_BYTES].lower():
             results.arc = verify_arc(self.resolver, message)
         elif self.arc:
             from .dkimcheck import ArcResult
             results.arc = ArcResult('none')
-        for name, r in (('spf', results.spf), ('dmarc', results.dmarc)):
-            if r is not None and r.result == 'temperror':
-                warnings.failed('authenticate dns', 'authenticate: %s temperror (DNS)', name)
+        failed = [name for name, r in (('spf', results.spf), ('dmarc', results.dmarc))
+                  if r is not None and r.result == 'temperror']
+        if failed:
+            warnings.failed('authenticate dns', 'authenticate: %s temperror (DNS)', failed[0])
+        elif results.spf is not None or results.dmarc is not None:
+            warnings.ok('authenticate dns')
         return results
 
     def __call__(self, ctx, next):
@@ -99,8 +113,8 @@ class Authenticate:
         if ctx.reply is not None and not isinstance(ctx.reply, list) and ctx.reply.code >= 400:
             return      # already refused by an inner middleware
         spool = envelope.spool()        # MessageRefused propagates: the client's reply
-        with spool.open() as f:
-            message = f.read()
+        with spool.open() as f:      # at most the bound, plus one byte to know it was passed
+            message = f.read(self.max_verify_bytes + 1)
         ip = client_ip(session)
         mail_from = envelope.mail_from.address if envelope.mail_from else ''
         results = self.check(message, str(ip) if ip else '', mail_from, session.helo or '')

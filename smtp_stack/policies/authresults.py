@@ -32,6 +32,9 @@ def header_value(authserv_id: str, results) -> str:
         prop = 'smtp.mailfrom' if spf.identity == 'mailfrom' else 'smtp.helo'
         who = results.mail_from if spf.identity == 'mailfrom' else spf.domain
         parts.append(f'spf={spf.result}{comment(spf.explanation)} {prop}={pvalue(who or spf.domain)}')
+    if getattr(results, 'helo', None) is not None and results.helo.domain:
+        helo = results.helo
+        parts.append(f'spf={helo.result}{comment(helo.explanation)} smtp.helo={pvalue(helo.domain)}')
     if results.dkim is not None:
         if not results.dkim:
             parts.append('dkim=none')

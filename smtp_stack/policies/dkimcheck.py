@@ -100,6 +100,14 @@ def verify_dkim(resolver, message: bytes, max_signatures: int = 5) -> list:
     return results
 
 
+def too_big(head: bytes, limit: int) -> list:
+    """RFC 8601 2.7.1 `policy` for each signature of a message over `limit`
+    bytes: signed, but not verified here (it would have to be held in memory)."""
+    return [DkimResult('policy', _text(t, b'd'), _text(t, b's'), _text(t, b'a'),
+                       reason=f'message over {limit} bytes not verified')
+            for t in signatures(head + b'\r\n') if t is not None]
+
+
 @dataclass(frozen=True)
 class ArcResult:
     result: str             # pass, fail, none, temperror

@@ -51,9 +51,10 @@ class Greylist:
     def check(self, ip, sender: str, recipient: str):
         """None to accept, else the 451 refusal. Raises StoreError."""
         network = client_network(ip)
-        if self.auto_allow and self.store.get(f'grey:client:{network}') is not None \
-                and int(self.store.get(f'grey:client:{network}')) >= self.auto_allow:
-            return None
+        if self.auto_allow:
+            passes = self.store.get(f'grey:client:{network}')
+            if passes is not None and int(passes) >= self.auto_allow:
+                return None
         key = triplet_key(network, sender, recipient)
         now = self.clock()
         if self.store.get(f'grey:pass:{key}') is not None:
