@@ -66,7 +66,7 @@ def test_the_section_is_checked_with_paths(tmp_path):
 def test_a_good_section_parses(tmp_path):
     (tmp_path / 'rcpts').write_text('a@mx.test\n')
     config = parse({'deliver': {'maildir': str(tmp_path / 'md')},
-                    'store': f'sqlite:///state.db',
+                    'store': 'sqlite:///state.db',
                     'dns': {'nameservers': ['127.0.0.1'], 'timeout': 1},
                     'policies': ['authenticate',
                                  {'recipients': {'addresses_file': 'rcpts'}},

@@ -18,13 +18,13 @@ is ours to sign, not to judge.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 
 from ..errors import SmtpError
 from .authresults import header_value
 from .common import authenticated, client_ip, warnings
-from .dkimcheck import ArcSealer, too_big, verify_arc, verify_dkim
+from .dkimcheck import ArcResult, ArcSealer, too_big, verify_arc, verify_dkim
 from .dmarc import check_dmarc
 from .dns import Resolver
 from .spf import check_helo, check_spf
@@ -85,14 +85,13 @@ class Authenticate:
             spf = results.spf
             results.dmarc = check_dmarc(
                 self.resolver, [str(v) for v in head.get_all('From') or ()],
-                spf.result if spf else 'none', spf.domain if spf and spf.identity else '',
+                spf.result if spf else 'none', spf.domain if spf else '',
                 results.dkim_passes)
         if self.arc and not whole:
             pass                    # not verified: no arc= result rather than a wrong one
         elif self.arc and b'arc-seal:' in message[:MAX_HEADER_BYTES].lower():
             results.arc = verify_arc(self.resolver, message)
         elif self.arc:
-            from .dkimcheck import ArcResult
             results.arc = ArcResult('none')
         failed = [name for name, r in (('spf', results.spf), ('dmarc', results.dmarc))
                   if r is not None and r.result == 'temperror']
@@ -122,7 +121,7 @@ class Authenticate:
         results.header = header_value(authserv, results)
         envelope.auth_results = results
         envelope.add_header('Authentication-Results', results.header)
-        if self.sealer is not None:
+        if self.sealer is not None and len(message) <= self.max_verify_bytes:
             try:
                 for name, value in self.sealer.seal(message, authserv, results.header):
                     envelope.add_header(name, value)
