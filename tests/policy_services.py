@@ -130,7 +130,7 @@ class DnsServer:
         binary = shutil.which('dnsmasq') or '/usr/sbin/dnsmasq'
         self.proc = subprocess.Popen(
             [binary, '--keep-in-foreground', '--conf-file=' + conf, '--no-resolv', '--no-hosts',
-             '--no-poll', '--bind-interfaces', '--listen-address=127.0.0.1',
+             '--no-poll', '--bind-interfaces', '--listen-address=127.0.0.1,::1',
              f'--port={self.port}', '--pid-file=', '--user=root', '--group=root',
              '--local=/test/', '--local=/arpa/', f'--local-ttl={ttl}', '--cache-size=0',
              '--log-facility=' + os.path.join(workdir, 'dnsmasq.log')],

@@ -533,3 +533,8 @@ def test_max_auth_failures_per_ip_holds_across_servers_on_one_store(serve, tmp_p
 def test_store_option_is_checked_at_construction():
     with pytest.raises(ValueError):
         SmtpServer(store='mysql://x')
+
+
+def test_resolver_over_ipv6_to_dnsmasq_on_loopback(dns_server):
+    r = Resolver(['::1'], port=dns_server.port, timeout=2.0)
+    assert r.txt('neutral.test') == [b'v=spf1 ?all']
