@@ -188,3 +188,28 @@ def test_arc_seal_reads_its_key_file(tmp_path):
     lines = errors_of({**base, 'policies': [{'authenticate': {'arc_seal': {
         **seal, 'key_file': 'missing.pem'}}}]}, tmp_path)
     assert any('policies[0].authenticate.arc_seal: key_file: No such file' in l for l in lines)
+
+
+def test_serve_recipients_lookup_and_a_file_read_again_on_sighup(tmp_path):
+    import signal
+    (tmp_path / 'mailboxes.py').write_text(    # a module next to the config: importable
+        'def known(address):\n    return address.lower() == "dave@lookup.test"\n')
+    (tmp_path / 'rcpts.txt').write_text('bob@mx.test\n')
+    path = tmp_path / 'r.yaml'
+    path.write_text(yaml.safe_dump({
+        'name': 'mx.test', 'listen': {'host': '127.0.0.1', 'port': 0},
+        'use_xclient': True, 'disable_reverse_lookup': True, 'disabled_commands': ['STARTTLS'],
+        'deliver': {'maildir': str(tmp_path / 'maildir')},
+        'policies': [{'recipients': {'domains': ['lookup.test'], 'addresses_file': 'rcpts.txt',
+                                     'lookup': 'mailboxes:known'}}]}))
+    server = Serve(tmp_path, '--config', str(path))
+    try:
+        assert rcpt(server.address, '192.0.2.5', 'a@x.test', 'dave@lookup.test')[0] == 250
+        assert rcpt(server.address, '192.0.2.5', 'a@x.test', 'erin@lookup.test')[0] == 550
+        assert rcpt(server.address, '192.0.2.5', 'a@x.test', 'carol@mx.test')[0] == 550
+        (tmp_path / 'rcpts.txt').write_text('bob@mx.test\ncarol@mx.test\n')
+        server.signal(signal.SIGHUP)
+        server.wait_line('SIGHUP: configuration reloaded')
+        assert rcpt(server.address, '192.0.2.5', 'a@x.test', 'carol@mx.test')[0] == 250
+    finally:
+        server.close()
