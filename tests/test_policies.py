@@ -538,3 +538,18 @@ def test_store_option_is_checked_at_construction():
 def test_resolver_over_ipv6_to_dnsmasq_on_loopback(dns_server):
     r = Resolver(['::1'], port=dns_server.port, timeout=2.0)
     assert r.txt('neutral.test') == [b'v=spf1 ?all']
+
+
+def test_rate_limit_messages_per_sender_counts_each_message_once(serve):
+    server = serve(rate_limit(messages=2, per=60, key='sender'))
+    client = connect(server, '198.51.100.60')
+    try:
+        for _ in range(2):
+            assert client.mail('list@x.test')[0] == 250
+            assert client.rcpt('a@example.test')[0] == 250
+            assert client.rcpt('b@example.test')[0] == 250     # same message: not counted again
+            client.rset()
+        assert client.mail('list@x.test')[0] == 250
+        assert client.rcpt('a@example.test')[0] == 450
+    finally:
+        client.close()

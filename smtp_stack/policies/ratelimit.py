@@ -63,13 +63,14 @@ class RateLimit:
                 raise SmtpError(*TOO_MANY_MESSAGES)
         elif name == 'RCPT' and ctx.address is not None:
             subject = self.subject(ctx.session)
-            first = not ctx.session.envelope.rcpt_to
-            if self.key == 'sender' and self.messages and first \
-                    and not getattr(ctx.session.envelope, '_rate_counted', False):
-                # the sender is known only after MAIL: its message counts at its first RCPT
-                if not self._hit('msg', self.messages, subject):
-                    raise SmtpError(*TOO_MANY_MESSAGES)
-                ctx.session.envelope._rate_counted = True
+            if self.key == 'sender' and self.messages:
+                # the sender is known only after MAIL: its message counts at its
+                # first RCPT (once per policy, even if that RCPT is refused later)
+                counted = ctx.session.envelope.__dict__.setdefault('_rate_counted', set())
+                if id(self) not in counted:
+                    if not self._hit('msg', self.messages, subject):
+                        raise SmtpError(*TOO_MANY_MESSAGES)
+                    counted.add(id(self))
             if self.recipients and not self._hit('rcpt', self.recipients, subject):
                 raise SmtpError(*TOO_MANY_RECIPIENTS)
         next()

@@ -12,9 +12,10 @@ several processes (`workers`) or machines sharing a store count exactly:
         in (now - window, now] if that is at most `limit`; None (and nothing
         recorded) if it would pass `limit`.
 
-None of them blocks the gevent hub: SQLite and Redis calls run in a small
-pool of native threads (gevent's ThreadPool), so a slow disk or a stalled
-Redis delays only the session that asked. A backend failure raises
+None of them blocks the gevent hub: SQLite calls run in native threads
+(gevent's ThreadPool), and so do Redis calls unless gevent patched the
+socket module (redis-py then cooperates by itself), so a slow disk or a
+stalled Redis delays only the session that asked. A backend failure raises
 `StoreError`; the policies catch it and fail open.
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ def store(url: str = 'memory:'):
     if url in ('memory:', 'memory://', 'memory'):
         return MemoryStore()
     if url.startswith('sqlite:///'):
-        path = url[len('sqlite:///') - 1:] if url.startswith('sqlite:////') else url[len('sqlite:///'):]
+        path = url[len('sqlite:///'):]    # sqlite:///relative, sqlite:////absolute (SQLAlchemy's)
         if not path:
             raise ValueError('sqlite:///PATH needs a file name')
         from .sqlite_store import SqliteStore
