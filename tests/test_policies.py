@@ -553,3 +553,18 @@ def test_rate_limit_messages_per_sender_counts_each_message_once(serve):
         assert client.rcpt('a@example.test')[0] == 450
     finally:
         client.close()
+
+
+def test_resolver_remembers_a_failure_briefly():
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(('127.0.0.1', 0))
+    try:
+        r = Resolver(['127.0.0.1'], port=silent.getsockname()[1], timeout=0.3)
+        with pytest.raises(DnsError):
+            r.query('example.test', 'TXT')
+        started = time.monotonic()
+        with pytest.raises(DnsError):
+            r.query('example.test', 'TXT')      # not asked again: no second timeout
+        assert time.monotonic() - started < 0.1
+    finally:
+        silent.close()

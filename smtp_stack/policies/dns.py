@@ -27,6 +27,7 @@ from gevent import socket as gsocket
 from gevent import Timeout
 
 NEGATIVE_TTL = 300          # when a negative answer carries no SOA
+FAILURE_TTL = 5.0           # a failed question is not asked again for this long
 MAX_TTL = 86400
 _ids = itertools.count(1)
 
@@ -97,9 +98,17 @@ class Resolver:
         if hit is not None:
             if hit[0] > now:
                 self._cache.move_to_end(key)
+                if isinstance(hit[1], DnsError):
+                    raise hit[1]
                 return hit[1]
             del self._cache[key]
-        answer = self._ask(name, rdtype)
+        try:
+            answer = self._ask(name, rdtype)
+        except DnsError as exc:
+            # An unreachable server would otherwise cost every session the whole
+            # timeout for the same name; RFC 2308 7.1 allows caching failures briefly.
+            self._cache[key] = (now + FAILURE_TTL, exc)
+            raise
         self._cache[key] = (now + answer.ttl, answer)
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
