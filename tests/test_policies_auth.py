@@ -243,7 +243,7 @@ def serve():
 
         def capture(ctx, next):
             next()
-            if ctx.command_name == 'DATA' and ctx.session.envelope.data_stream is not None:
+            if ctx.command_name in ('DATA', 'BDAT') and ctx.session.envelope.data_stream is not None:
                 env = ctx.session.envelope
                 body = env.data_stream.read()
                 seen.append((getattr(env, 'auth_results', None), env.added_headers, body))
@@ -400,3 +400,39 @@ def test_a_message_over_the_verify_bound_is_not_verified(resolver, keys):
     assert [(d.result, d.domain) for d in results.dkim] == [('policy', 'example.test')]
     assert results.arc is None
     assert results.dmarc.result == 'pass'           # by SPF, from the header section
+
+
+def test_smtp_bdat_chunks_are_checked_as_one_message(serve, resolver, keys):
+    """CHUNKING (RFC 3030): the body in two BDAT chunks is spooled whole."""
+    server = serve(authenticate(resolver=resolver))
+    signed = rsa_sign(keys, message())
+    half = len(signed) // 2
+    sock = socket.create_connection(server.address, timeout=10)
+    reader = sock.makefile('rb')
+
+    def reply():
+        lines = []
+        while True:
+            line = reader.readline()
+            lines.append(line)
+            if line[3:4] != b'-':
+                return int(line[:3]), b''.join(lines)
+    try:
+        assert reply()[0] == 220
+        for line in ('EHLO proxy.test', 'XCLIENT ADDR=192.0.2.5 HELO=mail.example.test'):
+            sock.sendall(line.encode() + b'\r\n')
+            assert reply()[0] in (220, 250)
+        for line in ('EHLO mail.example.test', 'MAIL FROM:<alice@example.test>',
+                     'RCPT TO:<bob@mx.test>'):
+            sock.sendall(line.encode() + b'\r\n')
+            assert reply()[0] == 250
+        sock.sendall(b'BDAT %d\r\n' % half + signed[:half])
+        assert reply()[0] == 250
+        sock.sendall(b'BDAT %d LAST\r\n' % (len(signed) - half) + signed[half:])
+        assert reply()[0] == 250
+    finally:
+        reader.close()
+        sock.close()
+    results, _, body = server.seen[0]
+    assert body == signed
+    assert [d.result for d in results.dkim] == ['pass'] and results.dmarc.result == 'pass'
