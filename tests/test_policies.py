@@ -568,3 +568,21 @@ def test_resolver_remembers_a_failure_briefly():
         assert time.monotonic() - started < 0.1
     finally:
         silent.close()
+
+
+def test_dnsbl_sees_the_client_of_a_proxy_header(serve, resolver):
+    """PROXY v1 from a trusted peer: the policy checks the address it names."""
+    server = serve(dnsbl(['bl.test'], resolver=resolver), use_proxy=['127.0.0.1'])
+    for client_ip, expected in ((LISTED_V4, 554), ('192.0.2.7', 250)):
+        sock = socket.create_connection(server.address, timeout=10)
+        reader = sock.makefile('rb')
+        try:
+            sock.sendall(f'PROXY TCP4 {client_ip} 127.0.0.1 40000 25\r\n'.encode())
+            assert reader.readline().startswith(b'220')
+            sock.sendall(b'HELO mail.example.test\r\nMAIL FROM:<a@x.test>\r\n'
+                         b'RCPT TO:<b@example.test>\r\n')
+            codes = [int(reader.readline()[:3]) for _ in range(3)]
+            assert codes == [250, 250, expected]
+        finally:
+            reader.close()
+            sock.close()
