@@ -436,3 +436,11 @@ def test_smtp_bdat_chunks_are_checked_as_one_message(serve, resolver, keys):
     results, _, body = server.seen[0]
     assert body == signed
     assert [d.result for d in results.dkim] == ['pass'] and results.dmarc.result == 'pass'
+
+
+def test_dkim_rsa_sha1_is_not_accepted(resolver, keys):
+    """RFC 8301 3.1: a valid rsa-sha1 signature is not a pass."""
+    msg = message()
+    signed = dkim.sign(msg, b'rsa1', b'example.test', keys.rsa.private_pem,
+                       signature_algorithm=b'rsa-sha1', include_headers=[b'from']) + msg
+    assert [d.result for d in check(resolver, signed, ip='198.51.100.5').dkim] == ['policy']

@@ -73,6 +73,12 @@ def verify_dkim(resolver, message: bytes, max_signatures: int = 5) -> list:
         if tags is None:
             results.append(DkimResult('neutral', '', '', reason='signature does not parse'))
             continue
+        if algorithm.lower() == 'rsa-sha1':
+            # RFC 8301 3.1: verifiers MUST NOT consider rsa-sha1 signatures valid;
+            # RFC 8601 2.7.1 `policy`: signed, but not in a way we accept
+            results.append(DkimResult('policy', domain, selector, algorithm, short_b,
+                                      'rsa-sha1 is not accepted (RFC 8301)'))
+            continue
         keys = _Keys(resolver)
         d = dkim.DKIM(message, logger=_quiet, minkey=1024)
         try:
