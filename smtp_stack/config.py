@@ -234,11 +234,16 @@ class _Checker:
             if config.users is not None and 'on_auth' in config.options:
                 self.error('on_auth', 'cannot be combined with users: (both would answer AUTH)')
         if POLICY_KEYS & set(data):
-            from .policies.config import SectionChecker
-            config.policies = SectionChecker(self.error, self.file_path,
-                                             self.callable).section(data)
-            if config.policies.store:   # also the server's store= (per-client limits)
-                config.options['store'] = config.policies.store
+            try:
+                from .policies.config import SectionChecker
+            except ImportError as exc:
+                self.error(sorted(POLICY_KEYS & set(data))[0],
+                           f"needs the policies extra: pip install 'smtp_stack[policies]' ({exc})")
+            else:
+                config.policies = SectionChecker(self.error, self.file_path,
+                                                 self.callable).section(data)
+                if config.policies.store:   # also the server's store= (per-client limits)
+                    config.options['store'] = config.policies.store
         if 'deliver' in data:
             config.deliver = self.deliver(data['deliver'])
         else:   # the default store: ./maildir of the working directory
