@@ -12,6 +12,7 @@ def requirements(extra: str) -> list:
 
 POLICIES = requirements('policies')
 INBOX = requirements('inbox')
+INBOX_TEST = requirements('inbox-test')     # selenium, flask, gunicorn: tests only
 
 setup(
     name='smtp_stack',
@@ -20,12 +21,13 @@ setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['smtp_stack', 'smtp_stack.*']),
+    package_data={'smtp_stack.inbox': ['static/*']},     # the inbox's web page
     python_requires='>=3.10',
     install_requires=['gevent>=23.9', 'cryptography>=41', 'pyyaml>=6'],
     extras_require={
         'policies': POLICIES,
         'inbox': INBOX,
-        'test': ['pytest>=7', 'hypothesis>=6'] + POLICIES + INBOX,
+        'test': ['pytest>=7', 'hypothesis>=6'] + POLICIES + INBOX + INBOX_TEST,
         'bench': ['aiosmtpd>=1.4', 'uvloop>=0.19'],
     },
     entry_points={

@@ -137,13 +137,17 @@ def websocket_app(environ, start_response, broker: Broker):
     accept = check_handshake(environ)
     if not can_upgrade(environ):
         raise HttpError(501, 'websockets need gevent\'s WSGI server here; poll /api/v1/messages')
-    write = start_response('101 Switching Protocols', [
-        ('Upgrade', 'websocket'), ('Connection', 'Upgrade'), ('Sec-WebSocket-Accept', accept)])
-    write(b'')          # the 101 goes out now; the socket is ours from here
+    # Subscribed before the 101 goes out: a client that stores a message
+    # as soon as it is connected must still hear of it.
+    queue = broker.subscribe()
     reader = environ['wsgi.input']
     try:
-        Session(reader, write, broker).run()
+        write = start_response('101 Switching Protocols', [
+            ('Upgrade', 'websocket'), ('Connection', 'Upgrade'), ('Sec-WebSocket-Accept', accept)])
+        write(b'')          # the 101 goes out now; the socket is ours from here
+        Session(reader, write, broker, queue).run()
     finally:
+        broker.unsubscribe(queue)
         # gevent's handler stops reading requests on this connection.
         reader.close()
     return []
@@ -152,20 +156,19 @@ def websocket_app(environ, start_response, broker: Broker):
 class Session:
     """One websocket: events out, pings and the close handshake in."""
 
-    def __init__(self, reader, write, broker: Broker):
+    def __init__(self, reader, write, broker: Broker, queue):
         self.reader = reader
         self.write = write
         self.broker = broker
         self.ws = Connection(ConnectionType.SERVER)
         self.lock = gevent.lock.Semaphore()
-        self.queue = None
+        self.queue = queue
 
     def send(self, event) -> None:
         with self.lock:
             self.write(self.ws.send(event))
 
     def run(self) -> None:
-        self.queue = self.broker.subscribe()
         pump = gevent.spawn(self._read)
         try:
             while not pump.dead:
@@ -180,7 +183,6 @@ class Session:
         except (OSError, LocalProtocolError):
             pass
         finally:
-            self.broker.unsubscribe(self.queue)
             pump.kill(block=True, timeout=1)
 
     def _read(self) -> None:

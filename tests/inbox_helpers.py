@@ -1,0 +1,251 @@
+"""Helpers of the inbox tests: an Inbox in a thread, mail over smtplib,
+HTTP over http.client, and a websocket client (wsproto on a plain socket).
+
+Every wait is bounded (WAIT seconds); nothing sleeps to synchronise.
+"""
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import smtplib
+import socket
+import threading
+import time
+from email.message import EmailMessage
+from urllib.parse import urlsplit
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (AcceptConnection, CloseConnection, Ping, RejectConnection, Request,
+                            TextMessage)
+
+from smtp_stack.inbox.service import Inbox
+
+WAIT = 10.0
+
+
+class InboxThread:
+    """`smtp-stack inbox` in a thread with its own hub, on free ports."""
+
+    def __init__(self, db, **options):
+        options.setdefault('smtp', ('127.0.0.1', 0))
+        options.setdefault('http', ('127.0.0.1', 0))
+        self.inbox = Inbox(str(db), **options)
+        self._ready = threading.Event()
+        self._error = None
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, daemon=True, name='inbox')
+        self._thread.start()
+        assert self._ready.wait(WAIT), 'the inbox did not start'
+        if self._error:
+            raise self._error
+        return self
+
+    def _run(self):
+        import gevent
+        self._loop = gevent.get_hub().loop
+        try:
+            self.inbox.start()
+        except BaseException as exc:      # reported to start()
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self.inbox.serve_forever()
+
+    def stop(self):
+        if self._thread is None:
+            return
+        self._loop.run_callback_threadsafe(_spawn_stop, self.inbox)
+        self._thread.join(WAIT)
+        assert not self._thread.is_alive(), 'the inbox did not stop'
+        self._thread = None
+
+    @property
+    def smtp(self):
+        return self.inbox.smtp_address[:2]
+
+    @property
+    def url(self):
+        return self.inbox.url
+
+    @property
+    def http(self):
+        return self.inbox.http_address[:2]
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _spawn_stop(inbox):
+    import gevent
+    gevent.spawn(inbox.stop, 2)
+
+
+def make_mail(subject='Hello', sender='Alice <alice@example.com>', to='bob@example.com',
+              text='Hello Bob,\nthis is the text.\n', html=None, attachments=(), cc=None,
+              extra_headers=None) -> EmailMessage:
+    msg = EmailMessage()
+    msg['From'] = sender
+    msg['To'] = to
+    if cc:
+        msg['Cc'] = cc
+    msg['Subject'] = subject
+    msg['Message-ID'] = f'<{time.monotonic_ns()}.{os.getpid()}@test.example>'
+    for name, value in (extra_headers or {}).items():
+        msg[name] = value
+    msg.set_content(text)
+    if html is not None:
+        msg.add_alternative(html, subtype='html')
+    for filename, ctype, data in attachments:
+        main, sub = ctype.split('/')
+        msg.add_attachment(data, maintype=main, subtype=sub, filename=filename)
+    return msg
+
+
+def send(address, msg=None, rcpt=None, **kwargs) -> EmailMessage:
+    """Send one message over SMTP (smtplib); returns it."""
+    msg = msg if msg is not None else make_mail(**kwargs)
+    with smtplib.SMTP(address[0], address[1], timeout=WAIT) as client:
+        client.send_message(msg, to_addrs=rcpt)
+    return msg
+
+
+class Http:
+    """A keep-alive HTTP/1.1 client for one base URL (http.client)."""
+
+    def __init__(self, base_url, auth=None, timeout=WAIT):
+        parts = urlsplit(base_url)
+        self.host, self.port = parts.hostname, parts.port
+        self.prefix = parts.path.rstrip('/')
+        self.timeout = timeout
+        self.auth = auth
+        self.conn = None
+
+    def request(self, method, path, body=None, headers=None, raw_body=None):
+        headers = dict(headers or {})
+        data = raw_body
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers.setdefault('Content-Type', 'application/json')
+        if self.auth:
+            token = base64.b64encode(f'{self.auth[0]}:{self.auth[1]}'.encode()).decode()
+            headers['Authorization'] = f'Basic {token}'
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            try:
+                self.conn.request(method, self.prefix + path, body=data, headers=headers)
+                response = self.conn.getresponse()
+                payload = response.read()
+            except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
+                self.close()
+                if attempt == 2:
+                    raise
+                continue
+            if response.getheader('Connection', '').lower() == 'close':
+                self.close()
+            return Reply(response.status, dict(response.getheaders()), payload)
+
+    def get(self, path, **kw):
+        return self.request('GET', path, **kw)
+
+    def json(self, method, path, body=None, expect=200):
+        reply = self.request(method, path, body=body)
+        assert reply.status == expect, (method, path, reply.status, reply.body[:300])
+        return json.loads(reply.body)
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class Reply:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = {k.lower(): v for k, v in headers.items()}
+        self.body = body
+
+    @property
+    def text(self):
+        return self.body.decode('utf-8', 'replace')
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def wait_for(predicate, timeout=WAIT, what='a condition'):
+    """Call `predicate` until it returns something true; bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f'{what} did not happen within {timeout} s')
+        time.sleep(0.02)
+
+
+class WebSocket:
+    """A websocket client on a plain socket, framing by wsproto."""
+
+    def __init__(self, host, port, path='/api/events', timeout=WAIT, headers=()):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.pending = []
+        self.closed = False
+        self.sock.sendall(self.ws.send(Request(host=f'{host}:{port}', target=path,
+                                               extra_headers=list(headers))))
+        event = self._next()
+        if isinstance(event, RejectConnection):
+            raise ConnectionError(f'rejected: {event.status_code}')
+        assert isinstance(event, AcceptConnection), event
+
+    def _next(self):
+        while not self.pending:
+            data = self.sock.recv(65536)
+            self.ws.receive_data(data or None)
+            for event in self.ws.events():
+                if isinstance(event, Ping):
+                    self.sock.sendall(self.ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    self.closed = True
+                    self.pending.append(event)
+                else:
+                    self.pending.append(event)
+            if not data and not self.pending:
+                raise ConnectionError('closed')
+        return self.pending.pop(0)
+
+    def event(self, kind=None, timeout=WAIT):
+        """The next JSON event (of Type `kind`), within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f'no {kind or "event"} within {timeout} s')
+            self.sock.settimeout(remaining)
+            event = self._next()
+            if isinstance(event, CloseConnection):
+                raise ConnectionError('closed by the server')
+            if isinstance(event, TextMessage):
+                data = json.loads(event.data)
+                if kind is None or data.get('Type') == kind:
+                    return data
+
+    def ping(self, payload=b'hi'):
+        self.sock.sendall(self.ws.send(Ping(payload=payload)))
+
+    def close(self):
+        try:
+            self.sock.sendall(self.ws.send(CloseConnection(code=1000)))
+        except Exception:   # noqa: BLE001 - already gone
+            pass
+        self.sock.close()
