@@ -1,0 +1,103 @@
+"""`smtp-stack inbox` as a real process: its start-up line, SMTP in, the API
+out, AUTH acceptance, the users file, bad arguments, a clean SIGTERM."""
+from __future__ import annotations
+
+import re
+import signal
+import smtplib
+import sys
+
+import pytest
+
+from clirunner import Process, smtp_stack
+from inbox_helpers import Http, send
+from smtp_stack.cli import build_parser
+
+LINE = re.compile(r'inbox: SMTP on ([0-9.]+):(\d+), web and API on (http://[0-9.]+:\d+/)')
+
+
+class InboxProcess(Process):
+    def __init__(self, cwd, *args):
+        super().__init__([sys.executable, '-m', 'smtp_stack', 'inbox', '--smtp', '127.0.0.1:0',
+                          '--http', '127.0.0.1:0', *args], cwd)
+        try:
+            match = self.wait_line(LINE.pattern, 'stdout')
+        except AssertionError:
+            self.close()
+            raise
+        self.smtp = (match[1], int(match[2]))
+        self.url = match[3]
+
+
+def test_defaults_are_loopback_and_mailpit_ports():
+    args = build_parser().parse_args(['inbox'])
+    assert (args.smtp, args.http, args.db, args.max_messages) == (
+        '127.0.0.1:1025', '127.0.0.1:8025', 'inbox.db', 500)
+    assert not args.smtp_auth_accept_any and args.relay is None and args.ui_auth_file is None
+
+
+def test_help_documents_every_option(tmp_path):
+    result = smtp_stack('inbox', '--help', cwd=tmp_path)
+    assert result.returncode == 0
+    for flag in ('--smtp', '--http', '--db', '--max-messages', '--smtp-auth-accept-any',
+                 '--smtp-starttls', '--ui-auth-file', '--relay', '/api/v1/messages',
+                 '/api/v1/search', '/api/v1/message/{ID}/release', '/api/events'):
+        assert flag in result.stdout, flag
+    assert 'inbox' in smtp_stack('--help', cwd=tmp_path).stdout
+
+
+def test_catches_mail_serves_it_and_stops_on_sigterm(tmp_path):
+    proc = InboxProcess(tmp_path, '--db', 'caught.db', '--max-messages', '2')
+    try:
+        with smtplib.SMTP(*proc.smtp, timeout=10) as client:
+            client.ehlo()
+            assert not client.has_extn('auth') and not client.has_extn('starttls')
+        for i in range(3):
+            send(proc.smtp, subject=f'cli {i}')
+        data = Http(proc.url).json('GET', '/api/v1/messages')
+        assert [m['Subject'] for m in data['messages']] == ['cli 2', 'cli 1']
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0
+        proc.wait_line('stopped')
+    finally:
+        proc.close()
+    assert (tmp_path / 'caught.db').exists()
+
+
+def test_accept_any_auth_records_the_user(tmp_path):
+    proc = InboxProcess(tmp_path, '--smtp-auth-accept-any')
+    try:
+        with smtplib.SMTP(*proc.smtp, timeout=10) as client:
+            client.login('whoever', 'anything')
+            client.sendmail('a@example.com', ['b@example.com'],
+                            b'Subject: authed\r\nFrom: a@example.com\r\n\r\nhi\r\n')
+        item = Http(proc.url).json('GET', '/api/v1/messages')['messages'][0]
+        assert (item['Subject'], item['Username']) == ('authed', 'whoever')
+    finally:
+        proc.close()
+
+
+def test_ui_auth_file(tmp_path):
+    hashed = smtp_stack('hash-password', '--scheme', 'pbkdf2-sha256', cwd=tmp_path,
+                        input='pw\n').stdout.strip()
+    (tmp_path / 'web-users').write_text(f'dev:{hashed}\n')
+    proc = InboxProcess(tmp_path, '--ui-auth-file', 'web-users')
+    try:
+        assert Http(proc.url).get('/').status == 401
+        assert Http(proc.url, auth=('dev', 'pw')).get('/').status == 200
+    finally:
+        proc.close()
+
+
+@pytest.mark.parametrize('args, status, message', [
+    (['--smtp', 'nonsense'], 2, "is not HOST:PORT"),
+    (['--http', '127.0.0.1:99999'], 2, 'a port is from 0 to 65535'),
+    (['--max-messages', '0'], 2, 'must be 1 or more'),
+    (['--ui-auth-file', 'missing'], 1, '--ui-auth-file'),
+    (['--db', '/nonexistent/dir/x.db'], 1, 'cannot open'),
+])
+def test_bad_arguments(tmp_path, args, status, message):
+    result = smtp_stack('inbox', '--smtp', '127.0.0.1:0', '--http', '127.0.0.1:0', *args,
+                        cwd=tmp_path)
+    assert result.returncode == status, result
+    assert message in result.stderr
