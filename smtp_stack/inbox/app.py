@@ -71,7 +71,7 @@ class InboxApp:
                 self._authenticate(req)
             if req.path == '/api/events':
                 return websocket_app(environ, start_response, self.broker)
-            if req.path == '' and environ.get('SCRIPT_NAME'):
+            if not environ.get('PATH_INFO') and environ.get('SCRIPT_NAME'):
                 # Mounted at /inbox: relative links of the page need /inbox/.
                 location = environ['SCRIPT_NAME'] + '/'
                 return Response('', 301, headers=[('Location', location)])(start_response)
