@@ -48,6 +48,7 @@ SERVER_KEYS = frozenset(OPTIONS) - TLS_KEYS - {'secure', 'lmtp'}
 TOP_KEYS = SERVER_KEYS | {'listen', 'tls', 'users', 'deliver', 'secure', 'lmtp'}
 POLICY_KEYS = frozenset({'policies', 'store', 'dns'})     # smtp_stack/policies/config.py
 TOP_KEYS = TOP_KEYS | POLICY_KEYS
+TOP_KEYS = TOP_KEYS | {'inbox'}     # the development inbox as the delivery: smtp_stack/inbox/config.py
 USER_KEYS = ('username', 'password_hash', 'secret')
 RELAY_KEYS = {
     'host': str, 'port': int, 'lmtp': bool, 'starttls': bool, 'secure': bool,
@@ -244,7 +245,12 @@ class _Checker:
                                                  self.callable).section(data)
                 if config.policies.store:   # also the server's store= (per-client limits)
                     config.options['store'] = config.policies.store
-        if 'deliver' in data:
+        if 'inbox' in data:
+            from .inbox.config import check_section     # stdlib only
+            if 'deliver' in data:
+                self.error('inbox', 'the inbox is the delivery: use inbox: or deliver:, not both')
+            config.deliver = ('inbox', check_section(data['inbox'], self.error, self.file_path))
+        elif 'deliver' in data:
             config.deliver = self.deliver(data['deliver'])
         else:   # the default store: ./maildir of the working directory
             config.deliver = ('maildir', {'path': os.path.abspath(DEFAULT_MAILDIR)})

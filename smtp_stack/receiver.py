@@ -30,6 +30,9 @@ def make_delivery(config: Config):
         return MaildirDelivery(spec['path'])
     if kind == 'relay':
         return RelayDelivery(**spec)
+    if kind == 'inbox':         # the config's inbox: section (smtp_stack/inbox/section.py)
+        from .inbox.section import InboxDelivery
+        return InboxDelivery(spec)
     return CallableDelivery(spec['fn'])
 
 
@@ -41,6 +44,9 @@ def describe_delivery(config: Config) -> str:
         where = spec['host'] if spec['host'].startswith('/') else \
             f'{spec["host"]}:{spec.get("port", 24 if spec.get("lmtp") else 25)}'
         return f'relay to {"LMTP" if spec.get("lmtp") else "SMTP"} {where}'
+    if kind == 'inbox':
+        from .inbox.config import describe
+        return describe(spec)
     return f'callable {spec["spec"]}'
 
 
@@ -116,6 +122,7 @@ class Receiver:
                 server.start(listener.port, listener.host)
                 self.bound.append(self._last_bound.get(server))
                 started.append(server)
+            getattr(self.delivery.target, 'start_web', lambda: None)()     # an inbox: section
         except BaseException:
             for server in dict.fromkeys(started):
                 server.stop(0)
@@ -128,6 +135,7 @@ class Receiver:
     def stop(self, timeout: float | None = None) -> None:
         """Graceful: every server's stop() at once (close_timeout each)."""
         gevent.joinall([gevent.spawn(server.stop, timeout) for server in self.servers])
+        getattr(self.delivery.target, 'stop_web', lambda: None)()
 
     @property
     def open_sessions(self) -> int:
@@ -167,7 +175,9 @@ class Receiver:
             getattr(getattr(policy, 'file', None), 'reload', lambda: None)()
         self._reload_tls(new)
         self.users.replace(new.users or [])
-        if _delivery_key(new) != _delivery_key(old):
+        if _delivery_key(new) != _delivery_key(old) and 'inbox' in (new.deliver[0], old.deliver[0]):
+            notes.append('inbox: changed; restart to apply')     # its web side is listening
+        elif _delivery_key(new) != _delivery_key(old):
             self.delivery.target = make_delivery(new)
         self.config = new
         for server in self.servers:

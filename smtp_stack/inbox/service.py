@@ -79,8 +79,7 @@ class Inbox:
     def start(self) -> 'Inbox':
         self.smtp.start(self._smtp_at[1], self._smtp_at[0])
         try:
-            self.http = WSGIServer(self._http_at, self.app, handler_class=_Handler, log=None,
-                                   error_log=None)
+            self.http = web_server(self._http_at, self.app)
             self.http.start()
         except BaseException:
             self.smtp.stop(0)
@@ -101,6 +100,11 @@ class Inbox:
         host = f'[{host}]' if ':' in host else host
         return (f'inbox: SMTP on {host}:{port}, web and API on {self.url}, '
                 f'stored in {self.store.path} (newest {self.store.max_messages} kept)')
+
+
+def web_server(address, app) -> WSGIServer:
+    """gevent's WSGI server for the inbox app; access log at DEBUG."""
+    return WSGIServer(address, app, handler_class=_Handler, log=None, error_log=None)
 
 
 def _anyone(session):
