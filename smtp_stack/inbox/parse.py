@@ -9,10 +9,10 @@ Part IDs follow the MIME tree as Mailpit numbers it: the children of the
 top multipart are "1", "2", ...; their children "2.1", "2.2" ... A message
 that is not multipart has one part, "1".
 
-Attachments and inline parts (Mailpit's split): a part with a file name or
-`Content-Disposition: attachment` is an attachment, unless it is
-`inline` with a Content-ID (an image the HTML refers to as `cid:`), which
-makes it inline. The first text/plain and text/html parts that are neither
+Attachments and inline parts (Mailpit's split): a part with a Content-ID
+inside a multipart/related, or `inline` with a Content-ID, is inline (an
+image the HTML refers to as `cid:`); any other part with a file name,
+`Content-Disposition: attachment` or a non-text type is an attachment. The first text/plain and text/html parts that are neither
 are the message's Text and HTML.
 """
 from __future__ import annotations
@@ -94,7 +94,7 @@ def html_to_text(markup: str) -> str:
 
 def find_part(raw: bytes, part_id: str):
     """The MIME part with this ID, or None."""
-    for pid, part in _numbered(message_from_bytes(raw)):
+    for pid, part, _parent in _numbered(message_from_bytes(raw)):
         if pid == part_id:
             return part
     return None
@@ -130,15 +130,15 @@ def canonical_name(name: str) -> str:
 # -- inside ------------------------------------------------------------------------
 
 def _numbered(message):
-    """(part ID, part) for every part below the top, depth first."""
+    """(part ID, part, parent) for every part below the top, depth first."""
     if not message.is_multipart():
-        yield '1', message
+        yield '1', message, None
         return
 
     def walk(part, prefix):
         for i, child in enumerate(part.iter_parts(), 1):
             pid = f'{prefix}.{i}' if prefix else str(i)
-            yield pid, child
+            yield pid, child, part
             if child.is_multipart():
                 yield from walk(child, pid)
     yield from walk(message, '')
@@ -147,7 +147,7 @@ def _numbered(message):
 def _walk(message):
     text = html_body = ''
     attachments, inline = [], []
-    for pid, part in _numbered(message):
+    for pid, part, parent in _numbered(message):
         if part.is_multipart():
             continue
         ctype = part.get_content_type()
@@ -155,8 +155,9 @@ def _walk(message):
         filename = _safe(lambda: part.get_filename()) or ''
         content_id = (_header(part, 'Content-ID') or '').strip().strip('<>')
         is_file = bool(filename) or disposition == 'attachment'
-        if disposition == 'inline' and content_id or (content_id and not is_file
-                                                     and not ctype.startswith('text/')):
+        related = parent is not None and parent.get_content_type() == 'multipart/related'
+        if content_id and (related or disposition == 'inline') and not (
+                ctype in ('text/plain', 'text/html') and not is_file):
             inline.append(_file(pid, part, filename, content_id))
         elif is_file or not ctype.startswith('text/'):
             attachments.append(_file(pid, part, filename, content_id))

@@ -91,8 +91,8 @@ def tokenize(query: str) -> list:
                                                                  'before'):
             value = f'{match.group("field")}:{value}'   # "http://x" is a word
             field = None
-        if not value and field is None:
-            continue
+        if field is None and (not value.strip() or value in ('-', '!')):
+            continue        # nothing to look for: a lone '-' or an empty phrase
         terms.append(Term(field, value, bool(match.group('neg'))))
     if len(terms) > MAX_TERMS:
         raise QueryError(f'more than {MAX_TERMS} search terms')

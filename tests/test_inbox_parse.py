@@ -1,0 +1,92 @@
+"""smtp_stack.inbox.parse: a message into the API's fields (pure)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from email.message import EmailMessage
+
+import pytest
+
+from smtp_stack.inbox.parse import (canonical_name, find_part, header_map, html_to_text,
+                                    iso_time, parse_message, part_payload, snippet)
+
+RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+
+
+def rich() -> bytes:
+    m = EmailMessage()
+    m['From'] = '=?utf-8?q?Andr=C3=A9?= <andre@example.com>'
+    m['To'] = 'Bob <bob@example.com>, carol@example.com'
+    m['Reply-To'] = 'replies@example.com'
+    m['Subject'] = '=?utf-8?b?R3LDvMOfZQ==?='
+    m['Message-ID'] = '<abc.123@example.com>'
+    m['Date'] = 'Fri, 02 Jan 2026 10:00:00 +0100'
+    m.set_content('plain text\n')
+    m.add_alternative('<p>html <img src="cid:logo@x"></p>', subtype='html')
+    m.get_payload()[1].add_related(b'\x89PNG', 'image', 'png', cid='<logo@x>', filename='logo.png')
+    m.add_attachment(b'%PDF', maintype='application', subtype='pdf', filename='r\u00e9sum\u00e9.pdf')
+    return m.as_bytes()
+
+
+def test_fields_of_a_rich_message():
+    f = parse_message(rich(), ['bob@example.com', 'carol@example.com', 'hidden@example.com'],
+                      RECEIVED)
+    assert f['From'] == {'Name': 'André', 'Address': 'andre@example.com'}
+    assert f['To'] == [{'Name': 'Bob', 'Address': 'bob@example.com'},
+                       {'Name': '', 'Address': 'carol@example.com'}]
+    assert f['Bcc'] == [{'Name': '', 'Address': 'hidden@example.com'}]
+    assert f['ReplyTo'] == [{'Name': '', 'Address': 'replies@example.com'}]
+    assert (f['Subject'], f['MessageID']) == ('Grüße', 'abc.123@example.com')
+    assert f['Date'] == '2026-01-02T09:00:00.000Z' and f['Created'] == '2026-01-02T03:04:05.678Z'
+    assert f['Text'] == 'plain text\n' and 'cid:logo@x' in f['HTML']
+    assert [(p['PartID'], p['FileName'], p['ContentID']) for p in f['Inline']] == [
+        ('1.2.2', 'logo.png', 'logo@x')]
+    assert [(p['PartID'], p['FileName'], p['Size']) for p in f['Attachments']] == [
+        ('2', 'résumé.pdf', 4)]
+    assert set(f['Attachments'][0]['Checksums']) == {'MD5', 'SHA1', 'SHA256'}
+
+
+def test_parts_by_id():
+    raw = rich()
+    assert part_payload(find_part(raw, '2')) == b'%PDF'
+    assert part_payload(find_part(raw, '1.2.2')) == b'\x89PNG'
+    assert find_part(raw, '7') is None
+
+
+@pytest.mark.parametrize('raw, field, expected', [
+    (b'Subject: only html\r\nContent-Type: text/html\r\n\r\n<p>Hi <b>there</b></p>\r\n',
+     'Text', 'Hi  there'),
+    (b'From: not an address at all <<<\r\nSubject: x\r\n\r\nbody\r\n', 'Subject', 'x'),
+    (b'To: undisclosed-recipients:;\r\n\r\nbody\r\n', 'To', []),
+    (b'Subject: no date\r\n\r\nbody\r\n', 'Date', '2026-01-02T03:04:05.678Z'),
+    (b'Date: garbage\r\n\r\nbody\r\n', 'Date', '2026-01-02T03:04:05.678Z'),
+    (b'Content-Type: text/plain; charset=x-unknown\r\n\r\nbody\r\n', 'Text', 'body\n'),
+    (b'\r\n', 'From', None),
+    (b'Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n',
+     'Attachments', [{'PartID': '1', 'FileName': '', 'ContentType': 'application/pdf'}]),
+])
+def test_odd_messages_never_raise(raw, field, expected):
+    value = parse_message(raw, (), RECEIVED)[field]
+    if field == 'Attachments':
+        value = [{k: p[k] for k in ('PartID', 'FileName', 'ContentType')} for p in value]
+    assert value == expected
+
+
+def test_header_map_is_canonical_unfolded_and_raw():
+    raw = (b'Received: from a\r\n\tby b; Fri, 2 Jan 2026\r\nMESSAGE-ID: <x@y>\r\n'
+           b'subject: =?utf-8?q?hi?=\r\nReceived: second\r\n\r\nBody: not a header\r\n')
+    assert header_map(raw) == {'Received': ['from a by b; Fri, 2 Jan 2026', 'second'],
+                               'Message-Id': ['<x@y>'], 'Subject': ['=?utf-8?q?hi?=']}
+
+
+@pytest.mark.parametrize('name, canonical', [
+    ('content-type', 'Content-Type'), ('X-SPAM-status', 'X-Spam-Status'), ('mime-version', 'Mime-Version')])
+def test_canonical_names(name, canonical):
+    assert canonical_name(name) == canonical
+
+
+def test_snippet_and_text_helpers():
+    assert snippet('a\n\n  b\tc ') == 'a b c'
+    long = snippet('word ' * 100)
+    assert len(long) <= 253 and long.endswith('...')
+    assert html_to_text('<style>p{}</style><script>x()</script><p>a &amp; b</p>') == 'a & b'
+    assert iso_time(datetime(2026, 5, 6, 7, 8, 9, 999999, tzinfo=timezone.utc)) == '2026-05-06T07:08:09.999Z'
