@@ -205,24 +205,18 @@ def _valid_address_literal(text: str) -> bool:
     return bool(_GENERAL_LITERAL.match(text))
 
 
-def parse_params(text: str, allow_utf8: bool = True) -> dict:
+def parse_params(text: str) -> dict:
     """'SIZE=100 BODY=8bitmime SMTPUTF8' -> {'SIZE': '100', 'BODY': '8bitmime', 'SMTPUTF8': True}."""
     params: dict = {}
     for item in text.split():
         key, eq, value = item.partition('=')
         if not _KEYWORD.match(key) or (eq and not _VALUE.match(value)):
             raise _syntax(f'Error: bad parameter syntax: {item[:40]}')
-        if not allow_utf8 and not value.isascii():
-            raise _syntax('Error: non-ASCII parameter value needs SMTPUTF8')
         key = key.upper()
         if key in params:
             raise _syntax(f'Error: duplicate parameter {key}')
         params[key] = value if eq else True
     return params
-
-
-def is_ascii(text: str) -> bool:
-    return text.isascii()
 
 
 # --- Semantics of the parameters we implement ------------------------------

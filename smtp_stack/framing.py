@@ -67,9 +67,6 @@ class LineBuffer:
     def pending(self) -> int:
         return len(self._buf) - self._pos
 
-    def has_line(self) -> bool:
-        return self._buf.find(b'\n', self._scanned) >= 0
-
     def next_line(self, max_length: int):
         buf = self._buf
         start = self._pos
@@ -197,11 +194,38 @@ class DataDecoder:
         return data
 
 
+class DotStuffer:
+    """Encode a body for DATA in pieces (RFC 5321 4.5.2): a dot that starts
+    a line (after CRLF, as the receiver reads it) is doubled, wherever the
+    pieces are cut, between CR and LF included; `end()` completes the last
+    line, so the final `.` line always follows a CRLF."""
+
+    __slots__ = ('_at_line_start', '_cr')
+
+    def __init__(self):
+        self._at_line_start = True
+        self._cr = False        # the last piece ended with a CR
+
+    def __call__(self, data: bytes) -> bytes:
+        if not data:
+            return b''
+        if self._at_line_start and data[:1] == b'.':
+            data = b'.' + data
+        elif self._cr and data[:2] == b'\n.':
+            data = b'\n.' + data[1:]
+        ends_line = data.endswith(b'\r\n') or (data == b'\n' and self._cr)
+        self._at_line_start = ends_line
+        self._cr = data.endswith(b'\r')
+        return data.replace(b'\r\n.', b'\r\n..')
+
+    def end(self) -> bytes:
+        return b'' if self._at_line_start else b'\r\n'
+
+
 def dot_stuff(body: bytes) -> bytes:
-    """Encode a body for DATA (used by tests and by relay delivery)."""
-    if body.startswith(b'.'):
-        body = b'.' + body
-    return body.replace(b'\r\n.', b'\r\n..')
+    """A whole body encoded for DATA, without the final dot line."""
+    stuffer = DotStuffer()
+    return stuffer(body) + stuffer.end()
 
 
 class TextChecks:

@@ -57,3 +57,64 @@ class RecentFailures:
     def _recent(self, times, now: float) -> list:
         since = now - self.window
         return [t for t in times if t > since]
+
+
+class SessionCounters:
+    """What one connection did, against the limits it may reach: errors
+    (`max_errors`), failed AUTHs (`max_auth_failures`), accepted messages
+    (`max_messages`) and commands that move no mail (`max_junk_commands`,
+    as Postfix's smtpd_junk_command_limit). The engine asks; this decides."""
+
+    __slots__ = ('max_errors', 'max_auth_failures', 'max_messages', 'max_junk',
+                 'errors', 'auth_failures', 'messages', 'junk', 'greetings', 'junk_excess')
+
+    def __init__(self, max_errors: int, max_auth_failures: int, max_messages: int,
+                 max_junk: int):
+        self.max_errors = max_errors
+        self.max_auth_failures = max_auth_failures
+        self.max_messages = max_messages
+        self.max_junk = max_junk
+        self.errors = self.auth_failures = self.messages = 0
+        self.junk = 0                   # junk commands since the last accepted message
+        self.greetings = 0
+        self.junk_excess = False        # the current command is junk beyond the limit
+
+    def command(self, greeting: bool, authenticated: bool) -> None:
+        """A junk command (or a greeting after the first) arrived: beyond
+        the limit it counts as an error too, so max_errors ends the session.
+        A logged-in client is never limited."""
+        if greeting:
+            self.greetings += 1
+            if self.greetings == 1:
+                return
+        if authenticated or not self.max_junk:
+            return
+        self.junk += 1
+        if self.junk > self.max_junk:
+            self.junk_excess = True
+
+    def counts_as_error(self, code: int) -> bool:
+        """A 4xx/5xx reply, or any reply to junk beyond the limit."""
+        if code >= 400 or self.junk_excess:
+            self.junk_excess = False
+            return True
+        return False
+
+    def error(self, auth_failure: bool = False) -> str | None:
+        """Count an error; 'auth' or 'errors' when a limit is reached now."""
+        self.errors += 1
+        if auth_failure:
+            self.auth_failures += 1
+            if self.auth_failures >= self.max_auth_failures:
+                return 'auth'
+        if self.max_errors and self.errors >= self.max_errors:
+            return 'errors'
+        return None
+
+    def accepted(self) -> None:
+        self.messages += 1
+        self.junk = 0
+
+    @property
+    def messages_exhausted(self) -> bool:
+        return bool(self.max_messages) and self.messages >= self.max_messages

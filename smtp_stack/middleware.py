@@ -13,9 +13,9 @@ class Context:
 
     __slots__ = ('command', 'command_name', 'command_args', 'address',
                  'session', 'server', 'reply', 'close_requested', 'data_stream',
-                 'parse_error', '_conn', '__dict__')
+                 'parse_error', '_engine', '__dict__')
 
-    def __init__(self, command: str, session, server, conn=None):
+    def __init__(self, command: str, session, server, engine=None):
         self.command = command
         name, _, rest = command.partition(' ')
         # ASCII only: 'QU\u0131T'.upper() is 'QUIT', and must not become one.
@@ -28,7 +28,7 @@ class Context:
         self.close_requested = False
         self.data_stream = None     # set by DATA/BDAT, drained after the chain
         self.parse_error = None     # why MAIL/RCPT's address did not parse
-        self._conn = conn
+        self._engine = engine       # the session running this command (engine.builtin)
 
     def send(self, code, message='', enhanced=None) -> None:
         """Set the final reply: `send(250, 'OK')`, `send(reply)`, or for LMTP

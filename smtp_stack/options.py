@@ -15,6 +15,9 @@ import threading
 import time
 from enum import IntEnum
 
+from .sasl import MAX_RESPONSE_LENGTH
+from .sasl import SUPPORTED as SUPPORTED_MECHANISMS
+
 
 class LogLevels(IntEnum):
     """Levels of the `log_level` option, on the `logging` scale."""
@@ -154,7 +157,7 @@ def _unmapped(net):
     return net
 
 
-KNOWN_AUTH_METHODS = ('PLAIN', 'LOGIN', 'XOAUTH2', 'CRAM-MD5')
+KNOWN_AUTH_METHODS = SUPPORTED_MECHANISMS
 KNOWN_COMMANDS = frozenset({
     'HELO', 'EHLO', 'LHLO', 'MAIL', 'RCPT', 'DATA', 'BDAT', 'RSET', 'NOOP',
     'QUIT', 'HELP', 'VRFY', 'EXPN', 'STARTTLS', 'AUTH', 'XCLIENT', 'XFORWARD',
@@ -366,7 +369,7 @@ OPTIONS = {
 # Longest command line (RFC 5321 4.5.3.1.4: 512 octets with CRLF) and the
 # longest AUTH response line (RFC 4954 4: 12,288 octets).
 MAX_COMMAND_LINE = 510
-MAX_AUTH_LINE = 12288
+MAX_AUTH_LINE = MAX_RESPONSE_LENGTH
 
 
 class Options:

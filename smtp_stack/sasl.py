@@ -21,6 +21,7 @@ import secrets
 import time
 from typing import Callable, Generator, Optional
 
+from . import replies as R
 from .errors import SmtpError
 
 __all__ = [
@@ -259,11 +260,11 @@ class Exchange:
         if line == '*':     # RFC 4954 section 4: the client cancels
             raise SmtpError(501, 'Authentication aborted', '5.7.0')
         if len(line) > self.max_response:
-            raise SmtpError(500, 'Error: authentication response too long', '5.5.6')
+            raise SmtpError(*R.AUTH_LINE_TOO_LONG)
         try:
             return binascii.a2b_base64(line.encode('ascii'), strict_mode=True)
         except (UnicodeEncodeError, binascii.Error):
-            raise SmtpError(501, 'Error: cannot decode response', '5.5.2') from None
+            raise SmtpError(*R.AUTH_UNDECODABLE) from None
 
 
 def start(mechanism: str, initial_response: str | None = None,

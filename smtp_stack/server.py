@@ -15,7 +15,8 @@ from gevent import socket as gsocket
 from gevent.server import StreamServer
 
 from . import replies as R
-from .connection import Connection, SessionShutdown
+from .engine import Engine, SessionShutdown
+from .engine.engine import builtin
 from .middleware import compose
 from .options import Options, record_log
 from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
@@ -41,21 +42,20 @@ class SmtpServer:
             from .policies.stores import as_store
             self.options.store = as_store(store)
         # What sessions log through (see RecordLog): made once per server.
-        self._log_backend = record_log(self.options.log_backend)
+        self.log_backend = record_log(self.options.log_backend)
         self._middleware: list = []
         self._dispatch_fn = None
-        self._ehlo_keywords: dict = {}      # session state -> EHLO keywords (connection.py)
         self._handlers = {event: [] for event in EVENTS}
-        self._listeners: list = []
-        self._runners = SessionRunners()     # the greenlets that serve connections
+        self.listeners: list = []
+        self.runners = SessionRunners()     # the greenlets that serve connections (introspection)
         self._connections: set = set()
         self._per_ip: Counter = Counter()
         self.auth_failures = self._auth_failure_counter()   # per client address, or None
         self.stopping = False
         self._stopped = None
-        self._hub = None
+        self.hub = None
         self._thread_id = None
-        self._sweeper = None        # DeadlineSweeper of the serving hub
+        self.sweeper = None        # DeadlineSweeper of the serving hub
         self.address = None
         self.worker_id = None       # 0..workers-1 inside a worker process
         # workers > 1 in the main thread: the master takes SIGTERM (stop) and
@@ -87,18 +87,19 @@ class SmtpServer:
         self._handlers[event].append(fn)
         return fn
 
-    def _emit(self, event: str, *args) -> None:
+    def emit(self, event: str, *args) -> None:
+        """Call the listeners of `event`; a listener's failure is contained."""
         for fn in self._handlers[event]:
             try:
                 fn(*args)
             except Exception:   # a listener's bug must not break the server
                 pass
 
-    def _dispatch(self, ctx) -> None:
+    def dispatch(self, ctx) -> None:
         """Run the chain for one command (composed once, rebuilt after use())."""
         dispatch = self._dispatch_fn
         if dispatch is None:
-            dispatch = self._dispatch_fn = compose(self._middleware, _builtin)
+            dispatch = self._dispatch_fn = compose(self._middleware, builtin)
         dispatch(ctx)
 
     # -- lifecycle -----------------------------------------------------------
@@ -120,39 +121,39 @@ class SmtpServer:
             self._listen(sock)
         if self.address is None:
             self.address = sock.getsockname()[:2]
-        self._emit('listening', sock.getsockname()[:2])
+        self.emit('listening', sock.getsockname()[:2])
         return self
 
     def _listen(self, sock) -> None:
-        listener = _Listener(sock, self._accept, spawn=self._runners.spawn)
+        listener = _Listener(sock, self._accept, spawn=self.runners.spawn)
         bound = sock.getsockname()
         if bound[0] not in ('0.0.0.0', '::', ''):
             listener.local_address = bound
         listener.start()
-        self._listeners.append(listener)
+        self.listeners.append(listener)
         self._init_lifecycle()
 
     def _init_lifecycle(self) -> None:
         if self._stopped is None:
-            self._hub = gevent.get_hub()
+            self.hub = gevent.get_hub()
             self._thread_id = threading.get_ident()
             self._stopped = gevent.event.Event()
-            self._sweeper = DeadlineSweeper(self._hub)
+            self.sweeper = DeadlineSweeper(self.hub)
 
     def _become_worker(self, worker_id: int) -> None:
         """In a forked worker's serving thread: forget the master's state."""
         self.worker_id = worker_id
         self._pool = None
-        self._listeners = []
-        self._runners = SessionRunners()
+        self.listeners = []
+        self.runners = SessionRunners()
         self._connections = set()
         self._per_ip = Counter()
         self.auth_failures = self._auth_failure_counter()
         self.stopping = False
         self._stopped = None
-        self._hub = None
+        self.hub = None
         self._thread_id = None
-        self._sweeper = None
+        self.sweeper = None
 
     def _auth_failure_counter(self) -> RecentFailures | None:
         opts = self.options
@@ -196,7 +197,7 @@ class SmtpServer:
             return
         if threading.get_ident() != self._thread_id:
             done = threading.Event()
-            self._hub.loop.run_callback_threadsafe(
+            self.hub.loop.run_callback_threadsafe(
                 gevent.spawn, self._stop_and_signal, timeout, done)
             done.wait()
             return
@@ -216,28 +217,28 @@ class SmtpServer:
         if self._pool is not None:
             grace = self.options.close_timeout if timeout is None else timeout
             self._pool.stop(grace)
-            self._emit('close')
+            self.emit('close')
             self._stopped.set()
             return
-        for listener in self._listeners:
+        for listener in self.listeners:
             listener.close()
         for conn in list(self._connections):
             if conn.waiting_idle:
                 self._interrupt(conn)
         grace = self.options.close_timeout if timeout is None else timeout
-        self._runners.join(timeout=grace)
+        self.runners.join(timeout=grace)
         for conn in list(self._connections):
             self._interrupt(conn)
         # A session blocked in a write to a client that never reads cannot
         # answer the kill promptly; closing its socket ends it.
-        if not self._runners.join(timeout=1.0):
+        if not self.runners.join(timeout=1.0):
             for conn in list(self._connections):
-                conn._close_socket()
-            self._runners.kill(block=True, timeout=1.0)
-        self._runners.close()
-        self._sweeper.close()
+                conn.abort()
+            self.runners.kill(block=True, timeout=1.0)
+        self.runners.close()
+        self.sweeper.close()
         if self.worker_id is None:      # the master reports the close once
-            self._emit('close')
+            self.emit('close')
         self._stopped.set()
 
     def _interrupt(self, conn) -> None:
@@ -246,7 +247,7 @@ class SmtpServer:
         def throw():
             if conn in self._connections and conn.greenlet:
                 conn.greenlet.throw(SessionShutdown)
-        self._hub.loop.run_callback(throw)
+        self.hub.loop.run_callback(throw)
 
     def __enter__(self):
         return self
@@ -271,7 +272,7 @@ class SmtpServer:
                 return
         if opts.max_connections and len(self._connections) >= opts.max_connections:
             return _refuse(sock, R.TOO_MANY_CONNECTIONS)
-        conn = Connection(self, sock, peer, local)
+        conn = Engine(self, sock, peer, local)
         self._connections.add(conn)
         try:
             conn.run()
@@ -308,7 +309,25 @@ class SmtpServer:
 
     @property
     def connections(self) -> int:
+        """How many sessions are open now."""
         return len(self._connections)
+
+    @property
+    def sessions(self) -> list:
+        """The `Session` of every open connection (a snapshot)."""
+        return [engine.session for engine in list(self._connections)]
+
+    @property
+    def engines(self) -> list:
+        """The `Engine` running each open connection (a snapshot, for tests
+        and debugging: its `transport.pending` bytes, its `counters`)."""
+        return list(self._connections)
+
+    @property
+    def connections_per_ip(self) -> dict:
+        """Open sessions counted per client address (max_connections_per_ip),
+        as this process counts them without a `store`."""
+        return dict(self._per_ip)
 
 
 class _Listener(StreamServer):
@@ -341,11 +360,6 @@ class _Listener(StreamServer):
         finally:
             sock.close()
 
-
-
-def _builtin(ctx) -> None:
-    """The innermost middleware: hand the command to its session's handler."""
-    ctx._conn.builtin(ctx)
 
 
 def _refuse(sock, reply) -> None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import email.policy
 import threading
+
+import gevent
+import gevent.monkey
 from email.parser import BytesParser
 
 from .delivery.base import body_chunks, is_success, open_body
@@ -48,7 +51,15 @@ class ServerThread:
             self._ready.set()
             return
         self._ready.set()
-        self.server.serve_forever()
+        try:
+            self.server.serve_forever()
+        finally:
+            # The thread's own hub and loop hold file descriptors (an
+            # eventfd, an epoll): a suite that starts hundreds of servers
+            # must not keep them all open. Not in a patched process, where
+            # the "thread" is a greenlet of the one shared hub.
+            if not _patched():
+                gevent.get_hub().destroy(destroy_loop=True)
 
     def stop(self, timeout: float | None = None):
         if self._thread is None:
@@ -141,3 +152,6 @@ class MailSink:
         with self._changed:
             self.messages.clear()
 
+
+def _patched() -> bool:
+    return gevent.monkey.is_module_patched('threading')

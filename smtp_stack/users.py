@@ -23,7 +23,7 @@ import hmac
 import os
 import re
 
-import gevent
+from .offload import offload
 
 SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P = 15, 8, 1     # RFC 7914 parameters; 32 MiB, ~0.1 s
 PBKDF2_ITERATIONS = 600_000                       # OWASP 2023 for PBKDF2-HMAC-SHA256
@@ -162,10 +162,10 @@ class Users:
             return user is not None
         if method in ('PLAIN', 'LOGIN'):
             if user is not None and user.password_hash:
-                return _offload(verify_password, user.password_hash, auth.password or '')
+                return offload(verify_password, user.password_hash, auth.password or '')
             if user is not None and user.secret:
                 return auth.validate(user.secret)
-            _offload(verify_password, _dummy_hash(), auth.password or '')
+            offload(verify_password, _dummy_hash(), auth.password or '')
             return False
         # CRAM-MD5, XOAUTH2: only a plain secret can be checked.
         return bool(user is not None and user.secret and auth.validate(user.secret))
@@ -178,9 +178,3 @@ class Users:
         return None
 
 
-def _offload(fn, *args):
-    try:
-        hub = gevent.get_hub()
-    except Exception:   # pragma: no cover - no hub can be made here
-        return fn(*args)
-    return hub.threadpool.apply(fn, args)

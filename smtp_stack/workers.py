@@ -316,7 +316,7 @@ def _worker_main(server, slot: int, listening: list, control_fd: int, close: lis
             _signal(signal.SIGTERM, signal.SIG_IGN)
         if grace is None:
             grace = server.options.close_timeout
-        server._hub.loop.run_callback_threadsafe(gevent.spawn, server._stop, grace)
+        server.hub.loop.run_callback_threadsafe(gevent.spawn, server._stop, grace)
         # The serving thread ends the process once stopped; this is a bound.
         never = _allocate_lock()
         never.acquire()

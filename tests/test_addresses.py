@@ -333,11 +333,9 @@ def test_duplicate_parameter_is_named():
     assert 'SIZE' in error_of(parse_params, 'size=1 SIZE=2').message
 
 
-def test_utf8_values_need_smtputf8_when_asked():
-    assert parse_params('X=abc', allow_utf8=False) == {'X': 'abc'}
-    err = error_of(parse_params, 'X=ü', allow_utf8=False)
-    assert (err.code, err.enhanced) == (501, '5.5.4')
-    assert parse_params('X=ü', allow_utf8=True) == {'X': 'ü'}
+def test_utf8_values_are_kept_as_sent():
+    assert parse_params('X=abc') == {'X': 'abc'}
+    assert parse_params('X=ü') == {'X': 'ü'}
 
 
 # --- check_* ------------------------------------------------------------------
@@ -487,10 +485,10 @@ def test_random_mailboxes_raise_only_smtp_error(text, lenient):
 
 
 @FAST
-@given(text=st.text(max_size=80), allow_utf8=st.booleans())
-def test_random_params_raise_only_smtp_error(text, allow_utf8):
+@given(text=st.text(max_size=80))
+def test_random_params_raise_only_smtp_error(text):
     try:
-        params = parse_params(text, allow_utf8=allow_utf8)
+        params = parse_params(text)
     except SmtpError as err:
         assert err.code == 501
     else:

@@ -29,13 +29,29 @@ def test_disabled_commands_are_not_advertised_and_get_502(serve, client):
     assert c.cmd('VRFY user') == (502, 'Error: command not implemented')
 
 
-def test_enhanced_codes_only_after_ehlo(serve, client):
-    c = client(serve())
+def test_enhanced_codes_regardless_of_ehlo_rfc2034(serve, client):
+    # RFC 2034 4: codes on every reply but the greeting and the HELO/EHLO
+    # reply, whether or not the client sent EHLO.
+    c = client(serve(), greeting=None)
+    assert c.reply() == (220, 'mx.test ESMTP')
+    assert c.cmd('NOOP') == (250, '2.0.0 OK')
+    assert c.cmd('HELO x') == (250, 'mx.test Nice to meet you, [127.0.0.1]')
+    assert c.cmd('NOOP') == (250, '2.0.0 OK')
+    assert c.cmd('MAIL FROM:<a@b.example>') == (250, '2.1.0 Accepted')
+    assert c.cmd('RSET') == (250, '2.0.0 Flushed')
+    lines = c.expect(250, 'EHLO x').split('\n')
+    assert lines[0] == 'mx.test Nice to meet you, [127.0.0.1]'
+    assert not any(line[:2] in ('2.', '4.', '5.') for line in lines)
+    assert c.cmd('NOOP') == (250, '2.0.0 OK')
+    assert c.cmd('QUIT') == (221, '2.0.0 mx.test closing connection')
+    # not offered, never used
+    c = client(serve(disabled_commands=['ENHANCEDSTATUSCODES']))
     assert c.cmd('NOOP') == (250, 'OK')
     c.expect(250, 'HELO x')
     assert c.cmd('NOOP') == (250, 'OK')
-    c.expect(250, 'EHLO x')
-    assert c.cmd('NOOP') == (250, '2.0.0 OK')
+    assert 'ENHANCEDSTATUSCODES' not in c.expect(250, 'EHLO x').split('\n')
+    assert c.cmd('NOOP') == (250, 'OK')
+    assert c.cmd('RCPT TO:<c@d.example>') == (503, 'Error: need MAIL command')
 
 
 @pytest.mark.parametrize('line, code', [
@@ -192,7 +208,7 @@ def test_bare_lf_commands_allowed_when_normalizing(serve, client):
 
 def test_quit_closes(serve, client):
     c = client(serve())
-    assert c.cmd('QUIT') == (221, 'mx.test closing connection')
+    assert c.cmd('QUIT') == (221, '2.0.0 mx.test closing connection')
     assert c.closed()
 
 

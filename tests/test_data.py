@@ -6,7 +6,7 @@ import tracemalloc
 
 import pytest
 
-from smtp_stack import SmtpError
+from smtp_stack import MessageRefused, SmtpError
 from smtp_stack.testing import MailSink
 
 from conftest import WAIT
@@ -21,10 +21,15 @@ def start_transaction(c, recipients=('c@d.example',)):
 
 
 def body_collector(bodies):
+    """Appends each body read, or the MessageRefused reading it raised (re-raised)."""
     def collect(ctx, next):
         next()
         if ctx.command_name == 'DATA':
-            bodies.append(ctx.session.envelope.data_stream.read())
+            try:
+                bodies.append(ctx.session.envelope.data_stream.read())
+            except MessageRefused as exc:
+                bodies.append(exc)
+                raise
     return collect
 
 
@@ -69,7 +74,8 @@ def test_smuggling_forms_never_end_data_and_are_refused(serve, client, sent):
     c.send(sent)
     assert c.reply() == (554, '5.6.0 Error: bare <CR> or <LF> in message content')
     assert c.cmd('NOOP') == (250, '2.0.0 OK')    # exactly one reply: no second message
-    assert len(bodies) == 1 and bodies[0].endswith(b'\r\n')
+    assert len(bodies) == 1 and isinstance(bodies[0], MessageRefused)
+    assert bodies[0].reply == (554, 'Error: bare <CR> or <LF> in message content', '5.6.0')
 
 
 def test_bare_newlines_normalized_when_asked(serve, client):
@@ -136,14 +142,17 @@ def test_size_limit_gets_552_whatever_middleware_said(serve, client):
     def reader(ctx, next):
         next()
         if ctx.command_name == 'DATA':
-            data = ctx.data_stream.read()
+            with pytest.raises(MessageRefused) as refused:
+                ctx.data_stream.read()
             ctx.send(250, 'stored, I promise')
-            seen.append((len(data), ctx.data_stream.size_exceeded))
+            seen.append((refused.value.code, refused.value.enhanced,
+                         ctx.data_stream.refused is refused.value, ctx.data_stream.size_exceeded,
+                         ctx.data_stream.bytes_read > 1000))
     c = client(serve(size=1000, middleware=[reader]))
     start_transaction(c)
     c.send(b'y' * 5000 + b'\r\n.\r\n')
     assert c.reply() == (552, '5.3.4 Error: message exceeds fixed maximum message size')
-    assert seen == [(1000, True)]
+    assert seen == [(552, '5.3.4', True, True, True)]
     c.expect(250, 'MAIL FROM:<a@b.example>')    # the envelope was reset
 
 
@@ -182,7 +191,7 @@ def test_pipelined_replies_are_flushed_together(serve):
                 # a second segment is only legitimate if the first read
                 # raced the server's single send
                 assert data.count(b'\r\n') == 0
-        assert data == b'250 OK\r\n' * 5
+        assert data == b'250 2.0.0 OK\r\n' * 5
     finally:
         sock.close()
 

@@ -6,17 +6,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smtp_stack import SmtpError
+from smtp_stack import MessageRefused, SmtpError
 from smtp_stack.framing import dot_stuff
 
 from conftest import RawClient
 
 
 def collector(bodies):
+    """Appends (command, body or the MessageRefused reading it raised, stream);
+    a MessageRefused is re-raised."""
     def collect(ctx, next):
         next()
         if ctx.data_stream is not None and ctx.reply and ctx.reply.code == 250:
-            body = ctx.data_stream.read()
+            try:
+                body = ctx.data_stream.read()
+            except MessageRefused as exc:
+                bodies.append((ctx.command_name, exc, ctx.data_stream))
+                raise
             bodies.append((ctx.command_name, body, ctx.data_stream))
     return collect
 
@@ -98,6 +104,9 @@ def test_bdat_size_enforced_across_chunks(serve, client):
     assert c.reply()[0] == 552
     assert c.cmd('NOOP')[0] == 250          # in sync after the discarded bytes
     assert bodies and not bodies[0][2].acceptable
+    refused = bodies[0][1]
+    assert isinstance(refused, MessageRefused) and bodies[0][2].refused is refused
+    assert refused.reply == (552, 'Error: message exceeds fixed maximum message size', '5.3.4')
 
 
 def test_bdat_errors_read_the_chunk_to_stay_in_sync(serve, client):
@@ -128,6 +137,9 @@ def test_bdat_then_data_is_refused(serve, client):
     c.expect(250)
     assert c.cmd('DATA')[0] == 503
     assert bodies and not bodies[0][2].acceptable
+    refused = bodies[0][1]
+    assert isinstance(refused, MessageRefused) and bodies[0][2].refused is refused
+    assert refused.reply == (554, 'Error: message transfer abandoned by the client', '5.6.0')
 
 
 def test_rset_abandons_a_bdat_message(serve, client):
@@ -138,6 +150,9 @@ def test_rset_abandons_a_bdat_message(serve, client):
     c.expect(250)
     c.expect(250, 'RSET')
     assert bodies[0][2].aborted
+    refused = bodies[0][1]
+    assert isinstance(refused, MessageRefused) and bodies[0][2].refused is refused
+    assert refused.reply == (554, 'Error: message transfer abandoned by the client', '5.6.0')
     transaction_again = c.cmd('MAIL FROM:<a@b.example>')
     assert transaction_again[0] == 250
 

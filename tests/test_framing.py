@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtp_stack.framing import TOO_LONG, DataDecoder, LineBuffer, dot_stuff
+from smtp_stack.framing import TOO_LONG, DataDecoder, DotStuffer, LineBuffer, dot_stuff
 
 FAST = settings(max_examples=150, deadline=None)
 
@@ -138,24 +138,21 @@ def test_scanned_prefix_is_not_searched_again_but_new_bytes_are():
     buf = LineBuffer()
     buf.feed(b'abc')
     assert buf.next_line(510) is None
-    assert not buf.has_line()
     buf.feed(b'\n')
-    assert buf.has_line()
     assert buf.next_line(510) == b'abc'
     assert buf.last_bare
 
 
-def test_has_line():
+def test_a_line_is_found_across_feeds():
     buf = LineBuffer()
-    assert not buf.has_line()
+    assert buf.next_line(510) is None
     buf.feed(b'NOOP')
-    assert not buf.has_line()
+    assert buf.next_line(510) is None
     buf.feed(b'\r\nQU')
-    assert buf.has_line()
     assert buf.next_line(510) == b'NOOP'
-    assert not buf.has_line()
+    assert buf.next_line(510) is None
     buf.feed(b'IT\n')
-    assert buf.has_line()
+    assert buf.next_line(510) == b'QUIT'
 
 
 def test_unread_puts_bytes_in_front_and_they_are_searched():
@@ -163,7 +160,6 @@ def test_unread_puts_bytes_in_front_and_they_are_searched():
     buf.feed(b'later')
     assert buf.next_line(510) is None     # 'later' searched: no LF
     buf.unread(b'QUIT\r\n')
-    assert buf.has_line()
     assert buf.next_line(510) == b'QUIT'
     assert buf.next_line(510) is None
     buf.feed(b'\r\n')
@@ -422,10 +418,18 @@ def test_bare_newline_stays_set_once_seen():
     (b'.a\r\n', b'..a\r\n'),
     (b'a\r\n.\r\n', b'a\r\n..\r\n'),
     (b'a\r\n..b\r\n', b'a\r\n...b\r\n'),
-    (b'a\n.b\r\n', b'a\n.b\r\n'),
+    (b'a\n.b\r\n', b'a\n.b\r\n'),       # a bare LF starts no line for the receiver
+    (b'no end', b'no end\r\n'),          # the last line is completed
 ])
 def test_dot_stuff(body, wire):
     assert dot_stuff(body) == wire
+
+
+@pytest.mark.parametrize('cut', range(1, 18))
+def test_dot_stuffer_gives_the_same_wire_however_the_body_is_cut(cut):
+    body = b'.a\r\n.\r\nb\r\n..c\n.d'
+    stuffer = DotStuffer()
+    assert stuffer(body[:cut]) + stuffer(body[cut:]) + stuffer.end() == dot_stuff(body)
 
 
 # random lines, some starting with '.', some holding bare CR/LF or a '.'

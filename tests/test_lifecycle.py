@@ -101,7 +101,7 @@ def test_stop_after_close_timeout_421s_a_stuck_transaction():
 
 def test_idle_timeout_sends_421(serve, client):
     c = client(serve(socket_timeout=0.3))
-    assert c.reply() == (421, 'Error: timeout exceeded')
+    assert c.reply() == (421, '4.4.2 Error: timeout exceeded')
     assert c.closed()
 
 
@@ -152,7 +152,7 @@ def test_max_errors_closes_the_session(serve, client):
     assert c.cmd('FOO')[0] == 500
     assert c.cmd('FOO')[0] == 500
     assert c.cmd('FOO')[0] == 500
-    assert c.reply() == (421, 'Error: too many errors')
+    assert c.reply() == (421, '4.7.0 Error: too many errors')
     assert c.closed()
 
 
@@ -224,7 +224,7 @@ def test_sessions_know_the_address_they_were_accepted_on(host, ask_the_socket):
     server = SmtpServer(name='mx.test', disable_reverse_lookup=True,
                         on_connect=lambda s: seen.append((s.local_address, s.local_port)))
     with ServerThread(server, host=host):
-        listener = server._listeners[0]
+        listener = server.listeners[0]
         assert listener.local_address is not None
         if ask_the_socket:
             listener.local_address = None       # as for 0.0.0.0 or ::

@@ -30,7 +30,7 @@ def test_middleware_answers_without_next(serve, client):
             return
         next()
     c = client(serve(middleware=[custom]))
-    assert c.cmd('XPING') == (250, 'pong')
+    assert c.cmd('XPING') == (250, '2.0.0 pong')
     assert c.cmd('XOTHER')[0] == 500
 
 
@@ -118,7 +118,7 @@ def test_ctx_close_closes_after_the_reply(serve, client):
         if ctx.command_name == 'NOOP':
             ctx.close()
     c = client(serve(middleware=[closer]))
-    assert c.cmd('NOOP') == (250, 'OK')
+    assert c.cmd('NOOP') == (250, '2.0.0 OK')
     assert c.closed()
 
 
@@ -201,7 +201,7 @@ def test_on_connect_can_refuse(serve, client):
     def on_connect(session):
         raise SmtpError(554, 'Go away', '5.7.1')
     c = client(serve(on_connect=on_connect), greeting=None)
-    assert c.reply() == (554, 'Go away')   # no EHLO yet: no enhanced code
+    assert c.reply() == (554, '5.7.1 Go away')   # RFC 2034 4: only the 220 greeting goes without
     assert c.closed()
 
 

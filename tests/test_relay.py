@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from smtp_stack import SmtpError
-from smtp_stack.connection import COMMANDS
+from smtp_stack.engine import COMMANDS
 from smtp_stack.delivery import RelayDelivery
 from smtp_stack.delivery.relay import xforward_lines
 from smtp_stack.session import Session

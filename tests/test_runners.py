@@ -121,7 +121,7 @@ def test_sequential_connections_are_served_by_one_runner(serve):
     server = serve(on_connect=lambda session: served_by.append(gevent.getcurrent()))
     for _ in range(3):
         connect_and_quit(server)
-        assert wait_until(lambda: len(server._runners) == 0)
+        assert wait_until(lambda: len(server.runners) == 0)
     assert len(served_by) == 3 and served_by[0] is served_by[1] is served_by[2]
 
 
@@ -137,9 +137,9 @@ def test_mail_still_flows_through_reused_runners(serve):
     for n in range(5):
         with smtplib.SMTP(*server.address, timeout=WAIT) as smtp:
             smtp.sendmail('a@example.com', ['b@example.com'], f'Subject: {n}\r\n\r\nbody {n}\r\n')
-        assert wait_until(lambda: len(server._runners) == 0)    # parked before the next
+        assert wait_until(lambda: len(server.runners) == 0)    # parked before the next
     assert [d.split(b'\r\n')[0] for d in delivered] == [f'Subject: {n}'.encode() for n in range(5)]
-    assert wait_until(lambda: len(server._runners.idle) == 1)
+    assert wait_until(lambda: len(server.runners.idle) == 1)
 
 
 def test_stop_leaves_no_runner_alive(serve):
@@ -147,14 +147,14 @@ def test_stop_leaves_no_runner_alive(serve):
     clients = [RawClient(server.address) for _ in range(4)]
     for c in clients:
         c.expect(220)
-    runners = list(server._runners.busy)
+    runners = list(server.runners.busy)
     clients[0].expect(221, 'QUIT')
-    assert wait_until(lambda: len(server._runners) == 3)
+    assert wait_until(lambda: len(server.runners) == 3)
     server.stop(timeout=2)
     for c in clients[1:]:
         assert c.reply()[0] == 421
         c.close()
-    assert server._runners.idle == [] and len(server._runners) == 0
+    assert server.runners.idle == [] and len(server.runners) == 0
     assert wait_until(lambda: all(g.dead for g in runners))
 
 
@@ -172,7 +172,7 @@ def test_a_session_that_dies_of_an_escaping_error_leaves_the_server_serving(serv
 
     server = serve(on_close=on_close)
     connect_and_quit(server)
-    assert wait_until(lambda: len(server._runners) == 0 and not server._runners.idle)
+    assert wait_until(lambda: len(server.runners) == 0 and not server.runners.idle)
     connect_and_quit(server)
     assert wait_until(lambda: len(calls) == 2)
     assert 'Escape' in capsys.readouterr().err
@@ -232,7 +232,7 @@ def test_no_context_variable_or_greenlet_local_passes_to_the_next_connection(ser
         c.expect(221, 'QUIT')
         assert c.closed()
         c.close()
-        assert wait_until(lambda: len(server._runners) == 0)
+        assert wait_until(lambda: len(server.runners) == 0)
 
     session('first')
     session('local')

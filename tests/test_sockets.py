@@ -133,12 +133,12 @@ def test_idle_session_is_closed_by_the_shared_sweeper(serve, client, monkeypatch
     monkeypatch.setattr(sockets, 'SWEEP_LEAST', 0.2)
     monkeypatch.setattr(sockets, 'SWEEP_PERIOD', 0.05)
     server = serve(socket_timeout=0.4)
-    assert server._sweeper.least == 0.2
+    assert server.sweeper.least == 0.2
     c = client(server)
     started = time.monotonic()
     c.expect(250, 'EHLO a.example')
-    assert wait_until(lambda: server._sweeper.waiting)
-    assert len(server._sweeper.waiting) == 1     # the session waits on the sweeper
+    assert wait_until(lambda: server.sweeper.waiting)
+    assert len(server.sweeper.waiting) == 1     # the session waits on the sweeper
     assert c.reply() == (421, '4.4.2 Error: timeout exceeded')
     assert 0.35 <= time.monotonic() - started < WAIT
     assert c.closed()
@@ -217,7 +217,7 @@ def test_tls_sessions_send_without_nagle_delays(serve, secure):
 
     def record_nodelay(ctx, next):
         if ctx.command_name == 'EHLO':
-            sock = ctx._conn.sock
+            sock = ctx._engine.transport.sock
             sock = getattr(sock, 'raw', sock)       # TlsSocket: the TCP socket under it
             seen.append((ctx.session.secure,
                          sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))

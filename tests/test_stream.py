@@ -1,13 +1,14 @@
 """smtp_stack.stream.DataStream over a fake `pull` (a list of pieces, then None)."""
 from __future__ import annotations
 
+import contextlib
 import io
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtp_stack.errors import ClientDisconnected
+from smtp_stack.errors import ClientDisconnected, MessageRefused, SmtpError
 from smtp_stack.framing import DataDecoder
 from smtp_stack.stream import DataStream
 
@@ -199,61 +200,114 @@ def test_readlines():
 
 
 # --- limit --------------------------------------------------------------------
-# (pieces, limit, data the reader sees, size_exceeded)
+TOO_BIG = (552, 'Error: message exceeds fixed maximum message size', '5.3.4')
+
+# (pieces, limit, seen, pulled): what the reader sees before the refusal (the
+# whole body when it is within the limit) and the bytes pulled when the server
+# knows (None: not refused). The piece crossing the limit is never handed out.
 LIMITS = [
-    ([b'abc', b'def', b'gh'], 0, b'abcdefgh', False),        # 0: no limit
-    ([b'abc', b'def', b'gh'], 8, b'abcdefgh', False),        # exactly the limit
-    ([b'abc', b'def', b'gh'], 100, b'abcdefgh', False),
-    ([b'abc', b'def', b'gh'], 7, b'abcdefg', True),
-    ([b'abc', b'def', b'gh'], 4, b'abcd', True),
-    ([b'abc', b'def', b'gh'], 3, b'abc', True),              # at a piece boundary
-    ([b'abc', b'def', b'gh'], 1, b'a', True),
-    ([b'abcdefgh'], 5, b'abcde', True),
-    ([b'abc', b'', b'def'], 6, b'abcdef', False),
+    ([b'abc', b'def', b'gh'], 0, b'abcdefgh', None),         # 0: no limit
+    ([b'abc', b'def', b'gh'], 8, b'abcdefgh', None),         # exactly the limit
+    ([b'abc', b'def', b'gh'], 100, b'abcdefgh', None),
+    ([b'abc', b'def', b'gh'], 7, b'abcdef', 8),
+    ([b'abc', b'def', b'gh'], 6, b'abcdef', 8),              # at a piece boundary
+    ([b'abc', b'def', b'gh'], 4, b'abc', 6),
+    ([b'abc', b'def', b'gh'], 3, b'abc', 6),                 # at a piece boundary
+    ([b'abc', b'def', b'gh'], 1, b'', 3),
+    ([b'abcdefgh'], 5, b'', 8),
+    ([b'abc', b'', b'def'], 6, b'abcdef', None),
 ]
 
+READERS = {
+    'read': lambda s: s.read(), 'read n': lambda s: s.read(2), 'read1': lambda s: s.read1(),
+    'readline': lambda s: s.readline(), 'readinto': lambda s: s.readinto(bytearray(4)),
+    'readinto1': lambda s: s.readinto1(bytearray(4)), 'iter': lambda s: next(iter(s)),
+    'readlines': lambda s: s.readlines(),
+}
 
-@pytest.mark.parametrize('pieces, limit, seen, exceeded', LIMITS)
-def test_limit_read_all(pieces, limit, seen, exceeded):
+
+def assert_refused_on_every_read(s, refused):
+    """Every reader raises the same MessageRefused again."""
+    for name, reader in READERS.items():
+        with pytest.raises(MessageRefused) as again:
+            reader(s)
+        assert again.value is refused, name
+
+
+@pytest.mark.parametrize('pieces, limit, seen, pulled', LIMITS)
+def test_limit_read_all(pieces, limit, seen, pulled):
     s = stream(pieces, limit=limit)
-    assert s.read() == seen
-    assert s.size_exceeded is exceeded
-    assert s.bytes_read == sum(map(len, pieces))       # counts everything
-    assert s.finished
-    assert s.read() == b''
+    if pulled is None:
+        assert s.read() == seen
+        assert not s.size_exceeded and s.refused is None
+        assert s.bytes_read == sum(map(len, pieces))       # counts everything
+        assert s.finished and s.acceptable
+        assert s.read() == b''
+        return
+    with pytest.raises(MessageRefused) as refused:
+        s.read()
+    assert refused.value.reply == TOO_BIG
+    assert s.size_exceeded and s.refused is refused.value
+    assert s.bytes_read == pulled and not s.finished      # known at the piece crossing the limit
+    assert_refused_on_every_read(s, refused.value)
+    s.drain()                                             # what the server does after the chain
+    assert s.bytes_read == sum(map(len, pieces))          # counts everything
+    assert s.finished and not s.acceptable
+    assert_refused_on_every_read(s, refused.value)
 
 
-@pytest.mark.parametrize('pieces, limit, seen, exceeded', LIMITS)
-def test_limit_read_in_small_steps(pieces, limit, seen, exceeded):
+@pytest.mark.parametrize('pieces, limit, seen, pulled', LIMITS)
+def test_limit_read_in_small_steps(pieces, limit, seen, pulled):
     s = stream(pieces, limit=limit)
     out = []
-    while True:
-        part = s.read(2)
-        if not part:
-            break
-        out.append(part)
-    assert b''.join(out) == seen
-    assert s.size_exceeded is exceeded
-    assert s.bytes_read == sum(map(len, pieces))
+    with pytest.raises(MessageRefused) if pulled is not None else contextlib.nullcontext() as refused:
+        while True:
+            part = s.read(2)
+            if not part:
+                break
+            out.append(part)
+    if pulled is None:
+        assert b''.join(out) == seen
+        assert not s.size_exceeded and s.refused is None
+        assert s.bytes_read == sum(map(len, pieces))
+        return
+    # a read(2) that needs a byte of the refused piece raises, and returns
+    # nothing of what it had taken: only whole steps of 2 come out
+    assert b''.join(out) == seen[:len(seen) - len(seen) % 2]
+    assert refused.value.reply == TOO_BIG
+    assert s.size_exceeded and s.refused is refused.value
+    assert s.bytes_read == pulled
+    assert_refused_on_every_read(s, refused.value)
 
 
 def test_size_exceeded_is_set_when_the_limit_is_crossed():
     s = stream([b'abc', b'defg', b'h'], limit=5)
     assert s.read(3) == b'abc'
-    assert not s.size_exceeded
-    assert s.read(3) == b'de'        # EOF at the limit
-    assert s.size_exceeded
-    assert s.read() == b''
+    assert not s.size_exceeded and s.refused is None
+    with pytest.raises(MessageRefused) as refused:
+        s.read(3)                    # 'defg' crosses the limit: none of it is read
+    assert refused.value.reply == TOO_BIG
+    assert isinstance(refused.value, SmtpError)
+    assert s.size_exceeded and s.refused is refused.value and s.bytes_read == 7
+    with pytest.raises(MessageRefused) as again:
+        s.read()
+    assert again.value is refused.value
 
 
 def test_limit_with_readline_and_readinto():
     s = stream([b'line1\n', b'line2\n', b'line3\n'], limit=8)
     assert s.readline() == b'line1\n'
-    assert s.readline() == b'li'
-    assert s.readline() == b''
+    with pytest.raises(MessageRefused) as refused:
+        s.readline()
+    assert refused.value.reply == TOO_BIG
     buf = bytearray(4)
-    assert s.readinto(buf) == 0
-    assert s.size_exceeded and s.bytes_read == 18
+    with pytest.raises(MessageRefused) as again:
+        s.readinto(buf)
+    assert again.value is refused.value and buf == bytearray(4)
+    assert s.size_exceeded and s.bytes_read == 12       # nothing pulled after the refusal
+    s.drain()
+    assert s.finished and s.bytes_read == 18
+    assert_refused_on_every_read(s, refused.value)
 
 
 # --- drain --------------------------------------------------------------------
@@ -361,24 +415,64 @@ def test_exception_from_pull_in_every_reader(reader):
 
 
 # --- decoder-facing properties ---------------------------------------------------
+def decoding(dec, wire):
+    """A pull that decodes the DATA wire pieces as they are pulled, as the server's does."""
+    wire = list(wire)
+
+    def pull():
+        if dec.done:
+            return None
+        body, _ = dec.feed(wire.pop(0))
+        return body
+    return pull
+
+
+BARE = [b'one\r\n', b'two\nthree\r\n', b'four\r\n.\r\n']
+
+
 def test_bare_newline_and_acceptable():
     dec = DataDecoder()
-    s = stream([b'x'], decoder=dec)
+    s = DataStream(decoding(dec, [b'one\r\n', b'two\r\n.\r\n']), decoder=dec)
     assert not s.bare_newline
     assert not s.acceptable            # not finished yet
-    s.read()
-    assert s.acceptable
+    assert s.read() == b'one\r\ntwo\r\n'
+    assert s.finished and s.acceptable and s.refused is None
     dec.bare_newline = True
     assert s.bare_newline
-    assert not s.acceptable
-    dec.normalize = True
-    assert s.acceptable
+
+
+def test_bare_newline_refuses_from_the_piece_that_holds_it():
+    dec = DataDecoder()
+    s = DataStream(decoding(dec, BARE), decoder=dec)
+    assert s.readline() == b'one\r\n'
+    assert not s.bare_newline and s.refused is None
+    with pytest.raises(MessageRefused) as refused:
+        s.readline()                   # the piece with the bare LF is never handed out
+    assert refused.value.reply == (554, 'Error: bare <CR> or <LF> in message content', '5.6.0')
+    assert s.bare_newline and s.refused is refused.value
+    assert not s.acceptable and not s.size_exceeded
+    assert_refused_on_every_read(s, refused.value)
+    s.drain()
+    assert s.finished and not s.acceptable
+    assert_refused_on_every_read(s, refused.value)
+
+
+def test_bare_newline_normalized_is_acceptable():
+    dec = DataDecoder(normalize=True)
+    s = DataStream(decoding(dec, BARE), decoder=dec)
+    assert s.read() == b'one\r\ntwo\r\nthree\r\nfour\r\n'
+    assert s.bare_newline
+    assert s.finished and s.acceptable and s.refused is None
 
 
 def test_acceptable_is_false_when_size_exceeded():
     s = stream([b'abcdef'], limit=3)
-    s.read()
-    assert s.finished and not s.acceptable
+    with pytest.raises(MessageRefused) as refused:
+        s.read()
+    assert refused.value.reply == TOO_BIG
+    assert not s.acceptable
+    s.drain()
+    assert s.finished and not s.acceptable and s.refused is refused.value
 
 
 def test_no_decoder_means_no_bare_newline():
@@ -404,17 +498,36 @@ _op = st.one_of(
        limit=st.integers(min_value=0, max_value=40))
 def test_mixed_reads_give_back_the_body(pieces, ops, limit):
     s = stream(pieces, limit=limit)
-    out = []
-    for name, n in ops:
-        if name in ('readinto', 'readinto1'):
-            buf = bytearray(n)
-            got = getattr(s, name)(buf)
-            out.append(bytes(buf[:got]))
-        else:
-            out.append(getattr(s, name)(n))
-    out.append(s.read())
     whole = b''.join(pieces)
-    expected = whole[:limit] if limit else whole
-    assert b''.join(out) == expected
-    assert s.bytes_read == len(whole)
-    assert s.size_exceeded == bool(limit and len(whole) > limit)
+    # the piece that crosses the limit, if one does: the refusal comes with it
+    crossing, total = None, 0
+    for i, piece in enumerate(pieces):
+        total += len(piece)
+        if limit and total > limit:
+            crossing = i
+            break
+    out = []
+    with pytest.raises(MessageRefused) if crossing is not None else contextlib.nullcontext() as refused:
+        for name, n in ops:
+            if name in ('readinto', 'readinto1'):
+                buf = bytearray(n)
+                got = getattr(s, name)(buf)
+                out.append(bytes(buf[:got]))
+            else:
+                out.append(getattr(s, name)(n))
+        out.append(s.read())
+    assert s.size_exceeded == (crossing is not None)
+    if crossing is None:
+        assert b''.join(out) == whole
+        assert s.bytes_read == len(whole)
+        assert s.refused is None and s.acceptable
+        return
+    before = b''.join(pieces[:crossing])
+    # nothing of the crossing piece or after it; the read that raised keeps
+    # what it had taken of `before`
+    assert before.startswith(b''.join(out))
+    assert refused.value.reply == TOO_BIG and s.refused is refused.value
+    assert s.bytes_read == len(before) + len(pieces[crossing])
+    assert_refused_on_every_read(s, refused.value)
+    s.drain()
+    assert s.bytes_read == len(whole) and not s.acceptable

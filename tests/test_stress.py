@@ -28,7 +28,7 @@ from collections import Counter
 import greenlet
 import pytest
 
-from smtp_stack.connection import Connection
+from smtp_stack.engine import Engine
 from smtp_stack.session import Envelope, Session
 from smtp_stack.stream import DataStream
 
@@ -228,14 +228,14 @@ def live_server_objects(server):
     parked for the next connections, which are bounded), and session objects
     in memory."""
     gc.collect()
-    hub = server._hub
-    parked = server._runners.idle
-    assert len(parked) <= server._runners.max_idle
+    hub = server.hub
+    parked = server.runners.idle
+    assert len(parked) <= server.runners.max_idle
     greenlets = sum(1 for o in gc.get_objects()
                     if isinstance(o, greenlet.greenlet) and not o.dead and o.parent is hub
                     and o not in parked)
     sessions = sum(1 for o in gc.get_objects()
-                   if isinstance(o, (Connection, Session, Envelope, DataStream)))
+                   if isinstance(o, (Engine, Session, Envelope, DataStream)))
     return greenlets, sessions
 
 
@@ -272,7 +272,7 @@ def test_200_mixed_clients_deliver_each_good_message_once_and_leave_nothing_behi
     warm = Scenario(server.address, 1)
     run_clients(warm, [('good', (1000 + n, True, 1)) for n in range(10)])
     assert not warm.failures and len(delivered) == 20
-    assert wait_until(lambda: server.connections == 0 and len(server._runners) == 0)
+    assert wait_until(lambda: server.connections == 0 and len(server.runners) == 0)
     delivered.clear()
     tracemalloc.start()
     try:
@@ -289,9 +289,9 @@ def test_200_mixed_clients_deliver_each_good_message_once_and_leave_nothing_behi
         assert not set(delivered) & set(scenario.cut)
 
         # the server comes back to its baseline
-        assert wait_until(lambda: server.connections == 0 and len(server._runners) == 0), \
-            (server.connections, len(server._runners))
-        assert not server._per_ip
+        assert wait_until(lambda: server.connections == 0 and len(server.runners) == 0), \
+            (server.connections, len(server.runners))
+        assert not server.connections_per_ip
         del scenario, delivered[:]
         greenlets, objects = live_server_objects(server)
         assert greenlets <= base_greenlets and objects <= base_objects, (greenlets, objects)

@@ -81,7 +81,7 @@ def test_starttls_injection_is_discarded(serve, client):
     assert c.buf == b''
     tls_client(c)
     # the first reply over TLS answers our NOOP, not the injected RSET
-    assert c.cmd('NOOP') == (250, 'OK')
+    assert c.cmd('NOOP') == (250, '2.0.0 OK')
 
 
 def test_second_starttls_gets_554(serve, client):

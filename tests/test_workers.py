@@ -48,10 +48,17 @@ def running(pid: int) -> bool:
         return False
 
 
+def pid_in(text: str) -> int:
+    """The pid of an XPID reply: '2.0.0 <pid>' (RFC 2034 4: EHLO or not)."""
+    enhanced, pid = text.split(' ')
+    assert enhanced == '2.0.0'
+    return int(pid)
+
+
 def xpid(server) -> tuple:
     client = RawClient(server.address)
     client.expect(220)
-    pid = int(client.expect(250, 'XPID'))
+    pid = pid_in(client.expect(250, 'XPID'))
     return client, pid
 
 
@@ -102,7 +109,7 @@ def test_two_workers_both_accept_connections(workers):
     second, pid2 = xpid(server)
     assert time.monotonic() - started < 0.7, 'the other worker did not serve'
     assert pid2 != pid1 and {pid1, pid2} == set(server.worker_pids)
-    assert first.reply() == (250, 'unblocked')
+    assert first.reply() == (250, '2.0.0 unblocked')
     first.close()
     second.close()
 
@@ -194,14 +201,14 @@ def test_middleware_added_after_the_fork_does_not_reach_workers(workers):
     server = workers(2)
     server.use(lambda ctx, next: ctx.send(250, 'late'))
     client, _ = xpid(server)
-    assert client.cmd('NOOP') == (250, 'OK')
+    assert client.cmd('NOOP') == (250, '2.0.0 OK')
     client.close()
 
 
 def test_reload_replaces_every_worker(workers):
     server = workers(2)
     old = server.worker_pids
-    server._hub.loop.run_callback_threadsafe(server.reload)
+    server.hub.loop.run_callback_threadsafe(server.reload)
     assert wait_until(lambda: len(server.worker_pids) == 2 and not set(server.worker_pids) & set(old))
     for pid in old:
         assert wait_until(lambda: not alive(pid))
@@ -272,7 +279,7 @@ def test_sigterm_to_the_master_stops_every_worker(master):
     port, pids = master.pids()
     client = RawClient(('127.0.0.1', port))
     client.expect(220)
-    assert int(client.expect(250, 'XPID')) in pids
+    assert pid_in(client.expect(250, 'XPID')) in pids
     master.proc.send_signal(signal.SIGTERM)
     assert client.reply()[0] == 421         # graceful in the worker
     assert master.line() == 'STOPPED'
@@ -291,7 +298,7 @@ def test_sighup_to_the_master_reloads_the_workers(master):
         assert wait_until(lambda: not alive(pid))
     client = RawClient(('127.0.0.1', port))
     client.expect(220)
-    assert int(client.expect(250, 'XPID')) in new
+    assert pid_in(client.expect(250, 'XPID')) in new
     client.close()
     assert master.proc.poll() is None
 

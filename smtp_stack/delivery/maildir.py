@@ -21,9 +21,8 @@ import secrets
 import socket
 import time
 
-import gevent
-
 from ..errors import ClientDisconnected, SmtpError
+from ..offload import offload
 from ..replies import Reply
 from .base import (body_chunks, disk_error_reply, is_success, log, message_head, message_id,
                    open_body, untouched, wants_delivery)
@@ -38,16 +37,10 @@ def ensure_maildir(path: str, mode: int = 0o700) -> None:
         os.makedirs(os.path.join(path, sub), mode=mode, exist_ok=True)
 
 
-def _offload(fn, *args):
-    """Run a blocking call (fsync) in the hub's thread pool, so one slow
-    disk flush does not stall every other session of this process."""
-    return gevent.get_hub().threadpool.apply(fn, args)
-
-
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
     try:
-        _offload(os.fsync, fd)
+        offload(os.fsync, fd)
     finally:
         os.close(fd)
 
@@ -177,7 +170,7 @@ class MaildirDelivery:
                 if not stream.acceptable or not is_success(ctx.reply):
                     raise _Abandon()
                 out.flush()
-                _offload(os.fsync, out.fileno())
+                offload(os.fsync, out.fileno())
                 size = out.tell()
             return tmp_path, size
         except _Abandon:
@@ -270,7 +263,7 @@ def _link_or_copy(source: str, final: str) -> None:
                     break
                 dst.write(block)
             dst.flush()
-            _offload(os.fsync, dst.fileno())
+            offload(os.fsync, dst.fileno())
         os.rename(tmp, final)
     except BaseException:
         _remove(tmp)

@@ -41,6 +41,8 @@ from gevent import ssl as gssl
 from ..errors import ClientDisconnected, SmtpError
 from ..replies import Reply
 from ..xtext import encode_xtext
+from ..framing import DotStuffer
+from ..options import MAX_COMMAND_LINE
 from .base import (CHUNK, body_chunks, is_success, log, message_head, open_body,
                    reply_from, untouched, wants_delivery)
 
@@ -51,8 +53,6 @@ NEEDS_SMTPUTF8 = Reply(553, 'Error: upstream server does not support SMTPUTF8', 
 # A binary body cannot travel in DATA (RFC 3030 3): only to an upstream with BDAT.
 NO_BINARYMIME = Reply(555, 'Error: upstream server does not support BINARYMIME', '5.5.4')
 
-# Longest XFORWARD line we send (RFC 5321 4.5.3.1.4: 512 octets with CRLF).
-_MAX_LINE = 510
 
 
 class UpstreamError(Exception):
@@ -106,19 +106,13 @@ class Upstream(smtplib.SMTP):
     def send_body(self, head: bytes, pieces) -> None:
         """Stream the message, dot-stuffed (RFC 5321 4.5.2), without the final dot."""
         out = bytearray()
-        at_line_start = True
+        stuffer = DotStuffer()
         for data in _chain(head, pieces):
-            if not data:
-                continue
-            if at_line_start and data[:1] == b'.':
-                out += b'.'
-            out += data.replace(b'\n.', b'\n..')
-            at_line_start = data.endswith(b'\n')
+            out += stuffer(data)
             if len(out) >= CHUNK:
                 self.sock.sendall(out)
                 out.clear()
-        if not at_line_start:
-            out += b'\r\n'
+        out += stuffer.end()
         if out:
             self.sock.sendall(out)
 
@@ -554,7 +548,7 @@ def xforward_lines(session, offered: str) -> list:
         if name not in wanted:
             continue
         item = f' {name}={_xtext(str(value))}'
-        if len(current) + len(item) > _MAX_LINE and current != 'XFORWARD':
+        if len(current) + len(item) > MAX_COMMAND_LINE and current != 'XFORWARD':
             lines.append(current)
             current = 'XFORWARD'
         current += item

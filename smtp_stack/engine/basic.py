@@ -1,0 +1,52 @@
+"""RSET, NOOP, QUIT, VRFY, EXPN, HELP: the commands that move no mail."""
+from __future__ import annotations
+
+from .. import replies as R
+from ..errors import SmtpError
+from ..replies import Reply
+from .commands import COMMANDS, JUNK, NO_ARGS, UNLISTED, command, offered
+
+
+@command('RSET', 'RSET', NO_ARGS | JUNK)
+def rset(engine, ctx):
+    engine.session.reset_envelope()
+    ctx.reply = R.FLUSHED
+
+
+@command('NOOP', 'NOOP [string]', JUNK)
+def noop(engine, ctx):
+    ctx.reply = R.OK
+
+
+@command('QUIT', 'QUIT')
+def quit(engine, ctx):
+    ctx.reply = Reply(221, f'{engine.options.name} closing connection', '2.0.0')
+    ctx.close()
+
+
+@command('VRFY', 'VRFY <address>', JUNK)
+def vrfy(engine, ctx):
+    """252: never says whether a user exists (RFC 5321 3.5.3 allows it)."""
+    if not ctx.command_args:
+        raise COMMANDS['VRFY'].syntax_error
+    ctx.reply = R.CANNOT_VRFY
+
+
+@command('EXPN', 'EXPN <list>', JUNK | UNLISTED)
+def expn(engine, ctx):
+    raise SmtpError(*R.NOT_IMPLEMENTED)
+
+
+@command('HELP', 'HELP [command]', JUNK)
+def help(engine, ctx):
+    """The commands this server offers, or one command's syntax, from the table."""
+    options = engine.options
+    if ctx.command_args:
+        name = ctx.command_args[0].upper()
+        entry = COMMANDS.get(name)
+        if entry is None or not offered(entry, options):
+            raise SmtpError(504, f'Error: no help for {name[:20]}', '5.5.4')
+        ctx.send(214, f'Syntax: {entry.syntax}', '2.0.0')
+        return
+    names = ' '.join(name for name, entry in COMMANDS.items() if offered(entry, options))
+    ctx.send(214, f'Supported commands: {names}', '2.0.0')

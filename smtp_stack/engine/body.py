@@ -1,0 +1,211 @@
+"""DATA and BDAT: the message body as a stream, and its one final reply.
+
+The handlers open `data_stream` and return; the middleware chain reads it
+while it arrives; `finish_data()` drains what nobody read and sends the
+verdict. A body the server refuses on its own (size, bare CR/LF, a line
+too long, an abandoned BDAT transfer) gets the stream's `refused` reply
+whatever middleware said (RFC 5321 4.2.5: after the end of the data).
+"""
+from __future__ import annotations
+
+import time
+
+from .. import replies as R
+from ..errors import SmtpError
+from ..framing import TOO_LONG, DataDecoder, TextChecks
+from ..options import MAX_COMMAND_LINE
+from ..replies import Reply
+from ..stream import DataStream
+from .commands import COMMANDS, GREETED, IN_MAIL, NO_ARGS, WITH_RCPT, command
+from .exceptions import HookFailed
+
+
+@command('DATA', 'DATA', NO_ARGS | GREETED | IN_MAIL | WITH_RCPT)
+def data(engine, ctx):
+    session = engine.session
+    envelope = session.envelope
+    if envelope.mail_from.args.get('BODY') == 'BINARYMIME':
+        raise SmtpError(*R.BINARYMIME_NEEDS_BDAT)
+    stream = _data_stream(engine)
+    envelope.data_stream = ctx.data_stream = stream
+    # on_data runs before 354; if it reads the stream, 354 goes out first.
+    if engine.options.on_data is not None:
+        engine.hook('on_data', session)
+    stream.start()
+    ctx.reply = R.QUEUED
+
+
+@command('BDAT', 'BDAT size [LAST]', extension='CHUNKING')
+def bdat(engine, ctx):
+    """The first chunk of a message: middleware sees one BDAT command per
+    message, like DATA. Its stream reads the following BDAT chunks by
+    itself, answering each non-LAST one with an intermediate 250; the
+    reply set by the chain is the LAST chunk's reply."""
+    size, last = bdat_arguments(ctx.command_args)
+    envelope = engine.session.envelope
+    try:
+        # The gate's checks, here: a refused chunk must still be read.
+        if engine.session.greeting is None:
+            raise SmtpError(*(R.NEED_LHLO if engine.options.lmtp else R.NEED_HELO))
+        if envelope.mail_from is None:
+            raise SmtpError(*R.NEED_MAIL)
+        if not envelope.rcpt_to:
+            raise SmtpError(*(R.NO_RECIPIENTS_LMTP if engine.options.lmtp else R.NO_RECIPIENTS))
+        stream = _bdat_stream(engine, size, last)
+        envelope.data_stream = ctx.data_stream = stream
+        engine.hook('on_data', engine.session)
+    except (SmtpError, HookFailed):
+        if ctx.data_stream is None:
+            # RFC 3030 2: the chunk is read (and dropped) whatever the reply.
+            engine.transport.skip(size)
+        raise
+    ctx.reply = R.QUEUED
+
+
+def bdat_arguments(args) -> tuple[int, bool]:
+    """'BDAT <size> [LAST]' arguments -> (size, last)."""
+    if not 1 <= len(args) <= 2 or not (args[0].isascii() and args[0].isdigit()) \
+            or len(args[0]) > 18 or (len(args) == 2 and args[1].upper() != 'LAST'):
+        raise COMMANDS['BDAT'].syntax_error
+    return int(args[0]), len(args) == 2
+
+
+def data_deadline(engine, started: float, received: int) -> float:
+    """When the body must have arrived so far: socket_timeout plus what
+    min_data_rate allows for the bytes received (a deadline, so a client
+    dripping one byte at a time is cut, as Postfix's smtpd_min_data_rate)."""
+    options = engine.options
+    if not options.min_data_rate:
+        return time.monotonic() + options.socket_timeout
+    return started + options.socket_timeout + received / options.min_data_rate
+
+
+def _data_stream(engine) -> DataStream:
+    options = engine.options
+    decoder = DataDecoder(normalize=options.bare_newline == 'normalize')
+    checks = TextChecks(False, max_line_length=options.max_line_length) \
+        if options.max_line_length else None
+    transport = engine.transport
+    progress = [0.0, 0]     # started, bytes received
+
+    def pull():
+        if decoder.done:
+            return None
+        data = transport.take_buffered()
+        if not data:
+            data = transport.recv(data_deadline(engine, *progress))
+        progress[1] += len(data)
+        body, rest = decoder.feed(data)
+        if rest is not None:
+            transport.unread(rest)
+        return checks.feed(body) if checks is not None else body
+
+    def start():
+        engine.send_now(R.START_INPUT)
+        progress[0] = time.monotonic()
+
+    return DataStream(pull, options.size, decoder=decoder, checks=checks, on_first_read=start)
+
+
+def _bdat_stream(engine, size: int, last: bool) -> DataStream:
+    options = engine.options
+    started = time.monotonic()
+    state = {'remaining': size, 'last': last, 'received': 0, 'done': False,
+             'started': started}
+    transport = engine.transport
+    stream = None
+    # RFC 3030: only BINARYMIME content may hold bare CR/LF; text bodies
+    # sent with BDAT get the same checks as DATA.
+    binary = engine.session.envelope.mail_from.args.get('BODY') == 'BINARYMIME'
+    checks = None if binary else TextChecks(
+        True, options.bare_newline == 'normalize', options.max_line_length)
+
+    def pull():
+        while not state['remaining']:
+            if state['last'] or stream.aborted:
+                if checks is not None and not state['done']:
+                    state['done'] = True
+                    return checks.finish()
+                return None
+            engine.write(R.MESSAGE_TOO_BIG if stream.size_exceeded else
+                         Reply(250, f'{state["received"]} octets received', '2.0.0'))
+            if not _next_bdat_chunk(engine, state):
+                stream.aborted = True
+                return None
+        data = transport.take_buffered()
+        if not data:
+            data = transport.recv(data_deadline(engine, started, state['received']))
+        wanted = state['remaining']
+        if len(data) > wanted:
+            transport.unread(data[wanted:])
+            data = data[:wanted]
+        state['remaining'] -= len(data)
+        state['received'] += len(data)
+        return checks.feed(data) if checks is not None else data
+
+    stream = DataStream(pull, options.size, decoder=checks, checks=checks)
+    return stream
+
+
+def _next_bdat_chunk(engine, state) -> bool:
+    """Read the command after a non-LAST chunk: the next BDAT, or else
+    the message is abandoned and that command is handled normally."""
+    # The chunk lines count against the body's deadline too: a client
+    # sending one-byte chunks is as slow as one dripping DATA.
+    transport = engine.transport
+    line = transport.read_line(MAX_COMMAND_LINE,
+                               data_deadline(engine, state['started'], state['received']))
+    if line is TOO_LONG:
+        engine.final(R.LINE_TOO_LONG)
+        engine.log(20, 'BDAT sequence abandoned by the client')
+        return False
+    if line[:5].upper() in (b'BDAT ', b'BDAT'):
+        try:
+            state['remaining'], state['last'] = bdat_arguments(
+                line.decode('ascii').split()[1:])
+            return True
+        except (SmtpError, UnicodeDecodeError):
+            pass
+    transport.unread(line + b'\r\n')
+    engine.log(20, 'BDAT sequence abandoned by the client')
+    return False
+
+
+def finish_data(engine, ctx) -> None:
+    """After the chain of DATA/BDAT: drain, decide, reply, reset."""
+    stream = ctx.data_stream
+    session = engine.session
+    recipients = session.envelope.rcpt_to
+    if not stream.started:
+        # Refused before 354 (on_data or middleware): nothing was sent.
+        return engine.final(ctx.reply or R.NO_REPLY_SET, ctx)
+    stream.drain()
+    reply = ctx.reply or R.NO_REPLY_SET
+    if stream.aborted:
+        session.reset_envelope()    # the chunks were answered; no final reply
+        return
+    if stream.refused is not None:
+        # The readers were told (MessageRefused); whatever middleware set,
+        # the client gets the same reply.
+        reply = stream.refused.reply
+    session.reset_envelope()
+    if engine.options.lmtp:
+        for one in lmtp_replies(engine, reply, len(recipients)):
+            engine.final(one, ctx)
+    else:
+        engine.final(reply, ctx)
+    if (any(r.code < 300 for r in reply) if isinstance(reply, list)
+            else reply.code < 300):
+        engine.counters.accepted()
+        engine.log(20, 'Message accepted: %d bytes, %d recipient(s)',
+                   stream.bytes_read, len(recipients))
+
+
+def lmtp_replies(engine, reply, count: int) -> list:
+    """RFC 2033 4.2: one reply per accepted recipient, in RCPT order."""
+    if not isinstance(reply, list):
+        return [reply] * count
+    replies = list(reply[:count])
+    if len(reply) != count:
+        engine.log(30, 'LMTP: %d replies set for %d recipients', len(reply), count)
+    return replies + [R.NO_REPLY_SET] * (count - len(replies))

@@ -1,0 +1,388 @@
+"""The session loop: one greenlet per connection, one command at a time.
+
+`run()` opens the session (PROXY, TLS, on_connect, the greeting), then
+reads a command, runs it through the middleware chain, writes its one
+final reply, and again, until QUIT, a limit or the client ends it. The
+commands themselves are in the table (commands.py) and their handlers in
+one module per concern; the socket is the transport's.
+"""
+from __future__ import annotations
+
+import gevent
+from gevent import socket as gsocket
+
+from .. import replies as R
+from ..addresses import parse_path
+from ..errors import ClientDisconnected, SmtpError
+from ..framing import TOO_LONG
+from ..limits import SessionCounters
+from ..middleware import Context
+from ..options import MAX_AUTH_LINE, MAX_COMMAND_LINE
+from ..proxy import ProxyError
+from ..replies import Reply, format_reply, wire_bytes
+from ..sasl import mask_auth_command
+from ..session import Session
+# The handler modules register their commands; this order is HELP's order.
+from . import greeting, envelope, body, security, forwarding, basic  # noqa: I001
+from .body import finish_data
+from .commands import COMMANDS, GREETING, JUNK, enabled, gate
+from .exceptions import HookFailed, SessionShutdown
+from .security import before_auth_reply, upgrade
+from .transport import ClientTimeout, Transport
+
+HANDLER_MODULES = (greeting, envelope, body, security, forwarding, basic)
+
+# An AUTH command may carry an initial response of MAX_AUTH_LINE octets.
+MAX_AUTH_COMMAND = MAX_AUTH_LINE + len('AUTH CRAM-MD5 ')
+REVERSE_LOOKUP_TIMEOUT = 1.5    # seconds; a slow resolver must not stall the greeting
+
+
+class Engine:
+    """One connection: its session state, counters and the command loop.
+
+    `host` is the server, seen through a narrow interface: `options`,
+    `dispatch(ctx)`, `log_backend`, `emit(event, exc)`, `secure_context`,
+    `sweeper`, `stopping`, `auth_failures`, `claim_client_ip(ip)` and
+    `release_client_ip(ip)`.
+    """
+
+    def __init__(self, host, sock, peer, local=None):
+        self.host = host
+        options = self.options = host.options
+        self.transport = Transport(sock, options.socket_timeout, host.sweeper)
+        self.closing = False
+        self.waiting_idle = False   # blocked reading a command, no transaction open
+        # RFC 2034 4: once the extension is offered, codes go on every reply
+        # but the greeting and the HELO/EHLO reply, whether or not EHLO was used.
+        self.enhanced = options.enabled('ENHANCEDSTATUSCODES')
+        self.counters = SessionCounters(options.max_errors, options.max_auth_failures,
+                                        options.max_messages, options.max_junk_commands)
+        self.upgrade_pending = False   # STARTTLS answered; handshake after the reply
+        self.auth_method = None        # mechanism of the AUTH command in progress
+        local = _split_address(local or sock.getsockname())
+        remote = _split_address(peer)
+        self.session = Session(local[0], local[1], remote[0], remote[1], lmtp=options.lmtp)
+        self.peer_ip = remote[0]    # who is really talking to us (after PROXY, never XCLIENT)
+        self.claimed_ip = None      # counted against max_connections_per_ip
+        self.greenlet = gevent.getcurrent()
+        self._log_min = options.log_level
+        self._backend = host.log_backend     # a RecordLog for a Logger (options.py)
+
+    # -- logging ---------------------------------------------------------
+    def log(self, level: int, message: str, *args) -> None:
+        """Every line carries the session id; costs one comparison when off."""
+        if level >= self._log_min:
+            self._backend.log(level, '[%s] ' + message, self.session.id, *args)
+
+    # -- the loop --------------------------------------------------------
+    def run(self) -> None:
+        session = self.session
+        host = self.host
+        self.log(20, 'Connection from %s:%s', session.remote_address, session.remote_port)
+        try:
+            try:
+                self._open()
+                while not self.closing:
+                    self.handle(self._read_command())
+                    if host.stopping and not self.closing and session.envelope.mail_from is None:
+                        self.write(R.SHUTTING_DOWN)
+                        self.closing = True
+            except ClientTimeout:
+                self.log(20, 'Idle timeout, closing')
+                self.write(R.TIMEOUT)
+            except SessionShutdown:
+                self.transport.drop_output()
+                self.write(R.SHUTTING_DOWN)
+            self.transport.flush()
+        except (ClientDisconnected, OSError) as exc:
+            self.log(10, 'Connection lost: %s', exc or type(exc).__name__)
+        except Exception as exc:   # a bug of ours must cost one session, not the server
+            self.log(40, 'Unexpected error: %r', exc)
+            host.emit('error', exc)
+        finally:
+            self.abort()
+            session.envelope.discard()      # a spool must not outlive a vanished client
+            if self.claimed_ip is not None:
+                host.release_client_ip(self.claimed_ip)
+            self.log(20, 'Connection closed')
+            if self.options.on_close is not None:
+                try:
+                    self.options.on_close(session)
+                except Exception as exc:
+                    self.log(40, 'on_close hook failed: %r', exc)
+
+    def abort(self) -> None:
+        """Close the socket now (the server's last resort at stop())."""
+        self.transport.close()
+
+    def _open(self) -> None:
+        """Everything before the greeting."""
+        opts = self.options
+        if opts.use_proxy.allows(self.peer_ip):
+            self._read_proxy_header()
+        if not self.host.claim_client_ip(self.peer_ip):
+            reply = R.TOO_MANY_CONNECTIONS      # as max_connections' refusal words it
+            self.transport.write(format_reply(reply.code, reply.message, reply.enhanced, True))
+            self.closing = True
+            return
+        self.claimed_ip = self.peer_ip
+        if opts.secure:
+            self.start_tls()
+        self._lookup_client_hostname()
+        try:
+            self.hook('on_connect', self.session)
+        except SmtpError as err:
+            return self._refuse_session(err.reply)
+        except HookFailed:
+            return self._refuse_session(R.HOOK_FAILED)
+        if opts.greeting_delay and self.transport.client_talks_first(opts.greeting_delay):
+            self.session.pre_greeting_data = True
+            self.log(20, 'Client talked before the greeting')
+            if opts.reject_early_talkers:
+                return self._refuse_session(R.EARLY_TALKER)
+        self.write(self.banner())
+
+    def banner(self, extra: bool = True) -> Reply:
+        """The 220 greeting (also XCLIENT's reply, without the `banner` text:
+        the session starts over)."""
+        opts = self.options
+        protocol = 'LMTP' if opts.lmtp else 'ESMTP'
+        banner = f' {opts.banner}' if opts.banner and extra else ''
+        return Reply(220, f'{opts.name} {protocol}{banner}', False)
+
+    def _refuse_session(self, reply: Reply) -> None:
+        self.write(reply)
+        self.closing = True
+
+    def _lookup_client_hostname(self) -> None:
+        ip = self.session.remote_address
+        if self.options.disable_reverse_lookup or not ip:
+            return
+        try:
+            with gevent.Timeout(REVERSE_LOOKUP_TIMEOUT):
+                name = gsocket.gethostbyaddr(ip)[0]
+        except (gevent.Timeout, OSError, UnicodeError):
+            return
+        if name:
+            self.session.client_hostname = name
+
+    def _read_proxy_header(self) -> None:
+        """The PROXY header a trusted proxy must send; anything malformed,
+        oversized or late closes the connection."""
+        try:
+            header = self.transport.read_proxy_header(self.options.upgrade_timeout)
+        except ProxyError as exc:
+            self.log(30, 'Bad PROXY header from %s: %s', self.peer_ip, exc)
+            raise ClientDisconnected('bad PROXY header') from None
+        except ClientTimeout:
+            self.log(30, 'No complete PROXY header from %s in time', self.peer_ip)
+            raise ClientDisconnected('PROXY header timeout') from None
+        session = self.session
+        session.proxy = header
+        if (header.command == 'PROXY' and header.family in ('TCP4', 'TCP6')
+                and not self.options.ignored_hosts.allows(self.peer_ip)):
+            session.remote_address, session.remote_port = header.source_address, header.source_port
+            session.local_address, session.local_port = header.dest_address, header.dest_port
+            session.client_hostname = f'[{header.source_address}]'
+            self.peer_ip = header.source_address
+        self.log(20, 'PROXY v%d %s: client %s:%s', header.version, header.command,
+                 session.remote_address, session.remote_port)
+
+    def start_tls(self) -> None:
+        """The TLS handshake within upgrade_timeout; a failed or slow one
+        ends only this connection."""
+        session = self.session
+        session.tls = self.transport.start_tls(self.host.secure_context['*'],
+                                               self.options.upgrade_timeout)
+        session.secure = True
+        self.log(20, 'TLS established: %s %s', session.tls['version'], session.tls['cipher'])
+
+    # -- reading and writing ----------------------------------------------
+    def _read_command(self):
+        transport = self.transport
+        line = transport.buffered_line(MAX_AUTH_COMMAND)
+        if line is not None:
+            return line
+        # Flush before marking the session idle: stop() may interrupt an
+        # idle session, and must never interrupt it inside a write.
+        transport.flush()
+        self.waiting_idle = self.session.envelope.mail_from is None
+        try:
+            if self.waiting_idle and self.host.stopping:
+                raise SessionShutdown()
+            return transport.receive_line(MAX_AUTH_COMMAND)
+        finally:
+            self.waiting_idle = False
+
+    def write(self, reply: Reply) -> None:
+        """Queue a reply; it goes out with the next flush (pipelining)."""
+        self.transport.write(wire_bytes(reply, self.enhanced))
+        if self._log_min <= 10:
+            self.log(10, 'S: %s %s', reply.code, reply.message)
+
+    def send_now(self, reply: Reply) -> None:
+        """Intermediate replies (354, 334) go out at once."""
+        self.write(reply)
+        self.transport.flush()
+
+    # -- one command -------------------------------------------------------
+    def handle(self, line) -> None:
+        """One command line: check it, run the chain, write the one final reply."""
+        reply = _line_fault(line, self.transport.lines.last_bare,
+                            self.options.bare_newline == 'reject')
+        if reply is not None:
+            return self.final(reply)
+        try:
+            text = line.decode('utf-8')
+        except UnicodeDecodeError:
+            return self.final(R.BAD_ENCODING)
+        if self._log_min <= 10:
+            self.log(10, 'C: %s', mask_auth_command(text))
+        ctx = Context(text, self.session, self.host, self)
+        if ctx.command_name in ('MAIL', 'RCPT'):
+            self._parse_address(ctx)
+        self._dispatch(ctx)
+        if ctx.data_stream is not None:
+            finish_data(self, ctx)
+        else:
+            if ctx.reply is None:
+                no_auth = ctx.command_name == 'AUTH' and self.options.no_auth_reply
+                ctx.reply = R.AUTH_FAILED if no_auth else R.NO_REPLY_SET
+            if ctx.command_name == 'AUTH':
+                before_auth_reply(self, ctx)
+                self.auth_method = None
+            elif ctx.command_name in ('MAIL', 'RCPT') and ctx.address is not None:
+                _forget_if_refused(self.session.envelope, ctx)
+            self.final(ctx.reply, ctx)
+        if ctx.close_requested:
+            self.closing = True
+        if self.upgrade_pending:
+            self.upgrade_pending = False
+            if not self.closing and getattr(ctx.reply, 'code', 0) == 220:
+                upgrade(self)
+
+    def _dispatch(self, ctx) -> None:
+        """The middleware chain; what it raises becomes the reply."""
+        try:
+            self.host.dispatch(ctx)
+        except SmtpError as err:    # MessageRefused too: the normal path, not a failure
+            ctx.reply = err.reply
+        except (ClientDisconnected, SessionShutdown, gevent.GreenletExit):
+            raise
+        except (Exception, gevent.Timeout) as exc:
+            self.log(40, 'Middleware failed on %s: %r', ctx.command_name, exc)
+            self.host.emit('error', exc)
+            ctx.reply = R.LOCAL_ERROR
+        except BaseException as exc:    # sys.exit() in user code costs one session
+            self.log(50, 'Middleware raised %r on %s: closing the session',
+                     exc, ctx.command_name)
+            self.host.emit('error', exc)
+            ctx.reply = R.HOOK_FAILED
+            ctx.close_requested = True
+
+    def final(self, reply, ctx=None) -> None:
+        """Write the one final reply of a command and count errors."""
+        if isinstance(reply, list):     # LMTP-style list outside DATA: first only
+            reply = reply[0] if reply else R.NO_REPLY_SET
+        self.write(reply)
+        if self.counters.counts_as_error(reply.code):
+            self._count_error(reply, ctx)
+
+    def _count_error(self, reply, ctx) -> None:
+        auth_failure = ctx is not None and ctx.command_name == 'AUTH' and reply.code == 535
+        if auth_failure:
+            failures = self.host.auth_failures
+            if failures is not None and failures.add(self.peer_ip):
+                self.log(30, 'AUTH from %s blocked for now: %d failures within %g s',
+                         self.peer_ip, failures.limit, failures.window)
+        reached = self.counters.error(auth_failure)
+        if reached == 'auth':
+            self.write(R.TOO_MANY_AUTH_FAILURES)
+            self.closing = True
+        elif reached == 'errors' and not self.closing:
+            self.write(R.TOO_MANY_ERRORS)
+            self.closing = True
+
+    def _parse_address(self, ctx: Context) -> None:
+        """MAIL/RCPT are parsed before middleware runs (ctx.address)."""
+        command = ctx.command
+        rest = command[5:] if len(command) > 4 and command[4] == ' ' else ''
+        try:
+            ctx.address = parse_path(rest, 'FROM' if ctx.command_name == 'MAIL' else 'TO',
+                                     self.options.lenient_addresses)
+        except SmtpError as err:
+            ctx.parse_error = err
+
+    def hook(self, name: str, *args):
+        """Call a hook: SmtpError is its reply; anything else is HookFailed."""
+        fn = getattr(self.options, name)
+        if fn is None:
+            return None
+        try:
+            return fn(*args)
+        except (SmtpError, ClientDisconnected):
+            raise
+        except Exception as exc:
+            self.log(40, '%s hook failed: %r', name, exc)
+            self.host.emit('error', exc)
+            raise HookFailed(name) from exc
+
+    # -- the innermost middleware ----------------------------------------
+    def builtin(self, ctx: Context) -> None:
+        """The built-in command handler (the end of the middleware chain)."""
+        name = ctx.command_name
+        entry = COMMANDS.get(name)
+        try:
+            if entry is None:
+                raise SmtpError(*(R.BAD_SYNTAX if not name else R.UNRECOGNIZED))
+            if name in self.options.disabled_commands or (
+                    entry.extension is not None and not enabled(entry, self.options)):
+                raise SmtpError(*R.NOT_IMPLEMENTED)
+            if entry.flags & (JUNK | GREETING):
+                self.counters.command(bool(entry.flags & GREETING), bool(self.session.user))
+            if entry.flags:
+                gate(entry, self, ctx)
+            entry.handler(self, ctx)
+        except SmtpError as err:
+            ctx.reply = err.reply
+        except HookFailed:
+            ctx.reply = R.HOOK_FAILED
+            ctx.close()
+
+
+def _line_fault(line, bare: bool, reject_bare: bool):
+    """The reply a command line gets before it is even parsed, or None."""
+    if line is TOO_LONG or (len(line) > MAX_COMMAND_LINE and line[:5].upper() != b'AUTH '):
+        return R.LINE_TOO_LONG
+    if (bare and reject_bare) or b'\r' in line:
+        return R.BARE_NEWLINE_COMMAND
+    if b'\x00' in line:
+        return R.NUL_IN_COMMAND
+    return None
+
+
+def _forget_if_refused(transaction, ctx) -> None:
+    """A MAIL/RCPT that middleware refused after next() leaves no trace."""
+    reply = ctx.reply
+    if isinstance(reply, list) or reply.code < 400:
+        return
+    if ctx.command_name == 'MAIL' and transaction.mail_from is ctx.address:
+        transaction.mail_from = None
+    elif transaction.rcpt_to and transaction.rcpt_to[-1] is ctx.address:
+        transaction.rcpt_to.pop()
+
+
+def _split_address(address) -> tuple:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = address[0]
+        if host.startswith('::ffff:') and '.' in host:
+            host = host[7:]     # IPv4-mapped peers are IPv4 clients
+        return host, address[1]
+    return (address or '', 0) if isinstance(address, str) else ('', 0)
+
+
+
+def builtin(ctx) -> None:
+    """The innermost middleware of every chain: the command's own handler,
+    run by the session the context belongs to."""
+    ctx._engine.builtin(ctx)

@@ -1,0 +1,55 @@
+"""XCLIENT and XFORWARD (Postfix XCLIENT_README, XFORWARD_README): a
+trusted proxy or filter tells who the original client was."""
+from __future__ import annotations
+
+from .. import replies as R
+from .. import sasl
+from ..errors import SmtpError
+from ..forwarding import parse_xclient, parse_xforward
+from .commands import command
+
+
+def _check_trusted(engine, trusted) -> None:
+    if not trusted.allows(engine.peer_ip):
+        raise SmtpError(*R.NOT_AUTHORIZED)
+    if engine.session.envelope.mail_from is not None:
+        raise SmtpError(*R.FORWARDING_IN_TRANSACTION)
+
+
+@command('XCLIENT', 'XCLIENT attribute=value ...')
+def xclient(engine, ctx):
+    """Take over the original client's identity; the session starts over."""
+    _check_trusted(engine, engine.options.use_xclient)
+    attrs = parse_xclient(ctx.command_args)
+    session = engine.session
+    if 'LOGIN' in attrs:
+        session.user = None
+        if attrs['LOGIN']:
+            session.auth = sasl.AuthInfo('XCLIENT', attrs['LOGIN'])
+            session.user = engine.hook('on_auth', session) or None
+    if 'ADDR' in attrs:
+        session.remote_address = attrs['ADDR']
+        session.client_hostname = f'[{attrs["ADDR"]}]' if attrs['ADDR'] else '[unknown]'
+    if 'PORT' in attrs:
+        session.remote_port = int(attrs['PORT']) if attrs['PORT'] else 0
+    if attrs.get('NAME'):
+        session.client_hostname = attrs['NAME']
+    if 'DESTADDR' in attrs:
+        session.local_address = attrs['DESTADDR']
+    if 'DESTPORT' in attrs:
+        session.local_port = int(attrs['DESTPORT']) if attrs['DESTPORT'] else 0
+    session.xclient.update(attrs)
+    session.reset_envelope()
+    session.greeting = None
+    session.helo = attrs.get('HELO')
+    engine.log(20, 'XCLIENT: client is now %s [%s]:%s', session.client_hostname,
+               session.remote_address, session.remote_port)
+    ctx.reply = engine.banner(extra=False)     # a new greeting, as Postfix answers
+
+
+@command('XFORWARD', 'XFORWARD attribute=value ...')
+def xforward(engine, ctx):
+    """Record the original client for this message (reset after it)."""
+    _check_trusted(engine, engine.options.use_xforward)
+    engine.session.xforward.update(parse_xforward(ctx.command_args))
+    ctx.reply = R.OK
