@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from urllib.parse import quote
 
 from .. import __version__
 from .http import HttpError, Response, json_response, ok
@@ -137,10 +138,14 @@ def part(app, req, message_id, part_id):
     found = find_part(_raw(app, message_id), part_id)
     if found is None:
         raise HttpError(404, 'part not found')
-    name = (found.get_filename() or f'part-{part_id}').replace('"', '')
-    ascii_name = ''.join(c if 32 <= ord(c) < 127 and c not in '\\;' else '_' for c in name)
+    name = found.get_filename() or f'part-{part_id}'
+    # RFC 6266: an ASCII fallback, and the real name in filename* (RFC 8187).
+    ascii_name = ''.join(c if 32 <= ord(c) < 127 and c not in '\\;"' else '_' for c in name)
+    disposition = f'attachment; filename="{ascii_name}"'
+    if ascii_name != name:
+        disposition += f"; filename*=UTF-8''{quote(name, safe='')}"
     return Response(part_payload(found), content_type=found.get_content_type(), headers=[
-        ('Content-Disposition', f'attachment; filename="{ascii_name}"'),
+        ('Content-Disposition', disposition),
         ('Content-Security-Policy', "sandbox; default-src 'none'"),
     ])
 

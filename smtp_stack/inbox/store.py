@@ -111,14 +111,18 @@ class Store:
 
         def __enter__(self):
             self.db.execute('BEGIN IMMEDIATE' if self.write else 'BEGIN')
+            self.before = self.db.total_changes
             return self.db
 
         def __exit__(self, kind, exc, tb):
             if kind is None:
-                if self.write:
+                # The change counter moves only when rows did: watchers
+                # (events.Broker) compare it, so a no-op write wakes nobody.
+                changed = self.write and self.db.total_changes > self.before
+                if changed:
                     self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'changes'")
                 self.db.execute('COMMIT')
-                if self.write:
+                if changed:
                     self.store._changed()
             else:
                 self.db.execute('ROLLBACK')
@@ -240,14 +244,15 @@ class Store:
 
     def summary(self, uid: str, mark_read: bool = True) -> dict | None:
         """Mailpit's Message (the summary endpoint); opening it marks it read."""
-        if mark_read:
-            with self._write() as db:
-                db.execute('UPDATE messages SET read = 1 WHERE uid = ? AND read = 0', (uid,))
         with self._read() as db:
             row = db.execute('SELECT m.uid, m.read, m.summary, m.detail FROM messages m'
                              ' WHERE m.uid = ?', (uid,)).fetchone()
         if row is None:
             return None
+        if mark_read and not row[1]:     # only an unread message costs a write
+            with self._write() as db:
+                db.execute('UPDATE messages SET read = 1 WHERE uid = ?', (uid,))
+            row = (row[0], 1, row[2], row[3])
         item = _item(row[:3])
         detail = json.loads(row[3])
         out = {k: item[k] for k in ('ID', 'MessageID', 'Read', 'From', 'To', 'Cc', 'Bcc',
