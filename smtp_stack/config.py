@@ -44,7 +44,7 @@ FILE_KEYS = ('key', 'cert', 'ca')
 HOOKS = frozenset({'on_socket', 'on_connect', 'on_auth', 'on_mail_from', 'on_rcpt_to',
                    'on_data', 'on_close'})
 LISTENER_KEYS = ('host', 'port', 'secure', 'lmtp')
-SERVER_KEYS = frozenset(OPTIONS) - TLS_KEYS - {'secure', 'lmtp'}
+SERVER_KEYS = frozenset(OPTIONS) - TLS_KEYS - {'secure', 'lmtp', 'store'}   # store: see POLICY_KEYS
 TOP_KEYS = SERVER_KEYS | {'listen', 'tls', 'users', 'deliver', 'secure', 'lmtp'}
 POLICY_KEYS = frozenset({'policies', 'store', 'dns'})     # smtp_stack/policies/config.py
 TOP_KEYS = TOP_KEYS | POLICY_KEYS

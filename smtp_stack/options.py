@@ -288,6 +288,17 @@ def _log_level(v):
     return int(v)
 
 
+def _store(v):
+    """A URL (memory:, sqlite:///PATH, redis://HOST:PORT/DB) or a store object."""
+    if v is None:
+        return None
+    try:
+        from .policies.stores import as_store
+    except ImportError as exc:
+        raise ValueError(f"store: needs the policies extra: pip install 'smtp_stack[policies]' ({exc})") from None
+    return as_store(v)
+
+
 def _log_backend(v):
     if v is None or not callable(getattr(v, 'log', None)):
         raise ValueError('log_backend must be a logging.Logger (or have .log(level, msg, *args))')
@@ -355,6 +366,9 @@ OPTIONS = {
     'max_junk_commands': (100, _count('max_junk_commands')),
     'max_line_length': (0, _count('max_line_length')),
     'max_auth_failures_per_ip': (0, _count('max_auth_failures_per_ip')),
+    # Where max_connections_per_ip and max_auth_failures_per_ip are counted:
+    # None (this process), or a policies store shared by workers and machines.
+    'store': (None, _store),
     'auth_failure_window': (600.0, _seconds('auth_failure_window')),
     'workers': (1, _workers),
     'on_socket': (None, _callable_or_none('on_socket')),

@@ -33,14 +33,7 @@ class SmtpServer:
     """A configurable SMTP/LMTP server; see docs/api.md for the options."""
 
     def __init__(self, **options):
-        # store= (docs/policies.md) is checked by the policies package, which is
-        # optional; it is kept out of the OPTIONS table (tests/test_options.py).
-        store = options.pop('store', None)
         self.options = Options(**options)
-        self.options.store = None
-        if store is not None:
-            from .policies.stores import as_store
-            self.options.store = as_store(store)
         # What sessions log through (see RecordLog): made once per server.
         self.log_backend = record_log(self.options.log_backend)
         self._middleware: list = []

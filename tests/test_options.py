@@ -53,6 +53,7 @@ _BOOL_BAD = [1, 0, 'yes', None]
 _HOOK_BAD = [1, 'hook', object()]
 
 BAD_VALUES = {
+    'store': ['nosuch://x', 5, 'sqlite:'],
     'name': [None, 1, b'mx.test'],
     'banner': [None, 1, b'hi'],
     'secure': _BOOL_BAD,
@@ -195,6 +196,7 @@ def test_log_backend_accepts_a_logger_or_anything_with_log():
 
 # --- defaults -------------------------------------------------------------------
 DEFAULTS = {
+    'store': None,
     'banner': '',
     'secure': False,
     'lmtp': False,
