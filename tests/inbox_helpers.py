@@ -181,18 +181,6 @@ class Reply:
         return json.loads(self.body)
 
 
-def wait_for(predicate, timeout=WAIT, what='a condition'):
-    """Call `predicate` until it returns something true; bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f'{what} did not happen within {timeout} s')
-        time.sleep(0.02)
-
-
 class WebSocket:
     """A websocket client on a plain socket, framing by wsproto."""
 

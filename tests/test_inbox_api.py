@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from inbox_helpers import Http, InboxThread, WebSocket, make_mail, send, wait_for
+from inbox_helpers import Http, InboxThread, WebSocket, make_mail, send
 from smtp_stack.inbox.release import Relay
 from smtp_stack.testing import MailSink
 
@@ -300,7 +300,6 @@ def test_websocket_events_for_new_mail(inbox):
 
 def test_websocket_sees_mail_stored_by_another_process(tmp_path):
     """The web side alone (as under gunicorn) polls the file's change counter."""
-    import gevent.pywsgi
     import threading
     from smtp_stack.inbox import wsgi_app
     from smtp_stack.inbox.store import Store
@@ -310,7 +309,8 @@ def test_websocket_sees_mail_stored_by_another_process(tmp_path):
 
     def serve():
         import gevent
-        server = gevent.pywsgi.WSGIServer(('127.0.0.1', 0), app, log=None)
+        from gevent.pywsgi import WSGIServer
+        server = WSGIServer(('127.0.0.1', 0), app, log=None)
         server.start()
         holder['server'], holder['loop'] = server, gevent.get_hub().loop
         ready.set()
@@ -349,3 +349,38 @@ def test_json_is_utf8_and_values_are_data(inbox, web):
     assert item['Subject'] == 'Grüße <script>alert(1)</script>'
     assert item['From']['Name'] == '<img src=x onerror=alert(1)>'
     json.dumps(item)
+
+
+def test_headers_added_by_middleware_and_the_trace_are_stored(tmp_path):
+    """The inbox stores exactly what the delivery hands it: Return-Path,
+    headers added with envelope.add_header, Received, then the message."""
+    runner = InboxThread(tmp_path / 'h.db')
+
+    def tag(ctx, next):
+        if ctx.command_name == 'DATA':
+            ctx.session.envelope.add_header('X-Checked', 'yes')
+        next()
+    runner.inbox.smtp.use(tag)
+    with runner:
+        sent = send(runner.smtp, subject='tagged')
+        web = Http(runner.url)
+        head = web.get('/api/v1/message/latest/raw').body.split(b'\r\n\r\n')[0]
+        headers = web.json('GET', '/api/v1/message/latest/headers')
+    # What CallableDelivery prepends today: the added headers, then Received
+    # (a Return-Path, where a delivery writes one, would come first).
+    ours, _, theirs = head.partition(b'\r\nFrom: ')
+    assert b'X-Checked: yes\r\n' in ours and b'Received: from ' in ours
+    assert ours.index(b'X-Checked') < ours.index(b'Received')
+    assert theirs.startswith(b'Alice <alice@example.com>') and sent['Message-ID'].encode() in theirs
+    assert headers['X-Checked'] == ['yes']
+
+
+def test_a_refused_body_is_not_stored(tmp_path):
+    import smtplib
+    with InboxThread(tmp_path / 'big.db', size=2000) as inbox:
+        with pytest.raises(smtplib.SMTPException) as refused:
+            send(inbox.smtp, subject='too big', text='x' * 5000 + '\n')
+        assert '552' in str(refused.value)
+        send(inbox.smtp, subject='small')
+        data = Http(inbox.url).json('GET', '/api/v1/messages')
+        assert [m['Subject'] for m in data['messages']] == ['small']

@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from clirunner import ROOT, Process
-from inbox_helpers import Http, InboxThread, WebSocket, send, wait_for
+from inbox_helpers import Http, InboxThread, WebSocket, send
 
 EXAMPLES = os.path.join(ROOT, 'examples')
 
