@@ -50,6 +50,7 @@ class Engine:
         self.host = host
         options = self.options = host.options
         self.transport = Transport(sock, options.socket_timeout, host.sweeper)
+        self._queue = self.transport.write
         self.closing = False
         self.waiting_idle = False   # blocked reading a command, no transaction open
         # RFC 2034 4: once the extension is offered, codes go on every reply
@@ -216,7 +217,7 @@ class Engine:
 
     def write(self, reply: Reply) -> None:
         """Queue a reply; it goes out with the next flush (pipelining)."""
-        self.transport.write(wire_bytes(reply, self.enhanced))
+        self._queue(wire_bytes(reply, self.enhanced))
         if self._log_min <= 10:
             self.log(10, 'S: %s %s', reply.code, reply.message)
 
@@ -228,10 +229,12 @@ class Engine:
     # -- one command -------------------------------------------------------
     def handle(self, line) -> None:
         """One command line: check it, run the chain, write the one final reply."""
-        reply = _line_fault(line, self.transport.lines.last_bare,
-                            self.options.bare_newline == 'reject')
-        if reply is not None:
-            return self.final(reply)
+        if (line is TOO_LONG or len(line) > MAX_COMMAND_LINE or b'\r' in line
+                or b'\x00' in line or self.transport.lines.last_bare):
+            reply = _line_fault(line, self.transport.lines.last_bare,
+                                self.options.bare_newline == 'reject')
+            if reply is not None:
+                return self.final(reply)
         try:
             text = line.decode('utf-8')
         except UnicodeDecodeError:
