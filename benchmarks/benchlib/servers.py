@@ -237,6 +237,21 @@ class SmtpSink(ServerSpec):
         return cmd + [f'127.0.0.1:{port}', str(BACKLOG)]
 
 
+class GeventSink(ServerSpec):
+    """benchmarks/servers/gevent_sink.py: no features at all, the floor of
+    a gevent server (plain scenarios only: it has no TLS)."""
+    name = 'gevent-sink'
+    label = 'featureless gevent sink'
+    scenarios = ('a', 'b', 'c', 'c50', 'd')
+
+    def command(self, port, tls=None):
+        return [sys.executable, os.path.join(SINKS, 'gevent_sink.py'),
+                '--host', '127.0.0.1', '--port', str(port), '--backlog', str(BACKLOG)]
+
+    def env(self):
+        return _python_env()
+
+
 def all_servers():
-    return [SmtpStack(), SmtpStack(workers=2), Aiosmtpd(), Aiosmtpd(uvloop=True),
+    return [SmtpStack(), SmtpStack(workers=2), GeventSink(), Aiosmtpd(), Aiosmtpd(uvloop=True),
             Nodemailer(), SmtpSink()]
