@@ -71,3 +71,55 @@ def test_memory_is_bounded_and_the_stalest_keys_go_first(clock):
     assert failures.blocked('old')      # kept: its last failure is recent
     assert not failures.blocked('spread-0')     # forgotten (it had one anyway)
     assert 'spread-0' not in failures._times and 'spread-149' in failures._times
+
+
+# -- SessionCounters: what one connection did ---------------------------------------
+
+from smtp_stack.limits import SessionCounters  # noqa: E402
+
+
+def test_errors_reach_max_errors():
+    counters = SessionCounters(max_errors=3, max_auth_failures=3, max_messages=0, max_junk=0)
+    assert [counters.error() for _ in range(3)] == [None, None, 'errors']
+
+
+def test_max_errors_0_never_closes():
+    counters = SessionCounters(max_errors=0, max_auth_failures=3, max_messages=0, max_junk=0)
+    assert all(counters.error() is None for _ in range(100))
+
+
+def test_auth_failures_close_before_max_errors():
+    counters = SessionCounters(max_errors=20, max_auth_failures=2, max_messages=0, max_junk=0)
+    assert counters.error(auth_failure=True) is None
+    assert counters.error(auth_failure=True) == 'auth'
+    assert (counters.errors, counters.auth_failures) == (2, 2)
+
+
+def test_junk_beyond_the_limit_makes_any_reply_an_error():
+    counters = SessionCounters(max_errors=20, max_auth_failures=3, max_messages=0, max_junk=2)
+    counters.command(greeting=True, authenticated=False)     # the first greeting is free
+    for _ in range(2):
+        counters.command(greeting=False, authenticated=False)
+        assert not counters.counts_as_error(250)
+    counters.command(greeting=False, authenticated=False)
+    assert counters.counts_as_error(250)                     # the third junk command
+    assert not counters.counts_as_error(250)                 # once per command
+    counters.accepted()                                      # a message starts the count over
+    counters.command(greeting=False, authenticated=False)
+    assert not counters.counts_as_error(250) and counters.messages == 1
+
+
+def test_a_logged_in_client_is_never_junk_limited():
+    counters = SessionCounters(max_errors=20, max_auth_failures=3, max_messages=0, max_junk=1)
+    for _ in range(10):
+        counters.command(greeting=False, authenticated=True)
+    assert not counters.counts_as_error(250)
+
+
+def test_messages_exhausted_at_max_messages():
+    counters = SessionCounters(max_errors=20, max_auth_failures=3, max_messages=2, max_junk=0)
+    counters.accepted()
+    assert not counters.messages_exhausted
+    counters.accepted()
+    assert counters.messages_exhausted
+    assert not SessionCounters(20, 3, 0, 0).messages_exhausted
