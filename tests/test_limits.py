@@ -1,8 +1,8 @@
 """smtp_stack.limits: failures per client address over a sliding window, in
-bounded memory (a fake clock: no waiting)."""
+bounded memory (a fake clock: no waiting); the counters of one connection."""
 import pytest
 
-from smtp_stack.limits import RecentFailures
+from smtp_stack.limits import RecentFailures, SessionCounters
 
 
 class Clock:
@@ -74,8 +74,6 @@ def test_memory_is_bounded_and_the_stalest_keys_go_first(clock):
 
 
 # -- SessionCounters: what one connection did ---------------------------------------
-
-from smtp_stack.limits import SessionCounters  # noqa: E402
 
 
 def test_errors_reach_max_errors():
