@@ -228,3 +228,65 @@ def test_screenshot(browser, inbox, tmp_path):
     assert browser.save_screenshot(target)
     with open(target, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_remote_images_load_only_when_asked(browser, inbox):
+    """A tracker on another origin (a local HTTP server counting hits) is
+    blocked by the frame's CSP until "Load remote images" is ticked; an
+    inline cid: image shows either way."""
+    import http.server
+    import threading
+    hits = []
+
+    class Pixel(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header('Content-Type', 'image/gif')
+            self.end_headers()
+            self.wfile.write(b'GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!'
+                             b'\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00'
+                             b'\x00\x02\x02D\x01\x00;')
+
+        def log_message(self, *args):
+            pass
+    tracker = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Pixel)
+    threading.Thread(target=tracker.serve_forever, daemon=True).start()
+    try:
+        from inbox_helpers import make_mail
+        url = f'http://127.0.0.1:{tracker.server_port}/pixel.gif'
+        msg = make_mail(subject='Tracked', html=f'<p id="p">Hi<img id="remote" src="{url}">'
+                                                f'<img id="inline" src="cid:logo@x"></p>')
+        png = bytes.fromhex('89504e470d0a1a0a0000000d4948445200000001000000010806000000'
+                            '1f15c4890000000d49444154789c6360f80f000001010000ff0bd4f5'
+                            '0000000049454e44ae426082')
+        msg.get_payload()[1].add_related(png, 'image', 'png', cid='<logo@x>')
+        send(inbox.smtp, msg)
+        load(browser, inbox, ['Tracked'])
+        click_first(browser)
+
+        def frame_images():
+            frame = browser.find_element(By.ID, 'html-frame')
+            browser.switch_to.frame(frame)
+            try:
+                wait(browser, lambda d: d.execute_script(
+                    'return document.readyState === "complete" && !!document.getElementById("p")'),
+                     'the frame loaded')
+                return browser.execute_script(
+                    'return [document.getElementById("remote").naturalWidth,'
+                    ' document.getElementById("inline").naturalWidth]')
+            finally:
+                browser.switch_to.default_content()
+        wait(browser, lambda d: 'view/' in (d.find_element(By.ID, 'html-frame').get_attribute('src') or ''),
+             'the frame')
+        assert frame_images() == [0, 1]         # remote blocked, inline shown
+        assert hits == []
+        browser.find_element(By.ID, 'remote-images').click()
+        wait(browser, lambda d: 'remote=1' in d.find_element(By.ID, 'html-frame').get_attribute('src'),
+             'the frame with remote images')
+        wait(browser, lambda d: frame_images() == [1, 1], 'the remote image')
+        assert hits == ['/pixel.gif']
+        browser.find_element(By.ID, 'remote-images').click()    # off again for the next tests
+    finally:
+        tracker.shutdown()
+        tracker.server_close()
