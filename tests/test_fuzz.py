@@ -1,4 +1,4 @@
-"""Property tests of the parsers as a real session runs them (issue 6).
+"""Property tests of the parsers as a real session runs them.
 
 The pure parsers already have their own property tests (test_framing,
 test_addresses, test_xtext, test_sasl, test_proxy, test_forwarding); here

@@ -1,4 +1,4 @@
-"""Hostile input, limits and faults over real sockets (issue 6).
+"""Hostile input, limits and faults over real sockets.
 
 Each test is named after the attack or fault it pins.
 """

@@ -1,284 +1,227 @@
-"""Middleware and hooks as SPEC.md defines them, over a real socket."""
-import smtplib
+"""smtp_stack.middleware without sockets: the chain (`compose`) and `Context`."""
+from __future__ import annotations
 
 import pytest
 
-from smtp_stack import SmtpError
+from smtp_stack.middleware import Context, compose
+from smtp_stack.replies import Reply
 
 
-def recorder(log, name):
+def recorder(log, name, call_next=True):
     def middleware(ctx, next):
-        log.append(f'{name}>{ctx.command_name}')
-        next()
-        log.append(f'{name}<{ctx.reply.code}')
+        log.append(f'{name}:before')
+        if call_next:
+            next()
+        log.append(f'{name}:after')
+    middleware.__name__ = name
     return middleware
 
 
-@pytest.mark.parametrize('count', [1, 2, 3])
-def test_registration_order_first_is_outermost(serve, client, count):
+def innermost_for(log):
+    def handler(ctx):
+        log.append('handler')
+        ctx.send(250, 'OK')
+    return handler
+
+
+# (number of middlewares, expected call order)
+ORDERS = [
+    (0, ['handler']),
+    (1, ['m0:before', 'handler', 'm0:after']),
+    (2, ['m0:before', 'm1:before', 'handler', 'm1:after', 'm0:after']),
+    (3, ['m0:before', 'm1:before', 'm2:before', 'handler', 'm2:after', 'm1:after', 'm0:after']),
+]
+
+
+@pytest.mark.parametrize('count, expected', ORDERS)
+def test_first_registered_is_outermost(count, expected):
     log = []
-    names = ['a', 'b', 'c'][:count]
-    c = client(serve(middleware=[recorder(log, n) for n in names]))
-    c.expect(250, 'NOOP')
-    assert log == [f'{n}>NOOP' for n in names] + [f'{n}<250' for n in reversed(names)]
+    dispatch = compose([recorder(log, f'm{i}') for i in range(count)], innermost_for(log))
+    ctx = Context('NOOP', None, None)
+    dispatch(ctx)
+    assert log == expected
+    assert ctx.reply == Reply(250, 'OK', None)
 
 
-def test_middleware_answers_without_next(serve, client):
-    def custom(ctx, next):
-        if ctx.command_name == 'XPING':
-            ctx.send(250, 'pong')
-            return
-        next()
-    c = client(serve(middleware=[custom]))
-    assert c.cmd('XPING') == (250, '2.0.0 pong')
-    assert c.cmd('XOTHER')[0] == 500
+def test_no_middleware_returns_the_handler_itself():
+    handler = innermost_for([])
+    assert compose([], handler) is handler
 
 
-def test_middleware_overrides_builtin_reply_after_next(serve, client):
+def test_compose_copies_the_list():
+    log = []
+    chain = [recorder(log, 'm0')]
+    dispatch = compose(chain, innermost_for(log))
+    chain.append(recorder(log, 'late'))
+    dispatch(Context('NOOP', None, None))
+    assert 'late:before' not in log
+
+
+@pytest.mark.parametrize('skipper, expected', [
+    (0, ['m0:before', 'm0:after']),
+    (1, ['m0:before', 'm1:before', 'm1:after', 'm0:after']),
+    (2, ['m0:before', 'm1:before', 'm2:before', 'm2:after', 'm1:after', 'm0:after']),
+])
+def test_middleware_that_skips_next_stops_the_chain(skipper, expected):
+    log = []
+    chain = [recorder(log, f'm{i}', call_next=i != skipper) for i in range(3)]
+    dispatch = compose(chain, innermost_for(log))
+    dispatch(Context('NOOP', None, None))
+    assert log == expected
+
+
+def test_middleware_answers_by_itself():
+    def deny(ctx, next):
+        ctx.send(550, 'Denied')
+    dispatch = compose([deny], innermost_for([]))
+    ctx = Context('MAIL FROM:<a@b.c>', None, None)
+    dispatch(ctx)
+    assert ctx.reply.code == 550
+
+
+def test_middleware_overrides_the_reply_after_next():
     def override(ctx, next):
         next()
-        if ctx.command_name == 'RCPT' and ctx.reply.code == 250:
-            ctx.send(550, 'No such user here', '5.1.1')
-    c = client(serve(middleware=[override]))
-    c.expect(250, 'EHLO x')
-    c.expect(250, 'MAIL FROM:<a@b.example>')
-    assert c.cmd('RCPT TO:<c@d.example>') == (550, '5.1.1 No such user here')
-    # a refused RCPT leaves no trace in the envelope, even refused after next()
-    assert c.cmd('DATA') == (554, '5.5.1 Error: no valid recipients')
+        assert ctx.reply.code == 250
+        ctx.send(451, 'Try later')
+    dispatch = compose([override], innermost_for([]))
+    ctx = Context('NOOP', None, None)
+    dispatch(ctx)
+    assert ctx.reply == Reply(451, 'Try later', None)
 
 
-def test_rejected_rcpt_before_next_leaves_no_trace(serve, client):
-    seen = []
-
-    def validate(ctx, next):
-        if ctx.command_name == 'RCPT' and ctx.address.address.startswith('bad'):
-            raise SmtpError(550, 'Unknown user', '5.1.1')
-        next()
-        if ctx.command_name == 'DATA':
-            seen.append([a.address for a in ctx.session.envelope.rcpt_to])
-    c = client(serve(middleware=[validate]))
-    c.expect(250, 'EHLO x')
-    c.expect(250, 'MAIL FROM:<>')
-    assert c.cmd('RCPT TO:<bad@d.example>') == (550, '5.1.1 Unknown user')
-    c.expect(250, 'RCPT TO:<good@d.example>')
-    c.expect(354, 'DATA')
-    c.send('x\r\n.\r\n')
-    c.expect(250)
-    assert seen == [['good@d.example']]
-
-
-def test_middleware_rewrites_address_before_next(serve, client):
-    seen = []
-
-    def rewrite(ctx, next):
-        if ctx.command_name == 'RCPT':
-            ctx.address.address = ctx.address.address.lower()
-        next()
-        if ctx.command_name == 'RCPT':
-            seen.append(ctx.session.envelope.last_to.address)
-    c = client(serve(middleware=[rewrite]))
-    c.expect(250, 'EHLO x')
-    c.expect(250, 'MAIL FROM:<a@b.example>')
-    c.expect(250, 'RCPT TO:<MiXeD@D.Example>')
-    assert seen == ['mixed@d.example']
-
-
-def test_middleware_exceptions(serve, client):
-    def broken(ctx, next):
-        if ctx.command_name == 'NOOP':
-            raise ValueError('bug')
-        if ctx.command_name == 'VRFY':
-            raise SmtpError(550, 'Nope', '5.7.1')
-        next()
-    c = client(serve(middleware=[broken]))
-    c.expect(250, 'EHLO x')
-    assert c.cmd('NOOP') == (451, '4.3.0 Error: local error in processing')
-    assert c.cmd('VRFY x') == (550, '5.7.1 Nope')
-    c.expect(250, 'MAIL FROM:<a@b.example>')   # the session goes on
-
-
-def test_no_reply_set_gets_451_and_next_twice_is_an_error(serve, client):
-    def silent(ctx, next):
-        if ctx.command_name == 'NOOP':
-            ctx.reply = None
-            return
-        if ctx.command_name == 'RSET':
-            next()
-            next()
-            return
-        next()
-    c = client(serve(middleware=[silent]))
-    assert c.cmd('NOOP')[0] == 451
-    assert c.cmd('RSET')[0] == 451
-
-
-def test_ctx_close_closes_after_the_reply(serve, client):
-    def closer(ctx, next):
-        next()
-        if ctx.command_name == 'NOOP':
-            ctx.close()
-    c = client(serve(middleware=[closer]))
-    assert c.cmd('NOOP') == (250, '2.0.0 OK')
-    assert c.closed()
-
-
-def test_ctx_fields(serve, client):
-    seen = []
-
-    def spy(ctx, next):
-        seen.append((ctx.command, ctx.command_name, ctx.command_args, ctx.server is server,
-                     ctx.address and (ctx.address.address, ctx.address.args)))
-        next()
-    server = serve(middleware=[spy])
-    c = client(server)
-    c.expect(250, 'ehlo client')
-    c.expect(250, 'mail from:<a@b.example> body=8bitmime SMTPUTF8')
-    assert seen == [
-        ('ehlo client', 'EHLO', ['client'], True, None),
-        ('mail from:<a@b.example> body=8bitmime SMTPUTF8', 'MAIL',
-         ['from:<a@b.example>', 'body=8bitmime', 'SMTPUTF8'], True,
-         ('a@b.example', {'BODY': '8BITMIME', 'SMTPUTF8': True})),
-    ]
-
-
-def test_next_command_is_read_only_after_the_chain_returned(serve, client):
-    """Pipelined commands never overlap: the chain of one ends before the next starts."""
+@pytest.mark.parametrize('position', [0, 1, 2])
+def test_next_called_twice_raises(position):
     log = []
 
-    def slow(ctx, next):
-        log.append(('start', ctx.command_name))
+    def twice(ctx, next):
         next()
-        log.append(('end', ctx.command_name))
-    c = client(serve(middleware=[slow]))
-    c.send('EHLO x\r\nNOOP\r\nRSET\r\n')
-    assert [c.reply()[0] for _ in range(3)] == [250, 250, 250]
-    assert log == [('start', 'EHLO'), ('end', 'EHLO'), ('start', 'NOOP'), ('end', 'NOOP'),
-                   ('start', 'RSET'), ('end', 'RSET')]
+        next()
+    chain = [recorder(log, f'm{i}') for i in range(3)]
+    chain[position] = twice
+    dispatch = compose(chain, innermost_for(log))
+    with pytest.raises(RuntimeError, match='twice'):
+        dispatch(Context('NOOP', None, None))
+    assert log.count('handler') == 1
 
 
-# --- hooks -----------------------------------------------------------------
-
-def test_hooks_are_called_inside_next(serve, client):
-    log = []
+def test_exceptions_propagate_out_of_the_chain():
+    def handler(ctx):
+        raise KeyError('inner')
+    seen = []
 
     def outer(ctx, next):
-        log.append('before')
-        next()
-        log.append('after')
-    server = serve(middleware=[outer],
-                   on_mail_from=lambda session, address: log.append(('mail', address.address)),
-                   on_rcpt_to=lambda session, address: log.append(('rcpt', address.address)))
-    c = client(server)
-    c.expect(250, 'EHLO x')
-    log.clear()
-    c.expect(250, 'MAIL FROM:<a@b.example>')
-    c.expect(250, 'RCPT TO:<c@d.example>')
-    assert log == ['before', ('mail', 'a@b.example'), 'after',
-                   'before', ('rcpt', 'c@d.example'), 'after']
+        try:
+            next()
+        except KeyError:
+            seen.append('caught')
+            raise
+    with pytest.raises(KeyError):
+        compose([outer], handler)(Context('NOOP', None, None))
+    assert seen == ['caught']
 
 
-def test_hook_smtp_error_cancels_the_command(serve, client):
-    def on_rcpt_to(session, address):
-        if address.address == 'no@d.example':
-            raise SmtpError(550, 'Mailbox unavailable', '5.1.1')
-    c = client(serve(on_rcpt_to=on_rcpt_to))
-    c.expect(250, 'EHLO x')
-    c.expect(250, 'MAIL FROM:<a@b.example>')
-    assert c.cmd('RCPT TO:<no@d.example>') == (550, '5.1.1 Mailbox unavailable')
-    c.expect(250, 'RCPT TO:<yes@d.example>')
+def test_dispatch_is_reusable_for_each_command():
+    log = []
+    dispatch = compose([recorder(log, 'm0')], innermost_for(log))
+    dispatch(Context('NOOP', None, None))
+    dispatch(Context('NOOP', None, None))
+    assert log.count('handler') == 2
 
 
-def test_hook_other_exception_replies_421_and_closes(serve, client):
-    def on_mail_from(session, address):
-        raise RuntimeError('database down')
-    c = client(serve(on_mail_from=on_mail_from))
-    c.expect(250, 'EHLO x')
-    assert c.cmd('MAIL FROM:<a@b.example>')[0] == 421
-    assert c.closed()
+# --- Context --------------------------------------------------------------------
+# (raw command, command_name, command_args)
+COMMANDS = [
+    ('NOOP', 'NOOP', []),
+    ('noop', 'NOOP', []),
+    ('EHLO client.example', 'EHLO', ['client.example']),
+    ('ehlo [192.0.2.1]', 'EHLO', ['[192.0.2.1]']),
+    ('MAIL FROM:<a@b.c> SIZE=100 BODY=8BITMIME', 'MAIL', ['FROM:<a@b.c>', 'SIZE=100', 'BODY=8BITMIME']),
+    ('RCPT TO:<x@y.z>  NOTIFY=NEVER ', 'RCPT', ['TO:<x@y.z>', 'NOTIFY=NEVER']),
+    ('AUTH PLAIN AGFsaWNlAHNlY3JldA==', 'AUTH', ['PLAIN', 'AGFsaWNlAHNlY3JldA==']),
+    ('BDAT 100 LAST', 'BDAT', ['100', 'LAST']),
+    ('Data', 'DATA', []),
+    ('', '', []),
+    ('VRFY \u00fcser', 'VRFY', ['\u00fcser']),
+]
 
 
-def test_on_connect_can_refuse(serve, client):
-    def on_connect(session):
-        raise SmtpError(554, 'Go away', '5.7.1')
-    c = client(serve(on_connect=on_connect), greeting=None)
-    assert c.reply() == (554, '5.7.1 Go away')   # RFC 2034 4: only the 220 greeting goes without
-    assert c.closed()
+@pytest.mark.parametrize('raw, name, args', COMMANDS)
+def test_context_parses_the_command(raw, name, args):
+    ctx = Context(raw, 'session', 'server')
+    assert ctx.command == raw
+    assert ctx.command_name == name
+    assert ctx.command_args == args
+    assert (ctx.session, ctx.server) == ('session', 'server')
+    assert ctx.reply is None
+    assert ctx.address is None
+    assert ctx.close_requested is False
+    assert ctx.data_stream is None
 
 
-def test_on_connect_failure_gives_421(serve, client):
-    c = client(serve(on_connect=lambda session: 1 / 0), greeting=None)
-    assert c.reply()[0] == 421
-    assert c.closed()
+def test_context_takes_user_attributes():
+    ctx = Context('NOOP', None, None)
+    ctx.started_at = 1.5
+    assert ctx.started_at == 1.5
 
 
-def test_on_close_is_called_with_the_session(serve):
-    import threading
-    closed = threading.Event()
-    sessions = []
-
-    def on_close(session):
-        sessions.append(session)
-        closed.set()
-    server = serve(on_close=on_close)
-    with smtplib.SMTP(*server.address, timeout=10) as smtp:
-        smtp.noop()
-    assert closed.wait(10)
-    assert sessions[0].remote_address == '127.0.0.1'
-
-
-def test_on_socket_raising_closes_silently(serve, client):
-    def on_socket(sock, address):
-        raise ConnectionRefusedError('blocked')
-    c = client(serve(on_socket=on_socket), greeting=None)
-    assert c.closed() and c.buf == b''
+# (send arguments, expected reply)
+SENDS = [
+    ((250, 'OK'), Reply(250, 'OK', None)),
+    ((550, 'No such user', '5.1.1'), Reply(550, 'No such user', '5.1.1')),
+    ((250,), Reply(250, '', None)),
+    ((250, ['line one', 'line two']), Reply(250, ['line one', 'line two'], None)),
+    ((Reply(221, 'Bye', '2.0.0'),), Reply(221, 'Bye', '2.0.0')),
+    (([(250, 'ok 1'), (550, 'no 2'), (452, 'full 3', '4.2.2')],),
+     [Reply(250, 'ok 1', None), Reply(550, 'no 2', None), Reply(452, 'full 3', '4.2.2')]),
+    (([Reply(250, 'a', '2.1.5'), (250, 'b')],), [Reply(250, 'a', '2.1.5'), Reply(250, 'b', None)]),
+    ((((250, 'only one'),),), [Reply(250, 'only one', None)]),     # a tuple of tuples
+]
 
 
-def test_on_data_refuses_before_354(serve, client):
-    def on_data(session):
-        raise SmtpError(554, 'No mail from you', '5.7.1')
-    c = client(serve(on_data=on_data))
-    c.expect(250, 'EHLO x')
-    c.expect(250, 'MAIL FROM:<a@b.example>')
-    c.expect(250, 'RCPT TO:<c@d.example>')
-    assert c.cmd('DATA') == (554, '5.7.1 No mail from you')
-    assert c.cmd('NOOP') == (250, '2.0.0 OK')
+@pytest.mark.parametrize('args, reply', SENDS)
+def test_send(args, reply):
+    ctx = Context('DATA', None, None)
+    ctx.send(*args)
+    assert ctx.reply == reply
 
 
-def test_on_data_may_read_the_body_and_reject_after_it(serve, client):
-    def on_data(session):
-        body = session.envelope.data_stream.read()
-        if b'viagra' in body:
-            raise SmtpError(550, 'Spam', '5.7.1')
-    c = client(serve(on_data=on_data))
-    c.expect(250, 'EHLO x')
-    for body, code in ((b'buy viagra\r\n', 550), (b'hello\r\n', 250)):
-        c.expect(250, 'MAIL FROM:<a@b.example>')
-        c.expect(250, 'RCPT TO:<c@d.example>')
-        c.expect(354, 'DATA')
-        c.send(body + b'.\r\n')
-        assert c.reply()[0] == code
+def test_last_send_wins():
+    ctx = Context('NOOP', None, None)
+    ctx.send(250, 'first')
+    ctx.send(451, 'second')
+    assert ctx.reply == Reply(451, 'second', None)
 
 
-def test_events(serve):
-    from smtp_stack import SmtpServer
-    from smtp_stack.testing import ServerThread
-    events = []
-    server = SmtpServer(name='mx.test', disable_reverse_lookup=True)
-    server.on('listening', lambda address: events.append(('listening', address)))
-    server.on('close', lambda: events.append('close'))
+@pytest.mark.parametrize('args', [
+    (199, 'x'), (600, 'x'), ('250', 'OK'), (250.0, 'OK'), (True, 'OK'), (None, 'OK'),
+    ([(250, 'ok'), (99, 'bad')],),
+    ([(700, 'bad')],),
+])
+def test_send_invalid_code_is_a_value_error(args):
+    ctx = Context('NOOP', None, None)
     with pytest.raises(ValueError):
-        server.on('nope', print)
-    with ServerThread(server):
-        pass
-    assert events == [('listening', server.address), 'close']
+        ctx.send(*args)
+    assert ctx.reply is None
 
 
-def test_mail_refused_after_next_leaves_no_trace(serve, client):
-    def refuse_sender(ctx, next):
-        next()
-        if ctx.command_name == 'MAIL' and ctx.address.address.startswith('spam'):
-            ctx.send(550, 'Sender refused', '5.7.1')
-    c = client(serve(middleware=[refuse_sender]))
-    c.expect(250, 'EHLO x')
-    assert c.cmd('MAIL FROM:<spam@b.example>') == (550, '5.7.1 Sender refused')
-    c.expect(250, 'MAIL FROM:<good@b.example>')     # not a nested MAIL
+@pytest.mark.parametrize('args', [(Reply(999, 'x'),), ([Reply(99, 'x')],)])
+def test_send_reply_with_invalid_code_is_a_value_error(args):
+    ctx = Context('NOOP', None, None)
+    with pytest.raises(ValueError):
+        ctx.send(*args)
+
+
+def test_close_requests_closing_after_the_reply():
+    ctx = Context('QUIT', None, None)
+    ctx.close()
+    assert ctx.close_requested
+    assert ctx.reply is None
+    ctx.close()
+    assert ctx.close_requested
+
+
+def test_repr_names_the_command():
+    ctx = Context('noop', None, None)
+    ctx.send(250, 'OK')
+    assert 'NOOP' in repr(ctx) and '250' in repr(ctx)

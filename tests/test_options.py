@@ -1,5 +1,5 @@
 """smtp_stack.options: every option's default and validation, at construction
-time (SPEC.md: unknown names -> TypeError, bad values -> ValueError)."""
+time (docs/api.md: unknown names -> TypeError, bad values -> ValueError)."""
 from __future__ import annotations
 
 import ipaddress

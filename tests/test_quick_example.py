@@ -1,4 +1,4 @@
-"""SPEC.md's quick example, run as a script and sent mail with smtplib."""
+"""The README's quick example, run as a script and sent mail with smtplib."""
 import os
 import subprocess
 import sys

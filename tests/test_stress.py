@@ -1,4 +1,4 @@
-"""Bounded stress (issue 6): seconds, not minutes; every wait has a limit.
+"""Bounded stress: seconds, not minutes; every wait has a limit.
 
 - 200 concurrent clients mixing good sessions, garbage, abrupt disconnects
   (mid-command, mid-DATA; FIN and RST) and slow clients: every good message

@@ -414,7 +414,7 @@ def test_xoauth2_success_and_gmail_style_failure(serve, client):
 
 
 def test_spec_example_middleware_with_no_auth_reply(serve):
-    """The AUTH pattern of SPEC.md's quick example, driven by smtplib."""
+    """The AUTH pattern of the README's quick example, driven by smtplib."""
     def check_auth(ctx, next):
         next()
         if ctx.session.auth:
