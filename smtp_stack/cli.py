@@ -33,8 +33,6 @@ def _note(message: str) -> None:
 # -- serve -------------------------------------------------------------------------
 
 def cmd_serve(args) -> int:
-    import gevent
-
     from .config import ConfigError, load
     from .receiver import Receiver
 
@@ -77,19 +75,28 @@ def cmd_serve(args) -> int:
             _note(f'SIGHUP: {line}')
         _note('SIGHUP: configuration reloaded (TLS certificates, users, delivery)')
 
+    return serve_until_stopped(receiver, stop, reload)
+
+
+def serve_until_stopped(service, stop, reload=None) -> int:
+    """Start `service` (start, describe, serve_forever), print its start-up
+    line and serve until `stop(signame)` ends it on SIGTERM or SIGINT;
+    `reload()` on SIGHUP. 1 when it cannot listen, else 0."""
+    import gevent
+
     # Installed before the start-up line: whoever reads that line may signal at once.
     handlers = [gevent.signal_handler(signal.SIGTERM, stop, 'SIGTERM'),
                 gevent.signal_handler(signal.SIGINT, stop, 'SIGINT')]
-    if hasattr(signal, 'SIGHUP'):
+    if reload is not None and hasattr(signal, 'SIGHUP'):
         handlers.append(gevent.signal_handler(signal.SIGHUP, reload))
     try:
         try:
-            receiver.start()
+            service.start()
         except OSError as exc:
             _note(f'cannot listen: {exc.strerror or exc}')
             return 1
-        print(f'{PROG}: {receiver.describe()}', flush=True)
-        receiver.serve_forever()
+        print(f'{PROG}: {service.describe()}', flush=True)
+        service.serve_forever()
     finally:
         for handler in handlers:
             handler.cancel()

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import time
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
@@ -31,7 +32,6 @@ def require(name: str, fallback: str, package: str) -> str:
     if binary is None:
         if os.environ.get('CI'):
             raise RuntimeError(f'{name} is not installed (Debian package {package}; .ci/apt-packages)')
-        import pytest
         pytest.skip(f'{name} is not installed (Debian package {package})')
     return binary
 
@@ -340,3 +340,24 @@ class OpenDkim:
 
     def stop(self) -> None:
         stop_pid(self.proc, grace=0.5)     # it lingers for seconds after SIGTERM
+
+
+# -- the fixtures the policy test modules share (imported by name there) --------------
+
+@pytest.fixture(scope='module')
+def keys():
+    return Keys()
+
+
+@pytest.fixture(scope='module')
+def dns_server(tmp_path_factory, keys):
+    server = DnsServer(build_zone(keys), str(tmp_path_factory.mktemp('dns')))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope='module')
+def redis_server(tmp_path_factory):
+    server = RedisServer(str(tmp_path_factory.mktemp('redis')))
+    yield server
+    server.stop()

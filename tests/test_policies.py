@@ -18,27 +18,10 @@ from smtp_stack.policies.dnsbl import query_name
 from smtp_stack.policies.greylist import Greylist
 from smtp_stack.testing import ServerThread
 
-from policy_services import (LISTED_V4, LISTED_V6, DnsServer, Keys, RedisServer, build_zone,
-                             wait_for)
+from policy_services import (LISTED_V4, LISTED_V6, dns_server, keys,  # noqa: F401 (fixtures)
+                             redis_server, wait_for)
 
 
-@pytest.fixture(scope='module')
-def keys():
-    return Keys()
-
-
-@pytest.fixture(scope='module')
-def dns_server(tmp_path_factory, keys):
-    server = DnsServer(build_zone(keys), str(tmp_path_factory.mktemp('dns')))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope='module')
-def redis_server(tmp_path_factory):
-    server = RedisServer(str(tmp_path_factory.mktemp('redis')))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -15,19 +15,9 @@ from smtp_stack.policies.authenticate import Authenticate
 from smtp_stack.policies.dmarc import aligned, organizational_domain, parse_record
 from smtp_stack.testing import ServerThread
 
-from policy_services import DnsServer, Keys, build_zone
+from policy_services import dns_server, keys  # noqa: F401 (fixtures)
 
 
-@pytest.fixture(scope='module')
-def keys():
-    return Keys()
-
-
-@pytest.fixture(scope='module')
-def dns_server(tmp_path_factory, keys):
-    server = DnsServer(build_zone(keys), str(tmp_path_factory.mktemp('dns')))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

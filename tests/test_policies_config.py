@@ -15,21 +15,9 @@ from smtp_stack.config import ConfigError, parse
 from smtp_stack.policies.config import duration
 
 from clirunner import Serve, smtp_stack
-from policy_services import DnsServer, Keys, LISTED_V4, RedisServer, build_zone, wait_for
+from policy_services import LISTED_V4, dns_server, keys, redis_server, wait_for  # noqa: F401
 
 
-@pytest.fixture(scope='module')
-def dns_server(tmp_path_factory):
-    server = DnsServer(build_zone(Keys()), str(tmp_path_factory.mktemp('dns')))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope='module')
-def redis_server(tmp_path_factory):
-    server = RedisServer(str(tmp_path_factory.mktemp('redis')))
-    yield server
-    server.stop()
 
 
 def errors_of(data, tmp_path) -> list:

@@ -8,7 +8,6 @@ real ports, when 0 was asked for), then runs until SIGTERM or Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
 PROG = 'smtp-stack'
@@ -81,7 +80,7 @@ def _note(message: str) -> None:
 def run(args) -> int:
     import gevent
 
-    from ..cli import _setup_logging
+    from ..cli import _setup_logging, serve_until_stopped
     from .app import load_users
     from .release import Relay, parse_hostport
     from .service import Inbox
@@ -115,18 +114,4 @@ def run(args) -> int:
         _note(f'{signame}: stopping')
         gevent.spawn(inbox.stop, 5)
 
-    handlers = [gevent.signal_handler(signal.SIGTERM, stop, 'SIGTERM'),
-                gevent.signal_handler(signal.SIGINT, stop, 'SIGINT')]
-    try:
-        try:
-            inbox.start()
-        except OSError as exc:
-            _note(f'cannot listen: {exc.strerror or exc}')
-            return 1
-        print(f'{PROG}: {inbox.describe()}', flush=True)
-        inbox.serve_forever()
-    finally:
-        for handler in handlers:
-            handler.cancel()
-    _note('stopped')
-    return 0
+    return serve_until_stopped(inbox, stop)
