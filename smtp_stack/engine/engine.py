@@ -51,6 +51,8 @@ class Engine:
         options = self.options = host.options
         self.transport = Transport(sock, options.socket_timeout, host.sweeper)
         self._queue = self.transport.write
+        self._lines = self.transport.lines
+        self._pipelined = 0
         self.closing = False
         self.waiting_idle = False   # blocked reading a command, no transaction open
         # RFC 2034 4: once the extension is offered, codes go on every reply
@@ -200,10 +202,13 @@ class Engine:
 
     # -- reading and writing ----------------------------------------------
     def _read_command(self):
-        transport = self.transport
-        line = transport.buffered_line(MAX_AUTH_COMMAND)
-        if line is not None:
+        line = self._lines.next_line(MAX_AUTH_COMMAND)
+        if line is not None:        # pipelined: already received
+            self._pipelined += 1
+            if not self._pipelined & 63:
+                gevent.sleep(0)     # a flood of pipelined commands must not starve others
             return line
+        transport = self.transport
         # Flush before marking the session idle: stop() may interrupt an
         # idle session, and must never interrupt it inside a write.
         transport.flush()
@@ -244,7 +249,10 @@ class Engine:
         ctx = Context(text, self.session, self.host, self)
         if ctx.command_name in ('MAIL', 'RCPT'):
             self._parse_address(ctx)
-        self._dispatch(ctx)
+        try:
+            self.host.dispatch(ctx)
+        except BaseException as exc:    # SmtpError is the normal path, the rest are faults
+            self._chain_raised(ctx, exc)
         if ctx.data_stream is not None:
             finish_data(self, ctx)
         else:
@@ -264,19 +272,17 @@ class Engine:
             if not self.closing and getattr(ctx.reply, 'code', 0) == 220:
                 upgrade(self)
 
-    def _dispatch(self, ctx) -> None:
-        """The middleware chain; what it raises becomes the reply."""
-        try:
-            self.host.dispatch(ctx)
-        except SmtpError as err:    # MessageRefused too: the normal path, not a failure
-            ctx.reply = err.reply
-        except (ClientDisconnected, SessionShutdown, gevent.GreenletExit):
-            raise
-        except (Exception, gevent.Timeout) as exc:
+    def _chain_raised(self, ctx, exc) -> None:
+        """What the middleware chain raised becomes the reply."""
+        if isinstance(exc, SmtpError):      # MessageRefused too: not a failure
+            ctx.reply = exc.reply
+        elif isinstance(exc, (ClientDisconnected, SessionShutdown, gevent.GreenletExit)):
+            raise exc
+        elif isinstance(exc, (Exception, gevent.Timeout)):
             self.log(40, 'Middleware failed on %s: %r', ctx.command_name, exc)
             self.host.emit('error', exc)
             ctx.reply = R.LOCAL_ERROR
-        except BaseException as exc:    # sys.exit() in user code costs one session
+        else:                               # sys.exit() in user code costs one session
             self.log(50, 'Middleware raised %r on %s: closing the session',
                      exc, ctx.command_name)
             self.host.emit('error', exc)
@@ -287,8 +293,11 @@ class Engine:
         """Write the one final reply of a command and count errors."""
         if isinstance(reply, list):     # LMTP-style list outside DATA: first only
             reply = reply[0] if reply else R.NO_REPLY_SET
-        self.write(reply)
-        if self.counters.counts_as_error(reply.code):
+        self._queue(wire_bytes(reply, self.enhanced))
+        if self._log_min <= 10:
+            self.log(10, 'S: %s %s', reply.code, reply.message)
+        counters = self.counters
+        if (reply.code >= 400 or counters.junk_excess) and counters.counts_as_error(reply.code):
             self._count_error(reply, ctx)
 
     def _count_error(self, reply, ctx) -> None:

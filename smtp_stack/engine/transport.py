@@ -34,7 +34,7 @@ class Transport:
     """A connection's socket, its input buffer and its queued output."""
 
     __slots__ = ('sock', 'lines', 'socket_timeout', '_sweeper', '_out', '_out_bytes',
-                 '_recvs', '_client_turn', '_pipelined')
+                 '_recvs', '_client_turn')
 
     def __init__(self, sock, socket_timeout: float, sweeper=None):
         self.sock = sock
@@ -45,7 +45,6 @@ class Transport:
         self._out_bytes = 0
         self._recvs = 0
         self._client_turn = False   # a reply just went out: the client speaks next
-        self._pipelined = 0
         # The socket's own timeout bounds a write that has to wait (a client
         # that stops reading); reads have their deadlines (recv_within).
         sock.settimeout(socket_timeout)
@@ -92,16 +91,6 @@ class Transport:
             line = lines.next_line(max_length)
             if line is not None:
                 return line
-
-    def buffered_line(self, max_length: int):
-        """A line already received (pipelined), or None; every 64th one
-        yields, so a flood of pipelined commands does not starve others."""
-        line = self.lines.next_line(max_length)
-        if line is not None:
-            self._pipelined += 1
-            if not self._pipelined & 63:
-                gevent.sleep(0)
-        return line
 
     def take_buffered(self) -> bytes:
         """Everything received and not yet read as lines (a body's start)."""
