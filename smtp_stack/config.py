@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from .delivery.callable import load_callable
-from .options import OPTIONS
+from .options import OPTIONS, Options
 from .tls import TLS_OPTIONS, build_secure_contexts
 from .users import User, parse_hash
 
@@ -510,9 +510,9 @@ class _Checker:
 
     # -- a trial construction --------------------------------------------------
     def trial(self, config: Config) -> None:
-        """Build the TLS contexts and a server per listener without listening:
-        whatever they refuse is reported here, with its path."""
-        from .server import SmtpServer     # late: config is imported by the CLI early
+        """Build the TLS contexts and check every listener's options as the
+        server will, without listening: whatever they refuse is reported
+        here, with its path."""
         if config.tls_wanted:
             name = config.options.get('name') or 'localhost'
             top = {k: v for k, v in config.tls.items() if k in TLS_OPTIONS}
@@ -530,7 +530,7 @@ class _Checker:
                 return
         for i, listener in enumerate(config.listeners):
             try:
-                SmtpServer(**config.server_options(listener))
+                Options(**config.server_options(listener))    # the TLS contexts were built above
             except (TypeError, ValueError) as exc:
                 self.error(_join('listen', i) if len(config.listeners) > 1 else '', str(exc))
 
