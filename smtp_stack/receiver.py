@@ -19,6 +19,7 @@ import gevent
 
 from .config import Config
 from .delivery import CallableDelivery, MaildirDelivery, RelayDelivery
+from .delivery.relay import describe_upstream
 from .server import SmtpServer
 from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
 from .users import Users
@@ -41,9 +42,7 @@ def describe_delivery(config: Config) -> str:
     if kind == 'maildir':
         return f'maildir {spec["path"]}'
     if kind == 'relay':
-        where = spec['host'] if spec['host'].startswith('/') else \
-            f'{spec["host"]}:{spec.get("port", 24 if spec.get("lmtp") else 25)}'
-        return f'relay to {"LMTP" if spec.get("lmtp") else "SMTP"} {where}'
+        return describe_upstream(spec['host'], spec.get('port'), spec.get('lmtp', False))
     if kind == 'inbox':
         from .inbox.config import describe
         return describe(spec)

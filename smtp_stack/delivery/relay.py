@@ -156,6 +156,15 @@ class Upstream(smtplib.SMTP):
             pass
 
 
+def describe_upstream(host: str, port: int | None = None, lmtp: bool = False) -> str:
+    """'relay to SMTP host:port' (a socket path stands alone); the default
+    port is LMTP's 24 or SMTP's 25."""
+    if port is None:
+        port = 24 if lmtp else 25
+    where = host if host.startswith('/') else f'{host}:{port}'
+    return f'relay to {"LMTP" if lmtp else "SMTP"} {where}'
+
+
 def _chain(head, pieces):
     yield head
     yield from pieces
@@ -222,8 +231,7 @@ class RelayDelivery:
         return f'RelayDelivery({self.host!r}, {self.port})'
 
     def describe(self) -> str:
-        where = self.host if self.host.startswith('/') else f'{self.host}:{self.port}'
-        return f'relay to {"LMTP" if self.lmtp else "SMTP"} {where}'
+        return describe_upstream(self.host, self.port, self.lmtp)
 
     # -- middleware ------------------------------------------------------
     def __call__(self, ctx, next):
