@@ -384,3 +384,19 @@ def test_a_refused_body_is_not_stored(tmp_path):
         send(inbox.smtp, subject='small')
         data = Http(inbox.url).json('GET', '/api/v1/messages')
         assert [m['Subject'] for m in data['messages']] == ['small']
+
+
+def test_a_header_in_an_undeclared_8bit_charset_is_stored_and_listed(inbox, web):
+    """J\\xf6rg in Latin-1 without an encoded-word: mail clients send it;
+    the message must be kept (250), listed and shown, not refused."""
+    import smtplib
+    raw = (b'From: J\xf6rg <joerg@example.com>\r\nTo: bob@example.com\r\n'
+           b'Subject: Gr\xfc\xdfe\r\n\r\nhello \xff\r\n')
+    with smtplib.SMTP(*inbox.smtp, timeout=10) as client:
+        assert client.sendmail('joerg@example.com', ['bob@example.com'], raw) == {}
+    [item] = listing(web)['messages']
+    assert item['From'] == {'Name': 'J\ufffdrg', 'Address': 'joerg@example.com'}
+    assert item['Subject'] == 'Gr\ufffd\ufffde'
+    assert web.get(f'/api/v1/message/{item["ID"]}').status == 200
+    assert web.get(f'/api/v1/message/{item["ID"]}/headers').status == 200
+    assert web.json('GET', '/api/v1/search?query=joerg')['messages_count'] == 1

@@ -13,6 +13,7 @@ import hmac
 import logging
 import re
 import time
+from urllib.parse import urlsplit
 
 from . import api, pages
 from .events import Broker, websocket_app
@@ -61,12 +62,14 @@ class InboxApp:
                                                       'rejected': 0}
         self.started = time.monotonic()
         self._verified: set = set()
+        self.allowed_hosts = None   # host names the Host header may carry (None: any)
 
     def __call__(self, environ, start_response):
         try:
             req = Request(environ)
             if len(environ.get('PATH_INFO', '')) + len(environ.get('QUERY_STRING', '')) > MAX_URL:
                 raise HttpError(414, 'URL too long')
+            check_cross_site(environ, self.allowed_hosts)
             if self.users is not None and req.path not in OPEN_PATHS:
                 self._authenticate(req)
             if req.path == '/api/events':
@@ -113,6 +116,38 @@ class InboxApp:
         if stored is None or not offload(verify_password, stored, password):
             raise HttpError(401, 'bad credentials', challenge)
         self._verified.add(digest)
+
+
+def check_cross_site(environ, allowed_hosts=None) -> None:
+    """403 for what another site's page could make a browser do here.
+
+    - The Host header must name an allowed host (DNS rebinding: a page
+      whose name resolves to 127.0.0.1 is same-origin with us otherwise).
+    - A websocket handshake and every request that changes something (not
+      GET/HEAD) must come from our own origin: browsers apply neither the
+      same-origin policy nor a CORS preflight to websockets or to "simple"
+      POSTs, and they send cached basic-auth credentials with both.
+      Clients that are not browsers send no Origin and pass.
+    """
+    host = environ.get('HTTP_HOST', '')
+    if allowed_hosts is not None and _host_name(host) not in allowed_hosts:
+        raise HttpError(403, 'unknown Host')
+    changes = environ.get('REQUEST_METHOD', 'GET') not in ('GET', 'HEAD', 'OPTIONS')
+    if not changes and environ.get('PATH_INFO') != '/api/events':
+        return
+    if environ.get('HTTP_SEC_FETCH_SITE') in ('cross-site', 'same-site'):
+        raise HttpError(403, 'cross-site request')
+    origin = environ.get('HTTP_ORIGIN')
+    if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
+        raise HttpError(403, 'cross-origin request')
+
+
+def _host_name(host: str) -> str:
+    """'127.0.0.1:8025' -> '127.0.0.1', '[::1]:8025' -> '::1'."""
+    host = host.strip().lower()
+    if host.startswith('['):
+        return host[1:host.find(']')] if ']' in host else host
+    return host.rsplit(':', 1)[0] if host.count(':') == 1 else host
 
 
 def load_users(path: str) -> dict:

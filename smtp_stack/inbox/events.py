@@ -88,7 +88,8 @@ class Broker:
                 state = offload(self.store.state)
                 if state == last:
                     continue
-                new = offload(self.store.newer_than, last[1]) if state[1] > last[1] else []
+                new = (offload(self.store.newer_than, last[1], state[1] - last[1])   # all of them
+                       if state[1] > last[1] else [])
             except Exception:       # noqa: BLE001 - a locked or vanished file: try again
                 log.exception('inbox events: cannot read the store')
                 continue

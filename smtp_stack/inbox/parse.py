@@ -51,7 +51,7 @@ def parse_message(raw: bytes, envelope_to=(), received: datetime | None = None) 
     if not text and html_body:
         text = html_to_text(html_body)
     date = _date(message) or received
-    return {
+    return _valid_text({
         'MessageID': _message_id(message),
         'From': senders[0] if senders else None,
         'To': to,
@@ -68,7 +68,7 @@ def parse_message(raw: bytes, envelope_to=(), received: datetime | None = None) 
         'Attachments': attachments,
         'Inline': inline,
         'Snippet': snippet(text),
-    }
+    })
 
 
 def message_from_bytes(raw: bytes) -> EmailMessage:
@@ -188,6 +188,28 @@ def _text(part) -> str:
     except (LookupError, ValueError, AssertionError):   # unknown charset, bad encoding
         payload = part.get_payload(decode=True) or b''
         return payload.decode('utf-8', 'replace')
+
+
+def _valid_text(value):
+    """Every string of the fields made valid UTF-8. The parser keeps 8-bit
+    header bytes of an undeclared charset (a name like J\\xf6rg) as lone
+    surrogates, which neither SQLite nor a JSON reply can carry: such bytes
+    become U+FFFD, so the message is still stored and listed."""
+    if isinstance(value, str):
+        try:
+            value.encode('utf-8')
+            return value
+        except UnicodeEncodeError:
+            try:
+                data = value.encode('utf-8', 'surrogateescape')
+            except UnicodeEncodeError:
+                data = value.encode('utf-8', 'replace')
+            return data.decode('utf-8', 'replace')
+    if isinstance(value, dict):
+        return {key: _valid_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_valid_text(item) for item in value]
+    return value
 
 
 def _safe(fn):

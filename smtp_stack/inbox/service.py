@@ -103,8 +103,25 @@ class Inbox:
 
 
 def web_server(address, app) -> WSGIServer:
-    """gevent's WSGI server for the inbox app; access log at DEBUG."""
+    """gevent's WSGI server for the inbox app; access log at DEBUG. Bound
+    to a loopback address, it answers only requests that name a loopback
+    host, so a page on a rebinding DNS name cannot read the inbox."""
+    if _loopback(address[0]):
+        app.allowed_hosts = LOOPBACK_HOSTS
     return WSGIServer(address, app, handler_class=_Handler, log=None, error_log=None)
+
+
+LOOPBACK_HOSTS = frozenset({'localhost', '127.0.0.1', '::1'})
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+    if host == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(host.strip('[]')).is_loopback
+    except ValueError:
+        return False
 
 
 def _anyone(session):
