@@ -434,3 +434,13 @@ def test_dkim_rsa_sha1_is_not_accepted(resolver, keys):
     signed = dkim.sign(msg, b'rsa1', b'example.test', keys.rsa.private_pem,
                        signature_algorithm=b'rsa-sha1', include_headers=[b'from']) + msg
     assert [d.result for d in check(resolver, signed, ip='198.51.100.5').dkim] == ['policy']
+
+
+def test_an_unverified_big_message_is_never_refused_by_dmarc(serve, resolver, keys):
+    """Over the verify bound its DKIM signature is not checked, so DMARC
+    cannot count it: that is not a failure to record or to enforce."""
+    server = serve(Authenticate(resolver=resolver, enforce_dmarc=True, max_verify_bytes=1000))
+    msg = rsa_sign(keys, message('a@dkimonly.test', body='x' * 2000 + '\r\n'), domain='dkimonly.test')
+    code, _ = send(server, '198.51.100.5', 'a@dkimonly.test', msg)      # SPF fails, DKIM unverified
+    assert code == 250
+    assert server.seen[0][0].dmarc.result == 'temperror'

@@ -18,7 +18,7 @@ is ours to sign, not to judge.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.parser import BytesHeaderParser
 
 from ..errors import SmtpError
@@ -99,6 +99,10 @@ class Authenticate:
             warnings.failed('authenticate dns', 'authenticate: %s temperror (DNS)', failed[0])
         elif results.spf is not None or results.dmarc is not None:
             warnings.ok('authenticate dns')
+        if not whole and results.dmarc is not None and results.dmarc.result == 'fail':
+            # Its DKIM signatures were not verified (too big), so a failure
+            # may only be ours: not a verdict to record, nor to enforce.
+            results.dmarc = replace(results.dmarc, result='temperror', policy='none')
         return results
 
     def __call__(self, ctx, next):
