@@ -444,3 +444,37 @@ def test_an_unverified_big_message_is_never_refused_by_dmarc(serve, resolver, ke
     code, _ = send(server, '198.51.100.5', 'a@dkimonly.test', msg)      # SPF fails, DKIM unverified
     assert code == 250
     assert server.seen[0][0].dmarc.result == 'temperror'
+
+
+def test_verifying_signed_mail_keeps_the_hub_running(resolver, keys):
+    """The verification runs in a worker thread; a message over the bound
+    (default 4 MiB), whose relaxed canonicalisation would hold the GIL for
+    about a second, is not verified at all. Another greenlet keeps its pace."""
+    import time
+
+    import gevent
+    small = message(body=('y ' * 499 + '\r\n') * 2_000)           # 2 MB: verified
+    big = message(body=('y ' * 499 + '\r\n') * 12_000)            # 12 MB: over the bound
+    signed = [dkim.sign(m, b'rsa1', b'example.test', keys.rsa.private_pem,
+                        canonicalize=(b'relaxed', b'relaxed'),
+                        include_headers=[b'from', b'to', b'subject']) + m for m in (small, big)]
+    gaps = []
+
+    def tick():
+        last = time.monotonic()
+        while True:
+            gevent.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    ticker = gevent.spawn(tick)
+    try:
+        gevent.sleep(0.02)
+        verified = [Authenticate(resolver=resolver).check(m, '192.0.2.5', 'alice@example.test',
+                                                          'mail.example.test') for m in signed]
+    finally:
+        ticker.kill()
+    assert [[d.result for d in r.dkim] for r in verified] == [['pass'], ['policy']]
+    assert verified[1].dmarc.result == 'pass'       # SPF aligned: judged without DKIM
+    assert max(gaps) < 0.5, f'the hub stopped for {max(gaps):.2f} s'

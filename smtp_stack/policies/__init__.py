@@ -26,11 +26,12 @@ __all__ = ['recipients', 'dnsbl', 'greylist', 'rate_limit', 'authenticate', 'Res
 
 
 def authenticate(spf=True, dkim=True, dmarc=True, arc=True, enforce_dmarc=False,
-                 resolver=None, authserv_id=None, arc_seal=None):
+                 resolver=None, authserv_id=None, arc_seal=None, max_verify_bytes=4 << 20):
     """SPF, DKIM, DMARC and ARC results in an Authentication-Results header
     (authenticate.py; imported on first use: dkimpy and pyspf load only then)."""
     from .authenticate import authenticate as factory
-    return factory(spf, dkim, dmarc, arc, enforce_dmarc, resolver, authserv_id, arc_seal)
+    return factory(spf, dkim, dmarc, arc, enforce_dmarc, resolver, authserv_id, arc_seal,
+                   max_verify_bytes)
 
 
 FACTORIES = {'recipients': recipients, 'dnsbl': dnsbl, 'greylist': greylist,

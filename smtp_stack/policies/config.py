@@ -35,7 +35,8 @@ PARAMETERS = {
     'rate_limit': {'messages': INTEGER, 'recipients': INTEGER, 'per': DURATION,
                    'key': STRING, 'store': STORE},
     'authenticate': {'spf': BOOL, 'dkim': BOOL, 'dmarc': BOOL, 'arc': BOOL,
-                     'enforce_dmarc': BOOL, 'authserv_id': STRING, 'arc_seal': SEAL},
+                     'enforce_dmarc': BOOL, 'authserv_id': STRING, 'arc_seal': SEAL,
+                     'max_verify_bytes': INTEGER},
 }
 DNS_KEYS = {'nameservers': STRINGS, 'port': INTEGER, 'timeout': NUMBER}
 USES_DNS = ('dnsbl', 'authenticate')

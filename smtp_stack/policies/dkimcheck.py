@@ -44,6 +44,56 @@ class _Keys:
         return value
 
 
+MAX_ARC_SETS = 50       # RFC 8617 4.2.1: instance values run from 1 to 50
+
+
+class PrefetchedKeys:
+    """A resolver for dkimpy that answers from lookups made beforehand.
+
+    The lookups are I/O and run on the hub (our resolver: gevent sockets);
+    the verification is CPU (canonicalising a body of up to 32 MiB takes
+    seconds) and runs in a worker thread with this, so it neither blocks
+    the hub nor needs a hub of its own. A name not looked up has no key."""
+
+    def __init__(self, resolver, names):
+        self.answers: dict = {}
+        for name in names:
+            try:
+                self.answers[name] = resolver.txt(name)
+            except DnsError as exc:
+                self.answers[name] = exc
+
+    def txt(self, name: str) -> list:
+        answer = self.answers.get(name.rstrip('.').lower(), [])
+        if isinstance(answer, DnsError):
+            raise answer
+        return answer
+
+
+def key_names(message: bytes, max_signatures: int = 5) -> list:
+    """The `s._domainkey.d` names the DKIM signatures (the first
+    `max_signatures`) and the ARC sets of a message ask for."""
+    names = []
+    counts = {b'dkim-signature': 0, b'arc-seal': 0, b'arc-message-signature': 0}
+    limits = {b'dkim-signature': max_signatures, b'arc-seal': MAX_ARC_SETS,
+              b'arc-message-signature': MAX_ARC_SETS}
+    end = message.find(b'\r\n\r\n')
+    head = message if end < 0 else message[:end + 4]     # the header section only: cheap
+    for name, value in dkim.DKIM(head).headers:
+        kind = name.lower()
+        if kind not in counts or counts[kind] >= limits[kind]:
+            continue
+        counts[kind] += 1
+        try:
+            tags = parse_tag_value(value)
+        except InvalidTagValueList:
+            continue
+        domain, selector = _text(tags, b'd'), _text(tags, b's')
+        if domain and selector:
+            names.append(f'{selector}._domainkey.{domain}'.rstrip('.').lower())
+    return list(dict.fromkeys(names))
+
+
 def signatures(message: bytes) -> list:
     """The tags of each DKIM-Signature, top first (None for one that does not parse)."""
     d = dkim.DKIM(message)
