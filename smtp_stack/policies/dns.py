@@ -107,12 +107,17 @@ class Resolver:
         except DnsError as exc:
             # An unreachable server would otherwise cost every session the whole
             # timeout for the same name; RFC 2308 7.1 allows caching failures briefly.
-            self._cache[key] = (now + FAILURE_TTL, exc)
+            self._remember(key, now + FAILURE_TTL, exc)
             raise
-        self._cache[key] = (now + answer.ttl, answer)
+        self._remember(key, now + answer.ttl, answer)
+        return answer
+
+    def _remember(self, key, expires: float, value) -> None:
+        """Answers and failures alike, in a bounded cache (the oldest go
+        first), so a DNS outage cannot grow it either."""
+        self._cache[key] = (expires, value)
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        return answer
 
     def _ask(self, name: str, rdtype: str) -> Answer:
         try:
