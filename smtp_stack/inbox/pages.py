@@ -16,6 +16,7 @@ are trackers as often as pictures).
 """
 from __future__ import annotations
 
+import functools
 import mimetypes
 import os
 import re
@@ -43,11 +44,17 @@ def index(app, req):
     return static(app, req, 'index.html')
 
 
+@functools.lru_cache(maxsize=None)
+def _static_bytes(name: str) -> bytes:
+    """Read once per process: a file read per request would be I/O on the hub."""
+    with open(os.path.join(STATIC, name), 'rb') as f:
+        return f.read()
+
+
 def static(app, req, name):
     if name not in STATIC_FILES:
         raise HttpError(404, 'not found')
-    with open(os.path.join(STATIC, name), 'rb') as f:
-        data = f.read()
+    data = _static_bytes(name)
     ctype = mimetypes.guess_type(name)[0] or 'application/octet-stream'
     if ctype.startswith('text/') or ctype.endswith('javascript'):
         ctype += '; charset=utf-8'
