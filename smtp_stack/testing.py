@@ -14,7 +14,7 @@ import gevent
 import gevent.monkey
 from email.parser import BytesParser
 
-from .delivery.base import body_chunks, is_success, open_body
+from .delivery.base import body_chunks, is_success, open_body, untouched
 from .headers import header_block
 from .options import LogLevels
 from .server import SmtpServer
@@ -100,7 +100,9 @@ class MailSink:
     def _keep(self, ctx, next):
         next()
         stream = ctx.data_stream
-        if stream is None or not is_success(ctx.reply):
+        if stream is None or not stream.started or not is_success(ctx.reply):
+            return
+        if not untouched(ctx):      # read by a middleware without spool(): 451, not a cut body
             return
         # The whole body, from the spool when a middleware made one; a body
         # the server refuses raises MessageRefused here and is not kept.

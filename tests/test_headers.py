@@ -160,3 +160,30 @@ def test_a_bad_header_from_middleware_is_refused_where_it_is_added(serve, client
                 c.sendmail('a@b.example', ['c@d.example'], BODY)
         assert refused.value.smtp_code == 451
         assert sink.messages == [] and len(seen) == 1
+
+
+def test_mailsink_refuses_a_body_a_middleware_took_without_spooling():
+    """A middleware under test that reads data_stream itself leaves the sink
+    nothing whole to keep: 451 (as the deliveries answer), never a cut message;
+    one that spools composes."""
+    def reads(ctx, next):
+        next()
+        if ctx.command_name == 'DATA':
+            ctx.data_stream.read()
+
+    def spools(ctx, next):
+        next()
+        if ctx.command_name == 'DATA':
+            ctx.session.envelope.spool()
+
+    with MailSink() as sink:
+        sink.server.use(reads)
+        with smtplib.SMTP(*sink.address, timeout=WAIT) as c:
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                c.sendmail('a@b.example', ['c@d.example'], BODY)
+        assert refused.value.smtp_code == 451 and sink.messages == []
+    with MailSink() as sink:
+        sink.server.use(spools)
+        with smtplib.SMTP(*sink.address, timeout=WAIT) as c:
+            c.sendmail('a@b.example', ['c@d.example'], BODY)
+        assert sink.wait_for(1)[0].raw == BODY
