@@ -1,5 +1,5 @@
 """The development inbox: catch mail over SMTP, read it on a web page or
-through Mailpit's API v1 (SPEC.md, "The development inbox").
+through Mailpit's API v1 (docs/inbox.md).
 
     smtp-stack inbox                       # SMTP :1025, web and API :8025
     app = smtp_stack.inbox.wsgi_app('inbox.db')   # mount under gunicorn/Flask

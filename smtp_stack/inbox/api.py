@@ -1,4 +1,4 @@
-"""Mailpit's API v1, the endpoints of SPEC "The development inbox".
+"""Mailpit's API v1, the endpoints listed in docs/inbox.md.
 
 Thin handlers over the store (Mailpit's own shape: the API is the product,
 the page is one of its clients). Each takes the app and the `Request` and
