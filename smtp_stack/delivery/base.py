@@ -109,16 +109,13 @@ def message_head(ctx, *, return_path: bool) -> bytes:
     added with `envelope.add_header` (RFC 8601 5: above the trace fields
     this server prepends), then this server's Received."""
     session, envelope = ctx.session, ctx.session.envelope
-    head = return_path_header(envelope) if return_path else ''
-    head += received_header(session, envelope, ctx.server.options.name)
-    head = head.encode('utf-8', 'surrogateescape')
+    received = received_header(session, envelope, ctx.server.options.name)
+    parts = [return_path_header(envelope).encode('utf-8', 'surrogateescape')] if return_path else []
     added = envelope.added_headers
-    if not added:
-        return head
-    if return_path:
-        first, _, rest = head.partition(b'\r\n')
-        return first + b'\r\n' + header_block(added) + rest
-    return header_block(added) + head
+    if added:
+        parts.append(header_block(added))
+    parts.append(received.encode('utf-8', 'surrogateescape'))
+    return b''.join(parts)
 
 
 # -- trace headers (RFC 5321 4.4) ------------------------------------------------

@@ -16,7 +16,7 @@ from ..framing import TOO_LONG, DataDecoder, TextChecks
 from ..options import MAX_COMMAND_LINE
 from ..replies import Reply
 from ..stream import DataStream
-from .commands import COMMANDS, GREETED, IN_MAIL, NO_ARGS, WITH_RCPT, command
+from .commands import COMMANDS, GREETED, IN_MAIL, NO_ARGS, WITH_RCPT, command, require
 from .exceptions import HookFailed
 
 
@@ -45,12 +45,7 @@ def bdat(engine, ctx):
     envelope = engine.session.envelope
     try:
         # The gate's checks, here: a refused chunk must still be read.
-        if engine.session.greeting is None:
-            raise SmtpError(*(R.NEED_LHLO if engine.options.lmtp else R.NEED_HELO))
-        if envelope.mail_from is None:
-            raise SmtpError(*R.NEED_MAIL)
-        if not envelope.rcpt_to:
-            raise SmtpError(*(R.NO_RECIPIENTS_LMTP if engine.options.lmtp else R.NO_RECIPIENTS))
+        require(GREETED | IN_MAIL | WITH_RCPT, engine)
         stream = _bdat_stream(engine, size, last)
         envelope.data_stream = ctx.data_stream = stream
         engine.hook('on_data', engine.session)

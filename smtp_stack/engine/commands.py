@@ -55,6 +55,12 @@ def gate(entry: Command, engine, ctx) -> None:
     flags = entry.flags
     if flags & NO_ARGS and ctx.command_args:
         raise entry.syntax_error
+    require(flags, engine)
+
+
+def require(flags: int, engine) -> None:
+    """The session state the flags ask for (GREETED, IN_MAIL, WITH_RCPT);
+    BDAT asks it itself, since a refused chunk must still be read."""
     session = engine.session
     if flags & GREETED and session.greeting is None:
         raise SmtpError(*(R.NEED_LHLO if engine.options.lmtp else R.NEED_HELO))
