@@ -43,6 +43,20 @@ class LineBuffer:
         else:
             self._buf = self._buf + data if self._buf else data
 
+    def next_line_after(self, data: bytes, max_length: int):
+        """feed(data), then next_line(): for the usual case, an empty buffer
+        and exactly one whole line received (a client waiting for each
+        reply), the line without a copy of the buffer or a second search."""
+        if not self._buf and not self._skipping:
+            nl = data.find(b'\n')
+            if 0 < nl == len(data) - 1:
+                end = nl - 1 if data[nl - 1] == 13 else nl
+                if end <= max_length:
+                    self.last_bare = end == nl
+                    return data[:end]
+        self.feed(data)
+        return self.next_line(max_length)
+
     def unread(self, data: bytes) -> None:
         """Put bytes back in front (those that followed the end of DATA)."""
         if data:
@@ -69,6 +83,8 @@ class LineBuffer:
 
     def next_line(self, max_length: int):
         buf = self._buf
+        if not buf:
+            return None
         start = self._pos
         nl = buf.find(b'\n', self._scanned)
         if nl < 0:

@@ -28,7 +28,7 @@ class Context:
         self.close_requested = False
         self.data_stream = None     # set by DATA/BDAT, drained after the chain
         self.parse_error = None     # why MAIL/RCPT's address did not parse
-        self._engine = engine       # the session running this command (engine.builtin)
+        self._engine = engine       # the session running this command (for engine.builtin)
 
     def send(self, code, message='', enhanced=None) -> None:
         """Set the final reply: `send(250, 'OK')`, `send(reply)`, or for LMTP

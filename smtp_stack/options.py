@@ -46,12 +46,12 @@ class RecordLog:
     subclass that makes its own records, it is plain `Logger.log()`.
     """
 
-    __slots__ = ('logger', '_template', '_forks')
+    __slots__ = ('logger', '_templates', '_forks')
 
     def __init__(self, logger: logging.Logger):
         self.logger = logger
-        self._template = None
-        self._forks = -1
+        self._templates: dict = {}  # level -> the fields of a record at that level
+        self._forks = _forks_seen[0]
 
     def log(self, level: int, msg: str, *args) -> None:
         logger = self.logger
@@ -61,16 +61,17 @@ class RecordLog:
                 or type(logger).makeRecord is not logging.Logger.makeRecord):
             logger.log(level, msg, *args)
             return
-        template = self._template
-        if template is None or self._forks != _forks_seen[0]:
-            template = self._make_template()    # again in a forked worker: its pid
+        if self._forks != _forks_seen[0]:
+            self._templates = {}        # made again in a forked worker: its pid
+            self._forks = _forks_seen[0]
+        template = self._templates.get(level)
+        if template is None:
+            template = self._make_template(level)
         now = time.time()
         record = _new_record(logging.LogRecord)
         record.__dict__ = fields = template.copy()     # a copy of a dict is a memcpy
         fields['msg'] = msg
         fields['args'] = args
-        fields['levelno'] = level
-        fields['levelname'] = logging.getLevelName(level)
         fields['created'] = now
         fields['msecs'] = (now - int(now)) * 1000 // 1
         fields['relativeCreated'] = template['relativeCreated'] + (now - template['created']) * 1000
@@ -78,13 +79,17 @@ class RecordLog:
         if thread is not None and thread != threading.get_ident():
             fields['thread'] = threading.get_ident()
             fields['threadName'] = threading.current_thread().name
-        logger.handle(record)
+        if logger.filters or logger.disabled:
+            logger.handle(record)
+        else:
+            logger.callHandlers(record)     # what handle() does next, one call less
 
-    def _make_template(self) -> dict:
-        record = logging.LogRecord(self.logger.name, logging.INFO, _LOG_PATH, 0,
+    def _make_template(self, level: int) -> dict:
+        """A record's fields at `level`, its level name as logging names it
+        now (a name given with addLevelName later is not seen)."""
+        record = logging.LogRecord(self.logger.name, level, _LOG_PATH, 0,
                                    '', (), None, 'log')
-        self._template = template = dict(record.__dict__)
-        self._forks = _forks_seen[0]
+        self._templates[level] = template = dict(record.__dict__)
         return template
 
 
@@ -99,7 +104,7 @@ def _count_fork() -> None:
 
 os.register_at_fork(after_in_child=_count_fork)
 _new_record = object.__new__
-_LOG_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'connection.py')
+_LOG_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'engine', 'engine.py')
 
 
 def record_log(backend):

@@ -37,7 +37,7 @@ class SmtpServer:
         # What sessions log through (see RecordLog): made once per server.
         self.log_backend = record_log(self.options.log_backend)
         self._middleware: list = []
-        self._dispatch_fn = None
+        self.chain = builtin        # what sessions call per command: the middleware, composed
         self._handlers = {event: [] for event in EVENTS}
         self.listeners: list = []
         self.runners = SessionRunners()     # the greenlets that serve connections (introspection)
@@ -71,7 +71,7 @@ class SmtpServer:
         if not callable(fn):
             raise TypeError('middleware must be callable as fn(ctx, next)')
         self._middleware.append(fn)
-        self._dispatch_fn = None
+        self.chain = compose(self._middleware, builtin)
         return fn
 
     def on(self, event: str, fn):
@@ -89,11 +89,8 @@ class SmtpServer:
                 pass
 
     def dispatch(self, ctx) -> None:
-        """Run the chain for one command (composed once, rebuilt after use())."""
-        dispatch = self._dispatch_fn
-        if dispatch is None:
-            dispatch = self._dispatch_fn = compose(self._middleware, builtin)
-        dispatch(ctx)
+        """Run the middleware chain for one command (`chain`, composed at each use())."""
+        self.chain(ctx)
 
     # -- lifecycle -----------------------------------------------------------
     def start(self, port: int = 25, host: str = '', backlog: int = 1024):

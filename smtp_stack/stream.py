@@ -84,6 +84,11 @@ class DataStream(io.BufferedIOBase):
     def _judge(self) -> None:
         if self.refused is not None:
             return
+        decoder = self.decoder
+        if not (self.size_exceeded or self.aborted
+                or (decoder is not None and decoder.bare_newline)
+                or (self.checks is not None and self.checks.line_too_long)):
+            return      # the usual case: nothing to refuse
         if self.size_exceeded:
             reply = R.MESSAGE_TOO_BIG
         elif self.aborted:
@@ -205,7 +210,7 @@ class DataStream(io.BufferedIOBase):
         parts = []
         wanted = size
         while wanted > 0:
-            if not self._available() and not self._fill():
+            if self._offset >= len(self._chunk) and not self._fill():
                 break
             piece = self._take(wanted)
             parts.append(piece)

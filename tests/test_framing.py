@@ -224,6 +224,37 @@ def test_last_bare_follows_the_last_returned_line():
     assert buf.last_bare is False
 
 
+@pytest.mark.parametrize('chunk', [
+    b'MAIL FROM:<a@b>\r\n', b'x\n', b'\r\n', b'\n', b'a\rb\r\n', b'1234567\r\n',
+    b'12345678\r\n', b'123456\n', b'1234567\n', b'a\r\nb\r\n', b'no end', b'',
+])
+def test_next_line_after_is_feed_then_next_line(chunk):
+    fast, slow = LineBuffer(), LineBuffer()
+    slow.feed(chunk)
+    assert fast.next_line_after(chunk, 6) == slow.next_line(6)
+    assert fast.last_bare == slow.last_bare
+    assert fast.take() == slow.take()
+
+
+@FAST
+@given(chunks=st.lists(st.binary(max_size=12).map(lambda b: b.replace(b'x', b'\n')), max_size=8),
+       max_length=st.integers(min_value=0, max_value=8))
+def test_next_line_after_equals_feed_then_next_line_for_any_input(chunks, max_length):
+    """The one-line shortcut gives what feed() and next_line() give, however
+    the input is cut, over-long lines and their skipped tails included."""
+    fast, slow = LineBuffer(), LineBuffer()
+    for chunk in chunks:
+        slow.feed(chunk)
+        got = fast.next_line_after(chunk, max_length)
+        assert got == slow.next_line(max_length)
+        if got is not None and got is not TOO_LONG:
+            assert fast.last_bare == slow.last_bare
+        while got is not None:      # what a reader does next: drain the buffer
+            got = fast.next_line(max_length)
+            assert got == slow.next_line(max_length)
+    assert fast.take() == slow.take()
+
+
 def _split(data, cuts):
     points = sorted({min(c, len(data)) for c in cuts})
     return [data[i:j] for i, j in zip([0] + points, points + [len(data)])]

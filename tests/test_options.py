@@ -417,7 +417,7 @@ def test_record_log_makes_the_records_logger_log_makes(kept_logger):
     assert abs(fast.created - slow.created) < 5
     assert abs(fast.relativeCreated - slow.relativeCreated) < 5000
     assert 0 <= fast.msecs < 1000
-    assert fast.module == 'connection' and fast.funcName == 'log'
+    assert fast.module == 'engine' and fast.funcName == 'log'
     formatter = logging.Formatter('%(asctime)s %(levelname)s %(name)s %(process)d '
                                   '%(threadName)s %(message)s')
     assert formatter.format(fast).split(' ', 2)[2] == formatter.format(slow).split(' ', 2)[2]

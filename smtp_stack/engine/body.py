@@ -16,7 +16,7 @@ from ..framing import TOO_LONG, DataDecoder, TextChecks
 from ..options import MAX_COMMAND_LINE
 from ..replies import Reply
 from ..stream import DataStream
-from .commands import COMMANDS, GREETED, IN_MAIL, NO_ARGS, WITH_RCPT, command, require
+from .commands import COMMANDS, GREETED, IN_MAIL, NO_ARGS, WITH_RCPT, command, gate
 from .exceptions import HookFailed
 
 
@@ -45,7 +45,7 @@ def bdat(engine, ctx):
     envelope = engine.session.envelope
     try:
         # The gate's checks, here: a refused chunk must still be read.
-        require(GREETED | IN_MAIL | WITH_RCPT, engine)
+        gate(COMMANDS['BDAT'], engine, ctx, GREETED | IN_MAIL | WITH_RCPT)
         stream = _bdat_stream(engine, size, last)
         envelope.data_stream = ctx.data_stream = stream
         engine.hook('on_data', engine.session)
@@ -91,7 +91,7 @@ def _data_stream(engine) -> DataStream:
             data = transport.recv(data_deadline(engine, *progress))
         progress[1] += len(data)
         body, rest = decoder.feed(data)
-        if rest is not None:
+        if rest:
             transport.unread(rest)
         return checks.feed(body) if checks is not None else body
 

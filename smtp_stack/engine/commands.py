@@ -49,18 +49,14 @@ def command(name: str, syntax: str, flags: int = 0, extension: str | None = None
     return register
 
 
-def gate(entry: Command, engine, ctx) -> None:
+def gate(entry: Command, engine, ctx, flags: int | None = None) -> None:
     """What a command needs before it runs, in the order the replies take
-    precedence (syntax, then greeting, then transaction)."""
-    flags = entry.flags
+    precedence (syntax, then greeting, then transaction). BDAT asks with
+    its own `flags` after its arguments: a refused chunk must still be read."""
+    if flags is None:
+        flags = entry.flags
     if flags & NO_ARGS and ctx.command_args:
         raise entry.syntax_error
-    require(flags, engine)
-
-
-def require(flags: int, engine) -> None:
-    """The session state the flags ask for (GREETED, IN_MAIL, WITH_RCPT);
-    BDAT asks it itself, since a refused chunk must still be read."""
     session = engine.session
     if flags & GREETED and session.greeting is None:
         raise SmtpError(*(R.NEED_LHLO if engine.options.lmtp else R.NEED_HELO))

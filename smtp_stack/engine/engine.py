@@ -41,7 +41,7 @@ class Engine:
     """One connection: its session state, counters and the command loop.
 
     `host` is the server, seen through a narrow interface: `options`,
-    `dispatch(ctx)`, `log_backend`, `emit(event, exc)`, `secure_context`,
+    `chain(ctx)`, `log_backend`, `emit(event, exc)`, `secure_context`,
     `sweeper`, `stopping`, `auth_failures`, `claim_client_ip(ip)` and
     `release_client_ip(ip)`.
     """
@@ -235,8 +235,8 @@ class Engine:
     def handle(self, line) -> None:
         """One command line: check it, run the chain, write the one final reply."""
         if (line is TOO_LONG or len(line) > MAX_COMMAND_LINE or b'\r' in line
-                or b'\x00' in line or self.transport.lines.last_bare):
-            reply = _line_fault(line, self.transport.lines.last_bare,
+                or b'\x00' in line or self._lines.last_bare):
+            reply = _line_fault(line, self._lines.last_bare,
                                 self.options.bare_newline == 'reject')
             if reply is not None:
                 return self.final(reply)
@@ -250,7 +250,7 @@ class Engine:
         if ctx.command_name in ('MAIL', 'RCPT'):
             self._parse_address(ctx)
         try:
-            self.host.dispatch(ctx)
+            self.host.chain(ctx)
         except BaseException as exc:    # SmtpError is the normal path, the rest are faults
             self._chain_raised(ctx, exc)
         if ctx.data_stream is not None:
@@ -262,7 +262,7 @@ class Engine:
             if ctx.command_name == 'AUTH':
                 before_auth_reply(self, ctx)
                 self.auth_method = None
-            elif ctx.command_name in ('MAIL', 'RCPT') and ctx.address is not None:
+            elif ctx.address is not None and ctx.command_name in ('MAIL', 'RCPT'):
                 _forget_if_refused(self.session.envelope, ctx)
             self.final(ctx.reply, ctx)
         if ctx.close_requested:
@@ -339,28 +339,6 @@ class Engine:
             self.host.emit('error', exc)
             raise HookFailed(name) from exc
 
-    # -- the innermost middleware ----------------------------------------
-    def builtin(self, ctx: Context) -> None:
-        """The built-in command handler (the end of the middleware chain)."""
-        name = ctx.command_name
-        entry = COMMANDS.get(name)
-        try:
-            if entry is None:
-                raise SmtpError(*(R.BAD_SYNTAX if not name else R.UNRECOGNIZED))
-            if name in self.options.disabled_commands or (
-                    entry.extension is not None and not enabled(entry, self.options)):
-                raise SmtpError(*R.NOT_IMPLEMENTED)
-            if entry.flags & (JUNK | GREETING):
-                self.counters.command(bool(entry.flags & GREETING), bool(self.session.user))
-            if entry.flags:
-                gate(entry, self, ctx)
-            entry.handler(self, ctx)
-        except SmtpError as err:
-            ctx.reply = err.reply
-        except HookFailed:
-            ctx.reply = R.HOOK_FAILED
-            ctx.close()
-
 
 def _line_fault(line, bare: bool, reject_bare: bool):
     """The reply a command line gets before it is even parsed, or None."""
@@ -393,8 +371,27 @@ def _split_address(address) -> tuple:
     return (address or '', 0) if isinstance(address, str) else ('', 0)
 
 
-
 def builtin(ctx) -> None:
-    """The innermost middleware of every chain: the command's own handler,
-    run by the session the context belongs to."""
-    ctx._engine.builtin(ctx)
+    """The innermost middleware of every chain: the built-in handler of the
+    command, run for the session the context belongs to."""
+    engine = ctx._engine
+    name = ctx.command_name
+    entry = COMMANDS.get(name)
+    try:
+        if entry is None:
+            raise SmtpError(*(R.BAD_SYNTAX if not name else R.UNRECOGNIZED))
+        options = engine.options
+        if name in options.disabled_commands or (
+                entry.extension is not None and not enabled(entry, options)):
+            raise SmtpError(*R.NOT_IMPLEMENTED)
+        flags = entry.flags
+        if flags:
+            if flags & (JUNK | GREETING):
+                engine.counters.command(bool(flags & GREETING), bool(engine.session.user))
+            gate(entry, engine, ctx)
+        entry.handler(engine, ctx)
+    except SmtpError as err:
+        ctx.reply = err.reply
+    except HookFailed:
+        ctx.reply = R.HOOK_FAILED
+        ctx.close()

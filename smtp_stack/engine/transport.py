@@ -52,6 +52,10 @@ class Transport:
     # -- reading -------------------------------------------------------------
     def recv(self, deadline: float, size: int = RECV_SIZE) -> bytes:
         """Flush pending replies, then wait for bytes until `deadline`."""
+        return self.recv_within(max(deadline - time.monotonic(), 0.001), size)
+
+    def recv_within(self, timeout: float, size: int = RECV_SIZE) -> bytes:
+        """recv() with the time limit in seconds from now."""
         if self._out:
             self.flush()
         # Right after a reply the client has not answered yet: wait for it
@@ -59,10 +63,10 @@ class Transport:
         # are still taken (the client may only have been held back by us);
         # nothing more is awaited.
         wait_first, self._client_turn = self._client_turn, False
-        timeout = max(deadline - time.monotonic(), 0.001)
-        self._recvs += 1
-        if not self._recvs & 15 and not wait_first:
-            gevent.sleep(0)     # fairness: a recv that never blocks never yields
+        if not wait_first:
+            self._recvs += 1
+            if not self._recvs & 15:
+                gevent.sleep(0)     # fairness: a recv that never blocks never yields
         try:
             data = self.sock.recv_within(size, timeout, wait_first, self._sweeper)
         except socket.timeout:
@@ -84,13 +88,15 @@ class Transport:
     def receive_line(self, max_length: int, deadline: float | None = None):
         """read_line once the buffer holds no complete line."""
         if deadline is None:
-            deadline = time.monotonic() + self.socket_timeout
+            timeout = self.socket_timeout
+            deadline = time.monotonic() + timeout
+        else:
+            timeout = max(deadline - time.monotonic(), 0.001)
         lines = self.lines
-        while True:
-            lines.feed(self.recv(deadline, LINE_RECV_SIZE))
-            line = lines.next_line(max_length)
-            if line is not None:
-                return line
+        line = lines.next_line_after(self.recv_within(timeout, LINE_RECV_SIZE), max_length)
+        while line is None:
+            line = lines.next_line_after(self.recv(deadline, LINE_RECV_SIZE), max_length)
+        return line
 
     def take_buffered(self) -> bytes:
         """Everything received and not yet read as lines (a body's start)."""
