@@ -28,6 +28,7 @@ METRICS = [
     Metric('a', 'a_rate', '(a) msg/s', client_limited=True),
     Metric('a', 'a_per_cpu', '(a) msg/CPU-s'),
     Metric('b', 'b_rate', '(b) msg/s', client_limited=True),
+    Metric('b', 'b_per_cpu', '(b) msg/CPU-s'),
     Metric('c', 'c_mibps', '(c) MiB/s', client_limited=True),
     Metric('c', 'c_rss', '(c) peak RSS MiB', False),
     Metric('c50', 'c50_mibps', '(c50) MiB/s', client_limited=True),
