@@ -203,8 +203,10 @@ def _wait_for(hub, event, timeout: float, deadline: float, sweeper) -> None:
         waiting = sweeper.waiting
         waiting[current] = deadline
         try:
-            _park(hub, event, current)
+            event.start(current.switch)     # _park(), inline: every command waits here
+            hub.switch()
         finally:
+            event.stop()
             waiting.pop(current, None)
         return
     timer = hub.loop.timer(timeout)
