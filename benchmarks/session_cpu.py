@@ -1,6 +1,6 @@
 """The Python cost of smtp_stack's session loop, without sockets or waits.
 
-A `Connection` of the benchmark sink's configuration (benchmarks/servers/
+An `Engine` (a session) of the benchmark sink's configuration (benchmarks/servers/
 smtp_stack_sink.py: two middlewares, logging at INFO into a handler that
 drops records) is run over a scripted socket that answers every read at
 once, so nothing is measured but the session's own Python: parsing, the
@@ -11,6 +11,7 @@ message per connection (EHLO ... QUIT).
     python benchmarks/session_cpu.py                  # the work tree
     python benchmarks/session_cpu.py --tree /tmp/old  # another checkout, to compare
     python benchmarks/session_cpu.py --profile a      # cProfile of one load
+    python benchmarks/session_cpu.py --breakdown      # what the log and the middleware cost
 
 It uses the session's internal socket interface (`recv_within`, `sendall`),
 not the public API: a tool for working on the hot path, where it answers in
@@ -58,7 +59,9 @@ class ScriptedSocket:
         pass
 
 
-def build_server():
+def build_server(log: bool = True, middleware: bool = True):
+    """The benchmark sink's configuration; without the INFO log or the two
+    middlewares for --breakdown."""
     sys.path.insert(0, os.path.join(HERE, 'servers'))
     import smtp_stack_sink as sink
     from smtp_stack import LogLevels, SmtpServer
@@ -68,10 +71,12 @@ def build_server():
     logger.setLevel(logging.INFO)
     logger.propagate = False
     server = SmtpServer(name='bench.example', disable_reverse_lookup=True,
-                        log_level=LogLevels.INFO, log_backend=logger, max_messages=0,
+                        log_level=LogLevels.INFO if log else LogLevels.SILENT,
+                        log_backend=logger, max_messages=0,
                         disabled_commands=['STARTTLS', 'AUTH'])
-    server.use(sink.passthrough)
-    server.use(sink.read_body)
+    if middleware:
+        server.use(sink.passthrough)
+        server.use(sink.read_body)
     return server
 
 
@@ -114,11 +119,22 @@ def main(argv=None):
     p.add_argument('--tree', help='a checkout of smtp_stack to measure instead of the installed one')
     p.add_argument('--messages', type=int, default=20000)
     p.add_argument('--profile', choices=['a', 'b'], help='print a cProfile of one load instead')
+    p.add_argument('--breakdown', action='store_true',
+                   help='(a) with and without the INFO log and the two middlewares')
     args = p.parse_args(argv)
     if args.tree:
         # An editable install's finder would win over sys.path: drop it.
         sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]
         sys.path.insert(0, os.path.abspath(args.tree))
+    if args.breakdown:
+        for label, log, middleware in [('as benchmarked', True, True),
+                                       ('without the INFO log', False, True),
+                                       ('without the two middlewares', True, False),
+                                       ('without either', False, False)]:
+            server = build_server(log, middleware)
+            a = min(many_messages(server, args.messages) for _ in range(5))
+            print(f'(a) {a:6.2f} µs per message {label}')
+        return 0
     server = build_server()
     import smtp_stack
     if args.profile:
