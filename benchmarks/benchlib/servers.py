@@ -83,11 +83,14 @@ class ServerSpec:
 class SmtpStack(ServerSpec):
     scenarios = ('a', 'b', 'c', 'c50', 'd', 'e')
 
-    def __init__(self, workers=1):
+    def __init__(self, workers=1, bare=False):
         self.workers = workers
+        self.bare = bare        # no middleware, no log: what the features on top cost
         self.name = 'smtp_stack' if workers == 1 else f'smtp_stack-w{workers}'
         self.label = 'smtp_stack' if workers == 1 else f'smtp_stack ({workers} workers)'
-        if workers != 1:
+        if bare:
+            self.name, self.label = 'smtp_stack-bare', 'smtp_stack without middleware or log'
+        if workers != 1 or bare:
             self.scenarios = ('a', 'b')
         self._checked = None
 
@@ -129,6 +132,8 @@ class SmtpStack(ServerSpec):
                '--size', str(MAX_SIZE), '--backlog', str(BACKLOG)]
         if self.workers != 1:
             cmd += ['--workers', str(self.workers)]
+        if self.bare:
+            cmd.append('--bare')
         if tls:
             cmd += ['--tls', '--key', tls[0], '--cert', tls[1]]
         return cmd
@@ -253,5 +258,5 @@ class GeventSink(ServerSpec):
 
 
 def all_servers():
-    return [SmtpStack(), SmtpStack(workers=2), GeventSink(), Aiosmtpd(), Aiosmtpd(uvloop=True),
+    return [SmtpStack(), SmtpStack(workers=2), SmtpStack(bare=True), GeventSink(), Aiosmtpd(), Aiosmtpd(uvloop=True),
             Nodemailer(), SmtpSink()]

@@ -44,6 +44,8 @@ def parse_args(argv):
     p.add_argument('--size', type=int, default=100 * 1024 * 1024)
     p.add_argument('--backlog', type=int, default=1024)
     p.add_argument('--workers', type=int, default=1)
+    p.add_argument('--bare', action='store_true',
+                   help='no middleware and no logging: the engine alone, to tell what they cost')
     p.add_argument('--tls', action='store_true')
     p.add_argument('--key')
     p.add_argument('--cert')
@@ -67,7 +69,7 @@ def main(argv=None):
         name='bench.example',
         disable_reverse_lookup=True,
         size=args.size,
-        log_level=LogLevels.INFO,
+        log_level=LogLevels.SILENT if args.bare else LogLevels.INFO,
         log_backend=logger,
     )
     if args.workers != 1:        # only passed when asked: workers may be new
@@ -93,8 +95,9 @@ def main(argv=None):
         options['disabled_commands'] = ['STARTTLS', 'AUTH']
 
     server = SmtpServer(**options)
-    server.use(passthrough)
-    server.use(read_body)
+    if not args.bare:
+        server.use(passthrough)
+        server.use(read_body)
     server.start(args.port, args.host, backlog=args.backlog)
     server.serve_forever()
     return 0
