@@ -14,6 +14,7 @@ import base64
 import os
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import time
@@ -21,6 +22,9 @@ import time
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from smtp_stack import LogLevels, SmtpServer
+from smtp_stack.testing import ServerThread
 
 WAIT = 10.0
 
@@ -361,3 +365,67 @@ def redis_server(tmp_path_factory):
     server = RedisServer(str(tmp_path_factory.mktemp('redis')))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def resolver(dns_server):
+    from smtp_stack.policies import Resolver
+    return Resolver(['127.0.0.1'], port=dns_server.port, timeout=2.0)
+
+
+# -- SMTP servers running policies, and clients that take any address -----------------
+
+@pytest.fixture
+def serve():
+    """`serve(*middleware, **options)`: a server on 127.0.0.1 running the
+    policies, XCLIENT allowed (so a client may be any address), stopped
+    after the test."""
+    running = []
+
+    def start(*middleware, **options):
+        options.setdefault('name', 'mx.test')
+        options.setdefault('disable_reverse_lookup', True)
+        options.setdefault('log_level', LogLevels.WARN)
+        options.setdefault('use_xclient', True)
+        server = SmtpServer(**options)
+        for fn in middleware:
+            server.use(fn)
+        server.use(accept_data)
+        running.append(ServerThread(server).start())
+        return server
+
+    yield start
+    for runner in running:
+        runner.stop(timeout=2)
+
+
+def accept_data(ctx, next):
+    next()
+    if ctx.command_name == 'DATA' and ctx.session.envelope.data_stream is not None:
+        ctx.session.envelope.data_stream.read()
+
+
+def connect(server, ip, helo='mail.example.test', login=None) -> smtplib.SMTP:
+    """An SMTP client that the server takes for `ip` (XCLIENT)."""
+    client = smtplib.SMTP(*server.address, timeout=10)
+    client.ehlo('proxy.test')
+    addr = f'IPV6:{ip}' if ':' in ip else ip
+    attrs = f'ADDR={addr} NAME=[UNAVAILABLE] HELO={helo}'
+    if login:
+        attrs += f' LOGIN={login}'
+    code, _ = client.docmd('XCLIENT', attrs)
+    assert code == 220
+    client.ehlo_resp = None
+    client.ehlo(helo)
+    return client
+
+
+def rcpt(server, ip, sender, recipient, **kw):
+    """The reply to RCPT TO:<recipient> of a client at `ip`, in a session of its own."""
+    client = connect(server, ip, **kw)
+    try:
+        code, _ = client.mail(sender)
+        assert code == 250
+        return client.rcpt(recipient)
+    finally:
+        client.close()

@@ -1,6 +1,7 @@
 """Policies over real sockets: a real dnsmasq for DNS, a real redis-server,
 SQLite files; client addresses set with XCLIENT so any IP can be tested
-over loopback."""
+over loopback. recipients and dnsbl have modules of their own
+(test_policies_recipients.py, test_policies_dnsbl.py)."""
 from __future__ import annotations
 
 import smtplib
@@ -11,74 +12,12 @@ import time
 import gevent
 import pytest
 
-from smtp_stack import LogLevels, SmtpServer
-from smtp_stack.policies import (DnsError, Resolver, dnsbl, greylist, rate_limit, recipients,
-                                 store)
-from smtp_stack.policies.dnsbl import query_name
+from smtp_stack import SmtpServer
+from smtp_stack.policies import DnsError, Resolver, greylist, rate_limit, store
 from smtp_stack.policies.greylist import Greylist
-from smtp_stack.testing import ServerThread
 
-from policy_services import (LISTED_V4, LISTED_V6, dns_server, keys,  # noqa: F401 (fixtures)
-                             redis_server, wait_for)
-
-
-
-
-@pytest.fixture
-def resolver(dns_server):
-    return Resolver(['127.0.0.1'], port=dns_server.port, timeout=2.0)
-
-
-@pytest.fixture
-def serve():
-    running = []
-
-    def start(*middleware, **options):
-        options.setdefault('name', 'mx.test')
-        options.setdefault('disable_reverse_lookup', True)
-        options.setdefault('log_level', LogLevels.WARN)
-        options.setdefault('use_xclient', True)
-        server = SmtpServer(**options)
-        for fn in middleware:
-            server.use(fn)
-        server.use(accept_data)
-        running.append(ServerThread(server).start())
-        return server
-
-    yield start
-    for runner in running:
-        runner.stop(timeout=2)
-
-
-def accept_data(ctx, next):
-    next()
-    if ctx.command_name == 'DATA' and ctx.session.envelope.data_stream is not None:
-        ctx.session.envelope.data_stream.read()
-
-
-def connect(server, ip, helo='mail.example.test', login=None) -> smtplib.SMTP:
-    """An SMTP client that the server takes for `ip` (XCLIENT)."""
-    client = smtplib.SMTP(*server.address, timeout=10)
-    client.ehlo('proxy.test')
-    addr = f'IPV6:{ip}' if ':' in ip else ip
-    attrs = f'ADDR={addr} NAME=[UNAVAILABLE] HELO={helo}'
-    if login:
-        attrs += f' LOGIN={login}'
-    code, _ = client.docmd('XCLIENT', attrs)
-    assert code == 220
-    client.ehlo_resp = None
-    client.ehlo(helo)
-    return client
-
-
-def rcpt(server, ip, sender, recipient, **kw):
-    client = connect(server, ip, **kw)
-    try:
-        code, _ = client.mail(sender)
-        assert code == 250
-        return client.rcpt(recipient)
-    finally:
-        client.close()
+from policy_services import (connect, dns_server, keys,  # noqa: F401 (fixtures)
+                             rcpt, redis_server, resolver, serve, wait_for)
 
 
 # -- the resolver ------------------------------------------------------------------
@@ -208,101 +147,6 @@ def test_store_counts_exactly_when_threads_race(kind, tmp_path, request):
 def test_store_rejects_unknown_urls():
     with pytest.raises(ValueError):
         store('mysql://x')
-
-
-# -- recipients ----------------------------------------------------------------------
-
-def test_recipients_relay_denied_unknown_user_and_catch_all(serve):
-    server = serve(recipients(domains=['catchall.test'], addresses=['alice@example.test']))
-    assert rcpt(server, '192.0.2.5', 'a@x.test', 'alice@example.test')[0] == 250
-    assert rcpt(server, '192.0.2.5', 'a@x.test', 'Alice+news@EXAMPLE.test')[0] == 250
-    assert rcpt(server, '192.0.2.5', 'a@x.test', 'bob@example.test') == \
-        (550, b'5.1.1 No such user here')
-    assert rcpt(server, '192.0.2.5', 'a@x.test', 'anyone@catchall.test')[0] == 250
-    assert rcpt(server, '192.0.2.5', 'a@x.test', 'x@elsewhere.test') == \
-        (554, b'5.7.1 Relay access denied')
-
-
-def test_recipients_lookup_and_authenticated_relay(serve):
-    users = {'carol@lookup.test'}
-    server = serve(recipients(domains=['lookup.test'], lookup=users.__contains__),
-                   on_auth=lambda session: {'name': session.auth.username})
-    assert rcpt(server, '192.0.2.5', 'a@x.test', 'carol@lookup.test')[0] == 250
-    assert rcpt(server, '192.0.2.5', 'a@x.test', 'dave@lookup.test')[0] == 550
-    # an authenticated client (XCLIENT LOGIN) may send anywhere
-    assert rcpt(server, '192.0.2.5', 'a@x.test', 'x@elsewhere.test', login='carol')[0] == 250
-
-
-def test_recipients_file_is_read_again_when_it_changes(serve, tmp_path):
-    path = tmp_path / 'rcpts'
-    path.write_text('# users\nerin@file.test\n')
-    policy = recipients(addresses_file=str(path))
-    server = serve(policy)
-    assert rcpt(server, '192.0.2.5', 'a@x.test', 'erin@file.test')[0] == 250
-    assert rcpt(server, '192.0.2.5', 'a@x.test', 'frank@file.test')[0] == 550
-    path.write_text('erin@file.test\nfrank@file.test  # new\n')
-    policy.file.reload()
-    assert rcpt(server, '192.0.2.5', 'a@x.test', 'frank@file.test')[0] == 250
-
-
-def test_recipients_needs_something_to_accept():
-    with pytest.raises(ValueError):
-        recipients()
-
-
-# -- dnsbl -----------------------------------------------------------------------------
-
-def test_dnsbl_query_names_ipv4_and_ipv6_nibbles():
-    assert query_name('192.0.2.99', 'bl.test') == '99.2.0.192.bl.test'
-    assert query_name('2001:db8::1', 'bl.test') == \
-        '1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl.test'
-
-
-def test_dnsbl_refuses_a_listed_client_naming_zone_and_reason(serve, resolver):
-    server = serve(dnsbl(['junk.test', 'bl.test'], resolver=resolver))
-    code, text = rcpt(server, LISTED_V4, 'a@x.test', 'b@example.test')
-    assert code == 554
-    assert b'5.7.1' in text and b'bl.test' in text and b'is listed in bl.test' in text
-    assert rcpt(server, '192.0.2.7', 'a@x.test', 'b@example.test')[0] == 250
-
-
-def test_dnsbl_ipv6_client(serve, resolver):
-    server = serve(dnsbl(['bl.test'], resolver=resolver))
-    code, text = rcpt(server, LISTED_V6, 'a@x.test', 'b@example.test')
-    assert code == 554 and b'IPv6 listing' in text
-    assert rcpt(server, '2001:db8::5', 'a@x.test', 'b@example.test')[0] == 250
-
-
-def test_dnsbl_answers_outside_127_are_no_listing(serve, resolver):
-    server = serve(dnsbl(['junk.test'], resolver=resolver))
-    assert rcpt(server, LISTED_V4, 'a@x.test', 'b@example.test')[0] == 250
-
-
-def test_dnsbl_threshold_allow_list_and_authenticated(serve, resolver):
-    server = serve(dnsbl(['bl.test', 'bl2.test'], threshold=2, allow=['192.0.2.96/30'],
-                         resolver=resolver),
-                   on_auth=lambda session: {'name': session.auth.username})
-    assert rcpt(server, '192.0.2.101', 'a@x.test', 'b@example.test')[0] == 250
-    assert rcpt(server, '192.0.2.98', 'a@x.test', 'b@example.test')[0] == 250   # one zone of 2
-    server2 = serve(dnsbl(['bl.test', 'bl2.test'], threshold=2, resolver=resolver),
-                    on_auth=lambda session: {'name': session.auth.username})
-    assert rcpt(server2, LISTED_V4, 'a@x.test', 'b@example.test')[0] == 554
-    assert rcpt(server2, LISTED_V4, 'a@x.test', 'b@example.test', login='u')[0] == 250
-    assert rcpt(server, LISTED_V4, 'a@x.test', 'b@example.test')[0] == 250     # allow-listed
-
-
-def test_dnsbl_fails_open_when_dns_is_down(serve, caplog):
-    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    silent.bind(('127.0.0.1', 0))
-    try:
-        down = Resolver(['127.0.0.1'], port=silent.getsockname()[1], timeout=0.2)
-        server = serve(dnsbl(['down.test'], resolver=down))
-        with caplog.at_level('WARNING', logger='smtp_stack.policies'):
-            assert rcpt(server, LISTED_V4, 'a@x.test', 'b@example.test')[0] == 250
-            assert rcpt(server, '192.0.2.8', 'a@x.test', 'b@example.test')[0] == 250
-        assert sum('down.test' in r.getMessage() for r in caplog.records) == 1
-    finally:
-        silent.close()
 
 
 # -- greylist --------------------------------------------------------------------------
@@ -551,21 +395,3 @@ def test_resolver_remembers_a_failure_briefly():
         assert time.monotonic() - started < 0.1
     finally:
         silent.close()
-
-
-def test_dnsbl_sees_the_client_of_a_proxy_header(serve, resolver):
-    """PROXY v1 from a trusted peer: the policy checks the address it names."""
-    server = serve(dnsbl(['bl.test'], resolver=resolver), use_proxy=['127.0.0.1'])
-    for client_ip, expected in ((LISTED_V4, 554), ('192.0.2.7', 250)):
-        sock = socket.create_connection(server.address, timeout=10)
-        reader = sock.makefile('rb')
-        try:
-            sock.sendall(f'PROXY TCP4 {client_ip} 127.0.0.1 40000 25\r\n'.encode())
-            assert reader.readline().startswith(b'220')
-            sock.sendall(b'HELO mail.example.test\r\nMAIL FROM:<a@x.test>\r\n'
-                         b'RCPT TO:<b@example.test>\r\n')
-            codes = [int(reader.readline()[:3]) for _ in range(3)]
-            assert codes == [250, 250, expected]
-        finally:
-            reader.close()
-            sock.close()
