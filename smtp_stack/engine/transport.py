@@ -52,9 +52,9 @@ class Transport:
     # -- reading -------------------------------------------------------------
     def recv(self, deadline: float, size: int = RECV_SIZE) -> bytes:
         """Flush pending replies, then wait for bytes until `deadline`."""
-        return self.recv_within(max(deadline - time.monotonic(), 0.001), size)
+        return self.recv_for(max(deadline - time.monotonic(), 0.001), size)
 
-    def recv_within(self, timeout: float, size: int = RECV_SIZE) -> bytes:
+    def recv_for(self, timeout: float, size: int = RECV_SIZE) -> bytes:
         """recv() with the time limit in seconds from now."""
         if self._out:
             self.flush()
@@ -93,7 +93,7 @@ class Transport:
         else:
             timeout = max(deadline - time.monotonic(), 0.001)
         lines = self.lines
-        line = lines.next_line_after(self.recv_within(timeout, LINE_RECV_SIZE), max_length)
+        line = lines.next_line_after(self.recv_for(timeout, LINE_RECV_SIZE), max_length)
         while line is None:
             line = lines.next_line_after(self.recv(deadline, LINE_RECV_SIZE), max_length)
         return line
