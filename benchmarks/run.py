@@ -34,7 +34,8 @@ from benchlib.servers import BENCH_DIR, all_servers, find_postfix_tool
 
 
 def parse_args(argv):
-    servers = [s.name for s in all_servers()]
+    trees = _trees(argv)
+    servers = [s.name for s in all_servers(trees)]
     p = argparse.ArgumentParser(
         description='Benchmark smtp_stack against aiosmtpd, nodemailer '
                     'smtp-server and Postfix smtp-sink.',
@@ -57,10 +58,15 @@ def parse_args(argv):
                    help='server whose figures the ratios divide (default: %(default)s)')
     p.add_argument('--tls-key', choices=('p256', 'rsa2048'), default='p256',
                    help='key of the self-signed certificate of (e) (default: %(default)s)')
+    p.add_argument('--tree', action='append', default=[], metavar='NAME=PATH',
+                   help='also run smtp_stack from the checkout at PATH, as server '
+                        'smtp_stack@NAME, in (a) and (b): an A/B in one run')
     p.add_argument('--json', metavar='FILE', help='also write every figure here')
     p.add_argument('--logs', metavar='DIR',
                    help='server logs (default: benchmarks/results/logs)')
     args = p.parse_args(argv)
+    args.trees = trees
+    args.servers = ','.join([args.servers] + [f'smtp_stack@{name}' for name, _ in trees])
     args.scenarios = [s.strip() for s in args.scenarios.split(',') if s.strip()]
     args.servers = [s.strip() for s in args.servers.split(',') if s.strip()]
     bad = [s for s in args.scenarios if s not in SCENARIOS]
@@ -72,6 +78,20 @@ def parse_args(argv):
     if args.repeat < 1 or args.scale <= 0:
         p.error('--repeat must be >= 1 and --scale > 0')
     return args
+
+
+def _trees(argv) -> list:
+    """The --tree NAME=PATH pairs, read before the server names are known."""
+    pairs, argv = [], list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg == '--tree' and i + 1 < len(argv) else (
+            arg.split('=', 1)[1] if arg.startswith('--tree=') else None)
+        if value is not None:
+            name, sep, path = value.partition('=')
+            if not sep or not name or not os.path.isdir(path):
+                raise SystemExit(f'--tree wants NAME=PATH of a checkout, not {value!r}')
+            pairs.append((name, path))
+    return pairs
 
 
 def say(text):
@@ -167,7 +187,7 @@ def main(argv=None):
     # Which servers and scenarios can run here; say why the others cannot.
     notes = []
     servers = []
-    for spec in all_servers():
+    for spec in all_servers(args.trees):
         if spec.name not in args.servers:
             continue
         problem = spec.check()

@@ -50,6 +50,14 @@ def _python_env():
     return env
 
 
+def _use_tree(path):
+    """Python that makes `import smtp_stack` load the checkout at `path`
+    (an editable install's finder would otherwise win over sys.path)."""
+    return ('import sys\n'
+            "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
+            f'sys.path.insert(0, {os.path.abspath(path)!r})\n')
+
+
 def _version(dist):
     try:
         return importlib.metadata.version(dist)
@@ -83,20 +91,24 @@ class ServerSpec:
 class SmtpStack(ServerSpec):
     scenarios = ('a', 'b', 'c', 'c50', 'd', 'e')
 
-    def __init__(self, workers=1, bare=False):
+    def __init__(self, workers=1, bare=False, tree=None):
         self.workers = workers
         self.bare = bare        # no middleware, no log: what the features on top cost
+        self.tree = tree        # (name, path): another checkout, for an A/B in one run
         self.name = 'smtp_stack' if workers == 1 else f'smtp_stack-w{workers}'
         self.label = 'smtp_stack' if workers == 1 else f'smtp_stack ({workers} workers)'
         if bare:
             self.name, self.label = 'smtp_stack-bare', 'smtp_stack without middleware or log'
-        if workers != 1 or bare:
+        if tree:
+            self.name, self.label = f'smtp_stack@{tree[0]}', f'smtp_stack at {tree[0]}'
+        if workers != 1 or bare or tree:
             self.scenarios = ('a', 'b')
         self._checked = None
 
     def check(self):
         if self._checked is None:
-            probe = ('import smtp_stack\n'
+            probe = _use_tree(self.tree[1]) if self.tree else ''
+            probe += ('import smtp_stack\n'
                      'from smtp_stack import SmtpServer, LogLevels\n'
                      'print(getattr(smtp_stack, "__version__", "") or "dev")\n')
             if self.workers != 1:   # options are validated at construction
@@ -134,6 +146,8 @@ class SmtpStack(ServerSpec):
             cmd += ['--workers', str(self.workers)]
         if self.bare:
             cmd.append('--bare')
+        if self.tree:
+            cmd += ['--tree', self.tree[1]]
         if tls:
             cmd += ['--tls', '--key', tls[0], '--cert', tls[1]]
         return cmd
@@ -257,6 +271,7 @@ class GeventSink(ServerSpec):
         return _python_env()
 
 
-def all_servers():
-    return [SmtpStack(), SmtpStack(workers=2), SmtpStack(bare=True), GeventSink(), Aiosmtpd(), Aiosmtpd(uvloop=True),
+def all_servers(trees=()):
+    """Every server spec; `trees` (name, path) add smtp_stack at other checkouts."""
+    return [SmtpStack(tree=tree) for tree in trees] + [SmtpStack(), SmtpStack(workers=2), SmtpStack(bare=True), GeventSink(), Aiosmtpd(), Aiosmtpd(uvloop=True),
             Nodemailer(), SmtpSink()]

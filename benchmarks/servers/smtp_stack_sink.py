@@ -46,6 +46,7 @@ def parse_args(argv):
     p.add_argument('--workers', type=int, default=1)
     p.add_argument('--bare', action='store_true',
                    help='no middleware and no logging: the engine alone, to tell what they cost')
+    p.add_argument('--tree', help='import smtp_stack from this checkout (an A/B in one run)')
     p.add_argument('--tls', action='store_true')
     p.add_argument('--key')
     p.add_argument('--cert')
@@ -54,6 +55,10 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.tree:
+        # An editable install's finder would win over sys.path: drop it.
+        sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]
+        sys.path.insert(0, args.tree)
     try:
         from smtp_stack import LogLevels, SmtpServer
     except Exception as exc:   # the core may not have landed yet
