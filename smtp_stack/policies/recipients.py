@@ -17,10 +17,13 @@ undeliverable makes a bounce to a sender that is usually forged
 from __future__ import annotations
 
 import os
-import threading
+import time
+
+import gevent
 
 from ..errors import SmtpError
-from .common import authenticated
+from ..offload import offload
+from .common import authenticated, log
 
 RELAY_DENIED = (554, 'Relay access denied', '5.7.1')
 UNKNOWN_USER = (550, 'No such user here', '5.1.1')
@@ -37,40 +40,80 @@ def read_addresses(path: str) -> frozenset:
                          for line in f if line.split('#', 1)[0].strip())
 
 
+def _stamp(path: str):
+    """What tells one version of the file from the next, or None if it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def read_if_changed(path: str, known):
+    """(stamp, addresses) when the file is not the version `known`, else
+    None (unchanged, or vanished: the last good list stays); (stamp, the
+    exception) when it changed but cannot be read. Blocking file I/O: it
+    runs in a worker thread."""
+    stamp = _stamp(path)
+    if stamp is None or stamp == known:
+        return None
+    try:
+        return stamp, read_addresses(path)
+    except (OSError, ValueError) as exc:     # ValueError: not UTF-8
+        return stamp, exc
+
+
 class AddressFile:
     """A file of addresses, read again when it changed (checked at most once
     a second), so an edit — or the SIGHUP that follows one — takes effect
-    without a restart. A file that vanished keeps the last good list."""
+    without a restart. A file that vanished, or that cannot be read, keeps
+    the last good list.
+
+    The stat and the read run in the hub's thread pool: a slow disk or a
+    hung network mount must not stop every session of the process. One
+    check runs at a time, flagged by `_checking` rather than guarded by a
+    lock (a greenlet that held a thread lock across the wait would freeze
+    the hub when a second one asked for it); while it runs, other sessions
+    use the current list. The RCPT that started the check waits for it at
+    most `wait` seconds, so a change is seen by that RCPT already.
+    """
+
+    every = 1.0         # seconds between two looks at the file
+    wait = 1.0          # how long the RCPT that starts a look waits for it
 
     def __init__(self, path: str):
         self.path = path
-        self._stamp = None
-        self._checked = 0.0
-        self._lock = threading.Lock()
         self.addresses = read_addresses(path)   # errors now, at construction
-        self._stamp = self._stat()
-
-    def _stat(self):
-        try:
-            st = os.stat(self.path)
-            return (st.st_mtime_ns, st.st_size, st.st_ino)
-        except OSError:
-            return None
+        self._stamp = _stamp(path)
+        self._checked = 0.0
+        self._checking = False
+        self._unreadable = None     # the version last found unreadable: logged once
 
     def current(self, now: float) -> frozenset:
-        if now - self._checked >= 1.0:
-            with self._lock:
-                self._checked = now
-                stamp = self._stat()
-                if stamp is not None and stamp != self._stamp:
-                    try:
-                        self.addresses = read_addresses(self.path)
-                        self._stamp = stamp
-                    except OSError:
-                        pass
+        if not self._checking and now - self._checked >= self.every:
+            self._checking = True
+            self._checked = now
+            gevent.spawn(self._check).join(self.wait)
         return self.addresses
 
+    def _check(self) -> None:
+        try:
+            found = offload(read_if_changed, self.path, self._stamp)
+            if found is None:
+                return
+            stamp, addresses = found
+            if isinstance(addresses, Exception):
+                if stamp != self._unreadable:
+                    self._unreadable = stamp
+                    log.warning('recipients: %s cannot be read (%s); the last good list stays',
+                                self.path, addresses)
+                return
+            self._stamp, self.addresses = stamp, addresses
+        finally:
+            self._checking = False
+
     def reload(self) -> None:
+        """Look at the file at the next RCPT, however recent the last look."""
         self._checked = 0.0
 
 
@@ -94,7 +137,6 @@ class Recipients:
     def listed(self, now: float = None) -> frozenset:
         if self.file is None:
             return self.addresses
-        import time
         return self.addresses | self.file.current(time.monotonic() if now is None else now)
 
     def _local_domain(self, domain: str, listed) -> bool:
