@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import random
 
-from .headers import check_field, fold
+from .headers import check_field, check_name, fold
 
 # Session ids need to be unique, not secret: a generator of our own, seeded
 # from os.urandom in each process (and again in each forked worker), costs
@@ -26,13 +26,14 @@ class Envelope:
     that kept a reference (a delivery queue) never sees it change; its
     spool, though, is removed with the transaction (copy what you keep)."""
 
-    __slots__ = ('mail_from', 'rcpt_to', 'data_stream', '_added', '__dict__')
+    __slots__ = ('mail_from', 'rcpt_to', 'data_stream', '_added', '_removed', '__dict__')
 
     def __init__(self):
         self.mail_from = None
         self.rcpt_to = []
         self.data_stream = None
         self._added = None
+        self._removed = None
 
     @property
     def last_to(self):
@@ -61,6 +62,27 @@ class Envelope:
     def added_headers(self) -> list:
         """The (name, value) pairs recorded with add_header, in call order."""
         return list(self._added) if self._added else []
+
+    def remove_header(self, name: str, predicate=None) -> None:
+        """Record that the built-in deliveries and MailSink leave out the
+        message's own header fields called `name` (in any case) for which
+        `predicate(value)` is true, all of them when predicate is None;
+        `value` is the field's unfolded body, a str. Fields recorded with
+        add_header are never removed: they are this server's (RFC 8601 5:
+        a forged field goes before the server adds its own). ValueError
+        for a name that is not RFC 5322 field-name syntax, or a predicate
+        that is not callable."""
+        check_name(name)
+        if predicate is not None and not callable(predicate):
+            raise ValueError(f'a header predicate must be callable, not {type(predicate).__name__}')
+        if self._removed is None:
+            self._removed = []
+        self._removed.append((name, predicate))
+
+    @property
+    def removed_headers(self) -> list:
+        """The (name, predicate) pairs recorded with remove_header, in call order."""
+        return list(self._removed) if self._removed else []
 
     def discard(self) -> None:
         """Release what the transaction holds (the spool and its temporary file)."""

@@ -14,7 +14,7 @@ import gevent
 import gevent.monkey
 from email.parser import BytesParser
 
-from .delivery.base import body_chunks, is_success, open_body, untouched
+from .delivery.base import is_success, message_body, untouched
 from .headers import header_block
 from .options import LogLevels
 from .server import SmtpServer
@@ -104,14 +104,15 @@ class MailSink:
             return
         if not untouched(ctx):      # read by a middleware without spool(): 451, not a cut body
             return
-        # The whole body, from the spool when a middleware made one; a body
-        # the server refuses raises MessageRefused here and is not kept.
-        body = b''.join(body_chunks(open_body(ctx), ctx=ctx))
+        # The whole body, from the spool when a middleware made one, less
+        # the fields recorded with envelope.remove_header; a body the
+        # server refuses raises MessageRefused here and is not kept.
+        body = b''.join(message_body(ctx))
         if not stream.acceptable or not is_success(ctx.reply):
             return
         # On top, as the built-in deliveries do: the fields middleware added
         # (envelope.add_header). No trace fields of its own: a test sees the
-        # message as its code sent it.
+        # message as its code sent it (and as its middleware changed it).
         raw = header_block(ctx.session.envelope.added_headers) + body
         # Parsed with LF line ends, as Python's mailbox does, so get_content()
         # gives natural text; `.raw` keeps the bytes as stored.

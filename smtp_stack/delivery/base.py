@@ -1,4 +1,5 @@
-"""What every delivery shares: when to deliver, the headers on top, the body.
+"""What every delivery shares: when to deliver, the headers on top, the body
+(without the fields recorded with `envelope.remove_header`).
 
 A delivery is a middleware `fn(ctx, next)`. On DATA it calls `next()` (the
 built-in handler sends 354 and opens `ctx.data_stream`), then reads the body
@@ -23,7 +24,7 @@ import ipaddress
 import logging
 import re
 
-from ..headers import header_block
+from ..headers import header_block, without_fields
 from ..replies import Reply
 
 log = logging.getLogger('smtp_stack.delivery')
@@ -101,6 +102,16 @@ def body_chunks(reader, inspect=None, ctx=None):
     finally:
         if reader is not getattr(ctx, 'data_stream', None):
             reader.close()      # a reader of the spool, ours to close
+
+
+def message_body(ctx, inspect=None):
+    """The message as the client sent it, in pieces, for a delivery to write
+    after `message_head`: `body_chunks` of `open_body(ctx)` (so `inspect`
+    sees each piece as read, and a refused body raises MessageRefused),
+    with the fields recorded by `envelope.remove_header` taken out of the
+    header section as it streams (headers.HeaderFilter)."""
+    return without_fields(body_chunks(open_body(ctx), inspect, ctx),
+                          ctx.session.envelope.removed_headers)
 
 
 def message_head(ctx, *, return_path: bool) -> bytes:

@@ -5,7 +5,8 @@ is first spooled (in memory up to `spool_memory` bytes, then in a temporary
 file) and the function is called once the final dot was read. `body` starts
 with the fields added with `envelope.add_header` and this server's Received
 header (RFC 5321 4.4: a server that takes a message on records its hop),
-then the message as the client sent it. It runs in a
+then the message as the client sent it, less the fields recorded with
+`envelope.remove_header`. It runs in a
 worker thread of the hub's thread pool, so it may block (HTTP calls, a
 database, a queue) without stalling other sessions; it must therefore be
 thread-safe.
@@ -23,8 +24,8 @@ import tempfile
 import gevent
 
 from ..errors import ClientDisconnected, SmtpError
-from .base import (LOCAL_ERROR, body_chunks, disk_error_reply, is_success, log,
-                   message_head, open_body, untouched, wants_delivery)
+from .base import (LOCAL_ERROR, disk_error_reply, is_success, log, message_body,
+                   message_head, untouched, wants_delivery)
 
 
 def load_callable(spec: str):
@@ -79,7 +80,7 @@ class CallableDelivery:
         with tempfile.SpooledTemporaryFile(max_size=self.spool_memory) as body:
             try:
                 body.write(message_head(ctx, return_path=False))
-                for piece in body_chunks(open_body(ctx), self.inspect, ctx):
+                for piece in message_body(ctx, self.inspect):
                     body.write(piece)
             except SmtpError as err:        # inspect() refused it, or MessageRefused
                 ctx.send(err.reply)

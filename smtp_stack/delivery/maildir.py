@@ -11,7 +11,9 @@ must not lose it).
 Lines are stored with LF ends, as local delivery agents write them
 (binary messages, BODY=BINARYMIME, byte for byte).
 The message gets a Return-Path, the fields added with `envelope.add_header`
-and a Received header, in that order from the top (RFC 5321 4.4, RFC 8601 5).
+and a Received header, in that order from the top (RFC 5321 4.4, RFC 8601 5);
+the fields recorded with `envelope.remove_header` are left out of its own
+header section.
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ import time
 from ..errors import ClientDisconnected, SmtpError
 from ..offload import offload
 from ..replies import Reply
-from .base import (body_chunks, disk_error_reply, is_success, log, message_head, message_id,
-                   open_body, untouched, wants_delivery)
+from .base import (disk_error_reply, is_success, log, message_body, message_head, message_id,
+                   untouched, wants_delivery)
 
 SUBDIRS = ('tmp', 'new', 'cur')
 _counter = itertools.count(1)
@@ -164,7 +166,7 @@ class MaildirDelivery:
                 body = envelope.mail_from.args.get('BODY') if envelope.mail_from else None
                 lf = _LF(keep=str(body).upper() == 'BINARYMIME')
                 out.write(lf(message_head(ctx, return_path=True)))
-                for piece in body_chunks(open_body(ctx), self.inspect, ctx):
+                for piece in message_body(ctx, self.inspect):
                     out.write(lf(piece))
                 out.write(lf.tail())
                 if not stream.acceptable or not is_success(ctx.reply):

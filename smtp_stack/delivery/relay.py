@@ -43,8 +43,8 @@ from ..replies import Reply
 from ..xtext import encode_xtext
 from ..framing import DotStuffer
 from ..options import MAX_COMMAND_LINE
-from .base import (CHUNK, body_chunks, is_success, log, message_head, open_body,
-                   reply_from, untouched, wants_delivery)
+from .base import (CHUNK, is_success, log, message_body, message_head, reply_from,
+                   untouched, wants_delivery)
 
 UNAVAILABLE = Reply(451, 'Error: upstream server unavailable, try again later', '4.4.1')
 UPSTREAM_LOST = Reply(451, 'Error: upstream connection lost, try again later', '4.4.2')
@@ -300,13 +300,13 @@ class RelayDelivery:
         stream = ctx.data_stream
         try:
             if link.binary:
-                refused = link.send_chunks(head, body_chunks(open_body(ctx), self.inspect, ctx))
+                refused = link.send_chunks(head, message_body(ctx, self.inspect))
                 if refused is not None:     # the rest of the body is drained by the server
                     self._drop(session)
                     ctx.send(refused)
                     return
             else:
-                link.send_body(head, body_chunks(open_body(ctx), self.inspect, ctx))
+                link.send_body(head, message_body(ctx, self.inspect))
         except SmtpError as err:        # inspect() refused the content, or MessageRefused
             self._drop(session)
             ctx.send(err.reply)

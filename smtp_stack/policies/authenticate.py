@@ -1,4 +1,4 @@
-"""`authenticate(spf=True, dkim=True, dmarc=True, arc=True, enforce_dmarc=False)`.
+"""`authenticate(spf=True, dkim=True, dmarc=True, arc=True, enforce_dmarc=False, remove_forged=True)`.
 
 After the body has arrived (DATA or the BDAT of a message: `next()` first,
 so the 354 and the stream exist), the body is read once through
@@ -6,7 +6,12 @@ so the 354 and the stream exist), the body is read once through
 checked: SPF of the MAIL FROM (or HELO, for the null sender), every DKIM
 signature, DMARC of the From domain, the ARC chain. The outcome goes into
 one Authentication-Results header field (`envelope.add_header`, RFC 8601)
-and into `envelope.auth_results` for later middleware.
+and into `envelope.auth_results` for later middleware. An
+Authentication-Results field the message arrived with that names our
+authserv-id is forged, and the deliveries leave it out
+(`envelope.remove_header`; RFC 8601 5: a border MTA MUST delete such
+fields before adding its own), for submission as well: a client, even an
+authenticated one, is no trusted MTA. Fields of other authserv-ids stay.
 
 Failures to check are results, not refusals: DNS trouble is temperror
 (RFC 7208 2.6.6, RFC 6376 6.1.2, RFC 7489 6.6.3), and the message is
@@ -22,7 +27,8 @@ from dataclasses import dataclass, replace
 from email.parser import BytesHeaderParser
 
 from ..errors import SmtpError
-from .authresults import header_value
+from ..headers import remove_fields
+from .authresults import claims, header_value
 from .common import authenticated, client_ip, warnings
 from ..offload import offload
 from .dkimcheck import (ArcResult, ArcSealer, PrefetchedKeys, key_names, too_big, verify_arc,
@@ -62,7 +68,7 @@ class Authenticate:
 
     def __init__(self, spf=True, dkim=True, dmarc=True, arc=True, enforce_dmarc=False,
                  resolver=None, authserv_id=None, arc_seal=None, max_signatures=5,
-                 spf_helo=True, max_verify_bytes=MAX_VERIFY_BYTES):
+                 spf_helo=True, max_verify_bytes=MAX_VERIFY_BYTES, remove_forged=True):
         self.spf, self.dkim, self.dmarc, self.arc = bool(spf), bool(dkim), bool(dmarc), bool(arc)
         self.enforce_dmarc = bool(enforce_dmarc)
         if self.dmarc and not (self.spf or self.dkim):
@@ -72,6 +78,7 @@ class Authenticate:
         self.max_signatures = max_signatures
         self.spf_helo = spf_helo
         self.max_verify_bytes = max_verify_bytes
+        self.remove_forged = bool(remove_forged)
         self.sealer = None if arc_seal is None else ArcSealer.from_spec(arc_seal)
         if self.sealer is not None and not self.arc:
             raise ValueError('authenticate: arc_seal needs arc=True (the seal states the chain result)')
@@ -125,7 +132,12 @@ class Authenticate:
             return
         session = ctx.session
         envelope = session.envelope
-        if envelope.data_stream is None or authenticated(session):
+        if envelope.data_stream is None:
+            return
+        authserv = self.authserv_id or ctx.server.options.name
+        if self.remove_forged:
+            envelope.remove_header('Authentication-Results', claims(authserv))
+        if authenticated(session):
             return
         if ctx.reply is not None and not isinstance(ctx.reply, list) and ctx.reply.code >= 400:
             return      # already refused by an inner middleware
@@ -135,13 +147,16 @@ class Authenticate:
         ip = client_ip(session)
         mail_from = envelope.mail_from.address if envelope.mail_from else ''
         results = self.check(message, str(ip) if ip else '', mail_from, session.helo or '')
-        authserv = self.authserv_id or ctx.server.options.name
         results.header = header_value(authserv, results)
         envelope.auth_results = results
         envelope.add_header('Authentication-Results', results.header)
         if self.sealer is not None and len(message) <= self.max_verify_bytes:
+            # Sealed as delivered: dkimpy folds every Authentication-Results
+            # field of our authserv-id into the ARC-Authentication-Results,
+            # so a forged one would be sealed with our key otherwise.
+            delivered = remove_fields(message, envelope.removed_headers)
             try:
-                for name, value in self.sealer.seal(message, authserv, results.header):
+                for name, value in self.sealer.seal(delivered, authserv, results.header):
                     envelope.add_header(name, value)
             except Exception as exc:        # a bad key, a chain dkimpy will not extend
                 warnings.failed('arc seal', 'authenticate: no ARC seal: %s', exc)
@@ -161,8 +176,10 @@ def _verify(keys, message: bytes, max_signatures: int, dkim: bool, arc: bool) ->
 
 def authenticate(spf=True, dkim=True, dmarc=True, arc=True, enforce_dmarc=False,
                  resolver=None, authserv_id=None, arc_seal=None,
-                 max_verify_bytes=MAX_VERIFY_BYTES):
+                 max_verify_bytes=MAX_VERIFY_BYTES, remove_forged=True):
     """SPF, DKIM, DMARC and ARC results in an Authentication-Results header;
-    with `arc_seal={selector, domain, key}` also an ARC set (RFC 8617 5.1)."""
+    with `arc_seal={selector, domain, key}` also an ARC set (RFC 8617 5.1).
+    `remove_forged`: leave out the message's own Authentication-Results
+    fields that claim our authserv-id (RFC 8601 5)."""
     return Authenticate(spf, dkim, dmarc, arc, enforce_dmarc, resolver, authserv_id, arc_seal,
-                        max_verify_bytes=max_verify_bytes)
+                        max_verify_bytes=max_verify_bytes, remove_forged=remove_forged)

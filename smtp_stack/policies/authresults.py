@@ -1,4 +1,5 @@
-"""The Authentication-Results header field (RFC 8601), written from results.
+"""The Authentication-Results header field (RFC 8601), written from results,
+and the authserv-id read back from a field a message arrived with.
 
 One field for all methods (RFC 8601 2.2), in the order spf, dkim (one
 resinfo per signature), dmarc, arc; property values that are not a plain
@@ -62,3 +63,65 @@ def header_value(authserv_id: str, results) -> str:
     if len(parts) == 1:
         parts.append('none')
     return '; '.join(parts)
+
+
+# -- the authserv-id of a field already in the message (RFC 8601 5) -----------------
+
+# RFC 2045 token: any CHAR but SPACE, CTLs and tspecials; bytes over 127 are
+# let in, for the UTF-8 of an internationalised name (RFC 8601 2.5, RFC 6532).
+_ID_TOKEN = re.compile(r'[^\x00-\x20\x7f()<>@,;:\\"/\[\]?=]+')
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
+
+
+def _skip_cfws(text: str, pos: int):
+    """The position after white space and comments (nested, with quoted
+    pairs; RFC 5322 3.2.2) from `pos`; None inside an unclosed comment."""
+    depth = 0
+    while pos < len(text):
+        ch = text[pos]
+        if depth and ch == '\\':
+            pos += 2
+            continue
+        if ch == '(':
+            depth += 1
+        elif ch == ')' and depth:
+            depth -= 1
+        elif not depth and ch not in ' \t\r\n':
+            return pos
+        pos += 1
+    return None if depth else pos
+
+
+def authserv_id(value: str):
+    """The authserv-id a field value starts with (RFC 8601 2.2:
+    `[CFWS] authserv-id`, a token or quoted-string), or None when there is
+    none to be read: a field that names no id cannot claim ours."""
+    pos = _skip_cfws(value, 0)
+    if pos is None:
+        return None
+    quoted = _QUOTED.match(value, pos)
+    if quoted:
+        found, end = re.sub(r'\\(.)', r'\1', quoted[1], flags=re.DOTALL), quoted.end()
+    else:
+        token = _ID_TOKEN.match(value, pos)
+        if not token:
+            return None
+        found, end = token[0], token.end()
+    if end < len(value) and value[end] not in ' \t\r\n(;':
+        return None                     # `mx.test/x`, `mx.test@x`: not one value
+    return found
+
+
+def same_authserv(one: str, other: str) -> bool:
+    """Two authserv-ids name the same service: without regard to case, as
+    domain names are compared (RFC 4343), and to a root dot at the end."""
+    return one.strip().rstrip('.').lower() == other.strip().rstrip('.').lower()
+
+
+def claims(ours: str):
+    """A predicate for `envelope.remove_header('Authentication-Results', ...)`:
+    true for a field value whose authserv-id is `ours`."""
+    def claims_ours(value: str) -> bool:
+        found = authserv_id(value)
+        return found is not None and same_authserv(found, ours)
+    return claims_ours
