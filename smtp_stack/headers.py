@@ -97,7 +97,9 @@ class HeaderFilter:
     One field of at most `limit` bytes is held at a time. A longer field
     of a listed name is removed unjudged: it cannot be judged whole, and
     letting it through would be the way around the removal. Longer fields
-    of other names pass as they stream.
+    of other names pass as they stream. The name is read in the first
+    `limit` bytes of the field; the result never depends on how the
+    message is cut into pieces.
     """
 
     def __init__(self, removals, limit: int = MAX_FIELD):
@@ -175,18 +177,18 @@ class HeaderFilter:
         field = self._field
         field += piece
         if self._name is None:              # still in the first line
-            colon = piece.find(b':')
+            colon = field.find(b':', len(field) - len(piece), self._limit)
             if colon >= 0:
-                self._colon = len(field) - len(piece) + colon
-                name = bytes(field[:self._colon]).rstrip(_WSP)
+                self._colon = colon
+                name = bytes(field[:colon]).rstrip(_WSP)
                 self._name = name.lower() if _FTEXT.match(name) else b''
+            elif len(field) > self._limit:
+                # No colon in the first `limit` bytes: a field only when
+                # they are a listed name and white space (dropped below).
+                name = bytes(field[:self._limit]).rstrip(_WSP).lower()
+                self._name = name if name in self._rules else b''
             elif complete:
                 self._name = b''            # no colon: not a field
-            elif len(field) > self._limit:
-                # `limit` bytes and no colon yet: a field only when they
-                # are a listed name and white space (dropped below).
-                name = bytes(field).rstrip(_WSP).lower()
-                self._name = name if name in self._rules else b''
         if self._name is not None and self._name not in self._rules:
             self._state = _KEEP             # not ours to judge: it streams
             out.append(bytes(field))
