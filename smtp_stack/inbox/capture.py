@@ -4,8 +4,11 @@ It is a `CallableDelivery`, so it gets what every built-in delivery
 guarantees (docs/delivery.md): only whole, acceptable messages, after the
 final dot, a 4xx if the store fails. The function runs in the hub's thread
 pool (`threaded=True`), so the SQLite write never blocks the hub. It stores
-exactly the bytes it is handed: the message as sent, after the headers
-this server adds (Return-Path, added headers, Received).
+exactly the bytes it is handed: the headers this server adds (the added
+headers, then Received; CallableDelivery writes no Return-Path), then the
+message as sent, less the fields middleware recorded with
+`envelope.remove_header` (forged Authentication-Results, with the
+`authenticate` policy): CallableDelivery has taken them out already.
 """
 from __future__ import annotations
 
