@@ -16,6 +16,7 @@ import shutil
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import time
 
@@ -166,32 +167,105 @@ class DnsServer:
         stop_pid(self.proc)
 
 
-class RedisServer:
-    """redis-server on 127.0.0.1:port, no persistence; `restart()` keeps the port."""
+class RedisTls:
+    """Certificates made at test time for a TLS redis-server, in `workdir`:
+    a CA, the server's (for the name localhost) and a client's, each as
+    files (`ca`, `cert`, `key`, `client_cert`, `client_key`)."""
 
     def __init__(self, workdir: str):
-        self.port = free_port()
+        from cryptography.x509.oid import ExtendedKeyUsageOID
+        from test_tls import issue, make_ca
+        authority = make_ca('smtp_stack test Redis CA')
+        self.ca = self._write(workdir, 'redis-ca.pem', authority[2])
+        self.key, self.cert = (self._write(workdir, f'redis-server.{kind}', pem) for kind, pem in
+                               zip(('key', 'pem'), issue(authority, 'localhost',
+                                                         ExtendedKeyUsageOID.SERVER_AUTH)))
+        self.client_key, self.client_cert = (
+            self._write(workdir, f'redis-client.{kind}', pem)
+            for kind, pem in zip(('key', 'pem'), issue(authority, 'smtp-stack')))
+
+    @staticmethod
+    def _write(workdir: str, name: str, pem: bytes) -> str:
+        path = os.path.join(workdir, name)
+        with open(path, 'wb') as f:
+            f.write(pem)
+        return path
+
+
+class RedisServer:
+    """redis-server on loopback, no persistence; `restart()` keeps the address.
+
+    By default on 127.0.0.1:port. `unix=True`: on a socket file in `workdir`
+    only (`unixsocket`, `port 0`). `tls=RedisTls(...)`: TLS only (`tls-port`,
+    `port 0`, on 127.0.0.1 and ::1 for the name localhost), asking for a
+    client certificate when `client_certs`."""
+
+    def __init__(self, workdir: str, unix: bool = False, tls: RedisTls | None = None,
+                 client_certs: bool = False):
         self.workdir = workdir
+        self.socket = os.path.join(workdir, 'redis.sock') if unix else None
+        self.tls = tls
+        self.client_certs = client_certs
+        self.port = None if unix else free_port()
         self.proc = None
         self.start()
 
     @property
     def url(self) -> str:
+        if self.socket:
+            return f'unix://{self.socket}?db=0'
+        if self.tls:
+            return f'rediss://localhost:{self.port}/0?ssl_ca_certs={self.tls.ca}'
         return f'redis://127.0.0.1:{self.port}/0'
+
+    def _listen(self) -> list:
+        if self.socket:
+            return ['--port', '0', '--unixsocket', self.socket, '--unixsocketperm', '700']
+        if self.tls:
+            return ['--port', '0', '--tls-port', str(self.port), '--bind', '127.0.0.1', '-::1',
+                    '--tls-cert-file', self.tls.cert, '--tls-key-file', self.tls.key,
+                    '--tls-ca-cert-file', self.tls.ca,
+                    '--tls-auth-clients', 'yes' if self.client_certs else 'no']
+        return ['--port', str(self.port), '--bind', '127.0.0.1']
 
     def start(self) -> None:
         binary = require('redis-server', '/usr/bin/redis-server', 'redis-server')
         self.proc = subprocess.Popen(
-            [binary, '--port', str(self.port), '--bind', '127.0.0.1', '--save', '',
-             '--appendonly', 'no', '--dir', self.workdir, '--daemonize', 'no',
-             '--protected-mode', 'no', '--loglevel', 'warning'],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self.ping)
+            [binary, *self._listen(), '--save', '', '--appendonly', 'no', '--dir', self.workdir,
+             '--daemonize', 'no', '--protected-mode', 'no', '--loglevel', 'warning'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(lambda: self.proc.poll() is not None or self.ping())
+        if self.proc.poll() is not None:
+            error = self.proc.stderr.read().decode(errors='replace')
+            if self.tls and 'tls' in error.lower():
+                self._no_tls(error)
+            raise RuntimeError(f'redis-server exited: {error}')
+
+    @staticmethod
+    def _no_tls(error: str) -> None:
+        """A redis-server built without TLS (BUILD_TLS=no). Debian's package
+        (.ci/apt-packages) has it, so CI fails; elsewhere the test is skipped."""
+        reason = f'this redis-server was built without TLS ({error.strip().splitlines()[-1]})'
+        if os.environ.get('CI'):
+            raise RuntimeError(reason + "; Debian's redis-server (.ci/apt-packages) has TLS")
+        pytest.skip(reason)
+
+    def _connect(self):
+        if self.socket:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(1)
+            sock.connect(self.socket)
+            return sock
+        sock = socket.create_connection(('127.0.0.1', self.port), timeout=1)
+        if not self.tls:
+            return sock
+        context = ssl.create_default_context(cafile=self.tls.ca)
+        if self.client_certs:
+            context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
+        return context.wrap_socket(sock, server_hostname='localhost')
 
     def ping(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError('redis-server exited')
-        with socket.create_connection(('127.0.0.1', self.port), timeout=1) as s:
+        with self._connect() as s:
             s.sendall(b'PING\r\n')
             return s.recv(16).startswith(b'+PONG')
 
@@ -363,6 +437,25 @@ def dns_server(tmp_path_factory, keys):
 @pytest.fixture(scope='module')
 def redis_server(tmp_path_factory):
     server = RedisServer(str(tmp_path_factory.mktemp('redis')))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope='module')
+def redis_unix_server(tmp_path_factory):
+    server = RedisServer(str(tmp_path_factory.mktemp('redis-unix')), unix=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope='module')
+def redis_tls(tmp_path_factory):
+    return RedisTls(str(tmp_path_factory.mktemp('redis-tls-files')))
+
+
+@pytest.fixture(scope='module')
+def redis_tls_server(tmp_path_factory, redis_tls):
+    server = RedisServer(str(tmp_path_factory.mktemp('redis-tls')), tls=redis_tls)
     yield server
     server.stop()
 

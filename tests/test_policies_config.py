@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import os
+import shutil
 import smtplib
 import time
 
@@ -15,7 +16,8 @@ from smtp_stack.config import ConfigError, parse
 from smtp_stack.policies.config import duration
 
 from clirunner import Serve, smtp_stack
-from policy_services import LISTED_V4, dns_server, keys, redis_server, wait_for  # noqa: F401
+from policy_services import (LISTED_V4, dns_server, keys, redis_server,  # noqa: F401 (fixtures)
+                             redis_tls, redis_tls_server, redis_unix_server, wait_for)
 
 
 
@@ -69,6 +71,21 @@ def test_a_good_section_parses(tmp_path):
     assert len(built) == 3 and built[2].store is not None
 
 
+def test_a_rediss_store_names_its_files_relative_to_the_configuration(tmp_path):
+    (tmp_path / 'tls').mkdir()
+    for name in ('ca.pem', 'client.pem', 'client.key'):
+        (tmp_path / 'tls' / name).write_text('(not read before the first connection)')
+    query = 'ssl_ca_certs=tls/ca.pem&ssl_certfile=tls/client.pem&ssl_keyfile=tls/client.key'
+    config = parse({'deliver': {'maildir': str(tmp_path / 'md')},
+                    'store': f'rediss://:pw@localhost:6380/0?{query}'}, str(tmp_path))
+    tls = tmp_path / 'tls'
+    assert config.policies.store == (f'rediss://:pw@localhost:6380/0?ssl_ca_certs={tls}/ca.pem'
+                                     f'&ssl_certfile={tls}/client.pem&ssl_keyfile={tls}/client.key')
+    lines = errors_of({'deliver': {'maildir': str(tmp_path / 'md')},
+                       'store': 'rediss://localhost:6380/0?ssl_ca_certs=missing.pem'}, tmp_path)
+    assert any(line.startswith('store: ssl_ca_certs: no such file') for line in lines), lines
+
+
 def write_config(tmp_path, name, dns_port, store_url, **extra) -> str:
     (tmp_path / 'rcpts.txt').write_text('bob@mx.test\n')
     data = {
@@ -108,10 +125,19 @@ def rcpt(address, ip, sender, recipient):
         client.close()
 
 
-@pytest.mark.parametrize('kind', ['redis', 'sqlite'])
+def url_of(kind: str, tmp_path, request) -> str:
+    if kind == 'sqlite':
+        return f'sqlite:///{tmp_path}/state.db'
+    if kind == 'rediss':        # the CA file named relative to the configuration
+        server = request.getfixturevalue('redis_tls_server')
+        shutil.copy(server.tls.ca, tmp_path / 'redis-ca.pem')
+        return f'rediss://localhost:{server.port}/0?ssl_ca_certs=redis-ca.pem'
+    return request.getfixturevalue({'redis': 'redis_server', 'unix': 'redis_unix_server'}[kind]).url
+
+
+@pytest.mark.parametrize('kind', ['redis', 'sqlite', 'unix', 'rediss'])
 def test_two_serve_processes_share_one_store(kind, tmp_path, dns_server, request):
-    url = request.getfixturevalue('redis_server').url if kind == 'redis' else \
-        f'sqlite:///{tmp_path}/state.db'
+    url = url_of(kind, tmp_path, request)
     assert smtp_stack('check-config', write_config(tmp_path, 'a.yaml', dns_server.port, url),
                       cwd=tmp_path).returncode == 0
     a = Serve(tmp_path, '--config', write_config(tmp_path, 'a.yaml', dns_server.port, url))

@@ -208,6 +208,8 @@ class SectionChecker:
             if isinstance(value, str) and value.startswith('sqlite:///') \
                     and not value.startswith('sqlite:////'):
                 value = 'sqlite:///' + self.file_path(value[len('sqlite:///'):])
+            if isinstance(value, str) and value.startswith('rediss://'):
+                value = self.tls_files(value)
             open_store(value).close()
             return value
         except (ValueError, ImportError) as exc:
@@ -215,6 +217,20 @@ class SectionChecker:
                 raise ValueError(str(exc).replace('store: ', '')) from None
             self.error(path, str(exc).replace('store: ', ''))
             return None
+
+    def tls_files(self, url: str) -> str:
+        """rediss:// with its certificate files (ssl_ca_certs=ca.pem ...)
+        relative to the configuration file, as every file name in it is."""
+        from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+        from .redis_store import SSL_FILES
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        if not any(name in SSL_FILES for name, _ in query):
+            return url
+        query = [(name, self.file_path(value) if name in SSL_FILES else value)
+                 for name, value in query]
+        return urlunsplit(parts._replace(query=urlencode(query, safe='/')))
 
     def dns(self, value) -> dict:
         if not isinstance(value, dict):

@@ -1,5 +1,15 @@
 """`redis://HOST:PORT/DB`: state shared by every machine behind a load balancer.
 
+The URL is redis-py's: `redis://[[USER]:PASSWORD@]HOST:PORT/DB`, `rediss://`
+the same over TLS, `unix:///PATH/redis.sock?db=DB` on a socket file; query
+parameters are redis-py's connection options. Over TLS the server's
+certificate is always verified, host name included (redis-py 4 did not
+check the name by default; we ask for it), against the system's CA store
+and the file `ssl_ca_certs=/PATH/ca.pem` when given; `ssl_certfile` and
+`ssl_keyfile` present a client certificate (Redis' `tls-auth-clients`).
+The URL is checked at construction, so a mistyped parameter or a missing
+file is a ValueError then, not a store that fails open for ever.
+
 Each operation is one Redis command or one Lua script, so it is atomic on
 the server whatever number of clients race; keys carry their TTL, so Redis
 itself forgets stale triplets and windows. The sliding window is a sorted
@@ -12,9 +22,15 @@ hold a session, and the client reconnects by itself once Redis is back.
 """
 from __future__ import annotations
 
+import os
+
 import redis
 
 from .stores import Offloaded, member_id, redacted
+
+SSL_FILES = ('ssl_ca_certs', 'ssl_certfile', 'ssl_keyfile', 'ssl_ca_path')
+# Verification on whatever redis-py's defaults (the URL may still say otherwise).
+VERIFIED = {'ssl_cert_reqs': 'required', 'ssl_check_hostname': True}
 
 # KEYS[1]; ARGV: now, window, limit, member. Returns the new count, or -1.
 HIT = """
@@ -34,19 +50,40 @@ return value
 """
 
 
+def _checked_options(url: str) -> dict:
+    """The options `redis.Redis.from_url(url, ...)` needs beyond the
+    timeouts, after checking the URL as far as can be done without connecting."""
+    try:
+        parsed = redis.connection.parse_url(url)
+    except ValueError as exc:
+        raise ValueError(f'store: {exc}') from None
+    tls = url.startswith('rediss://')
+    if url.startswith('unix://') and not parsed.get('path'):
+        raise ValueError('store: unix:///PATH needs the path of the socket file')
+    for name in SSL_FILES:
+        if name in parsed and not tls:
+            raise ValueError(f'store: {name} needs a rediss:// URL')
+        if name in parsed and not os.path.exists(parsed[name]):
+            raise ValueError(f'store: {name}: no such file: {parsed[name]}')
+    options = dict(decode_responses=True, retry_on_timeout=False, **(VERIFIED if tls else {}))
+    pool = redis.ConnectionPool.from_url(url, **options)
+    try:        # the connection object, not yet connected: unknown parameters fail here
+        pool.connection_class(**pool.connection_kwargs)
+    except (TypeError, ValueError, redis.RedisError) as exc:
+        raise ValueError(f'store: {redacted(url)}: {exc}') from None
+    return options
+
+
 class RedisStore(Offloaded):
 
     def __init__(self, url: str, timeout: float = 1.0, prefix: str = 'smtp_stack:'):
         super().__init__()
         self.url = redacted(url)
         self._raw_url = url
-        self._timeout = timeout
         self.prefix = prefix
         self._client = None
-        try:
-            redis.connection.parse_url(url)
-        except ValueError as exc:
-            raise ValueError(f'store: {exc}') from None
+        self._timeout = timeout
+        self._options = _checked_options(url)
 
     def __repr__(self):
         return f'<RedisStore {self.url}>'
@@ -66,9 +103,8 @@ class RedisStore(Offloaded):
         return self._client
 
     def _connect(self) -> None:
-        client = redis.Redis.from_url(
-            self._raw_url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
-            decode_responses=True, retry_on_timeout=False)
+        client = redis.Redis.from_url(self._raw_url, socket_timeout=self._timeout,
+                                      socket_connect_timeout=self._timeout, **self._options)
         self._hit = client.register_script(HIT)
         self._incr = client.register_script(INCR)
         self._client = client

@@ -1,5 +1,6 @@
 """Where policies keep state: `store('memory:')`, `store('sqlite:///PATH')`,
-`store('redis://HOST:PORT/DB')`.
+`store('redis://HOST:PORT/DB')` (also `rediss://` over TLS and
+`unix:///PATH` on a socket file: redis_store.py).
 
 Every store offers the same few operations, each atomic on its own, so
 several processes (`workers`) or machines sharing a store count exactly:
@@ -35,10 +36,14 @@ class StoreError(Exception):
     """The store could not be reached or refused the operation."""
 
 
+URLS = 'memory:, sqlite:///PATH, redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:///PATH'
+
+
 def store(url: str = 'memory:'):
-    """A store for `url`: memory: | sqlite:///PATH | redis://HOST:PORT/DB."""
+    """A store for `url`: memory: | sqlite:///PATH | redis://HOST:PORT/DB |
+    rediss://HOST:PORT/DB?ssl_ca_certs=/PATH/ca.pem | unix:///PATH?db=DB."""
     if not isinstance(url, str):
-        raise ValueError('store must be a URL: memory:, sqlite:///PATH or redis://HOST:PORT/DB')
+        raise ValueError(f'store must be a URL: {URLS}')
     if url in ('memory:', 'memory://', 'memory'):
         return MemoryStore()
     if url.startswith('sqlite:///'):
@@ -50,7 +55,7 @@ def store(url: str = 'memory:'):
     if url.startswith(('redis://', 'rediss://', 'unix://')):
         from .redis_store import RedisStore
         return RedisStore(url)
-    raise ValueError(f'store: unknown URL {url!r} (memory:, sqlite:///PATH, redis://HOST:PORT/DB)')
+    raise ValueError(f'store: unknown URL {redacted(url)!r} ({URLS})')
 
 
 def as_store(value):
@@ -206,9 +211,16 @@ def member_id() -> str:
 
 
 def redacted(url: str) -> str:
-    """The URL without a password, for logs."""
+    """The URL without a password (in its user part or as `password=`), for logs."""
     parts = urllib.parse.urlsplit(url)
-    if parts.password:
-        netloc = f'{parts.username or ""}:***@{parts.hostname}' + (f':{parts.port}' if parts.port else '')
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return url
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    hidden = any(name == 'password' for name, _ in query)
+    if parts.password is None and not hidden:
+        return url          # as written (urlunsplit would rewrite sqlite:////PATH)
+    if parts.password is not None:
+        user, _, host = parts.netloc.rpartition('@')
+        parts = parts._replace(netloc=f'{user.partition(":")[0]}:***@{host}')
+    if hidden:
+        parts = parts._replace(query=urllib.parse.urlencode(
+            [(name, '***' if name == 'password' else value) for name, value in query], safe='/*'))
+    return urllib.parse.urlunsplit(parts)
