@@ -302,6 +302,18 @@ DMARC_RECORDS = {
 }
 LISTED_V4 = '192.0.2.99'
 LISTED_V6 = '2001:db8::99'
+# Return codes as a list answers them (client -> A records), for the code
+# filters and weights: zen.test answers as Spamhaus ZEN does (2 SBL, 4 XBL,
+# 10 and 11 PBL, 127.255.255.x errors about the query), wl.test as an
+# allow-list (DNSWL: 127.0.x.y) and bl2.test as above.
+DNSBL_CODES = {
+    'zen.test': {'192.0.2.110': ['127.0.0.2'], '192.0.2.111': ['127.0.0.10'],
+                 '192.0.2.112': ['127.0.0.4', '127.0.0.11'], '192.0.2.113': ['127.255.255.254'],
+                 '192.0.2.114': ['127.255.255.255'], '192.0.2.115': ['127.0.0.20'],
+                 '192.0.2.116': ['127.0.0.10'], '192.0.2.120': ['127.0.0.2']},
+    'wl.test': {'192.0.2.120': ['127.0.10.2'], '192.0.2.121': ['127.0.10.0']},
+    'bl2.test': {'192.0.2.116': ['127.0.0.2']},
+}
 
 
 class Keys:
@@ -345,6 +357,10 @@ def build_zone(keys: Keys) -> Zone:
     zone.txt(query_name(LISTED_V6, 'bl.test'), 'IPv6 listing')
     zone.host(query_name(LISTED_V4, 'junk.test'), '10.0.0.1')
     zone.host(query_name('192.0.2.98', 'bl2.test'), '127.0.0.3')
+    for zone_name, answers in DNSBL_CODES.items():
+        for client, codes in answers.items():
+            for code in codes:      # one line each: dnsmasq keeps one IPv4 address a line
+                zone.host(query_name(client, zone_name), code)
     return zone
 
 

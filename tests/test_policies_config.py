@@ -86,6 +86,34 @@ def test_a_rediss_store_names_its_files_relative_to_the_configuration(tmp_path):
     assert any(line.startswith('store: ssl_ca_certs: no such file') for line in lines), lines
 
 
+def test_dnsbl_zones_with_return_codes_and_weights(tmp_path):
+    """The Postfix forms (zone=codes*weight) and mappings, in one list."""
+    base = {'deliver': {'maildir': str(tmp_path / 'md')}}
+    config = parse({**base, 'policies': [{'dnsbl': {'threshold': 3, 'zones': [
+        'zen.test=127.0.0.[2..11]*3', 'bl2.test',
+        {'zone': 'wl.test', 'codes': ['127.0.10.[1..3]', '127.0.20.1'], 'weight': -2}]}}]},
+        str(tmp_path))
+    policy = config.policies.build()[0]
+    assert [(e.zone, [c.text for c in e.codes], e.weight) for e in policy.entries] == [
+        ('zen.test', ['127.0.0.[2..11]'], 3), ('bl2.test', [], 1),
+        ('wl.test', ['127.0.10.[1..3]', '127.0.20.1'], -2)]
+    assert policy.threshold == 3
+    lines = errors_of({**base, 'policies': [
+        {'dnsbl': {'zones': ['zen.test', 'zen.test=127.0.0.[9..2]']}},
+        {'dnsbl': {'zones': [{'zone': 'x.test', 'weight': 'heavy'}]}},
+        {'dnsbl': {'zones': 5}},
+        {'dnsbl': {'zones': ['x.test*2'], 'threshold': 3}}]}, tmp_path)
+    assert lines == [
+        "policies[0].dnsbl: zones[1] 'zen.test=127.0.0.[9..2]': "
+        "'127.0.0.[9..2]': '9..2' is not a number or range from 0 to 255",
+        "policies[1].dnsbl: zones[0] {'zone': 'x.test', 'weight': 'heavy'}: "
+        "weight must be an integer",
+        "policies[2].dnsbl.zones: must be a list of zones, each 'zone[=codes][*weight]' "
+        "or {zone, codes, weight}",
+        'policies[3].dnsbl: threshold 3 cannot be reached: the positive weights of zones '
+        'add up to 2'], lines
+
+
 def write_config(tmp_path, name, dns_port, store_url, **extra) -> str:
     (tmp_path / 'rcpts.txt').write_text('bob@mx.test\n')
     data = {
@@ -96,7 +124,7 @@ def write_config(tmp_path, name, dns_port, store_url, **extra) -> str:
         'dns': {'nameservers': ['127.0.0.1'], 'port': dns_port, 'timeout': 2},
         'store': store_url,
         'policies': [
-            {'dnsbl': {'zones': ['bl.test']}},
+            {'dnsbl': {'zones': ['bl.test=127.0.0.[2..11]']}},
             {'recipients': {'addresses_file': 'rcpts.txt'}},
             {'greylist': {'delay': '1s', 'auto_allow': 0}},
             {'rate_limit': {'recipients': 3, 'per': '1h', 'key': 'sender'}},

@@ -3,7 +3,7 @@
     dns:   {nameservers: [127.0.0.1], port: 53, timeout: 2}   # default: /etc/resolv.conf
     store: redis://127.0.0.1:6379/0                          # default: memory:
     policies:                        # in this order, each a middleware
-      - dnsbl: {zones: [zen.spamhaus.org], allow: [10.0.0.0/8]}
+      - dnsbl: {zones: ['zen.spamhaus.org=127.0.0.[2..11]*2', bl.example], threshold: 2}
       - recipients: {domains: [example.com], addresses_file: users.txt}
       - greylist: {delay: 5m}
       - rate_limit: {messages: 100, per: 1h}
@@ -22,14 +22,15 @@ from dataclasses import dataclass, field
 _DURATION = re.compile(r'\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)\s*\Z')
 _UNITS = {'': 1, 's': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 7 * 86400}
 
-STRINGS, NUMBER, INTEGER, BOOL, STRING, DURATION, FILE, CALLABLE, STORE, SEAL = (
+STRINGS, NUMBER, INTEGER, BOOL, STRING, DURATION, FILE, CALLABLE, STORE, SEAL, ZONES = (
     'a list of strings', 'a number', 'an integer', 'true or false', 'a string',
     "a duration (300, '5m', '1h', '36d')", 'a file name', '"package.module:function"',
-    'a store URL', 'a mapping {selector, domain, key_file}')
+    'a store URL', 'a mapping {selector, domain, key_file}',
+    "a list of zones, each 'zone[=codes][*weight]' or {zone, codes, weight}")
 PARAMETERS = {
     'recipients': {'domains': STRINGS, 'addresses': STRINGS, 'addresses_file': FILE,
                    'lookup': CALLABLE},
-    'dnsbl': {'zones': STRINGS, 'allow': STRINGS, 'threshold': INTEGER},
+    'dnsbl': {'zones': ZONES, 'allow': STRINGS, 'threshold': INTEGER},
     'greylist': {'delay': DURATION, 'expire': DURATION, 'retry_window': DURATION,
                  'auto_allow': INTEGER, 'allow': STRINGS, 'store': STORE},
     'rate_limit': {'messages': INTEGER, 'recipients': INTEGER, 'per': DURATION,
@@ -165,6 +166,11 @@ class SectionChecker:
             return [str(v) for v in value]
         if kind == INTEGER:
             if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError
+            return value
+        if kind == ZONES:       # each entry is checked by the factory (dnsbl.zone_entry)
+            value = [value] if isinstance(value, (str, dict)) else value
+            if not isinstance(value, list) or not all(isinstance(v, (str, dict)) for v in value):
                 raise ValueError
             return value
         if kind == NUMBER:

@@ -7,6 +7,15 @@ the same name, if any, says why. Answers outside 127/8, and Spamhaus's
 127.255.255.0/24 ("your query was refused"), are not listings: a list that
 answers junk must not block mail.
 
+A zone is written as Postfix writes it for `reject_rbl_client` and
+`postscreen_dnsbl_sites`: `zone[=codes][*weight]`. `codes` keeps only the
+listings whose code matches (`zen.spamhaus.org=127.0.0.[2..11]`: per octet
+a number, or `[...]` of numbers and ranges joined by `;`), and the client's
+score is the sum of the weights of the entries that list it (default 1,
+negative for an allow-list such as DNSWL); it is refused when the score
+reaches `threshold` (postscreen_dnsbl_threshold). One zone may appear in
+several entries, with other codes and weights; it is asked once.
+
 The zones are asked at once (one greenlet each), each bounded by the
 resolver's timeout; the outcome is kept on the session for its later RCPTs
 and for other middleware (`session.dnsbl`). The refusal is at the first
@@ -16,6 +25,7 @@ an allow-listed recipient (postmaster) can still be reached by a later rule.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
 import gevent
@@ -25,7 +35,18 @@ from .common import allowed, authenticated, client_ip, networks, warnings
 from .dns import DnsError, Resolver
 
 LISTED = ipaddress.ip_network('127.0.0.0/8')
+# Spamhaus, "DNSBL return codes: technical update" (2019-09-30,
+# https://www.spamhaus.org/news/article/788/): 127.255.255.0/24 holds errors
+# about the query itself (127.255.255.254: asked through a public or open
+# resolver; 127.255.255.255: too many queries), which are not "any sort of
+# reputation"; https://www.spamhaus.org/returnc/vol/ adds that such a code
+# "must not be used to reject email". No filter and no weight counts them.
 REFUSED_QUERY = ipaddress.ip_network('127.255.255.0/24')
+
+_OCTET = r'(\d{1,3}|\[[0-9.;]*\])'
+_CODES = re.compile(r'\.'.join([_OCTET] * 4) + r'\Z')
+_RANGE = re.compile(r'(\d{1,3})(?:\.\.(\d{1,3}))?\Z')
+_ENTRY = re.compile(r'([^=*\s]+)(?:=([^*\s]+))?(?:\*([+-]?\d+))?\Z')
 
 
 def query_name(ip, zone: str) -> str:
@@ -34,14 +55,95 @@ def query_name(ip, zone: str) -> str:
     return pointer.rsplit('.', 2)[0] + '.' + zone.strip('.')
 
 
+def is_listing(code) -> bool:
+    """Whether an A record of a DNSBL answer says "listed" at all."""
+    code = ipaddress.ip_address(code)
+    return code in LISTED and code not in REFUSED_QUERY
+
+
+@dataclass(frozen=True)
+class Codes:
+    """A return-code pattern: for each octet, the (low, high) ranges it allows."""
+    text: str
+    octets: tuple
+
+    def __contains__(self, code) -> bool:
+        packed = ipaddress.IPv4Address(code).packed
+        return all(any(low <= value <= high for low, high in ranges)
+                   for value, ranges in zip(packed, self.octets))
+
+
+def parse_codes(text: str) -> Codes:
+    """`127.0.0.2`, `127.0.0.[2..11]`, `127.0.[0..255].[1;3;5..9]` (Postfix 2.8's syntax)."""
+    match = _CODES.match(text.strip())
+    if not match:
+        raise ValueError(f'{text!r} is not a return code (d.d.d.d, each d a number '
+                         'or [n;m..k])')
+    octets = []
+    for octet in match.groups():
+        ranges = []
+        for item in octet.strip('[]').split(';'):
+            bounds = _RANGE.match(item)
+            if bounds:
+                low, high = int(bounds[1]), int(bounds[2] or bounds[1])
+            if not bounds or not low <= high <= 255:
+                raise ValueError(f'{text!r}: {item!r} is not a number or range from 0 to 255')
+            ranges.append((low, high))
+        octets.append(tuple(ranges))
+    if not any(low <= 127 <= high for low, high in octets[0]):
+        raise ValueError(f'{text!r} can never match: listings are in 127.0.0.0/8')
+    return Codes(text.strip(), tuple(octets))
+
+
+@dataclass(frozen=True)
+class ZoneEntry:
+    """One entry of `zones`: the zone, the codes that count (none given: every
+    listing) and the weight of a listing."""
+    zone: str
+    codes: tuple = ()
+    weight: int = 1
+
+    def counts(self, code: str) -> bool:
+        return not self.codes or any(code in codes for codes in self.codes)
+
+
+def zone_entry(item, where: str = 'zones') -> ZoneEntry:
+    """`zone[=codes][*weight]`, or {zone, codes (one or a list), weight}."""
+    try:
+        if isinstance(item, str):
+            match = _ENTRY.match(item.strip())
+            if not match or not match[1].strip('.'):
+                raise ValueError('write zone[=codes][*weight], e.g. zen.spamhaus.org=127.0.0.[2..11]*3')
+            zone, codes, weight = match[1], [match[2]] if match[2] else [], int(match[3] or 1)
+        elif isinstance(item, dict):
+            unknown = set(item) - {'zone', 'codes', 'weight'}
+            if unknown or not isinstance(item.get('zone'), str) or not item['zone'].strip('.'):
+                raise ValueError('a mapping needs zone, and may have codes and weight')
+            zone, codes, weight = item['zone'], item.get('codes') or [], item.get('weight', 1)
+            codes = [codes] if isinstance(codes, str) else codes
+            if not isinstance(codes, (list, tuple)) or not all(isinstance(c, str) for c in codes):
+                raise ValueError('codes must be a return code or a list of them')
+            if isinstance(weight, bool) or not isinstance(weight, int):
+                raise ValueError('weight must be an integer')
+        else:
+            raise ValueError('must be a string zone[=codes][*weight] or a mapping {zone, codes, weight}')
+        return ZoneEntry(zone.strip().strip('.'), tuple(parse_codes(c) for c in codes), weight)
+    except ValueError as exc:
+        raise ValueError(f'dnsbl: {where} {item!r}: {exc}') from None
+
+
 @dataclass
 class DnsblResult:
     ip: str
     listed: list = field(default_factory=list)     # [(zone, codes, reason or None)]
     errors: list = field(default_factory=list)     # zones that could not be asked
+    score: int = 0                                 # the weights of the entries that list ip
+    weights: dict = field(default_factory=dict)    # zone -> its part of the score
+    policy: object = field(default=None, repr=False, compare=False)
 
     def reply(self):
-        zone, codes, reason = self.listed[0]
+        """554 naming the zone that weighed most (the first of them)."""
+        zone, codes, reason = max(self.listed, key=lambda item: self.weights.get(item[0], 1))
         text = f'Service unavailable; client [{self.ip}] blocked using {zone}'
         if reason:
             text += f'; {reason}'
@@ -51,25 +153,32 @@ class DnsblResult:
 class Dnsbl:
 
     def __init__(self, zones, allow=(), threshold=1, resolver=None):
-        if isinstance(zones, str):
+        if isinstance(zones, (str, dict)):
             zones = [zones]
-        self.zones = tuple(z.strip().strip('.') for z in zones or ())
-        if not self.zones or not all(self.zones):
+        self.entries = tuple(zone_entry(z, f'zones[{i}]') for i, z in enumerate(zones or ()))
+        if not self.entries:
             raise ValueError('dnsbl: zones must name one or more DNS blocklists')
+        self.zones = tuple(dict.fromkeys(e.zone for e in self.entries))    # each asked once
         if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
             raise ValueError('dnsbl: threshold must be an integer of 1 or more')
+        reachable = sum(e.weight for e in self.entries if e.weight > 0)
+        if reachable < threshold:
+            raise ValueError(f'dnsbl: threshold {threshold} cannot be reached: the positive '
+                             f'weights of zones add up to {reachable}')
         self.threshold = threshold
         self.allow = networks(allow, 'dnsbl: allow')
         self.resolver = resolver or Resolver()
 
+    def _entries(self, zone: str) -> list:
+        return [e for e in self.entries if e.zone == zone]
+
     def lookup_zone(self, ip, zone: str):
-        """(codes, reason) when `zone` lists `ip`, None when not; DnsError if unsure."""
+        """(codes, reason) when an entry of `zone` counts its answer for `ip`,
+        None when none does; DnsError if unsure."""
         name = query_name(ip, zone)
-        codes = []
-        for address in self.resolver.addresses(name, 'A'):
-            code = ipaddress.ip_address(address)
-            if code in LISTED and code not in REFUSED_QUERY:
-                codes.append(address)
+        entries = self._entries(zone)
+        codes = [code for code in self.resolver.addresses(name, 'A')
+                 if is_listing(code) and any(e.counts(code) for e in entries)]
         if not codes:
             return None
         try:
@@ -79,7 +188,7 @@ class Dnsbl:
         return codes, reason
 
     def check(self, ip) -> DnsblResult:
-        result = DnsblResult(str(ip))
+        result = DnsblResult(str(ip), policy=self)
         jobs = [(zone, gevent.spawn(self.lookup_zone, ip, zone)) for zone in self.zones]
         gevent.joinall([job for _, job in jobs], timeout=self.resolver.timeout * 2 + 1)
         for zone, job in jobs:
@@ -90,7 +199,12 @@ class Dnsbl:
             elif job.successful():
                 warnings.ok(f'dnsbl {zone}')
                 if job.value is not None:
-                    result.listed.append((zone,) + job.value)
+                    codes, reason = job.value
+                    weight = sum(e.weight for e in self._entries(zone)
+                                 if any(e.counts(code) for code in codes))
+                    result.listed.append((zone, codes, reason))
+                    result.weights[zone] = weight
+                    result.score += weight
             else:
                 result.errors.append(zone)
                 warnings.failed(f'dnsbl {zone}', 'dnsbl: %s: %s', zone, job.exception)
@@ -102,13 +216,13 @@ class Dnsbl:
             ip = client_ip(session)
             if ip is not None and not authenticated(session) and not allowed(ip, self.allow):
                 result = getattr(session, 'dnsbl', None)
-                if result is None or result.ip != str(ip):
+                if result is None or result.ip != str(ip) or result.policy is not self:
                     result = session.dnsbl = self.check(ip)
-                if len(result.listed) >= self.threshold:
+                if result.score >= self.threshold:
                     raise SmtpError(*result.reply())
         next()
 
 
 def dnsbl(zones, allow=(), threshold=1, resolver=None):
-    """Refuse clients listed by at least `threshold` of `zones`."""
+    """Refuse clients whose entries in `zones` weigh at least `threshold`."""
     return Dnsbl(zones, allow, threshold, resolver)
