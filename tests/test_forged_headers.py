@@ -33,7 +33,8 @@ KEPT = (OTHER + b'From: Alice <alice@example.test>\r\nTo: bob@mx.test\r\nSubject
 # field of another authserv-id, which stays, and the message.
 FORGED = (b'Authentication-Results: mx.test; dmarc=pass header.from=example.test\r\n'
           + KEPT[:len(OTHER)]
-          + b'Authentication-Results: (looks real) MX.Test;\r\n\tdkim=pass header.d=example.test;\r\n'
+          + b'Authentication-Results: (looks real) MX.Test;\r\n'
+          b'\tdkim=pass header.d=example.test;\r\n'
           b'  dmarc=pass header.from=example.test\r\n'
           + KEPT[len(OTHER):])
 

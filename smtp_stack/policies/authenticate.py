@@ -1,4 +1,5 @@
-"""`authenticate(spf=True, dkim=True, dmarc=True, arc=True, enforce_dmarc=False, remove_forged=True)`.
+"""`authenticate(spf=True, dkim=True, dmarc=True, arc=True, enforce_dmarc=False,
+remove_forged=True)`.
 
 After the body has arrived (DATA or the BDAT of a message: `next()` first,
 so the 354 and the stream exist), the body is read once through
