@@ -17,13 +17,13 @@ from email.parser import BytesParser
 import pytest
 
 from smtp_stack.delivery import CallableDelivery, MaildirDelivery, RelayDelivery
-from smtp_stack.policies import Resolver, authenticate
+from smtp_stack.policies import authenticate
 from smtp_stack.policies.authresults import authserv_id, claims
 from smtp_stack.testing import MailSink
 
 from conftest import WAIT
 from inbox_helpers import Http, InboxThread
-from policy_services import dns_server, keys  # noqa: F401 (fixtures)
+from policy_services import dns_server, keys, resolver  # noqa: F401 (fixtures)
 
 OTHER = b'Authentication-Results: relay.example.net; spf=pass smtp.mailfrom=example.test\r\n'
 KEPT = (OTHER + b'From: Alice <alice@example.test>\r\nTo: bob@mx.test\r\nSubject: forged\r\n'
@@ -37,11 +37,6 @@ FORGED = (b'Authentication-Results: mx.test; dmarc=pass header.from=example.test
           b'\tdkim=pass header.d=example.test;\r\n'
           b'  dmarc=pass header.from=example.test\r\n'
           + KEPT[len(OTHER):])
-
-
-@pytest.fixture
-def resolver(dns_server):
-    return Resolver(['127.0.0.1'], port=dns_server.port, timeout=2.0)
 
 
 def send(address, message=FORGED, login=None):
