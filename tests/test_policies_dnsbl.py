@@ -126,12 +126,22 @@ def test_zone_entries_in_postfix_syntax_and_as_mappings(entry, zone, patterns, w
     ([{'zone': 'zen.test', 'weight': True}], 1, 'weight must be an integer'),
     ([{'zone': 'zen.test', 'code': '127.0.0.2'}], 1, 'needs zone, and may have codes and weight'),
     ([{'zone': 'zen.test', 'codes': [2]}], 1, 'codes must be a return code or a list'),
-    (['a.test', 'b.test*2', 'wl.test*-5'], 4, 'threshold 4 cannot be reached'),
-    (['wl.test*-1'], 1, 'threshold 1 cannot be reached'),
 ])
 def test_bad_zone_entries_are_refused_at_construction(zones, threshold, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         dnsbl(zones, threshold=threshold, resolver=Resolver(['127.0.0.1']))
+
+
+@pytest.mark.parametrize('zones, threshold', [
+    (['a.test', 'b.test*2', 'wl.test*-5'], 4),
+    (['wl.test*-1'], 1),
+    (['a.test'], 2),                # accepted before weights existed: still accepted
+])
+def test_a_threshold_that_cannot_be_reached_is_a_warning(zones, threshold, caplog):
+    with caplog.at_level('WARNING', logger='smtp_stack.policies'):
+        dnsbl(zones, threshold=threshold, resolver=Resolver(['127.0.0.1']))
+    assert [f'threshold {threshold} cannot be reached' in r.getMessage()
+            for r in caplog.records] == [True]
 
 
 def test_dnsbl_return_code_filter_like_reject_rbl_client(serve, resolver):

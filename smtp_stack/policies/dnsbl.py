@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import gevent
 
 from ..errors import SmtpError
-from .common import allowed, authenticated, client_ip, networks, warnings
+from .common import allowed, authenticated, client_ip, log, networks, warnings
 from .dns import DnsError, Resolver
 
 LISTED = ipaddress.ip_network('127.0.0.0/8')
@@ -162,9 +162,10 @@ class Dnsbl:
         if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
             raise ValueError('dnsbl: threshold must be an integer of 1 or more')
         reachable = sum(e.weight for e in self.entries if e.weight > 0)
-        if reachable < threshold:
-            raise ValueError(f'dnsbl: threshold {threshold} cannot be reached: the positive '
-                             f'weights of zones add up to {reachable}')
+        if reachable < threshold:   # a warning, not an error: such calls were accepted before
+            log.warning('dnsbl: threshold %d cannot be reached (the positive weights of %s '
+                        'add up to %d): no client is refused', threshold, ', '.join(self.zones),
+                        reachable)
         self.threshold = threshold
         self.allow = networks(allow, 'dnsbl: allow')
         self.resolver = resolver or Resolver()
