@@ -75,6 +75,12 @@ def test_tls_verifies_the_server_certificate(redis_tls_server, tmp_path):
                 s.get('k')
         finally:
             s.close()
+    unverified = store(f'rediss://localhost:{port}/0?ssl_cert_reqs=none')   # said in so many words
+    try:
+        unverified.set('k', 'v', 5)
+        assert unverified.get('k') == 'v'
+    finally:
+        unverified.close()
 
 
 def test_tls_with_a_client_certificate(redis_mtls_server, redis_tls):

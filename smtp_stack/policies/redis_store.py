@@ -3,9 +3,10 @@
 The URL is redis-py's: `redis://[[USER]:PASSWORD@]HOST:PORT/DB`, `rediss://`
 the same over TLS, `unix:///PATH/redis.sock?db=DB` on a socket file; query
 parameters are redis-py's connection options. Over TLS the server's
-certificate is always verified, host name included (redis-py 4 did not
+certificate is verified, host name included (redis-py before 6 did not
 check the name by default; we ask for it), against the system's CA store
-and the file `ssl_ca_certs=/PATH/ca.pem` when given; `ssl_certfile` and
+and the file `ssl_ca_certs=/PATH/ca.pem` when given, unless the URL says
+`ssl_cert_reqs=none`; `ssl_certfile` and
 `ssl_keyfile` present a client certificate (Redis' `tls-auth-clients`).
 The URL is checked at construction, so a mistyped parameter or a missing
 file is a ValueError then, not a store that fails open for ever.
@@ -65,7 +66,9 @@ def _checked_options(url: str) -> dict:
             raise ValueError(f'store: {name} needs a rediss:// URL')
         if name in parsed and not os.path.exists(parsed[name]):
             raise ValueError(f'store: {name}: no such file: {parsed[name]}')
-    options = dict(decode_responses=True, retry_on_timeout=False, **(VERIFIED if tls else {}))
+    unverified = str(parsed.get('ssl_cert_reqs', '')).lower() == 'none'
+    options = dict(decode_responses=True, retry_on_timeout=False,
+                   **(VERIFIED if tls and not unverified else {}))
     pool = redis.ConnectionPool.from_url(url, **options)
     try:        # the connection object, not yet connected: unknown parameters fail here
         pool.connection_class(**pool.connection_kwargs)
