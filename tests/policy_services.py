@@ -20,6 +20,7 @@ import ssl
 import subprocess
 import time
 
+import gevent
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -68,6 +69,31 @@ def wait_for(predicate, timeout: float = WAIT, step: float = 0.02):
         if time.monotonic() > deadline:
             raise TimeoutError(f'{predicate} did not become true in {timeout} s')
         time.sleep(step)
+
+
+class HubPauses:
+    """A greenlet that ticks every 10 ms while the code under test runs:
+    `longest` is the longest time it waited, so how long the hub stopped."""
+
+    def __init__(self):
+        self.longest = 0.0
+        self._ticker = None
+
+    def start(self):
+        self._ticker = gevent.spawn(self._tick)
+        gevent.sleep(0.02)          # it runs before the code under test does
+        return self
+
+    def _tick(self) -> None:
+        last = time.monotonic()
+        while True:
+            gevent.sleep(0.01)
+            now = time.monotonic()
+            self.longest = max(self.longest, now - last)
+            last = now
+
+    def stop(self) -> None:
+        self._ticker.kill()
 
 
 def stop_pid(proc: subprocess.Popen, grace: float = WAIT) -> None:

@@ -15,7 +15,7 @@ from gevent.threadpool import ThreadPool
 from smtp_stack.policies import recipients
 
 from clirunner import env_with_package
-from policy_services import WAIT, rcpt, serve, wait_for  # noqa: F401 (fixtures)
+from policy_services import WAIT, HubPauses, rcpt, serve, wait_for  # noqa: F401 (fixtures)
 
 
 def test_recipients_relay_denied_unknown_user_and_catch_all(serve):
@@ -125,18 +125,8 @@ def blocked_read_scenario(directory: str) -> float:
             fifo.write('erin@file.test\nfrank@file.test\n')
     pool = ThreadPool(1)
     job = pool.spawn(writer)
-    gaps = []
-
-    def tick():
-        last = time.monotonic()
-        while True:
-            gevent.sleep(0.01)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-    ticker = gevent.spawn(tick)
+    pauses = HubPauses().start()
     try:
-        gevent.sleep(0.02)
         now = time.monotonic()      # one clock value throughout: no second check falls due
         book.reload()
         started = time.monotonic()
@@ -150,7 +140,7 @@ def blocked_read_scenario(directory: str) -> float:
         assert until(lambda: 'frank@file.test' in book.current(now)), 'the new list never came'
         job.get(timeout=WAIT)
     finally:
-        ticker.kill()
+        pauses.stop()
         os.write(release_w, b'x')
         if not job.ready():         # the writer still waits for a reader: give it one
             os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
@@ -158,7 +148,7 @@ def blocked_read_scenario(directory: str) -> float:
         pool.kill()
         os.close(release_r)
         os.close(release_w)
-    return max(gaps)
+    return pauses.longest
 
 
 def test_a_file_read_that_blocks_keeps_the_hub_running(tmp_path):

@@ -6,8 +6,8 @@ parameters are redis-py's connection options. Over TLS the server's
 certificate is verified, host name included (redis-py before 6 did not
 check the name by default; we ask for it), against the system's CA store
 and the file `ssl_ca_certs=/PATH/ca.pem` when given, unless the URL says
-`ssl_cert_reqs=none`; `ssl_certfile` and
-`ssl_keyfile` present a client certificate (Redis' `tls-auth-clients`).
+`ssl_cert_reqs=none`; `ssl_certfile` and `ssl_keyfile` present a client
+certificate (Redis' `tls-auth-clients`).
 The URL is checked at construction, so a mistyped parameter or a missing
 file is a ValueError then, not a store that fails open for ever.
 
