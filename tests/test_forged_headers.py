@@ -172,10 +172,7 @@ def test_relayed_binarymime_in_bdat_chunks_loses_the_forged_fields_too(serve, cl
 
 
 def test_remove_forged_false_keeps_every_field(resolver):
-    # Imported here, not at the top: importing the submodule rebinds the
-    # package's name `authenticate` to it (see policies/__init__.py), and
-    # test modules collected after this one import that name.
-    from smtp_stack.policies.authenticate import Authenticate
+    from smtp_stack.policies.authentication import Authenticate
     with MailSink(name='mx.test') as sink:
         sink.server.use(Authenticate(resolver=resolver, remove_forged=False))
         send(sink.address)
@@ -223,3 +220,18 @@ def test_the_arc_seal_never_vouches_for_a_forged_field(resolver, keys):
     assert 'dmarc=fail' in aar and 'dmarc=pass' not in aar and 'dkim=pass' not in aar
     assert verify_arc(resolver, message.raw).result == 'pass'
     assert_forged_left_out(message.raw)
+
+
+def test_the_public_factory_stays_callable_after_its_module_is_imported(resolver):
+    """policies.authenticate is a function however often it is called and
+    whatever imported its module (it once became the module after a call)."""
+    import smtp_stack.policies.authentication  # noqa: F401
+    from smtp_stack import policies
+    first = policies.authenticate(resolver=resolver)
+    second = policies.authenticate(resolver=resolver, remove_forged=False)
+    assert callable(first) and callable(second) and callable(policies.authenticate)
+    with MailSink(name='mx.test') as sink:
+        sink.server.use(second)
+        send(sink.address)
+        [message] = sink.wait_for(1)
+    assert message.raw.endswith(FORGED) and len(results_fields(message.raw)) == 4

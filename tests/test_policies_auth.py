@@ -11,7 +11,7 @@ import pytest
 
 from smtp_stack import LogLevels, SmtpServer
 from smtp_stack.policies import Resolver, authenticate
-from smtp_stack.policies.authenticate import Authenticate
+from smtp_stack.policies.authentication import Authenticate
 from smtp_stack.policies.dmarc import aligned, organizational_domain, parse_record
 from smtp_stack.testing import ServerThread
 

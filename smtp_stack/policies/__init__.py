@@ -26,12 +26,13 @@ __all__ = ['recipients', 'dnsbl', 'greylist', 'rate_limit', 'authenticate', 'Res
 
 
 def authenticate(spf=True, dkim=True, dmarc=True, arc=True, enforce_dmarc=False,
-                 resolver=None, authserv_id=None, arc_seal=None, max_verify_bytes=4 << 20):
+                 resolver=None, authserv_id=None, arc_seal=None, max_verify_bytes=4 << 20,
+                 remove_forged=True):
     """SPF, DKIM, DMARC and ARC results in an Authentication-Results header
-    (authenticate.py; imported on first use: dkimpy and pyspf load only then)."""
-    from .authenticate import authenticate as factory
+    (authentication.py; imported on first use: dkimpy and pyspf load only then)."""
+    from .authentication import authenticate as factory
     return factory(spf, dkim, dmarc, arc, enforce_dmarc, resolver, authserv_id, arc_seal,
-                   max_verify_bytes)
+                   max_verify_bytes, remove_forged)
 
 
 FACTORIES = {'recipients': recipients, 'dnsbl': dnsbl, 'greylist': greylist,

@@ -26,7 +26,7 @@ def comment(text: str) -> str:
 
 
 def header_value(authserv_id: str, results) -> str:
-    """`results` is an AuthResults (authenticate.py)."""
+    """`results` is an AuthResults (authentication.py)."""
     parts = [authserv_id]
     if results.spf is not None:
         spf = results.spf
