@@ -158,7 +158,10 @@ class Dnsbl:
         self.entries = tuple(zone_entry(z, f'zones[{i}]') for i, z in enumerate(zones or ()))
         if not self.entries:
             raise ValueError('dnsbl: zones must name one or more DNS blocklists')
-        self.zones = tuple(dict.fromkeys(e.zone for e in self.entries))    # each asked once
+        self.by_zone: dict = {}                 # each zone asked once, for all its entries
+        for entry in self.entries:
+            self.by_zone.setdefault(entry.zone, []).append(entry)
+        self.zones = tuple(self.by_zone)
         if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
             raise ValueError('dnsbl: threshold must be an integer of 1 or more')
         reachable = sum(e.weight for e in self.entries if e.weight > 0)
@@ -170,14 +173,11 @@ class Dnsbl:
         self.allow = networks(allow, 'dnsbl: allow')
         self.resolver = resolver or Resolver()
 
-    def _entries(self, zone: str) -> list:
-        return [e for e in self.entries if e.zone == zone]
-
     def lookup_zone(self, ip, zone: str):
         """(codes, reason) when an entry of `zone` counts its answer for `ip`,
         None when none does; DnsError if unsure."""
         name = query_name(ip, zone)
-        entries = self._entries(zone)
+        entries = self.by_zone[zone]
         codes = [code for code in self.resolver.addresses(name, 'A')
                  if is_listing(code) and any(e.counts(code) for e in entries)]
         if not codes:
@@ -201,7 +201,7 @@ class Dnsbl:
                 warnings.ok(f'dnsbl {zone}')
                 if job.value is not None:
                     codes, reason = job.value
-                    weight = sum(e.weight for e in self._entries(zone)
+                    weight = sum(e.weight for e in self.by_zone[zone]
                                  if any(e.counts(code) for code in codes))
                     result.listed.append((zone, codes, reason))
                     result.weights[zone] = weight
