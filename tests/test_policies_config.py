@@ -79,8 +79,9 @@ def test_a_rediss_store_names_its_files_relative_to_the_configuration(tmp_path):
     config = parse({'deliver': {'maildir': str(tmp_path / 'md')},
                     'store': f'rediss://:pw@localhost:6380/0?{query}'}, str(tmp_path))
     tls = tmp_path / 'tls'
-    assert config.policies.store == (f'rediss://:pw@localhost:6380/0?ssl_ca_certs={tls}/ca.pem'
-                                     f'&ssl_certfile={tls}/client.pem&ssl_keyfile={tls}/client.key')
+    assert config.policies.store == (
+        f'rediss://:pw@localhost:6380/0?ssl_ca_certs={tls}/ca.pem'
+        f'&ssl_certfile={tls}/client.pem&ssl_keyfile={tls}/client.key')
     lines = errors_of({'deliver': {'maildir': str(tmp_path / 'md')},
                        'store': 'rediss://localhost:6380/0?ssl_ca_certs=missing.pem'}, tmp_path)
     assert any(line.startswith('store: ssl_ca_certs: no such file') for line in lines), lines
@@ -157,7 +158,8 @@ def url_of(kind: str, tmp_path, request) -> str:
         server = request.getfixturevalue('redis_tls_server')
         shutil.copy(server.tls.ca, tmp_path / 'redis-ca.pem')
         return f'rediss://localhost:{server.port}/0?ssl_ca_certs=redis-ca.pem'
-    return request.getfixturevalue({'redis': 'redis_server', 'unix': 'redis_unix_server'}[kind]).url
+    fixture = {'redis': 'redis_server', 'unix': 'redis_unix_server'}[kind]
+    return request.getfixturevalue(fixture).url
 
 
 @pytest.mark.parametrize('kind', ['redis', 'sqlite', 'unix', 'rediss'])

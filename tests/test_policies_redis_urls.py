@@ -102,7 +102,8 @@ def test_tls_with_a_client_certificate(redis_mtls_server, redis_tls):
     ('unix://', 'needs the path of the socket file'),
     ('rediss://localhost:6379/0?ssl_ca_certs=/nonexistent/ca.pem', 'ssl_ca_certs: no such file'),
     ('redis://127.0.0.1:6379/0?ssl_ca_certs=/etc/hostname', 'ssl_ca_certs needs a rediss:// URL'),
-    ('rediss://localhost:6379/0?ssl_ca_cert=/etc/hostname', "unexpected keyword argument 'ssl_ca_cert'"),
+    ('rediss://localhost:6379/0?ssl_ca_cert=/etc/hostname',
+     "unexpected keyword argument 'ssl_ca_cert'"),
     ('rediss://localhost:6379/0?ssl_cert_reqs=sometimes', 'sometimes'),
 ])
 def test_store_urls_are_checked_at_construction(url, message):

@@ -113,7 +113,8 @@ def zone_entry(item, where: str = 'zones') -> ZoneEntry:
         if isinstance(item, str):
             match = _ENTRY.match(item.strip())
             if not match or not match[1].strip('.'):
-                raise ValueError('write zone[=codes][*weight], e.g. zen.spamhaus.org=127.0.0.[2..11]*3')
+                raise ValueError('write zone[=codes][*weight], '
+                                 'e.g. zen.spamhaus.org=127.0.0.[2..11]*3')
             zone, codes, weight = match[1], [match[2]] if match[2] else [], int(match[3] or 1)
         elif isinstance(item, dict):
             unknown = set(item) - {'zone', 'codes', 'weight'}
@@ -126,7 +127,8 @@ def zone_entry(item, where: str = 'zones') -> ZoneEntry:
             if isinstance(weight, bool) or not isinstance(weight, int):
                 raise ValueError('weight must be an integer')
         else:
-            raise ValueError('must be a string zone[=codes][*weight] or a mapping {zone, codes, weight}')
+            raise ValueError('must be a string zone[=codes][*weight] '
+                             'or a mapping {zone, codes, weight}')
         return ZoneEntry(zone.strip().strip('.'), tuple(parse_codes(c) for c in codes), weight)
     except ValueError as exc:
         raise ValueError(f'dnsbl: {where} {item!r}: {exc}') from None
