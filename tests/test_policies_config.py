@@ -231,6 +231,15 @@ def test_arc_seal_reads_its_key_file(tmp_path):
     assert any('policies[0].authenticate.arc_seal: key_file: No such file' in l for l in lines)
 
 
+def test_authenticate_remove_forged_from_yaml(tmp_path):
+    base = {'deliver': {'maildir': str(tmp_path / 'md')}}
+    kept = parse({**base, 'policies': [{'authenticate': {'remove_forged': False}}]}, str(tmp_path))
+    assert kept.policies.build()[0].remove_forged is False
+    assert parse({**base, 'policies': ['authenticate']}, str(tmp_path)).policies.build()[0].remove_forged
+    lines = errors_of({**base, 'policies': [{'authenticate': {'remove_forged': 'sometimes'}}]}, tmp_path)
+    assert any('remove_forged' in line for line in lines)
+
+
 def test_serve_recipients_lookup_and_a_file_read_again_on_sighup(tmp_path):
     import signal
     (tmp_path / 'mailboxes.py').write_text(    # a module next to the config: importable

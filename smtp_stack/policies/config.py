@@ -37,7 +37,7 @@ PARAMETERS = {
                    'key': STRING, 'store': STORE},
     'authenticate': {'spf': BOOL, 'dkim': BOOL, 'dmarc': BOOL, 'arc': BOOL,
                      'enforce_dmarc': BOOL, 'authserv_id': STRING, 'arc_seal': SEAL,
-                     'max_verify_bytes': INTEGER},
+                     'max_verify_bytes': INTEGER, 'remove_forged': BOOL},
 }
 DNS_KEYS = {'nameservers': STRINGS, 'port': INTEGER, 'timeout': NUMBER}
 USES_DNS = ('dnsbl', 'authenticate')
