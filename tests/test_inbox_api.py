@@ -400,3 +400,39 @@ def test_a_header_in_an_undeclared_8bit_charset_is_stored_and_listed(inbox, web)
     assert web.get(f'/api/v1/message/{item["ID"]}').status == 200
     assert web.get(f'/api/v1/message/{item["ID"]}/headers').status == 200
     assert web.json('GET', '/api/v1/search?query=joerg')['messages_count'] == 1
+
+
+def test_the_page_files_are_read_before_serving_not_while(tmp_path):
+    """Serving the page opens no file on the hub: a fresh process (its cache
+    cold) records, with an audit hook, every file opened under static/
+    while the page and its files are fetched over HTTP."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    tests = os.path.dirname(os.path.abspath(__file__))
+    script = textwrap.dedent(f'''
+        import os, sys
+        sys.path.insert(0, {tests!r})
+        from inbox_helpers import Http, InboxThread
+        import smtp_stack.inbox.pages as pages
+        static = os.path.realpath(pages.STATIC)
+        opened, serving = [], [False]
+        def hook(event, args):
+            if serving[0] and event == 'open' and isinstance(args[0], str) \\
+                    and os.path.realpath(args[0]).startswith(static):
+                opened.append(args[0])
+        sys.addaudithook(hook)
+        with InboxThread({str(tmp_path / 'inbox.db')!r}, relay=None) as inbox:
+            web = Http(inbox.url)
+            serving[0] = True
+            statuses = [web.get(path).status for path in
+                        ('/', '/static/app.js', '/static/app.css', '/static/favicon.svg')]
+            serving[0] = False
+            web.close()
+        print(statuses, opened)
+    ''')
+    done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == '[200, 200, 200, 200] []'

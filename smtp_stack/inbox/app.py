@@ -63,6 +63,7 @@ class InboxApp:
         self.started = time.monotonic()
         self._verified: set = set()
         self.allowed_hosts = None   # host names the Host header may carry (None: any)
+        pages.load_static()
 
     def __call__(self, environ, start_response):
         try:

@@ -46,9 +46,16 @@ def index(app, req):
 
 @functools.lru_cache(maxsize=None)
 def _static_bytes(name: str) -> bytes:
-    """Read once per process: a file read per request would be I/O on the hub."""
+    """Read once per process, by load_static() when the app is made: a file
+    read while serving would be I/O on the hub."""
     with open(os.path.join(STATIC, name), 'rb') as f:
         return f.read()
+
+
+def load_static() -> None:
+    """Read the page's files now (InboxApp calls it when it is made, before serving)."""
+    for name in STATIC_FILES:
+        _static_bytes(name)
 
 
 def static(app, req, name):
