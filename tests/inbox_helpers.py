@@ -188,6 +188,7 @@ class WebSocket:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.pending = []
+        self.partial = []       # the pieces of a text message still arriving
         self.closed = False
         self.sock.sendall(self.ws.send(Request(host=f'{host}:{port}', target=path,
                                                extra_headers=list(headers))))
@@ -197,6 +198,9 @@ class WebSocket:
         assert isinstance(event, AcceptConnection), event
 
     def _next(self):
+        """The next whole event. wsproto hands a message over in pieces as
+        its bytes arrive (message_finished False until the last), as a
+        browser never does: the pieces are joined here."""
         while not self.pending:
             data = self.sock.recv(65536)
             self.ws.receive_data(data or None)
@@ -206,6 +210,11 @@ class WebSocket:
                 elif isinstance(event, CloseConnection):
                     self.closed = True
                     self.pending.append(event)
+                elif isinstance(event, TextMessage):
+                    self.partial.append(event.data)
+                    if event.message_finished:
+                        self.pending.append(TextMessage(data=''.join(self.partial)))
+                        self.partial = []
                 else:
                     self.pending.append(event)
             if not data and not self.pending:
