@@ -61,33 +61,53 @@ def _unsupported(key: str) -> SmtpError:
 
 
 def check_mail_params(engine, address: Address) -> None:
+    check_params(engine, address, MAIL_PARAMETERS)
+    if not address.address.isascii() and 'SMTPUTF8' not in address.args:
+        raise SmtpError(*R.NEED_SMTPUTF8)
+
+
+def check_params(engine, address: Address, table: dict) -> None:
+    """Each parameter by its row of `table` (keyword -> the extension that
+    offers it, and its check, which returns the value kept); 555 for one
+    not offered (RFC 5321 4.1.1.11), and any at all after HELO."""
     options = engine.options
     args = address.args
     if args and engine.session.greeting == 'HELO':
         raise SmtpError(*R.NO_PARAMS_AFTER_HELO)
     for key, value in args.items():
-        if key == 'SIZE' and options.enabled('SIZE'):
-            declared = check_size(value)        # 501 when malformed
-            if options.size and declared > options.size:
-                raise SmtpError(*R.MESSAGE_TOO_BIG)
-        elif key == 'BODY' and options.enabled('8BITMIME'):
-            args[key] = check_body(value, body_types(options))
-        elif key == 'SMTPUTF8' and options.enabled('SMTPUTF8'):
-            check_flag(key, value)
-        elif key == 'RET' and options.enabled('DSN'):
-            args[key] = check_ret(value)
-        elif key == 'ENVID' and options.enabled('DSN'):
-            check_envid(value)
-        elif key == 'AUTH' and options.enabled('AUTH'):
-            check_auth_param(value)
-        elif key == 'REQUIRETLS' and options.enabled('REQUIRETLS'):
-            check_flag(key, value)
-            if not engine.session.secure:     # RFC 8689 section 4.1
-                raise SmtpError(*R.REQUIRETLS_NEEDS_TLS)
-        else:
+        row = table.get(key)
+        if row is None or not options.enabled(row[0]):
             raise _unsupported(key)
-    if not address.address.isascii() and 'SMTPUTF8' not in args:
-        raise SmtpError(*R.NEED_SMTPUTF8)
+        args[key] = row[1](engine, key, value)
+
+
+def _size(engine, key, value):
+    declared = check_size(value)        # 501 when malformed
+    if engine.options.size and declared > engine.options.size:
+        raise SmtpError(*R.MESSAGE_TOO_BIG)
+    return value
+
+
+def _requiretls(engine, key, value):
+    check_flag(key, value)
+    if not engine.session.secure:     # RFC 8689 section 4.1
+        raise SmtpError(*R.REQUIRETLS_NEEDS_TLS)
+    return value
+
+
+MAIL_PARAMETERS = {
+    'SIZE': ('SIZE', _size),
+    'BODY': ('8BITMIME', lambda engine, key, value: check_body(value, body_types(engine.options))),
+    'SMTPUTF8': ('SMTPUTF8', lambda engine, key, value: check_flag(key, value)),
+    'RET': ('DSN', lambda engine, key, value: check_ret(value)),
+    'ENVID': ('DSN', lambda engine, key, value: check_envid(value)),
+    'AUTH': ('AUTH', lambda engine, key, value: check_auth_param(value)),
+    'REQUIRETLS': ('REQUIRETLS', _requiretls),
+}
+RCPT_PARAMETERS = {
+    'NOTIFY': ('DSN', lambda engine, key, value: check_notify(value)),
+    'ORCPT': ('DSN', lambda engine, key, value: check_orcpt(value)),
+}
 
 
 def body_types(options) -> frozenset:
@@ -97,16 +117,6 @@ def body_types(options) -> frozenset:
 
 
 def check_rcpt_params(engine, address: Address) -> None:
-    options = engine.options
-    args = address.args
-    if args and engine.session.greeting == 'HELO':
-        raise SmtpError(*R.NO_PARAMS_AFTER_HELO)
-    for key, value in args.items():
-        if key == 'NOTIFY' and options.enabled('DSN'):
-            args[key] = check_notify(value)
-        elif key == 'ORCPT' and options.enabled('DSN'):
-            check_orcpt(value)
-        else:
-            raise _unsupported(key)
+    check_params(engine, address, RCPT_PARAMETERS)
     if not address.address.isascii() and 'SMTPUTF8' not in engine.session.envelope.mail_from.args:
         raise SmtpError(*R.NEED_SMTPUTF8)
