@@ -42,6 +42,7 @@ class SmtpServer:
         self.listeners: list = []
         self.runners = SessionRunners()     # the greenlets that serve connections (introspection)
         self._connections: set = set()
+        self._shared_sessions = None        # in a worker: (SessionCounts, its counter)
         self._per_ip: Counter = Counter()
         self.auth_failures = self._auth_failure_counter()   # per client address, or None
         self.stopping = False
@@ -130,9 +131,11 @@ class SmtpServer:
             self._stopped = gevent.event.Event()
             self.sweeper = DeadlineSweeper(self.hub)
 
-    def _become_worker(self, worker_id: int) -> None:
-        """In a forked worker's serving thread: forget the master's state."""
+    def _become_worker(self, worker_id: int, shared=None) -> None:
+        """In a forked worker's serving thread: forget the master's state.
+        `shared`: (SessionCounts, this worker's counter) for max_connections."""
         self.worker_id = worker_id
+        self._shared_sessions = shared
         self._pool = None
         self.listeners = []
         self.runners = SessionRunners()
@@ -260,14 +263,20 @@ class SmtpServer:
             except Exception:
                 sock.close()
                 return
-        if opts.max_connections and len(self._connections) >= opts.max_connections:
+        shared = self._shared_sessions     # with workers: every worker's sessions count
+        if opts.max_connections and (shared[0].total() if shared else len(self._connections)) \
+                >= opts.max_connections:
             return _refuse(sock, R.TOO_MANY_CONNECTIONS)
         conn = Engine(self, sock, peer, local)
         self._connections.add(conn)
+        if shared:
+            shared[0].counts[shared[1]] += 1
         try:
             conn.run()
         finally:
             self._connections.discard(conn)
+            if shared:
+                shared[0].counts[shared[1]] -= 1
 
     def claim_client_ip(self, ip: str) -> bool:
         """Count a session against max_connections_per_ip; False when over.

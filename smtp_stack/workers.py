@@ -39,6 +39,7 @@ too, never a kill.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import signal
 import socket
@@ -70,15 +71,54 @@ WORKER_START_TIMEOUT = 10.0
 log = logging.getLogger('smtp_stack.workers')
 
 
+COUNTERS_PER_WORKER = 4  # those serving, and up to three sets still finishing after reloads
+
+
+class SessionCounts:
+    """How many sessions every worker has open, in memory shared with them
+    (an anonymous shared mapping, made before the first fork), so that
+    `max_connections` holds for the whole server rather than per worker.
+
+    Each worker writes only its own counter, so no lock is needed; a worker
+    reads the sum. The master hands a counter to each worker it forks and
+    zeroes it once the worker is reaped, so a worker that died never leaves
+    its sessions counted. Two workers accepting at the same instant may
+    both see room for one more: the limit may be passed by that much.
+    """
+
+    def __init__(self, size: int):
+        self._memory = mmap.mmap(-1, size * 8)
+        self.counts = memoryview(self._memory).cast('q')
+        self._free = list(range(size))
+
+    def take(self):
+        """A zeroed counter for a new worker, or None when all are in use
+        (that worker then counts its own sessions only)."""
+        if not self._free:
+            return None
+        index = self._free.pop(0)
+        self.counts[index] = 0
+        return index
+
+    def give_back(self, index) -> None:
+        if index is not None:
+            self.counts[index] = 0
+            self._free.append(index)
+
+    def total(self) -> int:
+        return sum(self.counts)
+
+
 class Worker:
     """The master's record of one worker process."""
 
-    __slots__ = ('pid', 'fd', 'slot', 'started', 'retiring', 'ready')
+    __slots__ = ('pid', 'fd', 'slot', 'counter', 'started', 'retiring', 'ready')
 
-    def __init__(self, pid: int, fd: int, slot: int):
+    def __init__(self, pid: int, fd: int, slot: int, counter=None):
         self.pid = pid
         self.fd = fd            # the master's end of the control socket
         self.slot = slot
+        self.counter = counter  # its index in SessionCounts, or None
         self.started = time.monotonic()
         self.retiring = False   # told to stop: not restarted when it exits
         self.ready = False      # said it is serving
@@ -102,6 +142,9 @@ class WorkerPool:
         self.master_pid = os.getpid()
         self._backoff: dict = {}
         self._signals: list = []
+        # max_connections counts the sessions of all the workers
+        self.sessions = (SessionCounts(self.count * COUNTERS_PER_WORKER)
+                         if server.options.max_connections else None)
 
     @property
     def pids(self) -> list:
@@ -141,16 +184,22 @@ class WorkerPool:
                 pass
         # A signal sent to the new worker before it can take it must wait
         # (not kill it): blocked across the fork, unblocked by each side.
+        counter = self.sessions.take() if self.sessions is not None else None
+        if self.sessions is not None and counter is None:
+            log.warning('worker %d: no shared session counter left (too many workers still '
+                        'finishing); it applies max_connections to its own sessions', slot)
+        shared = (self.sessions, counter) if counter is not None else None
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
         try:
             pid = _fork()
             if pid == 0:
-                _worker_main(self.server, slot, listening, worker_fd, close, mask)  # never returns
+                _worker_main(self.server, slot, shared, listening, worker_fd, close,
+                             mask)  # never returns
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(worker_fd)
         make_nonblocking(master_fd)
-        worker = Worker(pid, master_fd, slot)
+        worker = Worker(pid, master_fd, slot, counter)
         self.current[slot] = worker
         self.watchers.spawn(self._watch, worker)
         log.debug('worker %d started: pid %d', slot, pid)
@@ -168,6 +217,8 @@ class WorkerPool:
             pass
         status = self._reap(worker.pid)
         os.close(worker.fd)
+        if self.sessions is not None:
+            self.sessions.give_back(worker.counter)     # its sessions ended with it
         if self.current.get(worker.slot) is worker:
             del self.current[worker.slot]
         elif worker in self.retired:
@@ -276,7 +327,7 @@ def _raise_stop(signum, frame):
     raise _StopRequested()
 
 
-def _worker_main(server, slot: int, listening: list, control_fd: int, close: list,
+def _worker_main(server, slot: int, shared, listening: list, control_fd: int, close: list,
                  mask) -> None:
     """The forked child, in the thread that forked: never returns.
 
@@ -299,7 +350,7 @@ def _worker_main(server, slot: int, listening: list, control_fd: int, close: lis
         ready.acquire()
         # The serving thread inherits the blocked signals: they all come to
         # this thread, the one that can take them.
-        _start_thread(_serve, (server, slot, fds, ready))
+        _start_thread(_serve, (server, slot, shared, fds, ready))
         _signal(signal.SIGHUP, signal.SIG_IGN)     # the master reloads
         _signal(signal.SIGINT, signal.SIG_IGN)     # the master decides
         _signal(signal.SIGTERM, _raise_stop)
@@ -345,11 +396,11 @@ def _wait_for_stop(fd: int):
                     return None
 
 
-def _serve(server, slot: int, fds: list, ready) -> None:
+def _serve(server, slot: int, shared, fds: list, ready) -> None:
     """The worker's serving thread: a fresh hub, the inherited sockets."""
     code = 1
     try:
-        server._become_worker(slot)
+        server._become_worker(slot, shared)
         for fd in fds:
             server._listen(gsocket.socket(fileno=fd))
         ready.release()

@@ -27,6 +27,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def pid_commands(ctx, next):
     if ctx.command_name == 'XPID':
         ctx.send(250, str(os.getpid()))
+    elif ctx.command_name == 'XCOUNT':          # this worker's open sessions
+        ctx.send(250, str(ctx.server.connections))
     elif ctx.command_name == 'XBLOCK':
         time.sleep(float(ctx.command_args[0]))     # blocks the whole worker
         ctx.send(250, 'unblocked')
@@ -127,6 +129,45 @@ def test_many_connections_are_spread_over_the_workers(workers):
     for client in clients:
         client.close()
     assert seen == set(server.worker_pids)
+
+
+def greeting_code(server) -> tuple:
+    """(code of the first reply, the client): 220, or 421 when full."""
+    client = RawClient(server.address)
+    return client.reply()[0], client
+
+
+def test_max_connections_counts_the_sessions_of_every_worker(workers):
+    server = workers(2, max_connections=2)
+    first, pid1 = xpid(server)
+    second = None
+    deadline = time.monotonic() + WAIT
+    while second is None and time.monotonic() < deadline:    # a session on the other worker
+        code, client = greeting_code(server)
+        if code == 220 and pid_in(client.expect(250, 'XPID')) != pid1:
+            second = client
+        else:
+            client.close()      # on pid1's worker (or refused while one of those ended)
+    assert second is not None, 'no session reached the second worker'
+    # Each worker has one session now: per worker there would be room for one more.
+    assert wait_until(lambda: first.cmd('XCOUNT') == (250, '2.0.0 1'))
+    assert second.cmd('XCOUNT') == (250, '2.0.0 1')
+    for _ in range(6):
+        code, client = greeting_code(server)
+        assert code == 421
+        client.close()
+    # A worker killed with a session open: its count goes with it.
+    pid2 = pid_in(second.expect(250, 'XPID'))
+    os.kill(pid2, signal.SIGKILL)
+    assert wait_until(lambda: len(server.worker_pids) == 2 and pid2 not in server.worker_pids)
+
+    def room():
+        code, client = greeting_code(server)
+        client.close()
+        return code == 220
+    assert wait_until(room)
+    first.close()
+    second.close()
 
 
 def test_a_killed_worker_is_restarted(workers):
