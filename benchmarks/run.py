@@ -34,15 +34,15 @@ from benchlib.servers import BENCH_DIR, all_servers, find_postfix_tool
 
 
 def parse_args(argv):
-    trees = _trees(argv)
-    servers = [s.name for s in all_servers(trees)]
+    servers = [s.name for s in all_servers()]
     p = argparse.ArgumentParser(
         description='Benchmark smtp_stack against aiosmtpd, nodemailer '
                     'smtp-server and Postfix smtp-sink.',
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='scenarios:\n' + '\n'.join(
             f'  {k:4} {s.title}' for k, s in SCENARIOS.items())
-        + '\n  (c50 is not in the default set)\nservers:\n  ' + ', '.join(servers))
+        + '\n  (c50 is not in the default set)\nservers:\n  ' + ', '.join(servers)
+        + ', and smtp_stack@NAME for each --tree')
     p.add_argument('--scenarios', default=','.join(DEFAULT_SCENARIOS),
                    help='comma-separated scenario keys (default: %(default)s)')
     p.add_argument('--servers', default=','.join(servers),
@@ -58,19 +58,19 @@ def parse_args(argv):
                    help='server whose figures the ratios divide (default: %(default)s)')
     p.add_argument('--tls-key', choices=('p256', 'rsa2048'), default='p256',
                    help='key of the self-signed certificate of (e) (default: %(default)s)')
-    p.add_argument('--tree', action='append', default=[], metavar='NAME=PATH',
+    p.add_argument('--tree', dest='trees', action='append', default=[], type=_tree,
+                   metavar='NAME=PATH',
                    help='also run smtp_stack from the checkout at PATH, as server '
                         'smtp_stack@NAME, in (a) and (b): an A/B in one run')
     p.add_argument('--json', metavar='FILE', help='also write every figure here')
     p.add_argument('--logs', metavar='DIR',
                    help='server logs (default: benchmarks/results/logs)')
     args = p.parse_args(argv)
-    args.trees = trees
-    args.servers = ','.join([args.servers] + [f'smtp_stack@{name}' for name, _ in trees])
+    trees = [f'smtp_stack@{name}' for name, _ in args.trees]
     args.scenarios = [s.strip() for s in args.scenarios.split(',') if s.strip()]
-    args.servers = [s.strip() for s in args.servers.split(',') if s.strip()]
+    args.servers = [s.strip() for s in args.servers.split(',') if s.strip()] + trees
     bad = [s for s in args.scenarios if s not in SCENARIOS]
-    bad += [s for s in args.servers if s not in servers]
+    bad += [s for s in args.servers if s not in servers + trees]
     if bad:
         p.error(f"unknown scenario or server: {', '.join(bad)}")
     if args.repeat is None:
@@ -80,18 +80,12 @@ def parse_args(argv):
     return args
 
 
-def _trees(argv) -> list:
-    """The --tree NAME=PATH pairs, read before the server names are known."""
-    pairs, argv = [], list(sys.argv[1:] if argv is None else argv)
-    for i, arg in enumerate(argv):
-        value = argv[i + 1] if arg == '--tree' and i + 1 < len(argv) else (
-            arg.split('=', 1)[1] if arg.startswith('--tree=') else None)
-        if value is not None:
-            name, sep, path = value.partition('=')
-            if not sep or not name or not os.path.isdir(path):
-                raise SystemExit(f'--tree wants NAME=PATH of a checkout, not {value!r}')
-            pairs.append((name, path))
-    return pairs
+def _tree(value: str) -> tuple:
+    """--tree NAME=PATH -> (name, path) of a checkout."""
+    name, sep, path = value.partition('=')
+    if not sep or not name or not os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f'NAME=PATH of a checkout, not {value!r}')
+    return name, path
 
 
 def say(text):

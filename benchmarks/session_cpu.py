@@ -123,9 +123,8 @@ def main(argv=None):
                    help='(a) with and without the INFO log and the two middlewares')
     args = p.parse_args(argv)
     if args.tree:
-        # An editable install's finder would win over sys.path: drop it.
-        sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]
-        sys.path.insert(0, os.path.abspath(args.tree))
+        from benchlib.checkout import use_checkout
+        use_checkout(args.tree)
     if args.breakdown:
         for label, log, middleware in [('as benchmarked', True, True),
                                        ('without the INFO log', False, True),

@@ -51,11 +51,10 @@ def _python_env():
 
 
 def _use_tree(path):
-    """Python that makes `import smtp_stack` load the checkout at `path`
-    (an editable install's finder would otherwise win over sys.path)."""
-    return ('import sys\n'
-            "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
-            f'sys.path.insert(0, {os.path.abspath(path)!r})\n')
+    """Python that makes `import smtp_stack` load the checkout at `path`."""
+    return (f'import sys\nsys.path.insert(0, {BENCH_DIR!r})\n'
+            'from benchlib.checkout import use_checkout\n'
+            f'use_checkout({os.path.abspath(path)!r})\n')
 
 
 def _version(dist):

@@ -13,6 +13,7 @@ AUTH PLAIN only after TLS, and accepts any password.
 """
 
 import argparse
+import os
 import logging
 import sys
 
@@ -56,9 +57,9 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     if args.tree:
-        # An editable install's finder would win over sys.path: drop it.
-        sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]
-        sys.path.insert(0, args.tree)
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from benchlib.checkout import use_checkout
+        use_checkout(args.tree)
     try:
         from smtp_stack import LogLevels, SmtpServer
     except Exception as exc:   # the core may not have landed yet
