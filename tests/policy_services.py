@@ -28,18 +28,15 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from smtp_stack import LogLevels, SmtpServer
 from smtp_stack.testing import ServerThread
 
+from peers import missing, program
+
 WAIT = 10.0
 
 
 def require(name: str, fallback: str, package: str) -> str:
-    """The path of a service's binary. Missing: the test is skipped on a
-    developer's machine, and fails in CI (CI=true), which installs it."""
-    binary = shutil.which(name) or (fallback if os.path.exists(fallback) else None)
-    if binary is None:
-        if os.environ.get('CI'):
-            raise RuntimeError(f'{name} is not installed (Debian package {package}; .ci/apt-packages)')
-        pytest.skip(f'{name} is not installed (Debian package {package})')
-    return binary
+    """The path of a service's binary (peers.program: skipped on a
+    developer's machine without it, failed in CI, which installs it)."""
+    return program(name, package, fallback)
 
 
 def free_port(kind=socket.SOCK_STREAM) -> int:
@@ -271,10 +268,8 @@ class RedisServer:
     def _no_tls(error: str) -> None:
         """A redis-server built without TLS (BUILD_TLS=no). Debian's package
         (.ci/apt-packages) has it, so CI fails; elsewhere the test is skipped."""
-        reason = f'this redis-server was built without TLS ({error.strip().splitlines()[-1]})'
-        if os.environ.get('CI'):
-            raise RuntimeError(reason + "; Debian's redis-server (.ci/apt-packages) has TLS")
-        pytest.skip(reason)
+        missing(f'a redis-server built with TLS ({error.strip().splitlines()[-1]})',
+                'redis-server')
 
     def _connect(self):
         if self.socket:

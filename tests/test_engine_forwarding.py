@@ -1,6 +1,5 @@
 """Behind proxies: PROXY v1/v2 (also through a real HAProxy), XCLIENT, XFORWARD."""
 import os
-import shutil
 import smtplib
 import socket
 import ssl
@@ -12,6 +11,7 @@ import pytest
 from smtp_stack.proxy import PP2_TYPE_AUTHORITY, build_proxy_v1, build_proxy_v2
 from smtp_stack.xtext import encode_xtext
 
+import peers
 from conftest import WAIT, RawClient
 
 
@@ -160,9 +160,9 @@ def test_proxy_header_before_implicit_tls(serve):
 
 # --- HAProxy ----------------------------------------------------------------------
 
-HAPROXY = shutil.which('haproxy') or ('/usr/sbin/haproxy' if os.path.exists('/usr/sbin/haproxy') else None)
-needs_haproxy = pytest.mark.skipif(HAPROXY is None and not os.environ.get('CI'),
-                                   reason='haproxy is not installed (CI installs it)')
+@pytest.fixture
+def haproxy() -> str:
+    return peers.program('haproxy', 'haproxy', '/usr/sbin/haproxy')
 
 
 def free_port() -> int:
@@ -183,9 +183,8 @@ def wait_listening(port: int, proc) -> None:
     raise TimeoutError('haproxy did not start listening')
 
 
-@needs_haproxy
 @pytest.mark.parametrize('send_proxy', ['send-proxy', 'send-proxy-v2'])
-def test_through_haproxy(serve, tmp_path, send_proxy):
+def test_through_haproxy(serve, tmp_path, send_proxy, haproxy):
     seen = []
     server = serve(use_proxy=['127.0.0.1'], middleware=[session_spy(seen)])
     front = free_port()
@@ -204,7 +203,7 @@ frontend smtp_in
 backend smtp_stack
     server s1 127.0.0.1:{server.address[1]} {send_proxy}
 """)
-    proc = subprocess.Popen([HAPROXY, '-db', '-f', str(config)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([haproxy, '-db', '-f', str(config)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         wait_listening(front, proc)
@@ -275,16 +274,12 @@ def test_xclient_refused_for_untrusted_peers_and_inside_a_transaction(serve, cli
     assert c2.cmd('XCLIENT ADDR=192.0.2.1')[0] == 503
 
 
-swaks = pytest.mark.skipif(shutil.which('swaks') is None and not os.environ.get('CI'),
-                           reason='swaks is not installed (CI installs it)')
-
-
-@swaks
 def test_swaks_xclient(serve):
+    swaks = peers.program('swaks', 'swaks')
     seen = []
     server = serve(use_xclient=True, middleware=[session_spy(seen)])
     result = subprocess.run(
-        ['swaks', '--server', '127.0.0.1', '--port', str(server.address[1]), '--timeout', '10',
+        [swaks, '--server', '127.0.0.1', '--port', str(server.address[1]), '--timeout', '10',
          '--from', 'a@b.example', '--to', 'c@d.example',
          '--xclient-addr', '192.0.2.33', '--xclient-name', 'swaks.example'],
         capture_output=True, text=True, timeout=30)

@@ -4,7 +4,6 @@ import hashlib
 import hmac
 import json
 import select
-import shutil
 import smtplib
 import ssl
 import subprocess
@@ -17,6 +16,7 @@ from cryptography import x509
 from smtp_stack import SmtpError
 from smtp_stack.tls import generate_self_signed
 
+import peers
 from conftest import WAIT, RawClient
 
 
@@ -461,17 +461,12 @@ def test_on_auth_smtp_error_is_the_reply(serve, client):
 
 # --- swaks, an independent client ----------------------------------------------
 
-swaks = pytest.mark.skipif(shutil.which('swaks') is None and not __import__('os').environ.get('CI'),
-                           reason='swaks is not installed (CI installs it)')
-
-
 def run_swaks(server, *args):
-    cmd = ['swaks', '--server', '127.0.0.1', '--port', str(server.address[1]),
+    cmd = [peers.swaks_with_tls(), '--server', '127.0.0.1', '--port', str(server.address[1]),
            '--from', 'alice@b.example', '--to', 'c@d.example', '--timeout', '10', *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
 
 
-@swaks
 def test_swaks_starttls(serve):
     delivered = threading.Event()
     server = serve(middleware=[lambda ctx, next: (next(), ctx.command_name == 'DATA'
@@ -481,14 +476,12 @@ def test_swaks_starttls(serve):
     assert delivered.is_set()
 
 
-@swaks
 def test_swaks_implicit_tls(serve):
     server = serve(secure=True)
     result = run_swaks(server, '--tlsc')
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@swaks
 def test_swaks_auth_cram_md5(serve):
     server = serve(auth_methods=['CRAM-MD5'], on_auth=accept_secret)
     result = run_swaks(server, '--tls', '--auth', 'CRAM-MD5', '--auth-user', 'alice',
@@ -499,10 +492,6 @@ def test_swaks_auth_cram_md5(serve):
 
 # --- curl, a third client ----------------------------------------------------------
 
-curl = pytest.mark.skipif(shutil.which('curl') is None, reason='curl is not installed')
-
-
-@curl
 @pytest.mark.parametrize('scheme, options', [('smtp', {}), ('smtps', {'secure': True})])
 def test_curl_sends_with_tls_and_login(serve, tmp_path, scheme, options):
     bodies = []
@@ -515,7 +504,7 @@ def test_curl_sends_with_tls_and_login(serve, tmp_path, scheme, options):
     message = tmp_path / 'message.eml'
     message.write_bytes(b'Subject: from curl\r\n\r\nhello\r\n')
     result = subprocess.run(
-        ['curl', '--silent', '--show-error', '--max-time', '20', '--insecure', '--ssl-reqd',
+        [peers.program('curl', 'curl'), '--silent', '--show-error', '--max-time', '20', '--insecure', '--ssl-reqd',
          '--url', f'{scheme}://127.0.0.1:{server.address[1]}', '--user', 'carol:secret',
          '--mail-from', 'carol@b.example', '--mail-rcpt', 'c@d.example',
          '--upload-file', str(message)], capture_output=True, text=True, timeout=30)

@@ -15,6 +15,7 @@ import tempfile
 
 import pytest
 
+import peers
 from inbox_helpers import Http, InboxThread, WAIT, send
 
 from selenium import webdriver                                       # noqa: E402
@@ -26,26 +27,22 @@ from selenium.webdriver.common.by import By                          # noqa: E40
 from selenium.webdriver.common.keys import Keys                      # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait              # noqa: E402
 
-CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
-DRIVER = shutil.which('chromedriver') or '/usr/bin/chromedriver'
 XSS = '<img src=x onerror="window.top.__xss=1"><script>window.top.__xss=2</script>'
 XSS_NAME = '<img src=x onerror=window.top.__xss=8><script>window.top.__xss=9</script>'
 
 
 @pytest.fixture(scope='module')
 def browser():
-    if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
-        if os.environ.get('CI'):
-            pytest.fail('chromium and chromium-driver are needed (.ci/apt-packages)')
-        pytest.skip('chromium / chromium-driver not installed')
+    chromium = peers.program('chromium', 'chromium')
+    driver_path = peers.program('chromedriver', 'chromium-driver')
     profile = tempfile.mkdtemp(prefix='inbox-chromium-')
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
+    options.binary_location = chromium
     for flag in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                  '--disable-background-networking', '--disable-component-update', '--disable-sync',
                  '--disable-dev-shm-usage', f'--user-data-dir={profile}', '--window-size=1280,800'):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.set_page_load_timeout(WAIT)
     driver.set_script_timeout(WAIT)
     yield driver

@@ -11,6 +11,7 @@ import threading
 
 import pytest
 
+import peers
 from clirunner import ROOT, Process
 from inbox_helpers import Http, InboxThread, WebSocket, send
 
@@ -55,9 +56,8 @@ def test_gunicorn_example_serves_what_the_smtp_side_stored(tmp_path):
             web.close()
 
 
-@pytest.mark.skipif(importlib.util.find_spec('flask') is None and not os.environ.get('CI'),
-                    reason='Flask not installed')
 def test_flask_example_mounts_the_inbox_beside_the_app(tmp_path):
+    peers.python_module('flask')
     import gevent
     from gevent.pywsgi import WSGIServer
     spec = importlib.util.spec_from_file_location('inbox_flask', os.path.join(EXAMPLES, 'inbox_flask.py'))

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 
+import peers
 from clirunner import Process
 from inbox_helpers import InboxThread, send
 
@@ -18,11 +18,7 @@ CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'inbox_client'
 
 @pytest.fixture(scope='module')
 def node_client():
-    node, npm = shutil.which('node'), shutil.which('npm')
-    if not node or not npm:
-        if os.environ.get('CI'):
-            pytest.fail('node and npm are needed for the Mailpit client test')
-        pytest.skip('node/npm not installed')
+    node, npm = peers.program('node', 'nodejs'), peers.program('npm', 'nodejs')
     if not os.path.isdir(os.path.join(CLIENT, 'node_modules', 'mailpit-api')):
         subprocess.run([npm, 'ci', '--no-audit', '--no-fund', '--loglevel=error'], cwd=CLIENT,
                        check=True, timeout=180, capture_output=True)

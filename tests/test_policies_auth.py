@@ -15,6 +15,7 @@ from smtp_stack.policies.authentication import Authenticate
 from smtp_stack.policies.dmarc import aligned, organizational_domain, parse_record
 from smtp_stack.testing import ServerThread
 
+import peers
 from policy_services import dns_server, keys  # noqa: F401 (fixtures)
 
 
@@ -318,9 +319,8 @@ def _header(results) -> str:
 
 @pytest.fixture(scope='module')
 def opendkim(keys, tmp_path_factory):
-    import shutil
-    if not (shutil.which('opendkim') and shutil.which('miltertest')):
-        pytest.skip('opendkim and miltertest are not installed (Debian: opendkim, miltertest)')
+    peers.program('opendkim', 'opendkim', '/usr/sbin/opendkim')
+    peers.program('miltertest', 'miltertest')
     from policy_services import OpenDkim
     signer = OpenDkim(keys.opendkim, str(tmp_path_factory.mktemp('opendkim')))
     yield signer

@@ -305,6 +305,7 @@ def test_200_mixed_clients_deliver_each_good_message_once_and_leave_nothing_behi
 IDLE = 5000
 
 
+@pytest.mark.may_skip_in_ci('a hard limit on open files below what the test needs')
 def test_5000_idle_connections_leave_the_server_answering_at_once(serve):
     needed = 2 * IDLE + 500           # both ends of each connection live in this process
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
