@@ -116,7 +116,8 @@ def one_per_connection(server, count: int) -> float:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--tree', help='a checkout of smtp_stack to measure instead of the installed one')
+    p.add_argument('--tree',
+                   help='a checkout of smtp_stack to measure instead of the installed one')
     p.add_argument('--messages', type=int, default=20000)
     p.add_argument('--profile', choices=['a', 'b'], help='print a cProfile of one load instead')
     p.add_argument('--breakdown', action='store_true',

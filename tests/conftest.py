@@ -96,7 +96,7 @@ class RawClient:
                 self.buf += data
         except (ConnectionResetError, BrokenPipeError):
             return True
-        except socket.timeout:
+        except TimeoutError:
             return False
 
     def close(self) -> None:

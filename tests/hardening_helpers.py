@@ -79,7 +79,7 @@ def drip(c, data: bytes, interval: float, limit: float):
         try:
             got = c.sock.recv(4096)
             return got, time.monotonic() - started
-        except socket.timeout:
+        except TimeoutError:
             continue
         except OSError:
             return b'', time.monotonic() - started

@@ -202,10 +202,11 @@ class RedisTls:
         self.ca = self._write(workdir, 'redis-ca.pem', authority[2])
         self.key, self.cert = (self._write(workdir, f'redis-server.{kind}', pem) for kind, pem in
                                zip(('key', 'pem'), issue(authority, 'localhost',
-                                                         ExtendedKeyUsageOID.SERVER_AUTH)))
+                                                         ExtendedKeyUsageOID.SERVER_AUTH),
+                                   strict=True))
         self.client_key, self.client_cert = (
             self._write(workdir, f'redis-client.{kind}', pem)
-            for kind, pem in zip(('key', 'pem'), issue(authority, 'smtp-stack')))
+            for kind, pem in zip(('key', 'pem'), issue(authority, 'smtp-stack'), strict=True))
 
     @staticmethod
     def _write(workdir: str, name: str, pem: bytes) -> str:
@@ -407,7 +408,7 @@ mt.disconnect(conn)
 
 
 def lua_string(text: str) -> str:
-    return '"' + ''.join(c if c.isalnum() or c in ' .,:;<>@=+-_/()' else '\\%03d' % ord(c)
+    return '"' + ''.join(c if c.isalnum() or c in ' .,:;<>@=+-_/()' else f'\\{ord(c):03d}'
                          for c in text) + '"'
 
 

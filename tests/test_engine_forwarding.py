@@ -1,5 +1,4 @@
 """Behind proxies: PROXY v1/v2 (also through a real HAProxy), XCLIENT, XFORWARD."""
-import os
 import smtplib
 import socket
 import ssl

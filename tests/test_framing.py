@@ -257,7 +257,7 @@ def test_next_line_after_equals_feed_then_next_line_for_any_input(chunks, max_le
 
 def _split(data, cuts):
     points = sorted({min(c, len(data)) for c in cuts})
-    return [data[i:j] for i, j in zip([0] + points, points + [len(data)])]
+    return [data[i:j] for i, j in zip([0] + points, points + [len(data)], strict=True)]
 
 
 _cmd_line = st.binary(max_size=14).map(lambda b: b.replace(b'\n', b''))

@@ -67,7 +67,7 @@ def servers():
         return running[key][0]
 
     yield get
-    for server, runner in running.values():
+    for _server, runner in running.values():
         runner.stop(timeout=2)
 
 
@@ -90,7 +90,7 @@ def connect(server) -> RawClient:
 def send_in_pieces(c, data: bytes, cuts) -> None:
     """Send `data` split at `cuts`, pausing so each piece tends to be its own segment."""
     points = sorted({cut for cut in cuts if 0 < cut < len(data)})
-    for start, end in zip([0] + points, points + [len(data)]):
+    for start, end in zip([0] + points, points + [len(data)], strict=True):
         c.send(data[start:end])
         if end != len(data):
             time.sleep(0.001)
@@ -172,7 +172,7 @@ _domain = st.one_of(st.from_regex(r'[a-z0-9]{1,8}(\.[a-z0-9-]{1,8}){0,3}', fullm
                                      '[300.1.1.1]', '[tag:x]', 'b.example.', '-b.example',
                                      'b_c.example', '\u00e9x.example', 'a' * 64 + '.example']),
                     st.text(_arg_char, max_size=12))
-_path = st.one_of(st.builds(lambda l, d: f'<{l}@{d}>', _local, _domain),
+_path = st.one_of(st.builds(lambda local, d: f'<{local}@{d}>', _local, _domain),
                   st.sampled_from(['<>', '<postmaster>', '<@r.example:a@b.example>', 'a@b.example',
                                    '<a@b.example', '<<a@b.example>>', '']),
                   st.text(_arg_char, max_size=20))
@@ -267,7 +267,7 @@ def oracle_xtext(text: str):
     """RFC 3461 4 read literally; escaped bytes must form UTF-8 (our rule)."""
     if not _XTEXT.fullmatch(text):
         return None
-    raw = re.sub(r'\+([0-9A-F]{2})', lambda m: '%c' % int(m[1], 16), text).encode('latin-1')
+    raw = re.sub(r'\+([0-9A-F]{2})', lambda m: chr(int(m[1], 16)), text).encode('latin-1')
     try:
         return raw.decode('utf-8')
     except UnicodeDecodeError:
@@ -580,7 +580,7 @@ def _handshake_by_hand(sock):
             sock.sendall(outgoing.read())
             data = sock.recv(65536)
             if not data:
-                raise ConnectionError('closed during the handshake')
+                raise ConnectionError('closed during the handshake') from None
             incoming.write(data)
     sock.sendall(outgoing.read())       # our Finished
     return tls, incoming

@@ -3,6 +3,7 @@ relayed message; envelope.remove_header and HeaderFilter: fields taken out
 of the message's own header section as it streams."""
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import smtplib
@@ -387,7 +388,7 @@ def messages(draw):
 def chunked(data, message: bytes) -> list:
     cuts = sorted(data.draw(st.lists(st.integers(0, len(message)), max_size=12)))
     bounds = [0] + cuts + [len(message)]
-    return [message[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [message[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @settings(max_examples=400, deadline=None)

@@ -164,7 +164,7 @@ def test_hostile_mail_runs_no_script(browser, inbox):
     # Nothing the mail tried happened: no flag, no alert, no new element, nothing deleted.
     assert browser.execute_script('return window.__xss') is None
     with pytest.raises(NoAlertPresentException):
-        browser.switch_to.alert.text
+        _ = browser.switch_to.alert.text
     assert browser.execute_script(
         'return document.querySelectorAll("#list img, #meta img, #attachments img, script:not([src])").length') == 0
     assert Http(inbox.url).json('GET', '/api/v1/messages')['total'] == 1
@@ -174,10 +174,13 @@ def test_search_keyboard_delete_and_narrow_window(browser, inbox):
     for subject in ('Alpha report', 'Beta report', 'Gamma note'):
         send(inbox.smtp, subject=subject)
     load(browser, inbox, ['Gamma note', 'Beta report', 'Alpha report'])
-    keys = lambda *k: ActionChains(browser).send_keys(*k).perform()     # to the focused element
-    focused = lambda: browser.execute_script(
-        'const e = document.activeElement; const s = e && e.querySelector(".subject");'
-        'return s ? s.textContent : e.id')
+    def keys(*k):       # to the focused element
+        ActionChains(browser).send_keys(*k).perform()
+
+    def focused():
+        return browser.execute_script(
+            'const e = document.activeElement; const s = e && e.querySelector(".subject");'
+            'return s ? s.textContent : e.id')
     keys('/')
     wait(browser, lambda d: focused() == 'q', 'the search box focused by "/"')
     keys('report', Keys.ENTER)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 
-import pytest
 
 import peers
 from clirunner import ROOT, Process

@@ -74,7 +74,7 @@ def test_several_messages_get_several_files(serve, tmp_path):
     box = str(tmp_path / 'mail')
     server = serve(middleware=[MaildirDelivery(box)])
     with smtplib.SMTP(*server.address, timeout=WAIT) as c:
-        for i in range(3):
+        for _ in range(3):
             c.sendmail('a@b.example', ['c@d.example'], MESSAGE)
     assert len(files(box, 'new')) == 3
 
@@ -203,7 +203,7 @@ def test_per_recipient_maildirs_share_one_copy(serve, tmp_path):
              [('d.example', 'ann'), ('d.example', 'bob'), ('e.example', 'cy')]]
     assert all(len(n) == 1 for n in names)
     stat = [os.stat(str(tmp_path / d / u / 'new' / n[0])) for (d, u), n in
-            zip([('d.example', 'ann'), ('d.example', 'bob'), ('e.example', 'cy')], names)]
+            zip([('d.example', 'ann'), ('d.example', 'bob'), ('e.example', 'cy')], names, strict=True)]
     assert stat[0].st_ino == stat[1].st_ino == stat[2].st_ino    # hard links
     assert 'for <' not in open(str(tmp_path / 'e.example' / 'cy' / 'new' / names[2][0])).read()
 

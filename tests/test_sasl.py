@@ -603,7 +603,7 @@ def test_any_text_lines_end_in_a_result_or_smtp_error(mechanism, lines):
     for line in lines:
         if exchange.finished:
             break
-        if isinstance(outcome(lambda: exchange.respond(line)), SmtpError):
+        if isinstance(outcome(lambda line=line: exchange.respond(line)), SmtpError):
             assert_ended(exchange)
             return
     assert exchange.finished == (exchange.challenge is None)

@@ -79,7 +79,7 @@ def test_sweeper_times_out_only_the_waits_past_their_deadline(sweeper):
     def wait(index, limit):
         try:
             outcome[index] = ours[index].recv_within(100, limit, True, sweeper)
-        except socket.timeout:
+        except TimeoutError:
             outcome[index] = 'timeout'
     try:
         waiters = [gevent.spawn(wait, 0, 0.2), gevent.spawn(wait, 1, WAIT), gevent.spawn(wait, 2, 0.3)]

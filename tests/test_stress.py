@@ -284,7 +284,8 @@ def test_200_mixed_clients_deliver_each_good_message_once_and_leave_nothing_behi
         assert not scenario.failures, scenario.failures[:5]
         assert len(scenario.expected) == 70 * 2 + 20
         # every good message exactly once, and none of the cut ones
-        assert wait_until(lambda: len(delivered) >= len(scenario.expected))
+        expected = len(scenario.expected)
+        assert wait_until(lambda: len(delivered) >= expected)
         assert Counter(delivered) == Counter(scenario.expected)
         assert not set(delivered) & set(scenario.cut)
 

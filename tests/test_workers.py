@@ -252,7 +252,7 @@ def test_reload_replaces_every_worker(workers):
     server.hub.loop.run_callback_threadsafe(server.reload)
     assert wait_until(lambda: len(server.worker_pids) == 2 and not set(server.worker_pids) & set(old))
     for pid in old:
-        assert wait_until(lambda: not alive(pid))
+        assert wait_until(lambda pid=pid: not alive(pid))
     client, pid = xpid(server)
     assert pid in server.worker_pids
     client.close()
@@ -326,7 +326,7 @@ def test_sigterm_to_the_master_stops_every_worker(master):
     assert master.line() == 'STOPPED'
     assert master.proc.wait(WAIT) == 0
     for pid in pids:
-        assert wait_until(lambda: not alive(pid))
+        assert wait_until(lambda pid=pid: not alive(pid))
     client.close()
 
 
@@ -336,7 +336,7 @@ def test_sighup_to_the_master_reloads_the_workers(master):
     _, new = master.pids()
     assert not set(new) & set(old)
     for pid in old:
-        assert wait_until(lambda: not alive(pid))
+        assert wait_until(lambda pid=pid: not alive(pid))
     client = RawClient(('127.0.0.1', port))
     client.expect(220)
     assert pid_in(client.expect(250, 'XPID')) in new
@@ -358,7 +358,7 @@ def test_workers_stop_when_the_master_is_killed():
         master.proc.send_signal(signal.SIGKILL)
         master.proc.wait(WAIT)
         for pid in pids:
-            assert wait_until(lambda: os.waitpid(pid, os.WNOHANG)[0] == pid)
+            assert wait_until(lambda pid=pid: os.waitpid(pid, os.WNOHANG)[0] == pid)
     finally:
         master.kill()
         for pid in pids:

@@ -112,7 +112,7 @@ def render_table(results, servers, scenarios, baseline):
 
     def line(cells):
         return '| ' + ' | '.join(c.ljust(w) if i < 2 else c.rjust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths))) + ' |'
+                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + ' |'
     rule = '|' + '|'.join('-' * (w + 2) if i < 2 else '-' * (w + 1) + ':'
                           for i, w in enumerate(widths)) + '|'
     return '\n'.join([line(header), rule] + [line(r) for r in rows])

@@ -272,5 +272,6 @@ class GeventSink(ServerSpec):
 
 def all_servers(trees=()):
     """Every server spec; `trees` (name, path) add smtp_stack at other checkouts."""
-    return [SmtpStack(tree=tree) for tree in trees] + [SmtpStack(), SmtpStack(workers=2), SmtpStack(bare=True), GeventSink(), Aiosmtpd(), Aiosmtpd(uvloop=True),
-            Nodemailer(), SmtpSink()]
+    return [SmtpStack(tree=tree) for tree in trees] + [
+        SmtpStack(), SmtpStack(workers=2), SmtpStack(bare=True), GeventSink(), Aiosmtpd(),
+        Aiosmtpd(uvloop=True), Nodemailer(), SmtpSink()]

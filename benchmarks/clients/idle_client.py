@@ -64,7 +64,7 @@ def open_all(host, port, count, in_flight, deadline):
             sel.register(sock, selectors.EVENT_WRITE, conn)
             started += 1
             pending += 1
-        for key, events in sel.select(timeout=0.5):
+        for key, _events in sel.select(timeout=0.5):
             conn = key.data
             if conn.state == 'connect':
                 err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
