@@ -1,22 +1,32 @@
 """Server options: defaults and validation, all at construction time.
 
 Every option (docs/api.md) is declared once in OPTIONS with its default and a
-validator; unknown names raise TypeError and bad values ValueError, so a
-mistake never surfaces later on a live connection.
+validator; unknown names raise TypeError (naming the option meant, when one
+is close) and bad values ValueError, so a mistake never surfaces later on a
+live connection. `ServerOptions` is the same table for type checkers (what
+`SmtpServer(**options)` accepts) and `Options` the validated values; a test
+keeps the three in step.
 """
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import logging
 import math
 import os
+import re
 import socket
-import threading
-import time
+import ssl
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, TypedDict
 
 from .sasl import MAX_RESPONSE_LENGTH
 from .sasl import SUPPORTED as SUPPORTED_MECHANISMS
+
+if TYPE_CHECKING:
+    from .middleware import AddressHook, AuthHook, SessionHook, SocketHook
+    from .policies.stores import Store
 
 
 class LogLevels(IntEnum):
@@ -31,94 +41,109 @@ class LogLevels(IntEnum):
     SILENT = 100
 
 
-class RecordLog:
-    """`log(level, msg, *args)` into a `logging.Logger` at a third of the
-    cost of `Logger.log()`.
+class LogBackend(Protocol):
+    """What `log_backend` needs besides a `logging.Logger`: `.log()` as a
+    Logger has it (Node's smtp-stack took any object with such methods)."""
 
-    Logger.log() walks the stack for the caller and derives every field of
-    a record again (path, file and module names, process, thread); a session
-    logs a line or more per message, so at INFO that is most of what logging
-    costs (a tenth of the server's CPU in benchmark (a)). Here each record is
-    a copy of a template made once by `logging.LogRecord` (so it has every
-    field this Python's records have), with its message, level, time and
-    thread filled in, handed to `Logger.handle()`: levels, filters, handlers
-    and propagation work as usual. With a custom record factory, or a Logger
-    subclass that makes its own records, it is plain `Logger.log()`.
-    """
-
-    __slots__ = ('logger', '_templates', '_forks')
-
-    def __init__(self, logger: logging.Logger):
-        self.logger = logger
-        self._templates: dict = {}  # level -> the fields of a record at that level
-        self._forks = _forks_seen[0]
-
-    def log(self, level: int, msg: str, *args) -> None:
-        logger = self.logger
-        if not logger.isEnabledFor(level):
-            return
-        if (logging.getLogRecordFactory() is not logging.LogRecord
-                or type(logger).makeRecord is not logging.Logger.makeRecord):
-            logger.log(level, msg, *args)
-            return
-        if self._forks != _forks_seen[0]:
-            self._templates = {}        # made again in a forked worker: its pid
-            self._forks = _forks_seen[0]
-        template = self._templates.get(level)
-        if template is None:
-            template = self._make_template(level)
-        now = time.time()
-        record = _new_record(logging.LogRecord)
-        record.__dict__ = fields = template.copy()     # a copy of a dict is a memcpy
-        fields['msg'] = msg
-        fields['args'] = args
-        fields['created'] = now
-        fields['msecs'] = (now - int(now)) * 1000 // 1
-        fields['relativeCreated'] = template['relativeCreated'] + (now - template['created']) * 1000
-        thread = template['thread']
-        if thread is not None and thread != threading.get_ident():
-            fields['thread'] = threading.get_ident()
-            fields['threadName'] = threading.current_thread().name
-        if logger.filters or logger.disabled:
-            logger.handle(record)
-        else:
-            logger.callHandlers(record)     # what handle() does next, one call less
-
-    def _make_template(self, level: int) -> dict:
-        """A record's fields at `level`, its level name as logging names it
-        now (a name given with addLevelName later is not seen)."""
-        record = logging.LogRecord(self.logger.name, level, _LOG_PATH, 0,
-                                   '', (), None, 'log')
-        self._templates[level] = template = dict(record.__dict__)
-        return template
+    def log(self, level: int, msg: str, /, *args: Any) -> None: ...
 
 
-# Bumped in a forked child, so that templates are remade with its pid
-# (rather than asking the kernel for the pid on every record).
-_forks_seen = [0]
+# -- the types of the options, for type checkers ------------------------------
+
+# The hooks' types are middleware.py's (SocketHook, SessionHook, AuthHook, AddressHook).
+SniCallback: TypeAlias = 'Callable[[str], ssl.SSLContext | None]'
+Pem: TypeAlias = 'str | bytes'
+TlsVersion = Literal['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3']
+# True or '*' (every peer), False or None (none), or IPs and CIDRs (may hold '*').
+Trust: TypeAlias = 'bool | str | Collection[str] | None'
 
 
-def _count_fork() -> None:
-    _forks_seen[0] += 1
+class TlsOptions(TypedDict, total=False):
+    """The TLS settings of one host name in `sni_options` (tls.TLS_OPTIONS)."""
+    key: Pem | None
+    cert: Pem | None
+    ca: Pem | Sequence[Pem] | None
+    min_version: TlsVersion
+    ciphers: str | None
+    honor_cipher_order: bool
+    session_id_context: str | None
+    request_cert: bool
+    reject_unauthorized: bool
 
 
-os.register_at_fork(after_in_child=_count_fork)
-_new_record = object.__new__
-_LOG_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'engine', 'engine.py')
+class ServerOptions(TypedDict, total=False):
+    """The keyword arguments of `SmtpServer(**options)`, one per entry of
+    OPTIONS (docs/api.md has their meaning and defaults)."""
+    name: str
+    banner: str
+    secure: bool
+    lmtp: bool
+    auth_methods: Sequence[str]
+    auth_optional: bool
+    allow_insecure_auth: bool
+    no_auth_reply: bool
+    disabled_commands: Collection[str]
+    key: Pem | None
+    cert: Pem | None
+    ca: Pem | Sequence[Pem] | None
+    min_version: TlsVersion
+    ciphers: str | None
+    honor_cipher_order: bool
+    session_id_context: str | None
+    request_cert: bool
+    reject_unauthorized: bool
+    request_ocsp: bool
+    session: bytes | ssl.SSLSession | None
+    sni_options: Mapping[str, TlsOptions]
+    sni_callback: SniCallback | None
+    socket_timeout: float
+    close_timeout: float
+    upgrade_timeout: float
+    size: int | str
+    max_recipients: int
+    max_connections: int
+    use_proxy: Trust
+    use_xclient: Trust
+    use_xforward: Trust
+    ignored_hosts: Collection[str]
+    disable_reverse_lookup: bool
+    log_level: int | str
+    log_backend: logging.Logger | LogBackend
+    max_errors: int
+    max_connections_per_ip: int
+    max_auth_failures: int
+    bare_newline: Literal['reject', 'normalize']
+    lenient_addresses: bool
+    min_data_rate: int
+    greeting_delay: float
+    reject_early_talkers: bool
+    max_messages: int
+    max_junk_commands: int
+    max_line_length: int
+    max_auth_failures_per_ip: int
+    store: str | Store | None
+    auth_failure_window: float
+    workers: int
+    on_socket: SocketHook | None
+    on_connect: SessionHook | None
+    on_auth: AuthHook | None
+    on_mail_from: AddressHook | None
+    on_rcpt_to: AddressHook | None
+    on_data: SessionHook | None
+    on_close: SessionHook | None
 
 
-def record_log(backend):
-    """What a session logs through: a RecordLog for a `logging.Logger`,
-    any other backend (anything with `.log(level, msg, *args)`) as it is."""
-    return RecordLog(backend) if isinstance(backend, logging.Logger) else backend
+# -- values --------------------------------------------------------------------
+
+Network: TypeAlias = 'ipaddress.IPv4Network | ipaddress.IPv6Network'
 
 
 class TrustList:
     """Which peers an option trusts: True/'*' (all), False (none), or IPs/CIDRs."""
 
-    def __init__(self, value, option: str):
+    def __init__(self, value: object, option: str):
         self.everyone = False
-        self.networks: list = []
+        self.networks: list[Network] = []
         if value is True or value == '*':
             self.everyone = True
         elif value in (False, None):
@@ -129,13 +154,14 @@ class TrustList:
                     self.everyone = True
                     continue
                 try:
-                    self.networks.append(_unmapped(ipaddress.ip_network(str(item).strip(), strict=False)))
+                    network = ipaddress.ip_network(str(item).strip(), strict=False)
                 except ValueError:
                     raise ValueError(f'{option}: {item!r} is not an IP address or CIDR') from None
+                self.networks.append(_unmapped(network))
         else:
             raise ValueError(f'{option} must be True, False, "*" or a list of IPs/CIDRs')
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return self.everyone or bool(self.networks)
 
     def allows(self, ip: str | None) -> bool:
@@ -147,19 +173,49 @@ class TrustList:
             addr = ipaddress.ip_address(ip.split('%', 1)[0])
         except ValueError:
             return False
-        if addr.version == 6 and addr.ipv4_mapped:
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
             addr = addr.ipv4_mapped
         return any(addr in net for net in self.networks)
 
 
-_MAPPED = ipaddress.ip_network('::ffff:0:0/96')
+_MAPPED = ipaddress.IPv6Network('::ffff:0:0/96')
 
 
-def _unmapped(net):
+def _unmapped(net: Network) -> Network:
     """An IPv4-mapped IPv6 network as the IPv4 network it means."""
-    if net.version == 6 and net.subnet_of(_MAPPED):
-        return ipaddress.ip_network(f'{net.network_address.ipv4_mapped}/{max(net.prefixlen - 96, 0)}')
+    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_MAPPED):
+        mapped = net.network_address.ipv4_mapped
+        return ipaddress.ip_network(f'{mapped}/{max(net.prefixlen - 96, 0)}')
     return net
+
+
+_SIZE = re.compile(r'\s*([0-9]+)\s*(?:([kmg])(?:i?b)?|b)?\s*\Z', re.IGNORECASE)
+_SIZE_UNITS = {None: 1, 'k': 1 << 10, 'm': 1 << 20, 'g': 1 << 30}
+
+
+def parse_size(value: object) -> int:
+    """Bytes, from an int >= 0 or a string with a binary suffix: '10M',
+    '10 MiB', '512k', '1G' (K = 1024, as Exim reads message_size_limit).
+    The one parser of `size`, for SmtpServer and the YAML alike."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError('size must be a number of bytes, e.g. 10485760 or 10M')
+    unit = match[2].lower() if match[2] else None
+    return int(match[1]) * _SIZE_UNITS[unit]
+
+
+def suggest(name: str, known: Iterable[str]) -> str | None:
+    """The known name someone who wrote `name` most likely meant: the
+    snake_case of a Node spelling (authMethods, SNICallback), else the
+    closest by difflib's measure, else None."""
+    known = [str(k) for k in known]
+    snake = re.sub(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])', '_', name).lower()
+    if snake in known:
+        return snake
+    close = difflib.get_close_matches(snake, known, n=1)
+    return close[0] if close else None
 
 
 KNOWN_AUTH_METHODS = SUPPORTED_MECHANISMS
@@ -171,72 +227,80 @@ KNOWN_COMMANDS = frozenset({
     'DSN', 'CHUNKING', 'BINARYMIME', 'REQUIRETLS',
 })
 
+# -- validators: each takes the value given and returns the value kept -------
 
-def _str(name):
-    def check(v):
-        if not isinstance(v, str):
-            raise ValueError(f'{name} must be a string')
+Check = Callable[[Any], Any]
+
+
+def _of_type(name: str, kinds: tuple[type, ...], what: str) -> Check:
+    def check(v: object) -> object:
+        if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds):
+            raise ValueError(f'{name} must be {what}')
         return v
     return check
 
 
-def _bool(name):
-    def check(v):
-        if not isinstance(v, bool):
-            raise ValueError(f'{name} must be True or False')
-        return v
-    return check
+def _str(name: str) -> Check:
+    return _of_type(name, (str,), 'a string')
 
 
-def _seconds(name, allow_zero=False):
-    def check(v):
+def _bool(name: str) -> Check:
+    return _of_type(name, (bool,), 'True or False')
+
+
+def _optional_str(name: str) -> Check:
+    return _of_type(name, (str, type(None)), 'a string or None')
+
+
+def _seconds(name: str, allow_zero: bool = False) -> Check:
+    def check(v: object) -> float:
         if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
                 or v < 0 or (v == 0 and not allow_zero)):
-            raise ValueError(f'{name} must be a {"non-negative" if allow_zero else "positive"} number of seconds')
+            kind = 'non-negative' if allow_zero else 'positive'
+            raise ValueError(f'{name} must be a {kind} number of seconds')
         return float(v)
     return check
 
 
-def _count(name, minimum=0):
-    def check(v):
+def _count(name: str, minimum: int = 0) -> Check:
+    def check(v: object) -> int:
         if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
             raise ValueError(f'{name} must be an integer >= {minimum}')
         return v
     return check
 
 
-def _pem(name):
-    def check(v):
+def _pem(name: str, many: bool = False) -> Check:
+    """PEM text as bytes; with `many` (ca) also a list of them."""
+    def one(v: object) -> bytes:
+        if isinstance(v, str):
+            v = v.encode('ascii') if v.isascii() else None
+        if not isinstance(v, bytes) or b'-----BEGIN' not in v:
+            raise ValueError(f'{name} must be PEM text (str or bytes)'
+                             + (' or a list of them' if many else ''))
+        return v
+
+    def check(v: object) -> bytes | list[bytes] | None:
         if v is None:
             return None
-        if isinstance(v, str):
-            v = v.encode('ascii', 'strict') if v.isascii() else None
-        if not isinstance(v, bytes) or b'-----BEGIN' not in v:
-            raise ValueError(f'{name} must be PEM text (str or bytes)')
-        return v
+        if many and isinstance(v, (list, tuple)):
+            return [one(item) for item in v]
+        return one(v)
     return check
 
 
-def _optional_str(name):
-    def check(v):
-        if v is not None and not isinstance(v, str):
-            raise ValueError(f'{name} must be a string or None')
-        return v
-    return check
-
-
-def _callable_or_none(name):
-    def check(v):
+def _callable_or_none(name: str) -> Check:
+    def check(v: object) -> object:
         if v is not None and not callable(v):
             raise ValueError(f'{name} must be callable')
         return v
     return check
 
 
-def _auth_methods(v):
+def _auth_methods(v: object) -> tuple[str, ...]:
     if isinstance(v, str) or not isinstance(v, (list, tuple)):
         raise ValueError('auth_methods must be a list of mechanism names')
-    methods = []
+    methods: list[str] = []
     for m in v:
         m = str(m).upper()
         if m not in KNOWN_AUTH_METHODS:
@@ -250,7 +314,7 @@ def _auth_methods(v):
     return tuple(methods)
 
 
-def _disabled_commands(v):
+def _disabled_commands(v: object) -> frozenset[str]:
     if isinstance(v, str) or not isinstance(v, (list, tuple, set, frozenset)):
         raise ValueError('disabled_commands must be a list of command names')
     names = frozenset(str(c).upper() for c in v)
@@ -260,29 +324,45 @@ def _disabled_commands(v):
     return names
 
 
-def _min_version(v):
+def _min_version(v: object) -> str:
     if v not in ('TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'):
         raise ValueError("min_version must be one of 'TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'")
+    return str(v)
+
+
+def _request_ocsp(v: object) -> bool:
+    """OCSP stapling (Node's requestOCSP): False only; docs/decisions.md says why."""
+    if _bool('request_ocsp')(v):
+        raise ValueError('request_ocsp=True is not supported: OCSP stapling needs a server-side '
+                         "status callback that Python's ssl module (gevent's TLS) does not have")
+    return False
+
+
+def _session(v: object) -> object:
+    """Node's client-side TLS `session`: accepted for ported code, unused."""
+    if v is not None and not isinstance(v, (bytes, ssl.SSLSession)):
+        raise ValueError('session must be None (a client-side TLS session; unused by a server)')
     return v
 
 
-def _sni_options(v):
-    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(o, dict) for k, o in v.items()):
+def _sni_options(v: object) -> object:
+    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(o, dict)
+                                          for k, o in v.items()):
         raise ValueError('sni_options must be a dict {hostname: {key, cert, ...}}')
     return v
 
 
-def _trust(name):
+def _trust(name: str) -> Check:
     return lambda v: TrustList(v, name)
 
 
-def _ignored_hosts(v):
+def _ignored_hosts(v: object) -> TrustList:
     if isinstance(v, str) or not isinstance(v, (list, tuple, set)):
         raise ValueError('ignored_hosts must be a list of IPs/CIDRs')
     return TrustList(list(v), 'ignored_hosts')
 
 
-def _log_level(v):
+def _log_level(v: object) -> int:
     if isinstance(v, str):
         try:
             return LogLevels[v.upper()]
@@ -293,38 +373,42 @@ def _log_level(v):
     return int(v)
 
 
-def _store(v):
-    """A URL (memory:, sqlite:///PATH, redis://HOST:PORT/DB) or a store object."""
+def _store(v: object) -> Store | None:
+    """A URL (memory:, sqlite:///PATH, redis://HOST:PORT/DB) or a store object;
+    without the policies extra, MissingExtra (an ImportError) says so."""
     if v is None:
         return None
-    try:
+    from .extras import needs_extra
+    with needs_extra('policies', 'the store option'):
         from .policies.stores import as_store
-    except ImportError as exc:
-        raise ValueError(f"store: needs the policies extra: pip install 'smtp_stack[policies]' ({exc})") from None
-    return as_store(v)
+    return as_store(v)      # type: ignore[arg-type]   # as_store checks it
 
 
-def _log_backend(v):
+def _log_backend(v: object) -> object:
     if v is None or not callable(getattr(v, 'log', None)):
         raise ValueError('log_backend must be a logging.Logger (or have .log(level, msg, *args))')
     return v
 
 
-def _bare_newline(v):
+def _bare_newline(v: object) -> str:
     if v not in ('reject', 'normalize'):
         raise ValueError("bare_newline must be 'reject' or 'normalize'")
-    return v
+    return str(v)
 
 
-def _workers(v):
-    v = _count('workers', 1)(v)
-    if v > 1 and not hasattr(os, 'fork'):
+def _workers(v: object) -> int:
+    count: int = _count('workers', 1)(v)
+    if count > 1 and not hasattr(os, 'fork'):
         raise ValueError('workers > 1 needs os.fork (not available on this platform)')
-    return v
+    return count
+
+
+def _logger() -> logging.Logger:
+    return logging.getLogger('smtp_stack')
 
 
 # name: (default, validator); a default that is a callable builds a fresh value.
-OPTIONS = {
+OPTIONS: dict[str, tuple[object, Check]] = {
     'name': (socket.getfqdn, _str('name')),
     'banner': ('', _str('banner')),
     'secure': (False, _bool('secure')),
@@ -336,19 +420,22 @@ OPTIONS = {
     'disabled_commands': ((), _disabled_commands),
     'key': (None, _pem('key')),
     'cert': (None, _pem('cert')),
-    'ca': (None, _pem('ca')),
+    'ca': (None, _pem('ca', many=True)),
     'min_version': ('TLSv1.2', _min_version),
     'ciphers': (None, _optional_str('ciphers')),
     'honor_cipher_order': (False, _bool('honor_cipher_order')),
     'session_id_context': (None, _optional_str('session_id_context')),
     'request_cert': (False, _bool('request_cert')),
     'reject_unauthorized': (True, _bool('reject_unauthorized')),
+    # Node's tls.TLSSocket options that smtp-stack passed through (docs/api.md).
+    'request_ocsp': (False, _request_ocsp),
+    'session': (None, _session),
     'sni_options': (dict, _sni_options),
     'sni_callback': (None, _callable_or_none('sni_callback')),
     'socket_timeout': (60.0, _seconds('socket_timeout')),
     'close_timeout': (30.0, _seconds('close_timeout', allow_zero=True)),
     'upgrade_timeout': (10.0, _seconds('upgrade_timeout')),
-    'size': (0, _count('size')),
+    'size': (0, parse_size),
     'max_recipients': (1000, _count('max_recipients', 1)),
     'max_connections': (0, _count('max_connections')),
     'use_proxy': (False, _trust('use_proxy')),
@@ -357,7 +444,7 @@ OPTIONS = {
     'ignored_hosts': ((), _ignored_hosts),
     'disable_reverse_lookup': (False, _bool('disable_reverse_lookup')),
     'log_level': (LogLevels.INFO, _log_level),
-    'log_backend': (lambda: logging.getLogger('smtp_stack'), _log_backend),
+    'log_backend': (_logger, _log_backend),
     'max_errors': (20, _count('max_errors')),
     'max_connections_per_ip': (0, _count('max_connections_per_ip')),
     'max_auth_failures': (3, _count('max_auth_failures', 1)),
@@ -384,6 +471,9 @@ OPTIONS = {
     'on_data': (None, _callable_or_none('on_data')),
     'on_close': (None, _callable_or_none('on_close')),
 }
+# Defaults that are validated too: what they become (a TrustList, a tuple...).
+_CHECK_DEFAULT = frozenset({'disabled_commands', 'ignored_hosts', 'use_proxy', 'use_xclient',
+                            'use_xforward', 'auth_methods'})
 
 # Longest command line (RFC 5321 4.5.3.1.4: 512 octets with CRLF) and the
 # longest AUTH response line (RFC 4954 4: 12,288 octets).
@@ -391,20 +481,88 @@ MAX_COMMAND_LINE = 510
 MAX_AUTH_LINE = MAX_RESPONSE_LENGTH
 
 
-class Options:
-    """The validated options, as attributes (`options.size`)."""
+def unknown_options(names: Iterable[str]) -> str:
+    """'sise (did you mean 'size'?), foo': the unknown names, each with the
+    option it most likely meant."""
+    parts = []
+    for name in sorted(names):
+        meant = suggest(name, OPTIONS)
+        parts.append(f"{name} (did you mean '{meant}'?)" if meant else name)
+    return ', '.join(parts)
 
-    def __init__(self, **given):
-        unknown = sorted(set(given) - set(OPTIONS))
+
+class Options:
+    """The validated options, as attributes (`options.size`): one per entry
+    of OPTIONS, with the type its validator returns."""
+
+    name: str
+    banner: str
+    secure: bool
+    lmtp: bool
+    auth_methods: tuple[str, ...]
+    auth_optional: bool
+    allow_insecure_auth: bool
+    no_auth_reply: bool
+    disabled_commands: frozenset[str]
+    key: bytes | None
+    cert: bytes | None
+    ca: bytes | list[bytes] | None
+    min_version: str
+    ciphers: str | None
+    honor_cipher_order: bool
+    session_id_context: str | None
+    request_cert: bool
+    reject_unauthorized: bool
+    request_ocsp: bool
+    session: bytes | ssl.SSLSession | None
+    sni_options: dict[str, TlsOptions]
+    sni_callback: SniCallback | None
+    socket_timeout: float
+    close_timeout: float
+    upgrade_timeout: float
+    size: int
+    max_recipients: int
+    max_connections: int
+    use_proxy: TrustList
+    use_xclient: TrustList
+    use_xforward: TrustList
+    ignored_hosts: TrustList
+    disable_reverse_lookup: bool
+    log_level: int
+    log_backend: logging.Logger | LogBackend
+    max_errors: int
+    max_connections_per_ip: int
+    max_auth_failures: int
+    bare_newline: str
+    lenient_addresses: bool
+    min_data_rate: int
+    greeting_delay: float
+    reject_early_talkers: bool
+    max_messages: int
+    max_junk_commands: int
+    max_line_length: int
+    max_auth_failures_per_ip: int
+    store: Store | None
+    auth_failure_window: float
+    workers: int
+    on_socket: SocketHook | None
+    on_connect: SessionHook | None
+    on_auth: AuthHook | None
+    on_mail_from: AddressHook | None
+    on_rcpt_to: AddressHook | None
+    on_data: SessionHook | None
+    on_close: SessionHook | None
+
+    def __init__(self, **given: Any):
+        unknown = set(given) - set(OPTIONS)
         if unknown:
-            raise TypeError(f'SmtpServer got unknown option(s): {", ".join(unknown)}')
+            raise TypeError(f'SmtpServer got unknown option(s): {unknown_options(unknown)}')
         for name, (default, check) in OPTIONS.items():
             if name in given:
                 value = check(given[name])
             else:
                 value = default() if callable(default) else default
-                if name in ('disabled_commands', 'ignored_hosts', 'use_proxy',
-                            'use_xclient', 'use_xforward', 'auth_methods'):
+                if name in _CHECK_DEFAULT:
                     value = check(value)
             setattr(self, name, value)
 

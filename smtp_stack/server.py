@@ -5,9 +5,15 @@ serve the sockets it binds; see workers.py.
 """
 from __future__ import annotations
 
+import logging
+import os
 import socket
+import ssl
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import gevent
 import gevent.event
@@ -17,57 +23,71 @@ from gevent.server import StreamServer
 from . import replies as R
 from .engine import Engine, SessionShutdown
 from .engine.engine import builtin
-from .middleware import compose
-from .options import Options, record_log
-from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
-from .replies import format_reply
-from .runners import SessionRunners
 from .limits import RecentFailures
+from .middleware import compose
+from .options import LogBackend, Options
+from .replies import Reply, format_reply
+from .runners import SessionRunners
 from .sockets import DeadlineSweeper, PlainSocket
+from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
 from .workers import WorkerPool
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .middleware import Context, Dispatch, Middleware
+    from .options import ServerOptions
+    from .policies.shared_limits import SharedConnections, SharedFailures
+    from .session import Session
 
 EVENTS = ('listening', 'close', 'error')
 
+M = TypeVar('M', bound='Middleware')
+L = TypeVar('L', bound=Callable[..., object])
+
 
 class SmtpServer:
-    """A configurable SMTP/LMTP server; see docs/api.md for the options."""
+    """A configurable SMTP/LMTP server; see docs/api.md for the options
+    (`ServerOptions` lists them for type checkers)."""
 
-    def __init__(self, **options):
+    def __init__(self, **options: Unpack[ServerOptions]):
         self.options = Options(**options)
         # What sessions log through (see RecordLog): made once per server.
         self.log_backend = record_log(self.options.log_backend)
-        self._middleware: list = []
-        self.chain = builtin        # what sessions call per command: the middleware, composed
-        self._handlers = {event: [] for event in EVENTS}
-        self.listeners: list = []
+        self._middleware: list[Middleware] = []
+        # What sessions call per command: the middleware, composed.
+        self.chain: Dispatch = builtin
+        self._handlers: dict[str, list[Callable[..., object]]] = {e: [] for e in EVENTS}
+        self.listeners: list[_Listener] = []
         self.runners = SessionRunners()     # the greenlets that serve connections (introspection)
-        self._connections: set = set()
-        self._shared_sessions = None        # in a worker: (SessionCounts, its counter)
-        self._per_ip: Counter = Counter()
+        self._connections: set[Engine] = set()
+        self._shared_sessions: tuple[Any, int] | None = None   # a worker's (SessionCounts, slot)
+        self._per_ip: Counter[str] = Counter()
         self.auth_failures = self._auth_failure_counter()   # per client address, or None
         self.stopping = False
-        self._stopped = None
-        self.hub = None
-        self._thread_id = None
-        self.sweeper = None        # DeadlineSweeper of the serving hub
-        self.address = None
-        self.worker_id = None       # 0..workers-1 inside a worker process
+        self._stopped: gevent.event.Event | None = None
+        self.hub: Any = None
+        self._thread_id: int | None = None
+        self.sweeper: DeadlineSweeper | None = None     # of the serving hub
+        self.address: tuple[str, int] | None = None
+        self.worker_id: int | None = None       # 0..workers-1 inside a worker process
         # workers > 1 in the main thread: the master takes SIGTERM (stop) and
         # SIGHUP (re-fork) unless the application handles signals itself.
         self.handle_signals = True
-        self._pool = None           # the master's WorkerPool (workers > 1)
-        self.secure_context: dict = {}
+        self._pool: WorkerPool | None = None    # the master's (workers > 1)
+        self._shared_conns: SharedConnections | None = None
+        self.secure_context: dict[str, ssl.SSLContext] = {}
         opts = self.options
         if opts.secure or opts.enabled('STARTTLS'):
             # Built now so that bad PEM raises here, not on a live connection;
             # the self-signed fallback is generated once per process and name.
-            settings = {name: getattr(opts, name) for name in TLS_OPTIONS}
+            settings: dict[str, Any] = {name: getattr(opts, name) for name in TLS_OPTIONS}
             settings['sni_options'] = opts.sni_options
             self.secure_context = build_secure_contexts(settings, opts.name)
             install_sni(self.secure_context, opts.sni_callback)
 
     # -- middleware and events ---------------------------------------------
-    def use(self, fn):
+    def use(self, fn: M) -> M:
         """Register a middleware `fn(ctx, next)`; usable as a decorator."""
         if not callable(fn):
             raise TypeError('middleware must be callable as fn(ctx, next)')
@@ -75,13 +95,13 @@ class SmtpServer:
         self.chain = compose(self._middleware, builtin)
         return fn
 
-    def on(self, event: str, fn):
+    def on(self, event: str, fn: L) -> L:
         if event not in self._handlers:
             raise ValueError(f'unknown event {event!r}; known: {", ".join(EVENTS)}')
         self._handlers[event].append(fn)
         return fn
 
-    def emit(self, event: str, *args) -> None:
+    def emit(self, event: str, *args: object) -> None:
         """Call the listeners of `event`; a listener's failure is contained."""
         for fn in self._handlers[event]:
             try:
@@ -89,12 +109,12 @@ class SmtpServer:
             except Exception:   # a listener's bug must not break the server
                 pass
 
-    def dispatch(self, ctx) -> None:
+    def dispatch(self, ctx: Context) -> None:
         """Run the middleware chain for one command (`chain`, composed at each use())."""
         self.chain(ctx)
 
     # -- lifecycle -----------------------------------------------------------
-    def start(self, port: int = 25, host: str = '', backlog: int = 1024):
+    def start(self, port: int = 25, host: str = '', backlog: int = 1024) -> SmtpServer:
         """Bind and start accepting; returns at once (serving runs in greenlets).
 
         With `workers > 1` this process only binds: the workers, forked when
@@ -115,7 +135,7 @@ class SmtpServer:
         self.emit('listening', sock.getsockname()[:2])
         return self
 
-    def _listen(self, sock) -> None:
+    def _listen(self, sock: Any) -> None:
         listener = _Listener(sock, self._accept, spawn=self.runners.spawn)
         bound = sock.getsockname()
         if bound[0] not in ('0.0.0.0', '::', ''):
@@ -131,7 +151,7 @@ class SmtpServer:
             self._stopped = gevent.event.Event()
             self.sweeper = DeadlineSweeper(self.hub)
 
-    def _become_worker(self, worker_id: int, shared=None) -> None:
+    def _become_worker(self, worker_id: int, shared: tuple[Any, int] | None = None) -> None:
         """In a forked worker's serving thread: forget the master's state.
         `shared`: (SessionCounts, this worker's counter) for max_connections."""
         self.worker_id = worker_id
@@ -148,7 +168,7 @@ class SmtpServer:
         self._thread_id = None
         self.sweeper = None
 
-    def _auth_failure_counter(self) -> RecentFailures | None:
+    def _auth_failure_counter(self) -> RecentFailures | SharedFailures | None:
         opts = self.options
         if not opts.max_auth_failures_per_ip:
             return None
@@ -159,7 +179,7 @@ class SmtpServer:
         return RecentFailures(opts.max_auth_failures_per_ip, opts.auth_failure_window)
 
     @property
-    def worker_pids(self) -> list:
+    def worker_pids(self) -> list[int]:
         """The pids of the worker processes, in the master (else [])."""
         return self._pool.pids if self._pool is not None else []
 
@@ -196,22 +216,24 @@ class SmtpServer:
             return
         self._stop(timeout)
 
-    def _stop_and_signal(self, timeout, done) -> None:
+    def _stop_and_signal(self, timeout: float | None, done: threading.Event) -> None:
         try:
             self._stop(timeout)
         finally:
             done.set()
 
-    def _stop(self, timeout) -> None:
+    def _stop(self, timeout: float | None) -> None:
+        stopped, sweeper = self._stopped, self.sweeper
+        assert stopped is not None and sweeper is not None, 'stop() before start() returns early'
         if self.stopping:
-            self._stopped.wait()
+            stopped.wait()
             return
         self.stopping = True
         if self._pool is not None:
             grace = self.options.close_timeout if timeout is None else timeout
             self._pool.stop(grace)
             self.emit('close')
-            self._stopped.set()
+            stopped.set()
             return
         for listener in self.listeners:
             listener.close()
@@ -229,28 +251,27 @@ class SmtpServer:
                 conn.abort()
             self.runners.kill(block=True, timeout=1.0)
         self.runners.close()
-        self.sweeper.close()
+        sweeper.close()
         if self.worker_id is None:      # the master reports the close once
             self.emit('close')
-        self._stopped.set()
+        stopped.set()
 
-    def _interrupt(self, conn) -> None:
+    def _interrupt(self, conn: Engine) -> None:
         """Throw SessionShutdown into `conn`'s session soon, if its runner
         still serves it then (runners move on to other connections)."""
-        def throw():
+        def throw() -> None:
             if conn in self._connections and conn.greenlet:
                 conn.greenlet.throw(SessionShutdown)
         self.hub.loop.run_callback(throw)
 
-    def __enter__(self):
+    def __enter__(self) -> SmtpServer:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()
-        return False
 
     # -- connections -----------------------------------------------------------
-    def _accept(self, sock, peer, local=None) -> None:
+    def _accept(self, sock: Any, peer: tuple[Any, ...], local: Any = None) -> None:
         """Run in its own greenlet for each accepted socket (`local`: our
         address, when the listener knows it)."""
         opts = self.options
@@ -299,10 +320,11 @@ class SmtpServer:
         if not self._per_ip[ip]:
             del self._per_ip[ip]
 
-    def _shared_connections(self):
-        shared = self.__dict__.get('_shared_conns')
+    def _shared_connections(self) -> SharedConnections:
+        shared = self._shared_conns
         if shared is None:
             from .policies.shared_limits import SharedConnections
+            assert self.options.store is not None, 'called only when there is a store'
             shared = self._shared_conns = SharedConnections(self.options.store)
         return shared
 
@@ -312,39 +334,39 @@ class SmtpServer:
         return len(self._connections)
 
     @property
-    def sessions(self) -> list:
+    def sessions(self) -> list[Session]:
         """The `Session` of every open connection (a snapshot)."""
         return [engine.session for engine in list(self._connections)]
 
     @property
-    def engines(self) -> list:
+    def engines(self) -> list[Engine]:
         """The `Engine` running each open connection (a snapshot, for tests
         and debugging: its `transport.pending` bytes, its `counters`)."""
         return list(self._connections)
 
     @property
-    def connections_per_ip(self) -> dict:
+    def connections_per_ip(self) -> dict[str, int]:
         """Open sessions counted per client address (max_connections_per_ip),
         as this process counts them without a `store`."""
         return dict(self._per_ip)
 
 
-class _Listener(StreamServer):
+class _Listener(StreamServer):     # type: ignore[misc]   # gevent has no type information
     """A StreamServer whose accepted sockets are `PlainSocket`s, each served by
     a greenlet that starts right in `_serve` (one interpreter frame less on
     the C stack that every idle session keeps a copy of)."""
 
     # Our address on every accepted socket, when the listening socket is
     # bound to one address (not a wildcard): no getsockname() per connection.
-    local_address = None
+    local_address: tuple[Any, ...] | None = None
 
-    def do_read(self):
+    def do_read(self) -> Any:
         accepted = super().do_read()
         if accepted is not None:
             accepted[0].__class__ = PlainSocket
         return accepted
 
-    def do_handle(self, sock, address):
+    def do_handle(self, sock: Any, address: Any) -> None:
         if self._spawn is None:
             return self._serve(sock, address)
         try:
@@ -353,15 +375,14 @@ class _Listener(StreamServer):
             sock.close()
             raise
 
-    def _serve(self, sock, address):
+    def _serve(self, sock: Any, address: Any) -> None:
         try:
             self._handle(sock, address, self.local_address)
         finally:
             sock.close()
 
 
-
-def _refuse(sock, reply) -> None:
+def _refuse(sock: Any, reply: Reply) -> None:
     try:
         sock.sendall(format_reply(reply.code, reply.message, reply.enhanced, True))
     except OSError:
@@ -370,16 +391,112 @@ def _refuse(sock, reply) -> None:
         sock.close()
 
 
-def _bind(host: str, port: int, backlog: int):
-    infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC,
-                               socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+def _bind(host: str, port: int, backlog: int) -> Any:
+    """A listening gevent socket. An OSError names the address it was about
+    (`filename`: '127.0.0.1:25'), so that every caller can say which one."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC,
+                                   socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, hostport(host or '*', port)) from None
     family, _, _, _, sockaddr = infos[0]
     sock = gsocket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(sockaddr)
         sock.listen(backlog)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        where = hostport(str(sockaddr[0]), int(sockaddr[1]))
+        raise OSError(exc.errno, exc.strerror, where) from None
     return sock
+
+
+def hostport(host: str, port: int) -> str:
+    """'127.0.0.1:25', '[::1]:25': an address as people write it."""
+    return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
+
+
+# -- the session log -----------------------------------------------------------
+
+class RecordLog:
+    """`log(level, msg, *args)` into a `logging.Logger` at a third of the
+    cost of `Logger.log()`.
+
+    Logger.log() walks the stack for the caller and derives every field of
+    a record again (path, file and module names, process, thread); a session
+    logs a line or more per message, so at INFO that is most of what logging
+    costs (a tenth of the server's CPU in benchmark (a)). Here each record is
+    a copy of a template made once by `logging.LogRecord` (so it has every
+    field this Python's records have), with its message, level, time and
+    thread filled in, handed to `Logger.handle()`: levels, filters, handlers
+    and propagation work as usual. With a custom record factory, or a Logger
+    subclass that makes its own records, it is plain `Logger.log()`.
+    """
+
+    __slots__ = ('logger', '_templates', '_forks')
+
+    def __init__(self, logger: logging.Logger):
+        self.logger = logger
+        self._templates: dict[int, dict[str, Any]] = {}    # level -> a record's fields
+        self._forks = _forks_seen[0]
+
+    def log(self, level: int, msg: str, /, *args: Any) -> None:
+        logger = self.logger
+        if not logger.isEnabledFor(level):
+            return
+        if (logging.getLogRecordFactory() is not logging.LogRecord
+                or type(logger).makeRecord is not logging.Logger.makeRecord):
+            logger.log(level, msg, *args)
+            return
+        if self._forks != _forks_seen[0]:
+            self._templates = {}        # made again in a forked worker: its pid
+            self._forks = _forks_seen[0]
+        template = self._templates.get(level)
+        if template is None:
+            template = self._make_template(level)
+        now = time.time()
+        record = _new_record(logging.LogRecord)
+        record.__dict__ = fields = template.copy()     # a copy of a dict is a memcpy
+        fields['msg'] = msg
+        fields['args'] = args
+        fields['created'] = now
+        fields['msecs'] = (now - int(now)) * 1000 // 1
+        fields['relativeCreated'] = (template['relativeCreated']
+                                     + (now - template['created']) * 1000)
+        thread = template['thread']
+        if thread is not None and thread != threading.get_ident():
+            fields['thread'] = threading.get_ident()
+            fields['threadName'] = threading.current_thread().name
+        if logger.filters or logger.disabled:
+            logger.handle(record)
+        else:
+            logger.callHandlers(record)     # what handle() does next, one call less
+
+    def _make_template(self, level: int) -> dict[str, Any]:
+        """A record's fields at `level`, its level name as logging names it
+        now (a name given with addLevelName later is not seen)."""
+        record = logging.LogRecord(self.logger.name, level, _LOG_PATH, 0,
+                                   '', (), None, 'log')
+        self._templates[level] = template = dict(record.__dict__)
+        return template
+
+
+# Bumped in a forked child, so that templates are remade with its pid
+# (rather than asking the kernel for the pid on every record).
+_forks_seen = [0]
+
+
+def _count_fork() -> None:
+    _forks_seen[0] += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+_new_record: Callable[[type[logging.LogRecord]], logging.LogRecord] = object.__new__
+_LOG_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'engine', 'engine.py')
+
+
+def record_log(backend: logging.Logger | LogBackend) -> LogBackend:
+    """What a session logs through: a RecordLog for a `logging.Logger`,
+    any other backend (anything with `.log(level, msg, *args)`) as it is."""
+    return RecordLog(backend) if isinstance(backend, logging.Logger) else backend

@@ -11,7 +11,9 @@ import socket
 import pytest
 
 import smtp_stack
-from smtp_stack.options import OPTIONS, LogLevels, Options, TrustList
+from smtp_stack.options import (OPTIONS, LogLevels, Options, ServerOptions, TlsOptions,
+                                TrustList, parse_size)
+from smtp_stack.tls import TLS_OPTIONS
 
 PEM = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n'
 
@@ -48,6 +50,74 @@ def test_smtp_server_rejects_bad_value():
         smtp_stack.SmtpServer(name='mx.test', size=-1)
 
 
+# The unknown name's likely meaning, as the YAML checker gives it.
+@pytest.mark.parametrize('given, meant', [
+    ('sise', 'size'), ('max_recipient', 'max_recipients'), ('authMethods', 'auth_methods'),
+    ('SNICallback', 'sni_callback'), ('socketTimeout', 'socket_timeout'),
+    ('requestOCSP', 'request_ocsp'), ('logBackend', 'log_backend'),
+])
+def test_unknown_option_names_the_one_meant(given, meant):
+    with pytest.raises(TypeError) as caught:
+        smtp_stack.SmtpServer(**{given: 1})
+    assert str(caught.value) == (
+        f"SmtpServer got unknown option(s): {given} (did you mean '{meant}'?)")
+
+
+def test_unknown_option_far_from_any_is_named_alone():
+    with pytest.raises(TypeError) as caught:
+        make(xyzzy=1, sise=2)
+    assert str(caught.value) == \
+        "SmtpServer got unknown option(s): sise (did you mean 'size'?), xyzzy"
+
+
+# --- the original's options (Node smtp-stack): docs/api.md ------------------------
+def test_request_ocsp_false_and_session_none_are_the_originals_defaults():
+    opts = make(request_ocsp=False, session=None)
+    assert opts.request_ocsp is False and opts.session is None
+
+
+def test_request_ocsp_true_is_refused_in_one_line_that_says_why():
+    with pytest.raises(ValueError) as caught:
+        smtp_stack.SmtpServer(name='mx.test', request_ocsp=True)
+    assert str(caught.value) == (
+        'request_ocsp=True is not supported: OCSP stapling needs a server-side status '
+        "callback that Python's ssl module (gevent's TLS) does not have")
+
+
+def test_a_client_tls_session_is_accepted_and_unused():
+    assert make(session=b'\x30\x82').session == b'\x30\x82'
+
+
+# --- size: one syntax for SmtpServer and the YAML (config.py uses parse_size) -------
+@pytest.mark.parametrize('given, size', [
+    (0, 0), (1024, 1024), ('0', 0), ('2048', 2048), ('10M', 10 << 20), ('10m', 10 << 20),
+    ('10 MiB', 10 << 20), ('10MB', 10 << 20), ('512k', 512 << 10), ('512KiB', 512 << 10),
+    ('1G', 1 << 30), (' 25M ', 25 << 20), ('100b', 100),
+])
+def test_size_in_bytes_or_with_a_binary_suffix(given, size):
+    assert make(size=given).size == size
+    assert parse_size(given) == size
+
+
+def test_size_error_shows_the_syntax():
+    with pytest.raises(ValueError, match=r'^size must be a number of bytes, e\.g\. 10485760 or 10M$'):
+        smtp_stack.SmtpServer(name='mx.test', size='10 apples')
+
+
+# --- the three lists of options cannot drift apart ----------------------------------
+def test_server_options_typeddict_has_exactly_the_options_of_the_table():
+    assert set(ServerOptions.__annotations__) == set(OPTIONS)
+    assert ServerOptions.__total__ is False
+
+
+def test_validated_options_declare_exactly_the_options_of_the_table():
+    assert set(Options.__annotations__) == set(OPTIONS)
+
+
+def test_sni_entry_typeddict_has_exactly_the_tls_options():
+    assert set(TlsOptions.__annotations__) == set(TLS_OPTIONS)
+
+
 # --- bad values: one row per option -------------------------------------------
 _BOOL_BAD = [1, 0, 'yes', None]
 _HOOK_BAD = [1, 'hook', object()]
@@ -65,19 +135,21 @@ BAD_VALUES = {
     'disabled_commands': ['VRFY', None, ['FOO'], ['VRFY', 'XYZZY'], 1],
     'key': ['not pem', b'not pem', 1, 'é-----BEGIN'],
     'cert': ['not pem', b'not pem', 1, ['-----BEGIN']],
-    'ca': ['not pem', b'', 1],
+    'ca': ['not pem', b'', 1, [PEM, 'not pem'], [None]],
     'min_version': ['TLSv1.4', 'tlsv1.2', 'SSLv3', None, 1.2],
     'ciphers': [1, b'HIGH'],
     'honor_cipher_order': _BOOL_BAD,
     'session_id_context': [1, b'ctx'],
     'request_cert': _BOOL_BAD,
     'reject_unauthorized': _BOOL_BAD,
+    'request_ocsp': [True, 1, 'no', None],
+    'session': [5, 'session', object()],
     'sni_options': [None, [], {'a.test': 'x'}, {1: {}}],
     'sni_callback': _HOOK_BAD,
     'socket_timeout': [0, -1, -0.5, 'x', '60', True, None],
     'close_timeout': [-1, -0.1, 'x', True, None],
     'upgrade_timeout': [0, -1, 'x', False, None],
-    'size': [-1, 1.5, '10', True, None],
+    'size': [-1, 1.5, '-1', '10 apples', '1.5M', '10T', 'M', '', True, None],
     'max_recipients': [0, -1, 1.0, '5', True],
     'max_connections': [-1, 2.0, '5', False],
     'use_proxy': ['yes', 1, ['not-an-ip'], ['10.0.0.0/33'], [True], {'a': 1}],
@@ -214,6 +286,8 @@ DEFAULTS = {
     'session_id_context': None,
     'request_cert': False,
     'reject_unauthorized': True,
+    'request_ocsp': False,
+    'session': None,
     'sni_options': {},
     'sni_callback': None,
     'socket_timeout': 60,
@@ -402,7 +476,7 @@ def kept_logger():
 
 
 def test_record_log_makes_the_records_logger_log_makes(kept_logger):
-    from smtp_stack.options import RecordLog
+    from smtp_stack.server import RecordLog
     logger, keep = kept_logger
     logger.log(20, '[%s] Message accepted: %d bytes', 'abc', 1024)
     RecordLog(logger).log(20, '[%s] Message accepted: %d bytes', 'abc', 1024)
@@ -424,7 +498,7 @@ def test_record_log_makes_the_records_logger_log_makes(kept_logger):
 
 
 def test_record_log_honours_levels_filters_and_warning_names(kept_logger):
-    from smtp_stack.options import RecordLog
+    from smtp_stack.server import RecordLog
     logger, keep = kept_logger
     fast = RecordLog(logger)
     fast.log(10, 'debug is below the level')
@@ -435,7 +509,7 @@ def test_record_log_honours_levels_filters_and_warning_names(kept_logger):
 
 
 def test_record_log_leaves_custom_record_factories_in_charge(kept_logger):
-    from smtp_stack.options import RecordLog
+    from smtp_stack.server import RecordLog
     logger, keep = kept_logger
     original = logging.getLogRecordFactory()
 
@@ -450,7 +524,7 @@ def test_record_log_leaves_custom_record_factories_in_charge(kept_logger):
 
 
 def test_record_log_only_wraps_loggers():
-    from smtp_stack.options import RecordLog, record_log
+    from smtp_stack.server import RecordLog, record_log
 
     class Sink:
         def log(self, level, msg, *args):
@@ -461,7 +535,7 @@ def test_record_log_only_wraps_loggers():
 
 
 def test_record_log_gives_a_forked_child_its_own_pid(kept_logger):
-    from smtp_stack.options import RecordLog
+    from smtp_stack.server import RecordLog
     logger, keep = kept_logger
     fast = RecordLog(logger)
     fast.log(20, 'in the parent')       # the template is made here, with our pid
