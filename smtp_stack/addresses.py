@@ -8,9 +8,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
 
 from .errors import SmtpError
 from .xtext import XtextError, decode_xtext
+
+# An ESMTP parameter's value: its text, or True for a flag (`SMTPUTF8`).
+ParamValue: TypeAlias = str | Literal[True]
 
 
 @dataclass(slots=True)
@@ -18,9 +22,9 @@ class Address:
     """A parsed path: the address as sent (no angle brackets; '' for the null
     sender) and its ESMTP parameters, keys upper-cased, flag values True."""
     address: str
-    args: dict = field(default_factory=dict)
+    args: dict[str, ParamValue] = field(default_factory=dict)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.address
 
     @property
@@ -205,9 +209,10 @@ def _valid_address_literal(text: str) -> bool:
     return bool(_GENERAL_LITERAL.match(text))
 
 
-def parse_params(text: str) -> dict:
-    """'SIZE=100 BODY=8bitmime SMTPUTF8' -> {'SIZE': '100', 'BODY': '8bitmime', 'SMTPUTF8': True}."""
-    params: dict = {}
+def parse_params(text: str) -> dict[str, ParamValue]:
+    """'SIZE=100 BODY=8bitmime SMTPUTF8' ->
+    {'SIZE': '100', 'BODY': '8bitmime', 'SMTPUTF8': True}."""
+    params: dict[str, ParamValue] = {}
     for item in text.split():
         key, eq, value = item.partition('=')
         if not _KEYWORD.match(key) or (eq and not _VALUE.match(value)):
@@ -220,31 +225,31 @@ def parse_params(text: str) -> dict:
 
 
 # --- Semantics of the parameters we implement ------------------------------
-def check_size(value) -> int:
+def check_size(value: ParamValue) -> int:
     if value is True or not (value.isascii() and value.isdigit()) or len(value) > 20:
         raise _syntax('Error: bad SIZE value')
     return int(value)
 
 
-def check_body(value, allowed: frozenset) -> str:
+def check_body(value: ParamValue, allowed: frozenset[str]) -> str:
     if value is True or value.upper() not in allowed:
         raise _syntax('Error: unsupported BODY value', '5.5.4')
     return value.upper()
 
 
-def check_flag(key: str, value) -> bool:
+def check_flag(key: str, value: ParamValue) -> Literal[True]:
     if value is not True:
         raise _syntax(f'Error: {key} takes no value')
     return True
 
 
-def check_ret(value) -> str:
+def check_ret(value: ParamValue) -> str:
     if value is True or value.upper() not in ('FULL', 'HDRS'):
         raise _syntax('Error: RET must be FULL or HDRS')
     return value.upper()
 
 
-def check_envid(value) -> str:
+def check_envid(value: ParamValue) -> str:
     """RFC 3461 4.4: xtext, at most 100 characters."""
     if value is True or len(value) > 100:
         raise _syntax('Error: bad ENVID value')
@@ -262,7 +267,7 @@ def check_envid(value) -> str:
 _UNITEXT_ESCAPE = re.compile(r'\\x\{([0-9A-Fa-f]{1,6})\}')     # RFC 6533 utf-8-addr-unitext
 
 
-def _unescape_unitext(match) -> str:
+def _unescape_unitext(match: re.Match[str]) -> str:
     point = int(match[1], 16)
     return chr(point) if point <= 0x10FFFF else '\0'     # out of range: never printable
 
@@ -271,7 +276,7 @@ def _printable_ascii(text: str) -> bool:
     return all(' ' <= ch <= '~' for ch in text)
 
 
-def check_notify(value) -> str:
+def check_notify(value: ParamValue) -> str:
     """RFC 3461 4.1: NEVER alone, or a list of SUCCESS, FAILURE, DELAY."""
     if value is True:
         raise _syntax('Error: bad NOTIFY value')
@@ -284,7 +289,7 @@ def check_notify(value) -> str:
     return value.upper()
 
 
-def check_orcpt(value) -> str:
+def check_orcpt(value: ParamValue) -> str:
     """RFC 3461 4.2: addr-type ';' xtext."""
     if value is True:
         raise _syntax('Error: bad ORCPT value')
@@ -307,7 +312,7 @@ def check_orcpt(value) -> str:
     return value
 
 
-def check_auth_param(value) -> str:
+def check_auth_param(value: ParamValue) -> str:
     """RFC 4954 5: AUTH=<> or AUTH=xtext mailbox."""
     if value is True:
         raise _syntax('Error: bad AUTH value')

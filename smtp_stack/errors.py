@@ -1,17 +1,33 @@
 """The exceptions user code sees."""
 from __future__ import annotations
 
-from .replies import Reply, default_enhanced, validate_code
+from typing import overload
+
+from .replies import Enhanced, Message, Reply, default_enhanced, validate_code
 
 
 class SmtpError(Exception):
     """Raise to answer the current command with this reply.
 
-    `SmtpError(550, 'No such user')` or `SmtpError(*replies.NEED_MAIL)`. The
-    enhanced status code is derived from the reply code when not given.
+    `SmtpError(550, 'No such user')`, or a predeclared reply:
+    `SmtpError(replies.NEED_MAIL)`. The enhanced status code is derived
+    from the reply code when not given.
     """
 
-    def __init__(self, code: int, message='', enhanced: str | None = None):
+    code: int
+    message: Message
+    enhanced: Enhanced
+
+    @overload
+    def __init__(self, code: Reply, /) -> None: ...
+
+    @overload
+    def __init__(self, code: int, message: Message = '', enhanced: Enhanced = None) -> None: ...
+
+    def __init__(self, code: int | Reply, message: Message = '',
+                 enhanced: Enhanced = None) -> None:
+        if isinstance(code, Reply):
+            code, message, enhanced = code
         self.code = validate_code(code)
         self.message = message
         self.enhanced = default_enhanced(code) if enhanced is None else enhanced
@@ -21,7 +37,7 @@ class SmtpError(Exception):
     def reply(self) -> Reply:
         return Reply(self.code, self.message, self.enhanced)
 
-    def __str__(self):
+    def __str__(self) -> str:
         text = self.message if isinstance(self.message, str) else ' / '.join(self.message)
         return f'{self.code} {self.enhanced or ""} {text}'.replace('  ', ' ')
 

@@ -8,9 +8,20 @@ per line, and hands on a chunk without dots as it is, uncopied.
 """
 from __future__ import annotations
 
+import enum
 import re
+from typing import Final, Literal, TypeAlias
 
-TOO_LONG = object()     # sentinel: the line exceeded the limit and was discarded
+
+class TooLong(enum.Enum):
+    """The type of the TOO_LONG sentinel (an enum, so `line is TOO_LONG`
+    tells a type checker that the line is bytes otherwise)."""
+    TOO_LONG = 'TOO_LONG'
+
+
+TOO_LONG: Final = TooLong.TOO_LONG  # the line exceeded the limit and was discarded
+# What LineBuffer gives for a line: its bytes, or TOO_LONG.
+Line: TypeAlias = bytes | Literal[TooLong.TOO_LONG]
 
 
 class LineBuffer:
@@ -28,7 +39,7 @@ class LineBuffer:
 
     __slots__ = ('_buf', '_pos', '_scanned', '_skipping', 'last_bare')
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._buf = b''
         self._pos = 0           # start of the unread bytes in _buf
         self._scanned = 0       # _buf[_pos:_scanned] is known to hold no LF
@@ -43,7 +54,7 @@ class LineBuffer:
         else:
             self._buf = self._buf + data if self._buf else data
 
-    def next_line_after(self, data: bytes, max_length: int):
+    def next_line_after(self, data: bytes, max_length: int) -> Line | None:
         """feed(data), then next_line(): for the usual case, an empty buffer
         and exactly one whole line received (a client waiting for each
         reply), the line without a copy of the buffer or a second search."""
@@ -81,7 +92,7 @@ class LineBuffer:
     def pending(self) -> int:
         return len(self._buf) - self._pos
 
-    def next_line(self, max_length: int):
+    def next_line(self, max_length: int) -> Line | None:
         buf = self._buf
         if not buf:
             return None
@@ -136,21 +147,21 @@ class DataDecoder:
 
     __slots__ = ('_tail', '_at_line_start', 'normalize', 'bare_newline', 'done')
 
-    def __init__(self, normalize: bool = False):
+    def __init__(self, normalize: bool = False) -> None:
         self._tail = b''
         self._at_line_start = True
         self.normalize = normalize
         self.bare_newline = False
         self.done = False
 
-    def feed(self, chunk: bytes):
+    def feed(self, chunk: bytes) -> tuple[bytes, bytes | None]:
         if self.done:
             return b'', chunk
         if not chunk:
             return b'', None
         buf = self._tail + chunk if self._tail else chunk
         self._tail = b''
-        out = []
+        out: list[bytes] = []
         pos = 0
         # `dot`: the next '.' that starts a line. A chunk that begins a line
         # is checked at 0, the rest by one search for CRLF '.', so a chunk
@@ -194,11 +205,11 @@ class DataDecoder:
             self._at_line_start = False
         return self._finish(out), None
 
-    def _emit(self, out: list, buf: bytes, start: int, end: int) -> None:
+    def _emit(self, out: list[bytes], buf: bytes, start: int, end: int) -> None:
         if end > start:
             out.append(buf[start:end] if start or end != len(buf) else buf)
 
-    def _finish(self, out: list) -> bytes:
+    def _finish(self, out: list[bytes]) -> bytes:
         data = out[0] if len(out) == 1 else b''.join(out)
         # No CR without its LF, and as many LFs as CRs: then every LF has
         # its CR too. (Chunks never end inside a CRLF: a last CR is held.)
@@ -218,7 +229,7 @@ class DotStuffer:
 
     __slots__ = ('_at_line_start', '_cr')
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._at_line_start = True
         self._cr = False        # the last piece ended with a CR
 
@@ -254,7 +265,8 @@ class TextChecks:
     __slots__ = ('normalize', 'bare_newline', 'check_bare', 'max_line_length',
                  'line_too_long', '_cr', '_current', '_current_cr')
 
-    def __init__(self, check_bare: bool, normalize: bool = False, max_line_length: int = 0):
+    def __init__(self, check_bare: bool, normalize: bool = False,
+                 max_line_length: int = 0) -> None:
         self.check_bare = check_bare
         self.normalize = normalize
         self.bare_newline = False

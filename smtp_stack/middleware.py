@@ -1,7 +1,30 @@
-"""Koa-style middleware: `fn(ctx, next)` around the built-in command handler."""
+"""Koa-style middleware: `fn(ctx, next)` around the built-in command handler.
+
+The types user code is written against are here: `Middleware` (what
+`server.use()` takes), `Next`, `Context`, and the hooks' signatures.
+
+    def audit(ctx: Context, next: Next) -> None:
+        next()
+        print(ctx.command_name, ctx.reply)
+"""
 from __future__ import annotations
 
-from .replies import Reply, validate_code
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias, overload
+
+from .replies import Enhanced, Message, Reply, validate_code
+
+if TYPE_CHECKING:
+    from .addresses import Address
+    from .engine import Engine
+    from .errors import SmtpError
+    from .server import SmtpServer
+    from .session import Session
+    from .stream import DataStream
+
+# What `ctx.send()` takes for one reply besides (code, message, enhanced).
+ReplyLike: TypeAlias = Reply | tuple[int, Message] | tuple[int, Message, Enhanced]
 
 
 class Context:
@@ -15,7 +38,23 @@ class Context:
                  'session', 'server', 'reply', 'close_requested', 'data_stream',
                  'parse_error', '_engine', '__dict__')
 
-    def __init__(self, command: str, session, server, engine=None):
+    command: str
+    command_name: str
+    command_args: list[str]
+    address: Address | None
+    session: Session
+    server: SmtpServer
+    reply: Reply | list[Reply] | None
+    close_requested: bool
+    data_stream: DataStream | None
+    parse_error: SmtpError | None
+    # The session running this command, for engine.builtin. Only a Context
+    # made outside a session (a test of the chain) has None, and such a
+    # context never reaches builtin.
+    _engine: Engine
+
+    def __init__(self, command: str, session: Session, server: SmtpServer,
+                 engine: Engine | None = None) -> None:
         self.command = command
         name, _, rest = command.partition(' ')
         # ASCII only: 'QU\u0131T'.upper() is 'QUIT', and must not become one.
@@ -28,9 +67,16 @@ class Context:
         self.close_requested = False
         self.data_stream = None     # set by DATA/BDAT, drained after the chain
         self.parse_error = None     # why MAIL/RCPT's address did not parse
-        self._engine = engine       # the session running this command (for engine.builtin)
+        self._engine = engine  # type: ignore[assignment]
 
-    def send(self, code, message='', enhanced=None) -> None:
+    @overload
+    def send(self, code: int, message: Message = '', enhanced: Enhanced = None) -> None: ...
+
+    @overload
+    def send(self, code: ReplyLike | Sequence[ReplyLike], /) -> None: ...
+
+    def send(self, code: int | ReplyLike | Sequence[ReplyLike], message: Message = '',
+             enhanced: Enhanced = None) -> None:
         """Set the final reply: `send(250, 'OK')`, `send(reply)`, or for LMTP
         after DATA a list `[(code, message), ...]`, one per recipient."""
         if isinstance(code, Reply):
@@ -46,11 +92,11 @@ class Context:
         """Close the connection after the final reply."""
         self.close_requested = True
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f'<Context {self.command_name} reply={self.reply!r}>'
 
 
-def _as_reply(item) -> Reply:
+def _as_reply(item: ReplyLike) -> Reply:
     if isinstance(item, Reply):
         validate_code(item.code)
         return item
@@ -58,7 +104,7 @@ def _as_reply(item) -> Reply:
     return Reply(validate_code(code), message, rest[0] if rest else None)
 
 
-def compose(middlewares, innermost):
+def compose(middlewares: Iterable[Middleware], innermost: Dispatch) -> Dispatch:
     """One callable `dispatch(ctx)` running middlewares outermost-first.
 
     The chain is built once, as one function per level; a command then costs
@@ -70,12 +116,12 @@ def compose(middlewares, innermost):
     return dispatch
 
 
-def _level(fn, inner):
+def _level(fn: Middleware, inner: Dispatch) -> Dispatch:
     """The dispatcher of one level: `fn(ctx, next)` where next runs `inner`."""
-    def dispatch(ctx):
+    def dispatch(ctx: Context) -> None:
         called = False
 
-        def next_():
+        def next_() -> None:
             nonlocal called
             if called:
                 raise RuntimeError('next() called twice by one middleware')
@@ -84,3 +130,27 @@ def _level(fn, inner):
 
         fn(ctx, next_)
     return dispatch
+
+
+# -- the types user code is written against ----------------------------------
+
+# `next()`: runs the rest of the chain (the inner middleware, then the
+# built-in handler) and returns when it has; at most once per command.
+Next: TypeAlias = Callable[[], None]
+# `fn(ctx, next)`: what `server.use()` takes. It returns nothing: the reply
+# is set with ctx.send() (or by raising SmtpError), never returned.
+Middleware: TypeAlias = Callable[[Context, Next], None]
+# One command through a chain: what `compose` returns, and the innermost
+# handler it wraps (`engine.builtin`).
+Dispatch: TypeAlias = Callable[[Context], None]
+
+# The hooks (SmtpServer options, docs/api.md). A hook answers a command by
+# raising SmtpError; whatever else it raises costs the client its session.
+# on_socket(sock, address): the accepted socket, before PROXY and TLS.
+SocketHook: TypeAlias = Callable[[socket.socket, Any], None]
+# on_connect(session), on_data(session), on_close(session).
+SessionHook: TypeAlias = Callable[['Session'], None]
+# on_auth(session) -> user or None: a truthy user becomes `session.user`.
+AuthHook: TypeAlias = Callable[['Session'], Any]
+# on_mail_from(session, address), on_rcpt_to(session, address).
+AddressHook: TypeAlias = Callable[['Session', 'Address'], None]

@@ -95,6 +95,18 @@ class ProxyHeader:
     netns: str | None = None
     crc32c: int | None = None
 
+    def tcp_endpoints(self) -> tuple[str, int, str, int] | None:
+        """(source address, source port, destination address, destination
+        port) of a PROXY header for TCP4 or TCP6, else None (UNKNOWN,
+        UNSPEC, LOCAL, UDP, UNIX: "use the real endpoints")."""
+        if self.command != 'PROXY' or self.family not in ('TCP4', 'TCP6'):
+            return None
+        source, source_port = self.source_address, self.source_port
+        dest, dest_port = self.dest_address, self.dest_port
+        if source is None or source_port is None or dest is None or dest_port is None:
+            return None     # never for TCP4/TCP6: the parser sets all four
+        return source, source_port, dest, dest_port
+
     def tlv(self, kind: int) -> bytes | None:
         """The value of the first TLV of this type (e.g. a custom 0xE0-0xEF one)."""
         return next((value for t, value in self.tlvs if t == kind), None)

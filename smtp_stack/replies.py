@@ -7,19 +7,29 @@ share the same numbers.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Sequence, Union
+from collections.abc import Sequence
+from typing import Literal, NamedTuple, TypeAlias
+
+# What a reply's text may be: one line (newlines split it), or a list of lines.
+Message: TypeAlias = str | Sequence[str]
+# An enhanced status code (RFC 3463, '5.1.1'); None: derived from the reply
+# code; False: this reply carries none (the greeting, EHLO's, RFC 2034).
+Enhanced: TypeAlias = str | Literal[False] | None
 
 
 class Reply(NamedTuple):
-    """A reply: `enhanced` None means 'derive it from the code', False 'none'."""
+    """A reply: `enhanced` None means 'derive it from the code', False 'none'.
+
+    A predeclared reply below is raised as `SmtpError(replies.NEED_MAIL)`.
+    """
     code: int
-    message: Union[str, Sequence[str]]
-    enhanced: Union[str, None, bool] = None
+    message: Message
+    enhanced: Enhanced = None
 
 
 # RFC 3463 codes used when the caller gives none (RFC 2034 asks for one on
 # every reply once ENHANCEDSTATUSCODES is advertised).
-_DEFAULT_ENHANCED = {
+_DEFAULT_ENHANCED: dict[int, str] = {
     211: '2.0.0', 214: '2.0.0', 220: '2.0.0', 221: '2.0.0', 235: '2.7.0',
     250: '2.0.0', 251: '2.1.5', 252: '2.1.5',
     421: '4.3.0', 450: '4.2.0', 451: '4.3.0', 452: '4.3.1', 454: '4.7.0',
@@ -31,6 +41,8 @@ _DEFAULT_ENHANCED = {
 }
 
 _ENHANCED_PREFIX = re.compile(r'^[245]\.\d{1,3}\.\d{1,3}(?: |$)')
+# format_reply's cache: a reply's code, text, enhanced code and use_enhanced.
+_WireKey: TypeAlias = tuple[int, str | tuple[str, ...], Enhanced, bool]
 
 
 def default_enhanced(code: int) -> str | None:
@@ -43,13 +55,13 @@ def default_enhanced(code: int) -> str | None:
     return None     # 1xx/3xx (e.g. 334, 354) carry no enhanced code
 
 
-def validate_code(code) -> int:
+def validate_code(code: object) -> int:
     if isinstance(code, bool) or not isinstance(code, int) or not 200 <= code <= 599:
         raise ValueError(f'SMTP reply code must be an int from 200 to 599, not {code!r}')
     return code
 
 
-def format_reply(code: int, message, enhanced: str | None = None,
+def format_reply(code: int, message: Message, enhanced: Enhanced = None,
                  use_enhanced: bool = False) -> bytes:
     """Wire bytes of one reply, multi-line when message is a list or has newlines.
 
@@ -58,6 +70,7 @@ def format_reply(code: int, message, enhanced: str | None = None,
     The bytes are remembered: a session sends the same few replies over and
     over (250 Accepted, 354, 250 queued), so most calls are one dict lookup.
     """
+    key: _WireKey
     if isinstance(message, str):
         key = (code, message, enhanced, use_enhanced)
     elif isinstance(message, (list, tuple)) and all(type(line) is str for line in message):
@@ -73,7 +86,7 @@ def format_reply(code: int, message, enhanced: str | None = None,
     return wire
 
 
-_WIRE: dict = {}
+_WIRE: dict[_WireKey, bytes] = {}
 _WIRE_MAX = 1024
 
 
@@ -92,10 +105,11 @@ def wire_bytes(reply: Reply, use_enhanced: bool) -> bytes:
     return format_reply(reply.code, reply.message, reply.enhanced, use_enhanced)
 
 
-_WIRE_BY_REPLY: dict = {}
+_WIRE_BY_REPLY: dict[tuple[Reply, bool], bytes] = {}
 
 
-def _format_reply(code: int, message, enhanced, use_enhanced: bool) -> bytes:
+def _format_reply(code: int, message: str | Sequence[object], enhanced: Enhanced,
+                  use_enhanced: bool) -> bytes:
     if isinstance(message, str):
         lines = message.split('\n') if '\n' in message else [message]
     else:
@@ -104,7 +118,7 @@ def _format_reply(code: int, message, enhanced, use_enhanced: bool) -> bytes:
         enhanced = None     # False: this reply never carries one (EHLO, RFC 2034)
     elif enhanced is None:
         enhanced = default_enhanced(code)
-    out = []
+    out: list[str] = []
     last = len(lines) - 1
     for i, line in enumerate(lines):
         line = line.rstrip('\r')

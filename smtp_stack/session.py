@@ -3,8 +3,25 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from .headers import check_field, check_name, fold
+
+if TYPE_CHECKING:
+    from .addresses import Address
+    from .policies.authentication import AuthResults
+    from .policies.dnsbl import DnsblResult
+    from .proxy import ProxyHeader
+    from .sasl import AuthInfo
+    from .spool import Spool
+    from .stream import DataStream
+
+# `envelope.remove_header(name, predicate)`: the field goes when
+# predicate(value) is true (any truthy result), or always without one.
+HeaderPredicate = Callable[[str], object]
+# The command the client greeted with (`session.greeting`).
+Greeting = Literal['HELO', 'EHLO', 'LHLO']
 
 # Session ids need to be unique, not secret: a generator of our own, seeded
 # from os.urandom in each process (and again in each forked worker), costs
@@ -28,7 +45,15 @@ class Envelope:
 
     __slots__ = ('mail_from', 'rcpt_to', 'data_stream', '_added', '_removed', '__dict__')
 
-    def __init__(self):
+    mail_from: Address | None
+    rcpt_to: list[Address]
+    data_stream: DataStream | None
+    _added: list[tuple[str, str]] | None
+    _removed: list[tuple[str, HeaderPredicate | None]] | None
+    # Set by the `authenticate` policy (policies.md); absent without it.
+    auth_results: AuthResults
+
+    def __init__(self) -> None:
         self.mail_from = None
         self.rcpt_to = []
         self.data_stream = None
@@ -36,10 +61,10 @@ class Envelope:
         self._removed = None
 
     @property
-    def last_to(self):
+    def last_to(self) -> Address | None:
         return self.rcpt_to[-1] if self.rcpt_to else None
 
-    def spool(self):
+    def spool(self) -> Spool:
         """The whole body, read to its end into a Spool that several readers
         can `open()`; the same one on later calls. Raises MessageRefused as
         reading `data_stream` does."""
@@ -59,11 +84,11 @@ class Envelope:
         self._added.append(field)
 
     @property
-    def added_headers(self) -> list:
+    def added_headers(self) -> list[tuple[str, str]]:
         """The (name, value) pairs recorded with add_header, in call order."""
         return list(self._added) if self._added else []
 
-    def remove_header(self, name: str, predicate=None) -> None:
+    def remove_header(self, name: str, predicate: HeaderPredicate | None = None) -> None:
         """Record that the built-in deliveries and MailSink leave out the
         message's own header fields called `name` (in any case) for which
         `predicate(value)` is true, all of them when predicate is None;
@@ -80,7 +105,7 @@ class Envelope:
         self._removed.append((name, predicate))
 
     @property
-    def removed_headers(self) -> list:
+    def removed_headers(self) -> list[tuple[str, HeaderPredicate | None]]:
         """The (name, predicate) pairs recorded with remove_header, in call order."""
         return list(self._removed) if self._removed else []
 
@@ -90,15 +115,49 @@ class Envelope:
         if stream is not None:
             stream.discard()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f'<Envelope from={self.mail_from!r} to={self.rcpt_to!r}>'
+
+
+class TlsInfo(TypedDict):
+    """`session.tls` once TLS is established."""
+    cipher: str | None
+    bits: int | None
+    version: str | None
+    servername: str | None              # what the client asked for with SNI
+    peer_certificate: dict[str, Any] | None     # ssl's getpeercert(), verified
+    peer_certificate_der: bytes | None
 
 
 class Session:
     """Per-connection state. A plain object: user code may add attributes."""
 
-    def __init__(self, local_address, local_port, remote_address, remote_port,
-                 lmtp=False):
+    id: str
+    secure: bool
+    tls: TlsInfo | None
+    local_address: str
+    local_port: int
+    remote_address: str
+    remote_port: int
+    client_hostname: str
+    helo: str | None
+    greeting: Greeting | None
+    lmtp: bool
+    xclient: dict[str, str | None]
+    xforward: dict[str, str | None]
+    proxy: ProxyHeader | None
+    auth: AuthInfo | None
+    # What on_auth (or middleware) made of a login: any object the
+    # application chooses, so its type is the application's.
+    user: Any
+    transaction: int
+    envelope: Envelope
+    pre_greeting_data: bool
+    # Set by the `dnsbl` policy (policies.md); absent without it.
+    dnsbl: DnsblResult
+
+    def __init__(self, local_address: str, local_port: int, remote_address: str,
+                 remote_port: int, lmtp: bool = False) -> None:
         self.id = new_session_id()
         self.secure = False
         self.tls = None
@@ -144,5 +203,5 @@ class Session:
             envelope.discard()
         self.envelope = Envelope()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f'<Session {self.id} {self.remote_address}:{self.remote_port}>'

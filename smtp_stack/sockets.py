@@ -15,19 +15,28 @@ the client's next line).
   among its sessions.
 - `TlsSocket` runs TLS over a `PlainSocket` through memory BIOs, with the
   same waits, and the fewest system calls a TLS session can make.
-All keep gevent's semantics: `socket.timeout` when the time is up, and a
-socket closed by another greenlet wakes the reader.
+All keep gevent's semantics: `TimeoutError` (`socket.timeout`) when the
+time is up, and a socket closed by another greenlet wakes the reader.
 """
 from __future__ import annotations
 
-import socket
 import ssl
 import time
 import weakref
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from gevent import getcurrent
 from gevent import socket as gsocket
 from gevent.exceptions import ConcurrentObjectUseError
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+    from gevent.hub import Hub
+
+# gevent ships no type information: its hub, watchers and greenlets are Any
+# to a type checker; these names say which one a parameter is.
+Watcher: TypeAlias = Any   # a libev io watcher (`socket._read_event`)
+Greenlet: TypeAlias = Any  # a greenlet parked in the hub
 
 
 class PlainSocket(gsocket.socket):
@@ -35,7 +44,7 @@ class PlainSocket(gsocket.socket):
 
     __slots__ = ()
 
-    def sendall(self, data, flags=0):
+    def sendall(self, data: ReadableBuffer, flags: int = 0) -> None:
         if type(data) is bytes:
             try:
                 sent = self._sock.send(data, flags)
@@ -67,9 +76,9 @@ class PlainSocket(gsocket.socket):
                 pass
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise socket.timeout('timed out')
+                raise TimeoutError('timed out')
 
-    def recv(self, bufsize, flags=0):
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """gevent's recv(), with the cheaper wait (settimeout() applies)."""
         timeout = self.timeout
         if timeout is None or flags:
@@ -93,7 +102,8 @@ class TlsSocket:
 
     __slots__ = ('raw', 'sslobj', '_incoming', '_outgoing')
 
-    def __init__(self, raw: PlainSocket, context: ssl.SSLContext, server_side: bool = True):
+    def __init__(self, raw: PlainSocket, context: ssl.SSLContext,
+                 server_side: bool = True) -> None:
         self.raw = raw
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
@@ -101,7 +111,7 @@ class TlsSocket:
                                                 server_side=server_side)
         # A gevent SSLContext hands SNI callbacks `conn._sslsock()`, the
         # socket it wrapped; here that is the SSLObject itself.
-        sslobj._sslsock = weakref.ref(sslobj)
+        sslobj._sslsock = weakref.ref(sslobj)  # type: ignore[attr-defined]
 
     def do_handshake(self, timeout: float, sweeper: DeadlineSweeper | None = None) -> None:
         """The whole handshake within `timeout` seconds (socket.timeout
@@ -147,14 +157,15 @@ class TlsSocket:
                 deadline = time.monotonic() + timeout
             self._pull(deadline, sweeper, False)
 
-    def sendall(self, data) -> None:
+    def sendall(self, data: ReadableBuffer) -> None:
         self.sslobj.write(data)
         self.raw.sendall(self._outgoing.read())
 
     def close(self) -> None:
         self.raw.close()
 
-    def _pull(self, deadline: float, sweeper, wait_first: bool) -> None:
+    def _pull(self, deadline: float, sweeper: DeadlineSweeper | None,
+              wait_first: bool) -> None:
         """What OpenSSL has to send goes first; then the bytes the kernel
         holds (waiting for some until `deadline`) go to OpenSSL."""
         raw = self.raw
@@ -175,7 +186,7 @@ class TlsSocket:
                     return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise socket.timeout('timed out')
+                raise TimeoutError('timed out')
             _wait_for(raw.hub, raw._read_event, remaining, deadline, sweeper)
             wait_first = False
 
@@ -192,7 +203,8 @@ class TlsSocket:
 TLS_RECV_SIZE = 65536
 
 
-def _wait_for(hub, event, timeout: float, deadline: float, sweeper) -> None:
+def _wait_for(hub: Hub, event: Watcher, timeout: float, deadline: float,
+              sweeper: DeadlineSweeper | None) -> None:
     """Park in the hub until `event` fires, or raise socket.timeout when
     `timeout` seconds have passed (at `deadline`, on the monotonic clock)."""
     if event.callback is not None:
@@ -217,7 +229,7 @@ def _wait_for(hub, event, timeout: float, deadline: float, sweeper) -> None:
         timer.close()
 
 
-def _park(hub, event, current) -> None:
+def _park(hub: Hub, event: Watcher, current: Greenlet) -> None:
     """hub.wait(event) without its Waiter object: the watcher switches
     straight back to this greenlet. A close() of the socket elsewhere still
     wakes it (gevent throws into `event.callback.__self__`), as does any
@@ -246,10 +258,11 @@ class DeadlineSweeper:
     get a timer of their own (in `recv_within`), so they stay precise.
     """
 
-    def __init__(self, hub, period: float | None = None, least: float | None = None):
+    def __init__(self, hub: Hub, period: float | None = None,
+                 least: float | None = None) -> None:
         period = SWEEP_PERIOD if period is None else period
         self.least = SWEEP_LEAST if least is None else least
-        self.waiting: dict = {}     # greenlet parked in recv_within -> deadline
+        self.waiting: dict[Greenlet, float] = {}    # parked in recv_within -> deadline
         self._timer = hub.loop.timer(period, period)
         self._timer.start(self._sweep)
         self._timer.ref = False     # never what keeps a hub running
@@ -264,11 +277,11 @@ class DeadlineSweeper:
             # that woke it.) Registered greenlets are always parked in
             # recv_within's hub.wait, as the timer runs in the hub.
             if waiting.pop(greenlet, None) is not None:
-                greenlet.throw(socket.timeout('timed out'))
+                greenlet.throw(TimeoutError('timed out'))
 
     def close(self) -> None:
         self._timer.close()
 
 
-def _time_out(greenlet) -> None:
-    greenlet.throw(socket.timeout('timed out'))
+def _time_out(greenlet: Greenlet) -> None:
+    greenlet.throw(TimeoutError('timed out'))

@@ -15,6 +15,10 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from typing import TYPE_CHECKING, BinaryIO, Literal
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 MEMORY_LIMIT = 1 << 20
 
@@ -26,9 +30,9 @@ class Spool:
         self.size = 0
         self._memory_limit = memory_limit
         self._directory = directory
-        self._parts: list = []          # while in memory and still being written
+        self._parts: list[bytes] = []   # while in memory and still being written
         self._data: bytes | None = None  # in memory, once complete
-        self._file = None               # an anonymous temporary file beyond the limit
+        self._file: BinaryIO | None = None  # an anonymous temporary file beyond the limit
         self._complete = False
         self._closed = False
 
@@ -40,15 +44,15 @@ class Spool:
         if self._file is not None:
             self._file.write(data)
         elif self.size > self._memory_limit:
-            self._file = tempfile.TemporaryFile(dir=self._directory)
+            self._file = file = tempfile.TemporaryFile(dir=self._directory)
             for part in self._parts:
-                self._file.write(part)
+                file.write(part)
             self._parts = []
-            self._file.write(data)
+            file.write(data)
         else:
             self._parts.append(data)
 
-    def finish(self) -> 'Spool':
+    def finish(self) -> Spool:
         if self._file is not None:
             self._file.flush()
         else:
@@ -67,7 +71,7 @@ class Spool:
     def closed(self) -> bool:
         return self._closed
 
-    def open(self) -> io.BufferedIOBase:
+    def open(self) -> BinaryIO:
         """A binary file of the body from its first byte, independent of any
         other reader; it stays readable until closed, even after the spool is."""
         if self._closed:
@@ -75,7 +79,7 @@ class Spool:
         if not self._complete:
             raise ValueError('the spool is not complete yet')
         if self._file is None:
-            return io.BytesIO(self._data)     # shares the bytes, copies nothing
+            return io.BytesIO(self._data or b'')     # shares the bytes, copies nothing
         return io.BufferedReader(_PositionalReader(os.dup(self._file.fileno()), self.size),
                                  buffer_size=65536)
 
@@ -95,14 +99,14 @@ class Spool:
             self._file.close()
             self._file = None
 
-    def __enter__(self):
+    def __enter__(self) -> Spool:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         where = 'closed' if self._closed else ('memory' if self._file is None else 'file')
         return f'<Spool {self.size} bytes in {where}>'
 
@@ -111,7 +115,7 @@ class _PositionalReader(io.RawIOBase):
     """A read-only view of a file descriptor with its own offset (pread), so
     several readers share one temporary file without moving each other."""
 
-    def __init__(self, fd: int, size: int):
+    def __init__(self, fd: int, size: int) -> None:
         self._fd = fd
         self._size = size
         self._pos = 0
@@ -122,7 +126,7 @@ class _PositionalReader(io.RawIOBase):
     def seekable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int:
         if self._pos >= self._size:
             return 0
         view = memoryview(buffer).cast('B')

@@ -2,12 +2,33 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from . import replies as R
 from .errors import MessageRefused
 from .spool import Spool
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+    from .framing import TextChecks
+
 SPOOL_CHUNK = 65536
+
+# The source of the body: the next decoded piece (bytes, possibly empty),
+# or None at its end.
+Pull = Callable[[], 'bytes | None']
+
+
+class NewlineCheck(Protocol):
+    """What the stream asks of its decoder (DataDecoder, TextChecks)."""
+
+    @property
+    def bare_newline(self) -> bool: ...
+
+    @property
+    def normalize(self) -> bool: ...
 
 
 class DataStream(io.BufferedIOBase):
@@ -26,7 +47,9 @@ class DataStream(io.BufferedIOBase):
     never sees a clean end of file for a refused message.
     """
 
-    def __init__(self, pull, limit: int = 0, on_first_read=None, decoder=None, checks=None):
+    def __init__(self, pull: Pull, limit: int = 0,
+                 on_first_read: Callable[[], None] | None = None,
+                 decoder: NewlineCheck | None = None, checks: TextChecks | None = None) -> None:
         super().__init__()
         self.decoder = decoder      # has bare_newline / normalize (DataDecoder, TextChecks)
         self.checks = checks        # TextChecks with line_too_long, when lines are measured
@@ -36,13 +59,13 @@ class DataStream(io.BufferedIOBase):
         self._chunk = b''
         self._offset = 0
         self._finished = False
-        self._lost = None           # the ClientDisconnected that ended the body
-        self._spool = None
-        self._source = None         # after spool(): the reader's bytes come from the spool
+        self._lost: ConnectionError | None = None   # the ClientDisconnected that ended the body
+        self._spool: Spool | None = None
+        self._source: BinaryIO | None = None    # after spool(): the reader's bytes come from it
         self.bytes_read = 0
         self.size_exceeded = False
         self.aborted = False        # the client abandoned the message (BDAT then RSET)
-        self.refused = None         # the MessageRefused every read raises, once known
+        self.refused: MessageRefused | None = None  # what every read raises, once known
 
     # -- the source side -------------------------------------------------
     def start(self) -> None:
@@ -55,7 +78,7 @@ class DataStream(io.BufferedIOBase):
     def started(self) -> bool:
         return self._on_first_read is None
 
-    def _next_piece(self):
+    def _next_piece(self) -> bytes | None:
         """The next non-empty piece of the body, or None at its end; judges
         the message after each piece (sets `refused`), never raises it."""
         if self._on_first_read is not None:
@@ -100,7 +123,7 @@ class DataStream(io.BufferedIOBase):
             reply = R.LINE_TOO_LONG_DATA
         else:
             return
-        self.refused = MessageRefused(*reply)
+        self.refused = MessageRefused(reply)
 
     def _fill(self) -> bool:
         """Load the next piece for the reader; False at the end of a good
@@ -108,9 +131,9 @@ class DataStream(io.BufferedIOBase):
         if self.refused is not None:
             raise self.refused
         if self._source is not None:
-            piece = self._source.read(SPOOL_CHUNK)
-            self._chunk, self._offset = piece, 0
-            return bool(piece)
+            data = self._source.read(SPOOL_CHUNK)
+            self._chunk, self._offset = data, 0
+            return bool(data)
         piece = self._next_piece()
         if self.refused is not None:
             raise self.refused
@@ -176,7 +199,7 @@ class DataStream(io.BufferedIOBase):
         return spool
 
     @property
-    def spooled(self):
+    def spooled(self) -> Spool | None:
         """The Spool once `spool()` made one, else None."""
         return self._spool
 
@@ -222,7 +245,7 @@ class DataStream(io.BufferedIOBase):
             return b''
         return self._take(self._available() if size is None or size < 0 else size)
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int:
         view = memoryview(buffer).cast('B')
         done = 0
         while done < len(view):
@@ -233,7 +256,7 @@ class DataStream(io.BufferedIOBase):
             done += len(piece)
         return done
 
-    def readinto1(self, buffer) -> int:
+    def readinto1(self, buffer: WriteableBuffer) -> int:
         view = memoryview(buffer).cast('B')
         if not view or (not self._available() and not self._fill()):
             return 0
@@ -267,5 +290,5 @@ class DataStream(io.BufferedIOBase):
         self._offset = start + len(piece)
         return piece
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f'<DataStream bytes_read={self.bytes_read} finished={self._finished}>'

@@ -8,13 +8,15 @@ one module per concern; the socket is the transport's.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import gevent
 from gevent import socket as gsocket
 
 from .. import replies as R
 from ..addresses import parse_path
 from ..errors import ClientDisconnected, SmtpError
-from ..framing import TOO_LONG
+from ..framing import TOO_LONG, Line
 from ..limits import SessionCounters
 from ..middleware import Context
 from ..options import MAX_AUTH_LINE, MAX_COMMAND_LINE
@@ -29,6 +31,12 @@ from .commands import COMMANDS, GREETING, JUNK, enabled, gate
 from .exceptions import HookFailed, SessionShutdown
 from .security import before_auth_reply, upgrade
 from .transport import ClientTimeout, Transport
+
+if TYPE_CHECKING:
+    from ..options import LogBackend
+    from ..server import SmtpServer
+    from ..session import Envelope
+    from ..sockets import PlainSocket
 
 HANDLER_MODULES = (greeting, envelope, body, security, forwarding, basic)
 
@@ -46,7 +54,8 @@ class Engine:
     `release_client_ip(ip)`.
     """
 
-    def __init__(self, host, sock, peer, local=None):
+    def __init__(self, host: SmtpServer, sock: PlainSocket, peer: object,
+                 local: object = None) -> None:
         self.host = host
         options = self.options = host.options
         self.transport = Transport(sock, options.socket_timeout, host.sweeper)
@@ -61,18 +70,18 @@ class Engine:
         self.counters = SessionCounters(options.max_errors, options.max_auth_failures,
                                         options.max_messages, options.max_junk_commands)
         self.upgrade_pending = False   # STARTTLS answered; handshake after the reply
-        self.auth_method = None        # mechanism of the AUTH command in progress
+        self.auth_method: str | None = None    # mechanism of the AUTH command in progress
         local = _split_address(local or sock.getsockname())
         remote = _split_address(peer)
         self.session = Session(local[0], local[1], remote[0], remote[1], lmtp=options.lmtp)
         self.peer_ip = remote[0]    # who is really talking to us (after PROXY, never XCLIENT)
-        self.claimed_ip = None      # counted against max_connections_per_ip
+        self.claimed_ip: str | None = None     # counted against max_connections_per_ip
         self.greenlet = gevent.getcurrent()
-        self._log_min = options.log_level
-        self._backend = host.log_backend     # a RecordLog for a Logger (options.py)
+        self._log_min: int = options.log_level
+        self._backend: LogBackend = host.log_backend    # a RecordLog for a Logger (options.py)
 
     # -- logging ---------------------------------------------------------
-    def log(self, level: int, message: str, *args) -> None:
+    def log(self, level: int, message: str, *args: object) -> None:
         """Every line carries the session id; costs one comparison when off."""
         if level >= self._log_min:
             self._backend.log(level, '[%s] ' + message, self.session.id, *args)
@@ -182,12 +191,12 @@ class Engine:
             raise ClientDisconnected('PROXY header timeout') from None
         session = self.session
         session.proxy = header
-        if (header.command == 'PROXY' and header.family in ('TCP4', 'TCP6')
-                and not self.options.ignored_hosts.allows(self.peer_ip)):
-            session.remote_address, session.remote_port = header.source_address, header.source_port
-            session.local_address, session.local_port = header.dest_address, header.dest_port
-            session.client_hostname = f'[{header.source_address}]'
-            self.peer_ip = header.source_address
+        endpoints = header.tcp_endpoints()
+        if endpoints is not None and not self.options.ignored_hosts.allows(self.peer_ip):
+            (session.remote_address, session.remote_port,
+             session.local_address, session.local_port) = endpoints
+            session.client_hostname = f'[{endpoints[0]}]'
+            self.peer_ip = endpoints[0]
         self.log(20, 'PROXY v%d %s: client %s:%s', header.version, header.command,
                  session.remote_address, session.remote_port)
 
@@ -201,7 +210,7 @@ class Engine:
         self.log(20, 'TLS established: %s %s', session.tls['version'], session.tls['cipher'])
 
     # -- reading and writing ----------------------------------------------
-    def _read_command(self):
+    def _read_command(self) -> Line:
         line = self._lines.next_line(MAX_AUTH_COMMAND)
         if line is not None:        # pipelined: already received
             self._pipelined += 1
@@ -232,9 +241,11 @@ class Engine:
         self.transport.flush()
 
     # -- one command -------------------------------------------------------
-    def handle(self, line) -> None:
+    def handle(self, line: Line) -> None:
         """One command line: check it, run the chain, write the one final reply."""
-        if (line is TOO_LONG or len(line) > MAX_COMMAND_LINE or b'\r' in line
+        if line is TOO_LONG:
+            return self.final(R.LINE_TOO_LONG)
+        if (len(line) > MAX_COMMAND_LINE or b'\r' in line
                 or b'\x00' in line or self._lines.last_bare):
             reply = _line_fault(line, self._lines.last_bare,
                                 self.options.bare_newline == 'reject')
@@ -263,7 +274,7 @@ class Engine:
                 before_auth_reply(self, ctx)
                 self.auth_method = None
             elif ctx.address is not None and ctx.command_name in ('MAIL', 'RCPT'):
-                _forget_if_refused(self.session.envelope, ctx)
+                _forget_if_refused(self.session.envelope, ctx, ctx.reply)
             self.final(ctx.reply, ctx)
         if ctx.close_requested:
             self.closing = True
@@ -272,7 +283,7 @@ class Engine:
             if not self.closing and getattr(ctx.reply, 'code', 0) == 220:
                 upgrade(self)
 
-    def _chain_raised(self, ctx, exc) -> None:
+    def _chain_raised(self, ctx: Context, exc: BaseException) -> None:
         """What the middleware chain raised becomes the reply."""
         if isinstance(exc, SmtpError):      # MessageRefused too: not a failure
             ctx.reply = exc.reply
@@ -289,7 +300,7 @@ class Engine:
             ctx.reply = R.HOOK_FAILED
             ctx.close_requested = True
 
-    def final(self, reply, ctx=None) -> None:
+    def final(self, reply: Reply | list[Reply], ctx: Context | None = None) -> None:
         """Write the one final reply of a command and count errors."""
         if isinstance(reply, list):     # LMTP-style list outside DATA: first only
             reply = reply[0] if reply else R.NO_REPLY_SET
@@ -300,7 +311,7 @@ class Engine:
         if (reply.code >= 400 or counters.junk_excess) and counters.counts_as_error(reply.code):
             self._count_error(reply, ctx)
 
-    def _count_error(self, reply, ctx) -> None:
+    def _count_error(self, reply: Reply, ctx: Context | None) -> None:
         auth_failure = ctx is not None and ctx.command_name == 'AUTH' and reply.code == 535
         if auth_failure:
             failures = self.host.auth_failures
@@ -325,7 +336,7 @@ class Engine:
         except SmtpError as err:
             ctx.parse_error = err
 
-    def hook(self, name: str, *args):
+    def hook(self, name: str, *args: object) -> Any:
         """Call a hook: SmtpError is its reply; anything else is HookFailed."""
         fn = getattr(self.options, name)
         if fn is None:
@@ -340,9 +351,10 @@ class Engine:
             raise HookFailed(name) from exc
 
 
-def _line_fault(line, bare: bool, reject_bare: bool):
-    """The reply a command line gets before it is even parsed, or None."""
-    if line is TOO_LONG or (len(line) > MAX_COMMAND_LINE and line[:5].upper() != b'AUTH '):
+def _line_fault(line: bytes, bare: bool, reject_bare: bool) -> Reply | None:
+    """The reply a command line gets before it is even parsed, or None
+    (a line over the limit: Engine.handle)."""
+    if len(line) > MAX_COMMAND_LINE and line[:5].upper() != b'AUTH ':
         return R.LINE_TOO_LONG
     if (bare and reject_bare) or b'\r' in line:
         return R.BARE_NEWLINE_COMMAND
@@ -351,9 +363,9 @@ def _line_fault(line, bare: bool, reject_bare: bool):
     return None
 
 
-def _forget_if_refused(transaction, ctx) -> None:
-    """A MAIL/RCPT that middleware refused after next() leaves no trace."""
-    reply = ctx.reply
+def _forget_if_refused(transaction: Envelope, ctx: Context,
+                       reply: Reply | list[Reply]) -> None:
+    """A MAIL/RCPT that middleware refused after next() (`reply`) leaves no trace."""
     if isinstance(reply, list) or reply.code < 400:
         return
     if ctx.command_name == 'MAIL' and transaction.mail_from is ctx.address:
@@ -362,7 +374,7 @@ def _forget_if_refused(transaction, ctx) -> None:
         transaction.rcpt_to.pop()
 
 
-def _split_address(address) -> tuple:
+def _split_address(address: object) -> tuple[str, int]:
     if isinstance(address, tuple) and len(address) >= 2:
         host = address[0]
         if host.startswith('::ffff:') and '.' in host:
@@ -371,7 +383,7 @@ def _split_address(address) -> tuple:
     return (address or '', 0) if isinstance(address, str) else ('', 0)
 
 
-def builtin(ctx) -> None:
+def builtin(ctx: Context) -> None:
     """The innermost middleware of every chain: the built-in handler of the
     command, run for the session the context belongs to."""
     engine = ctx._engine
@@ -379,11 +391,11 @@ def builtin(ctx) -> None:
     entry = COMMANDS.get(name)
     try:
         if entry is None:
-            raise SmtpError(*(R.BAD_SYNTAX if not name else R.UNRECOGNIZED))
+            raise SmtpError(R.BAD_SYNTAX if not name else R.UNRECOGNIZED)
         options = engine.options
         if name in options.disabled_commands or (
                 entry.extension is not None and not enabled(entry, options)):
-            raise SmtpError(*R.NOT_IMPLEMENTED)
+            raise SmtpError(R.NOT_IMPLEMENTED)
         flags = entry.flags
         if flags:
             if flags & (JUNK | GREETING):

@@ -11,14 +11,19 @@ from __future__ import annotations
 import socket
 import ssl
 import time
+from typing import TYPE_CHECKING, Protocol
 
 import gevent
 
 from ..errors import ClientDisconnected
-from ..framing import LineBuffer
-from ..proxy import ProxyError, parse_proxy_header
+from ..framing import Line, LineBuffer
+from ..proxy import ProxyError, ProxyHeader, parse_proxy_header
 from ..sockets import TlsSocket
 from ..tls import tls_info
+
+if TYPE_CHECKING:
+    from ..session import TlsInfo
+    from ..sockets import DeadlineSweeper, PlainSocket
 
 RECV_SIZE = 65536       # reads of a message body
 LINE_RECV_SIZE = 4096   # reads of command lines: a smaller buffer to allocate and shrink
@@ -30,18 +35,32 @@ class ClientTimeout(ClientDisconnected):
     """The client sent nothing within `socket_timeout`."""
 
 
+class SessionSocket(Protocol):
+    """What a session reads and writes through: `sockets.PlainSocket`, or
+    `sockets.TlsSocket` once TLS is on."""
+
+    def recv_within(self, size: int, timeout: float, wait_first: bool = False,
+                    sweeper: DeadlineSweeper | None = None) -> bytes: ...
+
+    def sendall(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Transport:
     """A connection's socket, its input buffer and its queued output."""
 
-    __slots__ = ('sock', 'lines', 'socket_timeout', '_sweeper', '_out', '_out_bytes',
+    __slots__ = ('sock', 'raw', 'lines', 'socket_timeout', '_sweeper', '_out', '_out_bytes',
                  '_recvs', '_client_turn')
 
-    def __init__(self, sock, socket_timeout: float, sweeper=None):
-        self.sock = sock
+    def __init__(self, sock: PlainSocket, socket_timeout: float,
+                 sweeper: DeadlineSweeper | None = None) -> None:
+        self.sock: SessionSocket = sock     # TLS replaces it (start_tls)
+        self.raw = sock                     # the TCP connection, under TLS too
         self.lines = LineBuffer()
         self.socket_timeout = socket_timeout
         self._sweeper = sweeper         # the time limits of long waits
-        self._out: list = []
+        self._out: list[bytes] = []
         self._out_bytes = 0
         self._recvs = 0
         self._client_turn = False   # a reply just went out: the client speaks next
@@ -69,7 +88,7 @@ class Transport:
                 gevent.sleep(0)     # fairness: a recv that never blocks never yields
         try:
             data = self.sock.recv_within(size, timeout, wait_first, self._sweeper)
-        except socket.timeout:
+        except TimeoutError:
             raise ClientTimeout('timeout') from None
         except OSError as exc:      # reset, broken pipe...: the documented exception
             raise ClientDisconnected(f'connection lost: {exc}') from None
@@ -77,7 +96,7 @@ class Transport:
             raise ClientDisconnected('client closed the connection')
         return data
 
-    def read_line(self, max_length: int, deadline: float | None = None):
+    def read_line(self, max_length: int, deadline: float | None = None) -> Line:
         """The next line (bytes, or TOO_LONG); the whole line must arrive
         within socket_timeout (a deadline, not an idle timer)."""
         line = self.lines.next_line(max_length)
@@ -85,7 +104,7 @@ class Transport:
             return line
         return self.receive_line(max_length, deadline)
 
-    def receive_line(self, max_length: int, deadline: float | None = None):
+    def receive_line(self, max_length: int, deadline: float | None = None) -> Line:
         """read_line once the buffer holds no complete line."""
         if deadline is None:
             timeout = self.socket_timeout
@@ -158,14 +177,14 @@ class Transport:
         self._out_bytes = 0
 
     # -- before the session: PROXY and TLS ------------------------------------
-    def read_proxy_header(self, timeout: float):
+    def read_proxy_header(self, timeout: float) -> ProxyHeader:
         """Exactly the PROXY header (v1 or v2) a trusted proxy must send.
 
         Bytes are peeked and only the header's own are consumed, so what
         follows (SMTP, or a TLS ClientHello for `secure`) stays in the
         socket. ProxyError when malformed or oversized, ClientTimeout when late.
         """
-        sock = self.sock
+        sock = self.raw
         header_bytes = b''
         with gevent.Timeout(timeout, ClientTimeout('PROXY header timeout')):
             sock.settimeout(timeout)
@@ -183,10 +202,10 @@ class Transport:
         sock.settimeout(self.socket_timeout)
         return header
 
-    def start_tls(self, context, timeout: float) -> dict:
+    def start_tls(self, context: ssl.SSLContext, timeout: float) -> TlsInfo:
         """TLS server handshake within `timeout` (a deadline); the socket is
         TLS from then on. ClientDisconnected when it fails or is too slow."""
-        raw = self.sock
+        raw = self.raw
         # Nagle would hold a reply back while earlier bytes wait for the
         # client's delayed ACK (40 ms); after a handshake that risk is real.
         try:
@@ -198,7 +217,7 @@ class Transport:
             tls_sock = TlsSocket(raw, context)
             self.sock = tls_sock
             tls_sock.do_handshake(timeout, self._sweeper)
-        except socket.timeout:
+        except TimeoutError:
             raise ClientDisconnected('TLS handshake timed out') from None
         except (ssl.SSLError, ValueError) as exc:
             raise ClientDisconnected(f'TLS handshake failed: {exc}') from None
@@ -212,7 +231,7 @@ class Transport:
             pass
 
 
-def _recv_exactly(sock, count: int) -> bytes:
+def _recv_exactly(sock: PlainSocket, count: int) -> bytes:
     parts = []
     while count > 0:
         data = sock.recv(count)
