@@ -13,6 +13,7 @@ import pytest
 
 from smtp_stack.testing import MailSink
 
+import peers
 from clirunner import LISTENING, ROOT, Process, run
 from conftest import WAIT, RawClient
 
@@ -157,7 +158,21 @@ def run_pytest(path, tmp_path):
 def test_fixture_example(tmp_path):
     result = run_pytest(os.path.join(EXAMPLES, 'test_fixture_example.py'), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert '3 passed' in result.stdout
+    assert '5 passed' in result.stdout
+
+
+def test_flask_mail_example_logs_in_with_the_real_flask_mail(tmp_path):
+    peers.python_module('flask_mail')
+    result = run_pytest(os.path.join(EXAMPLES, 'flask_mail_app'), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '3 passed' in result.stdout and 'skipped' not in result.stdout
+
+
+def test_django_example_sends_with_the_real_smtp_backend(tmp_path):
+    peers.python_module('django')
+    result = run_pytest(os.path.join(EXAMPLES, 'django_app'), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '4 passed' in result.stdout and 'skipped' not in result.stdout
 
 
 def test_flask_app_example(tmp_path):
