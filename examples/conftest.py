@@ -1,7 +1,8 @@
 """Lets the example tests run from a checkout that is not pip-installed.
 
-Installed, smtp_stack registers its pytest plugin (the `smtp_server`
-fixture) through the `pytest11` entry point and this file does nothing.
+Installed, smtp_stack registers its pytest plugin (the `smtp_server` and
+`smtp_server_session` fixtures, the `smtp_server` marker, the ini keys)
+through the `pytest11` entry point and this file does nothing.
 """
 import smtp_stack.pytest_plugin as plugin
 
