@@ -20,12 +20,26 @@ from __future__ import annotations
 
 import email.utils
 import errno
+import io
 import ipaddress
 import logging
 import re
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeAlias
 
 from ..headers import header_block, without_fields
 from ..replies import Reply
+
+if TYPE_CHECKING:
+    from ..middleware import Context
+    from ..session import Envelope, Session
+    from ..stream import DataStream
+
+# `inspect(ctx, chunk)`: sees each piece of the body before a delivery
+# writes it; raising SmtpError refuses the message.
+Inspect: TypeAlias = 'Callable[[Context, bytes], object]'
+# What `ctx.reply` holds: nothing yet, one reply, or LMTP's one per recipient.
+ReplySoFar: TypeAlias = 'Reply | list[Reply] | None'
 
 log = logging.getLogger('smtp_stack.delivery')
 
@@ -44,32 +58,38 @@ def disk_error_reply(exc: OSError) -> Reply:
     return DISK_FULL if exc.errno in _FULL_ERRNOS else LOCAL_ERROR
 
 
-def first_code(reply) -> int:
+def first_code(reply: ReplySoFar) -> int:
     """The code of a reply, of the first of an LMTP list; 0 when unset."""
     if isinstance(reply, list):
         return reply[0].code if reply else 0
     return reply.code if reply is not None else 0
 
 
-def is_success(reply) -> bool:
+def is_success(reply: ReplySoFar) -> bool:
     """True when the reply (every entry of an LMTP list) is 2xx."""
     if isinstance(reply, list):
         return bool(reply) and all(200 <= r.code < 300 for r in reply)
     return reply is not None and 200 <= reply.code < 300
 
 
-def wants_delivery(ctx) -> bool:
+def wants_delivery(ctx: Context) -> bool:
     """A DATA command whose body the built-in handler accepted so far."""
+    return delivered_stream(ctx) is not None
+
+
+def delivered_stream(ctx: Context) -> DataStream | None:
+    """The body's stream when the command is a DATA (or BDAT) whose body
+    the built-in handler accepted so far, else None."""
     stream = ctx.data_stream
-    return stream is not None and stream.started and is_success(ctx.reply)
+    return stream if stream is not None and stream.started and is_success(ctx.reply) else None
 
 
-def untouched(ctx) -> bool:
+def untouched(ctx: Context) -> bool:
     """True when the whole body is still to be had: spooled, or not read yet.
     If someone read the stream without spooling it, a delivery would store a
     truncated message: it refuses with 451 instead."""
     stream = ctx.data_stream
-    if stream.spooled is None and (stream.bytes_read or stream.finished):
+    if stream is not None and stream.spooled is None and (stream.bytes_read or stream.finished):
         log.error('[%s] the message body was read before the delivery middleware; '
                   'register the delivery so that it reads the body first',
                   ctx.session.id)
@@ -78,16 +98,19 @@ def untouched(ctx) -> bool:
     return True
 
 
-def open_body(ctx):
+def open_body(ctx: Context) -> io.BufferedIOBase:
     """A reader of the whole body: a file of its own from the spool when a
     middleware spooled it (so any number of readers compose), else the
     stream itself, read as it arrives."""
     stream = ctx.data_stream
+    if stream is None:
+        raise RuntimeError('no message body: read it on DATA or BDAT, after next()')
     spool = stream.spooled
     return spool.open() if spool is not None else stream
 
 
-def body_chunks(reader, inspect=None, ctx=None):
+def body_chunks(reader: io.BufferedIOBase, inspect: Inspect | None,
+                ctx: Context) -> Iterator[bytes]:
     """The body in pieces; `inspect(ctx, piece)` sees each one first and may
     raise SmtpError to refuse the message. A refused body raises
     MessageRefused (an SmtpError) before its end."""
@@ -100,11 +123,11 @@ def body_chunks(reader, inspect=None, ctx=None):
                 inspect(ctx, piece)
             yield piece
     finally:
-        if reader is not getattr(ctx, 'data_stream', None):
+        if reader is not ctx.data_stream:
             reader.close()      # a reader of the spool, ours to close
 
 
-def message_body(ctx, inspect=None):
+def message_body(ctx: Context, inspect: Inspect | None = None) -> Iterator[bytes]:
     """The message as the client sent it, in pieces, for a delivery to write
     after `message_head`: `body_chunks` of `open_body(ctx)` (so `inspect`
     sees each piece as read, and a refused body raises MessageRefused),
@@ -114,7 +137,7 @@ def message_body(ctx, inspect=None):
                           ctx.session.envelope.removed_headers)
 
 
-def message_head(ctx, *, return_path: bool) -> bytes:
+def message_head(ctx: Context, *, return_path: bool) -> bytes:
     """The header fields this server puts on top of the message, top first:
     Return-Path (at final delivery, RFC 5321 4.4), the fields middleware
     added with `envelope.add_header` (RFC 8601 5: above the trace fields
@@ -139,7 +162,7 @@ def _clean(text: str) -> str:
     return text[:255] or 'unknown'
 
 
-def address_literal(ip: str) -> str:
+def address_literal(ip: str | None) -> str:
     """'[192.0.2.1]' or '[IPv6:2001:db8::1]' (RFC 5321 4.1.3)."""
     try:
         parsed = ipaddress.ip_address((ip or '').split('%', 1)[0])
@@ -150,12 +173,13 @@ def address_literal(ip: str) -> str:
     return f'[{parsed}]'
 
 
-def message_id(session) -> str:
+def message_id(session: Session) -> str:
     """Per-message id for logs and the Received header: session id, transaction."""
     return f'{session.id}-{session.transaction}'
 
 
-def received_header(session, envelope, name: str, date=None) -> str:
+def received_header(session: Session, envelope: Envelope, name: str,
+                    date: str | None = None) -> str:
     """The Received line this server adds, folded, ending in CRLF.
 
     `from helo (client_hostname [ip]) by name with PROTOCOL id ID for <rcpt>; date`.
@@ -178,7 +202,7 @@ def received_header(session, envelope, name: str, date=None) -> str:
     return '\r\n\t'.join(lines) + '\r\n'
 
 
-def return_path_header(envelope) -> str:
+def return_path_header(envelope: Envelope) -> str:
     sender = envelope.mail_from.address if envelope.mail_from is not None else ''
     return f'Return-Path: <{sender}>\r\n'
 
@@ -200,7 +224,7 @@ def reply_from(code: int, text: str) -> Reply:
     enhanced = None
     if match and int(match[1]) == code // 100:
         enhanced = f'{match[1]}.{match[2]}.{match[3]}'
-        lines = [(_ENHANCED.match(line)[4] or '') if _ENHANCED.match(line) else line
+        lines = [(found[4] or '') if (found := _ENHANCED.match(line)) else line
                  for line in lines]
     return Reply(code, '\n'.join(lines) if len(lines) > 1 else lines[0], enhanced)
 

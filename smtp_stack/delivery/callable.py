@@ -20,15 +20,26 @@ from __future__ import annotations
 
 import importlib
 import tempfile
+from collections.abc import Callable, Sequence
+from typing import IO, TYPE_CHECKING, Any, TypeAlias
 
 import gevent
 
 from ..errors import ClientDisconnected, SmtpError
-from .base import (LOCAL_ERROR, disk_error_reply, is_success, log, message_body,
-                   message_head, untouched, wants_delivery)
+from .base import (LOCAL_ERROR, Inspect, delivered_stream, disk_error_reply, is_success, log,
+                   message_body, message_head, untouched)
+
+if TYPE_CHECKING:
+    from ..middleware import Context, ReplyLike
+    from ..session import Envelope, Session
+
+# What the function returns: None (250), a reply, or for LMTP one per recipient.
+DeliverResult: TypeAlias = 'ReplyLike | Sequence[ReplyLike] | None'
+# `deliver(session, envelope, body)`; `body` is a binary file at its start.
+DeliverFunction: TypeAlias = 'Callable[[Session, Envelope, IO[bytes]], DeliverResult]'
 
 
-def load_callable(spec: str):
+def load_callable(spec: str) -> Callable[..., Any]:
     """'package.module:function' (or 'module:Class.method') -> the object."""
     if not isinstance(spec, str) or spec.count(':') != 1:
         raise ValueError(f'{spec!r} is not of the form "package.module:function"')
@@ -52,8 +63,8 @@ def load_callable(spec: str):
 class CallableDelivery:
     """Middleware handing each accepted message to `fn(session, envelope, body)`."""
 
-    def __init__(self, fn, *, threaded: bool = True, spool_memory: int = 1 << 20,
-                 inspect=None):
+    def __init__(self, fn: DeliverFunction | str, *, threaded: bool = True,
+                 spool_memory: int = 1 << 20, inspect: Inspect | None = None):
         if isinstance(fn, str):
             fn = load_callable(fn)
         if not callable(fn):
@@ -63,20 +74,20 @@ class CallableDelivery:
         self.spool_memory = spool_memory
         self.inspect = inspect
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f'CallableDelivery({self.fn!r})'
 
     def describe(self) -> str:
         name = getattr(self.fn, '__qualname__', repr(self.fn))
         return f'callable {getattr(self.fn, "__module__", "?")}:{name}'
 
-    def __call__(self, ctx, next):
+    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
         next()
-        if not wants_delivery(ctx) or not untouched(ctx):
+        stream = delivered_stream(ctx)
+        if stream is None or not untouched(ctx):
             return
         session = ctx.session
         envelope = session.envelope
-        stream = ctx.data_stream
         with tempfile.SpooledTemporaryFile(max_size=self.spool_memory) as body:
             try:
                 body.write(message_head(ctx, return_path=False))

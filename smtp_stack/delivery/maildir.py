@@ -22,12 +22,19 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..errors import ClientDisconnected, SmtpError
 from ..offload import offload
 from ..replies import Reply
-from .base import (disk_error_reply, is_success, log, message_body, message_head, message_id,
-                   untouched, wants_delivery)
+from .base import (Inspect, delivered_stream, disk_error_reply, is_success, log, message_body,
+                   message_head, message_id, untouched)
+
+if TYPE_CHECKING:
+    from ..middleware import Context
+    from ..session import Envelope
+    from ..stream import DataStream
 
 SUBDIRS = ('tmp', 'new', 'cur')
 _counter = itertools.count(1)
@@ -95,8 +102,8 @@ class MaildirDelivery:
     written and may raise SmtpError to refuse the message.
     """
 
-    def __init__(self, path: str, *, hostname: str | None = None, inspect=None,
-                 mode: int = 0o700):
+    def __init__(self, path: str, *, hostname: str | None = None,
+                 inspect: Inspect | None = None, mode: int = 0o700):
         self.path = os.path.abspath(os.path.expanduser(path))
         self.templated = '{' in path
         self.hostname = hostname or socket.gethostname()
@@ -105,16 +112,17 @@ class MaildirDelivery:
         if not self.templated:
             ensure_maildir(self.path, mode)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f'MaildirDelivery({self.path!r})'
 
     def describe(self) -> str:
         return f'maildir {self.path}'
 
     # -- middleware ------------------------------------------------------
-    def __call__(self, ctx, next):
+    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
         next()
-        if not wants_delivery(ctx) or not untouched(ctx):
+        stream = delivered_stream(ctx)
+        if stream is None or not untouched(ctx):
             return
         envelope = ctx.session.envelope
         try:
@@ -122,7 +130,7 @@ class MaildirDelivery:
         except ValueError as exc:
             ctx.send(550, f'Error: {exc}', '5.1.3')
             return
-        written = self._write_tmp(ctx, targets[0])
+        written = self._write_tmp(ctx, stream, targets[0])
         if written is None:
             return
         tmp_path, size = written
@@ -130,7 +138,7 @@ class MaildirDelivery:
         if replies is not None:
             ctx.send(replies if len(replies) > 1 else replies[0])
 
-    def targets(self, envelope) -> list:
+    def targets(self, envelope: Envelope) -> list[str]:
         """The Maildir of each recipient, in RCPT order."""
         if not self.templated:
             return [self.path] * len(envelope.rcpt_to)
@@ -149,17 +157,18 @@ class MaildirDelivery:
         return os.path.abspath(self.path.format(**values))
 
     # -- writing -----------------------------------------------------------
-    def _write_tmp(self, ctx, maildir: str):
+    def _write_tmp(self, ctx: Context, stream: DataStream,
+                   maildir: str) -> tuple[str, int] | None:
         """Stream headers and body into tmp/; (path, size) or None when not
         to be delivered (the reply says why, or the server will)."""
         session, envelope = ctx.session, ctx.session.envelope
-        stream = ctx.data_stream
         tmp_path = None
-        fd = None
+        fd: int | None = None
         try:
             ensure_maildir(maildir, self.mode)
             tmp_path = os.path.join(maildir, 'tmp', _unique_name(self.hostname))
-            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_CLOEXEC', 0), 0o600)
+            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                         | getattr(os, 'O_CLOEXEC', 0), 0o600)
             out = os.fdopen(fd, 'wb', buffering=65536)
             fd = None
             with out:
@@ -197,16 +206,17 @@ class MaildirDelivery:
             if fd is not None:
                 os.close(fd)
 
-    def _commit(self, ctx, tmp_path: str, size: int, targets: list):
+    def _commit(self, ctx: Context, tmp_path: str, size: int,
+                targets: list[str]) -> list[Reply]:
         """Move the message into new/ of each distinct target and fsync each
         new/; one Reply per recipient (or one for all over SMTP)."""
         session = ctx.session
         name = os.path.basename(tmp_path) + f',S={size}'
         distinct = list(dict.fromkeys(targets))    # distinct[0] holds tmp_path
-        failures: dict = {}
-        made: list = []
+        failures: dict[str, Reply] = {}
+        made: list[str] = []
 
-        def place(maildir, move):
+        def place(maildir: str, move: bool) -> None:
             final = os.path.join(maildir, 'new', name)
             try:
                 if move:
@@ -272,7 +282,7 @@ def _link_or_copy(source: str, final: str) -> None:
         raise
 
 
-def _remove(path) -> None:
+def _remove(path: str | None) -> None:
     if path is None:
         return
     try:

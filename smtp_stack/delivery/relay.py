@@ -33,18 +33,28 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import ssl
 import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from gevent import socket as gsocket
 from gevent import ssl as gssl
 
 from ..errors import ClientDisconnected, SmtpError
-from ..replies import Reply
-from ..xtext import encode_xtext
 from ..framing import DotStuffer
 from ..options import MAX_COMMAND_LINE
-from .base import (CHUNK, is_success, log, message_body, message_head, reply_from,
+from ..replies import Reply
+from ..xtext import encode_xtext
+from .base import (CHUNK, Inspect, is_success, log, message_body, message_head, reply_from,
                    untouched, wants_delivery)
+
+if TYPE_CHECKING:
+    from _socket import _Address as SocketAddress     # typeshed's, as smtplib's stub uses
+
+    from ..addresses import Address
+    from ..middleware import Context
+    from ..session import Session
 
 UNAVAILABLE = Reply(451, 'Error: upstream server unavailable, try again later', '4.4.1')
 UPSTREAM_LOST = Reply(451, 'Error: upstream connection lost, try again later', '4.4.2')
@@ -52,7 +62,6 @@ UPSTREAM_CONFIG = Reply(451, 'Error: upstream refused this relay, try again late
 NEEDS_SMTPUTF8 = Reply(553, 'Error: upstream server does not support SMTPUTF8', '5.6.7')
 # A binary body cannot travel in DATA (RFC 3030 3): only to an upstream with BDAT.
 NO_BINARYMIME = Reply(555, 'Error: upstream server does not support BINARYMIME', '5.5.4')
-
 
 
 class UpstreamError(Exception):
@@ -67,22 +76,27 @@ class Upstream(smtplib.SMTP):
     """smtplib speaking over gevent sockets; LHLO instead of EHLO for LMTP."""
 
     def __init__(self, *, lmtp: bool, timeout: float, local_hostname: str,
-                 tls_context, secure: bool, source_address=None):
+                 tls_context: ssl.SSLContext | None, secure: bool,
+                 source_address: tuple[str, int] | None = None):
         # local_hostname is given: smtplib would otherwise call getfqdn().
         super().__init__(local_hostname=local_hostname, timeout=timeout,
                          source_address=source_address)
         if lmtp:
             self.ehlo_msg = 'lhlo'
+        if secure and tls_context is None:
+            raise ValueError('implicit TLS (secure=True) needs a tls_context')
         self._tls_context = tls_context
         self._secure = secure
         self.in_transaction = False
         self.binary = False         # this transaction's body goes in BDAT chunks
 
-    def connect(self, host='localhost', port=0, source_address=None):
+    def connect(self, host: str = 'localhost', port: int = 0,
+                source_address: SocketAddress | None = None) -> tuple[int, bytes]:
         self._host = host       # smtplib's starttls() checks the certificate against it
         return super().connect(host, port, source_address)
 
-    def _get_socket(self, host, port, timeout):
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock: socket.socket
         if host.startswith('/'):       # a Unix socket, as Dovecot's LMTP
             sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(timeout)
@@ -93,7 +107,7 @@ class Upstream(smtplib.SMTP):
                 raise
         else:
             sock = gsocket.create_connection((host, port), timeout, self.source_address)
-        if self._secure:
+        if self._secure and self._tls_context is not None:
             sock = self._tls_context.wrap_socket(sock, server_hostname=host)
         return sock
 
@@ -103,47 +117,56 @@ class Upstream(smtplib.SMTP):
         code, text = self.getreply()
         return code, text.decode('utf-8', 'replace')
 
-    def send_body(self, head: bytes, pieces) -> None:
+    def _connected(self) -> socket.socket:
+        """smtplib's socket: None only before connect() and after close()."""
+        sock = self.sock
+        assert sock is not None, 'not connected'
+        return sock
+
+    def send_body(self, head: bytes, pieces: Iterable[bytes]) -> None:
         """Stream the message, dot-stuffed (RFC 5321 4.5.2), without the final dot."""
+        sock = self._connected()
         out = bytearray()
         stuffer = DotStuffer()
         for data in _chain(head, pieces):
             out += stuffer(data)
             if len(out) >= CHUNK:
-                self.sock.sendall(out)
+                sock.sendall(out)
                 out.clear()
         out += stuffer.end()
         if out:
-            self.sock.sendall(out)
+            sock.sendall(out)
 
-    def send_chunks(self, head: bytes, pieces) -> Reply | None:
+    def send_chunks(self, head: bytes, pieces: Iterable[bytes]) -> Reply | None:
         """Stream the message as BDAT chunks (RFC 3030), without the LAST
         one. A chunk the upstream refuses ends it: its reply is returned."""
+        sock = self._connected()
         out = bytearray()
         for data in _chain(head, pieces):
             out += data
             if len(out) >= CHUNK:
-                refused = self._chunk(out)
+                refused = self._chunk(sock, out)
                 if refused is not None:
                     return refused
                 out.clear()
-        return self._chunk(out) if out else None
+        return self._chunk(sock, out) if out else None
 
-    def _chunk(self, data: bytearray) -> Reply | None:
-        self.sock.sendall(b'BDAT %d\r\n' % len(data) + data)    # one write: no Nagle wait
+    def _chunk(self, sock: socket.socket, data: bytearray) -> Reply | None:
+        sock.sendall(b'BDAT %d\r\n' % len(data) + data)    # one write: no Nagle wait
         code, text = self.getreply()
         return None if code == 250 else reply_from(code, text.decode('utf-8', 'replace'))
 
-    def finish(self, count: int, timeout: float) -> list:
+    def finish(self, count: int, timeout: float) -> list[Reply]:
         """End the message (the final dot, or BDAT 0 LAST) and read `count`
         replies (LMTP: one per recipient)."""
-        self.sock.sendall(b'BDAT 0 LAST\r\n' if self.binary else b'.\r\n')
-        self.sock.settimeout(timeout)
+        sock = self._connected()
+        sock.sendall(b'BDAT 0 LAST\r\n' if self.binary else b'.\r\n')
+        sock.settimeout(timeout)
         replies = []
         for _ in range(count):
             code, text = self.getreply()
             replies.append(reply_from(code, text.decode('utf-8', 'replace')))
-        self.sock.settimeout(self.timeout)
+        sock.settimeout(self.timeout)
         self.in_transaction = False
         return replies
 
@@ -165,15 +188,15 @@ def describe_upstream(host: str, port: int | None = None, lmtp: bool = False) ->
     return f'relay to {"LMTP" if lmtp else "SMTP"} {where}'
 
 
-def _chain(head, pieces):
+def _chain(head: bytes, pieces: Iterable[bytes]) -> Iterator[bytes]:
     yield head
     yield from pieces
 
 
-def client_tls_context(verify: bool = True, ca_file: str | None = None):
+def client_tls_context(verify: bool = True, ca_file: str | None = None) -> ssl.SSLContext:
     """A gevent TLS client context (gevent.ssl.create_default_context would
     return a stdlib one, whose sockets block the hub)."""
-    ctx = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)
+    ctx: ssl.SSLContext = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = gssl.TLSVersion.TLSv1_2
     if verify:
         if ca_file:
@@ -206,7 +229,8 @@ class RelayDelivery:
                  ca_file: str | None = None, username: str | None = None,
                  password: str | None = None, xforward: bool = True,
                  helo: str | None = None, timeout: float = 60.0,
-                 data_timeout: float = 600.0, inspect=None, source_address=None):
+                 data_timeout: float = 600.0, inspect: Inspect | None = None,
+                 source_address: tuple[str, int] | None = None):
         if not host:
             raise ValueError('relay needs a host')
         if (username is None) != (password is None):
@@ -225,46 +249,47 @@ class RelayDelivery:
         self.inspect = inspect
         self.source_address = source_address
         self.tls_context = client_tls_context(tls_verify, ca_file) if (starttls or secure) else None
-        self._links: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._links: weakref.WeakKeyDictionary[Session, Upstream] = weakref.WeakKeyDictionary()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f'RelayDelivery({self.host!r}, {self.port})'
 
     def describe(self) -> str:
         return describe_upstream(self.host, self.port, self.lmtp)
 
     # -- middleware ------------------------------------------------------
-    def __call__(self, ctx, next):
+    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
         handler = _HANDLERS.get(ctx.command_name)
         if handler is None:
             return next()
         return handler(self, ctx, next)
 
-    def _on_mail(self, ctx, next):
+    def _on_mail(self, ctx: Context, next: Callable[[], None]) -> None:
         next()
         envelope = ctx.session.envelope
-        if not is_success(ctx.reply) or envelope.mail_from is None \
-                or envelope.mail_from is not ctx.address:
+        sender = envelope.mail_from
+        if not is_success(ctx.reply) or sender is None or sender is not ctx.address:
             return
         try:
-            self._start_transaction(ctx)
+            self._start_transaction(ctx, sender)
         except UpstreamError as exc:
             # Refused: "a rejected MAIL leaves no trace in the envelope".
             envelope.mail_from = None
             ctx.send(exc.reply)
 
-    def _on_rcpt(self, ctx, next):
+    def _on_rcpt(self, ctx: Context, next: Callable[[], None]) -> None:
         next()
         envelope = ctx.session.envelope
         if not is_success(ctx.reply) or not envelope.rcpt_to \
                 or envelope.rcpt_to[-1] is not ctx.address:
             return
+        recipient = envelope.rcpt_to[-1]
         link = self._links.get(ctx.session)
         try:
             if link is None or not link.in_transaction:
                 raise UpstreamError(UPSTREAM_LOST)
-            reply = self._ask(link, f'RCPT TO:<{ctx.address.address}>'
-                              f'{self._rcpt_params(link, ctx.address)}')
+            reply = self._ask(link, f'RCPT TO:<{recipient.address}>'
+                              f'{self._rcpt_params(link, recipient)}')
         except UpstreamError as exc:
             envelope.rcpt_to.pop()
             self._drop(ctx.session)
@@ -274,10 +299,11 @@ class RelayDelivery:
             envelope.rcpt_to.pop()
             ctx.send(reply)
 
-    def _on_data(self, ctx, next):
+    def _on_data(self, ctx: Context, next: Callable[[], None]) -> None:
         next()
         session = ctx.session
-        if ctx.data_stream is None or not ctx.data_stream.started:
+        stream = ctx.data_stream
+        if stream is None or not stream.started:
             return      # refused before 354: the client's transaction goes on
         if not wants_delivery(ctx) or not untouched(ctx):
             return self._reset(session)
@@ -297,7 +323,6 @@ class RelayDelivery:
                 return self._reset(session)
         envelope = session.envelope
         head = message_head(ctx, return_path=False)
-        stream = ctx.data_stream
         try:
             if link.binary:
                 refused = link.send_chunks(head, message_body(ctx, self.inspect))
@@ -339,15 +364,15 @@ class RelayDelivery:
             return
         ctx.send(self._verdict(ctx, replies))
 
-    def _on_reset(self, ctx, next):
+    def _on_reset(self, ctx: Context, next: Callable[[], None]) -> None:
         next()
         self._reset(ctx.session)
 
-    def _on_quit(self, ctx, next):
+    def _on_quit(self, ctx: Context, next: Callable[[], None]) -> None:
         next()
         self.session_closed(ctx.session)
 
-    def session_closed(self, session) -> None:
+    def session_closed(self, session: Session) -> None:
         """Close the session's upstream connection (QUIT, then close).
 
         Use it as the server's `on_close` hook (the `smtp-stack` command
@@ -367,9 +392,8 @@ class RelayDelivery:
         link.abort()
 
     # -- the upstream connection ---------------------------------------------
-    def _start_transaction(self, ctx) -> None:
+    def _start_transaction(self, ctx: Context, address: Address) -> None:
         session = ctx.session
-        address = ctx.address
         link = self._links.get(session)
         fresh = link is None
         for _ in range(2):
@@ -403,7 +427,7 @@ class RelayDelivery:
             link.in_transaction = True
             return
 
-    def _connect(self, session, our_name: str) -> Upstream:
+    def _connect(self, session: Session, our_name: str) -> Upstream:
         link = Upstream(lmtp=self.lmtp, timeout=self.timeout,
                         local_hostname=self.helo or our_name,
                         tls_context=self.tls_context, secure=self.secure,
@@ -423,7 +447,7 @@ class RelayDelivery:
                     raise UpstreamError(UPSTREAM_CONFIG, f'{where} offers no STARTTLS')
                 link.starttls(context=self.tls_context)
                 link.ehlo()
-            if self.username is not None:
+            if self.username is not None and self.password is not None:
                 link.login(self.username, self.password)
         except UpstreamError as exc:
             log.warning('[%s] %s', session.id, exc)
@@ -451,7 +475,7 @@ class RelayDelivery:
             raise UpstreamError(UPSTREAM_LOST, f'{self.describe()}: {exc}') from None
         return reply_from(code, text) if code != 354 else Reply(354, text, None)
 
-    def _reset(self, session) -> None:
+    def _reset(self, session: Session) -> None:
         link = self._links.get(session)
         if link is None or not link.in_transaction:
             return
@@ -461,14 +485,14 @@ class RelayDelivery:
         except UpstreamError:
             self._drop(session)
 
-    def _drop(self, session) -> None:
+    def _drop(self, session: Session) -> None:
         link = self._links.pop(session, None)
         if link is not None:
             link.abort()
 
     # -- parameters and verdicts ---------------------------------------------
     @staticmethod
-    def _mail_params(link: Upstream, address) -> str:
+    def _mail_params(link: Upstream, address: Address) -> str:
         """The client's MAIL parameters the upstream understands."""
         out = []
         for key, value in address.args.items():
@@ -485,13 +509,13 @@ class RelayDelivery:
         return ''.join(' ' + p for p in out)
 
     @staticmethod
-    def _rcpt_params(link: Upstream, address) -> str:
+    def _rcpt_params(link: Upstream, address: Address) -> str:
         if not link.has_extn('dsn'):
             return ''
         return ''.join(f' {key}={value}' for key, value in address.args.items()
                        if key in ('NOTIFY', 'ORCPT'))
 
-    def _verdict(self, ctx, replies: list):
+    def _verdict(self, ctx: Context, replies: list[Reply]) -> Reply | list[Reply]:
         """The upstream's replies as the client's: one per recipient for an
         LMTP client, else one. An LMTP upstream that accepted only some
         recipients cannot be told to an SMTP client: it gets the first
@@ -514,7 +538,7 @@ class RelayDelivery:
         return (temporary or failed)[0]
 
 
-_HANDLERS = {
+_HANDLERS: dict[str, Callable[[RelayDelivery, Context, Callable[[], None]], None]] = {
     'MAIL': RelayDelivery._on_mail,
     'RCPT': RelayDelivery._on_rcpt,
     'DATA': RelayDelivery._on_data,
@@ -529,7 +553,7 @@ _HANDLERS = {
 }
 
 
-def xforward_lines(session, offered: str) -> list:
+def xforward_lines(session: Session, offered: str) -> list[str]:
     """XFORWARD commands for what the upstream offers, each under 512 octets.
 
     Values from the session's own XFORWARD (we are a filter in a chain) win
@@ -551,7 +575,8 @@ def xforward_lines(session, offered: str) -> list:
     for name, value in (session.xforward or {}).items():
         if name.upper() in values:
             values[name.upper()] = value if value is not None else '[UNAVAILABLE]'
-    lines, current = [], 'XFORWARD'
+    lines: list[str] = []
+    current = 'XFORWARD'
     for name, value in values.items():
         if name not in wanted:
             continue

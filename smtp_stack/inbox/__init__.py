@@ -12,22 +12,33 @@ Layout: `parse` (a message into the API's fields, pure), `search`
 `service` (both sides in one hub), `command` (the CLI).
 
 Imports are lazy, so that the CLI can describe the command without the
-`inbox` extra (wsproto) installed.
+`inbox` extra (wsproto) installed; using a name that needs it without it
+raises MissingExtra (an ImportError) saying which extra to install.
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..extras import needs_extra
+
+if TYPE_CHECKING:
+    from .app import InboxApp
+    from .service import Inbox
+    from .store import Store
 
 __all__ = ['wsgi_app', 'Inbox', 'Store', 'InboxApp']
 
 
 def wsgi_app(db_path: str = 'inbox.db', *, max_messages: int = 500, relay: str | None = None,
-             ui_auth_file: str | None = None):
+             ui_auth_file: str | None = None) -> InboxApp:
     """The web page, the API and the events over the inbox file `db_path`.
 
     Another process (`smtp-stack inbox`, or `smtp-stack serve` with an
     `inbox:` section) may be the one receiving mail into the same file:
     the page and `/api/events` see its messages within half a second.
     """
-    from .app import InboxApp, load_users
+    with needs_extra('inbox', 'smtp_stack.inbox.wsgi_app'):
+        from .app import InboxApp, load_users
     from .release import Relay, parse_hostport
     from .store import Store
     users = load_users(ui_auth_file) if ui_auth_file else None
@@ -35,14 +46,16 @@ def wsgi_app(db_path: str = 'inbox.db', *, max_messages: int = 500, relay: str |
     return InboxApp(Store(db_path, max_messages), relay=relay_to, users=users)
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> type:
     if name == 'Inbox':
-        from .service import Inbox
+        with needs_extra('inbox', 'smtp_stack.inbox.Inbox'):
+            from .service import Inbox
         return Inbox
     if name == 'Store':
         from .store import Store
         return Store
     if name == 'InboxApp':
-        from .app import InboxApp
+        with needs_extra('inbox', 'smtp_stack.inbox.InboxApp'):
+            from .app import InboxApp
         return InboxApp
     raise AttributeError(name)

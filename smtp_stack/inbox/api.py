@@ -11,19 +11,26 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote
 
 from .. import __version__
-from .http import HttpError, Response, json_response, ok
+from .http import HttpError, Request, Response, json_response, ok
 from .parse import find_part, header_map, part_payload
 from .search import QueryError
 from .store import offload, valid_id
+
+if TYPE_CHECKING:
+    from .app import InboxApp
+
+T = TypeVar('T')
 
 MAX_LIMIT = 1000            # a page of the list; more is cut to this
 MAX_IDS = 10_000
 
 
-def _ids(value) -> list | None:
+def _ids(value: object) -> list[str] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
@@ -36,7 +43,7 @@ def _ids(value) -> list | None:
     return value
 
 
-def _run(fn, *args):
+def _run(fn: Callable[..., T], *args: object) -> T:
     """A store call; a query the store cannot run is the client's 400."""
     try:
         return offload(fn, *args)
@@ -44,11 +51,11 @@ def _run(fn, *args):
         raise HttpError(400, str(exc)) from None
 
 
-def resolve(app, message_id: str) -> str:
+def resolve(app: InboxApp, message_id: str) -> str:
     """An ID from the path (or `latest`) -> a stored ID, else 400/404."""
     if message_id != 'latest' and not valid_id(message_id):
         raise HttpError(400, 'invalid message ID')
-    uid = _run(app.store.resolve, message_id)
+    uid: str | None = _run(app.store.resolve, message_id)
     if uid is None:
         raise HttpError(404, 'message not found')
     return uid
@@ -56,20 +63,20 @@ def resolve(app, message_id: str) -> str:
 
 # -- messages -------------------------------------------------------------------
 
-def list_messages(app, req):
+def list_messages(app: InboxApp, req: Request) -> Response:
     start = req.int_arg('start', 0, 1 << 31)
     limit = req.int_arg('limit', 50, MAX_LIMIT)
     return json_response(_run(app.store.listing, start, limit, ''))
 
 
-def delete_messages(app, req):
+def delete_messages(app: InboxApp, req: Request) -> Response:
     body = req.json(default={})
     ids = _ids(body.get('IDs', body.get('ids')))
     _run(app.store.delete, ids or None)        # none given: all, as in Mailpit
     return ok()
 
 
-def set_read(app, req):
+def set_read(app: InboxApp, req: Request) -> Response:
     body = req.json(default={})
     read = body.get('Read', False)
     if not isinstance(read, bool):
@@ -85,14 +92,14 @@ def set_read(app, req):
     return ok()
 
 
-def search(app, req):
+def search(app: InboxApp, req: Request) -> Response:
     query = req.arg('query')
     start = req.int_arg('start', 0, 1 << 31)
     limit = req.int_arg('limit', 50, MAX_LIMIT)
     return json_response(_run(app.store.listing, start, limit, query))
 
 
-def delete_search(app, req):
+def delete_search(app: InboxApp, req: Request) -> Response:
     query = req.arg('query')
     if not query.strip():
         raise HttpError(400, 'query is required')
@@ -102,7 +109,7 @@ def delete_search(app, req):
 
 # -- one message ------------------------------------------------------------------
 
-def message(app, req, message_id):
+def message(app: InboxApp, req: Request, message_id: str) -> Response:
     uid = resolve(app, message_id)
     found = _run(app.store.summary, uid, True)
     if found is None:
@@ -110,14 +117,14 @@ def message(app, req, message_id):
     return json_response(found)
 
 
-def _raw(app, message_id) -> bytes:
-    raw = _run(app.store.raw, resolve(app, message_id))
+def _raw(app: InboxApp, message_id: str) -> bytes:
+    raw: bytes | None = _run(app.store.raw, resolve(app, message_id))
     if raw is None:
         raise HttpError(404, 'message not found')
     return raw
 
 
-def raw(app, req, message_id):
+def raw(app: InboxApp, req: Request, message_id: str) -> Response:
     """The source as text, never as HTML (nosniff is on every reply)."""
     headers = []
     if req.arg('dl') == '1':
@@ -126,11 +133,11 @@ def raw(app, req, message_id):
                     headers=headers)
 
 
-def headers(app, req, message_id):
+def headers(app: InboxApp, req: Request, message_id: str) -> Response:
     return json_response(header_map(_raw(app, message_id)))
 
 
-def part(app, req, message_id, part_id):
+def part(app: InboxApp, req: Request, message_id: str, part_id: str) -> Response:
     """One MIME part, decoded. Always a download, and sandboxed by CSP, so
     an HTML or SVG part opened from here cannot run in the page's origin."""
     if len(part_id) > 64 or not all(c.isdigit() or c == '.' for c in part_id):
@@ -150,7 +157,7 @@ def part(app, req, message_id, part_id):
     ])
 
 
-def release(app, req, message_id):
+def release(app: InboxApp, req: Request, message_id: str) -> Response:
     if app.relay is None:
         raise HttpError(400, 'message relay is not enabled (start with --relay HOST:PORT)')
     body = req.json(default={})
@@ -160,6 +167,8 @@ def release(app, req, message_id):
         raise HttpError(400, 'To must be a non-empty list of addresses')
     uid = resolve(app, message_id)
     raw_message = _run(app.store.raw, uid)
+    if raw_message is None:         # deleted meanwhile
+        raise HttpError(404, 'message not found')
     sender = _run(app.store.envelope_sender, uid)
     try:
         app.relay.release(raw_message, sender, to)
@@ -172,7 +181,7 @@ def release(app, req, message_id):
 
 # -- the instance ---------------------------------------------------------------------
 
-def info(app, req):
+def info(app: InboxApp, req: Request) -> Response:
     listing = _run(app.store.listing, 0, 0, '')
     return json_response({
         'Version': __version__,
@@ -194,7 +203,7 @@ def info(app, req):
     })
 
 
-def webui(app, req):
+def webui(app: InboxApp, req: Request) -> Response:
     """Mailpit's web UI configuration; the page asks whether release works."""
     return json_response({
         'Label': '', 'SpamAssassin': False, 'ChaosEnabled': False,
@@ -208,11 +217,11 @@ def webui(app, req):
     })
 
 
-def livez(app, req):
+def livez(app: InboxApp, req: Request) -> Response:
     return ok()
 
 
-def readyz(app, req):
+def readyz(app: InboxApp, req: Request) -> Response:
     _run(app.store.state)       # the database answers
     return ok()
 

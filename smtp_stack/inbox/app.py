@@ -13,19 +13,27 @@ import hmac
 import logging
 import re
 import time
+from collections.abc import Callable, Collection, Iterable
+from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import urlsplit
 
 from . import api, pages
 from .events import Broker, websocket_app
-from .http import HttpError, Request, Response, error_response
+from .http import Environ, HttpError, Request, Response, StartResponse, error_response
 from .store import Store, offload
+
+if TYPE_CHECKING:
+    from .release import Relay
+
+# handler(app, request, **path parameters) -> Response
+Handler: TypeAlias = Callable[..., Response]
 
 log = logging.getLogger('smtp_stack.inbox')
 
 MAX_URL = 8192
 _ID = r'(?P<message_id>[^/]{1,64})'
 
-ROUTES = [
+ROUTES: list[tuple[str, str, Handler]] = [
     ('GET', r'/', pages.index),
     ('GET', r'/static/(?P<name>[A-Za-z0-9._-]{1,64})', pages.static),
     ('GET', rf'/view/{_ID}\.html', pages.view_html),
@@ -52,8 +60,9 @@ OPEN_PATHS = frozenset({'/livez', '/readyz'})
 class InboxApp:
     """`app(environ, start_response)`: the web page, the API and the events."""
 
-    def __init__(self, store: Store, *, relay=None, users: dict | None = None,
-                 broker: Broker | None = None, stats: dict | None = None):
+    def __init__(self, store: Store, *, relay: Relay | None = None,
+                 users: dict[str, str] | None = None, broker: Broker | None = None,
+                 stats: dict[str, int] | None = None):
         self.store = store
         self.relay = relay
         self.users = users          # {name: password hash} for basic auth, or None
@@ -61,18 +70,19 @@ class InboxApp:
         self.stats = stats if stats is not None else {'accepted': 0, 'accepted_size': 0,
                                                       'rejected': 0}
         self.started = time.monotonic()
-        self._verified: set = set()
-        self.allowed_hosts = None   # host names the Host header may carry (None: any)
+        self._verified: set[bytes] = set()
+        # host names the Host header may carry (None: any)
+        self.allowed_hosts: Collection[str] | None = None
         pages.load_static()
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
             req = Request(environ)
             if len(environ.get('PATH_INFO', '')) + len(environ.get('QUERY_STRING', '')) > MAX_URL:
                 raise HttpError(414, 'URL too long')
             check_cross_site(environ, self.allowed_hosts)
             if self.users is not None and req.path not in OPEN_PATHS:
-                self._authenticate(req)
+                self._authenticate(req, self.users)
             if req.path == '/api/events':
                 return websocket_app(environ, start_response, self.broker)
             if not environ.get('PATH_INFO') and environ.get('SCRIPT_NAME'):
@@ -88,7 +98,7 @@ class InboxApp:
             return Response('internal error\n', 500)(start_response)
 
     def _dispatch(self, req: Request) -> Response:
-        allowed = []
+        allowed: list[str] = []
         for method, pattern, handler in _COMPILED:
             match = pattern.match(req.path)
             if match is None:
@@ -100,7 +110,7 @@ class InboxApp:
             raise HttpError(405, 'method not allowed', [('Allow', ', '.join(sorted(set(allowed))))])
         raise HttpError(404, 'not found')
 
-    def _authenticate(self, req: Request) -> None:
+    def _authenticate(self, req: Request, users: dict[str, str]) -> None:
         """HTTP basic auth against the users file; a verified pair is
         remembered (by a digest) so the page's many requests do not each
         pay for a slow password hash."""
@@ -110,16 +120,16 @@ class InboxApp:
         if credentials is None:
             raise HttpError(401, 'authentication required', challenge)
         user, password = credentials
-        digest = hashlib.sha256(f'{user}\0{password}'.encode('utf-8')).digest()
+        digest = hashlib.sha256(f'{user}\0{password}'.encode()).digest()
         if any(hmac.compare_digest(digest, known) for known in self._verified):
             return
-        stored = self.users.get(user)
+        stored = users.get(user)
         if stored is None or not offload(verify_password, stored, password):
             raise HttpError(401, 'bad credentials', challenge)
         self._verified.add(digest)
 
 
-def check_cross_site(environ, allowed_hosts=None) -> None:
+def check_cross_site(environ: Environ, allowed_hosts: Collection[str] | None = None) -> None:
     """403 for what another site's page could make a browser do here.
 
     - The Host header must name an allowed host (DNS rebinding: a page
@@ -151,7 +161,7 @@ def _host_name(host: str) -> str:
     return host.rsplit(':', 1)[0] if host.count(':') == 1 else host
 
 
-def load_users(path: str) -> dict:
+def load_users(path: str) -> dict[str, str]:
     """A users file for the web side: `name:hash` a line, the hashes made by
     `smtp-stack hash-password`; blank lines and `#` comments are skipped."""
     from ..users import parse_hash

@@ -13,20 +13,25 @@ message as sent, less the fields middleware recorded with
 from __future__ import annotations
 
 import threading
+from typing import IO, TYPE_CHECKING
 
 from ..delivery import CallableDelivery
+
+if TYPE_CHECKING:
+    from ..session import Envelope, Session
+    from .store import Store
 
 
 class Capture:
     """`fn(session, envelope, body)` for CallableDelivery, plus counters."""
 
-    def __init__(self, store, stats: dict | None = None):
+    def __init__(self, store: Store, stats: dict[str, int] | None = None):
         self.store = store
         self.stats = stats if stats is not None else {'accepted': 0, 'accepted_size': 0,
                                                       'rejected': 0}
         self._lock = threading.Lock()
 
-    def __call__(self, session, envelope, body) -> None:
+    def __call__(self, session: Session, envelope: Envelope, body: IO[bytes]) -> None:
         raw = body.read()
         sender = envelope.mail_from.address if envelope.mail_from is not None else ''
         self.store.add(raw, [a.address for a in envelope.rcpt_to],
@@ -40,7 +45,7 @@ class Capture:
         return CallableDelivery(self, threaded=True)
 
 
-def _username(session) -> str | None:
+def _username(session: Session) -> str | None:
     """Who authenticated, if anyone (Mailpit shows it as `Username`)."""
     user = getattr(session, 'user', None)
     if isinstance(user, dict):

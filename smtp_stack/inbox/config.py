@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
+from typing import Any
 
 from .release import parse_hostport
 
@@ -26,7 +28,8 @@ KEYS = ('db', 'http', 'max_messages', 'ui_auth_file', 'relay')
 DEFAULTS = {'db': 'inbox.db', 'http': '127.0.0.1:8025', 'max_messages': 500}
 
 
-def check_section(value, error, file_path) -> dict:
+def check_section(value: object, error: Callable[[str, str], object],
+                  file_path: Callable[[str], str]) -> dict[str, Any]:
     """The checked spec (for `deliver = ('inbox', spec)`); problems go to
     `error(path, message)`. `file_path(name)` resolves against the config."""
     if value is None:
@@ -66,7 +69,7 @@ def check_section(value, error, file_path) -> dict:
     return out
 
 
-def describe(spec: dict) -> str:
+def describe(spec: dict[str, Any]) -> str:
     host, port = spec.get('http', ('127.0.0.1', 8025))
     host = f'[{host}]' if ':' in host else host
     return f'inbox {spec.get("db")} (web and API on http://{host}:{port}/)'

@@ -26,18 +26,35 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 import gevent.event
 import gevent.lock
 import gevent.queue
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import CloseConnection, Ping, TextMessage
+from wsproto.events import CloseConnection, Event, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_accept_token
 
 from .. import __version__
-from .http import HttpError
+from .http import Environ, HttpError, StartResponse
 from .store import offload
+
+if TYPE_CHECKING:
+    from .store import Store
+
+# An event as sent: {"Type": ..., "Data": ...}; None tells a subscriber to stop.
+Message = dict[str, Any]
+# (changes counter, newest row id, total, unread): Store.state()
+State = tuple[int, int, int, int]
+
+
+class Reader(Protocol):
+    """The upgraded connection's reader (gevent's `wsgi.input`)."""
+
+    def read1(self, size: int, /) -> bytes: ...
+    def close(self) -> None: ...
 
 log = logging.getLogger('smtp_stack.inbox')
 
@@ -49,13 +66,13 @@ READ_SIZE = 65536
 class Broker:
     """Fans the store's changes out to the websocket subscribers of one hub."""
 
-    def __init__(self, store, interval: float = 0.5):
+    def __init__(self, store: Store, interval: float = 0.5):
         self.store = store
         self.interval = interval
-        self._subscribers: set = set()
-        self._watcher = None
-        self._wake = None
-        self._loop = None
+        self._subscribers: set[Any] = set()     # gevent.queue.Queue of Message | None
+        self._watcher: Any = None               # the greenlet of _watch
+        self._wake: Any = None                  # a gevent.event.Event
+        self._loop: Any = None                  # the hub's loop, for the store's threads
         store.on_change(self._nudge)
 
     def _nudge(self) -> None:
@@ -64,7 +81,8 @@ class Broker:
         if loop is not None and wake is not None:
             loop.run_callback_threadsafe(wake.set)
 
-    def subscribe(self) -> gevent.queue.Queue:
+    def subscribe(self) -> Any:
+        """A gevent.queue.Queue of events (Message), None when cut loose."""
         queue = gevent.queue.Queue()
         self._subscribers.add(queue)
         if self._watcher is None or self._watcher.dead:
@@ -73,14 +91,14 @@ class Broker:
             self._watcher = gevent.spawn(self._watch, offload(self.store.state))
         return queue
 
-    def unsubscribe(self, queue) -> None:
+    def unsubscribe(self, queue: Any) -> None:
         self._subscribers.discard(queue)
 
     @property
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    def _watch(self, last) -> None:
+    def _watch(self, last: State) -> None:
         while self._subscribers:
             self._wake.wait(self.interval)
             self._wake.clear()
@@ -88,8 +106,9 @@ class Broker:
                 state = offload(self.store.state)
                 if state == last:
                     continue
-                new = (offload(self.store.newer_than, last[1], state[1] - last[1])   # all of them
-                       if state[1] > last[1] else [])
+                new: list[Message] = (
+                    offload(self.store.newer_than, last[1], state[1] - last[1])   # all of them
+                    if state[1] > last[1] else [])
             except Exception:       # noqa: BLE001 - a locked or vanished file: try again
                 log.exception('inbox events: cannot read the store')
                 continue
@@ -100,7 +119,7 @@ class Broker:
                           'Data': {'Total': total, 'Unread': unread, 'Version': __version__}})
             last = state
 
-    def publish(self, event: dict) -> None:
+    def publish(self, event: Message) -> None:
         for queue in list(self._subscribers):
             if queue.qsize() >= QUEUE_SIZE:     # it stopped reading: cut it loose
                 self._subscribers.discard(queue)
@@ -109,7 +128,7 @@ class Broker:
                 queue.put(event)
 
 
-def check_handshake(environ) -> str:
+def check_handshake(environ: Environ) -> str:
     """The Sec-WebSocket-Accept value for a valid opening handshake
     (RFC 6455 4.2.1), else HttpError 400 (or 426 for another version)."""
     if environ.get('REQUEST_METHOD') != 'GET':
@@ -128,13 +147,14 @@ def check_handshake(environ) -> str:
     return generate_accept_token(key.encode('ascii')).decode('ascii')
 
 
-def can_upgrade(environ) -> bool:
+def can_upgrade(environ: Environ) -> bool:
     """gevent's WSGI server gives an upgraded request the raw reader."""
     return (environ.get('SERVER_SOFTWARE', '').startswith('gevent')
             and environ.get('wsgi.input_terminated') is False)
 
 
-def websocket_app(environ, start_response, broker: Broker):
+def websocket_app(environ: Environ, start_response: StartResponse,
+                  broker: Broker) -> list[bytes]:
     accept = check_handshake(environ)
     if not can_upgrade(environ):
         raise HttpError(501, 'websockets need gevent\'s WSGI server here; poll /api/v1/messages')
@@ -157,7 +177,8 @@ def websocket_app(environ, start_response, broker: Broker):
 class Session:
     """One websocket: events out, pings and the close handshake in."""
 
-    def __init__(self, reader, write, broker: Broker, queue):
+    def __init__(self, reader: Reader, write: Callable[[bytes], object], broker: Broker,
+                 queue: Any):
         self.reader = reader
         self.write = write
         self.broker = broker
@@ -165,7 +186,7 @@ class Session:
         self.lock = gevent.lock.Semaphore()
         self.queue = queue
 
-    def send(self, event) -> None:
+    def send(self, event: Event) -> None:
         with self.lock:
             self.write(self.ws.send(event))
 

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeAlias, overload
 from urllib.parse import parse_qs
+
+# WSGI (PEP 3333): the environ, and start_response's headers.
+Environ: TypeAlias = Mapping[str, Any]
+Headers: TypeAlias = list[tuple[str, str]]
+# start_response(status, headers) returns the write() callable.
+StartResponse: TypeAlias = Callable[[str, Headers], Callable[[bytes], object]]
 
 MAX_BODY = 1 << 20          # request bodies: a JSON list of IDs is far smaller
 
@@ -31,7 +39,7 @@ COMMON_HEADERS = [
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, reason: str, headers=()):
+    def __init__(self, status: int, reason: str, headers: Iterable[tuple[str, str]] = ()):
         super().__init__(reason)
         self.status = status
         self.reason = reason
@@ -41,7 +49,7 @@ class HttpError(Exception):
 class Request:
     """What a handler needs of a WSGI environ."""
 
-    def __init__(self, environ):
+    def __init__(self, environ: Environ):
         self.environ = environ
         self.method = environ.get('REQUEST_METHOD', 'GET').upper()
         self.path = environ.get('PATH_INFO', '') or '/'
@@ -76,15 +84,22 @@ class Request:
                 raise HttpError(400, 'bad Content-Length') from None
             if size > MAX_BODY:
                 raise HttpError(413, f'request body over {MAX_BODY} bytes')
-            return self.environ['wsgi.input'].read(size) if size > 0 else b''
+            body: bytes = self.environ['wsgi.input'].read(size) if size > 0 else b''
+            return body
         if self.header('Transfer-Encoding').lower() == 'chunked':
-            data = self.environ['wsgi.input'].read(MAX_BODY + 1)
+            data: bytes = self.environ['wsgi.input'].read(MAX_BODY + 1)
             if len(data) > MAX_BODY:
                 raise HttpError(413, f'request body over {MAX_BODY} bytes')
             return data
         return b''
 
-    def json(self, default=None):
+    @overload
+    def json(self, default: dict[str, Any]) -> dict[str, Any]: ...
+
+    @overload
+    def json(self, default: None = None) -> dict[str, Any] | None: ...
+
+    def json(self, default: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """The JSON body (an object), or `default` when there is none."""
         data = self.body()
         if not data.strip():
@@ -97,7 +112,7 @@ class Request:
             raise HttpError(400, 'the body must be a JSON object')
         return value
 
-    def basic_auth(self):
+    def basic_auth(self) -> tuple[str, str] | None:
         """(user, password) from an Authorization: Basic header, or None."""
         value = self.header('Authorization')
         scheme, _, token = value.partition(' ')
@@ -112,20 +127,22 @@ class Request:
 
 
 class Response:
-    def __init__(self, body=b'', status: int = 200, content_type: str = 'text/plain; charset=utf-8',
-                 headers=()):
+    def __init__(self, body: bytes | str = b'', status: int = 200,
+                 content_type: str = 'text/plain; charset=utf-8',
+                 headers: Iterable[tuple[str, str]] = ()):
         self.body = body.encode('utf-8') if isinstance(body, str) else body
         self.status = status
         self.headers = [('Content-Type', content_type)] + list(headers)
 
-    def __call__(self, start_response):
+    def __call__(self, start_response: StartResponse) -> list[bytes]:
         headers = self.headers + COMMON_HEADERS + [('Content-Length', str(len(self.body)))]
         start_response(f'{self.status} {STATUS.get(self.status, "Unknown")}', headers)
         return [self.body]
 
 
-def json_response(value, status: int = 200) -> Response:
-    return Response(json.dumps(value, ensure_ascii=False), status, 'application/json; charset=utf-8')
+def json_response(value: object, status: int = 200) -> Response:
+    return Response(json.dumps(value, ensure_ascii=False), status,
+                    'application/json; charset=utf-8')
 
 
 def ok() -> Response:

@@ -20,10 +20,14 @@ import functools
 import mimetypes
 import os
 import re
+from typing import TYPE_CHECKING, Any
 
 from .api import resolve
-from .http import HttpError, Response
+from .http import HttpError, Request, Response
 from .store import offload
+
+if TYPE_CHECKING:
+    from .app import InboxApp
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
 STATIC_FILES = {'index.html', 'app.js', 'app.css', 'favicon.svg'}
@@ -40,11 +44,11 @@ REMOTE_IMAGES = "'self' data: https: http:"
 _CID = re.compile(r'''(["'(\s=])cid:([^"')\s>]+)''', re.IGNORECASE)
 
 
-def index(app, req):
+def index(app: InboxApp, req: Request) -> Response:
     return static(app, req, 'index.html')
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _static_bytes(name: str) -> bytes:
     """Read once per process, by load_static() when the app is made: a file
     read while serving would be I/O on the hub."""
@@ -58,7 +62,7 @@ def load_static() -> None:
         _static_bytes(name)
 
 
-def static(app, req, name):
+def static(app: InboxApp, req: Request, name: str) -> Response:
     if name not in STATIC_FILES:
         raise HttpError(404, 'not found')
     data = _static_bytes(name)
@@ -69,16 +73,16 @@ def static(app, req, name):
                                                        ('X-Frame-Options', 'DENY')])
 
 
-def view_html(app, req, message_id):
+def view_html(app: InboxApp, req: Request, message_id: str) -> Response:
     """The message's HTML for the sandboxed frame (see the module doc)."""
     uid = resolve(app, message_id)
-    found = offload(app.store.summary, uid, False)
+    found: dict[str, Any] | None = offload(app.store.summary, uid, False)
     if found is None:
         raise HttpError(404, 'message not found')
     parts = {p['ContentID']: p['PartID'] for p in found['Inline'] + found['Attachments']
              if p['ContentID']}
 
-    def to_part(match):
+    def to_part(match: re.Match[str]) -> str:
         cid = match.group(2)
         part_id = parts.get(cid)
         if part_id is None:

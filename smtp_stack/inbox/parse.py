@@ -12,8 +12,9 @@ that is not multipart has one part, "1".
 Attachments and inline parts (Mailpit's split): a part with a Content-ID
 inside a multipart/related, or `inline` with a Content-ID, is inline (an
 image the HTML refers to as `cid:`); any other part with a file name,
-`Content-Disposition: attachment` or a non-text type is an attachment. The first text/plain and text/html parts that are neither
-are the message's Text and HTML.
+`Content-Disposition: attachment` or a non-text type is an attachment.
+The first text/plain and text/html parts that are neither are the
+message's Text and HTML.
 """
 from __future__ import annotations
 
@@ -22,9 +23,15 @@ import email.utils
 import hashlib
 import html
 import re
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from email.parser import BytesParser
+from typing import Any, TypeVar
+
+T = TypeVar('T')
+# A JSON object of the API (Mailpit's field names).
+Json = dict[str, Any]
 
 SNIPPET_LENGTH = 250        # Mailpit: "up to 250 characters"
 
@@ -33,7 +40,8 @@ _SPACES = re.compile(r'\s+')
 _TAGS = re.compile(r'<(script|style|head)\b.*?</\1\s*>|<[^>]*>', re.IGNORECASE | re.DOTALL)
 
 
-def parse_message(raw: bytes, envelope_to=(), received: datetime | None = None) -> dict:
+def parse_message(raw: bytes, envelope_to: Iterable[str] = (),
+                  received: datetime | None = None) -> Json:
     """Every field the list, the summary and the search index need.
 
     `envelope_to`: the RCPT TO addresses; those not in To or Cc are Bcc
@@ -51,7 +59,7 @@ def parse_message(raw: bytes, envelope_to=(), received: datetime | None = None) 
     if not text and html_body:
         text = html_to_text(html_body)
     date = _date(message) or received
-    return _valid_text({
+    fields: Json = _valid_text({
         'MessageID': _message_id(message),
         'From': senders[0] if senders else None,
         'To': to,
@@ -69,6 +77,7 @@ def parse_message(raw: bytes, envelope_to=(), received: datetime | None = None) 
         'Inline': inline,
         'Snippet': snippet(text),
     })
+    return fields
 
 
 def message_from_bytes(raw: bytes) -> EmailMessage:
@@ -92,7 +101,7 @@ def html_to_text(markup: str) -> str:
     return html.unescape(_TAGS.sub(' ', markup or '')).strip()
 
 
-def find_part(raw: bytes, part_id: str):
+def find_part(raw: bytes, part_id: str) -> MIMEPart | None:
     """The MIME part with this ID, or None."""
     for pid, part, _parent in _numbered(message_from_bytes(raw)):
         if pid == part_id:
@@ -100,18 +109,18 @@ def find_part(raw: bytes, part_id: str):
     return None
 
 
-def part_payload(part) -> bytes:
+def part_payload(part: MIMEPart) -> bytes:
     """The decoded bytes of a leaf part (base64 and quoted-printable undone)."""
     payload = part.get_payload(decode=True)
-    if payload is None:     # a multipart, or a message/rfc822 part
-        payload = part.as_bytes()
+    if not isinstance(payload, bytes):      # None: a multipart, or a message/rfc822 part
+        return part.as_bytes()
     return payload
 
 
-def header_map(raw: bytes) -> dict:
+def header_map(raw: bytes) -> dict[str, list[str]]:
     """{Canonical-Name: [values]} in order, unfolded and undecoded, as
     Mailpit's /headers returns them (Go's textproto canonical keys)."""
-    out: dict = {}
+    out: dict[str, list[str]] = {}
     head = raw.split(b'\r\n\r\n', 1)[0].split(b'\n\n', 1)[0]
     text = head.decode('utf-8', 'replace').replace('\r\n', '\n')
     for field in re.split(r'\n(?![ \t])', text):
@@ -129,13 +138,17 @@ def canonical_name(name: str) -> str:
 
 # -- inside ------------------------------------------------------------------------
 
-def _numbered(message):
+# (part ID, part, its parent: None for the top of a single-part message)
+Numbered = tuple[str, MIMEPart, 'MIMEPart | None']
+
+
+def _numbered(message: MIMEPart) -> Iterator[Numbered]:
     """(part ID, part, parent) for every part below the top, depth first."""
     if not message.is_multipart():
         yield '1', message, None
         return
 
-    def walk(part, prefix):
+    def walk(part: MIMEPart, prefix: str) -> Iterator[Numbered]:
         for i, child in enumerate(part.iter_parts(), 1):
             pid = f'{prefix}.{i}' if prefix else str(i)
             yield pid, child, part
@@ -144,15 +157,16 @@ def _numbered(message):
     yield from walk(message, '')
 
 
-def _walk(message):
+def _walk(message: MIMEPart) -> tuple[str, str, list[Json], list[Json]]:
     text = html_body = ''
-    attachments, inline = [], []
+    attachments: list[Json] = []
+    inline: list[Json] = []
     for pid, part, parent in _numbered(message):
         if part.is_multipart():
             continue
         ctype = part.get_content_type()
         disposition = (part.get_content_disposition() or '').lower()
-        filename = _safe(lambda: part.get_filename()) or ''
+        filename = _safe(part.get_filename) or ''
         content_id = (_header(part, 'Content-ID') or '').strip().strip('<>')
         is_file = bool(filename) or disposition == 'attachment'
         related = parent is not None and parent.get_content_type() == 'multipart/related'
@@ -168,7 +182,7 @@ def _walk(message):
     return text, html_body, attachments, inline
 
 
-def _file(pid, part, filename, content_id) -> dict:
+def _file(pid: str, part: MIMEPart, filename: str, content_id: str) -> Json:
     data = part_payload(part)
     return {
         'PartID': pid,
@@ -182,15 +196,16 @@ def _file(pid, part, filename, content_id) -> dict:
     }
 
 
-def _text(part) -> str:
+def _text(part: MIMEPart) -> str:
     try:
-        return part.get_content()
+        content: str = part.get_content()
+        return content
     except (LookupError, ValueError, AssertionError):   # unknown charset, bad encoding
-        payload = part.get_payload(decode=True) or b''
-        return payload.decode('utf-8', 'replace')
+        payload = part.get_payload(decode=True)
+        return payload.decode('utf-8', 'replace') if isinstance(payload, bytes) else ''
 
 
-def _valid_text(value):
+def _valid_text(value: Any) -> Any:
     """Every string of the fields made valid UTF-8. The parser keeps 8-bit
     header bytes of an undeclared charset (a name like J\\xf6rg) as lone
     surrogates, which neither SQLite nor a JSON reply can carry: such bytes
@@ -212,7 +227,7 @@ def _valid_text(value):
     return value
 
 
-def _safe(fn):
+def _safe(fn: Callable[[], T]) -> T | None:
     """Headers of real-world mail can be broken in ways the parser raises on."""
     try:
         return fn()
@@ -220,13 +235,13 @@ def _safe(fn):
         return None
 
 
-def _header(message, name: str) -> str:
+def _header(message: MIMEPart, name: str) -> str:
     value = _safe(lambda: message.get(name))
     return str(value) if value is not None else ''
 
 
-def _addresses(message, name: str) -> list:
-    def parsed():
+def _addresses(message: EmailMessage, name: str) -> list[dict[str, str]]:
+    def parsed() -> list[dict[str, str]]:
         header = message.get(name)
         if header is None:
             return []
@@ -239,15 +254,15 @@ def _addresses(message, name: str) -> list:
     return [a for a in result if a['Address'] or a['Name']]
 
 
-def _message_id(message) -> str:
+def _message_id(message: EmailMessage) -> str:
     return _header(message, 'Message-ID').strip().strip('<>')
 
 
-def _return_path(message) -> str:
+def _return_path(message: EmailMessage) -> str:
     return _header(message, 'Return-Path').strip().strip('<>')
 
 
-def _date(message):
+def _date(message: EmailMessage) -> datetime | None:
     value = _header(message, 'Date')
     if not value:
         return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import smtplib
+from collections.abc import Sequence
 
 from ..delivery.relay import Upstream
 
@@ -33,7 +34,7 @@ class Relay:
     def describe(self) -> str:
         return f'{self.host}:{self.port}'
 
-    def release(self, raw: bytes, sender: str, to: list) -> None:
+    def release(self, raw: bytes, sender: str, to: Sequence[str]) -> None:
         link = Upstream(lmtp=False, timeout=self.timeout, local_hostname=self.helo,
                         tls_context=None, secure=False)
         try:
@@ -47,15 +48,16 @@ class Relay:
             raise RelayError(f'{self.describe()} refused the recipients: '
                              f'{", ".join(exc.recipients)}') from None
         except smtplib.SMTPResponseException as exc:
-            raise RelayError(f'{self.describe()} answered {exc.smtp_code} '
-                             f'{exc.smtp_error.decode("utf-8", "replace")}') from None
+            error = exc.smtp_error
+            detail = error.decode('utf-8', 'replace') if isinstance(error, bytes) else error
+            raise RelayError(f'{self.describe()} answered {exc.smtp_code} {detail}') from None
         except (smtplib.SMTPException, OSError) as exc:
             raise RelayError(f'{self.describe()}: {exc}') from None
         finally:
             link.close()
 
 
-def parse_hostport(text: str, default_host: str = '127.0.0.1') -> tuple:
+def parse_hostport(text: str, default_host: str = '127.0.0.1') -> tuple[str, int]:
     """'HOST:PORT', '[::1]:PORT' or ':PORT' -> (host, port); ValueError otherwise."""
     match = re.fullmatch(r'(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]*)):(\d{1,5})', text.strip())
     if not match:

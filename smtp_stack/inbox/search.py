@@ -27,8 +27,8 @@ from datetime import datetime, timezone
 MAX_QUERY = 1000            # characters; longer queries are a 400
 MAX_TERMS = 32
 
-# filter name -> columns of the FTS table it searches
-TEXT_FIELDS = {
+# filter name -> columns of the FTS table it searches (None, no filter: all of them)
+TEXT_FIELDS: dict[str | None, tuple[str, ...]] = {
     'from': ('sender',),
     'to': ('to_',),
     'cc': ('cc',),
@@ -69,11 +69,11 @@ _TOKEN = re.compile(r'''
 ''', re.VERBOSE | re.IGNORECASE)
 
 
-def tokenize(query: str) -> list:
+def tokenize(query: str) -> list[Term]:
     """The terms of a query, in order."""
     if len(query) > MAX_QUERY:
         raise QueryError(f'query longer than {MAX_QUERY} characters')
-    terms = []
+    terms: list[Term] = []
     pos = 0
     while True:
         while pos < len(query) and query[pos].isspace():
@@ -99,9 +99,10 @@ def tokenize(query: str) -> list:
     return terms
 
 
-def compile_query(query: str) -> tuple:
+def compile_query(query: str) -> tuple[str, list[str | float]]:
     """(`sql`, params): a condition on `messages m`; '1' for an empty query."""
-    parts, params = [], []
+    parts: list[str] = []
+    params: list[str | float] = []
     for term in tokenize(query):
         sql, values = _condition(term)
         parts.append(f'NOT ({sql})' if term.negated else f'({sql})')
@@ -109,7 +110,7 @@ def compile_query(query: str) -> tuple:
     return (' AND '.join(parts) or '1'), params
 
 
-def _condition(term: Term) -> tuple:
+def _condition(term: Term) -> tuple[str, list[str | float]]:
     if term.field in ('is', 'has'):
         sql = FLAGS.get((term.field, term.value.lower()))
         if sql is None:

@@ -6,15 +6,21 @@ Receiver calls beside its servers' own. See `inbox/config.py` for the keys.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 from .app import InboxApp, load_users
 from .capture import Capture
 from .release import Relay
 from .service import web_server
 from .store import Store
 
+if TYPE_CHECKING:
+    from ..middleware import Context
+
 
 class InboxDelivery:
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict[str, Any]):
         self.spec = spec
         self.store = Store(spec['db'], spec.get('max_messages', 500))
         self.capture = Capture(self.store)
@@ -22,9 +28,9 @@ class InboxDelivery:
         users = load_users(spec['ui_auth_file']) if spec.get('ui_auth_file') else None
         relay = Relay(*spec['relay']) if spec.get('relay') else None
         self.app = InboxApp(self.store, relay=relay, users=users, stats=self.capture.stats)
-        self.http = None
+        self.http: Any = None       # gevent's WSGIServer, while the web side runs
 
-    def __call__(self, ctx, next):
+    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
         return self._deliver(ctx, next)
 
     def describe(self) -> str:
@@ -35,7 +41,7 @@ class InboxDelivery:
         self.http.start()
 
     @property
-    def http_address(self):
+    def http_address(self) -> tuple[Any, ...] | None:
         return self.http.address if self.http is not None else None
 
     def stop_web(self) -> None:

@@ -13,7 +13,9 @@ generated at start).
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
@@ -24,24 +26,29 @@ from .app import InboxApp
 from .capture import Capture
 from .store import Store
 
+if TYPE_CHECKING:
+    from ..session import Session
+    from .release import Relay
+
 log = logging.getLogger('smtp_stack.inbox')
 
 DEFAULT_SMTP = ('127.0.0.1', 1025)
 DEFAULT_HTTP = ('127.0.0.1', 8025)
 
 
-class _Handler(WSGIHandler):
+class _Handler(WSGIHandler):  # type: ignore[misc]  # gevent has no type information
     """gevent's handler, with access logging through `logging` at DEBUG."""
 
-    def log_request(self):
+    def log_request(self) -> None:
         log.debug('%s', self.format_request())
 
 
 class Inbox:
-    def __init__(self, db: str = 'inbox.db', *, smtp=DEFAULT_SMTP, http=DEFAULT_HTTP,
-                 max_messages: int = 500, accept_any_auth: bool = False,
-                 starttls: bool = False, users: dict | None = None, relay=None,
-                 name: str = 'localhost', **server_options):
+    def __init__(self, db: str = 'inbox.db', *, smtp: tuple[str, int] = DEFAULT_SMTP,
+                 http: tuple[str, int] = DEFAULT_HTTP, max_messages: int = 500,
+                 accept_any_auth: bool = False, starttls: bool = False,
+                 users: dict[str, str] | None = None, relay: Relay | None = None,
+                 name: str = 'localhost', **server_options: Any):
         self.store = Store(db, max_messages)
         self.capture = Capture(self.store)
         self.app = InboxApp(self.store, relay=relay, users=users, stats=self.capture.stats)
@@ -60,23 +67,32 @@ class Inbox:
         self.smtp.use(self.capture.delivery())
         self._smtp_at = smtp
         self._http_at = http
-        self.http = None        # made in start(): a gevent server belongs to the hub that runs it
+        # made in start(): a gevent server belongs to the hub that runs it
+        self.http: WSGIServer | None = None
 
     @property
-    def smtp_address(self):
+    def smtp_address(self) -> tuple[str, int] | None:
+        """Where SMTP listens (the real port when 0 was asked for), once started."""
         return self.smtp.address
 
     @property
-    def http_address(self):
-        return self.http.address
+    def http_address(self) -> tuple[Any, ...]:
+        """Where the web side listens (host, port, ...), once started."""
+        address: tuple[Any, ...] = self._web().address
+        return address
+
+    def _web(self) -> WSGIServer:
+        if self.http is None:
+            raise RuntimeError('the inbox is not started')
+        return self.http
 
     @property
     def url(self) -> str:
-        host, port = self.http.address[:2]
+        host, port = self.http_address[:2]
         host = f'[{host}]' if ':' in host else host
         return f'http://{host}:{port}/'
 
-    def start(self) -> 'Inbox':
+    def start(self) -> Inbox:
         self.smtp.start(self._smtp_at[1], self._smtp_at[0])
         try:
             self.http = web_server(self._http_at, self.app)
@@ -88,7 +104,7 @@ class Inbox:
 
     def serve_forever(self) -> None:
         gevent.joinall([gevent.spawn(self.smtp.serve_forever),
-                        gevent.spawn(self.http.serve_forever)])
+                        gevent.spawn(self._web().serve_forever)])
 
     def stop(self, timeout: float | None = None) -> None:
         if self.http is not None:
@@ -96,13 +112,15 @@ class Inbox:
         self.smtp.stop(timeout)
 
     def describe(self) -> str:
+        if self.smtp.address is None:
+            raise RuntimeError('the inbox is not started')
         host, port = self.smtp.address[:2]
         host = f'[{host}]' if ':' in host else host
         return (f'inbox: SMTP on {host}:{port}, web and API on {self.url}, '
                 f'stored in {self.store.path} (newest {self.store.max_messages} kept)')
 
 
-def web_server(address, app) -> WSGIServer:
+def web_server(address: tuple[str, int], app: InboxApp) -> WSGIServer:
     """gevent's WSGI server for the inbox app; access log at DEBUG. Bound
     to a loopback address, it answers only requests that name a loopback
     host, so a page on a rebinding DNS name cannot read the inbox."""
@@ -115,7 +133,6 @@ LOOPBACK_HOSTS = frozenset({'localhost', '127.0.0.1', '::1'})
 
 
 def _loopback(host: str) -> bool:
-    import ipaddress
     if host == 'localhost':
         return True
     try:
@@ -124,6 +141,7 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _anyone(session):
+def _anyone(session: Session) -> dict[str, str]:
     """--smtp-auth-accept-any: every name and password is good."""
-    return {'name': session.auth.username}
+    auth = session.auth
+    return {'name': auth.username if auth is not None else ''}

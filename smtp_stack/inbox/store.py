@@ -23,12 +23,19 @@ import os
 import secrets
 import sqlite3
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any, Literal, TypeVar
 
 import gevent
 
 from .parse import html_to_text, parse_message
 from .search import compile_query
+
+T = TypeVar('T')
+# A JSON object of the API (Mailpit's field names).
+Json = dict[str, Any]
 
 ID_ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
 ID_LENGTH = 22              # as long as Mailpit's IDs; 131 bits of randomness
@@ -69,14 +76,15 @@ def valid_id(text: str) -> bool:
     return len(text) == ID_LENGTH and all(c in ID_ALPHABET for c in text)
 
 
-def offload(fn, *args):
+def offload(fn: Callable[..., T], *args: object) -> T:
     """Run a blocking call off the hub when called from a gevent greenlet.
 
     In a plain thread (a threaded WSGI server, the thread pool itself) it
     runs right here: there is no hub to protect.
     """
     if isinstance(gevent.getcurrent(), gevent.Greenlet):
-        return gevent.get_hub().threadpool.apply(fn, args)
+        result: T = gevent.get_hub().threadpool.apply(fn, args)
+        return result
     return fn(*args)
 
 
@@ -89,32 +97,34 @@ class Store:
         self.path = os.path.abspath(path)
         self.max_messages = max_messages
         self._local = threading.local()
-        self._listeners: list = []      # called after each change (any thread)
+        self._listeners: list[Callable[[], object]] = []    # called after each change (any thread)
         self.deleted = 0                # messages deleted or pruned since start
         self._db().executescript(SCHEMA)     # idempotent; runs in its own transaction
 
     # -- connections ---------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, 'db', None)
+        db: sqlite3.Connection | None = getattr(self._local, 'db', None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                  isolation_level=None, check_same_thread=False)
             db.execute('PRAGMA journal_mode = WAL')
-            db.execute('PRAGMA synchronous = NORMAL')     # durable at checkpoints; WAL keeps it consistent
+            # durable at checkpoints; WAL keeps it consistent
+            db.execute('PRAGMA synchronous = NORMAL')
             db.execute(f'PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}')
             self._local.db = db
         return db
 
     class _Transaction:
-        def __init__(self, db, store, write):
+        def __init__(self, db: sqlite3.Connection, store: Store, write: bool):
             self.db, self.store, self.write = db, store, write
 
-        def __enter__(self):
+        def __enter__(self) -> sqlite3.Connection:
             self.db.execute('BEGIN IMMEDIATE' if self.write else 'BEGIN')
             self.before = self.db.total_changes
             return self.db
 
-        def __exit__(self, kind, exc, tb):
+        def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                     tb: TracebackType | None) -> Literal[False]:
             if kind is None:
                 # The change counter moves only when rows did: watchers
                 # (events.Broker) compare it, so a no-op write wakes nobody.
@@ -128,21 +138,21 @@ class Store:
                 self.db.execute('ROLLBACK')
             return False
 
-    def _write(self):
+    def _write(self) -> _Transaction:
         return self._Transaction(self._db(), self, True)
 
-    def _read(self):
+    def _read(self) -> _Transaction:
         return self._Transaction(self._db(), self, False)
 
     def close(self) -> None:
         """Close this thread's connection (others close with their threads)."""
-        db = getattr(self._local, 'db', None)
+        db: sqlite3.Connection | None = getattr(self._local, 'db', None)
         if db is not None:
             db.close()
             self._local.db = None
 
     # -- change listeners ------------------------------------------------------
-    def on_change(self, fn) -> None:
+    def on_change(self, fn: Callable[[], object]) -> None:
         self._listeners.append(fn)
 
     def _changed(self) -> None:
@@ -150,8 +160,8 @@ class Store:
             fn()
 
     # -- writing ---------------------------------------------------------------
-    def add(self, raw: bytes, envelope_to=(), username: str | None = None,
-            mail_from: str | None = None, received: datetime | None = None) -> dict:
+    def add(self, raw: bytes, envelope_to: Iterable[str] = (), username: str | None = None,
+            mail_from: str | None = None, received: datetime | None = None) -> Json:
         """Store one message; returns its list item. Prunes beyond max_messages.
 
         `mail_from` (the envelope sender) is the ReturnPath when given; a
@@ -181,11 +191,11 @@ class Store:
         self.deleted += pruned
         return {**item, 'Read': False}
 
-    def delete(self, ids=None) -> int:
+    def delete(self, ids: Iterable[str] | None = None) -> int:
         """Delete these IDs (None: all). Unknown IDs are ignored, as in Mailpit."""
         with self._write() as db:
             if ids is None:
-                count = db.execute('DELETE FROM messages').rowcount
+                count: int = db.execute('DELETE FROM messages').rowcount
             else:
                 count = 0
                 for uid in ids:
@@ -196,12 +206,13 @@ class Store:
     def delete_matching(self, query: str) -> int:
         where, params = compile_query(query)
         with self._write() as db:
-            count = db.execute(f'DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m'
-                               f' WHERE {where})', params).rowcount
+            count: int = db.execute(f'DELETE FROM messages WHERE id IN (SELECT m.id FROM'
+                                    f' messages m WHERE {where})', params).rowcount
         self.deleted += count
         return count
 
-    def set_read(self, read: bool, ids=None, query: str | None = None) -> int:
+    def set_read(self, read: bool, ids: Iterable[str] | None = None,
+                 query: str | None = None) -> int:
         """Mark IDs, or the matches of a query, or (neither) every message."""
         flag = 1 if read else 0
         with self._write() as db:
@@ -209,11 +220,12 @@ class Store:
                 return sum(db.execute('UPDATE messages SET read = ? WHERE uid = ?',
                                       (flag, uid)).rowcount for uid in ids)
             where, params = compile_query(query or '')
-            return db.execute(f'UPDATE messages SET read = ? WHERE id IN (SELECT m.id FROM'
-                              f' messages m WHERE {where})', (flag, *params)).rowcount
+            count: int = db.execute(f'UPDATE messages SET read = ? WHERE id IN (SELECT m.id'
+                                    f' FROM messages m WHERE {where})', (flag, *params)).rowcount
+            return count
 
     # -- reading -----------------------------------------------------------------
-    def listing(self, start: int = 0, limit: int = 50, query: str = '') -> dict:
+    def listing(self, start: int = 0, limit: int = 50, query: str = '') -> Json:
         """Mailpit's MessagesSummary: newest first, `start`/`limit` paging."""
         where, params = compile_query(query)
         with self._read() as db:
@@ -240,9 +252,10 @@ class Store:
                 row = db.execute('SELECT uid FROM messages ORDER BY id DESC LIMIT 1').fetchone()
             else:
                 row = db.execute('SELECT uid FROM messages WHERE uid = ?', (uid,)).fetchone()
-        return row[0] if row else None
+        found: str | None = row[0] if row else None
+        return found
 
-    def summary(self, uid: str, mark_read: bool = True) -> dict | None:
+    def summary(self, uid: str, mark_read: bool = True) -> Json | None:
         """Mailpit's Message (the summary endpoint); opening it marks it read."""
         with self._read() as db:
             row = db.execute('SELECT m.uid, m.read, m.summary, m.detail FROM messages m'
@@ -274,9 +287,10 @@ class Store:
             row = db.execute('SELECT detail FROM messages WHERE uid = ?', (uid,)).fetchone()
         if row is None:
             return ''
-        return json.loads(row[0]).get('ReturnPath', '')
+        sender: str = json.loads(row[0]).get('ReturnPath', '')
+        return sender
 
-    def state(self) -> tuple:
+    def state(self) -> tuple[int, int, int, int]:
         """(changes counter, newest row id, total, unread): cheap, for watchers."""
         with self._read() as db:
             changes = db.execute("SELECT value FROM meta WHERE key = 'changes'").fetchone()[0]
@@ -285,7 +299,7 @@ class Store:
                 ' FROM messages').fetchone()
         return changes, newest, total, unread
 
-    def newer_than(self, row_id: int, limit: int = 100) -> list:
+    def newer_than(self, row_id: int, limit: int = 100) -> list[Json]:
         """List items of messages stored after row `row_id`, oldest first."""
         with self._read() as db:
             rows = db.execute(f'SELECT {LIST_COLUMNS} FROM messages m WHERE m.id > ?'
@@ -297,7 +311,7 @@ class Store:
                    if os.path.exists(p))
 
 
-def list_item(uid: str, fields: dict, username: str | None) -> dict:
+def list_item(uid: str, fields: Json, username: str | None) -> Json:
     """Mailpit's MessageSummary (an element of `messages`), without Read."""
     item = {
         'ID': uid,
@@ -319,18 +333,18 @@ def list_item(uid: str, fields: dict, username: str | None) -> dict:
     return item
 
 
-def _item(row) -> dict:
+def _item(row: Sequence[Any]) -> Json:
     uid, read, summary = row
-    item = json.loads(summary)
+    item: Json = json.loads(summary)
     item['Read'] = bool(read)
     return item
 
 
-def _people(addresses) -> str:
+def _people(addresses: Iterable[Json | None] | None) -> str:
     return ' '.join(f'{a["Name"]} <{a["Address"]}>' for a in addresses or () if a)
 
 
-def _index_row(fields: dict) -> tuple:
+def _index_row(fields: Json) -> tuple[str, ...]:
     files = ' '.join(p['FileName'] for p in fields['Attachments'] + fields['Inline'])
     body = fields['Text'] + '\n' + html_to_text(fields['HTML'])
     return (fields['Subject'], _people([fields['From']] if fields['From'] else []),

@@ -24,19 +24,24 @@ is ours to sign, not to judge.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from email.parser import BytesHeaderParser
+from typing import TYPE_CHECKING
 
 from ..errors import SmtpError
 from ..headers import remove_fields
+from ..offload import offload
 from .authresults import claims, header_value
 from .common import authenticated, client_ip, warnings
-from ..offload import offload
-from .dkimcheck import (ArcResult, ArcSealer, PrefetchedKeys, key_names, too_big, verify_arc,
-                        verify_dkim)
-from .dmarc import check_dmarc
+from .dkimcheck import (ArcResult, ArcSealer, DkimResult, PrefetchedKeys, key_names, too_big,
+                        verify_arc, verify_dkim)
+from .dmarc import DmarcResult, check_dmarc
 from .dns import Resolver
-from .spf import check_helo, check_spf
+from .spf import SpfResult, check_helo, check_spf
+
+if TYPE_CHECKING:
+    from ..middleware import Context
 
 DMARC_REJECT = (550, 'Message rejected: DMARC policy of {domain} says reject', '5.7.1')
 MAX_HEADER_BYTES = 1 << 20      # where we look for the header section
@@ -51,25 +56,28 @@ MAX_VERIFY_BYTES = 4 << 20
 @dataclass
 class AuthResults:
     """What `authenticate` found; `envelope.auth_results`."""
-    spf: object = None              # SpfResult or None
-    helo: object = None             # SpfResult of the HELO identity (RFC 7208 2.3), or None
-    dkim: list = None               # [DkimResult] or None when not checked
-    dmarc: object = None            # DmarcResult or None
-    arc: object = None              # ArcResult or None
+    spf: SpfResult | None = None
+    helo: SpfResult | None = None           # of the HELO identity (RFC 7208 2.3)
+    dkim: list[DkimResult] | None = None    # None when not checked
+    dmarc: DmarcResult | None = None
+    arc: ArcResult | None = None
     mail_from: str = ''
     header: str = ''                # the Authentication-Results value added
     refused: bool = False
 
     @property
-    def dkim_passes(self) -> list:
+    def dkim_passes(self) -> list[str]:
         return [d.domain for d in self.dkim or () if d.result == 'pass']
 
 
 class Authenticate:
 
-    def __init__(self, spf=True, dkim=True, dmarc=True, arc=True, enforce_dmarc=False,
-                 resolver=None, authserv_id=None, arc_seal=None, max_signatures=5,
-                 spf_helo=True, max_verify_bytes=MAX_VERIFY_BYTES, remove_forged=True):
+    def __init__(self, spf: bool = True, dkim: bool = True, dmarc: bool = True,
+                 arc: bool = True, enforce_dmarc: bool = False, resolver: Resolver | None = None,
+                 authserv_id: str | None = None,
+                 arc_seal: ArcSealer | Mapping[str, str | bytes] | None = None,
+                 max_signatures: int = 5, spf_helo: bool = True,
+                 max_verify_bytes: int = MAX_VERIFY_BYTES, remove_forged: bool = True):
         self.spf, self.dkim, self.dmarc, self.arc = bool(spf), bool(dkim), bool(dmarc), bool(arc)
         self.enforce_dmarc = bool(enforce_dmarc)
         if self.dmarc and not (self.spf or self.dkim):
@@ -82,7 +90,8 @@ class Authenticate:
         self.remove_forged = bool(remove_forged)
         self.sealer = None if arc_seal is None else ArcSealer.from_spec(arc_seal)
         if self.sealer is not None and not self.arc:
-            raise ValueError('authenticate: arc_seal needs arc=True (the seal states the chain result)')
+            raise ValueError('authenticate: arc_seal needs arc=True '
+                             '(the seal states the chain result)')
 
     def check(self, message: bytes, ip: str, mail_from: str, helo: str) -> AuthResults:
         """Every enabled check of one message (bytes as received, CRLF)."""
@@ -97,8 +106,8 @@ class Authenticate:
             # Keys looked up here (DNS on the hub), signatures checked in a
             # worker thread (CPU: seconds for a big body), never on the hub.
             keys = PrefetchedKeys(self.resolver, key_names(message, self.max_signatures))
-            verified = offload(_verify, keys, message, self.max_signatures,
-                               self.dkim, arc_chain)
+            verified: Verified = offload(_verify, keys, message, self.max_signatures,
+                                         self.dkim, arc_chain)
         if self.dkim:
             results.dkim = verified[0] if whole \
                 else too_big(message[:MAX_HEADER_BYTES], self.max_verify_bytes)
@@ -127,7 +136,7 @@ class Authenticate:
             results.dmarc = replace(results.dmarc, result='temperror', policy='none')
         return results
 
-    def __call__(self, ctx, next):
+    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
         next()
         if ctx.command_name not in ('DATA', 'BDAT'):
             return
@@ -169,15 +178,23 @@ class Authenticate:
             raise SmtpError(code, text.format(domain=dmarc.domain), enhanced)
 
 
-def _verify(keys, message: bytes, max_signatures: int, dkim: bool, arc: bool) -> tuple:
+# What the worker thread found: DKIM results (None: not asked), the ARC result.
+Verified = tuple[list[DkimResult] | None, ArcResult | None]
+
+
+def _verify(keys: PrefetchedKeys, message: bytes, max_signatures: int, dkim: bool,
+            arc: bool) -> Verified:
     """(DKIM results, ARC result): the CPU part, run in a worker thread."""
     return (verify_dkim(keys, message, max_signatures) if dkim else None,
             verify_arc(keys, message) if arc else None)
 
 
-def authenticate(spf=True, dkim=True, dmarc=True, arc=True, enforce_dmarc=False,
-                 resolver=None, authserv_id=None, arc_seal=None,
-                 max_verify_bytes=MAX_VERIFY_BYTES, remove_forged=True):
+def authenticate(spf: bool = True, dkim: bool = True, dmarc: bool = True, arc: bool = True,
+                 enforce_dmarc: bool = False, resolver: Resolver | None = None,
+                 authserv_id: str | None = None,
+                 arc_seal: ArcSealer | Mapping[str, str | bytes] | None = None,
+                 max_verify_bytes: int = MAX_VERIFY_BYTES,
+                 remove_forged: bool = True) -> Authenticate:
     """SPF, DKIM, DMARC and ARC results in an Authentication-Results header;
     with `arc_seal={selector, domain, key}` also an ARC set (RFC 8617 5.1).
     `remove_forged`: leave out the message's own Authentication-Results

@@ -9,6 +9,11 @@ characters that would end them.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .authentication import AuthResults
 
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-./=?^_`{|}~@]+\Z")
 
@@ -25,17 +30,19 @@ def comment(text: str) -> str:
     return f' ({clean})' if clean else ''
 
 
-def header_value(authserv_id: str, results) -> str:
-    """`results` is an AuthResults (authentication.py)."""
+def header_value(authserv_id: str, results: AuthResults) -> str:
+    """The field's value for what `authenticate` found."""
     parts = [authserv_id]
     if results.spf is not None:
         spf = results.spf
         prop = 'smtp.mailfrom' if spf.identity == 'mailfrom' else 'smtp.helo'
         who = results.mail_from if spf.identity == 'mailfrom' else spf.domain
-        parts.append(f'spf={spf.result}{comment(spf.explanation)} {prop}={pvalue(who or spf.domain)}')
-    if getattr(results, 'helo', None) is not None and results.helo.domain:
-        helo = results.helo
-        parts.append(f'spf={helo.result}{comment(helo.explanation)} smtp.helo={pvalue(helo.domain)}')
+        parts.append(f'spf={spf.result}{comment(spf.explanation)} '
+                     f'{prop}={pvalue(who or spf.domain)}')
+    helo = getattr(results, 'helo', None)
+    if helo is not None and helo.domain:
+        parts.append(f'spf={helo.result}{comment(helo.explanation)} '
+                     f'smtp.helo={pvalue(helo.domain)}')
     if results.dkim is not None:
         if not results.dkim:
             parts.append('dkim=none')
@@ -73,7 +80,7 @@ _ID_TOKEN = re.compile(r'[^\x00-\x20\x7f()<>@,;:\\"/\[\]?=]+')
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 
 
-def _skip_cfws(text: str, pos: int):
+def _skip_cfws(text: str, pos: int) -> int | None:
     """The position after white space and comments (nested, with quoted
     pairs; RFC 5322 3.2.2) from `pos`; None inside an unclosed comment."""
     depth = 0
@@ -92,7 +99,7 @@ def _skip_cfws(text: str, pos: int):
     return None if depth else pos
 
 
-def authserv_id(value: str):
+def authserv_id(value: str) -> str | None:
     """The authserv-id a field value starts with (RFC 8601 2.2:
     `[CFWS] authserv-id`, a token or quoted-string), or None when there is
     none to be read: a field that names no id cannot claim ours."""
@@ -118,7 +125,7 @@ def same_authserv(one: str, other: str) -> bool:
     return one.strip().rstrip('.').lower() == other.strip().rstrip('.').lower()
 
 
-def claims(ours: str):
+def claims(ours: str) -> Callable[[str], bool]:
     """A predicate for `envelope.remove_header('Authentication-Results', ...)`:
     true for a field value whose authserv-id is `ours`."""
     def claims_ours(value: str) -> bool:

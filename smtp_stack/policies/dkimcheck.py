@@ -10,12 +10,26 @@ verify (fail).
 """
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
-import dkim
-from dkim.util import InvalidTagValueList, parse_tag_value
-
+from ..extras import needs_extra
 from .dns import DnsError
+
+with needs_extra('policies', 'policies.authenticate'):
+    import dkim
+    from dkim.util import InvalidTagValueList, parse_tag_value
+
+# The tags of a signature header field, as dkimpy parses them.
+Tags = dict[bytes, bytes]
+
+
+class TxtResolver(Protocol):
+    """Where key records come from: a `Resolver`, or `PrefetchedKeys`."""
+
+    def txt(self, name: str) -> list[bytes]: ...
 
 
 @dataclass(frozen=True)
@@ -31,11 +45,11 @@ class DkimResult:
 class _Keys:
     """dkimpy's dnsfunc, remembering what each key lookup found."""
 
-    def __init__(self, resolver):
+    def __init__(self, resolver: TxtResolver):
         self.resolver = resolver
-        self.found: dict = {}
+        self.found: dict[str, bytes | None] = {}
 
-    def __call__(self, name, timeout=None):
+    def __call__(self, name: str | bytes, timeout: float | None = None) -> bytes | None:
         if isinstance(name, bytes):
             name = name.decode('ascii', 'replace')
         records = self.resolver.txt(name)        # DnsError propagates: temperror
@@ -55,22 +69,22 @@ class PrefetchedKeys:
     seconds) and runs in a worker thread with this, so it neither blocks
     the hub nor needs a hub of its own. A name not looked up has no key."""
 
-    def __init__(self, resolver, names):
-        self.answers: dict = {}
+    def __init__(self, resolver: TxtResolver, names: Iterable[str]):
+        self.answers: dict[str, list[bytes] | DnsError] = {}
         for name in names:
             try:
                 self.answers[name] = resolver.txt(name)
             except DnsError as exc:
                 self.answers[name] = exc
 
-    def txt(self, name: str) -> list:
+    def txt(self, name: str) -> list[bytes]:
         answer = self.answers.get(name.rstrip('.').lower(), [])
         if isinstance(answer, DnsError):
             raise answer
         return answer
 
 
-def key_names(message: bytes, max_signatures: int = 5) -> list:
+def key_names(message: bytes, max_signatures: int = 5) -> list[str]:
     """The `s._domainkey.d` names the DKIM signatures (the first
     `max_signatures`) and the ARC sets of a message ask for."""
     names = []
@@ -94,10 +108,10 @@ def key_names(message: bytes, max_signatures: int = 5) -> list:
     return list(dict.fromkeys(names))
 
 
-def signatures(message: bytes) -> list:
+def signatures(message: bytes) -> list[Tags | None]:
     """The tags of each DKIM-Signature, top first (None for one that does not parse)."""
     d = dkim.DKIM(message)
-    out = []
+    out: list[Tags | None] = []
     for name, value in d.headers:
         if name.lower() == b'dkim-signature':
             try:
@@ -107,11 +121,12 @@ def signatures(message: bytes) -> list:
     return out
 
 
-def _text(tags, key) -> str:
+def _text(tags: Tags | None, key: bytes) -> str:
     return (tags.get(key) or b'').decode('ascii', 'replace').strip() if tags else ''
 
 
-def verify_dkim(resolver, message: bytes, max_signatures: int = 5) -> list:
+def verify_dkim(resolver: TxtResolver, message: bytes,
+                max_signatures: int = 5) -> list[DkimResult]:
     """One DkimResult per signature (at most `max_signatures`, a bound on the
     DNS work a message can cause)."""
     results = []
@@ -156,7 +171,7 @@ def verify_dkim(resolver, message: bytes, max_signatures: int = 5) -> list:
     return results
 
 
-def too_big(head: bytes, limit: int) -> list:
+def too_big(head: bytes, limit: int) -> list[DkimResult]:
     """RFC 8601 2.7.1 `policy` for each signature of a message over `limit`
     bytes: signed, but not verified here (it would have to be held in memory)."""
     return [DkimResult('policy', _text(t, b'd'), _text(t, b's'), _text(t, b'a'),
@@ -171,7 +186,7 @@ class ArcResult:
     reason: str = ''
 
 
-def verify_arc(resolver, message: bytes) -> ArcResult:
+def verify_arc(resolver: TxtResolver, message: bytes) -> ArcResult:
     """RFC 8617 5.2: the chain validation status (cv) of the last ARC set."""
     try:
         cv, sets, reason = dkim.arc_verify(message, logger=_quiet, dnsfunc=_Keys(resolver))
@@ -186,10 +201,10 @@ def verify_arc(resolver, message: bytes) -> ArcResult:
 class _Quiet:
     """dkimpy logs every failed signature as an error; the result says it already."""
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Callable[..., None]:
         return lambda *args, **kwargs: None
 
-    def isEnabledFor(self, level):
+    def isEnabledFor(self, level: int) -> bool:
         return False
 
 
@@ -205,17 +220,22 @@ class ArcSealer:
     key: bytes
 
     @classmethod
-    def from_spec(cls, spec):
+    def from_spec(cls, spec: ArcSealer | Mapping[str, str | bytes]) -> ArcSealer:
         if isinstance(spec, ArcSealer):
             return spec
-        if not isinstance(spec, dict) or not {'selector', 'domain', 'key'} <= set(spec):
+        if not isinstance(spec, Mapping) or not {'selector', 'domain', 'key'} <= set(spec):
             raise ValueError('authenticate: arc_seal must be {selector, domain, key}')
         key = spec['key'].encode() if isinstance(spec['key'], str) else spec['key']
         if b'PRIVATE KEY' not in key:
             raise ValueError('authenticate: arc_seal key must be a PEM private key')
+        # dkimpy makes an ARC set only with authres installed (it imports it
+        # quietly): tell it now rather than log a failed seal on every message.
+        with needs_extra('policies', "policies.authenticate's arc_seal"):
+            importlib.import_module('authres')
         return cls(str(spec['selector']), str(spec['domain']), key)
 
-    def seal(self, message: bytes, authserv_id: str, results_value: str) -> list:
+    def seal(self, message: bytes, authserv_id: str,
+             results_value: str) -> list[tuple[str, str]]:
         """RFC 8617 5.1: the ARC set for this hop, as (name, value) pairs in the
         order they are to be added (the seal ends up on top). The chain
         status (cv) is taken by dkimpy from the arc= result of our
@@ -223,7 +243,7 @@ class ArcSealer:
         head = f'Authentication-Results: {results_value}\r\n'.encode()
         fields = dkim.arc_sign(head + message, self.selector.encode(), self.domain.encode(),
                                self.key, authserv_id.encode(), logger=_quiet)
-        pairs = []
+        pairs: list[tuple[str, str]] = []
         for raw in fields:
             name, _, value = raw.decode('ascii').partition(':')
             pairs.append((name.strip(), ' '.join(value.split())))

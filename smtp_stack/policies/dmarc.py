@@ -21,12 +21,19 @@ their own blocking DNS or pull in a whole stack of their own.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import getaddresses
+from typing import TYPE_CHECKING
 
-from publicsuffixlist import PublicSuffixList
-
+from ..extras import needs_extra
 from .dns import DnsError
+
+with needs_extra('policies', 'policies.authenticate'):
+    from publicsuffixlist import PublicSuffixList
+
+if TYPE_CHECKING:
+    from .dkimcheck import TxtResolver
 
 _psl = PublicSuffixList()
 POLICIES = ('none', 'quarantine', 'reject')
@@ -45,9 +52,9 @@ def aligned(a: str, b: str, mode: str) -> bool:
     return organizational_domain(a) == organizational_domain(b)
 
 
-def parse_record(text: str) -> dict | None:
+def parse_record(text: str) -> dict[str, str] | None:
     """The tags of a DMARC record, or None when it is not one (6.4: v=DMARC1 first)."""
-    tags = {}
+    tags: dict[str, str] = {}
     for part in text.split(';'):
         if '=' in part:
             key, _, value = part.partition('=')
@@ -57,7 +64,7 @@ def parse_record(text: str) -> dict | None:
     return tags
 
 
-def author_domain(header_values: list) -> str | None:
+def author_domain(header_values: Sequence[str]) -> str | None:
     """The domain of the one From address, or None (6.6.1)."""
     if len(header_values) != 1:
         return None
@@ -78,7 +85,8 @@ class DmarcResult:
     record_domain: str | None = None
 
 
-def find_record(resolver, domain: str):
+def find_record(resolver: TxtResolver,
+                domain: str) -> tuple[dict[str, str], str] | tuple[None, None]:
     """(tags, where) from _dmarc.domain or the organisational domain; (None, None)."""
     org = organizational_domain(domain)
     for where in dict.fromkeys([domain, org]):
@@ -91,8 +99,9 @@ def find_record(resolver, domain: str):
     return None, None
 
 
-def check_dmarc(resolver, from_headers: list, spf_result: str, spf_domain: str,
-                dkim_passes: list, sample=random.random) -> DmarcResult:
+def check_dmarc(resolver: TxtResolver, from_headers: Sequence[str], spf_result: str,
+                spf_domain: str, dkim_passes: Sequence[str],
+                sample: Callable[[], float] = random.random) -> DmarcResult:
     """`dkim_passes`: the d= domains of the DKIM signatures that passed."""
     domain = author_domain(from_headers)
     if domain is None:

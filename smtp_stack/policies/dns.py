@@ -15,7 +15,9 @@ import itertools
 import struct
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -42,15 +44,15 @@ class Answer:
     for NXDOMAIN and for no data); `nxdomain` tells the two apart."""
     name: str
     rdtype: str
-    records: tuple
+    records: tuple[Any, ...]        # of dns.rdtypes' classes for rdtype: A, TXT, MX ...
     nxdomain: bool = False
     ttl: int = 0
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return bool(self.records)
 
 
-def read_resolv_conf(path: str = '/etc/resolv.conf') -> list:
+def read_resolv_conf(path: str = '/etc/resolv.conf') -> list[str]:
     servers = []
     try:
         with open(path, encoding='utf-8') as f:
@@ -70,8 +72,8 @@ class Resolver:
     helpers `txt`, `addresses`, `mx`, `ptr` return plain values.
     """
 
-    def __init__(self, nameservers=None, port: int = 53, timeout: float = 2.0,
-                 cache_size: int = 10_000):
+    def __init__(self, nameservers: str | Iterable[str] | None = None, port: int = 53,
+                 timeout: float = 2.0, cache_size: int = 10_000):
         if isinstance(nameservers, str):
             nameservers = [nameservers]
         self.nameservers = list(nameservers) if nameservers else read_resolv_conf()
@@ -84,9 +86,10 @@ class Resolver:
         self.port = port
         self.timeout = float(timeout)
         self.cache_size = cache_size
-        self._cache: OrderedDict = OrderedDict()     # (name, type) -> (expires, Answer)
+        # (name, type) -> (expires, Answer or the DnsError to raise again)
+        self._cache: OrderedDict[tuple[str, str], tuple[float, Answer | DnsError]] = OrderedDict()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f'Resolver({self.nameservers!r}, port={self.port}, timeout={self.timeout})'
 
     # -- the query -----------------------------------------------------------
@@ -96,11 +99,12 @@ class Resolver:
         hit = self._cache.get(key)
         now = time.monotonic()
         if hit is not None:
-            if hit[0] > now:
+            expires, cached = hit
+            if expires > now:
                 self._cache.move_to_end(key)
-                if isinstance(hit[1], DnsError):
-                    raise hit[1]
-                return hit[1]
+                if isinstance(cached, DnsError):
+                    raise cached
+                return cached
             del self._cache[key]
         try:
             answer = self._ask(name, rdtype)
@@ -112,7 +116,7 @@ class Resolver:
         self._remember(key, now + answer.ttl, answer)
         return answer
 
-    def _remember(self, key, expires: float, value) -> None:
+    def _remember(self, key: tuple[str, str], expires: float, value: Answer | DnsError) -> None:
         """Answers and failures alike, in a bounded cache (the oldest go
         first), so a DNS outage cannot grow it either."""
         self._cache[key] = (expires, value)
@@ -147,7 +151,7 @@ class Resolver:
         raise DnsError(f'{name} {rdtype}: ' + ('; '.join(problems) or
                                               f'timed out after {self.timeout:g} s'))
 
-    def _exchange(self, request, server: str):
+    def _exchange(self, request: dns.message.Message, server: str) -> dns.message.Message:
         family = gsocket.AF_INET6 if ':' in server else gsocket.AF_INET
         sock = gsocket.socket(family, gsocket.SOCK_DGRAM)
         try:
@@ -167,7 +171,8 @@ class Resolver:
             response = self._exchange_tcp(request, server, family)
         return response
 
-    def _exchange_tcp(self, request, server: str, family):
+    def _exchange_tcp(self, request: dns.message.Message, server: str,
+                      family: int) -> dns.message.Message:
         sock = gsocket.socket(family, gsocket.SOCK_STREAM)
         try:
             sock.connect((server, self.port))
@@ -179,21 +184,22 @@ class Resolver:
             sock.close()
 
     # -- plain values ------------------------------------------------------------
-    def txt(self, name: str) -> list:
+    def txt(self, name: str) -> list[bytes]:
         """Each TXT record as one bytes value (its strings joined, RFC 7208 3.3)."""
         return [b''.join(r.strings) for r in self.query(name, 'TXT').records]
 
-    def addresses(self, name: str, rdtype: str = 'A') -> list:
+    def addresses(self, name: str, rdtype: str = 'A') -> list[str]:
         return [r.address for r in self.query(name, rdtype).records]
 
-    def mx(self, name: str) -> list:
-        return sorted((r.preference, r.exchange.to_text(True)) for r in self.query(name, 'MX').records)
+    def mx(self, name: str) -> list[tuple[int, str]]:
+        records = self.query(name, 'MX').records
+        return sorted((r.preference, r.exchange.to_text(True)) for r in records)
 
-    def ptr(self, ip: str) -> list:
+    def ptr(self, ip: str) -> list[str]:
         reverse = ipaddress.ip_address(ip).reverse_pointer
         return [r.target.to_text(True) for r in self.query(reverse, 'PTR').records]
 
-    def dkim_txt(self, name, timeout=None):
+    def dkim_txt(self, name: str | bytes, timeout: float | None = None) -> bytes | None:
         """The `dnsfunc` dkimpy asks for: the TXT record as bytes, or None."""
         if isinstance(name, bytes):
             name = name.decode('ascii', 'replace')
@@ -201,7 +207,7 @@ class Resolver:
         return records[0] if records else None
 
 
-def _recv_exactly(sock, n: int) -> bytes:
+def _recv_exactly(sock: Any, n: int) -> bytes:
     data = b''
     while len(data) < n:
         chunk = sock.recv(n - len(data))
@@ -211,11 +217,12 @@ def _recv_exactly(sock, n: int) -> bytes:
     return data
 
 
-def _answer(name: str, rdtype: str, response) -> Answer:
+def _answer(name: str, rdtype: str, response: dns.message.Message) -> Answer:
     """The records of `rdtype` at the end of the CNAME chain from `name`."""
     want = dns.rdatatype.from_text(rdtype)
     target = dns.name.from_text(name)
-    records, ttls = [], []
+    records: list[Any] = []
+    ttls: list[int] = []
     for _ in range(16):         # a bound on CNAME chains inside one answer
         moved = False
         for rrset in response.answer:
@@ -234,9 +241,11 @@ def _answer(name: str, rdtype: str, response) -> Answer:
     return Answer(name, rdtype, tuple(records), False, min(ttl, MAX_TTL))
 
 
-def _negative_ttl(response) -> int:
+def _negative_ttl(response: dns.message.Message) -> int:
     """RFC 2308 5: the SOA's minimum, bounded by the SOA's own TTL."""
     for rrset in response.authority:
         if rrset.rdtype == dns.rdatatype.SOA:
-            return min(rrset.ttl, rrset[0].minimum, MAX_TTL)
+            soa: Any = rrset[0]
+            minimum: int = soa.minimum
+            return min(rrset.ttl, minimum, MAX_TTL)
     return NEGATIVE_TTL

@@ -26,13 +26,21 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import gevent
 
 from ..errors import SmtpError
-from .common import allowed, authenticated, client_ip, log, networks, warnings
+from .common import IPAddress, allowed, authenticated, client_ip, log, networks, warnings
 from .dns import DnsError, Resolver
+
+if TYPE_CHECKING:
+    from ..middleware import Context
+
+# A zone as written (`zone[=codes][*weight]`) or as a mapping {zone, codes, weight}.
+ZoneSpec: TypeAlias = 'str | Mapping[str, Any]'
 
 LISTED = ipaddress.ip_network('127.0.0.0/8')
 # Spamhaus, "DNSBL return codes: technical update" (2019-09-30,
@@ -49,28 +57,28 @@ _RANGE = re.compile(r'(\d{1,3})(?:\.\.(\d{1,3}))?\Z')
 _ENTRY = re.compile(r'([^=*\s]+)(?:=([^*\s]+))?(?:\*([+-]?\d+))?\Z')
 
 
-def query_name(ip, zone: str) -> str:
+def query_name(ip: str | IPAddress, zone: str) -> str:
     """RFC 5782 2.1 (IPv4) and 2.4 (IPv6, nibbles) query name of `ip` in `zone`."""
     pointer = ipaddress.ip_address(ip).reverse_pointer
     return pointer.rsplit('.', 2)[0] + '.' + zone.strip('.')
 
 
-def is_listing(code) -> bool:
+def is_listing(code: str) -> bool:
     """Whether an A record of a DNSBL answer says "listed" at all."""
-    code = ipaddress.ip_address(code)
-    return code in LISTED and code not in REFUSED_QUERY
+    address = ipaddress.ip_address(code)
+    return address in LISTED and address not in REFUSED_QUERY
 
 
 @dataclass(frozen=True)
 class Codes:
     """A return-code pattern: for each octet, the (low, high) ranges it allows."""
     text: str
-    octets: tuple
+    octets: tuple[tuple[tuple[int, int], ...], ...]
 
-    def __contains__(self, code) -> bool:
+    def __contains__(self, code: object) -> bool:
         packed = ipaddress.IPv4Address(code).packed
         return all(any(low <= value <= high for low, high in ranges)
-                   for value, ranges in zip(packed, self.octets))
+                   for value, ranges in zip(packed, self.octets, strict=False))
 
 
 def parse_codes(text: str) -> Codes:
@@ -79,9 +87,9 @@ def parse_codes(text: str) -> Codes:
     if not match:
         raise ValueError(f'{text!r} is not a return code (d.d.d.d, each d a number '
                          'or [n;m..k])')
-    octets = []
+    octets: list[tuple[tuple[int, int], ...]] = []
     for octet in match.groups():
-        ranges = []
+        ranges: list[tuple[int, int]] = []
         for item in octet.strip('[]').split(';'):
             bounds = _RANGE.match(item)
             if bounds:
@@ -100,14 +108,14 @@ class ZoneEntry:
     """One entry of `zones`: the zone, the codes that count (none given: every
     listing) and the weight of a listing."""
     zone: str
-    codes: tuple = ()
+    codes: tuple[Codes, ...] = ()
     weight: int = 1
 
     def counts(self, code: str) -> bool:
         return not self.codes or any(code in codes for codes in self.codes)
 
 
-def zone_entry(item, where: str = 'zones') -> ZoneEntry:
+def zone_entry(item: ZoneSpec, where: str = 'zones') -> ZoneEntry:
     """`zone[=codes][*weight]`, or {zone, codes (one or a list), weight}."""
     try:
         if isinstance(item, str):
@@ -134,16 +142,21 @@ def zone_entry(item, where: str = 'zones') -> ZoneEntry:
         raise ValueError(f'dnsbl: {where} {item!r}: {exc}') from None
 
 
+# A zone's answer that counts: the listing codes, and the TXT reason if any.
+Listing: TypeAlias = 'tuple[list[str], str | None]'
+
+
 @dataclass
 class DnsblResult:
     ip: str
-    listed: list = field(default_factory=list)     # [(zone, codes, reason or None)]
-    errors: list = field(default_factory=list)     # zones that could not be asked
-    score: int = 0                                 # the weights of the entries that list ip
-    weights: dict = field(default_factory=dict)    # zone -> its part of the score
+    # [(zone, codes, reason or None)]
+    listed: list[tuple[str, list[str], str | None]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)     # zones that could not be asked
+    score: int = 0                                      # the weights of the entries that list ip
+    weights: dict[str, int] = field(default_factory=dict)   # zone -> its part of the score
     policy: object = field(default=None, repr=False, compare=False)
 
-    def reply(self):
+    def reply(self) -> tuple[int, str, str]:
         """554 naming the zone that weighed most (the first of them)."""
         zone, codes, reason = max(self.listed, key=lambda item: self.weights.get(item[0], 1))
         text = f'Service unavailable; client [{self.ip}] blocked using {zone}'
@@ -154,13 +167,14 @@ class DnsblResult:
 
 class Dnsbl:
 
-    def __init__(self, zones, allow=(), threshold=1, resolver=None):
+    def __init__(self, zones: ZoneSpec | Iterable[ZoneSpec], allow: str | Iterable[str] = (),
+                 threshold: int = 1, resolver: Resolver | None = None):
         if isinstance(zones, (str, dict)):
             zones = [zones]
         self.entries = tuple(zone_entry(z, f'zones[{i}]') for i, z in enumerate(zones or ()))
         if not self.entries:
             raise ValueError('dnsbl: zones must name one or more DNS blocklists')
-        self.by_zone: dict = {}                 # each zone asked once, for all its entries
+        self.by_zone: dict[str, list[ZoneEntry]] = {}   # each zone asked once, for all its entries
         for entry in self.entries:
             self.by_zone.setdefault(entry.zone, []).append(entry)
         self.zones = tuple(self.by_zone)
@@ -175,7 +189,7 @@ class Dnsbl:
         self.allow = networks(allow, 'dnsbl: allow')
         self.resolver = resolver or Resolver()
 
-    def lookup_zone(self, ip, zone: str):
+    def lookup_zone(self, ip: str | IPAddress, zone: str) -> Listing | None:
         """(codes, reason) when an entry of `zone` counts its answer for `ip`,
         None when none does; DnsError if unsure."""
         name = query_name(ip, zone)
@@ -190,7 +204,7 @@ class Dnsbl:
             reason = None
         return codes, reason
 
-    def check(self, ip) -> DnsblResult:
+    def check(self, ip: str | IPAddress) -> DnsblResult:
         result = DnsblResult(str(ip), policy=self)
         jobs = [(zone, gevent.spawn(self.lookup_zone, ip, zone)) for zone in self.zones]
         gevent.joinall([job for _, job in jobs], timeout=self.resolver.timeout * 2 + 1)
@@ -213,7 +227,7 @@ class Dnsbl:
                 warnings.failed(f'dnsbl {zone}', 'dnsbl: %s: %s', zone, job.exception)
         return result
 
-    def __call__(self, ctx, next):
+    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
         if ctx.command_name == 'RCPT':
             session = ctx.session
             ip = client_ip(session)
@@ -226,6 +240,7 @@ class Dnsbl:
         next()
 
 
-def dnsbl(zones, allow=(), threshold=1, resolver=None):
+def dnsbl(zones: ZoneSpec | Iterable[ZoneSpec], allow: str | Iterable[str] = (),
+          threshold: int = 1, resolver: Resolver | None = None) -> Dnsbl:
     """Refuse clients whose entries in `zones` weigh at least `threshold`."""
     return Dnsbl(zones, allow, threshold, resolver)

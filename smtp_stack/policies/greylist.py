@@ -17,13 +17,18 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from ..errors import SmtpError
-from .common import allowed, authenticated, client_ip, networks, positive, warnings
-from .stores import StoreError, as_store
+from .common import IPAddress, allowed, authenticated, client_ip, networks, positive, warnings
+from .stores import Store, StoreError, as_store
+
+if TYPE_CHECKING:
+    from ..middleware import Context
 
 
-def client_network(ip) -> str:
+def client_network(ip: IPAddress) -> str:
     prefix = 24 if ip.version == 4 else 64
     return str(ipaddress.ip_network(f'{ip}/{prefix}', strict=False))
 
@@ -36,8 +41,10 @@ def triplet_key(network: str, sender: str, recipient: str) -> str:
 
 class Greylist:
 
-    def __init__(self, delay=300, expire=86400 * 36, store=None, retry_window=86400 * 2,
-                 auto_allow=5, allow=(), clock=time.time):
+    def __init__(self, delay: float = 300, expire: float = 86400 * 36,
+                 store: str | Store | None = None, retry_window: float = 86400 * 2,
+                 auto_allow: int = 5, allow: str | Iterable[str] = (),
+                 clock: Callable[[], float] = time.time):
         self.delay = delay if delay == 0 else positive(delay, 'greylist: delay')
         self.expire = positive(expire, 'greylist: expire')
         self.retry_window = positive(retry_window, 'greylist: retry_window')
@@ -48,7 +55,7 @@ class Greylist:
         self.store = as_store(store)
         self.clock = clock
 
-    def check(self, ip, sender: str, recipient: str):
+    def check(self, ip: IPAddress, sender: str, recipient: str) -> tuple[int, str, str] | None:
         """None to accept, else the 451 refusal. Raises StoreError."""
         network = client_network(ip)
         if self.auto_allow:
@@ -73,11 +80,11 @@ class Greylist:
         return None
 
     @staticmethod
-    def _refusal(left: float):
+    def _refusal(left: float) -> tuple[int, str, str]:
         return (451, f'Greylisted, please try again in {max(1, int(left + 0.999))} seconds',
                 '4.7.1')
 
-    def __call__(self, ctx, next):
+    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
         if ctx.command_name == 'RCPT' and ctx.address is not None:
             session = ctx.session
             ip = client_ip(session)
@@ -94,7 +101,8 @@ class Greylist:
         next()
 
 
-def greylist(delay=300, expire=86400 * 36, store=None, retry_window=86400 * 2,
-             auto_allow=5, allow=()):
+def greylist(delay: float = 300, expire: float = 86400 * 36, store: str | Store | None = None,
+             retry_window: float = 86400 * 2, auto_allow: int = 5,
+             allow: str | Iterable[str] = ()) -> Greylist:
     """RFC 6647 greylisting on (client network, sender, recipient)."""
     return Greylist(delay, expire, store, retry_window, auto_allow, allow)

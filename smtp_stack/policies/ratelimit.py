@@ -11,9 +11,16 @@ that waits gets its room back as old events leave the window.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from ..errors import SmtpError
 from .common import client_ip, positive, warnings
-from .stores import StoreError, as_store
+from .stores import Store, StoreError, as_store
+
+if TYPE_CHECKING:
+    from ..middleware import Context
+    from ..session import Session
 
 KEYS = ('client', 'user', 'sender')
 TOO_MANY_MESSAGES = (450, 'Too many messages, slow down', '4.7.1')
@@ -22,12 +29,15 @@ TOO_MANY_RECIPIENTS = (450, 'Too many recipients, slow down', '4.7.1')
 
 class RateLimit:
 
-    def __init__(self, messages=None, recipients=None, per=3600, key='client', store=None,
-                 now=None):
+    def __init__(self, messages: int | None = None, recipients: int | None = None,
+                 per: float = 3600, key: str = 'client', store: str | Store | None = None,
+                 now: Callable[[], float] | None = None):
         if messages is None and recipients is None:
             raise ValueError('rate_limit: give messages, recipients or both')
-        self.messages = None if messages is None else positive(messages, 'rate_limit: messages', True)
-        self.recipients = None if recipients is None else positive(recipients, 'rate_limit: recipients', True)
+        self.messages = None if messages is None \
+            else positive(messages, 'rate_limit: messages', True)
+        self.recipients = None if recipients is None \
+            else positive(recipients, 'rate_limit: recipients', True)
         self.per = positive(per, 'rate_limit: per')
         if key not in KEYS:
             raise ValueError(f'rate_limit: key must be one of {", ".join(KEYS)}')
@@ -35,7 +45,7 @@ class RateLimit:
         self.store = as_store(store)
         self._now = now     # tests: a clock; None: the store's own time
 
-    def subject(self, session) -> str:
+    def subject(self, session: Session) -> str:
         """Who is counted: 'client:192.0.2.1', 'user:alice', 'sender:a@b'."""
         if self.key == 'user' and session.user:
             user = session.user
@@ -56,7 +66,7 @@ class RateLimit:
             return True
         return count is not None
 
-    def __call__(self, ctx, next):
+    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
         name = ctx.command_name
         if name == 'MAIL' and self.messages and ctx.address is not None and self.key != 'sender':
             if not self._hit('msg', self.messages, self.subject(ctx.session)):
@@ -76,6 +86,7 @@ class RateLimit:
         next()
 
 
-def rate_limit(messages=None, recipients=None, per=3600, key='client', store=None):
+def rate_limit(messages: int | None = None, recipients: int | None = None, per: float = 3600,
+               key: str = 'client', store: str | Store | None = None) -> RateLimit:
     """Messages and/or recipients per `per` seconds, per client, user or sender."""
     return RateLimit(messages, recipients, per, key, store)

@@ -18,12 +18,20 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, TypeAlias
 
 import gevent
 
 from ..errors import SmtpError
 from ..offload import offload
 from .common import authenticated, log
+
+if TYPE_CHECKING:
+    from ..middleware import Context
+
+# What tells one version of a file from the next: (mtime_ns, size, inode).
+Stamp: TypeAlias = 'tuple[int, int, int]'
 
 RELAY_DENIED = (554, 'Relay access denied', '5.7.1')
 UNKNOWN_USER = (550, 'No such user here', '5.1.1')
@@ -33,14 +41,14 @@ def _domain_of(address: str) -> str:
     return address.rpartition('@')[2].lower().rstrip('.')
 
 
-def read_addresses(path: str) -> frozenset:
+def read_addresses(path: str) -> frozenset[str]:
     """One address a line; blank lines and '#' comments ignored."""
     with open(path, encoding='utf-8') as f:
         return frozenset(line.split('#', 1)[0].strip().lower()
                          for line in f if line.split('#', 1)[0].strip())
 
 
-def _stamp(path: str):
+def _stamp(path: str) -> Stamp | None:
     """What tells one version of the file from the next, or None if it is gone."""
     try:
         st = os.stat(path)
@@ -49,7 +57,8 @@ def _stamp(path: str):
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def read_if_changed(path: str, known):
+def read_if_changed(path: str,
+                    known: Stamp | None) -> tuple[Stamp, frozenset[str] | Exception] | None:
     """(stamp, addresses) when the file is not the version `known`, else
     None (unchanged, or vanished: the last good list stays); (stamp, the
     exception) when it changed but cannot be read. Blocking file I/O: it
@@ -87,9 +96,9 @@ class AddressFile:
         self._stamp = _stamp(path)
         self._checked = 0.0
         self._checking = False
-        self._unreadable = None     # the version last found unreadable: logged once
+        self._unreadable: Stamp | None = None   # the version last found unreadable: logged once
 
-    def current(self, now: float) -> frozenset:
+    def current(self, now: float) -> frozenset[str]:
         if not self._checking and now - self._checked >= self.every:
             self._checking = True
             self._checked = now
@@ -98,7 +107,8 @@ class AddressFile:
 
     def _check(self) -> None:
         try:
-            found = offload(read_if_changed, self.path, self._stamp)
+            found: tuple[Stamp, frozenset[str] | Exception] | None = offload(
+                read_if_changed, self.path, self._stamp)
             if found is None:
                 return
             stamp, addresses = found
@@ -119,7 +129,9 @@ class AddressFile:
 
 class Recipients:
 
-    def __init__(self, domains=(), addresses=(), lookup=None, addresses_file=None):
+    def __init__(self, domains: str | Iterable[str] = (), addresses: str | Iterable[str] = (),
+                 lookup: Callable[[str], object] | None = None,
+                 addresses_file: str | None = None):
         if isinstance(domains, str):
             domains = [domains]
         if isinstance(addresses, str):
@@ -134,17 +146,17 @@ class Recipients:
         if not (self.exact or self.parents or self.addresses or self.file or lookup):
             raise ValueError('recipients: give domains, addresses, addresses_file or lookup')
 
-    def listed(self, now: float = None) -> frozenset:
+    def listed(self, now: float | None = None) -> frozenset[str]:
         if self.file is None:
             return self.addresses
         return self.addresses | self.file.current(time.monotonic() if now is None else now)
 
-    def _local_domain(self, domain: str, listed) -> bool:
+    def _local_domain(self, domain: str, listed: frozenset[str]) -> bool:
         if domain in self.exact or any(domain.endswith(p) for p in self.parents):
             return True
         return any(_domain_of(a) == domain for a in listed)
 
-    def check(self, address: str):
+    def check(self, address: str) -> tuple[int, str, str] | None:
         """None when accepted, else the refusal (code, message, enhanced)."""
         listed = self.listed()
         domain = _domain_of(address)
@@ -166,9 +178,10 @@ class Recipients:
         return UNKNOWN_USER
 
     def _lookup(self, address: str) -> bool:
-        return bool(self.lookup(address))
+        lookup = self.lookup
+        return lookup is not None and bool(lookup(address))
 
-    def __call__(self, ctx, next):
+    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
         if ctx.command_name == 'RCPT' and ctx.address is not None \
                 and not authenticated(ctx.session):
             refusal = self.check(ctx.address.address)
@@ -177,6 +190,8 @@ class Recipients:
         next()
 
 
-def recipients(domains=(), addresses=(), lookup=None, addresses_file=None):
+def recipients(domains: str | Iterable[str] = (), addresses: str | Iterable[str] = (),
+               lookup: Callable[[str], object] | None = None,
+               addresses_file: str | None = None) -> Recipients:
     """Accept RCPT only for these domains / addresses / lookup(address) -> bool."""
     return Recipients(domains, addresses, lookup, addresses_file)

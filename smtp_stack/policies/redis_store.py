@@ -24,10 +24,13 @@ hold a session, and the client reconnects by itself once Redis is back.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
-from .stores import Offloaded, member_id, redacted
+from .stores import Offloaded, StoreError, Value, _HubState, member_id, redacted
 
 SSL_FILES = ('ssl_ca_certs', 'ssl_certfile', 'ssl_keyfile', 'ssl_ca_path')
 # Verification on whatever redis-py's defaults (the URL may still say otherwise).
@@ -51,7 +54,7 @@ return value
 """
 
 
-def _checked_options(url: str) -> dict:
+def _checked_options(url: str) -> dict[str, Any]:
     """The options `redis.Redis.from_url(url, ...)` needs beyond the
     timeouts, after checking the URL as far as can be done without connecting."""
     try:
@@ -67,8 +70,8 @@ def _checked_options(url: str) -> dict:
         if name in parsed and not os.path.exists(parsed[name]):
             raise ValueError(f'store: {name}: no such file: {parsed[name]}')
     unverified = str(parsed.get('ssl_cert_reqs', '')).lower() == 'none'
-    options = dict(decode_responses=True, retry_on_timeout=False,
-                   **(VERIFIED if tls and not unverified else {}))
+    options: dict[str, Any] = dict(decode_responses=True, retry_on_timeout=False,
+                                   **(VERIFIED if tls and not unverified else {}))
     pool = redis.ConnectionPool.from_url(url, **options)
     try:        # the connection object, not yet connected: unknown parameters fail here
         pool.connection_class(**pool.connection_kwargs)
@@ -84,11 +87,11 @@ class RedisStore(Offloaded):
         self.url = redacted(url)
         self._raw_url = url
         self.prefix = prefix
-        self._client = None
+        self._client: redis.Redis | None = None
         self._timeout = timeout
         self._options = _checked_options(url)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f'<RedisStore {self.url}>'
 
     def _reset_after_fork(self) -> None:
@@ -96,14 +99,17 @@ class RedisStore(Offloaded):
 
     cooperative_when_patched = True
 
-    def _state(self):
+    def _state(self) -> _HubState:
         state = super()._state()
         if self._client is None:     # made here, in the hub's thread: no I/O, one for all threads
             self._connect()
         return state
 
-    def _redis(self):
-        return self._client
+    def _redis(self) -> redis.Redis:
+        client = self._client
+        if client is None:      # closed meanwhile
+            raise StoreError(f'{self.url}: closed')
+        return client
 
     def _connect(self) -> None:
         client = redis.Redis.from_url(self._raw_url, socket_timeout=self._timeout,
@@ -112,29 +118,30 @@ class RedisStore(Offloaded):
         self._incr = client.register_script(INCR)
         self._client = client
 
-    def _call(self, fn):
+    def _call(self, fn: Callable[[redis.Redis], Any]) -> Any:
+        """redis-py's reply (strings: the client decodes them)."""
         return self._run(lambda state: fn(self._redis()))
 
-    def get(self, key):
-        return self._call(lambda r: r.get(self.prefix + key))
+    def get(self, key: str) -> Value | None:
+        value: str | None = self._call(lambda r: r.get(self.prefix + key))
+        return value
 
-    def set(self, key, value, ttl=None) -> None:
-        self._call(lambda r: r.set(self.prefix + key, str(value),
-                                   px=None if ttl is None else max(1, int(ttl * 1000))))
+    def set(self, key: str, value: Value, ttl: float | None = None) -> None:
+        ms = None if ttl is None else max(1, int(ttl * 1000))
+        self._call(lambda r: r.set(self.prefix + key, str(value), px=ms))
 
-    def add(self, key, value, ttl=None) -> bool:
-        return bool(self._call(lambda r: r.set(self.prefix + key, str(value), nx=True,
-                                               px=None if ttl is None else max(1, int(ttl * 1000)))))
+    def add(self, key: str, value: Value, ttl: float | None = None) -> bool:
+        ms = None if ttl is None else max(1, int(ttl * 1000))
+        return bool(self._call(lambda r: r.set(self.prefix + key, str(value), nx=True, px=ms)))
 
-    def incr(self, key, amount=1, ttl=None) -> int:
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
         ms = 0 if ttl is None else max(1, int(ttl * 1000))
         return int(self._call(lambda r: self._incr(keys=[self.prefix + key], args=[amount, ms])))
 
-    def delete(self, key) -> None:
+    def delete(self, key: str) -> None:
         self._call(lambda r: r.delete(self.prefix + key))
 
-    def hit(self, key, window, limit, now=None):
-        import time
+    def hit(self, key: str, window: float, limit: int, now: float | None = None) -> int | None:
         at = time.time() if now is None else now
         result = int(self._call(lambda r: self._hit(
             keys=[self.prefix + key], args=[repr(at), repr(float(window)), limit, member_id()])))

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 
 from .common import warnings
-from .stores import StoreError
+from .stores import Store, StoreError
 
 CONNECTION_TTL = 3600
 
@@ -27,10 +27,10 @@ CONNECTION_TTL = 3600
 class SharedConnections:
     """claim(ip, limit) -> bool and release(ip), kept in `store`."""
 
-    def __init__(self, store):
+    def __init__(self, store: Store):
         self.store = store
-        self._local: Counter = Counter()      # this process's sessions, and the fallback
-        self._shared: Counter = Counter()     # how many of them the store counted
+        self._local: Counter[str] = Counter()     # this process's sessions, and the fallback
+        self._shared: Counter[str] = Counter()    # how many of them the store counted
 
     def claim(self, ip: str, limit: int) -> bool:
         try:
@@ -71,12 +71,12 @@ class SharedConnections:
 class SharedFailures:
     """The interface of limits.RecentFailures (blocked, add) over a store."""
 
-    def __init__(self, store, limit: int, window: float):
+    def __init__(self, store: Store, limit: int, window: float):
         self.store = store
         self.limit = limit
         self.window = window
 
-    def blocked(self, key) -> bool:
+    def blocked(self, key: str) -> bool:
         try:
             return self.store.get(f'authfail-blocked:{key}') is not None
         except StoreError as exc:
@@ -84,7 +84,7 @@ class SharedFailures:
                             'max_auth_failures_per_ip: %s', exc)
             return False
 
-    def add(self, key) -> bool:
+    def add(self, key: str) -> bool:
         """Count one failure; True when this one reached the limit."""
         try:
             count = self.store.hit(f'authfail:{key}', self.window, 1 << 30)

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass
+from typing import Any
 
-import spf as pyspf
+from ..extras import needs_extra
+from .dns import DnsError, Resolver
 
-from .dns import DnsError
+with needs_extra('policies', 'policies.authenticate'):
+    import spf as pyspf
 
-_resolver: contextvars.ContextVar = contextvars.ContextVar('smtp_stack_spf_resolver',
-                                                           default=None)
+_resolver: contextvars.ContextVar[Resolver | None] = contextvars.ContextVar(
+    'smtp_stack_spf_resolver', default=None)
 _original_lookup = pyspf.DNSLookup
 RESULTS = ('pass', 'fail', 'softfail', 'neutral', 'none', 'permerror', 'temperror')
 
@@ -33,7 +36,8 @@ class SpfResult:
     explanation: str = ''
 
 
-def _lookup(name, qtype, strict=True, timeout=None):
+def _lookup(name: str, qtype: str, strict: bool = True,
+            timeout: float | None = None) -> list[tuple[tuple[str, str], Any]]:
     """pyspf's DNSLookup contract: [((name, qtype), value), ...]; TXT values
     are lists of byte strings, MX values (preference, exchange)."""
     resolver = _resolver.get()
@@ -44,7 +48,7 @@ def _lookup(name, qtype, strict=True, timeout=None):
         answer = resolver.query(name, rdtype)
     except DnsError as exc:
         raise pyspf.TempError(f'DNS {exc}') from None
-    out = []
+    out: list[tuple[tuple[str, str], Any]] = []
     for r in answer.records:
         if rdtype in ('A', 'AAAA'):
             out.append(((name, qtype), r.address))
@@ -60,7 +64,8 @@ def _lookup(name, qtype, strict=True, timeout=None):
 pyspf.DNSLookup = _lookup
 
 
-def check_spf(resolver, ip: str, sender: str, helo: str, querytime: float = 20.0) -> SpfResult:
+def check_spf(resolver: Resolver, ip: str, sender: str, helo: str,
+              querytime: float = 20.0) -> SpfResult:
     """The SPF result for MAIL FROM `sender` ('' for the null sender: the HELO
     identity is checked then, RFC 7208 2.4) from `ip`."""
     if sender:
@@ -83,6 +88,6 @@ def check_spf(resolver, ip: str, sender: str, helo: str, querytime: float = 20.0
     return SpfResult(result, identity, domain.lower(), explanation)
 
 
-def check_helo(resolver, ip: str, helo: str) -> SpfResult:
+def check_helo(resolver: Resolver, ip: str, helo: str) -> SpfResult:
     """RFC 7208 2.3: the HELO identity on its own (recorded, not enforced)."""
     return check_spf(resolver, ip, '', helo)

@@ -12,8 +12,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
-from .stores import Offloaded, member_id
+from .stores import Offloaded, Value, _HubState, member_id
+
+T = TypeVar('T')
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT, expires REAL);
@@ -27,7 +31,8 @@ class SqliteStore(Offloaded):
 
     threads = 1         # one connection, one thread: SQLite serialises writers anyway
 
-    def __init__(self, path: str, clock=time.time, busy_timeout: float = 5.0):
+    def __init__(self, path: str, clock: Callable[[], float] = time.time,
+                 busy_timeout: float = 5.0):
         super().__init__()
         self.path = os.path.abspath(path)
         self.url = f'sqlite:///{self.path}'
@@ -38,10 +43,10 @@ class SqliteStore(Offloaded):
         if not os.path.isdir(directory):
             raise ValueError(f'{self.url}: directory {directory} does not exist')
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f'<SqliteStore {self.path}>'
 
-    def _conn(self, state):
+    def _conn(self, state: _HubState) -> sqlite3.Connection:
         """The connection of this hub's thread (one each: a sqlite3
         connection must not run two transactions from two threads)."""
         if state.conn is None:
@@ -53,9 +58,9 @@ class SqliteStore(Offloaded):
             state.conn = db
         return state.conn
 
-    def _tx(self, body):
+    def _tx(self, body: Callable[[sqlite3.Connection, float], T]) -> T:
         """Run body(db, now) in a write transaction, in the store's thread."""
-        def job(state):
+        def job(state: _HubState) -> T:
             db = self._conn(state)
             now = self._clock()
             db.execute('BEGIN IMMEDIATE')
@@ -72,20 +77,23 @@ class SqliteStore(Offloaded):
                 raise
         return self._run(job)
 
-    def get(self, key):
-        def body(db, now):
-            row = db.execute('SELECT value FROM kv WHERE key = ? AND (expires IS NULL OR expires > ?)',
-                             (key, now)).fetchone()
-            return None if row is None else row[0]
+    def get(self, key: str) -> Value | None:
+        def body(db: sqlite3.Connection, now: float) -> Value | None:
+            row = db.execute('SELECT value FROM kv WHERE key = ? AND '
+                             '(expires IS NULL OR expires > ?)', (key, now)).fetchone()
+            if row is None:
+                return None
+            value: str = row[0]
+            return value
         return self._tx(body)
 
-    def set(self, key, value, ttl=None) -> None:
+    def set(self, key: str, value: Value, ttl: float | None = None) -> None:
         self._tx(lambda db, now: db.execute(
             'INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, ?, ?)',
             (key, str(value), None if ttl is None else now + ttl)))
 
-    def add(self, key, value, ttl=None) -> bool:
-        def body(db, now):
+    def add(self, key: str, value: Value, ttl: float | None = None) -> bool:
+        def body(db: sqlite3.Connection, now: float) -> bool:
             db.execute('DELETE FROM kv WHERE key = ? AND expires IS NOT NULL AND expires <= ?',
                        (key, now))
             cur = db.execute('INSERT OR IGNORE INTO kv (key, value, expires) VALUES (?, ?, ?)',
@@ -93,8 +101,8 @@ class SqliteStore(Offloaded):
             return cur.rowcount == 1
         return self._tx(body)
 
-    def incr(self, key, amount=1, ttl=None) -> int:
-        def body(db, now):
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        def body(db: sqlite3.Connection, now: float) -> int:
             row = db.execute('SELECT value, expires FROM kv WHERE key = ? AND '
                              '(expires IS NULL OR expires > ?)', (key, now)).fetchone()
             value = int(row[0] if row else 0) + amount
@@ -104,14 +112,14 @@ class SqliteStore(Offloaded):
             return value
         return self._tx(body)
 
-    def delete(self, key) -> None:
-        def body(db, now):
+    def delete(self, key: str) -> None:
+        def body(db: sqlite3.Connection, now: float) -> None:
             db.execute('DELETE FROM kv WHERE key = ?', (key,))
             db.execute('DELETE FROM events WHERE key = ?', (key,))
         self._tx(body)
 
-    def hit(self, key, window, limit, now=None):
-        def body(db, clock_now):
+    def hit(self, key: str, window: float, limit: int, now: float | None = None) -> int | None:
+        def body(db: sqlite3.Connection, clock_now: float) -> int | None:
             at = clock_now if now is None else now
             db.execute('DELETE FROM events WHERE key = ? AND at <= ?', (key, at - window))
             (count,) = db.execute('SELECT COUNT(*) FROM events WHERE key = ?', (key,)).fetchone()

@@ -26,10 +26,17 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeGuard, TypeVar
 
 from gevent import get_hub
 from gevent.monkey import is_module_patched
 from gevent.threadpool import ThreadPool
+
+from ..extras import needs_extra
+
+if TYPE_CHECKING:
+    import sqlite3
 
 
 class StoreError(Exception):
@@ -38,8 +45,35 @@ class StoreError(Exception):
 
 URLS = 'memory:, sqlite:///PATH, redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:///PATH'
 
+# What a store keeps: Redis and SQLite give strings back, the memory store
+# the value as it was set.
+Value: TypeAlias = str | int | float
+T = TypeVar('T')
 
-def store(url: str = 'memory:'):
+
+class Store(Protocol):
+    """What the policies and the server's shared limits ask of a store (the
+    operations of the module doc). `store(url)` makes one; an object of
+    your own with these methods may be passed as `store=` too."""
+
+    @property
+    def url(self) -> str:
+        """Where the state lives, for logs (without a password)."""
+
+    def get(self, key: str) -> Value | None: ...
+    def set(self, key: str, value: Value, ttl: float | None = None) -> None: ...
+    def add(self, key: str, value: Value, ttl: float | None = None) -> bool: ...
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int: ...
+    def delete(self, key: str) -> None: ...
+    def hit(self, key: str, window: float, limit: int,
+            now: float | None = None) -> int | None: ...
+    def close(self) -> None: ...
+
+
+OPERATIONS = ('get', 'set', 'add', 'incr', 'hit', 'delete')
+
+
+def store(url: str = 'memory:') -> Store:
     """A store for `url`: memory: | sqlite:///PATH | redis://HOST:PORT/DB |
     rediss://HOST:PORT/DB?ssl_ca_certs=/PATH/ca.pem | unix:///PATH?db=DB."""
     if not isinstance(url, str):
@@ -53,19 +87,25 @@ def store(url: str = 'memory:'):
         from .sqlite_store import SqliteStore
         return SqliteStore(path)
     if url.startswith(('redis://', 'rediss://', 'unix://')):
-        from .redis_store import RedisStore
+        with needs_extra('policies', f'a {url.partition(":")[0]}:// store'):
+            from .redis_store import RedisStore
         return RedisStore(url)
     raise ValueError(f'store: unknown URL {redacted(url)!r} ({URLS})')
 
 
-def as_store(value):
+def is_store(value: object) -> TypeGuard[Store]:
+    """Whether `value` has the operations of a store."""
+    return all(hasattr(value, op) for op in OPERATIONS)
+
+
+def as_store(value: str | Store | None) -> Store:
     """A policy's `store=` parameter: None (a memory store of its own), a URL
     or a store object."""
     if value is None:
         return MemoryStore()
     if isinstance(value, str):
         return store(value)
-    if not all(hasattr(value, op) for op in ('get', 'set', 'add', 'incr', 'hit', 'delete')):
+    if not is_store(value):
         raise ValueError('store must be a URL or a store object (see policies.store)')
     return value
 
@@ -75,13 +115,15 @@ class MemoryStore:
 
     url = 'memory:'
 
-    def __init__(self, clock=time.time):
+    def __init__(self, clock: Callable[[], float] = time.time):
         self._clock = clock
-        self._values: dict = {}     # key -> (expires or None, value)
-        self._events: dict = {}     # key -> [times]
+        # key -> (expires or None, value)
+        self._values: dict[str, tuple[float | None, Value]] = {}
+        # key -> [(time, expires)]
+        self._events: dict[str, list[tuple[float, float]]] = {}
         self._ops = 0
 
-    def _live(self, key, now):
+    def _live(self, key: str, now: float) -> tuple[float | None, Value] | None:
         item = self._values.get(key)
         if item is None:
             return None
@@ -90,7 +132,7 @@ class MemoryStore:
             return None
         return item
 
-    def _sweep(self, now) -> None:
+    def _sweep(self, now: float) -> None:
         self._ops += 1
         if self._ops % 1000:
             return
@@ -99,23 +141,23 @@ class MemoryStore:
         for key in [k for k, times in self._events.items() if not times or times[-1][1] <= now]:
             del self._events[key]
 
-    def get(self, key):
+    def get(self, key: str) -> Value | None:
         item = self._live(key, self._clock())
         return None if item is None else item[1]
 
-    def set(self, key, value, ttl=None) -> None:
+    def set(self, key: str, value: Value, ttl: float | None = None) -> None:
         now = self._clock()
         self._sweep(now)
         self._values[key] = (None if ttl is None else now + ttl, value)
 
-    def add(self, key, value, ttl=None) -> bool:
+    def add(self, key: str, value: Value, ttl: float | None = None) -> bool:
         now = self._clock()
         if self._live(key, now) is not None:
             return False
         self.set(key, value, ttl)
         return True
 
-    def incr(self, key, amount=1, ttl=None) -> int:
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
         now = self._clock()
         item = self._live(key, now)
         value = int(item[1] if item else 0) + amount
@@ -124,11 +166,11 @@ class MemoryStore:
         self._values[key] = (expires, value)
         return value
 
-    def delete(self, key) -> None:
+    def delete(self, key: str) -> None:
         self._values.pop(key, None)
         self._events.pop(key, None)
 
-    def hit(self, key, window, limit, now=None):
+    def hit(self, key: str, window: float, limit: int, now: float | None = None) -> int | None:
         now = self._clock() if now is None else now
         times = [t for t in self._events.get(key, ()) if t[0] > now - window]
         if len(times) >= limit:
@@ -151,13 +193,14 @@ class Offloaded:
     nothing of its parent's connections)."""
 
     threads = 4
+    url: str
 
-    def __init__(self):
-        self._pid = None
-        self._per_hub: dict = {}        # hub -> _HubState
+    def __init__(self) -> None:
+        self._pid: int | None = None
+        self._per_hub: dict[object, _HubState] = {}
         self._lock = threading.Lock()
 
-    def _state(self):
+    def _state(self) -> _HubState:
         hub = get_hub()
         with self._lock:
             if self._pid != os.getpid():
@@ -173,12 +216,13 @@ class Offloaded:
     # itself once gevent patched `socket`: it then runs in the greenlet.
     cooperative_when_patched = False
 
-    def _run(self, fn, *args):
+    def _run(self, fn: Callable[[_HubState], T]) -> T:
         state = self._state()
         try:
             if self.cooperative_when_patched and is_module_patched('socket'):
-                return fn(state, *args)
-            return state.pool.apply(fn, (state,) + args)
+                return fn(state)
+            result: T = state.pool.apply(fn, (state,))
+            return result
         except StoreError:
             raise
         except Exception as exc:     # the backend's own errors: one type for the policies
@@ -199,9 +243,9 @@ class _HubState:
     """What one hub's calls use: its thread pool, and a connection for
     backends whose connections are not shared between threads (SQLite)."""
 
-    def __init__(self, pool):
+    def __init__(self, pool: ThreadPool):
         self.pool = pool
-        self.conn = None
+        self.conn: sqlite3.Connection | None = None
 
 
 def member_id() -> str:
