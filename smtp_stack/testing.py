@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Mapping
 from email.message import EmailMessage
 from email.parser import BytesParser
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import gevent
 import gevent.monkey
@@ -31,6 +31,11 @@ from .options import LogLevels
 from .server import SmtpServer
 from .session import Envelope, Session
 from .testing_tls import loopback_certificates
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .options import ServerOptions
 
 START_TIMEOUT = 10.0
 
@@ -150,7 +155,7 @@ class MailSink:
     def __init__(self, *, users: Mapping[str, str] | None = None,
                  auth_required: bool = False, tls: TlsMode | None = None,
                  host: str = '127.0.0.1', port: int = 0,
-                 **server_options: Any) -> None:
+                 **server_options: Unpack[ServerOptions]) -> None:
         options: dict[str, Any] = dict(server_options)
         self.tls: TlsMode = _tls_mode(tls, options)
         self.users: dict[str, str] | None = _check_users(users)
