@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
     from .options import ServerOptions
 
+__all__ = ['MailSink', 'ServerThread', 'SinkMessage', 'TlsMode']
+
 START_TIMEOUT = 10.0
 
 #: How the sink offers TLS: STARTTLS on a plain port (RFC 3207), implicit
