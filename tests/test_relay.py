@@ -333,7 +333,8 @@ def test_relay_logs_in_to_the_upstream(serve, upstream):
 
 
 def test_upstream_refusing_our_login_gives_451(serve, upstream, client):
-    sink = upstream(allow_insecure_auth=True, auth_optional=False)   # nobody gets in
+    sink = upstream(allow_insecure_auth=True, auth_optional=False,
+                    users={'relay': 'not the password the relay sends'})
     c = client(relay_to(serve, sink, username='relay', password='wrong'))
     c.expect(250, 'EHLO x')
     code, text = c.cmd('MAIL FROM:<a@b.example>')
