@@ -18,12 +18,24 @@ import argparse
 import getpass
 import logging
 import os
+import re
 import signal
 import sys
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from . import __version__
+from .extras import MissingExtra
 
 PROG = 'smtp-stack'
+
+
+class Service(Protocol):
+    """What `serve_until_stopped` runs: the receiver, or the inbox."""
+
+    def start(self) -> object: ...
+    def describe(self) -> str: ...
+    def serve_forever(self) -> None: ...
 
 
 def _note(message: str) -> None:
@@ -32,7 +44,7 @@ def _note(message: str) -> None:
 
 # -- serve -------------------------------------------------------------------------
 
-def cmd_serve(args) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
     from .config import ConfigError, load
     from .receiver import Receiver
 
@@ -48,7 +60,7 @@ def cmd_serve(args) -> int:
     receiver = Receiver(config)
     state = {'stopping': False}
 
-    def stop(signame):
+    def stop(signame: str) -> None:
         if state['stopping']:
             _note(f'{signame} again: exiting now')
             os._exit(1)
@@ -58,13 +70,16 @@ def cmd_serve(args) -> int:
               f'have up to {timeout:g} s to finish')
         receiver.stop()
 
-    def reload():
+    def reload() -> None:
         try:
             new = load(args.config, **overrides)
         except ConfigError as exc:
             _note('SIGHUP: configuration NOT reloaded:')
             for line in exc.lines():
                 _note(f'  {line}')
+            return
+        except MissingExtra as exc:
+            _note(f'SIGHUP: configuration NOT reloaded: {exc}')
             return
         try:
             notes = receiver.reload(new)
@@ -78,7 +93,8 @@ def cmd_serve(args) -> int:
     return serve_until_stopped(receiver, stop, reload)
 
 
-def serve_until_stopped(service, stop, reload=None) -> int:
+def serve_until_stopped(service: Service, stop: Callable[[str], None],
+                        reload: Callable[[], None] | None = None) -> int:
     """Start `service` (start, describe, serve_forever), print its start-up
     line and serve until `stop(signame)` ends it on SIGTERM or SIGINT;
     `reload()` on SIGHUP. 1 when it cannot listen, else 0."""
@@ -93,7 +109,7 @@ def serve_until_stopped(service, stop, reload=None) -> int:
         try:
             service.start()
         except OSError as exc:
-            _note(f'cannot listen: {exc.strerror or exc}')
+            _note(cannot_listen(exc))
             return 1
         print(f'{PROG}: {service.describe()}', flush=True)
         service.serve_forever()
@@ -104,7 +120,19 @@ def serve_until_stopped(service, stop, reload=None) -> int:
     return 0
 
 
-def _setup_logging(level) -> None:
+def cannot_listen(exc: OSError) -> str:
+    """'cannot listen on 127.0.0.1:2525: Address already in use'. SmtpServer
+    names the address in `exc.filename`; gevent's servers (the inbox's web
+    side) append it to the message as a tuple: ": ('127.0.0.1', 8025)"."""
+    reason, where = exc.strerror or str(exc), exc.filename
+    tail = re.fullmatch(r"(.*): \('([^']*)', (\d+)[^)]*\)", reason)
+    if where is None and tail is not None:
+        reason, host = tail[1], tail[2]
+        where = f'[{host}]:{tail[3]}' if ':' in host else f'{host}:{tail[3]}'
+    return f'cannot listen on {where}: {reason}' if where else f'cannot listen: {reason}'
+
+
+def _setup_logging(level: object) -> None:
     from .options import OPTIONS
     value = OPTIONS['log_level'][1](level) if level is not None else logging.INFO
     logging.basicConfig(stream=sys.stderr, level=min(int(value), logging.CRITICAL),
@@ -113,7 +141,7 @@ def _setup_logging(level) -> None:
 
 # -- gencert ---------------------------------------------------------------------
 
-def cmd_gencert(args) -> int:
+def cmd_gencert(args: argparse.Namespace) -> int:
     from .tls import generate_self_signed
 
     try:
@@ -153,7 +181,7 @@ def _write(path: str, data: bytes, mode: int) -> None:
 
 # -- check-config ------------------------------------------------------------------
 
-def cmd_check_config(args) -> int:
+def cmd_check_config(args: argparse.Namespace) -> int:
     from .config import ConfigError, load
     from .receiver import describe_delivery
 
@@ -163,7 +191,7 @@ def cmd_check_config(args) -> int:
         for line in exc.lines():
             print(line, file=sys.stderr)
         return 1
-    listeners = ', '.join(l.describe() for l in config.listeners)
+    listeners = ', '.join(listener.describe() for listener in config.listeners)
     users = len(config.users) if config.users is not None else 0
     print(f'{args.file}: OK (listen {listeners}; {users} user(s); '
           f'mail goes to {describe_delivery(config)})')
@@ -172,7 +200,7 @@ def cmd_check_config(args) -> int:
 
 # -- hash-password -----------------------------------------------------------------
 
-def cmd_hash_password(args) -> int:
+def cmd_hash_password(args: argparse.Namespace) -> int:
     from .users import hash_password
 
     if sys.stdin.isatty():
@@ -196,29 +224,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--version', action='version', version=f'{PROG} {__version__}')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
 
-    serve = sub.add_parser('serve', help='run the receiver (default: 127.0.0.1:2525 into ./maildir)')
+    serve = sub.add_parser('serve',
+                           help='run the receiver (default: 127.0.0.1:2525 into ./maildir)')
     serve.add_argument('--config', metavar='FILE', help='YAML configuration file')
     serve.add_argument('--host', help='listen on this address (overrides the config)')
     serve.add_argument('--port', type=_port, help='listen on this port; 0 picks a free one')
-    serve.add_argument('--maildir', metavar='DIR', help='deliver into this Maildir (overrides the config)')
+    serve.add_argument('--maildir', metavar='DIR',
+                       help='deliver into this Maildir (overrides the config)')
     serve.add_argument('--workers', metavar='N', type=int,
                        help='worker processes sharing the listening sockets (overrides the config)')
-    serve.set_defaults(func=cmd_serve)
+    serve.set_defaults(func=cmd_serve, parser=serve)
 
     gencert = sub.add_parser('gencert', help='write a self-signed key and certificate')
-    gencert.add_argument('--name', required=True, metavar='HOST', help='host name for the certificate')
-    gencert.add_argument('--out', required=True, metavar='DIR', help='directory for key.pem and cert.pem')
+    gencert.add_argument('--name', required=True, metavar='HOST',
+                         help='host name for the certificate')
+    gencert.add_argument('--out', required=True, metavar='DIR',
+                         help='directory for key.pem and cert.pem')
     gencert.add_argument('--days', type=int, default=3650, help='validity (default 3650)')
     gencert.add_argument('--force', action='store_true', help='replace existing files')
-    gencert.set_defaults(func=cmd_gencert)
+    gencert.set_defaults(func=cmd_gencert, parser=gencert)
 
     check = sub.add_parser('check-config', help='check a configuration file; exit 1 on errors')
     check.add_argument('file', metavar='FILE')
-    check.set_defaults(func=cmd_check_config)
+    check.set_defaults(func=cmd_check_config, parser=check)
 
-    hashpw = sub.add_parser('hash-password', help='print a salted hash of a password (stdin or prompt)')
+    hashpw = sub.add_parser('hash-password',
+                            help='print a salted hash of a password (stdin or prompt)')
     hashpw.add_argument('--scheme', choices=('scrypt', 'pbkdf2-sha256'), default='scrypt')
-    hashpw.set_defaults(func=cmd_hash_password)
+    hashpw.set_defaults(func=cmd_hash_password, parser=hashpw)
 
     from .inbox.command import add_parser as add_inbox_parser   # stdlib only
     add_inbox_parser(sub)
@@ -235,13 +268,33 @@ def _port(text: str) -> int:
     return value
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest:    # said by the command's own parser, with its usage (argparse leaves it to ours)
+        command_parser: argparse.ArgumentParser = getattr(args, 'parser', parser)
+        command_parser.error(unrecognized(command_parser, rest))
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    return args.func(args)
+    try:
+        status: int = args.func(args)
+    except MissingExtra as exc:     # one line naming the extra, no traceback
+        print(exc, file=sys.stderr, flush=True)
+        return 2
+    return status
+
+
+def unrecognized(parser: argparse.ArgumentParser, rest: list[str]) -> str:
+    """'unrecognized arguments: --prot 2600 (did you mean --port?)'."""
+    from .options import suggest
+
+    known = [o for action in parser._actions for o in action.option_strings
+             if o.startswith('--')]
+    meant = [suggest(arg.partition('=')[0], known) for arg in rest if arg.startswith('--')]
+    hint = ', '.join(name for name in meant if name)
+    return f'unrecognized arguments: {" ".join(rest)}' + (
+        f' (did you mean {hint}?)' if hint else '')
 
 
 if __name__ == '__main__':

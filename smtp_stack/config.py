@@ -21,54 +21,59 @@ so a config that passes `check-config` starts.
 """
 from __future__ import annotations
 
-import difflib
+import importlib
 import logging
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .delivery.callable import load_callable
-from .options import OPTIONS, Options
+from .extras import MissingExtra, needs_extra
+from .options import OPTIONS, Options, parse_size, suggest
 from .tls import TLS_OPTIONS, build_secure_contexts
 from .users import User, parse_hash
+
+if TYPE_CHECKING:
+    from .policies.config import PolicySection
 
 DEFAULT_HOST = '127.0.0.1'
 DEFAULT_PORT = 2525
 DEFAULT_MAILDIR = 'maildir'
 
-TLS_KEYS = frozenset(TLS_OPTIONS) | {'sni_options', 'sni_callback'}
+TLS_KEYS = frozenset(TLS_OPTIONS) | {'sni_options', 'sni_callback', 'request_ocsp'}
 FILE_KEYS = ('key', 'cert', 'ca')
 HOOKS = frozenset({'on_socket', 'on_connect', 'on_auth', 'on_mail_from', 'on_rcpt_to',
                    'on_data', 'on_close'})
 LISTENER_KEYS = ('host', 'port', 'secure', 'lmtp')
-SERVER_KEYS = frozenset(OPTIONS) - TLS_KEYS - {'secure', 'lmtp', 'store'}   # store: see POLICY_KEYS
-TOP_KEYS = SERVER_KEYS | {'listen', 'tls', 'users', 'deliver', 'secure', 'lmtp'}
+# store: see POLICY_KEYS; session (Node's client-side TLS session) means nothing in a file.
+SERVER_KEYS = frozenset(OPTIONS) - TLS_KEYS - {'secure', 'lmtp', 'store', 'session'}
 POLICY_KEYS = frozenset({'policies', 'store', 'dns'})     # smtp_stack/policies/config.py
-TOP_KEYS = TOP_KEYS | POLICY_KEYS
-TOP_KEYS = TOP_KEYS | {'inbox'}     # the development inbox as the delivery: smtp_stack/inbox/config.py
+# inbox: the development inbox as the delivery (smtp_stack/inbox/config.py).
+TOP_KEYS = SERVER_KEYS | POLICY_KEYS | {'listen', 'tls', 'users', 'deliver', 'secure', 'lmtp',
+                                       'inbox'}
 USER_KEYS = ('username', 'password_hash', 'secret')
-RELAY_KEYS = {
+RELAY_KEYS: dict[str, type | tuple[type, ...]] = {
     'host': str, 'port': int, 'lmtp': bool, 'starttls': bool, 'secure': bool,
     'tls_verify': bool, 'ca': str, 'username': str, 'password': str,
     'xforward': bool, 'helo': str, 'timeout': (int, float), 'data_timeout': (int, float),
 }
 PLAIN_SECRET_METHODS = ('CRAM-MD5', 'XOAUTH2')
-
-_SIZE = re.compile(r'\s*([0-9]+)\s*([kmg]?)i?b?\s*\Z', re.IGNORECASE)
-_MULTIPLIERS = {'': 1, 'k': 1 << 10, 'm': 1 << 20, 'g': 1 << 30}
+Error = tuple[str, str]         # (path in the document, message)
 
 
 class ConfigError(Exception):
     """Every problem found, each as (path, message)."""
 
-    def __init__(self, errors):
+    def __init__(self, errors: Collection[Error]):
         self.errors = list(errors)
         super().__init__('\n'.join(self.lines()))
 
-    def lines(self) -> list:
+    def lines(self) -> list[str]:
         return [f'{path}: {message}' if path else message for path, message in self.errors]
 
 
@@ -88,15 +93,15 @@ class Listener:
 class Config:
     """A checked configuration, ready to build servers from."""
     source: str | None = None
-    listeners: list = field(default_factory=lambda: [Listener()])
-    options: dict = field(default_factory=dict)     # SmtpServer keyword arguments
-    raw_options: dict = field(default_factory=dict)  # as written, to compare on reload
-    tls: dict = field(default_factory=dict)         # TLS_OPTIONS + sni_options, PEM text
-    users: list | None = None
-    deliver: tuple = ('maildir', {'path': DEFAULT_MAILDIR})
-    policies: object = None     # policies.config.PolicySection, when the section is used
+    listeners: list[Listener] = field(default_factory=lambda: [Listener()])
+    options: dict[str, Any] = field(default_factory=dict)  # SmtpServer keyword arguments
+    raw_options: dict[str, Any] = field(default_factory=dict)  # as written, to compare on reload
+    tls: dict[str, Any] = field(default_factory=dict)      # TLS_OPTIONS + sni_options, PEM text
+    users: list[User] | None = None
+    deliver: tuple[str, dict[str, Any]] = ('maildir', {'path': DEFAULT_MAILDIR})
+    policies: PolicySection | None = None       # when the section is used
 
-    def server_options(self, listener: Listener) -> dict:
+    def server_options(self, listener: Listener) -> dict[str, Any]:
         """The SmtpServer keyword arguments for one listener."""
         opts = dict(self.options)
         opts.update({k: v for k, v in self.tls.items() if v is not None})
@@ -107,15 +112,17 @@ class Config:
     @property
     def tls_wanted(self) -> bool:
         disabled = {str(c).upper() for c in self.options.get('disabled_commands', ())}
-        return 'STARTTLS' not in disabled or any(l.secure for l in self.listeners)
+        return 'STARTTLS' not in disabled or any(each.secure for each in self.listeners)
 
 
 # -- entry points ------------------------------------------------------------------
 
-def load(path: str | None, *, host=None, port=None, maildir=None, workers=None) -> Config:
+def load(path: str | None, *, host: str | None = None, port: int | None = None,
+         maildir: str | None = None, workers: int | None = None) -> Config:
     """Read and check `path` (None: the defaults); command-line overrides last.
-    Raises ConfigError listing every problem."""
-    data: dict = {}
+    Raises ConfigError listing every problem, or MissingExtra when a section
+    needs an extra that is not installed."""
+    data: object = {}
     base = os.getcwd()
     if path is not None:
         base = os.path.dirname(os.path.abspath(path))
@@ -138,9 +145,14 @@ def load(path: str | None, *, host=None, port=None, maildir=None, workers=None) 
     return parse(data, base, source=path, host=host, port=port, maildir=maildir, workers=workers)
 
 
-def parse(data, base: str, *, source=None, host=None, port=None, maildir=None,
-          workers=None) -> Config:
+def parse(data: object, base: str, *, source: str | None = None, host: str | None = None,
+          port: int | None = None, maildir: str | None = None,
+          workers: int | None = None) -> Config:
     checker = _Checker(base)
+    if not isinstance(data, dict):      # nothing else can be checked
+        kind = 'a list' if isinstance(data, list) else f'{type(data).__name__} {data!r}'
+        raise ConfigError([('', f'the configuration must be a YAML mapping (key: value), '
+                                f'not {kind}')])
     config = checker.config(data, source)
     if workers is not None:
         if workers < 1:
@@ -170,13 +182,13 @@ def parse(data, base: str, *, source=None, host=None, port=None, maildir=None,
 
 # -- the checker -------------------------------------------------------------------
 
-def _join(path: str, key) -> str:
+def _join(path: str, key: object) -> str:
     if isinstance(key, int):
         return f'{path}[{key}]'
     return f'{path}.{key}' if path else str(key)
 
 
-def _type_name(kind) -> str:
+def _type_name(kind: type | tuple[type, ...]) -> str:
     names = {str: 'a string', int: 'an integer', bool: 'true or false', dict: 'a mapping',
              list: 'a list', (int, float): 'a number'}
     return names.get(kind, str(kind))
@@ -186,26 +198,27 @@ class _Checker:
 
     def __init__(self, base: str):
         self.base = base
-        self.errors: list = []
+        self.errors: list[Error] = []
 
     def error(self, path: str, message: str) -> None:
         self.errors.append((path, message))
 
-    def reported_paths(self) -> set:
+    def reported_paths(self) -> set[str]:
         return {path.split('.', 1)[0] for path, _ in self.errors}
 
-    def unknown(self, path: str, mapping: dict, allowed, hint: dict | None = None) -> None:
+    def unknown(self, path: str, mapping: dict[Any, Any], allowed: Collection[str],
+                hint: dict[str, str] | None = None) -> None:
         for key in mapping:
             if key in allowed:
                 continue
             if hint and key in hint:
                 self.error(_join(path, key), hint[key])
                 continue
-            close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1)
-            suggestion = f" (did you mean '{close[0]}'?)" if close else ''
+            meant = suggest(str(key), allowed)      # as SmtpServer(**options) does
+            suggestion = f" (did you mean '{meant}'?)" if meant else ''
             self.error(_join(path, key), f'unknown option{suggestion}')
 
-    def typed(self, path, value, kind) -> bool:
+    def typed(self, path: str, value: object, kind: type | tuple[type, ...]) -> bool:
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool)):
             return True
@@ -216,37 +229,33 @@ class _Checker:
         return os.path.normpath(os.path.join(self.base, os.path.expanduser(value)))
 
     # -- the document ------------------------------------------------------
-    def config(self, data, source) -> Config:
+    def config(self, data: dict[Any, Any], source: str | None) -> Config:
         config = Config(source=source)
-        if not isinstance(data, dict):
-            self.error('', 'the configuration must be a YAML mapping (key: value)')
-            return config
         hint = {k: 'a TLS option: put it under tls:' for k in TLS_KEYS}
+        hint['session'] = "Node's client-side TLS session: a server has no use for it"
         self.unknown('', data, TOP_KEYS, hint)
-        defaults = {}
+        template = Listener()     # top-level secure: and lmtp: are every listener's default
         for key in ('secure', 'lmtp'):
             if key in data and self.typed(key, data[key], bool):
-                defaults[key] = data[key]
+                setattr(template, key, data[key])
         config.options, config.raw_options = self.server_options(data)
-        config.listeners = self.listeners(data.get('listen'), defaults)
-        config.tls = self.tls(data.get('tls'), config)
+        config.listeners = self.listeners(data.get('listen'), template)
+        config.tls = self.tls(data.get('tls'))
         if 'users' in data:
             config.users = self.users(data['users'], config.options)
             if config.users is not None and 'on_auth' in config.options:
                 self.error('on_auth', 'cannot be combined with users: (both would answer AUTH)')
         if POLICY_KEYS & set(data):
-            try:
-                from .policies.config import SectionChecker
-            except ImportError as exc:
-                self.error(sorted(POLICY_KEYS & set(data))[0],
-                           f"needs the policies extra: pip install 'smtp_stack[policies]' ({exc})")
-            else:
-                config.policies = SectionChecker(self.error, self.file_path,
-                                                 self.callable).section(data)
-                if config.policies.store:   # also the server's store= (per-client limits)
-                    config.options['store'] = config.policies.store
+            key = sorted(POLICY_KEYS & set(data))[0]
+            require_extra('policies', f'the {key}: section', 'smtp_stack.policies')
+            from .policies.config import SectionChecker
+            config.policies = SectionChecker(self.error, self.file_path,
+                                             self.callable).section(data)
+            if config.policies.store:   # also the server's store= (per-client limits)
+                config.options['store'] = config.policies.store
         if 'inbox' in data:
-            from .inbox.config import check_section     # stdlib only
+            require_extra('inbox', 'the inbox: section', 'smtp_stack.inbox.section')
+            from .inbox.config import check_section
             if 'deliver' in data:
                 self.error('inbox', 'the inbox is the delivery: use inbox: or deliver:, not both')
             config.deliver = ('inbox', check_section(data['inbox'], self.error, self.file_path))
@@ -256,7 +265,7 @@ class _Checker:
             config.deliver = ('maildir', {'path': os.path.abspath(DEFAULT_MAILDIR)})
         return config
 
-    def server_options(self, data: dict):
+    def server_options(self, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         options, raw = {}, {}
         for name in sorted(SERVER_KEYS & set(data)):
             value = data[name]
@@ -270,7 +279,7 @@ class _Checker:
             options[name] = value
         return options, raw
 
-    def convert(self, name: str, value):
+    def convert(self, name: str, value: object) -> object:
         """YAML spellings of values that Python code gives as objects."""
         if name in HOOKS:
             if not isinstance(value, str):
@@ -280,26 +289,23 @@ class _Checker:
             if not isinstance(value, str):
                 raise ValueError('must be a logger name')
             return logging.getLogger(value)
-        if name == 'size' and isinstance(value, str):
-            match = _SIZE.match(value)
-            if not match:
-                raise ValueError('must be a number of bytes, e.g. 10485760 or 10M')
-            return int(match[1]) * _MULTIPLIERS[match[2].lower()]
+        if name == 'size':
+            return parse_size(value)    # the parser SmtpServer uses: '10M' in both
         return value
 
-    def callable(self, spec: str):
+    def callable(self, spec: str) -> Callable[..., Any]:
         # Modules next to the config file can be named without installing them.
         if self.base not in sys.path:
             sys.path.insert(0, self.base)
         return load_callable(spec)
 
-    def listeners(self, value, defaults: dict) -> list:
+    def listeners(self, value: object, template: Listener) -> list[Listener]:
         if value is None:
-            return [Listener(**defaults)]
+            return [replace(template)]
         items = [value] if isinstance(value, dict) else value
         if not isinstance(items, list) or not items:
             self.error('listen', 'must be a listener {host, port, secure, lmtp} or a list of them')
-            return [Listener(**defaults)]
+            return [replace(template)]
         out, seen = [], set()
         for i, item in enumerate(items):
             path = _join('listen', i) if isinstance(value, list) else 'listen'
@@ -307,7 +313,7 @@ class _Checker:
                 self.error(path, 'must be a mapping {host, port, secure, lmtp}')
                 continue
             self.unknown(path, item, LISTENER_KEYS)
-            listener = Listener(**defaults)
+            listener = replace(template)
             if 'host' in item and self.typed(_join(path, 'host'), item['host'], str):
                 listener.host = item['host']
             if 'port' in item:
@@ -324,17 +330,22 @@ class _Checker:
                 self.error(path, f'{listener.describe()} is listed twice')
             seen.add(where)
             out.append(listener)
-        return out or [Listener(**defaults)]
+        return out or [replace(template)]
 
     # -- tls ---------------------------------------------------------------
-    def tls(self, value, config: Config) -> dict:
+    def tls(self, value: object) -> dict[str, Any]:
         if value is None:
             return {}
         if not isinstance(value, dict):
             self.error('tls', 'must be a mapping')
             return {}
         self.unknown('tls', value, TLS_KEYS)
-        settings = self.tls_entry('tls', value, top=True)
+        settings = self.tls_entry('tls', value)
+        if 'request_ocsp' in value:
+            try:
+                settings['request_ocsp'] = OPTIONS['request_ocsp'][1](value['request_ocsp'])
+            except ValueError as exc:
+                self.error('tls.request_ocsp', _strip_name(str(exc), 'request_ocsp'))
         if 'sni_callback' in value:
             try:
                 settings['sni_callback'] = self.convert('on_socket', value['sni_callback'])
@@ -355,7 +366,7 @@ class _Checker:
                     settings['sni_options'][str(host)] = self.tls_entry(path, entry)
         return settings
 
-    def tls_entry(self, path: str, entry: dict, top: bool = False) -> dict:
+    def tls_entry(self, path: str, entry: dict[str, Any]) -> dict[str, Any]:
         out = {}
         for key in TLS_OPTIONS:
             if key not in entry or entry[key] is None:
@@ -374,7 +385,7 @@ class _Checker:
                 self.error(here, _strip_name(str(exc), key))
         return out
 
-    def pem_files(self, path: str, value, many: bool):
+    def pem_files(self, path: str, value: object, many: bool) -> str | list[str] | None:
         names = value if many and isinstance(value, list) else [value]
         texts = []
         for name in names:
@@ -386,7 +397,7 @@ class _Checker:
                 with open(full, encoding='ascii') as f:
                     text = f.read()
             except FileNotFoundError:
-                self.error(path, 'file not found')
+                self.error(path, f'{full}: file not found')
                 return None
             except (OSError, UnicodeDecodeError) as exc:
                 self.error(path, f'cannot read {full}: {getattr(exc, "strerror", None) or exc}')
@@ -398,7 +409,7 @@ class _Checker:
         return texts if many and isinstance(value, list) else texts[0]
 
     # -- users -------------------------------------------------------------
-    def users(self, value, options: dict):
+    def users(self, value: object, options: dict[str, Any]) -> list[User] | None:
         path = 'users'
         if isinstance(value, str):
             full = self.file_path(value)
@@ -459,8 +470,8 @@ class _Checker:
         return users
 
     # -- deliver -------------------------------------------------------------
-    def deliver(self, value):
-        default = ('maildir', {'path': DEFAULT_MAILDIR})
+    def deliver(self, value: object) -> tuple[str, dict[str, Any]]:
+        default = ('maildir', {'path': os.path.abspath(DEFAULT_MAILDIR)})
         kinds = ('maildir', 'relay', 'callable')
         if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in kinds:
             if isinstance(value, dict):
@@ -504,7 +515,7 @@ class _Checker:
         if 'ca' in out:
             full = self.file_path(out.pop('ca'))
             if not os.path.isfile(full):
-                self.error(_join(path, 'ca'), 'file not found')
+                self.error(_join(path, 'ca'), f'{full}: file not found')
             out['ca_file'] = full
         return 'relay', out
 
@@ -535,6 +546,19 @@ class _Checker:
                 self.error(_join('listen', i) if len(config.listeners) > 1 else '', str(exc))
 
 
+def require_extra(extra: str, feature: str, module: str) -> None:
+    """Import `module` now, so that a section whose extra is not installed
+    stops the check with MissingExtra naming the section (the CLI prints
+    it as one line and exits 2), not with a traceback when it starts."""
+    try:
+        with needs_extra(extra, feature):
+            importlib.import_module(module)
+    except MissingExtra as exc:
+        if exc.feature == feature:
+            raise
+        raise MissingExtra(feature, extra, exc.name) from exc
+
+
 def _strip_name(message: str, name: str) -> str:
     """'size must be ...' -> 'must be ...' (the path already names it)."""
     for prefix in (f'{name}: ', f'{name} '):
@@ -550,6 +574,7 @@ def _strip_sni(message: str) -> str:
 def _maildir_problem(path: str) -> str | None:
     """Why a Maildir cannot be made at `path`, or None. Templates ({local})
     are checked up to their first placeholder."""
+    path = os.path.abspath(path)
     probe = path.split('{', 1)[0]
     if '{' in path:
         probe = os.path.dirname(probe) or '/'

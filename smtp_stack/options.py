@@ -378,9 +378,11 @@ def _store(v: object) -> Store | None:
     without the policies extra, MissingExtra (an ImportError) says so."""
     if v is None:
         return None
-    from .extras import needs_extra
-    with needs_extra('policies', 'the store option'):
+    from .extras import MissingExtra
+    try:
         from .policies.stores import as_store
+    except MissingExtra as exc:     # smtp_stack.policies says it; this option needs it
+        raise MissingExtra('the store option', exc.extra, exc.name) from exc
     return as_store(v)      # type: ignore[arg-type]   # as_store checks it
 
 

@@ -13,19 +13,26 @@ Reload semantics (SIGHUP):
 """
 from __future__ import annotations
 
+import ssl
 import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import gevent
 
-from .config import Config
+from .config import Config, Listener
 from .delivery import CallableDelivery, MaildirDelivery, RelayDelivery
 from .delivery.relay import describe_upstream
 from .server import SmtpServer
 from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
 from .users import Users
 
+if TYPE_CHECKING:
+    from .middleware import Context, Middleware, Next
+    from .session import Session
 
-def make_delivery(config: Config):
+
+def make_delivery(config: Config) -> Middleware:
     kind, spec = config.deliver
     if kind == 'maildir':
         return MaildirDelivery(spec['path'])
@@ -56,17 +63,18 @@ class DeliverySwitch:
     changes the delivery under a transaction in progress.
     """
 
-    def __init__(self, target):
+    def __init__(self, target: Middleware):
         self.target = target
-        self._pinned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._pinned: weakref.WeakKeyDictionary[Session, Middleware] = \
+            weakref.WeakKeyDictionary()
 
-    def __call__(self, ctx, next):
+    def __call__(self, ctx: Context, next: Next) -> None:
         target = self._pinned.get(ctx.session)
         if target is None:
             target = self._pinned[ctx.session] = self.target
         return target(ctx, next)
 
-    def session_closed(self, session) -> None:
+    def session_closed(self, session: Session) -> None:
         target = self._pinned.pop(session, None)
         closer = getattr(target, 'session_closed', None)
         if closer is not None:
@@ -84,19 +92,20 @@ class Receiver:
         # policies: after the delivery, so inside it: authenticate adds its header
         # before the delivery writes the message (docs/policies.md)
         self.policies = config.policies.build() if config.policies else []
-        self.servers = []
-        self._kind_of: list = []        # per listener: its server
-        self._last_bound: dict = {}     # server -> the address its last start() bound
-        kinds: dict = {}
+        self.servers: list[SmtpServer] = []
+        self._kind_of: list[SmtpServer] = []        # per listener: its server
+        # server -> the address its last start() bound
+        self._last_bound: dict[SmtpServer, tuple[str, int]] = {}
+        kinds: dict[tuple[bool, bool], SmtpServer] = {}
         for listener in config.listeners:
             kind = (listener.secure, listener.lmtp)
             if kind not in kinds:
                 kinds[kind] = self._make_server(listener)
                 self.servers.append(kinds[kind])
             self._kind_of.append(kinds[kind])
-        self.bound: list = []           # (host, port) as bound, in listener order
+        self.bound: list[tuple[str, int] | None] = []     # as bound, in listener order
 
-    def _make_server(self, listener) -> SmtpServer:
+    def _make_server(self, listener: Listener) -> SmtpServer:
         options = self.config.server_options(listener)
         if 'on_auth' not in options:
             options['on_auth'] = self.users.on_auth
@@ -114,10 +123,10 @@ class Receiver:
         return server
 
     # -- lifecycle ---------------------------------------------------------
-    def start(self) -> 'Receiver':
-        started = []
+    def start(self) -> Receiver:
+        started: list[SmtpServer] = []
         try:
-            for server, listener in zip(self._kind_of, self.config.listeners):
+            for server, listener in zip(self._kind_of, self.config.listeners, strict=True):
                 server.start(listener.port, listener.host)
                 self.bound.append(self._last_bound.get(server))
                 started.append(server)
@@ -143,9 +152,10 @@ class Receiver:
     def describe(self) -> str:
         """The one start-up line: where it listens and where mail goes."""
         parts = []
-        for i, (server, listener) in enumerate(zip(self._kind_of, self.config.listeners)):
-            host, port = (self.bound[i] if i < len(self.bound) and self.bound[i]
-                          else (listener.host, listener.port))
+        pairs = zip(self._kind_of, self.config.listeners, strict=True)
+        for i, (server, listener) in enumerate(pairs):
+            bound = self.bound[i] if i < len(self.bound) else None
+            host, port = bound or (listener.host, listener.port)
             host = f'[{host}]' if ':' in host else host
             kind = 'LMTP' if listener.lmtp else 'SMTP'
             if listener.secure:
@@ -159,11 +169,11 @@ class Receiver:
         return f'{line}; mail goes to {describe_delivery(self.config)}'
 
     # -- reload ----------------------------------------------------------------
-    def reload(self, new: Config) -> list:
+    def reload(self, new: Config) -> list[str]:
         """Apply what can change live; the list says what needs a restart."""
         old = self.config
         notes = []
-        if [vars(l) for l in new.listeners] != [vars(l) for l in old.listeners]:
+        if [vars(each) for each in new.listeners] != [vars(each) for each in old.listeners]:
             notes.append('listen: changed; restart to apply')
         for key in sorted(set(old.raw_options) | set(new.raw_options)):
             if old.raw_options.get(key) != new.raw_options.get(key):
@@ -189,7 +199,7 @@ class Receiver:
         the config did not: renewed certificates) and swap them in place."""
         settings = {k: new.tls.get(k) for k in TLS_OPTIONS}
         settings['sni_options'] = new.tls.get('sni_options') or {}
-        built = {}
+        built: dict[str, dict[str, ssl.SSLContext]] = {}
         for server in self.servers:
             if not server.secure_context:
                 continue        # this server does no TLS
@@ -202,20 +212,21 @@ class Receiver:
             install_sni(contexts, new.tls.get('sni_callback') or server.options.sni_callback)
 
 
-def _policies_key(config: Config):
+def _policies_key(config: Config) -> str | None:
     return repr(config.policies.raw) if config.policies else None
 
 
-def _delivery_key(config: Config):
+def _delivery_key(config: Config) -> tuple[str, list[tuple[str, str]]]:
     kind, spec = config.deliver
     return kind, sorted((k, repr(v)) for k, v in spec.items() if k != 'fn')
 
 
-def _both(first, second):
+def _both(first: Callable[[Session], object],
+          second: Callable[[Session], object] | None) -> Callable[[Session], None]:
     if second is None:
-        return first
+        return first    # type: ignore[return-value]   # what it returns is ignored
 
-    def on_close(session):
+    def on_close(session: Session) -> None:
         try:
             first(session)
         finally:

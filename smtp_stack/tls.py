@@ -16,6 +16,8 @@ import logging
 import os
 import ssl
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -39,6 +41,8 @@ MIN_VERSIONS = {
 #: Attribute set on the TLS socket by the SNI callback: the normalised name
 #: the client asked for, or None. The stdlib offers no way to read it back.
 SERVERNAME_ATTR = 'smtp_stack_servername'
+
+Pem = str | bytes       # PEM text
 
 #: OpenSSL refuses longer session id contexts (SSL_MAX_SID_CTX_LENGTH).
 _MAX_SID_CTX = 32
@@ -65,7 +69,7 @@ def normalize_hostname(name: str) -> str:
     return name.lower()
 
 
-def _ip_literal(name: str):
+def _ip_literal(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(name.strip('[]'))
     except ValueError:
@@ -99,7 +103,7 @@ def _self_signed(name: str, days: int) -> tuple[bytes, bytes]:
     # A CN is limited to 64 characters; the SAN below is what clients check.
     subject = x509.Name([x509.NameAttribute(
         NameOID.COMMON_NAME, name if len(name) <= 64 else 'smtp_stack self-signed')])
-    san = [x509.DNSName(name)]
+    san: list[x509.GeneralName] = [x509.DNSName(name)]
     ip = _ip_literal(name)
     if ip is not None:
         san.append(x509.IPAddress(ip))
@@ -133,10 +137,12 @@ def _self_signed(name: str, days: int) -> tuple[bytes, bytes]:
 
 # -- contexts ----------------------------------------------------------------
 
-def create_context(key=None, cert=None, ca=None, min_version='TLSv1.2', ciphers=None,
-                   honor_cipher_order=False, session_id_context=None,
-                   request_cert=False, reject_unauthorized=True,
-                   hostname='localhost') -> ssl.SSLContext:
+def create_context(key: Pem | None = None, cert: Pem | None = None,
+                   ca: Pem | Sequence[Pem] | None = None,
+                   min_version: str | ssl.TLSVersion = 'TLSv1.2', ciphers: str | None = None,
+                   honor_cipher_order: bool = False, session_id_context: str | None = None,
+                   request_cert: bool = False, reject_unauthorized: bool = True,
+                   hostname: str = 'localhost') -> ssl.SSLContext:
     """A server-side context; every problem is a ValueError now, not at handshake.
 
     `key`/`cert`/`ca` are PEM text (str or bytes; `ca` may also be a list).
@@ -177,7 +183,7 @@ def create_context(key=None, cert=None, ca=None, min_version='TLSv1.2', ciphers=
     return ctx
 
 
-def build_secure_contexts(options: dict, name: str) -> dict[str, ssl.SSLContext]:
+def build_secure_contexts(options: Mapping[str, Any], name: str) -> dict[str, ssl.SSLContext]:
     """{'*': default context, normalised sni host: its context}.
 
     An sni_options entry inherits each top-level option it leaves unset (or
@@ -213,7 +219,7 @@ def build_secure_contexts(options: dict, name: str) -> dict[str, ssl.SSLContext]
     return contexts
 
 
-def _min_version(value) -> ssl.TLSVersion:
+def _min_version(value: str | ssl.TLSVersion) -> ssl.TLSVersion:
     if isinstance(value, ssl.TLSVersion):
         return value
     try:
@@ -223,7 +229,7 @@ def _min_version(value) -> ssl.TLSVersion:
         raise ValueError(f'min_version {value!r} is not one of {choices}') from None
 
 
-def _pem(value, what: str) -> str:
+def _pem(value: object, what: str) -> str:
     """PEM as text; bytes are decoded because `cadata` would read bytes as DER."""
     if isinstance(value, (bytes, bytearray)):
         try:
@@ -235,7 +241,7 @@ def _pem(value, what: str) -> str:
     return value
 
 
-def _refuse_password():
+def _refuse_password() -> str:
     # Without a callback OpenSSL would prompt on the terminal for a passphrase.
     raise ValueError('encrypted private keys are not supported')
 
@@ -259,7 +265,7 @@ def _write_private(path: str, text: str) -> str:
     return path
 
 
-def _load_ca(ctx: ssl.SSLContext, ca) -> None:
+def _load_ca(ctx: ssl.SSLContext, ca: Pem | Sequence[Pem]) -> None:
     items = ca if isinstance(ca, (list, tuple)) else [ca]
     pem = '\n'.join(_pem(item, 'ca') for item in items)
     try:
@@ -268,7 +274,7 @@ def _load_ca(ctx: ssl.SSLContext, ca) -> None:
         raise ValueError(f'cannot load ca: {exc.reason or exc}') from None
 
 
-def _check_session_id_context(value) -> None:
+def _check_session_id_context(value: str | bytes | None) -> None:
     if value is None:
         return
     raw = value.encode('utf-8') if isinstance(value, str) else value
@@ -278,7 +284,9 @@ def _check_session_id_context(value) -> None:
 
 # -- SNI ---------------------------------------------------------------------
 
-def install_sni(contexts: dict, sni_callback=None, on_error=None) -> None:
+def install_sni(contexts: dict[str, ssl.SSLContext],
+                sni_callback: Callable[[str], ssl.SSLContext | None] | None = None,
+                on_error: Callable[[Exception, str | None], object] | None = None) -> None:
     """Choose the context from the name the client sends (RFC 6066 §3).
 
     `sni_callback(name)` is asked first; when it returns None, `contexts` is
@@ -294,7 +302,7 @@ def install_sni(contexts: dict, sni_callback=None, on_error=None) -> None:
     ciphers and verify mode stay those of the context the socket was
     wrapped with, so set them at top level.
     """
-    def choose(sslobj, server_name, current):
+    def choose(sslobj: Any, server_name: str | None, current: ssl.SSLContext) -> int | None:
         try:
             name = normalize_hostname(server_name) if server_name else None
             setattr(sslobj, SERVERNAME_ATTR, name)
@@ -314,7 +322,7 @@ def install_sni(contexts: dict, sni_callback=None, on_error=None) -> None:
         ctx.sni_callback = choose
 
 
-def lookup_context(contexts: dict, name: str):
+def lookup_context(contexts: Mapping[str, ssl.SSLContext], name: str) -> ssl.SSLContext | None:
     """The exact name, else a one-label wildcard (RFC 6125 §6.4.3), else None."""
     found = contexts.get(name)
     if found is None and '.' in name:
@@ -322,12 +330,12 @@ def lookup_context(contexts: dict, name: str):
     return found
 
 
-def _log_sni_error(exc, server_name):
+def _log_sni_error(exc: Exception, server_name: str | None) -> None:
     log.warning('TLS handshake for server name %r failed in SNI selection: %r',
                 server_name, exc, exc_info=exc)
 
 
-def tls_info(ssl_sock) -> dict:
+def tls_info(ssl_sock: ssl.SSLObject | ssl.SSLSocket) -> dict[str, Any]:
     """What a session records after the handshake (`session.tls`)."""
     cipher = ssl_sock.cipher()
     return {

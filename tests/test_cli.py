@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from smtp_stack.testing import MailSink
 from smtp_stack.users import hash_password, verify_password
 
-from clirunner import Process, Serve, run, smtp_stack
+from clirunner import ROOT, Process, Serve, run, smtp_stack
 from conftest import WAIT, RawClient
 
 BODY = b'From: a@b.example\r\nSubject: cli\r\n\r\nhello\r\n'
@@ -272,16 +272,54 @@ def test_serve_with_a_bad_config_exits_1_and_says_why(tmp_path):
     config = write_config(tmp_path / 'smtp.yaml', 'tls: {cert: nope.pem, key: nope.key}\n')
     result = smtp_stack('serve', '--config', config, cwd=tmp_path)
     assert result.returncode == 1
-    assert 'smtp-stack: tls.cert: file not found' in result.stderr
-    assert 'smtp-stack: tls.key: file not found' in result.stderr
+    assert result.stderr.splitlines() == [
+        f'smtp-stack: tls.key: {tmp_path}/nope.key: file not found',
+        f'smtp-stack: tls.cert: {tmp_path}/nope.pem: file not found',
+    ]
 
 
-def test_port_in_use_exits_1(tmp_path):
+def test_port_in_use_names_the_address_in_one_line(tmp_path):
     with socket.socket() as taken:
         taken.bind(('127.0.0.1', 0))
         taken.listen()
-        result = smtp_stack('serve', '--port', str(taken.getsockname()[1]), cwd=tmp_path)
-    assert result.returncode == 1 and 'cannot listen' in result.stderr
+        port = taken.getsockname()[1]
+        result = smtp_stack('serve', '--port', str(port), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f'smtp-stack: cannot listen on 127.0.0.1:{port}: Address already in use']
+
+
+def test_an_address_not_of_this_machine_is_named(tmp_path):
+    # 192.0.2.1 (TEST-NET-1, RFC 5737) is on no interface: no DNS, no race.
+    result = smtp_stack('serve', '--host', '192.0.2.1', '--port', '2525', cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        'smtp-stack: cannot listen on 192.0.2.1:2525: Cannot assign requested address']
+
+
+def test_a_mistyped_option_gets_the_usage_of_its_command(tmp_path):
+    result = smtp_stack('serve', '--prot', '2600', cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith('usage: smtp-stack serve [-h] [--config FILE]')
+    assert lines[-1] == ('smtp-stack serve: error: unrecognized arguments: --prot 2600 '
+                         '(did you mean --port?)')
+
+
+def test_an_unknown_argument_of_check_config_gets_its_usage(tmp_path):
+    result = smtp_stack('check-config', 'a.yaml', 'b.yaml', cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == 'usage: smtp-stack check-config [-h] FILE'
+    assert result.stderr.splitlines()[-1] == \
+        'smtp-stack check-config: error: unrecognized arguments: b.yaml'
+
+
+def test_a_top_level_list_is_one_error_not_a_maildir_complaint(tmp_path):
+    config = write_config(tmp_path / 'smtp.yaml', '- name: mx.test\n- size: 10M\n')
+    result = smtp_stack('check-config', config, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        'the configuration must be a YAML mapping (key: value), not a list']
 
 
 # -- check-config, gencert, hash-password -----------------------------------------
@@ -299,9 +337,31 @@ def test_check_config_prints_each_error_with_its_path(tmp_path):
     assert result.stderr.splitlines() == [
         'size: must be a number of bytes, e.g. 10485760 or 10M',
         'listen[0].port: must be an integer from 0 to 65535',
-        'tls.sni_options.mail.example.com.key: file not found',
-        'tls.sni_options.mail.example.com.cert: file not found',
+        f'tls.sni_options.mail.example.com.key: {tmp_path}/k.pem: file not found',
+        f'tls.sni_options.mail.example.com.cert: {tmp_path}/c.pem: file not found',
     ]
+
+
+def shipped_example_configs() -> list:
+    """Every configuration the distribution ships as an example."""
+    found = []
+    for folder in ('docs', 'examples'):
+        for dirpath, _, names in os.walk(os.path.join(ROOT, folder)):
+            found += [os.path.join(dirpath, n) for n in names
+                      if n.endswith(('.yaml', '.yml')) and 'config' in n]
+    return sorted(found)
+
+
+def test_the_shipped_example_configs_are_found():
+    assert [os.path.relpath(p, ROOT) for p in shipped_example_configs()] == [
+        'docs/config.example.yaml', 'examples/config.example.yaml']
+
+
+@pytest.mark.parametrize('path', shipped_example_configs(), ids=lambda p: os.path.relpath(p, ROOT))
+def test_check_config_passes_a_shipped_example_as_shipped(tmp_path, path):
+    result = smtp_stack('check-config', path, cwd=tmp_path)     # from elsewhere, nothing added
+    assert (result.returncode, result.stderr) == (0, '')
+    assert result.stdout.startswith(f'{path}: OK (listen 0.0.0.0:25, 0.0.0.0:465, 127.0.0.1:2424;')
 
 
 def test_check_config_ok(tmp_path):

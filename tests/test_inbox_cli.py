@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import smtplib
 import sys
 
@@ -101,3 +102,26 @@ def test_bad_arguments(tmp_path, args, status, message):
                         cwd=tmp_path)
     assert result.returncode == status, result
     assert message in result.stderr
+
+
+@pytest.mark.parametrize('side', ['--smtp', '--http'])
+def test_a_port_taken_is_named_in_one_line(tmp_path, side):
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        addresses = {'--smtp': '127.0.0.1:0', '--http': '127.0.0.1:0', side: f'127.0.0.1:{port}'}
+        result = smtp_stack('inbox', *[x for pair in addresses.items() for x in pair],
+                            cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f'smtp-stack: cannot listen on 127.0.0.1:{port}: Address already in use']
+
+
+def test_a_mistyped_option_gets_the_inbox_usage(tmp_path):
+    result = smtp_stack('inbox', '--max-message', '5', '--smpt', '127.0.0.1:0', cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0].startswith('usage: smtp-stack inbox [-h]')
+    assert result.stderr.splitlines()[-1] == (
+        'smtp-stack inbox: error: unrecognized arguments: --smpt 127.0.0.1:0 '
+        '(did you mean --smtp?)')

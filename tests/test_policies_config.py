@@ -228,7 +228,7 @@ def test_arc_seal_reads_its_key_file(tmp_path):
     assert config.policies.build()[0].sealer.selector == 'arc1'
     lines = errors_of({**base, 'policies': [{'authenticate': {'arc_seal': {
         **seal, 'key_file': 'missing.pem'}}}]}, tmp_path)
-    assert any('policies[0].authenticate.arc_seal: key_file: No such file' in l for l in lines)
+    assert any('policies[0].authenticate.arc_seal: key_file: No such file' in line for line in lines)
 
 
 def test_authenticate_remove_forged_from_yaml(tmp_path):

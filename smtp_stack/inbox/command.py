@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..extras import needs_extra
+
 PROG = 'smtp-stack'
 
 DESCRIPTION = """\
@@ -35,9 +37,11 @@ one machine. docs/inbox.md has the details.
 """
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
+               ) -> argparse.ArgumentParser:
     parser = sub.add_parser(
-        'inbox', help='catch all mail for development (SMTP :1025, web inbox and Mailpit API :8025)',
+        'inbox',
+        help='catch all mail for development (SMTP :1025, web inbox and Mailpit API :8025)',
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--smtp', metavar='HOST:PORT', default='127.0.0.1:1025',
                         help='SMTP listen address (default 127.0.0.1:1025; port 0 picks one)')
@@ -59,7 +63,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         help='SMTP server that "release" sends messages to')
     parser.add_argument('--name', default='localhost',
                         help='host name in the SMTP greeting and Received (default localhost)')
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, parser=parser)
     return parser
 
 
@@ -77,13 +81,14 @@ def _note(message: str) -> None:
     print(f'{PROG}: {message}', file=sys.stderr, flush=True)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     import gevent
 
     from ..cli import _setup_logging, serve_until_stopped
-    from .app import load_users
-    from .release import Relay, parse_hostport
-    from .service import Inbox
+    with needs_extra('inbox', 'smtp-stack inbox'):     # wsproto, for the websocket
+        from .app import load_users
+        from .release import Relay, parse_hostport
+        from .service import Inbox
 
     try:
         smtp = parse_hostport(args.smtp)
@@ -107,7 +112,7 @@ def run(args) -> int:
         return 1
     state = {'stopping': False}
 
-    def stop(signame):
+    def stop(signame: str) -> None:
         if state['stopping']:
             return
         state['stopping'] = True

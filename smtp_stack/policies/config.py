@@ -17,7 +17,16 @@ check time, so a config that passes `check-config` starts.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..extras import MissingExtra
+
+if TYPE_CHECKING:
+    from ..middleware import Middleware
+
+Report = Callable[[str, str], None]     # the config checker's error(path, message)
 
 _DURATION = re.compile(r'\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)\s*\Z')
 _UNITS = {'': 1, 's': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 7 * 86400}
@@ -47,15 +56,15 @@ USES_STORE = ('greylist', 'rate_limit')
 @dataclass
 class PolicySection:
     """The checked section: build() makes the middleware, in order."""
-    entries: list = field(default_factory=list)     # [(name, kwargs)]
+    entries: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     store: str | None = None
-    dns: dict = field(default_factory=dict)
+    dns: dict[str, Any] = field(default_factory=dict)
     raw: object = None                              # as written, to compare on reload
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return bool(self.entries)
 
-    def build(self) -> list:
+    def build(self) -> list[Middleware]:
         from . import FACTORIES, Resolver, store as open_store
         resolver = Resolver(**self.dns) if any(n in USES_DNS for n, _ in self.entries) else None
         shared = open_store(self.store or 'memory:') \
@@ -71,11 +80,11 @@ class PolicySection:
         return built
 
 
-def duration(value) -> float:
+def duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError
     if isinstance(value, (int, float)):
-        return value
+        return float(value)
     match = _DURATION.match(str(value))
     if not match:
         raise ValueError
@@ -86,12 +95,13 @@ class SectionChecker:
     """Checks the three keys with the config checker's `error(path, message)`,
     `file_path(name)` and `callable(spec)`."""
 
-    def __init__(self, error, file_path, load_callable):
+    def __init__(self, error: Report, file_path: Callable[[str], str],
+                 load_callable: Callable[[str], Callable[..., Any]]):
         self.error = error
         self.file_path = file_path
         self.load_callable = load_callable
 
-    def section(self, data: dict) -> PolicySection:
+    def section(self, data: dict[str, Any]) -> PolicySection:
         out = PolicySection(raw=(data.get('policies'), data.get('store'), data.get('dns')))
         if data.get('store') is not None:
             out.store = self.store_url('store', data['store'])
@@ -124,9 +134,11 @@ class SectionChecker:
                 out.entries.append((name, kwargs))
         return out
 
-    def parameters(self, path: str, name: str, params: dict):
+    def parameters(self, path: str, name: str,
+                   params: dict[str, Any]) -> dict[str, Any] | None:
         allowed = PARAMETERS[name]
-        kwargs, ok = {}, True
+        kwargs: dict[str, Any] = {}
+        ok = True
         for key, value in params.items():
             here = f'{path}.{key}'
             kind = allowed.get(key)
@@ -153,12 +165,11 @@ class SectionChecker:
         except (TypeError, ValueError, OSError) as exc:
             self.error(path, str(exc).replace(f'{name}: ', ''))
             return None
-        except ImportError as exc:
-            self.error(path, f"needs the policies extra: pip install 'smtp_stack[policies]' ({exc})")
-            return None
+        except MissingExtra as exc:     # the CLI's one line: this entry needs it
+            raise MissingExtra(path, exc.extra, exc.name) from exc
         return kwargs
 
-    def convert(self, kind: str, value, path: str):
+    def convert(self, kind: str, value: Any, path: str) -> Any:
         if kind == STRINGS:
             value = [value] if isinstance(value, str) else value
             if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
@@ -208,16 +219,20 @@ class SectionChecker:
             return {'selector': value['selector'], 'domain': value['domain'], 'key': key}
         raise AssertionError(kind)
 
-    def store_url(self, path: str, value, report: bool = True):
+    def store_url(self, path: str, value: object, report: bool = True) -> str | None:
+        from .stores import URLS
         from .stores import store as open_store
         try:
-            if isinstance(value, str) and value.startswith('sqlite:///') \
-                    and not value.startswith('sqlite:////'):
+            if not isinstance(value, str):
+                raise ValueError(f'must be a store URL: {URLS}')
+            if value.startswith('sqlite:///') and not value.startswith('sqlite:////'):
                 value = 'sqlite:///' + self.file_path(value[len('sqlite:///'):])
-            if isinstance(value, str) and value.startswith('rediss://'):
+            if value.startswith('rediss://'):
                 value = self.tls_files(value)
             open_store(value).close()
             return value
+        except MissingExtra as exc:     # redis
+            raise MissingExtra(path, exc.extra, exc.name) from exc
         except (ValueError, ImportError) as exc:
             if not report:
                 raise ValueError(str(exc).replace('store: ', '')) from None
@@ -238,7 +253,7 @@ class SectionChecker:
                  for name, value in query]
         return urlunsplit(parts._replace(query=urlencode(query, safe='/')))
 
-    def dns(self, value) -> dict:
+    def dns(self, value: object) -> dict[str, Any]:
         if not isinstance(value, dict):
             self.error('dns', 'must be a mapping {nameservers, port, timeout}')
             return {}
