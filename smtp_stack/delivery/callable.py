@@ -30,7 +30,7 @@ from .base import (LOCAL_ERROR, Inspect, delivered_stream, disk_error_reply, is_
                    message_body, message_head, untouched)
 
 if TYPE_CHECKING:
-    from ..middleware import Context, ReplyLike
+    from ..middleware import Context, Next, ReplyLike
     from ..session import Envelope, Session
 
 # What the function returns: None (250), a reply, or for LMTP one per recipient.
@@ -81,7 +81,7 @@ class CallableDelivery:
         name = getattr(self.fn, '__qualname__', repr(self.fn))
         return f'callable {getattr(self.fn, "__module__", "?")}:{name}'
 
-    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
+    def __call__(self, ctx: Context, next: Next) -> None:
         next()
         stream = delivered_stream(ctx)
         if stream is None or not untouched(ctx):

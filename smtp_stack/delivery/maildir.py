@@ -22,7 +22,6 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import ClientDisconnected, SmtpError
@@ -32,7 +31,7 @@ from .base import (Inspect, delivered_stream, disk_error_reply, is_success, log,
                    message_head, message_id, untouched)
 
 if TYPE_CHECKING:
-    from ..middleware import Context
+    from ..middleware import Context, Next
     from ..session import Envelope
     from ..stream import DataStream
 
@@ -119,7 +118,7 @@ class MaildirDelivery:
         return f'maildir {self.path}'
 
     # -- middleware ------------------------------------------------------
-    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
+    def __call__(self, ctx: Context, next: Next) -> None:
         next()
         stream = delivered_stream(ctx)
         if stream is None or not untouched(ctx):

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from _socket import _Address as SocketAddress     # typeshed's, as smtplib's stub uses
 
     from ..addresses import Address
-    from ..middleware import Context
+    from ..middleware import Context, Next
     from ..session import Session
 
 UNAVAILABLE = Reply(451, 'Error: upstream server unavailable, try again later', '4.4.1')
@@ -258,13 +258,13 @@ class RelayDelivery:
         return describe_upstream(self.host, self.port, self.lmtp)
 
     # -- middleware ------------------------------------------------------
-    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
+    def __call__(self, ctx: Context, next: Next) -> None:
         handler = _HANDLERS.get(ctx.command_name)
         if handler is None:
             return next()
         return handler(self, ctx, next)
 
-    def _on_mail(self, ctx: Context, next: Callable[[], None]) -> None:
+    def _on_mail(self, ctx: Context, next: Next) -> None:
         next()
         envelope = ctx.session.envelope
         sender = envelope.mail_from
@@ -277,7 +277,7 @@ class RelayDelivery:
             envelope.mail_from = None
             ctx.send(exc.reply)
 
-    def _on_rcpt(self, ctx: Context, next: Callable[[], None]) -> None:
+    def _on_rcpt(self, ctx: Context, next: Next) -> None:
         next()
         envelope = ctx.session.envelope
         if not is_success(ctx.reply) or not envelope.rcpt_to \
@@ -299,7 +299,7 @@ class RelayDelivery:
             envelope.rcpt_to.pop()
             ctx.send(reply)
 
-    def _on_data(self, ctx: Context, next: Callable[[], None]) -> None:
+    def _on_data(self, ctx: Context, next: Next) -> None:
         next()
         session = ctx.session
         stream = ctx.data_stream
@@ -364,11 +364,11 @@ class RelayDelivery:
             return
         ctx.send(self._verdict(ctx, replies))
 
-    def _on_reset(self, ctx: Context, next: Callable[[], None]) -> None:
+    def _on_reset(self, ctx: Context, next: Next) -> None:
         next()
         self._reset(ctx.session)
 
-    def _on_quit(self, ctx: Context, next: Callable[[], None]) -> None:
+    def _on_quit(self, ctx: Context, next: Next) -> None:
         next()
         self.session_closed(ctx.session)
 
@@ -538,7 +538,7 @@ class RelayDelivery:
         return (temporary or failed)[0]
 
 
-_HANDLERS: dict[str, Callable[[RelayDelivery, Context, Callable[[], None]], None]] = {
+_HANDLERS: dict[str, Callable[[RelayDelivery, Context, Next], None]] = {
     'MAIL': RelayDelivery._on_mail,
     'RCPT': RelayDelivery._on_rcpt,
     'DATA': RelayDelivery._on_data,

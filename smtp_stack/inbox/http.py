@@ -72,7 +72,8 @@ class Request:
         return min(value, maximum)
 
     def header(self, name: str) -> str:
-        return self.environ.get('HTTP_' + name.upper().replace('-', '_'), '')
+        value: str = self.environ.get('HTTP_' + name.upper().replace('-', '_'), '')
+        return value
 
     def body(self) -> bytes:
         """The request body, at most MAX_BODY bytes (else 413)."""

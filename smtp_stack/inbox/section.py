@@ -6,7 +6,6 @@ Receiver calls beside its servers' own. See `inbox/config.py` for the keys.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .app import InboxApp, load_users
@@ -16,7 +15,7 @@ from .service import web_server
 from .store import Store
 
 if TYPE_CHECKING:
-    from ..middleware import Context
+    from ..middleware import Context, Next
 
 
 class InboxDelivery:
@@ -30,7 +29,7 @@ class InboxDelivery:
         self.app = InboxApp(self.store, relay=relay, users=users, stats=self.capture.stats)
         self.http: Any = None       # gevent's WSGIServer, while the web side runs
 
-    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
+    def __call__(self, ctx: Context, next: Next) -> None:
         return self._deliver(ctx, next)
 
     def describe(self) -> str:

@@ -24,7 +24,7 @@ is ours to sign, not to judge.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from email.parser import BytesHeaderParser
 from typing import TYPE_CHECKING
@@ -41,7 +41,7 @@ from .dns import Resolver
 from .spf import SpfResult, check_helo, check_spf
 
 if TYPE_CHECKING:
-    from ..middleware import Context
+    from ..middleware import Context, Next
 
 DMARC_REJECT = (550, 'Message rejected: DMARC policy of {domain} says reject', '5.7.1')
 MAX_HEADER_BYTES = 1 << 20      # where we look for the header section
@@ -136,7 +136,7 @@ class Authenticate:
             results.dmarc = replace(results.dmarc, result='temperror', policy='none')
         return results
 
-    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
+    def __call__(self, ctx: Context, next: Next) -> None:
         next()
         if ctx.command_name not in ('DATA', 'BDAT'):
             return

@@ -26,18 +26,19 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import gevent
 
 from ..errors import SmtpError
+from ..replies import Reply
 from .common import IPAddress, allowed, authenticated, client_ip, log, networks, warnings
 from .dns import DnsError, Resolver
 
 if TYPE_CHECKING:
-    from ..middleware import Context
+    from ..middleware import Context, Next
 
 # A zone as written (`zone[=codes][*weight]`) or as a mapping {zone, codes, weight}.
 ZoneSpec: TypeAlias = 'str | Mapping[str, Any]'
@@ -156,13 +157,13 @@ class DnsblResult:
     weights: dict[str, int] = field(default_factory=dict)   # zone -> its part of the score
     policy: object = field(default=None, repr=False, compare=False)
 
-    def reply(self) -> tuple[int, str, str]:
+    def reply(self) -> Reply:
         """554 naming the zone that weighed most (the first of them)."""
         zone, codes, reason = max(self.listed, key=lambda item: self.weights.get(item[0], 1))
         text = f'Service unavailable; client [{self.ip}] blocked using {zone}'
         if reason:
             text += f'; {reason}'
-        return 554, text, '5.7.1'
+        return Reply(554, text, '5.7.1')
 
 
 class Dnsbl:
@@ -227,7 +228,7 @@ class Dnsbl:
                 warnings.failed(f'dnsbl {zone}', 'dnsbl: %s: %s', zone, job.exception)
         return result
 
-    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
+    def __call__(self, ctx: Context, next: Next) -> None:
         if ctx.command_name == 'RCPT':
             session = ctx.session
             ip = client_ip(session)
@@ -236,7 +237,7 @@ class Dnsbl:
                 if result is None or result.ip != str(ip) or result.policy is not self:
                     result = session.dnsbl = self.check(ip)
                 if result.score >= self.threshold:
-                    raise SmtpError(*result.reply())
+                    raise SmtpError(result.reply())
         next()
 
 

@@ -21,11 +21,12 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from ..errors import SmtpError
+from ..replies import Reply
 from .common import IPAddress, allowed, authenticated, client_ip, networks, positive, warnings
 from .stores import Store, StoreError, as_store
 
 if TYPE_CHECKING:
-    from ..middleware import Context
+    from ..middleware import Context, Next
 
 
 def client_network(ip: IPAddress) -> str:
@@ -55,7 +56,7 @@ class Greylist:
         self.store = as_store(store)
         self.clock = clock
 
-    def check(self, ip: IPAddress, sender: str, recipient: str) -> tuple[int, str, str] | None:
+    def check(self, ip: IPAddress, sender: str, recipient: str) -> Reply | None:
         """None to accept, else the 451 refusal. Raises StoreError."""
         network = client_network(ip)
         if self.auto_allow:
@@ -80,11 +81,11 @@ class Greylist:
         return None
 
     @staticmethod
-    def _refusal(left: float) -> tuple[int, str, str]:
-        return (451, f'Greylisted, please try again in {max(1, int(left + 0.999))} seconds',
-                '4.7.1')
+    def _refusal(left: float) -> Reply:
+        return Reply(451, f'Greylisted, please try again in {max(1, int(left + 0.999))} seconds',
+                     '4.7.1')
 
-    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
+    def __call__(self, ctx: Context, next: Next) -> None:
         if ctx.command_name == 'RCPT' and ctx.address is not None:
             session = ctx.session
             ip = client_ip(session)
@@ -97,7 +98,7 @@ class Greylist:
                     warnings.failed(f'greylist store {self.store.url}', 'greylist: %s', exc)
                     refusal = None
                 if refusal is not None:
-                    raise SmtpError(*refusal)
+                    raise SmtpError(refusal)
         next()
 
 

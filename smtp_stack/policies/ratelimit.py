@@ -15,16 +15,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import SmtpError
+from ..replies import Reply
 from .common import client_ip, positive, warnings
 from .stores import Store, StoreError, as_store
 
 if TYPE_CHECKING:
-    from ..middleware import Context
+    from ..middleware import Context, Next
     from ..session import Session
 
 KEYS = ('client', 'user', 'sender')
-TOO_MANY_MESSAGES = (450, 'Too many messages, slow down', '4.7.1')
-TOO_MANY_RECIPIENTS = (450, 'Too many recipients, slow down', '4.7.1')
+TOO_MANY_MESSAGES = Reply(450, 'Too many messages, slow down', '4.7.1')
+TOO_MANY_RECIPIENTS = Reply(450, 'Too many recipients, slow down', '4.7.1')
 
 
 class RateLimit:
@@ -66,11 +67,11 @@ class RateLimit:
             return True
         return count is not None
 
-    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
+    def __call__(self, ctx: Context, next: Next) -> None:
         name = ctx.command_name
         if name == 'MAIL' and self.messages and ctx.address is not None and self.key != 'sender':
             if not self._hit('msg', self.messages, self.subject(ctx.session)):
-                raise SmtpError(*TOO_MANY_MESSAGES)
+                raise SmtpError(TOO_MANY_MESSAGES)
         elif name == 'RCPT' and ctx.address is not None:
             subject = self.subject(ctx.session)
             if self.key == 'sender' and self.messages:
@@ -79,10 +80,10 @@ class RateLimit:
                 counted = ctx.session.envelope.__dict__.setdefault('_rate_counted', set())
                 if id(self) not in counted:
                     if not self._hit('msg', self.messages, subject):
-                        raise SmtpError(*TOO_MANY_MESSAGES)
+                        raise SmtpError(TOO_MANY_MESSAGES)
                     counted.add(id(self))
             if self.recipients and not self._hit('rcpt', self.recipients, subject):
-                raise SmtpError(*TOO_MANY_RECIPIENTS)
+                raise SmtpError(TOO_MANY_RECIPIENTS)
         next()
 
 

@@ -24,17 +24,18 @@ from typing import TYPE_CHECKING, TypeAlias
 import gevent
 
 from ..errors import SmtpError
+from ..replies import Reply
 from ..offload import offload
 from .common import authenticated, log
 
 if TYPE_CHECKING:
-    from ..middleware import Context
+    from ..middleware import Context, Next
 
 # What tells one version of a file from the next: (mtime_ns, size, inode).
 Stamp: TypeAlias = 'tuple[int, int, int]'
 
-RELAY_DENIED = (554, 'Relay access denied', '5.7.1')
-UNKNOWN_USER = (550, 'No such user here', '5.1.1')
+RELAY_DENIED = Reply(554, 'Relay access denied', '5.7.1')
+UNKNOWN_USER = Reply(550, 'No such user here', '5.1.1')
 
 
 def _domain_of(address: str) -> str:
@@ -156,7 +157,7 @@ class Recipients:
             return True
         return any(_domain_of(a) == domain for a in listed)
 
-    def check(self, address: str) -> tuple[int, str, str] | None:
+    def check(self, address: str) -> Reply | None:
         """None when accepted, else the refusal (code, message, enhanced)."""
         listed = self.listed()
         domain = _domain_of(address)
@@ -181,12 +182,12 @@ class Recipients:
         lookup = self.lookup
         return lookup is not None and bool(lookup(address))
 
-    def __call__(self, ctx: Context, next: Callable[[], None]) -> None:
+    def __call__(self, ctx: Context, next: Next) -> None:
         if ctx.command_name == 'RCPT' and ctx.address is not None \
                 and not authenticated(ctx.session):
             refusal = self.check(ctx.address.address)
             if refusal is not None:
-                raise SmtpError(*refusal)
+                raise SmtpError(refusal)
         next()
 
 

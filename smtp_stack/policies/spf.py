@@ -42,7 +42,8 @@ def _lookup(name: str, qtype: str, strict: bool = True,
     are lists of byte strings, MX values (preference, exchange)."""
     resolver = _resolver.get()
     if resolver is None:
-        return _original_lookup(name, qtype, strict, timeout)
+        found: list[tuple[tuple[str, str], Any]] = _original_lookup(name, qtype, strict, timeout)
+        return found
     rdtype = 'TXT' if qtype == 'SPF' else qtype     # type 99 is obsolete (RFC 7208 3.1)
     try:
         answer = resolver.query(name, rdtype)

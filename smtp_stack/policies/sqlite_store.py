@@ -122,6 +122,7 @@ class SqliteStore(Offloaded):
         def body(db: sqlite3.Connection, clock_now: float) -> int | None:
             at = clock_now if now is None else now
             db.execute('DELETE FROM events WHERE key = ? AND at <= ?', (key, at - window))
+            count: int
             (count,) = db.execute('SELECT COUNT(*) FROM events WHERE key = ?', (key,)).fetchone()
             if count >= limit:
                 return None
