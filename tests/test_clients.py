@@ -5,9 +5,9 @@ here with `npm ci` when missing). Each sends in plain text, after STARTTLS
 with AUTH, over implicit TLS with AUTH, and with CRAM-MD5 where it offers
 it; each test reads what the server received, not only the exit status.
 
-msmtp and nodemailer verify the server's certificate against the test's
-certificate file, as a user pointing them at a self-signed server would;
-ssmtp cannot verify a server at all (it has no option for a trust file).
+msmtp and nodemailer verify the server's certificate against the sink's CA
+file (`MailSink.ca_file`), as a user of a private CA configures them; ssmtp
+cannot verify a server at all (it has no option for a trust file).
 """
 from __future__ import annotations
 
@@ -25,34 +25,18 @@ import peers
 HOST = '127.0.0.1'
 RUN_TIMEOUT = 30       # seconds a client program may take, at most
 CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'nodemailer_client')
-
-
-def accept_secret(session):
-    """on_auth: 'secret' is everyone's password (CRAM-MD5's shared secret too)."""
-    return {'name': session.auth.username} if session.auth.validate('secret') else None
-
-
-@pytest.fixture(scope='module')
-def certificate(tmp_path_factory):
-    """(key PEM, cert PEM, path of the cert): a certificate for 127.0.0.1,
-    which the clients that can are told to trust."""
-    key, cert = generate_self_signed(HOST)
-    path = tmp_path_factory.mktemp('tls') / 'server.pem'
-    path.write_bytes(cert)
-    return key, cert, str(path)
+USERS = {'alice': 'secret'}     # the sink's only user; the CRAM-MD5 secret too
 
 
 @pytest.fixture
-def sink(certificate):
-    """sink(**options) -> a started MailSink with the test's certificate
-    and the AUTH mechanisms the clients use; stopped after the test."""
+def sink():
+    """sink(**switches) -> a started MailSink (its users: alice, password
+    'secret'; its certificate signed by the CA in `sink.ca_file`, which the
+    clients that can verify are given); stopped after the test."""
     started = []
 
-    def start(**options):
-        key, cert, _ = certificate
-        options = {'key': key, 'cert': cert, 'on_auth': accept_secret,
-                   'auth_methods': ['PLAIN', 'LOGIN', 'CRAM-MD5'], **options}
-        started.append(MailSink(**options).start())
+    def start(**switches):
+        started.append(MailSink(users=USERS, **switches).start())
         return started[-1]
 
     yield start
@@ -61,7 +45,8 @@ def sink(certificate):
 
 
 def received(sink):
-    """What the server took in: envelope, AUTH, TLS and the message's text."""
+    """What the server took in: envelope, AUTH, TLS and the message's text
+    (test_thunderbird.py reads it the same way)."""
     message = sink.wait_for(1, timeout=10)[0]
     session = message.session
     return {
@@ -86,19 +71,19 @@ def run(args, stdin: bytes = b'', home=None):
 
 MESSAGE = b'From: alice@b.example\nTo: c@d.example\nSubject: %s\n\nHello from %s.\n'
 
-# Each case: (name, server options, client settings, the authenticated user, AUTH
-# mechanism, TLS); the name is the message's subject too.
+# Each case: (name, the sink's switches, the client's settings, the user the
+# server records, the AUTH mechanism, TLS); the name is the message's subject.
 
 
 # --- msmtp ---------------------------------------------------------------------------
 
 MSMTP_CASES = [
     ('plain', {}, {'tls': 'off'}, None, None, False),
-    ('starttls-auth-plain', {}, {'auth': 'plain'}, {'name': 'alice'}, 'PLAIN', True),
-    ('starttls-auth-login', {}, {'auth': 'login'}, {'name': 'alice'}, 'LOGIN', True),
-    ('implicit-tls-auth-plain', {'secure': True}, {'auth': 'plain', 'tls_starttls': 'off'},
-     {'name': 'alice'}, 'PLAIN', True),
-    ('starttls-cram-md5', {}, {'auth': 'cram-md5'}, {'name': 'alice'}, 'CRAM-MD5', True),
+    ('starttls-auth-plain', {}, {'auth': 'plain'}, 'alice', 'PLAIN', True),
+    ('starttls-auth-login', {}, {'auth': 'login'}, 'alice', 'LOGIN', True),
+    ('implicit-tls-auth-plain', {'tls': 'implicit'}, {'auth': 'plain', 'tls_starttls': 'off'},
+     'alice', 'PLAIN', True),
+    ('starttls-cram-md5', {}, {'auth': 'cram-md5'}, 'alice', 'CRAM-MD5', True),
 ]
 
 
@@ -120,10 +105,10 @@ def msmtp_config(tmp_path, port: int, trust_file: str, settings: dict) -> str:
 
 @pytest.mark.parametrize('case, options, settings, user, method, secure', MSMTP_CASES,
                          ids=[case[0] for case in MSMTP_CASES])
-def test_msmtp_sends(sink, certificate, tmp_path, case, options, settings, user, method, secure):
+def test_msmtp_sends(sink, tmp_path, case, options, settings, user, method, secure):
     msmtp = peers.program('msmtp', 'msmtp')
     server = sink(**options)
-    config = msmtp_config(tmp_path, server.address[1], certificate[2], settings)
+    config = msmtp_config(tmp_path, server.address[1], server.ca_file, settings)
     status, output = run([msmtp, f'--file={config}', 'c@d.example'],
                          MESSAGE % (case.encode(), b'msmtp'), home=tmp_path)
     assert status == 0, output
@@ -153,11 +138,11 @@ def test_msmtp_refuses_a_certificate_it_was_not_told_to_trust(sink, tmp_path):
 SSMTP_CASES = [
     ('plain', {}, {}, None, None, False),
     ('starttls-auth-login', {}, {'UseSTARTTLS': 'YES', 'AuthUser': 'alice'},
-     {'name': 'alice'}, 'LOGIN', True),
-    ('implicit-tls-auth-login', {'secure': True}, {'UseTLS': 'YES', 'AuthUser': 'alice'},
-     {'name': 'alice'}, 'LOGIN', True),
+     'alice', 'LOGIN', True),
+    ('implicit-tls-auth-login', {'tls': 'implicit'}, {'UseTLS': 'YES', 'AuthUser': 'alice'},
+     'alice', 'LOGIN', True),
     ('starttls-cram-md5', {}, {'UseSTARTTLS': 'YES', 'AuthUser': 'alice',
-                               'AuthMethod': 'cram-md5'}, {'name': 'alice'}, 'CRAM-MD5', True),
+                               'AuthMethod': 'cram-md5'}, 'alice', 'CRAM-MD5', True),
 ]
 
 
@@ -203,22 +188,21 @@ AUTH = {'user': 'alice', 'pass': 'secret'}
 NODEMAILER_CASES = [
     ('plain', {}, {'ignoreTLS': True}, None, None, False),
     ('starttls-auth-plain', {}, {'requireTLS': True, 'auth': AUTH, 'authMethod': 'PLAIN'},
-     {'name': 'alice'}, 'PLAIN', True),
-    ('implicit-tls-auth-login', {'secure': True},
-     {'secure': True, 'auth': AUTH, 'authMethod': 'LOGIN'}, {'name': 'alice'}, 'LOGIN', True),
+     'alice', 'PLAIN', True),
+    ('implicit-tls-auth-login', {'tls': 'implicit'},
+     {'secure': True, 'auth': AUTH, 'authMethod': 'LOGIN'}, 'alice', 'LOGIN', True),
     ('starttls-cram-md5', {}, {'requireTLS': True, 'auth': AUTH, 'authMethod': 'CRAM-MD5'},
-     {'name': 'alice'}, 'CRAM-MD5', True),
+     'alice', 'CRAM-MD5', True),
 ]
 TEXT = 'Grüße from nodemailer: ünïcödé in the body.\n'
 
 
 @pytest.mark.parametrize('case, options, settings, user, method, secure', NODEMAILER_CASES,
                          ids=[case[0] for case in NODEMAILER_CASES])
-def test_nodemailer_sends(sink, certificate, node, case, options, settings, user, method,
-                          secure):
+def test_nodemailer_sends(sink, node, case, options, settings, user, method, secure):
     server = sink(**options)
     transport = {'host': HOST, 'port': server.address[1], 'name': 'client.test',
-                 'tls': {'caFile': certificate[2]}, **settings}
+                 'tls': {'caFile': server.ca_file}, **settings}
     message = {'from': 'Alice <alice@b.example>', 'to': 'c@d.example', 'subject': case,
                'text': TEXT}
     status, output = run([node, os.path.join(CLIENT, 'send.mjs'),
