@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import math
 import os
+import re
 import socket
 
 import pytest
@@ -553,3 +554,55 @@ def test_record_log_gives_a_forked_child_its_own_pid(kept_logger):
     os.waitpid(pid, 0)
     assert keep.records[0].process == os.getpid()
     assert int(reported) == pid
+
+
+# --- docs/api.md: the original's options, each accepted here --------------------------
+# Node smtp-stack's options: its README's example, and the ones its code reads
+# (banner, lmtp, authOptional, useXClient, useXForward, ignoredHosts,
+# disableReverseLookup) or passes to tls.createSecureContext (ca, ciphers).
+NODE_SMTP_STACK = {
+    'name', 'banner', 'secure', 'lmtp', 'authMethods', 'authOptional', 'disabledCommands',
+    'allowInsecureAuth', 'noAuthReply', 'key', 'cert', 'ca', 'session', 'requestCert',
+    'rejectUnauthorized', 'requestOCSP', 'sessionIdContext', 'honorCipherOrder', 'minVersion',
+    'ciphers', 'sniOptions', 'SNICallback', 'socketTimeout', 'closeTimeout', 'upgradeTimeout',
+    'logLevel', 'logBackend', 'size', 'useProxy', 'useXClient', 'useXForward', 'ignoredHosts',
+    'disableReverseLookup', 'onSocket', 'onConnect', 'onAuth', 'onMailFrom', 'onRcptTo',
+    'onData', 'onClose',
+}
+
+
+def originals_tables() -> list:
+    """The tables under "The original's options" in docs/api.md: for each,
+    its rows as (first column's names, second column's names)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, 'docs', 'api.md'), encoding='utf-8').read()
+    section = text.split("### The original's options\n", 1)[1].split('\n## ', 1)[0]
+    tables, rows = [], None
+    for line in section.splitlines():
+        if not line.startswith('|'):
+            rows = None
+            continue
+        if rows is None:        # the header row starts a table
+            rows = []
+            tables.append(rows)
+            continue
+        if line.startswith('|---'):
+            continue
+        cells = [cell.strip() for cell in line.strip('|').split('|')]
+        rows.append((re.findall(r'`([^`]+)`', cells[0]), re.findall(r'`([^`]+)`', cells[1])))
+    return tables
+
+
+def test_the_originals_table_lists_every_option_of_the_original():
+    [originals, _nodemailer] = originals_tables()
+    assert sorted(n for node, _ in originals for n in node) == sorted(NODE_SMTP_STACK)
+    assert all(len(here) == 1 for _, here in originals)     # each has its Python name
+
+
+@pytest.mark.parametrize('name', sorted({n for table in originals_tables()
+                                         for _, here in table for n in here}))
+def test_every_python_name_in_the_originals_tables_is_accepted_at_its_default(name):
+    assert name in OPTIONS, f'docs/api.md names {name!r}, which is not an option'
+    default = OPTIONS[name][0]
+    value = default() if callable(default) else default
+    smtp_stack.SmtpServer(**{name: value})     # TypeError for a name it does not accept
