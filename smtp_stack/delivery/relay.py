@@ -118,9 +118,11 @@ class Upstream(smtplib.SMTP):
         return code, text.decode('utf-8', 'replace')
 
     def _connected(self) -> socket.socket:
-        """smtplib's socket: None only before connect() and after close()."""
+        """smtplib's socket, which is None only before connect() and after
+        close(): then the error smtplib's own send() raises."""
         sock = self.sock
-        assert sock is not None, 'not connected'
+        if sock is None:
+            raise smtplib.SMTPServerDisconnected('please run connect() first')
         return sock
 
     def send_body(self, head: bytes, pieces: Iterable[bytes]) -> None:

@@ -52,9 +52,11 @@ T = TypeVar('T')
 
 
 class Store(Protocol):
-    """What the policies and the server's shared limits ask of a store (the
-    operations of the module doc). `store(url)` makes one; an object of
-    your own with these methods may be passed as `store=` too."""
+    """What the policies and the server's shared limits ask of a store: the
+    operations of the module doc, each atomic, raising StoreError when the
+    backend fails. `store(url)` makes one; an object of your own with
+    these methods may be given as `store=` too. `ttl` and `window` are in
+    seconds; a key without a ttl does not expire."""
 
     @property
     def url(self) -> str:
@@ -62,9 +64,13 @@ class Store(Protocol):
 
     def get(self, key: str) -> Value | None: ...
     def set(self, key: str, value: Value, ttl: float | None = None) -> None: ...
+    # Set only if absent: True when this call set it.
     def add(self, key: str, value: Value, ttl: float | None = None) -> bool: ...
+    # The new value; `ttl` None keeps the key's expiry.
     def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int: ...
     def delete(self, key: str) -> None: ...
+    # One event at `now` (default: the store's clock) in a sliding window:
+    # the count in (now - window, now], or None (nothing recorded) over `limit`.
     def hit(self, key: str, window: float, limit: int,
             now: float | None = None) -> int | None: ...
     def close(self) -> None: ...
