@@ -10,7 +10,9 @@
 or Ctrl-C (a graceful stop: open transactions get `close_timeout` to finish;
 a second signal exits at once). SIGHUP reloads the configuration file.
 Lifecycle notes go to stderr, prefixed `smtp-stack:`; exit status 0 after a
-clean stop, 1 for a bad configuration, 2 for bad arguments.
+clean stop, 1 for a bad configuration or an address that cannot be bound, 2
+for bad arguments (with the command's own usage) or a missing extra (one
+line naming it: MissingExtra).
 """
 from __future__ import annotations
 
