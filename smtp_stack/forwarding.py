@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from .errors import SmtpError
 from .xtext import XtextError, decode_xtext
@@ -146,7 +146,8 @@ _XFORWARD_CHECKS = {
 }
 
 
-def _parse(command: str, args: list[str], checks: dict) -> dict[str, str | None]:
+def _parse(command: str, args: list[str],
+           checks: dict[str, Callable[[str], str]]) -> dict[str, str | None]:
     attributes = parse_attributes(args, frozenset(checks), command=command)
     for name, value in attributes.items():
         if value is not None:
@@ -184,5 +185,6 @@ def _capability(verb: str, order: tuple[str, ...], attributes: Iterable[str]) ->
     wanted = {name.upper() for name in attributes}
     unknown = wanted.difference(order)
     if unknown or not wanted:
-        raise ValueError(f'{verb} attributes must be a non-empty subset of {order}, not {sorted(wanted)}')
+        raise ValueError(f'{verb} attributes must be a non-empty subset of {order}, '
+                         f'not {sorted(wanted)}')
     return ' '.join([verb, *(name for name in order if name in wanted)])

@@ -10,6 +10,14 @@ field of its own (header injection).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    from .session import HeaderPredicate
+
+# What remove_header recorded: (field name, predicate or None for all).
+Removal: TypeAlias = tuple[str, 'HeaderPredicate | None']
 
 # RFC 5322 3.6.8: field-name = 1*ftext; ftext = %d33-57 / %d59-126.
 _FIELD_NAME = re.compile(r'[\x21-\x39\x3b-\x7e]+\Z')
@@ -17,16 +25,16 @@ FOLD_AT = 78        # RFC 5322 2.1.1: lines SHOULD be at most 78 characters
 MAX_LINE = 998      # ... and MUST be at most 998
 
 
-def check_name(name) -> str:
+def check_name(name: object) -> str:
     """`name` when it is RFC 5322 field-name syntax; ValueError otherwise."""
     if not isinstance(name, str) or not _FIELD_NAME.match(name):
         raise ValueError(f'not a header field name (RFC 5322 3.6.8): {name!r}')
     return name
 
 
-def check_field(name, value) -> tuple:
+def check_field(name: object, value: object) -> tuple[str, str]:
     """(name, value) when both may go into a header; ValueError otherwise."""
-    check_name(name)
+    name = check_name(name)
     if not isinstance(value, str):
         raise ValueError(f'a header value must be a str, not {type(value).__name__}')
     for bad in ('\r', '\n', '\0'):
@@ -58,7 +66,7 @@ def fold(name: str, value: str) -> str:
     return '\r\n'.join(lines) + '\r\n'
 
 
-def header_block(fields) -> bytes:
+def header_block(fields: Sequence[tuple[str, str]]) -> bytes:
     """The added fields as they go on top of the message: the last added
     first, since each one is prepended (RFC 5322 3.6, as trace fields are)."""
     return ''.join(fold(name, value) for name, value in reversed(fields)).encode('utf-8')
@@ -102,8 +110,8 @@ class HeaderFilter:
     message is cut into pieces.
     """
 
-    def __init__(self, removals, limit: int = MAX_FIELD):
-        self._rules: dict = {}
+    def __init__(self, removals: Iterable[Removal], limit: int = MAX_FIELD) -> None:
+        self._rules: dict[bytes, list[HeaderPredicate | None]] = {}
         for name, predicate in removals:
             self._rules.setdefault(name.lower().encode('ascii'), []).append(predicate)
         self._limit = limit
@@ -111,14 +119,14 @@ class HeaderFilter:
         self._cr = False            # the data so far ended in a CR: CRLF or a lone CR?
         self._line_start = True     # the next byte starts a line
         self._field = bytearray()   # the field being collected
-        self._name = None           # its name, lower-cased, once known (b'' for no field)
+        self._name: bytes | None = None     # its name, lower-cased, once known (b'': no field)
         self._colon = -1
         self._state = _KEEP         # no field yet: a leading continuation line passes
 
     def feed(self, data: bytes) -> bytes:
         if self._body:
             return data
-        out: list = []
+        out: list[bytes] = []
         pos, size = 0, len(data)
         if self._cr and size:
             self._cr = False
@@ -144,7 +152,7 @@ class HeaderFilter:
     def end(self) -> bytes:
         """The rest, at the end of the message (a header section without a
         body, or without its empty line, ends here)."""
-        out: list = []
+        out: list[bytes] = []
         if not self._body:
             if self._cr:
                 self._cr = False
@@ -154,7 +162,7 @@ class HeaderFilter:
             self._body = True
         return b''.join(out)
 
-    def _line(self, piece: bytes, complete: bool, out: list) -> None:
+    def _line(self, piece: bytes, complete: bool, out: list[bytes]) -> None:
         """A piece of a line; `complete` when it holds the line's end."""
         if self._line_start:
             first = piece[:1]
@@ -173,7 +181,7 @@ class HeaderFilter:
         elif state is _COLLECT:
             self._collect(piece, complete, out)
 
-    def _collect(self, piece: bytes, complete: bool, out: list) -> None:
+    def _collect(self, piece: bytes, complete: bool, out: list[bytes]) -> None:
         field = self._field
         field += piece
         if self._name is None:              # still in the first line
@@ -198,7 +206,7 @@ class HeaderFilter:
             return
         field.clear()
 
-    def _close(self, out: list) -> None:
+    def _close(self, out: list[bytes]) -> None:
         """The field at hand is complete: judge it if it is still held."""
         if self._state is not _COLLECT:
             return
@@ -207,20 +215,20 @@ class HeaderFilter:
         self._state = _KEEP
         predicates = self._rules.get(self._name) if self._name else None
         if predicates is not None:
-            value = _EOL.sub(b'', field[self._colon + 1:])
-            value = value.decode('utf-8', 'surrogateescape').strip(' \t')
+            unfolded = _EOL.sub(b'', field[self._colon + 1:])
+            value = unfolded.decode('utf-8', 'surrogateescape').strip(' \t')
             if any(p is None or p(value) for p in predicates):
                 return
         out.append(field)
 
 
-def remove_fields(message: bytes, removals) -> bytes:
+def remove_fields(message: bytes, removals: Iterable[Removal]) -> bytes:
     """`message` (a whole one, or its start) without the fields `removals` names."""
     strip = HeaderFilter(removals)
     return strip.feed(message) + strip.end()
 
 
-def without_fields(pieces, removals):
+def without_fields(pieces: Iterable[bytes], removals: Sequence[Removal]) -> Iterator[bytes]:
     """The pieces of a message with the fields `removals` names taken out of
     its header section (HeaderFilter); the same pieces when there are none."""
     if not removals:

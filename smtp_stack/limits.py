@@ -8,6 +8,7 @@ and Dovecot's auth penalty also guard against.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 
 
 class RecentFailures:
@@ -21,17 +22,18 @@ class RecentFailures:
     """
 
     def __init__(self, limit: int, window: float, max_keys: int = 10_000,
-                 clock=time.monotonic):
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self.window = window
         self.max_keys = max_keys
         self._clock = clock
-        self._times: dict = {}      # key -> failure times, oldest first; keys by last failure
+        # key -> failure times, oldest first; keys in the order of their last failure
+        self._times: dict[str, list[float]] = {}
 
     def __len__(self) -> int:
         return len(self._times)
 
-    def blocked(self, key) -> bool:
+    def blocked(self, key: str) -> bool:
         times = self._times.get(key)
         if times is None:
             return False
@@ -42,7 +44,7 @@ class RecentFailures:
         self._times[key] = recent
         return len(recent) >= self.limit
 
-    def add(self, key) -> bool:
+    def add(self, key: str) -> bool:
         """Count one failure now; True when this one reached the limit."""
         now = self._clock()
         times = self._recent(self._times.pop(key, ()), now)
@@ -54,7 +56,7 @@ class RecentFailures:
             del self._times[next(iter(self._times))]
         return reached
 
-    def _recent(self, times, now: float) -> list:
+    def _recent(self, times: Iterable[float], now: float) -> list[float]:
         since = now - self.window
         return [t for t in times if t > since]
 
@@ -69,7 +71,7 @@ class SessionCounters:
                  'errors', 'auth_failures', 'messages', 'junk', 'greetings', 'junk_excess')
 
     def __init__(self, max_errors: int, max_auth_failures: int, max_messages: int,
-                 max_junk: int):
+                 max_junk: int) -> None:
         self.max_errors = max_errors
         self.max_auth_failures = max_auth_failures
         self.max_messages = max_messages

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, TypeAlias, TypedDict, cast
 
 __all__ = [
     'ProxyError', 'ProxyHeader', 'parse_proxy_header', 'build_proxy_v1',
@@ -67,6 +68,25 @@ class ProxyError(ValueError):
     """The bytes cannot be a valid PROXY header; the message says why."""
 
 
+class SslInfo(TypedDict):
+    """PP2_TYPE_SSL (section 2.2.6): `ProxyHeader.ssl`."""
+    client: int                 # the flag byte, and its bits:
+    client_ssl: bool
+    cert_conn: bool
+    cert_sess: bool
+    verify: int                 # 0 when a client certificate was verified
+    cert_verified: bool
+    version: str | None
+    cn: str | None
+    cipher: str | None
+    sig_alg: str | None
+    key_alg: str | None
+    group: str | None
+    sig_scheme: str | None
+    client_cert: bytes | None   # DER
+    tlvs: list[tuple[int, bytes]]   # the sub-TLVs, in order
+
+
 @dataclass(slots=True)
 class ProxyHeader:
     """What a PROXY header said. `tlvs` keeps every v2 TLV, in order, as
@@ -91,7 +111,7 @@ class ProxyHeader:
     alpn: bytes | None = None
     authority: str | None = None
     unique_id: bytes | None = None
-    ssl: dict | None = None
+    ssl: SslInfo | None = None
     netns: str | None = None
     crc32c: int | None = None
 
@@ -135,7 +155,7 @@ _DECIMAL = re.compile(r'0|[1-9][0-9]*')
 _IPV6_CHARS = re.compile(r'[0-9A-Fa-f:.]*')
 
 
-def _parse_v1(data: bytes):
+def _parse_v1(data: bytes) -> tuple[ProxyHeader, int] | None:
     window = data[:V1_MAX_LENGTH]
     end = window.find(b'\r\n')
     if end >= 0:
@@ -160,9 +180,10 @@ def _v1_fields(line: bytes, complete: bool) -> list[str]:
     if bad:
         byte = line[bad.start()]
         what = 'a bare CR or LF' if byte in b'\r\n' else f'byte {byte:#04x}'
-        raise ProxyError(f'PROXY v1: {what} at offset {bad.start()} (the line is US-ASCII text ended by CRLF)')
+        raise ProxyError(f'PROXY v1: {what} at offset {bad.start()} '
+                         '(the line is US-ASCII text ended by CRLF)')
     fields = line.decode('ascii').split(' ')
-    growing = None if complete else fields.pop()
+    growing = '' if complete else fields.pop()
     grammar = list(_V1_HEAD)
     for index, value in enumerate(fields):
         if index >= len(grammar):
@@ -238,11 +259,15 @@ def _v1_port(value: str, whole: bool, what: str) -> None:
     if not whole and value == '':
         return
     if not _decimal_ok(value, 65535):
-        raise ProxyError(f'PROXY v1: {what} {value!r} is not a decimal 0..65535 without heading zeroes')
+        raise ProxyError(f'PROXY v1: {what} {value!r} is not a decimal 0..65535 '
+                         'without heading zeroes')
 
 
-_V1_HEAD = (('keyword', _v1_keyword), ('protocol family', _v1_family))
-_V1_FAMILIES = {
+# A field's check: (value, whole: not a prefix still growing, its name).
+_V1Check: TypeAlias = Callable[[str, bool, str], None]
+_V1_HEAD: tuple[tuple[str, _V1Check], ...] = (
+    ('keyword', _v1_keyword), ('protocol family', _v1_family))
+_V1_FAMILIES: dict[str, tuple[tuple[str, _V1Check], ...] | None] = {
     'TCP4': (('source address', _v1_ipv4), ('destination address', _v1_ipv4),
              ('source port', _v1_port), ('destination port', _v1_port)),
     'TCP6': (('source address', _v1_ipv6), ('destination address', _v1_ipv6),
@@ -266,7 +291,7 @@ def _v1_header(fields: list[str]) -> ProxyHeader:
 # -- version 2 (section 2.2) -------------------------------------------------
 
 # fam byte -> (name, address block length); other valid nibble pairs are UNSPEC.
-_V2_FAMILIES = {
+_V2_FAMILIES: dict[int, tuple[str, int]] = {
     0x00: ('UNSPEC', 0),
     0x11: ('TCP4', 12), 0x12: ('UDP4', 12),
     0x21: ('TCP6', 36), 0x22: ('UDP6', 36),
@@ -276,7 +301,7 @@ _V2_FAMILY_BYTES = {name: byte for byte, (name, _) in _V2_FAMILIES.items()}
 _V2_COMMANDS = {0x0: 'LOCAL', 0x1: 'PROXY'}
 
 
-def _parse_v2(data: bytes):
+def _parse_v2(data: bytes) -> tuple[ProxyHeader, int] | None:
     seen = min(len(data), len(V2_SIGNATURE))
     if data[:seen] != V2_SIGNATURE[:seen]:
         raise ProxyError(f'PROXY v2: bad signature {data[:seen]!r}')
@@ -296,7 +321,8 @@ def _parse_v2(data: bytes):
         return None
     length = int.from_bytes(data[14:16], 'big')
     if length < block:
-        raise ProxyError(f'PROXY v2: length {length} is shorter than the {block}-byte {family} address block')
+        raise ProxyError(f'PROXY v2: length {length} is shorter than the {block}-byte '
+                         f'{family} address block')
     end = V2_FIXED_LENGTH + length
     if len(data) < end:
         return None
@@ -348,18 +374,19 @@ def _split_tlvs(buf: bytes, start: int, what: str) -> list[tuple[int, int, int]]
     pos = start
     while pos < len(buf):
         if len(buf) - pos < 3:
-            raise ProxyError(f'PROXY v2: truncated {what} at offset {pos}: {len(buf) - pos} bytes left, a TLV takes 3 or more')
+            raise ProxyError(f'PROXY v2: truncated {what} at offset {pos}: {len(buf) - pos} '
+                             'bytes left, a TLV takes 3 or more')
         kind = buf[pos]
         size = int.from_bytes(buf[pos + 1:pos + 3], 'big')
         if pos + 3 + size > len(buf):
-            raise ProxyError(f'PROXY v2: {what} type {kind:#04x} at offset {pos} declares {size} bytes '
-                             f'but only {len(buf) - pos - 3} remain')
+            raise ProxyError(f'PROXY v2: {what} type {kind:#04x} at offset {pos} declares '
+                             f'{size} bytes but only {len(buf) - pos - 3} remain')
         out.append((kind, pos + 3, size))
         pos += 3 + size
     return out
 
 
-def _text(encoding: str):
+def _text(encoding: str) -> Callable[[bytes, str], str]:
     def decode(value: bytes, what: str) -> str:
         try:
             return value.decode(encoding)
@@ -374,7 +401,8 @@ def _raw(value: bytes, what: str) -> bytes:
 
 def _unique_id(value: bytes, what: str) -> bytes:
     if len(value) > UNIQUE_ID_MAX_LENGTH:
-        raise ProxyError(f'PROXY v2: {what} is {len(value)} bytes long, more than {UNIQUE_ID_MAX_LENGTH}')
+        raise ProxyError(f'PROXY v2: {what} is {len(value)} bytes long, '
+                         f'more than {UNIQUE_ID_MAX_LENGTH}')
     return value
 
 
@@ -384,22 +412,25 @@ def _crc_value(value: bytes, what: str) -> int:
     return int.from_bytes(value, 'big')
 
 
-def _ssl(value: bytes, what: str) -> dict:
+def _ssl(value: bytes, what: str) -> SslInfo:
     if len(value) < 5:
-        raise ProxyError(f'PROXY v2: {what} value is {len(value)} bytes long, shorter than client and verify (5)')
+        raise ProxyError(f'PROXY v2: {what} value is {len(value)} bytes long, '
+                         'shorter than client and verify (5)')
     client = value[0]
     verify = int.from_bytes(value[1:5], 'big')
-    info = {
+    certified = bool(client & (PP2_CLIENT_CERT_CONN | PP2_CLIENT_CERT_SESS))
+    info: dict[str, Any] = {
         'client': client,
         'client_ssl': bool(client & PP2_CLIENT_SSL),
         'cert_conn': bool(client & PP2_CLIENT_CERT_CONN),
         'cert_sess': bool(client & PP2_CLIENT_CERT_SESS),
         'verify': verify,
-        'cert_verified': verify == 0 and bool(client & (PP2_CLIENT_CERT_CONN | PP2_CLIENT_CERT_SESS)),
+        'cert_verified': verify == 0 and certified,
     }
     info.update(dict.fromkeys(name for name, _ in _SSL_SUBTYPES.values()))
-    info['tlvs'] = _values(value, _decode_tlvs(value, 5, _SSL_SUBTYPES, info.__setitem__, 'SSL sub-TLV'))
-    return info
+    spans = _decode_tlvs(value, 5, _SSL_SUBTYPES, info.__setitem__, 'SSL sub-TLV')
+    info['tlvs'] = _values(value, spans)
+    return cast(SslInfo, info)      # every key set above, with its type
 
 
 _ascii = _text('ascii')
@@ -407,7 +438,8 @@ _utf8 = _text('utf-8')
 
 # type -> (field, decoder); each may appear once. Other types (NOOP, custom,
 # experimental, future) may repeat and are only kept in `tlvs`.
-_TLV_FIELDS = {
+_TlvTable: TypeAlias = dict[int, tuple[str, Callable[[bytes, str], object]]]
+_TLV_FIELDS: _TlvTable = {
     PP2_TYPE_ALPN: ('alpn', _raw),
     PP2_TYPE_AUTHORITY: ('authority', _utf8),
     PP2_TYPE_CRC32C: ('crc32c', _crc_value),
@@ -415,7 +447,7 @@ _TLV_FIELDS = {
     PP2_TYPE_SSL: ('ssl', _ssl),
     PP2_TYPE_NETNS: ('netns', _ascii),
 }
-_SSL_SUBTYPES = {
+_SSL_SUBTYPES: _TlvTable = {
     PP2_SUBTYPE_SSL_VERSION: ('version', _ascii),
     PP2_SUBTYPE_SSL_CN: ('cn', _utf8),
     PP2_SUBTYPE_SSL_CIPHER: ('cipher', _ascii),
@@ -427,7 +459,8 @@ _SSL_SUBTYPES = {
 }
 
 
-def _decode_tlvs(buf: bytes, start: int, table: dict, put, what: str) -> list[tuple[int, int, int]]:
+def _decode_tlvs(buf: bytes, start: int, table: _TlvTable, put: Callable[[str, Any], None],
+                 what: str) -> list[tuple[int, int, int]]:
     """Split the TLVs from `start` to the end of `buf` and decode the known
     types with `put(field, value)`; return the (type, offset, size) spans."""
     spans = _split_tlvs(buf, start, what)
@@ -485,20 +518,28 @@ def crc32c(data: bytes, crc: int = 0) -> int:
 
 # -- building headers (for clients and tests) --------------------------------
 
-def _ip(value, version: int | None = None):
+# What ipaddress.ip_address() takes.
+IpLike: TypeAlias = 'str | bytes | int | ipaddress.IPv4Address | ipaddress.IPv6Address'
+
+
+def _ip(value: IpLike | None,
+        version: int | None = None) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if value is None:
+        raise ValueError(f'{value!r} does not appear to be an IPv4 or IPv6 address')
     address = ipaddress.ip_address(value)
     if version and address.version != version:
         raise ValueError(f'{value!r} is not an IPv{version} address')
     return address
 
 
-def _port(value) -> int:
+def _port(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise ValueError(f'port must be an int 0..65535, not {value!r}')
     return value
 
 
-def build_proxy_v1(source_address=None, source_port=None, dest_address=None, dest_port=None,
+def build_proxy_v1(source_address: IpLike | None = None, source_port: int | None = None,
+                   dest_address: IpLike | None = None, dest_port: int | None = None,
                    *, family: str | None = None) -> bytes:
     """A v1 line. The family follows the addresses (TCP4 or TCP6); with no
     addresses, or family='UNKNOWN', the short 'PROXY UNKNOWN' line."""
@@ -513,8 +554,13 @@ def build_proxy_v1(source_address=None, source_port=None, dest_address=None, des
     return f'PROXY {family} {src} {dst} {_port(source_port)} {_port(dest_port)}\r\n'.encode('ascii')
 
 
-def _unix_bytes(path) -> bytes:
-    raw = path.encode('utf-8', 'surrogateescape') if isinstance(path, str) else bytes(path)
+def _unix_bytes(path: IpLike | None) -> bytes:
+    if isinstance(path, str):
+        raw = path.encode('utf-8', 'surrogateescape')
+    elif isinstance(path, (bytes, bytearray, memoryview)):
+        raw = bytes(path)
+    else:
+        raise TypeError(f'a UNIX address is a str or bytes path, not {path!r}')
     if len(raw) > UNIX_PATH_LENGTH:
         raise ValueError(f'a UNIX address is at most {UNIX_PATH_LENGTH} bytes')
     return raw.ljust(UNIX_PATH_LENGTH, b'\0')
@@ -526,7 +572,8 @@ def _tlv(kind: int, value: bytes) -> bytes:
     return bytes([kind]) + len(value).to_bytes(2, 'big') + bytes(value)
 
 
-def build_proxy_v2(source_address=None, source_port=None, dest_address=None, dest_port=None,
+def build_proxy_v2(source_address: IpLike | None = None, source_port: int | None = None,
+                   dest_address: IpLike | None = None, dest_port: int | None = None,
                    *, command: str = 'PROXY', family: str | None = None,
                    tlvs: Iterable[tuple[int, bytes]] = (), crc: bool = False) -> bytes:
     """A v2 header. The family follows the addresses (TCP4 or TCP6) unless
@@ -536,7 +583,8 @@ def build_proxy_v2(source_address=None, source_port=None, dest_address=None, des
     if command not in ('PROXY', 'LOCAL'):
         raise ValueError(f'command must be PROXY or LOCAL, not {command!r}')
     if family is None:
-        family = 'UNSPEC' if source_address is None else ('TCP4', 'TCP6')[_ip(source_address).version == 6]
+        family = 'UNSPEC' if source_address is None else \
+            ('TCP4', 'TCP6')[_ip(source_address).version == 6]
     if family not in _V2_FAMILY_BYTES:
         raise ValueError(f'unknown v2 family {family!r}')
     fam = _V2_FAMILY_BYTES[family]
@@ -552,7 +600,8 @@ def build_proxy_v2(source_address=None, source_port=None, dest_address=None, des
     if crc:
         body += _tlv(PP2_TYPE_CRC32C, b'\0\0\0\0')
     if len(body) > 0xFFFF:
-        raise ValueError(f'a v2 header carries at most 65535 bytes after its first 16, not {len(body)}')
+        raise ValueError('a v2 header carries at most 65535 bytes after its first 16, '
+                         f'not {len(body)}')
     ver_cmd = 0x20 | (1 if command == 'PROXY' else 0)
     header = V2_SIGNATURE + bytes([ver_cmd, fam]) + len(body).to_bytes(2, 'big') + body
     if crc:
@@ -562,7 +611,8 @@ def build_proxy_v2(source_address=None, source_port=None, dest_address=None, des
 
 def build_ssl_tlv(client: int = PP2_CLIENT_SSL, verify: int = 0, *, version: str | None = None,
                   cn: str | None = None, cipher: str | None = None, sig_alg: str | None = None,
-                  key_alg: str | None = None, sub_tlvs: Iterable[tuple[int, bytes]] = ()) -> tuple[int, bytes]:
+                  key_alg: str | None = None,
+                  sub_tlvs: Iterable[tuple[int, bytes]] = ()) -> tuple[int, bytes]:
     """A PP2_TYPE_SSL TLV, (type, value), for `build_proxy_v2(tlvs=...)`."""
     named = ((PP2_SUBTYPE_SSL_VERSION, version), (PP2_SUBTYPE_SSL_CN, cn),
              (PP2_SUBTYPE_SSL_CIPHER, cipher), (PP2_SUBTYPE_SSL_SIG_ALG, sig_alg),

@@ -18,8 +18,10 @@ import hmac
 import json
 import re
 import secrets
+import sys
 import time
-from typing import Callable, Generator, Optional
+from collections.abc import Callable, Generator
+from typing import Any
 
 from . import replies as R
 from .errors import SmtpError
@@ -94,12 +96,12 @@ class AuthInfo:
 
     _SECRETS = ('password', 'access_token', 'response')
 
-    def masked(self) -> dict:
+    def masked(self) -> dict[str, Any]:
         """The fields as a dict fit for logs: secrets replaced by '<hidden>'."""
         return {name: HIDDEN if name in self._SECRETS and getattr(self, name) is not None
                 else getattr(self, name) for name in self.__slots__}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         shown = ', '.join(
             f'{name}={HIDDEN}' if name in self._SECRETS else f'{name}={value!r}'
             for name in self.__slots__ if (value := getattr(self, name)) is not None)
@@ -184,7 +186,7 @@ def _cram_md5(initial: bytes | None, hostname: str) -> _Mechanism:
                     response=match[2].lower())
 
 
-_MECHANISMS: dict[str, Callable[[Optional[bytes], str], _Mechanism]] = {
+_MECHANISMS: dict[str, Callable[[bytes | None, str], _Mechanism]] = {
     'PLAIN': _plain, 'LOGIN': _login, 'XOAUTH2': _xoauth2, 'CRAM-MD5': _cram_md5,
 }
 # RFC 4954 section 4: an initial response to a mechanism where the server
@@ -218,8 +220,8 @@ class Exchange:
                 raise _error(f'{name} does not allow an initial response')
             # RFC 4954 section 4: '=' stands for an empty initial response.
             initial = b'' if initial_response == '=' else self._decode(initial_response)
-        self._steps = _MECHANISMS[name](initial, hostname)
-        self._advance(lambda: next(self._steps))
+        steps = self._steps = _MECHANISMS[name](initial, hostname)
+        self._advance(lambda: next(steps))
 
     @property
     def finished(self) -> bool:
@@ -227,16 +229,17 @@ class Exchange:
 
     def respond(self, line: str) -> str | None:
         """Feed one client line (base64, without CRLF); return the next challenge."""
-        if self._steps is None:
+        steps = self._steps
+        if steps is None:
             raise RuntimeError('the SASL exchange has already finished')
         try:
             data = self._decode(line)
         except SmtpError:
             self._finish()
             raise
-        return self._advance(lambda: self._steps.send(data))
+        return self._advance(lambda: steps.send(data))
 
-    def _advance(self, step) -> str | None:
+    def _advance(self, step: Callable[[], bytes]) -> str | None:
         try:
             raw = step()
         except StopIteration as done:
@@ -249,7 +252,7 @@ class Exchange:
             self.challenge = base64.b64encode(raw).decode('ascii')
         return self.challenge
 
-    def _finish(self):
+    def _finish(self) -> None:
         if self._steps is not None:
             self._steps.close()
         self._steps = None
@@ -260,11 +263,35 @@ class Exchange:
         if line == '*':     # RFC 4954 section 4: the client cancels
             raise SmtpError(501, 'Authentication aborted', '5.7.0')
         if len(line) > self.max_response:
-            raise SmtpError(*R.AUTH_LINE_TOO_LONG)
+            raise SmtpError(R.AUTH_LINE_TOO_LONG)
         try:
-            return binascii.a2b_base64(line.encode('ascii'), strict_mode=True)
+            return decode_base64(line.encode('ascii'))
         except (UnicodeEncodeError, binascii.Error):
-            raise SmtpError(*R.AUTH_UNDECODABLE) from None
+            raise SmtpError(R.AUTH_UNDECODABLE) from None
+
+
+# Strict base64 (RFC 4954 4: a response that is not base64 gets 501). What
+# CPython 3.11's `a2b_base64(strict_mode=True)` accepts, as a pattern for
+# Python 3.10, whose binascii has no strict_mode: whole quads, then either
+# a last quad padded with '==' or '=', or (oddly, but so does 3.11) any
+# number of '=' after whole quads; nothing else, no white space.
+_STRICT_BASE64 = re.compile(rb'(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?'
+                            rb'|(?:[A-Za-z0-9+/]{4})+=+')
+
+
+def decode_base64_by_pattern(data: bytes) -> bytes:
+    """Strict base64 without strict_mode (Python 3.10); binascii.Error if not."""
+    if _STRICT_BASE64.fullmatch(data) is None:
+        raise binascii.Error('not strict base64')
+    return binascii.a2b_base64(data)
+
+
+if sys.version_info >= (3, 11):
+    def decode_base64(data: bytes) -> bytes:
+        """Strict base64; binascii.Error if not."""
+        return binascii.a2b_base64(data, strict_mode=True)
+else:
+    decode_base64 = decode_base64_by_pattern
 
 
 def start(mechanism: str, initial_response: str | None = None,

@@ -6,7 +6,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from .headers import check_field, check_name, fold
+from .headers import Removal, check_field, check_name, fold
 
 if TYPE_CHECKING:
     from .addresses import Address
@@ -35,7 +35,7 @@ if hasattr(os, 'register_at_fork'):
 def new_session_id() -> str:
     """16 lower-case hex digits (64 random bits): unique enough to grep
     logs by, and made at a quarter of the cost of base32."""
-    return '%016x' % _ids.getrandbits(64)
+    return '%016x' % _ids.getrandbits(64)  # noqa: UP031 (faster than f'{n:016x}')
 
 
 class Envelope:
@@ -49,7 +49,7 @@ class Envelope:
     rcpt_to: list[Address]
     data_stream: DataStream | None
     _added: list[tuple[str, str]] | None
-    _removed: list[tuple[str, HeaderPredicate | None]] | None
+    _removed: list[Removal] | None
     # Set by the `authenticate` policy (policies.md); absent without it.
     auth_results: AuthResults
 
@@ -69,7 +69,8 @@ class Envelope:
         can `open()`; the same one on later calls. Raises MessageRefused as
         reading `data_stream` does."""
         if self.data_stream is None:
-            raise RuntimeError('spool() needs a message body: call it on DATA or BDAT, after next()')
+            raise RuntimeError('spool() needs a message body: call it on DATA or BDAT, '
+                               'after next()')
         return self.data_stream.spool()
 
     def add_header(self, name: str, value: str) -> None:
@@ -105,7 +106,7 @@ class Envelope:
         self._removed.append((name, predicate))
 
     @property
-    def removed_headers(self) -> list[tuple[str, HeaderPredicate | None]]:
+    def removed_headers(self) -> list[Removal]:
         """The (name, predicate) pairs recorded with remove_header, in call order."""
         return list(self._removed) if self._removed else []
 
@@ -135,9 +136,10 @@ class Session:
     id: str
     secure: bool
     tls: TlsInfo | None
-    local_address: str
+    # '' when unknown; None once XCLIENT said [UNAVAILABLE] (ADDR, DESTADDR).
+    local_address: str | None
     local_port: int
-    remote_address: str
+    remote_address: str | None
     remote_port: int
     client_hostname: str
     helo: str | None

@@ -22,8 +22,14 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from .offload import offload
+
+if TYPE_CHECKING:
+    from .sasl import AuthInfo
+    from .session import Session
 
 SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P = 15, 8, 1     # RFC 7914 parameters; 32 MiB, ~0.1 s
 PBKDF2_ITERATIONS = 600_000                       # OWASP 2023 for PBKDF2-HMAC-SHA256
@@ -31,7 +37,8 @@ SALT_BYTES = 16
 HASH_BYTES = 32
 SCHEMES = ('scrypt', 'pbkdf2-sha256')
 
-_PHC = re.compile(r'\$([a-z0-9-]+)\$([a-z]+=[0-9]+(?:,[a-z]+=[0-9]+)*)\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)\Z')
+_PHC = re.compile(r'\$([a-z0-9-]+)\$([a-z]+=[0-9]+(?:,[a-z]+=[0-9]+)*)'
+                  r'\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)\Z')
 # Upper bounds against a hash crafted to make each login burn the CPU or memory.
 _LIMITS = {'ln': (10, 20), 'r': (1, 32), 'p': (1, 16), 'i': (1000, 10_000_000)}
 
@@ -44,7 +51,8 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text + '=' * (-len(text) % 4))
 
 
-def _derive(scheme: str, params: dict, password: bytes, salt: bytes, length: int) -> bytes:
+def _derive(scheme: str, params: dict[str, int], password: bytes, salt: bytes,
+            length: int) -> bytes:
     if scheme == 'scrypt':
         n, r, p = 1 << params['ln'], params['r'], params['p']
         return hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, dklen=length,
@@ -68,12 +76,12 @@ def hash_password(password: str, scheme: str = 'scrypt') -> str:
     return f'${scheme}${text}${_b64(salt)}${_b64(digest)}'
 
 
-def parse_hash(stored: str) -> tuple:
+def parse_hash(stored: str) -> tuple[str, dict[str, int], bytes, bytes]:
     """(scheme, params, salt, digest); ValueError when it is not one of ours."""
     match = _PHC.match(stored) if isinstance(stored, str) else None
     if not match:
         raise ValueError('not a salted hash (make one with: smtp-stack hash-password)')
-    scheme, text, salt, digest = match.groups()
+    scheme, text, salt_text, digest_text = match.groups()
     params = dict((k, int(v)) for k, v in (item.split('=') for item in text.split(',')))
     need = {'scrypt': {'ln', 'r', 'p'}, 'pbkdf2-sha256': {'i'}}.get(scheme)
     if need is None:
@@ -84,7 +92,7 @@ def parse_hash(stored: str) -> tuple:
         low, high = _LIMITS[key]
         if not low <= value <= high:
             raise ValueError(f'{scheme} parameter {key}={value} is outside {low}..{high}')
-    salt, digest = _unb64(salt), _unb64(digest)
+    salt, digest = _unb64(salt_text), _unb64(digest_text)
     if len(salt) < 8 or len(digest) < 16:
         raise ValueError('salt or hash too short')
     return scheme, params, salt, digest
@@ -101,7 +109,7 @@ def verify_password(stored: str, password: str) -> bool:
 
 # A hash to check against when the user does not exist, so that the reply
 # takes as long for a bad user name as for a bad password.
-_DUMMY = None
+_DUMMY: str | None = None
 
 
 def _dummy_hash() -> str:
@@ -115,7 +123,7 @@ class User:
     __slots__ = ('username', 'password_hash', 'secret')
 
     def __init__(self, username: str, password_hash: str | None = None,
-                 secret: str | None = None):
+                 secret: str | None = None) -> None:
         if password_hash is not None:
             parse_hash(password_hash)
         if not password_hash and not secret:
@@ -124,7 +132,7 @@ class User:
         self.password_hash = password_hash
         self.secret = secret
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f'User({self.username!r})'
 
 
@@ -135,20 +143,20 @@ class Users:
     progress sees either the old table or the new one.
     """
 
-    def __init__(self, users=()):
+    def __init__(self, users: Iterable[User] = ()) -> None:
         self._table = {u.username: u for u in users}
 
-    def replace(self, users) -> None:
+    def replace(self, users: Users | Iterable[User]) -> None:
         self._table = dict(users._table) if isinstance(users, Users) else {
             u.username: u for u in users}
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._table)
 
-    def __contains__(self, username):
+    def __contains__(self, username: object) -> bool:
         return username in self._table
 
-    def check(self, auth) -> bool:
+    def check(self, auth: AuthInfo | None) -> bool:
         """Does `auth` (a session.auth AuthInfo) prove one of our users?"""
         if auth is None:
             return False
@@ -170,10 +178,10 @@ class Users:
         # CRAM-MD5, XOAUTH2: only a plain secret can be checked.
         return bool(user is not None and user.secret and auth.validate(user.secret))
 
-    def on_auth(self, session):
+    def on_auth(self, session: Session) -> dict[str, str] | None:
         """SmtpServer `on_auth` hook: the user (a dict) or None."""
         auth = session.auth
-        if self.check(auth):
+        if auth is not None and self.check(auth):
             return {'name': auth.username}
         return None
 

@@ -9,8 +9,9 @@ class XtextError(ValueError):
 
 
 def decode_xtext(text: str) -> str:
-    """Decode strictly (escaped bytes are UTF-8): '+' must be followed by two upper-case hex digits and
-    every other character must be printable ASCII other than '+' and '='."""
+    """Decode strictly (escaped bytes are UTF-8): '+' must be followed by two
+    upper-case hex digits and every other character must be printable ASCII
+    other than '+' and '='."""
     if '+' not in text:
         _check_xchars(text)
         return text

@@ -1,31 +1,37 @@
 """RSET, NOOP, QUIT, VRFY, EXPN, HELP: the commands that move no mail."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .. import replies as R
 from ..errors import SmtpError
 from ..replies import Reply
 from .commands import COMMANDS, JUNK, NO_ARGS, UNLISTED, command, offered
 
+if TYPE_CHECKING:
+    from ..middleware import Context
+    from .engine import Engine
+
 
 @command('RSET', 'RSET', NO_ARGS | JUNK)
-def rset(engine, ctx):
+def rset(engine: Engine, ctx: Context) -> None:
     engine.session.reset_envelope()
     ctx.reply = R.FLUSHED
 
 
 @command('NOOP', 'NOOP [string]', JUNK)
-def noop(engine, ctx):
+def noop(engine: Engine, ctx: Context) -> None:
     ctx.reply = R.OK
 
 
 @command('QUIT', 'QUIT')
-def quit(engine, ctx):
+def quit(engine: Engine, ctx: Context) -> None:
     ctx.reply = Reply(221, f'{engine.options.name} closing connection', '2.0.0')
     ctx.close()
 
 
 @command('VRFY', 'VRFY <address>', JUNK)
-def vrfy(engine, ctx):
+def vrfy(engine: Engine, ctx: Context) -> None:
     """252: never says whether a user exists (RFC 5321 3.5.3 allows it)."""
     if not ctx.command_args:
         raise COMMANDS['VRFY'].syntax_error
@@ -33,12 +39,12 @@ def vrfy(engine, ctx):
 
 
 @command('EXPN', 'EXPN <list>', JUNK | UNLISTED)
-def expn(engine, ctx):
-    raise SmtpError(*R.NOT_IMPLEMENTED)
+def expn(engine: Engine, ctx: Context) -> None:
+    raise SmtpError(R.NOT_IMPLEMENTED)
 
 
 @command('HELP', 'HELP [command]', JUNK)
-def help(engine, ctx):
+def help(engine: Engine, ctx: Context) -> None:
     """The commands this server offers, or one command's syntax, from the table."""
     options = engine.options
     if ctx.command_args:

@@ -9,6 +9,7 @@ whatever middleware said (RFC 5321 4.2.5: after the end of the data).
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, TypedDict
 
 from .. import replies as R
 from ..errors import SmtpError
@@ -19,13 +20,27 @@ from ..stream import DataStream
 from .commands import COMMANDS, GREETED, IN_MAIL, NO_ARGS, WITH_RCPT, command, gate
 from .exceptions import HookFailed
 
+if TYPE_CHECKING:
+    from ..middleware import Context
+    from .engine import Engine
+
+
+class _BdatState(TypedDict):
+    """Where a BDAT message stands, between its chunks."""
+    remaining: int      # bytes of the current chunk still to read
+    last: bool          # the current chunk is the LAST one
+    received: int       # bytes of the message so far
+    done: bool          # the checks' held-back CR was handed on
+    started: float      # time.monotonic() at the first chunk
+
 
 @command('DATA', 'DATA', NO_ARGS | GREETED | IN_MAIL | WITH_RCPT)
-def data(engine, ctx):
+def data(engine: Engine, ctx: Context) -> None:
     session = engine.session
     envelope = session.envelope
-    if envelope.mail_from.args.get('BODY') == 'BINARYMIME':
-        raise SmtpError(*R.BINARYMIME_NEEDS_BDAT)
+    # The gate (IN_MAIL) saw MAIL: mail_from is an Address here.
+    if envelope.mail_from.args.get('BODY') == 'BINARYMIME':  # type: ignore[union-attr]
+        raise SmtpError(R.BINARYMIME_NEEDS_BDAT)
     stream = _data_stream(engine)
     envelope.data_stream = ctx.data_stream = stream
     # on_data runs before 354; if it reads the stream, 354 goes out first.
@@ -36,7 +51,7 @@ def data(engine, ctx):
 
 
 @command('BDAT', 'BDAT size [LAST]', extension='CHUNKING')
-def bdat(engine, ctx):
+def bdat(engine: Engine, ctx: Context) -> None:
     """The first chunk of a message: middleware sees one BDAT command per
     message, like DATA. Its stream reads the following BDAT chunks by
     itself, answering each non-LAST one with an intermediate 250; the
@@ -57,7 +72,7 @@ def bdat(engine, ctx):
     ctx.reply = R.QUEUED
 
 
-def bdat_arguments(args) -> tuple[int, bool]:
+def bdat_arguments(args: list[str]) -> tuple[int, bool]:
     """'BDAT <size> [LAST]' arguments -> (size, last)."""
     if not 1 <= len(args) <= 2 or not (args[0].isascii() and args[0].isdigit()) \
             or len(args[0]) > 18 or (len(args) == 2 and args[1].upper() != 'LAST'):
@@ -65,7 +80,7 @@ def bdat_arguments(args) -> tuple[int, bool]:
     return int(args[0]), len(args) == 2
 
 
-def data_deadline(engine, started: float, received: int) -> float:
+def data_deadline(engine: Engine, started: float, received: float) -> float:
     """When the body must have arrived so far: socket_timeout plus what
     min_data_rate allows for the bytes received (a deadline, so a client
     dripping one byte at a time is cut, as Postfix's smtpd_min_data_rate)."""
@@ -75,7 +90,7 @@ def data_deadline(engine, started: float, received: int) -> float:
     return started + options.socket_timeout + received / options.min_data_rate
 
 
-def _data_stream(engine) -> DataStream:
+def _data_stream(engine: Engine) -> DataStream:
     options = engine.options
     decoder = DataDecoder(normalize=options.bare_newline == 'normalize')
     checks = TextChecks(False, max_line_length=options.max_line_length) \
@@ -83,7 +98,7 @@ def _data_stream(engine) -> DataStream:
     transport = engine.transport
     progress = [0.0, 0]     # started, bytes received
 
-    def pull():
+    def pull() -> bytes | None:
         if decoder.done:
             return None
         data = transport.take_buffered()
@@ -95,27 +110,28 @@ def _data_stream(engine) -> DataStream:
             transport.unread(rest)
         return checks.feed(body) if checks is not None else body
 
-    def start():
+    def start() -> None:
         engine.send_now(R.START_INPUT)
         progress[0] = time.monotonic()
 
     return DataStream(pull, options.size, decoder=decoder, checks=checks, on_first_read=start)
 
 
-def _bdat_stream(engine, size: int, last: bool) -> DataStream:
+def _bdat_stream(engine: Engine, size: int, last: bool) -> DataStream:
     options = engine.options
     started = time.monotonic()
-    state = {'remaining': size, 'last': last, 'received': 0, 'done': False,
-             'started': started}
+    state: _BdatState = {'remaining': size, 'last': last, 'received': 0, 'done': False,
+                         'started': started}
     transport = engine.transport
-    stream = None
+    stream: DataStream      # made below; pull() runs only once it is
     # RFC 3030: only BINARYMIME content may hold bare CR/LF; text bodies
-    # sent with BDAT get the same checks as DATA.
-    binary = engine.session.envelope.mail_from.args.get('BODY') == 'BINARYMIME'
+    # sent with BDAT get the same checks as DATA. (The gate saw MAIL.)
+    binary = engine.session.envelope.mail_from.args.get(  # type: ignore[union-attr]
+        'BODY') == 'BINARYMIME'
     checks = None if binary else TextChecks(
         True, options.bare_newline == 'normalize', options.max_line_length)
 
-    def pull():
+    def pull() -> bytes | None:
         while not state['remaining']:
             if state['last'] or stream.aborted:
                 if checks is not None and not state['done']:
@@ -142,7 +158,7 @@ def _bdat_stream(engine, size: int, last: bool) -> DataStream:
     return stream
 
 
-def _next_bdat_chunk(engine, state) -> bool:
+def _next_bdat_chunk(engine: Engine, state: _BdatState) -> bool:
     """Read the command after a non-LAST chunk: the next BDAT, or else
     the message is abandoned and that command is handled normally."""
     # The chunk lines count against the body's deadline too: a client
@@ -166,9 +182,9 @@ def _next_bdat_chunk(engine, state) -> bool:
     return False
 
 
-def finish_data(engine, ctx) -> None:
-    """After the chain of DATA/BDAT: drain, decide, reply, reset."""
-    stream = ctx.data_stream
+def finish_data(engine: Engine, ctx: Context, stream: DataStream) -> None:
+    """After the chain of DATA/BDAT (`stream` is ctx.data_stream): drain,
+    decide, reply, reset."""
     session = engine.session
     recipients = session.envelope.rcpt_to
     if not stream.started:
@@ -196,7 +212,7 @@ def finish_data(engine, ctx) -> None:
                    stream.bytes_read, len(recipients))
 
 
-def lmtp_replies(engine, reply, count: int) -> list:
+def lmtp_replies(engine: Engine, reply: Reply | list[Reply], count: int) -> list[Reply]:
     """RFC 2033 4.2: one reply per accepted recipient, in RCPT order."""
     if not isinstance(reply, list):
         return [reply] * count

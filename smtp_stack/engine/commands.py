@@ -8,10 +8,20 @@ concern (greeting, envelope, body, security, forwarding, basic).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
 
 from .. import replies as R
 from ..errors import SmtpError
+
+if TYPE_CHECKING:
+    from ..middleware import Context
+    from ..options import Options
+    from .engine import Engine
+
+# A command's handler: sets ctx.reply, or raises SmtpError.
+Handler: TypeAlias = 'Callable[[Engine, Context], None]'
 
 # Flags (bits, so that the gate costs one test per flag on the hot path).
 NO_ARGS = 1         # takes no argument: 501 with its syntax otherwise
@@ -28,7 +38,7 @@ UNLISTED = 256      # left out of HELP's list (EXPN: never implemented)
 @dataclass(frozen=True)
 class Command:
     name: str
-    handler: object
+    handler: Handler
     syntax: str
     flags: int = 0
     extension: str | None = None    # the EHLO keyword it belongs to (BDAT: CHUNKING)
@@ -38,18 +48,19 @@ class Command:
         return SmtpError(501, f'Syntax: {self.syntax}', '5.5.4')
 
 
-COMMANDS: dict = {}
+COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, syntax: str, flags: int = 0, extension: str | None = None):
+def command(name: str, syntax: str, flags: int = 0,
+            extension: str | None = None) -> Callable[[Handler], Handler]:
     """Register the handler of `name`: `@command('RSET', 'RSET', NO_ARGS)`."""
-    def register(fn):
+    def register(fn: Handler) -> Handler:
         COMMANDS[name] = Command(name, fn, syntax, flags, extension)
         return fn
     return register
 
 
-def gate(entry: Command, engine, ctx, flags: int | None = None) -> None:
+def gate(entry: Command, engine: Engine, ctx: Context, flags: int | None = None) -> None:
     """What a command needs before it runs, in the order the replies take
     precedence (syntax, then greeting, then transaction). BDAT asks with
     its own `flags` after its arguments: a refused chunk must still be read."""
@@ -59,21 +70,21 @@ def gate(entry: Command, engine, ctx, flags: int | None = None) -> None:
         raise entry.syntax_error
     session = engine.session
     if flags & GREETED and session.greeting is None:
-        raise SmtpError(*(R.NEED_LHLO if engine.options.lmtp else R.NEED_HELO))
+        raise SmtpError(R.NEED_LHLO if engine.options.lmtp else R.NEED_HELO)
     if flags & IN_MAIL and session.envelope.mail_from is None:
-        raise SmtpError(*R.NEED_MAIL)
+        raise SmtpError(R.NEED_MAIL)
     if flags & WITH_RCPT and not session.envelope.rcpt_to:
-        raise SmtpError(*(R.NO_RECIPIENTS_LMTP if engine.options.lmtp else R.NO_RECIPIENTS))
+        raise SmtpError(R.NO_RECIPIENTS_LMTP if engine.options.lmtp else R.NO_RECIPIENTS)
 
 
-def enabled(entry: Command, options) -> bool:
+def enabled(entry: Command, options: Options) -> bool:
     """Not disabled, nor is its extension (disabling CHUNKING disables BDAT)."""
     if not options.enabled(entry.name):
         return False
     return entry.extension is None or options.enabled(entry.extension)
 
 
-def offered(entry: Command, options) -> bool:
+def offered(entry: Command, options: Options) -> bool:
     """Listed by HELP for this server."""
     if not enabled(entry, options) or entry.flags & UNLISTED:
         return False

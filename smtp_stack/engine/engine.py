@@ -33,7 +33,7 @@ from .security import before_auth_reply, upgrade
 from .transport import ClientTimeout, Transport
 
 if TYPE_CHECKING:
-    from ..options import LogBackend
+    from ..options import LogBackend, Options
     from ..server import SmtpServer
     from ..session import Envelope
     from ..sockets import PlainSocket
@@ -53,6 +53,8 @@ class Engine:
     `sweeper`, `stopping`, `auth_failures`, `claim_client_ip(ip)` and
     `release_client_ip(ip)`.
     """
+
+    options: Options
 
     def __init__(self, host: SmtpServer, sock: PlainSocket, peer: object,
                  local: object = None) -> None:
@@ -264,14 +266,15 @@ class Engine:
             self.host.chain(ctx)
         except BaseException as exc:    # SmtpError is the normal path, the rest are faults
             self._chain_raised(ctx, exc)
-        if ctx.data_stream is not None:
-            finish_data(self, ctx)
+        stream = ctx.data_stream
+        if stream is not None:
+            finish_data(self, ctx, stream)
         else:
             if ctx.reply is None:
                 no_auth = ctx.command_name == 'AUTH' and self.options.no_auth_reply
                 ctx.reply = R.AUTH_FAILED if no_auth else R.NO_REPLY_SET
             if ctx.command_name == 'AUTH':
-                before_auth_reply(self, ctx)
+                before_auth_reply(self, ctx.reply)
                 self.auth_method = None
             elif ctx.address is not None and ctx.command_name in ('MAIL', 'RCPT'):
                 _forget_if_refused(self.session.envelope, ctx, ctx.reply)

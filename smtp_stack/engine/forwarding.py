@@ -2,22 +2,29 @@
 trusted proxy or filter tells who the original client was."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .. import replies as R
 from .. import sasl
 from ..errors import SmtpError
 from ..forwarding import parse_xclient, parse_xforward
 from .commands import command
 
+if TYPE_CHECKING:
+    from ..middleware import Context
+    from ..options import TrustList
+    from .engine import Engine
 
-def _check_trusted(engine, trusted) -> None:
+
+def _check_trusted(engine: Engine, trusted: TrustList) -> None:
     if not trusted.allows(engine.peer_ip):
-        raise SmtpError(*R.NOT_AUTHORIZED)
+        raise SmtpError(R.NOT_AUTHORIZED)
     if engine.session.envelope.mail_from is not None:
-        raise SmtpError(*R.FORWARDING_IN_TRANSACTION)
+        raise SmtpError(R.FORWARDING_IN_TRANSACTION)
 
 
 @command('XCLIENT', 'XCLIENT attribute=value ...')
-def xclient(engine, ctx):
+def xclient(engine: Engine, ctx: Context) -> None:
     """Take over the original client's identity; the session starts over."""
     _check_trusted(engine, engine.options.use_xclient)
     attrs = parse_xclient(ctx.command_args)
@@ -32,8 +39,9 @@ def xclient(engine, ctx):
         session.client_hostname = f'[{attrs["ADDR"]}]' if attrs['ADDR'] else '[unknown]'
     if 'PORT' in attrs:
         session.remote_port = int(attrs['PORT']) if attrs['PORT'] else 0
-    if attrs.get('NAME'):
-        session.client_hostname = attrs['NAME']
+    name = attrs.get('NAME')
+    if name:
+        session.client_hostname = name
     if 'DESTADDR' in attrs:
         session.local_address = attrs['DESTADDR']
     if 'DESTPORT' in attrs:
@@ -48,7 +56,7 @@ def xclient(engine, ctx):
 
 
 @command('XFORWARD', 'XFORWARD attribute=value ...')
-def xforward(engine, ctx):
+def xforward(engine: Engine, ctx: Context) -> None:
     """Record the original client for this message (reset after it)."""
     _check_trusted(engine, engine.options.use_xforward)
     engine.session.xforward.update(parse_xforward(ctx.command_args))

@@ -2,37 +2,48 @@
 from __future__ import annotations
 
 import weakref
+from typing import TYPE_CHECKING, TypeAlias
 
 from .. import replies as R
 from ..errors import SmtpError
 from ..forwarding import xclient_capability, xforward_capability
+from ..options import Options
 from ..replies import Reply
 from .commands import COMMANDS, GREETING, LMTP_ONLY, SMTP_ONLY, command, enabled
 
-_keyword_cache = weakref.WeakKeyDictionary()    # options -> {session state: keywords}
+if TYPE_CHECKING:
+    from ..middleware import Context
+    from ..session import Greeting
+    from .engine import Engine
+
+# What the EHLO keywords depend on besides the options: (secure, AUTH
+# offered, XCLIENT offered, XFORWARD offered).
+_State: TypeAlias = tuple[bool, bool, bool, bool]
+_keyword_cache: weakref.WeakKeyDictionary[Options, dict[_State, tuple[str, ...]]] = \
+    weakref.WeakKeyDictionary()
 
 
 @command('HELO', 'HELO hostname', GREETING | SMTP_ONLY)
-def helo(engine, ctx):
+def helo(engine: Engine, ctx: Context) -> None:
     greet(engine, ctx, 'HELO')
 
 
 @command('EHLO', 'EHLO hostname', GREETING | SMTP_ONLY)
-def ehlo(engine, ctx):
+def ehlo(engine: Engine, ctx: Context) -> None:
     greet(engine, ctx, 'EHLO')
 
 
 @command('LHLO', 'LHLO hostname', GREETING | LMTP_ONLY)
-def lhlo(engine, ctx):
+def lhlo(engine: Engine, ctx: Context) -> None:
     greet(engine, ctx, 'LHLO')
 
 
-def greet(engine, ctx, kind: str) -> None:
+def greet(engine: Engine, ctx: Context, kind: Greeting) -> None:
     """A greeting starts a new session state (RFC 5321 4.1.4: it resets
     the transaction). HELO in LMTP, LHLO in SMTP: unknown commands."""
     options = engine.options
     if options.lmtp != (kind == 'LHLO'):
-        raise SmtpError(*R.UNRECOGNIZED)
+        raise SmtpError(R.UNRECOGNIZED)
     if not ctx.command_args:
         raise COMMANDS[kind].syntax_error
     session = engine.session
@@ -47,17 +58,17 @@ def greet(engine, ctx, kind: str) -> None:
     ctx.reply = Reply(250, [hello] + extensions(engine), False)
 
 
-def auth_offered(engine) -> bool:
+def auth_offered(engine: Engine) -> bool:
     options = engine.options
     session = engine.session
     return (options.enabled('AUTH') and not session.user
             and (session.secure or options.allow_insecure_auth))
 
 
-def extensions(engine) -> list:
+def extensions(engine: Engine) -> list[str]:
     """The EHLO keywords this session may use, minus disabled ones."""
     options = engine.options
-    state = (engine.session.secure, auth_offered(engine),
+    state: _State = (engine.session.secure, auth_offered(engine),
              options.enabled('XCLIENT') and options.use_xclient.allows(engine.peer_ip),
              options.enabled('XFORWARD') and options.use_xforward.allows(engine.peer_ip))
     # The options are fixed once the server is made, so the list depends
@@ -71,7 +82,8 @@ def extensions(engine) -> list:
     return list(keywords)
 
 
-def keywords_for(options, secure: bool, auth: bool, xclient: bool, xforward: bool) -> tuple:
+def keywords_for(options: Options, secure: bool, auth: bool, xclient: bool,
+                 xforward: bool) -> tuple[str, ...]:
     offered = ['PIPELINING', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES']
     keywords = [k for k in offered if options.enabled(k)]
     if options.enabled('SIZE'):
