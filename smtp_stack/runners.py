@@ -20,11 +20,17 @@ from __future__ import annotations
 
 import contextvars
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
 from gevent import getcurrent, get_hub
-from greenlet import greenlet as RawGreenlet
+# greenlet ships no type information (and no stub package is installed).
+from greenlet import greenlet as RawGreenlet  # type: ignore[import-untyped, unused-ignore]
+
+if TYPE_CHECKING:
+    from gevent.hub import Hub
 
 IDLE_RUNNERS = 64       # parked runners kept; more connections than that still work
 
@@ -32,19 +38,19 @@ IDLE_RUNNERS = 64       # parked runners kept; more connections than that still 
 class SessionRunners:
     """What `gevent.pool.Group` did for the listener: spawn, count, join, kill."""
 
-    def __init__(self, max_idle: int = IDLE_RUNNERS):
+    def __init__(self, max_idle: int = IDLE_RUNNERS) -> None:
         self.max_idle = max_idle
-        self.idle: list = []        # parked runners, newest last
-        self.busy: set = set()      # runners with a connection (scheduled or serving)
+        self.idle: list[RawGreenlet] = []   # parked runners, newest last
+        self.busy: set[RawGreenlet] = set()     # with a connection (scheduled or serving)
         self.closed = False
-        self._hub = None
+        self._hub: Hub | None = None    # the hub of the first spawn(): the runners' parent
         self._done = gevent.event.Event()
         self._done.set()
 
     def __len__(self) -> int:
         return len(self.busy)
 
-    def spawn(self, fn, *args) -> None:
+    def spawn(self, fn: Callable[..., object], *args: Any) -> None:
         """Run `fn(*args)` in a runner, soon (from the hub's callbacks)."""
         hub = self._hub
         if hub is None:
@@ -57,10 +63,11 @@ class SessionRunners:
         self._done.clear()
         hub.loop.run_callback(runner.switch, fn, args)
 
-    def _serve(self, fn, args) -> None:
+    def _serve(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
         """A runner's life: one job, park, the next job, ..."""
         me = getcurrent()
         hub = self._hub
+        assert hub is not None      # spawn() set it before it made this runner
         while True:
             try:
                 contextvars.Context().run(fn, *args)
@@ -71,7 +78,7 @@ class SessionRunners:
                 if not isinstance(sys.exc_info()[1], gevent.GreenletExit):
                     hub.handle_error(me, *sys.exc_info())
                 return
-            fn = args = None
+            del fn, args        # the job's references go now, not at the next job
             self._release(me)
             if self.closed or len(self.idle) >= self.max_idle or me.__dict__:
                 return      # (greenlet-local state dies with its greenlet)
@@ -89,7 +96,7 @@ class SessionRunners:
                     hub.handle_error(me, *sys.exc_info())
                 return
 
-    def _release(self, runner) -> None:
+    def _release(self, runner: RawGreenlet) -> None:
         self.busy.discard(runner)
         if not self.busy:
             self._done.set()
@@ -105,9 +112,11 @@ class SessionRunners:
         it serves is stopping, so it closes its socket at once.
         """
         current = getcurrent()
-        for runner in list(self.busy):
-            if runner and runner is not current:     # started, not dead, not us
-                self._hub.loop.run_callback(_throw_if_alive, runner)
+        hub = self._hub
+        if hub is not None:     # (None: nothing was ever spawned)
+            for runner in list(self.busy):
+                if runner and runner is not current:     # started, not dead, not us
+                    hub.loop.run_callback(_throw_if_alive, runner)
         if block:
             self.join(timeout)
 
@@ -115,11 +124,14 @@ class SessionRunners:
         """End the parked runners; runners still serving end when done."""
         self.closed = True
         idle, self.idle = self.idle, []
+        hub = self._hub
+        if hub is None:         # nothing was ever spawned
+            return
         for runner in idle:
             # From the hub: a runner that ends returns to its parent, the hub.
-            self._hub.loop.run_callback(_throw_if_alive, runner)
+            hub.loop.run_callback(_throw_if_alive, runner)
 
 
-def _throw_if_alive(runner) -> None:
+def _throw_if_alive(runner: RawGreenlet) -> None:
     if runner:
         runner.throw(gevent.GreenletExit)

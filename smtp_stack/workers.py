@@ -38,6 +38,7 @@ too, never a kill.
 """
 from __future__ import annotations
 
+import _thread
 import logging
 import mmap
 import os
@@ -46,12 +47,17 @@ import socket
 import sys
 import time
 import traceback
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import gevent
 import gevent.pool
 from gevent import monkey
 from gevent import socket as gsocket
 from gevent.os import make_nonblocking, nb_read
+
+if TYPE_CHECKING:
+    from .server import SmtpServer
 
 # The real primitives even in a monkey-patched process: the worker's own
 # thread must be an OS thread, and its main thread must block for real.
@@ -86,12 +92,12 @@ class SessionCounts:
     both see room for one more: the limit may be passed by that much.
     """
 
-    def __init__(self, size: int):
+    def __init__(self, size: int) -> None:
         self._memory = mmap.mmap(-1, size * 8)
         self.counts = memoryview(self._memory).cast('q')
         self._free = list(range(size))
 
-    def take(self):
+    def take(self) -> int | None:
         """A zeroed counter for a new worker, or None when all are in use
         (that worker then counts its own sessions only)."""
         if not self._free:
@@ -100,7 +106,7 @@ class SessionCounts:
         self.counts[index] = 0
         return index
 
-    def give_back(self, index) -> None:
+    def give_back(self, index: int | None) -> None:
         if index is not None:
             self.counts[index] = 0
             self._free.append(index)
@@ -109,12 +115,16 @@ class SessionCounts:
         return sum(self.counts)
 
 
+# A worker's share of SessionCounts: the counts and its counter's index.
+Shared: TypeAlias = tuple[SessionCounts, int]
+
+
 class Worker:
     """The master's record of one worker process."""
 
     __slots__ = ('pid', 'fd', 'slot', 'counter', 'started', 'retiring', 'ready')
 
-    def __init__(self, pid: int, fd: int, slot: int, counter=None):
+    def __init__(self, pid: int, fd: int, slot: int, counter: int | None = None) -> None:
         self.pid = pid
         self.fd = fd            # the master's end of the control socket
         self.slot = slot
@@ -123,35 +133,35 @@ class Worker:
         self.retiring = False   # told to stop: not restarted when it exits
         self.ready = False      # said it is serving
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f'<Worker {self.slot} pid={self.pid}>'
 
 
 class WorkerPool:
     """The master side: fork, watch, restart, reload and stop the workers."""
 
-    def __init__(self, server):
+    def __init__(self, server: SmtpServer) -> None:
         self.server = server
         self.count = server.options.workers
-        self.sockets: list = []         # the listening sockets, bound here
-        self.current: dict = {}         # slot -> Worker serving now
-        self.retired: list = []         # told to stop, not reaped yet
+        self.sockets: list[Any] = []    # the listening (gevent) sockets, bound here
+        self.current: dict[int, Worker] = {}    # slot -> Worker serving now
+        self.retired: list[Worker] = []     # told to stop, not reaped yet
         self.watchers = gevent.pool.Group()     # one per worker: EOF, reap
         self.pending = gevent.pool.Group()      # delayed (re)starts
         self.stopping = False
         self.master_pid = os.getpid()
-        self._backoff: dict = {}
-        self._signals: list = []
+        self._backoff: dict[int, float] = {}    # slot -> delay before its next restart
+        self._signals: list[Any] = []       # gevent signal handlers
         # max_connections counts the sessions of all the workers
         self.sessions = (SessionCounts(self.count * COUNTERS_PER_WORKER)
                          if server.options.max_connections else None)
 
     @property
-    def pids(self) -> list:
+    def pids(self) -> list[int]:
         """The workers serving now (forked, and said they are listening)."""
         return [w.pid for _, w in sorted(self.current.items()) if w.ready]
 
-    def add_socket(self, sock) -> None:
+    def add_socket(self, sock: Any) -> None:
         """A socket bound by start(): every worker forked from now serves it."""
         self.sockets.append(sock)
         if len(self.sockets) == 1:
@@ -188,7 +198,8 @@ class WorkerPool:
         if self.sessions is not None and counter is None:
             log.warning('worker %d: no shared session counter left (too many workers still '
                         'finishing); it applies max_connections to its own sessions', slot)
-        shared = (self.sessions, counter) if counter is not None else None
+        shared = (self.sessions, counter) if self.sessions is not None and counter is not None \
+            else None
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
         try:
             pid = _fork()
@@ -205,7 +216,7 @@ class WorkerPool:
         log.debug('worker %d started: pid %d', slot, pid)
         return worker
 
-    def _all(self) -> list:
+    def _all(self) -> list[Worker]:
         return list(self.current.values()) + self.retired
 
     def _watch(self, worker: Worker) -> None:
@@ -233,7 +244,7 @@ class WorkerPool:
                     f'signal {-code}' if code < 0 else f'exit status {code}')
         self.pending.spawn(self._restart, worker)
 
-    def _reap(self, pid: int):
+    def _reap(self, pid: int) -> int | None:
         """The exit status of `pid` (None when someone else reaped it)."""
         delay = 0.001
         while True:
@@ -323,12 +334,12 @@ class _StopRequested(Exception):
     """Raised by the worker's SIGTERM handler to end its wait."""
 
 
-def _raise_stop(signum, frame):
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _StopRequested()
 
 
-def _worker_main(server, slot: int, shared, listening: list, control_fd: int, close: list,
-                 mask) -> None:
+def _worker_main(server: SmtpServer, slot: int, shared: Shared | None, listening: list[int],
+                 control_fd: int, close: list[int], mask: set[int | signal.Signals]) -> None:
     """The forked child, in the thread that forked: never returns.
 
     Starts the serving thread, tells the master it serves, then waits for
@@ -378,7 +389,7 @@ def _worker_main(server, slot: int, shared, listening: list, control_fd: int, cl
         _exit(code)
 
 
-def _wait_for_stop(fd: int):
+def _wait_for_stop(fd: int) -> float | None:
     """Block until the master says `stop <seconds>` or goes away (None)."""
     buf = b''
     while True:
@@ -396,7 +407,8 @@ def _wait_for_stop(fd: int):
                     return None
 
 
-def _serve(server, slot: int, shared, fds: list, ready) -> None:
+def _serve(server: SmtpServer, slot: int, shared: Shared | None, fds: list[int],
+           ready: _thread.LockType) -> None:
     """The worker's serving thread: a fresh hub, the inherited sockets."""
     code = 1
     try:
