@@ -71,7 +71,7 @@ class Spool:
     def closed(self) -> bool:
         return self._closed
 
-    def open(self) -> BinaryIO:
+    def open(self) -> io.BufferedIOBase:
         """A binary file of the body from its first byte, independent of any
         other reader; it stays readable until closed, even after the spool is."""
         if self._closed:

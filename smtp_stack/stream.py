@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import replies as R
 from .errors import MessageRefused
@@ -61,7 +61,8 @@ class DataStream(io.BufferedIOBase):
         self._finished = False
         self._lost: ConnectionError | None = None   # the ClientDisconnected that ended the body
         self._spool: Spool | None = None
-        self._source: BinaryIO | None = None    # after spool(): the reader's bytes come from it
+        # after spool(): the reader's bytes come from the spool
+        self._source: io.BufferedIOBase | None = None
         self.bytes_read = 0
         self.size_exceeded = False
         self.aborted = False        # the client abandoned the message (BDAT then RSET)
