@@ -103,7 +103,8 @@ class SessionRunners:
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until no runner has a connection; False if `timeout` passed first."""
-        return self._done.wait(timeout)
+        done: bool = self._done.wait(timeout)     # gevent is untyped: Any
+        return done
 
     def kill(self, block: bool = True, timeout: float | None = None) -> None:
         """Throw GreenletExit into every runner serving a connection.

@@ -47,6 +47,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -61,12 +62,15 @@ if TYPE_CHECKING:
 
 # The real primitives even in a monkey-patched process: the worker's own
 # thread must be an OS thread, and its main thread must block for real.
-_fork = monkey.get_original('os', 'fork')
-_waitpid = monkey.get_original('os', 'waitpid')
-_read = monkey.get_original('os', 'read')
-_start_thread = monkey.get_original('_thread', 'start_new_thread')
-_allocate_lock = monkey.get_original('_thread', 'allocate_lock')
-_signal = monkey.get_original('signal', 'signal')
+# (Typed here as the originals are: gevent's get_original is untyped.)
+_fork: Callable[[], int] = monkey.get_original('os', 'fork')
+_waitpid: Callable[[int, int], tuple[int, int]] = monkey.get_original('os', 'waitpid')
+_read: Callable[[int, int], bytes] = monkey.get_original('os', 'read')
+_start_thread: Callable[[Callable[..., object], tuple[Any, ...]], int] = \
+    monkey.get_original('_thread', 'start_new_thread')
+_allocate_lock: Callable[[], _thread.LockType] = monkey.get_original('_thread', 'allocate_lock')
+_signal: Callable[[int, Callable[[int, FrameType | None], object] | int], object] = \
+    monkey.get_original('signal', 'signal')
 
 _WATCHED = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
 STOP_MARGIN = 3.0        # seconds past the grace period before SIGKILL
