@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 import gevent.event
 from gevent import getcurrent, get_hub
-# greenlet ships no type information (and no stub package is installed).
-from greenlet import greenlet as RawGreenlet  # type: ignore[import-untyped, unused-ignore]
+from greenlet import greenlet as RawGreenlet     # untyped: ignored in pyproject.toml
 
 if TYPE_CHECKING:
     from gevent.hub import Hub

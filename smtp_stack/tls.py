@@ -17,12 +17,15 @@ import os
 import ssl
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+if TYPE_CHECKING:
+    from .session import TlsInfo
 
 
 log = logging.getLogger('smtp_stack')
@@ -335,7 +338,7 @@ def _log_sni_error(exc: Exception, server_name: str | None) -> None:
                 server_name, exc, exc_info=exc)
 
 
-def tls_info(ssl_sock: ssl.SSLObject | ssl.SSLSocket) -> dict[str, Any]:
+def tls_info(ssl_sock: ssl.SSLObject | ssl.SSLSocket) -> TlsInfo:
     """What a session records after the handshake (`session.tls`)."""
     cipher = ssl_sock.cipher()
     return {

@@ -80,7 +80,7 @@ class Engine:
         self.claimed_ip: str | None = None     # counted against max_connections_per_ip
         self.greenlet = gevent.getcurrent()
         self._log_min: int = options.log_level
-        self._backend: LogBackend = host.log_backend    # a RecordLog for a Logger (options.py)
+        self._backend: LogBackend = host.log_backend    # a RecordLog for a Logger (server.py)
 
     # -- logging ---------------------------------------------------------
     def log(self, level: int, message: str, *args: object) -> None:
