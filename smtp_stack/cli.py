@@ -20,7 +20,6 @@ import argparse
 import getpass
 import logging
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -123,14 +122,9 @@ def serve_until_stopped(service: Service, stop: Callable[[str], None],
 
 
 def cannot_listen(exc: OSError) -> str:
-    """'cannot listen on 127.0.0.1:2525: Address already in use'. SmtpServer
-    names the address in `exc.filename`; gevent's servers (the inbox's web
-    side) append it to the message as a tuple: ": ('127.0.0.1', 8025)"."""
+    """'cannot listen on 127.0.0.1:2525: Address already in use': SmtpServer
+    and the inbox name the address they could not bind in `exc.filename`."""
     reason, where = exc.strerror or str(exc), exc.filename
-    tail = re.fullmatch(r"(.*): \('([^']*)', (\d+)[^)]*\)", reason)
-    if where is None and tail is not None:
-        reason, host = tail[1], tail[2]
-        where = f'[{host}]:{tail[3]}' if ':' in host else f'{host}:{tail[3]}'
     return f'cannot listen on {where}: {reason}' if where else f'cannot listen: {reason}'
 
 

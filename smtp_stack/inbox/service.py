@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from ..options import LogLevels
-from ..server import SmtpServer
+from ..server import SmtpServer, hostport
 from .app import InboxApp
 from .capture import Capture
 from .store import Store
@@ -97,6 +98,12 @@ class Inbox:
         try:
             self.http = web_server(self._http_at, self.app)
             self.http.start()
+        except OSError as exc:
+            self.smtp.stop(0)
+            # gevent appends the address to strerror as a tuple; name it as
+            # SmtpServer does (`filename`: '127.0.0.1:8025').
+            raise OSError(exc.errno, os.strerror(exc.errno) if exc.errno else str(exc),
+                          hostport(*self._http_at)) from None
         except BaseException:
             self.smtp.stop(0)
             raise
