@@ -537,3 +537,31 @@ def test_parse_path_is_the_general_parser(arg, keyword, lenient):
 def test_random_paths_parse_as_the_general_parser_does(arg, keyword, lenient):
     assert (_outcome(parse_path, arg, keyword, lenient)
             == _outcome(parse_path_general, arg, keyword, lenient))
+
+
+# --- the character classes ---------------------------------------------------------
+# Each class of addresses.py is written as the ASCII characters it leaves out;
+# here, as the grammar writes it: its ASCII characters, plus every non-ASCII
+# character (RFC 6531 3.3). The two must be the same set, over all of Unicode.
+UTF8 = '\u0080-\U0010ffff'
+ATEXT_ASCII = r"\-A-Za-z0-9!#$%&'*+/=?^_`{|}~"
+CLASSES = [
+    ('ATEXT', rf'[{ATEXT_ASCII}{UTF8}]'),
+    ('DOT_ATEXT', rf'[.{ATEXT_ASCII}{UTF8}]'),
+    ('QTEXT', rf'[\x20\x21\x23-\x5b\x5d-\x7e{UTF8}]'),
+    ('LET_DIG', rf'[A-Za-z0-9{UTF8}]'),
+    ('LDH', rf'[A-Za-z0-9{UTF8}-]'),
+    ('LENIENT_LET_DIG', rf'[A-Za-z0-9_{UTF8}]'),
+    ('LENIENT_LDH', rf'[A-Za-z0-9_{UTF8}-]'),
+    ('VALUE_CHAR', rf'[\x21-\x3c\x3e-\x7e{UTF8}]'),
+]
+EVERY_CHARACTER = ''.join(map(chr, range(0x110000)))
+
+
+@pytest.mark.parametrize('name, grammar', CLASSES, ids=[name for name, _ in CLASSES])
+def test_each_character_class_is_the_grammars_set(name, grammar):
+    import re
+
+    from smtp_stack import addresses
+    ours = re.findall(getattr(addresses, name), EVERY_CHARACTER)
+    assert ours == re.findall(grammar, EVERY_CHARACTER)
