@@ -18,29 +18,13 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 import os
-import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Sequence
 
 from . import __version__
 from .extras import MissingExtra
-
-PROG = 'smtp-stack'
-
-
-class Service(Protocol):
-    """What `serve_until_stopped` runs: the receiver, or the inbox."""
-
-    def start(self) -> object: ...
-    def describe(self) -> str: ...
-    def serve_forever(self) -> None: ...
-
-
-def _note(message: str) -> None:
-    print(f'{PROG}: {message}', file=sys.stderr, flush=True)
+from .runtime import PROG, note, serve_until_stopped, setup_logging
 
 
 # -- serve -------------------------------------------------------------------------
@@ -55,19 +39,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = load(args.config, **overrides)
     except ConfigError as exc:
         for line in exc.lines():
-            _note(line)
+            note(line)
         return 1
-    _setup_logging(config.options.get('log_level'))
+    setup_logging(config.options.get('log_level'))
     receiver = Receiver(config)
     state = {'stopping': False}
 
     def stop(signame: str) -> None:
         if state['stopping']:
-            _note(f'{signame} again: exiting now')
+            note(f'{signame} again: exiting now')
             os._exit(1)
         state['stopping'] = True
         timeout = config.options.get('close_timeout', 30)
-        _note(f'{signame}: stopping; {receiver.open_sessions} open session(s) '
+        note(f'{signame}: stopping; {receiver.open_sessions} open session(s) '
               f'have up to {timeout:g} s to finish')
         receiver.stop()
 
@@ -75,64 +59,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             new = load(args.config, **overrides)
         except ConfigError as exc:
-            _note('SIGHUP: configuration NOT reloaded:')
+            note('SIGHUP: configuration NOT reloaded:')
             for line in exc.lines():
-                _note(f'  {line}')
+                note(f'  {line}')
             return
         except MissingExtra as exc:
-            _note(f'SIGHUP: configuration NOT reloaded: {exc}')
+            note(f'SIGHUP: configuration NOT reloaded: {exc}')
             return
         try:
             notes = receiver.reload(new)
         except Exception as exc:       # e.g. a certificate that just changed on disk
-            _note(f'SIGHUP: reload failed: {exc}')
+            note(f'SIGHUP: reload failed: {exc}')
             return
         for line in notes:
-            _note(f'SIGHUP: {line}')
-        _note('SIGHUP: configuration reloaded (TLS certificates, users, delivery)')
+            note(f'SIGHUP: {line}')
+        note('SIGHUP: configuration reloaded (TLS certificates, users, delivery)')
 
     return serve_until_stopped(receiver, stop, reload)
-
-
-def serve_until_stopped(service: Service, stop: Callable[[str], None],
-                        reload: Callable[[], None] | None = None) -> int:
-    """Start `service` (start, describe, serve_forever), print its start-up
-    line and serve until `stop(signame)` ends it on SIGTERM or SIGINT;
-    `reload()` on SIGHUP. 1 when it cannot listen, else 0."""
-    import gevent
-
-    # Installed before the start-up line: whoever reads that line may signal at once.
-    handlers = [gevent.signal_handler(signal.SIGTERM, stop, 'SIGTERM'),
-                gevent.signal_handler(signal.SIGINT, stop, 'SIGINT')]
-    if reload is not None and hasattr(signal, 'SIGHUP'):
-        handlers.append(gevent.signal_handler(signal.SIGHUP, reload))
-    try:
-        try:
-            service.start()
-        except OSError as exc:
-            _note(cannot_listen(exc))
-            return 1
-        print(f'{PROG}: {service.describe()}', flush=True)
-        service.serve_forever()
-    finally:
-        for handler in handlers:
-            handler.cancel()
-    _note('stopped')
-    return 0
-
-
-def cannot_listen(exc: OSError) -> str:
-    """'cannot listen on 127.0.0.1:2525: Address already in use': SmtpServer
-    and the inbox name the address they could not bind in `exc.filename`."""
-    reason, where = exc.strerror or str(exc), exc.filename
-    return f'cannot listen on {where}: {reason}' if where else f'cannot listen: {reason}'
-
-
-def _setup_logging(level: object) -> None:
-    from .options import OPTIONS
-    value = OPTIONS['log_level'][1](level) if level is not None else logging.INFO
-    logging.basicConfig(stream=sys.stderr, level=min(int(value), logging.CRITICAL),
-                        format='%(asctime)s %(levelname)s %(name)s: %(message)s')
 
 
 # -- gencert ---------------------------------------------------------------------
@@ -143,7 +86,7 @@ def cmd_gencert(args: argparse.Namespace) -> int:
     try:
         key, cert = generate_self_signed(args.name, args.days)
     except ValueError as exc:
-        _note(str(exc))
+        note(str(exc))
         return 2
     os.makedirs(args.out, exist_ok=True)
     key_path = os.path.join(args.out, 'key.pem')
@@ -151,7 +94,7 @@ def cmd_gencert(args: argparse.Namespace) -> int:
     if not args.force:
         existing = [p for p in (key_path, cert_path) if os.path.exists(p)]
         if existing:
-            _note(f'{", ".join(existing)} exist; use --force to replace')
+            note(f'{", ".join(existing)} exist; use --force to replace')
             return 1
     _write(key_path, key, 0o600)
     _write(cert_path, cert, 0o644)
@@ -202,12 +145,12 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     if sys.stdin.isatty():
         password = getpass.getpass('Password: ')
         if getpass.getpass('Again: ') != password:
-            _note('the passwords differ')
+            note('the passwords differ')
             return 1
     else:
         password = sys.stdin.readline().rstrip('\r\n')
     if not password:
-        _note('empty password')
+        note('empty password')
         return 1
     print(hash_password(password, args.scheme))
     return 0

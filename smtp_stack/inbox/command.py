@@ -8,11 +8,9 @@ real ports, when 0 was asked for), then runs until SIGTERM or Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..extras import needs_extra
-
-PROG = 'smtp-stack'
+from ..runtime import note, serve_until_stopped, setup_logging
 
 DESCRIPTION = """\
 Catch every message sent to it, for development and tests, like Mailpit:
@@ -77,14 +75,9 @@ def _positive(text: str) -> int:
     return value
 
 
-def _note(message: str) -> None:
-    print(f'{PROG}: {message}', file=sys.stderr, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
     import gevent
 
-    from ..cli import _setup_logging, serve_until_stopped
     with needs_extra('inbox', 'smtp-stack inbox'):     # wsproto, for the websocket
         from .app import load_users
         from .release import Relay, parse_hostport
@@ -95,20 +88,20 @@ def run(args: argparse.Namespace) -> int:
         http = parse_hostport(args.http)
         relay = Relay(*parse_hostport(args.relay), helo=args.name) if args.relay else None
     except ValueError as exc:
-        _note(str(exc))
+        note(str(exc))
         return 2
     try:
         users = load_users(args.ui_auth_file) if args.ui_auth_file else None
     except (OSError, ValueError) as exc:
-        _note(f'--ui-auth-file: {exc}')
+        note(f'--ui-auth-file: {exc}')
         return 1
-    _setup_logging(None)
+    setup_logging(None)
     try:
         inbox = Inbox(args.db, smtp=smtp, http=http, max_messages=args.max_messages,
                       accept_any_auth=args.smtp_auth_accept_any, starttls=args.smtp_starttls,
                       users=users, relay=relay, name=args.name)
     except Exception as exc:        # noqa: BLE001 - a bad --db path, a corrupt file
-        _note(f'cannot open {args.db}: {exc}')
+        note(f'cannot open {args.db}: {exc}')
         return 1
     state = {'stopping': False}
 
@@ -116,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         if state['stopping']:
             return
         state['stopping'] = True
-        _note(f'{signame}: stopping')
+        note(f'{signame}: stopping')
         gevent.spawn(inbox.stop, 5)
 
     return serve_until_stopped(inbox, stop)
