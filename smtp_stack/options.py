@@ -1,11 +1,14 @@
 """Server options: defaults and validation, all at construction time.
 
-Every option (docs/api.md) is declared once in OPTIONS with its default and a
-validator; unknown names raise TypeError (naming the option meant, when one
-is close) and bad values ValueError, so a mistake never surfaces later on a
-live connection. `ServerOptions` is the same table for type checkers (what
-`SmtpServer(**options)` accepts) and `Options` the validated values; a test
-keeps the three in step.
+Every option (docs/api.md) is declared once, as a field of `Options`: the
+type of the value kept, the default and the validator. OPTIONS (name ->
+default, validator) is derived from those fields. Unknown names raise
+TypeError (naming the option meant, when one is close) and bad values
+ValueError, so a mistake never surfaces later on a live connection.
+`ServerOptions` is what `SmtpServer(**options)` accepts, for type checkers:
+it is written out apart because the types given differ from the types kept
+(`size: int | str` in, `int` out) and a TypedDict must be spelled out for a
+type checker to read it; a test keeps its keys equal to the fields.
 """
 from __future__ import annotations
 
@@ -18,8 +21,10 @@ import re
 import socket
 import ssl
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, TypedDict
+from typing import (TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, TypedDict, TypeVar,
+                    cast)
 
 from .sasl import MAX_RESPONSE_LENGTH
 from .sasl import SUPPORTED as SUPPORTED_MECHANISMS
@@ -72,8 +77,8 @@ class TlsOptions(TypedDict, total=False):
 
 
 class ServerOptions(TypedDict, total=False):
-    """The keyword arguments of `SmtpServer(**options)`, one per entry of
-    OPTIONS (docs/api.md has their meaning and defaults)."""
+    """The keyword arguments of `SmtpServer(**options)`, one per field of
+    `Options`, typed as given (docs/api.md has their meaning and defaults)."""
     name: str
     banner: str
     secure: bool
@@ -228,8 +233,11 @@ KNOWN_COMMANDS = frozenset({
 })
 
 # -- validators: each takes the value given and returns the value kept -------
+# Each is typed with the type it keeps, so that mypy checks it against the
+# type declared for its option in `Options`.
 
 Check = Callable[[Any], Any]
+T = TypeVar('T')
 
 
 def _of_type(name: str, kinds: tuple[type, ...], what: str) -> Check:
@@ -240,19 +248,19 @@ def _of_type(name: str, kinds: tuple[type, ...], what: str) -> Check:
     return check
 
 
-def _str(name: str) -> Check:
+def _str(name: str) -> Callable[[object], str]:
     return _of_type(name, (str,), 'a string')
 
 
-def _bool(name: str) -> Check:
+def _bool(name: str) -> Callable[[object], bool]:
     return _of_type(name, (bool,), 'True or False')
 
 
-def _optional_str(name: str) -> Check:
+def _optional_str(name: str) -> Callable[[object], str | None]:
     return _of_type(name, (str, type(None)), 'a string or None')
 
 
-def _seconds(name: str, allow_zero: bool = False) -> Check:
+def _seconds(name: str, allow_zero: bool = False) -> Callable[[object], float]:
     def check(v: object) -> float:
         if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
                 or v < 0 or (v == 0 and not allow_zero)):
@@ -262,7 +270,7 @@ def _seconds(name: str, allow_zero: bool = False) -> Check:
     return check
 
 
-def _count(name: str, minimum: int = 0) -> Check:
+def _count(name: str, minimum: int = 0) -> Callable[[object], int]:
     def check(v: object) -> int:
         if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
             raise ValueError(f'{name} must be an integer >= {minimum}')
@@ -270,22 +278,28 @@ def _count(name: str, minimum: int = 0) -> Check:
     return check
 
 
-def _pem(name: str, many: bool = False) -> Check:
-    """PEM text as bytes; with `many` (ca) also a list of them."""
-    def one(v: object) -> bytes:
-        if isinstance(v, str):
-            v = v.encode('ascii') if v.isascii() else None
-        if not isinstance(v, bytes) or b'-----BEGIN' not in v:
-            raise ValueError(f'{name} must be PEM text (str or bytes)'
-                             + (' or a list of them' if many else ''))
-        return v
+def _one_pem(name: str, v: object, many: bool) -> bytes:
+    if isinstance(v, str):
+        v = v.encode('ascii') if v.isascii() else None
+    if not isinstance(v, bytes) or b'-----BEGIN' not in v:
+        raise ValueError(f'{name} must be PEM text (str or bytes)'
+                         + (' or a list of them' if many else ''))
+    return v
 
+
+def _pem(name: str) -> Callable[[object], bytes | None]:
+    """PEM text as bytes (key, cert)."""
+    return lambda v: None if v is None else _one_pem(name, v, many=False)
+
+
+def _pems(name: str) -> Callable[[object], bytes | list[bytes] | None]:
+    """PEM text as bytes, or a list of them (ca)."""
     def check(v: object) -> bytes | list[bytes] | None:
         if v is None:
             return None
-        if many and isinstance(v, (list, tuple)):
-            return [one(item) for item in v]
-        return one(v)
+        if isinstance(v, (list, tuple)):
+            return [_one_pem(name, item, many=True) for item in v]
+        return _one_pem(name, v, many=True)
     return check
 
 
@@ -338,21 +352,21 @@ def _request_ocsp(v: object) -> bool:
     return False
 
 
-def _session(v: object) -> object:
+def _session(v: object) -> bytes | ssl.SSLSession | None:
     """Node's client-side TLS `session`: accepted for ported code, unused."""
     if v is not None and not isinstance(v, (bytes, ssl.SSLSession)):
         raise ValueError('session must be None (a client-side TLS session; unused by a server)')
     return v
 
 
-def _sni_options(v: object) -> object:
+def _sni_options(v: object) -> dict[str, TlsOptions]:
     if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(o, dict)
                                           for k, o in v.items()):
         raise ValueError('sni_options must be a dict {hostname: {key, cert, ...}}')
     return v
 
 
-def _trust(name: str) -> Check:
+def _trust(name: str) -> Callable[[object], TrustList]:
     return lambda v: TrustList(v, name)
 
 
@@ -386,10 +400,10 @@ def _store(v: object) -> Store | None:
     return as_store(v)      # type: ignore[arg-type]   # as_store checks it
 
 
-def _log_backend(v: object) -> object:
+def _log_backend(v: object) -> logging.Logger | LogBackend:
     if v is None or not callable(getattr(v, 'log', None)):
         raise ValueError('log_backend must be a logging.Logger (or have .log(level, msg, *args))')
-    return v
+    return cast('logging.Logger | LogBackend', v)     # it has .log()
 
 
 def _bare_newline(v: object) -> str:
@@ -399,7 +413,7 @@ def _bare_newline(v: object) -> str:
 
 
 def _workers(v: object) -> int:
-    count: int = _count('workers', 1)(v)
+    count = _count('workers', 1)(v)
     if count > 1 and not hasattr(os, 'fork'):
         raise ValueError('workers > 1 needs os.fork (not available on this platform)')
     return count
@@ -409,73 +423,111 @@ def _logger() -> logging.Logger:
     return logging.getLogger('smtp_stack')
 
 
-# name: (default, validator); a default that is a callable builds a fresh value.
-OPTIONS: dict[str, tuple[object, Check]] = {
-    'name': (socket.getfqdn, _str('name')),
-    'banner': ('', _str('banner')),
-    'secure': (False, _bool('secure')),
-    'lmtp': (False, _bool('lmtp')),
-    'auth_methods': (('PLAIN', 'LOGIN'), _auth_methods),
-    'auth_optional': (True, _bool('auth_optional')),
-    'allow_insecure_auth': (False, _bool('allow_insecure_auth')),
-    'no_auth_reply': (False, _bool('no_auth_reply')),
-    'disabled_commands': ((), _disabled_commands),
-    'key': (None, _pem('key')),
-    'cert': (None, _pem('cert')),
-    'ca': (None, _pem('ca', many=True)),
-    'min_version': ('TLSv1.2', _min_version),
-    'ciphers': (None, _optional_str('ciphers')),
-    'honor_cipher_order': (False, _bool('honor_cipher_order')),
-    'session_id_context': (None, _optional_str('session_id_context')),
-    'request_cert': (False, _bool('request_cert')),
-    'reject_unauthorized': (True, _bool('reject_unauthorized')),
+# -- the options ----------------------------------------------------------------
+
+def option(default: object, check: Callable[[Any], T]) -> T:
+    """One option of `Options`: its default (a callable default is called
+    for each server: a fresh dict, the host's name) and the validator that
+    turns what a caller gives (or the default) into the value kept.
+
+    Typed as the value kept, so that mypy checks the validator against the
+    attribute's declared type. At run time a dataclass field that keeps both
+    in its metadata (OPTIONS reads them there); `Options.__init__`, not the
+    dataclass, applies them."""
+    return cast(T, field(metadata={'default': default, 'check': check}))
+
+
+@dataclass(frozen=True, init=False, repr=False, eq=False)
+class Options:
+    """The validated options, one attribute per option (`options.size`),
+    declared once here: the type kept, the default, the validator. OPTIONS
+    is derived from these fields; docs/api.md gives each option's meaning.
+
+    Frozen: a server's options never change once validated (the EHLO
+    keywords are cached per Options object, weakly, by identity). `eq=False`
+    keeps the identity hash that cache needs."""
+
+    name: str = option(socket.getfqdn, _str('name'))
+    banner: str = option('', _str('banner'))
+    secure: bool = option(False, _bool('secure'))
+    lmtp: bool = option(False, _bool('lmtp'))
+    auth_methods: tuple[str, ...] = option(('PLAIN', 'LOGIN'), _auth_methods)
+    auth_optional: bool = option(True, _bool('auth_optional'))
+    allow_insecure_auth: bool = option(False, _bool('allow_insecure_auth'))
+    no_auth_reply: bool = option(False, _bool('no_auth_reply'))
+    disabled_commands: frozenset[str] = option((), _disabled_commands)
+    key: bytes | None = option(None, _pem('key'))
+    cert: bytes | None = option(None, _pem('cert'))
+    ca: bytes | list[bytes] | None = option(None, _pems('ca'))
+    min_version: str = option('TLSv1.2', _min_version)
+    ciphers: str | None = option(None, _optional_str('ciphers'))
+    honor_cipher_order: bool = option(False, _bool('honor_cipher_order'))
+    session_id_context: str | None = option(None, _optional_str('session_id_context'))
+    request_cert: bool = option(False, _bool('request_cert'))
+    reject_unauthorized: bool = option(True, _bool('reject_unauthorized'))
     # Node's tls.TLSSocket options that smtp-stack passed through (docs/api.md).
-    'request_ocsp': (False, _request_ocsp),
-    'session': (None, _session),
-    'sni_options': (dict, _sni_options),
-    'sni_callback': (None, _callable_or_none('sni_callback')),
-    'socket_timeout': (60.0, _seconds('socket_timeout')),
-    'close_timeout': (30.0, _seconds('close_timeout', allow_zero=True)),
-    'upgrade_timeout': (10.0, _seconds('upgrade_timeout')),
-    'size': (0, parse_size),
-    'max_recipients': (1000, _count('max_recipients', 1)),
-    'max_connections': (0, _count('max_connections')),
-    'use_proxy': (False, _trust('use_proxy')),
-    'use_xclient': (False, _trust('use_xclient')),
-    'use_xforward': (False, _trust('use_xforward')),
-    'ignored_hosts': ((), _ignored_hosts),
-    'disable_reverse_lookup': (False, _bool('disable_reverse_lookup')),
-    'log_level': (LogLevels.INFO, _log_level),
-    'log_backend': (_logger, _log_backend),
-    'max_errors': (20, _count('max_errors')),
-    'max_connections_per_ip': (0, _count('max_connections_per_ip')),
-    'max_auth_failures': (3, _count('max_auth_failures', 1)),
-    'bare_newline': ('reject', _bare_newline),
-    'lenient_addresses': (False, _bool('lenient_addresses')),
+    request_ocsp: bool = option(False, _request_ocsp)
+    session: bytes | ssl.SSLSession | None = option(None, _session)
+    sni_options: dict[str, TlsOptions] = option(dict, _sni_options)
+    sni_callback: SniCallback | None = option(None, _callable_or_none('sni_callback'))
+    socket_timeout: float = option(60.0, _seconds('socket_timeout'))
+    close_timeout: float = option(30.0, _seconds('close_timeout', allow_zero=True))
+    upgrade_timeout: float = option(10.0, _seconds('upgrade_timeout'))
+    size: int = option(0, parse_size)
+    max_recipients: int = option(1000, _count('max_recipients', 1))
+    max_connections: int = option(0, _count('max_connections'))
+    use_proxy: TrustList = option(False, _trust('use_proxy'))
+    use_xclient: TrustList = option(False, _trust('use_xclient'))
+    use_xforward: TrustList = option(False, _trust('use_xforward'))
+    ignored_hosts: TrustList = option((), _ignored_hosts)
+    disable_reverse_lookup: bool = option(False, _bool('disable_reverse_lookup'))
+    log_level: int = option(LogLevels.INFO, _log_level)
+    log_backend: logging.Logger | LogBackend = option(_logger, _log_backend)
+    max_errors: int = option(20, _count('max_errors'))
+    max_connections_per_ip: int = option(0, _count('max_connections_per_ip'))
+    max_auth_failures: int = option(3, _count('max_auth_failures', 1))
+    bare_newline: str = option('reject', _bare_newline)
+    lenient_addresses: bool = option(False, _bool('lenient_addresses'))
     # Hardening (docs/security.md, docs/api.md): Postfix/Exim-like defaults.
-    'min_data_rate': (500, _count('min_data_rate')),
-    'greeting_delay': (0.0, _seconds('greeting_delay', allow_zero=True)),
-    'reject_early_talkers': (False, _bool('reject_early_talkers')),
-    'max_messages': (1000, _count('max_messages')),
-    'max_junk_commands': (100, _count('max_junk_commands')),
-    'max_line_length': (0, _count('max_line_length')),
-    'max_auth_failures_per_ip': (0, _count('max_auth_failures_per_ip')),
+    min_data_rate: int = option(500, _count('min_data_rate'))
+    greeting_delay: float = option(0.0, _seconds('greeting_delay', allow_zero=True))
+    reject_early_talkers: bool = option(False, _bool('reject_early_talkers'))
+    max_messages: int = option(1000, _count('max_messages'))
+    max_junk_commands: int = option(100, _count('max_junk_commands'))
+    max_line_length: int = option(0, _count('max_line_length'))
+    max_auth_failures_per_ip: int = option(0, _count('max_auth_failures_per_ip'))
     # Where max_connections_per_ip and max_auth_failures_per_ip are counted:
-    # None (this process), or a policies store shared by workers and machines.
-    'store': (None, _store),
-    'auth_failure_window': (600.0, _seconds('auth_failure_window')),
-    'workers': (1, _workers),
-    'on_socket': (None, _callable_or_none('on_socket')),
-    'on_connect': (None, _callable_or_none('on_connect')),
-    'on_auth': (None, _callable_or_none('on_auth')),
-    'on_mail_from': (None, _callable_or_none('on_mail_from')),
-    'on_rcpt_to': (None, _callable_or_none('on_rcpt_to')),
-    'on_data': (None, _callable_or_none('on_data')),
-    'on_close': (None, _callable_or_none('on_close')),
-}
-# Defaults that are validated too: what they become (a TrustList, a tuple...).
-_CHECK_DEFAULT = frozenset({'disabled_commands', 'ignored_hosts', 'use_proxy', 'use_xclient',
-                            'use_xforward', 'auth_methods'})
+    # None (this process), or a store shared by workers and machines.
+    store: Store | None = option(None, _store)
+    auth_failure_window: float = option(600.0, _seconds('auth_failure_window'))
+    workers: int = option(1, _workers)
+    on_socket: SocketHook | None = option(None, _callable_or_none('on_socket'))
+    on_connect: SessionHook | None = option(None, _callable_or_none('on_connect'))
+    on_auth: AuthHook | None = option(None, _callable_or_none('on_auth'))
+    on_mail_from: AddressHook | None = option(None, _callable_or_none('on_mail_from'))
+    on_rcpt_to: AddressHook | None = option(None, _callable_or_none('on_rcpt_to'))
+    on_data: SessionHook | None = option(None, _callable_or_none('on_data'))
+    on_close: SessionHook | None = option(None, _callable_or_none('on_close'))
+
+    def __init__(self, **given: Any):
+        unknown = given.keys() - OPTIONS.keys()
+        if unknown:
+            raise TypeError(f'SmtpServer got unknown option(s): {unknown_options(unknown)}')
+        for name, (default, check) in OPTIONS.items():
+            if name in given:
+                value = check(given[name])
+            else:       # a default is validated too: False becomes a TrustList...
+                value = check(default() if callable(default) else default)
+            object.__setattr__(self, name, value)       # frozen: only here
+
+    def enabled(self, command: str) -> bool:
+        return command not in self.disabled_commands
+
+
+# name: (default, validator), from the fields of Options, in their order: what
+# config.py checks the YAML with, the CLI its --log-level, the docs tests read.
+OPTIONS: dict[str, tuple[object, Check]] = {
+    f.name: (f.metadata['default'], f.metadata['check']) for f in fields(Options)}
 
 # Longest command line (RFC 5321 4.5.3.1.4: 512 octets with CRLF) and the
 # longest AUTH response line (RFC 4954 4: 12,288 octets).
@@ -491,82 +543,3 @@ def unknown_options(names: Iterable[str]) -> str:
         meant = suggest(name, OPTIONS)
         parts.append(f"{name} (did you mean '{meant}'?)" if meant else name)
     return ', '.join(parts)
-
-
-class Options:
-    """The validated options, as attributes (`options.size`): one per entry
-    of OPTIONS, with the type its validator returns."""
-
-    name: str
-    banner: str
-    secure: bool
-    lmtp: bool
-    auth_methods: tuple[str, ...]
-    auth_optional: bool
-    allow_insecure_auth: bool
-    no_auth_reply: bool
-    disabled_commands: frozenset[str]
-    key: bytes | None
-    cert: bytes | None
-    ca: bytes | list[bytes] | None
-    min_version: str
-    ciphers: str | None
-    honor_cipher_order: bool
-    session_id_context: str | None
-    request_cert: bool
-    reject_unauthorized: bool
-    request_ocsp: bool
-    session: bytes | ssl.SSLSession | None
-    sni_options: dict[str, TlsOptions]
-    sni_callback: SniCallback | None
-    socket_timeout: float
-    close_timeout: float
-    upgrade_timeout: float
-    size: int
-    max_recipients: int
-    max_connections: int
-    use_proxy: TrustList
-    use_xclient: TrustList
-    use_xforward: TrustList
-    ignored_hosts: TrustList
-    disable_reverse_lookup: bool
-    log_level: int
-    log_backend: logging.Logger | LogBackend
-    max_errors: int
-    max_connections_per_ip: int
-    max_auth_failures: int
-    bare_newline: str
-    lenient_addresses: bool
-    min_data_rate: int
-    greeting_delay: float
-    reject_early_talkers: bool
-    max_messages: int
-    max_junk_commands: int
-    max_line_length: int
-    max_auth_failures_per_ip: int
-    store: Store | None
-    auth_failure_window: float
-    workers: int
-    on_socket: SocketHook | None
-    on_connect: SessionHook | None
-    on_auth: AuthHook | None
-    on_mail_from: AddressHook | None
-    on_rcpt_to: AddressHook | None
-    on_data: SessionHook | None
-    on_close: SessionHook | None
-
-    def __init__(self, **given: Any):
-        unknown = set(given) - set(OPTIONS)
-        if unknown:
-            raise TypeError(f'SmtpServer got unknown option(s): {unknown_options(unknown)}')
-        for name, (default, check) in OPTIONS.items():
-            if name in given:
-                value = check(given[name])
-            else:
-                value = default() if callable(default) else default
-                if name in _CHECK_DEFAULT:
-                    value = check(value)
-            setattr(self, name, value)
-
-    def enabled(self, command: str) -> bool:
-        return command not in self.disabled_commands

@@ -2,12 +2,15 @@
 time (docs/api.md: unknown names -> TypeError, bad values -> ValueError)."""
 from __future__ import annotations
 
+import dataclasses
+import gc
 import ipaddress
 import logging
 import math
 import os
 import re
 import socket
+import weakref
 
 import pytest
 
@@ -117,6 +120,30 @@ def test_validated_options_declare_exactly_the_options_of_the_table():
 
 def test_sni_entry_typeddict_has_exactly_the_tls_options():
     assert set(TlsOptions.__annotations__) == set(TLS_OPTIONS)
+
+
+def test_the_table_is_read_from_the_one_declaration_of_each_option():
+    declared = {f.name: (f.metadata['default'], f.metadata['check'])
+                for f in dataclasses.fields(Options)}
+    assert list(OPTIONS.items()) == list(declared.items())
+
+
+# --- the validated options: frozen, hashed by identity --------------------------
+def test_options_cannot_be_changed_once_validated():
+    opts = make()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.size = 10      # type: ignore[misc]
+    assert opts.size == 0
+
+
+def test_options_are_hashed_by_identity_and_weakly_referenceable():
+    # greeting.py caches the EHLO keywords in a WeakKeyDictionary by Options.
+    a, b = make(), make()
+    cache = weakref.WeakKeyDictionary({a: 1, b: 2})
+    assert a != b and cache[a] == 1 and cache[b] == 2
+    del a
+    gc.collect()
+    assert list(cache.values()) == [2]
 
 
 # --- bad values: one row per option -------------------------------------------
