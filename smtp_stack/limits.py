@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterable
 
 class RecentFailures:
     """How many failures each key (a client address) had in the last
-    `window` seconds; `blocked(key)` once it reached `limit`.
+    `window` seconds; `blocked(key)` once it reached `limit`. A
+    `state.FailureCounter` kept in this process (`state.SharedFailures`
+    is the one kept in a store, across workers and machines).
 
     Memory stays bounded: a key keeps at most `limit` timestamps, and at
     most `max_keys` keys are kept: beyond that, those whose last failure is

@@ -1,10 +1,34 @@
-"""Blocking calls (fsync, password hashing) run off the hub."""
+"""Blocking calls run off the gevent hub: the one helper of the package.
+
+Two ways, one rule ("where no hub runs in this thread, run here"):
+
+- `offload(fn, *args)`: in the hub's own thread pool. For short blocking
+  calls of our own (an fsync, a password hash, an SQLite query of the
+  inbox, a recipients file read, a DKIM check, a user's delivery function).
+- `OwnThreads(n)`: `n` threads of one's own per hub and per process, for a
+  client library whose calls may stall for as long as its timeout (the
+  Redis and SQLite stores of `smtp_stack.state`). Why not the hub's pool:
+  a stalled backend then holds its own threads only, never those that
+  flush mail or hash passwords; its size is its own (SQLite's one
+  connection per hub is used by exactly one thread, so two transactions
+  never interleave on it); and a forked worker gets fresh threads, never
+  its parent's (which do not exist in the child).
+
+Where no hub exists in this thread (a plain thread of a threaded WSGI
+server, a thread of a pool itself), the call runs where it is: nothing
+else can run in this thread meanwhile, so there is nothing to protect, and
+no hub nor pool is made for the occasion.
+"""
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-import gevent
+from gevent import get_hub
+from gevent._hub_local import get_hub_if_exists  # also gevent.hub._get_hub; no public name
+from gevent.threadpool import ThreadPool
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVarTuple, Unpack
@@ -17,10 +41,57 @@ Result = TypeVar('Result')
 def offload(fn: Callable[[Unpack[Args]], Result], *args: Unpack[Args]) -> Result:
     """`fn(*args)` in a worker thread of the hub's thread pool, so one slow
     disk flush or hash does not stall every other session of the process;
-    called where no hub can run (no gevent loop), it runs here."""
-    try:
-        hub = gevent.get_hub()
-    except Exception:   # pragma: no cover - no hub can be made here
+    where no hub runs in this thread, right here."""
+    hub = get_hub_if_exists()
+    if hub is None:
         return fn(*args)
     result: Result = hub.threadpool.apply(fn, args)     # gevent is untyped: Any
     return result
+
+
+class OwnThreads:
+    """`threads` native threads of one's own for each hub of this process.
+
+    A gevent ThreadPool belongs to one hub (a server thread, the main
+    thread of a test each have theirs): a pool asked from another hub's
+    thread would run the call in place and block that hub. So there is one
+    pool per hub, made on first use (with the thread's hub, if it had none:
+    what a user keeps per pool, a connection, must not be shared by two
+    threads); after a fork the parent's pools are forgotten (their threads
+    are not in the child) and `after_fork()` is called first, so the user
+    drops what it made in the parent.
+    """
+
+    def __init__(self, threads: int, after_fork: Callable[[], None] = lambda: None) -> None:
+        self.threads = threads
+        self._after_fork = after_fork
+        self._pid: int | None = None
+        self._pools: dict[object, ThreadPool] = {}      # hub -> its pool
+        self._lock = threading.Lock()       # hubs of several threads may ask at once
+
+    def pool(self) -> ThreadPool:
+        """This hub's pool in this process."""
+        hub = get_hub()
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pools = {}
+                self._pid = os.getpid()
+                self._after_fork()
+            pool = self._pools.get(hub)
+            if pool is None:
+                pool = self._pools[hub] = ThreadPool(self.threads)
+        return pool
+
+    @property
+    def forked(self) -> bool:
+        """True in a process that made no pool yet (a fresh child of a fork)."""
+        return self._pid != os.getpid()
+
+    def close(self) -> None:
+        """Stop this process's threads (a parent's are not ours to stop)."""
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+            mine = not self.forked
+        if mine:
+            for pool in pools:
+                pool.kill()

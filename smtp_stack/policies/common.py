@@ -3,46 +3,21 @@ warnings that are logged once per cause instead of once per message."""
 from __future__ import annotations
 
 import ipaddress
-import logging
-import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
+# One warner for the process, shared with the server's limits in a store.
+from ..state.fail_open import WarnOnce, log, warnings
+
 if TYPE_CHECKING:
     from ..session import Session
-
-log = logging.getLogger('smtp_stack.policies')
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 Number = TypeVar('Number', int, float)
 
-
-class WarnOnce:
-    """Log a failure the first time it happens, and again only after the
-    cause recovered (`ok(cause)`) — a Redis outage is one line, not one per
-    RCPT; its recovery is one more."""
-
-    def __init__(self, logger: logging.Logger = log):
-        self.logger = logger
-        self._down: set[str] = set()
-        self._lock = threading.Lock()
-
-    def failed(self, cause: str, message: str, *args: object) -> None:
-        with self._lock:
-            if cause in self._down:
-                return
-            self._down.add(cause)
-        self.logger.warning(message + ' (failing open)', *args)
-
-    def ok(self, cause: str) -> None:
-        if cause in self._down:
-            with self._lock:
-                self._down.discard(cause)
-            self.logger.warning('%s: working again', cause)
-
-
-warnings = WarnOnce()
+__all__ = ['WarnOnce', 'log', 'warnings', 'IPAddress', 'IPNetwork', 'client_ip', 'networks',
+           'allowed', 'authenticated', 'positive']
 
 
 def client_ip(session: Session) -> IPAddress | None:

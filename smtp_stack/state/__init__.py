@@ -1,0 +1,38 @@
+"""Where state shared by sessions, workers and machines lives: stores and
+failure counters, in the core (the `store` option of the server needs
+them; the policies build on them).
+
+    from smtp_stack import state
+    shared = state.store('redis://127.0.0.1:6379/0')   # or sqlite:///PATH, memory:
+
+Every store offers the same few operations, each atomic on its own
+(protocols.py has the contract, `Store`), so several processes (`workers`)
+or machines sharing a store count exactly. None of them blocks the gevent
+hub: SQLite calls run in native threads of the store's own, and so do
+Redis calls unless gevent patched the socket module (redis-py then
+cooperates by itself), so a slow disk or a stalled Redis delays only the
+session that asked (backend.Offloaded says why threads of its own). A
+backend failure raises `StoreError`; the policies and the server's shared
+limits catch it and fail open, warning once (fail_open.py).
+
+| module | holds |
+|---|---|
+| `protocols.py` | `Store`, `FailureCounter` (typing.Protocol), `StoreError`, `Value`, `is_store` |
+| `urls.py` | `store(url)`, `as_store(value)` |
+| `memory.py`, `sqlite_store.py`, `redis_store.py` | the backends (each imports its library) |
+| `backend.py` | `Offloaded` (the blocking backends' base), `member_id`, `redacted` |
+| `shared_limits.py` | `SharedConnections`, `SharedFailures`: the server's per-IP limits |
+| `fail_open.py` | `WarnOnce`: one log line per outage |
+
+`smtp_stack.policies.store`, `policies.StoreError` and
+`policies.stores.Store` are these same objects.
+"""
+from __future__ import annotations
+
+from .memory import MemoryStore
+from .protocols import FailureCounter, Store, StoreError, Value, is_store
+from .shared_limits import SharedConnections, SharedFailures
+from .urls import URLS, as_store, store
+
+__all__ = ['Store', 'FailureCounter', 'StoreError', 'Value', 'is_store', 'store', 'as_store',
+           'URLS', 'MemoryStore', 'SharedConnections', 'SharedFailures']
