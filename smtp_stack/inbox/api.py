@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote
 
 from .. import __version__
+from ..offload import offload
 from .http import HttpError, Request, Response, json_response, ok
 from .parse import find_part, header_map, part_payload
 from .search import QueryError
-from .store import offload, valid_id
+from .store import valid_id
 
 if TYPE_CHECKING:
     from .app import InboxApp

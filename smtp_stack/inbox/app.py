@@ -17,10 +17,11 @@ from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import urlsplit
 
+from ..offload import offload
 from . import api, pages
 from .events import Broker, websocket_app
 from .http import Environ, HttpError, Request, Response, StartResponse, error_response
-from .store import Store, offload
+from .store import Store
 
 if TYPE_CHECKING:
     from .release import Relay

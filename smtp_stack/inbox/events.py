@@ -38,8 +38,8 @@ from wsproto.events import CloseConnection, Event, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_accept_token
 
 from .. import __version__
+from ..offload import offload
 from .http import Environ, HttpError, StartResponse
-from .store import offload
 
 if TYPE_CHECKING:
     from .store import Store

@@ -22,9 +22,9 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
+from ..offload import offload
 from .api import resolve
 from .http import HttpError, Request, Response
-from .store import offload
 
 if TYPE_CHECKING:
     from .app import InboxApp

@@ -9,8 +9,13 @@ on a lock upgrade (a deferred transaction that finds the database changed
 gets SQLITE_BUSY at once, without the busy handler).
 
 Threads: every method is blocking and opens its own connection per thread
-(`threading.local`). From gevent greenlets, call them through `offload()`,
-which runs them in the hub's thread pool so the hub never waits on disk.
+(`threading.local`). From gevent greenlets, call them through
+`smtp_stack.offload.offload()`, which runs them in the hub's thread pool so
+the hub never waits on disk.
+
+The tables and their versions are in schema.py (`PRAGMA user_version` and
+migrations): a file written by an older smtp_stack is brought up to date
+when opened, one written by a newer one is refused.
 
 Each message is stored as received (raw bytes) with the fields of
 `parse.parse_message` computed once at arrival; `messages.summary` holds the
@@ -26,14 +31,12 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, Literal, TypeVar
-
-import gevent
+from typing import Any, Literal
 
 from .parse import html_to_text, parse_message
+from .schema import migrate
 from .search import compile_query
 
-T = TypeVar('T')
 # A JSON object of the API (Mailpit's field names).
 Json = dict[str, Any]
 
@@ -41,30 +44,6 @@ ID_ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
 ID_LENGTH = 22              # as long as Mailpit's IDs; 131 bits of randomness
 BUSY_TIMEOUT_MS = 10_000
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    uid         TEXT NOT NULL UNIQUE,
-    created_ts  REAL NOT NULL,
-    read        INTEGER NOT NULL DEFAULT 0,
-    size        INTEGER NOT NULL,
-    attachments INTEGER NOT NULL,
-    inline      INTEGER NOT NULL,
-    username    TEXT,
-    summary     TEXT NOT NULL,
-    detail      TEXT NOT NULL,
-    raw         BLOB NOT NULL
-);
-CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(
-    subject, sender, to_, cc, bcc, reply_to, message_id, body, filenames,
-    tokenize = 'trigram'
-);
-CREATE TRIGGER IF NOT EXISTS messages_gone AFTER DELETE ON messages BEGIN
-    DELETE FROM search WHERE rowid = old.id;
-END;
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta VALUES ('changes', 0);
-"""
 LIST_COLUMNS = 'm.uid, m.read, m.summary'
 
 
@@ -74,18 +53,6 @@ def new_id() -> str:
 
 def valid_id(text: str) -> bool:
     return len(text) == ID_LENGTH and all(c in ID_ALPHABET for c in text)
-
-
-def offload(fn: Callable[..., T], *args: object) -> T:
-    """Run a blocking call off the hub when called from a gevent greenlet.
-
-    In a plain thread (a threaded WSGI server, the thread pool itself) it
-    runs right here: there is no hub to protect.
-    """
-    if isinstance(gevent.getcurrent(), gevent.Greenlet):
-        result: T = gevent.get_hub().threadpool.apply(fn, args)
-        return result
-    return fn(*args)
 
 
 class Store:
@@ -99,7 +66,7 @@ class Store:
         self._local = threading.local()
         self._listeners: list[Callable[[], object]] = []    # called after each change (any thread)
         self.deleted = 0                # messages deleted or pruned since start
-        self._db().executescript(SCHEMA)     # idempotent; runs in its own transaction
+        migrate(self._db())     # schema.py: versioned; a newer file is refused
 
     # -- connections ---------------------------------------------------------
     def _db(self) -> sqlite3.Connection:

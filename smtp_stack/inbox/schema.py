@@ -1,0 +1,101 @@
+"""The inbox file's tables, versioned with `PRAGMA user_version`.
+
+`CREATE ... IF NOT EXISTS` alone cannot change a table that exists: the
+first new column would leave every existing `inbox.db` behind. So the
+schema is a list of migrations, and the file records (in its header's
+user_version) how many of them it has had:
+
+- `MIGRATIONS[n]` takes a file from version n to n + 1. A change of schema
+  appends one (`ALTER TABLE ... ADD COLUMN`, a new index, a copy of data)
+  and never edits an earlier one: files in the field went through it.
+- They run in one `BEGIN IMMEDIATE` transaction together with the new
+  user_version (SQLite's DDL and the header's user_version are both
+  transactional): a failure leaves the file as it was, and two processes
+  opening a file at once migrate it once (the second finds it done).
+- Version 0 is an empty file and also a file written before versions
+  existed (same tables, user_version 0): migration 1 is that schema,
+  written with `IF NOT EXISTS`, so it creates the tables in the one and
+  finds them in the other.
+- A file whose version is beyond the last migration was written by a
+  newer smtp_stack: it is refused (`SchemaTooNew`), never guessed at.
+
+Python rather than SQL files in the package: a trigger body holds `;`, so
+the statements must be kept apart anyway, and a tuple of strings needs no
+package data.
+"""
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+Migration = Sequence[str]       # SQL statements, run in order
+
+MIGRATIONS: tuple[Migration, ...] = (
+    # 1: the schema of the first release (unversioned files have exactly this).
+    ("""CREATE TABLE IF NOT EXISTS messages (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        uid         TEXT NOT NULL UNIQUE,
+        created_ts  REAL NOT NULL,
+        read        INTEGER NOT NULL DEFAULT 0,
+        size        INTEGER NOT NULL,
+        attachments INTEGER NOT NULL,
+        inline      INTEGER NOT NULL,
+        username    TEXT,
+        summary     TEXT NOT NULL,
+        detail      TEXT NOT NULL,
+        raw         BLOB NOT NULL
+    )""",
+     """CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(
+        subject, sender, to_, cc, bcc, reply_to, message_id, body, filenames,
+        tokenize = 'trigram'
+    )""",
+     """CREATE TRIGGER IF NOT EXISTS messages_gone AFTER DELETE ON messages BEGIN
+        DELETE FROM search WHERE rowid = old.id;
+    END""",
+     'CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)',
+     "INSERT OR IGNORE INTO meta VALUES ('changes', 0)"),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNew(sqlite3.DatabaseError):
+    """The file was written by a newer smtp_stack (its schema version is
+    beyond the last migration known here)."""
+
+    def __init__(self, found: int, known: int) -> None:
+        super().__init__(f'its schema version is {found}, newer than this smtp_stack knows '
+                         f'({known}): it was written by a newer smtp_stack; open it with that '
+                         'one, or use another file')
+        self.found = found
+        self.known = known
+
+
+def version(db: sqlite3.Connection) -> int:
+    found: int = db.execute('PRAGMA user_version').fetchone()[0]
+    return found
+
+
+def migrate(db: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the file of `db` (a connection in autocommit mode,
+    isolation_level None) to `len(migrations)`; the version it had."""
+    latest = len(migrations)
+    found = version(db)
+    if found > latest:
+        raise SchemaTooNew(found, latest)
+    if found == latest:         # the usual case: no write lock taken
+        return found
+    db.execute('BEGIN IMMEDIATE')
+    try:
+        found = version(db)     # another process may have migrated it meanwhile
+        if found > latest:
+            raise SchemaTooNew(found, latest)
+        for migration in migrations[found:]:
+            for statement in migration:
+                db.execute(statement)
+        if found < latest:
+            db.execute(f'PRAGMA user_version = {latest:d}')
+        db.execute('COMMIT')
+    except BaseException:
+        db.execute('ROLLBACK')
+        raise
+    return found
