@@ -1,15 +1,15 @@
 """Delivery to a Python function: `deliver(session, envelope, body)`.
 
 The function sees only messages that arrived whole and acceptable: the body
-is first spooled (in memory up to `spool_memory` bytes, then in a temporary
-file) and the function is called once the final dot was read. `body` starts
-with the fields added with `envelope.add_header` and this server's Received
-header (RFC 5321 4.4: a server that takes a message on records its hop),
-then the message as the client sent it, less the fields recorded with
-`envelope.remove_header`. It runs in a
-worker thread of the hub's thread pool, so it may block (HTTP calls, a
-database, a queue) without stalling other sessions; it must therefore be
-thread-safe.
+is first spooled (a `spool.Spool`: in memory up to `spool_memory` bytes,
+then in an anonymous temporary file) and the function is called once the
+final dot was read. `body` starts with the fields added with
+`envelope.add_header` and this server's Received header (RFC 5321 4.4: a
+server that takes a message on records its hop), then the message as the
+client sent it, less the fields recorded with `envelope.remove_header`. It
+runs in a worker thread of the hub's thread pool (`offload`), so it may
+block (HTTP calls, a database, a queue) without stalling other sessions;
+it must therefore be thread-safe.
 
 It returns None (the client gets 250), or a reply: `(code, message)`, a
 `Reply`, or for an LMTP server a list of them, one per recipient. Raising
@@ -19,13 +19,12 @@ logged and the client gets 451 (it will retry).
 from __future__ import annotations
 
 import importlib
-import tempfile
 from collections.abc import Callable, Sequence
-from typing import IO, TYPE_CHECKING, Any, TypeAlias
-
-import gevent
+from typing import IO, TYPE_CHECKING, Any, TypeAlias, cast
 
 from ..errors import ClientDisconnected, SmtpError
+from ..offload import offload
+from ..spool import Spool
 from .base import (LOCAL_ERROR, Inspect, delivered_stream, disk_error_reply, is_success, log,
                    message_body, message_head, untouched)
 
@@ -88,11 +87,13 @@ class CallableDelivery:
             return
         session = ctx.session
         envelope = session.envelope
-        with tempfile.SpooledTemporaryFile(max_size=self.spool_memory) as body:
+        spool = Spool(memory_limit=self.spool_memory)
+        with spool:
             try:
-                body.write(message_head(ctx, return_path=False))
+                spool.write(message_head(ctx, return_path=False))
                 for piece in message_body(ctx, self.inspect):
-                    body.write(piece)
+                    spool.write(piece)
+                spool.finish()
             except SmtpError as err:        # inspect() refused it, or MessageRefused
                 ctx.send(err.reply)
                 return
@@ -104,12 +105,9 @@ class CallableDelivery:
                 return
             if not stream.acceptable or not is_success(ctx.reply):
                 return
-            body.seek(0)
             try:
-                if self.threaded:
-                    result = gevent.get_hub().threadpool.apply(self.fn, (session, envelope, body))
-                else:
-                    result = self.fn(session, envelope, body)
+                with spool.open() as body:
+                    result = self._call(session, envelope, cast('IO[bytes]', body))
             except SmtpError as err:
                 ctx.send(err.reply)
                 return
@@ -120,3 +118,9 @@ class CallableDelivery:
                 return
         if result is not None:
             ctx.send(result)
+
+    def _call(self, session: Session, envelope: Envelope, body: IO[bytes]) -> DeliverResult:
+        """The function, off the hub unless `threaded=False`."""
+        fn: DeliverFunction = self.fn
+        return offload(fn, session, envelope, body) if self.threaded else \
+            fn(session, envelope, body)
