@@ -1,7 +1,9 @@
 """Koa-style middleware: `fn(ctx, next)` around the built-in command handler.
 
 The types user code is written against are here: `Middleware` (what
-`server.use()` takes), `Next`, `Context`, and the hooks' signatures.
+`server.use()` takes), `Next`, `Context`, the hooks' signatures, and
+`Component`: a middleware that also takes part in its server's and its
+sessions' lifecycle (`Lifecycle` is what the server keeps of it).
 
     def audit(ctx: Context, next: Next) -> None:
         next()
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, overload
 
 from .replies import Enhanced, Message, Reply, validate_code
 
@@ -154,3 +156,106 @@ SessionHook: TypeAlias = Callable[['Session'], None]
 AuthHook: TypeAlias = Callable[['Session'], Any]
 # on_mail_from(session, address), on_rcpt_to(session, address).
 AddressHook: TypeAlias = Callable[['Session', 'Address'], None]
+
+
+# -- components: middleware with a lifecycle ---------------------------------------
+
+class Component(Protocol):
+    """A middleware that may also hear of its sessions and its servers.
+
+    Only `__call__` is required. The server looks up each other method once,
+    when the component is registered with `use()`, and calls those it has
+    (go-smtp discovers a session's optional interfaces the same way); a
+    server whose components have none pays nothing per session.
+
+    session_opened(session)  a connection was accepted, before PROXY, TLS,
+                             on_connect and the greeting; in the session's
+                             greenlet, components in registration order
+    session_closed(session)  the session ended, however it ended (QUIT, idle
+                             timeout, client gone, stop(), an error): from
+                             the engine's `finally`, after the socket was
+                             closed and before `on_close`; same greenlet,
+                             newest component first
+    start(server)            the first server.start(), before the server
+                             accepts; once per server the component is
+                             registered on; in the process that calls
+                             start() (with workers > 1 the master, before
+                             the workers fork)
+    stop(server)             server.stop(), once every session has ended; in
+                             the same process as start, newest first
+    describe()               never by the server: one line for people (the
+                             start-up line of `smtp-stack serve` names the
+                             delivery by it)
+
+    Per-session state is kept by the component, keyed by the session, and
+    dropped in `session_closed`, which comes for every session of a server
+    the component is registered on (also for one opened before `use()`:
+    it must ignore a session it never saw). A component registered on
+    several servers gets `start` and `stop` once per server: a resource it
+    shares between them is opened at the first `start` and closed at the
+    last `stop`. With `workers > 1` each worker serves its sessions with its
+    own copy of the component, forked after `start`.
+
+    A failing `session_opened` or `session_closed` is logged and reported
+    to the server's 'error' listeners; the session and the other components
+    go on. A failing `start` makes `server.start()` raise, after the
+    components already started were stopped again; a failing `stop` is
+    logged and the others still stop.
+    """
+
+    def __call__(self, ctx: Context, next: Next, /) -> None: ...
+    def session_opened(self, session: Session, /) -> None: ...
+    def session_closed(self, session: Session, /) -> None: ...
+    def start(self, server: SmtpServer, /) -> None: ...
+    def stop(self, server: SmtpServer, /) -> None: ...
+    def describe(self) -> str: ...
+
+
+# A component's session_opened / session_closed, and its start / stop.
+SessionEvent: TypeAlias = Callable[['Session'], object]
+ServerEvent: TypeAlias = Callable[['SmtpServer'], object]
+
+
+class Lifecycle:
+    """The lifecycle methods of a server's components, found once per
+    component (`add`, at `use()`): `opened` in registration order, `closed`
+    newest first, `serving` as (start, stop) pairs in registration order."""
+
+    __slots__ = ('opened', 'closed', 'serving')
+
+    def __init__(self) -> None:
+        self.opened: tuple[SessionEvent, ...] = ()
+        self.closed: tuple[SessionEvent, ...] = ()
+        self.serving: tuple[tuple[ServerEvent | None, ServerEvent | None], ...] = ()
+
+    @classmethod
+    def of(cls, component: object) -> Lifecycle:
+        """What `component` has of the contract (a plain function: nothing)."""
+        found = cls()
+        opened, closed = _method(component, 'session_opened'), _method(component, 'session_closed')
+        start, stop = _method(component, 'start'), _method(component, 'stop')
+        found.opened = (opened,) if opened is not None else ()
+        found.closed = (closed,) if closed is not None else ()
+        found.serving = ((start, stop),) if start is not None or stop is not None else ()
+        return found
+
+    def add(self, other: Lifecycle) -> None:
+        """Take in the methods of a component registered after the others."""
+        self.opened += other.opened
+        self.closed = other.closed + self.closed
+        self.serving += other.serving
+
+    @property
+    def stops(self) -> list[ServerEvent]:
+        """The `stop` methods, newest component first."""
+        return [stop for _, stop in reversed(self.serving) if stop is not None]
+
+
+def _method(component: object, name: str) -> Callable[[Any], object] | None:
+    method = getattr(component, name, None)
+    return method if callable(method) else None
+
+
+def name_of(fn: object) -> str:
+    """How logs name a callable: 'RelayDelivery.session_closed'."""
+    return getattr(fn, '__qualname__', None) or repr(fn)

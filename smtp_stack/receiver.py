@@ -14,8 +14,6 @@ Reload semantics (SIGHUP):
 from __future__ import annotations
 
 import ssl
-import weakref
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import gevent
@@ -23,6 +21,7 @@ import gevent
 from .config import Config, Listener
 from .delivery import CallableDelivery, MaildirDelivery, RelayDelivery
 from .delivery.relay import describe_upstream
+from .middleware import Lifecycle
 from .server import SmtpServer
 from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
 from .users import Users
@@ -59,26 +58,50 @@ def describe_delivery(config: Config) -> str:
 class DeliverySwitch:
     """The one middleware every server uses; forwards to the current delivery.
 
-    Each session is pinned to the delivery it first used, so a reload never
-    changes the delivery under a transaction in progress.
+    Each session is pinned to the delivery that was current when it opened,
+    so a reload never changes the delivery under a transaction in progress.
+    A component (middleware.Component) that passes on what its servers tell
+    it: a session's opening and end to the delivery the session is pinned
+    to, a server's start and stop to the current one.
     """
 
     def __init__(self, target: Middleware):
+        self._pinned: dict[Session, tuple[Middleware, Lifecycle]] = {}
         self.target = target
-        self._pinned: weakref.WeakKeyDictionary[Session, Middleware] = \
-            weakref.WeakKeyDictionary()
+
+    @property
+    def target(self) -> Middleware:
+        return self._current[0]
+
+    @target.setter
+    def target(self, target: Middleware) -> None:
+        self._current = (target, Lifecycle.of(target))
 
     def __call__(self, ctx: Context, next: Next) -> None:
-        target = self._pinned.get(ctx.session)
-        if target is None:
-            target = self._pinned[ctx.session] = self.target
-        return target(ctx, next)
+        pinned = self._pinned.get(ctx.session) or self._pin(ctx.session)
+        return pinned[0](ctx, next)
+
+    def _pin(self, session: Session) -> tuple[Middleware, Lifecycle]:
+        pinned = self._pinned[session] = self._current
+        return pinned
+
+    def session_opened(self, session: Session) -> None:
+        for opened in self._pin(session)[1].opened:
+            opened(session)
 
     def session_closed(self, session: Session) -> None:
-        target = self._pinned.pop(session, None)
-        closer = getattr(target, 'session_closed', None)
-        if closer is not None:
-            closer(session)
+        pinned = self._pinned.pop(session, None)
+        for closed in pinned[1].closed if pinned is not None else ():
+            closed(session)
+
+    def start(self, server: SmtpServer) -> None:
+        for start, _ in self._current[1].serving:
+            if start is not None:
+                start(server)
+
+    def stop(self, server: SmtpServer) -> None:
+        for stop in self._current[1].stops:
+            stop(server)
 
 
 class Receiver:
@@ -109,7 +132,6 @@ class Receiver:
         options = self.config.server_options(listener)
         if 'on_auth' not in options:
             options['on_auth'] = self.users.on_auth
-        options['on_close'] = _both(self.delivery.session_closed, options.get('on_close'))
         server = SmtpServer(**options)
         # The CLI handles SIGTERM/SIGHUP itself (reloading users, TLS and
         # delivery before server.reload() re-forks workers): one handler only.
@@ -130,7 +152,6 @@ class Receiver:
                 server.start(listener.port, listener.host)
                 self.bound.append(self._last_bound.get(server))
                 started.append(server)
-            getattr(self.delivery.target, 'start_web', lambda: None)()     # an inbox: section
         except BaseException:
             for server in dict.fromkeys(started):
                 server.stop(0)
@@ -143,7 +164,6 @@ class Receiver:
     def stop(self, timeout: float | None = None) -> None:
         """Graceful: every server's stop() at once (close_timeout each)."""
         gevent.joinall([gevent.spawn(server.stop, timeout) for server in self.servers])
-        getattr(self.delivery.target, 'stop_web', lambda: None)()
 
     @property
     def open_sessions(self) -> int:
@@ -219,16 +239,3 @@ def _policies_key(config: Config) -> str | None:
 def _delivery_key(config: Config) -> tuple[str, list[tuple[str, str]]]:
     kind, spec = config.deliver
     return kind, sorted((k, repr(v)) for k, v in spec.items() if k != 'fn')
-
-
-def _both(first: Callable[[Session], object],
-          second: Callable[[Session], object] | None) -> Callable[[Session], None]:
-    if second is None:
-        return first    # type: ignore[return-value]   # what it returns is ignored
-
-    def on_close(session: Session) -> None:
-        try:
-            first(session)
-        finally:
-            second(session)
-    return on_close

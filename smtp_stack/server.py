@@ -24,7 +24,7 @@ from . import replies as R
 from .engine import Engine, SessionShutdown
 from .engine.engine import builtin
 from .limits import RecentFailures
-from .middleware import compose
+from .middleware import Lifecycle, compose, name_of
 from .options import LogBackend, Options
 from .replies import Reply, format_reply
 from .runners import SessionRunners
@@ -35,7 +35,7 @@ from .workers import WorkerPool
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from .middleware import Context, Dispatch, Middleware
+    from .middleware import Context, Dispatch, Middleware, ServerEvent
     from .options import ServerOptions
     from .policies.shared_limits import SharedConnections, SharedFailures
     from .session import Session
@@ -57,6 +57,9 @@ class SmtpServer:
         self._middleware: list[Middleware] = []
         # What sessions call per command: the middleware, composed.
         self.chain: Dispatch = builtin
+        # The components' lifecycle methods (middleware.Component), found at use().
+        self.lifecycle = Lifecycle()
+        self._components_started = False   # in this process, by the first start()
         self._handlers: dict[str, list[Callable[..., object]]] = {e: [] for e in EVENTS}
         self.listeners: list[_Listener] = []
         self.runners = SessionRunners()     # the greenlets that serve connections (introspection)
@@ -88,10 +91,18 @@ class SmtpServer:
 
     # -- middleware and events ---------------------------------------------
     def use(self, fn: M) -> M:
-        """Register a middleware `fn(ctx, next)`; usable as a decorator."""
+        """Register a middleware `fn(ctx, next)`; usable as a decorator.
+
+        A component's lifecycle methods (middleware.Component) are found
+        here, once; one registered after start() is started at once.
+        """
         if not callable(fn):
             raise TypeError('middleware must be callable as fn(ctx, next)')
+        found = Lifecycle.of(fn)
+        if self._components_started:
+            self._start_components(found)
         self._middleware.append(fn)
+        self.lifecycle.add(found)
         self.chain = compose(self._middleware, builtin)
         return fn
 
@@ -102,12 +113,15 @@ class SmtpServer:
         return fn
 
     def emit(self, event: str, *args: object) -> None:
-        """Call the listeners of `event`; a listener's failure is contained."""
+        """Call the listeners of `event`. A listener that fails is logged,
+        one line per failure naming the event, and the others still run: a
+        listener's bug never reaches the server."""
         for fn in self._handlers[event]:
             try:
                 fn(*args)
-            except Exception:   # a listener's bug must not break the server
-                pass
+            except Exception as exc:
+                self.log_backend.log(40, 'A listener of %r failed: %s: %r', event,
+                                     name_of(fn), exc)
 
     def dispatch(self, ctx: Context) -> None:
         """Run the middleware chain for one command (`chain`, composed at each use())."""
@@ -123,6 +137,13 @@ class SmtpServer:
         if self.stopping:
             raise RuntimeError('this server was stopped; create a new one')
         sock = _bind(host, port, backlog)
+        if not self._components_started:
+            try:
+                self._start_components(self.lifecycle)
+            except BaseException:
+                sock.close()
+                raise
+            self._components_started = True
         if self.options.workers > 1 and self.worker_id is None:
             self._init_lifecycle()
             if self._pool is None:
@@ -153,8 +174,10 @@ class SmtpServer:
 
     def _become_worker(self, worker_id: int, shared: tuple[Any, int] | None = None) -> None:
         """In a forked worker's serving thread: forget the master's state.
-        `shared`: (SessionCounts, this worker's counter) for max_connections."""
+        `shared`: (SessionCounts, this worker's counter) for max_connections.
+        The components were started by the master, which also stops them."""
         self.worker_id = worker_id
+        self._components_started = False
         self._shared_sessions = shared
         self._pool = None
         self.listeners = []
@@ -232,6 +255,7 @@ class SmtpServer:
         if self._pool is not None:
             grace = self.options.close_timeout if timeout is None else timeout
             self._pool.stop(grace)
+            self._stop_components()
             self.emit('close')
             stopped.set()
             return
@@ -252,9 +276,39 @@ class SmtpServer:
             self.runners.kill(block=True, timeout=1.0)
         self.runners.close()
         sweeper.close()
+        self._stop_components()
         if self.worker_id is None:      # the master reports the close once
             self.emit('close')
         stopped.set()
+
+    def _start_components(self, lifecycle: Lifecycle) -> None:
+        """`start(self)` of each component, in registration order. When one
+        fails, those it started are stopped again and the failure raised."""
+        started: list[ServerEvent | None] = []
+        try:
+            for start, stop in lifecycle.serving:
+                if start is not None:
+                    start(self)
+                started.append(stop)
+        except BaseException:
+            for stop in reversed(started):
+                if stop is not None:
+                    self._call_stop(stop)
+            raise
+
+    def _stop_components(self) -> None:
+        """`stop(self)` of each component, newest first, if this process started them."""
+        if self._components_started:
+            self._components_started = False
+            for stop in self.lifecycle.stops:
+                self._call_stop(stop)
+
+    def _call_stop(self, stop: ServerEvent) -> None:
+        try:
+            stop(self)
+        except (Exception, gevent.Timeout) as exc:     # the others must still stop
+            self.log_backend.log(40, '%s failed: %r', name_of(stop), exc)
+            self.emit('error', exc)
 
     def _interrupt(self, conn: Engine) -> None:
         """Throw SessionShutdown into `conn`'s session soon, if its runner

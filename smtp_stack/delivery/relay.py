@@ -26,7 +26,6 @@ sockets); this module is the middleware that drives it, one per session.
 from __future__ import annotations
 
 import smtplib
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -102,7 +101,8 @@ class RelayDelivery:
         self.inspect = inspect
         self.source_address = source_address
         self.tls_context = client_tls_context(tls_verify, ca_file) if (starttls or secure) else None
-        self._links: weakref.WeakKeyDictionary[Session, Upstream] = weakref.WeakKeyDictionary()
+        # One upstream link per session, until the session ends (session_closed).
+        self._links: dict[Session, Upstream] = {}
 
     def __repr__(self) -> str:
         return f'RelayDelivery({self.host!r}, {self.port})'
@@ -228,10 +228,10 @@ class RelayDelivery:
     def session_closed(self, session: Session) -> None:
         """Close the session's upstream connection (QUIT, then close).
 
-        Use it as the server's `on_close` hook (the `smtp-stack` command
-        does): a client that disconnects without QUIT in the middle of a
-        transaction would otherwise keep its upstream connection open until
-        the session object is garbage-collected.
+        The server calls it when a session ends, however it ends (the
+        component contract, middleware.Component): a client that vanishes
+        in the middle of a transaction leaves no upstream connection open.
+        Calling it again, or for a session without a link, does nothing.
         """
         link = self._links.pop(session, None)
         if link is None:
@@ -316,9 +316,6 @@ class RelayDelivery:
             link.abort()
             raise UpstreamError(UNAVAILABLE) from None
         self._links[session] = link
-        # A client that vanishes without QUIT: session_closed() (the on_close
-        # hook) closes the link; failing that, the garbage collector does.
-        weakref.finalize(session, link.abort)
         return link
 
     def _ask(self, link: Upstream, line: str) -> Reply:

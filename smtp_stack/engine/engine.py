@@ -18,7 +18,7 @@ from ..addresses import parse_path
 from ..errors import ClientDisconnected, SmtpError
 from ..framing import TOO_LONG, Line
 from ..limits import SessionCounters
-from ..middleware import Context
+from ..middleware import Context, name_of
 from ..options import MAX_AUTH_LINE, MAX_COMMAND_LINE
 from ..proxy import ProxyError
 from ..replies import Reply, format_reply, wire_bytes
@@ -33,6 +33,7 @@ from .security import before_auth_reply, upgrade
 from .transport import ClientTimeout, Transport
 
 if TYPE_CHECKING:
+    from ..middleware import SessionEvent
     from ..options import LogBackend, Options
     from ..server import SmtpServer
     from ..session import Envelope
@@ -49,7 +50,8 @@ class Engine:
     """One connection: its session state, counters and the command loop.
 
     `host` is the server, seen through a narrow interface: `options`,
-    `chain(ctx)`, `log_backend`, `emit(event, exc)`, `secure_context`,
+    `chain(ctx)`, `lifecycle` (its components' session_opened and
+    session_closed), `log_backend`, `emit(event, exc)`, `secure_context`,
     `sweeper`, `stopping`, `auth_failures`, `claim_client_ip(ip)` and
     `release_client_ip(ip)`.
     """
@@ -95,6 +97,9 @@ class Engine:
         self.log(20, 'Connection from %s:%s', session.remote_address, session.remote_port)
         try:
             try:
+                opened = host.lifecycle.opened     # () unless a component wants it
+                if opened:
+                    self._tell(opened)
                 self._open()
                 while not self.closing:
                     self.handle(self._read_command())
@@ -119,11 +124,26 @@ class Engine:
             if self.claimed_ip is not None:
                 host.release_client_ip(self.claimed_ip)
             self.log(20, 'Connection closed')
+            closed = host.lifecycle.closed
+            if closed:
+                self._tell(closed)
             if self.options.on_close is not None:
                 try:
                     self.options.on_close(session)
                 except Exception as exc:
                     self.log(40, 'on_close hook failed: %r', exc)
+
+    def _tell(self, hooks: tuple[SessionEvent, ...]) -> None:
+        """Tell the components that this session opened or closed. One that
+        fails is logged and reported; the session and the others go on."""
+        for hook in hooks:
+            try:
+                hook(self.session)
+            except (Exception, gevent.Timeout) as exc:
+                self.log(40, '%s failed: %r', name_of(hook), exc)
+                self.host.emit('error', exc)
+            except SessionShutdown:     # stop() ran out of patience with this hook
+                self.log(30, '%s interrupted: the server is stopping', name_of(hook))
 
     def abort(self) -> None:
         """Close the socket now (the server's last resort at stop())."""

@@ -68,6 +68,6 @@ def check_section(value: object, error: Callable[[str, str], object],
 
 
 def describe(spec: dict[str, Any]) -> str:
-    host, port = spec.get('http', ('127.0.0.1', 8025))
+    host, port = spec.get('http', ('127.0.0.1', 8025))[:2]
     host = f'[{host}]' if ':' in host else host
     return f'inbox {spec.get("db")} (web and API on http://{host}:{port}/)'

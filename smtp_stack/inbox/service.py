@@ -96,14 +96,7 @@ class Inbox:
     def start(self) -> Inbox:
         self.smtp.start(self._smtp_at[1], self._smtp_at[0])
         try:
-            self.http = web_server(self._http_at, self.app)
-            self.http.start()
-        except OSError as exc:
-            self.smtp.stop(0)
-            # gevent appends the address to strerror as a tuple; name it as
-            # SmtpServer does (`filename`: '127.0.0.1:8025').
-            raise OSError(exc.errno, os.strerror(exc.errno) if exc.errno else str(exc),
-                          hostport(*self._http_at)) from None
+            self.http = start_web(self._http_at, self.app)
         except BaseException:
             self.smtp.stop(0)
             raise
@@ -125,6 +118,19 @@ class Inbox:
         host = f'[{host}]' if ':' in host else host
         return (f'inbox: SMTP on {host}:{port}, web and API on {self.url}, '
                 f'stored in {self.store.path} (newest {self.store.max_messages} kept)')
+
+
+def start_web(address: tuple[str, int], app: InboxApp) -> WSGIServer:
+    """`web_server(address, app)`, started. An address that cannot be bound
+    is an OSError naming it in `filename` ('127.0.0.1:8025'), as
+    SmtpServer's is (gevent appends it to strerror as a tuple)."""
+    http = web_server(address, app)
+    try:
+        http.start()
+    except OSError as exc:
+        raise OSError(exc.errno, os.strerror(exc.errno) if exc.errno else str(exc),
+                      hostport(*address)) from None
+    return http
 
 
 def web_server(address: tuple[str, int], app: InboxApp) -> WSGIServer:
