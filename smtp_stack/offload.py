@@ -1,23 +1,21 @@
 """Blocking calls run off the gevent hub: the one helper of the package.
 
-Two ways, one rule ("where no hub runs in this thread, run here"):
-
 - `offload(fn, *args)`: in the hub's own thread pool. For short blocking
-  calls of our own (an fsync, a password hash, an SQLite query of the
-  inbox, a recipients file read, a DKIM check, a user's delivery function).
+  calls of ours and of the user (an fsync, a password hash, an SQLite
+  query of the inbox, a recipients file read, a DKIM check, a delivery
+  function). Where no hub exists in this thread (a plain thread of a
+  threaded WSGI server, a thread of a pool itself) it runs right here:
+  nothing else can run in this thread meanwhile, so there is nothing to
+  protect, and no hub nor pool is made for the occasion.
 - `OwnThreads(n)`: `n` threads of one's own per hub and per process, for a
   client library whose calls may stall for as long as its timeout (the
-  Redis and SQLite stores of `smtp_stack.state`). Why not the hub's pool:
-  a stalled backend then holds its own threads only, never those that
-  flush mail or hash passwords; its size is its own (SQLite's one
-  connection per hub is used by exactly one thread, so two transactions
-  never interleave on it); and a forked worker gets fresh threads, never
-  its parent's (which do not exist in the child).
-
-Where no hub exists in this thread (a plain thread of a threaded WSGI
-server, a thread of a pool itself), the call runs where it is: nothing
-else can run in this thread meanwhile, so there is nothing to protect, and
-no hub nor pool is made for the occasion.
+  Redis and SQLite stores of `smtp_stack.state`, through
+  `state.backend.Offloaded`). Why not the hub's pool: a stalled backend
+  then holds its own threads only, never those that flush mail or hash
+  passwords; its size is its own (SQLite's one connection per pool is used
+  by exactly one thread, so two transactions never interleave on it); and
+  a forked worker gets fresh threads, never its parent's (which do not
+  exist in the child).
 """
 from __future__ import annotations
 
