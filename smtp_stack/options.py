@@ -31,7 +31,7 @@ from .sasl import SUPPORTED as SUPPORTED_MECHANISMS
 
 if TYPE_CHECKING:
     from .middleware import AddressHook, AuthHook, SessionHook, SocketHook
-    from .policies.stores import Store
+    from .state import Store
 
 
 class LogLevels(IntEnum):
@@ -388,15 +388,12 @@ def _log_level(v: object) -> int:
 
 
 def _store(v: object) -> Store | None:
-    """A URL (memory:, sqlite:///PATH, redis://HOST:PORT/DB) or a store object;
-    without the policies extra, MissingExtra (an ImportError) says so."""
+    """A URL (memory:, sqlite:///PATH, redis://HOST:PORT/DB) or a store object.
+    The stores are the core's (smtp_stack.state); only a Redis URL needs an
+    extra (redis-py), and without it MissingExtra (an ImportError) says so."""
     if v is None:
         return None
-    from .extras import MissingExtra
-    try:
-        from .policies.stores import as_store
-    except MissingExtra as exc:     # smtp_stack.policies says it; this option needs it
-        raise MissingExtra('the store option', exc.extra, exc.name) from exc
+    from .state import as_store     # only when a store is given: most servers have none
     return as_store(v)      # type: ignore[arg-type]   # as_store checks it
 
 
