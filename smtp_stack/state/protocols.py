@@ -68,6 +68,16 @@ class FailureCounter(Protocol):
     process, `SharedFailures` in a store (across workers and machines);
     the server holds whichever its options call for and asks only this."""
 
+    @property
+    def limit(self) -> int:
+        """Failures within the window that block the key."""
+        ...
+
+    @property
+    def window(self) -> float:
+        """The window, in seconds."""
+        ...
+
     def blocked(self, key: str) -> bool:
         """Whether `key` reached the limit within the window."""
         ...
