@@ -59,8 +59,9 @@ return value
 def _checked_options(url: str) -> dict[str, Any]:
     """The options `redis.Redis.from_url(url, ...)` needs beyond the
     timeouts, after checking the URL as far as can be done without connecting."""
+    parse_url: Callable[[str], dict[str, Any]] = redis.connection.parse_url   # unannotated
     try:
-        parsed = redis.connection.parse_url(url)
+        parsed = parse_url(url)
     except ValueError as exc:
         raise ValueError(f'store: {exc}') from None
     tls = url.startswith('rediss://')
