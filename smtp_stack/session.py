@@ -39,9 +39,10 @@ def new_session_id() -> str:
 
 
 class Envelope:
-    """One mail transaction. A new object after each reset, so user code
-    that kept a reference (a delivery queue) never sees it change; its
-    spool, though, is removed with the transaction (copy what you keep)."""
+    """One mail transaction. Never reset in place: each transition of the
+    session (Session's table) makes a new one, so user code that kept a
+    reference (a delivery queue) never sees it change; its spool, though,
+    is removed with the transaction (copy what you keep)."""
 
     __slots__ = ('mail_from', 'rcpt_to', 'data_stream', '_added', '_removed', '__dict__')
 
@@ -131,7 +132,63 @@ class TlsInfo(TypedDict):
 
 
 class Session:
-    """Per-connection state. A plain object: user code may add attributes."""
+    """Per-connection state. A plain object: user code may add attributes.
+
+    Rule 1: every reset a command causes is made here, by the transitions
+    below; the handlers call them and reset no field themselves. The states
+    are read from the fields: greeted while `greeting` is set, in a
+    transaction while `envelope.mail_from` is, with recipients while
+    `envelope.rcpt_to` is not empty.
+
+    What each transition does to each field (a test reads this table):
+
+    field              greet    end_transaction  STARTTLS  XCLIENT
+    id                 kept     kept             kept      kept
+    lmtp               kept     kept             kept      kept
+    local_address      kept     kept             kept      command
+    local_port         kept     kept             kept      command
+    remote_address     kept     kept             kept      command
+    remote_port        kept     kept             kept      command
+    client_hostname    kept     kept             kept      command
+    proxy              kept     kept             kept      kept
+    pre_greeting_data  kept     kept             kept      kept
+    secure             kept     kept             command   kept
+    tls                kept     kept             command   kept
+    xclient            kept     kept             kept      command
+    helo               set      kept             reset     set
+    greeting           set      kept             reset     reset
+    auth               kept     kept             reset     command
+    user               kept     kept             reset     command
+    xforward           if-MAIL  if-MAIL          if-MAIL   if-MAIL
+    transaction        if-MAIL  if-MAIL          if-MAIL   if-MAIL
+    envelope           new      new              new       new
+
+    kept: unchanged. reset: back to a new session's value. set: from the
+    transition's arguments. command: set by the command before its
+    transition, which keeps it (the TLS handshake; the XCLIENT attribute
+    naming it, kept when absent). new: a new Envelope; the old one keeps
+    its fields, its spool removed. if-MAIL: only when the transaction had a
+    MAIL, `transaction` goes one up and `xforward` is emptied (XFORWARD
+    describes one message: Postfix XFORWARD_README). Attributes added by
+    user code or policies (`session.dnsbl`) are kept by every transition.
+
+    - greet(kind, name): HELO, EHLO, LHLO. RFC 5321 4.1.4: the server
+      "MUST clear all buffers and reset the state exactly as if a RSET
+      command had been issued"; so the login stays, as after RSET (RFC
+      4954 4: only a second AUTH is refused).
+    - end_transaction(): RSET (RFC 5321 4.1.1.5: sender, recipients and
+      data discarded), the end of DATA or BDAT (4.1.1.4: the end of the
+      data consumes the transaction), a BDAT transfer the client abandoned.
+    - start_over(keep_login=False), STARTTLS, after the handshake: RFC
+      3207 4.2: back to the state after the 220, knowledge "not obtained
+      from the TLS negotiation itself" discarded: the greeting, the login,
+      the transaction. The connection's facts (addresses, the PROXY
+      header) and what a trusted XCLIENT or XFORWARD peer said stay.
+    - start_over(keep_login=True, helo=...), XCLIENT, after its attributes:
+      Postfix XCLIENT_README: back to the greeting stage, but TLS stays,
+      and so do the last XCLIENT's attributes (HELO=; LOGIN=, or else the
+      login there was).
+    """
 
     id: str
     secure: bool
@@ -195,15 +252,35 @@ class Session:
             base = 'ESMTP'      # RFC 3848 has no SMTPS/SMTPA: TLS/AUTH imply ESMTP
         return base + ('S' if self.secure else '') + ('A' if self.user else '')
 
-    def reset_envelope(self) -> None:
-        """End the current transaction (RSET, HELO/EHLO, after DATA)."""
+    # -- the transitions (the table above) ---------------------------------
+    def greet(self, kind: Greeting, name: str) -> None:
+        """HELO, EHLO or LHLO `name`: the transaction ends; after XCLIENT
+        HELO=, the original client's name stays (Postfix)."""
+        self.end_transaction()
+        self.helo = self.xclient.get('HELO') or name
+        self.greeting = kind
+
+    def end_transaction(self) -> None:
+        """RSET, the end of DATA or BDAT: a new envelope; the old one's spool goes."""
         envelope = self.envelope
         if envelope.mail_from is not None:
             self.transaction += 1
-            self.xforward = {}      # XFORWARD describes one message only
+            self.xforward = {}
         if envelope.data_stream is not None:
             envelope.discard()
         self.envelope = Envelope()
+
+    # The name this had before the transitions were named.
+    reset_envelope = end_transaction
+
+    def start_over(self, *, keep_login: bool, helo: str | None = None) -> None:
+        """Back to the state after the 220: STARTTLS (keep_login=False)
+        and XCLIENT (keep_login=True, its HELO= as `helo`)."""
+        self.end_transaction()
+        self.greeting = None
+        self.helo = helo
+        if not keep_login:
+            self.auth = self.user = None
 
     def __repr__(self) -> str:
         return f'<Session {self.id} {self.remote_address}:{self.remote_port}>'

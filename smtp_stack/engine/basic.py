@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 @command('RSET', 'RSET', NO_ARGS | JUNK)
 def rset(engine: Engine, ctx: Context) -> None:
-    engine.session.reset_envelope()
+    engine.session.end_transaction()
     ctx.reply = R.FLUSHED
 
 

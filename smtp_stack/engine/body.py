@@ -193,13 +193,13 @@ def finish_data(engine: Engine, ctx: Context, stream: DataStream) -> None:
     stream.drain()
     reply = ctx.reply or R.NO_REPLY_SET
     if stream.aborted:
-        session.reset_envelope()    # the chunks were answered; no final reply
+        session.end_transaction()   # the chunks were answered; no final reply
         return
     if stream.refused is not None:
         # The readers were told (MessageRefused); whatever middleware set,
         # the client gets the same reply.
         reply = stream.refused.reply
-    session.reset_envelope()
+    session.end_transaction()
     if engine.options.lmtp:
         for one in lmtp_replies(engine, reply, len(recipients)):
             engine.final(one, ctx)

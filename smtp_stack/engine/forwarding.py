@@ -25,15 +25,13 @@ def _check_trusted(engine: Engine, trusted: TrustList) -> None:
 
 @command('XCLIENT', 'XCLIENT attribute=value ...')
 def xclient(engine: Engine, ctx: Context) -> None:
-    """Take over the original client's identity; the session starts over."""
+    """Take over the original client's identity, then the session starts
+    over (Session.start_over), keeping the login and this HELO=."""
     _check_trusted(engine, engine.options.use_xclient)
     attrs = parse_xclient(ctx.command_args)
     session = engine.session
     if 'LOGIN' in attrs:
-        session.user = None
-        if attrs['LOGIN']:
-            session.auth = sasl.AuthInfo('XCLIENT', attrs['LOGIN'])
-            session.user = engine.hook('on_auth', session) or None
+        _log_in(engine, attrs['LOGIN'])
     if 'ADDR' in attrs:
         session.remote_address = attrs['ADDR']
         session.client_hostname = f'[{attrs["ADDR"]}]' if attrs['ADDR'] else '[unknown]'
@@ -47,12 +45,21 @@ def xclient(engine: Engine, ctx: Context) -> None:
     if 'DESTPORT' in attrs:
         session.local_port = int(attrs['DESTPORT']) if attrs['DESTPORT'] else 0
     session.xclient.update(attrs)
-    session.reset_envelope()
-    session.greeting = None
-    session.helo = attrs.get('HELO')
+    session.start_over(keep_login=True, helo=attrs.get('HELO'))
     engine.log(20, 'XCLIENT: client is now %s [%s]:%s', session.client_hostname,
                session.remote_address, session.remote_port)
     ctx.reply = engine.banner(extra=False)     # a new greeting, as Postfix answers
+
+
+def _log_in(engine: Engine, login: str | None) -> None:
+    """LOGIN=: the proxy's word replaces the login; on_auth says who that
+    is (no user while it decides). [UNAVAILABLE]: no user, and
+    `session.auth` stays what it was."""
+    session = engine.session
+    session.user = None
+    if login:
+        session.auth = sasl.AuthInfo('XCLIENT', login)
+        session.user = engine.hook('on_auth', session) or None
 
 
 @command('XFORWARD', 'XFORWARD attribute=value ...')

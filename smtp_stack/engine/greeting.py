@@ -39,18 +39,15 @@ def lhlo(engine: Engine, ctx: Context) -> None:
 
 
 def greet(engine: Engine, ctx: Context, kind: Greeting) -> None:
-    """A greeting starts a new session state (RFC 5321 4.1.4: it resets
-    the transaction). HELO in LMTP, LHLO in SMTP: unknown commands."""
+    """A greeting ends the transaction (Session.greet, RFC 5321 4.1.4).
+    HELO in LMTP, LHLO in SMTP: unknown commands."""
     options = engine.options
     if options.lmtp != (kind == 'LHLO'):
         raise SmtpError(R.UNRECOGNIZED)
     if not ctx.command_args:
         raise COMMANDS[kind].syntax_error
     session = engine.session
-    session.reset_envelope()
-    # After XCLIENT HELO=..., the original client's name stays (Postfix).
-    session.helo = session.xclient.get('HELO') or ctx.command_args[0]
-    session.greeting = kind
+    session.greet(kind, ctx.command_args[0])
     hello = f'{options.name} Nice to meet you, {session.client_hostname}'
     if kind == 'HELO':
         ctx.reply = Reply(250, hello, False)

@@ -26,18 +26,15 @@ def starttls(engine: Engine, ctx: Context) -> None:
 
 def upgrade(engine: Engine) -> None:
     """Handshake after the 220, then forget everything said in plaintext
-    (RFC 3207 4.2: the session starts over, and pipelined plaintext after
-    STARTTLS is never executed)."""
+    (RFC 3207 4.2: the session starts over, Session.start_over; and
+    pipelined plaintext after STARTTLS is never executed)."""
     transport = engine.transport
     transport.flush()
     dropped = transport.discard_buffered()
     if dropped:
         engine.log(30, 'Discarded %d bytes sent after STARTTLS before the handshake', dropped)
     engine.start_tls()
-    session = engine.session
-    session.reset_envelope()
-    session.helo = session.greeting = None
-    session.auth = session.user = None
+    engine.session.start_over(keep_login=False)
 
 
 @command('AUTH', 'AUTH mechanism [initial-response]')
