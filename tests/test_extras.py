@@ -114,16 +114,22 @@ def test_authenticate_without_its_libraries(tmp_path, missing):
 
 
 def test_the_store_option_without_the_extra(tmp_path):
-    result = python_without(['dns'], '''
+    """The stores are in the core (smtp_stack.state): memory: and sqlite: need
+    nothing optional; a Redis URL needs redis-py, of the policies extra."""
+    result = python_without(['dns', 'redis'], '''
         from smtp_stack import SmtpServer
-        try:
-            SmtpServer(name='mx.test', store='memory:')
-        except ImportError as exc:
-            print(type(exc).__name__, exc, sep=': ')
+        import os
+        for url in ('memory:', 'sqlite:///' + os.path.abspath('state.db'),
+                    'redis://127.0.0.1:6379/0'):
+            try:
+                print(type(SmtpServer(name='mx.test', store=url).options.store).__name__)
+            except ImportError as exc:
+                print(type(exc).__name__, exc, sep=': ')
     ''', tmp_path)
     assert (result.returncode, result.stderr) == (0, '')
     assert result.stdout.splitlines() == [
-        f'MissingExtra: the store option {POLICIES} (dns is not installed)']
+        'MemoryStore', 'SqliteStore',
+        f'MissingExtra: a redis:// store {POLICIES} (redis is not installed)']
 
 
 def test_the_core_needs_no_extra(tmp_path):
