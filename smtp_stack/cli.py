@@ -122,7 +122,6 @@ def _write(path: str, data: bytes, mode: int) -> None:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .config import ConfigError, load
-    from .receiver import describe_delivery
 
     try:
         config = load(args.file)
@@ -133,7 +132,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     listeners = ', '.join(listener.describe() for listener in config.listeners)
     users = len(config.users) if config.users is not None else 0
     print(f'{args.file}: OK (listen {listeners}; {users} user(s); '
-          f'mail goes to {describe_delivery(config)})')
+          f'mail goes to {config.deliver.describe()})')
     return 0
 
 

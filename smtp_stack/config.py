@@ -14,10 +14,15 @@ The layout (docs/configuration.md has every key):
     tls:     {key, cert, ca, ..., sni_options: {host: {key, cert, ...}}}  (files)
     users:   [{username, password_hash | secret}]  or a file holding that list
     deliver: {maildir: DIR} | {relay: {...}} | {callable: "pkg.module:function"}
+    inbox:   {db, http, ...}                the development inbox as the delivery
 
 Relative file names are taken from the directory of the config file. The
 values are checked with the very validators SmtpServer uses (options.OPTIONS),
 so a config that passes `check-config` starts.
+
+The deliveries are checked by their rows in `sections.DELIVERIES` (a new
+kind of delivery is one more row there), the policies by theirs in
+`policies.POLICIES`.
 """
 from __future__ import annotations
 
@@ -32,9 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .delivery.callable import load_callable
+from .delivery import load_callable
 from .extras import MissingExtra, needs_extra
 from .options import OPTIONS, Options, parse_size, suggest
+from .sections import DEFAULT_MAILDIR, DELIVERIES, TOP_LEVEL, DeliverySpec, default_delivery
 from .tls import TLS_OPTIONS, build_secure_contexts
 from .users import User, parse_hash
 
@@ -43,7 +49,6 @@ if TYPE_CHECKING:
 
 DEFAULT_HOST = '127.0.0.1'
 DEFAULT_PORT = 2525
-DEFAULT_MAILDIR = 'maildir'
 
 TLS_KEYS = frozenset(TLS_OPTIONS) | {'sni_options', 'sni_callback', 'request_ocsp'}
 FILE_KEYS = ('key', 'cert', 'ca')
@@ -53,17 +58,13 @@ LISTENER_KEYS = ('host', 'port', 'secure', 'lmtp')
 # store: see POLICY_KEYS; session (Node's client-side TLS session) means nothing in a file.
 SERVER_KEYS = frozenset(OPTIONS) - TLS_KEYS - {'secure', 'lmtp', 'store', 'session'}
 POLICY_KEYS = frozenset({'policies', 'store', 'dns'})     # smtp_stack/policies/config.py
-# inbox: the development inbox as the delivery (smtp_stack/inbox/config.py).
-TOP_KEYS = SERVER_KEYS | POLICY_KEYS | {'listen', 'tls', 'users', 'deliver', 'secure', 'lmtp',
-                                       'inbox'}
 USER_KEYS = ('username', 'password_hash', 'secret')
-RELAY_KEYS: dict[str, type | tuple[type, ...]] = {
-    'host': str, 'port': int, 'lmtp': bool, 'starttls': bool, 'secure': bool,
-    'tls_verify': bool, 'ca': str, 'username': str, 'password': str,
-    'xforward': bool, 'helo': str, 'timeout': (int, float), 'data_timeout': (int, float),
-}
 PLAIN_SECRET_METHODS = ('CRAM-MD5', 'XOAUTH2')
 Error = tuple[str, str]         # (path in the document, message)
+
+
+TOP_KEYS = SERVER_KEYS | POLICY_KEYS | set(TOP_LEVEL) | {'listen', 'tls', 'users', 'deliver',
+                                                        'secure', 'lmtp'}
 
 
 class ConfigError(Exception):
@@ -98,7 +99,8 @@ class Config:
     raw_options: dict[str, Any] = field(default_factory=dict)  # as written, to compare on reload
     tls: dict[str, Any] = field(default_factory=dict)      # TLS_OPTIONS + sni_options, PEM text
     users: list[User] | None = None
-    deliver: tuple[str, dict[str, Any]] = ('maildir', {'path': DEFAULT_MAILDIR})
+    deliver: DeliverySpec = field(
+        default_factory=lambda: DeliverySpec('maildir', {'path': DEFAULT_MAILDIR}))
     policies: PolicySection | None = None       # when the section is used
 
     def server_options(self, listener: Listener) -> dict[str, Any]:
@@ -168,11 +170,7 @@ def parse(data: object, base: str, *, source: str | None = None, host: str | Non
             if port is not None:
                 config.listeners[0].port = port
     if maildir is not None:
-        config.deliver = ('maildir', {'path': os.path.abspath(maildir)})
-    if config.deliver[0] == 'maildir' and 'deliver' not in checker.reported_paths():
-        problem = _maildir_problem(config.deliver[1]['path'])
-        if problem:
-            checker.error('deliver.maildir' if maildir is None else '--maildir', problem)
+        config.deliver = checker.delivery('maildir', os.path.abspath(maildir), '--maildir')
     if not checker.errors:
         checker.trial(config)
     if checker.errors:
@@ -248,21 +246,24 @@ class _Checker:
         if POLICY_KEYS & set(data):
             key = sorted(POLICY_KEYS & set(data))[0]
             require_extra('policies', f'the {key}: section', 'smtp_stack.policies')
+            from .policies import POLICIES
             from .policies.config import SectionChecker
-            config.policies = SectionChecker(self.error, self.file_path,
-                                             self.callable).section(data)
+            config.policies = SectionChecker(self, POLICIES).section(data)
             if config.policies.store:   # also the server's store= (per-client limits)
                 config.options['store'] = config.policies.store
-        if 'inbox' in data:
-            require_extra('inbox', 'the inbox: section', 'smtp_stack.inbox.section')
-            from .inbox.config import check_section
+        top = [kind for kind in TOP_LEVEL if kind in data]
+        if top:
+            kind = top[0]
+            extra, module = TOP_LEVEL[kind]
+            require_extra(extra, f'the {kind}: section', module)
             if 'deliver' in data:
-                self.error('inbox', 'the inbox is the delivery: use inbox: or deliver:, not both')
-            config.deliver = ('inbox', check_section(data['inbox'], self.error, self.file_path))
+                self.error(kind, f'the {kind} is the delivery: use {kind}: or deliver:, not both')
+            config.deliver = self.delivery(kind, data[kind], kind)
         elif 'deliver' in data:
             config.deliver = self.deliver(data['deliver'])
         else:   # the default store: ./maildir of the working directory
-            config.deliver = ('maildir', {'path': os.path.abspath(DEFAULT_MAILDIR)})
+            config.deliver = self.delivery('maildir', os.path.abspath(DEFAULT_MAILDIR),
+                                           'deliver.maildir')
         return config
 
     def server_options(self, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -470,54 +471,22 @@ class _Checker:
         return users
 
     # -- deliver -------------------------------------------------------------
-    def deliver(self, value: object) -> tuple[str, dict[str, Any]]:
-        default = ('maildir', {'path': os.path.abspath(DEFAULT_MAILDIR)})
-        kinds = ('maildir', 'relay', 'callable')
+    def deliver(self, value: object) -> DeliverySpec:
+        """`deliver:`, exactly one of the kinds that go under it."""
+        kinds = [kind for kind in DELIVERIES if kind not in TOP_LEVEL]
         if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in kinds:
             if isinstance(value, dict):
                 self.unknown('deliver', value, kinds)
-            self.error('deliver', 'must be exactly one of maildir: DIR, relay: {...}, '
-                                  'callable: "package.module:function"')
-            return default
+            forms = ', '.join(f'{kind}: {DELIVERIES[kind].form}' for kind in kinds)
+            self.error('deliver', f'must be exactly one of {forms}')
+            return default_delivery()
         kind, spec = next(iter(value.items()))
-        path = _join('deliver', kind)
-        if kind == 'maildir':
-            if not isinstance(spec, str) or not spec:
-                self.error(path, 'must be a directory name')
-                return default
-            return kind, {'path': self.file_path(spec)}
-        if kind == 'callable':
-            if not isinstance(spec, str):
-                self.error(path, 'must be "package.module:function"')
-                return default
-            try:
-                return kind, {'fn': self.callable(spec), 'spec': spec}
-            except ValueError as exc:
-                self.error(path, str(exc))
-                return default
-        if not isinstance(spec, dict):
-            self.error(path, 'must be a mapping {host, port, starttls, ...}')
-            return default
-        self.unknown(path, spec, RELAY_KEYS)
-        out = {}
-        for key, kind_ in RELAY_KEYS.items():
-            if key in spec and self.typed(_join(path, key), spec[key], kind_):
-                out[key] = spec[key]
-        if not out.get('host'):
-            self.error(_join(path, 'host'), 'is required')
-        if 'port' in out and not 0 < out['port'] <= 65535:
-            self.error(_join(path, 'port'), 'must be an integer from 1 to 65535')
-        for key in ('timeout', 'data_timeout'):
-            if key in out and out[key] <= 0:
-                self.error(_join(path, key), 'must be a positive number of seconds')
-        if ('username' in out) != ('password' in out):
-            self.error(path, 'username and password go together')
-        if 'ca' in out:
-            full = self.file_path(out.pop('ca'))
-            if not os.path.isfile(full):
-                self.error(_join(path, 'ca'), f'{full}: file not found')
-            out['ca_file'] = full
-        return 'relay', out
+        return self.delivery(kind, spec, _join('deliver', kind))
+
+    def delivery(self, kind: str, value: object, where: str) -> DeliverySpec:
+        """The section of delivery `kind`, checked by its row."""
+        spec = DELIVERIES[kind].check(value, where, self)
+        return DeliverySpec(kind, spec) if spec is not None else default_delivery()
 
     # -- a trial construction --------------------------------------------------
     def trial(self, config: Config) -> None:
@@ -569,22 +538,3 @@ def _strip_name(message: str, name: str) -> str:
 
 def _strip_sni(message: str) -> str:
     return re.sub(r"^sni_options\[[^\]]*\]: ", '', message)
-
-
-def _maildir_problem(path: str) -> str | None:
-    """Why a Maildir cannot be made at `path`, or None. Templates ({local})
-    are checked up to their first placeholder."""
-    path = os.path.abspath(path)
-    probe = path.split('{', 1)[0]
-    if '{' in path:
-        probe = os.path.dirname(probe) or '/'
-    while probe and not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if os.path.exists(probe) and not os.path.isdir(probe):
-        return f'{probe} is not a directory'
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f'{probe} is not writable'
-    return None

@@ -19,40 +19,15 @@ from typing import TYPE_CHECKING
 import gevent
 
 from .config import Config, Listener
-from .delivery import CallableDelivery, MaildirDelivery, RelayDelivery
-from .delivery.relay import describe_upstream
 from .middleware import Lifecycle
 from .server import SmtpServer
 from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
 from .users import Users
 
 if TYPE_CHECKING:
-    from .middleware import Context, Middleware, Next
+    from .delivery.base import Delivery
+    from .middleware import Context, Next
     from .session import Session
-
-
-def make_delivery(config: Config) -> Middleware:
-    kind, spec = config.deliver
-    if kind == 'maildir':
-        return MaildirDelivery(spec['path'])
-    if kind == 'relay':
-        return RelayDelivery(**spec)
-    if kind == 'inbox':         # the config's inbox: section (smtp_stack/inbox/section.py)
-        from .inbox.section import InboxDelivery
-        return InboxDelivery(spec)
-    return CallableDelivery(spec['fn'])
-
-
-def describe_delivery(config: Config) -> str:
-    kind, spec = config.deliver
-    if kind == 'maildir':
-        return f'maildir {spec["path"]}'
-    if kind == 'relay':
-        return describe_upstream(spec['host'], spec.get('port'), spec.get('lmtp', False))
-    if kind == 'inbox':
-        from .inbox.config import describe
-        return describe(spec)
-    return f'callable {spec["spec"]}'
 
 
 class DeliverySwitch:
@@ -65,23 +40,26 @@ class DeliverySwitch:
     to, a server's start and stop to the current one.
     """
 
-    def __init__(self, target: Middleware):
-        self._pinned: dict[Session, tuple[Middleware, Lifecycle]] = {}
+    def __init__(self, target: Delivery):
+        self._pinned: dict[Session, tuple[Delivery, Lifecycle]] = {}
         self.target = target
 
     @property
-    def target(self) -> Middleware:
+    def target(self) -> Delivery:
         return self._current[0]
 
     @target.setter
-    def target(self, target: Middleware) -> None:
+    def target(self, target: Delivery) -> None:
         self._current = (target, Lifecycle.of(target))
+
+    def describe(self) -> str:
+        return self.target.describe()
 
     def __call__(self, ctx: Context, next: Next) -> None:
         pinned = self._pinned.get(ctx.session) or self._pin(ctx.session)
         return pinned[0](ctx, next)
 
-    def _pin(self, session: Session) -> tuple[Middleware, Lifecycle]:
+    def _pin(self, session: Session) -> tuple[Delivery, Lifecycle]:
         pinned = self._pinned[session] = self._current
         return pinned
 
@@ -111,7 +89,7 @@ class Receiver:
     def __init__(self, config: Config):
         self.config = config
         self.users = Users(config.users or [])
-        self.delivery = DeliverySwitch(make_delivery(config))
+        self.delivery = DeliverySwitch(config.deliver.build())
         # policies: after the delivery, so inside it: authenticate adds its header
         # before the delivery writes the message (docs/policies.md)
         self.policies = config.policies.build() if config.policies else []
@@ -186,7 +164,7 @@ class Receiver:
         line = 'listening on ' + ', '.join(parts)
         if self.config.tls_wanted and not self.config.tls.get('cert'):
             line += f'; TLS with a self-signed certificate for {self.servers[0].options.name}'
-        return f'{line}; mail goes to {describe_delivery(self.config)}'
+        return f'{line}; mail goes to {self.delivery.describe()}'
 
     # -- reload ----------------------------------------------------------------
     def reload(self, new: Config) -> list[str]:
@@ -204,10 +182,12 @@ class Receiver:
             getattr(getattr(policy, 'file', None), 'reload', lambda: None)()
         self._reload_tls(new)
         self.users.replace(new.users or [])
-        if _delivery_key(new) != _delivery_key(old) and 'inbox' in (new.deliver[0], old.deliver[0]):
-            notes.append('inbox: changed; restart to apply')     # its web side is listening
-        elif _delivery_key(new) != _delivery_key(old):
-            self.delivery.target = make_delivery(new)
+        if _delivery_key(new) != _delivery_key(old):
+            listening = [each.kind for each in (new.deliver, old.deliver) if not each.section.live]
+            if listening:       # the inbox: its web side listens
+                notes.append(f'{listening[0]}: changed; restart to apply')
+            else:
+                self.delivery.target = new.deliver.build()
         self.config = new
         for server in self.servers:
             if getattr(server, 'worker_pids', None):

@@ -25,13 +25,13 @@ import ipaddress
 import logging
 import re
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from ..headers import header_block, without_fields
 from ..replies import Reply
 
 if TYPE_CHECKING:
-    from ..middleware import Context
+    from ..middleware import Context, Next
     from ..session import Envelope, Session
     from ..stream import DataStream
 
@@ -42,6 +42,16 @@ Inspect: TypeAlias = 'Callable[[Context, bytes], object]'
 ReplySoFar: TypeAlias = 'Reply | list[Reply] | None'
 
 log = logging.getLogger('smtp_stack.delivery')
+
+
+class Delivery(Protocol):
+    """What every delivery is: a middleware that says in one line where the
+    mail goes (`smtp-stack serve` prints it when it starts). One that keeps
+    state per session, or runs something beside the server, is also a
+    component (middleware.Component): RelayDelivery, the inbox section."""
+
+    def __call__(self, ctx: Context, next: Next, /) -> None: ...
+    def describe(self) -> str: ...
 
 CHUNK = 65536
 

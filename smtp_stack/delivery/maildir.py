@@ -22,10 +22,11 @@ import os
 import secrets
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any
 
 from ..errors import ClientDisconnected, SmtpError
 from ..offload import offload
+from ..params import Kind, Reader
 from ..replies import Reply
 from .base import (Inspect, delivered_stream, disk_error_reply, is_success, log, message_body,
                    message_head, message_id, untouched)
@@ -60,6 +61,40 @@ def _unique_name(hostname: str) -> str:
     host = hostname.replace('/', r'\057').replace(':', r'\072')
     return (f'{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}'
             f'R{secrets.token_hex(4)}.{host}')
+
+
+def maildir_problem(path: str) -> str | None:
+    """Why a Maildir cannot be made at `path`, or None. Templates ({local})
+    are checked up to their first placeholder."""
+    path = os.path.abspath(path)
+    probe = path.split('{', 1)[0]
+    if '{' in path:
+        probe = os.path.dirname(probe) or '/'
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        return f'{probe} is not a directory'
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f'{probe} is not writable'
+    return None
+
+
+def _maildir(value: Any, reader: Reader) -> str:
+    """A directory (or template) from YAML, taken from the configuration's
+    directory, that can be made and written."""
+    if not isinstance(value, str) or not value:
+        raise ValueError
+    path = reader.file_path(value)
+    problem = maildir_problem(path)
+    if problem:
+        raise ValueError(problem)
+    return path
+
+
+MAILDIR = Kind('a directory name', _maildir)
 
 
 class _LF:
@@ -99,9 +134,11 @@ class MaildirDelivery:
 
     `inspect(ctx, chunk)` is called for each piece of the body before it is
     written and may raise SmtpError to refuse the message.
+
+    In YAML, `deliver: {maildir: DIR}` is `path` (params.py).
     """
 
-    def __init__(self, path: str, *, hostname: str | None = None,
+    def __init__(self, path: Annotated[str, MAILDIR], *, hostname: str | None = None,
                  inspect: Inspect | None = None, mode: int = 0o700):
         self.path = os.path.abspath(os.path.expanduser(path))
         self.templated = '{' in path
@@ -115,7 +152,7 @@ class MaildirDelivery:
         return f'MaildirDelivery({self.path!r})'
 
     def describe(self) -> str:
-        return f'maildir {self.path}'
+        return describe_maildir(self.path)
 
     # -- middleware ------------------------------------------------------
     def __call__(self, ctx: Context, next: Next) -> None:
@@ -250,6 +287,11 @@ class MaildirDelivery:
         if not ctx.server.options.lmtp:
             return [ok]
         return [failures.get(target, ok) for target in targets]
+
+
+def describe_maildir(path: str) -> str:
+    """'maildir /var/mail/{domain}/{local}': the start-up line's words."""
+    return f'maildir {path}'
 
 
 class _Abandon(Exception):

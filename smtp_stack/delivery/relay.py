@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import smtplib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any
 
 from ..errors import ClientDisconnected, SmtpError
+from ..params import BOOL, EXISTING_FILE, PORT, SECONDS, STRING, Kind, Reader
 from ..replies import Reply
 from .base import (Inspect, is_success, log, message_body, message_head, reply_from, untouched,
                    wants_delivery)
@@ -53,6 +54,18 @@ NEEDS_SMTPUTF8 = Reply(553, 'Error: upstream server does not support SMTPUTF8', 
 NO_BINARYMIME = Reply(555, 'Error: upstream server does not support BINARYMIME', '5.5.4')
 
 
+def _host(value: Any, reader: Reader) -> str:
+    if not isinstance(value, str):
+        raise ValueError('must be a string')
+    if not value:
+        raise ValueError('is required')
+    return value
+
+
+HOST = Kind('a host name (or a socket path, for LMTP)', _host)
+CA_FILE = EXISTING_FILE.named('ca')     # `ca:` in YAML, as under tls:
+
+
 class UpstreamError(Exception):
     """The upstream cannot be used; `reply` is what the client gets."""
 
@@ -74,19 +87,25 @@ class RelayDelivery:
     command; `data_timeout` the wait for the verdict after the final dot
     (RFC 5321 4.5.3.2.6 suggests 10 minutes). `inspect(ctx, chunk)` sees
     each piece of the body and may raise SmtpError to refuse the message.
+
+    The parameters annotated with a kind are the keys of the YAML section
+    `deliver: {relay: {...}}` (params.py; `ca_file` is `ca:` there).
     """
 
-    def __init__(self, host: str, port: int | None = None, *, lmtp: bool = False,
-                 starttls: bool = False, secure: bool = False, tls_verify: bool = True,
-                 ca_file: str | None = None, username: str | None = None,
-                 password: str | None = None, xforward: bool = True,
-                 helo: str | None = None, timeout: float = 60.0,
-                 data_timeout: float = 600.0, inspect: Inspect | None = None,
-                 source_address: tuple[str, int] | None = None):
+    def __init__(self, host: Annotated[str, HOST], port: Annotated[int | None, PORT] = None, *,
+                 lmtp: Annotated[bool, BOOL] = False, starttls: Annotated[bool, BOOL] = False,
+                 secure: Annotated[bool, BOOL] = False, tls_verify: Annotated[bool, BOOL] = True,
+                 ca_file: Annotated[str | None, CA_FILE] = None,
+                 username: Annotated[str | None, STRING] = None,
+                 password: Annotated[str | None, STRING] = None,
+                 xforward: Annotated[bool, BOOL] = True, helo: Annotated[str | None, STRING] = None,
+                 timeout: Annotated[float, SECONDS] = 60.0,
+                 data_timeout: Annotated[float, SECONDS] = 600.0,
+                 inspect: Inspect | None = None, source_address: tuple[str, int] | None = None):
         if not host:
-            raise ValueError('relay needs a host')
+            raise ValueError('relay: host is required')
         if (username is None) != (password is None):
-            raise ValueError('relay username and password go together')
+            raise ValueError('relay: username and password go together')
         self.host = host
         self.port = port if port is not None else (24 if lmtp else 25)
         self.lmtp = lmtp

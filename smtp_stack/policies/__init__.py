@@ -9,51 +9,65 @@
     server.use(policies.rate_limit(messages=100, per=3600, store=state))
     server.use(policies.authenticate(resolver=dns))
 
-Each factory returns a middleware `fn(ctx, next)`; the same names and
-parameters are the `policies:` entries of the YAML config. docs/policies.md
-has every parameter and reply. The DNS and DKIM libraries are the optional
-extra `pip install 'smtp_stack[policies]'`: without it, importing this
-package raises MissingExtra (an ImportError) that says so in one sentence.
+Each factory is the policy's class, so its signature is the one
+declaration of its parameters: for Python callers, for the `policies:`
+entries of the YAML config (`POLICIES`, checked by params.Declared) and
+for the docs. docs/policies.md has every parameter and reply. The DNS and
+DKIM libraries are the optional extra `pip install 'smtp_stack[policies]'`:
+without it, importing this package raises MissingExtra (an ImportError)
+that says so in one sentence.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ..extras import needs_extra
+from ..params import Declared
+from .config import TRIAL
 
 with needs_extra('policies', 'smtp_stack.policies'):
     from .dns import DnsError, Resolver
-    from .dnsbl import dnsbl
-    from .greylist import greylist
-    from .ratelimit import rate_limit
-    from .recipients import recipients
+    from .dnsbl import Dnsbl
+    from .greylist import Greylist
+    from .ratelimit import RateLimit
+    from .recipients import Recipients
     from .stores import StoreError, store
 
 if TYPE_CHECKING:
-    from ..middleware import Middleware
     from .authentication import Authenticate
-    from .dkimcheck import ArcSealer
 
 __all__ = ['recipients', 'dnsbl', 'greylist', 'rate_limit', 'authenticate', 'Resolver',
-           'store', 'DnsError', 'StoreError']
+           'store', 'DnsError', 'StoreError', 'POLICIES']
+
+recipients = Recipients
+dnsbl = Dnsbl
+greylist = Greylist
+rate_limit = RateLimit
 
 
-def authenticate(spf: bool = True, dkim: bool = True, dmarc: bool = True, arc: bool = True,
-                 enforce_dmarc: bool = False, resolver: Resolver | None = None,
-                 authserv_id: str | None = None,
-                 arc_seal: ArcSealer | Mapping[str, str | bytes] | None = None,
-                 max_verify_bytes: int = 4 << 20, remove_forged: bool = True) -> Authenticate:
-    """SPF, DKIM, DMARC and ARC results in an Authentication-Results header
-    (authentication.py; imported on first use: dkimpy and pyspf load only
-    then, and a missing one is MissingExtra naming the extra)."""
+def _authenticate() -> type[Authenticate]:
+    """authentication.py, imported on first use: dkimpy and pyspf load only
+    then, and a missing one is MissingExtra naming the extra."""
     with needs_extra('policies', 'policies.authenticate'):
-        from .authentication import authenticate as factory
-    return factory(spf, dkim, dmarc, arc, enforce_dmarc, resolver, authserv_id, arc_seal,
-                   max_verify_bytes, remove_forged)
+        from .authentication import Authenticate
+    return Authenticate
+
+
+if TYPE_CHECKING:
+    authenticate = Authenticate
+else:
+    def authenticate(*args, **kwargs):
+        """SPF, DKIM, DMARC and ARC results in an Authentication-Results
+        header: `authentication.Authenticate`, whose signature this is."""
+        return _authenticate()(*args, **kwargs)
 
 
 #: The `policies:` entries of the YAML config (policies/config.py), by name.
-FACTORIES: Mapping[str, Callable[..., Middleware]] = {
-    'recipients': recipients, 'dnsbl': dnsbl, 'greylist': greylist,
-    'rate_limit': rate_limit, 'authenticate': authenticate}
+POLICIES: Mapping[str, Declared] = {
+    'recipients': Declared('recipients', lambda: Recipients, trial=TRIAL),
+    'dnsbl': Declared('dnsbl', lambda: Dnsbl, trial=TRIAL),
+    'greylist': Declared('greylist', lambda: Greylist, trial=TRIAL),
+    'rate_limit': Declared('rate_limit', lambda: RateLimit, trial=TRIAL),
+    'authenticate': Declared('authenticate', _authenticate, trial=TRIAL),
+}

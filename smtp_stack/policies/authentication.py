@@ -27,13 +27,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from email.parser import BytesHeaderParser
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 from ..errors import SmtpError
 from ..headers import remove_fields
 from ..offload import offload
+from ..params import BOOL, INTEGER, STRING
 from .authresults import claims, header_value
 from .common import authenticated, client_ip, warnings
+from .config import SEAL
 from .dkimcheck import (ArcResult, ArcSealer, DkimResult, PrefetchedKeys, key_names, too_big,
                         verify_arc, verify_dkim)
 from .dmarc import DmarcResult, check_dmarc
@@ -71,13 +73,20 @@ class AuthResults:
 
 
 class Authenticate:
+    """SPF, DKIM, DMARC and ARC results in an Authentication-Results header;
+    with `arc_seal={selector, domain, key}` also an ARC set (RFC 8617 5.1).
+    `remove_forged`: leave out the message's own Authentication-Results
+    fields that claim our authserv-id (RFC 8601 5). The factory
+    `policies.authenticate`, and the YAML entry `authenticate:`."""
 
-    def __init__(self, spf: bool = True, dkim: bool = True, dmarc: bool = True,
-                 arc: bool = True, enforce_dmarc: bool = False, resolver: Resolver | None = None,
-                 authserv_id: str | None = None,
-                 arc_seal: ArcSealer | Mapping[str, str | bytes] | None = None,
-                 max_signatures: int = 5, spf_helo: bool = True,
-                 max_verify_bytes: int = MAX_VERIFY_BYTES, remove_forged: bool = True):
+    def __init__(self, spf: Annotated[bool, BOOL] = True, dkim: Annotated[bool, BOOL] = True,
+                 dmarc: Annotated[bool, BOOL] = True, arc: Annotated[bool, BOOL] = True,
+                 enforce_dmarc: Annotated[bool, BOOL] = False, resolver: Resolver | None = None,
+                 authserv_id: Annotated[str | None, STRING] = None,
+                 arc_seal: Annotated[ArcSealer | Mapping[str, str | bytes] | None, SEAL] = None,
+                 max_verify_bytes: Annotated[int, INTEGER] = MAX_VERIFY_BYTES,
+                 remove_forged: Annotated[bool, BOOL] = True, *,
+                 max_signatures: int = 5, spf_helo: bool = True):
         self.spf, self.dkim, self.dmarc, self.arc = bool(spf), bool(dkim), bool(dmarc), bool(arc)
         self.enforce_dmarc = bool(enforce_dmarc)
         if self.dmarc and not (self.spf or self.dkim):
@@ -188,16 +197,3 @@ def _verify(keys: PrefetchedKeys, message: bytes, max_signatures: int, dkim: boo
     return (verify_dkim(keys, message, max_signatures) if dkim else None,
             verify_arc(keys, message) if arc else None)
 
-
-def authenticate(spf: bool = True, dkim: bool = True, dmarc: bool = True, arc: bool = True,
-                 enforce_dmarc: bool = False, resolver: Resolver | None = None,
-                 authserv_id: str | None = None,
-                 arc_seal: ArcSealer | Mapping[str, str | bytes] | None = None,
-                 max_verify_bytes: int = MAX_VERIFY_BYTES,
-                 remove_forged: bool = True) -> Authenticate:
-    """SPF, DKIM, DMARC and ARC results in an Authentication-Results header;
-    with `arc_seal={selector, domain, key}` also an ARC set (RFC 8617 5.1).
-    `remove_forged`: leave out the message's own Authentication-Results
-    fields that claim our authserv-id (RFC 8601 5)."""
-    return Authenticate(spf, dkim, dmarc, arc, enforce_dmarc, resolver, authserv_id, arc_seal,
-                        max_verify_bytes=max_verify_bytes, remove_forged=remove_forged)

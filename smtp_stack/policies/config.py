@@ -9,49 +9,99 @@
       - rate_limit: {messages: 100, per: 1h}
       - authenticate: {enforce_dmarc: true}
 
-The names and parameters are those of the Python factories; durations may
-be written 300, '5m', '1h', '36d'. Every mistake is reported with its path
-(policies[2].greylist.delay: must be ...), and every entry is built once at
-check time, so a config that passes `check-config` starts.
+The names are those of the registry (`policies.POLICIES`); the parameters
+those the policies' classes declare in their signatures (params.py), with
+the kinds below for what only a policy takes: a store URL, DNSBL zones, an
+ARC seal. Durations may be written 300, '5m', '1h', '36d'. Every mistake
+is reported with its path (policies[2].greylist.delay: must be ...), and
+every entry is built once at check time, so a config that passes
+`check-config` starts.
+
+This module imports no policy (they import their kinds from here): the
+registry is handed to `SectionChecker` by the configuration's checker.
 """
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..extras import MissingExtra
+from ..params import INTEGER, NUMBER, STRINGS, Declared, Kind, Reader, duration
 
 if TYPE_CHECKING:
     from ..middleware import Middleware
 
-Report = Callable[[str, str], None]     # the config checker's error(path, message)
+__all__ = ['STORE', 'ZONES', 'SEAL', 'PolicySection', 'SectionChecker', 'duration']
 
-_DURATION = re.compile(r'\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)\s*\Z')
-_UNITS = {'': 1, 's': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 7 * 86400}
-
-STRINGS, NUMBER, INTEGER, BOOL, STRING, DURATION, FILE, CALLABLE, STORE, SEAL, ZONES = (
-    'a list of strings', 'a number', 'an integer', 'true or false', 'a string',
-    "a duration (300, '5m', '1h', '36d')", 'a file name', '"package.module:function"',
-    'a store URL', 'a mapping {selector, domain, key_file}',
-    "a list of zones, each 'zone[=codes][*weight]' or {zone, codes, weight}")
-PARAMETERS = {
-    'recipients': {'domains': STRINGS, 'addresses': STRINGS, 'addresses_file': FILE,
-                   'lookup': CALLABLE},
-    'dnsbl': {'zones': ZONES, 'allow': STRINGS, 'threshold': INTEGER},
-    'greylist': {'delay': DURATION, 'expire': DURATION, 'retry_window': DURATION,
-                 'auto_allow': INTEGER, 'allow': STRINGS, 'store': STORE},
-    'rate_limit': {'messages': INTEGER, 'recipients': INTEGER, 'per': DURATION,
-                   'key': STRING, 'store': STORE},
-    'authenticate': {'spf': BOOL, 'dkim': BOOL, 'dmarc': BOOL, 'arc': BOOL,
-                     'enforce_dmarc': BOOL, 'authserv_id': STRING, 'arc_seal': SEAL,
-                     'max_verify_bytes': INTEGER, 'remove_forged': BOOL},
-}
 DNS_KEYS = {'nameservers': STRINGS, 'port': INTEGER, 'timeout': NUMBER}
-USES_DNS = ('dnsbl', 'authenticate')
-USES_STORE = ('greylist', 'rate_limit')
+# What a trial construction at check time gives the parameters YAML does not.
+TRIAL = {'resolver': lambda: _resolver(['127.0.0.1']), 'store': lambda: 'memory:'}
 
+
+# -- the kinds only policies take ------------------------------------------------
+
+def _store(value: Any, reader: Reader) -> str:
+    """A store URL that opens, its file names taken from the configuration's
+    directory (sqlite:///state.db, rediss://...?ssl_ca_certs=ca.pem)."""
+    from ..state.urls import URLS
+    from ..state.urls import store as open_store
+    if not isinstance(value, str):
+        raise ValueError(f'must be a store URL: {URLS}')
+    if value.startswith('sqlite:///') and not value.startswith('sqlite:////'):
+        value = 'sqlite:///' + reader.file_path(value[len('sqlite:///'):])
+    if value.startswith('rediss://'):
+        value = _tls_files(value, reader)
+    try:
+        open_store(value).close()
+    except MissingExtra:                    # redis: the caller names the path
+        raise
+    except (ValueError, ImportError) as exc:
+        raise ValueError(str(exc).replace('store: ', '')) from None
+    return value
+
+
+def _tls_files(url: str, reader: Reader) -> str:
+    """rediss:// with its certificate files (ssl_ca_certs=ca.pem ...)
+    relative to the configuration file, as every file name in it is."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    from ..state.redis_store import SSL_FILES
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(name in SSL_FILES for name, _ in query):
+        return url
+    query = [(name, reader.file_path(value) if name in SSL_FILES else value)
+             for name, value in query]
+    return urlunsplit(parts._replace(query=urlencode(query, safe='/')))
+
+
+def _zones(value: Any, reader: Reader) -> list[Any]:
+    """Each entry is checked by the policy itself (dnsbl.zone_entry)."""
+    value = [value] if isinstance(value, (str, dict)) else value
+    if not isinstance(value, list) or not all(isinstance(v, (str, dict)) for v in value):
+        raise ValueError
+    return value
+
+
+def _seal(value: Any, reader: Reader) -> dict[str, Any]:
+    """{selector, domain, key_file} -> {selector, domain, key}: the key read now."""
+    if not isinstance(value, dict) or set(value) != {'selector', 'domain', 'key_file'}:
+        raise ValueError
+    try:
+        with open(reader.file_path(str(value['key_file'])), 'rb') as f:
+            key = f.read()
+    except OSError as exc:
+        raise ValueError(f'key_file: {exc.strerror or exc}') from None
+    return {'selector': value['selector'], 'domain': value['domain'], 'key': key}
+
+
+STORE = Kind('a store URL', _store)
+ZONES = Kind("a list of zones, each 'zone[=codes][*weight]' or {zone, codes, weight}", _zones)
+SEAL = Kind('a mapping {selector, domain, key_file}', _seal)
+
+
+# -- the sections ----------------------------------------------------------------
 
 @dataclass
 class PolicySection:
@@ -60,49 +110,40 @@ class PolicySection:
     store: str | None = None
     dns: dict[str, Any] = field(default_factory=dict)
     raw: object = None                              # as written, to compare on reload
+    registry: Mapping[str, Declared] = field(default_factory=dict, repr=False, compare=False)
 
     def __bool__(self) -> bool:
         return bool(self.entries)
 
     def build(self) -> list[Middleware]:
-        from . import FACTORIES, Resolver, store as open_store
-        resolver = Resolver(**self.dns) if any(n in USES_DNS for n, _ in self.entries) else None
+        from ..state.urls import store as open_store
+        rows = [(self.registry[name], spec) for name, spec in self.entries]
+        resolver = _resolver(**self.dns) if any(row.takes('resolver') for row, _ in rows) else None
         shared = open_store(self.store or 'memory:') \
-            if any(n in USES_STORE for n, _ in self.entries) else None
+            if any(row.takes('store') for row, _ in rows) else None
         built = []
-        for name, kwargs in self.entries:
-            kwargs = dict(kwargs)
-            if name in USES_DNS:
+        for row, spec in rows:
+            kwargs = dict(spec)
+            if row.takes('resolver'):
                 kwargs['resolver'] = resolver
-            if name in USES_STORE:
+            if row.takes('store'):
                 kwargs['store'] = open_store(kwargs['store']) if 'store' in kwargs else shared
-            built.append(FACTORIES[name](**kwargs))
+            built.append(row.build(kwargs))
         return built
 
 
-def duration(value: object) -> float:
-    if isinstance(value, bool):
-        raise ValueError
-    if isinstance(value, (int, float)):
-        return float(value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError
-    return float(match[1]) * _UNITS[match[2]]
-
-
 class SectionChecker:
-    """Checks the three keys with the config checker's `error(path, message)`,
-    `file_path(name)` and `callable(spec)`."""
+    """Checks the three keys, reporting through the configuration's reader
+    (`error(path, message)`, `file_path(name)`, `callable(spec)`), each
+    policy against its row of `registry` (policies.POLICIES)."""
 
-    def __init__(self, error: Report, file_path: Callable[[str], str],
-                 load_callable: Callable[[str], Callable[..., Any]]):
-        self.error = error
-        self.file_path = file_path
-        self.load_callable = load_callable
+    def __init__(self, reader: Reader, registry: Mapping[str, Declared]):
+        self.reader = reader
+        self.registry = registry
 
     def section(self, data: dict[str, Any]) -> PolicySection:
-        out = PolicySection(raw=(data.get('policies'), data.get('store'), data.get('dns')))
+        out = PolicySection(raw=(data.get('policies'), data.get('store'), data.get('dns')),
+                            registry=self.registry)
         if data.get('store') is not None:
             out.store = self.store_url('store', data['store'])
         if data.get('dns') is not None:
@@ -111,166 +152,58 @@ class SectionChecker:
         if value is None:
             return out
         if not isinstance(value, list):
-            self.error('policies', 'must be a list of {name: {parameters}}, e.g. '
-                                   '- greylist: {delay: 300}')
+            self.reader.error('policies', 'must be a list of {name: {parameters}}, e.g. '
+                                          '- greylist: {delay: 300}')
             return out
         for i, item in enumerate(value):
             path = f'policies[{i}]'
             if isinstance(item, str):
                 item = {item: {}}
             if not isinstance(item, dict) or len(item) != 1:
-                self.error(path, 'must be one policy: {name: {parameters}}')
+                self.reader.error(path, 'must be one policy: {name: {parameters}}')
                 continue
             name, params = next(iter(item.items()))
-            if name not in PARAMETERS:
-                self.error(path, f'unknown policy {name!r} (one of {", ".join(PARAMETERS)})')
+            row = self.registry.get(name)
+            if row is None:
+                self.reader.error(path, f'unknown policy {name!r} '
+                                        f'(one of {", ".join(self.registry)})')
                 continue
-            params = {} if params is None else params
-            if not isinstance(params, dict):
-                self.error(f'{path}.{name}', 'must be a mapping of parameters')
-                continue
-            kwargs = self.parameters(f'{path}.{name}', name, params)
-            if kwargs is not None:
-                out.entries.append((name, kwargs))
+            spec = row.check(params, f'{path}.{name}', self.reader)
+            if spec is not None:
+                out.entries.append((name, spec))
         return out
 
-    def parameters(self, path: str, name: str,
-                   params: dict[str, Any]) -> dict[str, Any] | None:
-        allowed = PARAMETERS[name]
-        kwargs: dict[str, Any] = {}
-        ok = True
-        for key, value in params.items():
-            here = f'{path}.{key}'
-            kind = allowed.get(key)
-            if kind is None:
-                self.error(here, f'unknown parameter (one of {", ".join(allowed)})')
-                ok = False
-                continue
-            try:
-                kwargs[key] = self.convert(kind, value, here)
-            except ValueError as exc:
-                self.error(here, str(exc) or f'must be {kind}')
-                ok = False
-        if not ok:
-            return None
-        try:       # the factory's own checks, now rather than at start-up
-            from . import FACTORIES
-            trial = dict(kwargs)
-            if name in USES_DNS:
-                from .dns import Resolver
-                trial['resolver'] = Resolver(['127.0.0.1'])
-            if name in USES_STORE:
-                trial['store'] = 'memory:'
-            FACTORIES[name](**trial)
-        except (TypeError, ValueError, OSError) as exc:
-            self.error(path, str(exc).replace(f'{name}: ', ''))
-            return None
-        except MissingExtra as exc:     # the CLI's one line: this entry needs it
-            raise MissingExtra(path, exc.extra, exc.name) from exc
-        return kwargs
-
-    def convert(self, kind: str, value: Any, path: str) -> Any:
-        if kind == STRINGS:
-            value = [value] if isinstance(value, str) else value
-            if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
-                raise ValueError
-            return [str(v) for v in value]
-        if kind == INTEGER:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError
-            return value
-        if kind == ZONES:       # each entry is checked by the factory (dnsbl.zone_entry)
-            value = [value] if isinstance(value, (str, dict)) else value
-            if not isinstance(value, list) or not all(isinstance(v, (str, dict)) for v in value):
-                raise ValueError
-            return value
-        if kind == NUMBER:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError
-            return value
-        if kind == BOOL:
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if kind == STRING:
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-        if kind == DURATION:
-            return duration(value)
-        if kind == FILE:
-            if not isinstance(value, str) or not value:
-                raise ValueError
-            return self.file_path(value)
-        if kind == CALLABLE:
-            if not isinstance(value, str):
-                raise ValueError
-            return self.load_callable(value)
-        if kind == STORE:
-            return self.store_url(path, value, report=False)
-        if kind == SEAL:
-            if not isinstance(value, dict) or set(value) != {'selector', 'domain', 'key_file'}:
-                raise ValueError
-            try:
-                with open(self.file_path(str(value['key_file'])), 'rb') as f:
-                    key = f.read()
-            except OSError as exc:
-                raise ValueError(f'key_file: {exc.strerror or exc}') from None
-            return {'selector': value['selector'], 'domain': value['domain'], 'key': key}
-        raise AssertionError(kind)
-
-    def store_url(self, path: str, value: object, report: bool = True) -> str | None:
-        from .stores import URLS
-        from .stores import store as open_store
+    def store_url(self, path: str, value: object) -> str | None:
         try:
-            if not isinstance(value, str):
-                raise ValueError(f'must be a store URL: {URLS}')
-            if value.startswith('sqlite:///') and not value.startswith('sqlite:////'):
-                value = 'sqlite:///' + self.file_path(value[len('sqlite:///'):])
-            if value.startswith('rediss://'):
-                value = self.tls_files(value)
-            open_store(value).close()
-            return value
+            return _store(value, self.reader)
         except MissingExtra as exc:     # redis
             raise MissingExtra(path, exc.extra, exc.name) from exc
-        except (ValueError, ImportError) as exc:
-            if not report:
-                raise ValueError(str(exc).replace('store: ', '')) from None
-            self.error(path, str(exc).replace('store: ', ''))
+        except ValueError as exc:
+            self.reader.error(path, str(exc))
             return None
-
-    def tls_files(self, url: str) -> str:
-        """rediss:// with its certificate files (ssl_ca_certs=ca.pem ...)
-        relative to the configuration file, as every file name in it is."""
-        from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-        from .redis_store import SSL_FILES
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        if not any(name in SSL_FILES for name, _ in query):
-            return url
-        query = [(name, self.file_path(value) if name in SSL_FILES else value)
-                 for name, value in query]
-        return urlunsplit(parts._replace(query=urlencode(query, safe='/')))
 
     def dns(self, value: object) -> dict[str, Any]:
         if not isinstance(value, dict):
-            self.error('dns', 'must be a mapping {nameservers, port, timeout}')
+            self.reader.error('dns', 'must be a mapping {nameservers, port, timeout}')
             return {}
         out = {}
         for key, item in value.items():
             kind = DNS_KEYS.get(key)
             if kind is None:
-                self.error(f'dns.{key}', f'unknown option (one of {", ".join(DNS_KEYS)})')
+                self.reader.error(f'dns.{key}', f'unknown option (one of {", ".join(DNS_KEYS)})')
                 continue
             try:
-                out[key] = self.convert(kind, item, f'dns.{key}')
+                out[key] = kind.convert(item, self.reader)
             except ValueError:
-                self.error(f'dns.{key}', f'must be {kind}')
+                self.reader.error(f'dns.{key}', f'must be {kind.words}')
         try:
-            from .dns import Resolver
-            Resolver(**out)
+            _resolver(**out)
         except ValueError as exc:
-            self.error('dns', str(exc))
+            self.reader.error('dns', str(exc))
             return {}
         return out
+
+
+def _resolver(*args: Any, **kwargs: Any) -> Any:
+    from .dns import Resolver
+    return Resolver(*args, **kwargs)

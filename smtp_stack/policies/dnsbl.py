@@ -28,13 +28,15 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import gevent
 
 from ..errors import SmtpError
+from ..params import INTEGER, STRINGS
 from ..replies import Reply
 from .common import IPAddress, allowed, authenticated, client_ip, log, networks, warnings
+from .config import ZONES
 from .dns import DnsError, Resolver
 
 if TYPE_CHECKING:
@@ -167,9 +169,12 @@ class DnsblResult:
 
 
 class Dnsbl:
+    """Refuse clients whose entries in `zones` weigh at least `threshold`;
+    the factory `policies.dnsbl`, and the YAML entry `dnsbl:`."""
 
-    def __init__(self, zones: ZoneSpec | Iterable[ZoneSpec], allow: str | Iterable[str] = (),
-                 threshold: int = 1, resolver: Resolver | None = None):
+    def __init__(self, zones: Annotated[ZoneSpec | Iterable[ZoneSpec], ZONES],
+                 allow: Annotated[str | Iterable[str], STRINGS] = (),
+                 threshold: Annotated[int, INTEGER] = 1, resolver: Resolver | None = None):
         if isinstance(zones, (str, dict)):
             zones = [zones]
         self.entries = tuple(zone_entry(z, f'zones[{i}]') for i, z in enumerate(zones or ()))
@@ -240,8 +245,3 @@ class Dnsbl:
                     raise SmtpError(result.reply())
         next()
 
-
-def dnsbl(zones: ZoneSpec | Iterable[ZoneSpec], allow: str | Iterable[str] = (),
-          threshold: int = 1, resolver: Resolver | None = None) -> Dnsbl:
-    """Refuse clients whose entries in `zones` weigh at least `threshold`."""
-    return Dnsbl(zones, allow, threshold, resolver)

@@ -18,11 +18,13 @@ import hashlib
 import ipaddress
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 from ..errors import SmtpError
+from ..params import DURATION, INTEGER, STRINGS
 from ..replies import Reply
 from .common import IPAddress, allowed, authenticated, client_ip, networks, positive, warnings
+from .config import STORE
 from .stores import Store, StoreError, as_store
 
 if TYPE_CHECKING:
@@ -41,10 +43,15 @@ def triplet_key(network: str, sender: str, recipient: str) -> str:
 
 
 class Greylist:
+    """RFC 6647 greylisting on (client network, sender, recipient); the
+    factory `policies.greylist`, and the YAML entry `greylist:`."""
 
-    def __init__(self, delay: float = 300, expire: float = 86400 * 36,
-                 store: str | Store | None = None, retry_window: float = 86400 * 2,
-                 auto_allow: int = 5, allow: str | Iterable[str] = (),
+    def __init__(self, delay: Annotated[float, DURATION] = 300,
+                 expire: Annotated[float, DURATION] = 86400 * 36,
+                 store: Annotated[str | Store | None, STORE] = None,
+                 retry_window: Annotated[float, DURATION] = 86400 * 2,
+                 auto_allow: Annotated[int, INTEGER] = 5,
+                 allow: Annotated[str | Iterable[str], STRINGS] = (),
                  clock: Callable[[], float] = time.time):
         self.delay = delay if delay == 0 else positive(delay, 'greylist: delay')
         self.expire = positive(expire, 'greylist: expire')
@@ -101,9 +108,3 @@ class Greylist:
                     raise SmtpError(refusal)
         next()
 
-
-def greylist(delay: float = 300, expire: float = 86400 * 36, store: str | Store | None = None,
-             retry_window: float = 86400 * 2, auto_allow: int = 5,
-             allow: str | Iterable[str] = ()) -> Greylist:
-    """RFC 6647 greylisting on (client network, sender, recipient)."""
-    return Greylist(delay, expire, store, retry_window, auto_allow, allow)

@@ -12,11 +12,13 @@ that waits gets its room back as old events leave the window.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 from ..errors import SmtpError
+from ..params import DURATION, INTEGER, STRING
 from ..replies import Reply
 from .common import client_ip, positive, warnings
+from .config import STORE
 from .stores import Store, StoreError, as_store
 
 if TYPE_CHECKING:
@@ -29,9 +31,13 @@ TOO_MANY_RECIPIENTS = Reply(450, 'Too many recipients, slow down', '4.7.1')
 
 
 class RateLimit:
+    """Messages and/or recipients per `per` seconds, per client, user or
+    sender; the factory `policies.rate_limit`, and the YAML entry `rate_limit:`."""
 
-    def __init__(self, messages: int | None = None, recipients: int | None = None,
-                 per: float = 3600, key: str = 'client', store: str | Store | None = None,
+    def __init__(self, messages: Annotated[int | None, INTEGER] = None,
+                 recipients: Annotated[int | None, INTEGER] = None,
+                 per: Annotated[float, DURATION] = 3600, key: Annotated[str, STRING] = 'client',
+                 store: Annotated[str | Store | None, STORE] = None,
                  now: Callable[[], float] | None = None):
         if messages is None and recipients is None:
             raise ValueError('rate_limit: give messages, recipients or both')
@@ -86,8 +92,3 @@ class RateLimit:
                 raise SmtpError(TOO_MANY_RECIPIENTS)
         next()
 
-
-def rate_limit(messages: int | None = None, recipients: int | None = None, per: float = 3600,
-               key: str = 'client', store: str | Store | None = None) -> RateLimit:
-    """Messages and/or recipients per `per` seconds, per client, user or sender."""
-    return RateLimit(messages, recipients, per, key, store)

@@ -19,13 +19,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import gevent
 
 from ..errors import SmtpError
-from ..replies import Reply
 from ..offload import offload
+from ..params import CALLABLE, FILE, STRINGS
+from ..replies import Reply
 from .common import authenticated, log
 
 if TYPE_CHECKING:
@@ -129,10 +130,13 @@ class AddressFile:
 
 
 class Recipients:
+    """Accept RCPT only for these domains / addresses / lookup(address) ->
+    bool; the factory `policies.recipients`, and the YAML entry `recipients:`."""
 
-    def __init__(self, domains: str | Iterable[str] = (), addresses: str | Iterable[str] = (),
-                 lookup: Callable[[str], object] | None = None,
-                 addresses_file: str | None = None):
+    def __init__(self, domains: Annotated[str | Iterable[str], STRINGS] = (),
+                 addresses: Annotated[str | Iterable[str], STRINGS] = (),
+                 lookup: Annotated[Callable[[str], object] | None, CALLABLE] = None,
+                 addresses_file: Annotated[str | None, FILE] = None):
         if isinstance(domains, str):
             domains = [domains]
         if isinstance(addresses, str):
@@ -190,9 +194,3 @@ class Recipients:
                 raise SmtpError(refusal)
         next()
 
-
-def recipients(domains: str | Iterable[str] = (), addresses: str | Iterable[str] = (),
-               lookup: Callable[[str], object] | None = None,
-               addresses_file: str | None = None) -> Recipients:
-    """Accept RCPT only for these domains / addresses / lookup(address) -> bool."""
-    return Recipients(domains, addresses, lookup, addresses_file)
