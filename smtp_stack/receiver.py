@@ -9,7 +9,12 @@ Reload semantics (SIGHUP):
 - The delivery is replaced for new sessions; a session that is open keeps
   the delivery it started with until it ends (a relay's upstream
   connection belongs to one delivery, and a message must not be split).
+  A delivery that listens itself (the inbox: section) needs a restart.
 - Anything else (listeners, server options) needs a restart: reported.
+
+The delivery is built from its row of sections.DELIVERIES and shared by
+every server as a component (middleware.Component): the servers tell it
+of their sessions, and of their start and stop.
 """
 from __future__ import annotations
 
