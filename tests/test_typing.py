@@ -22,6 +22,17 @@ MISTAKES = '''\
     SmtpServer(auth_optional='no')  # flagged: Argument "auth_optional" to "SmtpServer" has incompatible type "str"; expected "bool"
 '''
 
+# The validated options, as a program reads them from a server.
+OPTION_READS = '''\
+    from smtp_stack import SmtpServer
+
+    options = SmtpServer(size='10M').options
+    size: int = options.size
+    options.size = 5  # flagged: Property "size" defined in "Options" is read-only
+    name: int = options.name  # flagged: Incompatible types in assignment (expression has type "str", variable has type "int")
+    options.sise  # flagged: "Options" has no attribute "sise"
+'''
+
 CORRECT = '''\
     import logging
     import ssl
@@ -111,3 +122,11 @@ def test_mypy_flags_a_misspelled_option_and_values_of_the_wrong_type(tmp_path):
 def test_mypy_passes_a_correct_program_under_strict(tmp_path):
     output = run_mypy(tmp_path, {'correct.py': CORRECT})
     assert [line for line in output.splitlines() if 'error' in line] == [], output
+
+
+def test_mypy_knows_the_type_of_each_validated_option_and_that_it_is_frozen(tmp_path):
+    output = run_mypy(tmp_path, {'reads.py': OPTION_READS})
+    errors = [line for line in output.splitlines() if ': error: ' in line]
+    found = [(line.split(': error: ')[0], line.split(': error: ')[1].rsplit('  [', 1)[0])
+             for line in errors]
+    assert found == expected_errors(OPTION_READS, 'reads.py'), output
