@@ -24,6 +24,7 @@ from . import replies as R
 from .engine import Engine, SessionShutdown
 from .engine.engine import builtin
 from .limits import RecentFailures
+from .state import FailureCounter, SharedConnections, SharedFailures
 from .middleware import Lifecycle, compose, name_of
 from .options import LogBackend, Options
 from .replies import Reply, format_reply
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
     from .middleware import Context, Dispatch, Middleware, ServerEvent
     from .options import ServerOptions
-    from .policies.shared_limits import SharedConnections, SharedFailures
     from .session import Session
 
 EVENTS = ('listening', 'close', 'error')
@@ -191,12 +191,11 @@ class SmtpServer:
         self._thread_id = None
         self.sweeper = None
 
-    def _auth_failure_counter(self) -> RecentFailures | SharedFailures | None:
+    def _auth_failure_counter(self) -> FailureCounter | None:
         opts = self.options
         if not opts.max_auth_failures_per_ip:
             return None
         if opts.store is not None:      # across workers and machines
-            from .policies.shared_limits import SharedFailures
             return SharedFailures(opts.store, opts.max_auth_failures_per_ip,
                                   opts.auth_failure_window)
         return RecentFailures(opts.max_auth_failures_per_ip, opts.auth_failure_window)
@@ -377,7 +376,6 @@ class SmtpServer:
     def _shared_connections(self) -> SharedConnections:
         shared = self._shared_conns
         if shared is None:
-            from .policies.shared_limits import SharedConnections
             assert self.options.store is not None, 'called only when there is a store'
             shared = self._shared_conns = SharedConnections(self.options.store)
         return shared

@@ -10,8 +10,6 @@ from .headers import Removal, check_field, check_name, fold
 
 if TYPE_CHECKING:
     from .addresses import Address
-    from .policies.authentication import AuthResults
-    from .policies.dnsbl import DnsblResult
     from .proxy import ProxyHeader
     from .sasl import AuthInfo
     from .spool import Spool
@@ -51,8 +49,9 @@ class Envelope:
     data_stream: DataStream | None
     _added: list[tuple[str, str]] | None
     _removed: list[Removal] | None
-    # Set by the `authenticate` policy (policies.md); absent without it.
-    auth_results: AuthResults
+    # Set by the `authenticate` policy (policies.md), absent without it: a
+    # policies.authentication.AuthResults (the core names no policy's types).
+    auth_results: Any
 
     def __init__(self) -> None:
         self.mail_from = None
@@ -212,8 +211,9 @@ class Session:
     transaction: int
     envelope: Envelope
     pre_greeting_data: bool
-    # Set by the `dnsbl` policy (policies.md); absent without it.
-    dnsbl: DnsblResult
+    # Set by the `dnsbl` policy (policies.md), absent without it: a
+    # policies.dnsbl.DnsblResult (the core names no policy's types).
+    dnsbl: Any
 
     def __init__(self, local_address: str, local_port: int, remote_address: str,
                  remote_port: int, lmtp: bool = False) -> None:
