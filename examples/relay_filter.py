@@ -68,9 +68,8 @@ def main():
         disabled_commands=['STARTTLS', 'AUTH'],
         disable_reverse_lookup=True,
         on_rcpt_to=recipient_policy({d.lower() for d in args.domain}),
-        on_close=relay.session_closed,      # hang up upstream when the client leaves
     )
-    server.use(relay)
+    server.use(relay)      # a component: it hangs up upstream when the client leaves
     server.start(args.port, args.host)
     host, port = server.address[:2]
     print(f'relay_filter: listening on {host}:{port}; mail goes to {relay.describe()}', flush=True)
