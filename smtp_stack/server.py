@@ -150,13 +150,15 @@ class SmtpServer:
                 self._pool = WorkerPool(self)
             self._pool.add_socket(sock)
         else:
-            self._listen(sock)
+            self.listen_on(sock)
         if self.address is None:
             self.address = sock.getsockname()[:2]
         self.emit('listening', sock.getsockname()[:2])
         return self
 
-    def _listen(self, sock: Any) -> None:
+    def listen_on(self, sock: Any) -> None:
+        """Accept and serve on `sock`, a listening socket bound elsewhere
+        (by the master, for a worker: the WorkerPool's interface, workers.Forkable)."""
         listener = _Listener(sock, self._accept, spawn=self.runners.spawn)
         bound = sock.getsockname()
         if bound[0] not in ('0.0.0.0', '::', ''):
@@ -172,7 +174,7 @@ class SmtpServer:
             self._stopped = gevent.event.Event()
             self.sweeper = DeadlineSweeper(self.hub)
 
-    def _become_worker(self, worker_id: int, shared: tuple[Any, int] | None = None) -> None:
+    def become_worker(self, worker_id: int, shared: tuple[Any, int] | None = None) -> None:
         """In a forked worker's serving thread: forget the master's state.
         `shared`: (SessionCounts, this worker's counter) for max_connections.
         The components were started by the master, which also stops them."""
@@ -236,15 +238,17 @@ class SmtpServer:
                 gevent.spawn, self._stop_and_signal, timeout, done)
             done.wait()
             return
-        self._stop(timeout)
+        self.stop_in_hub(timeout)
 
     def _stop_and_signal(self, timeout: float | None, done: threading.Event) -> None:
         try:
-            self._stop(timeout)
+            self.stop_in_hub(timeout)
         finally:
             done.set()
 
-    def _stop(self, timeout: float | None) -> None:
+    def stop_in_hub(self, timeout: float | None) -> None:
+        """What stop() does, in the server's own hub (a worker's control
+        thread schedules it there: workers.Forkable)."""
         stopped, sweeper = self._stopped, self.sweeper
         assert stopped is not None and sweeper is not None, 'stop() before start() returns early'
         if self.stopping:

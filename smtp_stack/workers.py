@@ -49,7 +49,7 @@ import time
 import traceback
 from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import gevent
 import gevent.pool
@@ -58,7 +58,7 @@ from gevent import socket as gsocket
 from gevent.os import make_nonblocking, nb_read
 
 if TYPE_CHECKING:
-    from .server import SmtpServer
+    from .options import Options
 
 # The real primitives even in a monkey-patched process: the worker's own
 # thread must be an OS thread, and its main thread must block for real.
@@ -123,6 +123,25 @@ class SessionCounts:
 Shared: TypeAlias = tuple[SessionCounts, int]
 
 
+class Forkable(Protocol):
+    """What the WorkerPool and its workers need of the server they fork
+    (an SmtpServer): its options and signal policy, and the steps of its
+    lifecycle that a forked worker takes in its own serving thread."""
+
+    options: Options
+    handle_signals: bool
+    hub: Any        # the serving thread's gevent hub, once serving
+
+    def stop(self, timeout: float | None = None) -> None: ...
+    def serve_forever(self) -> None: ...
+    def become_worker(self, worker_id: int, shared: Shared | None) -> None:
+        """Forget the master's state (listeners, sessions, hub): a fresh start."""
+    def listen_on(self, sock: Any) -> None:
+        """Serve on an inherited listening socket."""
+    def stop_in_hub(self, timeout: float | None) -> None:
+        """Stop, called in the serving hub (as stop() does from outside)."""
+
+
 class Worker:
     """The master's record of one worker process."""
 
@@ -144,7 +163,7 @@ class Worker:
 class WorkerPool:
     """The master side: fork, watch, restart, reload and stop the workers."""
 
-    def __init__(self, server: SmtpServer) -> None:
+    def __init__(self, server: Forkable) -> None:
         self.server = server
         self.count = server.options.workers
         self.sockets: list[Any] = []    # the listening (gevent) sockets, bound here
@@ -342,7 +361,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _StopRequested()
 
 
-def _worker_main(server: SmtpServer, slot: int, shared: Shared | None, listening: list[int],
+def _worker_main(server: Forkable, slot: int, shared: Shared | None, listening: list[int],
                  control_fd: int, close: list[int], mask: set[int | signal.Signals]) -> None:
     """The forked child, in the thread that forked: never returns.
 
@@ -382,7 +401,7 @@ def _worker_main(server: SmtpServer, slot: int, shared: Shared | None, listening
             _signal(signal.SIGTERM, signal.SIG_IGN)
         if grace is None:
             grace = server.options.close_timeout
-        server.hub.loop.run_callback_threadsafe(gevent.spawn, server._stop, grace)
+        server.hub.loop.run_callback_threadsafe(gevent.spawn, server.stop_in_hub, grace)
         # The serving thread ends the process once stopped; this is a bound.
         never = _allocate_lock()
         never.acquire()
@@ -411,14 +430,14 @@ def _wait_for_stop(fd: int) -> float | None:
                     return None
 
 
-def _serve(server: SmtpServer, slot: int, shared: Shared | None, fds: list[int],
+def _serve(server: Forkable, slot: int, shared: Shared | None, fds: list[int],
            ready: _thread.LockType) -> None:
     """The worker's serving thread: a fresh hub, the inherited sockets."""
     code = 1
     try:
-        server._become_worker(slot, shared)
+        server.become_worker(slot, shared)
         for fd in fds:
-            server._listen(gsocket.socket(fileno=fd))
+            server.listen_on(gsocket.socket(fileno=fd))
         ready.release()
         server.serve_forever()
         code = 0
