@@ -8,6 +8,7 @@ import os
 import select
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -40,16 +41,34 @@ print('master', master_title(), 'worker', worker_title(1), flush=True)
 '''
 
 
-def run_script(script: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.Popen([sys.executable, '-c', script], env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+class Script:
+    """`python -c script`, its stdout read a line at a time with a deadline
+    (from the pipe itself: both processes of FORKED may write before we read)."""
 
+    def __init__(self, script: str):
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        self.proc = subprocess.Popen([sys.executable, '-c', script], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.buffer = b''
 
-def line(proc: subprocess.Popen) -> str:
-    ready, _, _ = select.select([proc.stdout], [], [], WAIT)
-    assert ready, 'the script said nothing in time'
-    return proc.stdout.readline().strip()
+    def line(self) -> str:
+        deadline = time.monotonic() + WAIT
+        while b'\n' not in self.buffer:
+            ready, _, _ = select.select([self.proc.stdout], [], [],
+                                        max(0.0, deadline - time.monotonic()))
+            assert ready, f'the script said nothing in time: {self.buffer!r}'
+            data = os.read(self.proc.stdout.fileno(), 4096)
+            assert data, f'the script ended: {self.buffer!r}'
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b'\n')
+        return line.decode()
+
+    def end(self) -> int:
+        """Close its stdin (what it waits for) and its exit status."""
+        self.proc.stdin.close()
+        status = self.proc.wait(WAIT)
+        self.proc.stdout.close()
+        return status
 
 
 def cmdline(pid: int) -> str:
@@ -59,28 +78,26 @@ def cmdline(pid: int) -> str:
 
 def test_master_and_forked_worker_show_their_titles():
     peers.python_module('setproctitle')
-    proc = run_script(FORKED)
+    script = Script(FORKED)
     try:
         said = dict.fromkeys(('master', 'worker'))
-        for _ in said:
-            role, pid, done = line(proc).split()
+        for _ in range(2):
+            role, pid, done = script.line().split()
             said[role] = int(pid)
             assert done == 'True'
         assert cmdline(said['master']) == 'smtp-stack: master'
         assert cmdline(said['worker']) == 'smtp-stack: worker 2'
-        assert said['master'] == proc.pid
+        assert said['master'] == script.proc.pid
     finally:
-        proc.stdin.close()
-        assert proc.wait(WAIT) == 0
+        assert script.end() == 0
 
 
 def test_without_setproctitle_nothing_changes_and_nothing_fails():
-    proc = run_script(WITHOUT)
+    script = Script(WITHOUT)
     try:
-        assert line(proc) == 'master False worker False'
+        assert script.line() == 'master False worker False'
     finally:
-        proc.stdin.close()
-        assert proc.wait(WAIT) == 0
+        assert script.end() == 0
 
 
 def test_the_title_is_what_the_issue_names(monkeypatch):
