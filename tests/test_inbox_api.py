@@ -13,10 +13,11 @@ from smtp_stack.testing import MailSink
 LIST_KEYS = {'total', 'unread', 'count', 'messages_count', 'messages_unread', 'start', 'tags',
              'messages'}
 ITEM_KEYS = {'ID', 'MessageID', 'Read', 'From', 'To', 'Cc', 'Bcc', 'ReplyTo', 'Subject',
-             'Created', 'Tags', 'Size', 'Attachments', 'Snippet'}
-SUMMARY_KEYS = {'ID', 'MessageID', 'Read', 'From', 'To', 'Cc', 'Bcc', 'ReplyTo', 'ReturnPath',
-                'Subject', 'Date', 'Tags', 'Text', 'HTML', 'Size', 'Inline', 'Attachments',
-                'ListUnsubscribe'}
+             'Created', 'Username', 'Tags', 'Size', 'Attachments', 'Snippet'}
+# Mailpit's Message: no Read (reading it marks it read), Username always there.
+SUMMARY_KEYS = {'ID', 'MessageID', 'From', 'To', 'Cc', 'Bcc', 'ReplyTo', 'ReturnPath',
+                'Subject', 'ListUnsubscribe', 'Date', 'Tags', 'Username', 'Text', 'HTML',
+                'Size', 'Inline', 'Attachments'}
 ISO = re.compile(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z')
 
 
@@ -61,20 +62,24 @@ def test_message_summary_latest_and_marks_read(inbox, web):
                                                       'dave@example.com'],
                 attachments=[('report.pdf', 'application/pdf', b'%PDF-1.4 fake')])
     message = web.json('GET', '/api/v1/message/latest')
-    assert set(message) >= SUMMARY_KEYS
+    assert list(message) == ['ID', 'MessageID', 'From', 'To', 'Cc', 'Bcc', 'ReplyTo',
+                             'ReturnPath', 'Subject', 'ListUnsubscribe', 'Date', 'Tags',
+                             'Username', 'Text', 'HTML', 'Size', 'Inline', 'Attachments']
+    assert set(message) == SUMMARY_KEYS
     assert message['Subject'] == 'Summary'
     assert message['MessageID'] == sent['Message-ID'].strip('<>')
     assert message['Bcc'] == [{'Name': '', 'Address': 'dave@example.com'}]
     assert message['Cc'] == [{'Name': 'Carol', 'Address': 'carol@example.com'}]
     assert message['ReturnPath'] == 'alice@example.com'
-    assert message['Text'] == 'Hello Bob,\nthis is the text.\n'
+    assert message['Text'] == 'Hello Bob,\r\nthis is the text.\r\n'    # as on the wire
     assert '<b>Bob</b>' in message['HTML']
+    assert message['Username'] == '' and message['Tags'] == []
     [attachment] = message['Attachments']
     assert attachment['FileName'] == 'report.pdf' and attachment['ContentType'] == 'application/pdf'
     assert attachment['Size'] == len(b'%PDF-1.4 fake')
     same = web.json('GET', f'/api/v1/message/{message["ID"]}')
-    assert same['ID'] == message['ID'] and same['Read'] is True
-    assert listing(web)['unread'] == 0
+    assert same['ID'] == message['ID'] and 'Read' not in same
+    assert listing(web)['unread'] == 0 and listing(web)['messages'][0]['Read'] is True
 
 
 def test_raw_headers_and_part_downloads(inbox, web):
@@ -117,7 +122,7 @@ def test_received_header_of_this_server_is_stored(inbox, web):
     ('wi', {'Lunch?'}),                # under three characters: LIKE, not the trigram index
     ('is:unread', {'Invoice 42', 'Re: invoice', 'Lunch?', 'Photos'}),
     ('nothing-like-this', set()),
-    ('', {'Invoice 42', 'Re: invoice', 'Lunch?', 'Photos'}),
+    ('-nothing-like-this', {'Invoice 42', 'Re: invoice', 'Lunch?', 'Photos'}),
 ])
 def test_search_syntax(inbox, web, query, expected):
     send(inbox.smtp, subject='Invoice 42', text='Please pay.\n')
@@ -206,15 +211,12 @@ def test_info_livez_readyz(inbox, web):
 
 
 @pytest.mark.parametrize('method, path, body, status', [
-    ('GET', '/api/v1/message/not-an-id', None, 400),
+    ('GET', '/api/v1/message/not-an-id', None, 404),           # Mailpit: no such message
     ('GET', '/api/v1/message/AAAAAAAAAAAAAAAAAAAAAA', None, 404),
     ('GET', '/api/v1/message/AAAAAAAAAAAAAAAAAAAAAA/raw', None, 404),
-    ('GET', '/api/v1/message/%3Cscript%3E/headers', None, 400),
+    ('GET', '/api/v1/message/%3Cscript%3E/headers', None, 404),
     ('GET', '/api/v1/message/latest/part/..%2F..', None, 404),
-    ('GET', '/api/v1/message/latest/part/1;rm', None, 400),
-    ('GET', '/api/v1/messages?limit=ten', None, 400),
-    ('GET', '/api/v1/messages?start=-1', None, 400),
-    ('GET', '/api/v1/search?query=is:nonsense', None, 400),
+    ('GET', '/api/v1/message/latest/part/1;rm', None, 404),
     ('GET', '/api/v1/search?query=after:yesterday', None, 400),
     ('GET', '/api/v1/search?query=' + 'a%20' * 600, None, 400),
     ('DELETE', '/api/v1/search', None, 400),

@@ -36,7 +36,7 @@ def test_fields_of_a_rich_message():
     assert f['Bcc'] == [{'Name': '', 'Address': 'hidden@example.com'}]
     assert f['ReplyTo'] == [{'Name': '', 'Address': 'replies@example.com'}]
     assert (f['Subject'], f['MessageID']) == ('Grüße', 'abc.123@example.com')
-    assert f['Date'] == '2026-01-02T09:00:00.000Z' and f['Created'] == '2026-01-02T03:04:05.678Z'
+    assert f['Date'] == '2026-01-02T10:00:00+01:00' and f['Created'] == '2026-01-02T03:04:05.678Z'
     assert f['Text'] == 'plain text\n' and 'cid:logo@x' in f['HTML']
     assert [(p['PartID'], p['FileName'], p['ContentID']) for p in f['Inline']] == [
         ('1.2.2', 'logo.png', 'logo@x')]
@@ -59,7 +59,7 @@ def test_parts_by_id():
     (b'To: undisclosed-recipients:;\r\n\r\nbody\r\n', 'To', []),
     (b'Subject: no date\r\n\r\nbody\r\n', 'Date', '2026-01-02T03:04:05.678Z'),
     (b'Date: garbage\r\n\r\nbody\r\n', 'Date', '2026-01-02T03:04:05.678Z'),
-    (b'Content-Type: text/plain; charset=x-unknown\r\n\r\nbody\r\n', 'Text', 'body\n'),
+    (b'Content-Type: text/plain; charset=x-unknown\r\n\r\nbody\r\n', 'Text', 'body\r\n'),
     (b'\r\n', 'From', None),
     (b'Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n',
      'Attachments', [{'PartID': '1', 'FileName': '', 'ContentType': 'application/pdf'}]),

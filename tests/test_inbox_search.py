@@ -26,8 +26,8 @@ def test_tokenize(query, terms):
     assert tokenize(query) == terms
 
 
-@pytest.mark.parametrize('query', ['is:flagged', 'has:wings', 'after:tomorrow',
-                                   'x' * (MAX_QUERY + 1), ' '.join(['w'] * 33)])
+@pytest.mark.parametrize('query', ['after:tomorrow', 'x' * (MAX_QUERY + 1),
+                                   ' '.join(['w'] * 33)])
 def test_queries_refused(query):
     with pytest.raises(QueryError):
         compile_query(query)
@@ -59,7 +59,7 @@ def store(tmp_path):
     ('QUARTERLY -re:', {'Quarterly report'}),
     ('from:ann', {'Quarterly report'}),
     ('to:ann', {'Re: Quarterly report', 'Über café'}),
-    ('addressed:bob', {'Quarterly report'}),
+    ('addressed:bob', {'Quarterly report', 'Re: Quarterly report'}),   # From too, as Mailpit
     ('über', {'Über café'}),            # case-insensitive beyond ASCII (trigram folds case)
     ('café', {'Über café'}),
     ('"quoted"', {'Re: Quarterly report'}),

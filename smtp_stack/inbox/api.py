@@ -1,19 +1,25 @@
-"""Mailpit's API v1, the endpoints listed in docs/inbox.md.
+"""Mailpit's API v1: the messages, one message, and the instance (docs/inbox.md).
 
 Thin handlers over the store (Mailpit's own shape: the API is the product,
 the page is one of its clients). Each takes the app and the `Request` and
 returns a `Response`; path parameters arrive as keyword arguments. Shapes
-and status codes follow Mailpit's published API v1 documentation: list and
+and status codes are those of Mailpit's handlers (server/apiv1): list and
 search results as `MessagesSummary`, a message as `Message`, plain-text
-`ok` for the writes, 404 for an unknown ID, 400 for a bad one.
+`ok` for the writes, 404 for an ID that is unknown or is no ID at all,
+`start` and `limit` that are no numbers ignored, a search without a query
+a 400. Where Mailpit acts on a body it could not read (a DELETE whose
+body is not JSON deletes every message there), this answers 400.
+The send, tags, chaos and check endpoints are in api_extra.py.
 """
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote
+
 
 from .. import __version__
 from ..offload import offload
@@ -27,8 +33,8 @@ if TYPE_CHECKING:
 
 T = TypeVar('T')
 
-MAX_LIMIT = 1000            # a page of the list; more is cut to this
 MAX_IDS = 10_000
+DEFAULT_LIMIT = 50
 
 
 def _ids(value: object) -> list[str] | None:
@@ -52,22 +58,48 @@ def _run(fn: Callable[..., T], *args: object) -> T:
         raise HttpError(400, str(exc)) from None
 
 
-def resolve(app: InboxApp, message_id: str) -> str:
-    """An ID from the path (or `latest`) -> a stored ID, else 400/404."""
-    if message_id != 'latest' and not valid_id(message_id):
-        raise HttpError(400, 'invalid message ID')
-    uid: str | None = _run(app.store.resolve, message_id)
+def resolve(app: InboxApp, message_id: str, req: Request | None = None) -> str:
+    """An ID from the path -> a stored ID, else 404. `latest` is the newest
+    message, or with `?query=` the newest that matches (as Mailpit's)."""
+    query = req.arg('query').strip() if req is not None else ''
+    uid: str | None = None
+    if message_id == 'latest' and query:
+        uid = _run(app.store.latest, query, _tz(req))
+    elif message_id == 'latest' or valid_id(message_id):
+        uid = _run(app.store.resolve, message_id)
     if uid is None:
         raise HttpError(404, 'message not found')
     return uid
 
 
+def _tz(req: Request | None) -> str | None:
+    """The `tz` of after:/before: in a search (an IANA zone name)."""
+    return (req.arg('tz') or None) if req is not None else None
+
+
+def _paging(req: Request) -> tuple[int, int, float | None]:
+    """Mailpit's `start`, `limit` and `before` (an ISO 8601 time or day):
+    malformed values are ignored, not refused."""
+    start = req.lenient_int('start', 0)
+    limit = req.lenient_int('limit', DEFAULT_LIMIT)
+    before = None
+    if req.arg('before'):
+        try:
+            moment = datetime.fromisoformat(req.arg('before'))
+        except ValueError:
+            pass
+        else:
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)
+            before = moment.timestamp()
+    return start, limit, before
+
+
 # -- messages -------------------------------------------------------------------
 
 def list_messages(app: InboxApp, req: Request) -> Response:
-    start = req.int_arg('start', 0, 1 << 31)
-    limit = req.int_arg('limit', 50, MAX_LIMIT)
-    return json_response(_run(app.store.listing, start, limit, ''))
+    start, limit, before = _paging(req)
+    return json_response(_run(lambda: app.store.listing(start, limit, '', before=before)))
 
 
 def delete_messages(app: InboxApp, req: Request) -> Response:
@@ -86,64 +118,72 @@ def set_read(app: InboxApp, req: Request) -> Response:
     search = body.get('Search')
     if search is not None and not isinstance(search, str):
         raise HttpError(400, 'Search must be a string')
+    if ids and search:
+        raise HttpError(400, 'You may specify either IDs or a search query, not both')
     if ids:
         _run(app.store.set_read, read, ids, None)
     else:
-        _run(app.store.set_read, read, None, search or '')
+        _run(app.store.set_read, read, None, search or '', _tz(req))
     return ok()
 
 
+def _query(req: Request) -> str:
+    query = req.arg('query').strip()
+    if not query:
+        raise HttpError(400, 'Error: no search query')
+    return query
+
+
 def search(app: InboxApp, req: Request) -> Response:
-    query = req.arg('query')
-    start = req.int_arg('start', 0, 1 << 31)
-    limit = req.int_arg('limit', 50, MAX_LIMIT)
-    return json_response(_run(app.store.listing, start, limit, query))
+    query = _query(req)
+    start, limit, before = _paging(req)
+    tz = _tz(req)
+    return json_response(_run(lambda: app.store.listing(start, limit, query, before=before,
+                                                        tz=tz)))
 
 
 def delete_search(app: InboxApp, req: Request) -> Response:
-    query = req.arg('query')
-    if not query.strip():
-        raise HttpError(400, 'query is required')
-    _run(app.store.delete_matching, query)
+    _run(app.store.delete_matching, _query(req), _tz(req))
     return ok()
 
 
 # -- one message ------------------------------------------------------------------
 
 def message(app: InboxApp, req: Request, message_id: str) -> Response:
-    uid = resolve(app, message_id)
+    uid = resolve(app, message_id, req)
     found = _run(app.store.summary, uid, True)
     if found is None:
         raise HttpError(404, 'message not found')
     return json_response(found)
 
 
-def _raw(app: InboxApp, message_id: str) -> bytes:
-    raw: bytes | None = _run(app.store.raw, resolve(app, message_id))
+def _raw(app: InboxApp, message_id: str, req: Request) -> tuple[str, bytes]:
+    uid = resolve(app, message_id, req)
+    raw: bytes | None = _run(app.store.raw, uid)
     if raw is None:
         raise HttpError(404, 'message not found')
-    return raw
+    return uid, raw
 
 
 def raw(app: InboxApp, req: Request, message_id: str) -> Response:
     """The source as text, never as HTML (nosniff is on every reply)."""
+    uid, source = _raw(app, message_id, req)
     headers = []
     if req.arg('dl') == '1':
-        headers.append(('Content-Disposition', 'attachment; filename="message.eml"'))
-    return Response(_raw(app, message_id), content_type='text/plain; charset=utf-8',
-                    headers=headers)
+        headers.append(('Content-Disposition', f'attachment; filename="{uid}.eml"'))
+    return Response(source, content_type='text/plain; charset=utf-8', headers=headers)
 
 
 def headers(app: InboxApp, req: Request, message_id: str) -> Response:
-    return json_response(header_map(_raw(app, message_id)))
+    return json_response(header_map(_raw(app, message_id, req)[1]))
 
 
 def part(app: InboxApp, req: Request, message_id: str, part_id: str) -> Response:
     """One MIME part, decoded. Always a download, and sandboxed by CSP, so
     an HTML or SVG part opened from here cannot run in the page's origin."""
-    if len(part_id) > 64 or not all(c.isdigit() or c == '.' for c in part_id):
-        raise HttpError(400, 'invalid part ID')
-    found = find_part(_raw(app, message_id), part_id)
+    found = None
+    if len(part_id) <= 64 and all(c.isdigit() or c == '.' for c in part_id):
+        found = find_part(_raw(app, message_id, req)[1], part_id)
     if found is None:
         raise HttpError(404, 'part not found')
     name = found.get_filename() or f'part-{part_id}'
@@ -166,7 +206,7 @@ def release(app: InboxApp, req: Request, message_id: str) -> Response:
     if not isinstance(to, list) or not to or not all(isinstance(a, str) and '@' in a
                                                      for a in to):
         raise HttpError(400, 'To must be a non-empty list of addresses')
-    uid = resolve(app, message_id)
+    uid = resolve(app, message_id, req)
     raw_message = _run(app.store.raw, uid)
     if raw_message is None:         # deleted meanwhile
         raise HttpError(404, 'message not found')
@@ -183,15 +223,15 @@ def release(app: InboxApp, req: Request, message_id: str) -> Response:
 # -- the instance ---------------------------------------------------------------------
 
 def info(app: InboxApp, req: Request) -> Response:
-    listing = _run(app.store.listing, 0, 0, '')
+    _changes, _newest, total, unread, _event = _run(app.store.state)
     return json_response({
         'Version': __version__,
         'LatestVersion': __version__,
         'Database': app.store.path,
         'DatabaseSize': _run(app.store.file_size),
-        'Messages': listing['total'],
-        'Unread': listing['unread'],
-        'Tags': {},
+        'Messages': total,
+        'Unread': unread,
+        'Tags': _run(app.store.tag_counts),
         'RuntimeStats': {
             'Uptime': int(time.monotonic() - app.started),
             'Memory': _memory(),
@@ -207,7 +247,7 @@ def info(app: InboxApp, req: Request) -> Response:
 def webui(app: InboxApp, req: Request) -> Response:
     """Mailpit's web UI configuration; the page asks whether release works."""
     return json_response({
-        'Label': '', 'SpamAssassin': False, 'ChaosEnabled': False,
+        'Label': '', 'SpamAssassin': False, 'ChaosEnabled': True,
         'DuplicatesIgnored': False, 'HideDeleteAllButton': False,
         'MessageRelay': {
             'Enabled': app.relay is not None,

@@ -1,10 +1,13 @@
 """The inbox's WSGI application: a route table, basic auth, and errors as data.
 
-Routes are one table of (method, pattern, handler), as the SMTP command
-table is: a path that matches with another method is a 405 with `Allow`,
-one that matches nothing a 404. Handlers raise `HttpError` for what the
-client got wrong; anything else is logged with its traceback and answered
-with a fixed 500 text, so no request can make the server show a trace.
+Routes are one table of (method, path template, handler), as the SMTP
+command table is: a path that matches with another method is a 405 with
+`Allow`, one that matches nothing a 404. The templates name their
+parameters as Mailpit's API documentation does (`{ID}`, `{PartID}`,
+`{Tag}`), and swagger.json is made from the same table, so the two cannot
+disagree. Handlers raise `HttpError` for what the client got wrong;
+anything else is logged with its traceback and answered with a fixed 500
+text, so no request can make the server show a trace.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import urlsplit
 
 from ..offload import offload
-from . import api, pages
+from . import api, api_extra, pages
+from .chaos import Chaos
 from .events import Broker, websocket_app
 from .http import Environ, HttpError, Request, Response, StartResponse, error_response
 from .store import Store
@@ -32,28 +36,60 @@ Handler: TypeAlias = Callable[..., Response]
 log = logging.getLogger('smtp_stack.inbox')
 
 MAX_URL = 8192
-_ID = r'(?P<message_id>[^/]{1,64})'
 
 ROUTES: list[tuple[str, str, Handler]] = [
-    ('GET', r'/', pages.index),
-    ('GET', r'/static/(?P<name>[A-Za-z0-9._-]{1,64})', pages.static),
-    ('GET', rf'/view/{_ID}\.html', pages.view_html),
-    ('GET', r'/api/v1/messages', api.list_messages),
-    ('DELETE', r'/api/v1/messages', api.delete_messages),
-    ('PUT', r'/api/v1/messages', api.set_read),
-    ('GET', r'/api/v1/search', api.search),
-    ('DELETE', r'/api/v1/search', api.delete_search),
-    ('GET', rf'/api/v1/message/{_ID}', api.message),
-    ('GET', rf'/api/v1/message/{_ID}/raw', api.raw),
-    ('GET', rf'/api/v1/message/{_ID}/headers', api.headers),
-    ('GET', rf'/api/v1/message/{_ID}/part/(?P<part_id>[^/]{{1,64}})', api.part),
-    ('POST', rf'/api/v1/message/{_ID}/release', api.release),
-    ('GET', r'/api/v1/info', api.info),
-    ('GET', r'/api/v1/webui', api.webui),
-    ('GET', r'/livez', api.livez),
-    ('GET', r'/readyz', api.readyz),
+    ('GET', '/', pages.index),
+    ('GET', '/static/{name}', pages.static),
+    ('GET', '/view/{ID}.html', pages.view_html),
+    ('GET', '/view/{ID}.txt', pages.view_text),
+    ('GET', '/api/v1/messages', api.list_messages),
+    ('DELETE', '/api/v1/messages', api.delete_messages),
+    ('PUT', '/api/v1/messages', api.set_read),
+    ('GET', '/api/v1/search', api.search),
+    ('DELETE', '/api/v1/search', api.delete_search),
+    ('POST', '/api/v1/send', api_extra.send),
+    ('GET', '/api/v1/tags', api_extra.get_tags),
+    ('PUT', '/api/v1/tags', api_extra.set_tags),
+    ('PUT', '/api/v1/tags/{Tag}', api_extra.rename_tag),
+    ('DELETE', '/api/v1/tags/{Tag}', api_extra.delete_tag),
+    ('GET', '/api/v1/message/{ID}', api.message),
+    ('GET', '/api/v1/message/{ID}/raw', api.raw),
+    ('GET', '/api/v1/message/{ID}/headers', api.headers),
+    ('GET', '/api/v1/message/{ID}/part/{PartID}', api.part),
+    ('GET', '/api/v1/message/{ID}/part/{PartID}/thumb', api_extra.thumbnail),
+    ('POST', '/api/v1/message/{ID}/release', api.release),
+    ('GET', '/api/v1/message/{ID}/html-check', api_extra.html_check),
+    ('GET', '/api/v1/message/{ID}/link-check', api_extra.link_check),
+    ('GET', '/api/v1/message/{ID}/sa-check', api_extra.spam_check),
+    ('GET', '/api/v1/chaos', api_extra.get_chaos),
+    ('PUT', '/api/v1/chaos', api_extra.set_chaos),
+    ('GET', '/api/v1/info', api.info),
+    ('GET', '/api/v1/webui', api.webui),
+    ('GET', '/api/v1/swagger.json', api_extra.swagger),
+    ('GET', '/livez', api.livez),
+    ('GET', '/readyz', api.readyz),
 ]
-_COMPILED = [(method, re.compile(pattern + r'\Z'), handler) for method, pattern, handler in ROUTES]
+# A template's parameters: the handler's keyword, and what the path segment may hold.
+PARAMETERS = {
+    'ID': ('message_id', r'[^/]{1,64}'),
+    'PartID': ('part_id', r'[^/]{1,64}'),
+    'Tag': ('tag', r'[^/]{1,300}'),
+    'name': ('name', r'[A-Za-z0-9._-]{1,64}'),
+}
+
+
+def compile_template(template: str) -> re.Pattern[str]:
+    """'/view/{ID}.html' -> the regex of the whole path, with named groups."""
+    pattern = ''
+    for literal, name in re.findall(r'([^{]*)(?:\{(\w+)\})?', template):
+        pattern += re.escape(literal)
+        if name:
+            keyword, allowed = PARAMETERS[name]
+            pattern += f'(?P<{keyword}>{allowed})'
+    return re.compile(pattern + r'\Z')
+
+
+_COMPILED = [(method, compile_template(path), handler) for method, path, handler in ROUTES]
 # Health checks answer without credentials (orchestrators probe them), as Mailpit's do.
 OPEN_PATHS = frozenset({'/livez', '/readyz'})
 
@@ -63,7 +99,7 @@ class InboxApp:
 
     def __init__(self, store: Store, *, relay: Relay | None = None,
                  users: dict[str, str] | None = None, broker: Broker | None = None,
-                 stats: dict[str, int] | None = None):
+                 stats: dict[str, int] | None = None, chaos: Chaos | None = None):
         self.store = store
         self.relay = relay
         self.users = users          # {name: password hash} for basic auth, or None
@@ -71,6 +107,8 @@ class InboxApp:
         self.stats = stats if stats is not None else {'accepted': 0, 'accepted_size': 0,
                                                       'rejected': 0}
         self.started = time.monotonic()
+        self.chaos = chaos or Chaos()       # its ChaosMiddleware fails the SMTP side
+        self.routes = ROUTES
         self._verified: set[bytes] = set()
         # host names the Host header may carry (None: any)
         self.allowed_hosts: Collection[str] | None = None

@@ -1,15 +1,22 @@
 """`/api/events`: a websocket that tells the page (and any client) of new mail.
 
-The frames are Mailpit's: `{"Type": "new", "Data": <message list item>}`
-for each new message, and `{"Type": "stats", "Data": {"Total", "Unread",
-"Version"}}` after every change of the store (a delete, a read flag, a new
-message), so a page can refresh its counters and list.
+The frames are Mailpit's: `{"Type": "stats", "Data": {"Total", "Unread",
+"Version"}}` as soon as a client is connected and after every change of
+the store; `{"Type": "new", "Data": <message list item>}` for each new
+message; `delete` (`{"ID"}`) for each message deleted by ID or by a
+search of up to 200 matches, `truncate` when all were, `prune` when many
+went at once (more matches, pruning beyond max_messages, a tag renamed
+or deleted: reload the list); `update` (`{"ID", "Read"}` or `{"ID",
+"Tags"}`) for each message whose read flag or tags were set.
 
 Where the events come from: a `Broker` watches the store. It is nudged at
 once by the store of the same process (the `smtp-stack inbox` command,
 where the SMTP side writes), and polls the database's change counter
 every `interval` seconds otherwise, so a web side in another process (a
-gunicorn mount) still sees what the SMTP process stored.
+gunicorn mount) still sees what the SMTP process stored. New messages are
+read from the messages table (none is missed, however many arrive between
+two looks); the other events from the store's event log, which keeps the
+last thousand (database.py).
 
 RFC 6455 framing, masking, fragmentation, ping/pong and the closing
 handshake are wsproto's (`wsproto.connection.Connection`); this module only
@@ -46,8 +53,8 @@ if TYPE_CHECKING:
 
 # An event as sent: {"Type": ..., "Data": ...}; None tells a subscriber to stop.
 Message = dict[str, Any]
-# (changes counter, newest row id, total, unread): Store.state()
-State = tuple[int, int, int, int]
+# (changes counter, newest row id, total, unread, last event): Store.state()
+State = tuple[int, int, int, int, int]
 
 
 class Reader(Protocol):
@@ -109,14 +116,15 @@ class Broker:
                 new: list[Message] = (
                     offload(self.store.newer_than, last[1], state[1] - last[1])   # all of them
                     if state[1] > last[1] else [])
+                logged = offload(self.store.events_since, last[4]) if state[4] > last[4] else []
             except Exception:       # noqa: BLE001 - a locked or vanished file: try again
                 log.exception('inbox events: cannot read the store')
                 continue
             for item in new:
                 self.publish({'Type': 'new', 'Data': item})
-            _changes, _newest, total, unread = state
-            self.publish({'Type': 'stats',
-                          'Data': {'Total': total, 'Unread': unread, 'Version': __version__}})
+            for _seq, event in logged:
+                self.publish(event)
+            self.publish(stats_event(state))
             last = state
 
     def publish(self, event: Message) -> None:
@@ -126,6 +134,12 @@ class Broker:
                 queue.put(None)
             else:
                 queue.put(event)
+
+
+def stats_event(state: State) -> Message:
+    """Mailpit's `stats` event for a Store.state()."""
+    _changes, _newest, total, unread, _event = state
+    return {'Type': 'stats', 'Data': {'Total': total, 'Unread': unread, 'Version': __version__}}
 
 
 def check_handshake(environ: Environ) -> str:
@@ -163,6 +177,7 @@ def websocket_app(environ: Environ, start_response: StartResponse,
     queue = broker.subscribe()
     reader = environ['wsgi.input']
     try:
+        queue.put(stats_event(offload(broker.store.state)))    # Mailpit's greeting
         write = start_response('101 Switching Protocols', [
             ('Upgrade', 'websocket'), ('Connection', 'Upgrade'), ('Sec-WebSocket-Accept', accept)])
         write(b'')          # the 101 goes out now; the socket is ours from here

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeAlias, overload
 from urllib.parse import parse_qs
@@ -39,11 +40,17 @@ COMMON_HEADERS = [
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, reason: str, headers: Iterable[tuple[str, str]] = ()):
+    """A reply for what the client got wrong: `reason` as plain text, or
+    (`as_json`) as `{"Error": reason}`, which is how Mailpit answers its
+    send endpoint and the checks."""
+
+    def __init__(self, status: int, reason: str, headers: Iterable[tuple[str, str]] = (),
+                 *, as_json: bool = False):
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = list(headers)
+        self.as_json = as_json
 
 
 class Request:
@@ -59,50 +66,48 @@ class Request:
         values = self.query.get(name)
         return values[-1] if values else default
 
-    def int_arg(self, name: str, default: int, maximum: int) -> int:
+    def lenient_int(self, name: str, default: int, minimum: int = 0) -> int:
+        """An integer parameter as Mailpit reads `start` and `limit`: one that
+        is malformed or below `minimum` is the default, not an error."""
         text = self.arg(name, '')
-        if text == '':
-            return default
-        try:
-            value = int(text)
-        except ValueError:
-            raise HttpError(400, f'{name} must be an integer') from None
-        if value < 0:
-            raise HttpError(400, f'{name} must not be negative')
-        return min(value, maximum)
+        if not re.fullmatch(r'[-+]?[0-9]{1,18}', text):
+            return default      # not Go's strconv.Atoi syntax, or beyond a 64-bit int
+        value = int(text)
+        return value if value >= minimum else default
 
     def header(self, name: str) -> str:
         value: str = self.environ.get('HTTP_' + name.upper().replace('-', '_'), '')
         return value
 
-    def body(self) -> bytes:
-        """The request body, at most MAX_BODY bytes (else 413)."""
+    def body(self, max_size: int = MAX_BODY) -> bytes:
+        """The request body, at most `max_size` bytes (else 413)."""
         length = self.environ.get('CONTENT_LENGTH') or ''
         if length:
             try:
                 size = int(length)
             except ValueError:
                 raise HttpError(400, 'bad Content-Length') from None
-            if size > MAX_BODY:
-                raise HttpError(413, f'request body over {MAX_BODY} bytes')
+            if size > max_size:
+                raise HttpError(413, f'request body over {max_size} bytes')
             body: bytes = self.environ['wsgi.input'].read(size) if size > 0 else b''
             return body
         if self.header('Transfer-Encoding').lower() == 'chunked':
-            data: bytes = self.environ['wsgi.input'].read(MAX_BODY + 1)
-            if len(data) > MAX_BODY:
-                raise HttpError(413, f'request body over {MAX_BODY} bytes')
+            data: bytes = self.environ['wsgi.input'].read(max_size + 1)
+            if len(data) > max_size:
+                raise HttpError(413, f'request body over {max_size} bytes')
             return data
         return b''
 
     @overload
-    def json(self, default: dict[str, Any]) -> dict[str, Any]: ...
+    def json(self, default: dict[str, Any], max_size: int = MAX_BODY) -> dict[str, Any]: ...
 
     @overload
-    def json(self, default: None = None) -> dict[str, Any] | None: ...
+    def json(self, default: None = None, max_size: int = MAX_BODY) -> dict[str, Any] | None: ...
 
-    def json(self, default: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    def json(self, default: dict[str, Any] | None = None,
+             max_size: int = MAX_BODY) -> dict[str, Any] | None:
         """The JSON body (an object), or `default` when there is none."""
-        data = self.body()
+        data = self.body(max_size)
         if not data.strip():
             return default
         try:
@@ -152,4 +157,8 @@ def ok() -> Response:
 
 
 def error_response(error: HttpError) -> Response:
+    if error.as_json:
+        reply = json_response({'Error': error.reason}, error.status)
+        reply.headers += error.headers
+        return reply
     return Response(error.reason + '\n', error.status, headers=error.headers)

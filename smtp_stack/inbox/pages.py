@@ -5,14 +5,23 @@ build step, no CDN. It runs under a Content-Security-Policy that allows
 only its own scripts and styles, and it builds every element from mail
 values with `textContent`, never with HTML strings.
 
-A message's HTML is served by `/view/{ID}.html` for an
-`<iframe sandbox>` without `allow-scripts` or `allow-same-origin`, and
-with its own CSP: `sandbox` (so even opened directly, the document gets an
-opaque origin and runs nothing: the mail never reaches the page's origin
-as HTML), no scripts, no connections, styles inline only, and images from
-the message itself (`cid:` parts, rewritten to part URLs) or `data:` only;
-`?remote=1` also allows remote images, as Mailpit's toggle does (they
-are trackers as often as pictures).
+`/view/{ID}.html` is Mailpit's "render message HTML" for UI tests: the
+message's HTML part as it is, but for its `cid:` references, rewritten
+to the parts' URLs (Mailpit's linkInlineImages); 404 for a message with
+no HTML part. `?embed=1` (the page's frame) also opens links in a new tab,
+with a `<base target="_blank">` rather than Mailpit's script. Like every
+read of a message in Mailpit, it marks the message read (not with
+`embed=1`: the page marked it when it opened it).
+
+It is served with a CSP of its own, stricter than Mailpit's (which lets
+the mail's markup run in the inbox's origin, only its scripts held back by
+a nonce): `sandbox` (so even opened directly, the document gets an opaque
+origin and runs nothing: the mail never reaches the page's origin as
+HTML), no scripts, no connections, styles inline only, and images from the
+message itself or `data:` only; `?remote=1` also allows remote images, as
+Mailpit's toggle does (they are trackers as often as pictures). The page
+shows it in an `<iframe sandbox>` without `allow-scripts` or
+`allow-same-origin`. `/view/{ID}.txt` is the Text, as `text/plain`.
 """
 from __future__ import annotations
 
@@ -41,7 +50,7 @@ VIEW_CSP = ("sandbox allow-popups allow-popups-to-escape-sandbox; default-src 'n
 LOCAL_IMAGES = "'self' data:"
 REMOTE_IMAGES = "'self' data: https: http:"
 
-_CID = re.compile(r'''(["'(\s=])cid:([^"')\s>]+)''', re.IGNORECASE)
+_CID = re.compile(r'''(["'(\s=])cid:([^"')\s>;]+)''', re.IGNORECASE)
 
 
 def index(app: InboxApp, req: Request) -> Response:
@@ -73,25 +82,38 @@ def static(app: InboxApp, req: Request, name: str) -> Response:
                                                        ('X-Frame-Options', 'DENY')])
 
 
-def view_html(app: InboxApp, req: Request, message_id: str) -> Response:
-    """The message's HTML for the sandboxed frame (see the module doc)."""
-    uid = resolve(app, message_id)
-    found: dict[str, Any] | None = offload(app.store.summary, uid, False)
+def _message(app: InboxApp, req: Request, message_id: str) -> dict[str, Any]:
+    uid = resolve(app, message_id, req)
+    found: dict[str, Any] | None = offload(app.store.summary, uid, req.arg('embed') != '1')
     if found is None:
         raise HttpError(404, 'message not found')
+    return found
+
+
+def view_html(app: InboxApp, req: Request, message_id: str) -> Response:
+    """The message's HTML part, cid: links rewritten (see the module doc)."""
+    found = _message(app, req, message_id)
+    if not found['HTML']:
+        raise HttpError(404, 'This message does not contain a HTML part')
+    root = req.environ.get('SCRIPT_NAME', '').rstrip('/')
     parts = {p['ContentID']: p['PartID'] for p in found['Inline'] + found['Attachments']
              if p['ContentID']}
 
     def to_part(match: re.Match[str]) -> str:
-        cid = match.group(2)
-        part_id = parts.get(cid)
+        part_id = parts.get(match.group(2))
         if part_id is None:
-            return match.group(1) + 'about:blank'
-        return f'{match.group(1)}../api/v1/message/{uid}/part/{part_id}'
-    markup = _CID.sub(to_part, found['HTML'] or '')
-    # Links open outside the frame, in a new tab (the frame may not navigate its parent).
-    document = '<!DOCTYPE html><base target="_blank">' + markup
+            return match.group(0)       # no such part: left as written, as Mailpit does
+        return f'{match.group(1)}{root}/api/v1/message/{found["ID"]}/part/{part_id}'
+    document = _CID.sub(to_part, found['HTML'])
+    if req.arg('embed') == '1':
+        # Links open outside the frame, in a new tab (the frame may not navigate its parent).
+        document = '<!DOCTYPE html><base target="_blank">' + document
     images = REMOTE_IMAGES if req.arg('remote') == '1' else LOCAL_IMAGES
     return Response(document, content_type='text/html; charset=utf-8', headers=[
         ('Content-Security-Policy', VIEW_CSP.format(images=images))])
+
+
+def view_text(app: InboxApp, req: Request, message_id: str) -> Response:
+    """The message's Text (Mailpit's "render message text part")."""
+    return Response(_message(app, req, message_id)['Text'])
 

@@ -14,7 +14,15 @@ inside a multipart/related, or `inline` with a Content-ID, is inline (an
 image the HTML refers to as `cid:`); any other part with a file name,
 `Content-Disposition: attachment` or a non-text type is an attachment.
 The first text/plain and text/html parts that are neither are the
-message's Text and HTML.
+message's Text and HTML, with their line ends as they came (CRLF over
+SMTP), as Mailpit returns them: a test may compare them byte for byte.
+
+Where Mailpit's fields are computed a particular way, so are these: the
+Snippet from the HTML when there is one (Mailpit's html2text: the text
+outside head, script, style ..., block ends as spaces, at most 200 bytes
+of UTF-8, then "..."), `Date` in the Date field's own offset, ReturnPath
+falling back to the From address, a file without a name named by its
+Content-ID, and `ListUnsubscribe` (unsubscribe.py).
 """
 from __future__ import annotations
 
@@ -27,13 +35,16 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from email.message import EmailMessage, MIMEPart
 from email.parser import BytesParser
+from html.parser import HTMLParser
 from typing import Any, TypeVar
+
+from .unsubscribe import list_unsubscribe
 
 T = TypeVar('T')
 # A JSON object of the API (Mailpit's field names).
 Json = dict[str, Any]
 
-SNIPPET_LENGTH = 250        # Mailpit: "up to 250 characters"
+SNIPPET_BYTES = 200         # Mailpit's CreateSnippet: 200 bytes, whole characters, then "..."
 
 _PARSER = BytesParser(policy=email.policy.default)
 _SPACES = re.compile(r'\s+')
@@ -44,45 +55,49 @@ def parse_message(raw: bytes, envelope_to: Iterable[str] = (),
                   received: datetime | None = None) -> Json:
     """Every field the list, the summary and the search index need.
 
-    `envelope_to`: the RCPT TO addresses; those not in To or Cc are Bcc
-    (the only place a Bcc can be seen, as Mailpit reports it).
+    Bcc is the Bcc field (the store writes one for envelope-only
+    recipients, arrival.py) and any of `envelope_to` (the RCPT TO
+    addresses) that no To, Cc or Bcc field names.
     """
     received = received or datetime.now(timezone.utc)
     message = message_from_bytes(raw)
     to = _addresses(message, 'To')
     cc = _addresses(message, 'Cc')
-    visible = {a['Address'].lower() for a in to + cc}
-    bcc = [{'Name': '', 'Address': a} for a in dict.fromkeys(envelope_to)
-           if a.lower() not in visible]
+    bcc = _addresses(message, 'Bcc')
+    named = {a['Address'].lower() for a in to + cc + bcc}
+    bcc += [{'Name': '', 'Address': a} for a in dict.fromkeys(envelope_to)
+            if a.lower() not in named]
     senders = _addresses(message, 'From')
     text, html_body, attachments, inline = _walk(message)
     if not text and html_body:
         text = html_to_text(html_body)
-    date = _date(message) or received
+    sender = senders[0] if senders else None
     fields: Json = _valid_text({
         'MessageID': _message_id(message),
-        'From': senders[0] if senders else None,
+        'From': sender,
         'To': to,
         'Cc': cc,
         'Bcc': bcc,
         'ReplyTo': _addresses(message, 'Reply-To'),
-        'ReturnPath': _return_path(message),
+        'ReturnPath': _return_path(message) or (sender['Address'] if sender else ''),
         'Subject': _header(message, 'Subject'),
-        'Date': iso_time(date),
+        'Date': _date_text(_date(message), received),
         'Created': iso_time(received),
         'Size': len(raw),
         'Text': text,
         'HTML': html_body,
         'Attachments': attachments,
         'Inline': inline,
-        'Snippet': snippet(text),
+        'Snippet': snippet(text, html_body),
+        'ListUnsubscribe': list_unsubscribe(_header(message, 'List-Unsubscribe'),
+                                            _header(message, 'List-Unsubscribe-Post')),
     })
     return fields
 
 
 def message_from_bytes(raw: bytes) -> EmailMessage:
-    """Parsed with LF line ends, so get_content() gives natural text."""
-    return _PARSER.parsebytes(raw.replace(b'\r\n', b'\n'))
+    """Parsed as stored: a text part keeps its line ends (CRLF from SMTP)."""
+    return _PARSER.parsebytes(raw)
 
 
 def iso_time(moment: datetime) -> str:
@@ -91,14 +106,85 @@ def iso_time(moment: datetime) -> str:
     return utc.strftime('%Y-%m-%dT%H:%M:%S.') + f'{utc.microsecond // 1000:03d}Z'
 
 
-def snippet(text: str) -> str:
-    flat = _SPACES.sub(' ', text or '').strip()
-    return flat if len(flat) <= SNIPPET_LENGTH else flat[:SNIPPET_LENGTH].rstrip() + '...'
+def offset_time(moment: datetime) -> str:
+    """RFC 3339 in the moment's own offset, as Go writes a time.Time in
+    JSON: '2026-01-02T10:00:00+01:00', 'Z' for +00:00, fractions only
+    when there are any."""
+    text = moment.isoformat()
+    if moment.microsecond:
+        seconds, _, rest = text.partition('.')
+        digits = rest[:6].rstrip('0')
+        text = f'{seconds}.{digits}{rest[6:]}'
+    return text[:-6] + 'Z' if text.endswith('+00:00') else text
+
+
+def snippet(text: str, html_body: str = '') -> str:
+    """Mailpit's snippet: from the HTML when there is some, else the text."""
+    if html_body.strip():
+        return _cut(html_text(html_body))
+    flat = _SPACES.sub(' ', (text or '').strip().replace('\ufeff', ' ')).strip()
+    return _cut(flat)
+
+
+def _cut(text: str) -> str:
+    """At most SNIPPET_BYTES of UTF-8, ending on a whole character, then '...'."""
+    data = text.encode('utf-8')
+    if len(data) <= SNIPPET_BYTES:
+        return text
+    end = SNIPPET_BYTES
+    while end > 0 and data[end - 1] & 0xC0 == 0x80:     # inside a character: back up
+        end -= 1
+    if end > 0 and data[end - 1] & 0xC0 == 0xC0:        # its first byte too
+        end -= 1
+    return data[:end].decode('utf-8', 'ignore') + '...'
 
 
 def html_to_text(markup: str) -> str:
-    """Good enough for a snippet and for word search; never shown as HTML."""
+    """Good enough for word search and for Text when there is only HTML;
+    never shown as HTML."""
     return html.unescape(_TAGS.sub(' ', markup or '')).strip()
+
+
+def html_text(markup: str) -> str:
+    """Mailpit's html2text.Strip (for the snippet): the text outside head,
+    script, style ... with block ends, <br> and images as spaces, every run
+    of spaces and unprintable characters one space."""
+    reader = _TextOfHtml()
+    reader.feed(markup)
+    reader.close()
+    text = ''.join(c if c.isprintable() else ' ' for c in ''.join(reader.out))
+    return _SPACES.sub(' ', text.replace('\ufeff', ' ')).strip()
+
+
+class _TextOfHtml(HTMLParser):
+    SKIP = frozenset({'script', 'title', 'head', 'link', 'meta', 'style', 'noscript'})
+    BLOCKS = frozenset({'div', 'p', 'td', 'th', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'ul',
+                        'ol', 'li', 'address', 'article', 'aside', 'blockquote', 'dl', 'dt',
+                        'footer', 'header', 'hr', 'main', 'nav', 'pre', 'table', 'thead',
+                        'tfoot', 'video'})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.skipping: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ('br', 'img'):
+            self.out.append(' ')
+        elif tag == 'body':
+            self.skipping.clear()       # a head left open ends here (HTML5 does the same)
+        elif tag in self.SKIP and tag not in ('link', 'meta'):
+            self.skipping.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.skipping and tag == self.skipping[-1]:
+            self.skipping.pop()
+        elif tag in self.BLOCKS:
+            self.out.append(' ')
+
+    def handle_data(self, data: str) -> None:
+        if not self.skipping:
+            self.out.append(data)
 
 
 def find_part(raw: bytes, part_id: str) -> MIMEPart | None:
@@ -186,7 +272,7 @@ def _file(pid: str, part: MIMEPart, filename: str, content_id: str) -> Json:
     data = part_payload(part)
     return {
         'PartID': pid,
-        'FileName': filename,
+        'FileName': filename or content_id,       # as Mailpit names a nameless inline part
         'ContentType': part.get_content_type(),
         'ContentID': content_id,
         'Size': len(data),
@@ -260,6 +346,12 @@ def _message_id(message: EmailMessage) -> str:
 
 def _return_path(message: EmailMessage) -> str:
     return _header(message, 'Return-Path').strip().strip('<>')
+
+
+def _date_text(moment: datetime | None, received: datetime) -> str:
+    """The Date field's moment in its own offset; without a usable one, the
+    time of arrival (in UTC), as Mailpit falls back to it."""
+    return offset_time(moment) if moment is not None else iso_time(received)
 
 
 def _date(message: EmailMessage) -> datetime | None:

@@ -1,9 +1,11 @@
 """Releasing a caught message to a real SMTP server (`--relay HOST:PORT`).
 
 Mailpit's `POST /api/v1/message/{ID}/release` with `{"To": [...]}`: the
-stored message goes, unchanged but for its Return-Path line (RFC 5321 4.4:
-a relay must not pass one on; the receiving server writes its own), to
-those recipients, from the envelope sender it arrived with.
+stored message goes to those recipients, from the envelope sender it
+arrived with, unchanged but for two fields of its header section, as
+Mailpit releases it: Return-Path (RFC 5321 4.4: a relay must not pass one
+on; the receiving server writes its own) and Bcc (the blind recipients
+the inbox recorded must not reach the new ones).
 
 The SMTP client is the relay delivery's `Upstream` (smtplib over gevent
 sockets), so a release cooperates with the hub like the relay does.
@@ -15,8 +17,9 @@ import smtplib
 from collections.abc import Sequence
 
 from ..delivery.relay import Upstream
+from .arrival import header_fields
 
-_RETURN_PATH = re.compile(rb'\AReturn-Path:[^\n]*\n(?:[ \t][^\n]*\n)*', re.IGNORECASE)
+NOT_RELEASED = (b'return-path', b'bcc')
 
 
 class RelayError(OSError):
@@ -42,7 +45,7 @@ class Relay:
             if code != 220:
                 raise RelayError(f'{self.describe()} greeted with {code}')
             link.ehlo_or_helo_if_needed()
-            link.sendmail(sender, to, _RETURN_PATH.sub(b'', raw, count=1))
+            link.sendmail(sender, to, without_fields(raw, NOT_RELEASED))
             link.quit()
         except smtplib.SMTPRecipientsRefused as exc:
             raise RelayError(f'{self.describe()} refused the recipients: '
@@ -55,6 +58,13 @@ class Relay:
             raise RelayError(f'{self.describe()}: {exc}') from None
         finally:
             link.close()
+
+
+def without_fields(raw: bytes, names: Sequence[bytes]) -> bytes:
+    """The message less every header field named in `names` (lower case)."""
+    for _name, start, end in reversed([f for f in header_fields(raw) if f[0] in names]):
+        raw = raw[:start] + raw[end:]
+    return raw
 
 
 def parse_hostport(text: str, default_host: str = '127.0.0.1') -> tuple[str, int]:

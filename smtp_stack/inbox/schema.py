@@ -54,6 +54,31 @@ MIGRATIONS: tuple[Migration, ...] = (
     END""",
      'CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)',
      "INSERT OR IGNORE INTO meta VALUES ('changes', 0)"),
+    # 2: tags (Mailpit's: names unique without regard to case, a tag no
+    # message carries is deleted), and the log of the websocket's delete,
+    # update, truncate and prune events (a web side in another process reads it).
+    ('''CREATE TABLE tags (
+        id   INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE COLLATE NOCASE
+    )''',
+     '''CREATE TABLE message_tags (
+        message INTEGER NOT NULL,
+        tag     INTEGER NOT NULL,
+        PRIMARY KEY (message, tag)
+    ) WITHOUT ROWID''',
+     'CREATE INDEX message_tags_by_tag ON message_tags (tag)',
+     '''CREATE TRIGGER messages_untagged AFTER DELETE ON messages BEGIN
+        DELETE FROM message_tags WHERE message = old.id;
+    END''',
+     '''CREATE TRIGGER tags_unused AFTER DELETE ON message_tags
+        WHEN NOT EXISTS (SELECT 1 FROM message_tags WHERE tag = old.tag) BEGIN
+        DELETE FROM tags WHERE id = old.tag;
+    END''',
+     '''CREATE TABLE events (
+        seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+        type TEXT NOT NULL,
+        data TEXT
+    )'''),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -5,10 +5,13 @@ Pure: a query string in, `(sql, params)` out. The syntax (Mailpit's
 
     words and "quoted phrases"       anywhere: subject, addresses, body, file names
     from: to: cc: bcc: reply-to:     in that header's names and addresses
-    addressed:                       in To, Cc or Bcc
+    addressed:                       in From, To, Cc, Bcc or Reply-To
     subject: message-id: filename:   in that field
-    is:read  is:unread  has:attachment  has:inline  is:tagged  tag:NAME
-    after:YYYY-MM-DD  before:YYYY-MM-DD   received (UTC) on/after, before that day
+    is:read  is:unread  is:tagged  has:attachment(s)  has:inline(s)
+    tag:NAME                         carries that tag (any case)
+    larger:SIZE  smaller:SIZE        10, 2.5k, 1mb (k = 1024 bytes)
+    after:YYYY-MM-DD  before:YYYY-MM-DD   received on/after, before that day
+                                     (UTC, or in the time zone `tz`)
     -term  !term                     negation of any of the above
 
 Every term must hold (AND), as in Mailpit. Values may be quoted
@@ -16,13 +19,17 @@ Every term must hold (AND), as in Mailpit. Values may be quoted
 Mailpit's is: the index is an FTS5 table with the trigram tokenizer, so a
 term of three or more characters is an indexed MATCH; shorter ones fall
 back to LIKE on the same table. An unterminated quote runs to the end
-(Mailpit is lenient too); an unknown `name:` is an ordinary word.
+(Mailpit is lenient too). As in Mailpit, a `name:` that is no filter, an
+`is:` or `has:` of an unknown value and a size that is not one are
+ordinary words (`is:flagged` finds that text), so a client waiting for a
+message never gets an error for them.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 MAX_QUERY = 1000            # characters; longer queries are a 400
 MAX_TERMS = 32
@@ -34,7 +41,7 @@ TEXT_FIELDS: dict[str | None, tuple[str, ...]] = {
     'cc': ('cc',),
     'bcc': ('bcc',),
     'reply-to': ('reply_to',),
-    'addressed': ('to_', 'cc', 'bcc'),
+    'addressed': ('sender', 'to_', 'cc', 'bcc', 'reply_to'),
     'subject': ('subject',),
     'message-id': ('message_id',),
     'filename': ('filenames',),
@@ -47,8 +54,12 @@ FLAGS = {
     ('has', 'attachment'): 'm.attachments > 0',
     ('has', 'attachments'): 'm.attachments > 0',
     ('has', 'inline'): 'm.inline > 0',
-    ('is', 'tagged'): '0',          # no tags here: nothing is tagged
+    ('has', 'inlines'): 'm.inline > 0',
+    ('is', 'tagged'): 'm.id IN (SELECT message FROM message_tags)',
 }
+FILTERS = ('is', 'has', 'tag', 'after', 'before', 'larger', 'smaller')
+_SIZE = re.compile(r'(\d+(?:\.\d+)?) ?(k|kb|m|mb)?', re.IGNORECASE)
+_UNITS = {None: 1, 'k': 1024, 'kb': 1024, 'm': 1 << 20, 'mb': 1 << 20}
 
 
 class QueryError(ValueError):
@@ -87,9 +98,8 @@ def tokenize(query: str) -> list[Term]:
         pos = match.end()
         field = (match.group('field') or '').lower() or None
         value = match.group('quoted') if match.group('quoted') is not None else match.group('bare')
-        if field and field not in TEXT_FIELDS and field not in ('is', 'has', 'tag', 'after',
-                                                                 'before'):
-            value = f'{match.group("field")}:{value}'   # "http://x" is a word
+        if field and not _is_filter(field, value):
+            value = f'{match.group("field")}:{value}'   # "http://x", "is:flagged": words
             field = None
         if field is None and (not value.strip() or value in ('-', '!')):
             continue        # nothing to look for: a lone '-' or an empty phrase
@@ -99,27 +109,47 @@ def tokenize(query: str) -> list[Term]:
     return terms
 
 
-def compile_query(query: str) -> tuple[str, list[str | float]]:
-    """(`sql`, params): a condition on `messages m`; '1' for an empty query."""
+def _is_filter(field: str, value: str) -> bool:
+    """Whether `field:value` is a filter, or else a word."""
+    if field in ('is', 'has'):
+        return (field, value.lower()) in FLAGS
+    if field in ('larger', 'smaller'):
+        return size_in_bytes(value) > 0
+    return field in TEXT_FIELDS or field in FILTERS
+
+
+def size_in_bytes(value: str) -> int:
+    """Mailpit's sizes: '10' bytes, '2.5k' or '2.5kb', '1m' or '1mb'; 0 if not one."""
+    match = _SIZE.fullmatch(value.strip())
+    if match is None:
+        return 0
+    unit = match.group(2).lower() if match.group(2) else None
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def compile_query(query: str, tz: str | None = None) -> tuple[str, list[str | float]]:
+    """(`sql`, params): a condition on `messages m`; '1' for an empty query.
+    `tz` (an IANA name) is the zone of after:/before: days; unknown: UTC."""
+    zone = _zone(tz)
     parts: list[str] = []
     params: list[str | float] = []
     for term in tokenize(query):
-        sql, values = _condition(term)
+        sql, values = _condition(term, zone)
         parts.append(f'NOT ({sql})' if term.negated else f'({sql})')
         params.extend(values)
     return (' AND '.join(parts) or '1'), params
 
 
-def _condition(term: Term) -> tuple[str, list[str | float]]:
+def _condition(term: Term, zone: tzinfo) -> tuple[str, list[str | float]]:
     if term.field in ('is', 'has'):
-        sql = FLAGS.get((term.field, term.value.lower()))
-        if sql is None:
-            raise QueryError(f'unknown filter {term.field}:{term.value}')
-        return sql, []
+        return FLAGS[(term.field, term.value.lower())], []
     if term.field == 'tag':
-        return '0', []
+        return ('m.id IN (SELECT mt.message FROM message_tags mt JOIN tags t'
+                ' ON t.id = mt.tag WHERE t.name = ?)'), [term.value.strip()]
+    if term.field in ('larger', 'smaller'):
+        return f'm.size {">" if term.field == "larger" else "<"} ?', [size_in_bytes(term.value)]
     if term.field in ('after', 'before'):
-        day = _day(term.value)
+        day = _day(term.value, zone)
         if term.field == 'after':
             return 'm.created_ts >= ?', [day.timestamp()]
         return 'm.created_ts < ?', [day.timestamp()]
@@ -136,9 +166,20 @@ def _condition(term: Term) -> tuple[str, list[str | float]]:
     return f'm.id IN (SELECT rowid FROM search WHERE {likes})', [pattern] * len(columns)
 
 
-def _day(value: str) -> datetime:
+def _day(value: str, zone: tzinfo) -> datetime:
     try:
-        return datetime.strptime(value, '%Y-%m-%d').replace(tzinfo=timezone.utc)
+        return datetime.strptime(value, '%Y-%m-%d').replace(tzinfo=zone)
     except ValueError:
         raise QueryError(f'{value!r} is not a date (YYYY-MM-DD)') from None
+
+
+def _zone(name: str | None) -> tzinfo:
+    """The zone named `tz`; UTC without one, or for a name that is none
+    (Mailpit ignores a bad `tz` too)."""
+    if not name:
+        return timezone.utc
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return timezone.utc
 

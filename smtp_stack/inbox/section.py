@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from ..params import COUNT, Kind, Reader
 from .app import InboxApp, load_users
 from .capture import Capture
+from .chaos import ChaosMiddleware
 from .release import Relay, parse_hostport
 from .service import DEFAULT_HTTP, start_web
 from .store import Store
@@ -73,12 +74,13 @@ class InboxDelivery:
         users = load_users(ui_auth_file) if ui_auth_file else None
         self.app = InboxApp(self.store, relay=Relay(*relay) if relay else None, users=users,
                             stats=self.capture.stats)
+        self.chaos = ChaosMiddleware(self.app.chaos)    # PUT /api/v1/chaos fails commands
         self.web_address = http
         self.http: Any = None       # gevent's WSGIServer, while the web side runs
         self._serving: set[SmtpServer] = set()     # the started servers it is registered on
 
     def __call__(self, ctx: Context, next: Next) -> None:
-        return self._deliver(ctx, next)
+        self.chaos(ctx, lambda: self._deliver(ctx, next))
 
     def describe(self) -> str:
         return describe({'db': self.store.path, 'http': self.http_address or self.web_address})

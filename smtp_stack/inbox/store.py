@@ -1,54 +1,41 @@
-"""The inbox's messages in one SQLite file: WAL, FTS5, pruning, safe to share.
+"""The inbox's messages in one SQLite file: WAL, FTS5, tags, pruning, safe to share.
 
-Why SQLite from the stdlib: one file that survives restarts, is shared by
-processes (the `smtp-stack inbox` command and a gunicorn mount of the web
-side may be different processes), and needs no server. WAL mode lets
-readers go on while one writer commits; `BEGIN IMMEDIATE` takes the write
-lock up front, so two writers queue on `busy_timeout` instead of failing
-on a lock upgrade (a deferred transaction that finds the database changed
-gets SQLITE_BUSY at once, without the busy handler).
+The file, its connections and transactions are database.py's; the tables
+and their versions schema.py's (`PRAGMA user_version` and migrations: a
+file written by an older smtp_stack is brought up to date when opened, one
+written by a newer one is refused).
 
-Threads: every method is blocking and opens its own connection per thread
-(`threading.local`). From gevent greenlets, call them through
-`smtp_stack.offload.offload()`, which runs them in the hub's thread pool so
-the hub never waits on disk.
+Each message is stored as it arrived, with what Mailpit writes into it
+(arrival.py: Return-Path, a generated Message-ID, Bcc for envelope-only
+recipients), and with the fields of `parse.parse_message` computed once:
+`messages.summary` holds the list fields and `messages.detail` the rest;
+render.py shapes them as Mailpit's JSON when they are read.
 
-The tables and their versions are in schema.py (`PRAGMA user_version` and
-migrations): a file written by an older smtp_stack is brought up to date
-when opened, one written by a newer one is refused.
-
-Each message is stored as received (raw bytes) with the fields of
-`parse.parse_message` computed once at arrival; `messages.summary` holds the
-JSON list item and `messages.detail` the rest of the summary endpoint.
+Every method is blocking and uses this thread's connection: from gevent
+greenlets, call them through `smtp_stack.offload.offload()`.
 """
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
-from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
-from .parse import html_to_text, parse_message
-from .schema import migrate
+from . import render
+from .arrival import ID_ALPHABET, ID_LENGTH, field_value, header_fields, new_id, stamp
+from .database import Database, Transaction
+from .parse import html_to_text, message_from_bytes, parse_message
 from .search import compile_query
+from .tags import (all_tags, arrival_tags, delete_tag, message_addresses, rename_tag,
+                   set_message_tags, tag_counts, tags_of)
+from .unsubscribe import list_unsubscribe
+
+__all__ = ['Store', 'new_id', 'valid_id', 'list_item', 'ID_ALPHABET', 'ID_LENGTH', 'Json']
 
 # A JSON object of the API (Mailpit's field names).
 Json = dict[str, Any]
 
-ID_ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
-ID_LENGTH = 22              # as long as Mailpit's IDs; 131 bits of randomness
-BUSY_TIMEOUT_MS = 10_000
-
-LIST_COLUMNS = 'm.uid, m.read, m.summary'
-
-
-def new_id() -> str:
-    return ''.join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+PRUNE_EVENT_OVER = 200      # deleting more matches at once: one `prune` event, as Mailpit
 
 
 def valid_id(text: str) -> bool:
@@ -61,225 +48,255 @@ class Store:
     def __init__(self, path: str, max_messages: int = 500):
         if max_messages < 1:
             raise ValueError('max_messages must be 1 or more')
-        self.path = os.path.abspath(path)
+        self.database = Database(path)
+        self.path = self.database.path
         self.max_messages = max_messages
-        self._local = threading.local()
-        self._listeners: list[Callable[[], object]] = []    # called after each change (any thread)
         self.deleted = 0                # messages deleted or pruned since start
-        migrate(self._db())     # schema.py: versioned; a newer file is refused
-
-    # -- connections ---------------------------------------------------------
-    def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, 'db', None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                 isolation_level=None, check_same_thread=False)
-            db.execute('PRAGMA journal_mode = WAL')
-            # durable at checkpoints; WAL keeps it consistent
-            db.execute('PRAGMA synchronous = NORMAL')
-            db.execute(f'PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}')
-            self._local.db = db
-        return db
-
-    class _Transaction:
-        def __init__(self, db: sqlite3.Connection, store: Store, write: bool):
-            self.db, self.store, self.write = db, store, write
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.db.execute('BEGIN IMMEDIATE' if self.write else 'BEGIN')
-            self.before = self.db.total_changes
-            return self.db
-
-        def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                     tb: TracebackType | None) -> Literal[False]:
-            if kind is None:
-                # The change counter moves only when rows did: watchers
-                # (events.Broker) compare it, so a no-op write wakes nobody.
-                changed = self.write and self.db.total_changes > self.before
-                if changed:
-                    self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'changes'")
-                self.db.execute('COMMIT')
-                if changed:
-                    self.store._changed()
-            else:
-                self.db.execute('ROLLBACK')
-            return False
-
-    def _write(self) -> _Transaction:
-        return self._Transaction(self._db(), self, True)
-
-    def _read(self) -> _Transaction:
-        return self._Transaction(self._db(), self, False)
 
     def close(self) -> None:
         """Close this thread's connection (others close with their threads)."""
-        db: sqlite3.Connection | None = getattr(self._local, 'db', None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        self.database.close()
 
-    # -- change listeners ------------------------------------------------------
     def on_change(self, fn: Callable[[], object]) -> None:
-        self._listeners.append(fn)
+        """fn() after each change, from the thread that made it."""
+        self.database.on_change(fn)
 
-    def _changed(self) -> None:
-        for fn in list(self._listeners):
-            fn()
+    def _write(self) -> Transaction:
+        return self.database.write()
+
+    def _read(self) -> Transaction:
+        return self.database.read()
 
     # -- writing ---------------------------------------------------------------
     def add(self, raw: bytes, envelope_to: Iterable[str] = (), username: str | None = None,
             mail_from: str | None = None, received: datetime | None = None) -> Json:
-        """Store one message; returns its list item. Prunes beyond max_messages.
+        """Store one message; returns it as the `new` event's Data.
+        Prunes beyond max_messages.
 
-        `mail_from` (the envelope sender) is the ReturnPath when given; a
-        release sends the message from it.
+        `mail_from` (the envelope sender) becomes the Return-Path, and a
+        release sends the message from it; None: the message has no envelope.
         """
         received = received or datetime.now(timezone.utc)
-        fields = parse_message(raw, envelope_to, received)
-        if mail_from is not None:
-            fields['ReturnPath'] = mail_from
+        rcpt = list(envelope_to)
+        raw = stamp(raw, mail_from, rcpt)
+        fields = parse_message(raw, (), received)
+        tags = arrival_tags(field_value(raw, header_fields(raw), b'x-tags'),
+                            message_addresses(fields))
         uid = new_id()
-        item = list_item(uid, fields, username)
-        detail = {k: fields[k] for k in ('Date', 'ReturnPath', 'Text', 'HTML',
-                                          'Attachments', 'Inline')}
-        index = _index_row(fields)
-        with self._write() as db:
-            cursor = db.execute(
+        summary = list_item(uid, fields, username)
+        detail = {k: fields[k] for k in ('Date', 'ReturnPath', 'Text', 'HTML', 'Attachments',
+                                          'Inline', 'ListUnsubscribe')}
+        with self._write() as tx:
+            cursor = tx.db.execute(
                 'INSERT INTO messages (uid, created_ts, size, attachments, inline, username,'
                 ' summary, detail, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
                 (uid, received.timestamp(), len(raw), len(fields['Attachments']),
-                 len(fields['Inline']), username, json.dumps(item), json.dumps(detail), raw))
-            db.execute('INSERT INTO search (rowid, subject, sender, to_, cc, bcc, reply_to,'
-                       ' message_id, body, filenames) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                       (cursor.lastrowid, *index))
-            pruned = db.execute(
+                 len(fields['Inline']), username, json.dumps(summary), json.dumps(detail), raw))
+            row_id = cursor.lastrowid or 0
+            tx.db.execute('INSERT INTO search (rowid, subject, sender, to_, cc, bcc, reply_to,'
+                          ' message_id, body, filenames) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                          (row_id, *_index_row(fields)))
+            applied = set_message_tags(tx.db, row_id, tags) if tags else []
+            pruned: int = tx.db.execute(
                 'DELETE FROM messages WHERE id <= (SELECT id FROM messages'
                 ' ORDER BY id DESC LIMIT 1 OFFSET ?)', (self.max_messages,)).rowcount
+            if pruned:
+                tx.event('prune')
         self.deleted += pruned
-        return {**item, 'Read': False}
+        return render.list_item(summary, False, applied, event=True)
 
     def delete(self, ids: Iterable[str] | None = None) -> int:
         """Delete these IDs (None: all). Unknown IDs are ignored, as in Mailpit."""
-        with self._write() as db:
+        with self._write() as tx:
             if ids is None:
-                count: int = db.execute('DELETE FROM messages').rowcount
+                count: int = tx.db.execute('DELETE FROM messages').rowcount
+                tx.event('truncate')
             else:
                 count = 0
-                for uid in ids:
-                    count += db.execute('DELETE FROM messages WHERE uid = ?', (uid,)).rowcount
+                for uid in dict.fromkeys(ids):
+                    if tx.db.execute('DELETE FROM messages WHERE uid = ?', (uid,)).rowcount:
+                        count += 1
+                        tx.event('delete', {'ID': uid})
         self.deleted += count
         return count
 
-    def delete_matching(self, query: str) -> int:
-        where, params = compile_query(query)
-        with self._write() as db:
-            count: int = db.execute(f'DELETE FROM messages WHERE id IN (SELECT m.id FROM'
-                                    f' messages m WHERE {where})', params).rowcount
-        self.deleted += count
-        return count
+    def delete_matching(self, query: str, tz: str | None = None) -> int:
+        where, params = compile_query(query, tz)
+        with self._write() as tx:
+            uids = [uid for (uid,) in tx.db.execute(
+                f'SELECT m.uid FROM messages m WHERE {where}', params)]
+            tx.db.execute(f'DELETE FROM messages WHERE id IN (SELECT m.id FROM'
+                          f' messages m WHERE {where})', params)
+            if len(uids) > PRUNE_EVENT_OVER:
+                tx.event('prune')
+            for uid in uids if len(uids) <= PRUNE_EVENT_OVER else ():
+                tx.event('delete', {'ID': uid})
+        self.deleted += len(uids)
+        return len(uids)
 
     def set_read(self, read: bool, ids: Iterable[str] | None = None,
-                 query: str | None = None) -> int:
-        """Mark IDs, or the matches of a query, or (neither) every message."""
+                 query: str | None = None, tz: str | None = None) -> int:
+        """Mark IDs, or the matches of a query, or (neither) every message.
+        Each message marked by ID or query is an `update` event, as in Mailpit."""
         flag = 1 if read else 0
-        with self._write() as db:
-            if ids is not None:
-                return sum(db.execute('UPDATE messages SET read = ? WHERE uid = ?',
-                                      (flag, uid)).rowcount for uid in ids)
-            where, params = compile_query(query or '')
-            count: int = db.execute(f'UPDATE messages SET read = ? WHERE id IN (SELECT m.id'
-                                    f' FROM messages m WHERE {where})', (flag, *params)).rowcount
+        with self._write() as tx:
+            if ids is None and not (query or '').strip():
+                count: int = tx.db.execute('UPDATE messages SET read = ? WHERE read != ?',
+                                           (flag, flag)).rowcount
+                return count
+            if ids is None:
+                where, params = compile_query(query or '', tz)
+                ids = [uid for (uid,) in tx.db.execute(
+                    f'SELECT m.uid FROM messages m WHERE ({where}) AND m.read != ?',
+                    (*params, flag))]
+            count = 0
+            for uid in dict.fromkeys(ids):
+                if tx.db.execute('UPDATE messages SET read = ? WHERE uid = ? AND read != ?',
+                                 (flag, uid, flag)).rowcount:
+                    count += 1
+                    tx.event('update', {'ID': uid, 'Read': read})
             return count
 
+    # -- tags -------------------------------------------------------------------------
+    def set_tags(self, ids: Iterable[str], names: Sequence[str]) -> None:
+        """Replace the tags of these messages (unknown IDs are skipped)."""
+        with self._write() as tx:
+            for uid in dict.fromkeys(ids):
+                row = tx.db.execute('SELECT id FROM messages WHERE uid = ?', (uid,)).fetchone()
+                if row is not None:
+                    applied = set_message_tags(tx.db, row[0], names)
+                    tx.event('update', {'ID': uid, 'Tags': applied})
+
+    def tags(self) -> list[str]:
+        with self._read() as tx:
+            return all_tags(tx.db)
+
+    def tag_counts(self) -> dict[str, int]:
+        with self._read() as tx:
+            return tag_counts(tx.db)
+
+    def rename_tag(self, old: str, new: str) -> None:
+        """ValueError with Mailpit's text for a bad or taken name, an unknown tag."""
+        with self._write() as tx:
+            if rename_tag(tx.db, old, new):
+                tx.event('prune')
+
+    def delete_tag(self, name: str) -> None:
+        with self._write() as tx:
+            delete_tag(tx.db, name)
+            tx.event('prune')
+
     # -- reading -----------------------------------------------------------------
-    def listing(self, start: int = 0, limit: int = 50, query: str = '') -> Json:
-        """Mailpit's MessagesSummary: newest first, `start`/`limit` paging."""
-        where, params = compile_query(query)
-        with self._read() as db:
-            total, unread = db.execute(
+    def listing(self, start: int = 0, limit: int = 50, query: str = '', *,
+                before: float | None = None, tz: str | None = None) -> Json:
+        """Mailpit's MessagesSummary, newest first: the mailbox (`query`
+        blank) or a search. `limit` 0 is every message of the mailbox but
+        none of a search, `before` (a POSIX time) keeps older ones only:
+        each as Mailpit answers it."""
+        searching = bool(query.strip())
+        where, params = compile_query(query, tz)
+        if before is not None:
+            where, params = f'({where}) AND m.created_ts < ?', [*params, before]
+        page = f'SELECT m.id, m.read, m.summary FROM messages m WHERE {where} ORDER BY m.id DESC'
+        page_params = [*params, limit, start] if limit else params
+        if limit:
+            page += ' LIMIT ? OFFSET ?'
+        with self._read() as tx:
+            total, unread = tx.db.execute(
                 'SELECT count(*), coalesce(sum(read = 0), 0) FROM messages').fetchone()
-            if query.strip():
-                matched, matched_unread = db.execute(
+            matched, matched_unread = total, unread
+            if searching:
+                matched, matched_unread = tx.db.execute(
                     f'SELECT count(*), coalesce(sum(m.read = 0), 0) FROM messages m'
                     f' WHERE {where}', params).fetchone()
-            else:
-                matched, matched_unread = total, unread
-            rows = db.execute(f'SELECT {LIST_COLUMNS} FROM messages m WHERE {where}'
-                              f' ORDER BY m.id DESC LIMIT ? OFFSET ?',
-                              (*params, limit, start)).fetchall()
-        messages = [_item(row) for row in rows]
+            rows = tx.db.execute(page, page_params).fetchall() if limit or not searching else []
+            tagged = tags_of(tx.db, [row[0] for row in rows])
+            every_tag = all_tags(tx.db)
+        messages = [render.list_item(json.loads(summary), bool(read), tagged.get(row_id, []))
+                    for row_id, read, summary in rows]
         return {'total': total, 'unread': unread, 'count': len(messages),
                 'messages_count': matched, 'messages_unread': matched_unread,
-                'start': start, 'tags': [], 'messages': messages}
+                'start': start, 'tags': every_tag, 'messages': messages}
 
     def resolve(self, uid: str) -> str | None:
         """'latest' -> the newest ID; an ID -> itself if stored; else None."""
-        with self._read() as db:
+        with self._read() as tx:
             if uid == 'latest':
-                row = db.execute('SELECT uid FROM messages ORDER BY id DESC LIMIT 1').fetchone()
+                row = tx.db.execute('SELECT uid FROM messages ORDER BY id DESC LIMIT 1'
+                                    ).fetchone()
             else:
-                row = db.execute('SELECT uid FROM messages WHERE uid = ?', (uid,)).fetchone()
+                row = tx.db.execute('SELECT uid FROM messages WHERE uid = ?', (uid,)).fetchone()
+        found: str | None = row[0] if row else None
+        return found
+
+    def latest(self, query: str, tz: str | None = None) -> str | None:
+        """The newest message matching a search (`latest?query=`), or None."""
+        where, params = compile_query(query, tz)
+        with self._read() as tx:
+            row = tx.db.execute(f'SELECT m.uid FROM messages m WHERE {where}'
+                                f' ORDER BY m.id DESC LIMIT 1', params).fetchone()
         found: str | None = row[0] if row else None
         return found
 
     def summary(self, uid: str, mark_read: bool = True) -> Json | None:
         """Mailpit's Message (the summary endpoint); opening it marks it read."""
-        with self._read() as db:
-            row = db.execute('SELECT m.uid, m.read, m.summary, m.detail FROM messages m'
-                             ' WHERE m.uid = ?', (uid,)).fetchone()
-        if row is None:
-            return None
+        with self._read() as tx:
+            row = tx.db.execute('SELECT id, read, summary, detail FROM messages WHERE uid = ?',
+                                (uid,)).fetchone()
+            if row is None:
+                return None
+            tags = tags_of(tx.db, [row[0]]).get(row[0], [])
         if mark_read and not row[1]:     # only an unread message costs a write
-            with self._write() as db:
-                db.execute('UPDATE messages SET read = 1 WHERE uid = ?', (uid,))
-            row = (row[0], 1, row[2], row[3])
-        item = _item(row[:3])
+            self.set_read(True, [uid])
         detail = json.loads(row[3])
-        out = {k: item[k] for k in ('ID', 'MessageID', 'Read', 'From', 'To', 'Cc', 'Bcc',
-                                     'ReplyTo', 'Subject', 'Tags', 'Size')}
-        if item.get('Username'):
-            out['Username'] = item['Username']
-        out.update(detail)
-        out['ListUnsubscribe'] = {'Header': '', 'HeaderPost': '', 'Links': [], 'Errors': ''}
-        return out
+        if 'ListUnsubscribe' not in detail:     # stored before it was
+            detail['ListUnsubscribe'] = _unsubscribe_of(self.raw(uid) or b'')
+        return render.message(json.loads(row[2]), detail, tags)
 
     def raw(self, uid: str) -> bytes | None:
-        with self._read() as db:
-            row = db.execute('SELECT raw FROM messages WHERE uid = ?', (uid,)).fetchone()
+        with self._read() as tx:
+            row = tx.db.execute('SELECT raw FROM messages WHERE uid = ?', (uid,)).fetchone()
         return bytes(row[0]) if row else None
 
     def envelope_sender(self, uid: str) -> str:
         """The Return-Path of a stored message (for a release), or ''."""
-        with self._read() as db:
-            row = db.execute('SELECT detail FROM messages WHERE uid = ?', (uid,)).fetchone()
+        with self._read() as tx:
+            row = tx.db.execute('SELECT detail FROM messages WHERE uid = ?', (uid,)).fetchone()
         if row is None:
             return ''
         sender: str = json.loads(row[0]).get('ReturnPath', '')
         return sender
 
-    def state(self) -> tuple[int, int, int, int]:
-        """(changes counter, newest row id, total, unread): cheap, for watchers."""
-        with self._read() as db:
-            changes = db.execute("SELECT value FROM meta WHERE key = 'changes'").fetchone()[0]
-            newest, total, unread = db.execute(
+    def state(self) -> tuple[int, int, int, int, int]:
+        """(changes counter, newest row id, total, unread, last event): cheap, for watchers."""
+        with self._read() as tx:
+            changes = tx.db.execute("SELECT value FROM meta WHERE key = 'changes'").fetchone()[0]
+            newest, total, unread = tx.db.execute(
                 'SELECT coalesce(max(id), 0), count(*), coalesce(sum(read = 0), 0)'
                 ' FROM messages').fetchone()
-        return changes, newest, total, unread
+            last_event = tx.db.execute('SELECT coalesce(max(seq), 0) FROM events').fetchone()[0]
+        return changes, newest, total, unread, last_event
 
     def newer_than(self, row_id: int, limit: int = 100) -> list[Json]:
-        """List items of messages stored after row `row_id`, oldest first."""
-        with self._read() as db:
-            rows = db.execute(f'SELECT {LIST_COLUMNS} FROM messages m WHERE m.id > ?'
-                              f' ORDER BY m.id LIMIT ?', (row_id, limit)).fetchall()
-        return [_item(row) for row in rows]
+        """`new` events' Data for messages stored after row `row_id`, oldest first."""
+        with self._read() as tx:
+            rows = tx.db.execute('SELECT id, read, summary FROM messages WHERE id > ?'
+                                 ' ORDER BY id LIMIT ?', (row_id, limit)).fetchall()
+            tagged = tags_of(tx.db, [row[0] for row in rows])
+        return [render.list_item(json.loads(summary), bool(read), tagged.get(i, []), event=True)
+                for i, read, summary in rows]
+
+    def events_since(self, seq: int) -> list[tuple[int, Json]]:
+        """(seq, event) logged after `seq`: delete, update, truncate, prune."""
+        with self._read():
+            return self.database.events_since(seq)
 
     def file_size(self) -> int:
-        return sum(os.path.getsize(p) for p in (self.path, self.path + '-wal')
-                   if os.path.exists(p))
+        return self.database.file_size()
 
 
 def list_item(uid: str, fields: Json, username: str | None) -> Json:
-    """Mailpit's MessageSummary (an element of `messages`), without Read."""
+    """The list fields as stored (`messages.summary`); render.list_item shapes them."""
     item = {
         'ID': uid,
         'MessageID': fields['MessageID'],
@@ -300,11 +317,10 @@ def list_item(uid: str, fields: Json, username: str | None) -> Json:
     return item
 
 
-def _item(row: Sequence[Any]) -> Json:
-    uid, read, summary = row
-    item: Json = json.loads(summary)
-    item['Read'] = bool(read)
-    return item
+def _unsubscribe_of(raw: bytes) -> Json:
+    message = message_from_bytes(raw.split(b'\r\n\r\n', 1)[0] + b'\r\n\r\n')
+    return list_unsubscribe(str(message.get('List-Unsubscribe', '') or ''),
+                            str(message.get('List-Unsubscribe-Post', '') or ''))
 
 
 def _people(addresses: Iterable[Json | None] | None) -> str:
@@ -317,4 +333,3 @@ def _index_row(fields: Json) -> tuple[str, ...]:
     return (fields['Subject'], _people([fields['From']] if fields['From'] else []),
             _people(fields['To']), _people(fields['Cc']), _people(fields['Bcc']),
             _people(fields['ReplyTo']), fields['MessageID'], body, files)
-

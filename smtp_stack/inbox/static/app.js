@@ -161,11 +161,11 @@ async function open(id) {
 function showHtml() {
   const message = state.current;
   const frame = $('html-frame');
-  const remote = $('remote-images').checked ? '?remote=1' : '';
+  const remote = $('remote-images').checked ? '&remote=1' : '';
   if (message && message.HTML) {
     frame.hidden = false;
     $('no-html').hidden = true;
-    frame.src = `view/${message.ID}.html${remote}`;
+    frame.src = `view/${message.ID}.html?embed=1${remote}`;
   } else {
     frame.hidden = true;
     frame.removeAttribute('src');

@@ -1,0 +1,146 @@
+"""Mailpit's API v1 beyond reading messages: send, tags, chaos, the checks, swagger.json.
+
+Handlers as in api.py (the app and the Request in, a Response out), with
+Mailpit's answers: `{"ID"}` for a send and `{"Error"}` for a refused one,
+plain `ok` for the tag writes, the ChaosTriggers object for chaos.
+
+Four of Mailpit's endpoints need what this inbox does not have: the HTML
+check (the caniemail data set), the link check, the SpamAssassin check
+(spamd) and attachment thumbnails (an imaging library). They answer `501
+{"Error": ...}` saying what is missing, not 404: a client sees the
+endpoint exists and why it cannot serve it (docs/inbox.md).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..offload import offload
+from .api import resolve
+from .chaos import ChaosError
+from .http import HttpError, Request, Response, json_response, ok
+from .send import SendError, build
+from .swagger import document
+
+if TYPE_CHECKING:
+    from .app import InboxApp
+
+SEND_MAX_BODY = 32 << 20    # a send request carries its attachments in base64
+
+
+# -- send -----------------------------------------------------------------------------------
+
+def send(app: InboxApp, req: Request) -> Response:
+    """Store a message made from the JSON request, as if it came over SMTP;
+    the HTTP user (basic auth) is its Username, as in Mailpit."""
+    try:
+        body = req.json(max_size=SEND_MAX_BODY)
+    except HttpError as error:
+        raise HttpError(error.status, error.reason, as_json=True) from None
+    if body is None:
+        raise HttpError(400, 'the body must be a JSON send request', as_json=True)
+    try:
+        raw, sender, recipients = build(body)
+    except SendError as exc:
+        raise HttpError(400, str(exc), as_json=True) from None
+    credentials = req.basic_auth()
+    username = credentials[0] if credentials else None
+    stored = offload(lambda: app.store.add(raw, recipients, username=username,
+                                           mail_from=sender))
+    app.stats['accepted'] += 1
+    app.stats['accepted_size'] += len(raw)
+    return json_response({'ID': stored['ID']})
+
+
+# -- tags ------------------------------------------------------------------------------------
+
+def get_tags(app: InboxApp, req: Request) -> Response:
+    return json_response(offload(app.store.tags))
+
+
+def set_tags(app: InboxApp, req: Request) -> Response:
+    """`{"IDs": [...], "Tags": [...]}`: those messages get exactly those tags."""
+    body = req.json(default={})
+    ids = body.get('IDs') or []
+    tags = body.get('Tags') or []
+    for name, value in (('IDs', ids), ('Tags', tags)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise HttpError(400, f'{name} must be a list of strings')
+    offload(app.store.set_tags, ids, tags)
+    return ok()
+
+
+def rename_tag(app: InboxApp, req: Request, tag: str) -> Response:
+    body = req.json(default={})
+    name = body.get('Name')
+    if not isinstance(name, str):
+        raise HttpError(400, 'Name must be a string')
+    _tag_change(app.store.rename_tag, tag, name)
+    return ok()
+
+
+def delete_tag(app: InboxApp, req: Request, tag: str) -> Response:
+    _tag_change(app.store.delete_tag, tag)
+    return ok()
+
+
+def _tag_change(fn: Callable[..., None], *args: str) -> None:
+    try:
+        offload(fn, *args)
+    except ValueError as exc:   # Mailpit's texts: tag not found, invalid or taken name
+        raise HttpError(400, str(exc)) from None
+
+
+# -- chaos -----------------------------------------------------------------------------------
+
+def get_chaos(app: InboxApp, req: Request) -> Response:
+    return json_response(app.chaos.triggers())
+
+
+def set_chaos(app: InboxApp, req: Request) -> Response:
+    """Every trigger from the body; those left out go back to 0 %."""
+    try:
+        app.chaos.set(req.json(default={}))
+    except ChaosError as exc:
+        raise HttpError(400, str(exc)) from None
+    return json_response(app.chaos.triggers())
+
+
+# -- what is not served here ------------------------------------------------------------------
+
+NOT_HERE = {
+    'html-check': 'the HTML check needs the caniemail data set, which this inbox does not '
+                  'carry yet',
+    'link-check': 'the link check is not implemented in this inbox yet',
+    'sa-check': 'the spam check needs SpamAssassin (spamd), which this inbox is not '
+                'connected to',
+    'thumb': 'thumbnails need an imaging library, which this inbox does not use',
+}
+
+
+def html_check(app: InboxApp, req: Request, message_id: str) -> Response:
+    return _not_here(app, req, message_id, 'html-check')
+
+
+def link_check(app: InboxApp, req: Request, message_id: str) -> Response:
+    return _not_here(app, req, message_id, 'link-check')
+
+
+def spam_check(app: InboxApp, req: Request, message_id: str) -> Response:
+    return _not_here(app, req, message_id, 'sa-check')
+
+
+def thumbnail(app: InboxApp, req: Request, message_id: str, part_id: str) -> Response:
+    return _not_here(app, req, message_id, 'thumb')
+
+
+def _not_here(app: InboxApp, req: Request, message_id: str, what: str) -> Response:
+    resolve(app, message_id, req)       # an unknown message is still a 404
+    raise HttpError(501, NOT_HERE[what], as_json=True)
+
+
+# -- the API's description --------------------------------------------------------------------
+
+def swagger(app: InboxApp, req: Request) -> Response:
+    """OpenAPI 2.0 of what this inbox serves (swagger.py), under its mount point."""
+    return json_response(document(app.routes, req.environ.get('SCRIPT_NAME', '')))

@@ -1,0 +1,119 @@
+"""What the inbox writes into a message as it stores it, as Mailpit does.
+
+Pure: the message's bytes and its envelope in, the bytes to store out.
+Mailpit (internal/smtpd/main.go, SaveToDatabase) stores every message,
+whether it came over SMTP or through `POST /api/v1/send`, with:
+
+- `Return-Path: <MAIL FROM>` (RFC 5321 4.4: the delivering server records
+  the envelope sender; `<>` for a bounce). A Return-Path the client sent
+  that says otherwise is replaced where it stands; none is added on top.
+- a generated `Message-ID` when the message has none, so that every stored
+  message has one to show and search (`message-id:`).
+- `Bcc:` naming the envelope recipients that no To, Cc or Bcc field
+  names: the only record of a blind copy once the envelope is gone
+  (Laravel and other senders put no Bcc field in the message).
+
+Each new field goes on top, in that order, so the stored message starts
+`Bcc`, `Message-ID`, `Return-Path`, then what the SMTP side added
+(Received) and the message as sent. Only the header section is searched
+and edited: a line of the body that looks like a header is never touched.
+Where a Bcc field is present, the missing recipients are added to its
+value (Mailpit means to, but writes ", " and the old value only).
+"""
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable
+from email.utils import getaddresses
+
+ID_ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
+ID_LENGTH = 22              # as long as Mailpit's IDs; 131 bits of randomness
+MESSAGE_ID_DOMAIN = 'smtp-stack'
+_ADDRESS = re.compile(r'[^\s@<>()",;:]+@[^\s@<>()",;:]+')
+
+
+def stamp(raw: bytes, mail_from: str | None, rcpt: Iterable[str] = (),
+          message_id: str | None = None) -> bytes:
+    """The message as stored. `mail_from` None (no envelope): no Return-Path."""
+    fields = header_fields(raw)
+    if mail_from is not None:
+        current = field_value(raw, fields, b'return-path')
+        if current is None or current.strip().strip('<>') != mail_from:
+            raw = set_field(raw, fields, b'Return-Path', f'<{mail_from}>')
+            fields = header_fields(raw)
+    if not (field_value(raw, fields, b'message-id') or '').strip().strip('<>'):
+        generated = message_id or f'{new_id()}@{MESSAGE_ID_DOMAIN}'
+        raw = f'Message-ID: <{generated}>\r\n'.encode() + raw
+        fields = header_fields(raw)
+    missing = hidden_recipients(raw, fields, rcpt)
+    if missing:
+        present = field_value(raw, fields, b'bcc')
+        value = ', '.join(missing)
+        if present is not None and present.strip():
+            value = present.strip() + ', ' + value
+        raw = set_field(raw, fields, b'Bcc', value)
+    return raw
+
+
+def new_id() -> str:
+    """A random ID (a stored message's, and a generated Message-ID's left part)."""
+    return ''.join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+
+
+def hidden_recipients(raw: bytes, fields: list[tuple[bytes, int, int]],
+                      rcpt: Iterable[str]) -> list[str]:
+    """The envelope recipients (each valid address once) no To, Cc or Bcc names."""
+    named: set[str] = set()
+    for name in (b'to', b'cc', b'bcc'):
+        for start, end in ((s, e) for n, s, e in fields if n == name):
+            value = raw[start:end].split(b':', 1)[1].decode('utf-8', 'replace')
+            named.update(a.lower() for _n, a in getaddresses([_unfold(value)]) if a)
+    missing: list[str] = []
+    for address in rcpt:
+        if _ADDRESS.fullmatch(address) and address.lower() not in named:
+            named.add(address.lower())
+            missing.append(address)
+    return missing
+
+
+def header_fields(raw: bytes) -> list[tuple[bytes, int, int]]:
+    """(lower-case name, start, end) of each field of the header section;
+    `end` is past the field's last line end (its folded lines included)."""
+    fields: list[tuple[bytes, int, int]] = []
+    pos = 0
+    while pos < len(raw):
+        end = raw.find(b'\n', pos)
+        end = len(raw) if end < 0 else end + 1
+        line = raw[pos:end]
+        if line in (b'\r\n', b'\n'):
+            break       # the blank line: the body follows
+        if line[:1] in (b' ', b'\t') and fields:
+            name, start, _ = fields[-1]
+            fields[-1] = (name, start, end)
+        elif b':' in line:
+            fields.append((line.split(b':', 1)[0].strip().lower(), pos, end))
+        pos = end
+    return fields
+
+
+def field_value(raw: bytes, fields: list[tuple[bytes, int, int]], name: bytes) -> str | None:
+    """The first field `name`'s value, unfolded, or None when absent."""
+    for found, start, end in fields:
+        if found == name:
+            return _unfold(raw[start:end].split(b':', 1)[1].decode('utf-8', 'replace'))
+    return None
+
+
+def set_field(raw: bytes, fields: list[tuple[bytes, int, int]], name: bytes,
+              value: str) -> bytes:
+    """The first field `name` replaced by `Name: value`, or one added on top."""
+    line = name + b': ' + value.encode('utf-8') + b'\r\n'
+    for found, start, end in fields:
+        if found == name.lower():
+            return raw[:start] + line + raw[end:]
+    return line + raw
+
+
+def _unfold(value: str) -> str:
+    return re.sub(r'\r?\n(?=[ \t])', '', value).strip()
