@@ -25,6 +25,7 @@ from ..options import LogLevels
 from ..server import SmtpServer, hostport
 from .app import InboxApp
 from .capture import Capture
+from .chaos import ChaosMiddleware
 from .store import Store
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class Inbox:
             server_options.setdefault('allow_insecure_auth', True)
             server_options.setdefault('on_auth', _anyone)
         self.smtp = SmtpServer(name=name, disabled_commands=disabled, **server_options)
+        self.smtp.use(ChaosMiddleware(self.app.chaos))     # PUT /api/v1/chaos fails commands
         self.smtp.use(self.capture.delivery())
         self._smtp_at = smtp
         self._http_at = http
