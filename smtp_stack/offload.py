@@ -16,13 +16,18 @@
   by exactly one thread, so two transactions never interleave on it); and
   a forked worker gets fresh threads, never its parent's (which do not
   exist in the child).
+- `run_in(pool, fn, *args)`: what both use. An exception never leaves the
+  worker thread as such: gevent's pool would hand it to the hub, which
+  prints its traceback on stderr (whatever the log level) before the
+  caller sees it. It is carried back as a value and raised in the calling
+  greenlet, where the caller's `except` deals with it, printed by nobody.
 """
 from __future__ import annotations
 
 import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from gevent import get_hub
 from gevent._hub_local import get_hub_if_exists  # also gevent.hub._get_hub; no public name
@@ -43,8 +48,35 @@ def offload(fn: Callable[[Unpack[Args]], Result], *args: Unpack[Args]) -> Result
     hub = get_hub_if_exists()
     if hub is None:
         return fn(*args)
-    result: Result = hub.threadpool.apply(fn, args)     # gevent is untyped: Any
-    return result
+    return run_in(hub.threadpool, fn, *args)
+
+
+def run_in(pool: ThreadPool, fn: Callable[[Unpack[Args]], Result], *args: Unpack[Args]) -> Result:
+    """`fn(*args)` in one of `pool`'s threads; what it raises is raised
+    here, in the caller's greenlet, and nothing is printed."""
+    outcome: _Outcome[Result] = pool.apply(_captured, (fn, args))    # gevent is untyped: Any
+    if outcome.error is not None:
+        error, outcome.error = outcome.error, None      # no reference cycle through the frame
+        raise error
+    return outcome.value
+
+
+class _Outcome(Generic[Result]):
+    """What a call in a worker thread returned, or raised."""
+
+    __slots__ = ('value', 'error')
+
+    def __init__(self, value: Result, error: BaseException | None) -> None:
+        self.value = value
+        self.error = error
+
+
+def _captured(fn: Callable[..., Result], args: tuple[object, ...]) -> _Outcome[Result | None]:
+    """Run in the worker thread: never raises, so the pool has nothing to print."""
+    try:
+        return _Outcome(fn(*args), None)
+    except BaseException as exc:    # SystemExit of user code too: the caller's session deals
+        return _Outcome(None, exc)
 
 
 class OwnThreads:

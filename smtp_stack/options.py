@@ -61,6 +61,9 @@ Pem: TypeAlias = 'str | bytes'
 TlsVersion = Literal['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3']
 # True or '*' (every peer), False or None (none), or IPs and CIDRs (may hold '*').
 Trust: TypeAlias = 'bool | str | Collection[str] | None'
+# What a check does when its store or DNS is down (state/fail_open.py).
+OnStoreError = Literal['accept', 'tempfail']
+ON_STORE_ERROR: tuple[OnStoreError, ...] = ('accept', 'tempfail')
 
 
 class TlsOptions(TypedDict, total=False):
@@ -127,6 +130,7 @@ class ServerOptions(TypedDict, total=False):
     max_line_length: int
     max_auth_failures_per_ip: int
     store: str | Store | None
+    on_store_error: OnStoreError
     auth_failure_window: float
     workers: int
     on_socket: SocketHook | None
@@ -397,6 +401,13 @@ def _store(v: object) -> Store | None:
     return as_store(v)      # type: ignore[arg-type]   # as_store checks it
 
 
+def _on_store_error(v: object) -> OnStoreError:
+    for mode in ON_STORE_ERROR:
+        if v == mode:
+            return mode
+    raise ValueError("on_store_error must be 'accept' or 'tempfail'")
+
+
 def _log_backend(v: object) -> logging.Logger | LogBackend:
     if v is None or not callable(getattr(v, 'log', None)):
         raise ValueError('log_backend must be a logging.Logger (or have .log(level, msg, *args))')
@@ -496,6 +507,8 @@ class Options:
     # Where max_connections_per_ip and max_auth_failures_per_ip are counted:
     # None (this process), or a store shared by workers and machines.
     store: Store | None = option(None, _store)
+    # A store or DNS that fails: skip the check ('accept') or answer 451 4.3.5.
+    on_store_error: OnStoreError = option('accept', _on_store_error)
     auth_failure_window: float = option(600.0, _seconds('auth_failure_window'))
     workers: int = option(1, _workers)
     on_socket: SocketHook | None = option(None, _callable_or_none('on_socket'))

@@ -152,6 +152,7 @@ _HOOK_BAD = [1, 'hook', object()]
 
 BAD_VALUES = {
     'store': ['nosuch://x', 5, 'sqlite:'],
+    'on_store_error': ['reject', 'TEMPFAIL', 'fail_open', None, True, 451],
     'name': [None, 1, b'mx.test'],
     'banner': [None, 1, b'hi'],
     'secure': _BOOL_BAD,
@@ -297,6 +298,7 @@ def test_log_backend_accepts_a_logger_or_anything_with_log():
 # --- defaults -------------------------------------------------------------------
 DEFAULTS = {
     'store': None,
+    'on_store_error': 'accept',
     'banner': '',
     'secure': False,
     'lmtp': False,

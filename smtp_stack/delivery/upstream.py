@@ -12,6 +12,15 @@ XFORWARD (Postfix XFORWARD_README) tells the upstream who the original
 client was; the relay sends it before each MAIL when the upstream offers
 it, because Postfix forgets the attributes after each transaction.
 
+An upstream that is down costs one connect timeout per period, not one
+per message: `connect()` passes the upstream's circuit breaker
+(state/breaker.py, one per host and port). Once a connection attempt
+failed after half its timeout or more (no answer: a host that drops SYNs,
+a server that accepts and never greets), every connect fails at once with
+`UpstreamDown` (an OSError, as a refused connection) for a few seconds,
+then one probe tries again. A refused connection costs nothing and opens
+nothing.
+
 The relay middleware that drives this client is in relay.py; the inbox's
 "release" (inbox/release.py) uses the client alone.
 """
@@ -20,6 +29,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
+import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -29,6 +39,7 @@ from gevent import ssl as gssl
 from ..framing import DotStuffer
 from ..options import MAX_COMMAND_LINE
 from ..replies import Reply
+from ..state.breaker import Breaker, breaker
 from ..xtext import encode_xtext
 from .base import CHUNK, reply_from
 
@@ -37,6 +48,16 @@ if TYPE_CHECKING:
 
     from ..addresses import Address
     from ..session import Session
+
+
+class UpstreamDown(ConnectionError):
+    """Not even tried: the upstream's breaker is open (it did not answer lately)."""
+
+
+def upstream_breaker(host: str, port: int, timeout: float) -> Breaker:
+    """The breaker of `host:port` (a socket path alone), shared by every relay to it."""
+    where = host if host.startswith('/') else f'{host}:{port}'
+    return breaker(f'upstream {where}', slow=timeout / 2)
 
 
 class Upstream(smtplib.SMTP):
@@ -59,8 +80,20 @@ class Upstream(smtplib.SMTP):
 
     def connect(self, host: str = 'localhost', port: int = 0,
                 source_address: SocketAddress | None = None) -> tuple[int, bytes]:
+        """Connect and read the greeting, through the upstream's breaker."""
         self._host = host       # smtplib's starttls() checks the certificate against it
-        return super().connect(host, port, source_address)
+        guard = upstream_breaker(host, port, self.timeout)
+        ticket = guard.admit()
+        if ticket is None:
+            raise UpstreamDown(f'{guard.name}: {guard.refusal()}')
+        began = time.monotonic()
+        try:
+            greeting = super().connect(host, port, source_address)
+        except (OSError, smtplib.SMTPException) as exc:
+            guard.failed(ticket, time.monotonic() - began, str(exc) or type(exc).__name__)
+            raise
+        guard.succeeded(ticket)
+        return greeting
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         sock: socket.socket

@@ -20,7 +20,10 @@ accepted. Only `enforce_dmarc=True` refuses — with 550 5.7.1, after the
 body, as RFC 7489 10.3 allows — a message that fails DMARC for a domain
 asking p=reject (after pct= sampling); a DMARC temperror is never a
 refusal. Authenticated sessions (submission) are not checked: their mail
-is ours to sign, not to judge.
+is ours to sign, not to judge. With `on_store_error='tempfail'` (the
+policy's, else the server's) a DNS temperror of SPF, DKIM or DMARC is
+`451 4.3.5` after the body instead (RFC 7208 8.6 allows it): the client
+retries, and no message goes through unchecked while DNS is down.
 """
 from __future__ import annotations
 
@@ -34,8 +37,8 @@ from ..headers import remove_fields
 from ..offload import offload
 from ..params import BOOL, INTEGER, STRING
 from .authresults import claims, header_value
-from .common import authenticated, client_ip, warnings
-from .config import SEAL
+from .common import authenticated, check_mode, client_ip, mode_of, store_failed, warnings
+from .config import ON_STORE_ERROR, SEAL
 from .dkimcheck import (ArcResult, ArcSealer, DkimResult, PrefetchedKeys, key_names, too_big,
                         verify_arc, verify_dkim)
 from .dmarc import DmarcResult, check_dmarc
@@ -44,6 +47,7 @@ from .spf import SpfResult, check_helo, check_spf
 
 if TYPE_CHECKING:
     from ..middleware import Context, Next
+    from ..options import OnStoreError
 
 DMARC_REJECT = (550, 'Message rejected: DMARC policy of {domain} says reject', '5.7.1')
 MAX_HEADER_BYTES = 1 << 20      # where we look for the header section
@@ -66,6 +70,7 @@ class AuthResults:
     mail_from: str = ''
     header: str = ''                # the Authentication-Results value added
     refused: bool = False
+    temperrors: list[str] | None = None     # the checks DNS failed: 'spf', 'dkim', 'dmarc'
 
     @property
     def dkim_passes(self) -> list[str]:
@@ -86,7 +91,8 @@ class Authenticate:
                  arc_seal: Annotated[ArcSealer | Mapping[str, str | bytes] | None, SEAL] = None,
                  max_verify_bytes: Annotated[int, INTEGER] = MAX_VERIFY_BYTES,
                  remove_forged: Annotated[bool, BOOL] = True, *,
-                 max_signatures: int = 5, spf_helo: bool = True):
+                 max_signatures: int = 5, spf_helo: bool = True,
+                 on_store_error: Annotated[OnStoreError | None, ON_STORE_ERROR] = None):
         self.spf, self.dkim, self.dmarc, self.arc = bool(spf), bool(dkim), bool(dmarc), bool(arc)
         self.enforce_dmarc = bool(enforce_dmarc)
         if self.dmarc and not (self.spf or self.dkim):
@@ -97,6 +103,7 @@ class Authenticate:
         self.spf_helo = spf_helo
         self.max_verify_bytes = max_verify_bytes
         self.remove_forged = bool(remove_forged)
+        self.on_store_error = check_mode(on_store_error, 'authenticate')
         self.sealer = None if arc_seal is None else ArcSealer.from_spec(arc_seal)
         if self.sealer is not None and not self.arc:
             raise ValueError('authenticate: arc_seal needs arc=True '
@@ -133,12 +140,10 @@ class Authenticate:
             results.arc = verified[1]
         elif self.arc:
             results.arc = ArcResult('none')
-        failed = [name for name, r in (('spf', results.spf), ('dmarc', results.dmarc))
-                  if r is not None and r.result == 'temperror']
-        if failed:
-            warnings.failed('authenticate dns', 'authenticate: %s temperror (DNS)', failed[0])
-        elif results.spf is not None or results.dmarc is not None:
-            warnings.ok('authenticate dns')
+        results.temperrors = [name for name, r in (('spf', results.spf), ('dmarc', results.dmarc))
+                              if r is not None and r.result == 'temperror']
+        if any(d.result == 'temperror' for d in results.dkim or ()):
+            results.temperrors.insert(1 if results.spf else 0, 'dkim')
         if not whole and results.dmarc is not None and results.dmarc.result == 'fail':
             # Its DKIM signatures were not verified (too big), so a failure
             # may only be ours: not a verdict to record, nor to enforce.
@@ -166,6 +171,14 @@ class Authenticate:
         ip = client_ip(session)
         mail_from = envelope.mail_from.address if envelope.mail_from else ''
         results = self.check(message, str(ip) if ip else '', mail_from, session.helo or '')
+        mode = mode_of(self.on_store_error, ctx)
+        # A key not found for now (DKIM) is said only when it refuses: it is
+        # most often the signer's DNS, not ours.
+        failed = [name for name in results.temperrors or () if name != 'dkim' or mode == 'tempfail']
+        if failed:      # 'tempfail': 451 4.3.5, nothing added, nothing delivered
+            store_failed(mode, 'authenticate dns', 'authenticate: %s temperror (DNS)', failed[0])
+        elif results.spf is not None or results.dmarc is not None:
+            warnings.ok('authenticate dns')
         results.header = header_value(authserv, results)
         envelope.auth_results = results
         envelope.add_header('Authentication-Results', results.header)

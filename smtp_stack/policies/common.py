@@ -1,5 +1,6 @@
-"""What every policy needs: the client's address, the allow-list test, and
-warnings that are logged once per cause instead of once per message."""
+"""What every policy needs: the client's address, the allow-list test,
+warnings that are logged once per cause and period instead of once per
+message, and what to do when a store or DNS is down (`on_store_error`)."""
 from __future__ import annotations
 
 import ipaddress
@@ -7,9 +8,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 # One warner for the process, shared with the server's limits in a store.
-from ..state.fail_open import WarnOnce, log, warnings
+from ..state.fail_open import STORE_UNAVAILABLE, WarnOnce, check_mode, log, store_failed, warnings
 
 if TYPE_CHECKING:
+    from ..middleware import Context
+    from ..options import OnStoreError
     from ..session import Session
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -17,7 +20,13 @@ IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 Number = TypeVar('Number', int, float)
 
 __all__ = ['WarnOnce', 'log', 'warnings', 'IPAddress', 'IPNetwork', 'client_ip', 'networks',
-           'allowed', 'authenticated', 'positive']
+           'allowed', 'authenticated', 'positive', 'STORE_UNAVAILABLE', 'check_mode',
+           'store_failed', 'mode_of']
+
+
+def mode_of(own: OnStoreError | None, ctx: Context) -> OnStoreError:
+    """A policy's `on_store_error`: its own, else its server's."""
+    return own or ctx.server.options.on_store_error
 
 
 def client_ip(session: Session) -> IPAddress | None:

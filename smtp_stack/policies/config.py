@@ -2,6 +2,7 @@
 
     dns:   {nameservers: [127.0.0.1], port: 53, timeout: 2}   # default: /etc/resolv.conf
     store: redis://127.0.0.1:6379/0                          # default: memory:
+    on_store_error: tempfail         # the server's option; default accept (fail open)
     policies:                        # in this order, each a middleware
       - dnsbl: {zones: ['zen.spamhaus.org=127.0.0.[2..11]*2', bl.example], threshold: 2}
       - recipients: {domains: [example.com], addresses_file: users.txt}
@@ -12,10 +13,11 @@
 The names are those of the registry (`policies.POLICIES`); the parameters
 those the policies' classes declare in their signatures (params.py), with
 the kinds below for what only a policy takes: a store URL, DNSBL zones, an
-ARC seal. Durations may be written 300, '5m', '1h', '36d'. Every mistake
-is reported with its path (policies[2].greylist.delay: must be ...), and
-every entry is built once at check time, so a config that passes
-`check-config` starts.
+ARC seal, what to do when the store or DNS is down (`on_store_error`, each
+policy's own, else the top-level one). Durations may be written 300, '5m',
+'1h', '36d'. Every mistake is reported with its path
+(policies[2].greylist.delay: must be ...), and every entry is built once
+at check time, so a config that passes `check-config` starts.
 
 This module imports no policy (they import their kinds from here): the
 registry is handed to `SectionChecker` by the configuration's checker.
@@ -32,7 +34,8 @@ from ..params import INTEGER, NUMBER, STRINGS, Declared, Kind, Reader, duration
 if TYPE_CHECKING:
     from ..middleware import Middleware
 
-__all__ = ['STORE', 'ZONES', 'SEAL', 'PolicySection', 'SectionChecker', 'duration']
+__all__ = ['STORE', 'ZONES', 'SEAL', 'ON_STORE_ERROR', 'PolicySection', 'SectionChecker',
+           'duration']
 
 DNS_KEYS = {'nameservers': STRINGS, 'port': INTEGER, 'timeout': NUMBER}
 # What a trial construction at check time gives the parameters YAML does not.
@@ -96,7 +99,17 @@ def _seal(value: Any, reader: Reader) -> dict[str, Any]:
     return {'selector': value['selector'], 'domain': value['domain'], 'key': key}
 
 
+def _on_store_error(value: Any, reader: Reader) -> str:
+    from ..options import ON_STORE_ERROR as MODES
+    if value not in MODES:
+        raise ValueError
+    return str(value)
+
+
 STORE = Kind('a store URL', _store)
+# A policy's own; absent, the top-level `on_store_error:` (the server's option).
+ON_STORE_ERROR = Kind("accept or tempfail (none: the top-level on_store_error)",
+                      _on_store_error)
 ZONES = Kind("a list of zones, each 'zone[=codes][*weight]' or {zone, codes, weight}", _zones)
 SEAL = Kind('a mapping {selector, domain, key_file}', _seal)
 

@@ -6,7 +6,16 @@ whether or not the process was monkey-patched (dnspython's own query
 functions wait with `selectors`, which would stop the hub in an unpatched
 process). Every lookup is bounded by `timeout` in total, over all the
 nameservers; answers, including "no such name" (RFC 2308), are cached for
-their TTL.
+their TTL, and a question that failed is not asked again for a few seconds.
+
+A resolver that stopped answering costs one timeout per period, not one
+per question: its circuit breaker (state/breaker.py, one per list of
+nameservers) opens when a question timed out while the nameservers
+answered nothing else either, and then every question fails at once
+(DnsError) until a probe gets an answer. A question that timed out while
+other questions were answered is one slow zone, not a dead resolver, and
+opens nothing. A DnsError is made afresh for each caller (never one
+object raised again, whose traceback would grow with every raise).
 """
 from __future__ import annotations
 
@@ -27,6 +36,8 @@ import dns.rcode
 import dns.rdatatype
 from gevent import socket as gsocket
 from gevent import Timeout
+
+from ..state.breaker import Breaker, breaker
 
 NEGATIVE_TTL = 300          # when a negative answer carries no SOA
 FAILURE_TTL = 5.0           # a failed question is not asked again for this long
@@ -86,8 +97,11 @@ class Resolver:
         self.port = port
         self.timeout = float(timeout)
         self.cache_size = cache_size
-        # (name, type) -> (expires, Answer or the DnsError to raise again)
-        self._cache: OrderedDict[tuple[str, str], tuple[float, Answer | DnsError]] = OrderedDict()
+        # (name, type) -> (expires, Answer, or the text of the DnsError to raise again)
+        self._cache: OrderedDict[tuple[str, str], tuple[float, Answer | str]] = OrderedDict()
+        self._answered_at = 0.0     # when a nameserver last answered anything
+        where = ','.join(f'[{s}]' if ':' in s else s for s in self.nameservers)
+        self.breaker: Breaker = breaker(f'dns {where}:{port}', slow=self.timeout / 2)
 
     def __repr__(self) -> str:
         return f'Resolver({self.nameservers!r}, port={self.port}, timeout={self.timeout})'
@@ -102,21 +116,28 @@ class Resolver:
             expires, cached = hit
             if expires > now:
                 self._cache.move_to_end(key)
-                if isinstance(cached, DnsError):
-                    raise cached
+                if isinstance(cached, str):
+                    raise DnsError(cached)
                 return cached
             del self._cache[key]
+        ticket = self.breaker.admit()
+        if ticket is None:
+            raise DnsError(f'{name} {rdtype}: {self.breaker.refusal()}')
         try:
             answer = self._ask(name, rdtype)
         except DnsError as exc:
+            # Slow only if no nameserver answered anything meanwhile.
+            unanswered = self._answered_at < now
+            self.breaker.failed(ticket, time.monotonic() - now if unanswered else 0.0, str(exc))
             # An unreachable server would otherwise cost every session the whole
             # timeout for the same name; RFC 2308 7.1 allows caching failures briefly.
-            self._remember(key, now + FAILURE_TTL, exc)
+            self._remember(key, now + FAILURE_TTL, str(exc))
             raise
+        self.breaker.succeeded(ticket)
         self._remember(key, now + answer.ttl, answer)
         return answer
 
-    def _remember(self, key: tuple[str, str], expires: float, value: Answer | DnsError) -> None:
+    def _remember(self, key: tuple[str, str], expires: float, value: Answer | str) -> None:
         """Answers and failures alike, in a bounded cache (the oldest go
         first), so a DNS outage cannot grow it either."""
         self._cache[key] = (expires, value)
@@ -167,6 +188,7 @@ class Resolver:
                     break
         finally:
             sock.close()
+        self._answered_at = time.monotonic()
         if response.flags & dns.flags.TC:        # RFC 7766: retry over TCP
             response = self._exchange_tcp(request, server, family)
         return response

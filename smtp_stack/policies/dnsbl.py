@@ -21,6 +21,14 @@ resolver's timeout; the outcome is kept on the session for its later RCPTs
 and for other middleware (`session.dnsbl`). The refusal is at the first
 RCPT, not at connect, so the log holds the sender and recipient too and
 an allow-listed recipient (postmaster) can still be reached by a later rule.
+
+A zone that cannot be asked (DNS down, a timeout) counts for nothing with
+`on_store_error='accept'` (the default: as if it did not list the client).
+With 'tempfail', a verdict that the unanswered zones could have changed —
+their positive weights could reach `threshold`, or their negative ones
+(an allow-list) could take a listed client below it — is `451 4.3.5`
+instead: the client retries, and a DNS outage never lets through a client
+the lists would refuse, nor refuses with a 5xx one they would let through.
 """
 from __future__ import annotations
 
@@ -35,12 +43,14 @@ import gevent
 from ..errors import SmtpError
 from ..params import INTEGER, STRINGS
 from ..replies import Reply
-from .common import IPAddress, allowed, authenticated, client_ip, log, networks, warnings
-from .config import ZONES
+from .common import (STORE_UNAVAILABLE, IPAddress, allowed, authenticated, check_mode, client_ip,
+                     log, mode_of, networks, warnings)
+from .config import ON_STORE_ERROR, ZONES
 from .dns import DnsError, Resolver
 
 if TYPE_CHECKING:
     from ..middleware import Context, Next
+    from ..options import OnStoreError
 
 # A zone as written (`zone[=codes][*weight]`) or as a mapping {zone, codes, weight}.
 ZoneSpec: TypeAlias = 'str | Mapping[str, Any]'
@@ -158,6 +168,16 @@ class DnsblResult:
     score: int = 0                                      # the weights of the entries that list ip
     weights: dict[str, int] = field(default_factory=dict)   # zone -> its part of the score
     policy: object = field(default=None, repr=False, compare=False)
+    # What the unanswered zones could have added: (their positive weights, their negative ones).
+    unknown: tuple[int, int] = (0, 0)
+    problems: dict[str, str] = field(default_factory=dict, repr=False)     # zone -> why
+
+    def unsure(self, threshold: int) -> bool:
+        """Whether the zones that could not be asked could have changed the verdict."""
+        up, down = self.unknown
+        if self.score >= threshold:
+            return self.score + down < threshold
+        return self.score + up >= threshold
 
     def reply(self) -> Reply:
         """554 naming the zone that weighed most (the first of them)."""
@@ -174,7 +194,8 @@ class Dnsbl:
 
     def __init__(self, zones: Annotated[ZoneSpec | Iterable[ZoneSpec], ZONES],
                  allow: Annotated[str | Iterable[str], STRINGS] = (),
-                 threshold: Annotated[int, INTEGER] = 1, resolver: Resolver | None = None):
+                 threshold: Annotated[int, INTEGER] = 1, resolver: Resolver | None = None,
+                 on_store_error: Annotated[OnStoreError | None, ON_STORE_ERROR] = None):
         if isinstance(zones, (str, dict)):
             zones = [zones]
         self.entries = tuple(zone_entry(z, f'zones[{i}]') for i, z in enumerate(zones or ()))
@@ -194,6 +215,7 @@ class Dnsbl:
         self.threshold = threshold
         self.allow = networks(allow, 'dnsbl: allow')
         self.resolver = resolver or Resolver()
+        self.on_store_error = check_mode(on_store_error, 'dnsbl')
 
     def lookup_zone(self, ip: str | IPAddress, zone: str) -> Listing | None:
         """(codes, reason) when an entry of `zone` counts its answer for `ip`,
@@ -210,37 +232,64 @@ class Dnsbl:
             reason = None
         return codes, reason
 
+    def _asked(self, ip: str | IPAddress, zone: str) -> Listing | None | DnsError:
+        """lookup_zone, run in a greenlet of its own: a failure is its value,
+        never raised (the hub would print a greenlet's exception on stderr)."""
+        try:
+            return self.lookup_zone(ip, zone)
+        except DnsError as exc:
+            return exc
+        except Exception as exc:        # a bug here must not print either: it is logged
+            return DnsError(f'{type(exc).__name__}: {exc}')
+
     def check(self, ip: str | IPAddress) -> DnsblResult:
+        """Every zone asked at once; the zones that could not be asked are
+        `errors` (why: `problems`), and `unknown` what they could weigh."""
         result = DnsblResult(str(ip), policy=self)
-        jobs = [(zone, gevent.spawn(self.lookup_zone, ip, zone)) for zone in self.zones]
+        jobs = [(zone, gevent.spawn(self._asked, ip, zone)) for zone in self.zones]
         gevent.joinall([job for _, job in jobs], timeout=self.resolver.timeout * 2 + 1)
+        up = down = 0
         for zone, job in jobs:
+            value = job.value if job.ready() else DnsError('did not answer in time')
             if not job.ready():
                 job.kill(block=False)
+            if isinstance(value, DnsError):
                 result.errors.append(zone)
-                warnings.failed(f'dnsbl {zone}', 'dnsbl: %s did not answer in time', zone)
-            elif job.successful():
-                warnings.ok(f'dnsbl {zone}')
-                if job.value is not None:
-                    codes, reason = job.value
-                    weight = sum(e.weight for e in self.by_zone[zone]
-                                 if any(e.counts(code) for code in codes))
-                    result.listed.append((zone, codes, reason))
-                    result.weights[zone] = weight
-                    result.score += weight
-            else:
-                result.errors.append(zone)
-                warnings.failed(f'dnsbl {zone}', 'dnsbl: %s: %s', zone, job.exception)
+                result.problems[zone] = str(value)
+                up += sum(e.weight for e in self.by_zone[zone] if e.weight > 0)
+                down += sum(e.weight for e in self.by_zone[zone] if e.weight < 0)
+            elif value is not None:
+                codes, reason = value
+                weight = sum(e.weight for e in self.by_zone[zone]
+                             if any(e.counts(code) for code in codes))
+                result.listed.append((zone, codes, reason))
+                result.weights[zone] = weight
+                result.score += weight
+        result.unknown = (up, down)
         return result
+
+    def _said(self, result: DnsblResult, mode: OnStoreError) -> None:
+        """One warning per zone that failed (and period); one when it is back."""
+        consequence = 'tempfail: 451 4.3.5' if mode == 'tempfail' else 'failing open'
+        for zone in self.zones:
+            if zone in result.problems:
+                warnings.failed(f'dnsbl {zone}', 'dnsbl: %s: %s', zone, result.problems[zone],
+                                consequence=consequence)
+            else:
+                warnings.ok(f'dnsbl {zone}')
 
     def __call__(self, ctx: Context, next: Next) -> None:
         if ctx.command_name == 'RCPT':
             session = ctx.session
             ip = client_ip(session)
             if ip is not None and not authenticated(session) and not allowed(ip, self.allow):
+                mode = mode_of(self.on_store_error, ctx)
                 result = getattr(session, 'dnsbl', None)
                 if result is None or result.ip != str(ip) or result.policy is not self:
                     result = session.dnsbl = self.check(ip)
+                    self._said(result, mode)
+                if mode == 'tempfail' and result.unsure(self.threshold):
+                    raise SmtpError(STORE_UNAVAILABLE)
                 if result.score >= self.threshold:
                     raise SmtpError(result.reply())
         next()

@@ -11,6 +11,10 @@ A client network that passed `auto_allow` times is no longer greylisted for
 anything (RFC 6647 4.4: "the client has shown it retries"); authenticated
 clients and `allow` networks never are. The refusal is at RCPT, before the
 body is sent, as Postfix's policy servers (postgrey) do.
+
+A store that fails lets the recipient through (`on_store_error='accept'`,
+the default) or answers `451 4.3.5` ('tempfail'): a greylist that silently
+stops working during an outage is what a spammer waits for.
 """
 from __future__ import annotations
 
@@ -23,12 +27,14 @@ from typing import TYPE_CHECKING, Annotated
 from ..errors import SmtpError
 from ..params import DURATION, INTEGER, STRINGS
 from ..replies import Reply
-from .common import IPAddress, allowed, authenticated, client_ip, networks, positive, warnings
-from .config import STORE
+from .common import (IPAddress, allowed, authenticated, check_mode, client_ip, mode_of, networks,
+                     positive, store_failed, warnings)
+from .config import ON_STORE_ERROR, STORE
 from .stores import Store, StoreError, as_store
 
 if TYPE_CHECKING:
     from ..middleware import Context, Next
+    from ..options import OnStoreError
 
 
 def client_network(ip: IPAddress) -> str:
@@ -52,7 +58,8 @@ class Greylist:
                  retry_window: Annotated[float, DURATION] = 86400 * 2,
                  auto_allow: Annotated[int, INTEGER] = 5,
                  allow: Annotated[str | Iterable[str], STRINGS] = (),
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 on_store_error: Annotated[OnStoreError | None, ON_STORE_ERROR] = None):
         self.delay = delay if delay == 0 else positive(delay, 'greylist: delay')
         self.expire = positive(expire, 'greylist: expire')
         self.retry_window = positive(retry_window, 'greylist: retry_window')
@@ -62,6 +69,7 @@ class Greylist:
         self.allow = networks(allow, 'greylist: allow')
         self.store = as_store(store)
         self.clock = clock
+        self.on_store_error = check_mode(on_store_error, 'greylist')
 
     def check(self, ip: IPAddress, sender: str, recipient: str) -> Reply | None:
         """None to accept, else the 451 refusal. Raises StoreError."""
@@ -102,7 +110,8 @@ class Greylist:
                     refusal = self.check(ip, sender, ctx.address.address)
                     warnings.ok(f'greylist store {self.store.url}')
                 except StoreError as exc:
-                    warnings.failed(f'greylist store {self.store.url}', 'greylist: %s', exc)
+                    store_failed(mode_of(self.on_store_error, ctx),
+                                 f'greylist store {self.store.url}', 'greylist: %s', exc)
                     refusal = None
                 if refusal is not None:
                     raise SmtpError(refusal)

@@ -8,6 +8,10 @@ event times in the store (see stores.py), so N workers or machines on one
 Redis or SQLite store share one exact count, as Postfix's anvil does for
 one machine. Over the limit: 450 4.7.1, and nothing is recorded — a client
 that waits gets its room back as old events leave the window.
+
+A store that fails lets the command through (`on_store_error='accept'`,
+the default) or answers `451 4.3.5` ('tempfail'), at MAIL for `messages`
+and at RCPT for `recipients`.
 """
 from __future__ import annotations
 
@@ -17,12 +21,13 @@ from typing import TYPE_CHECKING, Annotated
 from ..errors import SmtpError
 from ..params import DURATION, INTEGER, STRING
 from ..replies import Reply
-from .common import client_ip, positive, warnings
-from .config import STORE
+from .common import check_mode, client_ip, mode_of, positive, store_failed, warnings
+from .config import ON_STORE_ERROR, STORE
 from .stores import Store, StoreError, as_store
 
 if TYPE_CHECKING:
     from ..middleware import Context, Next
+    from ..options import OnStoreError
     from ..session import Session
 
 KEYS = ('client', 'user', 'sender')
@@ -38,7 +43,8 @@ class RateLimit:
                  recipients: Annotated[int | None, INTEGER] = None,
                  per: Annotated[float, DURATION] = 3600, key: Annotated[str, STRING] = 'client',
                  store: Annotated[str | Store | None, STORE] = None,
-                 now: Callable[[], float] | None = None):
+                 now: Callable[[], float] | None = None,
+                 on_store_error: Annotated[OnStoreError | None, ON_STORE_ERROR] = None):
         if messages is None and recipients is None:
             raise ValueError('rate_limit: give messages, recipients or both')
         self.messages = None if messages is None \
@@ -51,6 +57,7 @@ class RateLimit:
         self.key = key
         self.store = as_store(store)
         self._now = now     # tests: a clock; None: the store's own time
+        self.on_store_error = check_mode(on_store_error, 'rate_limit')
 
     def subject(self, session: Session) -> str:
         """Who is counted: 'client:192.0.2.1', 'user:alice', 'sender:a@b'."""
@@ -63,20 +70,23 @@ class RateLimit:
         ip = client_ip(session)
         return f'client:{ip if ip is not None else session.remote_address}'
 
-    def _hit(self, what: str, limit: int, subject: str) -> bool:
+    def _hit(self, ctx: Context, what: str, limit: int, subject: str) -> bool:
+        """Whether one more is within the limit (True, failing open, when
+        the store is down; with 'tempfail' SmtpError 451 4.3.5)."""
         now = self._now() if self._now else None
         try:
             count = self.store.hit(f'rate:{what}:{self.per}:{subject}', self.per, limit, now)
             warnings.ok(f'rate_limit store {self.store.url}')
         except StoreError as exc:
-            warnings.failed(f'rate_limit store {self.store.url}', 'rate_limit: %s', exc)
+            store_failed(mode_of(self.on_store_error, ctx), f'rate_limit store {self.store.url}',
+                         'rate_limit: %s', exc)
             return True
         return count is not None
 
     def __call__(self, ctx: Context, next: Next) -> None:
         name = ctx.command_name
         if name == 'MAIL' and self.messages and ctx.address is not None and self.key != 'sender':
-            if not self._hit('msg', self.messages, self.subject(ctx.session)):
+            if not self._hit(ctx, 'msg', self.messages, self.subject(ctx.session)):
                 raise SmtpError(TOO_MANY_MESSAGES)
         elif name == 'RCPT' and ctx.address is not None:
             subject = self.subject(ctx.session)
@@ -85,10 +95,10 @@ class RateLimit:
                 # first RCPT (once per policy, even if that RCPT is refused later)
                 counted = ctx.session.envelope.__dict__.setdefault('_rate_counted', set())
                 if id(self) not in counted:
-                    if not self._hit('msg', self.messages, subject):
+                    if not self._hit(ctx, 'msg', self.messages, subject):
                         raise SmtpError(TOO_MANY_MESSAGES)
                     counted.add(id(self))
-            if self.recipients and not self._hit('rcpt', self.recipients, subject):
+            if self.recipients and not self._hit(ctx, 'rcpt', self.recipients, subject):
                 raise SmtpError(TOO_MANY_RECIPIENTS)
         next()
 

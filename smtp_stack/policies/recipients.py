@@ -13,6 +13,10 @@ undeliverable makes a bounce to a sender that is usually forged
   otherwise every user of the domain is accepted.
 - `user+tag@domain` is looked up as itself, then as `user@domain`
   (Postfix's recipient_delimiter '+').
+- A `lookup` that raises (its database is down) gets `451 4.3.5`, as
+  Postfix answers a table it cannot read ("Temporary lookup failure"),
+  with one warning per period. There is no `on_store_error` here: accepting
+  a recipient nobody could check would bounce later (backscatter).
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from ..errors import SmtpError
 from ..offload import offload
 from ..params import CALLABLE, FILE, STRINGS
 from ..replies import Reply
-from .common import authenticated, log
+from .common import STORE_UNAVAILABLE, authenticated, log, warnings
 
 if TYPE_CHECKING:
     from ..middleware import Context, Next
@@ -108,9 +112,14 @@ class AddressFile:
         return self.addresses
 
     def _check(self) -> None:
+        """Run in a greenlet of its own: nothing may escape it (the hub
+        would print it on stderr)."""
         try:
-            found: tuple[Stamp, frozenset[str] | Exception] | None = offload(
-                read_if_changed, self.path, self._stamp)
+            try:
+                found: tuple[Stamp, frozenset[str] | Exception] | None = offload(
+                    read_if_changed, self.path, self._stamp)
+            except Exception as exc:        # the pool itself failed: as if unreadable
+                found = (self._stamp or (0, 0, 0), exc)
             if found is None:
                 return
             stamp, addresses = found
@@ -184,7 +193,16 @@ class Recipients:
 
     def _lookup(self, address: str) -> bool:
         lookup = self.lookup
-        return lookup is not None and bool(lookup(address))
+        if lookup is None:
+            return False
+        try:
+            found = bool(lookup(address))
+        except Exception as exc:
+            warnings.failed('recipients lookup', 'recipients: lookup(%r) failed: %r', address, exc,
+                            consequence='tempfail: 451 4.3.5')
+            raise SmtpError(STORE_UNAVAILABLE) from None
+        warnings.ok('recipients lookup')
+        return found
 
     def __call__(self, ctx: Context, next: Next) -> None:
         if ctx.command_name == 'RCPT' and ctx.address is not None \

@@ -1,7 +1,9 @@
 """What the stores of other processes (SQLite, Redis) share: their calls
-off the hub, one error type, unique event members, URLs fit for logs."""
+off the hub, a circuit breaker, one error type, unique event members, URLs
+fit for logs."""
 from __future__ import annotations
 
+import time
 import urllib.parse
 import uuid
 from collections.abc import Callable
@@ -10,7 +12,8 @@ from typing import TypeVar
 from gevent.monkey import is_module_patched
 from gevent.threadpool import ThreadPool
 
-from ..offload import OwnThreads
+from ..offload import OwnThreads, run_in
+from .breaker import Breaker, Ticket, breaker
 from .protocols import StoreError
 
 T = TypeVar('T')
@@ -28,10 +31,21 @@ class Offloaded:
       connection per pool), so two transactions never interleave on it;
     - a forked worker starts with threads and connections of its own
       (`_reset_after_fork`), reusing nothing of its parent's.
+
+    Every call passes the store's circuit breaker (breaker.py, one per
+    URL): once a call took its whole timeout, the calls of the next few
+    seconds fail at once with StoreError, the calls already queued behind
+    it for a thread too (each looks again when its thread takes it), and
+    one probe a period finds out whether the store is back. So a stalled
+    store costs one timeout per period, not one per call and per queued
+    call. A failure is recorded in the thread that saw it, before that
+    thread takes its next call. Nothing is raised inside a pool thread
+    (offload.run_in): gevent would print it on stderr.
     """
 
     threads = 4
     url: str
+    timeout: float          # the backend's own bound on one call (a socket or lock timeout)
 
     # A client whose only blocking is its socket (redis-py) cooperates by
     # itself once gevent patched `socket`: it then runs in the greenlet.
@@ -44,20 +58,42 @@ class Offloaded:
         """The threads of the calling hub in this process."""
         return self._threads.pool()
 
+    @property
+    def breaker(self) -> Breaker:
+        """The breaker of this store's URL (shared by every store object of it)."""
+        return breaker(self.url, slow=self.timeout / 2)
+
     def _run(self, fn: Callable[[ThreadPool], T]) -> T:
         """fn(pool) in one of `pool`'s threads (`pool` tells a backend which
-        of its connections is this thread's); the backend's own errors
-        become StoreError, one type for the policies."""
+        of its connections is this thread's), through the breaker; the
+        backend's own errors become StoreError, one type for the policies."""
+        guard = self.breaker
+        ticket = guard.admit()
+        if ticket is None:
+            raise StoreError(f'{self.url}: {guard.refusal()}')
         pool = self._pool()
+        if self.cooperative_when_patched and is_module_patched('socket'):
+            return self._attempt(guard, ticket, fn, pool)
+        return run_in(pool, self._attempt, guard, ticket, fn, pool)
+
+    def _attempt(self, guard: Breaker, ticket: Ticket, fn: Callable[[ThreadPool], T],
+                 pool: ThreadPool) -> T:
+        """One call, where it runs (a pool thread, or the greenlet), its
+        outcome told to the breaker there and then."""
+        if not guard.still_admits(ticket):
+            raise StoreError(f'{self.url}: {guard.refusal()}')
+        began = time.monotonic()
         try:
-            if self.cooperative_when_patched and is_module_patched('socket'):
-                return fn(pool)
-            result: T = pool.apply(fn, (pool,))
-            return result
-        except StoreError:
+            result = fn(pool)
+        except StoreError as exc:
+            guard.failed(ticket, time.monotonic() - began, str(exc))
             raise
         except Exception as exc:
-            raise StoreError(f'{self.url}: {type(exc).__name__}: {exc}') from exc
+            error = StoreError(f'{self.url}: {type(exc).__name__}: {exc}')
+            guard.failed(ticket, time.monotonic() - began, f'{type(exc).__name__}: {exc}')
+            raise error from exc
+        guard.succeeded(ticket)
+        return result
 
     def _reset_after_fork(self) -> None:
         """Drop connections made by another process."""

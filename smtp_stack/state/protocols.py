@@ -13,7 +13,7 @@ A store's operations, each atomic on its own, so several processes
         recorded) if it would pass `limit`.
 
 A backend failure raises `StoreError`; the policies and the server's shared
-limits catch it and fail open.
+limits catch it and fail open, or answer 451 4.3.5 (`on_store_error`).
 """
 from __future__ import annotations
 
@@ -79,7 +79,8 @@ class FailureCounter(Protocol):
         ...
 
     def blocked(self, key: str) -> bool:
-        """Whether `key` reached the limit within the window."""
+        """Whether `key` reached the limit within the window (a counter
+        that cannot tell may raise SmtpError: its refusal, 454 4.3.5)."""
         ...
 
     def add(self, key: str) -> bool:

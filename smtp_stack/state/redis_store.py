@@ -17,9 +17,10 @@ itself forgets stale triplets and windows. The sliding window is a sorted
 set of event times per key (exact, unlike a fixed-window counter). The
 redis-py client blocks on its socket: in a process that gevent did not
 monkey-patch its calls run in a small pool of native threads, in a patched
-one they run in the greenlet (its sockets are gevent's then); short socket
-timeouts bound how long a stalled Redis can
-hold a session, and the client reconnects by itself once Redis is back.
+one they run in the greenlet (its sockets are gevent's then); a short
+socket timeout bounds one call, the store's circuit breaker (backend.py)
+makes a stalled Redis cost one timeout per period rather than one per
+call, and the client reconnects by itself once Redis is back.
 """
 from __future__ import annotations
 
@@ -91,11 +92,20 @@ class RedisStore(Offloaded):
         self._raw_url = url
         self.prefix = prefix
         self._client: redis.Redis | None = None
-        self._timeout = timeout
+        self.timeout = timeout
         self._options = _checked_options(url)
 
     def __repr__(self) -> str:
         return f'<RedisStore {self.url}>'
+
+    @property
+    def _timeout(self) -> float:
+        """The socket timeout (its older name)."""
+        return self.timeout
+
+    @_timeout.setter
+    def _timeout(self, value: float) -> None:
+        self.timeout = value
 
     def _reset_after_fork(self) -> None:
         self._client = None
@@ -115,8 +125,8 @@ class RedisStore(Offloaded):
         return client
 
     def _connect(self) -> None:
-        client = redis.Redis.from_url(self._raw_url, socket_timeout=self._timeout,
-                                      socket_connect_timeout=self._timeout, **self._options)
+        client = redis.Redis.from_url(self._raw_url, socket_timeout=self.timeout,
+                                      socket_connect_timeout=self.timeout, **self._options)
         self._hit = client.register_script(HIT)
         self._incr = client.register_script(INCR)
         self._client = client

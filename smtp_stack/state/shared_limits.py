@@ -12,14 +12,27 @@ address (Store.hit), and a flag, set for `window` seconds when the limit
 is reached, that every process checks at AUTH.
 
 A store that fails makes these limits fall back to this process's own
-count, with one warning (fail open, as the policies do).
+count, with one warning (fail open, as the policies do). With the
+server's `on_store_error='tempfail'` they refuse instead, rather than
+stop counting across workers: a new connection gets
+`421 4.7.0` (the engine's words for a refused connection), an AUTH gets
+`454 4.3.5` (RFC 4954 6: a temporary authentication failure). The store's
+circuit breaker (backend.py) makes either cost one timeout per period.
 """
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
-from .fail_open import warnings
+from ..errors import SmtpError
+from ..replies import Reply
+from .fail_open import check_mode, warnings
 from .protocols import Store, StoreError
+
+if TYPE_CHECKING:
+    from ..options import OnStoreError
+
+AUTH_UNAVAILABLE = Reply(454, 'Temporary authentication failure, try again later', '4.3.5')
 
 CONNECTION_TTL = 3600
 
@@ -27,8 +40,9 @@ CONNECTION_TTL = 3600
 class SharedConnections:
     """claim(ip, limit) -> bool and release(ip), kept in `store`."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, on_store_error: OnStoreError = 'accept'):
         self.store = store
+        self.on_store_error = check_mode(on_store_error, 'max_connections_per_ip') or 'accept'
         self._local: Counter[str] = Counter()     # this process's sessions, and the fallback
         self._shared: Counter[str] = Counter()    # how many of them the store counted
 
@@ -37,6 +51,11 @@ class SharedConnections:
             count = self.store.incr(f'conn:{ip}', 1, CONNECTION_TTL)
             warnings.ok(f'connection limits store {self.store.url}')
         except StoreError as exc:
+            if self.on_store_error == 'tempfail':
+                warnings.failed(f'connection limits store {self.store.url}',
+                                'max_connections_per_ip: %s', exc,
+                                consequence='tempfail: connections refused')
+                return False
             warnings.failed(f'connection limits store {self.store.url}',
                             'max_connections_per_ip: %s; counting per process', exc)
             if self._local[ip] >= limit:
@@ -69,20 +88,32 @@ class SharedConnections:
 
 
 class SharedFailures:
-    """A FailureCounter (as limits.RecentFailures, per process) over a store."""
+    """A FailureCounter (as limits.RecentFailures, per process) over a
+    store. With `on_store_error='tempfail'`, `blocked()` raises SmtpError
+    (454 4.3.5) while the store cannot say."""
 
-    def __init__(self, store: Store, limit: int, window: float):
+    def __init__(self, store: Store, limit: int, window: float,
+                 on_store_error: OnStoreError = 'accept'):
         self.store = store
         self.limit = limit
         self.window = window
+        self.on_store_error = check_mode(on_store_error, 'max_auth_failures_per_ip') or 'accept'
 
     def blocked(self, key: str) -> bool:
         try:
-            return self.store.get(f'authfail-blocked:{key}') is not None
+            blocked = self.store.get(f'authfail-blocked:{key}') is not None
         except StoreError as exc:
-            warnings.failed(f'auth failure store {self.store.url}',
-                            'max_auth_failures_per_ip: %s', exc)
+            self._failed(exc)
+            if self.on_store_error == 'tempfail':
+                raise SmtpError(AUTH_UNAVAILABLE) from None
             return False
+        warnings.ok(f'auth failure store {self.store.url}')
+        return blocked
+
+    def _failed(self, exc: StoreError) -> None:
+        tempfail = self.on_store_error == 'tempfail'
+        warnings.failed(f'auth failure store {self.store.url}', 'max_auth_failures_per_ip: %s',
+                        exc, consequence='tempfail: 454 4.3.5' if tempfail else 'failing open')
 
     def add(self, key: str) -> bool:
         """Count one failure; True when this one reached the limit."""
@@ -93,6 +124,5 @@ class SharedFailures:
                 return count == self.limit
             return False
         except StoreError as exc:
-            warnings.failed(f'auth failure store {self.store.url}',
-                            'max_auth_failures_per_ip: %s', exc)
+            self._failed(exc)
             return False

@@ -4,8 +4,11 @@ WAL mode lets readers and one writer work at once; every operation that
 reads and then writes runs in `BEGIN IMMEDIATE`, which takes the write lock
 first, so two workers doing `hit` on one key cannot both see room for one
 more (the count is exact). `busy_timeout` makes a worker wait for the lock
-instead of failing. Calls run in one native thread per hub and process
-(sqlite3 is a blocking C library), never in the hub.
+instead of failing; a file locked for longer than that (another process
+holding a transaction) opens the store's circuit breaker (backend.py), so
+it costs one wait per period, not one per queued call. Calls run in one
+native thread per hub and process (sqlite3 is a blocking C library),
+never in the hub.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from typing import TypeVar
 
 from gevent.threadpool import ThreadPool
 
+from ..offload import run_in
 from .backend import Offloaded, member_id
 from .protocols import Value
 
@@ -41,6 +45,7 @@ class SqliteStore(Offloaded):
         self.url = f'sqlite:///{self.path}'
         self._clock = clock
         self._busy = busy_timeout
+        self.timeout = busy_timeout         # a call waits this long for a lock, at most
         self._ops = 0
         self._conns: dict[ThreadPool, sqlite3.Connection] = {}     # one per pool (its thread)
         directory = os.path.dirname(self.path)
@@ -144,7 +149,7 @@ class SqliteStore(Offloaded):
             conns, self._conns = list(self._conns.items()), {}
             for pool, db in conns:
                 try:
-                    pool.apply(db.close)
+                    run_in(pool, db.close)
                 except Exception:
                     pass
         super().close()
