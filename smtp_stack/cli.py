@@ -1,6 +1,7 @@
 """The `smtp-stack` command (also `python -m smtp_stack`).
 
     smtp-stack serve [--config FILE] [--host H] [--port P] [--maildir DIR] [--workers N]
+                     [--log-format text|json]
     smtp-stack gencert --name HOST --out DIR [--days N] [--force]
     smtp-stack check-config FILE
     smtp-stack hash-password [--scheme scrypt|pbkdf2-sha256]
@@ -9,22 +10,26 @@
 `serve` prints one line to stdout once it listens, then runs until SIGTERM
 or Ctrl-C (a graceful stop: open transactions get `close_timeout` to finish;
 a second signal exits at once). SIGHUP reloads the configuration file.
-Lifecycle notes go to stderr, prefixed `smtp-stack:`; exit status 0 after a
-clean stop, 1 for a bad configuration or an address that cannot be bound, 2
-for bad arguments (with the command's own usage) or a missing extra (one
-line naming it: MissingExtra).
+The log and the lifecycle notes go to stderr, in the format `log_format`
+says (runtime.py; docs/operating.md); a configuration that does not load is
+said before, plain, prefixed `smtp-stack:`. Exit status 0 after a clean
+stop, 1 for a bad configuration or an address that cannot be bound, 2 for
+bad arguments (with the command's own usage) or a missing extra (one line
+naming it: MissingExtra).
 """
 from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .extras import MissingExtra
-from .runtime import PROG, note, serve_until_stopped, setup_logging
+from .runtime import PROG, add_log_format, log_format_of, note, serve_until_stopped, setup_logging
 
 
 # -- serve -------------------------------------------------------------------------
@@ -41,9 +46,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for line in exc.lines():
             note(line)
         return 1
-    setup_logging(config.options.get('log_level'))
+    level = config.options.get('log_level')
+    state: dict[str, Any] = {'stopping': False,
+                             'log_format': log_format_of(args, config.log_format)}
+    setup_logging(level, state['log_format'])
     receiver = Receiver(config)
-    state = {'stopping': False}
 
     def stop(signame: str) -> None:
         if state['stopping']:
@@ -59,20 +66,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             new = load(args.config, **overrides)
         except ConfigError as exc:
-            note('SIGHUP: configuration NOT reloaded:')
+            note('SIGHUP: configuration NOT reloaded:', logging.ERROR)
             for line in exc.lines():
-                note(f'  {line}')
+                note(f'  {line}', logging.ERROR)
             return
         except MissingExtra as exc:
-            note(f'SIGHUP: configuration NOT reloaded: {exc}')
+            note(f'SIGHUP: configuration NOT reloaded: {exc}', logging.ERROR)
             return
         try:
             notes = receiver.reload(new)
         except Exception as exc:       # e.g. a certificate that just changed on disk
-            note(f'SIGHUP: reload failed: {exc}')
+            note(f'SIGHUP: reload failed: {exc}', logging.ERROR)
             return
         for line in notes:
             note(f'SIGHUP: {line}')
+        if log_format_of(args, new.log_format) != state['log_format']:
+            state['log_format'] = log_format_of(args, new.log_format)
+            setup_logging(level, state['log_format'])
         note('SIGHUP: configuration reloaded (TLS certificates, users, delivery)')
 
     return serve_until_stopped(receiver, stop, reload)
@@ -171,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help='deliver into this Maildir (overrides the config)')
     serve.add_argument('--workers', metavar='N', type=int,
                        help='worker processes sharing the listening sockets (overrides the config)')
+    add_log_format(serve)
     serve.set_defaults(func=cmd_serve, parser=serve)
 
     gencert = sub.add_parser('gencert', help='write a self-signed key and certificate')

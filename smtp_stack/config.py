@@ -15,6 +15,7 @@ The layout (docs/configuration.md has every key):
     users:   [{username, password_hash | secret}]  or a file holding that list
     deliver: {maildir: DIR} | {relay: {...}} | {callable: "pkg.module:function"}
     inbox:   {db, http, ...}                the development inbox as the delivery
+    log_format: text | json                 how `serve` writes its log (docs/operating.md)
 
 Relative file names are taken from the directory of the config file. The
 values are checked with the very validators SmtpServer uses (options.OPTIONS),
@@ -39,6 +40,7 @@ import yaml
 
 from .delivery import load_callable
 from .extras import MissingExtra, needs_extra
+from .logs import FORMATS
 from .options import OPTIONS, Options, parse_size, suggest
 from .sections import DEFAULT_MAILDIR, DELIVERIES, TOP_LEVEL, DeliverySpec, default_delivery
 from .tls import TLS_OPTIONS, build_secure_contexts
@@ -64,7 +66,7 @@ Error = tuple[str, str]         # (path in the document, message)
 
 
 TOP_KEYS = SERVER_KEYS | POLICY_KEYS | set(TOP_LEVEL) | {'listen', 'tls', 'users', 'deliver',
-                                                        'secure', 'lmtp'}
+                                                        'secure', 'lmtp', 'log_format'}
 
 
 class ConfigError(Exception):
@@ -102,6 +104,7 @@ class Config:
     deliver: DeliverySpec = field(
         default_factory=lambda: DeliverySpec('maildir', {'path': DEFAULT_MAILDIR}))
     policies: PolicySection | None = None       # when the section is used
+    log_format: str | None = None       # 'text' or 'json'; None: not said (text)
 
     def server_options(self, listener: Listener) -> dict[str, Any]:
         """The SmtpServer keyword arguments for one listener."""
@@ -237,6 +240,11 @@ class _Checker:
             if key in data and self.typed(key, data[key], bool):
                 setattr(template, key, data[key])
         config.options, config.raw_options = self.server_options(data)
+        if 'log_format' in data:
+            if data['log_format'] in FORMATS:
+                config.log_format = data['log_format']
+            else:
+                self.error('log_format', f'must be one of: {", ".join(FORMATS)}')
         config.listeners = self.listeners(data.get('listen'), template)
         config.tls = self.tls(data.get('tls'))
         if 'users' in data:

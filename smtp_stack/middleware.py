@@ -11,16 +11,19 @@ sessions' lifecycle (`Lifecycle` is what the server keeps of it).
 """
 from __future__ import annotations
 
+import re
 import socket
+import types
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, overload
 
+from .errors import SmtpError
+from .events import stamp
 from .replies import Enhanced, Message, Reply, validate_code
 
 if TYPE_CHECKING:
     from .addresses import Address
     from .engine import Engine
-    from .errors import SmtpError
     from .server import SmtpServer
     from .session import Session
     from .stream import DataStream
@@ -54,6 +57,12 @@ class Context:
     # made outside a session (a test of the chain) has None, and such a
     # context never reaches builtin.
     _engine: Engine
+    # Who set a refusal, as (reply, by), where the server knows it: the
+    # built-in handler, an SmtpError raised in the chain (by the middleware
+    # level it left: component_name), a delivery. The log names a refusal
+    # set with send() and not recorded here 'middleware'. (A class default:
+    # a command that is not refused never stores it.)
+    refusal: tuple[Reply | list[Reply], str] | None = None
 
     def __init__(self, command: str, session: Session, server: SmtpServer,
                  engine: Engine | None = None) -> None:
@@ -119,7 +128,12 @@ def compose(middlewares: Iterable[Middleware], innermost: Dispatch) -> Dispatch:
 
 
 def _level(fn: Middleware, inner: Dispatch) -> Dispatch:
-    """The dispatcher of one level: `fn(ctx, next)` where next runs `inner`."""
+    """The dispatcher of one level: `fn(ctx, next)` where next runs `inner`.
+    An SmtpError leaving it is stamped with `fn`'s name unless an inner
+    level stamped it (the log says who refused; a try costs nothing until
+    something is raised)."""
+    name = component_name(fn)
+
     def dispatch(ctx: Context) -> None:
         called = False
 
@@ -130,8 +144,24 @@ def _level(fn: Middleware, inner: Dispatch) -> Dispatch:
             called = True
             inner(ctx)
 
-        fn(ctx, next_)
+        try:
+            fn(ctx, next_)
+        except SmtpError as err:
+            stamp(err, name)
+            raise
     return dispatch
+
+
+def component_name(fn: object) -> str:
+    """How the log names a middleware that refused: a function by its name,
+    any other object by its class's, in snake case ('RateLimit' ->
+    'rate_limit', 'Recipients' -> 'recipients': the policies' YAML names)."""
+    if isinstance(fn, (types.FunctionType, types.MethodType, types.BuiltinFunctionType)):
+        return fn.__name__
+    return _WORD_START.sub('_', type(fn).__name__).lower()
+
+
+_WORD_START = re.compile(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])')
 
 
 # -- the types user code is written against ----------------------------------

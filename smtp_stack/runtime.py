@@ -2,17 +2,28 @@
 `smtp-stack inbox` (inbox/command.py) set up logging the same way and serve
 until a signal stops them, with the same start-up line and lifecycle notes.
 
+Once logging is set up (`setup_logging`, after the configuration was read:
+it says the format), the command's own lines are records of the logger
+`smtp_stack.cli` in the same format as every other line: the notes on
+stderr, whatever `log_level` says, and the start-up line on stdout. What
+is said before (a configuration that does not load) is plain text on
+stderr, prefixed `smtp-stack:`.
+
 Both commands import this module; it imports neither of them.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
+
+from . import logs
 
 PROG = 'smtp-stack'
+CLI_LOGGER = 'smtp_stack.cli'
 
 
 class Service(Protocol):
@@ -23,18 +34,66 @@ class Service(Protocol):
     def serve_forever(self) -> None: ...
 
 
-def note(message: str) -> None:
-    """A lifecycle note: one line on stderr, prefixed `smtp-stack:`."""
-    print(f'{PROG}: {message}', file=sys.stderr, flush=True)
+def note(message: str, level: int = logging.INFO) -> None:
+    """A lifecycle note: a record of `smtp_stack.cli` once logging is set
+    up, else one line on stderr, prefixed `smtp-stack:`."""
+    if _cli.handlers:
+        logs.get(CLI_LOGGER).record(level, '%s', (message,), None)
+    else:
+        print(f'{PROG}: {message}', file=sys.stderr, flush=True)
 
 
-def setup_logging(level: object) -> None:
+def announce(line: str) -> None:
+    """The start-up line, on stdout (in the log format once it is set up)."""
+    if _cli.handlers:
+        logs.get(CLI_LOGGER).record(logging.INFO, '%s', (line,), {'event': 'listening'})
+    else:
+        print(f'{PROG}: {line}', flush=True)
+
+
+class _Only(logging.Filter):
+    """Passes the start-up line (`ready` True) or everything else."""
+
+    def __init__(self, ready: bool) -> None:
+        super().__init__()
+        self.ready = ready
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (getattr(record, 'event', None) == 'listening') == self.ready
+
+
+_cli = logging.getLogger(CLI_LOGGER)
+
+
+def setup_logging(level: object, log_format: str = 'text') -> None:
     """Log records to stderr at `level` (a log_level option's value; None:
-    INFO), one line each."""
+    INFO) in `log_format` ('text' or 'json'), one line each; the command's
+    own lines too, the start-up line on stdout. Called again (SIGHUP), it
+    replaces what it set up."""
     from .options import OPTIONS
     value = OPTIONS['log_level'][1](level) if level is not None else logging.INFO
-    logging.basicConfig(stream=sys.stderr, level=min(int(value), logging.CRITICAL),
-                        format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    logs.install(min(int(value), logging.CRITICAL), log_format)
+    for old in list(_cli.handlers):
+        _cli.removeHandler(old)
+    for stream, ready in ((sys.stderr, False), (sys.stdout, True)):
+        handler: logging.Handler = logging.StreamHandler(stream)
+        handler.setFormatter(logs.formatter(log_format))
+        handler.addFilter(_Only(ready))
+        _cli.addHandler(handler)
+    _cli.setLevel(logging.INFO)     # the command's notes, whatever log_level says
+    _cli.propagate = False
+
+
+def add_log_format(parser: argparse.ArgumentParser) -> None:
+    """--log-format, for the commands that log (serve, inbox)."""
+    parser.add_argument('--log-format', choices=logs.FORMATS,
+                        help='text (the default) or json, one object a line '
+                             '(overrides the config; docs/operating.md)')
+
+
+def log_format_of(args: Any, configured: str | None = None) -> str:
+    """--log-format when given, else the configuration's, else 'text'."""
+    return getattr(args, 'log_format', None) or configured or 'text'
 
 
 def serve_until_stopped(service: Service, stop: Callable[[str], None],
@@ -53,9 +112,9 @@ def serve_until_stopped(service: Service, stop: Callable[[str], None],
         try:
             service.start()
         except OSError as exc:
-            note(cannot_listen(exc))
+            note(cannot_listen(exc), logging.ERROR)
             return 1
-        print(f'{PROG}: {service.describe()}', flush=True)
+        announce(service.describe())
         service.serve_forever()
     finally:
         for handler in handlers:

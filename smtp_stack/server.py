@@ -5,12 +5,9 @@ serve the sockets it binds; see workers.py.
 """
 from __future__ import annotations
 
-import logging
-import os
 import socket
 import ssl
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,11 +19,13 @@ from gevent.server import StreamServer
 
 from . import replies as R
 from .engine import Engine, SessionShutdown
-from .engine.engine import builtin
+from .engine.engine import builtin, session_for
+from .events import LIMIT, LogEvents
 from .limits import RecentFailures
+from .logs import RecordLog, child, record_log
 from .state import FailureCounter, SharedConnections, SharedFailures
 from .middleware import Lifecycle, compose, name_of
-from .options import LogBackend, Options
+from .options import Options
 from .replies import Reply, format_reply
 from .runners import SessionRunners
 from .sockets import DeadlineSweeper, PlainSocket
@@ -36,11 +35,15 @@ from .workers import WorkerPool
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from .events import Events
     from .middleware import Context, Dispatch, Middleware, ServerEvent
     from .options import ServerOptions
     from .session import Session
 
 EVENTS = ('listening', 'close', 'error')
+
+# Made in logs.py; named here too, where they were first (and are imported from).
+__all__ = ['SmtpServer', 'RecordLog', 'record_log', 'hostport']
 
 M = TypeVar('M', bound='Middleware')
 L = TypeVar('L', bound=Callable[..., object])
@@ -52,8 +55,14 @@ class SmtpServer:
 
     def __init__(self, **options: Unpack[ServerOptions]):
         self.options = Options(**options)
-        # What sessions log through (see RecordLog): made once per server.
+        # What sessions log through (logs.RecordLog): made once per server;
+        # the deliveries' lines go to its child logger `.delivery`.
         self.log_backend = record_log(self.options.log_backend)
+        self.delivery_log = child(self.options.log_backend, 'delivery')
+        # Who hears of each fact of the sessions (events.Events): the log;
+        # replace it (or wrap it in events.Fanout) to count them as well.
+        self.events: Events = LogEvents(self.log_backend, self.delivery_log,
+                                        self.options.log_level)
         self._middleware: list[Middleware] = []
         # What sessions call per command: the middleware, composed.
         self.chain: Dispatch = builtin
@@ -344,6 +353,8 @@ class SmtpServer:
         shared = self._shared_sessions     # with workers: every worker's sessions count
         if opts.max_connections and (shared[0].total() if shared else len(self._connections)) \
                 >= opts.max_connections:
+            self.events.refused(session_for(sock, peer, local, opts.lmtp), 'CONNECT',
+                                R.TOO_MANY_CONNECTIONS, LIMIT, None, None)
             return _refuse(sock, R.TOO_MANY_CONNECTIONS)
         conn = Engine(self, sock, peer, local)
         self._connections.add(conn)
@@ -471,88 +482,3 @@ def _bind(host: str, port: int, backlog: int) -> Any:
 def hostport(host: str, port: int) -> str:
     """'127.0.0.1:25', '[::1]:25': an address as people write it."""
     return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
-
-
-# -- the session log -----------------------------------------------------------
-
-class RecordLog:
-    """`log(level, msg, *args)` into a `logging.Logger` at a third of the
-    cost of `Logger.log()`.
-
-    Logger.log() walks the stack for the caller and derives every field of
-    a record again (path, file and module names, process, thread); a session
-    logs a line or more per message, so at INFO that is most of what logging
-    costs (a tenth of the server's CPU in benchmark (a)). Here each record is
-    a copy of a template made once by `logging.LogRecord` (so it has every
-    field this Python's records have), with its message, level, time and
-    thread filled in, handed to `Logger.handle()`: levels, filters, handlers
-    and propagation work as usual. With a custom record factory, or a Logger
-    subclass that makes its own records, it is plain `Logger.log()`.
-    """
-
-    __slots__ = ('logger', '_templates', '_forks')
-
-    def __init__(self, logger: logging.Logger):
-        self.logger = logger
-        self._templates: dict[int, dict[str, Any]] = {}    # level -> a record's fields
-        self._forks = _forks_seen[0]
-
-    def log(self, level: int, msg: str, /, *args: Any) -> None:
-        logger = self.logger
-        if not logger.isEnabledFor(level):
-            return
-        if (logging.getLogRecordFactory() is not logging.LogRecord
-                or type(logger).makeRecord is not logging.Logger.makeRecord):
-            logger.log(level, msg, *args)
-            return
-        if self._forks != _forks_seen[0]:
-            self._templates = {}        # made again in a forked worker: its pid
-            self._forks = _forks_seen[0]
-        template = self._templates.get(level)
-        if template is None:
-            template = self._make_template(level)
-        now = time.time()
-        record = _new_record(logging.LogRecord)
-        record.__dict__ = fields = template.copy()     # a copy of a dict is a memcpy
-        fields['msg'] = msg
-        fields['args'] = args
-        fields['created'] = now
-        fields['msecs'] = (now - int(now)) * 1000 // 1
-        fields['relativeCreated'] = (template['relativeCreated']
-                                     + (now - template['created']) * 1000)
-        thread = template['thread']
-        if thread is not None and thread != threading.get_ident():
-            fields['thread'] = threading.get_ident()
-            fields['threadName'] = threading.current_thread().name
-        if logger.filters or logger.disabled:
-            logger.handle(record)
-        else:
-            logger.callHandlers(record)     # what handle() does next, one call less
-
-    def _make_template(self, level: int) -> dict[str, Any]:
-        """A record's fields at `level`, its level name as logging names it
-        now (a name given with addLevelName later is not seen)."""
-        record = logging.LogRecord(self.logger.name, level, _LOG_PATH, 0,
-                                   '', (), None, 'log')
-        self._templates[level] = template = dict(record.__dict__)
-        return template
-
-
-# Bumped in a forked child, so that templates are remade with its pid
-# (rather than asking the kernel for the pid on every record).
-_forks_seen = [0]
-
-
-def _count_fork() -> None:
-    _forks_seen[0] += 1
-
-
-os.register_at_fork(after_in_child=_count_fork)
-_new_record: Callable[[type[logging.LogRecord]], logging.LogRecord] = object.__new__
-_LOG_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'engine', 'engine.py')
-
-
-def record_log(backend: logging.Logger | LogBackend) -> LogBackend:
-    """What a session logs through: a RecordLog for a `logging.Logger`,
-    any other backend (anything with `.log(level, msg, *args)`) as it is."""
-    return RecordLog(backend) if isinstance(backend, logging.Logger) else backend

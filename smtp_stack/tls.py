@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import functools
 import ipaddress
-import logging
 import os
 import ssl
 import tempfile
@@ -24,11 +23,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from . import logs
+
 if TYPE_CHECKING:
     from .session import TlsInfo
 
 
-log = logging.getLogger('smtp_stack')
+log = logs.get('smtp_stack.tls')
 
 #: The options a context is built from, at top level and in each sni_options entry.
 TLS_OPTIONS = ('key', 'cert', 'ca', 'min_version', 'ciphers', 'honor_cipher_order',
@@ -297,7 +298,7 @@ def install_sni(contexts: dict[str, ssl.SSLContext],
     then `*.parent`, else the socket keeps the context it was wrapped with.
     The name is stored on the TLS socket (see `tls_info`). A failure fails
     that one handshake with an internal_error alert; `on_error(exc, name)`
-    hears about it (default: a warning on the 'smtp_stack' logger).
+    hears about it (default: a warning on the 'smtp_stack.tls' logger).
 
     The callback is handed the `ssl.SSLObject` being handshaken (see
     sockets.TlsSocket), which is where the name is stored. Only the certificate and
@@ -334,8 +335,9 @@ def lookup_context(contexts: Mapping[str, ssl.SSLContext], name: str) -> ssl.SSL
 
 
 def _log_sni_error(exc: Exception, server_name: str | None) -> None:
-    log.warning('TLS handshake for server name %r failed in SNI selection: %r',
-                server_name, exc, exc_info=exc)
+    """Called while `exc` is handled (choose's except): its traceback goes too."""
+    log.record(30, 'TLS handshake for server name %r failed in SNI selection: %r',
+               (server_name, exc), {'servername': server_name}, exc_info=True)
 
 
 def tls_info(ssl_sock: ssl.SSLObject | ssl.SSLSocket) -> TlsInfo:

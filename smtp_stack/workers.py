@@ -39,7 +39,6 @@ too, never a kill.
 from __future__ import annotations
 
 import _thread
-import logging
 import mmap
 import os
 import signal
@@ -56,6 +55,8 @@ import gevent.pool
 from gevent import monkey
 from gevent import socket as gsocket
 from gevent.os import make_nonblocking, nb_read
+
+from . import logs
 
 if TYPE_CHECKING:
     from .options import Options
@@ -78,7 +79,7 @@ YOUNG = 5.0              # a worker that dies younger is restarted after a back-
 MAX_BACKOFF = 5.0
 WORKER_START_TIMEOUT = 10.0
 
-log = logging.getLogger('smtp_stack.workers')
+log = logs.get('smtp_stack.workers')
 
 
 COUNTERS_PER_WORKER = 4  # those serving, and up to three sets still finishing after reloads
@@ -374,6 +375,7 @@ def _worker_main(server: Forkable, slot: int, shared: Shared | None, listening: 
     """
     code = 1
     try:
+        logs.set_worker(slot)       # every record of this process says which worker
         for fd in close:
             try:
                 os.close(fd)

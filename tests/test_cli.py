@@ -285,16 +285,20 @@ def test_port_in_use_names_the_address_in_one_line(tmp_path):
         port = taken.getsockname()[1]
         result = smtp_stack('serve', '--port', str(port), cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        f'smtp-stack: cannot listen on 127.0.0.1:{port}: Address already in use']
+    # A log line now (runtime.setup_logging): '<time> ERROR smtp_stack.cli[pid]: <message>'
+    [line] = result.stderr.splitlines()
+    assert ' ERROR smtp_stack.cli[' in line
+    assert line.split(': ', 1)[1] == f'cannot listen on 127.0.0.1:{port}: Address already in use'
 
 
 def test_an_address_not_of_this_machine_is_named(tmp_path):
     # 192.0.2.1 (TEST-NET-1, RFC 5737) is on no interface: no DNS, no race.
     result = smtp_stack('serve', '--host', '192.0.2.1', '--port', '2525', cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        'smtp-stack: cannot listen on 192.0.2.1:2525: Cannot assign requested address']
+    [line] = result.stderr.splitlines()     # a log line: '<time> ERROR smtp_stack.cli[pid]: ...'
+    assert ' ERROR smtp_stack.cli[' in line
+    assert line.split(': ', 1)[1] == ('cannot listen on 192.0.2.1:2525: '
+                                      'Cannot assign requested address')
 
 
 def test_a_mistyped_option_gets_the_usage_of_its_command(tmp_path):

@@ -114,8 +114,9 @@ def test_a_port_taken_is_named_in_one_line(tmp_path, side):
         result = smtp_stack('inbox', *[x for pair in addresses.items() for x in pair],
                             cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        f'smtp-stack: cannot listen on 127.0.0.1:{port}: Address already in use']
+    [line] = result.stderr.splitlines()     # a log line: '<time> ERROR smtp_stack.cli[pid]: ...'
+    assert ' ERROR smtp_stack.cli[' in line
+    assert line.split(': ', 1)[1] == f'cannot listen on 127.0.0.1:{port}: Address already in use'
 
 
 def test_a_mistyped_option_gets_the_inbox_usage(tmp_path):

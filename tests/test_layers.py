@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ('pure protocol', ('replies', 'errors', 'xtext', 'framing', 'addresses', 'sasl', 'proxy',
                        'forwarding', 'headers', 'extras')),
     ('state and values', ('session', 'spool', 'stream', 'options', 'limits', 'middleware',
-                          'offload', 'state', 'params')),
+                          'offload', 'state', 'params', 'logs', 'events')),
     ('sockets, TLS and the engine', ('sockets', 'tls', 'engine', 'runners', 'workers')),
     ('the server', ('server',)),
     ('the package', ('',)),       # smtp_stack/__init__.py: the public names, __version__

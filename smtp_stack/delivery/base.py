@@ -22,15 +22,17 @@ import email.utils
 import errno
 import io
 import ipaddress
-import logging
 import re
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
+from ..events import DELIVERY, queue_id, reply_text, status_of
 from ..headers import header_block, without_fields
+from ..logs import emit
 from ..replies import Reply
 
 if TYPE_CHECKING:
+    from ..addresses import Address
     from ..middleware import Context, Next
     from ..session import Envelope, Session
     from ..stream import DataStream
@@ -40,9 +42,6 @@ if TYPE_CHECKING:
 Inspect: TypeAlias = 'Callable[[Context, bytes], object]'
 # What `ctx.reply` holds: nothing yet, one reply, or LMTP's one per recipient.
 ReplySoFar: TypeAlias = 'Reply | list[Reply] | None'
-
-log = logging.getLogger('smtp_stack.delivery')
-
 
 class Delivery(Protocol):
     """What every delivery is: a middleware that says in one line where the
@@ -100,12 +99,48 @@ def untouched(ctx: Context) -> bool:
     truncated message: it refuses with 451 instead."""
     stream = ctx.data_stream
     if stream is not None and stream.spooled is None and (stream.bytes_read or stream.finished):
-        log.error('[%s] the message body was read before the delivery middleware; '
-                  'register the delivery so that it reads the body first',
-                  ctx.session.id)
-        ctx.send(BODY_CONSUMED)
+        note(ctx, 40, 'the message body was read before the delivery middleware; '
+                      'register the delivery so that it reads the body first')
+        refuse(ctx, BODY_CONSUMED)
         return False
     return True
+
+
+# -- what a delivery tells (events.Events, through the server) --------------------
+
+def delivered(ctx: Context, status: str, relay: str, reason: str,
+              recipients: Sequence[Address] | None = None) -> None:
+    """Tell the outcome for `recipients` (all the envelope's by default):
+    events.SENT, DEFERRED or BOUNCED, where (`relay`: 'maildir', a host and
+    port ...) and what happened (`reason`: the file, the upstream's reply)."""
+    session = ctx.session
+    events = getattr(ctx.server, 'events', None)
+    if events is not None:
+        events.delivered(session, queue_id(session),
+                         session.envelope.rcpt_to if recipients is None else recipients,
+                         status, relay, reason)
+
+
+def refuse(ctx: Context, reply: Reply | list[Reply], relay: str | None = None,
+           reason: str | None = None, by: str = DELIVERY) -> None:
+    """Answer with `reply` for the delivery (the log says `by=delivery`);
+    with `relay`, also tell each recipient's outcome (`reason`, or the
+    reply's text)."""
+    ctx.send(reply)
+    ctx.refusal = (reply, by)
+    if relay is not None:
+        single = reply if isinstance(reply, Reply) else reply[0]
+        delivered(ctx, status_of(single), relay, reason or reply_text(single))
+
+
+def note(ctx: Context, level: int, msg: str, *args: Any, exc_info: bool = False) -> None:
+    """A line of a delivery about this session ('<session id>: msg'), on the
+    server's delivery logger at `level` (log_level honoured)."""
+    server = ctx.server
+    if level < server.options.log_level:
+        return
+    sid = ctx.session.id
+    emit(server.delivery_log, level, '%s: ' + msg, (sid, *args), {'session': sid}, exc_info)
 
 
 def open_body(ctx: Context) -> io.BufferedIOBase:

@@ -23,10 +23,12 @@ from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any, TypeAlias, cast
 
 from ..errors import ClientDisconnected, SmtpError
+from ..events import DELIVERY, SENT, refused_by, reply_text, status_of
 from ..offload import offload
+from ..replies import Reply
 from ..spool import Spool
-from .base import (LOCAL_ERROR, Inspect, delivered_stream, disk_error_reply, is_success, log,
-                   message_body, message_head, untouched)
+from .base import (LOCAL_ERROR, Inspect, delivered, delivered_stream, disk_error_reply,
+                   is_success, message_body, message_head, note, refuse, untouched)
 
 if TYPE_CHECKING:
     from ..middleware import Context, Next, ReplyLike
@@ -72,13 +74,15 @@ class CallableDelivery:
         self.threaded = threaded
         self.spool_memory = spool_memory
         self.inspect = inspect
+        self._relay = self.describe()      # where its lines say the mail went
 
     def __repr__(self) -> str:
         return f'CallableDelivery({self.fn!r})'
 
     def describe(self) -> str:
-        name = getattr(self.fn, '__qualname__', repr(self.fn))
-        return f'callable {getattr(self.fn, "__module__", "?")}:{name}'
+        fn = self.fn
+        name = getattr(fn, '__qualname__', None) or type(fn).__qualname__     # an instance
+        return f'callable {getattr(fn, "__module__", "?")}:{name}'
 
     def __call__(self, ctx: Context, next: Next) -> None:
         next()
@@ -95,13 +99,13 @@ class CallableDelivery:
                     spool.write(piece)
                 spool.finish()
             except SmtpError as err:        # inspect() refused it, or MessageRefused
-                ctx.send(err.reply)
+                refuse(ctx, err.reply, by=refused_by(err) or DELIVERY)
                 return
             except ClientDisconnected:
                 raise
             except OSError as exc:
-                log.error('[%s] cannot spool the message: %s', session.id, exc)
-                ctx.send(disk_error_reply(exc))
+                refuse(ctx, disk_error_reply(exc), self._relay,
+                       f'cannot spool the message: {exc}')
                 return
             if not stream.acceptable or not is_success(ctx.reply):
                 return
@@ -109,15 +113,33 @@ class CallableDelivery:
                 with spool.open() as body:
                     result = self._call(session, envelope, cast('IO[bytes]', body))
             except SmtpError as err:
-                ctx.send(err.reply)
+                refuse(ctx, err.reply, self._relay)
                 return
             except Exception as exc:
-                log.exception('[%s] delivery function %s failed: %r', session.id,
-                              self.describe(), exc)
-                ctx.send(LOCAL_ERROR)
+                note(ctx, 40, 'delivery function %s failed: %r', self._relay, exc,
+                     exc_info=True)
+                refuse(ctx, LOCAL_ERROR, self._relay, f'the function failed: {exc!r}')
                 return
-        if result is not None:
-            ctx.send(result)
+        if result is None:
+            delivered(ctx, SENT, self._relay, 'accepted by the function')
+            return
+        ctx.send(result)
+        self._tell(ctx)
+
+    def _tell(self, ctx: Context) -> None:
+        """The delivery line of each recipient, from the reply the function
+        returned (LMTP: its own reply each)."""
+        reply = ctx.reply
+        recipients = ctx.session.envelope.rcpt_to
+        if isinstance(reply, Reply):
+            if reply.code >= 400:
+                ctx.refusal = (reply, DELIVERY)
+            delivered(ctx, status_of(reply), self._relay, reply_text(reply))
+            return
+        for one, recipient in zip(reply or (), recipients, strict=False):
+            delivered(ctx, status_of(one), self._relay, reply_text(one), [recipient])
+        if reply and any(one.code >= 400 for one in reply):
+            ctx.refusal = (reply, DELIVERY)
 
     def _call(self, session: Session, envelope: Envelope, body: IO[bytes]) -> DeliverResult:
         """The function, off the hub unless `threaded=False`."""

@@ -25,11 +25,13 @@ import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 from ..errors import ClientDisconnected, SmtpError
+from ..events import DEFERRED, DELIVERY, SENT, refused_by
+from ..logs import get
 from ..offload import offload
 from ..params import Kind, Reader
 from ..replies import Reply
-from .base import (Inspect, delivered_stream, disk_error_reply, is_success, log, message_body,
-                   message_head, message_id, untouched)
+from .base import (Inspect, delivered, delivered_stream, disk_error_reply, is_success,
+                   message_body, message_head, message_id, note, refuse, untouched)
 
 if TYPE_CHECKING:
     from ..middleware import Context, Next
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from ..stream import DataStream
 
 SUBDIRS = ('tmp', 'new', 'cur')
+RELAY = 'maildir'       # where a message went, in its delivery line
 _counter = itertools.count(1)
 
 
@@ -164,7 +167,7 @@ class MaildirDelivery:
         try:
             targets = self.targets(envelope)
         except ValueError as exc:
-            ctx.send(550, f'Error: {exc}', '5.1.3')
+            refuse(ctx, Reply(550, f'Error: {exc}', '5.1.3'), RELAY)
             return
         written = self._write_tmp(ctx, stream, targets[0])
         if written is None:
@@ -197,7 +200,7 @@ class MaildirDelivery:
                    maildir: str) -> tuple[str, int] | None:
         """Stream headers and body into tmp/; (path, size) or None when not
         to be delivered (the reply says why, or the server will)."""
-        session, envelope = ctx.session, ctx.session.envelope
+        envelope = ctx.session.envelope
         tmp_path = None
         fd: int | None = None
         try:
@@ -225,15 +228,14 @@ class MaildirDelivery:
             return None
         except SmtpError as err:        # inspect() refused it, or MessageRefused
             _remove(tmp_path)
-            ctx.send(err.reply)
+            refuse(ctx, err.reply, by=refused_by(err) or DELIVERY)
             return None
         except ClientDisconnected:
             _remove(tmp_path)
             raise
         except OSError as exc:
             _remove(tmp_path)
-            log.error('[%s] maildir %s: cannot store the message: %s', session.id, maildir, exc)
-            ctx.send(disk_error_reply(exc))
+            refuse(ctx, disk_error_reply(exc), RELAY, f'cannot store in {maildir}: {exc}')
             return None
         except BaseException:           # killed by stop(), a bug: leave no litter
             _remove(tmp_path)
@@ -250,6 +252,7 @@ class MaildirDelivery:
         name = os.path.basename(tmp_path) + f',S={size}'
         distinct = list(dict.fromkeys(targets))    # distinct[0] holds tmp_path
         failures: dict[str, Reply] = {}
+        why: dict[str, str] = {}
         made: list[str] = []
 
         def place(maildir: str, move: bool) -> None:
@@ -263,8 +266,9 @@ class MaildirDelivery:
                 made.append(final)
                 _fsync_dir(os.path.join(maildir, 'new'))
             except OSError as exc:
-                log.error('[%s] maildir %s: cannot deliver: %s', session.id, maildir, exc)
+                note(ctx, 40, 'maildir %s: cannot deliver: %s', maildir, exc)
                 failures[maildir] = disk_error_reply(exc)
+                why[maildir] = f'cannot deliver to {maildir}: {exc}'
                 if made and made[-1] == final:
                     _remove(made.pop())
 
@@ -280,13 +284,27 @@ class MaildirDelivery:
             # One reply for all recipients: undo, so the retry duplicates nothing.
             for path in made:
                 _remove(path)
-            return [next(iter(failures.values()))]
-        if len(failures) < len(distinct):
-            log.info('[%s] stored %d bytes as %s in %s', session.id, size, name,
-                     ', '.join(m for m in distinct if m not in failures))
+            refusal = next(iter(failures.values()))
+            ctx.refusal = (refusal, DELIVERY)
+            delivered(ctx, DEFERRED, RELAY, next(iter(why.values())))
+            return [refusal]
+        self._tell(ctx, name, targets, why)
         if not ctx.server.options.lmtp:
             return [ok]
-        return [failures.get(target, ok) for target in targets]
+        replies = [failures.get(target, ok) for target in targets]
+        if failures:
+            ctx.refusal = (replies, DELIVERY)
+        return replies
+
+    @staticmethod
+    def _tell(ctx: Context, name: str, targets: list[str], why: dict[str, str]) -> None:
+        """The delivery line of each recipient: the file, or why not (LMTP)."""
+        recipients = ctx.session.envelope.rcpt_to
+        for recipient, target in zip(recipients, targets, strict=True):
+            if target in why:
+                delivered(ctx, DEFERRED, RELAY, why[target], [recipient])
+            else:
+                delivered(ctx, SENT, RELAY, os.path.join(target, 'new', name), [recipient])
 
 
 def describe_maildir(path: str) -> str:
@@ -331,4 +349,4 @@ def _remove(path: str | None) -> None:
     except FileNotFoundError:
         pass
     except OSError as exc:
-        log.warning('cannot remove %s: %s', path, exc)
+        get('smtp_stack.delivery').warning('cannot remove %s: %s', path, exc)

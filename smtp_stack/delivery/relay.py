@@ -30,10 +30,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from ..errors import ClientDisconnected, SmtpError
+from ..events import DELIVERY, refused_by, reply_text, status_of
 from ..params import BOOL, EXISTING_FILE, PORT, SECONDS, STRING, Kind, Reader
 from ..replies import Reply
-from .base import (Inspect, is_success, log, message_body, message_head, reply_from, untouched,
-                   wants_delivery)
+from .base import (Inspect, delivered, is_success, message_body, message_head, note, refuse,
+                   reply_from, untouched, wants_delivery)
 from .upstream import (Upstream, client_tls_context, describe_upstream, mail_params,
                        rcpt_params, xforward_lines)
 
@@ -120,6 +121,9 @@ class RelayDelivery:
         self.inspect = inspect
         self.source_address = source_address
         self.tls_context = client_tls_context(tls_verify, ca_file) if (starttls or secure) else None
+        # Where its lines say the mail went: 'mx.example:25', or the socket path.
+        self.where = host if host.startswith('/') else (
+            f'[{host}]:{self.port}' if ':' in host else f'{host}:{self.port}')
         # One upstream link per session, until the session ends (session_closed).
         self._links: dict[Session, Upstream] = {}
 
@@ -147,7 +151,7 @@ class RelayDelivery:
         except UpstreamError as exc:
             # Refused: "a rejected MAIL leaves no trace in the envelope".
             envelope.mail_from = None
-            ctx.send(exc.reply)
+            refuse(ctx, exc.reply)
 
     def _on_rcpt(self, ctx: Context, next: Next) -> None:
         next()
@@ -165,11 +169,11 @@ class RelayDelivery:
         except UpstreamError as exc:
             envelope.rcpt_to.pop()
             self._drop(ctx.session)
-            ctx.send(exc.reply)
+            refuse(ctx, exc.reply)
             return
         if reply.code >= 300:
             envelope.rcpt_to.pop()
-            ctx.send(reply)
+            refuse(ctx, reply)      # the upstream's words
 
     def _on_data(self, ctx: Context, next: Next) -> None:
         next()
@@ -181,17 +185,17 @@ class RelayDelivery:
             return self._reset(session)
         link = self._links.get(session)
         if link is None or not link.in_transaction:
-            ctx.send(UPSTREAM_LOST)
+            refuse(ctx, UPSTREAM_LOST, self.where, 'no upstream transaction')
             return
         if not link.binary:
             try:
                 reply = self._ask(link, 'DATA')
             except UpstreamError as exc:
                 self._drop(session)
-                ctx.send(exc.reply)
+                refuse(ctx, exc.reply, self.where, str(exc))
                 return
             if reply.code != 354:
-                ctx.send(reply)
+                refuse(ctx, reply, self.where)
                 return self._reset(session)
         envelope = session.envelope
         head = message_head(ctx, return_path=False)
@@ -200,21 +204,20 @@ class RelayDelivery:
                 refused = link.send_chunks(head, message_body(ctx, self.inspect))
                 if refused is not None:     # the rest of the body is drained by the server
                     self._drop(session)
-                    ctx.send(refused)
+                    refuse(ctx, refused, self.where)
                     return
             else:
                 link.send_body(head, message_body(ctx, self.inspect))
         except SmtpError as err:        # inspect() refused the content, or MessageRefused
             self._drop(session)
-            ctx.send(err.reply)
+            refuse(ctx, err.reply, by=refused_by(err) or DELIVERY)
             return
         except ClientDisconnected:
             self._drop(session)
             raise
         except (OSError, smtplib.SMTPException) as exc:
-            log.warning('[%s] upstream failed during DATA: %s', session.id, exc)
             self._drop(session)
-            ctx.send(UPSTREAM_LOST)
+            refuse(ctx, UPSTREAM_LOST, self.where, f'upstream failed during DATA: {exc}')
             return
         except BaseException:
             self._drop(session)
@@ -230,9 +233,8 @@ class RelayDelivery:
         except (OSError, smtplib.SMTPException) as exc:
             # The upstream may or may not have taken it: a retry may duplicate
             # the message, a 250 could lose it. RFC 5321 6.1 prefers the first.
-            log.warning('[%s] upstream lost after the final dot: %s', session.id, exc)
             self._drop(session)
-            ctx.send(UPSTREAM_LOST)
+            refuse(ctx, UPSTREAM_LOST, self.where, f'upstream lost after the final dot: {exc}')
             return
         ctx.send(self._verdict(ctx, replies))
 
@@ -270,7 +272,7 @@ class RelayDelivery:
         fresh = link is None
         for _ in range(2):
             if link is None:
-                link = self._connect(session, ctx.server.options.name)
+                link = self._connect(ctx)
                 fresh = True
             elif link.in_transaction:
                 self._ask(link, 'RSET')
@@ -299,9 +301,10 @@ class RelayDelivery:
             link.in_transaction = True
             return
 
-    def _connect(self, session: Session, our_name: str) -> Upstream:
+    def _connect(self, ctx: Context) -> Upstream:
+        session = ctx.session
         link = Upstream(lmtp=self.lmtp, timeout=self.timeout,
-                        local_hostname=self.helo or our_name,
+                        local_hostname=self.helo or ctx.server.options.name,
                         tls_context=self.tls_context, secure=self.secure,
                         source_address=self.source_address)
         where = self.describe()
@@ -322,16 +325,15 @@ class RelayDelivery:
             if self.username is not None and self.password is not None:
                 link.login(self.username, self.password)
         except UpstreamError as exc:
-            log.warning('[%s] %s', session.id, exc)
+            note(ctx, 30, '%s', exc)
             link.abort()
             raise
         except smtplib.SMTPAuthenticationError as exc:
-            log.error('[%s] %s refused our login: %s %s', session.id, where,
-                      exc.smtp_code, exc.smtp_error)
+            note(ctx, 40, '%s refused our login: %s %s', where, exc.smtp_code, exc.smtp_error)
             link.abort()
             raise UpstreamError(UPSTREAM_CONFIG) from None
         except (OSError, smtplib.SMTPException, ValueError) as exc:
-            log.warning('[%s] %s unreachable: %s', session.id, where, exc or type(exc).__name__)
+            note(ctx, 30, '%s unreachable: %s', where, exc or type(exc).__name__)
             link.abort()
             raise UpstreamError(UNAVAILABLE) from None
         self._links[session] = link
@@ -367,20 +369,27 @@ class RelayDelivery:
         temporary failure (so it retries) or else the first permanent one (so
         the sender hears of it); the recipients that did get the message may
         then get it twice, which is better than a silent loss."""
-        recipients = len(ctx.session.envelope.rcpt_to)
-        if len(replies) == 1 and recipients > 1:
-            replies = replies * recipients
-        if ctx.server.options.lmtp:
-            return replies
+        recipients = ctx.session.envelope.rcpt_to
+        if len(replies) == 1:       # an SMTP upstream: one verdict for all
+            delivered(ctx, status_of(replies[0]), self.where, reply_text(replies[0]))
+            replies = replies * len(recipients)
+        else:
+            for reply, recipient in zip(replies, recipients, strict=False):
+                delivered(ctx, status_of(reply), self.where, reply_text(reply), [recipient])
         failed = [r for r in replies if r.code >= 400]
+        if ctx.server.options.lmtp:
+            if failed:
+                ctx.refusal = (replies, DELIVERY)
+            return replies
         if not failed:
             return replies[0]
         if len(failed) < len(replies):
-            log.warning('[%s] upstream accepted %d of %d recipients; telling the client %s',
-                        ctx.session.id, len(replies) - len(failed), len(replies),
-                        failed[0].code)
+            note(ctx, 30, 'upstream accepted %d of %d recipients; telling the client %s',
+                 len(replies) - len(failed), len(replies), failed[0].code)
         temporary = [r for r in failed if r.code < 500]
-        return (temporary or failed)[0]
+        chosen = (temporary or failed)[0]
+        ctx.refusal = (chosen, DELIVERY)
+        return chosen
 
 
 _HANDLERS: dict[str, Callable[[RelayDelivery, Context, Next], None]] = {

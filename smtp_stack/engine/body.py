@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TypedDict
 
 from .. import replies as R
 from ..errors import SmtpError
+from ..events import ENGINE, LIMIT, queue_id
 from ..framing import TOO_LONG, DataDecoder, TextChecks
 from ..options import MAX_COMMAND_LINE
 from ..replies import Reply
@@ -184,9 +185,11 @@ def _next_bdat_chunk(engine: Engine, state: _BdatState) -> bool:
 
 def finish_data(engine: Engine, ctx: Context, stream: DataStream) -> None:
     """After the chain of DATA/BDAT (`stream` is ctx.data_stream): drain,
-    decide, reply, reset."""
+    decide, reply, tell, reset (the transaction ends after its reply is
+    told, so the log has its envelope and queue id)."""
     session = engine.session
-    recipients = session.envelope.rcpt_to
+    envelope = session.envelope
+    recipients = envelope.rcpt_to
     if not stream.started:
         # Refused before 354 (on_data or middleware): nothing was sent.
         return engine.final(ctx.reply or R.NO_REPLY_SET, ctx)
@@ -199,17 +202,23 @@ def finish_data(engine: Engine, ctx: Context, stream: DataStream) -> None:
         # The readers were told (MessageRefused); whatever middleware set,
         # the client gets the same reply.
         reply = stream.refused.reply
-    session.end_transaction()
+        ctx.refusal = (reply, LIMIT if stream.size_exceeded else ENGINE)
     if engine.options.lmtp:
-        for one in lmtp_replies(engine, reply, len(recipients)):
-            engine.final(one, ctx)
+        replies = lmtp_replies(engine, reply, len(recipients))
+        for one, recipient in zip(replies, recipients, strict=True):
+            engine.final(one, ctx, recipient)
+        accepted = any(one.code < 300 for one in replies)
+        if not accepted:        # counted once for the summary, not per recipient
+            engine.failed[ctx.command_name] = engine.failed.get(ctx.command_name, 0) + 1
     else:
+        if isinstance(reply, list):     # the client gets the first (Engine.final)
+            reply = reply[0] if reply else R.NO_REPLY_SET
         engine.final(reply, ctx)
-    if (any(r.code < 300 for r in reply) if isinstance(reply, list)
-            else reply.code < 300):
+        accepted = reply.code < 300
+    if accepted:
         engine.counters.accepted()
-        engine.log(20, 'Message accepted: %d bytes, %d recipient(s)',
-                   stream.bytes_read, len(recipients))
+        engine.events.accepted(session, envelope, queue_id(session), stream.bytes_read)
+    session.end_transaction()
 
 
 def lmtp_replies(engine: Engine, reply: Reply | list[Reply], count: int) -> list[Reply]:

@@ -16,6 +16,8 @@ from gevent import socket as gsocket
 from .. import replies as R
 from ..addresses import parse_path
 from ..errors import ClientDisconnected, SmtpError
+from ..events import ENGINE, LIMIT, MIDDLEWARE, queue_id, refused_by, stamp
+from ..logs import emit
 from ..framing import TOO_LONG, Line
 from ..limits import SessionCounters
 from ..middleware import Context, name_of
@@ -33,6 +35,8 @@ from .security import before_auth_reply, upgrade
 from .transport import ClientTimeout, Transport
 
 if TYPE_CHECKING:
+    from ..addresses import Address
+    from ..events import Events
     from ..middleware import SessionEvent
     from ..options import LogBackend, Options
     from ..server import SmtpServer
@@ -40,6 +44,11 @@ if TYPE_CHECKING:
     from ..sockets import PlainSocket
 
 HANDLER_MODULES = (greeting, envelope, body, security, forwarding, basic)
+
+# The replies of the limits an admin configures: refused `by` LIMIT in the log.
+LIMIT_REPLIES = frozenset({R.TOO_MANY_RECIPIENTS, R.MESSAGE_TOO_BIG, R.TOO_MANY_CONNECTIONS,
+                           R.TOO_MANY_ERRORS, R.TOO_MANY_MESSAGES, R.TOO_MANY_AUTH_FAILURES,
+                           R.AUTH_BLOCKED})
 
 # An AUTH command may carry an initial response of MAX_AUTH_LINE octets.
 MAX_AUTH_COMMAND = MAX_AUTH_LINE + len('AUTH CRAM-MD5 ')
@@ -51,9 +60,13 @@ class Engine:
 
     `host` is the server, seen through a narrow interface: `options`,
     `chain(ctx)`, `lifecycle` (its components' session_opened and
-    session_closed), `log_backend`, `emit(event, exc)`, `secure_context`,
-    `sweeper`, `stopping`, `auth_failures`, `claim_client_ip(ip)` and
+    session_closed), `log_backend`, `events` (who hears of each fact:
+    events.Events), `emit(event, exc)`, `secure_context`, `sweeper`,
+    `stopping`, `auth_failures`, `claim_client_ip(ip)` and
     `release_client_ip(ip)`.
+
+    `commands` counts the commands per verb ('UNKNOWN' for what is not
+    one), `failed` those refused: the summary of the disconnect event.
     """
 
     options: Options
@@ -75,6 +88,7 @@ class Engine:
                                         options.max_messages, options.max_junk_commands)
         self.upgrade_pending = False   # STARTTLS answered; handshake after the reply
         self.auth_method: str | None = None    # mechanism of the AUTH command in progress
+        self.auth_username: str | None = None  # who that AUTH said it is, once it said
         local = _split_address(local or sock.getsockname())
         remote = _split_address(peer)
         self.session = Session(local[0], local[1], remote[0], remote[1], lmtp=options.lmtp)
@@ -82,19 +96,25 @@ class Engine:
         self.claimed_ip: str | None = None     # counted against max_connections_per_ip
         self.greenlet = gevent.getcurrent()
         self._log_min: int = options.log_level
-        self._backend: LogBackend = host.log_backend    # a RecordLog for a Logger (server.py)
+        self._backend: LogBackend = host.log_backend    # a RecordLog for a Logger (logs.py)
+        self.events: Events = host.events
+        self.connected = False      # told the events (so the disconnect is told too)
+        self.commands: dict[str, int] = {}
+        self.failed: dict[str, int] = {}
 
     # -- logging ---------------------------------------------------------
     def log(self, level: int, message: str, *args: object) -> None:
-        """Every line carries the session id; costs one comparison when off."""
+        """A line of this session: '<session id>: message', the id also as
+        the field `session`; costs one comparison when off. (The facts a
+        mail admin greps for are events: self.events.)"""
         if level >= self._log_min:
-            self._backend.log(level, '[%s] ' + message, self.session.id, *args)
+            sid = self.session.id
+            emit(self._backend, level, '%s: ' + message, (sid, *args), {'session': sid})
 
     # -- the loop --------------------------------------------------------
     def run(self) -> None:
         session = self.session
         host = self.host
-        self.log(20, 'Connection from %s:%s', session.remote_address, session.remote_port)
         try:
             try:
                 opened = host.lifecycle.opened     # () unless a component wants it
@@ -123,7 +143,8 @@ class Engine:
             session.envelope.discard()      # a spool must not outlive a vanished client
             if self.claimed_ip is not None:
                 host.release_client_ip(self.claimed_ip)
-            self.log(20, 'Connection closed')
+            if self.connected:
+                self.events.disconnected(session, self.commands, self.failed)
             closed = host.lifecycle.closed
             if closed:
                 self._tell(closed)
@@ -150,30 +171,35 @@ class Engine:
         self.transport.close()
 
     def _open(self) -> None:
-        """Everything before the greeting."""
+        """Everything before the greeting. The connect event comes once the
+        client is known (after a PROXY header and the reverse lookup); one
+        refused by max_connections_per_ip is a refusal only."""
         opts = self.options
         if opts.use_proxy.allows(self.peer_ip):
             self._read_proxy_header()
         if not self.host.claim_client_ip(self.peer_ip):
             reply = R.TOO_MANY_CONNECTIONS      # as max_connections' refusal words it
-            self.transport.write(format_reply(reply.code, reply.message, reply.enhanced, True))
+            self._wire(format_reply(reply.code, reply.message, reply.enhanced, True))
+            self.events.refused(self.session, 'CONNECT', reply, LIMIT, None, None)
             self.closing = True
             return
         self.claimed_ip = self.peer_ip
+        self._lookup_client_hostname()
+        self.connected = True
+        self.events.connected(self.session)
         if opts.secure:
             self.start_tls()
-        self._lookup_client_hostname()
         try:
             self.hook('on_connect', self.session)
         except SmtpError as err:
-            return self._refuse_session(err.reply)
+            return self._refuse_session(err.reply, refused_by(err) or 'on_connect')
         except HookFailed:
-            return self._refuse_session(R.HOOK_FAILED)
+            return self._refuse_session(R.HOOK_FAILED, 'on_connect')
         if opts.greeting_delay and self.transport.client_talks_first(opts.greeting_delay):
             self.session.pre_greeting_data = True
             self.log(20, 'Client talked before the greeting')
             if opts.reject_early_talkers:
-                return self._refuse_session(R.EARLY_TALKER)
+                return self._refuse_session(R.EARLY_TALKER, ENGINE)
         self.write(self.banner())
 
     def banner(self, extra: bool = True) -> Reply:
@@ -184,8 +210,9 @@ class Engine:
         banner = f' {opts.banner}' if opts.banner and extra else ''
         return Reply(220, f'{opts.name} {protocol}{banner}', False)
 
-    def _refuse_session(self, reply: Reply) -> None:
+    def _refuse_session(self, reply: Reply, by: str) -> None:
         self.write(reply)
+        self.events.refused(self.session, 'CONNECT', reply, by, None, None)
         self.closing = True
 
     def _lookup_client_hostname(self) -> None:
@@ -226,10 +253,14 @@ class Engine:
         """The TLS handshake within upgrade_timeout; a failed or slow one
         ends only this connection."""
         session = self.session
-        session.tls = self.transport.start_tls(self.host.secure_context['*'],
-                                               self.options.upgrade_timeout)
+        try:
+            session.tls = self.transport.start_tls(self.host.secure_context['*'],
+                                                   self.options.upgrade_timeout)
+        except ClientDisconnected as exc:
+            self.events.tls(session, str(exc) or type(exc).__name__)
+            raise
         session.secure = True
-        self.log(20, 'TLS established: %s %s', session.tls['version'], session.tls['cipher'])
+        self.events.tls(session, None)
 
     # -- reading and writing ----------------------------------------------
     def _read_command(self) -> Line:
@@ -253,9 +284,21 @@ class Engine:
 
     def write(self, reply: Reply) -> None:
         """Queue a reply; it goes out with the next flush (pipelining)."""
-        self._queue(wire_bytes(reply, self.enhanced))
+        wire = wire_bytes(reply, self.enhanced)
+        self._queue(wire)
         if self._log_min <= 10:
-            self.log(10, 'S: %s %s', reply.code, reply.message)
+            self._log_wire(wire)
+
+    def _wire(self, data: bytes) -> None:
+        """Queue bytes made elsewhere (a refusal before the greeting)."""
+        self._queue(data)
+        if self._log_min <= 10:
+            self._log_wire(data)
+
+    def _log_wire(self, data: bytes) -> None:
+        """DEBUG: each line of a reply as it goes out ('S: 250-PIPELINING')."""
+        for line in data.decode('utf-8', 'replace').split('\r\n')[:-1]:
+            self.log(10, 'S: %s', line)
 
     def send_now(self, reply: Reply) -> None:
         """Intermediate replies (354, 334) go out at once."""
@@ -266,21 +309,25 @@ class Engine:
     def handle(self, line: Line) -> None:
         """One command line: check it, run the chain, write the one final reply."""
         if line is TOO_LONG:
-            return self.final(R.LINE_TOO_LONG)
+            return self._fault(R.LINE_TOO_LONG)
         if (len(line) > MAX_COMMAND_LINE or b'\r' in line
                 or b'\x00' in line or self._lines.last_bare):
             reply = _line_fault(line, self._lines.last_bare,
                                 self.options.bare_newline == 'reject')
             if reply is not None:
-                return self.final(reply)
+                return self._fault(reply)
         try:
             text = line.decode('utf-8')
         except UnicodeDecodeError:
-            return self.final(R.BAD_ENCODING)
+            return self._fault(R.BAD_ENCODING)
         if self._log_min <= 10:
             self.log(10, 'C: %s', mask_auth_command(text))
         ctx = Context(text, self.session, self.host, self)
-        if ctx.command_name in ('MAIL', 'RCPT'):
+        name = ctx.command_name
+        verb = name if name in COMMANDS else 'UNKNOWN'      # a client's words are no key
+        counts = self.commands
+        counts[verb] = counts.get(verb, 0) + 1
+        if name in ('MAIL', 'RCPT'):
             self._parse_address(ctx)
         try:
             self.host.chain(ctx)
@@ -289,14 +336,12 @@ class Engine:
         stream = ctx.data_stream
         if stream is not None:
             finish_data(self, ctx, stream)
+        elif name == 'AUTH':
+            self._auth_done(ctx)
         else:
             if ctx.reply is None:
-                no_auth = ctx.command_name == 'AUTH' and self.options.no_auth_reply
-                ctx.reply = R.AUTH_FAILED if no_auth else R.NO_REPLY_SET
-            if ctx.command_name == 'AUTH':
-                before_auth_reply(self, ctx.reply)
-                self.auth_method = None
-            elif ctx.address is not None and ctx.command_name in ('MAIL', 'RCPT'):
+                ctx.reply = R.NO_REPLY_SET
+            if ctx.address is not None and name in ('MAIL', 'RCPT'):
                 _forget_if_refused(self.session.envelope, ctx, ctx.reply)
             self.final(ctx.reply, ctx)
         if ctx.close_requested:
@@ -306,10 +351,29 @@ class Engine:
             if not self.closing and getattr(ctx.reply, 'code', 0) == 220:
                 upgrade(self)
 
+    def _fault(self, reply: Reply) -> None:
+        """A line refused before it is a command (too long, bare CR/LF, NUL,
+        not UTF-8): counted as an unknown command."""
+        self.commands['UNKNOWN'] = self.commands.get('UNKNOWN', 0) + 1
+        self.final(reply)
+
+    def _auth_done(self, ctx: Context) -> None:
+        """AUTH's reply, and its outcome told (a 535 is told by `final`)."""
+        reply = ctx.reply
+        if reply is None:
+            reply = ctx.reply = R.AUTH_FAILED if self.options.no_auth_reply else R.NO_REPLY_SET
+        before_auth_reply(self, reply)
+        if not isinstance(reply, list) and reply.code == 235:
+            self.events.authenticated(self.session, self.auth_method or '')
+        self.final(reply, ctx)
+        self.auth_method = self.auth_username = None
+
     def _chain_raised(self, ctx: Context, exc: BaseException) -> None:
-        """What the middleware chain raised becomes the reply."""
+        """What the middleware chain raised becomes the reply; who raised
+        it is on an SmtpError (events.stamp: the middleware level it left)."""
         if isinstance(exc, SmtpError):      # MessageRefused too: not a failure
-            ctx.reply = exc.reply
+            ctx.reply = reply = exc.reply
+            ctx.refusal = (reply, refused_by(exc) or MIDDLEWARE)
         elif isinstance(exc, (ClientDisconnected, SessionShutdown, gevent.GreenletExit)):
             raise exc
         elif isinstance(exc, (Exception, gevent.Timeout)):
@@ -323,16 +387,40 @@ class Engine:
             ctx.reply = R.HOOK_FAILED
             ctx.close_requested = True
 
-    def final(self, reply: Reply | list[Reply], ctx: Context | None = None) -> None:
-        """Write the one final reply of a command and count errors."""
+    def final(self, reply: Reply | list[Reply], ctx: Context | None = None,
+              recipient: Address | None = None) -> None:
+        """Write the one final reply of a command (of one `recipient`'s, after
+        an LMTP DATA), tell a refusal and count errors."""
         if isinstance(reply, list):     # LMTP-style list outside DATA: first only
             reply = reply[0] if reply else R.NO_REPLY_SET
-        self._queue(wire_bytes(reply, self.enhanced))
+        wire = wire_bytes(reply, self.enhanced)
+        self._queue(wire)
         if self._log_min <= 10:
-            self.log(10, 'S: %s %s', reply.code, reply.message)
+            self._log_wire(wire)
+        code = reply.code
+        if code >= 400:
+            self._refused(reply, ctx, recipient)
         counters = self.counters
-        if (reply.code >= 400 or counters.junk_excess) and counters.counts_as_error(reply.code):
+        if (code >= 400 or counters.junk_excess) and counters.counts_as_error(code):
             self._count_error(reply, ctx)
+
+    def _refused(self, reply: Reply, ctx: Context | None, recipient: Address | None) -> None:
+        """Tell the refusal of a command (an AUTH's 535: a failed login), and
+        count it for the summary (an LMTP DATA once: finish_data)."""
+        verb = ctx.command_name if ctx is not None else 'UNKNOWN'
+        if verb not in COMMANDS:
+            verb = 'UNKNOWN'
+        if recipient is None:
+            self.failed[verb] = self.failed.get(verb, 0) + 1
+        session = self.session
+        if verb == 'AUTH' and reply.code == 535:     # RFC 4954 6: wrong credentials
+            self.events.auth_failed(session, self.auth_method or '', self.auth_username, reply)
+            return
+        address = recipient
+        if address is None and ctx is not None and verb in ('MAIL', 'RCPT'):
+            address = ctx.address
+        self.events.refused(session, verb, reply, _refuser(reply, ctx), address,
+                            queue_id(session) if verb in ('DATA', 'BDAT') else None)
 
     def _count_error(self, reply: Reply, ctx: Context | None) -> None:
         auth_failure = ctx is not None and ctx.command_name == 'AUTH' and reply.code == 535
@@ -342,12 +430,14 @@ class Engine:
                 self.log(30, 'AUTH from %s blocked for now: %d failures within %g s',
                          self.peer_ip, failures.limit, failures.window)
         reached = self.counters.error(auth_failure)
-        if reached == 'auth':
-            self.write(R.TOO_MANY_AUTH_FAILURES)
+        closing = R.TOO_MANY_AUTH_FAILURES if reached == 'auth' else \
+            R.TOO_MANY_ERRORS if reached == 'errors' and not self.closing else None
+        if closing is not None:
+            self.write(closing)
             self.closing = True
-        elif reached == 'errors' and not self.closing:
-            self.write(R.TOO_MANY_ERRORS)
-            self.closing = True
+            verb = ctx.command_name if ctx is not None else 'UNKNOWN'
+            self.events.refused(self.session, verb if verb in COMMANDS else 'UNKNOWN',
+                                closing, LIMIT, None, None)
 
     def _parse_address(self, ctx: Context) -> None:
         """MAIL/RCPT are parsed before middleware runs (ctx.address)."""
@@ -366,7 +456,10 @@ class Engine:
             return None
         try:
             return fn(*args)
-        except (SmtpError, ClientDisconnected):
+        except SmtpError as err:
+            stamp(err, name)        # who refused, in the log: the hook
+            raise
+        except ClientDisconnected:
             raise
         except Exception as exc:
             self.log(40, '%s hook failed: %r', name, exc)
@@ -395,6 +488,34 @@ def _forget_if_refused(transaction: Envelope, ctx: Context,
         transaction.mail_from = None
     elif transaction.rcpt_to and transaction.rcpt_to[-1] is ctx.address:
         transaction.rcpt_to.pop()
+
+
+def limit_or_engine(reply: Reply) -> str:
+    """Who refused, for a reply of the server's own: LIMIT for a configured
+    limit's reply, else ENGINE (sequence, syntax)."""
+    return LIMIT if type(reply.message) is str and reply in LIMIT_REPLIES else ENGINE
+
+
+def _refuser(reply: Reply, ctx: Context | None) -> str:
+    """Who set this refusal: recorded with it (ctx.refusal) by the built-in
+    handler, the chain or a delivery; else a middleware's ctx.send()."""
+    if ctx is None:
+        return limit_or_engine(reply)
+    refusal = ctx.refusal
+    if refusal is not None:
+        recorded = refusal[0]
+        if recorded is reply or (isinstance(recorded, list)      # LMTP: one per recipient
+                                 and any(each is reply for each in recorded)):
+            return refusal[1]
+    return MIDDLEWARE
+
+
+def session_for(sock: Any, peer: object, local: object, lmtp: bool) -> Session:
+    """The Session of a connection that is refused before it has an engine
+    (max_connections): its id and addresses, for the log."""
+    here = _split_address(local or sock.getsockname())
+    there = _split_address(peer)
+    return Session(here[0], here[1], there[0], there[1], lmtp=lmtp)
 
 
 def _split_address(address: object) -> tuple[str, int]:
@@ -426,7 +547,9 @@ def builtin(ctx: Context) -> None:
             gate(entry, engine, ctx)
         entry.handler(engine, ctx)
     except SmtpError as err:
-        ctx.reply = err.reply
-    except HookFailed:
+        ctx.reply = reply = err.reply
+        ctx.refusal = (reply, refused_by(err) or limit_or_engine(reply))
+    except HookFailed as failed:
         ctx.reply = R.HOOK_FAILED
+        ctx.refusal = (R.HOOK_FAILED, str(failed) or ENGINE)
         ctx.close()

@@ -66,6 +66,8 @@ def auth(engine: Engine, ctx: Context) -> None:
         engine.send_now(Reply(334, exchange.challenge, False))
         exchange.respond(_read_auth_line(engine))
     session.auth = exchange.result
+    if exchange.result is not None:     # for the log of a failed login
+        engine.auth_username = exchange.result.username
     user = engine.hook('on_auth', session)
     if user:
         session.user = user

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from ..extras import needs_extra
-from ..runtime import note, serve_until_stopped, setup_logging
+from ..runtime import add_log_format, log_format_of, note, serve_until_stopped, setup_logging
 
 DESCRIPTION = """\
 Catch every message sent to it, for development and tests, like Mailpit:
@@ -61,6 +61,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                         help='SMTP server that "release" sends messages to')
     parser.add_argument('--name', default='localhost',
                         help='host name in the SMTP greeting and Received (default localhost)')
+    add_log_format(parser)
     parser.set_defaults(func=run, parser=parser)
     return parser
 
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         note(f'--ui-auth-file: {exc}')
         return 1
-    setup_logging(None)
+    setup_logging(None, log_format_of(args))
     try:
         inbox = Inbox(args.db, smtp=smtp, http=http, max_messages=args.max_messages,
                       accept_any_auth=args.smtp_auth_accept_any, starttls=args.smtp_starttls,

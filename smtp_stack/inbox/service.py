@@ -14,13 +14,13 @@ generated at start).
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
+from .. import logs
 from ..options import LogLevels
 from ..server import SmtpServer, hostport
 from .app import InboxApp
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ..session import Session
     from .release import Relay
 
-log = logging.getLogger('smtp_stack.inbox')
+log = logs.get('smtp_stack.inbox')
 
 DEFAULT_SMTP = ('127.0.0.1', 1025)
 DEFAULT_HTTP = ('127.0.0.1', 8025)
@@ -42,7 +42,8 @@ class _Handler(WSGIHandler):  # type: ignore[misc]  # gevent has no type informa
     """gevent's handler, with access logging through `logging` at DEBUG."""
 
     def log_request(self) -> None:
-        log.debug('%s', self.format_request())
+        if log.logger.isEnabledFor(10):
+            log.debug('%s', self.format_request())
 
 
 class Inbox:
