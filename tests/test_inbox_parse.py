@@ -90,3 +90,49 @@ def test_snippet_and_text_helpers():
     assert len(long) <= 253 and long.endswith('...')
     assert html_to_text('<style>p{}</style><script>x()</script><p>a &amp; b</p>') == 'a & b'
     assert iso_time(datetime(2026, 5, 6, 7, 8, 9, 999999, tzinfo=timezone.utc)) == '2026-05-06T07:08:09.999Z'
+
+
+@pytest.mark.parametrize('text, html_body, expected', [
+    ('the text', '<html><head><title>T</title><style>p{}</style></head><body><p>From</p>'
+                 '<p>the&nbsp;HTML &amp; more</p><br>x<img src="a">y</body></html>',
+     'From the HTML & more x y'),        # a no-break space is no printable character
+    ('the text', '   ', 'the text'),
+    ('\ufeff spaced \n\n out ', '', 'spaced out'),
+    ('', '<p>' + 'é' * 150 + '</p>', 'é' * 99 + '...'),     # 200 bytes, whole characters
+    ('word ' * 50, '', ('word ' * 40) + '...'),               # Mailpit keeps the space
+    ('', '<head><title>only a head', ''),
+])
+def test_snippet_is_mailpits(text, html_body, expected):
+    assert snippet(text, html_body) == expected
+
+
+@pytest.mark.parametrize('header, expected', [
+    ('Fri, 02 Jan 2026 10:00:00 +0100', '2026-01-02T10:00:00+01:00'),
+    ('Fri, 02 Jan 2026 10:00:00 -0530', '2026-01-02T10:00:00-05:30'),
+    ('Fri, 02 Jan 2026 10:00:00 +0000', '2026-01-02T10:00:00Z'),
+    ('Fri, 02 Jan 2026 10:00:00 GMT', '2026-01-02T10:00:00Z'),
+])
+def test_date_keeps_the_fields_offset(header, expected):
+    raw = f'Date: {header}\r\n\r\nbody\r\n'.encode()
+    assert parse_message(raw, (), RECEIVED)['Date'] == expected
+
+
+def test_text_and_html_keep_their_line_ends():
+    raw = (b'Content-Type: multipart/alternative; boundary=B\r\n\r\n--B\r\n'
+           b'Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: '
+           b'quoted-printable\r\n\r\nl=C3=A9ne one\r\nline two\r\n--B\r\nContent-Type: text/html'
+           b'\r\n\r\n<p>a</p>\r\n<p>b</p>\r\n--B--\r\n')
+    fields = parse_message(raw, (), RECEIVED)
+    assert (fields['Text'], fields['HTML']) == ('léne one\r\nline two', '<p>a</p>\r\n<p>b</p>')
+    assert fields['Snippet'] == 'a b'
+
+
+def test_return_path_falls_back_to_from_and_a_nameless_inline_part_to_its_content_id():
+    m = EmailMessage()
+    m['From'] = 'Ann <ann@example.com>'
+    m.set_content('text')
+    m.add_alternative('<img src="cid:logo@x">', subtype='html')
+    m.get_payload()[1].add_related(b'\x89PNG', 'image', 'png', cid='<logo@x>')
+    fields = parse_message(m.as_bytes(), (), RECEIVED)
+    assert fields['ReturnPath'] == 'ann@example.com'
+    assert [(p['FileName'], p['ContentID']) for p in fields['Inline']] == [('logo@x', 'logo@x')]

@@ -176,3 +176,38 @@ def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path):
     assert user_version(path) == SCHEMA_VERSION
     assert sqlite3.connect(path).execute("SELECT value FROM meta WHERE key = 'changes'"
                                          ).fetchone() == (0,)
+
+
+def version_1_file(path) -> str:
+    """An inbox file of schema version 1 (the first versioned release), with one
+    message as that release stored it: its detail had no ListUnsubscribe, no
+    tags existed, the raw message had no Return-Path written by the inbox."""
+    uid, _raw = unversioned_file(path, 'written by version 1')
+    db = sqlite3.connect(str(path), isolation_level=None)
+    raw = (b'List-Unsubscribe: <https://example.com/u>\r\n'
+           + db.execute('SELECT raw FROM messages').fetchone()[0])
+    db.execute('UPDATE messages SET raw = ?', (raw,))
+    db.execute('PRAGMA user_version = 1')     # what migration 1 left: the same tables
+    db.close()
+    return uid
+
+
+def test_a_file_of_version_1_gets_tags_and_the_event_log_and_keeps_its_messages(tmp_path):
+    path = tmp_path / 'v1.db'
+    uid = version_1_file(path)
+    assert user_version(path) == 1
+    store = Store(str(path))
+    assert user_version(path) == SCHEMA_VERSION == 2
+    [item] = store.listing()['messages']
+    assert (item['ID'], item['Subject'], item['Tags'], item['Username']) == (
+        uid, 'written by version 1', [], '')
+    message = store.summary(uid)
+    assert message['ListUnsubscribe']['Links'] == ['https://example.com/u']    # from its raw
+    store.set_tags([uid], ['kept', 'Old'])
+    assert store.listing(query='tag:old')['messages_count'] == 1
+    assert store.tag_counts() == {'kept': 1, 'Old': 1}
+    assert [e['Type'] for _seq, e in store.events_since(0)] == ['update', 'update']
+    store.delete([uid])                     # the new triggers take its tags away
+    assert store.tags() == [] and store.listing()['total'] == 0
+    db = sqlite3.connect(str(path))
+    assert db.execute('SELECT count(*) FROM message_tags').fetchone() == (0,)

@@ -73,3 +73,65 @@ def store(tmp_path):
 ])
 def test_store_search(store, query, subjects):
     assert {m['Subject'] for m in store.listing(query=query)['messages']} == subjects
+
+
+@pytest.mark.parametrize('query, terms', [
+    ('is:flagged has:wings', [Term(None, 'is:flagged'), Term(None, 'has:wings')]),
+    ('larger:10k smaller:1.5mb larger:huge', [Term('larger', '10k'), Term('smaller', '1.5mb'),
+                                              Term(None, 'larger:huge')]),
+    ('tag:"two words" -is:tagged', [Term('tag', 'two words'), Term('is', 'tagged', True)]),
+    ('has:inlines has:attachments', [Term('has', 'inlines'), Term('has', 'attachments')]),
+])
+def test_mailpits_filters_and_what_is_a_word(query, terms):
+    """An unknown is:/has: value or a size that is none are words, as in
+    Mailpit: searched for, never a 400 (waitForMessage would throw)."""
+    assert tokenize(query) == terms
+
+
+@pytest.mark.parametrize('value, size', [('10', 10), ('2k', 2048), ('2.5KB', 2560),
+                                         ('1m', 1 << 20), ('1 mb', 1 << 20), ('2g', 0),
+                                         ('abc', 0), ('0', 0)])
+def test_sizes(value, size):
+    from smtp_stack.inbox.search import size_in_bytes
+    assert size_in_bytes(value) == size
+
+
+def test_after_and_before_in_a_time_zone():
+    assert compile_query('after:2026-01-01')[1] == [1767225600.0]
+    assert compile_query('after:2026-01-01', 'Pacific/Auckland')[1] == [1767178800.0]
+    assert compile_query('after:2026-01-01', 'No/Such_Zone')[1] == [1767225600.0]
+
+
+@pytest.fixture
+def sized(tmp_path):
+    """Three messages: small, large (2,000 bytes of body), and one with a Reply-To."""
+    s = Store(str(tmp_path / 'sized.db'))
+    for subject, extra, body in (('small', '', 'x'), ('large', '', 'x' * 2000),
+                                 ('replied', 'Reply-To: replies@c.example\r\n', 'x')):
+        s.add(f'From: ann@a.example\r\nTo: bob@b.example\r\n{extra}Subject: {subject}\r\n'
+              f'\r\n{body}\r\n'.encode())
+    return s
+
+
+@pytest.mark.parametrize('query, subjects', [
+    ('addressed:replies', {'replied'}),                 # Reply-To too, as Mailpit
+    ('addressed:ann@a', {'small', 'large', 'replied'}), # and From
+    ('larger:1k', {'large'}),
+    ('smaller:1k', {'small', 'replied'}),
+    ('-larger:1k', {'small', 'replied'}),
+    ('larger:1x', set()),                               # no size: the word "larger:1x"
+    ('is:flagged', set()),
+    ('-is:flagged', {'small', 'large', 'replied'}),
+])
+def test_store_search_mailpits_filters(sized, query, subjects):
+    assert {m['Subject'] for m in sized.listing(query=query)['messages']} == subjects
+
+
+def test_tags_by_search(store):
+    ids = {m['Subject']: m['ID'] for m in store.listing()['messages']}
+    store.set_tags([ids['Quarterly report'], ids['Über café']], ['Finance', 'q1'])
+    assert {m['Subject'] for m in store.listing(query='tag:finance')['messages']} == {
+        'Quarterly report', 'Über café'}
+    assert {m['Subject'] for m in store.listing(query='-is:tagged')['messages']} == {
+        'Re: Quarterly report'}
+    assert store.listing(query='tag:"q1" tag:nothing')['messages_count'] == 0

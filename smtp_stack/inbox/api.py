@@ -27,6 +27,7 @@ from .http import HttpError, Request, Response, json_response, ok
 from .parse import find_part, header_map, part_payload
 from .search import QueryError
 from .store import valid_id
+from .tags import TagError
 
 if TYPE_CHECKING:
     from .app import InboxApp
@@ -50,12 +51,27 @@ def _ids(value: object) -> list[str] | None:
     return value
 
 
-def _run(fn: Callable[..., T], *args: object) -> T:
-    """A store call; a query the store cannot run is the client's 400."""
+class _Refused:
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _refusing(fn: Callable[..., T], args: tuple[object, ...]) -> T | _Refused:
     try:
-        return offload(fn, *args)
-    except QueryError as exc:
-        raise HttpError(400, str(exc)) from None
+        return fn(*args)
+    except (QueryError, TagError) as exc:
+        return _Refused(str(exc))
+
+
+def run(fn: Callable[..., T], *args: object) -> T:
+    """A store call off the hub; a query or a tag change the store refuses
+    is the client's 400. The refusal comes back as a value, not raised in
+    the worker thread, where gevent would print it as a failure."""
+    outcome = offload(_refusing, fn, args)
+    if isinstance(outcome, _Refused):
+        raise HttpError(400, outcome.reason)
+    return outcome
+
 
 
 def resolve(app: InboxApp, message_id: str, req: Request | None = None) -> str:
@@ -64,9 +80,9 @@ def resolve(app: InboxApp, message_id: str, req: Request | None = None) -> str:
     query = req.arg('query').strip() if req is not None else ''
     uid: str | None = None
     if message_id == 'latest' and query:
-        uid = _run(app.store.latest, query, _tz(req))
+        uid = run(app.store.latest, query, _tz(req))
     elif message_id == 'latest' or valid_id(message_id):
-        uid = _run(app.store.resolve, message_id)
+        uid = run(app.store.resolve, message_id)
     if uid is None:
         raise HttpError(404, 'message not found')
     return uid
@@ -99,13 +115,13 @@ def _paging(req: Request) -> tuple[int, int, float | None]:
 
 def list_messages(app: InboxApp, req: Request) -> Response:
     start, limit, before = _paging(req)
-    return json_response(_run(lambda: app.store.listing(start, limit, '', before=before)))
+    return json_response(run(lambda: app.store.listing(start, limit, '', before=before)))
 
 
 def delete_messages(app: InboxApp, req: Request) -> Response:
     body = req.json(default={})
     ids = _ids(body.get('IDs', body.get('ids')))
-    _run(app.store.delete, ids or None)        # none given: all, as in Mailpit
+    run(app.store.delete, ids or None)        # none given: all, as in Mailpit
     return ok()
 
 
@@ -121,9 +137,9 @@ def set_read(app: InboxApp, req: Request) -> Response:
     if ids and search:
         raise HttpError(400, 'You may specify either IDs or a search query, not both')
     if ids:
-        _run(app.store.set_read, read, ids, None)
+        run(app.store.set_read, read, ids, None)
     else:
-        _run(app.store.set_read, read, None, search or '', _tz(req))
+        run(app.store.set_read, read, None, search or '', _tz(req))
     return ok()
 
 
@@ -138,12 +154,12 @@ def search(app: InboxApp, req: Request) -> Response:
     query = _query(req)
     start, limit, before = _paging(req)
     tz = _tz(req)
-    return json_response(_run(lambda: app.store.listing(start, limit, query, before=before,
+    return json_response(run(lambda: app.store.listing(start, limit, query, before=before,
                                                         tz=tz)))
 
 
 def delete_search(app: InboxApp, req: Request) -> Response:
-    _run(app.store.delete_matching, _query(req), _tz(req))
+    run(app.store.delete_matching, _query(req), _tz(req))
     return ok()
 
 
@@ -151,7 +167,7 @@ def delete_search(app: InboxApp, req: Request) -> Response:
 
 def message(app: InboxApp, req: Request, message_id: str) -> Response:
     uid = resolve(app, message_id, req)
-    found = _run(app.store.summary, uid, True)
+    found = run(app.store.summary, uid, True)
     if found is None:
         raise HttpError(404, 'message not found')
     return json_response(found)
@@ -159,7 +175,7 @@ def message(app: InboxApp, req: Request, message_id: str) -> Response:
 
 def _raw(app: InboxApp, message_id: str, req: Request) -> tuple[str, bytes]:
     uid = resolve(app, message_id, req)
-    raw: bytes | None = _run(app.store.raw, uid)
+    raw: bytes | None = run(app.store.raw, uid)
     if raw is None:
         raise HttpError(404, 'message not found')
     return uid, raw
@@ -207,10 +223,10 @@ def release(app: InboxApp, req: Request, message_id: str) -> Response:
                                                      for a in to):
         raise HttpError(400, 'To must be a non-empty list of addresses')
     uid = resolve(app, message_id, req)
-    raw_message = _run(app.store.raw, uid)
+    raw_message = run(app.store.raw, uid)
     if raw_message is None:         # deleted meanwhile
         raise HttpError(404, 'message not found')
-    sender = _run(app.store.envelope_sender, uid)
+    sender = run(app.store.envelope_sender, uid)
     try:
         app.relay.release(raw_message, sender, to)
     except ValueError as exc:
@@ -223,15 +239,15 @@ def release(app: InboxApp, req: Request, message_id: str) -> Response:
 # -- the instance ---------------------------------------------------------------------
 
 def info(app: InboxApp, req: Request) -> Response:
-    _changes, _newest, total, unread, _event = _run(app.store.state)
+    _changes, _newest, total, unread, _event = run(app.store.state)
     return json_response({
         'Version': __version__,
         'LatestVersion': __version__,
         'Database': app.store.path,
-        'DatabaseSize': _run(app.store.file_size),
+        'DatabaseSize': run(app.store.file_size),
         'Messages': total,
         'Unread': unread,
-        'Tags': _run(app.store.tag_counts),
+        'Tags': run(app.store.tag_counts),
         'RuntimeStats': {
             'Uptime': int(time.monotonic() - app.started),
             'Memory': _memory(),
@@ -263,7 +279,7 @@ def livez(app: InboxApp, req: Request) -> Response:
 
 
 def readyz(app: InboxApp, req: Request) -> Response:
-    _run(app.store.state)       # the database answers
+    run(app.store.state)       # the database answers
     return ok()
 
 

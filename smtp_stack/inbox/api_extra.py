@@ -12,11 +12,10 @@ endpoint exists and why it cannot serve it (docs/inbox.md).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..offload import offload
-from .api import resolve
+from .api import resolve, run
 from .chaos import ChaosError
 from .http import HttpError, Request, Response, json_response, ok
 from .send import SendError, build
@@ -75,20 +74,13 @@ def rename_tag(app: InboxApp, req: Request, tag: str) -> Response:
     name = body.get('Name')
     if not isinstance(name, str):
         raise HttpError(400, 'Name must be a string')
-    _tag_change(app.store.rename_tag, tag, name)
+    run(app.store.rename_tag, tag, name)    # 400: not found, an invalid or taken name
     return ok()
 
 
 def delete_tag(app: InboxApp, req: Request, tag: str) -> Response:
-    _tag_change(app.store.delete_tag, tag)
+    run(app.store.delete_tag, tag)          # 400: not found
     return ok()
-
-
-def _tag_change(fn: Callable[..., None], *args: str) -> None:
-    try:
-        offload(fn, *args)
-    except ValueError as exc:   # Mailpit's texts: tag not found, invalid or taken name
-        raise HttpError(400, str(exc)) from None
 
 
 # -- chaos -----------------------------------------------------------------------------------

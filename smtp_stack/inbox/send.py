@@ -67,6 +67,8 @@ def build(request: dict[str, Any]) -> tuple[bytes, str, list[str]]:
     try:
         message = _body(request)
         _header_fields(message, request, sender, to, cc)
+    except SendError:
+        raise
     except (ValueError, TypeError) as exc:      # a header with a line end, say
         raise SendError(f'error building message: {exc}') from None
     recipients = [a.addr_spec for a in to + cc] + bcc

@@ -176,7 +176,7 @@ class Store:
             return tag_counts(tx.db)
 
     def rename_tag(self, old: str, new: str) -> None:
-        """ValueError with Mailpit's text for a bad or taken name, an unknown tag."""
+        """TagError with Mailpit's text for a bad or taken name, an unknown tag."""
         with self._write() as tx:
             if rename_tag(tx.db, old, new):
                 tx.event('prune')

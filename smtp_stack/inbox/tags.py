@@ -23,6 +23,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 MAX_TAG = 100
+
+
+class TagError(ValueError):
+    """A tag change refused (Mailpit's text: unknown tag, bad or taken name)."""
+
 _INVALID = re.compile(r'[^a-zA-Z0-9\- _.@]')
 _SPACES = re.compile(r'\s+')
 _PLUS = re.compile(r'[^+]*\+(.*?)@')
@@ -111,26 +116,26 @@ def tag_counts(db: sqlite3.Connection) -> dict[str, int]:
 
 
 def rename_tag(db: sqlite3.Connection, old: str, new: str) -> bool:
-    """Rename a tag on every message; False when nothing changed. ValueError
+    """Rename a tag on every message; False when nothing changed. TagError
     (Mailpit's texts) for a bad new name, an unknown tag or a name in use."""
     name = clean_tag(new)
     if not name:
-        raise ValueError(f'invalid tag name: {name}')
+        raise TagError(f'invalid tag name: {name}')
     if old == name:
         return False
     row = db.execute('SELECT id FROM tags WHERE name = ?', (old,)).fetchone()
     if row is None:
-        raise ValueError(f'tag not found: {old}')
+        raise TagError(f'tag not found: {old}')
     if db.execute('SELECT 1 FROM tags WHERE name = ? AND id != ?', (name, row[0])).fetchone():
-        raise ValueError(f'tag already exists: {name}')
+        raise TagError(f'tag already exists: {name}')
     db.execute('UPDATE tags SET name = ? WHERE id = ?', (name, row[0]))
     return True
 
 
 def delete_tag(db: sqlite3.Connection, name: str) -> None:
-    """Take a tag off every message (the messages stay); ValueError if unknown."""
+    """Take a tag off every message (the messages stay); TagError if unknown."""
     row = db.execute('SELECT id FROM tags WHERE name = ?', (name,)).fetchone()
     if row is None:
-        raise ValueError(f'tag not found: {name}')
+        raise TagError(f'tag not found: {name}')
     db.execute('DELETE FROM message_tags WHERE tag = ?', row)
     db.execute('DELETE FROM tags WHERE id = ?', row)
