@@ -4,12 +4,19 @@ through Mailpit's API v1 (docs/inbox.md).
     smtp-stack inbox                       # SMTP :1025, web and API :8025
     app = smtp_stack.inbox.wsgi_app('inbox.db')   # mount under gunicorn/Flask
 
-Layout: `parse` (a message into the API's fields, pure), `search`
-(Mailpit's search syntax into SQL, pure), `store` (SQLite + FTS5),
-`http` (requests, replies, errors), `api` (the Mailpit endpoints),
-`pages` (the page and the sandboxed HTML view), `events` (the websocket),
-`app` (routes and auth), `capture` (the SMTP side's delivery), `release`,
-`service` (both sides in one hub), `command` (the CLI).
+Layout. Pure: `parse` (a message into the API's fields), `arrival` (what
+is written into a message as it is stored), `unsubscribe`
+(List-Unsubscribe), `render` (stored fields as Mailpit's JSON), `search`
+(Mailpit's search syntax into SQL), `tags` (tag rules, and their SQL),
+`send` (a send request into a message), `chaos` (SMTP errors on demand,
+and their middleware), `swagger` (the API's description). Storage:
+`schema` (versions and migrations), `database` (connections,
+transactions, the event log), `store` (the messages). Web: `http`
+(requests, replies, errors), `api` and `api_extra` (the Mailpit
+endpoints), `pages` (the page and /view), `events` (the websocket), `app`
+(routes and auth). SMTP and the rest: `capture` (the SMTP side's
+delivery), `release`, `service` (both sides in one hub), `section` (in
+`smtp-stack serve`), `command` (the CLI).
 
 Imports are lazy, so that the CLI can describe the command without the
 `inbox` extra (wsproto) installed; using a name that needs it without it
