@@ -167,3 +167,17 @@ def test_send_requests_mailpit_refuses(request_, error):
     with pytest.raises(SendError) as refused:
         build(request_)
     assert str(refused.value).startswith(error)
+
+
+def test_the_links_a_link_check_asks():
+    from smtp_stack.inbox.linkcheck import MAX_LINKS, extract_links
+    html = ('<a href="https://a.example/1">1</a><img src="https://a.example/img.png">'
+            '<link rel="stylesheet" href="https://a.example/s.css"><link rel="icon" '
+            'href="https://a.example/i.ico"><a href="mailto:x@example.com">m</a>'
+            '<a href="/relative">r</a><a href="https://a.example/1">again</a>')
+    text = 'Go to https://b.example/x?y=1, or <https://c.example/\nwrapped>.'
+    assert extract_links(html, text) == [
+        'https://a.example/1', 'https://a.example/s.css', 'https://a.example/img.png',
+        'https://b.example/x?y=1,', 'https://c.example/wrapped']
+    many = ''.join(f'<a href="https://a.example/{i}">' for i in range(150))
+    assert len(extract_links(many, '')) == MAX_LINKS

@@ -5,8 +5,11 @@ as Mailpit gives them; the websocket's stats, delete and update events."""
 from __future__ import annotations
 
 import base64
+import http.server
 import re
 import smtplib
+import socket
+import threading
 from urllib.parse import quote
 
 import pytest
@@ -235,8 +238,7 @@ def test_view_html_and_text(inbox, web):
 
 
 @pytest.mark.parametrize('path, missing', [
-    ('html-check', 'caniemail'), ('link-check', 'link check'), ('sa-check', 'spamd'),
-    ('part/1/thumb', 'imaging library')])
+    ('html-check', 'caniemail'), ('sa-check', 'spamd'), ('part/1/thumb', 'imaging library')])
 def test_the_checks_this_inbox_does_not_make_say_why(inbox, web, path, missing):
     send(inbox.smtp, subject='checked')
     reply = web.get(f'/api/v1/message/latest/{path}')
@@ -277,3 +279,54 @@ def test_websocket_greets_with_stats_and_sends_delete_and_update_events(inbox, w
         assert ws.event('truncate')['Data'] is None
     finally:
         ws.close()
+
+
+class _Links(http.server.BaseHTTPRequestHandler):
+    """What the links of the link-check test answer (on 127.0.0.1)."""
+    asked: list[str] = []
+
+    def do_HEAD(self):
+        self.asked.append(self.path)
+        moves = {'/moved': '/ok', '/loop': '/loop'}
+        code = 200 if self.path == '/ok' else 301 if self.path in moves else 404
+        self.send_response(code)
+        if self.path in moves:
+            self.send_header('Location', moves[self.path])
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def links_server():
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Links)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Links.asked = []
+    yield f'http://127.0.0.1:{server.server_port}'
+    server.shutdown()
+    thread.join(WAIT)
+
+
+def test_link_check_asks_each_link_once(inbox, web, links_server):
+    with socket.socket() as free:
+        free.bind(('127.0.0.1', 0))
+        closed = f'http://127.0.0.1:{free.getsockname()[1]}/'
+    html = (f'<p><a href="{links_server}/ok">ok</a> <a href="{links_server}/missing">x</a>'
+            f'<img src="{links_server}/moved"><a href="mailto:a@example.com">m</a>'
+            f'<a href="{links_server}/ok">again</a><a href="{closed}">closed</a></p>')
+    send(inbox.smtp, subject='links', html=html, text=f'see <{links_server}/loop>\n')
+    blocked = web.json('GET', '/api/v1/message/latest/link-check')
+    assert blocked['Errors'] == 5 and {link['StatusCode'] for link in blocked['Links']} == {451}
+    assert _Links.asked == []                       # private addresses: not asked by default
+    inbox.inbox.app.link_checker.allow_internal = True
+    checked = web.json('GET', '/api/v1/message/latest/link-check')
+    assert [(link['URL'].replace(links_server, ''), link['StatusCode'], link['Status'])
+            for link in checked['Links']] == [
+        ('/ok', 200, 'OK'), ('/missing', 404, 'Not Found'), (closed, 0, 'Connection refused'),
+        ('/moved', 301, 'Moved Permanently'), ('/loop', 301, 'Moved Permanently')]
+    assert checked['Errors'] == 2
+    followed = web.json('GET', '/api/v1/message/latest/link-check?follow=true')['Links']
+    assert [(link['StatusCode'], link['Status']) for link in followed][3:] == [
+        (200, 'OK'), (0, 'too many redirects')]

@@ -75,7 +75,7 @@ EVERY_METHOD = {
     'setReadStatus': 'all; by search with tz; IDs and Search both: 400',
     'waitForMessages': 'count, exact and query',
     'htmlCheck': '501 with the reason',
-    'linkCheck': '501 with the reason',
+    'linkCheck': 'Errors, Links: a private address blocked',
     'spamAssassinCheck': '501 with the reason',
     'getAttachmentThumbnail': '501 with the reason',
     'releaseMessage': 'ok',
@@ -100,7 +100,8 @@ def test_every_method_of_the_mailpit_api_client(tmp_path, node_client):
     trigger it leaves on fails this test's RCPT with its code."""
     assert set(EVERY_METHOD) == client_methods()
     first = make_mail(subject='Arrived over SMTP', to='Ann <ann+signup@example.com>',
-                      html='<p>Hello from the HTML part</p>', text='Hello in text\n',
+                      html='<p>Hello from the HTML part<a href="http://127.0.0.1:9/offers">'
+                           '</a></p>', text='Hello in text\n',
                       extra_headers={'Date': 'Tue, 03 Feb 2026 10:00:00 +0200',
                                      'List-Unsubscribe': '<mailto:leave@example.com>, '
                                                          '<https://example.com/leave?u=1>',

@@ -4,11 +4,12 @@ Handlers as in api.py (the app and the Request in, a Response out), with
 Mailpit's answers: `{"ID"}` for a send and `{"Error"}` for a refused one,
 plain `ok` for the tag writes, the ChaosTriggers object for chaos.
 
-Four of Mailpit's endpoints need what this inbox does not have: the HTML
-check (the caniemail data set), the link check, the SpamAssassin check
-(spamd) and attachment thumbnails (an imaging library). They answer `501
-{"Error": ...}` saying what is missing, not 404: a client sees the
-endpoint exists and why it cannot serve it (docs/inbox.md).
+The link check is linkcheck.py's. Three of Mailpit's endpoints need what
+this inbox does not have: the HTML check (the caniemail data set), the
+SpamAssassin check (spamd) and attachment thumbnails (an imaging
+library). They answer `501 {"Error": ...}` saying what is missing, not
+404: a client sees the endpoint exists and why it cannot serve it
+(docs/inbox.md).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ..offload import offload
 from .api import resolve, run
 from .chaos import ChaosError
 from .http import HttpError, Request, Response, json_response, ok
+from .linkcheck import extract_links
 from .send import SendError, build
 from .swagger import document
 
@@ -98,12 +100,11 @@ def set_chaos(app: InboxApp, req: Request) -> Response:
     return json_response(app.chaos.triggers())
 
 
-# -- what is not served here ------------------------------------------------------------------
+# -- checks ------------------------------------------------------------------
 
 NOT_HERE = {
     'html-check': 'the HTML check needs the caniemail data set, which this inbox does not '
                   'carry yet',
-    'link-check': 'the link check is not implemented in this inbox yet',
     'sa-check': 'the spam check needs SpamAssassin (spamd), which this inbox is not '
                 'connected to',
     'thumb': 'thumbnails need an imaging library, which this inbox does not use',
@@ -115,7 +116,13 @@ def html_check(app: InboxApp, req: Request, message_id: str) -> Response:
 
 
 def link_check(app: InboxApp, req: Request, message_id: str) -> Response:
-    return _not_here(app, req, message_id, 'link-check')
+    """Each link of the message asked for its status (`follow=1`: through
+    redirects); reading the message marks it read, as in Mailpit."""
+    found = run(app.store.summary, resolve(app, message_id, req), True)
+    if found is None:
+        raise HttpError(404, 'message not found')
+    links = extract_links(found['HTML'], found['Text'])
+    return json_response(app.link_checker.check(links, req.arg('follow') in ('1', 'true')))
 
 
 def spam_check(app: InboxApp, req: Request, message_id: str) -> Response:

@@ -24,6 +24,7 @@ from ..offload import offload
 from . import api, api_extra, pages
 from .chaos import Chaos
 from .events import Broker, websocket_app
+from .linkcheck import LinkChecker
 from .http import Environ, HttpError, Request, Response, StartResponse, error_response
 from .store import Store
 
@@ -108,6 +109,8 @@ class InboxApp:
                                                       'rejected': 0}
         self.started = time.monotonic()
         self.chaos = chaos or Chaos()       # its ChaosMiddleware fails the SMTP side
+        # link-check: private addresses are asked only with allow_internal = True
+        self.link_checker = LinkChecker()
         self.routes = ROUTES
         self._verified: set[bytes] = set()
         # host names the Host header may carry (None: any)

@@ -112,8 +112,9 @@ NOTES: dict[tuple[str, str], tuple[str, str, list[Json], Json]] = {
         'other', 'HTML check: not available here (needs the caniemail data)', [],
         {**NO_SUCH, **NOT_HERE}),
     ('GET', '/api/v1/message/{ID}/link-check'): (
-        'other', 'Link check: not available here', [_query('follow', 'Follow redirects')],
-        {**NO_SUCH, **NOT_HERE}),
+        'other', "Link check: each link's status (HEAD); private addresses are not asked",
+        [_query('follow', '1 or true: follow up to three redirects')],
+        {'200': _ok('The links', _ref('LinkCheckResponse')), **NO_SUCH}),
     ('GET', '/api/v1/message/{ID}/sa-check'): (
         'other', 'SpamAssassin check: not available here (needs spamd)', [],
         {**NO_SUCH, **NOT_HERE}),
@@ -197,6 +198,8 @@ DEFINITIONS: dict[str, Json] = {
     'WebUIConfiguration': _object(Label=STRING, SpamAssassin=BOOLEAN, ChaosEnabled=BOOLEAN,
                                   DuplicatesIgnored=BOOLEAN, HideDeleteAllButton=BOOLEAN,
                                   MessageRelay={'type': 'object'}),
+    'LinkCheckResponse': _object(Errors=INTEGER, Links=_array(_object(
+        URL=STRING, StatusCode=INTEGER, Status=STRING))),
     'Error': _object(Error=STRING),
 }
 
