@@ -108,8 +108,7 @@ def _on_store_error(value: Any, reader: Reader) -> str:
 
 STORE = Kind('a store URL', _store)
 # A policy's own; absent, the top-level `on_store_error:` (the server's option).
-ON_STORE_ERROR = Kind("accept or tempfail (none: the top-level on_store_error)",
-                      _on_store_error)
+ON_STORE_ERROR = Kind('accept or tempfail', _on_store_error)
 ZONES = Kind("a list of zones, each 'zone[=codes][*weight]' or {zone, codes, weight}", _zones)
 SEAL = Kind('a mapping {selector, domain, key_file}', _seal)
 
