@@ -13,7 +13,10 @@ Redis calls unless gevent patched the socket module (redis-py then
 cooperates by itself), so a slow disk or a stalled Redis delays only the
 session that asked (backend.Offloaded says why threads of its own). A
 backend failure raises `StoreError`; the policies and the server's shared
-limits catch it and fail open, warning once (fail_open.py).
+limits catch it and fail open or answer 451 4.3.5 (`on_store_error`),
+warning once per cause and period (fail_open.py). Each store URL has a
+circuit breaker (breaker.py; the resolver and the relay's upstream have
+theirs too), so a stalled store costs one timeout per period.
 
 | module | holds |
 |---|---|
@@ -22,7 +25,8 @@ limits catch it and fail open, warning once (fail_open.py).
 | `memory.py`, `sqlite_store.py`, `redis_store.py` | the backends (each imports its library) |
 | `backend.py` | `Offloaded` (the blocking backends' base), `member_id`, `redacted` |
 | `shared_limits.py` | `SharedConnections`, `SharedFailures`: the server's per-IP limits |
-| `fail_open.py` | `WarnOnce`: one log line per outage |
+| `fail_open.py` | `WarnOnce`: a line per cause and period; `STORE_UNAVAILABLE` (451 4.3.5) |
+| `breaker.py` | `Breaker` per dependency, `breakers()` and `listeners` for metrics |
 
 `smtp_stack.policies.store`, `policies.StoreError` and
 `policies.stores.Store` are these same objects.

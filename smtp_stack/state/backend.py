@@ -45,7 +45,7 @@ class Offloaded:
 
     threads = 4
     url: str
-    timeout: float          # the backend's own bound on one call (a socket or lock timeout)
+    timeout = 1.0           # the backend's own bound on one call (a socket or lock timeout)
 
     # A client whose only blocking is its socket (redis-py) cooperates by
     # itself once gevent patched `socket`: it then runs in the greenlet.
