@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .logs import Fields, RecordLog
+from .logs import Fields, Prepared, RecordLog
 from .replies import Reply, default_enhanced
 
 if TYPE_CHECKING:
@@ -162,6 +162,34 @@ def user_of(session: Session) -> str | None:
     return printable(auth.username if auth is not None else str(session.user))
 
 
+class _Client:
+    """What a session's lines say of its client, joined once per change:
+    `text` ('helo=<h>, proto=ESMTPS, tls=TLSv1.3, user=u'), `fields` (the
+    same with the client's address and name) and, with a RecordLog, the
+    records of its accepted messages and deliveries prepared with them."""
+
+    __slots__ = ('key', 'text', 'fields', 'accepted', 'delivery')
+
+    def __init__(self, key: tuple[Any, ...], session: Session) -> None:
+        self.key = key
+        name, ip = client_of(session)
+        helo = printable(session.helo) if session.helo else None
+        proto = session.transmission_type
+        tls = session.tls
+        version = tls.get('version') if tls else None
+        user = user_of(session)
+        text = f'helo=<{helo or ""}>, proto={proto}'
+        if version:
+            text += f', tls={version}'
+        if user is not None:
+            text += f', user={user}'
+        self.text = text
+        self.fields: Fields = {'client': ip, 'client_name': name, 'helo': helo,
+                               'proto': proto, 'tls': version, 'user': user}
+        self.accepted: Prepared | None = None
+        self.delivery: Prepared | None = None
+
+
 class LogEvents:
     """The default observer: one line per event through the server's log
     backend (`log_backend`, a RecordLog for a Logger; delivery lines on its
@@ -171,36 +199,25 @@ class LogEvents:
     def __init__(self, log: LogBackend, deliveries: LogBackend, level: int) -> None:
         self._line = _writer(log)
         self._delivery_line = _writer(deliveries)
+        # The backends that take prepared records (RecordLog), else None.
+        self._records = log if type(log) is RecordLog else None
+        self._delivery_records = deliveries if type(deliveries) is RecordLog else None
         self._level = level
         # Per session: what its lines say of the client, made again when it changes.
-        self._facts: dict[str, tuple[tuple[Any, ...], str, Fields]] = {}
+        self._clients: dict[str, _Client] = {}
 
-    # -- a session's client --------------------------------------------------
-    def _client(self, session: Session, keep: bool = True) -> tuple[str, Fields]:
-        """'helo=<h>, proto=ESMTPS, tls=TLSv1.3, user=u' and the same facts
-        with the client's as fields; joined once per change of the session
-        (`keep`: remembered until it disconnects)."""
-        tls = session.tls
-        key = (session.helo, session.greeting, tls, session.user, session.client_hostname,
-               session.remote_address)
-        known = self._facts.get(session.id)
-        if known is not None and known[0] == key:
-            return known[1], known[2]
-        name, ip = client_of(session)
-        helo = printable(session.helo) if session.helo else None
-        proto = session.transmission_type
-        version = tls.get('version') if tls else None
-        user = user_of(session)
-        text = f'helo=<{helo or ""}>, proto={proto}'
-        if version:
-            text += f', tls={version}'
-        if user is not None:
-            text += f', user={user}'
-        fields: Fields = {'client': ip, 'client_name': name, 'helo': helo, 'proto': proto,
-                          'tls': version, 'user': user}
+    def _client(self, session: Session, keep: bool = True) -> _Client:
+        """The session's _Client, made again when its facts changed (`keep`:
+        remembered until the session disconnects)."""
+        key = (session.helo, session.greeting, session.tls, session.user,
+               session.client_hostname, session.remote_address)
+        known = self._clients.get(session.id)
+        if known is not None and known.key == key:
+            return known
+        client = _Client(key, session)
         if keep:
-            self._facts[session.id] = (key, text, fields)
-        return text, fields
+            self._clients[session.id] = client
+        return client
 
     # -- the events ------------------------------------------------------------
     def connected(self, session: Session) -> None:
@@ -259,7 +276,8 @@ class LogEvents:
             return
         code, enhanced, reason = reply_facts(reply)
         # A refused connection never disconnects: nothing to remember.
-        facts, fields = self._client(session, keep=command != 'CONNECT')
+        client = self._client(session, keep=command != 'CONNECT')
+        facts, fields = client.text, client.fields
         sender = session.envelope.mail_from
         if command == 'MAIL':
             sender, recipient = address, None
@@ -286,12 +304,20 @@ class LogEvents:
         sender = envelope.mail_from
         mail_from = printable(sender.address) if sender is not None else ''
         count = len(envelope.rcpt_to)
-        facts, fields = self._client(session)
-        self._line(INFO, '%s: accepted: from=<%s>, size=%d, nrcpt=%d, client=%s[%s], %s',
-                   (queue_id, mail_from, size, count, fields['client_name'], fields['client'],
-                    facts),
-                   {'event': 'accepted', 'session': session.id, 'queue_id': queue_id,
-                    **fields, 'mail_from': mail_from, 'size': size, 'nrcpt': count})
+        client = self._client(session)
+        fields = client.fields
+        args = (queue_id, mail_from, size, count, fields['client_name'], fields['client'],
+                client.text)
+        facts = {'queue_id': queue_id, 'mail_from': mail_from, 'size': size, 'nrcpt': count}
+        records = self._records
+        if records is None:
+            self._line(INFO, _ACCEPTED, args, facts)
+            return
+        prepared = client.accepted
+        if prepared is None:
+            prepared = client.accepted = records.prepare(
+                INFO, {'event': 'accepted', 'session': session.id, **fields})
+        records.record_prepared(prepared, _ACCEPTED, args, facts)
 
     def delivered(self, session: Session, queue_id: str, recipients: Sequence[Address],
                   status: str, relay: str, reason: str) -> None:
@@ -299,27 +325,42 @@ class LogEvents:
         if self._level > level:
             return
         reason = printable(reason)
+        records = self._delivery_records
+        if records is None or level != INFO:
+            for recipient in recipients:
+                rcpt = printable(recipient.address)
+                self._delivery_line(level, _DELIVERED, (queue_id, rcpt, relay, status, reason),
+                                    {'event': 'delivery', 'session': session.id,
+                                     'queue_id': queue_id, 'rcpt': rcpt, 'relay': relay,
+                                     'status': status, 'reason': reason})
+            return
+        client = self._client(session)
+        prepared = client.delivery
+        if prepared is None:
+            prepared = client.delivery = records.prepare(
+                INFO, {'event': 'delivery', 'session': session.id})
         for recipient in recipients:
             rcpt = printable(recipient.address)
-            self._delivery_line(level, '%s: to=<%s>, relay=%s, status=%s (%s)',
-                                (queue_id, rcpt, relay, status, reason),
-                                {'event': 'delivery', 'session': session.id,
-                                 'queue_id': queue_id, 'rcpt': rcpt, 'relay': relay,
-                                 'status': status, 'reason': reason})
+            records.record_prepared(prepared, _DELIVERED, (queue_id, rcpt, relay, status, reason),
+                                    {'queue_id': queue_id, 'rcpt': rcpt, 'relay': relay,
+                                     'status': status, 'reason': reason})
 
     def disconnected(self, session: Session, commands: Mapping[str, int],
                      failed: Mapping[str, int]) -> None:
-        known = self._facts.pop(session.id, None)
+        self._clients.pop(session.id, None)
         if self._level > INFO:
             return
-        name, ip = (known[2]['client_name'], known[2]['client']) if known is not None \
-            else client_of(session)
+        name, ip = client_of(session)
         sid = session.id
         self._line(INFO, '%s: disconnect from %s[%s] %s', (sid, name, ip,
                                                            summary(commands, failed)),
                    {'event': 'disconnect', 'session': sid, 'client': ip, 'client_name': name,
                     'commands': {verb.lower(): n for verb, n in commands.items()},
                     'failed': {verb.lower(): n for verb, n in failed.items()}})
+
+
+_ACCEPTED = '%s: accepted: from=<%s>, size=%d, nrcpt=%d, client=%s[%s], %s'
+_DELIVERED = '%s: to=<%s>, relay=%s, status=%s (%s)'
 
 
 def summary(commands: Mapping[str, int], failed: Mapping[str, int]) -> str:

@@ -61,6 +61,20 @@ def worker() -> int | None:
     return _Process.worker
 
 
+class Prepared:
+    """A record's fields at a level with some facts (a session's client,
+    the event's name), made once for many records (RecordLog.prepare)."""
+
+    __slots__ = ('level', 'values', 'fields', 'generation')
+
+    def __init__(self, level: int, values: dict[str, Any], fields: Fields,
+                 generation: int) -> None:
+        self.level = level
+        self.values = values            # the template and the fields
+        self.fields = fields
+        self.generation = generation    # made before a fork: not used after it
+
+
 class RecordLog:
     """`log(level, msg, *args)` into a `logging.Logger` at a third of the
     cost of `Logger.log()`, and `record(level, msg, args, fields)` with facts.
@@ -75,6 +89,10 @@ class RecordLog:
     filters, handlers and propagation work as usual. With a custom record
     factory, or a Logger subclass that makes its own records, it is plain
     `Logger.log()` with the facts as `extra`.
+
+    The facts that many records share (a session's) can be joined to the
+    template once (`prepare`): such a record (`record_prepared`) costs one
+    copy and the stores of its own facts, no more than one without facts.
     """
 
     __slots__ = ('logger', '_templates', '_generation')
@@ -95,38 +113,66 @@ class RecordLog:
             return
         if (logging.getLogRecordFactory() is not logging.LogRecord
                 or type(logger).makeRecord is not logging.Logger.makeRecord):
-            extra = dict(fields) if fields else {}
-            if _Process.worker is not None:
-                extra['worker'] = _Process.worker
-            logger.log(level, msg, *args, extra=extra, exc_info=exc_info)
+            return self._slow(level, msg, args, fields, exc_info)
+        self._emit(self._template(level), msg, args, fields, exc_info)
+
+    def prepare(self, level: int, fields: Fields) -> Prepared:
+        """The record fields at `level` with `fields`, for `record_prepared`."""
+        return Prepared(level, {**self._template(level), **fields}, fields, _Process.generation)
+
+    def record_prepared(self, prepared: Prepared, msg: str, args: tuple[Any, ...],
+                        facts: Fields) -> None:
+        """One record at the prepared level with the prepared fields and `facts`."""
+        logger = self.logger
+        if not logger.isEnabledFor(prepared.level):
             return
-        if self._generation != _Process.generation:
-            self._templates = {}        # made again in a forked worker: its pid
-            self._generation = _Process.generation
-        template = self._templates.get(level)
-        if template is None:
-            template = self._make_template(level)
+        if (logging.getLogRecordFactory() is not logging.LogRecord
+                or type(logger).makeRecord is not logging.Logger.makeRecord
+                or prepared.generation != _Process.generation):
+            return self._slow(prepared.level, msg, args, {**prepared.fields, **facts}, False)
+        self._emit(prepared.values, msg, args, facts, False)
+
+    def _emit(self, base: dict[str, Any], msg: str, args: tuple[Any, ...],
+              facts: Fields | None, exc_info: bool) -> None:
+        """A record: a copy of `base` (a template, with facts) and the rest."""
+        logger = self.logger
         now = time.time()
         record = _new_record(logging.LogRecord)
-        record.__dict__ = values = template.copy()     # a copy of a dict is a memcpy
+        record.__dict__ = values = base.copy()     # a copy of a dict is a memcpy
         values['msg'] = msg
         values['args'] = args
         values['created'] = now
         values['msecs'] = (now - int(now)) * 1000 // 1
-        values['relativeCreated'] = (template['relativeCreated']
-                                     + (now - template['created']) * 1000)
-        thread = template['thread']
+        values['relativeCreated'] = base['relativeCreated'] + (now - base['created']) * 1000
+        thread = base['thread']
         if thread is not None and thread != threading.get_ident():
             values['thread'] = threading.get_ident()
             values['threadName'] = threading.current_thread().name
-        if fields:
-            values.update(fields)
+        if facts:
+            values.update(facts)
         if exc_info:
             values['exc_info'] = sys.exc_info()
         if logger.filters or logger.disabled:
             logger.handle(record)
         else:
             logger.callHandlers(record)     # what handle() does next, one call less
+
+    def _slow(self, level: int, msg: str, args: tuple[Any, ...], fields: Fields | None,
+              exc_info: bool) -> None:
+        """Logger.log(), for a record factory or a Logger class of its own."""
+        extra = dict(fields) if fields else {}
+        if _Process.worker is not None:
+            extra['worker'] = _Process.worker
+        self.logger.log(level, msg, *args, extra=extra, exc_info=exc_info)
+
+    def _template(self, level: int) -> dict[str, Any]:
+        if self._generation != _Process.generation:
+            self._templates = {}        # made again in a forked worker: its pid
+            self._generation = _Process.generation
+        template = self._templates.get(level)
+        if template is None:
+            template = self._make_template(level)
+        return template
 
     def _make_template(self, level: int) -> dict[str, Any]:
         """A record's fields at `level`, its level name as logging names it
