@@ -72,7 +72,7 @@ class Events(Protocol):
                             reply)
     disconnected(session, commands, failed)
                             the session ended: commands per verb
-                            ('EHLO': 1 ...), and of those the ones refused
+                            ('ehlo': 1 ...), and of those the ones refused
     """
 
     def connected(self, session: Session, /) -> None: ...
@@ -164,30 +164,37 @@ def user_of(session: Session) -> str | None:
 
 class _Client:
     """What a session's lines say of its client, joined once per change:
-    `text` ('helo=<h>, proto=ESMTPS, tls=TLSv1.3, user=u'), `fields` (the
-    same with the client's address and name) and, with a RecordLog, the
-    records of its accepted messages and deliveries prepared with them."""
+    `fields` (address, name, helo, proto, tls, user) and, with a RecordLog,
+    the records of its accepted messages and deliveries prepared with them.
+    As a line's argument it is 'helo=<h>, proto=ESMTPS, tls=TLSv1.3,
+    user=u', written when a handler formats the line."""
 
-    __slots__ = ('key', 'text', 'fields', 'accepted', 'delivery')
+    __slots__ = ('helo', 'greeting', 'tls', 'user', 'hostname', 'address',
+                 'fields', 'accepted', 'delivery')
 
-    def __init__(self, key: tuple[Any, ...], session: Session) -> None:
-        self.key = key
+    def __init__(self, session: Session) -> None:
+        # What the lines depend on, to see when it changes (identity: cheap).
+        self.helo, self.greeting, self.tls = session.helo, session.greeting, session.tls
+        self.user, self.hostname = session.user, session.client_hostname
+        self.address = session.remote_address
         name, ip = client_of(session)
         helo = printable(session.helo) if session.helo else None
         proto = session.transmission_type
         tls = session.tls
         version = tls.get('version') if tls else None
-        user = user_of(session)
-        text = f'helo=<{helo or ""}>, proto={proto}'
-        if version:
-            text += f', tls={version}'
-        if user is not None:
-            text += f', user={user}'
-        self.text = text
         self.fields: Fields = {'client': ip, 'client_name': name, 'helo': helo,
-                               'proto': proto, 'tls': version, 'user': user}
+                               'proto': proto, 'tls': version, 'user': user_of(session)}
         self.accepted: Prepared | None = None
         self.delivery: Prepared | None = None
+
+    def __str__(self) -> str:
+        fields = self.fields
+        text = f'helo=<{fields["helo"] or ""}>, proto={fields["proto"]}'
+        if fields['tls']:
+            text += f', tls={fields["tls"]}'
+        if fields['user'] is not None:
+            text += f', user={fields["user"]}'
+        return text
 
 
 class LogEvents:
@@ -209,12 +216,13 @@ class LogEvents:
     def _client(self, session: Session, keep: bool = True) -> _Client:
         """The session's _Client, made again when its facts changed (`keep`:
         remembered until the session disconnects)."""
-        key = (session.helo, session.greeting, session.tls, session.user,
-               session.client_hostname, session.remote_address)
         known = self._clients.get(session.id)
-        if known is not None and known.key == key:
+        if (known is not None and known.helo is session.helo and known.tls is session.tls
+                and known.user is session.user and known.greeting is session.greeting
+                and known.hostname is session.client_hostname
+                and known.address is session.remote_address):
             return known
-        client = _Client(key, session)
+        client = _Client(session)
         if keep:
             self._clients[session.id] = client
         return client
@@ -277,7 +285,7 @@ class LogEvents:
         code, enhanced, reason = reply_facts(reply)
         # A refused connection never disconnects: nothing to remember.
         client = self._client(session, keep=command != 'CONNECT')
-        facts, fields = client.text, client.fields
+        fields = client.fields
         sender = session.envelope.mail_from
         if command == 'MAIL':
             sender, recipient = address, None
@@ -292,7 +300,7 @@ class LogEvents:
             envelope += f'to=<{rcpt}>, '
         self._line(INFO, '%s: reject: %s from %s[%s]: %s; %s%s, by=%s',
                    (queue_id or session.id, command, fields['client_name'], fields['client'],
-                    reply_text(reply), envelope, facts, by),
+                    reply_text(reply), envelope, client, by),
                    {'event': 'reject', 'session': session.id, 'queue_id': queue_id, **fields,
                     'command': command, 'code': code, 'enhanced': enhanced,
                     'reason': reason, 'mail_from': mail_from, 'rcpt': rcpt, 'by': by})
@@ -302,12 +310,14 @@ class LogEvents:
         if self._level > INFO:
             return
         sender = envelope.mail_from
-        mail_from = printable(sender.address) if sender is not None else ''
+        mail_from = sender.address if sender is not None else ''
+        if not mail_from.isprintable():
+            mail_from = printable(mail_from)
         count = len(envelope.rcpt_to)
         client = self._client(session)
         fields = client.fields
         args = (queue_id, mail_from, size, count, fields['client_name'], fields['client'],
-                client.text)
+                client)
         facts = {'queue_id': queue_id, 'mail_from': mail_from, 'size': size, 'nrcpt': count}
         records = self._records
         if records is None:
@@ -340,7 +350,9 @@ class LogEvents:
             prepared = client.delivery = records.prepare(
                 INFO, {'event': 'delivery', 'session': session.id})
         for recipient in recipients:
-            rcpt = printable(recipient.address)
+            rcpt = recipient.address
+            if not rcpt.isprintable():
+                rcpt = printable(rcpt)
             records.record_prepared(prepared, _DELIVERED, (queue_id, rcpt, relay, status, reason),
                                     {'queue_id': queue_id, 'rcpt': rcpt, 'relay': relay,
                                      'status': status, 'reason': reason})
@@ -353,10 +365,9 @@ class LogEvents:
         name, ip = client_of(session)
         sid = session.id
         self._line(INFO, '%s: disconnect from %s[%s] %s', (sid, name, ip,
-                                                           summary(commands, failed)),
+                                                           _Summary(commands, failed)),
                    {'event': 'disconnect', 'session': sid, 'client': ip, 'client_name': name,
-                    'commands': {verb.lower(): n for verb, n in commands.items()},
-                    'failed': {verb.lower(): n for verb, n in failed.items()}})
+                    'commands': commands, 'failed': failed})
 
 
 _ACCEPTED = '%s: accepted: from=<%s>, size=%d, nrcpt=%d, client=%s[%s], %s'
@@ -373,10 +384,22 @@ def summary(commands: Mapping[str, int], failed: Mapping[str, int]) -> str:
         bad = failed.get(verb, 0)
         total += count
         refused += bad
-        parts.append(f'{verb.lower()}={count - bad}/{count}' if bad else
-                     f'{verb.lower()}={count}')
+        parts.append(f'{verb}={count - bad}/{count}' if bad else f'{verb}={count}')
     parts.append(f'commands={total - refused}/{total}' if refused else f'commands={total}')
     return ' '.join(parts)
+
+
+class _Summary:
+    """summary() made when a handler formats the line, not before."""
+
+    __slots__ = ('commands', 'failed')
+
+    def __init__(self, commands: Mapping[str, int], failed: Mapping[str, int]) -> None:
+        self.commands = commands
+        self.failed = failed
+
+    def __str__(self) -> str:
+        return summary(self.commands, self.failed)
 
 
 def _writer(backend: LogBackend) -> Any:

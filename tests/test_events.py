@@ -356,6 +356,6 @@ def test_fanout_tells_every_observer_and_survives_a_broken_one(logged):
 
 
 def test_summary_is_postfix_notation():
-    assert summary({'EHLO': 1, 'MAIL': 1, 'RCPT': 2, 'DATA': 1, 'QUIT': 1}, {'RCPT': 1}) == \
+    assert summary({'ehlo': 1, 'mail': 1, 'rcpt': 2, 'data': 1, 'quit': 1}, {'rcpt': 1}) == \
         'ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6'
     assert summary({}, {}) == 'commands=0'

@@ -209,7 +209,8 @@ def finish_data(engine: Engine, ctx: Context, stream: DataStream) -> None:
             engine.final(one, ctx, recipient)
         accepted = any(one.code < 300 for one in replies)
         if not accepted:        # counted once for the summary, not per recipient
-            engine.failed[ctx.command_name] = engine.failed.get(ctx.command_name, 0) + 1
+            verb = ctx.command_name.lower()
+            engine.failed[verb] = engine.failed.get(verb, 0) + 1
     else:
         if isinstance(reply, list):     # the client gets the first (Engine.final)
             reply = reply[0] if reply else R.NO_REPLY_SET

@@ -50,6 +50,10 @@ LIMIT_REPLIES = frozenset({R.TOO_MANY_RECIPIENTS, R.MESSAGE_TOO_BIG, R.TOO_MANY_
                            R.TOO_MANY_ERRORS, R.TOO_MANY_MESSAGES, R.TOO_MANY_AUTH_FAILURES,
                            R.AUTH_BLOCKED})
 
+# The verbs the command summary counts: the table's, lower-case, as Postfix
+# writes them ('unknown' for anything else: a client's words are no key).
+VERBS = {name: name.lower() for name in COMMANDS}
+
 # An AUTH command may carry an initial response of MAX_AUTH_LINE octets.
 MAX_AUTH_COMMAND = MAX_AUTH_LINE + len('AUTH CRAM-MD5 ')
 REVERSE_LOOKUP_TIMEOUT = 1.5    # seconds; a slow resolver must not stall the greeting
@@ -65,8 +69,8 @@ class Engine:
     `stopping`, `auth_failures`, `claim_client_ip(ip)` and
     `release_client_ip(ip)`.
 
-    `commands` counts the commands per verb ('UNKNOWN' for what is not
-    one), `failed` those refused: the summary of the disconnect event.
+    `commands` counts the commands per verb ('ehlo': 1; 'unknown' for what
+    is none), `failed` those refused: the summary of the disconnect event.
     """
 
     options: Options
@@ -324,7 +328,7 @@ class Engine:
             self.log(10, 'C: %s', mask_auth_command(text))
         ctx = Context(text, self.session, self.host, self)
         name = ctx.command_name
-        verb = name if name in COMMANDS else 'UNKNOWN'      # a client's words are no key
+        verb = VERBS.get(name, 'unknown')
         counts = self.commands
         counts[verb] = counts.get(verb, 0) + 1
         if name in ('MAIL', 'RCPT'):
@@ -354,7 +358,7 @@ class Engine:
     def _fault(self, reply: Reply) -> None:
         """A line refused before it is a command (too long, bare CR/LF, NUL,
         not UTF-8): counted as an unknown command."""
-        self.commands['UNKNOWN'] = self.commands.get('UNKNOWN', 0) + 1
+        self.commands['unknown'] = self.commands.get('unknown', 0) + 1
         self.final(reply)
 
     def _auth_done(self, ctx: Context) -> None:
@@ -411,7 +415,8 @@ class Engine:
         if verb not in COMMANDS:
             verb = 'UNKNOWN'
         if recipient is None:
-            self.failed[verb] = self.failed.get(verb, 0) + 1
+            key = VERBS.get(verb, 'unknown')
+            self.failed[key] = self.failed.get(key, 0) + 1
         session = self.session
         if verb == 'AUTH' and reply.code == 535:     # RFC 4954 6: wrong credentials
             self.events.auth_failed(session, self.auth_method or '', self.auth_username, reply)
