@@ -334,7 +334,8 @@ class LogEvents:
         level = INFO if status != DEFERRED else WARNING
         if self._level > level:
             return
-        reason = printable(reason)
+        if not reason.isprintable():
+            reason = printable(reason)
         records = self._delivery_records
         if records is None or level != INFO:
             for recipient in recipients:
