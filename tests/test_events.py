@@ -359,3 +359,22 @@ def test_summary_is_postfix_notation():
     assert summary({'ehlo': 1, 'mail': 1, 'rcpt': 2, 'data': 1, 'quit': 1}, {'rcpt': 1}) == \
         'ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6'
     assert summary({}, {}) == 'commands=0'
+
+
+def test_an_observer_failing_at_the_end_keeps_the_cleanup(logged):
+    closed = []
+
+    class Failing:
+        def __getattr__(self, name):
+            return lambda *args: None
+
+        def disconnected(self, *args):
+            raise RuntimeError('observer bug')
+
+    server, kept = logged(on_close=closed.append)
+    server.events = Failing()
+    with smtplib.SMTP(*server.address, timeout=WAIT) as smtp:
+        smtp.noop()
+    assert wait_until(lambda: closed)
+    assert wait_until(lambda: any('failed on disconnected' in r.getMessage()
+                                  for r in kept.records))

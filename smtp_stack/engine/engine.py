@@ -148,7 +148,10 @@ class Engine:
             if self.claimed_ip is not None:
                 host.release_client_ip(self.claimed_ip)
             if self.connected:
-                self.events.disconnected(session, self.commands, self.failed)
+                try:
+                    self.events.disconnected(session, self.commands, self.failed)
+                except Exception as exc:    # an observer's bug: the cleanup goes on
+                    self.log(40, 'the events observer failed on disconnected: %r', exc)
             closed = host.lifecycle.closed
             if closed:
                 self._tell(closed)
