@@ -52,7 +52,7 @@ class Events(Protocol):
                             AUTH succeeded: `session.user`, `session.auth`
     auth_failed(session, mechanism, username, reply)
                             AUTH was answered 535 (username: what the
-                            client gave, None if it got that far)
+                            client gave, None when it gave none)
     refused(session, command, reply, by, address, queue_id)
                             a command got a 4xx/5xx (also a connection:
                             command 'CONNECT'); `by`: who refused it
