@@ -124,4 +124,11 @@ class OwnThreads:
             mine = not self.forked
         if mine:
             for pool in pools:
-                pool.kill()
+                if getattr(pool.hub, 'loop', None) is None:
+                    # Its hub was destroyed (a server thread that ended):
+                    # kill() would wait on that hub's loop. A None in the
+                    # queue ends each idle thread without waiting.
+                    for _ in range(pool.size):
+                        pool.task_queue.put(None)
+                else:
+                    pool.kill()

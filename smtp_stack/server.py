@@ -208,7 +208,7 @@ class SmtpServer:
             return None
         if opts.store is not None:      # across workers and machines
             return SharedFailures(opts.store, opts.max_auth_failures_per_ip,
-                                  opts.auth_failure_window)
+                                  opts.auth_failure_window, opts.on_store_error)
         return RecentFailures(opts.max_auth_failures_per_ip, opts.auth_failure_window)
 
     @property
@@ -392,7 +392,8 @@ class SmtpServer:
         shared = self._shared_conns
         if shared is None:
             assert self.options.store is not None, 'called only when there is a store'
-            shared = self._shared_conns = SharedConnections(self.options.store)
+            shared = self._shared_conns = SharedConnections(self.options.store,
+                                                            self.options.on_store_error)
         return shared
 
     @property

@@ -137,8 +137,6 @@ def test_connections_in_a_dead_store_count_per_process_or_are_refused(dead_store
     assert SharedConnections(dead_store, on_store_error='tempfail').claim('192.0.2.1', 2) is False
 
 
-@pytest.mark.xfail(strict=True, reason='server.py does not pass options.on_store_error to '
-                                       'SharedFailures yet (the logging engineer owns it)')
 def test_the_servers_option_reaches_its_auth_failure_limit(dead_store):
     server = SmtpServer(name='mx.test', store=dead_store, max_auth_failures_per_ip=3,
                         on_store_error='tempfail', allow_insecure_auth=True,
