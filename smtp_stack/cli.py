@@ -76,7 +76,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             notes = receiver.reload(new)
         except Exception as exc:       # e.g. a certificate that just changed on disk
-            note(f'SIGHUP: reload failed: {exc}', logging.ERROR)
+            note(f'SIGHUP: reload failed: {new.substitutions.redact(str(exc))}',
+                 logging.ERROR)
             return
         for line in notes:
             note(f'SIGHUP: {line}')
@@ -139,10 +140,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for line in exc.lines():
             print(line, file=sys.stderr)
         return 1
-    listeners = ', '.join(listener.describe() for listener in config.listeners)
+    redact = config.substitutions.redact     # ${VAR}, never its value
+    listeners = ', '.join(redact(listener.describe()) for listener in config.listeners)
     users = len(config.users) if config.users is not None else 0
     print(f'{args.file}: OK (listen {listeners}; {users} user(s); '
-          f'mail goes to {config.deliver.describe()})')
+          f'mail goes to {redact(config.deliver.describe())})')
     return 0
 
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .delivery import load_callable
+from .envsubst import Substitutions, SubstitutionError, expand
 from .extras import MissingExtra, needs_extra
 from .logs import FORMATS
 from .options import OPTIONS, Options, parse_size, suggest
@@ -105,6 +106,9 @@ class Config:
         default_factory=lambda: DeliverySpec('maildir', {'path': DEFAULT_MAILDIR}))
     policies: PolicySection | None = None       # when the section is used
     log_format: str | None = None       # 'text' or 'json'; None: not said (text)
+    # What ${VAR} references took from the environment: check-config and the
+    # errors show the reference, never the value (envsubst.py).
+    substitutions: Substitutions = field(default_factory=Substitutions)
 
     def server_options(self, listener: Listener) -> dict[str, Any]:
         """The SmtpServer keyword arguments for one listener."""
@@ -147,7 +151,17 @@ def load(path: str | None, *, host: str | None = None, port: int | None = None,
             raise ConfigError([('', f'{path}: not valid YAML{where}: {problem}')]) from None
         if data is None:
             data = {}
-    return parse(data, base, source=path, host=host, port=port, maildir=maildir, workers=workers)
+    try:
+        data, substitutions = expand(data)
+    except SubstitutionError as exc:
+        raise ConfigError(exc.errors) from None
+    try:
+        config = parse(data, base, source=path, host=host, port=port, maildir=maildir,
+                       workers=workers)
+    except ConfigError as exc:
+        raise ConfigError(substitutions.redact_errors(exc.errors)) from None
+    config.substitutions = substitutions
+    return config
 
 
 def parse(data: object, base: str, *, source: str | None = None, host: str | None = None,

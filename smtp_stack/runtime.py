@@ -100,23 +100,47 @@ def serve_until_stopped(service: Service, stop: Callable[[str], None],
                         reload: Callable[[], None] | None = None) -> int:
     """Start `service` (start, describe, serve_forever), print its start-up
     line and serve until `stop(signame)` ends it on SIGTERM or SIGINT;
-    `reload()` on SIGHUP. 1 when it cannot listen, else 0."""
+    `reload()` on SIGHUP. 1 when it cannot listen, else 0. Under systemd
+    ($NOTIFY_SOCKET) it says READY=1 once listening, RELOADING=1 and READY=1
+    around a reload, STOPPING=1 on a stop, and pings the watchdog from the
+    hub (systemd.py)."""
     import gevent
 
+    from .systemd import Notifier
+
+    notifier = Notifier()       # silent when not under systemd
+
+    def stopping(signame: str) -> None:
+        notifier.stopping(f'{signame}: stopping')
+        stop(signame)
+
+    def reloading() -> None:
+        assert reload is not None
+        notifier.reloading('SIGHUP: reloading the configuration')
+        try:
+            reload()
+        finally:        # systemd waits for READY=1 even when the reload failed
+            notifier.ready(service.describe())
+
     # Installed before the start-up line: whoever reads that line may signal at once.
-    handlers = [gevent.signal_handler(signal.SIGTERM, stop, 'SIGTERM'),
-                gevent.signal_handler(signal.SIGINT, stop, 'SIGINT')]
+    handlers = [gevent.signal_handler(signal.SIGTERM, stopping, 'SIGTERM'),
+                gevent.signal_handler(signal.SIGINT, stopping, 'SIGINT')]
     if reload is not None and hasattr(signal, 'SIGHUP'):
-        handlers.append(gevent.signal_handler(signal.SIGHUP, reload))
+        handlers.append(gevent.signal_handler(signal.SIGHUP, reloading))
     try:
         try:
             service.start()
         except OSError as exc:
             note(cannot_listen(exc), logging.ERROR)
+            notifier.status(cannot_listen(exc))
             return 1
-        announce(service.describe())
+        line = service.describe()
+        announce(line)
+        notifier.ready(line)
+        notifier.start_watchdog()
         service.serve_forever()
     finally:
+        notifier.stop_watchdog()
         for handler in handlers:
             handler.cancel()
     note('stopped')

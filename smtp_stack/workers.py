@@ -57,6 +57,7 @@ from gevent import socket as gsocket
 from gevent.os import make_nonblocking, nb_read
 
 from . import logs
+from .proctitle import master_title, worker_title
 
 if TYPE_CHECKING:
     from .options import Options
@@ -198,6 +199,7 @@ class WorkerPool:
     def _start_all(self) -> None:
         if self.stopping:
             return
+        master_title()      # 'smtp-stack: master' in ps, when setproctitle is installed
         self._install_signals()
         for slot in range(self.count):
             if slot not in self.current:
@@ -376,6 +378,7 @@ def _worker_main(server: Forkable, slot: int, shared: Shared | None, listening: 
     code = 1
     try:
         logs.set_worker(slot)       # every record of this process says which worker
+        worker_title(slot)          # and ps: 'smtp-stack: worker N'
         for fd in close:
             try:
                 os.close(fd)

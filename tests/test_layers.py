@@ -21,10 +21,11 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'smtp_stack'
 # docs/architecture.md ("Arrows point inward") says the same in words.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ('pure protocol', ('replies', 'errors', 'xtext', 'framing', 'addresses', 'sasl', 'proxy',
-                       'forwarding', 'headers', 'extras')),
+                       'forwarding', 'headers', 'extras', 'envsubst')),
     ('state and values', ('session', 'spool', 'stream', 'options', 'limits', 'middleware',
-                          'offload', 'state', 'params', 'logs', 'events')),
-    ('sockets, TLS and the engine', ('sockets', 'tls', 'engine', 'runners', 'workers')),
+                          'offload', 'state', 'params', 'logs', 'events', 'proctitle')),
+    ('sockets, TLS and the engine', ('sockets', 'tls', 'engine', 'runners', 'workers',
+                                     'systemd')),
     ('the server', ('server',)),
     ('the package', ('',)),       # smtp_stack/__init__.py: the public names, __version__
     ('components', ('delivery', 'policies', 'users', 'testing', 'testing_tls', 'pytest_plugin',
