@@ -25,9 +25,11 @@ def missing(what: str, package: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def program(name: str, package: str, fallback: str | None = None) -> str:
-    """The path of the program `name` (or of `fallback`, for sbin paths not on PATH)."""
-    found = shutil.which(name) or (fallback if fallback and os.path.exists(fallback) else None)
+def program(name: str, package: str, fallback: str | tuple[str, ...] = ()) -> str:
+    """The path of the program `name` (or of the first `fallback` that
+    exists: sbin paths not on PATH, a package .ci/run unpacked)."""
+    places = (fallback,) if isinstance(fallback, str) else fallback
+    found = shutil.which(name) or next((p for p in places if os.path.exists(p)), None)
     if found is None:
         missing(name, package)
     return found

@@ -134,6 +134,10 @@ def test_msmtp_refuses_a_certificate_it_was_not_told_to_trust(sink, tmp_path):
 
 # --- ssmtp ---------------------------------------------------------------------------
 
+# ssmtp and Postfix (the milter tests) both provide mail-transport-agent and
+# conflict: .ci/run installs Postfix and unpacks ssmtp's package here instead.
+UNPACKED_SSMTP = '/opt/ci-peers/ssmtp/usr/sbin/ssmtp'
+
 # ssmtp knows AUTH LOGIN (its default) and CRAM-MD5, and no PLAIN.
 SSMTP_CASES = [
     ('plain', {}, {}, None, None, False),
@@ -161,7 +165,7 @@ def ssmtp_config(tmp_path, port: int, settings: dict) -> str:
 @pytest.mark.parametrize('case, options, settings, user, method, secure', SSMTP_CASES,
                          ids=[case[0] for case in SSMTP_CASES])
 def test_ssmtp_sends(sink, tmp_path, case, options, settings, user, method, secure):
-    ssmtp = peers.program('ssmtp', 'ssmtp', fallback='/usr/sbin/ssmtp')
+    ssmtp = peers.program('ssmtp', 'ssmtp', fallback=('/usr/sbin/ssmtp', UNPACKED_SSMTP))
     server = sink(**options)
     config = ssmtp_config(tmp_path, server.address[1], settings)
     status, output = run([ssmtp, '-C', config, '-f', 'alice@b.example', 'c@d.example'],
