@@ -246,3 +246,107 @@ class WebSocket:
         except Exception:   # noqa: BLE001 - already gone
             pass
         self.sock.close()
+
+
+# -- a real browser ----------------------------------------------------------------------
+
+def chromium(width=1280, height=800):
+    """Debian's headless Chromium driven by selenium through chromium-driver;
+    returns (driver, profile directory). The caller quits the driver and
+    removes the profile (the page tests' module fixtures do)."""
+    import tempfile
+
+    import peers
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    binary = peers.program('chromium', 'chromium')
+    driver_path = peers.program('chromedriver', 'chromium-driver')
+    profile = tempfile.mkdtemp(prefix='inbox-chromium-')
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                 '--disable-background-networking', '--disable-component-update', '--disable-sync',
+                 '--disable-dev-shm-usage', '--force-device-scale-factor=1', '--hide-scrollbars',
+                 f'--user-data-dir={profile}', f'--window-size={width},{height}'):
+        options.add_argument(flag)
+    options.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(WAIT)
+    driver.set_script_timeout(WAIT)
+    return driver, profile
+
+
+def page_errors(driver):
+    """The page's script errors and CSP violations logged since the last call
+    (not the refusals the API answered: the page shows those itself)."""
+    return [entry['message'] for entry in driver.get_log('browser')
+            if entry['level'] == 'SEVERE' and 'Failed to load resource' not in entry['message']]
+
+
+def wait(driver, condition, what, timeout=WAIT):
+    """Until condition(driver) is true (returned), at most `timeout` seconds."""
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(driver, timeout).until(lambda d: condition(d), message=what)
+
+
+def list_subjects(driver):
+    """The list's subjects, read in one script (the list is re-rendered on every event)."""
+    return driver.execute_script(
+        'return [...document.querySelectorAll("#list li.message .subject")].map(e => e.textContent)')
+
+
+def open_page(driver, url, expected, width=1280, height=800):
+    """Load the page at `url` and wait for the list to show `expected` and the websocket."""
+    driver.set_window_size(width, height)
+    driver.get(url)
+    wait(driver, lambda d: list_subjects(d) == expected, f'the list to show {expected}')
+    wait(driver, lambda d: d.execute_script('return document.getElementById("live").textContent')
+         == 'Live', 'the websocket')
+
+
+class WsgiThread:
+    """A WSGI app made by `make_app()` and served by gevent's WSGI server in a
+    thread with its own hub, on a free loopback port (as a mount would serve it)."""
+
+    def __init__(self, make_app):
+        self.make_app = make_app
+        self.server = None
+        self._loop = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name='wsgi')
+
+    def _run(self):
+        import gevent
+        from gevent.pywsgi import WSGIServer
+        self.server = WSGIServer(('127.0.0.1', 0), self.make_app(), log=None, error_log=None)
+        self.server.start()
+        self._loop = gevent.get_hub().loop
+        self._ready.set()
+        self.server.serve_forever()
+
+    def __enter__(self):
+        self._thread.start()
+        assert self._ready.wait(WAIT), 'the WSGI server did not start'
+        return self
+
+    def __exit__(self, *exc):
+        self._loop.run_callback_threadsafe(self.server.stop)
+        self._thread.join(WAIT)
+        assert not self._thread.is_alive(), 'the WSGI server did not stop'
+
+    @property
+    def port(self):
+        return self.server.server_port
+
+
+def mounted(prefix, app):
+    """`app` under `prefix` (SCRIPT_NAME), as Werkzeug's DispatcherMiddleware mounts it."""
+    def dispatch(environ, start_response):
+        path = environ.get('PATH_INFO', '')
+        if path != prefix and not path.startswith(prefix + '/'):
+            start_response('404 Not Found', [('Content-Type', 'text/plain')])
+            return [b'not here\n']
+        environ['SCRIPT_NAME'] = environ.get('SCRIPT_NAME', '') + prefix
+        environ['PATH_INFO'] = path[len(prefix):]
+        return app(environ, start_response)
+    return dispatch

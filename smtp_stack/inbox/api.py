@@ -268,7 +268,9 @@ def webui(app: InboxApp, req: Request) -> Response:
         'MessageRelay': {
             'Enabled': app.relay is not None,
             'SMTPServer': app.relay.describe() if app.relay else '',
-            'ReturnPath': '', 'AllowedRecipients': '', 'BlockedRecipients': '',
+            'ReturnPath': '',
+            'AllowedRecipients': app.relay.allowed_recipients if app.relay else '',
+            'BlockedRecipients': '',
             'OverrideFrom': '', 'PreserveMessageIDs': True, 'RecipientAllowlist': '',
         },
     })

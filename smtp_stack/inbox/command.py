@@ -59,6 +59,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                              '"name:hash" lines, hashes made by: smtp-stack hash-password')
     parser.add_argument('--relay', metavar='HOST:PORT',
                         help='SMTP server that "release" sends messages to')
+    parser.add_argument('--relay-allowed-recipients', metavar='REGEX', default='',
+                        help='release only to addresses this regular expression matches '
+                             '(Mailpit\'s relay allowlist; default: any)')
     parser.add_argument('--name', default='localhost',
                         help='host name in the SMTP greeting and Received (default localhost)')
     add_log_format(parser)
@@ -87,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         smtp = parse_hostport(args.smtp)
         http = parse_hostport(args.http)
-        relay = Relay(*parse_hostport(args.relay), helo=args.name) if args.relay else None
+        relay = Relay(*parse_hostport(args.relay), helo=args.name,
+                      allowed_recipients=args.relay_allowed_recipients) if args.relay else None
     except ValueError as exc:
         note(str(exc))
         return 2

@@ -39,7 +39,10 @@ if TYPE_CHECKING:
     from .app import InboxApp
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
-STATIC_FILES = {'index.html', 'app.js', 'app.css', 'favicon.svg'}
+# The page's files: every file of static/ (the scripts are ES modules, one a
+# concern), listed once at import; nothing else is served from there.
+STATIC_FILES = frozenset(name for name in os.listdir(STATIC)
+                         if os.path.isfile(os.path.join(STATIC, name)))
 
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
             "connect-src 'self'; frame-src 'self'; base-uri 'none'; form-action 'none'; "

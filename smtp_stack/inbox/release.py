@@ -7,6 +7,11 @@ Mailpit releases it: Return-Path (RFC 5321 4.4: a relay must not pass one
 on; the receiving server writes its own) and Bcc (the blind recipients
 the inbox recorded must not reach the new ones).
 
+`allowed_recipients` is Mailpit's relay allowlist (`allowed-recipients`):
+a regular expression that every address must match (searched, as Go's
+MatchString does), else the release is refused before anything is sent,
+with Mailpit's words. The page shows it in its Release dialog.
+
 The SMTP client is the relay delivery's `Upstream` (smtplib over gevent
 sockets), so a release cooperates with the hub like the relay does.
 """
@@ -28,16 +33,34 @@ class RelayError(OSError):
 
 class Relay:
     def __init__(self, host: str, port: int = 25, *, helo: str = 'localhost',
-                 timeout: float = 30.0):
+                 timeout: float = 30.0, allowed_recipients: str = ''):
         self.host = host
         self.port = port
         self.helo = helo
         self.timeout = timeout
+        self.allowed_recipients = allowed_recipients
+        try:
+            self._allowed = re.compile(allowed_recipients) if allowed_recipients else None
+        except re.error as exc:
+            raise ValueError(f'allowed recipients {allowed_recipients!r}: {exc}') from None
 
     def describe(self) -> str:
         return f'{self.host}:{self.port}'
 
+    def not_allowed(self, to: Sequence[str]) -> list[str]:
+        """The addresses the allowlist refuses (none without one)."""
+        allowed = self._allowed
+        if allowed is None:
+            return []
+        return [address for address in to if not allowed.search(address.strip())]
+
     def release(self, raw: bytes, sender: str, to: Sequence[str]) -> None:
+        """Send; ValueError (nothing sent) for addresses off the allowlist,
+        RelayError when the relay cannot be reached or refuses."""
+        refused = self.not_allowed(to)
+        if refused:
+            noun = 'Address' if len(refused) == 1 else 'Addresses'
+            raise ValueError(f'Failed: {noun} do not match the allowlist: {", ".join(refused)}')
         link = Upstream(lmtp=False, timeout=self.timeout, local_hostname=self.helo,
                         tls_context=None, secure=False)
         try:
