@@ -11,6 +11,8 @@ peer's. Only ratios from one run mean anything: the machine is shared.
     python benchmarks/run.py --quick            # small counts, under a minute
     python benchmarks/run.py --scenarios a,e --servers smtp_stack,aiosmtpd
     python benchmarks/run.py --json results.json
+    python benchmarks/run.py --scenarios durable,durable-conn \
+        --servers smtp_stack,smtp_stack-w2,aiosmtpd,nodemailer
 
 See benchmarks/README.md for what each scenario measures and the caveats.
 """
@@ -28,7 +30,7 @@ import time
 
 from benchlib import procs
 from benchlib.report import METRICS, Results, render_table, write_json
-from benchlib.scenarios import (DEFAULT_SCENARIOS, FULL, QUICK, SCENARIOS,
+from benchlib.scenarios import (DEFAULT_SCENARIOS, FULL, MAILDIR_ROOT, QUICK, SCENARIOS,
                                 ScenarioError, run_one)
 from benchlib.servers import BENCH_DIR, all_servers, find_postfix_tool
 
@@ -41,7 +43,8 @@ def parse_args(argv):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='scenarios:\n' + '\n'.join(
             f'  {k:4} {s.title}' for k, s in SCENARIOS.items())
-        + '\n  (c50 is not in the default set)\nservers:\n  ' + ', '.join(servers)
+        + '\n  (c50, durable and durable-conn are not in the default set)'
+        + '\nservers:\n  ' + ', '.join(servers)
         + ', and smtp_stack@NAME for each --tree')
     p.add_argument('--scenarios', default=','.join(DEFAULT_SCENARIOS),
                    help='comma-separated scenario keys (default: %(default)s)')
@@ -62,6 +65,9 @@ def parse_args(argv):
                    metavar='NAME=PATH',
                    help='also run smtp_stack from the checkout at PATH, as server '
                         'smtp_stack@NAME, in (a) and (b): an A/B in one run')
+    p.add_argument('--maildir-root', metavar='DIR',
+                   help='where the durable scenarios make their Maildirs (default: '
+                        'benchmarks/results/maildirs; the file system is named in the notes)')
     p.add_argument('--json', metavar='FILE', help='also write every figure here')
     p.add_argument('--logs', metavar='DIR',
                    help='server logs (default: benchmarks/results/logs)')
@@ -133,6 +139,28 @@ def make_certificate(folder, kind):
     with open(cert, 'wb') as f:
         f.write(certificate.public_bytes(serialization.Encoding.PEM))
     return key, cert
+
+
+def describe_filesystem(path):
+    """`df -T` of `path`, on one line: the file system the durable scenarios
+    fsync on decides their figures."""
+    try:
+        out = subprocess.run(['df', '-T', path], capture_output=True, text=True,
+                             timeout=20).stdout.strip().splitlines()
+    except (OSError, subprocess.TimeoutExpired):
+        return 'unknown'
+    if len(out) < 2:
+        return 'unknown'
+    fields = out[-1].split()
+    return f'{fields[0]} {fields[1]} mounted on {fields[-1]}' if len(fields) >= 7 else out[-1]
+
+
+def load_average():
+    try:
+        with open('/proc/loadavg') as f:
+            return ' '.join(f.read().split()[:3])
+    except OSError:
+        return 'unknown'
 
 
 def postfix_daemon_running():
@@ -207,6 +235,13 @@ def main(argv=None):
         say(msg)
         notes.append(msg)
 
+    if any(SCENARIOS[k].maildir for k in scenarios):
+        if args.maildir_root:
+            MAILDIR_ROOT[0] = os.path.abspath(args.maildir_root)
+        os.makedirs(MAILDIR_ROOT[0], exist_ok=True)
+        notes.append(f'Maildirs in {MAILDIR_ROOT[0]}: {describe_filesystem(MAILDIR_ROOT[0])}')
+    notes.append(f'load average at the start: {load_average()}')
+
     tls_paths = None
     if 'e' in scenarios and any('e' in s.scenarios for s in servers):
         tls_paths = make_certificate(os.path.join(BENCH_DIR, 'results', 'certs'),
@@ -253,6 +288,7 @@ def main(argv=None):
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
     elapsed = time.monotonic() - started
+    notes.append(f'load average at the end: {load_average()}')
 
     rows = [s for s in servers if any((s.name, k) in results.runs or
                                       (s.name, k) in results.errors for k in scenarios)]
@@ -275,6 +311,9 @@ def main(argv=None):
         'd': f'(d) {c.d_conns:,} idle connections',
         'e': (f'(e) {c.e_sessions:,} TLS sessions, {args.tls_key} certificate, '
               f'{c.e_procs} procs x {c.e_concurrency} sessions at a time'),
+        'durable': f'(durable) {c.durable_msgs:,} messages over 20 sessions, each fsync\'d',
+        'durable-conn': f'(durable-conn) {c.dconn_msgs:,} connections, 20 at a time, '
+                        'each message fsync\'d',
     }
     print('Load: ' + '; '.join(loads[k] for k in scenarios) + '. '
           + (f'Median of {args.repeat} runs' if args.repeat > 1 else 'One run')

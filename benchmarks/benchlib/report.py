@@ -36,7 +36,12 @@ METRICS = [
     Metric('d', 'd_kb_per_conn', '(d) KB/conn', False),
     Metric('e', 'e_rate', '(e) sessions/s', client_limited=True),
     Metric('e', 'e_per_cpu', '(e) sess/CPU-s'),
-]
+] + [metric for key in ('durable', 'durable-conn') for metric in (
+    Metric(key, f'{key}_rate', f'({key}) msg/s', client_limited=True),
+    Metric(key, f'{key}_per_cpu', f'({key}) msg/CPU-s'),
+    Metric(key, f'{key}_sys_us', f'({key}) sys µs/msg', False),
+    Metric(key, f'{key}_rss', f'({key}) peak RSS MiB', False),
+)]
 
 
 class Results:

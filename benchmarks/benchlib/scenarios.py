@@ -12,11 +12,18 @@ measures, then stops the server by its process group.
       Server RSS growth per connection, KB.
 (e)   STARTTLS + AUTH PLAIN + one 1 KB message per connection
       (clients/tls_client.py). sessions/s.
+durable       smtp-source -d -s 20: 1 KB messages over 20 sessions, many per
+              session, each stored in a Maildir and fsync'd before its 250
+              (write, fsync, rename into new/, fsync of new/). messages/s,
+              messages per server CPU-second, the server's system time per
+              message, peak RSS.
+durable-conn  the same with one message per connection, 20 at a time.
 """
 
 import json
 import os
 import select
+import shutil
 import subprocess
 import sys
 import time
@@ -42,6 +49,10 @@ class Counts:
     d_conns: int
     e_sessions: int
     e_warm: int
+    durable_msgs: int = 10000
+    durable_warm: int = 1000
+    dconn_msgs: int = 4000
+    dconn_warm: int = 400
     e_procs: int = 2
     e_concurrency: int = 16
 
@@ -55,6 +66,8 @@ class Counts:
                       c_msgs=s(self.c_msgs, 4), c_warm=self.c_warm,
                       c50_msgs=s(self.c50_msgs, 4), d_conns=self.d_conns,
                       e_sessions=s(self.e_sessions, 20), e_warm=self.e_warm,
+                      durable_msgs=s(self.durable_msgs, 100), durable_warm=self.durable_warm,
+                      dconn_msgs=s(self.dconn_msgs, 100), dconn_warm=self.dconn_warm,
                       e_procs=self.e_procs, e_concurrency=self.e_concurrency)
 
 
@@ -63,7 +76,12 @@ FULL = Counts(a_msgs=40000, a_warm=4000, b_msgs=10000, b_warm=1000,
               e_sessions=2000, e_warm=100)
 QUICK = Counts(a_msgs=3000, a_warm=300, b_msgs=1000, b_warm=100,
                c_msgs=16, c_warm=4, c50_msgs=4, d_conns=2000,
-               e_sessions=400, e_warm=32)
+               e_sessions=400, e_warm=32, durable_msgs=1500, durable_warm=300,
+               dconn_msgs=600, dconn_warm=100)
+
+# Where the durable scenarios' Maildirs are made (one per measurement,
+# removed after it); run.py may point it elsewhere (--maildir-root).
+MAILDIR_ROOT = [os.path.join(BENCH_DIR, 'results', 'maildirs')]
 
 
 class ScenarioError(Exception):
@@ -73,17 +91,23 @@ class ScenarioError(Exception):
 class ServerRun:
     """A fresh server process for one measurement, stopped on exit."""
 
-    def __init__(self, spec, logdir, tag, tls=None):
+    def __init__(self, spec, logdir, tag, tls=None, maildir=False):
         self.spec = spec
         self.tls = tls
         self.port = procs.free_port()
         self.log_path = os.path.join(logdir, f'{spec.name}-{tag}.log')
         self.proc = None
+        self.maildir = None
+        if maildir:
+            self.maildir = os.path.join(MAILDIR_ROOT[0], f'{spec.name}-{tag}')
+            shutil.rmtree(self.maildir, ignore_errors=True)
+            for sub in ('tmp', 'new', 'cur'):
+                os.makedirs(os.path.join(self.maildir, sub), mode=0o700)
 
     def __enter__(self):
         self.log = open(self.log_path, 'wb')
         try:
-            self.proc = procs.spawn(self.spec.command(self.port, self.tls),
+            self.proc = procs.spawn(self.spec.command(self.port, self.tls, self.maildir),
                                     env=self.spec.env(), stdout=self.log,
                                     stderr=subprocess.STDOUT)
         except OSError as exc:
@@ -102,6 +126,12 @@ class ServerRun:
         if self.proc is not None:
             procs.stop_group(self.proc)
         self.log.close()
+        if self.maildir:
+            shutil.rmtree(self.maildir, ignore_errors=True)
+
+    def stored(self):
+        """How many messages are in the Maildir's new/."""
+        return len(os.listdir(os.path.join(self.maildir, 'new')))
 
     @property
     def pgid(self):
@@ -140,7 +170,7 @@ def _client_bound(run, server_cpu, server_cores_max, client_cores_max=1.0):
             or (client + server >= 0.9 * ncpu and server < 0.9 * server_cores_max))
 
 
-def _source_load(server, key, messages, warm, sessions, length, per_session):
+def _source_load(server, key, messages, warm, sessions, length, per_session, split=False):
     """Warm up, then one measured smtp-source run. Returns that run, the
     server's CPU seconds during it, the figures every load reports, and
     whether the client (or the machine) may have set the rate."""
@@ -152,12 +182,15 @@ def _source_load(server, key, messages, warm, sessions, length, per_session):
         return run
 
     load(warm, 'warm-up')
-    cpu0 = procs.group_cpu_seconds(server.pgid)
+    user0, sys0 = procs.group_cpu_split(server.pgid)
     run = load(messages, 'run')
-    cpu = max(procs.group_cpu_seconds(server.pgid) - cpu0, 1.0 / procs.CLK_TCK)
+    user1, sys1 = procs.group_cpu_split(server.pgid)
+    cpu = max(user1 + sys1 - user0 - sys0, 1.0 / procs.CLK_TCK)
     figures = {f'{key}_seconds': run.wall, f'{key}_server_cpu': cpu,
                f'{key}_server_cores': cpu / run.wall,
                f'{key}_client_cores': run.cpu / run.wall}
+    if split:
+        figures[f'{key}_server_sys'] = sys1 - sys0
     return run, cpu, figures, _client_bound(run, cpu, server.spec.workers)
 
 
@@ -188,6 +221,27 @@ def measure_c(server, counts):
 
 def measure_c50(server, counts):
     return _measure_big(server, 'c50', counts.c50_msgs, 1, 50 * MIB)
+
+
+def _measure_durable(server, key, messages, warm, per_session):
+    run, cpu, figures, bound = _source_load(server, key, messages, warm, 20, 1024,
+                                            per_session, split=True)
+    stored = server.stored()
+    if stored < warm + messages:
+        raise ScenarioError(f'{stored} messages in new/ after {warm + messages} were sent')
+    figures.update({f'{key}_rate': messages / run.wall, f'{key}_per_cpu': messages / cpu,
+                    f'{key}_sys_us': figures[f'{key}_server_sys'] / messages * 1e6,
+                    f'{key}_rss': procs.group_hwm_kb(server.pgid) / KIB})
+    return figures, bound
+
+
+def measure_durable(server, counts):
+    return _measure_durable(server, 'durable', counts.durable_msgs, counts.durable_warm, True)
+
+
+def measure_durable_conn(server, counts):
+    return _measure_durable(server, 'durable-conn', counts.dconn_msgs, counts.dconn_warm,
+                            False)
 
 
 def _idle_cmd(port, count, hold):
@@ -282,6 +336,7 @@ class Scenario:
     title: str
     measure: object
     needs: str      # 'smtp-source', 'tls' or ''
+    maildir: bool = False   # the server stores into a Maildir made for the run
 
 
 SCENARIOS = {
@@ -294,6 +349,12 @@ SCENARIOS = {
     'd': Scenario('d', 'idle connections after EHLO', measure_d, ''),
     'e': Scenario('e', 'STARTTLS + AUTH PLAIN + 1 KB message per connection',
                   measure_e, 'tls'),
+    'durable': Scenario('durable', '1 KB messages stored and fsync\'d in a Maildir before '
+                        'the 250, 20 sessions, many per session', measure_durable,
+                        'smtp-source', maildir=True),
+    'durable-conn': Scenario('durable-conn', 'the same, one message per connection, '
+                             '20 at a time', measure_durable_conn, 'smtp-source',
+                             maildir=True),
 }
 DEFAULT_SCENARIOS = ('a', 'b', 'c', 'd', 'e')
 
@@ -302,5 +363,5 @@ def run_one(scenario, spec, counts, logdir, tag, tls_paths):
     """Measure one server under one scenario. Returns (figures, client_bound)
     or raises ScenarioError."""
     tls = tls_paths if scenario.needs == 'tls' else None
-    with ServerRun(spec, logdir, f'{scenario.key}-{tag}', tls) as server:
+    with ServerRun(spec, logdir, f'{scenario.key}-{tag}', tls, scenario.maildir) as server:
         return scenario.measure(server, counts)

@@ -79,16 +79,20 @@ class ServerSpec:
     def version(self):
         return ''
 
-    def command(self, port, tls=None):
-        """argv to start the sink; ``tls`` is (key_path, cert_path) for (e)."""
+    def command(self, port, tls=None, maildir=None):
+        """argv to start the sink; ``tls`` is (key_path, cert_path) for (e);
+        ``maildir`` a directory to store every message in (durable scenarios)."""
         raise NotImplementedError
 
     def env(self):
         return None
 
 
+DURABLE = ('durable', 'durable-conn')
+
+
 class SmtpStack(ServerSpec):
-    scenarios = ('a', 'b', 'c', 'c50', 'd', 'e')
+    scenarios = ('a', 'b', 'c', 'c50', 'd', 'e') + DURABLE
 
     def __init__(self, workers=1, bare=False, tree=None):
         self.workers = workers
@@ -100,8 +104,10 @@ class SmtpStack(ServerSpec):
             self.name, self.label = 'smtp_stack-bare', 'smtp_stack without middleware or log'
         if tree:
             self.name, self.label = f'smtp_stack@{tree[0]}', f'smtp_stack at {tree[0]}'
-        if workers != 1 or bare or tree:
+        if bare:
             self.scenarios = ('a', 'b')
+        elif workers != 1 or tree:
+            self.scenarios = ('a', 'b') + DURABLE
         self._checked = None
 
     def check(self):
@@ -137,7 +143,7 @@ class SmtpStack(ServerSpec):
         self.check()
         return self._checked[0]
 
-    def command(self, port, tls=None):
+    def command(self, port, tls=None, maildir=None):
         cmd = [sys.executable, os.path.join(SINKS, 'smtp_stack_sink.py'),
                '--host', '127.0.0.1', '--port', str(port),
                '--size', str(MAX_SIZE), '--backlog', str(BACKLOG)]
@@ -149,6 +155,8 @@ class SmtpStack(ServerSpec):
             cmd += ['--tree', self.tree[1]]
         if tls:
             cmd += ['--tls', '--key', tls[0], '--cert', tls[1]]
+        if maildir:
+            cmd += ['--maildir', maildir]
         return cmd
 
     def env(self):
@@ -162,6 +170,8 @@ class Aiosmtpd(ServerSpec):
         self.uvloop = uvloop
         self.name = 'aiosmtpd-uvloop' if uvloop else 'aiosmtpd'
         self.label = 'aiosmtpd + uvloop' if uvloop else 'aiosmtpd'
+        if not uvloop:
+            self.scenarios = Aiosmtpd.scenarios + DURABLE
 
     def check(self):
         missing = [m for m in (['aiosmtpd'] + (['uvloop'] if self.uvloop else []))
@@ -177,7 +187,7 @@ class Aiosmtpd(ServerSpec):
             text += f", uvloop {_version('uvloop')}"
         return text
 
-    def command(self, port, tls=None):
+    def command(self, port, tls=None, maildir=None):
         cmd = [sys.executable, os.path.join(SINKS, 'aiosmtpd_sink.py'),
                '--host', '127.0.0.1', '--port', str(port),
                '--size', str(MAX_SIZE), '--backlog', str(BACKLOG)]
@@ -185,6 +195,8 @@ class Aiosmtpd(ServerSpec):
             cmd.append('--uvloop')
         if tls:
             cmd += ['--tls', '--key', tls[0], '--cert', tls[1]]
+        if maildir:
+            cmd += ['--maildir', maildir]
         return cmd
 
     def env(self):
@@ -194,7 +206,7 @@ class Aiosmtpd(ServerSpec):
 class Nodemailer(ServerSpec):
     name = 'nodemailer'
     label = 'nodemailer smtp-server'
-    scenarios = ('a', 'b', 'c', 'c50', 'd', 'e')
+    scenarios = ('a', 'b', 'c', 'c50', 'd', 'e') + DURABLE
 
     def check(self):
         if not shutil.which('node'):
@@ -214,12 +226,14 @@ class Nodemailer(ServerSpec):
         except (OSError, ValueError, KeyError, subprocess.TimeoutExpired):
             return ''
 
-    def command(self, port, tls=None):
+    def command(self, port, tls=None, maildir=None):
         cmd = ['node', os.path.join(SINKS, 'nodemailer_sink.js'),
                '--host', '127.0.0.1', '--port', str(port),
                '--size', str(MAX_SIZE), '--backlog', str(BACKLOG)]
         if tls:
             cmd += ['--tls', '--key', tls[0], '--cert', tls[1]]
+        if maildir:
+            cmd += ['--maildir', maildir]
         return cmd
 
     def env(self):
@@ -247,7 +261,7 @@ class SmtpSink(ServerSpec):
         except (OSError, subprocess.TimeoutExpired):
             return ''
 
-    def command(self, port, tls=None):
+    def command(self, port, tls=None, maildir=None):
         cmd = [find_postfix_tool('smtp-sink'), '-h', HOSTNAME,
                '-m', '8192']          # default 256 sessions: (d) needs 2,000
         if os.geteuid() == 0:
@@ -262,7 +276,7 @@ class GeventSink(ServerSpec):
     label = 'featureless gevent sink'
     scenarios = ('a', 'b', 'c', 'c50', 'd')
 
-    def command(self, port, tls=None):
+    def command(self, port, tls=None, maildir=None):
         return [sys.executable, os.path.join(SINKS, 'gevent_sink.py'),
                 '--host', '127.0.0.1', '--port', str(port), '--backlog', str(BACKLOG)]
 

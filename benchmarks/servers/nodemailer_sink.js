@@ -6,8 +6,15 @@
 // (scenario e) it offers STARTTLS with the harness's certificate and AUTH
 // PLAIN only after TLS, accepting any password. The module is found through
 // NODE_PATH (benchmarks/node/node_modules, set by the harness).
+//
+// With --maildir DIR (the durable scenarios) onData stores each message
+// before its 250, with the guarantee smtp_stack's Maildir delivery gives:
+// the body is written to a new file in tmp/, fsync'd, renamed into new/,
+// and new/ is fsync'd; every file call runs in libuv's thread pool
+// (fs.promises), as a Node user would write it.
 
 const fs = require('fs');
+const path = require('path');
 const { SMTPServer } = require('smtp-server');
 
 function parseArgs(argv) {
@@ -27,6 +34,44 @@ function parseArgs(argv) {
 }
 
 const args = parseArgs(process.argv.slice(2));
+
+let counter = 0;
+
+async function storeInMaildir(dir, chunks) {
+    const now = Date.now();
+    const name = `${Math.floor(now / 1000)}.M${(now % 1000) * 1000}P${process.pid}` +
+        `Q${++counter}.bench.example`;
+    const tmp = path.join(dir, 'tmp', name);
+    const file = await fs.promises.open(tmp, 'wx', 0o600);
+    try {
+        await file.writev(chunks);
+        await file.sync();
+    } finally {
+        await file.close();
+    }
+    const newDir = path.join(dir, 'new');
+    await fs.promises.rename(tmp, path.join(newDir, name));
+    const dirHandle = await fs.promises.open(newDir, 'r');
+    try {
+        await dirHandle.sync();
+    } finally {
+        await dirHandle.close();
+    }
+}
+
+function storingOnData(dir) {
+    for (const sub of ['tmp', 'new', 'cur']) {
+        fs.mkdirSync(path.join(dir, sub), { recursive: true, mode: 0o700 });
+    }
+    return function onData(stream, session, callback) {
+        const chunks = [];
+        stream.on('data', chunk => chunks.push(chunk));
+        stream.on('error', callback);
+        stream.on('end', () => {
+            storeInMaildir(dir, chunks).then(() => callback(null), callback);
+        });
+    };
+}
 
 const options = {
     name: 'bench.example',
@@ -53,6 +98,9 @@ if (args.tls) {
     });
 } else {
     options.disabledCommands = ['STARTTLS', 'AUTH'];
+}
+if (args.maildir) {
+    options.onData = storingOnData(args.maildir);
 }
 
 const server = new SMTPServer(options);

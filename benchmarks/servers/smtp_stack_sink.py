@@ -10,6 +10,10 @@ middleware after ``next()`` and thrown away.
 Plain runs (a)-(d) disable STARTTLS and AUTH, as the peers do. With
 ``--tls`` (scenario e) it offers STARTTLS with the harness's certificate and
 AUTH PLAIN only after TLS, and accepts any password.
+
+With ``--maildir DIR`` (the durable scenarios) the body is not thrown away:
+``MaildirDelivery(DIR)`` stores each message (write, fsync, rename into
+new/, fsync of new/) before the 250, in place of the reading middleware.
 """
 
 import argparse
@@ -48,6 +52,7 @@ def parse_args(argv):
     p.add_argument('--bare', action='store_true',
                    help='no middleware and no logging: the engine alone, to tell what they cost')
     p.add_argument('--tree', help='import smtp_stack from this checkout (an A/B in one run)')
+    p.add_argument('--maildir', help='store every message in this Maildir (durable scenarios)')
     p.add_argument('--tls', action='store_true')
     p.add_argument('--key')
     p.add_argument('--cert')
@@ -101,7 +106,11 @@ def main(argv=None):
         options['disabled_commands'] = ['STARTTLS', 'AUTH']
 
     server = SmtpServer(**options)
-    if not args.bare:
+    if args.maildir:
+        from smtp_stack.delivery import MaildirDelivery
+        server.use(passthrough)
+        server.use(MaildirDelivery(args.maildir, hostname='bench.example'))
+    elif not args.bare:
         server.use(passthrough)
         server.use(read_body)
     server.start(args.port, args.host, backlog=args.backlog)
