@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypedDict
 
 from .headers import Removal, check_field, check_name, fold
 
@@ -110,6 +110,56 @@ class Envelope:
         """The (name, predicate) pairs recorded with remove_header, in call order."""
         return list(self._removed) if self._removed else []
 
+    # -- what a milter answers at the end of a message ----------------------------
+    # Class defaults: an envelope that never calls these stores nothing.
+    _replaced_body: bytes | BinaryIO | None = None
+    _quarantined: str | None = None
+    _dropped: str | None = None
+
+    def replace_body(self, body: bytes | BinaryIO) -> None:
+        """Record a new body for the message: what follows its header
+        section (the fields stay, as add_header and remove_header leave
+        them), with CRLF line ends; bytes, or a binary file read from where
+        it stands to its end (a large body need not be held in memory).
+        Inside an MTA (smtp_stack.milter) it becomes the milter's body
+        replacement (SMFIR_REPLBODY); the built-in deliveries do not apply
+        it. TypeError for anything else."""
+        if not isinstance(body, bytes) and not callable(getattr(body, 'read', None)):
+            raise TypeError(f'a body is bytes or a binary file, not {type(body).__name__}')
+        self._replaced_body = body
+
+    @property
+    def replaced_body(self) -> bytes | BinaryIO | None:
+        """What replace_body recorded, or None."""
+        return self._replaced_body
+
+    def quarantine(self, reason: str) -> None:
+        """Ask for the message to be held for a person to look at, with
+        `reason` (one line). Inside an MTA it becomes SMFIR_QUARANTINE
+        (Postfix's hold queue, Sendmail's quarantine); the built-in
+        deliveries do not apply it. ValueError for a reason holding CR,
+        LF or NUL."""
+        _check_line(reason, 'a quarantine reason')
+        self._quarantined = reason
+
+    @property
+    def quarantined(self) -> str | None:
+        """The reason given to quarantine(), or None."""
+        return self._quarantined
+
+    def drop(self, reason: str = '') -> None:
+        """Accept the message and throw it away: the client is told it was
+        accepted, and nobody receives it. Inside an MTA it becomes
+        SMFIR_DISCARD; the built-in deliveries do not apply it. `reason`
+        goes to the log. ValueError for a reason holding CR, LF or NUL."""
+        _check_line(reason, 'a reason')
+        self._dropped = reason
+
+    @property
+    def dropped(self) -> str | None:
+        """The reason given to drop() ('' when none was), or None."""
+        return self._dropped
+
     def discard(self) -> None:
         """Release what the transaction holds (the spool and its temporary file)."""
         stream = self.data_stream
@@ -118,6 +168,13 @@ class Envelope:
 
     def __repr__(self) -> str:
         return f'<Envelope from={self.mail_from!r} to={self.rcpt_to!r}>'
+
+
+def _check_line(text: object, what: str) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f'{what} is a str, not {type(text).__name__}')
+    if '\r' in text or '\n' in text or '\0' in text:
+        raise ValueError(f'{what} cannot hold CR, LF or NUL: {text!r}')
 
 
 class TlsInfo(TypedDict):

@@ -1,0 +1,477 @@
+"""The milter protocol (Sendmail 8's mail filter protocol) without sockets.
+
+Both directions share this module: the MTA side (smtp_stack calling a
+milter) and the milter side (smtp_stack inside Postfix or Sendmail) are
+thin users of it, each with its own transport. The protocol has no RFC;
+where each fact comes from is cited beside it:
+  [mfdef]   sendmail include/libmilter/mfdef.h (8.14/8.15)
+  [mfapi]   sendmail include/libmilter/mfapi.h
+  [milter8] Postfix src/milter/milter8.c (what Postfix sends and accepts)
+  [pmilter] Sendmail::PMilter doc/milter-protocol.txt (the layouts, v2)
+
+A packet is a 32-bit length in network order, then that many bytes: one
+command byte and its data ([pmilter] "LINK/PACKET PROTOCOL";
+[mfdef] MILTER_LEN_BYTES). `PacketReader` splits a byte stream into
+packets and returns None while it needs more bytes; the data of each
+packet is read by its layout (`LAYOUTS`, `decode`) and written by the same
+(`encode_packet`). A malformed packet raises `ProtocolError` with why.
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple, TypeAlias
+
+# -- framing ----------------------------------------------------------------------
+
+LEN_BYTES = 4               # [mfdef] MILTER_LEN_BYTES
+CHUNK_SIZE = 65535          # [mfdef] MILTER_CHUNK_SIZE: body chunks, both ways
+# What this module accepts by default: Postfix sends a header field of up to
+# header_size_limit (100 KiB) in one packet, over libmilter's 64 KiB default
+# ([mfdef] MILTER_MAX_DATA_SIZE); 1 MiB is libmilter's largest ([mfdef] MILTER_MDS_1M).
+MAX_PACKET = 1 << 20
+PROTOCOL_VERSION = 6        # [mfdef] SMFI_PROT_VERSION
+OLDEST_VERSION = 2          # [milter8] milter8_versions: Postfix speaks 2, 3, 4 and 6
+
+_LENGTH = struct.Struct('>I')
+_U16 = struct.Struct('>H')
+
+
+class ProtocolError(Exception):
+    """A packet this side cannot take: `reason` says why (for the log)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Packet(NamedTuple):
+    """One packet: its command (or reply) letter and its data."""
+    command: str
+    data: bytes
+
+
+class PacketReader:
+    """Packets out of a byte stream: `feed(data)`, then `next_packet()`
+    until it returns None (a packet is not complete yet). Nothing already
+    looked at is searched again, and a packet longer than `max_size` (its
+    length counts the command byte) raises ProtocolError as soon as its
+    length is read, before its data is buffered."""
+
+    def __init__(self, max_size: int = MAX_PACKET) -> None:
+        self.max_size = max_size
+        self._buffer = bytearray()
+        self._offset = 0
+
+    def feed(self, data: bytes) -> None:
+        if self._offset and self._offset >= len(self._buffer) // 2:
+            del self._buffer[:self._offset]     # amortised: each byte moved at most once
+            self._offset = 0
+        self._buffer += data
+
+    @property
+    def pending(self) -> int:
+        """Bytes received and not yet returned in a packet."""
+        return len(self._buffer) - self._offset
+
+    def next_packet(self) -> Packet | None:
+        buffer, start = self._buffer, self._offset
+        if len(buffer) - start < LEN_BYTES:
+            return None
+        (length,) = _LENGTH.unpack_from(buffer, start)
+        if length < 1:      # [milter8] milter8_read_resp: "bad packet length"
+            raise ProtocolError('a packet of length 0 (no command byte)')
+        if length > self.max_size:
+            raise ProtocolError(f'a packet of {length} bytes, over the limit of '
+                                f'{self.max_size}')
+        end = start + LEN_BYTES + length
+        if len(buffer) < end:
+            return None
+        command = chr(buffer[start + LEN_BYTES])
+        data = bytes(buffer[start + LEN_BYTES + 1:end])
+        self._offset = end
+        return Packet(command, data)
+
+
+def encode_packet(command: str, data: bytes = b'') -> bytes:
+    """One packet on the wire."""
+    return _LENGTH.pack(len(data) + 1) + command.encode('latin-1') + data
+
+
+# -- commands, MTA to milter ([mfdef] SMFIC_*) ----------------------------------------
+
+ABORT = 'A'         # abort the message (no reply)
+BODY = 'B'          # a body chunk
+CONNECT = 'C'       # the SMTP client
+MACRO = 'D'         # macros for the command that follows (no reply)
+EOB = 'E'           # end of the body: the end of the message
+HELO = 'H'          # HELO/EHLO
+QUIT_NC = 'K'       # quit, a new connection follows (v6; no reply)
+HEADER = 'L'        # one header field
+MAIL = 'M'          # MAIL FROM
+EOH = 'N'           # end of the header
+OPTNEG = 'O'        # option negotiation (also the milter's answer to it)
+QUIT = 'Q'          # the end of the connection (no reply)
+RCPT = 'R'          # RCPT TO
+DATA = 'T'          # DATA (v4 and later)
+UNKNOWN = 'U'       # an SMTP command the MTA does not know (v3 and later)
+
+# -- replies, milter to MTA ([mfdef] SMFIR_*) -----------------------------------------
+
+ADDRCPT = '+'       # add a recipient
+DELRCPT = '-'       # delete a recipient (as the MTA sent it in RCPT)
+ADDRCPT_PAR = '2'   # add a recipient with ESMTP arguments (8.14)
+SHUTDOWN = '4'      # 421: close the SMTP connection
+ACCEPT = 'a'        # accept the message (or, at connect, the connection)
+REPLBODY = 'b'      # a chunk of the new body
+CONTINUE = 'c'      # go on
+DISCARD = 'd'       # accept and throw the message away
+CHGFROM = 'e'       # change the envelope sender (8.14)
+CONN_FAIL = 'f'     # make the connection fail
+ADDHEADER = 'h'     # append a header field
+INSHEADER = 'i'     # insert a header field at an index
+SETSYMLIST = 'l'    # (in the negotiation) the macros wanted per stage
+CHGHEADER = 'm'     # change (an empty value: delete) the index'th field of a name
+PROGRESS = 'p'      # still working: the MTA restarts its timer
+QUARANTINE = 'q'    # hold the message, with a reason
+REJECT = 'r'        # 5xx
+SKIP = 's'          # no more events of this kind (body chunks)
+TEMPFAIL = 't'      # 4xx
+REPLYCODE = 'y'     # this SMTP reply
+
+# -- actions the milter may take ([mfdef]/[mfapi] SMFIF_*) ------------------------------
+
+ADDHDRS = 0x001     # add (and insert) header fields
+CHGBODY = 0x002     # replace the body
+ADD_RCPT = 0x004    # add recipients
+DEL_RCPT = 0x008    # delete recipients
+CHGHDRS = 0x010     # change and delete header fields
+QUARANTINE_ACTION = 0x020   # quarantine (8.13)
+CHANGE_FROM = 0x040         # change the sender (8.14)
+ADD_RCPT_PAR = 0x080        # add recipients with ESMTP arguments (8.14)
+SET_SYMLIST = 0x100         # ask for macros (8.14)
+
+# -- protocol flags: what the MTA need not send, or need not wait for ([mfdef] SMFIP_*) ---
+
+NOCONNECT, NOHELO, NOMAIL, NORCPT = 0x01, 0x02, 0x04, 0x08
+NOBODY, NOHDRS, NOEOH = 0x10, 0x20, 0x40
+NR_HDR = 0x80               # no reply per header field (also SMFIP_NOHREPL)
+NOUNKNOWN, NODATA = 0x100, 0x200
+SKIP_OK = 0x400             # the MTA understands SMFIR_SKIP
+RCPT_REJ = 0x800            # send rejected recipients too
+NR_CONN, NR_HELO, NR_MAIL, NR_RCPT = 0x1000, 0x2000, 0x4000, 0x8000
+NR_DATA, NR_UNKN, NR_EOH, NR_BODY = 0x10000, 0x20000, 0x40000, 0x80000
+HDR_LEADSPC = 0x100000      # header values keep their leading space, both ways
+MDS_256K, MDS_1M = 0x10000000, 0x20000000
+
+# -- macro stages, in the negotiation's macro lists ([mfapi] SMFIM_*) ------------------
+
+STAGE_CONNECT, STAGE_HELO, STAGE_MAIL, STAGE_RCPT = 0, 1, 2, 3
+STAGE_DATA, STAGE_EOM, STAGE_EOH = 4, 5, 6
+# The command whose macros each stage's list names ([milter8] milter8_macro_offsets).
+STAGE_COMMANDS = {STAGE_CONNECT: CONNECT, STAGE_HELO: HELO, STAGE_MAIL: MAIL,
+                  STAGE_RCPT: RCPT, STAGE_DATA: DATA, STAGE_EOM: EOB, STAGE_EOH: EOH}
+
+# -- address families in CONNECT ([mfdef] SMFIA_*) --------------------------------------
+
+FAMILY_UNKNOWN, FAMILY_UNIX, FAMILY_INET, FAMILY_INET6 = 'U', 'L', '4', '6'
+
+
+class Step(NamedTuple):
+    """One event of a transaction: its command, the flag that keeps the
+    MTA from sending it, and the flag that keeps it from awaiting a reply."""
+    command: str
+    skip: int
+    no_reply: int
+
+
+# [milter8] milter8_event_masks, and the SMFIP_NR_* of [mfdef].
+STEPS = (Step(CONNECT, NOCONNECT, NR_CONN), Step(HELO, NOHELO, NR_HELO),
+         Step(MAIL, NOMAIL, NR_MAIL), Step(RCPT, NORCPT, NR_RCPT),
+         Step(DATA, NODATA, NR_DATA), Step(HEADER, NOHDRS, NR_HDR),
+         Step(EOH, NOEOH, NR_EOH), Step(BODY, NOBODY, NR_BODY),
+         Step(UNKNOWN, NOUNKNOWN, NR_UNKN))
+STEP_OF = {step.command: step for step in STEPS}
+# Commands never answered ([pmilter] "Expected response: NONE").
+UNANSWERED = frozenset({ABORT, MACRO, QUIT, QUIT_NC})
+
+
+def expects_reply(command: str, protocol: int) -> bool:
+    """Whether the MTA waits for a reply to `command`, given the protocol
+    flags the milter answered in the negotiation."""
+    if command in UNANSWERED:
+        return False
+    step = STEP_OF.get(command)
+    return step is None or not protocol & step.no_reply
+
+
+# -- layouts --------------------------------------------------------------------------
+
+# Field types: a NUL-terminated string (STR), the NUL-terminated strings up
+# to the end (STRS), integers in network order (U16, U32), one character
+# (CHAR), the rest as bytes (RAW), and (stage, names) pairs up to the end
+# (LISTS: a U32 then a STR, each). A type ending in '?' may be absent: the
+# data ends before it.
+STR, STRS, U16, U32, CHAR, RAW, LISTS = 'str', 'strs', 'u16', 'u32', 'char', 'raw', 'lists'
+Layout: TypeAlias = 'tuple[str, ...]'
+# What a decoded field is: text (str), a list of strings, a number, bytes,
+# or {stage: macro names}; None for an optional field that was absent.
+Field: TypeAlias = 'str | list[str] | int | bytes | dict[int, str] | None'
+
+COMMAND_LAYOUTS: dict[str, Layout] = {
+    ABORT: (), BODY: (RAW,), EOB: (RAW,), EOH: (), DATA: (), QUIT: (), QUIT_NC: (),
+    CONNECT: (STR, CHAR, U16 + '?', STR + '?'),     # [pmilter] SMFIC_CONNECT
+    MACRO: (CHAR, STRS),        # the command, then name, value, name, value ...
+    HELO: (STR,), MAIL: (STRS,), RCPT: (STRS,),     # args[0]: the path, in <>
+    HEADER: (STR, STR), UNKNOWN: (STR,),
+    OPTNEG: (U32, U32, U32),    # version, actions (SMFIF), protocol (SMFIP)
+}
+REPLY_LAYOUTS: dict[str, Layout] = {
+    ACCEPT: (), CONTINUE: (), DISCARD: (), REJECT: (), TEMPFAIL: (), SKIP: (),
+    PROGRESS: (), SHUTDOWN: (), CONN_FAIL: (),
+    REPLYCODE: (STR,),          # '550 5.7.1 text', lines joined by CRLF
+    ADDHEADER: (STR, STR), INSHEADER: (U32, STR, STR), CHGHEADER: (U32, STR, STR),
+    ADDRCPT: (STR,), DELRCPT: (STR,), ADDRCPT_PAR: (STR, STR + '?'),
+    CHGFROM: (STR, STR + '?'),  # [milter8] SMFIR_CHGFROM: the ESMTP arguments optional
+    QUARANTINE: (STR,), REPLBODY: (RAW,),
+    OPTNEG: (U32, U32, U32, LISTS + '?'),   # [milter8] milter8_connect: macro lists after
+}
+NAMES = {'A': 'SMFIC_ABORT', 'B': 'SMFIC_BODY', 'C': 'SMFIC_CONNECT', 'D': 'SMFIC_MACRO',
+         'E': 'SMFIC_BODYEOB', 'H': 'SMFIC_HELO', 'K': 'SMFIC_QUIT_NC', 'L': 'SMFIC_HEADER',
+         'M': 'SMFIC_MAIL', 'N': 'SMFIC_EOH', 'O': 'SMFIC_OPTNEG', 'Q': 'SMFIC_QUIT',
+         'R': 'SMFIC_RCPT', 'T': 'SMFIC_DATA', 'U': 'SMFIC_UNKNOWN'}
+
+
+def name_of(command: str) -> str:
+    """'SMFIC_MAIL' for 'M'; an unknown letter as its repr."""
+    return NAMES.get(command, repr(command))
+
+
+def decode(layout: Layout, data: bytes, what: str = 'packet') -> list[Field]:
+    """The fields of `data` read by `layout`; ProtocolError when the data
+    is short, lacks a NUL, or has bytes left over. Text is UTF-8, other
+    bytes kept as surrogate escapes (encode() gives them back)."""
+    fields: list[Field] = []
+    pos, size = 0, len(data)
+    for kind in layout:
+        optional = kind.endswith('?')
+        kind = kind.rstrip('?')
+        if pos == size and optional:
+            fields.append(None)
+            continue
+        if kind == STR:
+            end = data.find(b'\0', pos)
+            if end < 0:
+                raise ProtocolError(f'{what}: a string without its terminating NUL')
+            fields.append(_text(data[pos:end]))
+            pos = end + 1
+        elif kind == STRS:
+            fields.append(_strings(data[pos:], what))
+            pos = size
+        elif kind in (U16, U32):
+            width = 2 if kind == U16 else 4
+            if size - pos < width:
+                raise ProtocolError(f'{what}: {size - pos} bytes where a {width}-byte '
+                                    f'number belongs')
+            fields.append(int.from_bytes(data[pos:pos + width], 'big'))
+            pos += width
+        elif kind == CHAR:
+            if pos == size:
+                raise ProtocolError(f'{what}: a one-byte field is missing')
+            fields.append(chr(data[pos]))
+            pos += 1
+        elif kind == RAW:
+            fields.append(data[pos:])
+            pos = size
+        else:       # LISTS
+            fields.append(_lists(data[pos:], what))
+            pos = size
+    if pos != size:
+        raise ProtocolError(f'{what}: {size - pos} bytes after the last field')
+    return fields
+
+
+def encode(layout: Layout, fields: Sequence[Field]) -> bytes:
+    """The data of a packet: `fields` written by `layout` (an optional
+    field that is None is left out, with all after it)."""
+    parts: list[bytes] = []
+    for kind, value in zip(layout, fields, strict=False):
+        if value is None and kind.endswith('?'):
+            break
+        kind = kind.rstrip('?')
+        if kind == STR:
+            parts.append(_bytes(_check_nul(value)) + b'\0')
+        elif kind == STRS:
+            assert isinstance(value, list)
+            parts.extend(_bytes(_check_nul(each)) + b'\0' for each in value)
+        elif kind in (U16, U32):
+            assert isinstance(value, int)
+            parts.append(value.to_bytes(2 if kind == U16 else 4, 'big'))
+        elif kind == CHAR:
+            assert isinstance(value, str) and len(value) == 1
+            parts.append(value.encode('latin-1'))
+        elif kind == RAW:
+            assert isinstance(value, bytes)
+            parts.append(value)
+        else:       # LISTS
+            assert isinstance(value, dict)
+            for stage, names in value.items():
+                parts.append(stage.to_bytes(4, 'big') + _bytes(_check_nul(names)) + b'\0')
+    return b''.join(parts)
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode('utf-8', 'surrogateescape')
+
+
+def _bytes(text: object) -> bytes:
+    assert isinstance(text, str)
+    return text.encode('utf-8', 'surrogateescape')
+
+
+def _check_nul(value: Field) -> Field:
+    if isinstance(value, str) and '\0' in value:
+        raise ValueError(f'a milter string cannot hold NUL: {value!r}')
+    return value
+
+
+def _strings(data: bytes, what: str) -> list[str]:
+    if not data:
+        return []
+    if not data.endswith(b'\0'):
+        raise ProtocolError(f'{what}: a string without its terminating NUL')
+    return [_text(each) for each in data[:-1].split(b'\0')]
+
+
+def _lists(data: bytes, what: str) -> dict[int, str]:
+    lists: dict[int, str] = {}
+    pos = 0
+    while pos < len(data):
+        if len(data) - pos < 4:
+            raise ProtocolError(f'{what}: a macro list without its stage number')
+        stage = int.from_bytes(data[pos:pos + 4], 'big')
+        end = data.find(b'\0', pos + 4)
+        if end < 0:
+            raise ProtocolError(f'{what}: a macro list without its terminating NUL')
+        lists[stage] = _text(data[pos + 4:end])
+        pos = end + 1
+    return lists
+
+
+def read_command(packet: Packet) -> list[Field]:
+    """The fields of a command from the MTA; ProtocolError for an unknown
+    command or a malformed one."""
+    layout = COMMAND_LAYOUTS.get(packet.command)
+    if layout is None:
+        raise ProtocolError(f'unknown command {packet.command!r}')
+    return decode(layout, packet.data, name_of(packet.command))
+
+
+def read_reply(packet: Packet) -> list[Field]:
+    """The fields of a reply from a milter (the MTA side's reader)."""
+    layout = REPLY_LAYOUTS.get(packet.command)
+    if layout is None:
+        raise ProtocolError(f'unknown reply {packet.command!r}')
+    return decode(layout, packet.data, f'reply {packet.command!r}')
+
+
+def command(letter: str, *fields: Field) -> bytes:
+    """A command packet for a milter (the MTA side's writer)."""
+    return encode_packet(letter, encode(COMMAND_LAYOUTS[letter], fields))
+
+
+def reply(letter: str, *fields: Field) -> bytes:
+    """A reply packet for the MTA."""
+    return encode_packet(letter, encode(REPLY_LAYOUTS[letter], fields))
+
+
+# -- the negotiation ----------------------------------------------------------------
+
+class Negotiation(NamedTuple):
+    """SMFIC_OPTNEG, both ways: the MTA offers a version, the actions it
+    allows and the protocol flags it understands; the milter answers with
+    the version it speaks, the actions it takes, the flags it sets, and
+    (v6, with SMFIF_SETSYMLIST) the macros it wants per stage."""
+    version: int
+    actions: int
+    protocol: int
+    macros: Mapping[int, str] = {}
+
+
+def read_negotiation(packet: Packet) -> Negotiation:
+    if packet.command != OPTNEG:
+        raise ProtocolError(f'{name_of(packet.command)} before the option negotiation')
+    version, actions, protocol = read_command(packet)
+    assert isinstance(version, int) and isinstance(actions, int) and isinstance(protocol, int)
+    if version < OLDEST_VERSION:
+        raise ProtocolError(f'protocol version {version}: 2 or later is needed')
+    return Negotiation(version, actions, protocol)
+
+
+def answer_negotiation(offer: Negotiation, *, actions: int, steps: Iterable[str],
+                       answered: Iterable[str], macros: Mapping[int, str] | None = None,
+                       leading_space: bool = True) -> Negotiation:
+    """The milter's answer to `offer`: the offered version up to 6 ([milter8]
+    refuses a higher one), the `actions` the MTA allows, the steps not in
+    `steps` skipped and those in `steps` but not in `answered` left
+    unanswered (where the MTA offers either), header values with their
+    leading space when offered, and `macros` (stage -> names) when the
+    MTA takes macro lists (SMFIF_SETSYMLIST, v6)."""
+    steps, answered = set(steps), set(answered)
+    flags = 0
+    for step in STEPS:
+        if step.command not in steps:
+            flags |= step.skip
+        elif step.command not in answered:
+            flags |= step.no_reply
+    if leading_space:
+        flags |= HDR_LEADSPC
+    wanted = actions & ~SET_SYMLIST
+    lists: dict[int, str] = {}
+    if macros and offer.version >= 6 and offer.actions & SET_SYMLIST:
+        wanted |= SET_SYMLIST
+        lists = dict(macros)
+    return Negotiation(min(offer.version, PROTOCOL_VERSION), wanted & offer.actions,
+                       flags & offer.protocol, lists)
+
+
+def negotiation_reply(answer: Negotiation) -> bytes:
+    return reply(OPTNEG, answer.version, answer.actions, answer.protocol,
+                 dict(answer.macros) or None)
+
+
+# -- macros ---------------------------------------------------------------------------
+
+def read_macros(packet: Packet) -> tuple[str, dict[str, str]]:
+    """SMFIC_MACRO: (the command they are for, {name: value}); names lose
+    their braces ('{auth_authen}' -> 'auth_authen'; 'i' stays 'i'). A
+    name without a value (an odd count) is dropped, as libmilter does."""
+    stage, strings = read_command(packet)
+    assert isinstance(stage, str) and isinstance(strings, list)
+    pairs = {}
+    for name, value in zip(strings[0::2], strings[1::2], strict=False):
+        if len(name) > 2 and name[0] == '{' and name[-1] == '}':
+            name = name[1:-1]
+        pairs[name] = value
+    return stage, pairs
+
+
+# -- replies with an SMTP text ----------------------------------------------------------
+
+def reply_text(code: int, lines: Sequence[str], enhanced: str | None) -> str:
+    """An SMTP reply as SMFIR_REPLYCODE carries it: '550-5.7.1 a' CRLF
+    '550 5.7.1 b', without a final CRLF. The enhanced code is kept only
+    when its class is the reply's ([milter8] milter8_valid_smtp_reply
+    refuses '550 4.x.x'); CR, LF and NUL in a line become spaces; '%' is
+    doubled, since Sendmail formats the text with printf and Postfix
+    undoes the doubling ([pmilter] SMFIR_REPLYCODE)."""
+    if not 400 <= code <= 599:
+        raise ValueError(f'a milter reply code is 4xx or 5xx, not {code}')
+    if enhanced is not None and not enhanced.startswith(str(code)[0] + '.'):
+        enhanced = None
+    clean = [line.replace('\r', ' ').replace('\n', ' ').replace('\0', ' ').replace('%', '%%')
+             for line in (lines or [''])]
+    last = len(clean) - 1
+    return '\r\n'.join(f'{code}{"-" if i < last else " "}'
+                       + ' '.join(part for part in (enhanced, line) if part)
+                       for i, line in enumerate(clean))

@@ -1,0 +1,345 @@
+"""MilterServer: the same middleware and hooks as SmtpServer, run inside an
+MTA (Postfix, Sendmail) that calls this process as a milter.
+
+    server = MilterServer(name='mx.example.com')
+    server.use(my_middleware)            # as on an SmtpServer
+    server.start('inet:127.0.0.1:8891')  # Postfix: smtpd_milters = inet:127.0.0.1:8891
+    server.serve_forever()
+
+One greenlet per MTA connection (each serves the SMTP sessions the MTA
+runs through it, one after another: connection.py). The options are the
+SmtpServer options that mean something behind an MTA, and three of the
+milter's own; anything else raises TypeError at construction.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+
+import gevent
+import gevent.event
+import gevent.pool
+from gevent import socket as gsocket
+from gevent.server import StreamServer
+
+from ..events import LogEvents
+from ..logs import child, record_log
+from ..middleware import Lifecycle, compose, name_of
+from ..options import Options, suggest
+from . import message as M
+from . import protocol as P
+from .connection import MilterConnection
+from .handlers import builtin
+
+if TYPE_CHECKING:
+    import logging
+
+    from typing_extensions import Unpack
+
+    from ..events import Events
+    from ..middleware import AuthHook, Dispatch, Middleware, SessionHook, AddressHook
+    from ..options import LogBackend, OnStoreError
+    from ..state import Store
+
+EVENTS = ('listening', 'close', 'error')
+DEFAULT_LISTEN = 'inet:127.0.0.1:8891'
+# libmilter's default read timeout (smfi_settimeout: 7210 s): the MTA's
+# connection idles while its SMTP client does, for as long as the MTA allows.
+DEFAULT_TIMEOUT = 7210.0
+PROGRESS_INTERVAL = 10.0    # s between SMFIR_PROGRESS while the chain works after the body
+
+M_ = TypeVar('M_', bound='Middleware')
+L = TypeVar('L', bound=Callable[..., object])
+
+
+class MilterOptions(TypedDict, total=False):
+    """The keyword arguments of `MilterServer(**options)` (docs/milter.md)."""
+    name: str
+    size: int | str
+    max_recipients: int
+    max_connections: int
+    socket_timeout: float
+    close_timeout: float
+    log_level: int | str
+    log_backend: logging.Logger | LogBackend
+    lenient_addresses: bool
+    store: str | Store | None
+    on_store_error: OnStoreError
+    on_connect: SessionHook | None
+    on_auth: AuthHook | None
+    on_mail_from: AddressHook | None
+    on_rcpt_to: AddressHook | None
+    on_data: SessionHook | None
+    on_close: SessionHook | None
+    max_packet: int
+    progress_interval: float
+    header_budget: int
+
+
+# The SmtpServer options a milter takes (the rest are the MTA's business).
+SMTP_OPTIONS = frozenset({'name', 'size', 'max_recipients', 'max_connections', 'socket_timeout',
+                          'close_timeout', 'log_level', 'log_backend', 'lenient_addresses',
+                          'store', 'on_store_error', 'on_connect', 'on_auth', 'on_mail_from',
+                          'on_rcpt_to', 'on_data', 'on_close'})
+OWN_OPTIONS = frozenset({'max_packet', 'progress_interval', 'header_budget'})
+
+
+class MilterServer:
+    """A milter serving the middleware chain; see docs/milter.md."""
+
+    def __init__(self, **options: Unpack[MilterOptions]) -> None:
+        given: dict[str, Any] = dict(options)
+        for key in given:
+            if key not in SMTP_OPTIONS and key not in OWN_OPTIONS:
+                hint = suggest(key, sorted(SMTP_OPTIONS | OWN_OPTIONS))
+                raise TypeError(f'MilterServer has no option {key!r}{hint}')
+        self.max_packet = _whole(given.pop('max_packet', P.MAX_PACKET), 'max_packet', 1024)
+        self.header_budget = _whole(given.pop('header_budget', M.HEADER_BUDGET),
+                                    'header_budget', 0)
+        interval = given.pop('progress_interval', PROGRESS_INTERVAL)
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0:
+            raise ValueError('progress_interval must be a number of seconds >= 0 (0: never)')
+        self.progress_interval = float(interval)
+        given.setdefault('socket_timeout', DEFAULT_TIMEOUT)
+        self.options = Options(**given)
+        self.log_backend = record_log(self.options.log_backend)
+        self.events: Events = LogEvents(self.log_backend,
+                                        child(self.options.log_backend, 'delivery'),
+                                        self.options.log_level)
+        self._middleware: list[Middleware] = []
+        self.chain: Dispatch = builtin
+        self.lifecycle = Lifecycle()
+        self._components_started = False
+        self._handlers: dict[str, list[Callable[..., object]]] = {e: [] for e in EVENTS}
+        self.connections: gevent.pool.Group = gevent.pool.Group()
+        self.listeners: list[StreamServer] = []
+        self.address: tuple[str, int] | str | None = None
+        self._unix_paths: list[str] = []
+        self._stopped: gevent.event.Event | None = None
+        self.stopping = False
+        self.hub: Any = None
+        self._thread_id: int | None = None
+
+    # -- middleware and events (as SmtpServer) --------------------------------------
+    def use(self, fn: M_) -> M_:
+        """Register a middleware `fn(ctx, next)`; usable as a decorator."""
+        if not callable(fn):
+            raise TypeError('middleware must be callable as fn(ctx, next)')
+        found = Lifecycle.of(fn)
+        if self._components_started:
+            self._start_components(found)
+        self._middleware.append(fn)
+        self.lifecycle.add(found)
+        self.chain = compose(self._middleware, builtin)
+        return fn
+
+    def on(self, event: str, fn: L) -> L:
+        if event not in self._handlers:
+            raise ValueError(f'unknown event {event!r}; known: {", ".join(EVENTS)}')
+        self._handlers[event].append(fn)
+        return fn
+
+    def emit(self, event: str, *args: object) -> None:
+        for fn in self._handlers[event]:
+            try:
+                fn(*args)
+            except Exception as exc:
+                self.log_backend.log(40, 'A listener of %r failed: %s: %r', event,
+                                     name_of(fn), exc)
+
+    def dispatch(self, ctx: Any) -> None:
+        self.chain(ctx)
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self, listen: str = DEFAULT_LISTEN, backlog: int = 1024) -> MilterServer:
+        """Listen on `listen` ('inet:HOST:PORT', Sendmail's 'inet:PORT@HOST',
+        'inet6:...', 'unix:PATH' or 'local:PATH'; port 0 picks a free one)
+        and serve; returns at once."""
+        if self.stopping:
+            raise RuntimeError('this server was stopped; create a new one')
+        sock = self._bind(listen, backlog)
+        if not self._components_started:
+            try:
+                self._start_components(self.lifecycle)
+            except BaseException:
+                sock.close()
+                raise
+            self._components_started = True
+        listener = StreamServer(sock, self._serve, spawn=self.connections.spawn)
+        listener.start()
+        self.listeners.append(listener)
+        if self._stopped is None:
+            self._stopped = gevent.event.Event()
+            self.hub = gevent.get_hub()
+            self._thread_id = threading.get_ident()
+        bound = sock.getsockname()
+        where = bound if isinstance(bound, str) else bound[:2]
+        if self.address is None:
+            self.address = where
+        self.emit('listening', where)
+        return self
+
+    def _bind(self, listen: str, backlog: int) -> Any:
+        kind, target = parse_listen(listen)
+        if kind == 'unix':
+            assert isinstance(target, str)
+            _remove_stale_socket(target)
+            sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(target)
+            except OSError:
+                sock.close()
+                raise
+            self._unix_paths.append(target)
+        else:
+            assert isinstance(target, tuple)
+            host, port = target
+            family = socket.AF_INET6 if ':' in host else socket.AF_INET
+            sock = gsocket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                raise
+        sock.listen(backlog)
+        return sock
+
+    def _serve(self, sock: Any, address: Any) -> None:
+        peer = f'{address[0]}:{address[1]}' if isinstance(address, tuple) else 'unix'
+        limit = self.options.max_connections
+        if self.stopping or (limit and len(self.connections) > limit):
+            self.log_backend.log(30, 'milter connection from %s refused: %s', peer,
+                                 'stopping' if self.stopping else 'max_connections')
+            sock.close()
+            return
+        sock.settimeout(self.options.socket_timeout)
+        MilterConnection(self, sock, peer).run()
+
+    def serve_forever(self) -> None:
+        """Block (cooperatively) until stop() has finished."""
+        if self._stopped is None:
+            raise RuntimeError('call start() before serve_forever()')
+        self._stopped.wait()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop listening; let MTA connections end within `timeout` (default
+        close_timeout), then close them (the MTA applies its default action,
+        Postfix's milter_default_action, to sessions still open). Callable
+        from any thread: the stop then runs in the server's hub."""
+        if self._thread_id is not None and threading.get_ident() != self._thread_id:
+            done = threading.Event()
+
+            def stop_and_signal() -> None:
+                try:
+                    self.stop(timeout)
+                finally:
+                    done.set()
+            self.hub.loop.run_callback_threadsafe(gevent.spawn, stop_and_signal)
+            done.wait()
+            return
+        if self.stopping:
+            if self._stopped is not None:
+                self._stopped.wait()
+            return
+        self.stopping = True
+        for listener in self.listeners:
+            listener.close()
+        grace = self.options.close_timeout if timeout is None else timeout
+        self.connections.join(timeout=grace)
+        self.connections.kill(block=True, timeout=max(grace, 1.0))
+        for path in self._unix_paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self._stop_components()
+        self.emit('close')
+        if self._stopped is not None:
+            self._stopped.set()
+
+    def __enter__(self) -> MilterServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(timeout=1.0)
+
+    def _start_components(self, lifecycle: Lifecycle) -> None:
+        started: list[Any] = []
+        try:
+            for start, stop in lifecycle.serving:
+                if start is not None:
+                    start(self)     # type: ignore[arg-type]  # a server, as components expect
+                started.append(stop)
+        except BaseException:
+            for stop in reversed(started):
+                if stop is not None:
+                    self._call_stop(stop)
+            raise
+
+    def _stop_components(self) -> None:
+        if self._components_started:
+            self._components_started = False
+            for stop in self.lifecycle.stops:
+                self._call_stop(stop)
+
+    def _call_stop(self, stop: Callable[[Any], object]) -> None:
+        try:
+            stop(self)
+        except (Exception, gevent.Timeout) as exc:
+            self.log_backend.log(40, '%s failed: %r', name_of(stop), exc)
+            self.emit('error', exc)
+
+
+def parse_listen(spec: str) -> tuple[str, tuple[str, int] | str]:
+    """('inet', (host, port)) or ('unix', path) from a milter socket
+    address as Postfix writes it (inet:host:port, unix:path) or Sendmail
+    (inet:port@host, inet6:port@host, local:path). ValueError otherwise."""
+    if not isinstance(spec, str):
+        raise ValueError(f'a milter address is a string, not {type(spec).__name__}')
+    kind, sep, rest = spec.partition(':')
+    kind = kind.lower()
+    if not sep or not rest:
+        raise ValueError(f'{spec!r}: expected inet:HOST:PORT or unix:PATH')
+    if kind in ('unix', 'local'):
+        return 'unix', rest
+    if kind not in ('inet', 'inet6'):
+        raise ValueError(f'{spec!r}: the kind is inet, inet6, unix or local')
+    if '@' in rest:
+        port_text, _, host = rest.partition('@')
+    else:
+        host, sep, port_text = rest.rpartition(':')
+        if not sep:
+            raise ValueError(f'{spec!r}: expected inet:HOST:PORT')
+    host = host.strip('[]') or ('::' if kind == 'inet6' else '0.0.0.0')
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f'{spec!r}: the port must be a number from 0 to 65535')
+    return 'inet', (host, int(port_text))
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket file left by a process that is gone is removed; any other
+    file at that path is left alone (bind then fails with its reason)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISSOCK(mode):
+        probe = gsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)
+        else:
+            raise OSError(f'{path}: another process listens on this socket')
+        finally:
+            probe.close()
+
+
+def _whole(value: object, name: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f'{name} must be a whole number >= {least}')
+    return value
