@@ -8,6 +8,7 @@
     server.use(policies.greylist(delay=300, store=state))
     server.use(policies.rate_limit(messages=100, per=3600, store=state))
     server.use(policies.authenticate(resolver=dns))
+    server.use(policies.rspamd('http://127.0.0.1:11333'))
 
 Each factory is the policy's class, so its signature is the one
 declaration of its parameters: for Python callers, for the `policies:`
@@ -36,9 +37,10 @@ with needs_extra('policies', 'smtp_stack.policies'):
 
 if TYPE_CHECKING:
     from .authentication import Authenticate
+    from .rspamd import Rspamd
 
-__all__ = ['recipients', 'dnsbl', 'greylist', 'rate_limit', 'authenticate', 'Resolver',
-           'store', 'DnsError', 'StoreError', 'POLICIES']
+__all__ = ['recipients', 'dnsbl', 'greylist', 'rate_limit', 'authenticate', 'rspamd',
+           'Resolver', 'store', 'DnsError', 'StoreError', 'POLICIES']
 
 recipients = Recipients
 dnsbl = Dnsbl
@@ -63,6 +65,22 @@ else:
         return _authenticate()(*args, **kwargs)
 
 
+def _rspamd() -> type[Rspamd]:
+    """rspamd.py, imported on first use: h11 (its HTTP/1.1) loads only then."""
+    with needs_extra('policies', 'policies.rspamd'):
+        from .rspamd import Rspamd
+    return Rspamd
+
+
+if TYPE_CHECKING:
+    rspamd = Rspamd
+else:
+    def rspamd(*args, **kwargs):
+        """rspamd's verdict on each message, over its HTTP protocol:
+        `rspamd.Rspamd`, whose signature this is."""
+        return _rspamd()(*args, **kwargs)
+
+
 #: The `policies:` entries of the YAML config (policies/config.py), by name.
 POLICIES: Mapping[str, Declared] = {
     'recipients': Declared('recipients', lambda: Recipients, trial=TRIAL),
@@ -70,4 +88,5 @@ POLICIES: Mapping[str, Declared] = {
     'greylist': Declared('greylist', lambda: Greylist, trial=TRIAL),
     'rate_limit': Declared('rate_limit', lambda: RateLimit, trial=TRIAL),
     'authenticate': Declared('authenticate', _authenticate, trial=TRIAL),
+    'rspamd': Declared('rspamd', _rspamd, trial=TRIAL),
 }

@@ -1,0 +1,516 @@
+"""`rspamd(url='http://127.0.0.1:11333', timeout=10, fail_open=True, ...)`:
+ask rspamd about each message over its HTTP protocol, and do what it says.
+
+After the body has arrived (DATA, or the BDAT of a message: `next()`
+first, as `authenticate` does), the message goes to rspamd's normal worker
+as `POST /checkv2`, streamed from `envelope.spool()` with a Content-Length,
+with the envelope in the request's header fields, as rspamd's protocol
+describes them (https://rspamd.com/doc/developers/protocol.html): `IP`,
+`Helo`, `Hostname` (when the reverse lookup found one), `From` (`<>` for
+the null sender), one `Rcpt` per recipient, `User` (after AUTH),
+`Queue-Id`, `MTA-Name` (the server's name: rspamd's Authentication-Results
+names it), `TLS-Cipher` and `TLS-Version` (after STARTTLS or on SMTPS),
+`Settings-ID` (when given) and `Pass: all` (when given).
+
+The reply's `action` becomes what the client gets, as rspamd's own proxy
+answers in milter mode (its `milter.h`: 554 and 5.7.1 for a reject, 451
+and 4.7.1 for a temporary failure, "Spam message rejected" and "Try again
+later" when rspamd gives no text):
+
+    action            reply                               message
+    reject            554 5.7.1 rspamd's smtp_message     not delivered
+    soft reject       451 4.7.1 rspamd's smtp_message     not delivered
+    greylist          451 4.7.1 rspamd's smtp_message     not delivered
+    rewrite subject   250                                 Subject replaced by rspamd's `subject`;
+                                                          spam_header: Yes
+    add header        250                                 spam_header: Yes
+    no action         250                                 as it came
+    (other: discard, quarantine)  250                     spam_header: Yes (see docs/policies.md)
+
+Whatever the action, the reply's `milter` block is applied to what the
+deliveries store: `remove_headers` (by name: 0 every field of that name,
+n the n-th, -n the n-th from the end) with `envelope.remove_header`, and
+then `add_headers` with `envelope.add_header` (on top of the message, as
+the server's own fields are: rspamd's `order` is not kept). Those are the
+headers rspamd's milter_headers module is configured to give
+(X-Spamd-Result, X-Spam-Status, Authentication-Results ...): this policy
+adds no score header of its own, so a site's rspamd configuration decides
+alone, as it does behind Postfix. The message's own `spam_header` fields
+always go: a sender cannot forge the verdict.
+
+rspamd down, slow or answering nonsense: each request is bounded by
+`timeout` (connecting, sending and reading together); the failure goes
+through the circuit breaker of rspamd's address (state/breaker.py: after a
+slow failure the next requests fail at once for a few seconds, so an
+outage costs one timeout per period), and is logged once per period
+(common.warnings). With `fail_open=True` (the default) the message is then
+accepted unchecked; with `fail_open=False` it gets `451 4.7.1 Service
+unavailable - try again later`, what Postfix answers when a milter fails
+with `milter_default_action = tempfail`, and the client retries.
+
+The HTTP/1.1 client is h11 (the protocol, no I/O) over gevent sockets
+(explicitly: it cooperates with the hub whether or not the process is
+monkey-patched). Connections are kept for the next message when the
+server allows it (HTTP/1.1 persistence, RFC 9112 9.3): a small pool of
+idle connections per process, dropped in a forked worker. rspamd 3.4's
+workers answer `Connection: close` to every request, so against them each
+message costs one connection, closed at once; behind a proxy that keeps
+connections (haproxy, nginx) the pool reuses them.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, TypeAlias
+from urllib.parse import urlsplit
+
+import gevent
+import h11
+from gevent import select as gselect
+from gevent import socket as gsocket
+
+from ..errors import SmtpError
+from ..params import BOOL, COUNT, SECONDS, STRING
+from ..replies import Reply
+from ..state.breaker import Breaker, breaker
+from .common import client_ip, warnings
+
+if TYPE_CHECKING:
+    from ..middleware import Context, Next
+    from ..session import Envelope, Session
+
+__all__ = ['Rspamd', 'RspamdError', 'Verdict', 'HttpPool']
+
+# rspamd's milter.h: what its proxy answers Postfix for each action.
+REJECT = Reply(554, 'Spam message rejected', '5.7.1')
+TEMPFAIL = Reply(451, 'Try again later', '4.7.1')
+# Postfix's reply when a milter fails with milter_default_action = tempfail.
+UNAVAILABLE = Reply(451, 'Service unavailable - try again later', '4.7.1')
+
+CHUNK = 64 << 10            # bytes of the message sent at a time
+MAX_REPLY = 16 << 20        # a longer reply is nonsense: rspamd's JSON is kilobytes
+HEAD_BYTES = 256 << 10      # where an indexed remove_headers looks for its field
+KEEP_IDLE = 30.0            # seconds an idle connection is kept for the next message
+_FOLD = re.compile(r'\r?\n(?=[ \t])')
+
+# Opens the body to send, from its first byte (a spool's `open`).
+Opener: TypeAlias = Callable[[], io.BufferedIOBase]
+
+
+class RspamdError(Exception):
+    """rspamd could not be asked, or answered something that is no verdict."""
+
+
+# -- HTTP/1.1 over gevent sockets ---------------------------------------------------
+
+class _Connection:
+    """One HTTP/1.1 connection: a gevent socket and its h11 state machine."""
+
+    def __init__(self, host: str, port: int, timeout: float):
+        self.sock = gsocket.create_connection((host, port), timeout)
+        self.sock.settimeout(timeout)
+        self.http = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 << 10)
+        self.idle_since = time.monotonic()
+        self.reused = False
+
+    def fresh(self) -> bool:
+        """Whether an idle connection may carry the next request: not too old,
+        and nothing to read (a server that closed it sent EOF)."""
+        if time.monotonic() - self.idle_since > KEEP_IDLE:
+            return False
+        readable, _, _ = gselect.select([self.sock], [], [], 0)
+        return not readable
+
+    def post(self, host: str, target: str, headers: list[tuple[str, str]],
+             body: io.BufferedIOBase,
+             length: int) -> tuple[int, bytes]:
+        """(status, body) of one POST whose body is `length` bytes read from `body`."""
+        send = self.sock.sendall
+        send(self.http.send(h11.Request(
+            method='POST', target=target,
+            headers=[('Host', host), ('Content-Length', str(length)), *headers])))
+        while True:
+            piece = body.read(CHUNK)
+            if not piece:
+                break
+            send(self.http.send(h11.Data(data=piece)))
+        send(self.http.send(h11.EndOfMessage()))
+        status = 0
+        reply = bytearray()
+        while True:
+            event = self.http.next_event()
+            if event is h11.NEED_DATA:
+                self.http.receive_data(self.sock.recv(CHUNK))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                reply += event.data
+                if len(reply) > MAX_REPLY:
+                    raise RspamdError(f'a reply over {MAX_REPLY} bytes')
+            elif isinstance(event, h11.EndOfMessage):
+                return status, bytes(reply)
+            elif isinstance(event, h11.ConnectionClosed):
+                raise RspamdError('the connection closed before the reply ended')
+
+    def reusable(self) -> bool:
+        """After a whole exchange: ready for the next one (else close it)."""
+        if self.http.our_state is h11.DONE and self.http.their_state is h11.DONE:
+            self.http.start_next_cycle()
+            self.idle_since = time.monotonic()
+            return True
+        return False
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class HttpPool:
+    """Keep-alive HTTP/1.1 POSTs to one host and port, with up to `size`
+    idle connections kept for the next request (LIFO: the warmest first)."""
+
+    def __init__(self, host: str, port: int, timeout: float, size: int = 4):
+        self.host, self.port, self.timeout, self.size = host, port, timeout, size
+        self.authority = f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
+        self._idle: list[_Connection] = []
+        self._pid = os.getpid()
+        self.opened = 0         # connections made since the start: a reused one is not counted
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    def _take(self) -> _Connection:
+        if self._pid != os.getpid():        # a forked worker: the parent's sockets are not ours
+            self._idle, self._pid = [], os.getpid()
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.fresh():
+                conn.reused = True
+                return conn
+            conn.close()
+        self.opened += 1
+        return _Connection(self.host, self.port, self.timeout)
+
+    def _give_back(self, conn: _Connection) -> None:
+        if conn.reusable() and len(self._idle) < self.size:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def post(self, target: str, headers: list[tuple[str, str]], body: Opener,
+             length: int) -> tuple[int, bytes]:
+        """One POST, within `timeout` seconds in all; `body()` opens the
+        body (again, if a kept connection turned out closed and the request
+        is retried once on a new one)."""
+        with gevent.Timeout(self.timeout, RspamdError(f'no answer in {self.timeout:g} s')):
+            for attempt in (1, 2):
+                try:
+                    conn = self._take()
+                except OSError as exc:      # refused, unreachable: the breaker judges the cost
+                    raise RspamdError(_describe(exc)) from None
+                try:
+                    with body() as stream:
+                        status, reply = conn.post(self.authority, target, headers, stream,
+                                                  length)
+                except (OSError, h11.ProtocolError, RspamdError) as exc:
+                    conn.close()
+                    if conn.reused and attempt == 1 and _before_reply(conn):
+                        continue    # the server had closed the idle connection: a new one
+                    raise RspamdError(_describe(exc)) from None
+                except BaseException:      # the timeout, a killed greenlet: never reused
+                    conn.close()
+                    raise
+                self._give_back(conn)
+                return status, reply
+        raise AssertionError('unreachable')
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+
+def _before_reply(conn: _Connection) -> bool:
+    """Whether nothing of a reply arrived: retrying cannot check a message twice."""
+    return conn.http.their_state is h11.SEND_RESPONSE
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, RspamdError):
+        return str(exc)
+    if isinstance(exc, h11.ProtocolError):
+        return f'not HTTP: {exc}'
+    return str(exc) or type(exc).__name__
+
+
+# -- the verdict ----------------------------------------------------------------------
+
+@dataclass
+class Verdict:
+    """What rspamd said of one message, as `envelope.rspamd` keeps it."""
+    action: str
+    score: float = 0.0
+    required_score: float = 0.0
+    message: str = ''                   # messages.smtp_message
+    subject: str | None = None          # the new Subject, for 'rewrite subject'
+    add_headers: list[tuple[str, str]] = field(default_factory=list)
+    remove_headers: list[tuple[str, int]] = field(default_factory=list)
+    symbols: dict[str, float] = field(default_factory=dict, repr=False)
+    reply: Reply | None = None          # the refusal, or None: accepted
+
+    @classmethod
+    def from_json(cls, data: object) -> Verdict:
+        """The checkv2 reply (JSON, decoded); RspamdError for one without an action."""
+        if not isinstance(data, dict) or not isinstance(data.get('action'), str):
+            raise RspamdError(f'a reply without an action: {str(data)[:200]!r}')
+        messages = data.get('messages')
+        text = messages.get('smtp_message') if isinstance(messages, dict) else None
+        milter = _mapping(data.get('milter'))
+        symbols = _mapping(data.get('symbols'))
+        verdict = cls(
+            action=data['action'], score=_number(data.get('score')),
+            required_score=_number(data.get('required_score')),
+            message=_one_line(text) if isinstance(text, str) else '',
+            subject=_one_line(data['subject']) if isinstance(data.get('subject'), str) else None,
+            add_headers=list(_added(milter.get('add_headers'))),
+            remove_headers=list(_removed(milter.get('remove_headers'))),
+            symbols={name: _number(_mapping(v).get('score')) for name, v in symbols.items()})
+        verdict.reply = _refusal(verdict)
+        return verdict
+
+
+def _refusal(verdict: Verdict) -> Reply | None:
+    if verdict.action == 'reject':
+        return Reply(REJECT.code, verdict.message or REJECT.message, REJECT.enhanced)
+    if verdict.action in ('soft reject', 'greylist'):
+        return Reply(TEMPFAIL.code, verdict.message or TEMPFAIL.message, TEMPFAIL.enhanced)
+    return None
+
+
+def _mapping(value: object) -> dict[str, object]:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def _one_line(text: str) -> str:
+    """rspamd folds long values with CRLF and a tab (RFC 5322 2.2.3): unfolded
+    here, since add_header folds again; other line breaks become spaces."""
+    text = _FOLD.sub('', text)
+    return ' '.join(text.replace('\0', '').splitlines()) if '\n' in text or '\r' in text \
+        else text.replace('\0', '')
+
+
+def _added(value: object) -> Iterable[tuple[str, str]]:
+    """milter.add_headers: {name: value | {value, order} | [value | {value, order} ...]}."""
+    if not isinstance(value, dict):
+        return
+    for name, spec in value.items():
+        for item in spec if isinstance(spec, list) else [spec]:
+            text = item.get('value') if isinstance(item, dict) else item
+            if isinstance(name, str) and isinstance(text, str):
+                yield name, _one_line(text)
+
+
+def _removed(value: object) -> Iterable[tuple[str, int]]:
+    """milter.remove_headers: {name: n} (0: all of them)."""
+    if not isinstance(value, dict):
+        return
+    for name, index in value.items():
+        if isinstance(name, str) and isinstance(index, int) and not isinstance(index, bool):
+            yield name, index
+
+
+# -- the policy -------------------------------------------------------------------------
+
+class Rspamd:
+    """Ask rspamd at `url` about each message and apply its action; the
+    factory `policies.rspamd`, and the YAML entry `rspamd:`."""
+
+    def __init__(self, url: Annotated[str, STRING] = 'http://127.0.0.1:11333',
+                 timeout: Annotated[float, SECONDS] = 10.0,
+                 fail_open: Annotated[bool, BOOL] = True,
+                 settings_id: Annotated[str | None, STRING] = None,
+                 spam_header: Annotated[str | None, STRING] = 'X-Spam',
+                 pass_all: Annotated[bool, BOOL] = False,
+                 connections: Annotated[int, COUNT] = 4):
+        host, port = _address(url)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValueError('rspamd: timeout must be a positive number of seconds')
+        for name, value in (('settings_id', settings_id), ('spam_header', spam_header)):
+            if value is not None and (not isinstance(value, str) or not value
+                                      or not value.isprintable() or ' ' in value):
+                raise ValueError(f'rspamd: {name} must be a word, not {value!r}')
+        if isinstance(connections, bool) or not isinstance(connections, int) or connections < 1:
+            raise ValueError('rspamd: connections must be an integer, 1 or more')
+        self.url = url
+        self.timeout = float(timeout)
+        self.fail_open = bool(fail_open)
+        self.settings_id = settings_id
+        self.spam_header = spam_header
+        self.pass_all = bool(pass_all)
+        self.pool = HttpPool(host, port, self.timeout, connections)
+        self.where = f'rspamd {self.pool.authority}'
+        self.breaker: Breaker = breaker(self.where, slow=self.timeout / 2)
+
+    def __repr__(self) -> str:
+        return f'rspamd({self.url!r}, timeout={self.timeout:g}, fail_open={self.fail_open})'
+
+    # -- asking ---------------------------------------------------------------------
+
+    def request_headers(self, ctx: Context) -> list[tuple[str, str]]:
+        """The envelope as rspamd's protocol takes it (its header fields)."""
+        session = ctx.session
+        envelope = session.envelope
+        out: list[tuple[str, str]] = []
+        ip = client_ip(session)
+        if ip is not None:
+            out.append(('IP', str(ip)))
+        if session.helo:
+            out.append(('Helo', session.helo))
+        hostname = session.client_hostname
+        if hostname and not hostname.startswith('['):
+            out.append(('Hostname', hostname))
+        sender = envelope.mail_from.address if envelope.mail_from else ''
+        out.append(('From', sender or '<>'))
+        out.extend(('Rcpt', rcpt.address) for rcpt in envelope.rcpt_to)
+        user = _user(session)
+        if user:
+            out.append(('User', user))
+        out.append(('Queue-Id', f'{session.id}-{session.transaction}'))
+        out.append(('MTA-Name', ctx.server.options.name))
+        tls = session.tls
+        if tls:
+            if tls.get('cipher'):
+                out.append(('TLS-Cipher', str(tls['cipher'])))
+            if tls.get('version'):
+                out.append(('TLS-Version', str(tls['version'])))
+        if self.settings_id:
+            out.append(('Settings-ID', self.settings_id))
+        if self.pass_all:
+            out.append(('Pass', 'all'))
+        return [(name, _header_safe(value)) for name, value in out]
+
+    def check(self, ctx: Context) -> Verdict:
+        """rspamd's verdict on the message of `ctx`; RspamdError when none came."""
+        spool = ctx.session.envelope.spool()    # MessageRefused propagates: the client's reply
+        headers = self.request_headers(ctx)
+        ticket = self.breaker.admit()
+        if ticket is None:
+            raise RspamdError(self.breaker.refusal())
+        began = time.monotonic()
+        try:
+            status, body = self.pool.post('/checkv2', headers, spool.open, spool.size)
+            if status != 200:
+                raise RspamdError(f'HTTP {status}: {body[:200].decode("utf-8", "replace")}')
+            try:
+                data = json.loads(body)
+            except ValueError:
+                raise RspamdError(f'not JSON: {body[:200]!r}') from None
+            verdict = Verdict.from_json(data)
+        except RspamdError as exc:
+            self.breaker.failed(ticket, time.monotonic() - began, str(exc))
+            raise
+        self.breaker.succeeded(ticket)
+        return verdict
+
+    # -- the middleware ---------------------------------------------------------------
+
+    def __call__(self, ctx: Context, next: Next) -> None:
+        next()
+        if ctx.command_name not in ('DATA', 'BDAT'):
+            return
+        envelope = ctx.session.envelope
+        if envelope.data_stream is None:
+            return
+        if ctx.reply is not None and not isinstance(ctx.reply, list) and ctx.reply.code >= 400:
+            return      # already refused by an inner middleware
+        try:
+            verdict = self.check(ctx)
+        except RspamdError as exc:
+            if self.fail_open:
+                warnings.failed(self.where, '%s: %s', self.where, exc)
+                return
+            warnings.failed(self.where, '%s: %s', self.where, exc,
+                            consequence='tempfail: 451 4.7.1')
+            raise SmtpError(UNAVAILABLE) from None
+        warnings.ok(self.where)
+        vars(envelope)['rspamd'] = verdict
+        if verdict.reply is not None:
+            raise SmtpError(verdict.reply)
+        self.apply(verdict, envelope)
+
+    def apply(self, verdict: Verdict, envelope: Envelope) -> None:
+        """rspamd's header changes, and the marks of its action, on what the
+        deliveries store."""
+        if self.spam_header:
+            envelope.remove_header(self.spam_header)
+        for name, index in verdict.remove_headers:
+            if index == 0:
+                envelope.remove_header(name)
+            else:
+                value = _nth_field(envelope, name, index)
+                if value is not None:
+                    envelope.remove_header(name, value.__eq__)
+        if verdict.action == 'rewrite subject' and verdict.subject is not None:
+            envelope.remove_header('Subject')
+            envelope.add_header('Subject', verdict.subject)
+        for name, value in verdict.add_headers:
+            envelope.add_header(name, value)
+        if self.spam_header and verdict.action not in ('no action', 'reject', 'soft reject',
+                                                       'greylist'):
+            envelope.add_header(self.spam_header, 'Yes')
+
+
+def _address(url: str) -> tuple[str, int]:
+    """(host, port) of an http:// URL; ValueError for anything else."""
+    if not isinstance(url, str):
+        raise ValueError(f'rspamd: url must be a string, not {type(url).__name__}')
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 11333
+    except ValueError as exc:
+        raise ValueError(f'rspamd: url {url!r}: {exc}') from None
+    if parts.scheme != 'http' or not parts.hostname or parts.path not in ('', '/') \
+            or parts.query or parts.username:
+        raise ValueError(f"rspamd: url must be http://HOST[:PORT] (rspamd's normal worker), "
+                         f'not {url!r}')
+    return parts.hostname, port
+
+
+def _user(session: Session) -> str | None:
+    """The login of an authenticated session, as the client gave it."""
+    if not session.user:
+        return None
+    auth = session.auth
+    return str(auth.username) if auth is not None and auth.username else str(session.user)
+
+
+def _header_safe(value: str) -> str:
+    """A value h11 sends: no control characters (a HELO is the client's text)."""
+    return ''.join(c if c.isprintable() else '?' for c in value).strip()
+
+
+def _nth_field(envelope: Envelope, name: str, index: int) -> str | None:
+    """The unfolded value of the `index`-th field `name` of the message (1
+    the first, -1 the last), as remove_header's predicate is given it."""
+    with envelope.spool().open() as f:
+        head = f.read(HEAD_BYTES)
+    head = re.split(rb'\r?\n\r?\n', head, maxsplit=1)[0]
+    values = []
+    for item in re.split(rb'\r?\n(?![ \t])', head):
+        label, colon, value = item.partition(b':')
+        if colon and label.rstrip(b' \t').lower() == name.lower().encode():
+            unfolded = re.sub(rb'\r?\n', b'', value).strip(b' \t')
+            values.append(unfolded.decode('utf-8', 'surrogateescape'))
+    position = index - 1 if index > 0 else index
+    return values[position] if -len(values) <= position < len(values) else None
