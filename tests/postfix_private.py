@@ -1,5 +1,9 @@
-"""A private Postfix for the milter tests: its own configuration, queue and
-data directories, smtpd on a free 127.0.0.1 port, every accepted message
+"""The milter tests' peers: a private Postfix (`private_postfix`), a
+MilterServer serving in a thread of its own (`milter_thread`), and a
+packet-level MTA for what Postfix never sends (`MtaClient`).
+
+The private Postfix has its own configuration, queue and data
+directories, smtpd on a free 127.0.0.1 port, every accepted message
 delivered into one Maildir, and its log in a file the test reads.
 
 The system's Postfix (/etc/postfix, its service) is never touched: this
@@ -18,11 +22,16 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import gevent
 import peers
+
+from smtp_stack.milter import MilterServer
+from smtp_stack.milter import protocol as P
 
 STARTUP_TIMEOUT = 30.0
 DELIVERY_TIMEOUT = 20.0
@@ -237,3 +246,99 @@ def private_postfix(milter: str, **settings: str) -> Iterator[PrivatePostfix]:
         yield instance.start()
     finally:
         instance.remove()
+
+
+# -- a MilterServer in a thread ---------------------------------------------------
+
+@contextlib.contextmanager
+def milter_thread(server: MilterServer, listen: str = 'inet:127.0.0.1:0'
+                  ) -> Iterator[MilterServer]:
+    """Serve `server` on `listen` in a thread with its own hub; stopped
+    (and the hub destroyed) on exit."""
+    ready = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.start(listen)
+        except BaseException as exc:
+            failure.append(exc)
+            ready.set()
+            return
+        ready.set()
+        try:
+            server.serve_forever()
+        finally:
+            gevent.get_hub().destroy(destroy_loop=True)
+
+    thread = threading.Thread(target=run, name='milter', daemon=True)
+    thread.start()
+    if not ready.wait(10):
+        raise TimeoutError('the MilterServer did not start in 10 s')
+    if failure:
+        raise failure[0]
+    try:
+        yield server
+    finally:
+        server.stop(timeout=2.0)
+        thread.join(10)
+
+
+def milter_address(server: MilterServer) -> str:
+    """'inet:127.0.0.1:PORT' (or 'unix:PATH') of a started server."""
+    address = server.address
+    if isinstance(address, str):
+        return f'unix:{address}'
+    assert address is not None
+    return f'inet:{address[0]}:{address[1]}'
+
+
+# -- an MTA speaking packets ------------------------------------------------------
+
+class MtaClient:
+    """The MTA side of a milter connection, packet by packet: `send`
+    commands, `reply()` reads one packet (None when the milter closed)."""
+
+    def __init__(self, server: MilterServer, timeout: float = 10.0) -> None:
+        address = server.address
+        if isinstance(address, str):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(address)
+        else:
+            assert address is not None
+            self.sock = socket.create_connection(address, timeout=timeout)
+        self.reader = P.PacketReader()
+
+    def send(self, *packets: bytes) -> None:
+        self.sock.sendall(b''.join(packets))
+
+    def reply(self) -> P.Packet | None:
+        while True:
+            packet = self.reader.next_packet()
+            if packet is not None:
+                return packet
+            data = self.sock.recv(65536)
+            if not data:
+                return None
+            self.reader.feed(data)
+
+    def negotiate(self, version: int = 6, actions: int = 0x1FF,
+                  protocol: int = 0x1FFFFF) -> P.Packet:
+        self.send(P.command(P.OPTNEG, version, actions, protocol))
+        answer = self.reply()
+        assert answer is not None and answer.command == P.OPTNEG
+        return answer
+
+    def closed(self) -> bool:
+        """True once the milter closed the connection (reads to its end)."""
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+        except OSError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()

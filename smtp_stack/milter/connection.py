@@ -356,9 +356,11 @@ class MilterConnection:
                 self._accepted(session, stream)
             if ctx.close_requested:
                 self.closing = True
-        finally:
+        except BaseException:
             self._stop_progress()
-            self._message = None
+            raise       # self._message stays set: run() tells that it ended mid-message
+        self._stop_progress()
+        self._message = None
         self._end_transaction()
 
     def _end_of_message(self, session: Session, reader: M.MessageReader) -> bytes:
@@ -376,7 +378,9 @@ class MilterConnection:
     def _abandoned(self, reader: M.MessageReader) -> None:
         """The MTA abandoned the message (ABORT, QUIT, another transaction):
         no reply; the command that ended it is handled next."""
+        self._stop_progress()
         self._message = None
+        self._end_transaction()
         if reader.quit:
             self.closing = True
             self._run('QUIT')

@@ -310,6 +310,8 @@ def parse_listen(spec: str) -> tuple[str, tuple[str, int] | str]:
         raise ValueError(f'{spec!r}: the kind is inet, inet6, unix or local')
     if '@' in rest:
         port_text, _, host = rest.partition('@')
+    elif rest.isdigit():        # Sendmail's inet:PORT: every interface
+        host, port_text = '', rest
     else:
         host, sep, port_text = rest.rpartition(':')
         if not sep:
