@@ -16,6 +16,9 @@
   by exactly one thread, so two transactions never interleave on it); and
   a forked worker gets fresh threads, never its parent's (which do not
   exist in the child).
+- `Coalesced(fn, *args)`: one offloaded call shared by the greenlets that
+  need it done after a change of their own (group commit: the fsync of a
+  directory after many renames into it).
 - `run_in(pool, fn, *args)`: what both use. An exception never leaves the
   worker thread as such: gevent's pool would hand it to the hub, which
   prints its traceback on stderr (whatever the log level) before the
@@ -30,6 +33,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from gevent import get_hub
+from gevent.event import AsyncResult
 from gevent._hub_local import get_hub_if_exists  # also gevent.hub._get_hub; no public name
 from gevent.threadpool import ThreadPool
 
@@ -132,3 +136,72 @@ class OwnThreads:
                         pool.task_queue.put(None)
                 else:
                     pool.kill()
+
+
+class Coalesced:
+    """`fn(*args)` run off the hub, once for every greenlet that asked
+    before that run started: group commit, as databases flush their log.
+
+    `call()` returns once a run that *started after* the call was made has
+    succeeded (so whatever the caller changed before calling is covered),
+    and raises what that run raised. While a run is in flight, callers that
+    arrive wait for it to end and then share the next run: under load one
+    run covers many callers, alone each caller pays one run. Belongs to the
+    hub of the thread that uses it (one per hub, like a ThreadPool); where
+    no hub exists, `call()` runs `fn` right here.
+    """
+
+    __slots__ = ('_fn', '_args', '_asked', '_covered', '_flight', 'waiting')
+
+    def __init__(self, fn: Callable[..., object], *args: object) -> None:
+        self._fn = fn
+        self._args = args
+        self._asked = 0         # calls made so far: each one's ticket
+        self._covered = 0       # tickets that a finished, successful run covers
+        self._flight: AsyncResult | None = None    # the run in flight, if any
+        self.waiting = 0        # callers inside call(): 0 means idle, can be dropped
+
+    def call(self) -> None:
+        if get_hub_if_exists() is None:
+            self._fn(*self._args)
+            return
+        self._asked += 1
+        ticket = self._asked
+        self.waiting += 1
+        try:
+            while self._covered < ticket:
+                flight = self._flight
+                if flight is None:
+                    self._lead()
+                else:
+                    covers, error = flight.get()
+                    if error is not None and covers >= ticket:
+                        raise _copy(error)
+        finally:
+            self.waiting -= 1
+
+    def _lead(self) -> None:
+        """Run `fn` for every ticket asked so far (this one included)."""
+        self._flight = flight = AsyncResult()
+        covers = self._asked
+        try:
+            offload(self._fn, *self._args)
+        except Exception as exc:
+            self._flight = None
+            flight.set((covers, exc))
+            raise
+        except BaseException:       # killed while waiting: the others run it again
+            self._flight = None
+            flight.set((0, None))
+            raise
+        self._flight = None
+        self._covered = max(self._covered, covers)
+        flight.set((covers, None))
+
+
+def _copy(error: Exception) -> Exception:
+    """A copy of a run's error for one more caller: one exception object
+    raised in several greenlets would gather all their tracebacks."""
+    if isinstance(error, OSError):
+        return OSError(error.errno, error.strerror, error.filename)
+    return error

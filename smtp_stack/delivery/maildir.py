@@ -8,6 +8,15 @@ at `new/` and `cur/`, so they never see half a message. We also fsync the
 client get its 250 (RFC 5321 6.1: once a server has accepted a message it
 must not lose it).
 
+The cost of that, per message (docs/performance.md, "Durable delivery"):
+the body is gathered on the hub (spilled to the file in batches when it is
+large), and one hand-off to a worker thread creates the file, writes it,
+fsyncs it and renames it into new/; the fsync of new/ is shared by the
+messages renamed into it meanwhile (offload.Coalesced: group commit), and
+each 250 waits for an fsync that started after its own rename. Maildirs are
+made when the delivery is built, or for a template when a call finds one
+missing (ENOENT), not per message.
+
 Lines are stored with LF ends, as local delivery agents write them
 (binary messages, BODY=BINARYMIME, byte for byte).
 The message gets a Return-Path, the fields added with `envelope.add_header`
@@ -19,15 +28,20 @@ from __future__ import annotations
 
 import itertools
 import os
-import secrets
+import random
 import socket
+import threading
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+from gevent._hub_local import get_hub_if_exists  # also gevent.hub._get_hub; no public name
 
 from ..errors import ClientDisconnected, SmtpError
 from ..events import DEFERRED, DELIVERY, SENT, refused_by
 from ..logs import get
-from ..offload import offload
+from ..offload import Coalesced, offload
 from ..params import Kind, Reader
 from ..replies import Reply
 from .base import (Inspect, delivered, delivered_stream, disk_error_reply, is_success,
@@ -38,9 +52,31 @@ if TYPE_CHECKING:
     from ..session import Envelope
     from ..stream import DataStream
 
+Result = TypeVar('Result')
+
 SUBDIRS = ('tmp', 'new', 'cur')
 RELAY = 'maildir'       # where a message went, in its delivery line
+SPILL = 256 * 1024      # body bytes gathered in memory before they go to the file
 _counter = itertools.count(1)
+
+
+class _Process:
+    """This process's id and a random source for file names, made again
+    after a fork: no getpid() or getrandom() system call per message."""
+
+    pid = os.getpid()
+    random = random.Random(os.urandom(16))
+
+    @classmethod
+    def after_fork(cls) -> None:
+        cls.pid = os.getpid()
+        cls.random = random.Random(os.urandom(16))
+        _DIR_SYNCS.clear()
+
+
+# new/ directory -> its shared fsync, per hub (a Coalesced belongs to one hub).
+_DIR_SYNCS: weakref.WeakKeyDictionary[Any, dict[str, Coalesced]] = weakref.WeakKeyDictionary()
+os.register_at_fork(after_in_child=_Process.after_fork)
 
 
 def ensure_maildir(path: str, mode: int = 0o700) -> None:
@@ -50,11 +86,33 @@ def ensure_maildir(path: str, mode: int = 0o700) -> None:
 
 
 def _fsync_dir(path: str) -> None:
+    """Open, fsync and close a directory: in a worker thread (Coalesced)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
     try:
-        offload(os.fsync, fd)
+        os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _sync_new(new: str) -> None:
+    """Return once an fsync of the directory `new`, started after this
+    call, has succeeded: the rename the caller just made is on disk. The
+    messages renamed into `new` while one fsync runs share the next one."""
+    hub = get_hub_if_exists()
+    if hub is None:
+        _fsync_dir(new)
+        return
+    syncs = _DIR_SYNCS.get(hub)
+    if syncs is None:
+        syncs = _DIR_SYNCS[hub] = {}
+    sync = syncs.get(new)
+    if sync is None:
+        sync = syncs[new] = Coalesced(_fsync_dir, new)
+    try:
+        sync.call()
+    finally:
+        if not sync.waiting and syncs.get(new) is sync:
+            del syncs[new]      # idle: a templated server may see many Maildirs
 
 
 def _unique_name(hostname: str) -> str:
@@ -62,8 +120,8 @@ def _unique_name(hostname: str) -> str:
     '/' and ':' in the host name are escaped as octal (they are separators)."""
     now = time.time()
     host = hostname.replace('/', r'\057').replace(':', r'\072')
-    return (f'{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}'
-            f'R{secrets.token_hex(4)}.{host}')
+    return (f'{int(now)}.M{int(now % 1 * 1e6)}P{_Process.pid}Q{next(_counter)}'
+            f'R{_Process.random.getrandbits(32):08x}.{host}')
 
 
 def maildir_problem(path: str) -> str | None:
@@ -169,11 +227,10 @@ class MaildirDelivery:
         except ValueError as exc:
             refuse(ctx, Reply(550, f'Error: {exc}', '5.1.3'), RELAY)
             return
-        written = self._write_tmp(ctx, stream, targets[0])
-        if written is None:
+        draft = self._receive(ctx, stream, targets[0])
+        if draft is None:
             return
-        tmp_path, size = written
-        replies = self._commit(ctx, tmp_path, size, targets)
+        replies = self._commit(ctx, draft, targets)
         if replies is not None:
             ctx.send(replies if len(replies) > 1 else replies[0])
 
@@ -196,89 +253,67 @@ class MaildirDelivery:
         return os.path.abspath(self.path.format(**values))
 
     # -- writing -----------------------------------------------------------
-    def _write_tmp(self, ctx: Context, stream: DataStream,
-                   maildir: str) -> tuple[str, int] | None:
-        """Stream headers and body into tmp/; (path, size) or None when not
-        to be delivered (the reply says why, or the server will)."""
+    def _receive(self, ctx: Context, stream: DataStream, maildir: str) -> _Draft | None:
+        """Read headers and body into a draft of a file in `maildir`/tmp/;
+        the draft, or None when not to be delivered (the reply says why, or
+        the server will)."""
         envelope = ctx.session.envelope
-        tmp_path = None
-        fd: int | None = None
+        draft = _Draft(os.path.join(maildir, 'tmp', _unique_name(self.hostname)), self.mode)
         try:
-            ensure_maildir(maildir, self.mode)
-            tmp_path = os.path.join(maildir, 'tmp', _unique_name(self.hostname))
-            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                         | getattr(os, 'O_CLOEXEC', 0), 0o600)
-            out = os.fdopen(fd, 'wb', buffering=65536)
-            fd = None
-            with out:
-                body = envelope.mail_from.args.get('BODY') if envelope.mail_from else None
-                lf = _LF(keep=str(body).upper() == 'BINARYMIME')
-                out.write(lf(message_head(ctx, return_path=True)))
-                for piece in message_body(ctx, self.inspect):
-                    out.write(lf(piece))
-                out.write(lf.tail())
-                if not stream.acceptable or not is_success(ctx.reply):
-                    raise _Abandon()
-                out.flush()
-                offload(os.fsync, out.fileno())
-                size = out.tell()
-            return tmp_path, size
+            body = envelope.mail_from.args.get('BODY') if envelope.mail_from else None
+            draft.lf = _LF(keep=str(body).upper() == 'BINARYMIME')
+            draft.add(message_head(ctx, return_path=True))
+            for piece in message_body(ctx, self.inspect):
+                draft.add(piece)
+            if not stream.acceptable or not is_success(ctx.reply):
+                raise _Abandon()
+            return draft
         except _Abandon:
-            _remove(tmp_path)
+            draft.discard()
             return None
         except SmtpError as err:        # inspect() refused it, or MessageRefused
-            _remove(tmp_path)
+            draft.discard()
             refuse(ctx, err.reply, by=refused_by(err) or DELIVERY)
             return None
-        except ClientDisconnected:
-            _remove(tmp_path)
+        except ClientDisconnected:      # an OSError, but not the disk's
+            draft.discard()
             raise
-        except OSError as exc:
-            _remove(tmp_path)
+        except OSError as exc:          # a spill to the file failed
+            draft.discard()
             refuse(ctx, disk_error_reply(exc), RELAY, f'cannot store in {maildir}: {exc}')
             return None
-        except BaseException:           # killed by stop(), a bug: leave no litter
-            _remove(tmp_path)
+        except BaseException:           # a client gone, stop(), a bug: leave no litter
+            draft.discard()
             raise
-        finally:
-            if fd is not None:
-                os.close(fd)
 
-    def _commit(self, ctx: Context, tmp_path: str, size: int,
-                targets: list[str]) -> list[Reply]:
-        """Move the message into new/ of each distinct target and fsync each
-        new/; one Reply per recipient (or one for all over SMTP)."""
+    def _commit(self, ctx: Context, draft: _Draft, targets: list[str]) -> list[Reply] | None:
+        """Put the message into new/ of each distinct target (one hand-off:
+        write, fsync, link, rename) and wait for the fsync of each new/; one
+        Reply per recipient (or one for all over SMTP), or None when the file
+        could not be written (the refusal is sent)."""
         session = ctx.session
-        name = os.path.basename(tmp_path) + f',S={size}'
-        distinct = list(dict.fromkeys(targets))    # distinct[0] holds tmp_path
+        distinct = list(dict.fromkeys(targets))    # distinct[0] holds the draft
+        try:
+            name, outcomes = draft.hand_off(_place, draft.take(final=True), distinct)
+        except OSError as exc:
+            refuse(ctx, disk_error_reply(exc), RELAY, f'cannot store in {distinct[0]}: {exc}')
+            return None
         failures: dict[str, Reply] = {}
         why: dict[str, str] = {}
         made: list[str] = []
-
-        def place(maildir: str, move: bool) -> None:
-            final = os.path.join(maildir, 'new', name)
-            try:
-                if move:
-                    os.rename(tmp_path, final)
-                else:
-                    ensure_maildir(maildir, self.mode)
-                    _link_or_copy(tmp_path, final)
-                made.append(final)
-                _fsync_dir(os.path.join(maildir, 'new'))
-            except OSError as exc:
-                note(ctx, 40, 'maildir %s: cannot deliver: %s', maildir, exc)
-                failures[maildir] = disk_error_reply(exc)
-                why[maildir] = f'cannot deliver to {maildir}: {exc}'
-                if made and made[-1] == final:
+        for maildir, problem in zip(distinct, outcomes, strict=True):
+            new = os.path.join(maildir, 'new')
+            if problem is None:
+                made.append(os.path.join(new, name))
+                try:
+                    _sync_new(new)
+                except OSError as exc:
+                    problem = exc
                     _remove(made.pop())
-
-        try:
-            # The others first: the tmp file must stay until they are linked.
-            for maildir in distinct[1:]:
-                place(maildir, move=False)
-            place(distinct[0], move=True)
-        finally:
-            _remove(tmp_path)       # gone already when the rename succeeded
+            if problem is not None:
+                note(ctx, 40, 'maildir %s: cannot deliver: %s', maildir, problem)
+                failures[maildir] = disk_error_reply(problem)
+                why[maildir] = f'cannot deliver to {maildir}: {problem}'
         ok = Reply(250, f'OK: queued as {message_id(session)}', '2.0.0')
         if failures and not ctx.server.options.lmtp:
             # One reply for all recipients: undo, so the retry duplicates nothing.
@@ -316,8 +351,151 @@ class _Abandon(Exception):
     """Not delivered, and the reply is already right (or the server's to set)."""
 
 
+class _Draft:
+    """A message on its way into tmp/. Its pieces are gathered in memory
+    (LF line ends made once per batch, not per piece); past SPILL bytes a
+    worker thread creates the file and writes the batch, so a large body
+    neither sits in memory nor is written by the hub. `_place` writes the
+    rest and commits it.
+
+    The file is the worker thread's while a hand-off is in flight (`busy`):
+    a greenlet killed meanwhile (stop()) only marks the draft abandoned, and
+    the thread removes the file when it is done, so no descriptor is closed
+    under a thread still writing to it."""
+
+    __slots__ = ('path', 'mode', 'lf', 'fd', 'pieces', 'gathered', 'written',
+                 'busy', 'abandoned', 'lock')
+
+    def __init__(self, path: str, mode: int) -> None:
+        self.path = path
+        self.mode = mode        # of the Maildir's directories, should tmp/ be missing
+        self.lf = _LF()
+        self.fd: int | None = None
+        self.pieces: list[bytes] = []
+        self.gathered = 0
+        self.written = 0        # bytes in the file so far
+        self.busy = False
+        self.abandoned = False
+        self.lock = threading.Lock()    # held for a few assignments only
+
+    def add(self, piece: bytes) -> None:
+        self.pieces.append(piece)
+        self.gathered += len(piece)
+        if self.gathered >= SPILL:
+            self.hand_off(_spill, self.take())
+
+    def take(self, final: bool = False) -> bytes:
+        """The pieces gathered so far as one buffer with LF line ends (a CR
+        at the end of a batch waits for the next: it may start a CRLF)."""
+        data = self.lf(b''.join(self.pieces))
+        self.pieces, self.gathered = [], 0
+        return data + self.lf.tail() if final else data
+
+    def hand_off(self, step: Callable[..., Result], *args: Any) -> Result:
+        """`step(self, *args)` in a worker thread."""
+        self.busy = True
+        return offload(_turn, step, self, *args)
+
+    def discard(self) -> None:
+        """Forget the message: close and remove the file if it was made
+        (or leave that to the worker thread that holds it)."""
+        with self.lock:
+            self.abandoned = True
+            self.pieces = []
+            if self.busy:
+                return
+            fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+            _remove(self.path)
+
+
+def _turn(step: Callable[..., Result], draft: _Draft, *args: Any) -> Result:
+    """In a worker thread: `step(draft, *args)`, then the draft goes back to
+    its greenlet; if the step failed, or the greenlet gave up on the draft
+    meanwhile, the file is removed here."""
+    try:
+        return step(draft, *args)
+    except BaseException:
+        draft.abandoned = True
+        raise
+    finally:
+        with draft.lock:
+            draft.busy = False
+            abandoned = draft.abandoned
+        if abandoned:
+            draft.discard()
+
+
+def _create(path: str, mode: int) -> int:
+    """A new file in tmp/ (O_EXCL); when tmp/ is missing (ENOENT: a
+    template's Maildir seen for the first time, or one removed since), the
+    Maildir is made and the open tried again."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_CLOEXEC', 0)
+    try:
+        return os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        ensure_maildir(os.path.dirname(os.path.dirname(path)), mode)
+        return os.open(path, flags, 0o600)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _spill(draft: _Draft, data: bytes) -> None:
+    """In a worker thread: a batch of a large body into the file."""
+    if draft.fd is None:
+        draft.fd = _create(draft.path, draft.mode)
+    _write_all(draft.fd, data)
+    draft.written += len(data)
+
+
+def _place(draft: _Draft, data: bytes, maildirs: list[str]) -> tuple[str, list[OSError | None]]:
+    """In a worker thread, the one hand-off of a message: the rest of the
+    file written, fsync'd and closed, then hard-linked into new/ of
+    maildirs[1:] and renamed into new/ of maildirs[0] (the file must stay in
+    tmp/ until the links exist). Returns the name in new/ and, per Maildir,
+    None or why it could not be placed there. A failed write or fsync
+    raises (_turn removes the file): nothing was placed."""
+    if draft.fd is None:
+        draft.fd = _create(draft.path, draft.mode)
+    _write_all(draft.fd, data)
+    draft.written += len(data)
+    os.fsync(draft.fd)      # a failure raises: _turn removes the file
+    fd, draft.fd = draft.fd, None
+    os.close(fd)
+    name = os.path.basename(draft.path) + f',S={draft.written}'
+    outcomes: list[OSError | None] = []
+    for maildir in maildirs[1:]:
+        outcomes.append(_try(_link_or_copy, draft.path, os.path.join(maildir, 'new', name),
+                             maildir, draft.mode))
+    first = _try(os.rename, draft.path, os.path.join(maildirs[0], 'new', name),
+                 maildirs[0], draft.mode)
+    if first is not None:
+        _remove(draft.path)     # only when the rename failed: else it is gone already
+    return name, [first, *outcomes]
+
+
+def _try(call: Any, source: str, final: str, maildir: str, mode: int) -> OSError | None:
+    """`call(source, final)`; on ENOENT the Maildir is made and it is tried
+    once more. None, or the OSError that stopped it."""
+    try:
+        try:
+            call(source, final)
+        except FileNotFoundError:
+            ensure_maildir(maildir, mode)
+            call(source, final)
+    except OSError as exc:
+        return exc
+    return None
+
+
 def _link_or_copy(source: str, final: str) -> None:
-    """Hard link; across file systems, copy through the target's tmp/."""
+    """Hard link; across file systems, copy through the target's tmp/
+    (in a worker thread, so offload() runs the fsync in place)."""
     try:
         os.link(source, final)
         return
