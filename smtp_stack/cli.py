@@ -1,7 +1,7 @@
 """The `smtp-stack` command (also `python -m smtp_stack`).
 
     smtp-stack serve [--config FILE] [--host H] [--port P] [--maildir DIR] [--workers N]
-                     [--log-format text|json]
+                     [--log-format text|json] [--metrics HOST:PORT]
     smtp-stack gencert --name HOST --out DIR [--days N] [--force]
     smtp-stack check-config FILE
     smtp-stack hash-password [--scheme scrypt|pbkdf2-sha256]
@@ -39,7 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .receiver import Receiver
 
     overrides = {'host': args.host, 'port': args.port, 'maildir': args.maildir,
-                 'workers': args.workers}
+                 'workers': args.workers, 'metrics': args.metrics}
     try:
         config = load(args.config, **overrides)
     except ConfigError as exc:
@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument('--workers', metavar='N', type=int,
                        help='worker processes sharing the listening sockets (overrides the config)')
     add_log_format(serve)
+    serve.add_argument('--metrics', metavar='HOST:PORT',
+                       help='serve /metrics (Prometheus), /livez and /readyz there '
+                            '(overrides the config; needs the metrics extra)')
     serve.set_defaults(func=cmd_serve, parser=serve)
 
     gencert = sub.add_parser('gencert', help='write a self-signed key and certificate')

@@ -16,6 +16,7 @@ The layout (docs/configuration.md has every key):
     deliver: {maildir: DIR} | {relay: {...}} | {callable: "pkg.module:function"}
     inbox:   {db, http, ...}                the development inbox as the delivery
     log_format: text | json                 how `serve` writes its log (docs/operating.md)
+    metrics: HOST:PORT                      /metrics, /livez, /readyz (docs/operating.md)
 
 Relative file names are taken from the directory of the config file. The
 values are checked with the very validators SmtpServer uses (options.OPTIONS),
@@ -67,7 +68,8 @@ Error = tuple[str, str]         # (path in the document, message)
 
 
 TOP_KEYS = SERVER_KEYS | POLICY_KEYS | set(TOP_LEVEL) | {'listen', 'tls', 'users', 'deliver',
-                                                        'secure', 'lmtp', 'log_format'}
+                                                        'secure', 'lmtp', 'log_format',
+                                                        'metrics'}
 
 
 class ConfigError(Exception):
@@ -106,6 +108,7 @@ class Config:
         default_factory=lambda: DeliverySpec('maildir', {'path': DEFAULT_MAILDIR}))
     policies: PolicySection | None = None       # when the section is used
     log_format: str | None = None       # 'text' or 'json'; None: not said (text)
+    metrics: tuple[str, int] | None = None  # where /metrics is served; None: nowhere
     # What ${VAR} references took from the environment: check-config and the
     # errors show the reference, never the value (envsubst.py).
     substitutions: Substitutions = field(default_factory=Substitutions)
@@ -127,7 +130,8 @@ class Config:
 # -- entry points ------------------------------------------------------------------
 
 def load(path: str | None, *, host: str | None = None, port: int | None = None,
-         maildir: str | None = None, workers: int | None = None) -> Config:
+         maildir: str | None = None, workers: int | None = None,
+         metrics: str | None = None) -> Config:
     """Read and check `path` (None: the defaults); command-line overrides last.
     Raises ConfigError listing every problem, or MissingExtra when a section
     needs an extra that is not installed."""
@@ -157,7 +161,7 @@ def load(path: str | None, *, host: str | None = None, port: int | None = None,
         raise ConfigError(exc.errors) from None
     try:
         config = parse(data, base, source=path, host=host, port=port, maildir=maildir,
-                       workers=workers)
+                       workers=workers, metrics=metrics)
     except ConfigError as exc:
         raise ConfigError(substitutions.redact_errors(exc.errors)) from None
     config.substitutions = substitutions
@@ -166,7 +170,7 @@ def load(path: str | None, *, host: str | None = None, port: int | None = None,
 
 def parse(data: object, base: str, *, source: str | None = None, host: str | None = None,
           port: int | None = None, maildir: str | None = None,
-          workers: int | None = None) -> Config:
+          workers: int | None = None, metrics: str | None = None) -> Config:
     checker = _Checker(base)
     if not isinstance(data, dict):      # nothing else can be checked
         kind = 'a list' if isinstance(data, list) else f'{type(data).__name__} {data!r}'
@@ -188,6 +192,8 @@ def parse(data: object, base: str, *, source: str | None = None, host: str | Non
                 config.listeners[0].port = port
     if maildir is not None:
         config.deliver = checker.delivery('maildir', os.path.abspath(maildir), '--maildir')
+    if metrics is not None:
+        config.metrics = checker.metrics('--metrics', metrics)
     if not checker.errors:
         checker.trial(config)
     if checker.errors:
@@ -260,6 +266,8 @@ class _Checker:
             else:
                 self.error('log_format', f'must be one of: {", ".join(FORMATS)}')
         config.listeners = self.listeners(data.get('listen'), template)
+        if 'metrics' in data:
+            config.metrics = self.metrics('metrics', data['metrics'])
         config.tls = self.tls(data.get('tls'))
         if 'users' in data:
             config.users = self.users(data['users'], config.options)
@@ -354,6 +362,17 @@ class _Checker:
             seen.add(where)
             out.append(listener)
         return out or [replace(template)]
+
+    def metrics(self, path: str, value: object) -> tuple[str, int] | None:
+        """`metrics: HOST:PORT` (or --metrics): where /metrics is served.
+        Its extra must be installed (MissingExtra otherwise)."""
+        where = hostport_of(value) if isinstance(value, str) else None
+        if where is None:
+            self.error(path, 'must be HOST:PORT, such as 127.0.0.1:9125 or [::1]:9125')
+            return None
+        feature = 'the metrics: section' if path == 'metrics' else path
+        require_extra('metrics', feature, 'smtp_stack.metrics.http')
+        return where
 
     # -- tls ---------------------------------------------------------------
     def tls(self, value: object) -> dict[str, Any]:
@@ -548,6 +567,15 @@ def require_extra(extra: str, feature: str, module: str) -> None:
         if exc.feature == feature:
             raise
         raise MissingExtra(feature, extra, exc.name) from exc
+
+
+def hostport_of(text: str) -> tuple[str, int] | None:
+    """'127.0.0.1:9125', 'localhost:9125' or '[::1]:9125' -> (host, port);
+    None when it is none of these (port 0: the system picks one)."""
+    match = re.fullmatch(r'(?:\[([0-9A-Fa-f:.]+)\]|([\w.-]+)):(\d{1,5})', text.strip())
+    if match is None or int(match[3]) > 65535:
+        return None
+    return match[1] or match[2], int(match[3])
 
 
 def _strip_name(message: str, name: str) -> str:

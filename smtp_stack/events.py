@@ -102,6 +102,19 @@ def refused_by(error: BaseException) -> str | None:
     return by
 
 
+def began(envelope: Envelope, at: float) -> None:
+    """Note when the transaction of `envelope` began (time.monotonic() when
+    its MAIL came, Engine.handle): `accepted` observers read it with
+    began_at (the metrics' transaction time)."""
+    vars(envelope)['began'] = at
+
+
+def began_at(envelope: Envelope) -> float | None:
+    """When the transaction began (began), or None when nobody noted it."""
+    at: float | None = vars(envelope).get('began')
+    return at
+
+
 def queue_id(session: Session) -> str:
     """The id of the session's current transaction: '<session id>-<n>', as
     the Received header and a Maildir delivery's reply give it."""

@@ -15,6 +15,11 @@ Reload semantics (SIGHUP):
 The delivery is built from its row of sections.DELIVERIES and shared by
 every server as a component (middleware.Component): the servers tell it
 of their sessions, and of their start and stop.
+
+With `metrics: HOST:PORT` every server's sessions are counted (made before
+the servers start, so that their workers inherit the counters) and
+/metrics, /livez and /readyz are served from this process once the
+servers listen; /readyz also asks the stores of the policies.
 """
 from __future__ import annotations
 
@@ -26,11 +31,13 @@ import gevent
 from .config import Config, Listener
 from .middleware import Lifecycle
 from .server import SmtpServer
+from .state import is_store
 from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
 from .users import Users
 
 if TYPE_CHECKING:
     from .delivery.base import Delivery
+    from .metrics import Metrics
     from .middleware import Context, Next
     from .session import Session
 
@@ -110,6 +117,12 @@ class Receiver:
                 self.servers.append(kinds[kind])
             self._kind_of.append(kinds[kind])
         self.bound: list[tuple[str, int] | None] = []     # as bound, in listener order
+        self.metrics: Metrics | None = None
+        if config.metrics is not None:
+            from .metrics import Metrics
+            stores = [store for store in (getattr(p, 'store', None) for p in self.policies)
+                      if is_store(store)]
+            self.metrics = Metrics(self.servers, stores)
 
     def _make_server(self, listener: Listener) -> SmtpServer:
         options = self.config.server_options(listener)
@@ -135,9 +148,13 @@ class Receiver:
                 server.start(listener.port, listener.host)
                 self.bound.append(self._last_bound.get(server))
                 started.append(server)
+            if self.metrics is not None and self.config.metrics is not None:
+                self.metrics.serve(*self.config.metrics)
         except BaseException:
             for server in dict.fromkeys(started):
                 server.stop(0)
+            if self.metrics is not None:
+                self.metrics.stop()
             raise
         return self
 
@@ -145,8 +162,11 @@ class Receiver:
         gevent.joinall([gevent.spawn(server.serve_forever) for server in self.servers])
 
     def stop(self, timeout: float | None = None) -> None:
-        """Graceful: every server's stop() at once (close_timeout each)."""
+        """Graceful: every server's stop() at once (close_timeout each); then
+        the metrics (/readyz says 'stopping' meanwhile)."""
         gevent.joinall([gevent.spawn(server.stop, timeout) for server in self.servers])
+        if self.metrics is not None:
+            self.metrics.stop()
 
     @property
     def open_sessions(self) -> int:
@@ -169,7 +189,12 @@ class Receiver:
         line = 'listening on ' + ', '.join(parts)
         if self.config.tls_wanted and not self.config.tls.get('cert'):
             line += f'; TLS with a self-signed certificate for {self.servers[0].options.name}'
-        return f'{line}; mail goes to {self.delivery.describe()}'
+        line = f'{line}; mail goes to {self.delivery.describe()}'
+        where = self.metrics.address if self.metrics is not None else None
+        if where is not None:
+            host = f'[{where[0]}]' if ':' in where[0] else where[0]
+            line += f'; metrics on http://{host}:{where[1]}/metrics'
+        return line
 
     # -- reload ----------------------------------------------------------------
     def reload(self, new: Config) -> list[str]:
@@ -181,6 +206,8 @@ class Receiver:
         for key in sorted(set(old.raw_options) | set(new.raw_options)):
             if old.raw_options.get(key) != new.raw_options.get(key):
                 notes.append(f'{key}: changed; restart to apply')
+        if new.metrics != old.metrics:
+            notes.append('metrics: changed; restart to apply')
         if _policies_key(new) != _policies_key(old):
             notes.append('policies: changed; restart to apply')
         for policy in self.policies:       # recipients' addresses_file: read it again now

@@ -125,6 +125,22 @@ class SessionCounts:
 Shared: TypeAlias = tuple[SessionCounts, int]
 
 
+class PerWorker(Protocol):
+    """Memory shared with the workers in which each worker writes a part of
+    its own (the metrics' counters, metrics/cells.py): the master takes a
+    part before each fork (None: none left), the new worker adopts it
+    before it serves, and the master gives it back once the worker is
+    reaped (a worker that was killed leaves what it wrote)."""
+
+    def take(self) -> int | None: ...
+    def adopt(self, part: int | None) -> None: ...
+    def give_back(self, part: int | None) -> None: ...
+
+
+#: Told of every worker that any pool of this process forks and reaps.
+per_worker: list[PerWorker] = []
+
+
 class Forkable(Protocol):
     """What the WorkerPool and its workers need of the server they fork
     (an SmtpServer): its options and signal policy, and the steps of its
@@ -144,16 +160,22 @@ class Forkable(Protocol):
         """Stop, called in the serving hub (as stop() does from outside)."""
 
 
+# What a worker was given of each per_worker memory.
+Parts: TypeAlias = tuple[tuple[PerWorker, int | None], ...]
+
+
 class Worker:
     """The master's record of one worker process."""
 
-    __slots__ = ('pid', 'fd', 'slot', 'counter', 'started', 'retiring', 'ready')
+    __slots__ = ('pid', 'fd', 'slot', 'counter', 'parts', 'started', 'retiring', 'ready')
 
-    def __init__(self, pid: int, fd: int, slot: int, counter: int | None = None) -> None:
+    def __init__(self, pid: int, fd: int, slot: int, counter: int | None = None,
+                 parts: Parts = ()) -> None:
         self.pid = pid
         self.fd = fd            # the master's end of the control socket
         self.slot = slot
         self.counter = counter  # its index in SessionCounts, or None
+        self.parts = parts      # its part of each per_worker memory
         self.started = time.monotonic()
         self.retiring = False   # told to stop: not restarted when it exits
         self.ready = False      # said it is serving
@@ -226,17 +248,25 @@ class WorkerPool:
                         'finishing); it applies max_connections to its own sessions', slot)
         shared = (self.sessions, counter) if self.sessions is not None and counter is not None \
             else None
+        parts = tuple((memory, memory.take()) for memory in list(per_worker))
+        for memory, part in parts:
+            if part is None:
+                log.warning('worker %d: %r has no part left (too many workers still '
+                            'finishing); what this worker counts there is not read', slot, memory)
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
         try:
             pid = _fork()
             if pid == 0:
-                _worker_main(self.server, slot, shared, listening, worker_fd, close,
+                _worker_main(self.server, slot, shared, parts, listening, worker_fd, close,
                              mask)  # never returns
+        except BaseException:
+            _give_back(parts)
+            raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(worker_fd)
         make_nonblocking(master_fd)
-        worker = Worker(pid, master_fd, slot, counter)
+        worker = Worker(pid, master_fd, slot, counter, parts)
         self.current[slot] = worker
         self.watchers.spawn(self._watch, worker)
         log.debug('worker %d started: pid %d', slot, pid)
@@ -256,6 +286,7 @@ class WorkerPool:
         os.close(worker.fd)
         if self.sessions is not None:
             self.sessions.give_back(worker.counter)     # its sessions ended with it
+        _give_back(worker.parts)
         if self.current.get(worker.slot) is worker:
             del self.current[worker.slot]
         elif worker in self.retired:
@@ -354,6 +385,15 @@ class WorkerPool:
         self._signals = []
 
 
+def _give_back(parts: Parts) -> None:
+    """The parts of a reaped worker (or of a fork that failed), given back."""
+    for memory, part in parts:
+        try:
+            memory.give_back(part)
+        except Exception as exc:    # the pool must go on watching its workers
+            log.warning('%r could not take back part %s: %r', memory, part, exc)
+
+
 # -- inside a worker ----------------------------------------------------------
 
 class _StopRequested(Exception):
@@ -364,8 +404,9 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _StopRequested()
 
 
-def _worker_main(server: Forkable, slot: int, shared: Shared | None, listening: list[int],
-                 control_fd: int, close: list[int], mask: set[int | signal.Signals]) -> None:
+def _worker_main(server: Forkable, slot: int, shared: Shared | None, parts: Parts,
+                 listening: list[int], control_fd: int, close: list[int],
+                 mask: set[int | signal.Signals]) -> None:
     """The forked child, in the thread that forked: never returns.
 
     Starts the serving thread, tells the master it serves, then waits for
@@ -379,6 +420,8 @@ def _worker_main(server: Forkable, slot: int, shared: Shared | None, listening: 
     try:
         logs.set_worker(slot)       # every record of this process says which worker
         worker_title(slot)          # and ps: 'smtp-stack: worker N'
+        for memory, part in parts:  # before anything is counted
+            memory.adopt(part)
         for fd in close:
             try:
                 os.close(fd)

@@ -29,9 +29,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ('the server', ('server',)),
     ('the package', ('',)),       # smtp_stack/__init__.py: the public names, __version__
     ('components', ('delivery', 'policies', 'users', 'testing', 'testing_tls', 'pytest_plugin',
-                    'inbox')),
+                    'inbox', 'metrics', 'milter')),
     ('the application', ('config', 'receiver', 'runtime', 'cli', '__main__', 'sections',
-                         'inbox.command', 'inbox.section')),
+                         'inbox.command', 'inbox.section', 'milter.command', 'milter.config')),
 ]
 
 

@@ -8,6 +8,7 @@ one module per concern; the socket is the transport's.
 """
 from __future__ import annotations
 
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -16,7 +17,7 @@ from gevent import socket as gsocket
 from .. import replies as R
 from ..addresses import parse_path
 from ..errors import ClientDisconnected, SmtpError
-from ..events import ENGINE, LIMIT, MIDDLEWARE, queue_id, refused_by, stamp
+from ..events import ENGINE, LIMIT, MIDDLEWARE, began, queue_id, refused_by, stamp
 from ..logs import emit
 from ..framing import TOO_LONG, Line
 from ..limits import SessionCounters
@@ -335,6 +336,8 @@ class Engine:
         counts = self.commands
         counts[verb] = counts.get(verb, 0) + 1
         if name in ('MAIL', 'RCPT'):
+            if name == 'MAIL' and self.session.envelope.mail_from is None:
+                began(self.session.envelope, monotonic())   # the transaction's time
             self._parse_address(ctx)
         try:
             self.host.chain(ctx)
