@@ -248,6 +248,36 @@ class WebSocket:
         self.sock.close()
 
 
+class InboxProcess:
+    """The real `smtp-stack inbox` command as a child process, on free
+    loopback ports (read from its start-up line); `close()` kills it."""
+
+    LINE = r'inbox: SMTP on ([0-9.]+):(\d+), web and API on (http://[0-9.]+:\d+/)'
+
+    def __init__(self, cwd, *args):
+        import sys
+
+        from clirunner import Process
+        self.process = Process([sys.executable, '-m', 'smtp_stack', 'inbox', '--smtp', '127.0.0.1:0',
+                                '--http', '127.0.0.1:0', *args], cwd)
+        try:
+            match = self.process.wait_line(self.LINE, 'stdout')
+        except AssertionError:
+            self.process.close()
+            raise
+        self.smtp = (match[1], int(match[2]))
+        self.url = match[3]
+
+    def close(self):
+        self.process.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 # -- a real browser ----------------------------------------------------------------------
 
 def chromium(width=1280, height=800):

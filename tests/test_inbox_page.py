@@ -16,10 +16,9 @@ from email.headerregistry import Address
 
 import pytest
 
-from inbox_helpers import (Http, InboxThread, WsgiThread, chromium, list_subjects, mounted,
+from inbox_helpers import (Http, InboxProcess, InboxThread, WsgiThread, chromium, list_subjects, mounted,
                            open_page, page_errors, send, wait)
 from smtp_stack.inbox.api_extra import NOT_HERE
-from smtp_stack.inbox.release import Relay
 from smtp_stack.testing import MailSink
 
 from selenium.common.exceptions import StaleElementReferenceException   # noqa: E402
@@ -293,9 +292,12 @@ def test_tags_shown_filtered_added_removed_renamed_deleted(browser, inbox):
 # -- release -------------------------------------------------------------------------------------------
 
 def test_release_through_the_relay_with_its_allowlist(browser, tmp_path):
-    with MailSink() as sink, InboxThread(
-            tmp_path / 'r.db',
-            relay=Relay(*sink.address, allowed_recipients=r'@example\.net$')) as inbox:
+    """The real command, with --relay and --relay-allowed-recipients: the
+    dialog shows the relay and its allowlist, the server's refusal in its
+    own words, then releases and deletes."""
+    with MailSink() as sink, InboxProcess(
+            tmp_path, '--relay', f'{sink.address[0]}:{sink.address[1]}',
+            '--relay-allowed-recipients', r'@example\.net$') as inbox:
         send(inbox.smtp, subject='Release me', to='Bob <bob@example.com>', cc='cc@example.net')
         open_page(browser, inbox.url, ['Release me'])
         click_message(browser, 'Release me')

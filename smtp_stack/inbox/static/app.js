@@ -4,7 +4,7 @@
 // checks, htmlsource (the highlighter), dialogs, live (websocket, polling,
 // notifications). theme.js runs before them, in <head>. Every path is
 // relative to the page, so the inbox works mounted under a prefix.
-import { $, api, state, say } from './util.js';
+import { $, api, relayEnabled, state, say } from './util.js';
 import { go, startRouting } from './router.js';
 import { refresh, toggleFocused, wireList } from './list.js';
 import { close, deleteCurrent, open, toggleRead, wireMessage } from './message.js';
@@ -24,11 +24,12 @@ function renderThemeButton() {
 function nextTheme() {
   const choice = window.inboxTheme.chosen();
   window.inboxTheme.choose(THEMES[(THEMES.indexOf(choice) + 1) % THEMES.length]);
-  renderThemeButton();
 }
 
 async function deleteAll() {
-  if (!confirm(state.query ? `Delete the messages matching "${state.query}"?` : 'Delete all messages?')) return;
+  const question = state.query ? `Delete the messages matching "${state.query}"?`
+    : 'Delete all messages?';
+  if (!confirm(question)) return;
   if (state.query) await api('DELETE', `api/v1/search?query=${encodeURIComponent(state.query)}`);
   else await api('DELETE', 'api/v1/messages');
   state.selected.clear();
@@ -37,7 +38,8 @@ async function deleteAll() {
 }
 
 async function markAllRead() {
-  await api('PUT', 'api/v1/messages', state.query ? { Read: true, Search: state.query } : { Read: true });
+  const body = state.query ? { Read: true, Search: state.query } : { Read: true };
+  await api('PUT', 'api/v1/messages', body);
   refresh();
 }
 
@@ -69,7 +71,7 @@ async function loadSettings() {
   } catch (error) {
     state.webui = null;
   }
-  if (state.current) $('release').hidden = !(state.webui && state.webui.MessageRelay.Enabled);
+  if (state.current) $('release').hidden = !relayEnabled();
 }
 
 document.addEventListener('DOMContentLoaded', () => {
@@ -80,7 +82,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('delete-all').addEventListener('click', deleteAll);
   $('mark-all-read').addEventListener('click', markAllRead);
   $('theme').addEventListener('click', nextTheme);
-  window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', renderThemeButton);
+  document.addEventListener('inbox-theme', renderThemeButton);    // the toggle, the system, a tab
   renderThemeButton();
   wireList();
   wireMessage();

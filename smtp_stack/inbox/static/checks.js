@@ -17,7 +17,8 @@ export function resetChecks() {
 function unavailable(error) {
   const reason = error.detail || error.message;
   return el('p', { class: error.status === 501 ? 'unavailable' : 'failed',
-                   text: error.status === 501 ? `Not available here: ${reason}.` : `The check failed: ${reason}` });
+                   text: error.status === 501 ? `Not available here: ${reason}.`
+                     : `The check failed: ${reason}` });
 }
 
 // -- link check: asked for (it makes requests to every link of the mail) -----------------
@@ -39,7 +40,8 @@ async function runLinkCheck() {
     const result = await api('GET', `api/v1/message/${message.ID}/link-check${follow}`);
     if (state.currentId !== message.ID) return;
     const links = result.Links || [];
-    $('tab-link-check').textContent = `Link check (${result.Errors} ${result.Errors === 1 ? 'error' : 'errors'})`;
+    const errors = `${result.Errors} ${result.Errors === 1 ? 'error' : 'errors'}`;
+    $('tab-link-check').textContent = `Link check (${errors})`;
     target.replaceChildren(
       el('p', { class: 'summary', text: links.length
         ? `${links.length} ${links.length === 1 ? 'link' : 'links'}, ${result.Errors} with errors.`
@@ -97,7 +99,9 @@ function htmlCheck(result) {
 
 // Mailpit's spam check: SpamAssassin's score and the rules that made it.
 function spamCheck(result) {
-  if (result.Error) return [el('p', { class: 'failed', text: `The check failed: ${result.Error}` })];
+  if (result.Error) {
+    return [el('p', { class: 'failed', text: `The check failed: ${result.Error}` })];
+  }
   const rules = result.Rules || [];
   return [
     el('p', { class: result.IsSpam ? 'summary status-bad' : 'summary status-ok',
@@ -116,7 +120,8 @@ function spamCheck(result) {
 export async function showThumbnails(message, files) {
   const images = files.filter((file) => (file.ContentType || '').startsWith('image/'));
   if (!images.length) return;
-  const url = (file) => `api/v1/message/${message.ID}/part/${encodeURIComponent(file.PartID)}/thumb`;
+  const url = (file) =>
+    `api/v1/message/${message.ID}/part/${encodeURIComponent(file.PartID)}/thumb`;
   let response;
   try {
     response = await fetch(url(images[0]));

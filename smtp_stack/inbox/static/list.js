@@ -52,7 +52,8 @@ function paperclip(count) {
   const title = document.createElementNS(SVG, 'title');
   title.textContent = count === 1 ? '1 attachment' : `${count} attachments`;
   const path = document.createElementNS(SVG, 'path');
-  path.setAttribute('d', 'M10.5 4v6.5a2.5 2.5 0 0 1-5 0V3.5a1.6 1.6 0 0 1 3.2 0v6.8a.7.7 0 0 1-1.4 0V5');
+  path.setAttribute('d', 'M10.5 4v6.5a2.5 2.5 0 0 1-5 0V3.5a1.6 1.6 0 0 1 3.2 0v6.8'
+                         + 'a.7.7 0 0 1-1.4 0V5');
   icon.append(title, path);
   return icon;
 }
@@ -67,6 +68,10 @@ function tagButton(tag) {
   return button;
 }
 
+function sender(m) {
+  return (m.From && (m.From.Name || m.From.Address)) || '(no sender)';
+}
+
 function recipient(m) {
   const to = m.To || [];
   if (!to.length) return 'To: (undisclosed recipients)';
@@ -77,14 +82,17 @@ function listItem(m) {
   const subject = m.Subject || '(no subject)';
   const box = el('input', { type: 'checkbox', class: 'select', checked: state.selected.has(m.ID),
                             tabIndex: -1, 'aria-label': `Select: ${subject}` });
-  box.addEventListener('click', (event) => { event.stopPropagation(); toggle(m.ID, event.shiftKey); });
+  box.addEventListener('click', (event) => {
+    event.stopPropagation();
+    toggle(m.ID, event.shiftKey);
+  });
   const when = el('time', { class: 'when', text: relative(m.Created), title: absolute(m.Created),
                             dateTime: m.Created });
   const item = el('li', { class: 'message', tabIndex: 0, 'data-id': m.ID },
     box,
     el('span', { class: 'summary' },
       el('span', { class: 'row' },
-        el('span', { class: 'from', text: m.From ? (m.From.Name || m.From.Address) || '(no sender)' : '(no sender)',
+        el('span', { class: 'from', text: sender(m),
                      title: m.From ? `From: ${m.From.Address}` : '' }),
         when),
       el('span', { class: 'to', text: recipient(m) }),
@@ -128,7 +136,8 @@ function renderList(data) {
   $('empty').textContent = state.query ? `No messages match ${state.query}.` : 'No messages.';
   $('empty').hidden = data.messages.length > 0;
   const first = data.messages.length ? state.start + 1 : 0;
-  $('range').textContent = `${first}-${state.start + data.messages.length} of ${data.messages_count}`;
+  const last = state.start + data.messages.length;
+  $('range').textContent = `${first}-${last} of ${data.messages_count}`;
   $('newer').disabled = state.start === 0;
   $('older').disabled = state.start + data.messages.length >= data.messages_count;
   setUnread(data.unread);
@@ -214,7 +223,8 @@ async function bulk(action) {
       state.selected.clear();
       if (ids.includes(state.currentId)) go({ m: '' }, true);
     }
-    say(`${ids.length} ${ids.length === 1 ? 'message' : 'messages'}: ${action === 'delete' ? 'deleted' : `marked ${action}`}`);
+    const done = action === 'delete' ? 'deleted' : `marked ${action}`;
+    say(`${ids.length} ${ids.length === 1 ? 'message' : 'messages'}: ${done}`);
   } catch (error) {
     say(`Cannot change the messages: ${error.detail || error.message}`);
   }
@@ -236,7 +246,9 @@ export async function tagSelected(tag, add) {
     if (!groups.has(key)) groups.set(key, []);
     groups.get(key).push(m.ID);
   }
-  for (const [key, ids] of groups) await api('PUT', 'api/v1/tags', { IDs: ids, Tags: JSON.parse(key) });
+  for (const [key, ids] of groups) {
+    await api('PUT', 'api/v1/tags', { IDs: ids, Tags: JSON.parse(key) });
+  }
   refresh();
 }
 

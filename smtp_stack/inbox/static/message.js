@@ -1,7 +1,7 @@
 // One message: its facts, its tags, and the tabs that show it. The mail's
 // HTML is shown only in the sandboxed frame, loaded from view/ID.html
 // (served with its own CSP); everything else goes in with textContent.
-import { $, api, el, state, absolute, people, person, say, size } from './util.js';
+import { $, api, el, state, absolute, people, person, relayEnabled, say, size } from './util.js';
 import { refresh } from './list.js';
 import { go } from './router.js';
 import { highlightHtml } from './htmlsource.js';
@@ -31,7 +31,7 @@ export async function open(id) {
   $('meta').replaceChildren(...meta.filter(([, v]) => v).flatMap(([k, v]) =>
     [el('dt', { text: k }), el('dd', { text: v })]));
   $('toggle-read').textContent = 'Mark unread';
-  $('release').hidden = !(state.webui && state.webui.MessageRelay && state.webui.MessageRelay.Enabled);
+  $('release').hidden = !relayEnabled();
   $('download').href = `api/v1/message/${message.ID}/raw?dl=1`;
   $('text').textContent = message.Text || '';
   renderTags();
@@ -169,7 +169,8 @@ function renderTags() {
   $('message-tags').replaceChildren(...tags.map((tag) => el('li', { class: 'tag' },
     el('span', { text: tag }),
     el('button', { type: 'button', class: 'untag', text: '\u00d7', title: `Remove the tag ${tag}`,
-                   'aria-label': `Remove the tag ${tag}`, onclick: () => setTags(tags.filter((t) => t !== tag)) }))));
+                   'aria-label': `Remove the tag ${tag}`,
+                   onclick: () => setTags(tags.filter((t) => t !== tag)) }))));
 }
 
 async function setTags(tags) {

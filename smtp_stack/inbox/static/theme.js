@@ -1,7 +1,9 @@
 // Runs in <head>, before the first paint, so the page never flashes the
 // wrong colours: dark or light as the system prefers (prefers-color-scheme,
 // followed live), unless the toggle chose one; the choice is kept in
-// localStorage. app.js drives the toggle through window.inboxTheme.
+// localStorage (so other tabs of the inbox follow, by its storage event).
+// app.js drives the toggle through window.inboxTheme and redraws it on the
+// 'inbox-theme' event that every change of theme sends.
 (function () {
   'use strict';
   var KEY = 'inbox-theme';
@@ -17,6 +19,7 @@
     var dark = choice === 'dark' || (choice === 'auto' && media.matches);
     document.documentElement.setAttribute('data-theme', dark ? 'dark' : 'light');
     document.documentElement.setAttribute('data-theme-choice', choice);
+    document.dispatchEvent(new CustomEvent('inbox-theme'));
   }
 
   function choose(choice) {
@@ -30,5 +33,8 @@
 
   apply();
   media.addEventListener('change', apply);
+  window.addEventListener('storage', function (event) {
+    if (event.key === KEY || event.key === null) apply();     // null: the storage cleared
+  });
   window.inboxTheme = { chosen: chosen, choose: choose };
 }());

@@ -50,6 +50,11 @@ export async function api(method, path, body) {
 
 export function say(text) { $('live').textContent = text; }
 
+// Whether the inbox has a relay to release messages to (api/v1/webui, read at start).
+export function relayEnabled() {
+  return Boolean(state.webui && state.webui.MessageRelay && state.webui.MessageRelay.Enabled);
+}
+
 // localStorage may be refused (a private window, a policy): settings then last one visit.
 export function remembered(key) {
   try { return localStorage.getItem(key); } catch (error) { return null; }
