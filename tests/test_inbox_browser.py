@@ -212,12 +212,19 @@ def test_search_keyboard_delete_and_narrow_window(browser, inbox):
 
 def test_screenshot(browser, inbox, tmp_path):
     """The picture in docs/ (see the module doc for the command)."""
-    for subject, sender, html in [
-            ('Your order #1042 has shipped', 'Shop <orders@shop.example>', '<h2>On its way</h2><p>Your parcel left our warehouse today.</p>'),
-            ('Reset your password', 'Accounts <no-reply@app.example>', '<p>Click <a href="https://app.example/reset">here</a> to reset.</p>'),
-            ('Welcome to the team', 'Ann Lee <ann@company.example>', '<p>Glad to have you, Bob!</p><ul><li>Laptop: Monday</li><li>Lunch: Tuesday</li></ul>')]:
+    for subject, sender, html, more in [
+            ('Your order #1042 has shipped', 'Shop <orders@shop.example>',
+             '<h2>On its way</h2><p>Your parcel left our warehouse today.</p>',
+             {'extra_headers': {'X-Tags': 'orders'},
+              'attachments': [('invoice.pdf', 'application/pdf', b'%PDF-1.4 ' * 200)]}),
+            ('Reset your password', 'Accounts <no-reply@app.example>',
+             '<p>Click <a href="https://app.example/reset">here</a> to reset.</p>',
+             {'to': 'bob+signup@example.com'}),
+            ('Welcome to the team', 'Ann Lee <ann@company.example>',
+             '<p>Glad to have you, Bob!</p><ul><li>Laptop: Monday</li><li>Lunch: Tuesday</li></ul>',
+             {})]:
         text = re.sub(r'<[^>]+>', ' ', html).strip() + '\n'
-        send(inbox.smtp, subject=subject, sender=sender, html=html, text=text)
+        send(inbox.smtp, subject=subject, sender=sender, html=html, text=text, **more)
     load(browser, inbox, ['Welcome to the team', 'Reset your password', 'Your order #1042 has shipped'])
     click_first(browser)
     frame = wait(browser, lambda d: d.find_element(By.ID, 'html-frame'), 'the frame')
