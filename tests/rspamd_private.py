@@ -25,7 +25,8 @@ the other actions:
     GTUBE (the body, X...)     reject           rspamd's own test pattern, 'Gtube pattern'
     rspamd-test:add-header     add header       a score between the thresholds
     rspamd-test:rewrite        rewrite subject  a score between the thresholds
-    rspamd-test:greylist       greylist         a score between the thresholds
+    rspamd-test:greylist       greylist         a score between the thresholds (no greylist
+                                                module: it needs Redis)
     rspamd-test:soft-reject    soft reject      set_pre_result, with SOFT_REJECT_TEXT
 
 and the request header `Settings-ID: smtp_stack_add_header` (SETTINGS_ID)

@@ -10,28 +10,37 @@ describes them (https://rspamd.com/doc/developers/protocol.html): `IP`,
 the null sender), one `Rcpt` per recipient, `User` (after AUTH),
 `Queue-Id`, `MTA-Name` (the server's name: rspamd's Authentication-Results
 names it), `TLS-Cipher` and `TLS-Version` (after STARTTLS or on SMTPS),
-`Settings-ID` (when given) and `Pass: all` (when given).
+and `Settings-ID` (when given). `Pass: all` is not sent: it asks rspamd
+to run every rule even after a prefilter decided, which costs time and
+changes no verdict.
 
 The reply's `action` becomes what the client gets, as rspamd's own proxy
-answers in milter mode (its `milter.h`: 554 and 5.7.1 for a reject, 451
-and 4.7.1 for a temporary failure, "Spam message rejected" and "Try again
-later" when rspamd gives no text):
+answers Postfix in milter mode (rspamd's src/libserver/milter.c and
+milter.h: 554 and 5.7.1 for a reject, 451 and 4.7.1 for a soft reject,
+"Spam message rejected" and "Try again later" when rspamd gives no text):
 
     action            reply                               message
     reject            554 5.7.1 rspamd's smtp_message     not delivered
     soft reject       451 4.7.1 rspamd's smtp_message     not delivered
-    greylist          451 4.7.1 rspamd's smtp_message     not delivered
-    rewrite subject   250                                 Subject replaced by rspamd's `subject`;
-                                                          spam_header: Yes
+    rewrite subject   250                                 Subject replaced by rspamd's `subject`
     add header        250                                 spam_header: Yes
+    greylist          250                                 as it came
     no action         250                                 as it came
-    (other: discard, quarantine)  250                     spam_header: Yes (see docs/policies.md)
+    discard, quarantine  250                              spam_header: Yes (see docs/policies.md)
+
+'greylist' is accepted, as rspamd's milter does: rspamd's greylist module
+turns a message it greylists into 'soft reject' (with its own text) and
+one that passed into 'no action', so 'greylist' reaches us only when that
+module is not running (it needs Redis), and a 4xx then would be given
+again at every retry until the sender gives up.
 
 Whatever the action, the reply's `milter` block is applied to what the
 deliveries store: `remove_headers` (by name: 0 every field of that name,
 n the n-th, -n the n-th from the end) with `envelope.remove_header`, and
 then `add_headers` with `envelope.add_header` (on top of the message, as
-the server's own fields are: rspamd's `order` is not kept). Those are the
+the server's own fields are: rspamd's `order` is not kept), and the
+reply's `dkim-signature` (rspamd's dkim_signing module, for submission)
+on top of them. Those are the
 headers rspamd's milter_headers module is configured to give
 (X-Spamd-Result, X-Spam-Status, Authentication-Results ...): this policy
 adds no score header of its own, so a site's rspamd configuration decides
@@ -75,6 +84,7 @@ from gevent import select as gselect
 from gevent import socket as gsocket
 
 from ..errors import SmtpError
+from ..headers import check_name
 from ..params import BOOL, COUNT, SECONDS, STRING
 from ..replies import Reply
 from ..state.breaker import Breaker, breaker
@@ -84,13 +94,17 @@ if TYPE_CHECKING:
     from ..middleware import Context, Next
     from ..session import Envelope, Session
 
-__all__ = ['Rspamd', 'RspamdError', 'Verdict', 'HttpPool']
+__all__ = ['Rspamd', 'RspamdError', 'Verdict', 'HttpPool', 'field_value']
 
 # rspamd's milter.h: what its proxy answers Postfix for each action.
 REJECT = Reply(554, 'Spam message rejected', '5.7.1')
 TEMPFAIL = Reply(451, 'Try again later', '4.7.1')
 # Postfix's reply when a milter fails with milter_default_action = tempfail.
 UNAVAILABLE = Reply(451, 'Service unavailable - try again later', '4.7.1')
+
+# The accepted actions that leave no spam_header (rspamd's milter marks only 'add header';
+# 'discard' and 'quarantine', which no built-in delivery does, are marked instead).
+UNMARKED = frozenset({'no action', 'greylist', 'rewrite subject'})
 
 CHUNK = 64 << 10            # bytes of the message sent at a time
 MAX_REPLY = 16 << 20        # a longer reply is nonsense: rspamd's JSON is kilobytes
@@ -261,6 +275,7 @@ class Verdict:
     message: str = ''                   # messages.smtp_message
     subject: str | None = None          # the new Subject, for 'rewrite subject'
     add_headers: list[tuple[str, str]] = field(default_factory=list)
+    dkim_signatures: list[str] = field(default_factory=list)
     remove_headers: list[tuple[str, int]] = field(default_factory=list)
     symbols: dict[str, float] = field(default_factory=dict, repr=False)
     reply: Reply | None = None          # the refusal, or None: accepted
@@ -280,6 +295,7 @@ class Verdict:
             message=_one_line(text) if isinstance(text, str) else '',
             subject=_one_line(data['subject']) if isinstance(data.get('subject'), str) else None,
             add_headers=list(_added(milter.get('add_headers'))),
+            dkim_signatures=[_one_line(v) for v in _strings(data.get('dkim-signature'))],
             remove_headers=list(_removed(milter.get('remove_headers'))),
             symbols={name: _number(_mapping(v).get('score')) for name, v in symbols.items()})
         verdict.reply = _refusal(verdict)
@@ -289,13 +305,19 @@ class Verdict:
 def _refusal(verdict: Verdict) -> Reply | None:
     if verdict.action == 'reject':
         return Reply(REJECT.code, verdict.message or REJECT.message, REJECT.enhanced)
-    if verdict.action in ('soft reject', 'greylist'):
+    if verdict.action == 'soft reject':
         return Reply(TEMPFAIL.code, verdict.message or TEMPFAIL.message, TEMPFAIL.enhanced)
     return None
 
 
 def _mapping(value: object) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
+
+
+def _strings(value: object) -> list[str]:
+    """A string, or a list of them (anything else: none)."""
+    items = value if isinstance(value, list) else [value]
+    return [item for item in items if isinstance(item, str)]
 
 
 def _number(value: object) -> float:
@@ -341,15 +363,20 @@ class Rspamd:
                  fail_open: Annotated[bool, BOOL] = True,
                  settings_id: Annotated[str | None, STRING] = None,
                  spam_header: Annotated[str | None, STRING] = 'X-Spam',
-                 pass_all: Annotated[bool, BOOL] = False,
                  connections: Annotated[int, COUNT] = 4):
         host, port = _address(url)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ValueError('rspamd: timeout must be a positive number of seconds')
-        for name, value in (('settings_id', settings_id), ('spam_header', spam_header)):
-            if value is not None and (not isinstance(value, str) or not value
-                                      or not value.isprintable() or ' ' in value):
-                raise ValueError(f'rspamd: {name} must be a word, not {value!r}')
+        if settings_id is not None and (not isinstance(settings_id, str) or not settings_id
+                                        or not settings_id.isprintable() or ' ' in settings_id):
+            raise ValueError(f'rspamd: settings_id must be a word, not {settings_id!r}')
+        spam_header = spam_header or None          # '' (YAML) as None: no mark
+        if spam_header is not None:
+            try:
+                check_name(spam_header)
+            except ValueError:
+                raise ValueError(f'rspamd: spam_header must be a field name (RFC 5322 3.6.8), '
+                                 f'not {spam_header!r}') from None
         if isinstance(connections, bool) or not isinstance(connections, int) or connections < 1:
             raise ValueError('rspamd: connections must be an integer, 1 or more')
         self.url = url
@@ -357,7 +384,6 @@ class Rspamd:
         self.fail_open = bool(fail_open)
         self.settings_id = settings_id
         self.spam_header = spam_header
-        self.pass_all = bool(pass_all)
         self.pool = HttpPool(host, port, self.timeout, connections)
         self.where = f'rspamd {self.pool.authority}'
         self.breaker: Breaker = breaker(self.where, slow=self.timeout / 2)
@@ -396,8 +422,6 @@ class Rspamd:
                 out.append(('TLS-Version', str(tls['version'])))
         if self.settings_id:
             out.append(('Settings-ID', self.settings_id))
-        if self.pass_all:
-            out.append(('Pass', 'all'))
         return [(name, _header_safe(value)) for name, value in out]
 
     def check(self, ctx: Context) -> Verdict:
@@ -466,9 +490,10 @@ class Rspamd:
             envelope.add_header('Subject', verdict.subject)
         for name, value in verdict.add_headers:
             envelope.add_header(name, value)
-        if self.spam_header and verdict.action not in ('no action', 'reject', 'soft reject',
-                                                       'greylist'):
+        if self.spam_header and verdict.action not in UNMARKED:
             envelope.add_header(self.spam_header, 'Yes')
+        for signature in verdict.dkim_signatures:     # on top: a signature covers what is below
+            envelope.add_header('DKIM-Signature', signature)
 
 
 def _address(url: str) -> tuple[str, int]:
@@ -501,13 +526,18 @@ def _header_safe(value: str) -> str:
 
 
 def _nth_field(envelope: Envelope, name: str, index: int) -> str | None:
-    """The unfolded value of the `index`-th field `name` of the message (1
-    the first, -1 the last), as remove_header's predicate is given it."""
+    """The value of the `index`-th field `name` of the message (field_value)."""
     with envelope.spool().open() as f:
-        head = f.read(HEAD_BYTES)
-    head = re.split(rb'\r?\n\r?\n', head, maxsplit=1)[0]
+        return field_value(f.read(HEAD_BYTES), name, index)
+
+
+def field_value(head: bytes, name: str, index: int) -> str | None:
+    """The unfolded value of the `index`-th field `name` (1 the first, -1 the
+    last) in the header section that `head` starts with, as remove_header's
+    predicate is given it (headers.HeaderFilter); None when there is none."""
+    section = re.split(rb'\r?\n\r?\n', head, maxsplit=1)[0]
     values = []
-    for item in re.split(rb'\r?\n(?![ \t])', head):
+    for item in re.split(rb'\r?\n(?![ \t])', section):
         label, colon, value = item.partition(b':')
         if colon and label.rstrip(b' \t').lower() == name.lower().encode():
             unfolded = re.sub(rb'\r?\n', b'', value).strip(b' \t')
