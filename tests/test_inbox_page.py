@@ -298,6 +298,10 @@ def test_release_through_the_relay_with_its_allowlist(browser, tmp_path):
     with MailSink() as sink, InboxProcess(
             tmp_path, '--relay', f'{sink.address[0]}:{sink.address[1]}',
             '--relay-allowed-recipients', r'@example\.net$') as inbox:
+        relay = api(inbox).json('GET', '/api/v1/webui')['MessageRelay']
+        assert (relay['Enabled'], relay['SMTPServer'], relay['AllowedRecipients'],
+                relay['RecipientAllowlist']) == (
+            True, f'{sink.address[0]}:{sink.address[1]}', r'@example\.net$', r'@example\.net$')
         send(inbox.smtp, subject='Release me', to='Bob <bob@example.com>', cc='cc@example.net')
         open_page(browser, inbox.url, ['Release me'])
         click_message(browser, 'Release me')

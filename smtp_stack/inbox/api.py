@@ -261,17 +261,18 @@ def info(app: InboxApp, req: Request) -> Response:
 
 
 def webui(app: InboxApp, req: Request) -> Response:
-    """Mailpit's web UI configuration; the page asks whether release works."""
+    """Mailpit's web UI configuration; the page asks whether release works,
+    through which relay, and to whom (RecipientAllowlist is Mailpit's older
+    name of AllowedRecipients, still sent beside it)."""
+    allowlist = app.relay.allowed_recipients if app.relay else ''
     return json_response({
         'Label': '', 'SpamAssassin': False, 'ChaosEnabled': True,
         'DuplicatesIgnored': False, 'HideDeleteAllButton': False,
         'MessageRelay': {
             'Enabled': app.relay is not None,
             'SMTPServer': app.relay.describe() if app.relay else '',
-            'ReturnPath': '',
-            'AllowedRecipients': app.relay.allowed_recipients if app.relay else '',
-            'BlockedRecipients': '',
-            'OverrideFrom': '', 'PreserveMessageIDs': True, 'RecipientAllowlist': '',
+            'ReturnPath': '', 'AllowedRecipients': allowlist, 'BlockedRecipients': '',
+            'OverrideFrom': '', 'PreserveMessageIDs': True, 'RecipientAllowlist': allowlist,
         },
     })
 
