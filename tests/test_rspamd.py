@@ -295,49 +295,96 @@ def haproxy_counts(port: int) -> dict[str, int]:
     return {'connections': int(row['conn_tot']), 'requests': int(row['req_tot'])}
 
 
+class Haproxy:
+    """A real HAProxy in front of rspamd, keeping its clients' connections."""
+
+    def __init__(self, rspamd_port: int, workdir):
+        self.binary = peers.program('haproxy', 'haproxy', '/usr/sbin/haproxy')
+        self.ports = {'front': free_port(), 'stats': free_port(), 'rspamd': rspamd_port}
+        self.config = workdir / 'haproxy.cfg'
+        self.config.write_text(HAPROXY.format(**self.ports))
+        self.url = f'http://127.0.0.1:{self.ports["front"]}'
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.binary, '-db', '-f', str(self.config)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                self.counts()
+                return
+            except OSError:
+                assert self.proc.poll() is None, self.proc.stderr.read()
+                assert time.monotonic() < deadline, 'haproxy did not answer'
+                time.sleep(0.02)        # a poll step, bounded by the deadline
+
+    def counts(self) -> dict[str, int]:
+        return haproxy_counts(self.ports['stats'])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(WAIT)
+
+
 @pytest.fixture
 def haproxy(rspamd, tmp_path):
-    binary = peers.program('haproxy', 'haproxy', '/usr/sbin/haproxy')
-    ports = {'front': free_port(), 'stats': free_port(), 'rspamd': rspamd.port}
-    config = tmp_path / 'haproxy.cfg'
-    config.write_text(HAPROXY.format(**ports))
-    proc = subprocess.Popen([binary, '-db', '-f', str(config)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + WAIT
-    while True:
-        try:
-            haproxy_counts(ports['stats'])
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline, 'haproxy did not answer'
-            time.sleep(0.02)        # a poll step, bounded by the deadline
-    yield ports
-    proc.terminate()
-    proc.wait(WAIT)
+    running = Haproxy(rspamd.port, tmp_path)
+    yield running
+    running.stop()
 
 
 def test_connections_are_kept_alive_where_the_server_allows(rspamd, haproxy, serve):
-    policy = rspamd_policy(f'http://127.0.0.1:{haproxy["front"]}')
+    policy = rspamd_policy(haproxy.url)
     sink = serve(policy)
     for subject in ('Hello', 'rspamd-test:add-header', 'Again'):
         assert send(sink, message(subject=subject))[0] == 250
     stored = sink.wait_for(3)
     assert [m['X-Spam'] for m in stored] == [None, 'Yes', None]
     assert send(sink, message(body=GTUBE))[0] == 554
-    assert haproxy_counts(haproxy['stats']) == {'connections': 1, 'requests': 4}
+    assert haproxy.counts() == {'connections': 1, 'requests': 4}
     assert policy.pool.opened == 1 and policy.pool.idle == 1
 
 
+def test_a_kept_connection_the_server_closed_is_replaced(rspamd, haproxy, serve):
+    policy = rspamd_policy(haproxy.url, fail_open=False)
+    sink = serve(policy)
+    assert send(sink, message())[0] == 250
+    haproxy.stop()              # the kept connection is closed by the server
+    haproxy.start()
+    assert send(sink, message(subject='rspamd-test:add-header'))[0] == 250
+    assert sink.wait_for(2)[1]['X-Spam'] == 'Yes'
+    assert policy.pool.opened == 2 and haproxy.counts()['connections'] == 1
+
+
 def test_concurrent_sessions_use_their_own_connections(rspamd, haproxy, serve):
-    policy = rspamd_policy(f'http://127.0.0.1:{haproxy["front"]}', connections=2)
+    policy = rspamd_policy(haproxy.url, connections=2)
     sink = serve(policy)
     jobs = [gevent.spawn(send, sink, message()) for _ in range(4)]
     gevent.joinall(jobs, timeout=WAIT, raise_error=True)
     assert [job.value[0] for job in jobs] == [250] * 4
     assert policy.pool.idle <= 2
-    counts = haproxy_counts(haproxy['stats'])
+    counts = haproxy.counts()
     assert counts['requests'] == 4 and counts['connections'] == policy.pool.opened
+
+
+def test_the_private_rspamd_speaks_milter_too(tmp_path, cache_dir):
+    """tests/rspamd_private.py with milter=True (for policies.milter): its
+    proxy answers a milter option negotiation (SMFIC_OPTNEG, version 6)."""
+    import socket
+    import struct
+    running = PrivateRspamd(tmp_path, milter=True, cache_dir=cache_dir)
+    try:
+        host, port = running.milter_address.removeprefix('inet:').rsplit(':', 1)
+        with socket.create_connection((host, int(port)), timeout=WAIT) as sock:
+            body = b'O' + struct.pack('!III', 6, 0x1ff, 0x1fffff)
+            sock.sendall(struct.pack('!I', len(body)) + body)
+            reply = b''
+            while len(reply) < 5:
+                reply += sock.recv(64)
+        assert reply[4:5] == b'O'           # SMFIC_OPTNEG answered
+    finally:
+        running.stop()
 
 
 # -- parameters: the library call and the YAML entry check the same -------------------------

@@ -73,6 +73,7 @@ import json
 import os
 import re
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, TypeAlias
@@ -188,24 +189,35 @@ class _Connection:
 
 class HttpPool:
     """Keep-alive HTTP/1.1 POSTs to one host and port, with up to `size`
-    idle connections kept for the next request (LIFO: the warmest first)."""
+    idle connections kept for the next request (LIFO: the warmest first).
+
+    The idle connections are kept per gevent hub (a gevent socket serves
+    the hub of the thread that made it: a policy shared by servers in two
+    threads keeps two lists) and per process (a forked worker drops the
+    parent's, whose sockets it shares)."""
 
     def __init__(self, host: str, port: int, timeout: float, size: int = 4):
         self.host, self.port, self.timeout, self.size = host, port, timeout, size
         self.authority = f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
-        self._idle: list[_Connection] = []
+        self._idle: weakref.WeakKeyDictionary[object, list[_Connection]] = \
+            weakref.WeakKeyDictionary()
         self._pid = os.getpid()
         self.opened = 0         # connections made since the start: a reused one is not counted
 
     @property
     def idle(self) -> int:
-        return len(self._idle)
+        """Idle connections kept, in all hubs."""
+        return sum(len(kept) for kept in list(self._idle.values()))
+
+    def _kept(self) -> list[_Connection]:
+        if self._pid != os.getpid():        # a forked worker: the parent's sockets are not ours
+            self._idle, self._pid = weakref.WeakKeyDictionary(), os.getpid()
+        return self._idle.setdefault(gevent.get_hub(), [])
 
     def _take(self) -> _Connection:
-        if self._pid != os.getpid():        # a forked worker: the parent's sockets are not ours
-            self._idle, self._pid = [], os.getpid()
-        while self._idle:
-            conn = self._idle.pop()
+        kept = self._kept()
+        while kept:
+            conn = kept.pop()
             if conn.fresh():
                 conn.reused = True
                 return conn
@@ -214,8 +226,9 @@ class HttpPool:
         return _Connection(self.host, self.port, self.timeout)
 
     def _give_back(self, conn: _Connection) -> None:
-        if conn.reusable() and len(self._idle) < self.size:
-            self._idle.append(conn)
+        kept = self._kept()
+        if conn.reusable() and len(kept) < self.size:
+            kept.append(conn)
         else:
             conn.close()
 
@@ -224,7 +237,8 @@ class HttpPool:
         """One POST, within `timeout` seconds in all; `body()` opens the
         body (again, if a kept connection turned out closed and the request
         is retried once on a new one)."""
-        with gevent.Timeout(self.timeout, RspamdError(f'no answer in {self.timeout:g} s')):
+        expired = RspamdError(f'no answer in {self.timeout:g} s')
+        with gevent.Timeout(self.timeout, expired):
             for attempt in (1, 2):
                 try:
                     conn = self._take()
@@ -236,10 +250,12 @@ class HttpPool:
                                                   length)
                 except (OSError, h11.ProtocolError, RspamdError) as exc:
                     conn.close()
+                    if exc is expired:
+                        raise
                     if conn.reused and attempt == 1 and _before_reply(conn):
                         continue    # the server had closed the idle connection: a new one
                     raise RspamdError(_describe(exc)) from None
-                except BaseException:      # the timeout, a killed greenlet: never reused
+                except BaseException:      # a killed greenlet: never reused
                     conn.close()
                     raise
                 self._give_back(conn)
@@ -247,12 +263,16 @@ class HttpPool:
         raise AssertionError('unreachable')
 
     def close(self) -> None:
-        while self._idle:
-            self._idle.pop().close()
+        """Close the idle connections of this hub."""
+        kept = self._kept()
+        while kept:
+            kept.pop().close()
 
 
 def _before_reply(conn: _Connection) -> bool:
-    """Whether nothing of a reply arrived: retrying cannot check a message twice."""
+    """Whether nothing of a reply arrived: the server closed a kept
+    connection before reading the request (a retry costs at most a
+    second check, which changes nothing in rspamd)."""
     return conn.http.their_state is h11.SEND_RESPONSE
 
 
