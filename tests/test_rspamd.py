@@ -135,6 +135,41 @@ def test_the_null_sender_and_an_authenticated_user_reach_rspamd(rspamd, serve):
     assert 'user: dave' in line
 
 
+def test_the_envelope_fields_after_starttls_and_auth(rspamd):
+    """What rspamd is told of a TLS, authenticated session (request_headers,
+    read by a middleware of the test as the policy sends them)."""
+    import ssl
+    policy = rspamd_policy(rspamd.url, settings_id='inbound')
+    sent = []
+
+    def record(ctx, next):
+        next()
+        if ctx.command_name == 'DATA':
+            sent.append(policy.request_headers(ctx))
+
+    with MailSink(name='mx.test') as sink:
+        sink.server.use(policy)
+        sink.server.use(record)
+        with smtplib.SMTP(*sink.address, timeout=WAIT) as client:
+            client.ehlo('client.example.test')
+            client.starttls(context=ssl.create_default_context(cafile=sink.ca_file))
+            client.ehlo('client.example.test')
+            client.login('dave@example.test', 'secret')
+            assert client.mail('dave@example.test')[0] == 250
+            assert client.rcpt('bob@mx.test')[0] == 250
+            assert client.rcpt('carol@mx.test')[0] == 250
+            assert client.data(message())[0] == 250
+        [stored] = sink.wait_for(1)
+    fields = dict(sent[0])
+    assert [value for name, value in sent[0] if name == 'Rcpt'] == ['bob@mx.test', 'carol@mx.test']
+    assert fields['IP'] == '127.0.0.1' and fields['Helo'] == 'client.example.test'
+    assert fields['From'] == 'dave@example.test' and fields['User'] == 'dave@example.test'
+    assert fields['Queue-Id'] == stored['X-Rspamd-Queue-Id']
+    assert fields['MTA-Name'] == 'mx.test' and fields['Settings-ID'] == 'inbound'
+    assert fields['TLS-Version'].startswith('TLSv1.') and fields['TLS-Cipher']
+    assert 'Hostname' not in fields         # no reverse lookup here: rspamd is not told '[ip]'
+
+
 def test_add_header(rspamd, serve):
     sink = serve(rspamd_policy(rspamd.url))
     assert send(sink, message(subject='rspamd-test:add-header'))[0] == 250
