@@ -242,6 +242,40 @@ def test_select_several_and_act_on_them(browser, inbox):
     assert text(browser, '#selected-count') == ''
 
 
+def test_mark_all_read_and_delete_all_or_the_matches(browser, inbox):
+    for subject in ('Keep me', 'Drop one', 'Drop two'):
+        send(inbox.smtp, subject=subject)
+    open_page(browser, inbox.url, ['Drop two', 'Drop one', 'Keep me'])
+    # ctrl-click selects without opening.
+    item = browser.find_element(By.CSS_SELECTOR, '#list li.message:last-child .subject')
+    ActionChains(browser).key_down(Keys.CONTROL).click(item).key_up(Keys.CONTROL).perform()
+    wait(browser, lambda d: text(d, '#selected-count') == '1 selected', 'ctrl-click selects')
+    assert not browser.find_element(By.ID, 'view-pane').is_displayed()
+    browser.find_element(By.ID, 'mark-all-read').click()
+    wait(browser, lambda d: text(d, '#unread-count') == '0', 'all read')
+    assert all(m['Read'] for m in by_subject(inbox).values())
+    browser.find_element(By.ID, 'q').send_keys('drop', Keys.ENTER)
+    wait(browser, lambda d: list_subjects(d) == ['Drop two', 'Drop one'], 'the search')
+    browser.find_element(By.ID, 'delete-all').click()
+    alert = wait(browser, lambda d: d.switch_to.alert, 'the question')
+    assert alert.text == 'Delete the messages matching "drop"?'
+    alert.dismiss()                                         # no: nothing deleted
+    assert len(by_subject(inbox)) == 3
+    browser.find_element(By.ID, 'delete-all').click()
+    wait(browser, lambda d: d.switch_to.alert, 'the question').accept()
+    wait(browser, lambda d: list(by_subject(inbox)) == ['Keep me'], 'the matches deleted')
+    wait(browser, lambda d: list_subjects(d) == [], 'the search shows none')
+    browser.find_element(By.ID, 'q').clear()
+    browser.find_element(By.ID, 'q').send_keys(Keys.ENTER)
+    wait(browser, lambda d: list_subjects(d) == ['Keep me'], 'every message again')
+    browser.find_element(By.ID, 'delete-all').click()
+    alert = wait(browser, lambda d: d.switch_to.alert, 'the question')
+    assert alert.text == 'Delete all messages?'
+    alert.accept()
+    wait(browser, lambda d: d.find_element(By.ID, 'empty').is_displayed(), 'the empty inbox')
+    assert by_subject(inbox) == {}
+
+
 # -- tags --------------------------------------------------------------------------------------------
 
 def test_tags_shown_filtered_added_removed_renamed_deleted(browser, inbox):
