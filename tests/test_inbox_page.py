@@ -590,6 +590,36 @@ def test_notifications_are_opt_in_and_remembered(browser, inbox):
     assert len(js(browser, 'return window.__notes')) == 1
 
 
+def test_polls_where_the_server_carries_no_websocket(browser, tmp_path):
+    """Under a server without websockets (gunicorn: /api/events answers 501)
+    the page says so and polls: new mail still shows without a reload."""
+    from smtp_stack.inbox import wsgi_app
+    db = tmp_path / 'polled.db'
+
+    def make_app():
+        app = wsgi_app(str(db))
+
+        def no_websocket(environ, start_response):
+            if environ.get('PATH_INFO', '').endswith('/api/events'):
+                start_response('501 Not Implemented', [('Content-Type', 'text/plain')])
+                return [b'no websocket here\n']
+            return app(environ, start_response)
+        return no_websocket
+    with InboxThread(db) as receiver, WsgiThread(make_app) as web:
+        send(receiver.smtp, subject='Before')
+        browser.set_window_size(1280, 800)
+        browser.get(f'http://127.0.0.1:{web.port}/')
+        wait(browser, lambda d: list_subjects(d) == ['Before'], 'the list')
+        wait(browser, lambda d: text(d, '#live') == 'Polling', 'the fallback')
+        js(browser, 'window.__same_page = true')
+        send(receiver.smtp, subject='After')
+        wait(browser, lambda d: list_subjects(d) == ['After', 'Before'], 'the new mail, polled')
+        assert js(browser, 'return window.__same_page') is True
+        browser.get('about:blank')          # no more attempts from this page
+    refused = page_errors(browser)          # the browser logs each refused handshake
+    assert refused and all('api/events' in line and 'WebSocket' in line for line in refused), refused
+
+
 # -- mounted under a prefix, nothing from elsewhere ------------------------------------------------------
 
 def test_mounted_under_a_prefix_and_self_contained(browser, tmp_path):

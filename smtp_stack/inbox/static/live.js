@@ -6,11 +6,13 @@ import { refresh, setUnread } from './list.js';
 import { go } from './router.js';
 
 const POLL_MS = 2000;
-const RECONNECT_MS = 5000;
+const RECONNECT_MS = 5000;     // the first retry; each failed one doubles it, up to
+const RECONNECT_MAX_MS = 60000; // a minute (a mount without websockets keeps polling quietly)
 const NOTIFY_KEY = 'inbox-notifications';
 const QUIET_MS = 2000;      // at most one notification in this time (a burst of mail is one)
 
 let poller = null;
+let retry = RECONNECT_MS;
 let quietUntil = 0;
 
 export function connect() {
@@ -20,6 +22,7 @@ export function connect() {
   try { socket = new WebSocket(url); } catch (error) { poll(); return; }
   socket.addEventListener('open', () => {
     say('Live');
+    retry = RECONNECT_MS;
     if (poller) { clearInterval(poller); poller = null; }
   });
   socket.addEventListener('message', (event) => {
@@ -32,7 +35,8 @@ export function connect() {
   socket.addEventListener('close', () => {
     say('Polling');
     poll();
-    setTimeout(connect, RECONNECT_MS);
+    setTimeout(connect, retry);
+    retry = Math.min(retry * 2, RECONNECT_MAX_MS);
   });
 }
 
