@@ -285,6 +285,8 @@ def main(argv=None):
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)   # a second Ctrl-C must not cut the clean-up
         procs.kill_all()
+        if any(SCENARIOS[k].maildir for k in scenarios):
+            shutil.rmtree(MAILDIR_ROOT[0], ignore_errors=True)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
     elapsed = time.monotonic() - started

@@ -12,6 +12,8 @@ message per connection (EHLO ... QUIT).
     python benchmarks/session_cpu.py --tree /tmp/old  # another checkout, to compare
     python benchmarks/session_cpu.py --profile a      # cProfile of one load
     python benchmarks/session_cpu.py --breakdown      # what the log and the middleware cost
+    python benchmarks/session_cpu.py --maildir DIR    # the durable path: user and system
+                                                      # CPU per message into a Maildir
 
 It uses the session's internal socket interface (`recv_within`, `sendall`),
 not the public API: a tool for working on the hot path, where it answers in
@@ -59,9 +61,10 @@ class ScriptedSocket:
         pass
 
 
-def build_server(log: bool = True, middleware: bool = True):
+def build_server(log: bool = True, middleware: bool = True, maildir: str | None = None):
     """The benchmark sink's configuration; without the INFO log or the two
-    middlewares for --breakdown."""
+    middlewares for --breakdown; storing into `maildir` as the durable
+    scenarios do."""
     sys.path.insert(0, os.path.join(HERE, 'servers'))
     import smtp_stack_sink as sink
     from smtp_stack import LogLevels, SmtpServer
@@ -74,10 +77,29 @@ def build_server(log: bool = True, middleware: bool = True):
                         log_level=LogLevels.INFO if log else LogLevels.SILENT,
                         log_backend=logger, max_messages=0,
                         disabled_commands=['STARTTLS', 'AUTH'])
-    if middleware:
+    if maildir:
+        from smtp_stack.delivery import MaildirDelivery
+        server.use(sink.passthrough)
+        server.use(MaildirDelivery(maildir, hostname='bench.example'))
+    elif middleware:
         server.use(sink.passthrough)
         server.use(sink.read_body)
     return server
+
+
+def durable(server, count: int) -> tuple:
+    """(µs of user, µs of system CPU) per message of one long session that
+    stores each message in a Maildir (every thread of the process, so the
+    worker threads' share is in; the fsyncs' waits are not CPU)."""
+    import gevent
+    gevent.get_hub()        # offload() hands off only where a hub runs
+    Session = session_class()
+    conn = Session(server, ScriptedSocket(count), ('127.0.0.1', 40000))
+    before = os.times()
+    conn.run()
+    after = os.times()
+    return ((after.user - before.user) / count * 1e6,
+            (after.system - before.system) / count * 1e6)
 
 
 def session_class():
@@ -122,10 +144,27 @@ def main(argv=None):
     p.add_argument('--profile', choices=['a', 'b'], help='print a cProfile of one load instead')
     p.add_argument('--breakdown', action='store_true',
                    help='(a) with and without the INFO log and the two middlewares')
+    p.add_argument('--maildir', metavar='DIR',
+                   help='store every message in a Maildir under DIR (made and removed '
+                        'here); prints user and system CPU per message, best of 5')
     args = p.parse_args(argv)
     if args.tree:
         from benchlib.checkout import use_checkout
         use_checkout(args.tree)
+    if args.maildir:
+        import shutil
+        import tempfile
+        results = []
+        for _ in range(5):
+            box = tempfile.mkdtemp(dir=args.maildir)
+            try:
+                results.append(durable(build_server(maildir=box), args.messages // 10))
+            finally:
+                shutil.rmtree(box)
+        user, system = min(results, key=sum)
+        print(f'durable: {user:6.1f} µs user + {system:6.1f} µs system per message '
+              f'({user + system:.1f} µs; best of 5 of {args.messages // 10})')
+        return 0
     if args.breakdown:
         for label, log, middleware in [('as benchmarked', True, True),
                                        ('without the INFO log', False, True),
