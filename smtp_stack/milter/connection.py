@@ -64,6 +64,7 @@ ANSWERED = (P.CONNECT, P.HELO, P.MAIL, P.RCPT, P.DATA)
 ACTIONS = (P.ADDHDRS | P.CHGHDRS | P.CHGBODY | P.ADD_RCPT | P.ADD_RCPT_PAR | P.DEL_RCPT
            | P.CHANGE_FROM | P.QUARANTINE_ACTION)
 RECV_SIZE = 65536 + 1024        # a body chunk and its header in one recv()
+TRACE = 5                       # LogLevels.TRACE: every packet, both ways
 
 
 class MilterConnection:
@@ -114,6 +115,8 @@ class MilterConnection:
         while True:
             packet = reader.next_packet()
             if packet is not None:
+                if self._log_min <= TRACE:
+                    self.log(TRACE, 'MTA: %s %r', P.name_of(packet.command), packet.data[:100])
                 return packet
             try:
                 data = self.sock.recv(RECV_SIZE)
@@ -130,6 +133,8 @@ class MilterConnection:
     def answer(self, data: bytes) -> None:
         """Send a reply (with the modifications before it, in `data`)."""
         self.owed = None
+        if self._log_min <= TRACE:
+            self.log(TRACE, 'milter: %r', data[:200])
         with self._write:
             try:
                 self.sock.sendall(data)
@@ -283,7 +288,8 @@ class MilterConnection:
     def _on_content(self, packet: Packet) -> None:
         """A header field, the end of the header or of the body without
         SMFIC_DATA before it (protocol 2 and 3, or a step skipped): the
-        message starts here."""
+        message starts here; the reader takes the packet, and owes its reply."""
+        self.owed = None
         self._body(packet)
 
     def _on_abort(self, packet: Packet) -> None:
