@@ -264,7 +264,7 @@ class MilterConnection:
         if not strings:
             raise ProtocolError('SMFIC_MAIL without a sender')
         began(session.envelope, monotonic())
-        ctx = self._run('MAIL FROM:' + ' '.join(strings), 'FROM')
+        ctx = self._run('MAIL FROM:' + _command_args(strings), 'FROM')
         if _ok(ctx) and ctx.address is not None:
             self._sender = (strings[0], ctx.address)
         self._forget_if_refused(ctx)
@@ -275,7 +275,7 @@ class MilterConnection:
         assert isinstance(strings, list)
         if not strings:
             raise ProtocolError('SMFIC_RCPT without a recipient')
-        ctx = self._run('RCPT TO:' + ' '.join(strings), 'TO')
+        ctx = self._run('RCPT TO:' + _command_args(strings), 'TO')
         if _ok(ctx) and ctx.address is not None:
             self._recipients.append((strings[0], ctx.address))
         self._forget_if_refused(ctx)
@@ -598,6 +598,16 @@ class MilterConnection:
             except (Exception, gevent.Timeout) as exc:
                 self.log(40, '%s failed: %r', name_of(hook), exc)
                 self.server.emit('error', exc)
+
+
+def _command_args(strings: list[str]) -> str:
+    """SMFIC_MAIL/RCPT's strings as the SMTP command's argument: Postfix
+    and Sendmail send the path in angle brackets; a test driver
+    (miltertest) may not."""
+    path = strings[0]
+    if not path.startswith('<'):
+        path = f'<{path}>'
+    return ' '.join((path, *strings[1:]))
 
 
 def _final(ctx: Context) -> Reply:
