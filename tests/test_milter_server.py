@@ -5,6 +5,7 @@ import os
 import struct
 
 import gevent
+import peers
 import pytest
 
 from conftest import wait_until
@@ -547,3 +548,23 @@ def test_many_connections_at_once():
             assert client.closed()
             client.close()
         assert wait_until(lambda: len(server.connections) == 0)
+
+
+def test_the_policies_run_unchanged():
+    """The ready-made middleware of smtp_stack.policies, as on an SmtpServer."""
+    policies = peers.python_module('smtp_stack.policies', 'policies')
+    server = milter()
+    server.use(policies.recipients(domains=['example.org']))
+    server.use(policies.greylist(delay=300))
+    with milter_thread(server):
+        client = MtaClient(server)
+        client.negotiate()
+        client.send(CONNECT, HELO, MAIL)
+        replies(client, 3)
+        client.send(rcpt('someone@elsewhere.example'))
+        assert client.reply() == (P.REPLYCODE, b'554 5.7.1 Relay access denied\0')
+        client.send(rcpt('rcpt@example.org'))
+        refused = client.reply()
+        assert refused.command == P.REPLYCODE
+        assert refused.data.startswith(b'451 4.7.1 Greylisted, please try again in ')
+        client.close()
