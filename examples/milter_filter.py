@@ -15,8 +15,10 @@ Postfix's main.cf for the milter:
   our 550 5.1.1 and its text);
 - removes an `Authentication-Results` field that claims to be ours (a
   forgery, RFC 8601 5) and adds `X-Content-Filter` with what it saw;
-- reads the body as it streams, 64 KiB at a time, never holding it, and
-  refuses it at the end of DATA when it holds a blocked phrase.
+- reads the body 64 KiB at a time from `envelope.spool()` (in memory up
+  to 1 MiB, then a temporary file: a 50 MB message is never held whole,
+  and a delivery after it still gets every byte), and refuses it at the
+  end of DATA when it holds a blocked phrase.
 
 Behind Postfix, the header changes become the milter's modification
 requests at the end of the message; as a server, MaildirDelivery applies
@@ -49,12 +51,13 @@ def content_filter(ctx, next):
     envelope.remove_header('Authentication-Results',
                            lambda value: value.split(';', 1)[0].strip() == AUTHSERV_ID)
     size, tail = 0, b''
-    while chunk := ctx.data_stream.read(65536):     # MessageRefused propagates: good
-        size += len(chunk)
-        window = tail + chunk.upper()
-        if any(phrase in window for phrase in BLOCKED_PHRASES):
-            raise SmtpError(554, 'Message content refused', '5.7.1')
-        tail = window[-OVERLAP:]
+    with envelope.spool().open() as body:          # MessageRefused propagates: good
+        while chunk := body.read(65536):
+            size += len(chunk)
+            window = tail + chunk.upper()
+            if any(phrase in window for phrase in BLOCKED_PHRASES):
+                raise SmtpError(554, 'Message content refused', '5.7.1')
+            tail = window[-OVERLAP:]
     user = ctx.session.user or 'anonymous'
     envelope.add_header('X-Content-Filter', f'checked {size} bytes; user={user}')
 
@@ -74,13 +77,14 @@ def main():
         server = MilterServer(name=AUTHSERV_ID)
         server.use(content_filter)
         server.start(args.listen)
-        print(f'milter listening on {args.listen}', flush=True)
+        print(f'milter listening on {server.address}', flush=True)
     else:
         server = SmtpServer(name=AUTHSERV_ID)
         server.use(MaildirDelivery(args.maildir))
         server.use(content_filter)
         server.start(args.port, args.host)
-        print(f'SMTP server listening on {args.host}:{args.port}', flush=True)
+        host, port = server.address
+        print(f'SMTP server listening on {host}:{port}', flush=True)
     gevent.signal_handler(signal.SIGTERM, server.stop)
     gevent.signal_handler(signal.SIGINT, server.stop)
     server.serve_forever()

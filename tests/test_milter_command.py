@@ -165,3 +165,32 @@ def test_sigterm_stops_it_and_removes_its_unix_socket(tmp_path):
     assert milter.process.wait(15) == 0
     milter.close()
     assert not path.exists()
+
+
+def test_the_example_as_an_smtp_server_of_its_own(tmp_path):
+    """The same middleware, no MTA: MaildirDelivery applies its header changes."""
+    process = subprocess.Popen([sys.executable, str(EXAMPLES / 'milter_filter.py'), 'server',
+                                '--port', '0', '--maildir', str(tmp_path / 'mail')],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert 'SMTP server listening on' in line, line + process.stderr.read()
+        port = int(line.rsplit(':', 1)[1])
+        with smtplib.SMTP('127.0.0.1', port, timeout=30) as smtp:
+            smtp.ehlo('client.example')
+            smtp.mail('sender@example.org')
+            assert smtp.rcpt('x@blocked.example')[0] == 550
+            assert smtp.rcpt('r@example.org')[0] == 250
+            smtp.data(b'Subject: direct\r\nAuthentication-Results: mx.example.com; '
+                      b'spf=pass\r\n\r\nhello\r\n')
+        stored = [path.read_bytes() for path in (tmp_path / 'mail').rglob('*')
+                  if path.is_file() and path.parent.name == 'new']
+        assert len(stored) == 1
+        parsed = email.message_from_bytes(stored[0])
+        assert parsed['X-Content-Filter'].startswith('checked ')
+        assert parsed['Authentication-Results'] is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
+        process.stdout.close()
+        process.stderr.close()
