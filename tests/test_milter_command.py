@@ -194,3 +194,35 @@ def test_the_example_as_an_smtp_server_of_its_own(tmp_path):
         process.wait(15)
         process.stdout.close()
         process.stderr.close()
+
+
+def test_workers_share_the_address_behind_postfix(tmp_path):
+    """workers: 2 — a master that binds and two forked workers that serve;
+    SIGTERM to the master stops them all."""
+    (tmp_path / 'm.yaml').write_text('milter:\n  workers: 2\n'
+                                     '  middleware: [milter_filter:content_filter]\n')
+    os.symlink(EXAMPLES / 'milter_filter.py', tmp_path / 'milter_filter.py')
+    listen = f'inet:127.0.0.1:{free_port()}'
+    milter = MilterProcess(tmp_path / 'm.yaml', listen).start()
+    try:
+        def workers():
+            children = Path(f'/proc/{milter.process.pid}/task/{milter.process.pid}/children')
+            return children.read_text().split()
+
+        deadline = time.monotonic() + 20
+        while len(workers()) < 2:
+            assert time.monotonic() < deadline, workers()
+            time.sleep(0.05)
+        pids = workers()
+        with private_postfix(listen) as postfix:
+            for i in range(6):
+                send(postfix, [f'r{i}@{DOMAIN}'], b'Subject: w%d\r\n\r\nhello\r\n' % i)
+            found = postfix.wait_for_messages(6)
+        assert all(b'X-Content-Filter: checked' in raw for raw in found)
+        milter.process.send_signal(signal.SIGTERM)
+        assert milter.process.wait(30) == 0
+        for pid in pids:
+            assert not Path(f'/proc/{pid}').exists() or \
+                Path(f'/proc/{pid}/stat').read_text().split()[2] == 'Z'
+    finally:
+        milter.stop()

@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     setup_logging(log_level_of(config), log_format_of(args, config.log_format))
     server = config.build()
+    server.handle_signals = False       # serve_until_stopped takes SIGTERM and SIGINT
     state = {'stopping': False}
 
     def stop(signame: str) -> None:

@@ -31,6 +31,7 @@ from ..events import LogEvents
 from ..logs import child, record_log
 from ..middleware import Lifecycle, compose, name_of
 from ..options import Options, suggest
+from ..workers import WorkerPool
 from . import message as M
 from . import protocol as P
 from .connection import MilterConnection
@@ -76,13 +77,15 @@ class MilterOptions(TypedDict, total=False):
     on_rcpt_to: AddressHook | None
     on_data: SessionHook | None
     on_close: SessionHook | None
+    workers: int
     max_packet: int
     progress_interval: float
     header_budget: int
 
 
 # The SmtpServer options a milter takes (the rest are the MTA's business).
-SMTP_OPTIONS = frozenset({'name', 'size', 'max_recipients', 'max_connections', 'socket_timeout',
+SMTP_OPTIONS = frozenset({'name', 'size', 'max_recipients', 'max_connections', 'workers',
+                          'socket_timeout',
                           'close_timeout', 'log_level', 'log_backend', 'lenient_addresses',
                           'store', 'on_store_error', 'on_connect', 'on_auth', 'on_mail_from',
                           'on_rcpt_to', 'on_data', 'on_close'})
@@ -124,6 +127,10 @@ class MilterServer:
         self.stopping = False
         self.hub: Any = None
         self._thread_id: int | None = None
+        # workers > 1: this process binds, forked workers serve (workers.py).
+        self.worker_id: int | None = None
+        self.handle_signals = True      # the master takes SIGTERM and SIGHUP (workers.py)
+        self._pool: WorkerPool | None = None
 
     # -- middleware and events (as SmtpServer) --------------------------------------
     def use(self, fn: M_) -> M_:
@@ -170,19 +177,52 @@ class MilterServer:
                 sock.close()
                 raise
             self._components_started = True
-        listener = StreamServer(sock, self._serve, spawn=self.connections.spawn)
-        listener.start()
-        self.listeners.append(listener)
-        if self._stopped is None:
-            self._stopped = gevent.event.Event()
-            self.hub = gevent.get_hub()
-            self._thread_id = threading.get_ident()
+        if self.options.workers > 1 and self.worker_id is None:
+            self._init_lifecycle()
+            if self._pool is None:
+                self._pool = WorkerPool(self)
+            self._pool.add_socket(sock)
+        else:
+            self.listen_on(sock)
         bound = sock.getsockname()
         where = bound if isinstance(bound, str) else bound[:2]
         if self.address is None:
             self.address = where
         self.emit('listening', where)
         return self
+
+    def listen_on(self, sock: Any) -> None:
+        """Serve on a listening socket (a worker: one its master bound)."""
+        listener = StreamServer(sock, self._serve, spawn=self.connections.spawn)
+        listener.start()
+        self.listeners.append(listener)
+        self._init_lifecycle()
+
+    def _init_lifecycle(self) -> None:
+        if self._stopped is None:
+            self._stopped = gevent.event.Event()
+            self.hub = gevent.get_hub()
+            self._thread_id = threading.get_ident()
+
+    def become_worker(self, worker_id: int, shared: object = None) -> None:
+        """In a forked worker's serving thread: forget the master's state
+        (its listeners, hub, components: the master started and stops them;
+        its unix sockets: the master removes them)."""
+        self.worker_id = worker_id
+        self._components_started = False
+        self._pool = None
+        self.listeners = []
+        self.connections = gevent.pool.Group()
+        self._unix_paths = []
+        self.stopping = False
+        self._stopped = None
+        self.hub = None
+        self._thread_id = None
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """The pids of the worker processes, in the master (else [])."""
+        return self._pool.pids if self._pool is not None else []
 
     def _bind(self, listen: str, backlog: int) -> Any:
         kind, target = parse_listen(listen)
@@ -243,14 +283,21 @@ class MilterServer:
             self.hub.loop.run_callback_threadsafe(gevent.spawn, stop_and_signal)
             done.wait()
             return
+        self.stop_in_hub(timeout)
+
+    def stop_in_hub(self, timeout: float | None) -> None:
+        """What stop() does, in the server's own hub (a worker's control
+        thread schedules it there: workers.Forkable)."""
         if self.stopping:
             if self._stopped is not None:
                 self._stopped.wait()
             return
         self.stopping = True
+        grace = self.options.close_timeout if timeout is None else timeout
+        if self._pool is not None:
+            self._pool.stop(grace)
         for listener in self.listeners:
             listener.close()
-        grace = self.options.close_timeout if timeout is None else timeout
         self.connections.join(timeout=grace)
         self.connections.kill(block=True, timeout=max(grace, 1.0))
         for path in self._unix_paths:
