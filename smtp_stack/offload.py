@@ -16,6 +16,10 @@
   by exactly one thread, so two transactions never interleave on it); and
   a forked worker gets fresh threads, never its parent's (which do not
   exist in the child).
+- `Lanes(n)`: `n` native threads of one's own per hub and per process for
+  many short calls (the Maildir delivery's file calls): fed through a C
+  queue, results back through one watcher per hub, so a hand-off costs a
+  few µs of CPU where the hub's pool spends tens (docs/performance.md).
 - `Coalesced(fn, *args)`: one offloaded call shared by the greenlets that
   need it done after a change of their own (group commit: the fsync of a
   directory after many renames into it).
@@ -27,13 +31,17 @@
 """
 from __future__ import annotations
 
+import collections
 import os
+import queue
 import threading
+import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from gevent import get_hub
 from gevent.event import AsyncResult
+from gevent.hub import Waiter
 from gevent._hub_local import get_hub_if_exists  # also gevent.hub._get_hub; no public name
 from gevent.threadpool import ThreadPool
 
@@ -138,6 +146,115 @@ class OwnThreads:
                     pool.kill()
 
 
+class Lanes:
+    """`threads` native threads per hub and per process, for many short
+    blocking calls: `call(fn, *args)` runs `fn(*args)` in one of them.
+
+    gevent's ThreadPool makes a watcher, a result object and a Python
+    condition per call: 60-100 µs of CPU a hand-off on the benchmark
+    machine, more than the Maildir's own Python per message. Here a call is
+    a `queue.SimpleQueue` put (C), a thread that was waiting in its get,
+    and a deque append plus one async watcher shared by the hub's calls
+    (signals that arrive together wake the hub once): 8-12 µs with twenty
+    sessions. What `fn` raises is raised in the caller, as `run_in` does.
+
+    Threads are started when needed and end after `idle` seconds without
+    work, so the lanes of a hub that is gone (a server thread that ended)
+    do not stay; after a fork the parent's lanes are forgotten.
+    """
+
+    def __init__(self, threads: int, idle: float = 10.0) -> None:
+        self.threads = threads
+        self.idle = idle
+        self._pid = os.getpid()
+        self._lanes: weakref.WeakKeyDictionary[Any, _Lane] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def call(self, fn: Callable[[Unpack[Args]], Result], *args: Unpack[Args]) -> Result:
+        hub = get_hub_if_exists()
+        if hub is None:
+            return fn(*args)
+        lane = self._lanes.get(hub)
+        if lane is None or self._pid != os.getpid():
+            lane = self._lane(hub)
+        return lane.call(fn, args)
+
+    def _lane(self, hub: Any) -> _Lane:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._lanes = weakref.WeakKeyDictionary()
+                self._pid = os.getpid()
+            lane = self._lanes.get(hub)
+            if lane is None:
+                lane = self._lanes[hub] = _Lane(hub, self.threads, self.idle)
+        return lane
+
+
+class _Lane:
+    """The threads of one hub: see Lanes."""
+
+    def __init__(self, hub: Any, threads: int, idle: float) -> None:
+        self.hub = hub
+        self.size = threads
+        self.idle = idle
+        self.tasks: queue.SimpleQueue[tuple[Waiter, Callable[..., Any], tuple[Any, ...]]] = (
+            queue.SimpleQueue())
+        self.done: collections.deque[tuple[Waiter, _Outcome[Any]]] = collections.deque()
+        self.alive = 0
+        self.lock = threading.Lock()
+        self.pending = 0            # calls in flight: the watcher keeps the loop alive then
+        self.watcher = hub.loop.async_()
+        self.watcher.start(self._deliver)
+        self.watcher.ref = False
+
+    def call(self, fn: Callable[..., Result], args: tuple[Any, ...]) -> Result:
+        waiter = Waiter(self.hub)
+        self.pending += 1
+        if self.pending == 1:
+            self.watcher.ref = True
+        try:
+            self.tasks.put((waiter, fn, args))
+            with self.lock:
+                if self.alive < self.size:
+                    self.alive += 1
+                    threading.Thread(target=self._work, daemon=True,
+                                     name='smtp_stack-lane').start()
+            outcome: _Outcome[Result] = waiter.get()
+        finally:
+            self.pending -= 1
+            if not self.pending:
+                self.watcher.ref = False
+        if outcome.error is not None:
+            error, outcome.error = outcome.error, None
+            raise error
+        return outcome.value
+
+    def _work(self) -> None:
+        """A thread: run tasks until none came for `idle` seconds."""
+        get, finished = self.tasks.get, self.done.append
+        while True:
+            try:
+                waiter, fn, args = get(timeout=self.idle)
+            except queue.Empty:
+                with self.lock:     # a task put meanwhile finds this thread gone
+                    if self.tasks.empty():
+                        self.alive -= 1
+                        return
+                continue
+            finished((waiter, _captured(fn, args)))
+            try:
+                self.watcher.send()
+            except Exception:       # the hub's loop was destroyed: nobody waits
+                pass
+
+    def _deliver(self) -> None:
+        """In the hub: hand each finished call's outcome to its greenlet."""
+        done = self.done
+        while done:
+            waiter, outcome = done.popleft()
+            waiter.switch(outcome)
+
+
 class Coalesced:
     """`fn(*args)` run off the hub, once for every greenlet that asked
     before that run started: group commit, as databases flush their log.
@@ -151,11 +268,13 @@ class Coalesced:
     no hub exists, `call()` runs `fn` right here.
     """
 
-    __slots__ = ('_fn', '_args', '_asked', '_covered', '_flight', 'waiting')
+    __slots__ = ('_fn', '_args', '_via', '_asked', '_covered', '_flight', 'waiting')
 
-    def __init__(self, fn: Callable[..., object], *args: object) -> None:
+    def __init__(self, fn: Callable[..., object], *args: object,
+                 via: Callable[..., object] = offload) -> None:
         self._fn = fn
         self._args = args
+        self._via = via         # what runs fn off the hub: offload, or Lanes.call
         self._asked = 0         # calls made so far: each one's ticket
         self._covered = 0       # tickets that a finished, successful run covers
         self._flight: AsyncResult | None = None    # the run in flight, if any
@@ -185,7 +304,7 @@ class Coalesced:
         self._flight = flight = AsyncResult()
         covers = self._asked
         try:
-            offload(self._fn, *self._args)
+            self._via(self._fn, *self._args)
         except Exception as exc:
             self._flight = None
             flight.set((covers, exc))

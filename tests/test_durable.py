@@ -19,7 +19,7 @@ import pytest
 
 from smtp_stack.delivery import MaildirDelivery
 from smtp_stack.delivery import maildir as maildir_module
-from smtp_stack.offload import Coalesced
+from smtp_stack.offload import Coalesced, Lanes
 
 import peers
 from conftest import WAIT, RawClient, wait_until
@@ -263,6 +263,58 @@ def test_coalesced_runs_once_for_the_greenlets_that_waited_together():
     assert gevent.joinall([first, *rest], timeout=WAIT, raise_error=True)
     assert len(runs) == 2               # the five share the run after the first
     assert shared.waiting == 0
+
+
+def test_lanes_run_calls_in_their_threads_while_the_hub_goes_on():
+    import gevent
+    lanes = Lanes(2)
+    ticks = []
+
+    def tick():
+        while True:
+            ticks.append(1)
+            gevent.sleep(0.01)
+    ticker = gevent.spawn(tick)
+    try:
+        gevent.sleep(0.02)
+        before = len(ticks)
+        idents = gevent.joinall([gevent.spawn(lanes.call, lambda: (time.sleep(0.2),
+                                                                   threading.get_ident())[1])
+                                 for _ in range(2)], timeout=WAIT, raise_error=True)
+        during = len(ticks) - before
+    finally:
+        ticker.kill()
+    assert during >= 10, during        # the hub ran while both calls blocked their threads
+    assert len({g.value for g in idents} | {threading.get_ident()}) == 3
+
+
+def test_lanes_raise_in_the_caller_and_survive_a_killed_caller():
+    import gevent
+    lanes = Lanes(1, idle=0.2)
+
+    def fail():
+        raise OSError(errno.EIO, 'I/O error')
+    with pytest.raises(OSError):
+        lanes.call(fail)
+    waiting = gevent.spawn(lanes.call, time.sleep, 0.2)
+    gevent.sleep(0.05)
+    waiting.kill()                      # its result arrives later and is dropped
+    assert lanes.call(lambda: 42) == 42
+    lane = next(iter(lanes._lanes.values()))
+    assert wait_until(lambda: lane.alive == 0)      # idle threads end
+    assert lanes.call(lambda: 43) == 43             # and start again when needed
+    assert lane.pending == 0 and not lane.watcher.ref
+
+
+def test_lanes_without_a_hub_run_in_place():
+    seen = {}
+
+    def run():
+        seen['ident'] = Lanes(2).call(threading.get_ident)
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(WAIT)
+    assert seen['ident'] == t.ident
 
 
 # --- kill -9 -----------------------------------------------------------------------

@@ -10,7 +10,7 @@ must not lose it).
 
 The cost of that, per message (docs/performance.md, "Durable delivery"):
 the body is gathered on the hub (spilled to the file in batches when it is
-large), and one hand-off to a worker thread creates the file, writes it,
+large), and one hand-off to a worker thread (offload.Lanes) creates the file, writes it,
 fsyncs it and renames it into new/; the fsync of new/ is shared by the
 messages renamed into it meanwhile (offload.Coalesced: group commit), and
 each 250 waits for an fsync that started after its own rename. Maildirs are
@@ -41,7 +41,7 @@ from gevent._hub_local import get_hub_if_exists  # also gevent.hub._get_hub; no 
 from ..errors import ClientDisconnected, SmtpError
 from ..events import DEFERRED, DELIVERY, SENT, refused_by
 from ..logs import get
-from ..offload import Coalesced, offload
+from ..offload import Coalesced, Lanes
 from ..params import Kind, Reader
 from ..replies import Reply
 from .base import (Inspect, delivered, delivered_stream, disk_error_reply, is_success,
@@ -57,6 +57,10 @@ Result = TypeVar('Result')
 SUBDIRS = ('tmp', 'new', 'cur')
 RELAY = 'maildir'       # where a message went, in its delivery line
 SPILL = 256 * 1024      # body bytes gathered in memory before they go to the file
+# The threads that make, write, fsync and rename the files, per hub and process:
+# calls into one directory queue on its lock in the kernel, so more threads
+# than this only wait there (docs/performance.md, "Durable delivery").
+FILE_THREADS = Lanes(4)
 _counter = itertools.count(1)
 
 
@@ -107,7 +111,7 @@ def _sync_new(new: str) -> None:
         syncs = _DIR_SYNCS[hub] = {}
     sync = syncs.get(new)
     if sync is None:
-        sync = syncs[new] = Coalesced(_fsync_dir, new)
+        sync = syncs[new] = Coalesced(_fsync_dir, new, via=FILE_THREADS.call)
     try:
         sync.call()
     finally:
@@ -394,7 +398,7 @@ class _Draft:
     def hand_off(self, step: Callable[..., Result], *args: Any) -> Result:
         """`step(self, *args)` in a worker thread."""
         self.busy = True
-        return offload(_turn, step, self, *args)
+        return FILE_THREADS.call(_turn, step, self, *args)
 
     def discard(self) -> None:
         """Forget the message: close and remove the file if it was made
@@ -495,7 +499,7 @@ def _try(call: Any, source: str, final: str, maildir: str, mode: int) -> OSError
 
 def _link_or_copy(source: str, final: str) -> None:
     """Hard link; across file systems, copy through the target's tmp/
-    (in a worker thread, so offload() runs the fsync in place)."""
+    (in a worker thread)."""
     try:
         os.link(source, final)
         return
@@ -512,7 +516,7 @@ def _link_or_copy(source: str, final: str) -> None:
                     break
                 dst.write(block)
             dst.flush()
-            offload(os.fsync, dst.fileno())
+            os.fsync(dst.fileno())
         os.rename(tmp, final)
     except BaseException:
         _remove(tmp)
