@@ -1,0 +1,138 @@
+"""Postfix -> milter -> Maildir: smtp_stack's MilterServer against pymilter, one run.
+
+    python benchmarks/milter_bench.py [--messages 2000] [--sessions 20] [--size 4000]
+
+Each milter adds one header field to every message (smtp_stack: a
+middleware calling add_header; pymilter: Debian's python3-milter, libmilter's
+threads, calling addheader in eom). For each, a private Postfix
+(tests/postfix_private.py: own directories, loopback ports, the system's
+instance untouched) calls it as its smtpd_milters and delivers into a
+Maildir; Postfix's smtp-source sends the messages, one per SMTP session,
+`--sessions` at a time. Measured per milter: messages/s until the last is
+delivered, the milter process's CPU seconds (user + system, from /proc) and
+so messages per milter CPU-second, and its peak RSS. Compare the ratios of
+one run, never figures from two.
+
+Needs: postfix (smtp-source), python3-milter for the system's /usr/bin/python3.
+"""
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / 'tests'))
+
+from postfix_private import PrivatePostfix, free_port  # noqa: E402
+
+TICKS = os.sysconf('SC_CLK_TCK')
+
+
+def cpu_seconds(pid):
+    """User + system CPU of `pid` and its children that were reaped."""
+    fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return (utime + stime + cutime + cstime) / TICKS
+
+
+def peak_rss_kib(pid):
+    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+        if line.startswith('VmHWM:'):
+            return int(line.split()[1])
+    return 0
+
+
+def wait_port(port, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(('127.0.0.1', port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f'nothing listens on {port}')
+
+
+def count_delivered(postfix):
+    return sum(1 for _ in (postfix.maildir / 'new').iterdir()) \
+        if (postfix.maildir / 'new').is_dir() else 0
+
+
+def run_one(name, command, port, args):
+    milter = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port)
+        postfix = PrivatePostfix(f'inet:127.0.0.1:{port}', default_process_limit='200')
+        postfix.start()
+        try:
+            source = shutil.which('smtp-source') or '/usr/sbin/smtp-source'
+            target = f'127.0.0.1:{postfix.smtp_port}'
+
+            def send(count):
+                subprocess.run([source, '-s', str(args.sessions), '-m', str(count),
+                                '-l', str(args.size), '-f', 'sender@example.org',
+                                '-t', 'rcpt@test.example', target], check=True, timeout=600)
+
+            send(50)                            # warm-up: processes forked, caches filled
+            deadline = time.monotonic() + 60
+            while count_delivered(postfix) < 50 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            cpu0, started = cpu_seconds(milter.pid), time.monotonic()
+            send(args.messages)
+            total = 50 + args.messages
+            deadline = time.monotonic() + 900
+            while count_delivered(postfix) < total:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f'{name}: {count_delivered(postfix)} of {total} delivered')
+                time.sleep(0.02)
+            elapsed = time.monotonic() - started
+            cpu = cpu_seconds(milter.pid) - cpu0
+            sample = next((postfix.maildir / 'new').iterdir()).read_bytes()
+            assert b'X-Milter: seen' in sample, f'{name} did not add its header'
+            return {'name': name, 'rate': args.messages / elapsed, 'cpu': cpu,
+                    'per_cpu': args.messages / cpu if cpu else float('inf'),
+                    'rss': peak_rss_kib(milter.pid)}
+        finally:
+            postfix.remove()
+    finally:
+        milter.terminate()
+        try:
+            milter.wait(15)
+        except subprocess.TimeoutExpired:
+            milter.kill()
+            milter.wait(10)
+        milter.stderr.close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--messages', type=int, default=2000)
+    parser.add_argument('--sessions', type=int, default=20)
+    parser.add_argument('--size', type=int, default=4000, help='body bytes per message')
+    args = parser.parse_args()
+    rows = []
+    port = free_port()
+    rows.append(run_one('smtp_stack', [sys.executable, str(HERE / 'milter_smtp_stack.py'),
+                                       '--listen', f'inet:127.0.0.1:{port}'], port, args))
+    port = free_port()
+    rows.append(run_one('pymilter', ['/usr/bin/python3', str(HERE / 'milter_pymilter.py'),
+                                     '--listen', f'inet:{port}@127.0.0.1'], port, args))
+    ours = rows[0]
+    print(f'\n{args.messages} messages of {args.size} bytes, {args.sessions} sessions at once, '
+          f'Postfix -> milter -> Maildir\n')
+    print('| milter | messages/s | milter CPU s | messages per CPU-second | peak RSS KiB |')
+    print('|---|---|---|---|---|')
+    for row in rows:
+        ratio = '' if row is ours else (
+            f' (smtp_stack {ours["rate"] / row["rate"]:.2f}x, '
+            f'{ours["per_cpu"] / row["per_cpu"]:.2f}x per CPU-s)')
+        print(f'| {row["name"]} | {row["rate"]:.0f} | {row["cpu"]:.2f} | '
+              f'{row["per_cpu"]:.0f}{ratio} | {row["rss"]} |')
+
+
+if __name__ == '__main__':
+    main()

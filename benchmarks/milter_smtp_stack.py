@@ -1,0 +1,36 @@
+"""The smtp_stack side of benchmarks/milter_bench.py: a MilterServer whose
+one middleware adds a header to every message (the body streams past).
+
+    python benchmarks/milter_smtp_stack.py --listen inet:127.0.0.1:8891
+"""
+import argparse
+import logging
+import signal
+
+import gevent
+
+from smtp_stack.milter import MilterServer
+
+
+def add_header(ctx, next):
+    next()
+    if ctx.command_name == 'DATA':
+        ctx.session.envelope.add_header('X-Milter', 'seen')
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--listen', required=True)
+    parser.add_argument('--workers', type=int, default=1)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    server = MilterServer(name='bench.example', log_level='warning', workers=args.workers)
+    server.use(add_header)
+    server.start(args.listen)
+    print('listening', flush=True)
+    gevent.signal_handler(signal.SIGTERM, server.stop, 1.0)
+    server.serve_forever()
+
+
+if __name__ == '__main__':
+    main()
