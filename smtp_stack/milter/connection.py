@@ -260,7 +260,11 @@ class MilterConnection:
         assert isinstance(strings, list)
         session = self._session()
         if session.envelope.mail_from is not None:    # a new message without ABORT
+            facts = self.facts
+            queue_id = facts.queue_id if facts is not None else None
             self._end_transaction()
+            if facts is not None:       # its `i` macro came just before this MAIL
+                facts.queue_id = queue_id
         if not strings:
             raise ProtocolError('SMFIC_MAIL without a sender')
         began(session.envelope, monotonic())
@@ -421,9 +425,13 @@ class MilterConnection:
             pass        # the loop finds out the MTA is gone
 
     def _stop_progress(self) -> None:
+        """End the ticker before the verdict goes out. Killed while this
+        side holds the write lock, it cannot be inside a write: no half
+        packet, and no PROGRESS after the final reply."""
         ticker, self._ticker = self._ticker, None
         if ticker is not None:
-            ticker.kill(block=False)
+            with self._write:
+                ticker.kill(block=True, timeout=1.0)
 
     # -- commands through the chain ------------------------------------------------
     def _run(self, text: str, path: str | None = None) -> Context:
