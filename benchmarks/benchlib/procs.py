@@ -177,6 +177,21 @@ def stop_group(proc, grace=5.0):
     LIVE.pop(pgid, None)
 
 
+def stop_pgid(pgid, grace=5.0):
+    """SIGTERM a process group the harness did not start itself, then
+    SIGKILL what is left of it after `grace` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while group_pids(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not group_pids(pgid):
+            return
+
+
 def kill_all():
     """Stop every group still recorded (used on errors and at exit)."""
     for proc in list(LIVE.values()):

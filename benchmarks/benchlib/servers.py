@@ -10,6 +10,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -269,6 +270,48 @@ class SmtpSink(ServerSpec):
         return cmd + [f'127.0.0.1:{port}', str(BACKLOG)]
 
 
+class PostfixMaildir(ServerSpec):
+    """benchmarks/servers/postfix_maildir.py: a private Postfix whose smtpd
+    queues each message (fsync'd before the 250) and whose `virtual`
+    delivers it into the Maildir; the durable scenarios wait until every
+    message is in new/."""
+    name = 'postfix'
+    label = 'Postfix (smtpd → virtual → Maildir)'
+    scenarios = DURABLE
+
+    def check(self):
+        if not find_postfix_tool('postfix'):
+            return ('postfix not found: DEBIAN_FRONTEND=noninteractive '
+                    'apt-get install -y postfix (then postfix stop)')
+        if os.geteuid() != 0:
+            return 'a private Postfix needs root (its daemons drop to the postfix user)'
+        try:
+            pwd.getpwnam('postfix')
+        except KeyError:
+            return 'no postfix user (install Debian package postfix)'
+        return None
+
+    def version(self):
+        return SmtpSink.version(self)
+
+    def leader(self, port):
+        """The pid of the master, whose process group holds the daemons
+        (it leaves the group the harness started), or None."""
+        try:
+            with open(f'/tmp/bench-postfix-{port}/queue/pid/master.pid') as f:
+                return int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def cleanup(self, port):
+        shutil.rmtree(f'/tmp/bench-postfix-{port}', ignore_errors=True)
+
+    def command(self, port, tls=None, maildir=None):
+        return [sys.executable, os.path.join(SINKS, 'postfix_maildir.py'),
+                '--host', '127.0.0.1', '--port', str(port), '--maildir', maildir,
+                '--size', str(MAX_SIZE)]
+
+
 class GeventSink(ServerSpec):
     """benchmarks/servers/gevent_sink.py: no features at all, the floor of
     a gevent server (plain scenarios only: it has no TLS)."""
@@ -288,4 +331,4 @@ def all_servers(trees=()):
     """Every server spec; `trees` (name, path) add smtp_stack at other checkouts."""
     return [SmtpStack(tree=tree) for tree in trees] + [
         SmtpStack(), SmtpStack(workers=2), SmtpStack(bare=True), GeventSink(), Aiosmtpd(),
-        Aiosmtpd(uvloop=True), Nodemailer(), SmtpSink()]
+        Aiosmtpd(uvloop=True), Nodemailer(), SmtpSink(), PostfixMaildir()]
