@@ -319,6 +319,22 @@ def wait(driver, condition, what, timeout=WAIT):
     return WebDriverWait(driver, timeout).until(lambda d: condition(d), message=what)
 
 
+def retrying(driver, action, what):
+    """Do `action(driver)` again while it meets an element the list replaced
+    meanwhile (the list is re-rendered on every event), within WAIT."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    def attempt(d):
+        try:
+            action(d)
+            return True
+        except StaleElementReferenceException:
+            ActionChains(d).reset_actions()        # no key left pressed
+            return False
+    wait(driver, attempt, what)
+
+
 def list_subjects(driver):
     """The list's subjects, read in one script (the list is re-rendered on every event)."""
     return driver.execute_script(

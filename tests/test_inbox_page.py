@@ -16,12 +16,11 @@ from email.headerregistry import Address
 
 import pytest
 
-from inbox_helpers import (Http, InboxProcess, InboxThread, WsgiThread, chromium, list_subjects, mounted,
-                           open_page, page_errors, send, wait)
+from inbox_helpers import (Http, InboxProcess, InboxThread, WsgiThread, chromium, list_subjects,
+                           mounted, open_page, page_errors, retrying, send, wait)
 from smtp_stack.inbox.api_extra import NOT_HERE
 from smtp_stack.testing import MailSink
 
-from selenium.common.exceptions import StaleElementReferenceException   # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains         # noqa: E402
 from selenium.webdriver.common.by import By                              # noqa: E402
 from selenium.webdriver.common.keys import Keys                          # noqa: E402
@@ -60,13 +59,8 @@ def text(driver, selector):
 
 def click(driver, selector):
     """Click the element (again, if the list was re-rendered meanwhile)."""
-    def attempt(d):
-        try:
-            d.find_element(By.CSS_SELECTOR, selector).click()
-            return True
-        except StaleElementReferenceException:
-            return False
-    wait(driver, attempt, f'a click on {selector}')
+    retrying(driver, lambda d: d.find_element(By.CSS_SELECTOR, selector).click(),
+             f'a click on {selector}')
 
 
 def click_message(driver, subject):
@@ -192,14 +186,16 @@ def test_select_several_and_act_on_them(browser, inbox):
     open_page(browser, inbox.url, ['Four', 'Three', 'Two', 'One'])
 
     def check(subject, **keys):
-        box = js(browser, 'for (const li of document.querySelectorAll("#list li.message"))'
-                          '  if (li.querySelector(".subject").textContent === arguments[0])'
-                          '    return li.querySelector("input.select");', subject)
-        chain = ActionChains(browser)
-        if keys.get('shift'):
-            chain.key_down(Keys.SHIFT).click(box).key_up(Keys.SHIFT).perform()
-        else:
-            chain.click(box).perform()
+        def tick(d):
+            box = js(d, 'for (const li of document.querySelectorAll("#list li.message"))'
+                        '  if (li.querySelector(".subject").textContent === arguments[0])'
+                        '    return li.querySelector("input.select");', subject)
+            chain = ActionChains(d)
+            if keys.get('shift'):
+                chain.key_down(Keys.SHIFT).click(box).key_up(Keys.SHIFT).perform()
+            else:
+                chain.click(box).perform()
+        retrying(browser, tick, f'a tick on {subject}')
 
     def selected():
         return js(browser, 'return [...document.querySelectorAll("#list li.selected .subject")]'
@@ -247,8 +243,9 @@ def test_mark_all_read_and_delete_all_or_the_matches(browser, inbox):
         send(inbox.smtp, subject=subject)
     open_page(browser, inbox.url, ['Drop two', 'Drop one', 'Keep me'])
     # ctrl-click selects without opening.
-    item = browser.find_element(By.CSS_SELECTOR, '#list li.message:last-child .subject')
-    ActionChains(browser).key_down(Keys.CONTROL).click(item).key_up(Keys.CONTROL).perform()
+    retrying(browser, lambda d: ActionChains(d).key_down(Keys.CONTROL).click(
+        d.find_element(By.CSS_SELECTOR, '#list li.message:last-child .subject'))
+        .key_up(Keys.CONTROL).perform(), 'a ctrl-click')
     wait(browser, lambda d: text(d, '#selected-count') == '1 selected', 'ctrl-click selects')
     assert not browser.find_element(By.ID, 'view-pane').is_displayed()
     browser.find_element(By.ID, 'mark-all-read').click()

@@ -15,7 +15,8 @@ import threading
 
 import pytest
 
-from inbox_helpers import InboxThread, chromium, list_subjects, open_page, page_errors, send, wait
+from inbox_helpers import (InboxThread, chromium, list_subjects, open_page, page_errors, retrying,
+                           send, wait)
 from smtp_stack.inbox.release import Relay
 from smtp_stack.testing import MailSink
 
@@ -78,7 +79,8 @@ def inbox(tmp_path_factory, links):
         send(running.smtp, subject=SUBJECTS[2], html=SOURCE.format(base=links),
              to='ann+signup@example.com', extra_headers={'X-Tags': 'alpha, beta'},
              attachments=[('photo.png', 'image/png', PNG)])
-        send(running.smtp, subject=SUBJECTS[1], sender='x' * 60 + '@' + 'an-unbroken-subdomain.' * 4 + 'example',
+        send(running.smtp, subject=SUBJECTS[1],
+             sender='x' * 60 + '@' + 'an-unbroken-subdomain.' * 4 + 'example',
              to=', '.join(f'person{i}@example.com' for i in range(12)))
         send(running.smtp, subject=SUBJECTS[0], text='Just text.\n' + 'y' * 300 + '\n')
         yield running
@@ -101,8 +103,8 @@ def js(driver, script, *args):
 
 
 def text(driver, selector):
-    return js(driver, 'const e = document.querySelector(arguments[0]); return e ? e.textContent : null',
-              selector)
+    return js(driver, 'const e = document.querySelector(arguments[0]);'
+                      'return e ? e.textContent : null', selector)
 
 
 def prefer(driver, scheme):
@@ -134,10 +136,12 @@ def colours(driver):
 def test_dark_mode_follows_the_system_and_the_toggle_and_is_remembered(browser, inbox):
     prefer(browser, 'dark')
     open_page(browser, inbox.url, SUBJECTS)
-    assert colours(browser) == ['dark', 'rgb(11, 17, 32)', 'rgb(229, 231, 235)', 'Theme: auto (dark)']
+    assert colours(browser) == ['dark', 'rgb(11, 17, 32)', 'rgb(229, 231, 235)',
+                                'Theme: auto (dark)']
     prefer(browser, 'light')                            # followed live, no reload
     wait(browser, lambda d: colours(d)[0] == 'light', 'the light theme')
-    assert colours(browser) == ['light', 'rgb(246, 247, 249)', 'rgb(17, 17, 17)', 'Theme: auto (light)']
+    assert colours(browser) == ['light', 'rgb(246, 247, 249)', 'rgb(17, 17, 17)',
+                                'Theme: auto (light)']
     button = browser.find_element(By.ID, 'theme')
     button.click()                                      # auto -> dark, against the system's choice
     assert colours(browser)[::3] == ['dark', 'Theme: dark']
@@ -179,7 +183,8 @@ const parse = (c) => {
   const p = m[1].split(/[\s,\/]+/).filter(Boolean).map(Number);
   return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
 };
-const over = (top, under) => [0, 1, 2].map((i) => top[i] * top[3] + under[i] * (1 - top[3])).concat([1]);
+const over = (top, under) =>
+  [0, 1, 2].map((i) => top[i] * top[3] + under[i] * (1 - top[3])).concat([1]);
 const luminance = (c) => {
   const [r, g, b] = c.slice(0, 3).map((v) => {
     v /= 255;
@@ -204,6 +209,7 @@ function opacity(node) {
   for (let e = node; e; e = e.parentElement) alpha *= parseFloat(getComputedStyle(e).opacity);
   return alpha;
 }
+const limit = arguments[0];
 const checked = [];
 const failed = [];
 function check(node, colour, what) {
@@ -212,26 +218,31 @@ function check(node, colour, what) {
   fg[3] *= opacity(node);
   const r = ratio(over(fg, bg), bg);
   checked.push(what);
-  if (r < arguments[0]) failed.push({ what, ratio: Math.round(r * 100) / 100,
-                                      fg: colour, bg: `rgb(${bg.slice(0, 3).map(Math.round)})` });
+  if (r < limit) {
+    failed.push({ what, ratio: Math.round(r * 100) / 100, fg: colour,
+                  bg: `rgb(${bg.slice(0, 3).map(Math.round)})` });
+  }
 }
-const limit = arguments[0];
 for (const node of document.querySelectorAll('body *')) {
   if (!node.checkVisibility({ opacityProperty: true, visibilityProperty: true })) continue;
   const box = node.getBoundingClientRect();
   if (box.width <= 1 || box.height <= 1) continue;          // the screen-reader-only text
   if (node.matches(':disabled') || node.closest(':disabled')) continue;
-  const where = `${node.tagName.toLowerCase()}${node.id ? '#' + node.id : ''}` +
-                `${node.className && typeof node.className === 'string' ? '.' + node.className.trim().replace(/\s+/g, '.') : ''}`;
-  const own = [...node.childNodes].filter((n) => n.nodeType === 3).map((n) => n.textContent).join('').trim();
+  const classes = typeof node.className === 'string' && node.className.trim()
+    ? '.' + node.className.trim().replace(/\s+/g, '.') : '';
+  const where = `${node.tagName.toLowerCase()}${node.id ? '#' + node.id : ''}${classes}`;
+  const own = [...node.childNodes].filter((n) => n.nodeType === 3)
+    .map((n) => n.textContent).join('').trim();
   if (own) check(node, getComputedStyle(node).color, `${where} "${own.slice(0, 30)}"`);
   if (node.matches('input[type=text], input[type=search]')) {
     if (node.value) check(node, getComputedStyle(node).color, `${where} value`);
-    else if (node.placeholder) check(node, getComputedStyle(node, '::placeholder').color, `${where} placeholder`);
+    else if (node.placeholder) {
+      check(node, getComputedStyle(node, '::placeholder').color, `${where} placeholder`);
+    }
   }
 }
 return { checked, failed };
-'''.replace('arguments[0]) failed', 'limit) failed')
+'''
 
 
 def readable(driver, state, seen):
@@ -251,7 +262,8 @@ def test_every_text_has_aa_contrast_in_both_themes(browser, inbox):
     prefer(browser, 'dark')
     open_page(browser, inbox.url, SUBJECTS)
     # The list: unread and read, selected, open (current), tags, the bulk bar.
-    browser.find_element(By.CSS_SELECTOR, '#list li.message:last-child input.select').click()
+    retrying(browser, lambda d: d.find_element(
+        By.CSS_SELECTOR, '#list li.message:last-child input.select').click(), 'a tick')
     wait(browser, lambda d: text(d, '#selected-count') == '1 selected', 'one selected')
     click_message(browser, SUBJECTS[2])
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '#list li.current'), 'the current row')
@@ -269,8 +281,8 @@ def test_every_text_has_aa_contrast_in_both_themes(browser, inbox):
     readable(browser, 'attachments', seen)
     tab(browser, 'link-check', '#link-check-run')
     browser.find_element(By.ID, 'link-check-run').click()
-    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, '#link-check-result tbody tr')) == 3,
-         'the link check')
+    wait(browser, lambda d: len(d.find_elements(
+        By.CSS_SELECTOR, '#link-check-result tbody tr')) == 3, 'the link check')
     assert js(browser, 'return [...document.querySelectorAll("#link-check-result tbody tr")]'
                        '.map(tr => tr.className)') == ['status-ok', 'status-redirect', 'status-bad']
     readable(browser, 'link check', seen)
@@ -317,7 +329,7 @@ def test_every_text_has_aa_contrast_in_both_themes(browser, inbox):
             assert any(piece in what for what in seen[theme]), (theme, piece)
 
 
-# -- a phone: 390 px wide ---------------------------------------------------------------------------
+# -- a phone: 390 px wide ------------------------------------------------------------------
 
 OVERFLOW = r'''
 // What reaches past the right edge of the screen: the document's own width,
@@ -329,10 +341,12 @@ for (const node of document.querySelectorAll('button, input, a, select, textarea
   const box = node.getBoundingClientRect();
   if (box.width === 0 || (box.width <= 1 && box.height <= 1)) continue;
   if (box.left < -0.5 || box.right > width + 0.5) {
-    out.push(`${node.tagName.toLowerCase()}#${node.id} ${Math.round(box.left)}..${Math.round(box.right)}`);
+    const name = `${node.tagName.toLowerCase()}#${node.id}`;
+    out.push(`${name} ${Math.round(box.left)}..${Math.round(box.right)}`);
   }
 }
-return { width, scroll: document.documentElement.scrollWidth, body: document.body.scrollWidth, out };
+return { width, out, scroll: document.documentElement.scrollWidth,
+         body: document.body.scrollWidth };
 '''
 
 
@@ -362,7 +376,8 @@ def test_a_phone_wide_screen_never_scrolls_sideways(browser, inbox):
     browser.execute_cdp_cmd('Emulation.setDeviceMetricsOverride', {
         **PHONE, 'deviceScaleFactor': 1, 'mobile': True})
     open_page(browser, inbox.url, SUBJECTS, width=1280, height=800)
-    browser.find_element(By.CSS_SELECTOR, '#list li.message:first-child input.select').click()
+    retrying(browser, lambda d: d.find_element(
+        By.CSS_SELECTOR, '#list li.message:first-child input.select').click(), 'a tick')
     wait(browser, lambda d: d.find_element(By.ID, 'bulk-delete').is_displayed(), 'the bulk bar')
     fits(browser, 'the list, one selected')
     assert not browser.find_element(By.ID, 'view-pane').is_displayed()
@@ -373,8 +388,8 @@ def test_a_phone_wide_screen_never_scrolls_sideways(browser, inbox):
         assert browser.find_element(By.ID, 'back').is_displayed()
         for name in ('text', 'headers', 'source', 'attachments', 'link-check'):
             browser.find_element(By.ID, f'tab-{name}').click()
-            wait(browser, lambda d, name=name: d.find_element(By.ID, f'panel-{name}').is_displayed(),
-                 f'the {name} tab')
+            wait(browser, lambda d, name=name: d.find_element(By.ID, f'panel-{name}')
+                 .is_displayed(), f'the {name} tab')
             fits(browser, f'{subject[:20]}: {name}')
         browser.find_element(By.ID, 'back').click()
         wait(browser, lambda d: d.find_element(By.ID, 'list-pane').is_displayed(), 'the list')
