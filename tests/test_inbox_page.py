@@ -273,7 +273,7 @@ def test_mark_all_read_and_delete_all_or_the_matches(browser, inbox):
     assert by_subject(inbox) == {}
 
 
-# -- tags --------------------------------------------------------------------------------------------
+# -- tags -----------------------------------------------------------------------------------------
 
 def test_tags_shown_filtered_added_removed_renamed_deleted(browser, inbox):
     send(inbox.smtp, subject='Signed up', to='ann+signup@example.com',
@@ -320,7 +320,7 @@ def test_tags_shown_filtered_added_removed_renamed_deleted(browser, inbox):
     browser.find_element(By.ID, 'tags-close').click()
 
 
-# -- release -------------------------------------------------------------------------------------------
+# -- release --------------------------------------------------------------------------------------
 
 def test_release_through_the_relay_with_its_allowlist(browser, tmp_path):
     """The real command, with --relay and --relay-allowed-recipients: the
@@ -366,7 +366,7 @@ def test_release_through_the_relay_with_its_allowlist(browser, tmp_path):
         assert not browser.find_element(By.ID, 'release').is_displayed()
 
 
-# -- the check tabs, thumbnails --------------------------------------------------------------------------
+# -- the check tabs, thumbnails -------------------------------------------------------------------
 
 class Links(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self):
@@ -472,7 +472,7 @@ def test_check_tabs_render_mailpit_answers(browser, tmp_path):
             ['0.001', 'HTML_MESSAGE', 'BODY: HTML included in message']
 
 
-# -- the views of a message ------------------------------------------------------------------------------
+# -- the views of a message -----------------------------------------------------------------------
 
 def test_phone_and_tablet_widths_of_the_html(browser, inbox):
     send(inbox.smtp, subject='Responsive', html='<p id="p">Hi</p>')
@@ -549,7 +549,7 @@ def test_header_filter(browser, inbox):
     wait(browser, lambda d: shown() == every, 'no filter')
 
 
-# -- notifications ------------------------------------------------------------------------------------------
+# -- notifications --------------------------------------------------------------------------------
 
 SPY = '''
 window.__notes = [];
@@ -617,7 +617,7 @@ def test_polls_where_the_server_carries_no_websocket(browser, tmp_path):
     assert refused and all('api/events' in line and 'WebSocket' in line for line in refused), refused
 
 
-# -- mounted under a prefix, nothing from elsewhere ------------------------------------------------------
+# -- mounted under a prefix, nothing from elsewhere -----------------------------------------------
 
 def test_mounted_under_a_prefix_and_self_contained(browser, tmp_path):
     """Every URL of the page is relative, so it works under /mnt/ (as beside a
