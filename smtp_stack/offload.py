@@ -177,7 +177,7 @@ class Lanes:
         lane = self._lanes.get(hub)
         if lane is None or self._pid != os.getpid():
             lane = self._lane(hub)
-        return lane.call(fn, args)
+        return lane.call(hub, fn, args)
 
     def _lane(self, hub: Any) -> _Lane:
         with self._lock:
@@ -186,15 +186,15 @@ class Lanes:
                 self._pid = os.getpid()
             lane = self._lanes.get(hub)
             if lane is None:
-                lane = self._lanes[hub] = _Lane(hub, self.threads, self.idle)
+                lane = self._lanes[hub] = _Lane(hub.loop, self.threads, self.idle)
         return lane
 
 
 class _Lane:
-    """The threads of one hub: see Lanes."""
+    """The threads of one hub: see Lanes. It keeps no reference to the hub
+    (the hub is the key of a weak dictionary)."""
 
-    def __init__(self, hub: Any, threads: int, idle: float) -> None:
-        self.hub = hub
+    def __init__(self, loop: Any, threads: int, idle: float) -> None:
         self.size = threads
         self.idle = idle
         self.tasks: queue.SimpleQueue[tuple[Waiter, Callable[..., Any], tuple[Any, ...]]] = (
@@ -203,12 +203,12 @@ class _Lane:
         self.alive = 0
         self.lock = threading.Lock()
         self.pending = 0            # calls in flight: the watcher keeps the loop alive then
-        self.watcher = hub.loop.async_()
+        self.watcher = loop.async_()
         self.watcher.start(self._deliver)
         self.watcher.ref = False
 
-    def call(self, fn: Callable[..., Result], args: tuple[Any, ...]) -> Result:
-        waiter = Waiter(self.hub)
+    def call(self, hub: Any, fn: Callable[..., Result], args: tuple[Any, ...]) -> Result:
+        waiter = Waiter(hub)
         self.pending += 1
         if self.pending == 1:
             self.watcher.ref = True
