@@ -6,6 +6,7 @@
     smtp-stack check-config FILE
     smtp-stack hash-password [--scheme scrypt|pbkdf2-sha256]
     smtp-stack inbox [--smtp HOST:PORT] [--http HOST:PORT] [--db FILE] [--max-messages N] ...
+    smtp-stack milter --config FILE [--listen ADDRESS] [--log-format text|json]
 
 `serve` prints one line to stdout once it listens, then runs until SIGTERM
 or Ctrl-C (a graceful stop: open transactions get `close_timeout` to finish;
@@ -209,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .inbox.command import add_parser as add_inbox_parser   # stdlib only
     add_inbox_parser(sub)
+    from .milter.command import add_parser as add_milter_parser   # stdlib only
+    add_milter_parser(sub)
     return parser
 
 
