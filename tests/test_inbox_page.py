@@ -555,7 +555,11 @@ SPY = '''
 window.__notes = [];
 const Real = window.Notification;
 window.Notification = class extends Real {
-  constructor(title, options) { super(title, options); window.__notes.push([title, options.body]); }
+  constructor(title, options) {
+    super(title, options);
+    window.__notes.push([title, options.body]);
+    window.__last = this;
+  }
 };'''
 
 
@@ -579,6 +583,8 @@ def test_notifications_are_opt_in_and_remembered(browser, inbox):
     send(inbox.smtp, subject='Your order', sender=Address('Shop', addr_spec='shop@example.com'))
     wait(browser, lambda d: js(d, 'return window.__notes').__len__() == 1, 'a notification')
     assert js(browser, 'return window.__notes') == [['New mail from shop@example.com', 'Your order']]
+    js(browser, 'window.__last.dispatchEvent(new Event("click"))')     # as when it is clicked
+    wait(browser, lambda d: text(d, '#subject') == 'Your order', 'the message opened')
     browser.find_element(By.ID, 'notify').click()
     wait(browser, lambda d: d.find_element(By.ID, 'notify').get_attribute('aria-pressed') == 'false',
          'notifications off')
