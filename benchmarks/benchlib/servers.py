@@ -312,6 +312,41 @@ class PostfixMaildir(ServerSpec):
                 '--size', str(MAX_SIZE)]
 
 
+class HarakaMaildir(ServerSpec):
+    """benchmarks/servers/haraka_maildir.py: Haraka (npm) with a small queue
+    plugin that stores each message durably in the Maildir."""
+    name = 'haraka'
+    label = 'Haraka (write+fsync queue plugin)'
+    scenarios = DURABLE
+
+    def check(self):
+        if not shutil.which('node'):
+            return 'node is not installed (Debian package nodejs)'
+        if not os.path.exists(os.path.join(NODE_MODULES, 'Haraka', 'package.json')):
+            return 'npm package Haraka not installed: npm install --prefix benchmarks/node'
+        return None
+
+    def version(self):
+        try:
+            with open(os.path.join(NODE_MODULES, 'Haraka', 'package.json')) as f:
+                return json.load(f)['version']
+        except (OSError, ValueError, KeyError):
+            return ''
+
+    def cleanup(self, port):
+        shutil.rmtree(f'/tmp/bench-haraka-{port}', ignore_errors=True)
+
+    def command(self, port, tls=None, maildir=None):
+        return [sys.executable, os.path.join(SINKS, 'haraka_maildir.py'),
+                '--host', '127.0.0.1', '--port', str(port), '--maildir', maildir,
+                '--size', str(MAX_SIZE)]
+
+    def env(self):
+        env = dict(os.environ)
+        env['NODE_PATH'] = NODE_MODULES
+        return env
+
+
 class GeventSink(ServerSpec):
     """benchmarks/servers/gevent_sink.py: no features at all, the floor of
     a gevent server (plain scenarios only: it has no TLS)."""
@@ -331,4 +366,4 @@ def all_servers(trees=()):
     """Every server spec; `trees` (name, path) add smtp_stack at other checkouts."""
     return [SmtpStack(tree=tree) for tree in trees] + [
         SmtpStack(), SmtpStack(workers=2), SmtpStack(bare=True), GeventSink(), Aiosmtpd(),
-        Aiosmtpd(uvloop=True), Nodemailer(), SmtpSink(), PostfixMaildir()]
+        Aiosmtpd(uvloop=True), Nodemailer(), SmtpSink(), PostfixMaildir(), HarakaMaildir()]
