@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import email.utils
 import errno
+import functools
 import io
 import ipaddress
 import re
@@ -200,6 +201,7 @@ def message_head(ctx: Context, *, return_path: bool) -> bytes:
 
 # -- trace headers (RFC 5321 4.4) ------------------------------------------------
 
+@functools.lru_cache(maxsize=1024)     # the same few HELO names, message after message
 def _clean(text: str) -> str:
     """Client-supplied text made safe for a header: no controls, no comment
     or clause delimiters that would change how the line parses."""
@@ -208,6 +210,7 @@ def _clean(text: str) -> str:
     return text[:255] or 'unknown'
 
 
+@functools.lru_cache(maxsize=1024)     # the same client, message after message
 def address_literal(ip: str | None) -> str:
     """'[192.0.2.1]' or '[IPv6:2001:db8::1]' (RFC 5321 4.1.3)."""
     try:

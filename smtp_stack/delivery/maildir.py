@@ -239,7 +239,8 @@ class MaildirDelivery:
             ctx.send(replies if len(replies) > 1 else replies[0])
 
     def targets(self, envelope: Envelope) -> list[str]:
-        """The Maildir of each recipient, in RCPT order."""
+        """The Maildir of each recipient, in RCPT order (absolute paths: the
+        file paths below are made from them with '/')."""
         if not self.templated:
             return [self.path] * len(envelope.rcpt_to)
         return [self._render(rcpt.address) for rcpt in envelope.rcpt_to]
@@ -262,7 +263,7 @@ class MaildirDelivery:
         the draft, or None when not to be delivered (the reply says why, or
         the server will)."""
         envelope = ctx.session.envelope
-        draft = _Draft(os.path.join(maildir, 'tmp', _unique_name(self.hostname)), self.mode)
+        draft = _Draft(f'{maildir}/tmp/{_unique_name(self.hostname)}', self.mode)
         try:
             body = envelope.mail_from.args.get('BODY') if envelope.mail_from else None
             draft.lf = _LF(keep=str(body).upper() == 'BINARYMIME')
@@ -306,9 +307,9 @@ class MaildirDelivery:
         why: dict[str, str] = {}
         made: list[str] = []
         for maildir, problem in zip(distinct, outcomes, strict=True):
-            new = os.path.join(maildir, 'new')
+            new = f'{maildir}/new'
             if problem is None:
-                made.append(os.path.join(new, name))
+                made.append(f'{new}/{name}')
                 try:
                     _sync_new(new)
                 except OSError as exc:
@@ -343,7 +344,7 @@ class MaildirDelivery:
             if target in why:
                 delivered(ctx, DEFERRED, RELAY, why[target], [recipient])
             else:
-                delivered(ctx, SENT, RELAY, os.path.join(target, 'new', name), [recipient])
+                delivered(ctx, SENT, RELAY, f'{target}/new/{name}', [recipient])
 
 
 def describe_maildir(path: str) -> str:
@@ -474,9 +475,9 @@ def _place(draft: _Draft, data: bytes, maildirs: list[str]) -> tuple[str, list[O
     name = os.path.basename(draft.path) + f',S={draft.written}'
     outcomes: list[OSError | None] = []
     for maildir in maildirs[1:]:
-        outcomes.append(_try(_link_or_copy, draft.path, os.path.join(maildir, 'new', name),
+        outcomes.append(_try(_link_or_copy, draft.path, f'{maildir}/new/{name}',
                              maildir, draft.mode))
-    first = _try(os.rename, draft.path, os.path.join(maildirs[0], 'new', name),
+    first = _try(os.rename, draft.path, f'{maildirs[0]}/new/{name}',
                  maildirs[0], draft.mode)
     if first is not None:
         _remove(draft.path)     # only when the rename failed: else it is gone already
