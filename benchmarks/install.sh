@@ -3,8 +3,8 @@
 #   - aiosmtpd and uvloop (pip; the same as pip install -e '.[bench]')
 #   - Postfix's smtp-source and smtp-sink (Debian package postfix; its
 #     daemon is stopped again right after the install)
-#   - nodemailer's smtp-server (npm, into benchmarks/node/node_modules,
-#     which git ignores)
+#   - nodemailer's smtp-server and Haraka (npm, into
+#     benchmarks/node/node_modules, which git ignores)
 # Each step is skipped when what it installs is already there.
 # Usage: sh benchmarks/install.sh        (PYTHON=python3.11 to pick Python)
 set -eu
@@ -34,8 +34,9 @@ fi
 
 if ! command -v node >/dev/null 2>&1; then
     echo "node is not installed: the nodemailer peer will be skipped" >&2
-elif [ ! -f "$here/node/node_modules/smtp-server/package.json" ]; then
-    echo "== npm install smtp-server into benchmarks/node"
+elif [ ! -f "$here/node/node_modules/smtp-server/package.json" ] \
+        || [ ! -f "$here/node/node_modules/Haraka/package.json" ]; then
+    echo "== npm install smtp-server and Haraka into benchmarks/node"
     npm install --prefix "$here/node" --no-audit --no-fund
 fi
 
