@@ -317,6 +317,31 @@ def test_lanes_without_a_hub_run_in_place():
     assert seen['ident'] == t.ident
 
 
+def test_a_slow_disk_keeps_the_hub_running(serve, client, tmp_path, monkeypatch):
+    """While a message's fsync takes a second, another session is served."""
+    box = str(tmp_path / 'mail')
+    server = serve(middleware=[MaildirDelivery(box)])
+    real_fsync, in_fsync = os.fsync, threading.Event()
+
+    def slow_fsync(fd):
+        in_fsync.set()
+        time.sleep(1.0)
+        real_fsync(fd)
+    monkeypatch.setattr(os, 'fsync', slow_fsync)
+    writer = client(server)
+    writer.expect(250, 'EHLO x')
+    writer.expect(250, 'MAIL FROM:<a@b.example>')
+    writer.expect(250, 'RCPT TO:<c@d.example>')
+    writer.expect(354, 'DATA')
+    writer.send(b'Subject: slow\r\n\r\nx\r\n.\r\n')
+    assert in_fsync.wait(WAIT)
+    started = time.monotonic()
+    other = client(server)              # the greeting, then a reply
+    other.expect(250, 'NOOP')
+    assert time.monotonic() - started < 0.5
+    assert writer.reply()[0] == 250
+
+
 # --- kill -9 -----------------------------------------------------------------------
 
 def test_kill_9_loses_no_message_that_got_its_250(tmp_path):
