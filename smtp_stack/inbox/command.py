@@ -8,6 +8,7 @@ real ports, when 0 was asked for), then runs until SIGTERM or Ctrl-C.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..extras import needs_extra
 from ..runtime import add_log_format, log_format_of, note, serve_until_stopped, setup_logging
@@ -29,6 +30,7 @@ The API is Mailpit's, so Mailpit clients and test helpers work unchanged:
   GET    /api/v1/message/{ID}/raw | /headers | /part/{PartID}
   POST   /api/v1/message/{ID}/release         {"To": [...]} (needs --relay)
   GET    /api/v1/info, /livez, /readyz;  websocket /api/events
+POP3 with --pop3 HOST:PORT and --pop3-auth-file (USER/PASS, STLS, UIDL, TOP).
 
 Everything listens on 127.0.0.1 unless told otherwise: this is a tool for
 one machine. docs/inbox.md has the details.
@@ -62,6 +64,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument('--relay-allowed-recipients', metavar='REGEX', default='',
                         help='release only to addresses this regular expression matches '
                              '(Mailpit\'s relay allowlist; default: any)')
+    parser.add_argument('--pop3', metavar='HOST:PORT',
+                        help='serve the newest 100 messages over POP3 (RFC 1939, with STLS) '
+                             'here; needs --pop3-auth-file')
+    parser.add_argument('--pop3-auth-file', metavar='FILE',
+                        help='POP3 users: "name:hash" lines as --ui-auth-file')
+    parser.add_argument('--pop3-tls-cert', metavar='FILE',
+                        help='PEM certificate (chain) for POP3 STLS (default: self-signed)')
+    parser.add_argument('--pop3-tls-key', metavar='FILE',
+                        help='PEM private key for --pop3-tls-cert (if not in that file)')
     parser.add_argument('--name', default='localhost',
                         help='host name in the SMTP greeting and Received (default localhost)')
     add_log_format(parser)
@@ -100,11 +111,14 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         note(f'--ui-auth-file: {exc}')
         return 1
+    pop3 = _pop3_options(args)
+    if isinstance(pop3, int):
+        return pop3
     setup_logging(None, log_format_of(args))
     try:
         inbox = Inbox(args.db, smtp=smtp, http=http, max_messages=args.max_messages,
                       accept_any_auth=args.smtp_auth_accept_any, starttls=args.smtp_starttls,
-                      users=users, relay=relay, name=args.name)
+                      users=users, relay=relay, name=args.name, **pop3)
     except Exception as exc:        # noqa: BLE001 - a bad --db path, a corrupt file
         note(f'cannot open {args.db}: {exc}')
         return 1
@@ -118,3 +132,50 @@ def run(args: argparse.Namespace) -> int:
         gevent.spawn(inbox.stop, 5)
 
     return serve_until_stopped(inbox, stop)
+
+
+def _pop3_options(args: argparse.Namespace) -> dict[str, Any] | int:
+    """Inbox keywords of the --pop3 options, or the exit status of a bad one."""
+    from ..tls import create_context
+    from .app import load_users
+    from .release import parse_hostport
+
+    if not args.pop3:
+        if args.pop3_auth_file or args.pop3_tls_cert or args.pop3_tls_key:
+            note('--pop3-auth-file and --pop3-tls-* need --pop3 HOST:PORT')
+            return 2
+        return {}
+    if not args.pop3_auth_file:
+        note('--pop3 needs --pop3-auth-file (POP3 is served to known users only)')
+        return 2
+    try:
+        address = parse_hostport(args.pop3)
+    except ValueError as exc:
+        note(f'--pop3: {exc}')
+        return 2
+    try:
+        users = load_users(args.pop3_auth_file)
+    except (OSError, ValueError) as exc:
+        note(f'--pop3-auth-file: {exc}')
+        return 1
+    if not users:
+        note(f'--pop3-auth-file: {args.pop3_auth_file} names no user')
+        return 1
+    options: dict[str, Any] = {'pop3': address, 'pop3_users': users}
+    if args.pop3_tls_cert:
+        try:
+            cert = _read(args.pop3_tls_cert)
+            key = _read(args.pop3_tls_key) if args.pop3_tls_key else None
+            options['pop3_tls'] = create_context(key, cert)
+        except (OSError, ValueError) as exc:
+            note(f'--pop3-tls-cert: {exc}')
+            return 1
+    elif args.pop3_tls_key:
+        note('--pop3-tls-key needs --pop3-tls-cert')
+        return 2
+    return options
+
+
+def _read(path: str) -> str:
+    with open(path, encoding='ascii') as f:
+        return f.read()

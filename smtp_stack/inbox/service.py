@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -23,9 +24,11 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from .. import logs
 from ..options import LogLevels
 from ..server import SmtpServer, hostport
+from ..tls import create_context
 from .app import InboxApp
 from .capture import Capture
 from .chaos import ChaosMiddleware
+from .pop3_server import Pop3Server
 from .store import Store
 
 if TYPE_CHECKING:
@@ -51,7 +54,9 @@ class Inbox:
                  http: tuple[str, int] = DEFAULT_HTTP, max_messages: int = 500,
                  accept_any_auth: bool = False, starttls: bool = False,
                  users: dict[str, str] | None = None, relay: Relay | None = None,
-                 name: str = 'localhost', **server_options: Any):
+                 name: str = 'localhost', pop3: tuple[str, int] | None = None,
+                 pop3_users: dict[str, str] | None = None,
+                 pop3_tls: ssl.SSLContext | None = None, **server_options: Any):
         self.store = Store(db, max_messages)
         self.capture = Capture(self.store)
         self.app = InboxApp(self.store, relay=relay, users=users, stats=self.capture.stats)
@@ -71,6 +76,13 @@ class Inbox:
         self.smtp.use(self.capture.delivery())
         self._smtp_at = smtp
         self._http_at = http
+        self.pop3: Pop3Server | None = None
+        if pop3 is not None:
+            if not pop3_users:
+                raise ValueError('POP3 needs users (Mailpit too serves it only with them)')
+            # STLS with the given context, else a self-signed certificate for `name`
+            self.pop3 = Pop3Server(self.store, pop3_users, pop3, name=name,
+                                   tls=pop3_tls or create_context(hostname=name))
         # made in start(): a gevent server belongs to the hub that runs it
         self.http: WSGIServer | None = None
 
@@ -96,20 +108,33 @@ class Inbox:
         host = f'[{host}]' if ':' in host else host
         return f'http://{host}:{port}/'
 
+    @property
+    def pop3_address(self) -> tuple[Any, ...] | None:
+        """Where POP3 listens, once started (None without --pop3)."""
+        return self.pop3.address if self.pop3 is not None else None
+
     def start(self) -> Inbox:
         self.smtp.start(self._smtp_at[1], self._smtp_at[0])
         try:
             self.http = start_web(self._http_at, self.app)
+            if self.pop3 is not None:
+                self.pop3.start()
         except BaseException:
+            if self.http is not None:
+                self.http.stop(timeout=0)
             self.smtp.stop(0)
             raise
         return self
 
     def serve_forever(self) -> None:
-        gevent.joinall([gevent.spawn(self.smtp.serve_forever),
-                        gevent.spawn(self._web().serve_forever)])
+        sides = [gevent.spawn(self.smtp.serve_forever), gevent.spawn(self._web().serve_forever)]
+        if self.pop3 is not None:
+            sides.append(gevent.spawn(self.pop3.serve_forever))
+        gevent.joinall(sides)
 
     def stop(self, timeout: float | None = None) -> None:
+        if self.pop3 is not None:
+            self.pop3.stop(timeout=1)
         if self.http is not None:
             self.http.stop(timeout=1)
         self.smtp.stop(timeout)
@@ -119,7 +144,12 @@ class Inbox:
             raise RuntimeError('the inbox is not started')
         host, port = self.smtp.address[:2]
         host = f'[{host}]' if ':' in host else host
-        return (f'inbox: SMTP on {host}:{port}, web and API on {self.url}, '
+        pop3 = ''
+        if self.pop3_address is not None:
+            pop3_host, pop3_port = self.pop3_address[:2]
+            pop3_host = f'[{pop3_host}]' if ':' in pop3_host else pop3_host
+            pop3 = f', POP3 on {pop3_host}:{pop3_port}'
+        return (f'inbox: SMTP on {host}:{port}, web and API on {self.url}{pop3}, '
                 f'stored in {self.store.path} (newest {self.store.max_messages} kept)')
 
 

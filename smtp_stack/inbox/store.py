@@ -253,6 +253,13 @@ class Store:
             detail['ListUnsubscribe'] = _unsubscribe_of(self.raw(uid) or b'')
         return render.message(json.loads(row[2]), detail, tags)
 
+    def newest(self, limit: int) -> list[tuple[str, int]]:
+        """(ID, size) of the newest `limit` messages, newest first (POP3's listing)."""
+        with self._read() as tx:
+            rows = tx.db.execute('SELECT uid, size FROM messages ORDER BY id DESC LIMIT ?',
+                                 (limit,)).fetchall()
+        return [(uid, size) for uid, size in rows]
+
     def raw(self, uid: str) -> bytes | None:
         with self._read() as tx:
             row = tx.db.execute('SELECT raw FROM messages WHERE uid = ?', (uid,)).fetchone()
