@@ -51,6 +51,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                         help='SQLite file the messages are kept in (default ./inbox.db)')
     parser.add_argument('--max-messages', metavar='N', type=_positive, default=500,
                         help='keep the newest N messages, drop older ones (default 500)')
+    parser.add_argument('--max-age', metavar='AGE', type=_max_age,
+                        help='delete messages older than AGE, in hours or days (12h, 7d), '
+                             'checked every minute (default: kept until --max-messages)')
     parser.add_argument('--smtp-auth-accept-any', action='store_true',
                         help='offer AUTH (PLAIN, LOGIN, CRAM-MD5) and accept any user and '
                              'password, without TLS; default: no AUTH')
@@ -90,6 +93,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _max_age(text: str) -> float:
+    from .maxage import parse_max_age
+    try:
+        return parse_max_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     import gevent
 
@@ -118,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         inbox = Inbox(args.db, smtp=smtp, http=http, max_messages=args.max_messages,
                       accept_any_auth=args.smtp_auth_accept_any, starttls=args.smtp_starttls,
-                      users=users, relay=relay, name=args.name, **pop3)
+                      users=users, relay=relay, name=args.name, max_age=args.max_age, **pop3)
     except Exception as exc:        # noqa: BLE001 - a bad --db path, a corrupt file
         note(f'cannot open {args.db}: {exc}')
         return 1

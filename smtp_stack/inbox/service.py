@@ -28,6 +28,8 @@ from ..tls import create_context
 from .app import InboxApp
 from .capture import Capture
 from .chaos import ChaosMiddleware
+from .maxage import INTERVAL as PRUNE_INTERVAL
+from .maxage import AgePruner
 from .pop3_server import Pop3Server
 from .store import Store
 
@@ -56,7 +58,8 @@ class Inbox:
                  users: dict[str, str] | None = None, relay: Relay | None = None,
                  name: str = 'localhost', pop3: tuple[str, int] | None = None,
                  pop3_users: dict[str, str] | None = None,
-                 pop3_tls: ssl.SSLContext | None = None, **server_options: Any):
+                 pop3_tls: ssl.SSLContext | None = None, max_age: float | None = None,
+                 prune_interval: float = PRUNE_INTERVAL, **server_options: Any):
         self.store = Store(db, max_messages)
         self.capture = Capture(self.store)
         self.app = InboxApp(self.store, relay=relay, users=users, stats=self.capture.stats)
@@ -76,6 +79,8 @@ class Inbox:
         self.smtp.use(self.capture.delivery())
         self._smtp_at = smtp
         self._http_at = http
+        # --max-age: older messages are deleted every prune_interval seconds
+        self.pruner = AgePruner(self.store, max_age, prune_interval) if max_age else None
         self.pop3: Pop3Server | None = None
         if pop3 is not None:
             if not pop3_users:
@@ -124,6 +129,8 @@ class Inbox:
                 self.http.stop(timeout=0)
             self.smtp.stop(0)
             raise
+        if self.pruner is not None:
+            self.pruner.start()
         return self
 
     def serve_forever(self) -> None:
@@ -133,6 +140,8 @@ class Inbox:
         gevent.joinall(sides)
 
     def stop(self, timeout: float | None = None) -> None:
+        if self.pruner is not None:
+            self.pruner.stop()
         if self.pop3 is not None:
             self.pop3.stop(timeout=1)
         if self.http is not None:

@@ -120,6 +120,17 @@ class Store:
         self.deleted += count
         return count
 
+    def prune_older(self, cutoff: float) -> int:
+        """Delete the messages received before `cutoff` (a POSIX time): the
+        `--max-age` pruning, one `prune` event as for `max_messages`."""
+        with self._write() as tx:
+            count: int = tx.db.execute('DELETE FROM messages WHERE created_ts < ?',
+                                       (cutoff,)).rowcount
+            if count:
+                tx.event('prune')
+        self.deleted += count
+        return count
+
     def delete_matching(self, query: str, tz: str | None = None) -> int:
         where, params = compile_query(query, tz)
         with self._write() as tx:
