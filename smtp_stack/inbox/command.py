@@ -54,6 +54,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument('--max-age', metavar='AGE', type=_max_age,
                         help='delete messages older than AGE, in hours or days (12h, 7d), '
                              'checked every minute (default: kept until --max-messages)')
+    parser.add_argument('--webhook-url', metavar='URL',
+                        help='POST each new message\'s summary (JSON) to URL, with retries')
+    parser.add_argument('--webhook-limit', metavar='N', type=float, default=5.0,
+                        help='at most N webhook requests a second (default 5; 0: no limit)')
     parser.add_argument('--smtp-auth-accept-any', action='store_true',
                         help='offer AUTH (PLAIN, LOGIN, CRAM-MD5) and accept any user and '
                              'password, without TLS; default: no AUTH')
@@ -108,12 +112,15 @@ def run(args: argparse.Namespace) -> int:
         from .app import load_users
         from .release import Relay, parse_hostport
         from .service import Inbox
+        from .webhook import check_url
 
     try:
         smtp = parse_hostport(args.smtp)
         http = parse_hostport(args.http)
         relay = Relay(*parse_hostport(args.relay), helo=args.name,
                       allowed_recipients=args.relay_allowed_recipients) if args.relay else None
+        if args.webhook_url:
+            check_url(args.webhook_url)
     except ValueError as exc:
         note(str(exc))
         return 2
@@ -129,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         inbox = Inbox(args.db, smtp=smtp, http=http, max_messages=args.max_messages,
                       accept_any_auth=args.smtp_auth_accept_any, starttls=args.smtp_starttls,
-                      users=users, relay=relay, name=args.name, max_age=args.max_age, **pop3)
+                      users=users, relay=relay, name=args.name, max_age=args.max_age,
+                      webhook_url=args.webhook_url, webhook_limit=args.webhook_limit, **pop3)
     except Exception as exc:        # noqa: BLE001 - a bad --db path, a corrupt file
         note(f'cannot open {args.db}: {exc}')
         return 1

@@ -32,6 +32,8 @@ from .maxage import INTERVAL as PRUNE_INTERVAL
 from .maxage import AgePruner
 from .pop3_server import Pop3Server
 from .store import Store
+from .webhook import LIMIT as WEBHOOK_LIMIT
+from .webhook import Webhook
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -59,7 +61,8 @@ class Inbox:
                  name: str = 'localhost', pop3: tuple[str, int] | None = None,
                  pop3_users: dict[str, str] | None = None,
                  pop3_tls: ssl.SSLContext | None = None, max_age: float | None = None,
-                 prune_interval: float = PRUNE_INTERVAL, **server_options: Any):
+                 prune_interval: float = PRUNE_INTERVAL, webhook_url: str | None = None,
+                 webhook_limit: float = WEBHOOK_LIMIT, **server_options: Any):
         self.store = Store(db, max_messages)
         self.capture = Capture(self.store)
         self.app = InboxApp(self.store, relay=relay, users=users, stats=self.capture.stats)
@@ -81,6 +84,9 @@ class Inbox:
         self._http_at = http
         # --max-age: older messages are deleted every prune_interval seconds
         self.pruner = AgePruner(self.store, max_age, prune_interval) if max_age else None
+        # --webhook-url: a POST per new message, from the events broker's stream
+        self.webhook = (Webhook(webhook_url, self.app.broker, limit=webhook_limit)
+                        if webhook_url else None)
         self.pop3: Pop3Server | None = None
         if pop3 is not None:
             if not pop3_users:
@@ -131,6 +137,8 @@ class Inbox:
             raise
         if self.pruner is not None:
             self.pruner.start()
+        if self.webhook is not None:
+            self.webhook.start()
         return self
 
     def serve_forever(self) -> None:
@@ -142,6 +150,8 @@ class Inbox:
     def stop(self, timeout: float | None = None) -> None:
         if self.pruner is not None:
             self.pruner.stop()
+        if self.webhook is not None:
+            self.webhook.stop()
         if self.pop3 is not None:
             self.pop3.stop(timeout=1)
         if self.http is not None:
