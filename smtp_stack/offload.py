@@ -146,6 +146,17 @@ class OwnThreads:
                     pool.kill()
 
 
+_pid = os.getpid()      # this process's, kept without a getpid() system call per call
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class Lanes:
     """`threads` native threads per hub and per process, for many short
     blocking calls: `call(fn, *args)` runs `fn(*args)` in one of them.
@@ -175,7 +186,7 @@ class Lanes:
         if hub is None:
             return fn(*args)
         lane = self._lanes.get(hub)
-        if lane is None or self._pid != os.getpid():
+        if lane is None or self._pid != _pid:
             lane = self._lane(hub)
         return lane.call(hub, fn, args)
 
