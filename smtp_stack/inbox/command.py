@@ -58,6 +58,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                         help='POST each new message\'s summary (JSON) to URL, with retries')
     parser.add_argument('--webhook-limit', metavar='N', type=float, default=5.0,
                         help='at most N webhook requests a second (default 5; 0: no limit)')
+    parser.add_argument('--tag', metavar='RULES', default='',
+                        help='tag new messages a search finds, as Mailpit: '
+                             '\'tag1,tag2=query "tag3=from:x@example.com"\'')
+    parser.add_argument('--tags-config', metavar='FILE',
+                        help='YAML tag rules, as Mailpit: filters: [{match: QUERY, tags: "a,b"}]')
+    parser.add_argument('--tags-disable', metavar='WHAT', default='',
+                        help='x-tags and/or plus-addresses: do not tag from those (as Mailpit)')
+    parser.add_argument('--tags-username', action='store_true',
+                        help='tag each message with the SMTP user name it was sent with')
     parser.add_argument('--smtp-auth-accept-any', action='store_true',
                         help='offer AUTH (PLAIN, LOGIN, CRAM-MD5) and accept any user and '
                              'password, without TLS; default: no AUTH')
@@ -132,12 +141,18 @@ def run(args: argparse.Namespace) -> int:
     pop3 = _pop3_options(args)
     if isinstance(pop3, int):
         return pop3
+    try:
+        tagging = _tag_options(args)
+    except (OSError, ValueError) as exc:
+        note(f'tags: {exc}')
+        return 2
     setup_logging(None, log_format_of(args))
     try:
         inbox = Inbox(args.db, smtp=smtp, http=http, max_messages=args.max_messages,
                       accept_any_auth=args.smtp_auth_accept_any, starttls=args.smtp_starttls,
                       users=users, relay=relay, name=args.name, max_age=args.max_age,
-                      webhook_url=args.webhook_url, webhook_limit=args.webhook_limit, **pop3)
+                      webhook_url=args.webhook_url, webhook_limit=args.webhook_limit,
+                      **pop3, **tagging)
     except Exception as exc:        # noqa: BLE001 - a bad --db path, a corrupt file
         note(f'cannot open {args.db}: {exc}')
         return 1
@@ -193,6 +208,16 @@ def _pop3_options(args: argparse.Namespace) -> dict[str, Any] | int:
         note('--pop3-tls-key needs --pop3-tls-cert')
         return 2
     return options
+
+
+def _tag_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Inbox keywords of --tag, --tags-config, --tags-disable, --tags-username."""
+    from .tags import load_tag_rules, parse_tag_rules, parse_tags_disable
+    rules = parse_tag_rules(args.tag)
+    if args.tags_config:
+        rules += load_tag_rules(args.tags_config)
+    return {'tag_rules': rules, 'tags_disable': parse_tags_disable(args.tags_disable),
+            'tags_username': args.tags_username}
 
 
 def _read(path: str) -> str:

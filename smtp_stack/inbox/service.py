@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -38,6 +39,7 @@ from .webhook import Webhook
 if TYPE_CHECKING:
     from ..session import Session
     from .release import Relay
+    from .tags import TagRule
 
 log = logs.get('smtp_stack.inbox')
 
@@ -62,8 +64,13 @@ class Inbox:
                  pop3_users: dict[str, str] | None = None,
                  pop3_tls: ssl.SSLContext | None = None, max_age: float | None = None,
                  prune_interval: float = PRUNE_INTERVAL, webhook_url: str | None = None,
-                 webhook_limit: float = WEBHOOK_LIMIT, **server_options: Any):
+                 webhook_limit: float = WEBHOOK_LIMIT, tag_rules: Sequence[TagRule] = (),
+                 tags_disable: Collection[str] = (), tags_username: bool = False,
+                 **server_options: Any):
         self.store = Store(db, max_messages)
+        self.store.tag_rules = list(tag_rules)      # Mailpit's --tag and --tags-config
+        self.store.tags_disabled = frozenset(tags_disable)
+        self.store.tag_username = tags_username
         self.capture = Capture(self.store)
         self.app = InboxApp(self.store, relay=relay, users=users, stats=self.capture.stats)
         disabled = list(server_options.pop('disabled_commands', ()))

@@ -26,8 +26,8 @@ from .arrival import ID_ALPHABET, ID_LENGTH, field_value, header_fields, new_id,
 from .database import Database, Transaction
 from .parse import html_to_text, message_from_bytes, parse_message
 from .search import compile_query
-from .tags import (all_tags, arrival_tags, delete_tag, message_addresses, rename_tag,
-                   set_message_tags, tag_counts, tags_of)
+from .tags import (TagRule, all_tags, arrival_tags, delete_tag, message_addresses, rename_tag,
+                   rule_tags, set_message_tags, tag_counts, tags_of)
 from .unsubscribe import list_unsubscribe
 
 __all__ = ['Store', 'new_id', 'valid_id', 'list_item', 'ID_ALPHABET', 'ID_LENGTH', 'Json']
@@ -52,6 +52,10 @@ class Store:
         self.path = self.database.path
         self.max_messages = max_messages
         self.deleted = 0                # messages deleted or pruned since start
+        # tagging on arrival (tags.py): rules, Mailpit's --tags-disable and --tags-username
+        self.tag_rules: Sequence[TagRule] = ()
+        self.tags_disabled: frozenset[str] = frozenset()
+        self.tag_username = False
 
     def close(self) -> None:
         """Close this thread's connection (others close with their threads)."""
@@ -80,8 +84,12 @@ class Store:
         rcpt = list(envelope_to)
         raw = stamp(raw, mail_from, rcpt)
         fields = parse_message(raw, (), received)
-        tags = arrival_tags(field_value(raw, header_fields(raw), b'x-tags'),
-                            message_addresses(fields))
+        tags = arrival_tags(
+            None if 'x-tags' in self.tags_disabled
+            else field_value(raw, header_fields(raw), b'x-tags'),
+            () if 'plus-addresses' in self.tags_disabled else message_addresses(fields))
+        if self.tag_username and username:
+            tags.append(username)
         uid = new_id()
         summary = list_item(uid, fields, username)
         detail = {k: fields[k] for k in ('Date', 'ReturnPath', 'Text', 'HTML', 'Attachments',
@@ -96,7 +104,9 @@ class Store:
             tx.db.execute('INSERT INTO search (rowid, subject, sender, to_, cc, bcc, reply_to,'
                           ' message_id, body, filenames) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
                           (row_id, *_index_row(fields)))
-            applied = set_message_tags(tx.db, row_id, tags) if tags else []
+            if self.tag_rules:
+                tags += rule_tags(tx.db, row_id, self.tag_rules)
+            applied = set_message_tags(tx.db, row_id, sorted(tags)) if tags else []
             pruned: int = tx.db.execute(
                 'DELETE FROM messages WHERE id <= (SELECT id FROM messages'
                 ' ORDER BY id DESC LIMIT 1 OFFSET ?)', (self.max_messages,)).rowcount

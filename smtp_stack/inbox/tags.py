@@ -7,8 +7,14 @@
 - A message gets tags as it arrives from its `X-Tags` field (a comma list;
   `POST /api/v1/send` writes its `Tags` there) and from plus-addresses in
   From, To, Cc and Bcc (`ann+signup+eu@example.com` gives `signup` and
-  `eu`): both are on by default in Mailpit, and here they are always on.
-  Mailpit's `--tag` rules and its options to turn these off are not here.
+  `eu`): both on by default, as in Mailpit, and turned off by Mailpit's
+  `--tags-disable x-tags,plus-addresses`. `--tags-username` adds the SMTP
+  user's name.
+- Rules (`TagRule`): Mailpit's `--tag 'tag1,tag2=query ...'` (arguments
+  split as a shell would, each `tags=query`, the query lower-cased) and
+  `--tags-config FILE` (YAML `filters: [{match: query, tags: "a,b"}]`):
+  a new message that the search `query` finds gets those tags, checked
+  in the transaction that stores it, after its other tags are applied.
 - `PUT /api/v1/tags` replaces a message's tags; a tag no message carries
   any more is gone (a trigger of the schema deletes it), as Mailpit prunes.
 
@@ -18,9 +24,13 @@ of the store's transactions.
 from __future__ import annotations
 
 import re
+import shlex
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from .search import QueryError, compile_query
 
 MAX_TAG = 100
 
@@ -58,6 +68,80 @@ def arrival_tags(x_tags: str | None, addresses: Iterable[str]) -> list[str]:
         if match:
             names.extend(match.group(1).split('+'))
     return sorted(unique_tags(names))
+
+
+@dataclass(frozen=True)
+class TagRule:
+    """Tags for the new messages a search finds (Mailpit's tag filters)."""
+    tags: tuple[str, ...]
+    query: str
+    where: str
+    params: tuple[str | float, ...]
+
+    @classmethod
+    def of(cls, tags: Iterable[str], query: str) -> TagRule:
+        """ValueError for a rule without tags or a query the search refuses."""
+        names = tuple(unique_tags(tags))
+        if not names or not query.strip():
+            raise ValueError(f'a tag rule needs tags and a query: {",".join(tags)}={query}')
+        try:
+            where, params = compile_query(query)
+        except QueryError as exc:
+            raise ValueError(f'tag rule {query!r}: {exc}') from None
+        return cls(names, query, where, tuple(params))
+
+
+def parse_tag_rules(text: str) -> list[TagRule]:
+    """Mailpit's `--tag`: 'urgent,ops="subject:alert" signup=to:signup@example.com'."""
+    rules = []
+    for arg in shlex.split(text):
+        tags, sep, query = arg.partition('=')
+        if not sep:
+            raise ValueError(f'error parsing tags ({arg})')
+        rules.append(TagRule.of(tags.split(','), query.strip().lower()))
+    return rules
+
+
+def load_tag_rules(path: str) -> list[TagRule]:
+    """Mailpit's `--tags-config`: YAML `filters:`, a list of {match, tags}."""
+    import yaml
+    with open(path, encoding='utf-8') as f:
+        conf = yaml.safe_load(f)
+    filters = conf.get('filters') if isinstance(conf, dict) else None
+    if not isinstance(filters, list):
+        raise ValueError(f'missing filters: list in {path}')
+    rules = []
+    for entry in filters:
+        if not isinstance(entry, dict) or not isinstance(entry.get('match'), str) \
+                or not isinstance(entry.get('tags'), str):
+            raise ValueError(f'{path}: each filter needs match: and tags: strings')
+        rules.append(TagRule.of(entry['tags'].split(','), entry['match']))
+    return rules
+
+
+TAGS_DISABLE = {'x-tags': 'x-tags', 'xtags': 'x-tags', 'plus-addresses': 'plus-addresses',
+                'plus-addressing': 'plus-addresses'}
+
+
+def parse_tags_disable(text: str) -> frozenset[str]:
+    """Mailpit's `--tags-disable x-tags,plus-addresses` -> those two names."""
+    found = set()
+    for part in text.lower().split(','):
+        if part.strip():
+            if part.strip() not in TAGS_DISABLE:
+                raise ValueError(f'invalid --tags-disable option: {part.strip()}')
+            found.add(TAGS_DISABLE[part.strip()])
+    return frozenset(found)
+
+
+def rule_tags(db: sqlite3.Connection, row_id: int, rules: Sequence[TagRule]) -> list[str]:
+    """The tags of the rules whose query finds the message `row_id`."""
+    found: list[str] = []
+    for rule in rules:
+        if db.execute(f'SELECT 1 FROM messages m WHERE m.id = ? AND ({rule.where})',
+                      (row_id, *rule.params)).fetchone():
+            found.extend(rule.tags)
+    return found
 
 
 def message_addresses(fields: dict[str, Any]) -> list[str]:
