@@ -1,6 +1,7 @@
 """Haraka for the durable scenarios: a service directory made under
-/tmp/bench-haraka-PORT (Haraka's default configuration, with smtp.ini listening on 127.0.0.1:PORT, one process,
-logging at WARN; plugins rcpt_to.in_host_list for bench.example and
+/tmp/bench-haraka-PORT (Haraka's default configuration, with smtp.ini
+listening on 127.0.0.1:PORT, one process, logging at WARN; plugins
+rcpt_to.in_host_list for bench.example and
 haraka/durable_maildir.js, which stores each message in the Maildir with
 write, fsync, rename and an fsync of new/ before the 250), then Haraka from
 benchmarks/node/node_modules runs in the foreground in this process.
