@@ -15,7 +15,7 @@ import re
 import socket
 import types
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, overload
 
 from .errors import SmtpError
 from .events import stamp
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from .server import SmtpServer
     from .session import Session
     from .stream import DataStream
+
+M_ = TypeVar('M_', bound=Callable[..., None])
 
 # What `ctx.send()` takes for one reply besides (code, message, enhanced).
 ReplyLike: TypeAlias = Reply | tuple[int, Message] | tuple[int, Message, Enhanced]
@@ -186,6 +188,53 @@ SessionHook: TypeAlias = Callable[['Session'], None]
 AuthHook: TypeAlias = Callable[['Session'], Any]
 # on_mail_from(session, address), on_rcpt_to(session, address).
 AddressHook: TypeAlias = Callable[['Session', 'Address'], None]
+
+
+# -- stages: what a middleware needs of a session ------------------------------
+
+# The stages a middleware may declare (`stages` below). An SmtpServer shows
+# every command to every middleware whatever it declares; a MilterServer asks
+# the MTA only for the steps its chain declares (docs/milter.md).
+#   CONNECT  the session from the client's connection on (on_connect's time)
+#   HELO     HELO/EHLO and session.helo
+#   MAIL     MAIL FROM and envelope.mail_from
+#   RCPT     RCPT TO and envelope.rcpt_to
+#   DATA     the DATA decision (at the end of the message)
+#   HEADER   the header section in data_stream
+#   BODY     the body in data_stream
+STAGES = frozenset({'CONNECT', 'HELO', 'MAIL', 'RCPT', 'DATA', 'HEADER', 'BODY'})
+
+
+def stages(*names: str) -> Callable[[M_], M_]:
+    """Declare the stages a middleware needs: `@stages('RCPT')` on a
+    function sets its `stages` attribute (a class sets `stages` itself).
+    A middleware without the attribute needs every stage."""
+    wanted = _checked_stages(names)
+
+    def declare(fn: M_) -> M_:
+        fn.stages = wanted      # type: ignore[attr-defined]
+        return fn
+    return declare
+
+
+def stages_of(fn: object) -> frozenset[str] | None:
+    """The stages `fn` declared (its `stages` attribute), or None: it
+    declared nothing and needs every stage. ValueError for an unknown name."""
+    declared = getattr(fn, 'stages', None)
+    if declared is None:
+        return None
+    if isinstance(declared, str) or not isinstance(declared, Iterable):
+        raise TypeError(f'{name_of(fn)}.stages must be a set of stage names')
+    return _checked_stages(declared)
+
+
+def _checked_stages(names: Iterable[str]) -> frozenset[str]:
+    wanted = frozenset(name.upper() for name in names)
+    unknown = wanted - STAGES
+    if unknown:
+        raise ValueError(f'unknown stage {", ".join(sorted(unknown))}; known: '
+                         + ', '.join(sorted(STAGES)))
+    return wanted
 
 
 # -- components: middleware with a lifecycle ---------------------------------------

@@ -61,11 +61,33 @@ def log():
     logger.removeHandler(handler)
 
 
+def sees_everything(ctx, next):
+    """A middleware that declares no stages: the MTA is asked for every step."""
+    next()
+
+
+def accept_connection(session):
+    """on_connect set: the MTA waits for a reply to SMFIC_CONNECT."""
+
+
 def milter(log=None, **options):
+    """A MilterServer asking for every step, each answered as these tests
+    expect: a middleware declaring nothing, on_connect set (without it
+    CONNECT goes unanswered: test_milter_steps.py)."""
     if log is not None:
         options.setdefault('log_backend', logging.getLogger('smtp_stack.test_milter'))
         options.setdefault('log_level', LogLevels.DEBUG)
-    return MilterServer(name='milter.test', **options)
+    options.setdefault('on_connect', accept_connection)
+    server = MilterServer(name='milter.test', **options)
+    server.use(sees_everything)
+    return server
+
+
+def negotiate(client, **offer):
+    """The offer of an MTA that does not take SMFIR_SKIP: body chunks go
+    unanswered (with SKIP: test_milter_steps.py)."""
+    offer.setdefault('protocol', 0x1FFFFF & ~P.SKIP_OK)
+    return client.negotiate(**offer)
 
 
 def replies(client, count):
@@ -105,7 +127,7 @@ MESSAGE = (header('From', ' a@example.org'), header('Subject', ' hello'), EOH,
 def test_version_6_offer_gets_macro_lists_and_no_reply_for_content():
     with milter_thread(milter()) as server:
         client = MtaClient(server)
-        answer = client.negotiate()
+        answer = negotiate(client)
         version, actions, protocol, lists = P.read_reply(answer)
         assert version == 6
         assert actions & P.SET_SYMLIST and actions & P.ADDHDRS and actions & P.CHGHDRS
@@ -169,7 +191,7 @@ def test_the_chain_sees_the_session_and_its_replies_go_back_at_each_stage():
 
     with milter_thread(server):
         client = MtaClient(server)
-        client.negotiate()
+        negotiate(client)
         client.send(macros('C', daemon_name='smtpd', j='mx.example'), CONNECT)
         assert client.reply().command == P.CONTINUE
         client.send(HELO, MAIL)
@@ -211,7 +233,7 @@ def test_end_of_message_modifications_in_order():
 
     with milter_thread(server):
         client = MtaClient(server)
-        client.negotiate()
+        negotiate(client)
         client.send(CONNECT)
         client.reply()
         _, final = transaction(
@@ -245,7 +267,7 @@ def test_a_modification_the_mta_does_not_allow_is_left_out_with_a_warning(log):
 
     with milter_thread(server):
         client = MtaClient(server)
-        client.negotiate(actions=P.CHGHDRS)
+        negotiate(client, actions=P.CHGHDRS)
         client.send(CONNECT)
         client.reply()
         _, final = transaction(client, *MESSAGE)
@@ -285,7 +307,7 @@ def test_the_data_decision(action, expected):
 
     with milter_thread(server):
         client = MtaClient(server)
-        client.negotiate()
+        negotiate(client)
         client.send(CONNECT)
         client.reply()
         _, final = transaction(client, *MESSAGE)
@@ -306,7 +328,7 @@ def test_a_refusal_before_reading_the_body_answers_the_data_event():
 
     with milter_thread(server):
         client = MtaClient(server)
-        client.negotiate()
+        negotiate(client)
         client.send(CONNECT, HELO, MAIL, rcpt('r@example.org'))
         replies(client, 4)
         client.send(DATA)
@@ -324,7 +346,7 @@ def test_on_connect_refusal_and_hooks():
 
     with milter_thread(milter(on_connect=on_connect)) as server:
         client = MtaClient(server)
-        client.negotiate()
+        negotiate(client)
         client.send(P.command(P.CONNECT, 'bad.example', P.FAMILY_INET, 1, '192.0.2.66'))
         assert client.reply() == (P.REPLYCODE, b'554 5.7.1 Go away\0')
         client.close()
@@ -344,7 +366,7 @@ def test_macros_become_the_login_and_tls():
 
     with milter_thread(server):
         client = MtaClient(server)
-        client.negotiate()
+        negotiate(client)
         client.send(CONNECT, macros('H', tls_version='TLSv1.3', cipher='TLS_AES_256_GCM_SHA384',
                                     cipher_bits='256'), HELO)
         replies(client, 2)
@@ -367,7 +389,7 @@ def test_progress_while_the_chain_works_after_the_body():
 
     with milter_thread(server):
         client = MtaClient(server)
-        client.negotiate()
+        negotiate(client)
         client.send(CONNECT)
         client.reply()
         _, final = transaction(client, *MESSAGE)
@@ -391,7 +413,7 @@ def test_abort_mid_message_is_a_refused_body_and_an_rset():
 
     with milter_thread(server):
         client = MtaClient(server)
-        client.negotiate()
+        negotiate(client)
         client.send(CONNECT, HELO, MAIL, rcpt('r@example.org'))
         replies(client, 4)
         client.send(DATA, header('Subject', ' x'), P.command(P.ABORT), MAIL)
@@ -404,7 +426,7 @@ def test_quit_nc_ends_one_session_and_starts_another():
     closed = []
     with milter_thread(milter(on_close=lambda s: closed.append(s.id))) as server:
         client = MtaClient(server)
-        client.negotiate()
+        negotiate(client)
         client.send(CONNECT)
         client.reply()
         client.send(P.command(P.QUIT_NC), CONNECT)
@@ -440,7 +462,7 @@ def deleted_files():
 def test_bad_input_ends_the_connection_with_one_log_line(log, wire, reason):
     with milter_thread(milter(log)) as server:
         client = MtaClient(server)
-        client.negotiate()
+        negotiate(client)
         client.send(wire)
         assert client.closed()
         client.close()
@@ -475,7 +497,7 @@ def test_an_mta_vanishing_mid_message_leaves_no_spool_and_no_greenlet(log):
     before = deleted_files()
     with milter_thread(server):
         client = MtaClient(server)
-        client.negotiate()
+        negotiate(client)
         client.send(CONNECT, HELO, MAIL, rcpt('r@example.org'))
         replies(client, 4)
         client.send(DATA, *MESSAGE, *[body(b'x' * 60000) for _ in range(40)])
@@ -526,7 +548,7 @@ def test_a_unix_socket(tmp_path):
     with milter_thread(milter(), f'unix:{path}') as server:
         assert server.address == path
         client = MtaClient(server)
-        client.negotiate()
+        negotiate(client)
         client.send(P.command(P.CONNECT, 'localhost', P.FAMILY_UNIX, 0, '/run/client'))
         assert client.reply().command == P.CONTINUE
         client.close()
@@ -537,7 +559,7 @@ def test_many_connections_at_once():
     with milter_thread(milter()) as server:
         clients = [MtaClient(server) for _ in range(50)]
         for client in clients:
-            client.negotiate()
+            negotiate(client)
             client.send(CONNECT)
         for client in clients:
             assert client.reply().command == P.CONTINUE
@@ -558,7 +580,7 @@ def test_the_policies_run_unchanged():
     server.use(policies.greylist(delay=300))
     with milter_thread(server):
         client = MtaClient(server)
-        client.negotiate()
+        negotiate(client)
         client.send(CONNECT, HELO, MAIL)
         replies(client, 3)
         client.send(rcpt('someone@elsewhere.example'))

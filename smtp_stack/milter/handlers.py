@@ -17,6 +17,7 @@ from ..errors import SmtpError
 from ..events import ENGINE, refused_by
 from ..engine.exceptions import HookFailed
 from ..replies import Reply
+from .content import open_stream
 
 if TYPE_CHECKING:
     from ..addresses import Address
@@ -54,7 +55,7 @@ def rcpt(conn: MilterConnection, ctx: Context) -> None:
 def data(conn: MilterConnection, ctx: Context) -> None:
     """The body streams from the MTA's content packets (message.py); the
     stream is opened here and read by the chain, as after SMTP's 354."""
-    stream = conn.open_stream()
+    stream = open_stream(conn)
     ctx.session.envelope.data_stream = ctx.data_stream = stream
     conn.hook('on_data', ctx.session)
     ctx.reply = R.QUEUED

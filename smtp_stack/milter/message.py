@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 # (OVERSIZED_HEADER): a forged field must not hide behind a megabyte of others.
 HEADER_BUDGET = 1 << 20
 CONTINUE_PACKET = P.reply(P.CONTINUE)
+SKIP_PACKET = P.reply(P.SKIP)
 
 # (what the MTA sent: the path as in SMFIC_MAIL/SMFIC_RCPT, its parsed Address)
 Sent = tuple[str, 'Address']
@@ -82,6 +83,19 @@ class MessageReader:
             if piece:
                 return piece
         return None
+
+    def skip_rest(self, skip_ok: bool) -> None:
+        """Read to the end of the message when the chain wants no more of
+        it, keeping the header fields (for remove_header) but not the body:
+        with `skip_ok` (SMFIP_SKIP agreed), the first body chunk the MTA
+        waits on is answered SMFIR_SKIP and no more chunks come ([milter8]
+        skip_event_type); every other packet waited on, CONTINUE."""
+        channel = self.channel
+        while not self.done:
+            owed = channel.owed
+            if owed is not None:
+                channel.answer(SKIP_PACKET if skip_ok and owed == P.BODY else CONTINUE_PACKET)
+            self._take(self._next())
 
     def answer_when_asked(self, data: bytes) -> bool:
         """Send `data` (a refusal) at the first packet the MTA waits for a

@@ -29,13 +29,14 @@ from gevent.server import StreamServer
 
 from ..events import LogEvents
 from ..logs import child, record_log
-from ..middleware import Lifecycle, compose, name_of
+from ..middleware import Lifecycle, compose, name_of, stages_of
 from ..options import Options, suggest
 from ..workers import WorkerPool
 from . import message as M
 from . import protocol as P
 from .connection import MilterConnection
 from .handlers import builtin
+from .steps import needs_of
 
 if TYPE_CHECKING:
     import logging
@@ -116,6 +117,7 @@ class MilterServer:
                                         self.options.log_level)
         self._middleware: list[Middleware] = []
         self.chain: Dispatch = builtin
+        self.needs = needs_of(())       # the stages the chain needs (steps.py)
         self.lifecycle = Lifecycle()
         self._components_started = False
         self._handlers: dict[str, list[Callable[..., object]]] = {e: [] for e in EVENTS}
@@ -137,12 +139,14 @@ class MilterServer:
         """Register a middleware `fn(ctx, next)`; usable as a decorator."""
         if not callable(fn):
             raise TypeError('middleware must be callable as fn(ctx, next)')
+        stages_of(fn)       # an unknown stage is refused here, not at the MTA's first call
         found = Lifecycle.of(fn)
         if self._components_started:
             self._start_components(found)
         self._middleware.append(fn)
         self.lifecycle.add(found)
         self.chain = compose(self._middleware, builtin)
+        self.needs = needs_of(self._middleware)
         return fn
 
     def on(self, event: str, fn: L) -> L:

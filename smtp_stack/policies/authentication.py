@@ -83,6 +83,7 @@ class Authenticate:
     `remove_forged`: leave out the message's own Authentication-Results
     fields that claim our authserv-id (RFC 8601 5). The factory
     `policies.authenticate`, and the YAML entry `authenticate:`."""
+    stages = frozenset({'HELO', 'MAIL', 'DATA', 'HEADER', 'BODY'})  # middleware.stages
 
     def __init__(self, spf: Annotated[bool, BOOL] = True, dkim: Annotated[bool, BOOL] = True,
                  dmarc: Annotated[bool, BOOL] = True, arc: Annotated[bool, BOOL] = True,

@@ -191,6 +191,7 @@ class DnsblResult:
 class Dnsbl:
     """Refuse clients whose entries in `zones` weigh at least `threshold`;
     the factory `policies.dnsbl`, and the YAML entry `dnsbl:`."""
+    stages = frozenset({'RCPT'})       # the milter steps it needs (middleware.stages)
 
     def __init__(self, zones: Annotated[ZoneSpec | Iterable[ZoneSpec], ZONES],
                  allow: Annotated[str | Iterable[str], STRINGS] = (),

@@ -51,6 +51,7 @@ def triplet_key(network: str, sender: str, recipient: str) -> str:
 class Greylist:
     """RFC 6647 greylisting on (client network, sender, recipient); the
     factory `policies.greylist`, and the YAML entry `greylist:`."""
+    stages = frozenset({'MAIL', 'RCPT'})   # the milter steps it needs (middleware.stages)
 
     def __init__(self, delay: Annotated[float, DURATION] = 300,
                  expire: Annotated[float, DURATION] = 86400 * 36,

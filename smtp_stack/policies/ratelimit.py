@@ -38,6 +38,7 @@ TOO_MANY_RECIPIENTS = Reply(450, 'Too many recipients, slow down', '4.7.1')
 class RateLimit:
     """Messages and/or recipients per `per` seconds, per client, user or
     sender; the factory `policies.rate_limit`, and the YAML entry `rate_limit:`."""
+    stages = frozenset({'MAIL', 'RCPT'})   # the milter steps it needs (middleware.stages)
 
     def __init__(self, messages: Annotated[int | None, INTEGER] = None,
                  recipients: Annotated[int | None, INTEGER] = None,

@@ -141,6 +141,7 @@ class AddressFile:
 class Recipients:
     """Accept RCPT only for these domains / addresses / lookup(address) ->
     bool; the factory `policies.recipients`, and the YAML entry `recipients:`."""
+    stages = frozenset({'RCPT'})       # the milter steps it needs (middleware.stages)
 
     def __init__(self, domains: Annotated[str | Iterable[str], STRINGS] = (),
                  addresses: Annotated[str | Iterable[str], STRINGS] = (),

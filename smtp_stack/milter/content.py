@@ -1,0 +1,124 @@
+"""The message of a MilterConnection: from SMFIC_DATA (or the first content
+packet) to the verdict at the end of the body.
+
+The chain runs DATA while the content packets arrive: `open_stream` gives
+it data_stream over a message.MessageReader. When the chain returns, what
+nobody read is skipped (SMFIR_SKIP, where the MTA waits on a body chunk
+and no size limit needs the rest counted) or drained; then the verdict:
+the modification requests and CONTINUE, DISCARD, or the refusal, sent at
+the first packet the MTA waits on.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..events import ENGINE, LIMIT
+from ..stream import DataStream
+from . import message as M
+from . import protocol as P
+from .verdicts import CONTINUE_PACKET, DISCARD_PACKET, final, reply_packet
+
+if TYPE_CHECKING:
+    from ..session import Session
+    from .connection import MilterConnection
+    from .protocol import Packet
+
+
+def open_stream(conn: MilterConnection) -> DataStream:
+    """data_stream over the content packets (handlers.data)."""
+    reader = conn.message_reader
+    assert reader is not None, 'DATA outside a message'
+    stream: DataStream
+
+    def pull() -> bytes | None:
+        piece = reader.pull()
+        if reader.ended:
+            conn.start_progress()
+        if piece is None and reader.aborted:
+            stream.aborted = True   # never a clean end: MessageRefused (abandoned)
+        return piece
+
+    stream = DataStream(pull, conn.options.size)
+    return stream
+
+
+def run_message(conn: MilterConnection, first: Packet | None) -> None:
+    """The message that `first` (None: SMFIC_DATA) began, to its verdict."""
+    session = conn.open_session()
+    reader = conn.message_reader = M.MessageReader(conn, first, conn.leading_space,
+                                                   conn.server.header_budget)
+    try:
+        ctx = conn.run_command('DATA')
+        reply = final(ctx)
+        stream = ctx.data_stream
+        if reply.code < 400 and not ctx.close_requested:
+            if stream is None or not conn.options.size:   # nothing counts the rest
+                reader.skip_rest(bool(conn.flags & P.SKIP_OK))
+            else:
+                stream.drain()
+                if stream.refused is not None:
+                    reply = stream.refused.reply
+                    ctx.refusal = (reply, LIMIT if stream.size_exceeded else ENGINE)
+        if reader.aborted:
+            _abandoned(conn, reader)
+            return
+        if reply.code >= 400 or ctx.close_requested:
+            if not reader.answer_when_asked(reply_packet(reply, ctx.close_requested)):
+                _abandoned(conn, reader)
+                return
+            conn.refused(ctx, reply)
+        else:
+            conn.stop_progress()
+            conn.answer(_end_of_message(conn, session, reader) + CONTINUE_PACKET
+                        if session.envelope.dropped is None else DISCARD_PACKET)
+            _accepted(conn, session, stream)
+        if ctx.close_requested:
+            conn.closing = True
+    except BaseException:
+        conn.stop_progress()
+        raise       # message_reader stays set: run() tells that it ended mid-message
+    conn.stop_progress()
+    conn.message_reader = None
+    conn.end_transaction()
+
+
+def _end_of_message(conn: MilterConnection, session: Session, reader: M.MessageReader) -> bytes:
+    """The modification requests middleware made on the envelope."""
+    envelope = session.envelope
+    if not (envelope.added_headers or envelope.removed_headers or envelope.replaced_body
+            is not None or envelope.quarantined is not None or conn.sender is not None
+            or conn.recipients or envelope.rcpt_to):
+        return b''
+    warn: list[str] = []
+    packets = b''.join(M.changes(envelope, reader.headers, conn.sender, conn.recipients,
+                                 conn.actions, conn.leading_space, warn))
+    if reader.overflow and envelope.removed_headers:
+        warn.append('remove a header field past the first '
+                    f'{conn.server.header_budget} bytes of the header')
+    for what in warn:
+        conn.log(30, 'the MTA does not allow a milter to %s: not done', what)
+    return packets
+
+
+def _abandoned(conn: MilterConnection, reader: M.MessageReader) -> None:
+    """The MTA abandoned the message (ABORT, QUIT, another transaction):
+    no reply; the command that ended it is handled next."""
+    conn.stop_progress()
+    conn.message_reader = None
+    conn.end_transaction()
+    if reader.quit:
+        conn.closing = True
+        conn.run_command('QUIT')
+    elif reader.pushback is not None:
+        conn.push_back(reader.pushback)
+    else:
+        conn.run_command('RSET')
+
+
+def _accepted(conn: MilterConnection, session: Session, stream: DataStream | None) -> None:
+    size = stream.bytes_read if stream is not None else 0
+    conn.server.events.accepted(session, session.envelope, conn.queue_id(session), size)
+    if session.envelope.dropped is not None:
+        conn.log(20, '%s: dropped (SMFIR_DISCARD): %s', conn.queue_id(session),
+                 session.envelope.dropped or 'no reason given')
+

@@ -1,0 +1,117 @@
+"""Which steps a MilterServer asks the MTA for: only what its chain needs.
+
+Each middleware may declare the stages it needs (`stages` attribute,
+middleware.stages); one that declares nothing needs them all, and so
+does a chain with such a middleware: it sees every command, as in SMTP.
+The hooks that are set need their steps too. From that union, the
+negotiation ([mfdef] SMFIP_*; [milter8] milter8_event_masks):
+
+    step       sent when the chain needs       answered (else SMFIP_NR_*)
+    CONNECT    CONNECT, or on_connect          when on_connect is set
+    HELO       HELO                            always (middleware may refuse)
+    MAIL       MAIL, or on_mail_from           always
+    RCPT       RCPT, or on_rcpt_to             always
+    DATA       on_data, or DATA with content   always: a refusal before
+                                               the content spares sending it
+    HEADER     HEADER                          never: the verdict comes at
+    EOH        HEADER                          the end of the message
+    BODY       BODY                            when the MTA takes SMFIR_SKIP
+                                               (the rest of a body nobody
+                                               reads is skipped)
+    UNKNOWN    never                           -
+    BODYEOB    always (no flag skips it)       always: the DATA decision
+
+A macro stage whose step is skipped gives its macros to the next step
+that is sent (SMFIR_SETSYMLIST), so the session still learns the client
+address, the login and the queue id (the MTA knows them at any later
+stage: Postfix evaluates each macro when it sends the list).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, NamedTuple
+
+from ..middleware import STAGES, stages_of
+from . import protocol as P
+
+if TYPE_CHECKING:
+    from ..options import Options
+
+CONTENT = frozenset({'HEADER', 'BODY'})
+ACTIONS = (P.ADDHDRS | P.CHGHDRS | P.CHGBODY | P.ADD_RCPT | P.ADD_RCPT_PAR | P.DEL_RCPT
+           | P.CHANGE_FROM | P.QUARANTINE_ACTION)
+# The macro stages in the order their steps come in a transaction ([milter8]:
+# the end of the header before the end of the message).
+STAGE_ORDER = (P.STAGE_CONNECT, P.STAGE_HELO, P.STAGE_MAIL, P.STAGE_RCPT, P.STAGE_DATA,
+               P.STAGE_EOH, P.STAGE_EOM)
+
+
+class Plan(NamedTuple):
+    """The steps (SMFIC_* letters) the MTA is asked to send, and those of
+    them it is asked to wait for a reply to."""
+    steps: frozenset[str]
+    answered: frozenset[str]
+
+
+def needs_of(middleware: Iterable[object]) -> frozenset[str]:
+    """The union of the stages the middleware declared; every stage when
+    one of them declared nothing."""
+    needed: set[str] = set()
+    for fn in middleware:
+        declared = stages_of(fn)
+        if declared is None:
+            return STAGES
+        needed |= declared
+    return frozenset(needed)
+
+
+def plan(needs: frozenset[str], options: Options, skip_ok: bool) -> Plan:
+    """The steps for a chain that needs `needs`, with `options`' hooks;
+    `skip_ok`: the MTA offered SMFIP_SKIP."""
+    steps: set[str] = {P.EOB}
+    answered: set[str] = {P.EOB}
+    if 'CONNECT' in needs or options.on_connect is not None:
+        steps.add(P.CONNECT)
+        if options.on_connect is not None:
+            answered.add(P.CONNECT)
+    if 'HELO' in needs:
+        steps.add(P.HELO)
+    if 'MAIL' in needs or options.on_mail_from is not None:
+        steps.add(P.MAIL)
+    if 'RCPT' in needs or options.on_rcpt_to is not None:
+        steps.add(P.RCPT)
+    if options.on_data is not None or ('DATA' in needs and needs & CONTENT):
+        steps.add(P.DATA)
+    answered |= steps & {P.HELO, P.MAIL, P.RCPT, P.DATA}
+    if 'HEADER' in needs:
+        steps |= {P.HEADER, P.EOH}
+    if 'BODY' in needs:
+        steps.add(P.BODY)
+        if skip_ok:
+            answered.add(P.BODY)
+    return Plan(frozenset(steps), frozenset(answered))
+
+
+def macro_lists(wanted: Mapping[int, str], steps: frozenset[str]) -> dict[int, str]:
+    """`wanted` (stage -> names) with the names of each skipped stage
+    moved to the next stage whose step is sent (the end of the message
+    is always sent), each name once per list."""
+    lists: dict[int, str] = {}
+    carried: list[str] = []
+    for stage in STAGE_ORDER:
+        carried += [name for name in wanted.get(stage, '').split() if name not in carried]
+        if P.STAGE_COMMANDS[stage] in steps and carried:
+            lists[stage] = ' '.join(carried)
+            carried = []
+    return lists
+
+
+def negotiate(offer: P.Negotiation, plan_: Plan, wanted: Mapping[int, str]) -> P.Negotiation:
+    """The answer to the MTA's offer for `plan_`, with `wanted` macros."""
+    steps = plan_.steps - {P.EOB}
+    answer = P.answer_negotiation(offer, actions=ACTIONS, steps=steps,
+                                  answered=plan_.answered - {P.EOB},
+                                  macros=macro_lists(wanted, plan_.steps))
+    if P.BODY in plan_.answered:    # [mfdef] SMFIP_SKIP: this milter may answer SKIP
+        answer = answer._replace(protocol=answer.protocol | (offer.protocol & P.SKIP_OK))
+    return answer
