@@ -126,8 +126,11 @@ class PrivateRspamd:
         proxy = '' if self.milter_port is None else f"""
 worker "rspamd_proxy" {{
     bind_socket = "127.0.0.1:{self.milter_port}";
-    .include "$CONFDIR/worker-proxy.inc"
-    upstream "local" {{ default = yes; self_scan = yes; }}
+    # Debian's worker-proxy.inc, less its upstream at rspamd's default port: ours
+    milter = yes; timeout = 120s; count = 1; max_retries = 5;
+    discard_on_reject = false; quarantine_on_reject = false;
+    spam_header = "X-Spam"; reject_message = "Spam message rejected";
+    upstream "local" {{ default = yes; hosts = "127.0.0.1:{self.port}"; }}   # the normal worker
 }}"""
         self._write('rspamd.conf', f"""
 .include "$CONFDIR/common.conf"

@@ -475,3 +475,104 @@ def reply_text(code: int, lines: Sequence[str], enhanced: str | None) -> str:
     return '\r\n'.join(f'{code}{"-" if i < last else " "}'
                        + ' '.join(part for part in (enhanced, line) if part)
                        for i, line in enumerate(clean))
+
+
+# -- the MTA side: what it offers, and the replies it reads -----------------------------
+
+# Every action an MTA may allow ([mfdef] SMFIF_*): smtp_stack applies each one.
+MTA_ACTIONS = (ADDHDRS | CHGBODY | ADD_RCPT | DEL_RCPT | CHGHDRS | QUARANTINE_ACTION
+               | CHANGE_FROM | ADD_RCPT_PAR | SET_SYMLIST)
+# The protocol flags the MTA side understands: every step may be skipped or
+# left unanswered, SMFIR_SKIP, leading space ([milter8] MILTER8_V6_PROTO_MASK
+# less SMFIP_RCPT_REJ: a refused recipient is never shown to a milter).
+MTA_PROTOCOL = (NOCONNECT | NOHELO | NOMAIL | NORCPT | NOBODY | NOHDRS | NOEOH | NR_HDR
+                | NOUNKNOWN | NODATA | SKIP_OK | NR_CONN | NR_HELO | NR_MAIL | NR_RCPT
+                | NR_DATA | NR_UNKN | NR_EOH | NR_BODY | HDR_LEADSPC)
+
+
+def offer_negotiation(version: int = PROTOCOL_VERSION, actions: int = MTA_ACTIONS,
+                      protocol: int = MTA_PROTOCOL) -> bytes:
+    """SMFIC_OPTNEG as the MTA sends it first."""
+    return command(OPTNEG, version, actions, protocol)
+
+
+def read_answer(packet: Packet, offer_actions: int = MTA_ACTIONS,
+                offer_protocol: int = MTA_PROTOCOL) -> Negotiation:
+    """The milter's answer to the MTA's SMFIC_OPTNEG: its version, the
+    actions it takes and the protocol flags it sets (only those offered
+    count: [milter8] milter8_negotiate refuses a milter that asks for
+    more), and the macros it wants per stage (v6, SMFIF_SETSYMLIST)."""
+    if packet.command != OPTNEG:
+        raise ProtocolError(f'reply {packet.command!r} to the option negotiation')
+    version, actions, protocol, lists = read_reply(packet)
+    assert isinstance(version, int) and isinstance(actions, int) and isinstance(protocol, int)
+    if not OLDEST_VERSION <= version <= PROTOCOL_VERSION:
+        raise ProtocolError(f'protocol version {version}: {OLDEST_VERSION} to '
+                            f'{PROTOCOL_VERSION} are spoken')
+    if actions & ~offer_actions:
+        raise ProtocolError(f'actions 0x{actions:x} asked, 0x{offer_actions:x} offered')
+    if protocol & ~offer_protocol & ~(MDS_256K | MDS_1M):
+        raise ProtocolError(f'protocol flags 0x{protocol:x} asked, 0x{offer_protocol:x} offered')
+    macros = lists if isinstance(lists, dict) and actions & SET_SYMLIST else {}
+    return Negotiation(version, actions, protocol, macros)
+
+
+def macro_packet(command_letter: str, pairs: Iterable[tuple[str, str]]) -> bytes:
+    """SMFIC_MACRO for `command_letter`: each name as the milter knows it
+    (one letter bare, a longer one in braces: 'i', '{auth_authen}')."""
+    strings: list[str] = []
+    for name, value in pairs:
+        strings += [name if len(name) == 1 or name.startswith('{') else '{' + name + '}',
+                    value.replace('\0', ' ')]
+    return command(MACRO, command_letter, strings)
+
+
+class ReplyCode(NamedTuple):
+    """SMFIR_REPLYCODE read: the code, the enhanced code (or None) and the lines."""
+    code: int
+    enhanced: str | None
+    lines: list[str]
+
+
+def parse_reply_text(text: str) -> ReplyCode:
+    """The SMTP reply a milter gave with SMFIR_REPLYCODE ('550 5.7.1 text',
+    lines joined by CRLF, '%%' for '%'); ProtocolError for one whose code
+    is not 4xx or 5xx, or whose lines disagree ([milter8] milter8_event
+    checks the first line alike and undoes the doubling)."""
+    code = 0
+    enhanced: str | None = None
+    lines: list[str] = []
+    for number, line in enumerate(text.replace('\r\n', '\n').split('\n')):
+        head, sep, rest = line[:4], line[3:4], line[4:]
+        if len(line) < 3 or not head[:3].isdigit() or head[0] not in '45' \
+                or sep not in ('', ' ', '-'):
+            raise ProtocolError(f'a malformed reply: {text[:200]!r}')
+        if number == 0:
+            code = int(head[:3])
+        elif int(head[:3]) != code:
+            raise ProtocolError(f'a reply whose lines have different codes: {text[:200]!r}')
+        word, space, after = rest.partition(' ')
+        parts = word.split('.')
+        if len(parts) == 3 and all(p.isdigit() for p in parts):
+            if parts[0] != str(code)[0]:
+                raise ProtocolError(f'enhanced code {word} in a {code} reply')
+            enhanced = enhanced or word
+            rest = after
+        lines.append(_undouble(rest))
+    return ReplyCode(code, enhanced, lines)
+
+
+def _undouble(text: str) -> str:
+    """'%%' -> '%', a lone '%' dropped ([milter8] SMFIR_REPLYCODE)."""
+    out, i = [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == '%':
+            i += 1
+            if i < len(text) and text[i] == '%':
+                out.append('%')
+                i += 1
+            continue
+        out.append(ch)
+        i += 1
+    return ''.join(out)

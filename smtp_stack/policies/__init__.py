@@ -9,6 +9,7 @@
     server.use(policies.rate_limit(messages=100, per=3600, store=state))
     server.use(policies.authenticate(resolver=dns))
     server.use(policies.rspamd('http://127.0.0.1:11333'))
+    server.use(policies.milter('inet:127.0.0.1:8891', name='opendkim'))
 
 Each factory is the policy's class, so its signature is the one
 declaration of its parameters: for Python callers, for the `policies:`
@@ -34,18 +35,22 @@ with needs_extra('policies', 'smtp_stack.policies'):
     from .ratelimit import RateLimit
     from .recipients import Recipients
     from .stores import StoreError, store
+# Imported now, before the name `milter` is bound to its class: importing the
+# submodule later would rebind the package's `milter` to the module.
+from .milter import Milter
 
 if TYPE_CHECKING:
     from .authentication import Authenticate
     from .rspamd import Rspamd
 
-__all__ = ['recipients', 'dnsbl', 'greylist', 'rate_limit', 'authenticate', 'rspamd',
+__all__ = ['recipients', 'dnsbl', 'greylist', 'rate_limit', 'authenticate', 'rspamd', 'milter',
            'Resolver', 'store', 'DnsError', 'StoreError', 'POLICIES']
 
 recipients = Recipients
 dnsbl = Dnsbl
 greylist = Greylist
 rate_limit = RateLimit
+milter = Milter
 
 
 def _authenticate() -> type[Authenticate]:
@@ -89,4 +94,5 @@ POLICIES: Mapping[str, Declared] = {
     'rate_limit': Declared('rate_limit', lambda: RateLimit, trial=TRIAL),
     'authenticate': Declared('authenticate', _authenticate, trial=TRIAL),
     'rspamd': Declared('rspamd', _rspamd, trial=TRIAL),
+    'milter': Declared('milter', lambda: Milter, trial=TRIAL),
 }

@@ -1,0 +1,467 @@
+"""policies.milter against real milters started here on free loopback ports:
+OpenDKIM signing (the stored message carries a DKIM-Signature that dkimpy
+verifies) and verifying (its Authentication-Results); rspamd's proxy in
+milter mode (GTUBE refused with rspamd's reply, a clean message passes with
+rspamd's headers); a libmilter milter written with pymilter (Debian
+python3-milter) that takes every action the protocol has; a milter that
+accepts connections and never answers (the default action, within the
+timeout). smtplib is the client, a MailSink the delivery."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import smtplib
+import socket
+import subprocess
+import time
+
+import pytest
+
+from smtp_stack import policies
+from smtp_stack.config import ConfigError, parse
+from smtp_stack.testing import MailSink
+
+import peers
+from opendkim_private import DOMAIN, SELECTOR, PrivateOpenDkim
+from rspamd_private import PrivateRspamd
+
+GTUBE = 'XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X'
+WAIT = 10.0
+
+# A libmilter milter (pymilter): what it does is chosen by words in the
+# Subject, and it reports what it saw in a header field it adds.
+TEST_MILTER = r'''
+import json, sys
+import Milter
+
+NAME, ADDRESS = sys.argv[1], sys.argv[2]
+CONNECT_MACROS = ('j', '_', '{daemon_name}', '{daemon_addr}', '{client_addr}', 'v')
+MAIL_MACROS = ('i', '{mail_addr}', '{auth_authen}', '{auth_type}')
+
+
+class Test(Milter.Base):
+    def __init__(self):
+        self.seen = {'headers': [], 'body': 0, 'rcpt': [], 'macros': {}}
+
+    def _macros(self, names):
+        for name in names:
+            value = self.getsymval(name)
+            if value is not None:
+                self.seen['macros'][name] = value
+
+    def connect(self, hostname, family, hostaddr):
+        self.seen['connect'] = [hostname, hostaddr[0]]
+        self._macros(CONNECT_MACROS)
+        return Milter.CONTINUE
+
+    def hello(self, name):
+        self.seen['helo'] = name
+        return Milter.CONTINUE
+
+    def envfrom(self, sender, *args):
+        self.seen = {'headers': [], 'body': 0, 'rcpt': [], 'macros': self.seen['macros'],
+                     'helo': self.seen.get('helo'), 'connect': self.seen.get('connect'),
+                     'mail': [sender, *args]}
+        self._macros(MAIL_MACROS)
+        if 'tempfail-mail' in sender:
+            return Milter.TEMPFAIL
+        return Milter.CONTINUE
+
+    def envrcpt(self, to, *args):
+        self._macros(('{rcpt_addr}',))
+        if to.startswith('<refused'):
+            self.setreply('550', '5.1.1', 'No such user here (%s)' % NAME)
+            return Milter.REJECT
+        self.seen['rcpt'].append(to)
+        return Milter.CONTINUE
+
+    def header(self, name, value):
+        self.seen['headers'].append(name)
+        if name == 'Subject':
+            self.subject = value
+        return Milter.CONTINUE
+
+    def body(self, chunk):
+        self.seen['body'] += len(chunk)
+        return Milter.CONTINUE
+
+    def eom(self):
+        subject = getattr(self, 'subject', '')
+        if 'reject-eom' in subject:
+            self.setreply('554', '5.7.0', 'Content refused by %s' % NAME)
+            return Milter.REJECT
+        if 'tempfail-eom' in subject:
+            return Milter.TEMPFAIL
+        if 'discard' in subject:
+            return Milter.DISCARD
+        if 'quarantine' in subject:
+            self.quarantine('held by %s' % NAME)
+        if 'chgfrom' in subject:
+            self.chgfrom('<changed@example.test>')
+        if 'addrcpt' in subject:
+            self.addrcpt('<added@mx.test>')
+        if 'delrcpt' in subject:
+            self.delrcpt('<bob@mx.test>')
+        if 'replbody' in subject:
+            self.replacebody(b'The body ' + NAME.encode() + b' wrote.\r\n')
+        if 'chgheader' in subject:
+            self.chgheader('Subject', 1, 'changed by ' + NAME)
+        if 'delheader' in subject:
+            self.chgheader('X-Drop', 1, '')
+        self.addheader('X-Seen-' + NAME, json.dumps(self.seen, sort_keys=True))
+        return Milter.CONTINUE
+
+
+Milter.factory = Test
+Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.ADDRCPT | Milter.DELRCPT
+                 | Milter.CHGBODY | Milter.QUARANTINE | Milter.CHGFROM)
+print('ready', flush=True)
+Milter.runmilter(NAME, ADDRESS, 30)
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+class PyMilter:
+    """TEST_MILTER under Debian's /usr/bin/python3 (python3-milter)."""
+
+    def __init__(self, workdir, name: str):
+        python = peers.program('python3', 'python3-milter', fallback='/usr/bin/python3')
+        python = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else python
+        check = subprocess.run([python, '-c', 'import Milter'], capture_output=True, timeout=WAIT)
+        if check.returncode != 0:
+            peers.missing('pymilter for /usr/bin/python3', 'python3-milter')
+        script = os.path.join(workdir, 'test_milter.py')
+        with open(script, 'w') as f:
+            f.write(TEST_MILTER)
+        self.port = free_port()
+        self.address = f'inet:127.0.0.1:{self.port}'
+        self.proc = subprocess.Popen([python, script, name, f'inet:{self.port}@127.0.0.1'],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                socket.create_connection(('127.0.0.1', self.port), timeout=0.5).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(self.proc.stderr.read().decode()) from None
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)        # a poll step, bounded by the deadline
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(2)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(WAIT)
+
+
+# -- fixtures ------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def keys_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp('dkim-keys')
+
+
+@pytest.fixture(scope='module')
+def dkim_signer(tmp_path_factory, keys_dir):
+    running = PrivateOpenDkim(tmp_path_factory.mktemp('opendkim-s'), 's', key_dir=keys_dir)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope='module')
+def dkim_verifier(tmp_path_factory, keys_dir):
+    running = PrivateOpenDkim(tmp_path_factory.mktemp('opendkim-v'), 'v', key_dir=keys_dir)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope='module')
+def rspamd(tmp_path_factory):
+    running = PrivateRspamd(tmp_path_factory.mktemp('rspamd'), milter=True)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope='module')
+def test_milter(tmp_path_factory):
+    running = PyMilter(tmp_path_factory.mktemp('pymilter'), 'one')
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope='module')
+def second_milter(tmp_path_factory):
+    running = PyMilter(tmp_path_factory.mktemp('pymilter2'), 'two')
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def serve():
+    sinks = []
+
+    def start(*milters, **options):
+        sink = MailSink(name='mx.test', tls='off', **options)
+        for milter in milters:
+            sink.server.use(milter)
+        sinks.append(sink.start())
+        return sink
+
+    yield start
+    for sink in sinks:
+        sink.stop()
+
+
+def message(subject='Hello', body='Hi there.', extra=''):
+    return (f'From: Alice <alice@{DOMAIN}>\r\nTo: bob@mx.test\r\nSubject: {subject}\r\n'
+            f'Message-ID: <{time.monotonic_ns()}@{DOMAIN}>\r\n'
+            f'Date: Thu, 03 Dec 2026 08:00:00 +0000\r\n{extra}\r\n{body}\r\n').encode()
+
+
+def send(sink, data, rcpts=('bob@mx.test',), sender=f'alice@{DOMAIN}'):
+    with smtplib.SMTP(*sink.address, timeout=WAIT) as client:
+        return client.sendmail(sender, list(rcpts), data)
+
+
+def seen(stored, name='one'):
+    """The milter's report (the field folded where its JSON has spaces)."""
+    return json.loads(stored[f'X-Seen-{name}'].replace('\t', ' '))
+
+
+# -- OpenDKIM --------------------------------------------------------------------------
+
+def test_opendkim_signs_what_the_delivery_stores(serve, dkim_signer):
+    dkim = peers.python_module('dkim')
+    sink = serve(policies.milter(dkim_signer.address, name='opendkim'))
+    assert send(sink, message()) == {}
+    [stored] = sink.wait_for(1, timeout=WAIT)
+    assert stored['DKIM-Signature'] is not None
+    assert f'd={DOMAIN}' in stored['DKIM-Signature'] and f's={SELECTOR}' in stored['DKIM-Signature']
+    record = dkim_signer.public_record.encode()
+    assert dkim.verify(stored.raw, dnsfunc=lambda name, timeout=5: record)
+    tampered = stored.raw.replace(b'Hi there.', b'Hi there!')
+    assert not dkim.verify(tampered, dnsfunc=lambda name, timeout=5: record)
+
+
+def test_opendkim_verifies_and_says_so(serve, dkim_verifier):
+    dkim = peers.python_module('dkim')
+    signed = message(subject='Signed elsewhere')
+    signature = dkim.sign(signed, SELECTOR.encode(), DOMAIN.encode(),
+                          dkim_verifier.private_key, include_headers=[b'From', b'Subject'])
+    sink = serve(policies.milter(dkim_verifier.address, name='opendkim'))
+    send(sink, signature + signed)
+    send(sink, signature + signed.replace(b'Hi there.', b'Changed on the way.'))
+    good, bad = sink.wait_for(2, timeout=WAIT)
+    assert 'dkim=pass' in good['Authentication-Results']
+    assert good['Authentication-Results'].startswith('mx.test')
+    assert 'dkim=fail' in bad['Authentication-Results']
+
+
+# -- rspamd in milter mode ---------------------------------------------------------------
+
+def test_rspamd_refuses_gtube_with_its_reply(serve, rspamd):
+    sink = serve(policies.milter(rspamd.milter_address, name='rspamd'))
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(sink, message(body=GTUBE))
+    assert (refused.value.smtp_code, refused.value.smtp_error) == (554, b'5.7.1 Gtube pattern')
+    assert send(sink, message()) == {}
+    [stored] = sink.wait_for(1, timeout=WAIT)
+    assert stored['X-Spamd-Result'].startswith('default: False')
+    assert stored['X-Rspamd-Queue-Id'] == f'{stored.session.id}-1'     # the `i` macro
+    assert stored['X-Spam-Status'].startswith('No')
+
+
+# -- every action, from a libmilter milter -------------------------------------------------
+
+def test_the_milter_sees_the_session_and_the_macros(serve, test_milter):
+    connect = 'j {daemon_name} {daemon_addr} v _ {client_addr}'     # Postfix's, and one more
+    sink = serve(policies.milter(test_milter.address, name='one', macros={'connect': connect}))
+    with smtplib.SMTP(*sink.address, timeout=WAIT) as client:
+        client.ehlo('client.example')
+        client.sendmail(f'alice@{DOMAIN}', ['bob@mx.test', 'carol@mx.test'],
+                        message(extra='X-Extra: 1\r\n'))
+    [stored] = sink.wait_for(1, timeout=WAIT)
+    report = seen(stored)
+    assert report['connect'][1] == '127.0.0.1'
+    assert report['helo'] == 'client.example'
+    assert report['mail'][0] == f'<alice@{DOMAIN}>'
+    assert report['rcpt'] == ['<bob@mx.test>', '<carol@mx.test>']
+    assert report['headers'] == ['From', 'To', 'Subject', 'Message-ID', 'Date', 'X-Extra']
+    assert report['body'] == len(b'Hi there.\r\n')
+    macros = report['macros']
+    assert macros['j'] == macros['{daemon_name}'] == 'mx.test'
+    assert macros['{client_addr}'] == macros['{daemon_addr}'] == '127.0.0.1'
+    assert macros['_'].endswith('[127.0.0.1]')
+    assert macros['i'] == f'{stored.session.id}-1'
+    assert macros['{mail_addr}'] == f'alice@{DOMAIN}'
+    assert macros['{rcpt_addr}'] == 'carol@mx.test'
+    assert macros['v'].startswith('smtp_stack')
+
+
+def test_refusals_at_each_command(serve, test_milter):
+    sink = serve(policies.milter(test_milter.address, name='one'))
+    with smtplib.SMTP(*sink.address, timeout=WAIT) as client:
+        client.ehlo('client.example')
+        assert client.mail('tempfail-mail@example.test') == \
+            (451, b'4.7.1 Service unavailable - try again later')
+        assert client.mail(f'alice@{DOMAIN}')[0] == 250     # the refused MAIL left nothing
+        assert client.rcpt('refused@mx.test') == \
+            (550, b'5.1.1 No such user here (one)')
+        assert client.rcpt('bob@mx.test')[0] == 250
+        code, text = client.data(message(subject='reject-eom please'))
+        assert (code, text) == (554, b'5.7.0 Content refused by one')
+        client.rset()
+        client.sendmail(f'alice@{DOMAIN}', ['bob@mx.test'], message(subject='fine'))
+    [stored] = sink.wait_for(1, timeout=WAIT)
+    assert [a.address for a in stored.envelope.rcpt_to] == ['bob@mx.test']
+    assert stored['Subject'] == 'fine'
+
+
+def test_modifications_reach_the_envelope(serve, test_milter):
+    sink = serve(policies.milter(test_milter.address, name='one'))
+    subject = 'chgfrom addrcpt delrcpt chgheader delheader quarantine replbody'
+    send(sink, message(subject=subject, extra='X-Drop: forged\r\nX-Keep: yes\r\n'),
+         rcpts=['bob@mx.test', 'carol@mx.test'])
+    [stored] = sink.wait_for(1, timeout=WAIT)
+    envelope = stored.envelope
+    assert envelope.mail_from.address == 'changed@example.test'
+    assert [a.address for a in envelope.rcpt_to] == ['carol@mx.test', 'added@mx.test']
+    assert stored.get_all('Subject') == ['changed by one']
+    assert stored['X-Drop'] is None and stored['X-Keep'] == 'yes'
+    assert envelope.quarantined == 'held by one'
+    replaced = envelope.replaced_body
+    assert replaced is not None and replaced.read() == b'The body one wrote.\r\n'
+
+
+def test_discard_drops_the_message(serve, test_milter):
+    sink = serve(policies.milter(test_milter.address, name='one'))
+    assert send(sink, message(subject='discard')) == {}
+    [stored] = sink.wait_for(1, timeout=WAIT)
+    assert stored.envelope.dropped == 'discarded by milter one'
+
+
+def test_milters_in_a_row_each_see_the_ones_before(serve, test_milter, second_milter):
+    sink = serve(policies.milter(test_milter.address, name='one'),
+                 policies.milter(second_milter.address, name='two'))
+    send(sink, message(subject='chgheader'))
+    [stored] = sink.wait_for(1, timeout=WAIT)
+    # One changed the Subject and added its field (on top, the last added topmost,
+    # as the deliveries write them); two saw both, where the delivery stores them.
+    assert seen(stored, 'one')['headers'] == ['From', 'To', 'Subject', 'Message-ID', 'Date']
+    assert seen(stored, 'two')['headers'] == ['X-Seen-one', 'Subject', 'From', 'To',
+                                              'Message-ID', 'Date']
+    assert [name for name, _ in stored.items()][:4] == ['X-Seen-two', 'X-Seen-one', 'Subject',
+                                                        'From']
+    # A field this server added (one's Subject) is not changed again: add_header's
+    # fields cannot be removed (docs/milter.md).
+    assert stored.get_all('Subject') == ['changed by one']
+
+
+def test_the_first_refusal_ends_the_row(serve, test_milter, second_milter):
+    sink = serve(policies.milter(test_milter.address, name='one'),
+                 policies.milter(second_milter.address, name='two'))
+    with smtplib.SMTP(*sink.address, timeout=WAIT) as client:
+        client.ehlo('client.example')
+        client.mail(f'alice@{DOMAIN}')
+        assert client.rcpt('refused@mx.test')[1] == b'5.1.1 No such user here (one)'
+        client.rcpt('bob@mx.test')
+        assert client.data(message(subject='reject-eom'))[1] == b'5.7.0 Content refused by one'
+
+
+# -- a milter that never answers, one that is not there -----------------------------------
+
+@pytest.fixture
+def silent_milter():
+    """A listening socket nobody accepts on: connections complete (the
+    kernel's backlog) and no byte ever comes back."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        sock.listen(16)
+        yield f'inet:127.0.0.1:{sock.getsockname()[1]}'
+
+
+@pytest.mark.parametrize('action, reply', [
+    ('tempfail', (451, b'4.7.1 Service unavailable - try again later')),
+    ('reject', (550, b'5.5.0 Service unavailable')),
+])
+def test_a_silent_milter_gets_the_default_action_in_time(serve, silent_milter, action, reply,
+                                                         caplog):
+    policy = policies.milter(silent_milter, name=f'silent-{action}', command_timeout=0.5,
+                             default_action=action)
+    sink = serve(policy)
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, 'smtp_stack.policies'):
+        with smtplib.SMTP(*sink.address, timeout=WAIT) as client:
+            assert client.ehlo('client.example')[0] == 250
+            assert client.mail(f'alice@{DOMAIN}') == reply
+            assert client.rcpt('bob@mx.test')[0] == 503
+        took = time.monotonic() - began
+        assert took < 0.5 + 2.0
+        # The next session fails at once: the breaker is open after a slow failure.
+        began = time.monotonic()
+        with smtplib.SMTP(*sink.address, timeout=WAIT) as client:
+            client.ehlo('client.example')
+            assert client.mail(f'alice@{DOMAIN}') == reply
+        assert time.monotonic() - began < 0.4
+    lines = [r.getMessage() for r in caplog.records if f'silent-{action}' in r.getMessage()]
+    assert len(lines) == 1 and 'no reply to SMFIC_OPTNEG in 0.5 s' in lines[0], lines
+    assert sink.messages == []
+
+
+def test_a_silent_milter_with_accept_is_passed_by(serve, silent_milter):
+    sink = serve(policies.milter(silent_milter, name='silent-accept', command_timeout=0.5,
+                                 default_action='accept'))
+    assert send(sink, message()) == {}
+    assert len(sink.wait_for(1, timeout=WAIT)) == 1
+
+
+def test_a_milter_that_is_not_there(serve):
+    address = f'inet:127.0.0.1:{free_port()}'
+    sink = serve(policies.milter(address, name='absent'))
+    began = time.monotonic()
+    with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+        send(sink, message())
+    assert refused.value.smtp_code == 451
+    assert time.monotonic() - began < 2.0
+
+
+# -- the YAML entry checks what the library call checks -------------------------------------
+
+@pytest.mark.parametrize('kwargs, error', [
+    ({'address': 'tcp:127.0.0.1:1'}, 'address must be inet:HOST:PORT'),
+    ({'address': 'inet:127.0.0.1:70000'}, 'address must be inet:HOST:PORT'),
+    ({'address': 'inet:127.0.0.1:8891', 'default_action': 'quarantine'}, 'default_action'),
+    ({'address': 'inet:127.0.0.1:8891', 'command_timeout': 0}, 'command_timeout'),
+    ({'address': 'inet:127.0.0.1:8891', 'macros': {'later': 'i'}}, "unknown stage 'later'"),
+])
+def test_bad_parameters(tmp_path, kwargs, error):
+    with pytest.raises(ValueError, match=error):
+        policies.milter(**kwargs)
+    with pytest.raises(ConfigError) as err:
+        parse({'deliver': {'maildir': str(tmp_path / 'md')}, 'policies': [{'milter': kwargs}]},
+              str(tmp_path))
+    assert any(line.startswith('policies[0].milter') for line in err.value.lines()), \
+        err.value.lines()
+
+
+def test_the_yaml_entry_builds_the_policy(tmp_path):
+    config = parse({'deliver': {'maildir': str(tmp_path / 'md')},
+                    'policies': [{'milter': {'address': 'inet:127.0.0.1:8891', 'name': 'dkim',
+                                             'command_timeout': 5, 'default_action': 'accept',
+                                             'macros': {'connect': 'j _ {client_addr}'}}}]},
+                   str(tmp_path))
+    [built] = config.policies.build()
+    assert (built.address, built.name, built.command_timeout, built.default_action) == \
+        ('inet:127.0.0.1:8891', 'dkim', 5.0, 'accept')
+    assert built.lists['C'] == ('j', '_', '{client_addr}')
