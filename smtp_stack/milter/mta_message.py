@@ -110,7 +110,7 @@ class HeaderSection:
                 current = None
             if not line or line in (b'\r\n', b'\n'):
                 return
-            if len(line) > MAX_FIELD or not line.endswith(b'\n') or not _NAME.match(line):
+            if len(line) > MAX_FIELD or not _NAME.match(line):
                 self.leftover = line        # no field: the body begins here
                 return
             current = bytearray(line)
