@@ -266,7 +266,7 @@ def webui(app: InboxApp, req: Request) -> Response:
     name of AllowedRecipients, still sent beside it)."""
     allowlist = app.relay.allowed_recipients if app.relay else ''
     return json_response({
-        'Label': '', 'SpamAssassin': False, 'ChaosEnabled': True,
+        'Label': '', 'SpamAssassin': app.spam_checker is not None, 'ChaosEnabled': True,
         'DuplicatesIgnored': False, 'HideDeleteAllButton': False,
         'MessageRelay': {
             'Enabled': app.relay is not None,

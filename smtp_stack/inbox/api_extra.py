@@ -4,12 +4,12 @@ Handlers as in api.py (the app and the Request in, a Response out), with
 Mailpit's answers: `{"ID"}` for a send and `{"Error"}` for a refused one,
 plain `ok` for the tag writes, the ChaosTriggers object for chaos.
 
-The link check is linkcheck.py's. Three of Mailpit's endpoints need what
-this inbox does not have: the HTML check (the caniemail data set), the
-SpamAssassin check (spamd) and attachment thumbnails (an imaging
-library). They answer `501 {"Error": ...}` saying what is missing, not
-404: a client sees the endpoint exists and why it cannot serve it
-(docs/inbox.md).
+The link check is linkcheck.py's, the spam check spamd.py's (with
+`--enable-spamassassin`). What this inbox cannot serve -- the HTML check
+(the caniemail data set), the spam check without spamd, attachment
+thumbnails (an imaging library) -- answers `501 {"Error": ...}` saying
+what is missing, not 404: a client sees the endpoint exists and why it
+cannot serve it (docs/inbox.md).
 """
 from __future__ import annotations
 
@@ -105,8 +105,8 @@ def set_chaos(app: InboxApp, req: Request) -> Response:
 NOT_HERE = {
     'html-check': 'the HTML check needs the caniemail data set, which this inbox does not '
                   'carry yet',
-    'sa-check': 'the spam check needs SpamAssassin (spamd), which this inbox is not '
-                'connected to',
+    'sa-check': 'the spam check needs SpamAssassin (spamd): start the inbox with '
+                '--enable-spamassassin HOST:PORT',
     'thumb': 'thumbnails need an imaging library, which this inbox does not use',
 }
 
@@ -126,7 +126,14 @@ def link_check(app: InboxApp, req: Request, message_id: str) -> Response:
 
 
 def spam_check(app: InboxApp, req: Request, message_id: str) -> Response:
-    return _not_here(app, req, message_id, 'sa-check')
+    """SpamAssassin's verdict through spamd (spamd.py), in Mailpit's shape; a
+    spamd that cannot be reached is a 200 whose `Error` says so, as in Mailpit."""
+    if app.spam_checker is None:
+        return _not_here(app, req, message_id, 'sa-check')
+    raw = offload(app.store.raw, resolve(app, message_id, req))
+    if raw is None:
+        raise HttpError(404, 'message not found')
+    return json_response(app.spam_checker.check(raw))
 
 
 def thumbnail(app: InboxApp, req: Request, message_id: str, part_id: str) -> Response:

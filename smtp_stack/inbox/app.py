@@ -30,6 +30,7 @@ from .store import Store
 
 if TYPE_CHECKING:
     from .release import Relay
+    from .spamd import SpamdClient
 
 # handler(app, request, **path parameters) -> Response
 Handler: TypeAlias = Callable[..., Response]
@@ -111,6 +112,8 @@ class InboxApp:
         self.chaos = chaos or Chaos()       # its ChaosMiddleware fails the SMTP side
         # link-check: private addresses are asked only with allow_internal = True
         self.link_checker = LinkChecker()
+        # sa-check: spamd.SpamdClient with --enable-spamassassin, else a 501
+        self.spam_checker: SpamdClient | None = None
         self.routes = ROUTES
         self._verified: set[bytes] = set()
         # host names the Host header may carry (None: any)

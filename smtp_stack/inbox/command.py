@@ -67,6 +67,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                         help='x-tags and/or plus-addresses: do not tag from those (as Mailpit)')
     parser.add_argument('--tags-username', action='store_true',
                         help='tag each message with the SMTP user name it was sent with')
+    parser.add_argument('--enable-spamassassin', metavar='HOST:PORT',
+                        help='spam check (sa-check) through SpamAssassin\'s spamd at HOST:PORT '
+                             'or unix:PATH, as Mailpit')
     parser.add_argument('--smtp-auth-accept-any', action='store_true',
                         help='offer AUTH (PLAIN, LOGIN, CRAM-MD5) and accept any user and '
                              'password, without TLS; default: no AUTH')
@@ -121,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         from .app import load_users
         from .release import Relay, parse_hostport
         from .service import Inbox
+        from .spamd import SpamdClient
         from .webhook import check_url
 
     try:
@@ -130,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
                       allowed_recipients=args.relay_allowed_recipients) if args.relay else None
         if args.webhook_url:
             check_url(args.webhook_url)
+        if args.enable_spamassassin:
+            SpamdClient(args.enable_spamassassin)
     except ValueError as exc:
         note(str(exc))
         return 2
@@ -152,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                       accept_any_auth=args.smtp_auth_accept_any, starttls=args.smtp_starttls,
                       users=users, relay=relay, name=args.name, max_age=args.max_age,
                       webhook_url=args.webhook_url, webhook_limit=args.webhook_limit,
-                      **pop3, **tagging)
+                      spamassassin=args.enable_spamassassin, **pop3, **tagging)
     except Exception as exc:        # noqa: BLE001 - a bad --db path, a corrupt file
         note(f'cannot open {args.db}: {exc}')
         return 1

@@ -32,6 +32,7 @@ from .chaos import ChaosMiddleware
 from .maxage import INTERVAL as PRUNE_INTERVAL
 from .maxage import AgePruner
 from .pop3_server import Pop3Server
+from .spamd import SpamdClient
 from .store import Store
 from .webhook import LIMIT as WEBHOOK_LIMIT
 from .webhook import Webhook
@@ -66,13 +67,15 @@ class Inbox:
                  prune_interval: float = PRUNE_INTERVAL, webhook_url: str | None = None,
                  webhook_limit: float = WEBHOOK_LIMIT, tag_rules: Sequence[TagRule] = (),
                  tags_disable: Collection[str] = (), tags_username: bool = False,
-                 **server_options: Any):
+                 spamassassin: str | None = None, **server_options: Any):
         self.store = Store(db, max_messages)
         self.store.tag_rules = list(tag_rules)      # Mailpit's --tag and --tags-config
         self.store.tags_disabled = frozenset(tags_disable)
         self.store.tag_username = tags_username
         self.capture = Capture(self.store)
         self.app = InboxApp(self.store, relay=relay, users=users, stats=self.capture.stats)
+        if spamassassin:        # Mailpit's --enable-spamassassin HOST:PORT
+            self.app.spam_checker = SpamdClient(spamassassin)
         disabled = list(server_options.pop('disabled_commands', ()))
         if not accept_any_auth:
             disabled.append('AUTH')
