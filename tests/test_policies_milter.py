@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from email.message import EmailMessage
 import os
 import smtplib
 import socket
@@ -23,6 +24,7 @@ from smtp_stack.config import ConfigError, parse
 from smtp_stack.testing import MailSink
 
 import peers
+from clamav_private import EICAR, SIGNATURE, PrivateClamav
 from opendkim_private import DOMAIN, SELECTOR, PrivateOpenDkim
 from rspamd_private import PrivateRspamd
 
@@ -194,6 +196,13 @@ def rspamd(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
+def clamav(tmp_path_factory):
+    running = PrivateClamav(tmp_path_factory.mktemp('clamav'))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope='module')
 def test_milter(tmp_path_factory):
     running = PyMilter(tmp_path_factory.mktemp('pymilter'), 'one')
     yield running
@@ -280,6 +289,26 @@ def test_rspamd_refuses_gtube_with_its_reply(serve, rspamd):
     assert stored['X-Spamd-Result'].startswith('default: False')
     assert stored['X-Rspamd-Queue-Id'] == f'{stored.session.id}-1'     # the `i` macro
     assert stored['X-Spam-Status'].startswith('No')
+
+
+# -- clamav-milter and clamd ---------------------------------------------------------------
+
+def test_clamav_refuses_eicar_and_passes_a_clean_message(serve, clamav):
+    sink = serve(policies.milter(clamav.address, name='clamav'))
+    attached = EmailMessage()
+    attached['From'], attached['To'], attached['Subject'] = f'alice@{DOMAIN}', 'bob@mx.test', 'x'
+    attached.set_content('See the file.')
+    attached.add_attachment(EICAR, maintype='application', subtype='octet-stream',
+                            filename='eicar.com')
+    for infected in (message(body=EICAR.decode()), attached.as_bytes().replace(b'\n', b'\r\n')):
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            send(sink, infected)
+        assert refused.value.smtp_code == 550
+        assert refused.value.smtp_error.startswith(f'5.7.1 Virus found: {SIGNATURE}'.encode())
+    assert send(sink, message()) == {}
+    [stored] = sink.wait_for(1, timeout=WAIT)
+    assert stored['X-Virus-Status'] == 'Clean'
+    assert stored['X-Virus-Scanned'].startswith('clamav-milter')
 
 
 # -- every action, from a libmilter milter -------------------------------------------------
