@@ -494,3 +494,31 @@ def test_the_yaml_entry_builds_the_policy(tmp_path):
     assert (built.address, built.name, built.command_timeout, built.default_action) == \
         ('inet:127.0.0.1:8891', 'dkim', 5.0, 'accept')
     assert built.lists['C'] == ('j', '_', '{client_addr}')
+
+
+def test_bdat_messages_are_judged_whole(serve, test_milter):
+    """CHUNKING (RFC 3030): SMFIC_DATA at the first BDAT, the message after the LAST."""
+    sink = serve(policies.milter(test_milter.address, name='one'))
+    with socket.create_connection(sink.address, timeout=WAIT) as sock, \
+            sock.makefile('rb') as replies:
+
+        def command(data: bytes) -> bytes:
+            sock.sendall(data)
+            while (line := replies.readline())[3:4] == b'-':
+                pass
+            return line
+
+        replies.readline()
+        command(b'EHLO client.example\r\n')
+        refused, accepted = message(subject='reject-eom'), message(subject='chgheader')
+        half = len(refused) // 2
+        for chunks, last in (([refused[:half], refused[half:]], b'554 5.7.0 Content refused'),
+                             ([accepted], b'250 ')):
+            command(f'MAIL FROM:<alice@{DOMAIN}>\r\n'.encode())
+            command(b'RCPT TO:<bob@mx.test>\r\n')
+            for i, chunk in enumerate(chunks):
+                tail = b' LAST' if i == len(chunks) - 1 else b''
+                reply = command(b'BDAT %d%s\r\n' % (len(chunk), tail) + chunk)
+            assert reply.startswith(last), reply
+    [stored] = sink.wait_for(1, timeout=WAIT)
+    assert stored['Subject'] == 'changed by one'
