@@ -10,8 +10,9 @@ instance untouched) calls it as its smtpd_milters and delivers into a
 Maildir; Postfix's smtp-source sends the messages, one per SMTP session,
 `--sessions` at a time. Measured per milter: messages/s until the last is
 delivered, the milter process's CPU seconds (user + system, from /proc) and
-so messages per milter CPU-second, and its peak RSS. Compare the ratios of
-one run, never figures from two.
+so messages per milter CPU-second, its peak RSS, its RSS when loaded and
+listening, and what the sessions added to it (peak - idle, per concurrent
+session). Compare the ratios of one run, never figures from two.
 
 Needs: postfix (smtp-source), python3-milter for the system's /usr/bin/python3.
 """
@@ -39,9 +40,10 @@ def cpu_seconds(pid):
     return (utime + stime + cutime + cstime) / TICKS
 
 
-def peak_rss_kib(pid):
+def rss_kib(pid, field='VmHWM'):
+    """The peak RSS (VmHWM) of `pid`, or its RSS now (VmRSS)."""
     for line in Path(f'/proc/{pid}/status').read_text().splitlines():
-        if line.startswith('VmHWM:'):
+        if line.startswith(field + ':'):
             return int(line.split()[1])
     return 0
 
@@ -66,6 +68,7 @@ def run_one(name, command, port, args):
     milter = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_port(port)
+        idle = rss_kib(milter.pid, 'VmRSS')    # loaded and listening, before any session
         postfix = PrivatePostfix(f'inet:127.0.0.1:{port}', default_process_limit='200')
         postfix.start()
         try:
@@ -95,7 +98,8 @@ def run_one(name, command, port, args):
             assert b'X-Milter: seen' in sample, f'{name} did not add its header'
             return {'name': name, 'rate': args.messages / elapsed, 'cpu': cpu,
                     'per_cpu': args.messages / cpu if cpu else float('inf'),
-                    'rss': peak_rss_kib(milter.pid)}
+                    'rss': rss_kib(milter.pid), 'idle': idle,
+                    'per_session': (rss_kib(milter.pid) - idle) / args.sessions}
         finally:
             postfix.remove()
     finally:
@@ -124,14 +128,16 @@ def main():
     ours = rows[0]
     print(f'\n{args.messages} messages of {args.size} bytes, {args.sessions} sessions at once, '
           f'Postfix -> milter -> Maildir\n')
-    print('| milter | messages/s | milter CPU s | messages per CPU-second | peak RSS KiB |')
-    print('|---|---|---|---|---|')
+    print('| milter | messages/s | milter CPU s | messages per CPU-second | peak RSS KiB '
+          '| idle RSS KiB | (peak - idle) / sessions KiB |')
+    print('|---|---|---|---|---|---|---|')
     for row in rows:
         ratio = '' if row is ours else (
             f' (smtp_stack {ours["rate"] / row["rate"]:.2f}x, '
             f'{ours["per_cpu"] / row["per_cpu"]:.2f}x per CPU-s)')
         print(f'| {row["name"]} | {row["rate"]:.0f} | {row["cpu"]:.2f} | '
-              f'{row["per_cpu"]:.0f}{ratio} | {row["rss"]} |')
+              f'{row["per_cpu"]:.0f}{ratio} | {row["rss"]} | {row["idle"]} '
+              f'| {row["per_session"]:.0f} |')
 
 
 if __name__ == '__main__':

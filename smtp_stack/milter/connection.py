@@ -43,7 +43,7 @@ from ..engine.exceptions import HookFailed
 from ..errors import ClientDisconnected, SmtpError
 from ..events import MIDDLEWARE, began, refused_by, stamp
 from ..events import queue_id as transaction_id
-from ..middleware import Context, name_of
+from ..middleware import STAGES, Context, name_of
 from ..session import Session
 from . import facts as F
 from . import message as M
@@ -71,6 +71,7 @@ class MilterConnection(Transport):
         self.actions = 0                    # the actions the MTA allows (SMFIF_*)
         self.leading_space = False
         self.connect_skipped = False        # no SMFIC_CONNECT: the session opens lazily
+        self.sees_all = True                # a middleware declared nothing: RSET, QUIT too
         self.facts: F.MilterFacts | None = None
         self._pending: dict[str, str] = {}   # macros received before the session
         self.message_reader: M.MessageReader | None = None
@@ -84,7 +85,7 @@ class MilterConnection(Transport):
     def take_macros(self, packet: Packet) -> None:
         """SMFIC_MACRO: the macros of the event that follows (Postfix and
         Sendmail send them just before it), taken in at once."""
-        _, macros = P.read_macros(packet)
+        macros = F.read_macros(packet.data)
         session, facts = self.session, self.facts
         if session is None or facts is None:
             self._pending.update(macros)
@@ -127,14 +128,22 @@ class MilterConnection(Transport):
     def _negotiate(self, packet: Packet) -> None:
         """SMFIC_OPTNEG: the steps the chain needs (steps.py), the actions
         it may take, the macros it wants."""
-        offer = P.read_negotiation(packet)
-        plan = S.plan(self.server.needs, self.options, bool(offer.protocol & P.SKIP_OK))
-        answer = S.negotiate(offer, plan, F.WANTED_MACROS)
+        server = self.server
+        known = server.negotiations.get(packet.data) if packet.command == P.OPTNEG else None
+        if known is None:       # the same MTA makes the same offer: answered once
+            offer = P.read_negotiation(packet)
+            plan = S.plan(server.needs, self.options, bool(offer.protocol & P.SKIP_OK))
+            answer = S.negotiate(offer, plan, F.WANTED_MACROS)
+            known = (answer, P.negotiation_reply(answer))
+            if len(server.negotiations) < 16:
+                server.negotiations[packet.data] = known
+        answer, reply = known
         self.version, self.actions = answer.version, answer.actions
         self.agree(answer.protocol)
         self.leading_space = bool(self.flags & P.HDR_LEADSPC)
         self.connect_skipped = bool(self.flags & P.NOCONNECT)
-        self.answer(P.negotiation_reply(answer))
+        self.sees_all = server.needs == STAGES
+        self.answer(reply)
         self.log(10, 'milter protocol %d with %s: actions 0x%x, flags 0x%x', self.version,
                  self.peer, self.actions, self.flags)
 
@@ -185,8 +194,8 @@ class MilterConnection(Transport):
 
     def _open(self, ip: str, port: int | str, hostname: str) -> Session:
         """The session of an SMTP client: at SMFIC_CONNECT, or at the first
-        event when the chain asked for none ({client_addr} and the other
-        client macros, asked for at that step: steps.macro_lists)."""
+        event when the chain asked for none (from {client_addr} and the
+        other client macros: the MTA sends them with the skipped CONNECT)."""
         if isinstance(port, str):
             port = int(port) if port.isdigit() else 0
         session = Session('', 0, ip, port)
@@ -256,13 +265,13 @@ class MilterConnection(Transport):
         P.read_command(packet)
         if self.session is None:
             return
-        self.run_command('RSET')
+        self.tell('RSET')
         self.end_transaction()
 
     def _on_quit(self, packet: Packet) -> None:
         P.read_command(packet)
         if self.session is not None:
-            self.run_command('QUIT')
+            self.tell('QUIT')
         if packet.command == P.QUIT:
             self.closing = True
         else:                           # QUIT_NC: this connection serves another session
@@ -290,6 +299,14 @@ class MilterConnection(Transport):
         except BaseException as exc:    # SmtpError is the normal path; the rest are faults
             self._chain_raised(ctx, exc)
         return ctx
+
+    def tell(self, command: str) -> None:
+        """RSET or QUIT, which nobody answers: through the chain when a
+        middleware declared nothing (it sees every command, as in SMTP);
+        middleware that declared their stages keep per-message state on
+        the envelope, which each transaction renews."""
+        if self.sees_all:
+            self.run_command(command)
 
     def _chain_raised(self, ctx: Context, exc: BaseException) -> None:
         if isinstance(exc, SmtpError):

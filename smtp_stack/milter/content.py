@@ -108,11 +108,11 @@ def _abandoned(conn: MilterConnection, reader: M.MessageReader) -> None:
     conn.end_transaction()
     if reader.quit:
         conn.closing = True
-        conn.run_command('QUIT')
+        conn.tell('QUIT')
     elif reader.pushback is not None:
         conn.push_back(reader.pushback)
     else:
-        conn.run_command('RSET')
+        conn.tell('RSET')
 
 
 def _accepted(conn: MilterConnection, session: Session, stream: DataStream | None) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..sasl import AuthInfo
+from .protocol import ProtocolError
 
 if TYPE_CHECKING:
     from ..session import Session, TlsInfo
@@ -62,6 +63,26 @@ class MilterFacts:
 
     def __repr__(self) -> str:
         return f'<MilterFacts queue_id={self.queue_id!r} macros={self.macros!r}>'
+
+
+def read_macros(data: bytes) -> dict[str, str]:
+    """The {name: value} of SMFIC_MACRO's data (the command letter, then
+    name, value, ... each NUL-terminated: [pmilter] SMFIC_MACRO), decoded
+    at once: the MTA sends one per stage, skipped stages included. Names
+    lose their braces; a name without a value is dropped, as libmilter does."""
+    if not data:
+        raise ProtocolError('SMFIC_MACRO: a one-byte field is missing')
+    if len(data) == 1:
+        return {}
+    if data[-1] != 0:
+        raise ProtocolError('SMFIC_MACRO: a string without its terminating NUL')
+    strings = data[1:-1].decode('utf-8', 'surrogateescape').split('\0')
+    pairs = {}
+    for name, value in zip(strings[0::2], strings[1::2], strict=False):
+        if len(name) > 2 and name[0] == '{' and name[-1] == '}':
+            name = name[1:-1]
+        pairs[name] = value
+    return pairs
 
 
 # What `apply` reports back, for the events: TLS became known, a login became known.

@@ -272,6 +272,8 @@ def _recipients(envelope: Envelope, recipients: Sequence[Sent], actions: int,
     """Recipients the MTA has and the envelope no longer has are deleted
     (by the path as the MTA sent it: libmilter smfi_delrcpt); those the
     envelope has and the MTA does not are added."""
+    if not recipients and not envelope.rcpt_to:
+        return      # RCPT not asked for, or no recipient: nothing to compare
     remaining: Counter[tuple[str, tuple[tuple[str, ParamValue], ...]]] = Counter(
         _key(address) for address in envelope.rcpt_to)
     for raw, address in recipients:

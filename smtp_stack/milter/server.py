@@ -118,6 +118,8 @@ class MilterServer:
         self._middleware: list[Middleware] = []
         self.chain: Dispatch = builtin
         self.needs = needs_of(())       # the stages the chain needs (steps.py)
+        # The answer to each offer seen: (Negotiation, its packet), per chain.
+        self.negotiations: dict[bytes, tuple[P.Negotiation, bytes]] = {}
         self.lifecycle = Lifecycle()
         self._components_started = False
         self._handlers: dict[str, list[Callable[..., object]]] = {e: [] for e in EVENTS}
@@ -147,6 +149,7 @@ class MilterServer:
         self.lifecycle.add(found)
         self.chain = compose(self._middleware, builtin)
         self.needs = needs_of(self._middleware)
+        self.negotiations = {}
         return fn
 
     def on(self, event: str, fn: L) -> L:

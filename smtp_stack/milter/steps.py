@@ -21,10 +21,11 @@ negotiation ([mfdef] SMFIP_*; [milter8] milter8_event_masks):
     UNKNOWN    never                           -
     BODYEOB    always (no flag skips it)       always: the DATA decision
 
-A macro stage whose step is skipped gives its macros to the next step
-that is sent (SMFIR_SETSYMLIST), so the session still learns the client
-address, the login and the queue id (the MTA knows them at any later
-stage: Postfix evaluates each macro when it sends the list).
+The macros keep their stages: the MTA sends a stage's macros even when
+it skips the stage's event ([milter8] milter8_event: "Send the macros for
+this event, even when we're not reporting the event itself"), so the
+session still learns the client address, the login and the queue id, and
+opens without SMFIC_CONNECT at the first event that comes.
 """
 from __future__ import annotations
 
@@ -40,10 +41,6 @@ if TYPE_CHECKING:
 CONTENT = frozenset({'HEADER', 'BODY'})
 ACTIONS = (P.ADDHDRS | P.CHGHDRS | P.CHGBODY | P.ADD_RCPT | P.ADD_RCPT_PAR | P.DEL_RCPT
            | P.CHANGE_FROM | P.QUARANTINE_ACTION)
-# The macro stages in the order their steps come in a transaction ([milter8]:
-# the end of the header before the end of the message).
-STAGE_ORDER = (P.STAGE_CONNECT, P.STAGE_HELO, P.STAGE_MAIL, P.STAGE_RCPT, P.STAGE_DATA,
-               P.STAGE_EOH, P.STAGE_EOM)
 
 
 class Plan(NamedTuple):
@@ -92,26 +89,12 @@ def plan(needs: frozenset[str], options: Options, skip_ok: bool) -> Plan:
     return Plan(frozenset(steps), frozenset(answered))
 
 
-def macro_lists(wanted: Mapping[int, str], steps: frozenset[str]) -> dict[int, str]:
-    """`wanted` (stage -> names) with the names of each skipped stage
-    moved to the next stage whose step is sent (the end of the message
-    is always sent), each name once per list."""
-    lists: dict[int, str] = {}
-    carried: list[str] = []
-    for stage in STAGE_ORDER:
-        carried += [name for name in wanted.get(stage, '').split() if name not in carried]
-        if P.STAGE_COMMANDS[stage] in steps and carried:
-            lists[stage] = ' '.join(carried)
-            carried = []
-    return lists
-
-
 def negotiate(offer: P.Negotiation, plan_: Plan, wanted: Mapping[int, str]) -> P.Negotiation:
     """The answer to the MTA's offer for `plan_`, with `wanted` macros."""
     steps = plan_.steps - {P.EOB}
     answer = P.answer_negotiation(offer, actions=ACTIONS, steps=steps,
                                   answered=plan_.answered - {P.EOB},
-                                  macros=macro_lists(wanted, plan_.steps))
+                                  macros=wanted)
     if P.BODY in plan_.answered:    # [mfdef] SMFIP_SKIP: this milter may answer SKIP
         answer = answer._replace(protocol=answer.protocol | (offer.protocol & P.SKIP_OK))
     return answer
