@@ -11,7 +11,8 @@ the server's own decisions, as Postfix calls its milters after its own
 restrictions: each command is asked after `next()` accepted it.
 
     the client's command   the milter gets                 its refusal is given
-    HELO, EHLO, LHLO       CONNECT (first time), HELO      to it and every later command
+    HELO, EHLO, LHLO       CONNECT (first time), HELO      to every later command (a 421
+                                                           at once: Postfix's smtpd.c)
     MAIL                   MAIL <path> ARGS                to MAIL (no sender kept)
     RCPT                   RCPT <path> ARGS                to that RCPT alone
     DATA, BDAT             DATA (before 354)               to DATA, without 354
@@ -20,6 +21,7 @@ restrictions: each command is asked after `next()` accepted it.
     RSET, a new MAIL,      ABORT (a transaction the milter
     STARTTLS, HELO         saw that did not end with EOB)
     XCLIENT                QUIT; a new CONNECT at the next HELO
+    AUTH, VRFY, ETRN       nothing                         the session's refusal, if any
     the session ends       QUIT
 
 Macros go before each event as Postfix emulates Sendmail's (milter/
@@ -42,7 +44,7 @@ connection is closed and `default_action` applies to the rest of the
 session, as Postfix's `milter_default_action`: 'tempfail' (the default:
 `451 4.7.1 Service unavailable - try again later`), 'reject' (`550 5.5.0
 Service unavailable`), 'accept' (the session goes on without the milter).
-Failures go through the circuit breaker of the milter's address (state/
+Failures go through the circuit breaker of the milter's name (state/
 breaker.py: after a slow failure the next sessions fail at once for a few
 seconds, so an outage costs one timeout per period) and are logged once
 per period (common.warnings).
@@ -106,7 +108,6 @@ class _Link:
     denied: Reply | None = None     # the reply of every later command (Postfix's def_reply)
     off: bool = False               # ACCEPT at CONNECT/HELO, or failed with 'accept'
     closing: bool = False           # SHUTDOWN: the session is closed
-    connected: bool = False         # CONNECT was sent
     in_transaction: bool = False    # MAIL was sent, and neither EOB nor ABORT since
     accepted: bool = False          # ACCEPT/DISCARD for this message: no more events for it
     data_asked: bool = False        # SMFIC_DATA went for the message being received
@@ -230,7 +231,6 @@ class Milter:
         else:
             answer = client.event(P.CONNECT, name, family, int(session.remote_port or 0),
                                   client_address)
-        link.connected = True
         self._connection_answer(link, ctx, answer)
 
     _asked: dict[str, tuple[str, ...]] | None = None
@@ -299,16 +299,21 @@ class Milter:
         if link.off:
             return False
         if link.client is None:
-            if link.connected:      # QUIT after a refusal or XCLIENT: reconnect
-                link.connected = False
             self._guarded(link, ctx, self._connect, link, ctx)
             if link.denied is not None:
                 self._refuse(link, ctx, link.denied)
         return not link.off and link.client is not None
 
     def _abort(self, link: _Link, ctx: Context) -> None:
+        """SMFIC_ABORT for a transaction the milter saw; a failure refuses
+        nothing now (RSET, HELO succeed), the default action comes next."""
+        from ..milter.client import MilterFailed
         if link.in_transaction and link.client is not None:
-            self._guarded(link, ctx, link.client.abort)
+            began = time.monotonic()
+            try:
+                link.client.abort()
+            except MilterFailed as exc:
+                self._failed(link, ctx, exc, began)
         link.in_transaction = False
         link.accepted = False
 
