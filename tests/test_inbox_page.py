@@ -409,10 +409,14 @@ def test_check_tabs_show_results_or_why_not(browser, inbox):
             wait(browser, lambda d, result=result: text(d, f'#{result} .unavailable') is not None,
                  f'the {kind} tab')
             assert text(browser, f'#{result}') == f'Not available here: {NOT_HERE[kind]}.'
+        # Thumbnails (Pillow, of the inbox extra): Mailpit's 180x120 JPEG beside the file.
         browser.find_element(By.ID, 'tab-attachments').click()
-        wait(browser, lambda d: d.find_element(By.ID, 'thumb-note').is_displayed(), 'the thumbnail note')
-        assert text(browser, '#thumb-note') == f'No thumbnails: {NOT_HERE["thumb"]}.'
-        assert browser.find_elements(By.CSS_SELECTOR, '#attachments img') == []
+        wait(browser, lambda d: js(d, 'const i = document.querySelector("#attachments img.thumb");'
+                                      ' return !!i && i.complete && i.naturalWidth > 0'),
+             'the thumbnail')
+        assert js(browser, 'const i = document.querySelector("#attachments img.thumb");'
+                           ' return [i.naturalWidth, i.naturalHeight]') == [180, 120]
+        assert not browser.find_element(By.ID, 'thumb-note').is_displayed()
     finally:
         site.shutdown()
         site.server_close()

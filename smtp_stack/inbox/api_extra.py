@@ -5,9 +5,9 @@ Mailpit's answers: `{"ID"}` for a send and `{"Error"}` for a refused one,
 plain `ok` for the tag writes, the ChaosTriggers object for chaos.
 
 The link check is linkcheck.py's, the spam check spamd.py's (with
-`--enable-spamassassin`). What this inbox cannot serve -- the HTML check
-(the caniemail data set), the spam check without spamd, attachment
-thumbnails (an imaging library) -- answers `501 {"Error": ...}` saying
+`--enable-spamassassin`), the thumbnails thumbnail.py's (with Pillow).
+What this inbox cannot serve -- the HTML check (the caniemail data set),
+the spam check without spamd, thumbnails without Pillow -- answers `501 {"Error": ...}` saying
 what is missing, not 404: a client sees the endpoint exists and why it
 cannot serve it (docs/inbox.md).
 """
@@ -20,8 +20,11 @@ from .api import resolve, run
 from .chaos import ChaosError
 from .http import HttpError, Request, Response, json_response, ok
 from .linkcheck import extract_links
+from .parse import find_part, part_payload
 from .send import SendError, build
 from .swagger import document
+from .thumbnail import available as thumbnails_available
+from .thumbnail import thumbnail as make_thumbnail
 
 if TYPE_CHECKING:
     from .app import InboxApp
@@ -107,7 +110,7 @@ NOT_HERE = {
                   'carry yet',
     'sa-check': 'the spam check needs SpamAssassin (spamd): start the inbox with '
                 '--enable-spamassassin HOST:PORT',
-    'thumb': 'thumbnails need an imaging library, which this inbox does not use',
+    'thumb': 'thumbnails need an imaging library (Pillow), which is not installed here',
 }
 
 
@@ -137,7 +140,29 @@ def spam_check(app: InboxApp, req: Request, message_id: str) -> Response:
 
 
 def thumbnail(app: InboxApp, req: Request, message_id: str, part_id: str) -> Response:
-    return _not_here(app, req, message_id, 'thumb')
+    """Mailpit's 180x120 JPEG of an image attachment (thumbnail.py); made off
+    the hub. Without Pillow, a 501."""
+    if not thumbnails_available():
+        return _not_here(app, req, message_id, 'thumb')
+    raw = offload(app.store.raw, resolve(app, message_id, req))
+    made = offload(_thumbnail_of, raw, part_id) if raw is not None else None
+    if made is None:
+        raise HttpError(404, 'part not found')
+    name, jpeg = made
+    ascii_name = ''.join(c if 32 <= ord(c) < 127 and c not in '\\;"' else '_' for c in name)
+    return Response(jpeg, content_type='image/jpeg',
+                    headers=[('Content-Disposition', f'filename="{ascii_name}"')])
+
+
+def _thumbnail_of(raw: bytes, part_id: str) -> tuple[str, bytes] | None:
+    """(file name, JPEG) of a part, or None when there is no such part."""
+    if len(part_id) > 64 or not all(c.isdigit() or c == '.' for c in part_id):
+        return None
+    found = find_part(raw, part_id)
+    if found is None:
+        return None
+    name = found.get_filename() or str(found.get('Content-ID', '')).strip('<> ') or part_id
+    return name, make_thumbnail(found.get_content_type(), part_payload(found))
 
 
 def _not_here(app: InboxApp, req: Request, message_id: str, what: str) -> Response:
