@@ -5,7 +5,7 @@ route, so a route cannot be served without being described, nor described
 without being served (tests/test_inbox_api.py checks both ways). The
 shapes are Mailpit's API v1 objects, written here from what the handlers
 return; where this inbox answers differently from Mailpit (the 501s of
-the checks, the stricter HTML view), the description says so.
+what it cannot serve, the stricter HTML view), the description says so.
 """
 from __future__ import annotations
 
@@ -102,8 +102,9 @@ NOTES: dict[tuple[str, str], tuple[str, str, list[Json], Json]] = {
         'message', 'One MIME part, decoded, as a download (never inline)', [],
         {'200': _ok('The part'), **NO_SUCH}),
     ('GET', '/api/v1/message/{ID}/part/{PartID}/thumb'): (
-        'message', 'A thumbnail of an image part: not available here', [],
-        {**NO_SUCH, **NOT_HERE}),
+        'message', 'A 180x120 JPEG thumbnail of an image part (blank white for any other '
+        'part); 501 where Pillow is not installed', [],
+        {'200': _ok('image/jpeg'), **NO_SUCH, **NOT_HERE}),
     ('POST', '/api/v1/message/{ID}/release'): (
         'message', 'Send the message to the relay (--relay) from its envelope sender',
         [_body('ReleaseRequest')], {'200': TEXT_OK, **NO_SUCH,
@@ -116,8 +117,9 @@ NOTES: dict[tuple[str, str], tuple[str, str, list[Json], Json]] = {
         [_query('follow', '1 or true: follow up to three redirects')],
         {'200': _ok('The links', _ref('LinkCheckResponse')), **NO_SUCH}),
     ('GET', '/api/v1/message/{ID}/sa-check'): (
-        'other', 'SpamAssassin check: not available here (needs spamd)', [],
-        {**NO_SUCH, **NOT_HERE}),
+        'other', "SpamAssassin check through spamd (--enable-spamassassin); spamd's trouble "
+        'is an `Error` in a 200; 501 without spamd', [],
+        {'200': _ok('The result', _ref('SpamAssassinResponse')), **NO_SUCH, **NOT_HERE}),
     ('GET', '/api/v1/chaos'): ('testing', 'The chaos triggers (SMTP errors on demand)', [],
                                {'200': _ok('The triggers', _ref('ChaosTriggers'))}),
     ('PUT', '/api/v1/chaos'): ('testing', 'Set every trigger; those left out are reset to 0 %',
@@ -145,6 +147,7 @@ def _array(item: Json) -> Json:
 STRING: Json = {'type': 'string'}
 INTEGER: Json = {'type': 'integer'}
 BOOLEAN: Json = {'type': 'boolean'}
+NUMBER: Json = {'type': 'number'}
 TIME: Json = {'type': 'string', 'format': 'date-time'}
 STRINGS = _array(STRING)
 ADDRESSES = _array(_ref('Address'))
@@ -200,6 +203,8 @@ DEFINITIONS: dict[str, Json] = {
                                   MessageRelay={'type': 'object'}),
     'LinkCheckResponse': _object(Errors=INTEGER, Links=_array(_object(
         URL=STRING, StatusCode=INTEGER, Status=STRING))),
+    'SpamAssassinResponse': _object(IsSpam=BOOLEAN, Error=STRING, Score=NUMBER, Rules=_array(
+        _object(Score=NUMBER, Name=STRING, Description=STRING))),
     'Error': _object(Error=STRING),
 }
 
