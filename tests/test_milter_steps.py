@@ -129,6 +129,22 @@ def test_without_connect_the_session_opens_from_the_macros_at_the_end():
         assert client.reply() is None
 
 
+def test_without_macro_lists_the_client_comes_from_the_underscore_macro():
+    """Protocol 2 (Postfix milter_protocol = 2): no SMFIR_SETSYMLIST; the
+    client is in `_`, Postfix's default connect macro."""
+    server = MilterServer(name='milter.test')
+    server.use(add_header)
+    with milter_thread(server):
+        client = MtaClient(server)
+        client.negotiate(version=2, actions=0x3F, protocol=0x7F)
+        client.send(P.command(P.MACRO, P.CONNECT, ['_', 'client.example [192.0.2.10]']),
+                    P.command(P.EOB, b''))
+        inserted, verdict = client.reply(), client.reply()
+        assert P.read_reply(inserted) == [0, 'X-Client', '192.0.2.10']
+        assert verdict.command == P.CONTINUE
+        client.close()
+
+
 class Trace(logging.Handler):
     def __init__(self):
         super().__init__(level=1)

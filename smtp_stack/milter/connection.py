@@ -158,9 +158,7 @@ class MilterConnection(Transport):
             if command != P.CONNECT:
                 if not self.connect_skipped:
                     raise ProtocolError(f'{P.name_of(command)} before SMFIC_CONNECT')
-                self._open(self._pending.get('client_addr', ''),
-                           self._pending.get('client_port', ''),
-                           self._pending.get('client_name', ''))
+                self._open(*_client_of(self._pending))
         handler(self, packet)
 
     # -- the events ------------------------------------------------------------
@@ -448,6 +446,21 @@ class MilterConnection(Transport):
             except (Exception, gevent.Timeout) as exc:
                 self.log(40, '%s failed: %r', name_of(hook), exc)
                 self.server.emit('error', exc)
+
+
+def _client_of(macros: dict[str, str]) -> tuple[str, str, str]:
+    """(address, port, name) of the client from the macros of a skipped
+    CONNECT: {client_addr}, {client_port}, {client_name} (asked for with
+    SMFIR_SETSYMLIST), else `_`, 'name [address]' (Postfix's default
+    milter_connect_macros; MILTER_README), as an MTA without macro lists has it."""
+    address, name = macros.get('client_addr', ''), macros.get('client_name', '')
+    if not address:
+        head, _, rest = macros.get('_', '').rpartition(' [')
+        if rest.endswith(']'):
+            address, name = rest[:-1], name or head
+    if address[:5].upper() == 'IPV6:':
+        address = address[5:]
+    return address, macros.get('client_port', ''), name
 
 
 _EVENTS = {

@@ -43,8 +43,10 @@ class Transport:
         self.session: Session | None = None
         self._silent: frozenset[str] = P.UNANSWERED     # commands the MTA awaits no reply to
         self._pushback: Packet | None = None
-        self._write = Semaphore()           # the reply and SMFIR_PROGRESS never interleave
-        self._ticker: Any = None            # the greenlet sending SMFIR_PROGRESS
+        # The greenlet sending SMFIR_PROGRESS, and the lock that keeps its
+        # packets and the reply from interleaving (made with the first ticker).
+        self._ticker: Any = None
+        self._write: Semaphore | None = None
         self._log_min = self.options.log_level
 
     def log(self, level: int, message: str, *args: object) -> None:
@@ -98,7 +100,7 @@ class Transport:
         if self._log_min <= TRACE:
             self.log(TRACE, 'milter: %r', data[:200])
         try:
-            if self._ticker is None:
+            if self._ticker is None or self._write is None:
                 self.sock.sendall(data)
             else:
                 with self._write:
@@ -110,14 +112,18 @@ class Transport:
     def start_progress(self) -> None:
         interval = self.server.progress_interval
         if interval and self._ticker is None:
+            if self._write is None:
+                self._write = Semaphore()
             self._ticker = gevent.spawn_later(interval, self._progress, interval)
 
     def _progress(self, interval: float) -> None:
         """SMFIR_PROGRESS every `interval` s: the MTA restarts its timeout
         (Postfix milter_content_timeout, Sendmail's T=E:) while the chain works."""
+        lock = self._write
+        assert lock is not None
         try:
             while True:
-                with self._write:
+                with lock:
                     self.sock.sendall(PROGRESS_PACKET)
                 gevent.sleep(interval)
         except OSError:
@@ -128,6 +134,6 @@ class Transport:
         side holds the write lock, it cannot be inside a write: no half
         packet, and no PROGRESS after the final reply."""
         ticker, self._ticker = self._ticker, None
-        if ticker is not None:
+        if ticker is not None and self._write is not None:
             with self._write:
                 ticker.kill(block=True, timeout=1.0)
