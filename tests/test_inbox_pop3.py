@@ -15,7 +15,7 @@ import pytest
 import peers
 from clirunner import Process, smtp_stack
 from inbox_helpers import WAIT, Http, InboxThread, make_mail, send
-from smtp_stack.inbox.pop3 import Pop3Session, top
+from smtp_stack.inbox.pop3 import Pop3Session, multiline, top
 from smtp_stack.tls import create_context, generate_self_signed
 from smtp_stack.users import hash_password
 
@@ -195,6 +195,8 @@ def test_the_session_rules_without_sockets():
     assert session.handle(b'DELE 2\r\n').data.startswith(b'-ERR')
     reply = session.handle(b'QUIT\r\n')
     assert reply.close and drop.gone == ['B']
+    assert multiline('x', b'a\n.\nb').data == b'+OK x\r\na\n..\nb\r\n.\r\n'
+    assert multiline('x', b'.a\r\n').data == b'+OK x\r\n..a\r\n.\r\n'
     assert top(b'H: 1\r\n\r\na\r\nb\r\n', 0) == b'H: 1\r\n\r\n'
     assert top(b'H: 1\r\n\r\na\r\nb\r\n', 5) == b'H: 1\r\n\r\na\r\nb\r\n'
 

@@ -56,10 +56,12 @@ def err(text: str, close: bool = False) -> Reply:
 
 def multiline(first: str, body: bytes) -> Reply:
     """A positive reply with a body: each line that starts with the
-    termination octet is byte-stuffed, and a '.' line ends it (RFC 1939 3)."""
-    if body and not body.endswith(b'\r\n'):
+    termination octet is byte-stuffed, and a '.' line ends it (RFC 1939 3).
+    A line after a bare LF is stuffed too: clients that split on LF alone
+    (fetchmail) would otherwise take a lone '.' there for the end."""
+    if body and not body.endswith(b'\n'):
         body += b'\r\n'
-    stuffed = body.replace(b'\r\n.', b'\r\n..')
+    stuffed = body.replace(b'\n.', b'\n..')
     if stuffed.startswith(b'.'):
         stuffed = b'.' + stuffed
     return Reply(f'+OK {first}'.rstrip().encode() + b'\r\n' + stuffed + b'.\r\n')
