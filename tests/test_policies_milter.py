@@ -34,7 +34,7 @@ WAIT = 10.0
 # A libmilter milter (pymilter): what it does is chosen by words in the
 # Subject, and it reports what it saw in a header field it adds.
 TEST_MILTER = r'''
-import json, sys
+import json, sys, time
 import Milter
 
 NAME, ADDRESS = sys.argv[1], sys.argv[2]
@@ -95,6 +95,8 @@ class Test(Milter.Base):
             return Milter.REJECT
         if 'tempfail-eom' in subject:
             return Milter.TEMPFAIL
+        if 'hang-eom' in subject:
+            time.sleep(3)
         if 'discard' in subject:
             return Milter.DISCARD
         if 'quarantine' in subject:
@@ -159,9 +161,9 @@ class PyMilter:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.terminate()       # libmilter waits for its sessions' threads: not long
             try:
-                self.proc.wait(2)
+                self.proc.wait(0.5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(WAIT)
@@ -455,6 +457,23 @@ def test_a_silent_milter_with_accept_is_passed_by(serve, silent_milter):
     assert len(sink.wait_for(1, timeout=WAIT)) == 1
 
 
+def test_a_milter_silent_at_the_end_of_the_message(serve, test_milter):
+    """content_timeout bounds the wait for the verdict; the breaker then
+    spares the next session the wait."""
+    sink = serve(policies.milter(test_milter.address, name='slow-eom', content_timeout=0.5))
+    began = time.monotonic()
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(sink, message(subject='hang-eom'))
+    assert (refused.value.smtp_code, refused.value.smtp_error) == \
+        (451, b'4.7.1 Service unavailable - try again later')
+    assert 0.5 <= time.monotonic() - began < 2.5
+    began = time.monotonic()
+    with pytest.raises(smtplib.SMTPSenderRefused):
+        send(sink, message())
+    assert time.monotonic() - began < 0.4
+    assert sink.messages == []
+
+
 def test_a_milter_that_is_not_there(serve):
     address = f'inet:127.0.0.1:{free_port()}'
     sink = serve(policies.milter(address, name='absent'))
@@ -522,3 +541,25 @@ def test_bdat_messages_are_judged_whole(serve, test_milter):
             assert reply.startswith(last), reply
     [stored] = sink.wait_for(1, timeout=WAIT)
     assert stored['Subject'] == 'changed by one'
+
+
+def test_the_milter_hears_rset_and_the_end_of_the_session(serve):
+    """ABORT for a transaction RSET ended, QUIT and the connection closed
+    when the client vanishes without QUIT (session_closed)."""
+    from test_milter_client import ScriptedPeer, _packet
+    continue_ = [_packet('c')] * 4
+    peer = ScriptedPeer({'C': continue_, 'H': continue_, 'M': continue_, 'R': continue_})
+    try:
+        sink = serve(policies.milter(peer.address, name='scripted'))
+        client = smtplib.SMTP(*sink.address, timeout=WAIT)
+        client.ehlo('client.example')
+        client.mail(f'alice@{DOMAIN}')
+        client.rcpt('bob@mx.test')
+        client.rset()
+        client.mail(f'alice@{DOMAIN}')
+        client.close()                  # gone, without QUIT
+        peer.thread.join(WAIT)
+        assert not peer.thread.is_alive()       # the server closed its milter connection
+        assert [c for c in peer.seen if c != 'D'] == ['O', 'C', 'H', 'M', 'R', 'A', 'M', 'Q']
+    finally:
+        peer.close()

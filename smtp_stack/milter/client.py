@@ -53,6 +53,9 @@ _FINAL: dict[str, Action] = {
 MODIFICATIONS = frozenset({P.ADDHEADER, P.INSHEADER, P.CHGHEADER, P.ADDRCPT, P.DELRCPT,
                            P.ADDRCPT_PAR, P.CHGFROM, P.REPLBODY, P.QUARANTINE})
 _READ = 65536
+# Bytes of modification requests (REPLBODY aside: it goes to the caller's
+# sink) one end of message may bring; more is a milter gone wrong.
+MAX_CHANGES = 16 << 20
 # Where a socket address is a path: [mfapi] smfi_setconn's 'unix:' or 'local:'.
 _UNIX_PREFIXES = ('unix:', 'local:')
 
@@ -215,6 +218,7 @@ class MilterClient:
 
     def _answer(self, event: str, timeout: float, body_sink: BodySink | None = None) -> Answer:
         changes: list[tuple[str, list[P.Field]]] = []
+        budget = MAX_CHANGES
         name = P.name_of(event)
         while True:
             packet = self._read(timeout, name)      # PROGRESS: a new wait, as Postfix's
@@ -233,6 +237,9 @@ class MilterClient:
                     assert isinstance(fields[0], bytes)
                     body_sink(fields[0])
                 else:
+                    budget -= len(packet.data)
+                    if budget < 0:
+                        raise MilterFailed(f'modification requests over {MAX_CHANGES} bytes')
                     changes.append((letter, fields))
                 continue
             action = _FINAL.get(letter)
