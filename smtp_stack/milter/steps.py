@@ -23,7 +23,8 @@ negotiation ([mfdef] SMFIP_*; [milter8] milter8_event_masks):
 
 The macros keep their stages: the MTA sends a stage's macros even when
 it skips the stage's event ([milter8] milter8_event: "Send the macros for
-this event, even when we're not reporting the event itself"), so the
+this event, even when we're not reporting the event itself"; sendmail's
+milter.c, milter_command: "regardless of whether we send command"), so the
 session still learns the client address, the login and the queue id, and
 opens without SMFIC_CONNECT at the first event that comes.
 """
