@@ -14,9 +14,12 @@ and their middleware), `swagger` (the API's description). Storage:
 transactions, the event log), `store` (the messages). Web: `http`
 (requests, replies, errors), `api` and `api_extra` (the Mailpit
 endpoints), `pages` (the page and /view), `events` (the websocket), `app`
-(routes and auth). SMTP and the rest: `capture` (the SMTP side's
-delivery), `release`, `service` (both sides in one hub), `section` (in
-`smtp-stack serve`), `command` (the CLI).
+(routes and auth). Checks: `linkcheck`, `spamd` (sa-check through
+SpamAssassin), `thumbnail` (Pillow, optional). SMTP and the rest:
+`capture` (the SMTP side's delivery), `release`, `pop3` (the protocol,
+pure) and `pop3_server` (its sockets), `maxage` (pruning by age),
+`webhook` (a POST per new message), `service` (every side in one hub),
+`section` (in `smtp-stack serve`), `command` (the CLI).
 
 Imports are lazy, so that the CLI can describe the command without the
 `inbox` extra (wsproto) installed; using a name that needs it without it
