@@ -13,7 +13,6 @@ import pytest
 import peers
 from clirunner import Process
 from inbox_helpers import WAIT, Http, InboxThread, make_mail, send
-from smtp_stack.inbox import api_extra
 from smtp_stack.inbox.release import Relay
 from smtp_stack.testing import MailSink
 
@@ -78,7 +77,7 @@ EVERY_METHOD = {
     'htmlCheck': '501 with the reason',
     'linkCheck': 'Errors, Links: a private address blocked',
     'spamAssassinCheck': '501 with the reason',
-    'getAttachmentThumbnail': '501 with the reason',
+    'getAttachmentThumbnail': '180x120 JPEG',
     'releaseMessage': 'ok',
     'deleteMessagesBySearch': 'ok',
     'deleteMessages': 'ok',
@@ -95,13 +94,10 @@ def client_methods() -> set[str]:
     return set(re.findall(r'^  (\w+)\(', declared, re.MULTILINE)) - {'constructor', 'request'}
 
 
-def test_every_method_of_the_mailpit_api_client(tmp_path, node_client, monkeypatch):
+def test_every_method_of_the_mailpit_api_client(tmp_path, node_client):
     """every_method.mjs calls each method with Mailpit's shapes in mind; the
     release reaches a real second server without its Bcc, and the chaos
     trigger it leaves on fails this test's RCPT with its code."""
-    # every_method.mjs still expects the thumbnail's 501 (as without Pillow);
-    # the thumbnails themselves are tests/test_inbox_thumb.py's.
-    monkeypatch.setattr(api_extra, 'thumbnails_available', lambda: False)
     assert set(EVERY_METHOD) == client_methods()
     first = make_mail(subject='Arrived over SMTP', to='Ann <ann+signup@example.com>',
                       html='<p>Hello from the HTML part<a href="http://127.0.0.1:9/offers">'
