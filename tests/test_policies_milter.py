@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from email.message import EmailMessage
 import os
 import smtplib
@@ -59,6 +60,7 @@ class Test(Milter.Base):
 
     def hello(self, name):
         self.seen['helo'] = name
+        self._macros(('{tls_version}', '{cipher}'))
         return Milter.CONTINUE
 
     def envfrom(self, sender, *args):
@@ -223,7 +225,7 @@ def serve():
     sinks = []
 
     def start(*milters, **options):
-        sink = MailSink(name='mx.test', tls='off', **options)
+        sink = MailSink(**{'name': 'mx.test', 'tls': 'off', **options})
         for milter in milters:
             sink.server.use(milter)
         sinks.append(sink.start())
@@ -338,6 +340,22 @@ def test_the_milter_sees_the_session_and_the_macros(serve, test_milter):
     assert macros['{mail_addr}'] == f'alice@{DOMAIN}'
     assert macros['{rcpt_addr}'] == 'carol@mx.test'
     assert macros['v'].startswith('smtp_stack')
+
+
+def test_tls_and_the_login_reach_the_milter_as_macros(serve, test_milter):
+    sink = serve(policies.milter(test_milter.address, name='one'), tls='starttls')
+    context = ssl.create_default_context(cafile=sink.ca_file)
+    with smtplib.SMTP('localhost', sink.address[1], timeout=WAIT) as client:
+        client.starttls(context=context)
+        client.ehlo()
+        client.user, client.password = 'carol', 'secret'
+        client.auth('PLAIN', client.auth_plain)
+        client.sendmail(f'alice@{DOMAIN}', ['bob@mx.test'], message())
+    [stored] = sink.wait_for(1, timeout=WAIT)
+    macros = seen(stored)['macros']
+    assert macros['{tls_version}'] == stored.session.tls['version']
+    assert macros['{cipher}'] == stored.session.tls['cipher']
+    assert (macros['{auth_authen}'], macros['{auth_type}']) == ('carol', 'PLAIN')
 
 
 def test_refusals_at_each_command(serve, test_milter):

@@ -151,10 +151,6 @@ class MilterClient:
             raise MilterFailed(f'negotiation: {exc.reason}') from None
         return self.negotiated
 
-    @property
-    def open_(self) -> bool:
-        return self.sock is not None
-
     def close(self) -> None:
         sock, self.sock = self.sock, None
         if sock is not None:

@@ -137,7 +137,7 @@ class Milter:
             raise ValueError(f"milter: default_action must be 'tempfail', 'accept' or "
                              f"'reject', not {default_action!r}")
         if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise ValueError(f'milter: name must be a word, not {name!r}')
+            raise ValueError(f'milter: name must be a non-empty string, not {name!r}')
         if macros is not None and not isinstance(macros, Mapping):
             raise ValueError('milter: macros must be a mapping {stage: macro names}')
         try:
