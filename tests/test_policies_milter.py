@@ -136,7 +136,7 @@ def free_port() -> int:
 class PyMilter:
     """TEST_MILTER under Debian's /usr/bin/python3 (python3-milter)."""
 
-    def __init__(self, workdir, name: str):
+    def __init__(self, workdir, name: str, unix: bool = False):
         python = peers.program('python3', 'python3-milter', fallback='/usr/bin/python3')
         python = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else python
         check = subprocess.run([python, '-c', 'import Milter'], capture_output=True, timeout=WAIT)
@@ -146,13 +146,20 @@ class PyMilter:
         with open(script, 'w') as f:
             f.write(TEST_MILTER)
         self.port = free_port()
-        self.address = f'inet:127.0.0.1:{self.port}'
-        self.proc = subprocess.Popen([python, script, name, f'inet:{self.port}@127.0.0.1'],
+        self.path = os.path.join(workdir, 'milter.sock')
+        self.address = f'unix:{self.path}' if unix else f'inet:127.0.0.1:{self.port}'
+        listen = self.address if unix else f'inet:{self.port}@127.0.0.1'
+        self.proc = subprocess.Popen([python, script, name, listen],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + WAIT
         while True:
             try:
-                socket.create_connection(('127.0.0.1', self.port), timeout=0.5).close()
+                if unix:
+                    with socket.socket(socket.AF_UNIX) as probe:
+                        probe.settimeout(0.5)
+                        probe.connect(self.path)
+                else:
+                    socket.create_connection(('127.0.0.1', self.port), timeout=0.5).close()
                 return
             except OSError:
                 if self.proc.poll() is not None:
@@ -356,6 +363,18 @@ def test_tls_and_the_login_reach_the_milter_as_macros(serve, test_milter):
     assert macros['{tls_version}'] == stored.session.tls['version']
     assert macros['{cipher}'] == stored.session.tls['cipher']
     assert (macros['{auth_authen}'], macros['{auth_type}']) == ('carol', 'PLAIN')
+
+
+def test_a_milter_on_a_unix_socket(serve, tmp_path):
+    milter = PyMilter(tmp_path, 'local', unix=True)
+    try:
+        sink = serve(policies.milter(milter.address, name='local'))
+        send(sink, message(subject='chgheader'))
+        [stored] = sink.wait_for(1, timeout=WAIT)
+        assert stored['Subject'] == 'changed by local'
+        assert seen(stored, 'local')['connect'][1] == '127.0.0.1'
+    finally:
+        milter.stop()
 
 
 def test_refusals_at_each_command(serve, test_milter):
