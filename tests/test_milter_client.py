@@ -291,3 +291,34 @@ def test_a_silent_milter_costs_the_content_timeout(peer):
         client.end_of_message(lambda chunk: None)
     assert failed.value.slow and 0.3 <= time.monotonic() - began < 2
     client.close()
+
+
+def test_waiting_for_a_silent_milter_never_blocks_the_hub():
+    """The client's waits are gevent's: a greenlet ticking every 10 ms
+    keeps ticking while the negotiation waits out its timeout."""
+    import gevent
+    longest = 0.0
+
+    def tick() -> None:
+        nonlocal longest
+        last = time.monotonic()
+        while True:
+            gevent.sleep(0.01)
+            now = time.monotonic()
+            longest, last = max(longest, now - last), now
+
+    with socket.socket() as silent:
+        silent.bind(('127.0.0.1', 0))
+        silent.listen(4)            # connections complete in the backlog; nothing answers
+        ticker = gevent.spawn(tick)
+        gevent.sleep(0.02)
+        client = MilterClient(f'inet:127.0.0.1:{silent.getsockname()[1]}', command_timeout=0.5)
+        began = time.monotonic()
+        try:
+            with pytest.raises(MilterFailed, match='no reply to SMFIC_OPTNEG in 0.5 s'):
+                client.open()
+        finally:
+            ticker.kill()
+            client.close()
+    assert 0.5 <= time.monotonic() - began < 1.5
+    assert longest < 0.2, longest
