@@ -19,7 +19,7 @@ import pytest
 
 from smtp_stack.config import ConfigError, parse
 from smtp_stack.policies import rspamd as rspamd_policy
-from smtp_stack.policies.rspamd import HttpPool, RspamdError
+from smtp_stack.policies.rspamd_http import HttpPool, RspamdError
 from smtp_stack.testing import MailSink
 
 import peers

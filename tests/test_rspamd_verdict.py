@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from smtp_stack.policies.rspamd import RspamdError, Verdict, field_value
+from smtp_stack.policies.rspamd_http import RspamdError, Verdict, field_value
 from smtp_stack.replies import Reply
 
 
@@ -90,3 +90,13 @@ HEAD = (b'Received: from a\r\n\tby b\r\nX-Tag: first\r\nSubject: hi\r\n'
 ])
 def test_field_value(name, index, expected):
     assert field_value(HEAD, name, index) == expected
+
+
+def test_the_factory_stays_callable_after_its_module_is_imported():
+    """The module is not named `rspamd`: importing a submodule binds its name
+    in the package, which would hide the factory after its first use."""
+    from smtp_stack import policies
+    first = policies.rspamd('http://127.0.0.1:11333')
+    import smtp_stack.policies.rspamd_http  # noqa: F401
+    second = policies.rspamd('http://127.0.0.1:11333')
+    assert type(first) is type(second) and type(second).__name__ == 'Rspamd'

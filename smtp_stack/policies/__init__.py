@@ -41,7 +41,7 @@ from .milter import Milter
 
 if TYPE_CHECKING:
     from .authentication import Authenticate
-    from .rspamd import Rspamd
+    from .rspamd_http import Rspamd
 
 __all__ = ['recipients', 'dnsbl', 'greylist', 'rate_limit', 'authenticate', 'rspamd', 'milter',
            'Resolver', 'store', 'DnsError', 'StoreError', 'POLICIES']
@@ -71,9 +71,9 @@ else:
 
 
 def _rspamd() -> type[Rspamd]:
-    """rspamd.py, imported on first use: h11 (its HTTP/1.1) loads only then."""
+    """rspamd_http.py, imported on first use: h11 (its HTTP/1.1) loads only then."""
     with needs_extra('policies', 'policies.rspamd'):
-        from .rspamd import Rspamd
+        from .rspamd_http import Rspamd
     return Rspamd
 
 
@@ -82,7 +82,7 @@ if TYPE_CHECKING:
 else:
     def rspamd(*args, **kwargs):
         """rspamd's verdict on each message, over its HTTP protocol:
-        `rspamd.Rspamd`, whose signature this is."""
+        `rspamd_http.Rspamd`, whose signature this is."""
         return _rspamd()(*args, **kwargs)
 
 
