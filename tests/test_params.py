@@ -112,7 +112,7 @@ def test_a_policy_s_factory_is_its_class():
     assert greylist is Greylist
     assert type(authenticate(resolver=None, spf=False, dmarc=False)).__name__ == 'Authenticate'
     assert set(POLICIES) == {'recipients', 'dnsbl', 'greylist', 'rate_limit', 'authenticate',
-                             'rspamd'}
+                             'rspamd', 'milter'}
 
 
 def tables_in(text: str) -> dict[str, str]:
@@ -135,7 +135,8 @@ def test_the_docs_tables_are_made_from_the_signatures():
     assert set(tables) == set(expected)
 
 
-@pytest.mark.parametrize('policy', ['recipients', 'dnsbl', 'greylist', 'rate_limit', 'rspamd'])
+@pytest.mark.parametrize('policy', ['recipients', 'dnsbl', 'greylist', 'rate_limit', 'rspamd',
+                                    'milter'])
 def test_policies_md_describes_exactly_the_declared_parameters(policy):
     text = (DOCS / 'policies.md').read_text(encoding='utf-8')
     section = text[text.index(f'\n## `{policy}('):]
