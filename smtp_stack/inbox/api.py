@@ -8,7 +8,9 @@ search results as `MessagesSummary`, a message as `Message`, plain-text
 `ok` for the writes, 404 for an ID that is unknown or is no ID at all,
 `start` and `limit` that are no numbers ignored, a search without a query
 a 400. Where Mailpit acts on a body it could not read (a DELETE whose
-body is not JSON deletes every message there), this answers 400.
+body is not JSON deletes every message there), this answers 400; the one
+such body a known client sends -- a form (`ids=...&Read=true`, PyPI's
+mailpit-api-client) -- is read as the JSON it stands for (_messages_body).
 The send, tags, chaos and check endpoints are in api_extra.py.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, TypeVar
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 
 from .. import __version__
@@ -118,15 +120,49 @@ def list_messages(app: InboxApp, req: Request) -> Response:
     return json_response(run(lambda: app.store.listing(start, limit, '', before=before)))
 
 
+FORM_TYPE = 'application/x-www-form-urlencoded'
+FORM_TRUE, FORM_FALSE = ('true', 'True', '1', 'on'), ('false', 'False', '0', 'off', '')
+
+
+def _messages_body(req: Request) -> dict[str, object]:
+    """The body of PUT/DELETE /api/v1/messages: JSON, as Mailpit reads it,
+    or a form, as PyPI's mailpit-api-client 1.0.0 sends it (httpx `data=`:
+    `ids` once per ID, `Read=true`). Mailpit fails to decode the form: its
+    DELETE then deletes every message, its PUT answers 400; here the form
+    means what its sender asked for (docs/inbox.md)."""
+    content_type = req.environ.get('CONTENT_TYPE', '').split(';')[0].strip().lower()
+    if content_type != FORM_TYPE:
+        return req.json(default={})
+    try:
+        fields = parse_qs(req.body().decode('ascii'), keep_blank_values=True,
+                          strict_parsing=False)
+    except UnicodeDecodeError:
+        raise HttpError(400, 'the form is not ASCII') from None
+    body: dict[str, object] = {}
+    ids = fields.get('IDs', []) + fields.get('ids', [])
+    if ids:
+        body['IDs'] = ids
+    for name in ('Read', 'read'):
+        if name in fields:
+            value = fields[name][-1]
+            if value not in FORM_TRUE + FORM_FALSE:
+                raise HttpError(400, 'Read must be true or false')
+            body['Read'] = value in FORM_TRUE
+    for name in ('Search', 'search'):
+        if name in fields:
+            body['Search'] = fields[name][-1]
+    return body
+
+
 def delete_messages(app: InboxApp, req: Request) -> Response:
-    body = req.json(default={})
+    body = _messages_body(req)
     ids = _ids(body.get('IDs', body.get('ids')))
     run(app.store.delete, ids or None)        # none given: all, as in Mailpit
     return ok()
 
 
 def set_read(app: InboxApp, req: Request) -> Response:
-    body = req.json(default={})
+    body = _messages_body(req)
     read = body.get('Read', False)
     if not isinstance(read, bool):
         raise HttpError(400, 'Read must be true or false')
