@@ -238,7 +238,7 @@ def test_view_html_and_text(inbox, web):
 
 
 @pytest.mark.parametrize('path, missing', [
-    ('html-check', 'caniemail'), ('sa-check', 'spamd')])     # thumbnails: test_inbox_thumb
+    ('sa-check', 'spamd')])     # html-check: test_inbox_htmlcheck; thumbnails: test_inbox_thumb
 def test_the_checks_this_inbox_does_not_make_say_why(inbox, web, path, missing):
     send(inbox.smtp, subject='checked')
     reply = web.get(f'/api/v1/message/latest/{path}')

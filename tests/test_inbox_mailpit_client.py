@@ -74,7 +74,7 @@ EVERY_METHOD = {
     'getInfo': 'Tags with their counts',
     'setReadStatus': 'all; by search with tz; IDs and Search both: 400',
     'waitForMessages': 'count, exact and query',
-    'htmlCheck': '501 with the reason',
+    'htmlCheck': 'Platforms, Total, Warnings; a text-only message 400',
     'linkCheck': 'Errors, Links: a private address blocked',
     'spamAssassinCheck': '501 with the reason',
     'getAttachmentThumbnail': '180x120 JPEG',

@@ -95,6 +95,11 @@ def parse_message(raw: bytes, envelope_to: Iterable[str] = (),
     return fields
 
 
+def html_body(raw: bytes) -> str:
+    """The message's HTML part, as `parse_message` picks it ('' if none)."""
+    return _walk(message_from_bytes(raw))[1]
+
+
 def message_from_bytes(raw: bytes) -> EmailMessage:
     """Parsed as stored: a text part keeps its line ends (CRLF from SMTP)."""
     return _PARSER.parsebytes(raw)

@@ -110,8 +110,10 @@ NOTES: dict[tuple[str, str], tuple[str, str, list[Json], Json]] = {
         [_body('ReleaseRequest')], {'200': TEXT_OK, **NO_SUCH,
                                     '502': _ok('The relay failed or refused')}),
     ('GET', '/api/v1/message/{ID}/html-check'): (
-        'other', 'HTML check: not available here (needs the caniemail data)', [],
-        {**NO_SUCH, **NOT_HERE}),
+        'other', 'HTML check: the HTML and CSS features of the HTML part that mail clients '
+        'lack (caniemail data, as Mailpit); 400 for a message without HTML; remote '
+        'stylesheets are not fetched; 501 without tinycss2', [],
+        {'200': _ok('The result', _ref('HTMLCheckResponse')), **NO_SUCH, **NOT_HERE}),
     ('GET', '/api/v1/message/{ID}/link-check'): (
         'other', "Link check: each link's status (HEAD); private addresses are not asked",
         [_query('follow', '1 or true: follow up to three redirects')],
@@ -205,6 +207,18 @@ DEFINITIONS: dict[str, Json] = {
         URL=STRING, StatusCode=INTEGER, Status=STRING))),
     'SpamAssassinResponse': _object(IsSpam=BOOLEAN, Error=STRING, Score=NUMBER, Rules=_array(
         _object(Score=NUMBER, Name=STRING, Description=STRING))),
+    'HTMLCheckResponse': _object(
+        Platforms={'type': 'object', 'additionalProperties': STRINGS},
+        Total=_object(Nodes=INTEGER, Tests=INTEGER, Supported=NUMBER, Partial=NUMBER,
+                      Unsupported=NUMBER),
+        Warnings=_array(_object(
+            Slug=STRING, Title=STRING, Description=STRING, URL=STRING, Category=STRING,
+            Tags=STRINGS, Keywords=STRING,
+            NotesByNumber={'type': 'object', 'additionalProperties': STRING},
+            Results=_array(_object(Name=STRING, Family=STRING, Platform=STRING,
+                                   Version=STRING, Support=STRING, NoteNumber=STRING)),
+            Score=_object(Found=INTEGER, Supported=NUMBER, Partial=NUMBER,
+                          Unsupported=NUMBER)))),
     'Error': _object(Error=STRING),
 }
 

@@ -152,11 +152,17 @@ assert.deepEqual(await mailpit.linkCheck(item.ID, true), {   // a private addres
             Status: 'Blocked private/reserved address' }],
 });
 result.linkCheck = 'Errors, Links: a private address blocked';
-for (const [name, call] of [['htmlCheck', () => mailpit.htmlCheck(sent.ID)],
-                            ['spamAssassinCheck', () => mailpit.spamAssassinCheck(sent.ID)]]) {
-  await assert.rejects(call(), /501 Not Implemented .*"Error":/);
-  result[name] = '501 with the reason';
-}
+const checked = await mailpit.htmlCheck(sent.ID);   // <p> and <img src="cid:">: nothing to warn of
+assert.deepEqual(checked.Warnings, []);
+assert.deepEqual([checked.Total.Nodes, checked.Total.Supported, checked.Total.Partial,
+                  checked.Total.Unsupported], [2, 100, 0, 0]);
+assert.ok(checked.Total.Tests > 100, `Tests ${checked.Total.Tests}`);
+assert.ok(checked.Platforms.ios.includes('Apple Mail') && checked.Platforms.windows
+  .includes('Outlook'), JSON.stringify(checked.Platforms));
+await assert.rejects(mailpit.htmlCheck(textOnly.ID), /400/);     // no HTML part, as in Mailpit
+result.htmlCheck = 'Platforms, Total, Warnings; a text-only message 400';
+await assert.rejects(mailpit.spamAssassinCheck(sent.ID), /501 Not Implemented .*"Error":/);
+result.spamAssassinCheck = '501 with the reason';
 const thumb = Buffer.from(await (await mailpit.getAttachmentThumbnail(sent.ID, '1.2')).arrayBuffer());
 assert.deepEqual([thumb[0], thumb[1]], [0xFF, 0xD8]);    // a JPEG (SOI)
 result.getAttachmentThumbnail = '180x120 JPEG';
