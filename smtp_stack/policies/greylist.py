@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Annotated
 from ..errors import SmtpError
 from ..params import DURATION, INTEGER, STRINGS
 from ..replies import Reply
+from ..state.greylisting import GreyKeys, GreyRule, decide
 from .common import (IPAddress, allowed, authenticated, check_mode, client_ip, mode_of, networks,
                      positive, store_failed, warnings)
 from .config import ON_STORE_ERROR, STORE
@@ -73,28 +74,20 @@ class Greylist:
         self.on_store_error = check_mode(on_store_error, 'greylist')
 
     def check(self, ip: IPAddress, sender: str, recipient: str) -> Reply | None:
-        """None to accept, else the 451 refusal. Raises StoreError."""
+        """None to accept, else the 451 refusal. Raises StoreError. One
+        store operation (one Redis round trip: state/greylisting.py)."""
         network = client_network(ip)
-        if self.auto_allow:
-            passes = self.store.get(f'grey:client:{network}')
-            if passes is not None and int(passes) >= self.auto_allow:
-                return None
         key = triplet_key(network, sender, recipient)
-        now = self.clock()
-        if self.store.get(f'grey:pass:{key}') is not None:
-            self.store.set(f'grey:pass:{key}', int(now), self.expire)
-            return None
-        if self.store.add(f'grey:wait:{key}', repr(now), self.delay + self.retry_window):
-            return self._refusal(self.delay)
-        first = self.store.get(f'grey:wait:{key}')
-        waited = now - float(first) if first is not None else 0.0
-        if first is None or waited < self.delay:
-            return self._refusal(self.delay - waited)
-        self.store.set(f'grey:pass:{key}', int(now), self.expire)
-        self.store.delete(f'grey:wait:{key}')
-        if self.auto_allow:
-            self.store.incr(f'grey:client:{network}', 1, self.expire)
-        return None
+        keys = GreyKeys(f'grey:client:{network}', f'grey:pass:{key}', f'grey:wait:{key}')
+        decide_in_store = getattr(self.store, 'greylist', None)
+        if decide_in_store is None:         # a store object of the user's, without it
+            left = decide(self.store, keys, self.clock(), self._rule())
+        else:
+            left = decide_in_store(keys, self.clock(), self._rule())
+        return None if left is None else self._refusal(left)
+
+    def _rule(self) -> GreyRule:
+        return GreyRule(self.delay, self.retry_window, self.expire, self.auto_allow)
 
     @staticmethod
     def _refusal(left: float) -> Reply:

@@ -7,11 +7,12 @@ them; the policies build on them).
 
 Every store offers the same few operations, each atomic on its own
 (protocols.py has the contract, `Store`), so several processes (`workers`)
-or machines sharing a store count exactly. None of them blocks the gevent
-hub: SQLite calls run in native threads of the store's own, and so do
-Redis calls unless gevent patched the socket module (redis-py then
-cooperates by itself), so a slow disk or a stalled Redis delays only the
-session that asked (backend.Offloaded says why threads of its own). A
+or machines sharing a store count exactly; a greylist decision is one
+operation too (greylisting.py: one Redis round trip). None of them blocks
+the gevent hub: SQLite calls run in native threads of the store's own
+(backend.Offloaded says why threads of its own), Redis calls in the
+calling greenlet over gevent sockets (redis_wire.py), so a slow disk or a
+stalled Redis delays only the session that asked. A
 backend failure raises `StoreError`; the policies and the server's shared
 limits catch it and fail open or answer 451 4.3.5 (`on_store_error`),
 warning once per cause and period (fail_open.py). Each store URL has a
@@ -23,7 +24,9 @@ theirs too), so a stalled store costs one timeout per period.
 | `protocols.py` | `Store`, `FailureCounter` (typing.Protocol), `StoreError`, `Value`, `is_store` |
 | `urls.py` | `store(url)`, `as_store(value)` |
 | `memory.py`, `sqlite_store.py`, `redis_store.py` | the backends (each imports its library) |
-| `backend.py` | `Offloaded` (the blocking backends' base), `member_id`, `redacted` |
+| `redis_wire.py` | redis-py on gevent sockets, per hub and process; `Script` (EVALSHA) |
+| `greylisting.py` | one greylist decision: `GreyKeys`, `GreyRule`, the steps (`decide`) |
+| `backend.py` | `Guarded` (the breaker), `Offloaded` (in threads), `member_id`, `redacted` |
 | `shared_limits.py` | `SharedConnections`, `SharedFailures`: the server's per-IP limits |
 | `fail_open.py` | `WarnOnce`: a line per cause and period; `STORE_UNAVAILABLE` (451 4.3.5) |
 | `breaker.py` | `Breaker` per dependency, `breakers()` and `listeners` for metrics |

@@ -1,6 +1,6 @@
-"""What the stores of other processes (SQLite, Redis) share: their calls
-off the hub, a circuit breaker, one error type, unique event members, URLs
-fit for logs."""
+"""What the stores of other processes (SQLite, Redis) share: a circuit
+breaker, calls off the hub where the library blocks, one error type,
+unique event members, URLs fit for logs."""
 from __future__ import annotations
 
 import time
@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
-from gevent.monkey import is_module_patched
 from gevent.threadpool import ThreadPool
 
 from ..offload import OwnThreads, run_in
@@ -19,72 +18,40 @@ from .protocols import StoreError
 T = TypeVar('T')
 
 
-class Offloaded:
-    """The base of the stores whose client library blocks: each call runs
-    in threads of the store's own (`offload.OwnThreads`: `threads` per hub
-    and per process), not in the hub's pool, because
+class Guarded:
+    """The circuit breaker of a store whose calls may stall (a Redis, an
+    SQLite file): every call passes the breaker of the store's URL
+    (breaker.py), so once a call took its whole timeout, the calls of the
+    next few seconds fail at once with StoreError, and one probe a period
+    finds out whether the store is back: a stalled store costs one timeout
+    per period, not one per call. The backend's own errors become
+    StoreError, one type for the policies."""
 
-    - a backend that stalls (a Redis that stopped answering, an SQLite
-      file locked by another process) then holds the store's threads for
-      its timeout, never the hub's, which flush mail and hash passwords;
-    - SQLite needs one thread per connection (`threads = 1`, one
-      connection per pool), so two transactions never interleave on it;
-    - a forked worker starts with threads and connections of its own
-      (`_reset_after_fork`), reusing nothing of its parent's.
-
-    Every call passes the store's circuit breaker (breaker.py, one per
-    URL): once a call took its whole timeout, the calls of the next few
-    seconds fail at once with StoreError, the calls already queued behind
-    it for a thread too (each looks again when its thread takes it), and
-    one probe a period finds out whether the store is back. So a stalled
-    store costs one timeout per period, not one per call and per queued
-    call. A failure is recorded in the thread that saw it, before that
-    thread takes its next call. Nothing is raised inside a pool thread
-    (offload.run_in): gevent would print it on stderr.
-    """
-
-    threads = 4
     url: str
     timeout = 1.0           # the backend's own bound on one call (a socket or lock timeout)
-
-    # A client whose only blocking is its socket (redis-py) cooperates by
-    # itself once gevent patched `socket`: it then runs in the greenlet.
-    cooperative_when_patched = False
-
-    def __init__(self) -> None:
-        self._threads = OwnThreads(self.threads, self._reset_after_fork)
-
-    def _pool(self) -> ThreadPool:
-        """The threads of the calling hub in this process."""
-        return self._threads.pool()
 
     @property
     def breaker(self) -> Breaker:
         """The breaker of this store's URL (shared by every store object of it)."""
         return breaker(self.url, slow=self.timeout / 2)
 
-    def _run(self, fn: Callable[[ThreadPool], T]) -> T:
-        """fn(pool) in one of `pool`'s threads (`pool` tells a backend which
-        of its connections is this thread's), through the breaker; the
-        backend's own errors become StoreError, one type for the policies."""
+    def _guarded(self, fn: Callable[[], T]) -> T:
+        """fn() here, in the calling greenlet, through the breaker (a
+        backend whose I/O is gevent's: it never blocks the hub)."""
         guard = self.breaker
         ticket = guard.admit()
         if ticket is None:
             raise StoreError(f'{self.url}: {guard.refusal()}')
-        pool = self._pool()
-        if self.cooperative_when_patched and is_module_patched('socket'):
-            return self._attempt(guard, ticket, fn, pool)
-        return run_in(pool, self._attempt, guard, ticket, fn, pool)
+        return self._attempt(guard, ticket, fn)
 
-    def _attempt(self, guard: Breaker, ticket: Ticket, fn: Callable[[ThreadPool], T],
-                 pool: ThreadPool) -> T:
+    def _attempt(self, guard: Breaker, ticket: Ticket, fn: Callable[[], T]) -> T:
         """One call, where it runs (a pool thread, or the greenlet), its
         outcome told to the breaker there and then."""
         if not guard.still_admits(ticket):
             raise StoreError(f'{self.url}: {guard.refusal()}')
         began = time.monotonic()
         try:
-            result = fn(pool)
+            result = fn()
         except StoreError as exc:
             guard.failed(ticket, time.monotonic() - began, str(exc))
             raise
@@ -94,6 +61,46 @@ class Offloaded:
             raise error from exc
         guard.succeeded(ticket)
         return result
+
+
+class Offloaded(Guarded):
+    """The base of the stores whose client library blocks (sqlite3): each
+    call runs in threads of the store's own (`offload.OwnThreads`:
+    `threads` per hub and per process), not in the hub's pool, because
+
+    - a backend that stalls (an SQLite file locked by another process)
+      then holds the store's threads for its timeout, never the hub's,
+      which flush mail and hash passwords;
+    - SQLite needs one thread per connection (`threads = 1`, one
+      connection per pool), so two transactions never interleave on it;
+    - a forked worker starts with threads and connections of its own
+      (`_reset_after_fork`), reusing nothing of its parent's.
+
+    Every call passes the store's circuit breaker (`Guarded`); the calls
+    already queued behind a slow one for a thread look again when their
+    thread takes them. A failure is recorded in the thread that saw it,
+    before that thread takes its next call. Nothing is raised inside a
+    pool thread (offload.run_in): gevent would print it on stderr.
+    """
+
+    threads = 4
+
+    def __init__(self) -> None:
+        self._threads = OwnThreads(self.threads, self._reset_after_fork)
+
+    def _pool(self) -> ThreadPool:
+        """The threads of the calling hub in this process."""
+        return self._threads.pool()
+
+    def _run(self, fn: Callable[[ThreadPool], T]) -> T:
+        """fn(pool) in one of `pool`'s threads (`pool` tells a backend which
+        of its connections is this thread's), through the breaker."""
+        guard = self.breaker
+        ticket = guard.admit()
+        if ticket is None:
+            raise StoreError(f'{self.url}: {guard.refusal()}')
+        pool = self._pool()
+        return run_in(pool, self._attempt, guard, ticket, lambda: fn(pool))
 
     def _reset_after_fork(self) -> None:
         """Drop connections made by another process."""

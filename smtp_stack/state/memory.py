@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from .greylisting import GreyKeys, GreyRule, decide
 from .protocols import Value
 
 
@@ -77,6 +78,9 @@ class MemoryStore:
         self._events[key] = times
         self._sweep(now)
         return len(times)
+
+    def greylist(self, keys: GreyKeys, now: float, rule: GreyRule) -> float | None:
+        return decide(self, keys, now, rule)     # no switch inside: atomic
 
     def close(self) -> None:
         pass

@@ -11,13 +11,19 @@ A store's operations, each atomic on its own, so several processes
         a sliding window: record one event at `now` and return how many are
         in (now - window, now] if that is at most `limit`; None (and nothing
         recorded) if it would pass `limit`.
+    greylist(keys, now, rule) -> float | None
+        one RFC 6647 decision (greylisting.py): None to pass, else the
+        seconds the triplet still has to wait.
 
 A backend failure raises `StoreError`; the policies and the server's shared
 limits catch it and fail open, or answer 451 4.3.5 (`on_store_error`).
 """
 from __future__ import annotations
 
-from typing import Protocol, TypeAlias, TypeGuard, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeGuard, runtime_checkable
+
+if TYPE_CHECKING:
+    from .greylisting import GreyKeys, GreyRule
 
 
 class StoreError(Exception):
@@ -53,6 +59,8 @@ class Store(Protocol):
     # the count in (now - window, now], or None (nothing recorded) over `limit`.
     def hit(self, key: str, window: float, limit: int,
             now: float | None = None) -> int | None: ...
+    # One greylist decision in one step: None passes, else the seconds left.
+    def greylist(self, keys: GreyKeys, now: float, rule: GreyRule) -> float | None: ...
     def close(self) -> None: ...
 
 

@@ -11,16 +11,17 @@ certificate (Redis' `tls-auth-clients`).
 The URL is checked at construction, so a mistyped parameter or a missing
 file is a ValueError then, not a store that fails open for ever.
 
-Each operation is one Redis command or one Lua script, so it is atomic on
-the server whatever number of clients race; keys carry their TTL, so Redis
-itself forgets stale triplets and windows. The sliding window is a sorted
-set of event times per key (exact, unlike a fixed-window counter). The
-redis-py client blocks on its socket: in a process that gevent did not
-monkey-patch its calls run in a small pool of native threads, in a patched
-one they run in the greenlet (its sockets are gevent's then); a short
-socket timeout bounds one call, the store's circuit breaker (backend.py)
-makes a stalled Redis cost one timeout per period rather than one per
-call, and the client reconnects by itself once Redis is back.
+Each operation is one Redis command or one Lua script (called by its
+SHA1, `EVALSHA`), so it is atomic on the server whatever number of clients
+race, and one round trip; a greylist decision is one script too. Keys
+carry their TTL, so Redis itself forgets stale triplets and windows. The
+sliding window is a sorted set of event times per key (exact, unlike a
+fixed-window counter). redis-py speaks the protocol over gevent sockets
+(redis_wire.py), in the greenlet that asks, whether or not gevent patched
+the process: no thread hand-off. A short socket timeout bounds one call,
+the store's circuit breaker (backend.py) makes a stalled Redis cost one
+timeout per period rather than one per call, and a connection that failed
+is replaced by a fresh one once Redis is back.
 """
 from __future__ import annotations
 
@@ -30,10 +31,11 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from gevent.threadpool import ThreadPool
 
-from .backend import Offloaded, member_id, redacted
+from .backend import Guarded, member_id, redacted
+from .greylisting import GreyKeys, GreyRule
 from .protocols import StoreError, Value
+from .redis_wire import Connections, Script
 
 SSL_FILES = ('ssl_ca_certs', 'ssl_certfile', 'ssl_keyfile', 'ssl_ca_path')
 # Verification on whatever redis-py's defaults (the URL may still say otherwise).
@@ -55,11 +57,42 @@ local value = redis.call('INCRBY', KEYS[1], ARGV[1])
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return value
 """
+# greylisting.decide, step for step. KEYS: client, passed, waiting; ARGV: now (as
+# stored while waiting), now (as stored once passed), delay, waiting TTL in ms,
+# expire in ms, auto_allow. Returns nil to pass, else the seconds left (a string:
+# Redis would cut a Lua number to an integer).
+GREYLIST = """
+local now, delay, auto = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[6])
+if auto > 0 then
+  local passes = redis.call('GET', KEYS[1])
+  if passes and tonumber(passes) >= auto then return nil end
+end
+if redis.call('GET', KEYS[2]) then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[5])
+  return nil
+end
+if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[4]) then return ARGV[3] end
+local first = redis.call('GET', KEYS[3])
+local waited = 0
+if first then waited = now - tonumber(first) end
+if not first or waited < delay then return tostring(delay - waited) end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[5])
+redis.call('DEL', KEYS[3])
+if auto > 0 then
+  redis.call('INCRBY', KEYS[1], 1)
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+end
+return nil
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def _checked_options(url: str) -> dict[str, Any]:
-    """The options `redis.Redis.from_url(url, ...)` needs beyond the
-    timeouts, after checking the URL as far as can be done without connecting."""
+    """The options redis-py's `ConnectionPool.from_url(url, ...)` needs
+    beyond the timeouts, after checking the URL as far as can be done without connecting."""
     parse_url: Callable[[str], dict[str, Any]] = redis.connection.parse_url   # unannotated
     try:
         parsed = parse_url(url)
@@ -74,26 +107,24 @@ def _checked_options(url: str) -> dict[str, Any]:
         if name in parsed and not os.path.exists(parsed[name]):
             raise ValueError(f'store: {name}: no such file: {parsed[name]}')
     unverified = str(parsed.get('ssl_cert_reqs', '')).lower() == 'none'
-    options: dict[str, Any] = dict(decode_responses=True, retry_on_timeout=False,
-                                   **(VERIFIED if tls and not unverified else {}))
-    pool = redis.ConnectionPool.from_url(url, **options)
-    try:        # the connection object, not yet connected: unknown parameters fail here
-        pool.connection_class(**pool.connection_kwargs)
-    except (TypeError, ValueError, redis.RedisError) as exc:
-        raise ValueError(f'store: {redacted(url)}: {exc}') from None
-    return options
+    return dict(decode_responses=True, **(VERIFIED if tls and not unverified else {}))
 
 
-class RedisStore(Offloaded):
+class RedisStore(Guarded):
 
     def __init__(self, url: str, timeout: float = 1.0, prefix: str = 'smtp_stack:'):
-        super().__init__()
         self.url = redacted(url)
-        self._raw_url = url
         self.prefix = prefix
-        self._client: redis.Redis | None = None
         self.timeout = timeout
-        self._options = _checked_options(url)
+        options = _checked_options(url)
+        try:        # the connection object, not yet connected: unknown parameters fail here
+            self._conns: Connections | None = Connections(url, options, lambda: self.timeout)
+            self._conns.check()
+        except (TypeError, ValueError, redis.RedisError) as exc:
+            raise ValueError(f'store: {redacted(url)}: {exc}') from None
+        self._hit = Script(HIT)
+        self._incr = Script(INCR)
+        self._greylist = Script(GREYLIST)
 
     def __repr__(self) -> str:
         return f'<RedisStore {self.url}>'
@@ -107,64 +138,52 @@ class RedisStore(Offloaded):
     def _timeout(self, value: float) -> None:
         self.timeout = value
 
-    def _reset_after_fork(self) -> None:
-        self._client = None
-
-    cooperative_when_patched = True
-
-    def _pool(self) -> ThreadPool:
-        pool = super()._pool()
-        if self._client is None:     # made here, in the hub's thread: no I/O, one for all threads
-            self._connect()
-        return pool
-
-    def _redis(self) -> redis.Redis:
-        client = self._client
-        if client is None:      # closed meanwhile
+    def _live(self) -> Connections:
+        conns = self._conns
+        if conns is None:
             raise StoreError(f'{self.url}: closed')
-        return client
+        return conns
 
-    def _connect(self) -> None:
-        client = redis.Redis.from_url(self._raw_url, socket_timeout=self.timeout,
-                                      socket_connect_timeout=self.timeout, **self._options)
-        self._hit = client.register_script(HIT)
-        self._incr = client.register_script(INCR)
-        self._client = client
+    def _command(self, *args: Any) -> Any:
+        """One command's reply (strings decoded), through the breaker."""
+        return self._guarded(lambda: self._live().execute(*args))
 
-    def _call(self, fn: Callable[[redis.Redis], Any]) -> Any:
-        """redis-py's reply (strings: the client decodes them)."""
-        return self._run(lambda pool: fn(self._redis()))
+    def _script(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        return self._guarded(lambda: script.call(self._live(), keys, args))
 
     def get(self, key: str) -> Value | None:
-        value: str | None = self._call(lambda r: r.get(self.prefix + key))
+        value: str | None = self._command('GET', self.prefix + key)
         return value
 
     def set(self, key: str, value: Value, ttl: float | None = None) -> None:
-        ms = None if ttl is None else max(1, int(ttl * 1000))
-        self._call(lambda r: r.set(self.prefix + key, str(value), px=ms))
+        expiry = () if ttl is None else ('PX', _ms(ttl))
+        self._command('SET', self.prefix + key, str(value), *expiry)
 
     def add(self, key: str, value: Value, ttl: float | None = None) -> bool:
-        ms = None if ttl is None else max(1, int(ttl * 1000))
-        return bool(self._call(lambda r: r.set(self.prefix + key, str(value), nx=True, px=ms)))
+        expiry = () if ttl is None else ('PX', _ms(ttl))
+        return self._command('SET', self.prefix + key, str(value), 'NX', *expiry) is not None
 
     def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
-        ms = 0 if ttl is None else max(1, int(ttl * 1000))
-        return int(self._call(lambda r: self._incr(keys=[self.prefix + key], args=[amount, ms])))
+        ms = 0 if ttl is None else _ms(ttl)
+        return int(self._script(self._incr, [self.prefix + key], [amount, ms]))
 
     def delete(self, key: str) -> None:
-        self._call(lambda r: r.delete(self.prefix + key))
+        self._command('DEL', self.prefix + key)
 
     def hit(self, key: str, window: float, limit: int, now: float | None = None) -> int | None:
         at = time.time() if now is None else now
-        result = int(self._call(lambda r: self._hit(
-            keys=[self.prefix + key], args=[repr(at), repr(float(window)), limit, member_id()])))
+        result = int(self._script(self._hit, [self.prefix + key],
+                                  [repr(at), repr(float(window)), limit, member_id()]))
         return None if result < 0 else result
 
+    def greylist(self, keys: GreyKeys, now: float, rule: GreyRule) -> float | None:
+        left = self._script(self._greylist, [self.prefix + key for key in keys],
+                            [repr(now), int(now), repr(float(rule.delay)),
+                             _ms(rule.delay + rule.retry_window), _ms(rule.expire),
+                             rule.auto_allow])
+        return None if left is None else float(left)
+
     def close(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:
-                pass
-            self._client = None
-        super().close()
+        conns, self._conns = self._conns, None
+        if conns is not None:
+            conns.close()

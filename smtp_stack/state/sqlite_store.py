@@ -22,6 +22,7 @@ from gevent.threadpool import ThreadPool
 
 from ..offload import run_in
 from .backend import Offloaded, member_id
+from .greylisting import GreyKeys, GreyRule, decide
 from .protocols import Value
 
 T = TypeVar('T')
@@ -91,45 +92,24 @@ class SqliteStore(Offloaded):
         return self._run(job)
 
     def get(self, key: str) -> Value | None:
-        def body(db: sqlite3.Connection, now: float) -> Value | None:
-            row = db.execute('SELECT value FROM kv WHERE key = ? AND '
-                             '(expires IS NULL OR expires > ?)', (key, now)).fetchone()
-            if row is None:
-                return None
-            value: str = row[0]
-            return value
-        return self._tx(body)
+        return self._tx(lambda db, now: _InTransaction(db, now).get(key))
 
     def set(self, key: str, value: Value, ttl: float | None = None) -> None:
-        self._tx(lambda db, now: db.execute(
-            'INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, ?, ?)',
-            (key, str(value), None if ttl is None else now + ttl)))
+        self._tx(lambda db, now: _InTransaction(db, now).set(key, value, ttl))
 
     def add(self, key: str, value: Value, ttl: float | None = None) -> bool:
-        def body(db: sqlite3.Connection, now: float) -> bool:
-            db.execute('DELETE FROM kv WHERE key = ? AND expires IS NOT NULL AND expires <= ?',
-                       (key, now))
-            cur = db.execute('INSERT OR IGNORE INTO kv (key, value, expires) VALUES (?, ?, ?)',
-                             (key, str(value), None if ttl is None else now + ttl))
-            return cur.rowcount == 1
-        return self._tx(body)
+        return self._tx(lambda db, now: _InTransaction(db, now).add(key, value, ttl))
 
     def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
-        def body(db: sqlite3.Connection, now: float) -> int:
-            row = db.execute('SELECT value, expires FROM kv WHERE key = ? AND '
-                             '(expires IS NULL OR expires > ?)', (key, now)).fetchone()
-            value = int(row[0] if row else 0) + amount
-            expires = now + ttl if ttl is not None else (row[1] if row else None)
-            db.execute('INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, ?, ?)',
-                       (key, str(value), expires))
-            return value
-        return self._tx(body)
+        return self._tx(lambda db, now: _InTransaction(db, now).incr(key, amount, ttl))
 
     def delete(self, key: str) -> None:
-        def body(db: sqlite3.Connection, now: float) -> None:
-            db.execute('DELETE FROM kv WHERE key = ?', (key,))
-            db.execute('DELETE FROM events WHERE key = ?', (key,))
-        self._tx(body)
+        self._tx(lambda db, now: _InTransaction(db, now).delete(key))
+
+    def greylist(self, keys: GreyKeys, now: float, rule: GreyRule) -> float | None:
+        """The steps in one transaction: one hand-off to the store's thread."""
+        return self._tx(lambda db, clock_now: decide(_InTransaction(db, clock_now), keys, now,
+                                                     rule))
 
     def hit(self, key: str, window: float, limit: int, now: float | None = None) -> int | None:
         def body(db: sqlite3.Connection, clock_now: float) -> int | None:
@@ -153,3 +133,44 @@ class SqliteStore(Offloaded):
                 except Exception:
                     pass
         super().close()
+
+
+class _InTransaction:
+    """The key-value operations on a connection inside a transaction, at
+    the store's time `now` (TTLs count from it)."""
+
+    def __init__(self, db: sqlite3.Connection, now: float):
+        self.db = db
+        self.now = now
+
+    def get(self, key: str) -> Value | None:
+        row = self.db.execute('SELECT value FROM kv WHERE key = ? AND '
+                              '(expires IS NULL OR expires > ?)', (key, self.now)).fetchone()
+        if row is None:
+            return None
+        value: str = row[0]
+        return value
+
+    def set(self, key: str, value: Value, ttl: float | None = None) -> None:
+        self.db.execute('INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, ?, ?)',
+                        (key, str(value), None if ttl is None else self.now + ttl))
+
+    def add(self, key: str, value: Value, ttl: float | None = None) -> bool:
+        self.db.execute('DELETE FROM kv WHERE key = ? AND expires IS NOT NULL AND expires <= ?',
+                        (key, self.now))
+        cur = self.db.execute('INSERT OR IGNORE INTO kv (key, value, expires) VALUES (?, ?, ?)',
+                              (key, str(value), None if ttl is None else self.now + ttl))
+        return cur.rowcount == 1
+
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        row = self.db.execute('SELECT value, expires FROM kv WHERE key = ? AND '
+                              '(expires IS NULL OR expires > ?)', (key, self.now)).fetchone()
+        value = int(row[0] if row else 0) + amount
+        expires = self.now + ttl if ttl is not None else (row[1] if row else None)
+        self.db.execute('INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, ?, ?)',
+                        (key, str(value), expires))
+        return value
+
+    def delete(self, key: str) -> None:
+        self.db.execute('DELETE FROM kv WHERE key = ?', (key,))
+        self.db.execute('DELETE FROM events WHERE key = ?', (key,))
