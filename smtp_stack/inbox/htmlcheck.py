@@ -41,51 +41,44 @@ Attrs = dict[str, str]
 
 # -- what is tested (Mailpit's set of features, by caniemail slug) -------------------------
 
-def _tag(*names: str) -> Callable[[str, Attrs], bool]:
-    return lambda tag, attrs: tag in names
+# Elements by name, by slug.
+TAG_FEATURES: dict[str, tuple[str, ...]] = {
+    'html-object': ('object', 'embed', 'image', 'pdf'),
+    'html-link': ('link',), 'html-hr': ('hr',), 'html-dialog': ('dialog',),
+    'html-picture': ('picture',), 'html-svg': ('svg',), 'html-progress': ('progress',),
+    'html-meter': ('meter',), 'html-audio': ('audio',), 'html-form': ('form',),
+    'html-base': ('base',), 'html-video': ('video',), 'html-select': ('select',),
+    'html-textarea': ('textarea',), 'html-style': ('style',),
+    'html-semantics': ('article', 'aside', 'details', 'figcaption', 'figure', 'footer',
+                       'header', 'main', 'mark', 'nav', 'section', 'summary', 'time'),
+}
+FEATURES_OF_TAG: dict[str, list[str]] = {}
+for _slug, _tags in TAG_FEATURES.items():
+    for _name in _tags:
+        FEATURES_OF_TAG.setdefault(_name, []).append(_slug)
 
 
 def _typed(tag_names: tuple[str, ...], kind: str) -> Callable[[str, Attrs], bool]:
     return lambda tag, attrs: tag in tag_names and attrs.get('type', '').lower() == kind
 
 
-def _has(attribute: str) -> Callable[[str, Attrs], bool]:
-    return lambda tag, attrs: attribute in attrs
-
-
-# Elements, by slug. Where Mailpit's selector names an element HTML has not
-# (`submit`, `checkbox`, `radio`), the input type the feature is about is meant.
-ELEMENT_FEATURES: dict[str, Callable[[str, Attrs], bool]] = {
-    'html-object': _tag('object', 'embed', 'image', 'pdf'),
-    'html-link': _tag('link'),
-    'html-hr': _tag('hr'),
-    'html-dialog': _tag('dialog'),
-    'html-srcset': _has('srcset'),
-    'html-picture': _tag('picture'),
-    'html-svg': _tag('svg'),
-    'html-progress': _tag('progress'),
-    'html-required': _has('required'),
-    'html-meter': _tag('meter'),
-    'html-audio': _tag('audio'),
-    'html-form': _tag('form'),
+# Elements by their attributes, by slug. Where Mailpit's selector names an
+# element HTML has not (`submit`, `checkbox`, `radio`), the input type the
+# feature is about is meant.
+ATTRIBUTE_TESTS: dict[str, Callable[[str, Attrs], bool]] = {
+    'html-srcset': lambda tag, attrs: 'srcset' in attrs,
+    'html-required': lambda tag, attrs: 'required' in attrs,
     'html-input-submit': _typed(('input',), 'submit'),
     'html-button-reset': _typed(('button',), 'reset'),
-    'html-button-submit': lambda tag, attrs: (
-        tag in ('button', 'input') and attrs.get('type', '').lower() == 'submit'),
-    'html-base': _tag('base'),
+    'html-button-submit': _typed(('button', 'input'), 'submit'),
     'html-input-checkbox': _typed(('input',), 'checkbox'),
     'html-input-hidden': lambda tag, attrs: attrs.get('type', '').lower() == 'hidden',
     'html-input-radio': _typed(('input',), 'radio'),
     'html-input-text': _typed(('input',), 'text'),
-    'html-video': _tag('video'),
-    'html-semantics': _tag('article', 'aside', 'details', 'figcaption', 'figure', 'footer',
-                           'header', 'main', 'mark', 'nav', 'section', 'summary', 'time'),
-    'html-select': _tag('select'),
-    'html-textarea': _tag('textarea'),
     'html-anchor-links': lambda tag, attrs: tag == 'a' and attrs.get('href', '').startswith('#'),
-    'html-style': _tag('style'),
     'html-image-maps': lambda tag, attrs: tag == 'map' or (tag == 'img' and 'usemap' in attrs),
 }
+TESTED_ATTRIBUTES = frozenset({'srcset', 'required', 'type', 'href', 'usemap'})
 
 # <img src>: by the file name's extension (query and fragment aside), or data:.
 IMAGE_FEATURES = {f'image-{kind}': re.compile(rf'\.{pattern}$', re.I) for kind, pattern in (
@@ -149,7 +142,7 @@ LEGACY_PSEUDO_ELEMENTS = frozenset({'after', 'before', 'first-letter', 'first-li
 
 def tested() -> list[str]:
     """Every feature this check looks for that the data set describes."""
-    slugs = {*ELEMENT_FEATURES, 'html-body', *IMAGE_FEATURES, 'image-base64',
+    slugs = {*TAG_FEATURES, *ATTRIBUTE_TESTS, 'html-body', *IMAGE_FEATURES, 'image-base64',
              *ATTRIBUTE_FEATURES.values(), *(f'css-{name}' for name in PROPERTIES),
              *PROPERTY_GROUPS, *DISPLAY_VALUES.values(), *FUNCTIONS.values(),
              'css-important', *(f'css-unit-{unit}' for unit in UNITS), 'css-unit-initial',
@@ -253,6 +246,17 @@ def _declarations(nodes: Any) -> list[tinycss2.ast.Declaration]:
             if node.type == 'declaration']
 
 
+def _style_features(style: str) -> tuple[set[str], Counter[str]]:
+    """The features and units of a `style=` attribute."""
+    features: set[str] = set()
+    units: Counter[str] = Counter()
+    for declaration in _declarations(style):
+        more, used = _declaration_features(declaration)
+        features.update(more)
+        units.update(used)
+    return features, units
+
+
 def _selector_features(prelude: list[Any]) -> Counter[str]:
     """Pseudo-classes and pseudo-elements written in a selector."""
     found: Counter[str] = Counter()
@@ -302,8 +306,11 @@ def check(markup: str) -> Json:
     found: Counter[str] = Counter()
     if has_body:
         found['html-body'] = 1
+    styles: dict[str, tuple[set[str], Counter[str]]] = {}    # mails repeat their styles
     for tag, attrs, _ in parser.elements:
-        per_element = {slug for slug, test in ELEMENT_FEATURES.items() if test(tag, attrs)}
+        per_element = set(FEATURES_OF_TAG.get(tag, ()))
+        if tag == 'map' or not TESTED_ATTRIBUTES.isdisjoint(attrs):
+            per_element.update(slug for slug, test in ATTRIBUTE_TESTS.items() if test(tag, attrs))
         per_element.update(ATTRIBUTE_FEATURES[name] for name in attrs
                            if name in ATTRIBUTE_FEATURES)
         if tag == 'img' and attrs.get('src'):
@@ -312,11 +319,13 @@ def check(markup: str) -> Json:
                                if pattern.search(src))
             if DATA_IMAGE.match(attrs['src']):
                 per_element.add('image-base64')
-        if attrs.get('style'):
-            for declaration in _declarations(attrs['style']):
-                features, units = _declaration_features(declaration)
-                per_element.update(features)
-                found.update(units)
+        style = attrs.get('style')
+        if style:
+            if style not in styles:
+                styles[style] = _style_features(style)
+            features, units = styles[style]
+            per_element.update(features)
+            found.update(units)
         found.update(per_element)
     for css in parser.styles:
         _stylesheet_features(tinycss2.parse_stylesheet(css, skip_comments=True,
