@@ -87,7 +87,7 @@ function htmlCheck(result) {
     el('ul', { class: 'checks' }, ...warnings.map((warning) => {
       const score = warning.Score || {};
       const lacking = (warning.Results || []).filter((r) => r.Support !== 'yes')
-        .map((r) => `${r.Name}${r.Version ? ' ' + r.Version : ''}: ${r.Support}`);
+        .map((r) => `${r.Name}: ${r.Support}`);     // Mailpit's Name holds the version
       return el('li', {},
         el('strong', { text: warning.Title || warning.Slug || '' }),
         ` (${warning.Category || 'feature'}): supported ${percent(score.Supported)}, `
