@@ -17,6 +17,14 @@ Loads:
 - rate_limit: one sliding-window hit (MAIL with `messages=`);
 - get: one plain store call, the floor of any decision.
 Best of 5 rounds of `--n` decisions each.
+
+    python benchmarks/policy_cpu.py --messages 3000    # per message, over SMTP
+
+`--messages`: the server in a process of its own (the same tree), smtplib
+sending 4 KB messages over loopback in one session; the server's CPU
+(user + system, from /proc) per message with no policy, greylist alone
+(`delay=0`, `auto_allow=0`: the triplets passed in a warm-up), rate_limit
+alone (`messages=`) and both; each policy's cost over none beside it.
 """
 
 import argparse
@@ -98,11 +106,84 @@ def loads(url: str, n: int) -> dict[str, float]:
     return results
 
 
+SERVER = """
+import logging, sys
+sys.path.insert(0, sys.argv[1]) if sys.argv[1] else None
+from smtp_stack import SmtpServer, policies
+logging.getLogger('smtp_stack').setLevel(logging.WARNING)
+server = SmtpServer(name='bench.example', disable_reverse_lookup=True,
+                    disabled_commands=['STARTTLS', 'AUTH'], max_messages=0,
+                    max_errors=10**6)
+url, which = sys.argv[2], sys.argv[3]
+if which in ('greylist', 'both'):
+    server.use(policies.greylist(delay=0, auto_allow=0, store=url))
+if which in ('rate_limit', 'both'):
+    server.use(policies.rate_limit(messages=10**9, store=url))
+def read_body(ctx, next):
+    next()
+    if ctx.command_name == 'DATA' and ctx.session.envelope.data_stream is not None:
+        while ctx.session.envelope.data_stream.read(65536):
+            pass
+server.use(read_body)
+server.start(0, '127.0.0.1')
+print(server.address[1], flush=True)
+server.serve_forever()
+"""
+MESSAGE = (b'From: s@bench.example\r\nTo: r@bench.example\r\nSubject: bench\r\n\r\n'
+           + (b'x' * 78 + b'\r\n') * 50)
+RECIPIENTS = 50
+
+
+def server_cpu(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    with open(f'/proc/{pid}/stat') as stat:
+        fields = stat.read().rpartition(')')[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def per_message(tree: str, url: str, which: str, messages: int) -> float:
+    """The server's CPU seconds per message for the policy set `which`."""
+    import smtplib
+    server = subprocess.Popen([sys.executable, '-c', SERVER, tree, url, which],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        client = smtplib.SMTP('127.0.0.1', port, timeout=30)
+        client.ehlo('client.bench.example')
+        recipients = [f'r{i}@bench.example' for i in range(RECIPIENTS)]
+        for rcpt in recipients:         # greylist: each triplet seen, then passed
+            for _ in range(2):
+                try:
+                    client.sendmail('s@bench.example', [rcpt], MESSAGE)
+                except smtplib.SMTPRecipientsRefused:
+                    pass
+        before = server_cpu(server.pid)
+        for i in range(messages):
+            client.sendmail('s@bench.example', [recipients[i % RECIPIENTS]], MESSAGE)
+        spent = server_cpu(server.pid) - before
+        client.quit()
+        return spent / messages
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def messages_report(tree: str, url: str, messages: int) -> None:
+    results = {which: per_message(tree, url, which, messages)
+               for which in ('none', 'greylist', 'rate_limit', 'both')}
+    print(f'# per 4 KB message over SMTP, {messages} messages  tree {tree or "work tree"}  '
+          f'load {os.getloadavg()[0]:.2f}')
+    for which, seconds in results.items():
+        extra = '' if which == 'none' else f'  (+{(seconds - results["none"]) * 1000:.3f})'
+        print(f'{which:14s} {seconds * 1000:7.3f} CPU-ms per message{extra}')
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--tree', help='a checkout whose smtp_stack to measure instead')
     p.add_argument('--url', help='a running Redis to use instead of a private one')
     p.add_argument('-n', type=int, default=2000, help='decisions per round')
+    p.add_argument('--messages', type=int, help='per message over SMTP instead (how many)')
     args = p.parse_args()
     if args.tree:
         use_checkout(args.tree)
@@ -112,6 +193,9 @@ def main() -> None:
         url = args.url
         if url is None:
             proc, url = start_redis(workdir)
+        if args.messages:
+            messages_report(os.path.abspath(args.tree) if args.tree else '', url, args.messages)
+            return
         import gevent
         results = gevent.spawn(loads, url, args.n).get()
     finally:

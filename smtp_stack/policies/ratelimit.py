@@ -89,7 +89,8 @@ class RateLimit:
         if name == 'MAIL' and self.messages and ctx.address is not None and self.key != 'sender':
             if not self._hit(ctx, 'msg', self.messages, self.subject(ctx.session)):
                 raise SmtpError(TOO_MANY_MESSAGES)
-        elif name == 'RCPT' and ctx.address is not None:
+        elif name == 'RCPT' and ctx.address is not None and (
+                self.recipients or (self.key == 'sender' and self.messages)):
             subject = self.subject(ctx.session)
             if self.key == 'sender' and self.messages:
                 # the sender is known only after MAIL: its message counts at its

@@ -144,6 +144,28 @@ class Script:
             return conns.execute('EVAL', self.text, len(keys), *keys, *args)
 
 
+def packed(args: tuple[Any, ...]) -> bytes:
+    """A command in RESP (the Redis protocol): an array of bulk strings.
+    Arguments are str (UTF-8; a key from a non-UTF-8 address keeps its
+    bytes), bytes or int; floats are written by the caller (repr)."""
+    parts = [b'*%d\r\n' % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode('utf-8', 'surrogateescape')
+        parts.append(b'$%d\r\n%s\r\n' % (len(data), data))
+    return b''.join(parts)
+
+
+_pid = os.getpid()      # this process's, without a system call per command
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class Connections:
     """redis-py connections of one URL, kept idle per hub and per process,
     each used by one greenlet at a time; one command is one round trip.
@@ -166,9 +188,9 @@ class Connections:
         self._class(**self._kwargs)
 
     def _idle_here(self) -> list[Any]:
-        if self._pid != os.getpid():        # a forked child: the parent's are not ours
+        if self._pid != _pid:        # a forked child: the parent's are not ours
             self._idle = weakref.WeakKeyDictionary()
-            self._pid = os.getpid()
+            self._pid = _pid
         hub = get_hub()
         idle = self._idle.get(hub)
         if idle is None:
@@ -176,13 +198,15 @@ class Connections:
         return idle
 
     def execute(self, *args: Any) -> Any:
-        """One command's reply (decoded strings); redis-py's errors raised."""
+        """One command's reply (decoded strings); redis-py's errors raised.
+        The command is packed here (packed()): redis-py's packer costs more
+        than the rest of the client (issue 25)."""
         idle = self._idle_here()
         conn = idle.pop() if idle else self._class(**{
             **self._kwargs, 'socket_timeout': self.timeout(),
             'socket_connect_timeout': self.timeout()})
         try:
-            conn.send_command(*args)
+            conn.send_packed_command((packed(args),))
             reply = conn.read_response()
         except redis.ResponseError:
             idle.append(conn)        # Redis answered (NOSCRIPT, WRONGTYPE): the link is sound
@@ -196,7 +220,7 @@ class Connections:
     def close(self) -> None:
         """Close this hub's connections; forget the others' (a gevent socket
         is closed from its own hub only)."""
-        idle = self._idle.get(get_hub(), []) if self._pid == os.getpid() else []
+        idle = self._idle.get(get_hub(), []) if self._pid == _pid else []
         self._idle = weakref.WeakKeyDictionary()
         for conn in idle:
             try:
