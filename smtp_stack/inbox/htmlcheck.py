@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterable
 from html.parser import HTMLParser
 from typing import Any
 
-import tinycss2  # type: ignore[import-untyped]  # no stubs, no py.typed
-import tinycss2.ast  # type: ignore[import-untyped]
+import tinycss2  # no stubs, no py.typed
+import tinycss2.ast
 
 from . import caniemail
 
