@@ -15,7 +15,10 @@ Loads:
   auto-allowed: what most recipients of a busy MX cost; three calls before);
 - greylist-new: first sight of a triplet (the 451);
 - rate_limit: one sliding-window hit (MAIL with `messages=`);
-- get: one plain store call, the floor of any decision.
+- get: one plain store call, the floor of any decision;
+- dkim: `dkimcheck.verify_dkim` of a 4 KB message signed rsa-sha256 with a
+  2048-bit key (the key record answered from memory: no DNS), the part
+  of `authenticate` that costs most.
 Best of 5 rounds of `--n` decisions each.
 
     python benchmarks/policy_cpu.py --messages 3000    # per message, over SMTP
@@ -103,7 +106,45 @@ def loads(url: str, n: int) -> dict[str, float]:
             lambda i: shared.hit(f'rate:msg:{limit.per}:client:{ip(i)}', limit.per, 10**9), n),
     }
     shared.close()
+    results['dkim'] = dkim_cpu(n)
     return results
+
+
+class KeyRecords:
+    """Answers TXT lookups from a dict (a TxtResolver for dkimcheck)."""
+
+    def __init__(self, records: dict[str, bytes]):
+        self.records = records
+
+    def txt(self, name: str) -> list[bytes]:
+        record = self.records.get(name.rstrip('.').lower())
+        return [record] if record else []
+
+
+def dkim_cpu(n: int) -> float:
+    import base64
+
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from smtp_stack.policies.dkimcheck import verify_dkim
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    records = KeyRecords({'sel._domainkey.bench.example': b'v=DKIM1; k=rsa; p='
+                          + base64.b64encode(public)})
+    head = (b'From: s@bench.example\r\nTo: r@bench.example\r\nSubject: bench\r\n'
+            b'Date: Sat, 05 Dec 2026 10:00:00 +0000\r\nMessage-ID: <1@bench.example>\r\n\r\n')
+    message = head + (b'x' * 70 + b' words\r\n') * 52
+    message = dkim.sign(message, b'sel', b'bench.example', private,
+                        include_headers=[b'from', b'to', b'subject', b'date',
+                                         b'message-id']) + message
+    assert verify_dkim(records, message)[0].result == 'pass'
+    return cpu_per_call(lambda i: verify_dkim(records, message), max(100, n // 4))
 
 
 SERVER = """

@@ -7,13 +7,20 @@ verify() answers only True or False, so the function given here also
 records what the key lookup found, to tell the RFC 8601 2.7.1 results
 apart: no key (permerror), a DNS failure (temperror), a key that does not
 verify (fail).
+
+The RSA step goes through `cryptography` (OpenSSL), not dkimpy's own
+Python arithmetic (`use_openssl_rsa`, below): dkimpy has no hook for it,
+so the one module attribute its verifier calls is replaced, with the
+same contract and the same answers.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from types import MappingProxyType
+from typing import Any, Protocol
 
 from ..extras import needs_extra
 from .dns import DnsError
@@ -21,6 +28,11 @@ from .dns import DnsError
 with needs_extra('policies', 'policies.authenticate'):
     import dkim
     from dkim.util import InvalidTagValueList, parse_tag_value
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 # The tags of a signature header field, as dkimpy parses them.
 Tags = dict[bytes, bytes]
@@ -60,6 +72,67 @@ class _Keys:
 
 MAX_ARC_SETS = 50       # RFC 8617 4.2.1: instance values run from 1 to 50
 
+# The digests dkimpy verifies RSA signatures with (RFC 6376 3.3; rsa-sha1 is
+# still checked, RFC 8301 3.1 leaves the verdict to the verifier).
+PREHASHED = {'sha256': Prehashed(hashes.SHA256()), 'sha1': Prehashed(hashes.SHA1())}
+# Below this many bytes of modulus the DigestInfo of SHA-256 does not fit
+# (RFC 8017 9.2): dkimpy's own function raises what it has always raised.
+MIN_MODULUS_BYTES = 62
+_dkimpy_rsa_verify = dkim.RSASSA_PKCS1_v1_5_verify
+_dkimpy_parse_public_key = dkim.parse_public_key
+
+
+@functools.lru_cache(maxsize=1024)
+def _public_key(modulus: int, exponent: int) -> rsa.RSAPublicKey:
+    return rsa.RSAPublicNumbers(exponent, modulus).public_key()
+
+
+def rsa_verify(hashed: Any, signature: bytes, public_key: Mapping[str, int]) -> bool:
+    """RSASSA-PKCS1-v1_5 verification (RFC 8017 8.2.2) of the digest of
+    `hashed` (dkimpy's hash object) by OpenSSL: dkimpy's
+    `RSASSA_PKCS1_v1_5_verify(hash, signature, public_key)`, with its
+    arguments and answers, about 30 times cheaper (issue 25)."""
+    modulus, exponent = public_key['modulus'], public_key['publicExponent']
+    size = (modulus.bit_length() + 7) // 8
+    algorithm = PREHASHED.get(getattr(hashed, 'name', ''))
+    if algorithm is None or size < MIN_MODULUS_BYTES or len(signature) > size:
+        return bool(_dkimpy_rsa_verify(hashed, signature, public_key))
+    try:        # a signature with its leading zero bytes dropped is the same number
+        _public_key(modulus, exponent).verify(signature.rjust(size, b'\0'), hashed.digest(),
+                                              padding.PKCS1v15(), algorithm)
+    except InvalidSignature:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_key(der: bytes) -> Mapping[str, int]:
+    parsed: Mapping[str, int] = _dkimpy_parse_public_key(der)
+    return MappingProxyType(dict(parsed))
+
+
+def parse_public_key(der: bytes) -> Mapping[str, int]:
+    """dkimpy's `parse_public_key`, once per key (its ASN.1 is Python);
+    the answer is read-only, as dkimpy only reads it."""
+    return _parsed_key(bytes(der))
+
+
+def use_openssl_rsa() -> bool:
+    """Point dkimpy's verifier at `rsa_verify` and the cached key parser,
+    if its `DKIM.verify_sig_process` and `evaluate_pk` still look these
+    names up in the `dkim` module at each call (dkimpy 1.1 does); else
+    leave dkimpy as it is (slower, as right). True when done."""
+    seams = (('RSASSA_PKCS1_v1_5_verify', dkim.DKIM.verify_sig_process),
+             ('parse_public_key', dkim.evaluate_pk))
+    if not all(name in function.__code__.co_names for name, function in seams):
+        return False
+    dkim.RSASSA_PKCS1_v1_5_verify = rsa_verify
+    dkim.parse_public_key = parse_public_key
+    return True
+
+
+use_openssl_rsa()
+
 
 class PrefetchedKeys:
     """A resolver for dkimpy that answers from lookups made beforehand.
@@ -91,9 +164,7 @@ def key_names(message: bytes, max_signatures: int = 5) -> list[str]:
     counts = {b'dkim-signature': 0, b'arc-seal': 0, b'arc-message-signature': 0}
     limits = {b'dkim-signature': max_signatures, b'arc-seal': MAX_ARC_SETS,
               b'arc-message-signature': MAX_ARC_SETS}
-    end = message.find(b'\r\n\r\n')
-    head = message if end < 0 else message[:end + 4]     # the header section only: cheap
-    for name, value in dkim.DKIM(head).headers:
+    for name, value in dkim.DKIM(_head(message)).headers:
         kind = name.lower()
         if kind not in counts or counts[kind] >= limits[kind]:
             continue
@@ -110,15 +181,21 @@ def key_names(message: bytes, max_signatures: int = 5) -> list[str]:
 
 def signatures(message: bytes) -> list[Tags | None]:
     """The tags of each DKIM-Signature, top first (None for one that does not parse)."""
-    d = dkim.DKIM(message)
     out: list[Tags | None] = []
-    for name, value in d.headers:
+    for name, value in dkim.DKIM(_head(message)).headers:
         if name.lower() == b'dkim-signature':
             try:
                 out.append(parse_tag_value(value))
             except InvalidTagValueList:
                 out.append(None)
     return out
+
+
+def _head(message: bytes) -> bytes:
+    """The header section and its blank line: what dkimpy parses for the
+    headers alone (parsing the body too cost as much again)."""
+    end = message.find(b'\r\n\r\n')
+    return message if end < 0 else message[:end + 4]
 
 
 def _text(tags: Tags | None, key: bytes) -> str:
