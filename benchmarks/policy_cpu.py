@@ -27,7 +27,8 @@ Best of 5 rounds of `--n` decisions each.
 sending 4 KB messages over loopback in one session; the server's CPU
 (user + system, from /proc) per message with no policy, greylist alone
 (`delay=0`, `auto_allow=0`: the triplets passed in a warm-up), rate_limit
-alone (`messages=`) and both; each policy's cost over none beside it.
+alone (`messages=`), both, and authenticate (SPF, DKIM, DMARC, ARC of a
+signed message, DNS answered from memory); each one's cost over none.
 """
 
 import argparse
@@ -160,12 +161,21 @@ if which in ('greylist', 'both'):
     server.use(policies.greylist(delay=0, auto_allow=0, store=url))
 if which in ('rate_limit', 'both'):
     server.use(policies.rate_limit(messages=10**9, store=url))
+if which == 'authenticate':
+    import json
+    class Records:      # DNS answered from memory: the CPU of the checks alone
+        def __init__(self, records):
+            self.records = {name: [value.encode()] for name, value in records.items()}
+        def txt(self, name):
+            return self.records.get(name.rstrip('.').lower(), [])
+    server.use(policies.authenticate(resolver=Records(json.loads(sys.argv[4]))))
 def read_body(ctx, next):
     next()
     if ctx.command_name == 'DATA' and ctx.session.envelope.data_stream is not None:
         while ctx.session.envelope.data_stream.read(65536):
             pass
-server.use(read_body)
+if which != 'authenticate':        # it reads the body itself (spool)
+    server.use(read_body)
 server.start(0, '127.0.0.1')
 print(server.address[1], flush=True)
 server.serve_forever()
@@ -182,11 +192,39 @@ def server_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
+def signed_message() -> tuple[bytes, dict[str, str]]:
+    """MESSAGE signed rsa-sha256 (2048 bits) for bench.example, and the TXT
+    records of its key, SPF (127.0.0.1 may send) and DMARC (p=reject)."""
+    import base64
+
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    message = (b'Date: Sat, 05 Dec 2026 10:00:00 +0000\r\nMessage-ID: <1@bench.example>\r\n'
+               + MESSAGE)
+    signature = dkim.sign(message, b'sel', b'bench.example', private,
+                          include_headers=[b'from', b'to', b'subject', b'date', b'message-id'])
+    return signature + message, {
+        'sel._domainkey.bench.example': 'v=DKIM1; k=rsa; p=' + base64.b64encode(public).decode(),
+        'bench.example': 'v=spf1 ip4:127.0.0.0/8 -all',
+        'client.bench.example': 'v=spf1 ip4:127.0.0.0/8 -all',
+        '_dmarc.bench.example': 'v=DMARC1; p=reject',
+    }
+
+
 def per_message(tree: str, url: str, which: str, messages: int) -> float:
     """The server's CPU seconds per message for the policy set `which`."""
+    import json
     import smtplib
-    server = subprocess.Popen([sys.executable, '-c', SERVER, tree, url, which],
-                              stdout=subprocess.PIPE, text=True)
+    message, records = signed_message() if which == 'authenticate' else (MESSAGE, {})
+    server = subprocess.Popen([sys.executable, '-c', SERVER, tree, url, which,
+                               json.dumps(records)], stdout=subprocess.PIPE, text=True)
     try:
         port = int(server.stdout.readline())
         client = smtplib.SMTP('127.0.0.1', port, timeout=30)
@@ -195,12 +233,12 @@ def per_message(tree: str, url: str, which: str, messages: int) -> float:
         for rcpt in recipients:         # greylist: each triplet seen, then passed
             for _ in range(2):
                 try:
-                    client.sendmail('s@bench.example', [rcpt], MESSAGE)
+                    client.sendmail('s@bench.example', [rcpt], message)
                 except smtplib.SMTPRecipientsRefused:
                     pass
         before = server_cpu(server.pid)
         for i in range(messages):
-            client.sendmail('s@bench.example', [recipients[i % RECIPIENTS]], MESSAGE)
+            client.sendmail('s@bench.example', [recipients[i % RECIPIENTS]], message)
         spent = server_cpu(server.pid) - before
         client.quit()
         return spent / messages
@@ -211,7 +249,7 @@ def per_message(tree: str, url: str, which: str, messages: int) -> float:
 
 def messages_report(tree: str, url: str, messages: int) -> None:
     results = {which: per_message(tree, url, which, messages)
-               for which in ('none', 'greylist', 'rate_limit', 'both')}
+               for which in ('none', 'greylist', 'rate_limit', 'both', 'authenticate')}
     print(f'# per 4 KB message over SMTP, {messages} messages  tree {tree or "work tree"}  '
           f'load {os.getloadavg()[0]:.2f}')
     for which, seconds in results.items():

@@ -164,7 +164,7 @@ def key_names(message: bytes, max_signatures: int = 5) -> list[str]:
     counts = {b'dkim-signature': 0, b'arc-seal': 0, b'arc-message-signature': 0}
     limits = {b'dkim-signature': max_signatures, b'arc-seal': MAX_ARC_SETS,
               b'arc-message-signature': MAX_ARC_SETS}
-    for name, value in dkim.DKIM(_head(message)).headers:
+    for name, value in dkim.DKIM(header_section(message)).headers:
         kind = name.lower()
         if kind not in counts or counts[kind] >= limits[kind]:
             continue
@@ -182,7 +182,7 @@ def key_names(message: bytes, max_signatures: int = 5) -> list[str]:
 def signatures(message: bytes) -> list[Tags | None]:
     """The tags of each DKIM-Signature, top first (None for one that does not parse)."""
     out: list[Tags | None] = []
-    for name, value in dkim.DKIM(_head(message)).headers:
+    for name, value in dkim.DKIM(header_section(message)).headers:
         if name.lower() == b'dkim-signature':
             try:
                 out.append(parse_tag_value(value))
@@ -191,7 +191,7 @@ def signatures(message: bytes) -> list[Tags | None]:
     return out
 
 
-def _head(message: bytes) -> bytes:
+def header_section(message: bytes) -> bytes:
     """The header section and its blank line: what dkimpy parses for the
     headers alone (parsing the body too cost as much again)."""
     end = message.find(b'\r\n\r\n')
