@@ -4,9 +4,11 @@ unpatched process, scripts by SHA1 with the text sent again after a
 SCRIPT FLUSH, connections of a worker's own after a fork."""
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
+import threading
 import uuid
 
 import redis
@@ -14,7 +16,7 @@ import redis
 from clirunner import env_with_package
 from smtp_stack.state import store
 
-from policy_services import redis_server, redis_unix_server  # noqa: F401 (fixtures)
+from policy_services import redis_server, redis_unix_server, wait_for  # noqa: F401 (fixtures)
 
 WAIT = 60.0     # a fresh interpreter importing gevent
 
@@ -85,4 +87,27 @@ def test_a_forked_worker_makes_connections_of_its_own(redis_server):  # noqa: F8
         assert child_id not in (0, parent_id)
         assert shared._command('CLIENT', 'ID') == parent_id     # the parent's is intact
     finally:
+        shared.close()
+
+
+def test_a_plain_thread_that_ends_leaves_no_connection_open(redis_server):  # noqa: F811
+    """Connections are kept per native thread: a thread of a threaded WSGI
+    server that used the store takes its connection with it."""
+    shared = store(redis_server.url)
+    admin = redis.Redis.from_url(redis_server.url)
+
+    def connected() -> int:
+        return int(admin.info('clients')['connected_clients'])
+    try:
+        before = connected()
+        threads = [threading.Thread(target=shared.get, args=('wire:plain',)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT)
+        assert not any(thread.is_alive() for thread in threads)
+        gc.collect()
+        assert wait_for(lambda: connected() == before, timeout=10), connected()
+    finally:
+        admin.close()
         shared.close()

@@ -10,8 +10,9 @@ Redis call more CPU than Redis itself (issue 25). The parser, the
 authentication and `SELECT` on connect, the encoding of arguments and the
 decoding of replies stay redis-py's.
 
-`Connections` keeps the idle ones per hub (a gevent socket belongs to
-the hub it was made in) and per process (a forked worker makes its own).
+`Connections` keeps the idle ones per native thread, so per hub (a gevent
+socket belongs to the hub it was made in), and per process (a forked
+worker makes its own).
 """
 from __future__ import annotations
 
@@ -19,12 +20,11 @@ import hashlib
 import ipaddress
 import os
 import socket as std_socket
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 import redis
-from gevent import get_hub
+from gevent.monkey import get_original
 from gevent import socket as gsocket
 from gevent import ssl as gssl
 from redis.backoff import NoBackoff
@@ -155,6 +155,8 @@ def packed(args: tuple[Any, ...]) -> bytes:
     return b''.join(parts)
 
 
+# Native even in a monkey-patched process (where threading.local is per greenlet).
+_native_local = get_original('_thread', '_local')
 _pid = os.getpid()      # this process's, without a system call per command
 
 
@@ -181,7 +183,10 @@ class Connections:
         pool.disconnect()
         self.timeout = timeout
         self._pid = os.getpid()
-        self._idle: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+        # Per native thread, so per hub (a hub belongs to one thread), and
+        # gone with the thread: a plain thread of a threaded WSGI server
+        # leaves no connection behind.
+        self._local = _native_local()
 
     def check(self) -> None:
         """Make (not connect) one connection: unknown parameters fail here."""
@@ -189,12 +194,11 @@ class Connections:
 
     def _idle_here(self) -> list[Any]:
         if self._pid != _pid:        # a forked child: the parent's are not ours
-            self._idle = weakref.WeakKeyDictionary()
+            self._local = _native_local()
             self._pid = _pid
-        hub = get_hub()
-        idle = self._idle.get(hub)
+        idle: list[Any] | None = getattr(self._local, 'idle', None)
         if idle is None:
-            idle = self._idle[hub] = []
+            idle = self._local.idle = []
         return idle
 
     def execute(self, *args: Any) -> Any:
@@ -218,10 +222,10 @@ class Connections:
         return reply
 
     def close(self) -> None:
-        """Close this hub's connections; forget the others' (a gevent socket
-        is closed from its own hub only)."""
-        idle = self._idle.get(get_hub(), []) if self._pid == _pid else []
-        self._idle = weakref.WeakKeyDictionary()
+        """Close this thread's connections; forget the others' (a gevent
+        socket is closed from its own hub only; they close with their thread)."""
+        idle = getattr(self._local, 'idle', []) if self._pid == _pid else []
+        self._local = _native_local()
         for conn in idle:
             try:
                 conn.disconnect()
