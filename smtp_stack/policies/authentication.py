@@ -39,8 +39,8 @@ from ..params import BOOL, INTEGER, STRING
 from .authresults import claims, header_value
 from .common import authenticated, check_mode, client_ip, mode_of, store_failed, warnings
 from .config import ON_STORE_ERROR, SEAL
-from .dkimcheck import (ArcResult, ArcSealer, DkimResult, PrefetchedKeys, header_section,
-                        key_names, too_big, verify_arc, verify_dkim)
+from .dkimcheck import (ArcResult, ArcSealer, DkimResult, PrefetchedKeys, Tags, header_section,
+                        key_names, signature_tags, too_big, verify_arc, verify_dkim)
 from .dmarc import DmarcResult, check_dmarc
 from .dns import Resolver
 from .spf import SpfResult, check_helo, check_spf
@@ -128,8 +128,9 @@ class Authenticate:
             # worker thread (CPU: seconds for a big body), never on the hub;
             # a small message in the greenlet: its check costs less than the
             # hand-off, and a thread running Python holds the GIL as long.
-            keys = PrefetchedKeys(self.resolver, key_names(message, self.max_signatures))
-            verify = (self.max_signatures, self.dkim, arc_chain)
+            tags = signature_tags(message, self.max_signatures)
+            keys = PrefetchedKeys(self.resolver, key_names(message, tags=tags))
+            verify = (self.max_signatures, self.dkim, arc_chain, tags)
             verified: Verified = _verify(keys, message, *verify) \
                 if len(message) <= INLINE_VERIFY_BYTES else offload(_verify, keys, message, *verify)
         if self.dkim:
@@ -213,8 +214,8 @@ Verified = tuple[list[DkimResult] | None, ArcResult | None]
 
 
 def _verify(keys: PrefetchedKeys, message: bytes, max_signatures: int, dkim: bool,
-            arc: bool) -> Verified:
+            arc: bool, tags: list[tuple[bytes, Tags | None]]) -> Verified:
     """(DKIM results, ARC result): the CPU part, run in a worker thread."""
-    return (verify_dkim(keys, message, max_signatures) if dkim else None,
+    return (verify_dkim(keys, message, max_signatures, tags) if dkim else None,
             verify_arc(keys, message) if arc else None)
 

@@ -157,11 +157,17 @@ class PrefetchedKeys:
         return answer
 
 
-def key_names(message: bytes, max_signatures: int = 5) -> list[str]:
-    """The `s._domainkey.d` names the DKIM signatures (the first
-    `max_signatures`) and the ARC sets of a message ask for."""
-    names = []
-    counts = {b'dkim-signature': 0, b'arc-seal': 0, b'arc-message-signature': 0}
+SIGNATURE_FIELDS = (b'dkim-signature', b'arc-seal', b'arc-message-signature')
+
+
+def signature_tags(message: bytes, max_signatures: int = 5) -> list[tuple[bytes, Tags | None]]:
+    """(field name in lower case, its tags or None when they do not parse)
+    of the first `max_signatures` DKIM-Signature fields and of the ARC
+    fields (50 of each kind, RFC 8617 4.2.1), top first: parsed once per
+    message, for the key names and the verification (each parse of the
+    header section and of the tags cost a tenth of a millisecond)."""
+    out: list[tuple[bytes, Tags | None]] = []
+    counts = dict.fromkeys(SIGNATURE_FIELDS, 0)
     limits = {b'dkim-signature': max_signatures, b'arc-seal': MAX_ARC_SETS,
               b'arc-message-signature': MAX_ARC_SETS}
     for name, value in dkim.DKIM(header_section(message)).headers:
@@ -170,10 +176,20 @@ def key_names(message: bytes, max_signatures: int = 5) -> list[str]:
             continue
         counts[kind] += 1
         try:
-            tags = parse_tag_value(value)
+            out.append((kind, parse_tag_value(value)))
         except InvalidTagValueList:
-            continue
-        domain, selector = _text(tags, b'd'), _text(tags, b's')
+            out.append((kind, None))
+    return out
+
+
+def key_names(message: bytes, max_signatures: int = 5,
+              tags: list[tuple[bytes, Tags | None]] | None = None) -> list[str]:
+    """The `s._domainkey.d` names the DKIM signatures (the first
+    `max_signatures`) and the ARC sets of a message ask for (`tags`: its
+    signature_tags, when already parsed)."""
+    names = []
+    for _, fields in signature_tags(message, max_signatures) if tags is None else tags:
+        domain, selector = _text(fields, b'd'), _text(fields, b's')
         if domain and selector:
             names.append(f'{selector}._domainkey.{domain}'.rstrip('.').lower())
     return list(dict.fromkeys(names))
@@ -202,13 +218,15 @@ def _text(tags: Tags | None, key: bytes) -> str:
     return (tags.get(key) or b'').decode('ascii', 'replace').strip() if tags else ''
 
 
-def verify_dkim(resolver: TxtResolver, message: bytes,
-                max_signatures: int = 5) -> list[DkimResult]:
+def verify_dkim(resolver: TxtResolver, message: bytes, max_signatures: int = 5,
+                parsed: list[tuple[bytes, Tags | None]] | None = None) -> list[DkimResult]:
     """One DkimResult per signature (at most `max_signatures`, a bound on the
-    DNS work a message can cause)."""
+    DNS work a message can cause; `parsed`: its signature_tags, when already
+    parsed with this bound)."""
     results = []
-    sigs = signatures(message)
-    for idx, tags in enumerate(sigs[:max_signatures]):
+    sigs = signatures(message)[:max_signatures] if parsed is None \
+        else [tags for kind, tags in parsed if kind == b'dkim-signature']
+    for idx, tags in enumerate(sigs):
         domain, selector = _text(tags, b'd'), _text(tags, b's')
         algorithm = _text(tags, b'a')
         short_b = ''.join(_text(tags, b'b').split())[:8]
