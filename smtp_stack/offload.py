@@ -9,13 +9,13 @@
   protect, and no hub nor pool is made for the occasion.
 - `OwnThreads(n)`: `n` threads of one's own per hub and per process, for a
   client library whose calls may stall for as long as its timeout (the
-  Redis and SQLite stores of `smtp_stack.state`, through
-  `state.backend.Offloaded`). Why not the hub's pool: a stalled backend
-  then holds its own threads only, never those that flush mail or hash
-  passwords; its size is its own (SQLite's one connection per pool is used
-  by exactly one thread, so two transactions never interleave on it); and
-  a forked worker gets fresh threads, never its parent's (which do not
-  exist in the child).
+  SQLite store of `smtp_stack.state`, through `state.backend.Offloaded`;
+  Redis runs in the calling greenlet over gevent sockets instead). Why not
+  the hub's pool: a stalled backend then holds its own threads only, never
+  those that flush mail or hash passwords; its size is its own (SQLite's one
+  connection per pool is used by exactly one thread, so two transactions
+  never interleave on it); and a forked worker gets fresh threads, never its
+  parent's (which do not exist in the child).
 - `Lanes(n)`: `n` native threads of one's own per hub and per process for
   many short calls (the Maildir delivery's file calls): fed through a C
   queue, results back through one watcher per hub, so a hand-off costs a
