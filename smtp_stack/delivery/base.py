@@ -15,6 +15,14 @@ as it arrives) and commits the message only when all of these hold:
   removes what it wrote;
 - the reply is still a success after the body was read (the `inspect`
   callback may refuse it on its content).
+
+What middleware decided about the message applies to every delivery the
+same way (docs/delivery.md, "Dropped, replaced and quarantined messages"):
+`envelope.drop()` -> `discard_dropped` (250, nothing stored or passed on,
+one delivery line with status `discarded`); `envelope.replace_body()` ->
+`message_body` yields the header section, then the new body;
+`envelope.quarantine()` -> `message_head` adds a `X-Quarantine-Reason`
+field, and each delivery holds the message where its docs say.
 """
 from __future__ import annotations
 
@@ -25,10 +33,11 @@ import io
 import ipaddress
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeAlias
 
-from ..events import DELIVERY, queue_id, reply_text, status_of
+from ..errors import SmtpError
+from ..events import DELIVERY, queue_id, refused_by, reply_text, status_of
 from ..headers import header_block, without_fields
 from ..logs import emit
 from ..replies import Reply
@@ -60,6 +69,11 @@ CHUNK = 65536
 DISK_FULL = Reply(452, 'Error: insufficient system storage', '4.3.1')
 LOCAL_ERROR = Reply(451, 'Error: local error, message not stored', '4.3.0')
 BODY_CONSUMED = Reply(451, 'Error: message body was read before delivery', '4.3.0')
+# Delivery statuses beside events.SENT/DEFERRED/BOUNCED (a fixed set: the
+# metrics count deliveries by status).
+DISCARDED, QUARANTINED = 'discarded', 'quarantined'
+# The field a quarantined message carries on top, with the reason given.
+QUARANTINE_FIELD = 'X-Quarantine-Reason'
 _FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC)})
 
 
@@ -179,19 +193,83 @@ def message_body(ctx: Context, inspect: Inspect | None = None) -> Iterator[bytes
     after `message_head`: `body_chunks` of `open_body(ctx)` (so `inspect`
     sees each piece as read, and a refused body raises MessageRefused),
     with the fields recorded by `envelope.remove_header` taken out of the
-    header section as it streams (headers.HeaderFilter)."""
-    return without_fields(body_chunks(open_body(ctx), inspect, ctx),
-                          ctx.session.envelope.removed_headers)
+    header section as it streams (headers.HeaderFilter). When a middleware
+    replaced the body (`envelope.replace_body`), its header section is
+    followed by the new body instead (`with_new_body`)."""
+    envelope = ctx.session.envelope
+    pieces = without_fields(body_chunks(open_body(ctx), inspect, ctx),
+                            envelope.removed_headers)
+    replaced = envelope.replaced_body
+    return pieces if replaced is None else with_new_body(pieces, replaced)
+
+
+def with_new_body(pieces: Iterable[bytes], body: bytes | BinaryIO) -> Iterator[bytes]:
+    """The header section of the message in `pieces` (up to and with its
+    empty line, RFC 5322 2.1), then `body` in pieces: bytes, or a binary
+    file read from where it stands, CHUNK bytes at a time (never whole).
+    The rest of the old message is still read to its end, unused, so a
+    refused body raises MessageRefused as it would have, and `inspect` sees
+    every piece. A message without an empty line gets one."""
+    tail = b'\r\n'        # as if a line had just ended: a message may start with it
+    in_head = True
+    for piece in pieces:
+        if not in_head:
+            continue
+        window = tail + piece
+        found = window.find(b'\r\n\r\n')
+        if found >= 0:
+            in_head = False
+            yield piece[:found + 4 - len(tail)]
+        else:
+            yield piece
+            tail = window[-3:]
+    if in_head:
+        yield b'\r\n' if tail.endswith(b'\r\n') else b'\r\n\r\n'
+    if isinstance(body, bytes):
+        for start in range(0, len(body), CHUNK):
+            yield body[start:start + CHUNK]
+        return
+    while True:
+        piece = body.read(CHUNK)
+        if not piece:
+            return
+        yield piece
+
+
+def discard_dropped(ctx: Context, relay: str) -> bool:
+    """True when a middleware dropped the message (`envelope.drop`): the
+    client keeps the reply it has (250), nothing is stored or passed on,
+    and one delivery line per recipient says `status=discarded` and why.
+    A body not read yet is read to its end first, so a body the server
+    refuses (too big, bare line ends) still gets its refusal, not a 250."""
+    reason = ctx.session.envelope.dropped
+    if reason is None:
+        return False
+    stream = ctx.data_stream
+    try:
+        if stream is not None and stream.spooled is None:
+            while stream.read1(CHUNK):
+                pass
+    except SmtpError as err:        # MessageRefused
+        refuse(ctx, err.reply, by=refused_by(err) or DELIVERY)
+        return True
+    if (stream is None or stream.acceptable) and is_success(ctx.reply):
+        delivered(ctx, DISCARDED, relay,
+                  f'discarded: {reason}' if reason else 'discarded (no reason given)')
+    return True
 
 
 def message_head(ctx: Context, *, return_path: bool) -> bytes:
     """The header fields this server puts on top of the message, top first:
-    Return-Path (at final delivery, RFC 5321 4.4), the fields middleware
+    Return-Path (at final delivery, RFC 5321 4.4), the reason of a
+    quarantined message (`X-Quarantine-Reason`), the fields middleware
     added with `envelope.add_header` (RFC 8601 5: above the trace fields
     this server prepends), then this server's Received."""
     session, envelope = ctx.session, ctx.session.envelope
     received = received_header(session, envelope, ctx.server.options.name)
     parts = [return_path_header(envelope).encode('utf-8', 'surrogateescape')] if return_path else []
+    if envelope.quarantined is not None:
+        parts.append(header_block([(QUARANTINE_FIELD, envelope.quarantined)]))
     added = envelope.added_headers
     if added:
         parts.append(header_block(added))

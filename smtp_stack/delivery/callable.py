@@ -11,6 +11,12 @@ runs in a worker thread of the hub's thread pool (`offload`), so it may
 block (HTTP calls, a database, a queue) without stalling other sessions;
 it must therefore be thread-safe.
 
+A message a middleware dropped (`envelope.drop`) is not passed (base.py);
+after a `envelope.replace_body` the body holds the header section and
+then the new body; a quarantined message (`envelope.quarantine`) is passed
+with `envelope.quarantined` set and an `X-Quarantine-Reason` field on
+top: the function decides where it goes.
+
 It returns None (the client gets 250), or a reply: `(code, message)`, a
 `Reply`, or for an LMTP server a list of them, one per recipient. Raising
 `SmtpError` refuses the message with that reply; any other exception is
@@ -27,8 +33,9 @@ from ..events import DELIVERY, SENT, refused_by, reply_text, status_of
 from ..offload import offload
 from ..replies import Reply
 from ..spool import Spool
-from .base import (LOCAL_ERROR, Inspect, delivered, delivered_stream, disk_error_reply,
-                   is_success, message_body, message_head, note, refuse, untouched)
+from .base import (LOCAL_ERROR, Inspect, delivered, delivered_stream, discard_dropped,
+                   disk_error_reply, is_success, message_body, message_head, note, refuse,
+                   untouched)
 
 if TYPE_CHECKING:
     from ..middleware import Context, Next, ReplyLike
@@ -87,7 +94,7 @@ class CallableDelivery:
     def __call__(self, ctx: Context, next: Next) -> None:
         next()
         stream = delivered_stream(ctx)
-        if stream is None or not untouched(ctx):
+        if stream is None or not untouched(ctx) or discard_dropped(ctx, self._relay):
             return
         session = ctx.session
         envelope = session.envelope
@@ -121,7 +128,9 @@ class CallableDelivery:
                 refuse(ctx, LOCAL_ERROR, self._relay, f'the function failed: {exc!r}')
                 return
         if result is None:
-            delivered(ctx, SENT, self._relay, 'accepted by the function')
+            held = envelope.quarantined
+            delivered(ctx, SENT, self._relay, 'accepted by the function' if held is None
+                      else f'accepted by the function, quarantined: {held}')
             return
         ctx.send(result)
         self._tell(ctx)

@@ -23,6 +23,14 @@ The message gets a Return-Path, the fields added with `envelope.add_header`
 and a Received header, in that order from the top (RFC 5321 4.4, RFC 8601 5);
 the fields recorded with `envelope.remove_header` are left out of its own
 header section.
+
+A message a middleware dropped (`envelope.drop`) is not stored (base.py);
+a replaced body (`envelope.replace_body`) is stored after the header
+section instead of the one sent; a quarantined one (`envelope.quarantine`)
+goes with an `X-Quarantine-Reason` field into the quarantine Maildir, never
+into the recipients' new/: by default the Maildir++ folder `.Quarantine`
+of each target Maildir (mail readers show it as a folder), else the
+`quarantine` Maildir given (a template like `path`).
 """
 from __future__ import annotations
 
@@ -44,8 +52,9 @@ from ..logs import get
 from ..offload import Coalesced, Lanes
 from ..params import Kind, Reader
 from ..replies import Reply
-from .base import (Inspect, delivered, delivered_stream, disk_error_reply, is_success,
-                   message_body, message_head, message_id, note, refuse, untouched)
+from .base import (QUARANTINED, Inspect, delivered, delivered_stream, discard_dropped,
+                   disk_error_reply, is_success, message_body, message_head, message_id,
+                   note, refuse, untouched)
 
 if TYPE_CHECKING:
     from ..middleware import Context, Next
@@ -55,6 +64,7 @@ if TYPE_CHECKING:
 Result = TypeVar('Result')
 
 SUBDIRS = ('tmp', 'new', 'cur')
+QUARANTINE_FOLDER = '.Quarantine'     # a Maildir++ folder of the target Maildir
 RELAY = 'maildir'       # where a message went, in its delivery line
 SPILL = 256 * 1024      # body bytes gathered in memory before they go to the file
 # The threads that make, write, fsync and rename the files, per hub and process:
@@ -200,13 +210,20 @@ class MaildirDelivery:
     `inspect(ctx, chunk)` is called for each piece of the body before it is
     written and may raise SmtpError to refuse the message.
 
+    A quarantined message goes to `quarantine` (a Maildir, or a template
+    like `path`), by default to the Maildir++ folder `.Quarantine` of each
+    target Maildir; it is made when first needed.
+
     In YAML, `deliver: {maildir: DIR}` is `path` (params.py).
     """
 
     def __init__(self, path: Annotated[str, MAILDIR], *, hostname: str | None = None,
-                 inspect: Inspect | None = None, mode: int = 0o700):
+                 inspect: Inspect | None = None, mode: int = 0o700,
+                 quarantine: Annotated[str | None, MAILDIR] = None):
         self.path = os.path.abspath(os.path.expanduser(path))
         self.templated = '{' in path
+        self.quarantine = None if quarantine is None else \
+            os.path.abspath(os.path.expanduser(quarantine))
         self.hostname = hostname or socket.gethostname()
         self.inspect = inspect
         self.mode = mode
@@ -223,11 +240,13 @@ class MaildirDelivery:
     def __call__(self, ctx: Context, next: Next) -> None:
         next()
         stream = delivered_stream(ctx)
-        if stream is None or not untouched(ctx):
+        if stream is None or not untouched(ctx) or discard_dropped(ctx, RELAY):
             return
         envelope = ctx.session.envelope
         try:
             targets = self.targets(envelope)
+            if envelope.quarantined is not None:
+                targets = self.quarantine_targets(envelope, targets)
         except ValueError as exc:
             refuse(ctx, Reply(550, f'Error: {exc}', '5.1.3'), RELAY)
             return
@@ -245,7 +264,17 @@ class MaildirDelivery:
             return [self.path] * len(envelope.rcpt_to)
         return [self._render(rcpt.address) for rcpt in envelope.rcpt_to]
 
-    def _render(self, address: str) -> str:
+    def quarantine_targets(self, envelope: Envelope, targets: list[str]) -> list[str]:
+        """Where a quarantined message goes, per recipient: `quarantine`
+        (rendered per recipient when a template), else `.Quarantine` in
+        each target Maildir."""
+        if self.quarantine is None:
+            return [f'{target}/{QUARANTINE_FOLDER}' for target in targets]
+        if '{' not in self.quarantine:
+            return [self.quarantine] * len(targets)
+        return [self._render(rcpt.address, self.quarantine) for rcpt in envelope.rcpt_to]
+
+    def _render(self, address: str, template: str | None = None) -> str:
         local, _, domain = address.rpartition('@')
         if not local:
             local, domain = address, ''
@@ -255,7 +284,7 @@ class MaildirDelivery:
             if value in ('', '.', '..') and key != 'domain':
                 raise ValueError(f'cannot make a mailbox path from {address!r}')
             values[key] = value or '_'
-        return os.path.abspath(self.path.format(**values))
+        return os.path.abspath((template or self.path).format(**values))
 
     # -- writing -----------------------------------------------------------
     def _receive(self, ctx: Context, stream: DataStream, maildir: str) -> _Draft | None:
@@ -339,12 +368,13 @@ class MaildirDelivery:
     @staticmethod
     def _tell(ctx: Context, name: str, targets: list[str], why: dict[str, str]) -> None:
         """The delivery line of each recipient: the file, or why not (LMTP)."""
-        recipients = ctx.session.envelope.rcpt_to
-        for recipient, target in zip(recipients, targets, strict=True):
+        envelope = ctx.session.envelope
+        status = SENT if envelope.quarantined is None else QUARANTINED
+        for recipient, target in zip(envelope.rcpt_to, targets, strict=True):
             if target in why:
                 delivered(ctx, DEFERRED, RELAY, why[target], [recipient])
             else:
-                delivered(ctx, SENT, RELAY, f'{target}/new/{name}', [recipient])
+                delivered(ctx, status, RELAY, f'{target}/new/{name}', [recipient])
 
 
 def describe_maildir(path: str) -> str:

@@ -14,6 +14,13 @@ client hears the upstream's verdict at the step it belongs to:
                     upstream must offer CHUNKING and BINARYMIME, else 555
     RSET, EHLO   -> RSET upstream
 
+A message a middleware dropped (`envelope.drop`) gets its 250 and the
+upstream an RSET; a replaced body (`envelope.replace_body`) is what the
+upstream gets after the header section. A quarantined one
+(`envelope.quarantine`) is never relayed: with a `quarantine` Maildir it
+is held there (the upstream gets RSET, the client 250), else the client
+gets 451 4.7.1 and keeps it (docs/delivery.md says why).
+
 A 250 reaches the client only after the upstream accepted the message; an
 upstream that cannot be reached gives 451 (RFC 5321 4.2.5: the client keeps
 the message and retries). The upstream's own 4xx/5xx replies are passed
@@ -33,8 +40,9 @@ from ..errors import ClientDisconnected, SmtpError
 from ..events import DELIVERY, refused_by, reply_text, status_of
 from ..params import BOOL, EXISTING_FILE, PORT, SECONDS, STRING, Kind, Reader
 from ..replies import Reply
-from .base import (Inspect, delivered, is_success, message_body, message_head, note, refuse,
-                   reply_from, untouched, wants_delivery)
+from .base import (Inspect, delivered, discard_dropped, is_success, message_body,
+                   message_head, note, refuse, reply_from, untouched, wants_delivery)
+from .maildir import MAILDIR, MaildirDelivery
 from .upstream import (Upstream, client_tls_context, describe_upstream, mail_params,
                        rcpt_params, xforward_lines)
 
@@ -53,6 +61,9 @@ UPSTREAM_CONFIG = Reply(451, 'Error: upstream refused this relay, try again late
 NEEDS_SMTPUTF8 = Reply(553, 'Error: upstream server does not support SMTPUTF8', '5.6.7')
 # A binary body cannot travel in DATA (RFC 3030 3): only to an upstream with BDAT.
 NO_BINARYMIME = Reply(555, 'Error: upstream server does not support BINARYMIME', '5.5.4')
+# RFC 3463 4.7.1 "delivery not authorized": held for review, and we have
+# nowhere to hold it; the client keeps the message and retries.
+NOT_RELAYED = Reply(451, 'Error: message held for review, not relayed', '4.7.1')
 
 
 def _host(value: Any, reader: Reader) -> str:
@@ -88,6 +99,8 @@ class RelayDelivery:
     command; `data_timeout` the wait for the verdict after the final dot
     (RFC 5321 4.5.3.2.6 suggests 10 minutes). `inspect(ctx, chunk)` sees
     each piece of the body and may raise SmtpError to refuse the message.
+    `quarantine` is a Maildir where quarantined messages are held (else
+    they get 451 4.7.1).
 
     The parameters annotated with a kind are the keys of the YAML section
     `deliver: {relay: {...}}` (params.py; `ca_file` is `ca:` there).
@@ -102,7 +115,8 @@ class RelayDelivery:
                  xforward: Annotated[bool, BOOL] = True, helo: Annotated[str | None, STRING] = None,
                  timeout: Annotated[float, SECONDS] = 60.0,
                  data_timeout: Annotated[float, SECONDS] = 600.0,
-                 inspect: Inspect | None = None, source_address: tuple[str, int] | None = None):
+                 inspect: Inspect | None = None, source_address: tuple[str, int] | None = None,
+                 quarantine: Annotated[str | None, MAILDIR] = None):
         if not host:
             raise ValueError('relay: host is required')
         if (username is None) != (password is None):
@@ -120,6 +134,9 @@ class RelayDelivery:
         self.data_timeout = data_timeout
         self.inspect = inspect
         self.source_address = source_address
+        # The quarantined messages' Maildir: that one, not a folder of it.
+        self.quarantine = None if quarantine is None else \
+            MaildirDelivery(quarantine, quarantine=quarantine)
         self.tls_context = client_tls_context(tls_verify, ca_file) if (starttls or secure) else None
         # Where its lines say the mail went: 'mx.example:25', or the socket path.
         self.where = host if host.startswith('/') else (
@@ -181,8 +198,11 @@ class RelayDelivery:
         stream = ctx.data_stream
         if stream is None or not stream.started:
             return      # refused before 354: the client's transaction goes on
-        if not wants_delivery(ctx) or not untouched(ctx):
+        if not wants_delivery(ctx) or not untouched(ctx) or discard_dropped(ctx, self.where):
             return self._reset(session)
+        if session.envelope.quarantined is not None:
+            self._reset(session)
+            return self._hold(ctx)
         link = self._links.get(session)
         if link is None or not link.in_transaction:
             refuse(ctx, UPSTREAM_LOST, self.where, 'no upstream transaction')
@@ -237,6 +257,15 @@ class RelayDelivery:
             refuse(ctx, UPSTREAM_LOST, self.where, f'upstream lost after the final dot: {exc}')
             return
         ctx.send(self._verdict(ctx, replies))
+
+    def _hold(self, ctx: Context) -> None:
+        """A quarantined message: into the `quarantine` Maildir (its own
+        delivery line, status `quarantined`), or 451 4.7.1 without one."""
+        if self.quarantine is None:
+            refuse(ctx, NOT_RELAYED, self.where,
+                   f'quarantined, not relayed: {ctx.session.envelope.quarantined}')
+            return
+        self.quarantine(ctx, _nothing_inside)
 
     def _on_reset(self, ctx: Context, next: Next) -> None:
         next()
@@ -390,6 +419,10 @@ class RelayDelivery:
         chosen = (temporary or failed)[0]
         ctx.refusal = (chosen, DELIVERY)
         return chosen
+
+
+def _nothing_inside() -> None:
+    """The `next` of the quarantine Maildir: the relay ran the chain already."""
 
 
 _HANDLERS: dict[str, Callable[[RelayDelivery, Context, Next], None]] = {
