@@ -1,0 +1,77 @@
+"""End to end: a real milter (pymilter, Debian python3-milter) called
+through policies.milter replaces the body, discards or quarantines, and
+the built-in deliveries apply it (docs/delivery.md, "Dropped, replaced and
+quarantined messages"). The milter and its fixture are those of
+tests/test_policies_milter.py: what it does is chosen by words in the
+Subject."""
+from __future__ import annotations
+
+import smtplib
+
+import pytest
+
+from smtp_stack import policies
+from smtp_stack.delivery import MaildirDelivery, RelayDelivery
+from smtp_stack.testing import MailSink
+
+from test_policies_milter import WAIT, message, test_milter  # noqa: F401 (a fixture)
+
+
+def send(server, data, rcpts=('bob@mx.test',)):
+    with smtplib.SMTP(*server.address, timeout=WAIT) as client:
+        return client.sendmail('alice@example.test', list(rcpts), data)
+
+
+def files(folder):
+    return sorted((folder / 'new').iterdir()) if (folder / 'new').exists() else []
+
+
+@pytest.fixture
+def maildir_with_milter(serve, test_milter, tmp_path):  # noqa: F811
+    box = tmp_path / 'box'
+    server = serve([MaildirDelivery(str(box)), policies.milter(test_milter.address, name='one')])
+    return server, box
+
+
+def test_the_milters_new_body_is_what_the_maildir_stores(maildir_with_milter):
+    server, box = maildir_with_milter
+    assert send(server, message(subject='replbody', body='The body the client sent.')) == {}
+    [stored] = files(box)
+    raw = stored.read_bytes()
+    head, _, body = raw.partition(b'\n\n')
+    assert body == b'The body one wrote.\n'
+    assert b'\nX-Seen-one: ' in head and b'\nSubject: replbody\n' in head
+    assert b'The body the client sent.' not in raw
+
+
+def test_a_message_the_milter_discards_gets_250_and_is_not_stored(maildir_with_milter):
+    server, box = maildir_with_milter
+    assert send(server, message(subject='discard')) == {}
+    assert files(box) == [] and list((box / 'tmp').iterdir()) == []
+
+
+def test_a_message_the_milter_quarantines_goes_to_the_quarantine_folder(maildir_with_milter):
+    server, box = maildir_with_milter
+    assert send(server, message(subject='quarantine')) == {}
+    assert files(box) == []
+    [held] = files(box / '.Quarantine')
+    assert held.read_bytes().startswith(
+        b'Return-Path: <alice@example.test>\nX-Quarantine-Reason: held by one\n')
+
+
+def test_the_relay_passes_the_milters_body_and_refuses_its_quarantine(serve, test_milter):  # noqa: F811
+    sink = MailSink(name='upstream.test', tls='off').start()
+    try:
+        relay = RelayDelivery('127.0.0.1', sink.address[1])
+        server = serve([relay, policies.milter(test_milter.address, name='one')],
+                       on_close=relay.session_closed)
+        assert send(server, message(subject='replbody')) == {}
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            send(server, message(subject='quarantine'))
+        assert (refused.value.smtp_code, refused.value.smtp_error[:5]) == (451, b'4.7.1')
+        assert send(server, message(subject='discard')) == {}
+        [relayed] = sink.wait_for(1, timeout=WAIT)
+        assert relayed.raw.endswith(b'\r\n\r\nThe body one wrote.\r\n')
+        assert relayed['Subject'] == 'replbody'
+    finally:
+        sink.stop()
