@@ -79,6 +79,7 @@ def test_maildir_replacement_from_a_file_is_read_from_where_it_stands(serve, tmp
     assert send(server) == {}
     [stored] = files(box)
     assert stored_body(stored.read_bytes(), b'\n') == b'a new body\nof two lines\n'
+    assert replacement.tell() == 7                  # put back: the next reader gets the same
 
 
 def test_a_message_without_an_empty_line_gets_one_before_the_new_body(serve, tmp_path):

@@ -207,7 +207,9 @@ def with_new_body(pieces: Iterable[bytes], body: bytes | BinaryIO) -> Iterator[b
     """The header section of the message in `pieces` (up to and with its
     empty line, RFC 5322 2.1), then `body` in pieces: bytes, or a binary
     file read from where it stands, CHUNK bytes at a time (never whole).
-    The rest of the old message is still read to its end, unused, so a
+    A seekable file is put back where it stood afterwards, so every reader
+    (another delivery, MailSink, the code that recorded it) gets the same
+    body. The rest of the old message is still read to its end, unused, so a
     refused body raises MessageRefused as it would have, and `inspect` sees
     every piece. A message without an empty line gets one."""
     tail = b'\r\n'        # as if a line had just ended: a message may start with it
@@ -229,11 +231,16 @@ def with_new_body(pieces: Iterable[bytes], body: bytes | BinaryIO) -> Iterator[b
         for start in range(0, len(body), CHUNK):
             yield body[start:start + CHUNK]
         return
-    while True:
-        piece = body.read(CHUNK)
-        if not piece:
-            return
-        yield piece
+    stood = body.tell() if body.seekable() else None
+    try:
+        while True:
+            piece = body.read(CHUNK)
+            if not piece:
+                return
+            yield piece
+    finally:
+        if stood is not None:
+            body.seek(stood)    # where it stood: the next reader gets the same body
 
 
 def discard_dropped(ctx: Context, relay: str) -> bool:

@@ -219,7 +219,7 @@ class MaildirDelivery:
 
     def __init__(self, path: Annotated[str, MAILDIR], *, hostname: str | None = None,
                  inspect: Inspect | None = None, mode: int = 0o700,
-                 quarantine: Annotated[str | None, MAILDIR] = None):
+                 quarantine: str | None = None):
         self.path = os.path.abspath(os.path.expanduser(path))
         self.templated = '{' in path
         self.quarantine = None if quarantine is None else \

@@ -42,7 +42,7 @@ from ..params import BOOL, EXISTING_FILE, PORT, SECONDS, STRING, Kind, Reader
 from ..replies import Reply
 from .base import (Inspect, delivered, discard_dropped, is_success, message_body,
                    message_head, note, refuse, reply_from, untouched, wants_delivery)
-from .maildir import MAILDIR, MaildirDelivery
+from .maildir import MaildirDelivery
 from .upstream import (Upstream, client_tls_context, describe_upstream, mail_params,
                        rcpt_params, xforward_lines)
 
@@ -116,7 +116,7 @@ class RelayDelivery:
                  timeout: Annotated[float, SECONDS] = 60.0,
                  data_timeout: Annotated[float, SECONDS] = 600.0,
                  inspect: Inspect | None = None, source_address: tuple[str, int] | None = None,
-                 quarantine: Annotated[str | None, MAILDIR] = None):
+                 quarantine: str | None = None):
         if not host:
             raise ValueError('relay: host is required')
         if (username is None) != (password is None):
