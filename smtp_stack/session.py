@@ -122,8 +122,8 @@ class Envelope:
         them), with CRLF line ends; bytes, or a binary file read from where
         it stands to its end (a large body need not be held in memory).
         Inside an MTA (smtp_stack.milter) it becomes the milter's body
-        replacement (SMFIR_REPLBODY); the built-in deliveries do not apply
-        it. TypeError for anything else."""
+        replacement (SMFIR_REPLBODY); the built-in deliveries store or
+        relay it after the header section. TypeError for anything else."""
         if not isinstance(body, bytes) and not callable(getattr(body, 'read', None)):
             raise TypeError(f'a body is bytes or a binary file, not {type(body).__name__}')
         self._replaced_body = body
@@ -137,7 +137,7 @@ class Envelope:
         """Ask for the message to be held for a person to look at, with
         `reason` (one line). Inside an MTA it becomes SMFIR_QUARANTINE
         (Postfix's hold queue, Sendmail's quarantine); the built-in
-        deliveries do not apply it. ValueError for a reason holding CR,
+        deliveries hold it apart (docs/delivery.md). ValueError for a reason holding CR,
         LF or NUL."""
         _check_line(reason, 'a quarantine reason')
         self._quarantined = reason
@@ -150,7 +150,7 @@ class Envelope:
     def drop(self, reason: str = '') -> None:
         """Accept the message and throw it away: the client is told it was
         accepted, and nobody receives it. Inside an MTA it becomes
-        SMFIR_DISCARD; the built-in deliveries do not apply it. `reason`
+        SMFIR_DISCARD; the built-in deliveries store and relay nothing. `reason`
         goes to the log. ValueError for a reason holding CR, LF or NUL."""
         _check_line(reason, 'a reason')
         self._dropped = reason

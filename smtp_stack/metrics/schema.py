@@ -84,7 +84,8 @@ METRICS: tuple[Metric, ...] = (
        'message (the deliveries that run before that reply included).',
        buckets=TIME_BUCKETS),
     _m(DELIVERIES, COUNTER, 'Deliveries per recipient (a delivery line each), by kind '
-       '(maildir, relay, callable) and status (sent, deferred, bounced).', 'kind', 'status'),
+       '(maildir, relay, callable) and status (sent, deferred, bounced, discarded, '
+       'quarantined).', 'kind', 'status'),
     _m(POLICY_DECISIONS, COUNTER, 'Refusals decided by a policy or another named '
        'middleware, by its name and result (reject: 5xx, tempfail: 4xx).', 'policy', 'result'),
     _m(TLS_HANDSHAKES, COUNTER, 'TLS handshakes (STARTTLS or implicit), by result '
