@@ -63,6 +63,24 @@ tlsmgr    unix  -       -       n       1000?   1       tlsmgr
 """
 
 
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie child of ours counts as ended)."""
+    try:
+        with open(f'/proc/{pid}/stat') as stat:
+            return stat.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (OSError, IndexError):
+        return False
+
+
+def _end(pid: int, signum: int, timeout: float) -> None:
+    """Send `signum` to `pid` and wait until it has gone, up to `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
@@ -172,11 +190,26 @@ class PrivatePostfix:
         raise TimeoutError(f'postfix did not listen on {self.smtp_port} within '
                            f'{STARTUP_TIMEOUT} s')
 
+    def master_pid(self) -> int | None:
+        """The master's pid, from queue/pid/master.pid (None before it wrote it)."""
+        try:
+            return int((self.queue / 'pid' / 'master.pid').read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def stop(self) -> None:
+        """Stop the master by its pid. `start-fg` keeps it in the foreground
+        of the `postfix` command, but the master makes a session of its own
+        (setsid): a signal to the command's process group misses it and
+        leaves it running. SIGTERM to the master ends it and its children;
+        the command then exits."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            # start-fg runs the master in the foreground: SIGTERM to it
-            # ends the master and its children (their process group too).
+        if process is None:
+            return
+        master = self.master_pid()
+        if master is not None:
+            _end(master, signal.SIGTERM, timeout=20)
+        if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             try:
@@ -185,7 +218,9 @@ class PrivatePostfix:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
-        if process is not None and process.stderr is not None:
+        if master is not None and _alive(master):
+            _end(master, signal.SIGKILL, timeout=10)
+        if process.stderr is not None:
             process.stderr.close()
 
     def remove(self) -> None:

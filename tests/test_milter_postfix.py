@@ -2,6 +2,7 @@
 postfix_private.py), driven by smtplib: what the client sees through
 Postfix, what Postfix stores, and what its log says."""
 import email
+import os
 import re
 import smtplib
 import ssl
@@ -217,3 +218,14 @@ def test_the_login_and_tls_are_seen_through_the_macros(postfix_tls_auth):
     seen = [s for s in SEEN if s['user'] == f'alice@{DOMAIN}']
     assert seen and seen[-1]['tls']['version'].startswith('TLSv1')
     assert seen[-1]['tls']['cipher']
+
+
+def test_the_private_postfix_leaves_no_process_behind():
+    """The master makes a session of its own: the fixture stops it by its pid."""
+    with private_postfix('inet:127.0.0.1:9') as postfix:
+        master = postfix.master_pid()
+        assert master is not None and os.path.exists(f'/proc/{master}')
+    deadline = time.monotonic() + 10
+    while os.path.exists(f'/proc/{master}') and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f'/proc/{master}'), f'the master {master} still runs'
