@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from .events import Events
     from .middleware import Context, Dispatch, Middleware, ServerEvent
-    from .options import ServerOptions
+    from .options import LogBackend, ServerOptions
     from .session import Session
 
 EVENTS = ('listening', 'close', 'error')
@@ -49,54 +49,26 @@ M = TypeVar('M', bound='Middleware')
 L = TypeVar('L', bound=Callable[..., object])
 
 
-class SmtpServer:
-    """A configurable SMTP/LMTP server; see docs/api.md for the options
-    (`ServerOptions` lists them for type checkers)."""
+class ChainHost:
+    """What a server of the middleware chain is, whatever it speaks:
+    `use()`, the listeners of its events, the components' start and stop,
+    and `serve_forever()`. SmtpServer and the milter's MilterServer are
+    both one; each gives `_init_chain` its innermost handler."""
 
-    def __init__(self, **options: Unpack[ServerOptions]):
-        self.options = Options(**options)
-        # What sessions log through (logs.RecordLog): made once per server;
-        # the deliveries' lines go to its child logger `.delivery`.
-        self.log_backend = record_log(self.options.log_backend)
-        self.delivery_log = child(self.options.log_backend, 'delivery')
-        # Who hears of each fact of the sessions (events.Events): the log;
-        # replace it (or wrap it in events.Fanout) to count them as well.
-        self.events: Events = LogEvents(self.log_backend, self.delivery_log,
-                                        self.options.log_level)
+    options: Options
+    log_backend: LogBackend
+    _stopped: gevent.event.Event | None
+    _pool: WorkerPool | None
+
+    def _init_chain(self, innermost: Dispatch) -> None:
+        self._innermost = innermost
         self._middleware: list[Middleware] = []
         # What sessions call per command: the middleware, composed.
-        self.chain: Dispatch = builtin
+        self.chain: Dispatch = innermost
         # The components' lifecycle methods (middleware.Component), found at use().
         self.lifecycle = Lifecycle()
         self._components_started = False   # in this process, by the first start()
         self._handlers: dict[str, list[Callable[..., object]]] = {e: [] for e in EVENTS}
-        self.listeners: list[_Listener] = []
-        self.runners = SessionRunners()     # the greenlets that serve connections (introspection)
-        self._connections: set[Engine] = set()
-        self._shared_sessions: tuple[Any, int] | None = None   # a worker's (SessionCounts, slot)
-        self._per_ip: Counter[str] = Counter()
-        self.auth_failures = self._auth_failure_counter()   # per client address, or None
-        self.stopping = False
-        self._stopped: gevent.event.Event | None = None
-        self.hub: Any = None
-        self._thread_id: int | None = None
-        self.sweeper: DeadlineSweeper | None = None     # of the serving hub
-        self.address: tuple[str, int] | None = None
-        self.worker_id: int | None = None       # 0..workers-1 inside a worker process
-        # workers > 1 in the main thread: the master takes SIGTERM (stop) and
-        # SIGHUP (re-fork) unless the application handles signals itself.
-        self.handle_signals = True
-        self._pool: WorkerPool | None = None    # the master's (workers > 1)
-        self._shared_conns: SharedConnections | None = None
-        self.secure_context: dict[str, ssl.SSLContext] = {}
-        opts = self.options
-        if opts.secure or opts.enabled('STARTTLS'):
-            # Built now so that bad PEM raises here, not on a live connection;
-            # the self-signed fallback is generated once per process and name.
-            settings: dict[str, Any] = {name: getattr(opts, name) for name in TLS_OPTIONS}
-            settings['sni_options'] = opts.sni_options
-            self.secure_context = build_secure_contexts(settings, opts.name)
-            install_sni(self.secure_context, opts.sni_callback)
 
     # -- middleware and events ---------------------------------------------
     def use(self, fn: M) -> M:
@@ -112,7 +84,7 @@ class SmtpServer:
             self._start_components(found)
         self._middleware.append(fn)
         self.lifecycle.add(found)
-        self.chain = compose(self._middleware, builtin)
+        self.chain = compose(self._middleware, self._innermost)
         return fn
 
     def on(self, event: str, fn: L) -> L:
@@ -135,6 +107,93 @@ class SmtpServer:
     def dispatch(self, ctx: Context) -> None:
         """Run the middleware chain for one command (`chain`, composed at each use())."""
         self.chain(ctx)
+
+    # -- lifecycle -----------------------------------------------------------
+    @property
+    def worker_pids(self) -> list[int]:
+        """The pids of the worker processes, in the master (else [])."""
+        return self._pool.pids if self._pool is not None else []
+
+    def serve_forever(self) -> None:
+        """Block (cooperatively) until stop() has finished."""
+        if self._stopped is None:
+            raise RuntimeError('call start() before serve_forever()')
+        self._stopped.wait()
+
+    def _start_components(self, lifecycle: Lifecycle) -> None:
+        """`start(self)` of each component, in registration order. When one
+        fails, those it started are stopped again and the failure raised."""
+        server: Any = self      # what components are given: the server
+        started: list[ServerEvent | None] = []
+        try:
+            for start, stop in lifecycle.serving:
+                if start is not None:
+                    start(server)
+                started.append(stop)
+        except BaseException:
+            for stop in reversed(started):
+                if stop is not None:
+                    self._call_stop(stop)
+            raise
+
+    def _stop_components(self) -> None:
+        """`stop(self)` of each component, newest first, if this process started them."""
+        if self._components_started:
+            self._components_started = False
+            for stop in self.lifecycle.stops:
+                self._call_stop(stop)
+
+    def _call_stop(self, stop: ServerEvent) -> None:
+        server: Any = self
+        try:
+            stop(server)
+        except (Exception, gevent.Timeout) as exc:     # the others must still stop
+            self.log_backend.log(40, '%s failed: %r', name_of(stop), exc)
+            self.emit('error', exc)
+
+
+class SmtpServer(ChainHost):
+    """A configurable SMTP/LMTP server; see docs/api.md for the options
+    (`ServerOptions` lists them for type checkers)."""
+
+    def __init__(self, **options: Unpack[ServerOptions]):
+        self.options = Options(**options)
+        # What sessions log through (logs.RecordLog): made once per server;
+        # the deliveries' lines go to its child logger `.delivery`.
+        self.log_backend = record_log(self.options.log_backend)
+        self.delivery_log = child(self.options.log_backend, 'delivery')
+        # Who hears of each fact of the sessions (events.Events): the log;
+        # replace it (or wrap it in events.Fanout) to count them as well.
+        self.events: Events = LogEvents(self.log_backend, self.delivery_log,
+                                        self.options.log_level)
+        self._init_chain(builtin)
+        self.listeners: list[_Listener] = []
+        self.runners = SessionRunners()     # the greenlets that serve connections (introspection)
+        self._connections: set[Engine] = set()
+        self._shared_sessions: tuple[Any, int] | None = None   # a worker's (SessionCounts, slot)
+        self._per_ip: Counter[str] = Counter()
+        self.auth_failures = self._auth_failure_counter()   # per client address, or None
+        self.stopping = False
+        self._stopped = None
+        self.hub: Any = None
+        self._thread_id: int | None = None
+        self.sweeper: DeadlineSweeper | None = None     # of the serving hub
+        self.address: tuple[str, int] | None = None
+        self.worker_id: int | None = None       # 0..workers-1 inside a worker process
+        # workers > 1 in the main thread: the master takes SIGTERM (stop) and
+        # SIGHUP (re-fork) unless the application handles signals itself.
+        self.handle_signals = True
+        self._pool = None    # the master's (workers > 1)
+        self._shared_conns: SharedConnections | None = None
+        self.secure_context: dict[str, ssl.SSLContext] = {}
+        opts = self.options
+        if opts.secure or opts.enabled('STARTTLS'):
+            # Built now so that bad PEM raises here, not on a live connection;
+            # the self-signed fallback is generated once per process and name.
+            settings: dict[str, Any] = {name: getattr(opts, name) for name in TLS_OPTIONS}
+            settings['sni_options'] = opts.sni_options
+            self.secure_context = build_secure_contexts(settings, opts.name)
+            install_sni(self.secure_context, opts.sni_callback)
 
     # -- lifecycle -----------------------------------------------------------
     def start(self, port: int = 25, host: str = '', backlog: int = 1024) -> SmtpServer:
@@ -211,22 +270,11 @@ class SmtpServer:
                                   opts.auth_failure_window, opts.on_store_error)
         return RecentFailures(opts.max_auth_failures_per_ip, opts.auth_failure_window)
 
-    @property
-    def worker_pids(self) -> list[int]:
-        """The pids of the worker processes, in the master (else [])."""
-        return self._pool.pids if self._pool is not None else []
-
     def reload(self) -> None:
         """In the master: replace every worker by a fresh fork, gracefully
         (what SIGHUP does). A single-process server has nothing to reload."""
         if self._pool is not None:
             self._pool.reload()
-
-    def serve_forever(self) -> None:
-        """Block (cooperatively) until stop() has finished."""
-        if self._stopped is None:
-            raise RuntimeError('call start() before serve_forever()')
-        self._stopped.wait()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop accepting, let sessions finish, then 421 the rest; blocks until done.
@@ -292,35 +340,6 @@ class SmtpServer:
         if self.worker_id is None:      # the master reports the close once
             self.emit('close')
         stopped.set()
-
-    def _start_components(self, lifecycle: Lifecycle) -> None:
-        """`start(self)` of each component, in registration order. When one
-        fails, those it started are stopped again and the failure raised."""
-        started: list[ServerEvent | None] = []
-        try:
-            for start, stop in lifecycle.serving:
-                if start is not None:
-                    start(self)
-                started.append(stop)
-        except BaseException:
-            for stop in reversed(started):
-                if stop is not None:
-                    self._call_stop(stop)
-            raise
-
-    def _stop_components(self) -> None:
-        """`stop(self)` of each component, newest first, if this process started them."""
-        if self._components_started:
-            self._components_started = False
-            for stop in self.lifecycle.stops:
-                self._call_stop(stop)
-
-    def _call_stop(self, stop: ServerEvent) -> None:
-        try:
-            stop(self)
-        except (Exception, gevent.Timeout) as exc:     # the others must still stop
-            self.log_backend.log(40, '%s failed: %r', name_of(stop), exc)
-            self.emit('error', exc)
 
     def _interrupt(self, conn: Engine) -> None:
         """Throw SessionShutdown into `conn`'s session soon, if its runner

@@ -18,7 +18,6 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import gevent
@@ -28,8 +27,9 @@ from gevent import socket as gsocket
 from gevent.server import StreamServer
 
 from ..events import LogEvents
+from ..server import ChainHost
 from ..logs import child, record_log
-from ..middleware import Lifecycle, compose, name_of, stages_of
+from ..middleware import stages_of
 from ..options import Options, suggest
 from ..workers import WorkerPool
 from . import message as M
@@ -44,11 +44,10 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ..events import Events
-    from ..middleware import AuthHook, Dispatch, Middleware, SessionHook, AddressHook
+    from ..middleware import AuthHook, Middleware, SessionHook, AddressHook
     from ..options import LogBackend, OnStoreError
     from ..state import Store
 
-EVENTS = ('listening', 'close', 'error')
 DEFAULT_LISTEN = 'inet:127.0.0.1:8891'
 # libmilter's default read timeout (smfi_settimeout: 7210 s): the MTA's
 # connection idles while its SMTP client does, for as long as the MTA allows.
@@ -56,7 +55,6 @@ DEFAULT_TIMEOUT = 7210.0
 PROGRESS_INTERVAL = 10.0    # s between SMFIR_PROGRESS while the chain works after the body
 
 M_ = TypeVar('M_', bound='Middleware')
-L = TypeVar('L', bound=Callable[..., object])
 
 
 class MilterOptions(TypedDict, total=False):
@@ -93,7 +91,7 @@ SMTP_OPTIONS = frozenset({'name', 'size', 'max_recipients', 'max_connections', '
 OWN_OPTIONS = frozenset({'max_packet', 'progress_interval', 'header_budget'})
 
 
-class MilterServer:
+class MilterServer(ChainHost):
     """A milter serving the middleware chain; see docs/milter.md."""
 
     def __init__(self, **options: Unpack[MilterOptions]) -> None:
@@ -115,59 +113,33 @@ class MilterServer:
         self.events: Events = LogEvents(self.log_backend,
                                         child(self.options.log_backend, 'delivery'),
                                         self.options.log_level)
-        self._middleware: list[Middleware] = []
-        self.chain: Dispatch = builtin
+        self._init_chain(builtin)
         self.needs = needs_of(())       # the stages the chain needs (steps.py)
         # The answer to each offer seen: (Negotiation, its packet), per chain.
         self.negotiations: dict[bytes, tuple[P.Negotiation, bytes]] = {}
-        self.lifecycle = Lifecycle()
-        self._components_started = False
-        self._handlers: dict[str, list[Callable[..., object]]] = {e: [] for e in EVENTS}
         self.connections: gevent.pool.Group = gevent.pool.Group()
         self.listeners: list[StreamServer] = []
         self.address: tuple[str, int] | str | None = None
         self._unix_paths: list[str] = []
-        self._stopped: gevent.event.Event | None = None
+        self._stopped = None
         self.stopping = False
         self.hub: Any = None
         self._thread_id: int | None = None
         # workers > 1: this process binds, forked workers serve (workers.py).
         self.worker_id: int | None = None
         self.handle_signals = True      # the master takes SIGTERM and SIGHUP (workers.py)
-        self._pool: WorkerPool | None = None
+        self._pool = None
 
-    # -- middleware and events (as SmtpServer) --------------------------------------
+    # -- middleware (as SmtpServer's, and the steps it needs) ---------------------
     def use(self, fn: M_) -> M_:
-        """Register a middleware `fn(ctx, next)`; usable as a decorator."""
-        if not callable(fn):
-            raise TypeError('middleware must be callable as fn(ctx, next)')
-        stages_of(fn)       # an unknown stage is refused here, not at the MTA's first call
-        found = Lifecycle.of(fn)
-        if self._components_started:
-            self._start_components(found)
-        self._middleware.append(fn)
-        self.lifecycle.add(found)
-        self.chain = compose(self._middleware, builtin)
+        """Register a middleware `fn(ctx, next)`; usable as a decorator. An
+        unknown stage it declares is refused here, not at the MTA's first call."""
+        if callable(fn):
+            stages_of(fn)
+        super().use(fn)
         self.needs = needs_of(self._middleware)
         self.negotiations = {}
         return fn
-
-    def on(self, event: str, fn: L) -> L:
-        if event not in self._handlers:
-            raise ValueError(f'unknown event {event!r}; known: {", ".join(EVENTS)}')
-        self._handlers[event].append(fn)
-        return fn
-
-    def emit(self, event: str, *args: object) -> None:
-        for fn in self._handlers[event]:
-            try:
-                fn(*args)
-            except Exception as exc:
-                self.log_backend.log(40, 'A listener of %r failed: %s: %r', event,
-                                     name_of(fn), exc)
-
-    def dispatch(self, ctx: Any) -> None:
-        self.chain(ctx)
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, listen: str = DEFAULT_LISTEN, backlog: int = 1024) -> MilterServer:
@@ -226,11 +198,6 @@ class MilterServer:
         self.hub = None
         self._thread_id = None
 
-    @property
-    def worker_pids(self) -> list[int]:
-        """The pids of the worker processes, in the master (else [])."""
-        return self._pool.pids if self._pool is not None else []
-
     def _bind(self, listen: str, backlog: int) -> Any:
         kind, target = parse_listen(listen)
         if kind == 'unix':
@@ -267,12 +234,6 @@ class MilterServer:
             return
         sock.settimeout(self.options.socket_timeout)
         MilterConnection(self, sock, peer).run()
-
-    def serve_forever(self) -> None:
-        """Block (cooperatively) until stop() has finished."""
-        if self._stopped is None:
-            raise RuntimeError('call start() before serve_forever()')
-        self._stopped.wait()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop listening; let MTA connections end within `timeout` (default
@@ -321,31 +282,6 @@ class MilterServer:
     def __exit__(self, *exc: object) -> None:
         self.stop(timeout=1.0)
 
-    def _start_components(self, lifecycle: Lifecycle) -> None:
-        started: list[Any] = []
-        try:
-            for start, stop in lifecycle.serving:
-                if start is not None:
-                    start(self)     # type: ignore[arg-type]  # a server, as components expect
-                started.append(stop)
-        except BaseException:
-            for stop in reversed(started):
-                if stop is not None:
-                    self._call_stop(stop)
-            raise
-
-    def _stop_components(self) -> None:
-        if self._components_started:
-            self._components_started = False
-            for stop in self.lifecycle.stops:
-                self._call_stop(stop)
-
-    def _call_stop(self, stop: Callable[[Any], object]) -> None:
-        try:
-            stop(self)
-        except (Exception, gevent.Timeout) as exc:
-            self.log_backend.log(40, '%s failed: %r', name_of(stop), exc)
-            self.emit('error', exc)
 
 
 def parse_listen(spec: str) -> tuple[str, tuple[str, int] | str]:
