@@ -48,8 +48,11 @@ def store(tmp_path):
         ('Bob <bob@b.example>', 'ann@a.example', 'Re: Quarterly report', 'thanks "quoted" text'),
         ('Zed <zed@z.example>', 'ann@a.example', 'Über café', 'naïve 100% sure'),
     ]
-    for sender, to, subject, body in mails:
-        s.add(f'From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nContent-Type: text/plain; '
+    # A Message-ID of their own: a generated one is random and could hold
+    # the letters a query looks for ('ze'), as every field is searched.
+    for number, (sender, to, subject, body) in enumerate(mails):
+        s.add(f'Message-ID: <m{number}@example.test>\r\nFrom: {sender}\r\nTo: {to}\r\n'
+              f'Subject: {subject}\r\nContent-Type: text/plain; '
               f'charset=utf-8\r\n\r\n{body}\r\n'.encode(), [to])
     return s
 
