@@ -25,6 +25,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal
@@ -87,7 +88,7 @@ class Database:
         if db is None:
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                  isolation_level=None, check_same_thread=False)
-            db.execute('PRAGMA journal_mode = WAL')
+            _wal(db)
             # durable at checkpoints; WAL keeps it consistent
             db.execute('PRAGMA synchronous = NORMAL')
             db.execute(f'PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}')
@@ -124,3 +125,19 @@ class Database:
     def file_size(self) -> int:
         return sum(os.path.getsize(p) for p in (self.path, self.path + '-wal')
                    if os.path.exists(p))
+
+
+def _wal(db: sqlite3.Connection) -> None:
+    """Put the file in WAL mode. Connections opening a new file at once
+    race for that change, and the loser may get SQLITE_BUSY at once, without
+    the busy handler's wait (SQLite's pragma journal_mode takes an exclusive
+    lock it does not wait for): so it asks again, up to the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            db.execute('PRAGMA journal_mode = WAL')
+            return
+        except sqlite3.OperationalError as exc:
+            if 'locked' not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
