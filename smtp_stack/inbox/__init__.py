@@ -16,6 +16,7 @@ transactions, the event log), `store` (the messages). Web: `http`
 endpoints), `pages` (the page and /view), `events` (the websocket), `app`
 (routes and auth). Checks: `linkcheck`, `spamd` (sa-check through
 SpamAssassin), `thumbnail` (Pillow, optional). SMTP and the rest:
+`mailboxes` (which mailbox a message goes to, and their names),
 `capture` (the SMTP side's delivery), `release`, `pop3` (the protocol,
 pure) and `pop3_server` (its sockets), `maxage` (pruning by age),
 `webhook` (a POST per new message), `service` (every side in one hub),
@@ -40,20 +41,24 @@ __all__ = ['wsgi_app', 'Inbox', 'Store', 'InboxApp']
 
 
 def wsgi_app(db_path: str = 'inbox.db', *, max_messages: int = 500, relay: str | None = None,
-             ui_auth_file: str | None = None) -> InboxApp:
+             ui_auth_file: str | None = None, mailboxes: str = 'off') -> InboxApp:
     """The web page, the API and the events over the inbox file `db_path`.
 
     Another process (`smtp-stack inbox`, or `smtp-stack serve` with an
     `inbox:` section) may be the one receiving mail into the same file:
     the page and `/api/events` see its messages within half a second.
+    `mailboxes` is that process's `--mailboxes`: with it, the other
+    mailboxes are served under `/mailbox/NAME/` (by-user: to their users).
     """
     with needs_extra('inbox', 'smtp_stack.inbox.wsgi_app'):
         from .app import InboxApp, load_users
+    from .mailboxes import Routing
     from .release import Relay, parse_hostport
     from .store import Store
+    routing = Routing.of(mailboxes)
     users = load_users(ui_auth_file) if ui_auth_file else None
     relay_to = Relay(*parse_hostport(relay)) if relay else None
-    return InboxApp(Store(db_path, max_messages), relay=relay_to, users=users)
+    return InboxApp(Store(db_path, max_messages, routing), relay=relay_to, users=users)
 
 
 def __getattr__(name: str) -> type:

@@ -12,6 +12,11 @@ body is not JSON deletes every message there), this answers 400; the one
 such body a known client sends -- a form (`ids=...&Read=true`, PyPI's
 mailpit-api-client) -- is read as the JSON it stands for (_messages_body).
 The send, tags, chaos and check endpoints are in api_extra.py.
+
+Every handler works in the request's mailbox (`req.mailbox`: the default
+one, or the one of a `/mailbox/NAME/` prefix, app.py), so an ID of
+another mailbox is a 404 there; `GET /api/v1/mailboxes` (ours, not
+Mailpit's) lists the mailboxes.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from urllib.parse import parse_qs, quote
 from .. import __version__
 from ..offload import offload
 from .http import HttpError, Request, Response, json_response, ok
+from .mailboxes import BY_USER, DEFAULT, mailbox_name, mailbox_path
 from .parse import find_part, header_map, part_payload
 from .search import QueryError
 from .store import valid_id
@@ -76,23 +82,24 @@ def run(fn: Callable[..., T], *args: object) -> T:
 
 
 
-def resolve(app: InboxApp, message_id: str, req: Request | None = None) -> str:
-    """An ID from the path -> a stored ID, else 404. `latest` is the newest
-    message, or with `?query=` the newest that matches (as Mailpit's)."""
-    query = req.arg('query').strip() if req is not None else ''
+def resolve(app: InboxApp, message_id: str, req: Request) -> str:
+    """An ID from the path -> a stored ID of the request's mailbox, else
+    404. `latest` is the newest message, or with `?query=` the newest that
+    matches (as Mailpit's)."""
+    query = req.arg('query').strip()
     uid: str | None = None
     if message_id == 'latest' and query:
-        uid = run(app.store.latest, query, _tz(req))
+        uid = run(app.store.latest, query, _tz(req), req.mailbox)
     elif message_id == 'latest' or valid_id(message_id):
-        uid = run(app.store.resolve, message_id)
+        uid = run(app.store.resolve, message_id, req.mailbox)
     if uid is None:
         raise HttpError(404, 'message not found')
     return uid
 
 
-def _tz(req: Request | None) -> str | None:
+def _tz(req: Request) -> str | None:
     """The `tz` of after:/before: in a search (an IANA zone name)."""
-    return (req.arg('tz') or None) if req is not None else None
+    return req.arg('tz') or None
 
 
 def _paging(req: Request) -> tuple[int, int, float | None]:
@@ -117,7 +124,8 @@ def _paging(req: Request) -> tuple[int, int, float | None]:
 
 def list_messages(app: InboxApp, req: Request) -> Response:
     start, limit, before = _paging(req)
-    return json_response(run(lambda: app.store.listing(start, limit, '', before=before)))
+    return json_response(run(lambda: app.store.listing(start, limit, '', before=before,
+                                                        mailbox=req.mailbox)))
 
 
 FORM_TYPE = 'application/x-www-form-urlencoded'
@@ -157,7 +165,7 @@ def _messages_body(req: Request) -> dict[str, object]:
 def delete_messages(app: InboxApp, req: Request) -> Response:
     body = _messages_body(req)
     ids = _ids(body.get('IDs', body.get('ids')))
-    run(app.store.delete, ids or None)        # none given: all, as in Mailpit
+    run(app.store.delete, ids or None, req.mailbox)        # none given: all, as in Mailpit
     return ok()
 
 
@@ -173,9 +181,9 @@ def set_read(app: InboxApp, req: Request) -> Response:
     if ids and search:
         raise HttpError(400, 'You may specify either IDs or a search query, not both')
     if ids:
-        run(app.store.set_read, read, ids, None)
+        run(app.store.set_read, read, ids, None, None, req.mailbox)
     else:
-        run(app.store.set_read, read, None, search or '', _tz(req))
+        run(app.store.set_read, read, None, search or '', _tz(req), req.mailbox)
     return ok()
 
 
@@ -191,11 +199,11 @@ def search(app: InboxApp, req: Request) -> Response:
     start, limit, before = _paging(req)
     tz = _tz(req)
     return json_response(run(lambda: app.store.listing(start, limit, query, before=before,
-                                                        tz=tz)))
+                                                        tz=tz, mailbox=req.mailbox)))
 
 
 def delete_search(app: InboxApp, req: Request) -> Response:
-    run(app.store.delete_matching, _query(req), _tz(req))
+    run(app.store.delete_matching, _query(req), _tz(req), req.mailbox)
     return ok()
 
 
@@ -203,7 +211,7 @@ def delete_search(app: InboxApp, req: Request) -> Response:
 
 def message(app: InboxApp, req: Request, message_id: str) -> Response:
     uid = resolve(app, message_id, req)
-    found = run(app.store.summary, uid, True)
+    found = run(app.store.summary, uid, True, req.mailbox)
     if found is None:
         raise HttpError(404, 'message not found')
     return json_response(found)
@@ -211,7 +219,7 @@ def message(app: InboxApp, req: Request, message_id: str) -> Response:
 
 def _raw(app: InboxApp, message_id: str, req: Request) -> tuple[str, bytes]:
     uid = resolve(app, message_id, req)
-    raw: bytes | None = run(app.store.raw, uid)
+    raw: bytes | None = run(app.store.raw, uid, req.mailbox)
     if raw is None:
         raise HttpError(404, 'message not found')
     return uid, raw
@@ -259,10 +267,10 @@ def release(app: InboxApp, req: Request, message_id: str) -> Response:
                                                      for a in to):
         raise HttpError(400, 'To must be a non-empty list of addresses')
     uid = resolve(app, message_id, req)
-    raw_message = run(app.store.raw, uid)
+    raw_message = run(app.store.raw, uid, req.mailbox)
     if raw_message is None:         # deleted meanwhile
         raise HttpError(404, 'message not found')
-    sender = run(app.store.envelope_sender, uid)
+    sender = run(app.store.envelope_sender, uid, req.mailbox)
     try:
         app.relay.release(raw_message, sender, to)
     except ValueError as exc:
@@ -275,7 +283,8 @@ def release(app: InboxApp, req: Request, message_id: str) -> Response:
 # -- the instance ---------------------------------------------------------------------
 
 def info(app: InboxApp, req: Request) -> Response:
-    _changes, _newest, total, unread, _event = run(app.store.state)
+    """Mailpit's AppInformation; the counts and tags are the mailbox's."""
+    _changes, _newest, total, unread, _event = run(app.store.state, req.mailbox)
     return json_response({
         'Version': __version__,
         'LatestVersion': __version__,
@@ -283,7 +292,7 @@ def info(app: InboxApp, req: Request) -> Response:
         'DatabaseSize': run(app.store.file_size),
         'Messages': total,
         'Unread': unread,
-        'Tags': run(app.store.tag_counts),
+        'Tags': run(app.store.tag_counts, req.mailbox),
         'RuntimeStats': {
             'Uptime': int(time.monotonic() - app.started),
             'Memory': _memory(),
@@ -293,6 +302,26 @@ def info(app: InboxApp, req: Request) -> Response:
             'SMTPRejected': app.stats['rejected'],
             'SMTPIgnored': 0,
         },
+    })
+
+
+def mailboxes(app: InboxApp, req: Request) -> Response:
+    """Ours (Mailpit has one mailbox): the mode, the request's mailbox, and
+    each mailbox the caller may read with its path and counts -- the default
+    one first, always; the others while they hold mail (and a UI user's own
+    always, in the mode where that is all they see)."""
+    counts = {name: (total, unread) for name, total, unread in run(app.store.mailboxes)}
+    names = {DEFAULT, req.mailbox, *counts}
+    own = mailbox_name(req.user) if app.routing.mode == BY_USER and app.users else None
+    if own is not None:
+        names.add(own)
+    shown = sorted(name for name in names if app.may_see(req.user, name))
+    return json_response({
+        'Mode': app.routing.mode,
+        'Mailbox': req.mailbox,
+        'Mailboxes': [{'Name': name, 'Path': mailbox_path(req.root, name),
+                       'Total': counts.get(name, (0, 0))[0],
+                       'Unread': counts.get(name, (0, 0))[1]} for name in shown],
     })
 
 

@@ -4,13 +4,14 @@ Handlers as in api.py (the app and the Request in, a Response out), with
 Mailpit's answers: `{"ID"}` for a send and `{"Error"}` for a refused one,
 plain `ok` for the tag writes, the ChaosTriggers object for chaos.
 
-The HTML check is htmlcheck.py's (with tinycss2), the link check
-linkcheck.py's, the spam check spamd.py's (with `--enable-spamassassin`),
-the thumbnails thumbnail.py's (with Pillow). What this inbox cannot serve
--- the HTML check without tinycss2, the spam check without spamd,
-thumbnails without Pillow -- answers `501 {"Error": ...}` saying
-what is missing, not 404: a client sees the endpoint exists and why it
-cannot serve it (docs/inbox.md).
+Each works in the request's mailbox (api.py); chaos is the SMTP side's,
+for all of them. The HTML check is htmlcheck.py's (with tinycss2), the
+link check linkcheck.py's, the spam check spamd.py's (with
+`--enable-spamassassin`), the thumbnails thumbnail.py's (with Pillow).
+What this inbox cannot serve -- the HTML check without tinycss2, the
+spam check without spamd, thumbnails without Pillow -- answers
+`501 {"Error": ...}` saying what is missing, not 404: a client sees the
+endpoint exists and why it cannot serve it (docs/inbox.md).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .api import resolve, run
 from .chaos import ChaosError
 from .http import HttpError, Request, Response, json_response, ok
 from .linkcheck import extract_links
+from .mailboxes import DEFAULT
 from .parse import find_part, html_body, part_payload
 from .send import SendError, build
 from .swagger import document
@@ -51,8 +53,10 @@ def send(app: InboxApp, req: Request) -> Response:
         raise HttpError(400, str(exc), as_json=True) from None
     credentials = req.basic_auth()
     username = credentials[0] if credentials else None
+    # Under /mailbox/NAME/ into that mailbox; else where SMTP would route it.
+    into = req.mailbox if req.mailbox != DEFAULT else None
     stored = offload(lambda: app.store.add(raw, recipients, username=username,
-                                           mail_from=sender))
+                                           mail_from=sender, mailbox=into))
     app.stats['accepted'] += 1
     app.stats['accepted_size'] += len(raw)
     return json_response({'ID': stored['ID']})
@@ -61,7 +65,7 @@ def send(app: InboxApp, req: Request) -> Response:
 # -- tags ------------------------------------------------------------------------------------
 
 def get_tags(app: InboxApp, req: Request) -> Response:
-    return json_response(offload(app.store.tags))
+    return json_response(offload(app.store.tags, req.mailbox))
 
 
 def set_tags(app: InboxApp, req: Request) -> Response:
@@ -72,7 +76,7 @@ def set_tags(app: InboxApp, req: Request) -> Response:
     for name, value in (('IDs', ids), ('Tags', tags)):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise HttpError(400, f'{name} must be a list of strings')
-    offload(app.store.set_tags, ids, tags)
+    offload(app.store.set_tags, ids, tags, req.mailbox)
     return ok()
 
 
@@ -81,12 +85,12 @@ def rename_tag(app: InboxApp, req: Request, tag: str) -> Response:
     name = body.get('Name')
     if not isinstance(name, str):
         raise HttpError(400, 'Name must be a string')
-    run(app.store.rename_tag, tag, name)    # 400: not found, an invalid or taken name
+    run(app.store.rename_tag, tag, name, req.mailbox)   # 400: not found, a bad or taken name
     return ok()
 
 
 def delete_tag(app: InboxApp, req: Request, tag: str) -> Response:
-    run(app.store.delete_tag, tag)          # 400: not found
+    run(app.store.delete_tag, tag, req.mailbox)         # 400: not found
     return ok()
 
 
@@ -121,7 +125,7 @@ def html_check(app: InboxApp, req: Request, message_id: str) -> Response:
     without HTML is Mailpit's 400. Reading it does not mark it read."""
     if importlib.util.find_spec('tinycss2') is None:
         return _not_here(app, req, message_id, 'html-check')
-    raw = offload(app.store.raw, resolve(app, message_id, req))
+    raw = offload(app.store.raw, resolve(app, message_id, req), req.mailbox)
     if raw is None:
         raise HttpError(404, 'message not found')
     result = offload(_html_check_of, raw)
@@ -140,7 +144,7 @@ def _html_check_of(raw: bytes) -> dict[str, object] | None:
 def link_check(app: InboxApp, req: Request, message_id: str) -> Response:
     """Each link of the message asked for its status (`follow=1`: through
     redirects); reading the message marks it read, as in Mailpit."""
-    found = run(app.store.summary, resolve(app, message_id, req), True)
+    found = run(app.store.summary, resolve(app, message_id, req), True, req.mailbox)
     if found is None:
         raise HttpError(404, 'message not found')
     links = extract_links(found['HTML'], found['Text'])
@@ -152,7 +156,7 @@ def spam_check(app: InboxApp, req: Request, message_id: str) -> Response:
     spamd that cannot be reached is a 200 whose `Error` says so, as in Mailpit."""
     if app.spam_checker is None:
         return _not_here(app, req, message_id, 'sa-check')
-    raw = offload(app.store.raw, resolve(app, message_id, req))
+    raw = offload(app.store.raw, resolve(app, message_id, req), req.mailbox)
     if raw is None:
         raise HttpError(404, 'message not found')
     return json_response(app.spam_checker.check(raw))
@@ -163,7 +167,7 @@ def thumbnail(app: InboxApp, req: Request, message_id: str, part_id: str) -> Res
     the hub. Without Pillow, a 501."""
     if not thumbnails_available():
         return _not_here(app, req, message_id, 'thumb')
-    raw = offload(app.store.raw, resolve(app, message_id, req))
+    raw = offload(app.store.raw, resolve(app, message_id, req), req.mailbox)
     made = offload(_thumbnail_of, raw, part_id) if raw is not None else None
     if made is None:
         raise HttpError(404, 'part not found')

@@ -8,6 +8,18 @@ parameters as Mailpit's API documentation does (`{ID}`, `{PartID}`,
 disagree. Handlers raise `HttpError` for what the client got wrong;
 anything else is logged with its traceback and answered with a fixed 500
 text, so no request can make the server show a trace.
+
+Mailboxes (mailboxes.py): the paths above are the default mailbox's;
+another mailbox's are the same paths under `/mailbox/NAME/` (the page,
+the API, `/view`, `/api/events`), served as if the app were mounted
+there, with the request's `mailbox` set. A prefix rather than a query
+parameter, because Mailpit's clients take a base URL and build every path
+and query themselves: given `http://host:8025/mailbox/ann`, each of them
+works unchanged on ann's mailbox, and so does the page, whose links are
+relative. With UI users (basic auth) and mailboxes by user, a user may
+read the default mailbox and their own, and gets a 403 for any other
+name, whether it holds mail or not (so the answer tells no one which
+mailboxes exist).
 """
 from __future__ import annotations
 
@@ -18,7 +30,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, TypeAlias
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from ..offload import offload
 from . import api, api_extra, pages
@@ -26,6 +38,7 @@ from .chaos import Chaos
 from .events import Broker, websocket_app
 from .linkcheck import LinkChecker
 from .http import Environ, HttpError, Request, Response, StartResponse, error_response
+from .mailboxes import BY_USER, DEFAULT, PATH_SAFE, Routing, mailbox_name
 from .store import Store
 
 if TYPE_CHECKING:
@@ -66,6 +79,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ('GET', '/api/v1/chaos', api_extra.get_chaos),
     ('PUT', '/api/v1/chaos', api_extra.set_chaos),
     ('GET', '/api/v1/info', api.info),
+    ('GET', '/api/v1/mailboxes', api.mailboxes),
     ('GET', '/api/v1/webui', api.webui),
     ('GET', '/api/v1/swagger.json', api_extra.swagger),
     ('GET', '/livez', api.livez),
@@ -94,6 +108,8 @@ def compile_template(template: str) -> re.Pattern[str]:
 _COMPILED = [(method, compile_template(path), handler) for method, path, handler in ROUTES]
 # Health checks answer without credentials (orchestrators probe them), as Mailpit's do.
 OPEN_PATHS = frozenset({'/livez', '/readyz'})
+# Another mailbox than the default one: its name, and the app's path after it.
+MAILBOX_PATH = re.compile(r'/mailbox/([^/]+)(/.*)?\Z', re.DOTALL)
 
 
 class InboxApp:
@@ -120,16 +136,32 @@ class InboxApp:
         self.allowed_hosts: Collection[str] | None = None
         pages.load_static()
 
+    @property
+    def routing(self) -> Routing:
+        """Which mailboxes there are (the store's routing of new mail)."""
+        return self.store.routing
+
+    def may_see(self, user: str | None, mailbox: str) -> bool:
+        """Whether a UI user may read a mailbox: with UI users and mailboxes
+        by user, the default one and their own only; otherwise any."""
+        if user is None or self.users is None or self.routing.mode != BY_USER:
+            return True
+        return mailbox in (DEFAULT, mailbox_name(user))
+
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
-            req = Request(environ)
             if len(environ.get('PATH_INFO', '')) + len(environ.get('QUERY_STRING', '')) > MAX_URL:
                 raise HttpError(414, 'URL too long')
+            root = environ.get('SCRIPT_NAME', '')
+            mailbox, environ = _in_mailbox(environ)
+            req = Request(environ)
             check_cross_site(environ, self.allowed_hosts)
             if self.users is not None and req.path not in OPEN_PATHS:
-                self._authenticate(req, self.users)
+                req.user = self._authenticate(req, self.users)
+            if mailbox is not None:
+                self._enter(req, mailbox, root)
             if req.path == '/api/events':
-                return websocket_app(environ, start_response, self.broker)
+                return websocket_app(environ, start_response, self.broker, req.mailbox)
             if not environ.get('PATH_INFO') and environ.get('SCRIPT_NAME'):
                 # Mounted at /inbox: relative links of the page need /inbox/.
                 location = environ['SCRIPT_NAME'] + '/'
@@ -155,10 +187,21 @@ class InboxApp:
             raise HttpError(405, 'method not allowed', [('Allow', ', '.join(sorted(set(allowed))))])
         raise HttpError(404, 'not found')
 
-    def _authenticate(self, req: Request, users: dict[str, str]) -> None:
-        """HTTP basic auth against the users file; a verified pair is
-        remembered (by a digest) so the page's many requests do not each
-        pay for a slow password hash."""
+    def _enter(self, req: Request, mailbox: str, root: str) -> None:
+        """Make `req` one of `mailbox` (a name from the path): 404 without
+        mailboxes or for a name that is none, 403 for another user's."""
+        name = mailbox_name(mailbox) if self.routing.on else None
+        if name is None:
+            raise HttpError(404, 'no such mailbox')
+        if not self.may_see(req.user, name):
+            raise HttpError(403, 'this mailbox is not yours')
+        req.mailbox = name
+        req.root = root
+
+    def _authenticate(self, req: Request, users: dict[str, str]) -> str:
+        """HTTP basic auth against the users file (the user's name, else
+        401); a verified pair is remembered (by a digest) so the page's many
+        requests do not each pay for a slow password hash."""
         from ..users import verify_password
         credentials = req.basic_auth()
         challenge = [('WWW-Authenticate', 'Basic realm="smtp-stack inbox", charset="UTF-8"')]
@@ -167,11 +210,25 @@ class InboxApp:
         user, password = credentials
         digest = hashlib.sha256(f'{user}\0{password}'.encode()).digest()
         if any(hmac.compare_digest(digest, known) for known in self._verified):
-            return
+            return user
         stored = users.get(user)
         if stored is None or not offload(verify_password, stored, password):
             raise HttpError(401, 'bad credentials', challenge)
         self._verified.add(digest)
+        return user
+
+
+def _in_mailbox(environ: Environ) -> tuple[str | None, Environ]:
+    """(the mailbox a `/mailbox/NAME/...` path names, the environ of the app
+    mounted there), or (None, environ) for a path of the default mailbox.
+    `/mailbox/NAME` alone becomes an empty PATH_INFO under that mount, which
+    the app redirects to `/mailbox/NAME/` as it does for any mount."""
+    match = MAILBOX_PATH.match(environ.get('PATH_INFO', ''))
+    if match is None:
+        return None, environ
+    prefix = f'/mailbox/{quote(match[1], safe=PATH_SAFE)}'
+    return match[1], {**environ, 'SCRIPT_NAME': environ.get('SCRIPT_NAME', '') + prefix,
+                      'PATH_INFO': match[2] or ''}
 
 
 def check_cross_site(environ: Environ, allowed_hosts: Collection[str] | None = None) -> None:

@@ -30,7 +30,13 @@ The API is Mailpit's, so Mailpit clients and test helpers work unchanged:
   GET    /api/v1/message/{ID}/raw | /headers | /part/{PartID}
   POST   /api/v1/message/{ID}/release         {"To": [...]} (needs --relay)
   GET    /api/v1/info, /livez, /readyz;  websocket /api/events
+  GET    /api/v1/mailboxes                    (ours) the mailboxes, with counts
 POP3 with --pop3 HOST:PORT and --pop3-auth-file (USER/PASS, STLS, UIDL, TOP).
+
+Past Mailpit, --mailboxes by-user (the SMTP AUTH user's) or by-recipient
+(each envelope recipient's, or the * of --mailbox-pattern): each mailbox
+has its own list, search, tags and events under /mailbox/NAME/ (the API
+and the page), and POP3 users read the mailbox of their name.
 
 Everything listens on 127.0.0.1 unless told otherwise: this is a tool for
 one machine. docs/inbox.md has the details.
@@ -92,6 +98,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                         help='PEM certificate (chain) for POP3 STLS (default: self-signed)')
     parser.add_argument('--pop3-tls-key', metavar='FILE',
                         help='PEM private key for --pop3-tls-cert (if not in that file)')
+    parser.add_argument('--pop3-tls-implicit', action='store_true',
+                        help='POP3 over TLS from the first byte (POP3S, port 995\'s way, as '
+                             'Mailpit), instead of STLS')
+    parser.add_argument('--mailboxes', choices=('off', 'by-user', 'by-recipient'),
+                        default='off',
+                        help='a mailbox per SMTP AUTH user (needs --smtp-auth-accept-any) or '
+                             'per recipient address, beside the default one (default: off)')
+    parser.add_argument('--mailbox-pattern', metavar='PATTERN',
+                        help='with --mailboxes by-recipient: the recipients\' mailboxes are '
+                             'named by the * of PATTERN (\'test+*@example.com\'); others go '
+                             'to the default mailbox')
     parser.add_argument('--name', default='localhost',
                         help='host name in the SMTP greeting and Received (default localhost)')
     add_log_format(parser)
@@ -122,12 +139,17 @@ def run(args: argparse.Namespace) -> int:
 
     with needs_extra('inbox', 'smtp-stack inbox'):     # wsproto, for the websocket
         from .app import load_users
+        from .mailboxes import Routing
         from .release import Relay, parse_hostport
         from .service import Inbox
         from .spamd import SpamdClient
         from .webhook import check_url
 
     try:
+        Routing.of(args.mailboxes, args.mailbox_pattern)
+        if args.mailboxes == 'by-user' and not args.smtp_auth_accept_any:
+            raise ValueError('--mailboxes by-user needs --smtp-auth-accept-any (without AUTH '
+                             'every message goes to the default mailbox)')
         smtp = parse_hostport(args.smtp)
         http = parse_hostport(args.http)
         relay = Relay(*parse_hostport(args.relay), helo=args.name,
@@ -158,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
                       accept_any_auth=args.smtp_auth_accept_any, starttls=args.smtp_starttls,
                       users=users, relay=relay, name=args.name, max_age=args.max_age,
                       webhook_url=args.webhook_url, webhook_limit=args.webhook_limit,
-                      spamassassin=args.enable_spamassassin, **pop3, **tagging)
+                      spamassassin=args.enable_spamassassin, mailboxes=args.mailboxes,
+                      mailbox_pattern=args.mailbox_pattern, **pop3, **tagging)
     except Exception as exc:        # noqa: BLE001 - a bad --db path, a corrupt file
         note(f'cannot open {args.db}: {exc}')
         return 1
@@ -181,7 +204,8 @@ def _pop3_options(args: argparse.Namespace) -> dict[str, Any] | int:
     from .release import parse_hostport
 
     if not args.pop3:
-        if args.pop3_auth_file or args.pop3_tls_cert or args.pop3_tls_key:
+        if args.pop3_auth_file or args.pop3_tls_cert or args.pop3_tls_key \
+                or args.pop3_tls_implicit:
             note('--pop3-auth-file and --pop3-tls-* need --pop3 HOST:PORT')
             return 2
         return {}
@@ -201,7 +225,8 @@ def _pop3_options(args: argparse.Namespace) -> dict[str, Any] | int:
     if not users:
         note(f'--pop3-auth-file: {args.pop3_auth_file} names no user')
         return 1
-    options: dict[str, Any] = {'pop3': address, 'pop3_users': users}
+    options: dict[str, Any] = {'pop3': address, 'pop3_users': users,
+                               'pop3_tls_implicit': args.pop3_tls_implicit}
     if args.pop3_tls_cert:
         try:
             cert = _read(args.pop3_tls_cert)

@@ -16,8 +16,8 @@ Changes are seen by others in two ways, both written by the transaction
 that makes them: the `changes` counter in `meta` (it moves only when rows
 did, so a no-op write wakes nobody), and the `events` table, where a
 write records the websocket events Mailpit sends for it (`delete`,
-`update`, `truncate`, `prune`), so that a web side in another process
-sends them too. The log keeps the last `EVENTS_KEPT`.
+`update`, `truncate`, `prune`) with the mailbox each belongs to, so that
+a web side in another process sends them too. The log keeps the last `EVENTS_KEPT`.
 """
 from __future__ import annotations
 
@@ -38,13 +38,14 @@ EVENTS_KEPT = 1000
 
 class Transaction:
     """`with database.write() as tx:` -- tx.db is the connection; tx.event()
-    records a websocket event, written only if the transaction changed rows."""
+    records a websocket event of a mailbox, written only if the transaction
+    changed rows."""
 
     def __init__(self, database: Database, write: bool):
         self.database = database
         self.db = database.connection()
         self.write = write
-        self.events: list[tuple[str, Any]] = []
+        self.events: list[tuple[str, Any, str]] = []
         self.before = 0
 
     def __enter__(self) -> Transaction:
@@ -52,8 +53,8 @@ class Transaction:
         self.before = self.db.total_changes
         return self
 
-    def event(self, kind: str, data: Any = None) -> None:
-        self.events.append((kind, data))
+    def event(self, kind: str, data: Any = None, mailbox: str = '') -> None:
+        self.events.append((kind, data, mailbox))
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> Literal[False]:
@@ -63,8 +64,8 @@ class Transaction:
         changed = self.write and self.db.total_changes > self.before
         if changed:
             if self.events:
-                self.db.executemany('INSERT INTO events (type, data) VALUES (?, ?)',
-                                    [(k, json.dumps(d)) for k, d in self.events])
+                self.db.executemany('INSERT INTO events (type, data, mailbox) VALUES (?, ?, ?)',
+                                    [(k, json.dumps(d), m) for k, d, m in self.events])
                 self.db.execute('DELETE FROM events WHERE seq <= last_insert_rowid() - ?',
                                 (EVENTS_KEPT,))
             self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'changes'")
@@ -115,12 +116,14 @@ class Database:
         for fn in list(self._listeners):
             fn()
 
-    def events_since(self, seq: int, limit: int = EVENTS_KEPT) -> list[tuple[int, dict[str, Any]]]:
-        """(seq, {"Type", "Data"}) of the events logged after `seq`, oldest first."""
+    def events_since(self, seq: int, limit: int = EVENTS_KEPT
+                     ) -> list[tuple[int, str, dict[str, Any]]]:
+        """(seq, mailbox, {"Type", "Data"}) of the events logged after `seq`, oldest first."""
         rows = self.connection().execute(
-            'SELECT seq, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?',
+            'SELECT seq, mailbox, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?',
             (seq, limit)).fetchall()
-        return [(s, {'Type': kind, 'Data': json.loads(data)}) for s, kind, data in rows]
+        return [(s, mailbox, {'Type': kind, 'Data': json.loads(data)})
+                for s, mailbox, kind, data in rows]
 
     def file_size(self) -> int:
         return sum(os.path.getsize(p) for p in (self.path, self.path + '-wal')

@@ -9,6 +9,11 @@ went at once (more matches, pruning beyond max_messages, a tag renamed
 or deleted: reload the list); `update` (`{"ID", "Read"}` or `{"ID",
 "Tags"}`) for each message whose read flag or tags were set.
 
+Each mailbox (mailboxes.py) has its own stream: a client hears only of
+the mailbox it connected to (`/api/events` of the default one,
+`/mailbox/NAME/api/events` of another), and its `stats` are that
+mailbox's counts, sent when they change or the mailbox had an event.
+
 Where the events come from: a `Broker` watches the store. It is nudged at
 once by the store of the same process (the `smtp-stack inbox` command,
 where the SMTP side writes), and polls the database's change counter
@@ -47,6 +52,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_
 from .. import __version__
 from ..offload import offload
 from .http import Environ, HttpError, StartResponse
+from .mailboxes import DEFAULT
 
 if TYPE_CHECKING:
     from .store import Store
@@ -55,6 +61,7 @@ if TYPE_CHECKING:
 Message = dict[str, Any]
 # (changes counter, newest row id, total, unread, last event): Store.state()
 State = tuple[int, int, int, int, int]
+EVERY_MAILBOX = None        # a subscriber of every mailbox's events (the webhook)
 
 
 class Reader(Protocol):
@@ -76,7 +83,9 @@ class Broker:
     def __init__(self, store: Store, interval: float = 0.5):
         self.store = store
         self.interval = interval
-        self._subscribers: set[Any] = set()     # gevent.queue.Queue of Message | None
+        # gevent.queue.Queue of Message | None -> the mailbox it hears of (None: all)
+        self._subscribers: dict[Any, str | None] = {}
+        self._counts: dict[str, tuple[int, int]] = {}     # the stats last sent, by mailbox
         self._watcher: Any = None               # the greenlet of _watch
         self._wake: Any = None                  # a gevent.event.Event
         self._loop: Any = None                  # the hub's loop, for the store's threads
@@ -88,18 +97,20 @@ class Broker:
         if loop is not None and wake is not None:
             loop.run_callback_threadsafe(wake.set)
 
-    def subscribe(self) -> Any:
-        """A gevent.queue.Queue of events (Message), None when cut loose."""
+    def subscribe(self, mailbox: str | None = DEFAULT) -> Any:
+        """A gevent.queue.Queue of the events (Message) of `mailbox`
+        (EVERY_MAILBOX: of all, without stats), None when cut loose."""
         queue = gevent.queue.Queue()
-        self._subscribers.add(queue)
+        self._subscribers[queue] = mailbox
         if self._watcher is None or self._watcher.dead:
             self._wake = gevent.event.Event()
             self._loop = gevent.get_hub().loop
+            self._counts = {}
             self._watcher = gevent.spawn(self._watch, offload(self.store.state))
         return queue
 
     def unsubscribe(self, queue: Any) -> None:
-        self._subscribers.discard(queue)
+        self._subscribers.pop(queue, None)
 
     @property
     def subscribers(self) -> int:
@@ -113,32 +124,40 @@ class Broker:
                 state = offload(self.store.state)
                 if state == last:
                     continue
-                new: list[Message] = (
+                new: list[tuple[str, Message]] = (
                     offload(self.store.newer_than, last[1], state[1] - last[1])   # all of them
                     if state[1] > last[1] else [])
-                logged = offload(self.store.events_since, last[4]) if state[4] > last[4] else []
+                logged = offload(self.store.logged_since, last[4]) if state[4] > last[4] else []
+                watched = {box for box in self._subscribers.values() if box is not None}
+                counts = offload(self.store.counts, watched)
             except Exception:       # noqa: BLE001 - a locked or vanished file: try again
                 log.exception('inbox events: cannot read the store')
                 continue
-            for item in new:
-                self.publish({'Type': 'new', 'Data': item})
-            for _seq, event in logged:
-                self.publish(event)
-            self.publish(stats_event(state))
+            touched = {box for box, _item in new} | {box for _seq, box, _event in logged}
+            for box, item in new:
+                self.publish({'Type': 'new', 'Data': item}, box)
+            for _seq, box, event in logged:
+                self.publish(event, box)
+            for box, (total, unread) in counts.items():
+                if box in touched or self._counts.get(box) != (total, unread):
+                    self.publish(stats_event(total, unread), box, everyone=False)
+            self._counts = counts
             last = state
 
-    def publish(self, event: Message) -> None:
-        for queue in list(self._subscribers):
+    def publish(self, event: Message, mailbox: str = DEFAULT, everyone: bool = True) -> None:
+        """To the subscribers of `mailbox` (and, if `everyone`, of every mailbox)."""
+        for queue, heard in list(self._subscribers.items()):
+            if heard != mailbox and not (heard is None and everyone):
+                continue
             if queue.qsize() >= QUEUE_SIZE:     # it stopped reading: cut it loose
-                self._subscribers.discard(queue)
+                self._subscribers.pop(queue, None)
                 queue.put(None)
             else:
                 queue.put(event)
 
 
-def stats_event(state: State) -> Message:
-    """Mailpit's `stats` event for a Store.state()."""
-    _changes, _newest, total, unread, _event = state
+def stats_event(total: int, unread: int) -> Message:
+    """Mailpit's `stats` event: a mailbox's counts."""
     return {'Type': 'stats', 'Data': {'Total': total, 'Unread': unread, 'Version': __version__}}
 
 
@@ -168,16 +187,18 @@ def can_upgrade(environ: Environ) -> bool:
 
 
 def websocket_app(environ: Environ, start_response: StartResponse,
-                  broker: Broker) -> list[bytes]:
+                  broker: Broker, mailbox: str = DEFAULT) -> list[bytes]:
+    """The events of `mailbox` on the websocket this request opens."""
     accept = check_handshake(environ)
     if not can_upgrade(environ):
         raise HttpError(501, 'websockets need gevent\'s WSGI server here; poll /api/v1/messages')
     # Subscribed before the 101 goes out: a client that stores a message
     # as soon as it is connected must still hear of it.
-    queue = broker.subscribe()
+    queue = broker.subscribe(mailbox)
     reader = environ['wsgi.input']
     try:
-        queue.put(stats_event(offload(broker.store.state)))    # Mailpit's greeting
+        _changes, _newest, total, unread, _event = offload(broker.store.state, mailbox)
+        queue.put(stats_event(total, unread))       # Mailpit's greeting
         write = start_response('101 Switching Protocols', [
             ('Upgrade', 'websocket'), ('Connection', 'Upgrade'), ('Sec-WebSocket-Accept', accept)])
         write(b'')          # the 101 goes out now; the socket is ours from here

@@ -54,13 +54,19 @@ class HttpError(Exception):
 
 
 class Request:
-    """What a handler needs of a WSGI environ."""
+    """What a handler needs of a WSGI environ, and who asks for what: the
+    mailbox it is about (the default one, '', unless the path named one),
+    the app's own root (SCRIPT_NAME before a mailbox's prefix) and the
+    basic-auth user (None without UI auth); the app sets the last three."""
 
     def __init__(self, environ: Environ):
         self.environ = environ
         self.method = environ.get('REQUEST_METHOD', 'GET').upper()
         self.path = environ.get('PATH_INFO', '') or '/'
         self.query = parse_qs(environ.get('QUERY_STRING', ''), keep_blank_values=True)
+        self.mailbox = ''
+        self.root: str = environ.get('SCRIPT_NAME', '')
+        self.user: str | None = None
 
     def arg(self, name: str, default: str = '') -> str:
         values = self.query.get(name)

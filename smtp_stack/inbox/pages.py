@@ -87,7 +87,8 @@ def static(app: InboxApp, req: Request, name: str) -> Response:
 
 def _message(app: InboxApp, req: Request, message_id: str) -> dict[str, Any]:
     uid = resolve(app, message_id, req)
-    found: dict[str, Any] | None = offload(app.store.summary, uid, req.arg('embed') != '1')
+    found: dict[str, Any] | None = offload(app.store.summary, uid, req.arg('embed') != '1',
+                                           req.mailbox)
     if found is None:
         raise HttpError(404, 'message not found')
     return found

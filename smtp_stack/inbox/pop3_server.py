@@ -1,14 +1,19 @@
-"""The POP3 side of the inbox (`smtp-stack inbox --pop3 HOST:PORT`): sockets and STLS.
+"""The POP3 side of the inbox (`smtp-stack inbox --pop3 HOST:PORT`): sockets and TLS.
 
 A gevent StreamServer in the inbox's hub; each connection is a greenlet
 that runs a `Pop3Session` (pop3.py) over the socket classes the SMTP
 sessions use (sockets.py: `PlainSocket`, and `TlsSocket` after STLS).
+With `implicit_tls` (POP3S, RFC 8314 3.3: port 995's way, Mailpit's
+only one) TLS starts with the connection, before the greeting, and
+STLS is not offered.
 The store is SQLite, so every call on it (the listing at login, RETR,
 the deletes at QUIT) and the password hash run in the hub's thread pool
 through `offload`, as the web side's do: a slow disk never stalls SMTP.
 
 Users come from a file of `name:hash` lines (`smtp-stack hash-password`),
 the format of `--ui-auth-file`; Mailpit too serves POP3 only with one.
+With mailboxes (mailboxes.py), a user reads the mailbox of their name
+(`USER ann` -> ann's mailbox); without, everyone reads the one mailbox.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from ..offload import offload
 from ..server import hostport
 from ..sockets import PlainSocket, TlsSocket
 from ..users import hash_password, verify_password
+from .mailboxes import DEFAULT, mailbox_name
 from .pop3 import MAX_LINE, MAX_MESSAGES, Pop3Session, err
 from .store import Store
 
@@ -35,13 +41,15 @@ READ_SIZE = 4096
 
 
 class StoreMaildrop:
-    """The inbox's messages for a POP3 session, every call off the hub."""
+    """The inbox's messages for a POP3 session, every call off the hub: the
+    default mailbox, or with mailboxes the one named by the user."""
 
     _dummy: str | None = None       # checked for unknown names: the same time as a bad password
 
     def __init__(self, store: Store, users: dict[str, str]):
         self.store = store
         self.users = users
+        self.mailbox = DEFAULT
 
     def authenticate(self, user: str, password: str) -> bool:
         stored = self.users.get(user)
@@ -50,27 +58,37 @@ class StoreMaildrop:
                 StoreMaildrop._dummy = offload(hash_password, os.urandom(16).hex())
             offload(verify_password, StoreMaildrop._dummy, password)
             return False
-        return offload(verify_password, stored, password)
+        if not offload(verify_password, stored, password):
+            return False
+        if self.store.routing.on:
+            mailbox = mailbox_name(user)
+            if mailbox is None:     # a name no mailbox can have ('a/b'): nothing to read
+                return False
+            self.mailbox = mailbox
+        return True
 
     def listing(self) -> Sequence[tuple[str, int]]:
-        return offload(self.store.newest, MAX_MESSAGES)
+        return offload(self.store.newest, MAX_MESSAGES, self.mailbox)
 
     def raw(self, uid: str) -> bytes | None:
-        return offload(self.store.raw, uid)
+        return offload(self.store.raw, uid, self.mailbox)
 
     def delete(self, uids: Sequence[str]) -> int:
-        return offload(self.store.delete, uids)
+        return offload(self.store.delete, uids, self.mailbox)
 
 
 class Pop3Server:
     """POP3 on `address` over `store`, for the users of a users file."""
 
     def __init__(self, store: Store, users: dict[str, str], address: tuple[str, int], *,
-                 tls: ssl.SSLContext | None = None, name: str = 'localhost',
-                 idle_timeout: float = IDLE_TIMEOUT):
+                 tls: ssl.SSLContext | None = None, implicit_tls: bool = False,
+                 name: str = 'localhost', idle_timeout: float = IDLE_TIMEOUT):
+        if implicit_tls and tls is None:
+            raise ValueError('POP3 over implicit TLS needs a TLS context')
         self.store = store
         self.users = users
-        self.tls = tls          # STLS is offered when there is a context
+        self.tls = tls          # STLS is offered when there is a context ...
+        self.implicit_tls = implicit_tls    # ... unless TLS starts with the connection
         self.name = name
         self.idle_timeout = idle_timeout
         self._address = address
@@ -105,10 +123,14 @@ class Pop3Server:
         # listener's do): PlainSocket adds methods only, no state.
         sock.__class__ = PlainSocket
         conn: PlainSocket | TlsSocket = sock
-        session = Pop3Session(StoreMaildrop(self.store, self.users), stls=self.tls is not None,
-                              name=self.name)
-        lines = _Lines(conn, self.idle_timeout)
+        session = Pop3Session(StoreMaildrop(self.store, self.users),
+                              stls=self.tls is not None and not self.implicit_tls, name=self.name)
         try:
+            if self.implicit_tls and self.tls is not None:     # RFC 8314 3.3: TLS first
+                conn = TlsSocket(sock, self.tls)
+                conn.do_handshake(HANDSHAKE_TIMEOUT)
+                session.tls_started()
+            lines = _Lines(conn, self.idle_timeout)
             conn.sendall(session.greeting().data)
             while True:
                 line = lines.readline()

@@ -79,6 +79,31 @@ MIGRATIONS: tuple[Migration, ...] = (
         type TEXT NOT NULL,
         data TEXT
     )'''),
+    # 3: mailboxes (mailboxes.py). Each message belongs to one mailbox, ''
+    # being the default one (the only one without --mailboxes); a message
+    # for several mailboxes is a copy in each. The index on the name alone
+    # also orders each mailbox by id (an index entry ends with the rowid).
+    # Tags are a mailbox's own: the table is made again with the mailbox in
+    # its unique key (SQLite cannot change a constraint in place), every tag
+    # keeping its id so that message_tags stays as it is; the trigger that
+    # names the table goes first and comes back last. Events say whose they are.
+    ("ALTER TABLE messages ADD COLUMN mailbox TEXT NOT NULL DEFAULT ''",
+     'CREATE INDEX messages_by_mailbox ON messages (mailbox)',
+     "ALTER TABLE events ADD COLUMN mailbox TEXT NOT NULL DEFAULT ''",
+     'DROP TRIGGER tags_unused',
+     '''CREATE TABLE mailbox_tags (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        mailbox TEXT NOT NULL DEFAULT '',
+        name    TEXT NOT NULL COLLATE NOCASE,
+        UNIQUE (mailbox, name)
+    )''',
+     "INSERT INTO mailbox_tags (id, mailbox, name) SELECT id, '', name FROM tags",
+     'DROP TABLE tags',
+     'ALTER TABLE mailbox_tags RENAME TO tags',
+     '''CREATE TRIGGER tags_unused AFTER DELETE ON message_tags
+        WHEN NOT EXISTS (SELECT 1 FROM message_tags WHERE tag = old.tag) BEGIN
+        DELETE FROM tags WHERE id = old.tag;
+    END'''),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -6,12 +6,19 @@
       max_messages: 500
       ui_auth_file: web-users   # optional: "name:hash" lines (smtp-stack hash-password)
       relay: 127.0.0.1:25       # optional: where "release" sends a message
+      mailboxes: by-user        # ... and every other option of `smtp-stack inbox`
 
 With it, the inbox is the delivery: every message the configured servers
 accept (with their listeners, TLS, users, policies) is stored in the inbox,
-and the web side runs in the same process. It replaces `deliver:` (both at
-once are an error: one delivery per server). The keys are the parameters
-`InboxDelivery` declares (params.py); config.py has its row.
+and its web side (and POP3, pruning, the webhook) runs in the same
+process. It replaces `deliver:` (both at once are an error: one delivery
+per server). The keys are the parameters `InboxDelivery` declares
+(params.py), named as the command's options with underscores (`--max-age`
+is `max_age:`); the command's SMTP options are the server's own keys
+(`listen:`, `users:`, the TLS keys, `name:`, `log_format:`). Each value is
+checked alone when the file is read, with the command's rules and words;
+the rules between keys (`pop3` needs `pop3_auth_file` ...) when the
+delivery is made, before anything listens.
 
 A middleware like the other deliveries, and a component
 (middleware.Component): its web side runs while the servers it is
@@ -24,15 +31,20 @@ naming the section).
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING, Annotated, Any
 
-from ..params import COUNT, Kind, Reader
-from .app import InboxApp, load_users
-from .capture import Capture
+from ..params import BOOL, COUNT, EXISTING_FILE, Kind, Reader
+from .app import load_users
 from .chaos import ChaosMiddleware
+from .mailboxes import MODES, OFF, Routing
+from .maxage import parse_max_age
 from .release import Relay, parse_hostport
-from .service import DEFAULT_HTTP, start_web
-from .store import Store
+from .service import DEFAULT_HTTP, InboxParts
+from .spamd import SpamdClient
+from .tags import load_tag_rules, parse_tag_rules, parse_tags_disable
+from .webhook import LIMIT as WEBHOOK_LIMIT
+from .webhook import check_url
 
 if TYPE_CHECKING:
     from ..middleware import Context, Next
@@ -50,34 +62,141 @@ def _db(value: Any, reader: Reader) -> str:
 
 
 def _users_file(value: Any, reader: Reader) -> str:
-    path = reader.file_path(str(value))
+    """A users file (`name:hash` lines) that exists and reads; its path."""
+    if not isinstance(value, str) or not value:
+        raise ValueError
+    path = reader.file_path(value)
     if not os.path.isfile(path):
         raise ValueError('file not found')
+    try:
+        load_users(path)
+    except OSError as exc:
+        raise ValueError(f'{path}: {exc.strerror or exc}') from None
+    return path
+
+
+def _checked(check: Any) -> Any:
+    """A Kind's convert for a string that `check(text)` accepts (its
+    ValueError is the message); the value stays the string."""
+    def convert(value: Any, reader: Reader) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError
+        check(value)
+        return value
+    return convert
+
+
+def _regex(text: str) -> None:
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f'not a regular expression: {exc}') from None
+
+
+def _rate(value: Any, reader: Reader) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError
+    return float(value)
+
+
+def _mode(value: Any, reader: Reader) -> str:
+    if value is False:          # YAML reads a bare `off` as false
+        return OFF
+    if value not in MODES:
+        raise ValueError
+    return str(value)
+
+
+def _tags_disable(value: Any, reader: Reader) -> str:
+    """'x-tags,plus-addresses' or a list of the two."""
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        value = ','.join(value)
+    if not isinstance(value, str):
+        raise ValueError
+    parse_tags_disable(value)
+    return value
+
+
+def _tags_config(value: Any, reader: Reader) -> str:
+    path: str = EXISTING_FILE.convert(value, reader)
+    try:
+        load_tag_rules(path)
+    except OSError as exc:
+        raise ValueError(f'{path}: {exc.strerror or exc}') from None
     return path
 
 
 DB = Kind('a file name', _db, default_too=True)     # inbox.db next to the configuration
 ADDRESS = Kind('HOST:PORT', lambda value, reader: parse_hostport(str(value)),
                show=lambda address: f'{address[0]}:{address[1]}')
-USERS_FILE = Kind('a file name', _users_file)
+USERS_FILE = Kind('a file name ("name:hash" lines)', _users_file)
+REGEX = Kind('a regular expression', _checked(_regex))
+AGE = Kind("a whole number of hours or days ('12h', '7d')", _checked(parse_max_age))
+URL = Kind('an http(s) URL', _checked(check_url))
+RATE = Kind('a number, 0 or more (0: no limit)', _rate)
+TAG_RULES = Kind("tag rules ('tag1,tag2=query \"tag3=from:x@example.com\"')",
+                 _checked(parse_tag_rules))
+TAGS_CONFIG = Kind('a file name (YAML tag rules)', _tags_config)
+TAGS_DISABLE = Kind('x-tags and/or plus-addresses', _tags_disable)
+SPAMD = Kind('HOST:PORT or unix:PATH (spamd)', _checked(SpamdClient))
+MAILBOXES = Kind(' or '.join(MODES), _mode)
+PATTERN = Kind("an address with one * ('test+*@example.com')",
+               _checked(lambda text: Routing.of('by-recipient', text)))
 
 
 class InboxDelivery:
+    """The inbox as a delivery and a component of `smtp-stack serve`'s servers."""
+
     def __init__(self, db: Annotated[str, DB] = 'inbox.db',
                  http: Annotated[tuple[str, int], ADDRESS] = DEFAULT_HTTP,
                  max_messages: Annotated[int, COUNT] = 500,
                  ui_auth_file: Annotated[str | None, USERS_FILE] = None,
-                 relay: Annotated[tuple[str, int] | None, ADDRESS] = None):
-        self.store = Store(db, max_messages)
-        self.capture = Capture(self.store)
-        self._deliver = self.capture.delivery()
-        users = load_users(ui_auth_file) if ui_auth_file else None
-        self.app = InboxApp(self.store, relay=Relay(*relay) if relay else None, users=users,
-                            stats=self.capture.stats)
+                 relay: Annotated[tuple[str, int] | None, ADDRESS] = None,
+                 relay_allowed_recipients: Annotated[str | None, REGEX] = None,
+                 max_age: Annotated[str | None, AGE] = None,
+                 webhook_url: Annotated[str | None, URL] = None,
+                 webhook_limit: Annotated[float, RATE] = WEBHOOK_LIMIT,
+                 tag: Annotated[str | None, TAG_RULES] = None,
+                 tags_config: Annotated[str | None, TAGS_CONFIG] = None,
+                 tags_disable: Annotated[str | None, TAGS_DISABLE] = None,
+                 tags_username: Annotated[bool, BOOL] = False,
+                 enable_spamassassin: Annotated[str | None, SPAMD] = None,
+                 mailboxes: Annotated[str, MAILBOXES] = OFF,
+                 mailbox_pattern: Annotated[str | None, PATTERN] = None,
+                 pop3: Annotated[tuple[str, int] | None, ADDRESS] = None,
+                 pop3_auth_file: Annotated[str | None, USERS_FILE] = None,
+                 pop3_tls_cert: Annotated[str | None, EXISTING_FILE] = None,
+                 pop3_tls_key: Annotated[str | None, EXISTING_FILE] = None,
+                 pop3_tls_implicit: Annotated[bool, BOOL] = False):
+        _between_keys(relay, relay_allowed_recipients, mailboxes, mailbox_pattern, pop3,
+                      pop3_auth_file, pop3_tls_cert, pop3_tls_key, pop3_tls_implicit)
+        pop3_users = load_users(pop3_auth_file) if pop3_auth_file else None
+        if pop3 is not None and not pop3_users:
+            raise ValueError(f'inbox: pop3_auth_file: {pop3_auth_file} names no user')
+        rules = parse_tag_rules(tag or '') + (load_tag_rules(tags_config) if tags_config else [])
+        self.parts = InboxParts(
+            db, http=http, max_messages=max_messages, mailboxes=mailboxes,
+            mailbox_pattern=mailbox_pattern,
+            users=load_users(ui_auth_file) if ui_auth_file else None,
+            relay=Relay(*relay, allowed_recipients=relay_allowed_recipients or '')
+            if relay else None,
+            pop3=pop3, pop3_users=pop3_users, pop3_tls=_pop3_tls(pop3_tls_cert, pop3_tls_key),
+            pop3_tls_implicit=pop3_tls_implicit,
+            max_age=parse_max_age(max_age) if max_age else None,
+            webhook_url=webhook_url, webhook_limit=webhook_limit, tag_rules=rules,
+            tags_disable=parse_tags_disable(tags_disable or ''), tags_username=tags_username,
+            spamassassin=enable_spamassassin)
+        self.store = self.parts.store
+        self.app = self.parts.app
+        self._deliver = self.parts.capture.delivery()
         self.chaos = ChaosMiddleware(self.app.chaos)    # PUT /api/v1/chaos fails commands
         self.web_address = http
-        self.http: Any = None       # gevent's WSGIServer, while the web side runs
         self._serving: set[SmtpServer] = set()     # the started servers it is registered on
+
+    @property
+    def http(self) -> Any:
+        """gevent's WSGIServer, while the web side runs."""
+        return self.parts.http
 
     def __call__(self, ctx: Context, next: Next) -> None:
         self.chaos(ctx, lambda: self._deliver(ctx, next))
@@ -86,22 +205,56 @@ class InboxDelivery:
         return describe({'db': self.store.path, 'http': self.http_address or self.web_address})
 
     def start(self, server: SmtpServer) -> None:
-        """The web side starts with the first server (OSError naming its
-        address when that cannot be bound)."""
+        """The web side (and POP3 ...) starts with the first server (OSError
+        naming its address when that cannot be bound)."""
         if not self._serving:
-            self.http = start_web(self.web_address, self.app)
+            self.parts.start_parts()
         self._serving.add(server)
 
     def stop(self, server: SmtpServer) -> None:
         """... and stops with the last."""
         self._serving.discard(server)
-        if not self._serving and self.http is not None:
-            self.http.stop(timeout=1)
-            self.http = None
+        if not self._serving:
+            self.parts.stop_parts()
 
     @property
     def http_address(self) -> tuple[Any, ...] | None:
         return self.http.address if self.http is not None else None
+
+
+def _between_keys(relay: object, relay_allowed_recipients: object, mailboxes: str,
+                  mailbox_pattern: object, pop3: object, pop3_auth_file: object,
+                  pop3_tls_cert: object, pop3_tls_key: object, pop3_tls_implicit: bool) -> None:
+    """The rules between keys (each key alone was checked as the file was
+    read), the command's rules in the section's words: ValueError."""
+    problems = []
+    if relay_allowed_recipients and not relay:
+        problems.append('relay_allowed_recipients needs relay')
+    if mailbox_pattern and mailboxes != 'by-recipient':
+        problems.append('mailbox_pattern needs mailboxes: by-recipient')
+    if pop3 is None and (pop3_auth_file or pop3_tls_cert or pop3_tls_key or pop3_tls_implicit):
+        problems.append('pop3_auth_file, pop3_tls_cert, pop3_tls_key and pop3_tls_implicit '
+                        'need pop3: HOST:PORT')
+    if pop3 is not None and not pop3_auth_file:
+        problems.append('pop3 needs pop3_auth_file (POP3 is served to known users only)')
+    if pop3_tls_key and not pop3_tls_cert:
+        problems.append('pop3_tls_key needs pop3_tls_cert')
+    if problems:
+        raise ValueError('inbox: ' + '; '.join(problems))
+
+
+def _pop3_tls(cert: str | None, key: str | None) -> Any:
+    """The POP3 side's TLS context from PEM files, or None for a self-signed one."""
+    if cert is None:
+        return None
+    from ..tls import create_context
+    with open(cert, encoding='ascii') as f:
+        cert_pem = f.read()
+    key_pem = None
+    if key is not None:
+        with open(key, encoding='ascii') as f:
+            key_pem = f.read()
+    return create_context(key_pem, cert_pem)
 
 
 def describe(spec: dict[str, Any]) -> str:

@@ -1,6 +1,8 @@
 """`Inbox`: the SMTP server and the web side of `smtp-stack inbox` in one hub.
 
-Both serve in greenlets of the same gevent hub; the store is shared, so a
+`InboxParts` is what the command and the `inbox:` section of `smtp-stack
+serve` share: the store, the web side, POP3, pruning and the webhook.
+They serve in greenlets of the same gevent hub; the store is shared, so a
 new message nudges the websocket broker at once. SQLite work runs in the
 hub's thread pool (the capture is a threaded CallableDelivery; the web
 handlers go through `offload`).
@@ -9,7 +11,8 @@ SMTP defaults suit a development catcher, as Mailpit's do: no AUTH
 (a client that tries gets 502) unless `accept_any_auth`, which takes any
 user name and password over PLAIN, LOGIN or CRAM-MD5 (and records the
 name); no STARTTLS unless `starttls` (a self-signed certificate is then
-generated at start).
+generated at start). Mailboxes by user need that AUTH: without it every
+message would go to the default mailbox, so the two are asked together.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from .capture import Capture
 from .chaos import ChaosMiddleware
 from .maxage import INTERVAL as PRUNE_INTERVAL
 from .maxage import AgePruner
+from .mailboxes import BY_USER, OFF, Routing
 from .pop3_server import Pop3Server
 from .spamd import SpamdClient
 from .store import Store
@@ -56,61 +60,54 @@ class _Handler(WSGIHandler):  # type: ignore[misc]  # gevent has no type informa
             log.debug('%s', self.format_request())
 
 
-class Inbox:
-    def __init__(self, db: str = 'inbox.db', *, smtp: tuple[str, int] = DEFAULT_SMTP,
-                 http: tuple[str, int] = DEFAULT_HTTP, max_messages: int = 500,
-                 accept_any_auth: bool = False, starttls: bool = False,
-                 users: dict[str, str] | None = None, relay: Relay | None = None,
-                 name: str = 'localhost', pop3: tuple[str, int] | None = None,
-                 pop3_users: dict[str, str] | None = None,
-                 pop3_tls: ssl.SSLContext | None = None, max_age: float | None = None,
-                 prune_interval: float = PRUNE_INTERVAL, webhook_url: str | None = None,
-                 webhook_limit: float = WEBHOOK_LIMIT, tag_rules: Sequence[TagRule] = (),
-                 tags_disable: Collection[str] = (), tags_username: bool = False,
-                 spamassassin: str | None = None, **server_options: Any):
-        self.store = Store(db, max_messages)
+class InboxParts:
+    """The inbox but its SMTP side: the store, the web side, and what the
+    options add (POP3, pruning by age, the webhook, the spam check), started
+    and stopped together in the hub that serves them.
+
+    `Inbox` adds its own SMTP server (`smtp-stack inbox`); the `inbox:`
+    section of `smtp-stack serve` is the delivery of the configured servers
+    (section.py). Both take the same keywords, named as the command's
+    options are. A bad value is a ValueError saying why, raised before
+    anything is opened."""
+
+    def __init__(self, db: str = 'inbox.db', *, http: tuple[str, int] = DEFAULT_HTTP,
+                 max_messages: int = 500, mailboxes: str = OFF,
+                 mailbox_pattern: str | None = None, users: dict[str, str] | None = None,
+                 relay: Relay | None = None, name: str = 'localhost',
+                 pop3: tuple[str, int] | None = None, pop3_users: dict[str, str] | None = None,
+                 pop3_tls: ssl.SSLContext | None = None, pop3_tls_implicit: bool = False,
+                 max_age: float | None = None, prune_interval: float = PRUNE_INTERVAL,
+                 webhook_url: str | None = None, webhook_limit: float = WEBHOOK_LIMIT,
+                 tag_rules: Sequence[TagRule] = (), tags_disable: Collection[str] = (),
+                 tags_username: bool = False, spamassassin: str | None = None,
+                 stats: dict[str, int] | None = None):
+        routing = Routing.of(mailboxes, mailbox_pattern)     # ValueError saying why
+        if pop3 is not None and not pop3_users:
+            raise ValueError('POP3 needs users (Mailpit too serves it only with them)')
+        spam_checker = SpamdClient(spamassassin) if spamassassin else None
+        self.store = Store(db, max_messages, routing)
         self.store.tag_rules = list(tag_rules)      # Mailpit's --tag and --tags-config
         self.store.tags_disabled = frozenset(tags_disable)
         self.store.tag_username = tags_username
-        self.capture = Capture(self.store)
+        self.capture = Capture(self.store, stats)
         self.app = InboxApp(self.store, relay=relay, users=users, stats=self.capture.stats)
-        if spamassassin:        # Mailpit's --enable-spamassassin HOST:PORT
-            self.app.spam_checker = SpamdClient(spamassassin)
-        disabled = list(server_options.pop('disabled_commands', ()))
-        if not accept_any_auth:
-            disabled.append('AUTH')
-        if not starttls:
-            disabled.append('STARTTLS')
-        server_options.setdefault('disable_reverse_lookup', True)
-        server_options.setdefault('log_level', LogLevels.WARN)
-        if accept_any_auth:
-            server_options.setdefault('auth_methods', ['PLAIN', 'LOGIN', 'CRAM-MD5'])
-            server_options.setdefault('allow_insecure_auth', True)
-            server_options.setdefault('on_auth', _anyone)
-        self.smtp = SmtpServer(name=name, disabled_commands=disabled, **server_options)
-        self.smtp.use(ChaosMiddleware(self.app.chaos))     # PUT /api/v1/chaos fails commands
-        self.smtp.use(self.capture.delivery())
-        self._smtp_at = smtp
-        self._http_at = http
+        self.app.spam_checker = spam_checker    # Mailpit's --enable-spamassassin HOST:PORT
         # --max-age: older messages are deleted every prune_interval seconds
         self.pruner = AgePruner(self.store, max_age, prune_interval) if max_age else None
         # --webhook-url: a POST per new message, from the events broker's stream
         self.webhook = (Webhook(webhook_url, self.app.broker, limit=webhook_limit)
                         if webhook_url else None)
         self.pop3: Pop3Server | None = None
-        if pop3 is not None:
-            if not pop3_users:
-                raise ValueError('POP3 needs users (Mailpit too serves it only with them)')
-            # STLS with the given context, else a self-signed certificate for `name`
+        if pop3 is not None and pop3_users:
+            # STLS, or TLS from the first byte, with the given context, else a
+            # self-signed certificate for `name`
             self.pop3 = Pop3Server(self.store, pop3_users, pop3, name=name,
-                                   tls=pop3_tls or create_context(hostname=name))
-        # made in start(): a gevent server belongs to the hub that runs it
+                                   tls=pop3_tls or create_context(hostname=name),
+                                   implicit_tls=pop3_tls_implicit)
+        self._http_at = http
+        # made in start_parts(): a gevent server belongs to the hub that runs it
         self.http: WSGIServer | None = None
-
-    @property
-    def smtp_address(self) -> tuple[str, int] | None:
-        """Where SMTP listens (the real port when 0 was asked for), once started."""
-        return self.smtp.address
 
     @property
     def http_address(self) -> tuple[Any, ...]:
@@ -134,30 +131,24 @@ class Inbox:
         """Where POP3 listens, once started (None without --pop3)."""
         return self.pop3.address if self.pop3 is not None else None
 
-    def start(self) -> Inbox:
-        self.smtp.start(self._smtp_at[1], self._smtp_at[0])
+    def start_parts(self) -> None:
+        """Listen on HTTP (and POP3), and start pruning and the webhook; an
+        address that cannot be bound is an OSError naming it, and leaves
+        nothing listening."""
+        self.http = start_web(self._http_at, self.app)
         try:
-            self.http = start_web(self._http_at, self.app)
             if self.pop3 is not None:
                 self.pop3.start()
         except BaseException:
-            if self.http is not None:
-                self.http.stop(timeout=0)
-            self.smtp.stop(0)
+            self.http.stop(timeout=0)
+            self.http = None
             raise
         if self.pruner is not None:
             self.pruner.start()
         if self.webhook is not None:
             self.webhook.start()
-        return self
 
-    def serve_forever(self) -> None:
-        sides = [gevent.spawn(self.smtp.serve_forever), gevent.spawn(self._web().serve_forever)]
-        if self.pop3 is not None:
-            sides.append(gevent.spawn(self.pop3.serve_forever))
-        gevent.joinall(sides)
-
-    def stop(self, timeout: float | None = None) -> None:
+    def stop_parts(self) -> None:
         if self.pruner is not None:
             self.pruner.stop()
         if self.webhook is not None:
@@ -166,6 +157,93 @@ class Inbox:
             self.pop3.stop(timeout=1)
         if self.http is not None:
             self.http.stop(timeout=1)
+            self.http = None
+
+    def serving(self) -> list[gevent.Greenlet]:
+        """Greenlets serving HTTP (and POP3) until they are stopped."""
+        sides = [gevent.spawn(self._web().serve_forever)]
+        if self.pop3 is not None:
+            sides.append(gevent.spawn(self.pop3.serve_forever))
+        return sides
+
+    def describe_parts(self) -> str:
+        """', POP3 on 127.0.0.1:1110' ... for the start-up line."""
+        if self.pop3_address is None:
+            return ''
+        host, port = self.pop3_address[:2]
+        host = f'[{host}]' if ':' in host else host
+        return f', POP3{"S" if self.pop3 and self.pop3.implicit_tls else ""} on {host}:{port}'
+
+    def kept(self) -> str:
+        """'newest 500 kept' (per mailbox, and how, with mailboxes)."""
+        kept = f'newest {self.store.max_messages} kept'
+        if self.store.routing.on:
+            kept += f' per mailbox, mailboxes {self.store.routing.mode}'
+        return kept
+
+
+class Inbox(InboxParts):
+    """`smtp-stack inbox`: an SMTP server of its own, storing into the parts."""
+
+    def __init__(self, db: str = 'inbox.db', *, smtp: tuple[str, int] = DEFAULT_SMTP,
+                 http: tuple[str, int] = DEFAULT_HTTP, max_messages: int = 500,
+                 accept_any_auth: bool = False, starttls: bool = False,
+                 users: dict[str, str] | None = None, relay: Relay | None = None,
+                 name: str = 'localhost', pop3: tuple[str, int] | None = None,
+                 pop3_users: dict[str, str] | None = None,
+                 pop3_tls: ssl.SSLContext | None = None, pop3_tls_implicit: bool = False,
+                 max_age: float | None = None, prune_interval: float = PRUNE_INTERVAL,
+                 webhook_url: str | None = None, webhook_limit: float = WEBHOOK_LIMIT,
+                 tag_rules: Sequence[TagRule] = (), tags_disable: Collection[str] = (),
+                 tags_username: bool = False, spamassassin: str | None = None,
+                 mailboxes: str = OFF, mailbox_pattern: str | None = None,
+                 **server_options: Any):
+        if mailboxes == BY_USER and not accept_any_auth:
+            raise ValueError('mailboxes by-user need SMTP AUTH (--smtp-auth-accept-any): '
+                             'without it every message goes to the default mailbox')
+        super().__init__(db, http=http, max_messages=max_messages, mailboxes=mailboxes,
+                         mailbox_pattern=mailbox_pattern, users=users, relay=relay, name=name,
+                         pop3=pop3, pop3_users=pop3_users, pop3_tls=pop3_tls,
+                         pop3_tls_implicit=pop3_tls_implicit, max_age=max_age,
+                         prune_interval=prune_interval, webhook_url=webhook_url,
+                         webhook_limit=webhook_limit, tag_rules=tag_rules,
+                         tags_disable=tags_disable, tags_username=tags_username,
+                         spamassassin=spamassassin)
+        disabled = list(server_options.pop('disabled_commands', ()))
+        if not accept_any_auth:
+            disabled.append('AUTH')
+        if not starttls:
+            disabled.append('STARTTLS')
+        server_options.setdefault('disable_reverse_lookup', True)
+        server_options.setdefault('log_level', LogLevels.WARN)
+        if accept_any_auth:
+            server_options.setdefault('auth_methods', ['PLAIN', 'LOGIN', 'CRAM-MD5'])
+            server_options.setdefault('allow_insecure_auth', True)
+            server_options.setdefault('on_auth', _anyone)
+        self.smtp = SmtpServer(name=name, disabled_commands=disabled, **server_options)
+        self.smtp.use(ChaosMiddleware(self.app.chaos))     # PUT /api/v1/chaos fails commands
+        self.smtp.use(self.capture.delivery())
+        self._smtp_at = smtp
+
+    @property
+    def smtp_address(self) -> tuple[str, int] | None:
+        """Where SMTP listens (the real port when 0 was asked for), once started."""
+        return self.smtp.address
+
+    def start(self) -> Inbox:
+        self.smtp.start(self._smtp_at[1], self._smtp_at[0])
+        try:
+            self.start_parts()
+        except BaseException:
+            self.smtp.stop(0)
+            raise
+        return self
+
+    def serve_forever(self) -> None:
+        gevent.joinall([gevent.spawn(self.smtp.serve_forever), *self.serving()])
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.stop_parts()
         self.smtp.stop(timeout)
 
     def describe(self) -> str:
@@ -173,13 +251,8 @@ class Inbox:
             raise RuntimeError('the inbox is not started')
         host, port = self.smtp.address[:2]
         host = f'[{host}]' if ':' in host else host
-        pop3 = ''
-        if self.pop3_address is not None:
-            pop3_host, pop3_port = self.pop3_address[:2]
-            pop3_host = f'[{pop3_host}]' if ':' in pop3_host else pop3_host
-            pop3 = f', POP3 on {pop3_host}:{pop3_port}'
-        return (f'inbox: SMTP on {host}:{port}, web and API on {self.url}{pop3}, '
-                f'stored in {self.store.path} (newest {self.store.max_messages} kept)')
+        return (f'inbox: SMTP on {host}:{port}, web and API on {self.url}'
+                f'{self.describe_parts()}, stored in {self.store.path} ({self.kept()})')
 
 
 def start_web(address: tuple[str, int], app: InboxApp) -> WSGIServer:

@@ -11,12 +11,20 @@ recipients), and with the fields of `parse.parse_message` computed once:
 `messages.summary` holds the list fields and `messages.detail` the rest;
 render.py shapes them as Mailpit's JSON when they are read.
 
+Mailboxes (mailboxes.py): every message belongs to one, `''` being the
+default (the only one without `--mailboxes`). A new message goes where
+`routing` sends it, a copy in each mailbox; every other method works in
+the one mailbox it is given (`mailbox=`, the default one by default), so
+an ID of another mailbox is unknown there. `max_messages` bounds each
+mailbox, so a busy one does not push another's mail out.
+
 Every method is blocking and uses this thread's connection: from gevent
 greenlets, call them through `smtp_stack.offload.offload()`.
 """
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -24,6 +32,7 @@ from typing import Any
 from . import render
 from .arrival import ID_ALPHABET, ID_LENGTH, field_value, header_fields, new_id, stamp
 from .database import Database, Transaction
+from .mailboxes import DEFAULT, Routing
 from .parse import html_to_text, message_from_bytes, parse_message
 from .search import compile_query
 from .tags import (TagRule, all_tags, arrival_tags, delete_tag, message_addresses, rename_tag,
@@ -42,15 +51,21 @@ def valid_id(text: str) -> bool:
     return len(text) == ID_LENGTH and all(c in ID_ALPHABET for c in text)
 
 
+def _in(mailbox: str, where: str, params: Sequence[str | float]) -> tuple[str, list[Any]]:
+    """A search condition (search.compile_query) kept to one mailbox."""
+    return f'm.mailbox = ? AND ({where})', [mailbox, *params]
+
+
 class Store:
     """The messages of one inbox file."""
 
-    def __init__(self, path: str, max_messages: int = 500):
+    def __init__(self, path: str, max_messages: int = 500, routing: Routing | None = None):
         if max_messages < 1:
             raise ValueError('max_messages must be 1 or more')
         self.database = Database(path)
         self.path = self.database.path
-        self.max_messages = max_messages
+        self.max_messages = max_messages        # per mailbox
+        self.routing = routing or Routing()     # which mailboxes a new message goes to
         self.deleted = 0                # messages deleted or pruned since start
         # tagging on arrival (tags.py): rules, Mailpit's --tags-disable and --tags-username
         self.tag_rules: Sequence[TagRule] = ()
@@ -73,15 +88,18 @@ class Store:
 
     # -- writing ---------------------------------------------------------------
     def add(self, raw: bytes, envelope_to: Iterable[str] = (), username: str | None = None,
-            mail_from: str | None = None, received: datetime | None = None) -> Json:
-        """Store one message; returns it as the `new` event's Data.
-        Prunes beyond max_messages.
+            mail_from: str | None = None, received: datetime | None = None, *,
+            mailbox: str | None = None) -> Json:
+        """Store one message, a copy in each mailbox `routing` gives for its
+        user and recipients (or in `mailbox` alone); returns the first copy
+        as the `new` event's Data. Prunes each mailbox beyond max_messages.
 
         `mail_from` (the envelope sender) becomes the Return-Path, and a
         release sends the message from it; None: the message has no envelope.
         """
         received = received or datetime.now(timezone.utc)
         rcpt = list(envelope_to)
+        mailboxes = [mailbox] if mailbox is not None else self.routing.mailboxes(username, rcpt)
         raw = stamp(raw, mail_from, rcpt)
         fields = parse_message(raw, (), received)
         tags = arrival_tags(
@@ -90,132 +108,151 @@ class Store:
             () if 'plus-addresses' in self.tags_disabled else message_addresses(fields))
         if self.tag_username and username:
             tags.append(username)
-        uid = new_id()
-        summary = list_item(uid, fields, username)
-        detail = {k: fields[k] for k in ('Date', 'ReturnPath', 'Text', 'HTML', 'Attachments',
-                                          'Inline', 'ListUnsubscribe')}
+        detail = json.dumps({k: fields[k] for k in ('Date', 'ReturnPath', 'Text', 'HTML',
+                                                     'Attachments', 'Inline', 'ListUnsubscribe')})
+        index_row = _index_row(fields)
+        added: list[Json] = []
+        pruned = 0
         with self._write() as tx:
-            cursor = tx.db.execute(
-                'INSERT INTO messages (uid, created_ts, size, attachments, inline, username,'
-                ' summary, detail, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                (uid, received.timestamp(), len(raw), len(fields['Attachments']),
-                 len(fields['Inline']), username, json.dumps(summary), json.dumps(detail), raw))
-            row_id = cursor.lastrowid or 0
-            tx.db.execute('INSERT INTO search (rowid, subject, sender, to_, cc, bcc, reply_to,'
-                          ' message_id, body, filenames) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                          (row_id, *_index_row(fields)))
-            if self.tag_rules:
-                tags += rule_tags(tx.db, row_id, self.tag_rules)
-            applied = set_message_tags(tx.db, row_id, sorted(tags)) if tags else []
-            pruned: int = tx.db.execute(
-                'DELETE FROM messages WHERE id <= (SELECT id FROM messages'
-                ' ORDER BY id DESC LIMIT 1 OFFSET ?)', (self.max_messages,)).rowcount
-            if pruned:
-                tx.event('prune')
+            for box in mailboxes:
+                uid = new_id()
+                summary = list_item(uid, fields, username)
+                cursor = tx.db.execute(
+                    'INSERT INTO messages (uid, mailbox, created_ts, size, attachments, inline,'
+                    ' username, summary, detail, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                    (uid, box, received.timestamp(), len(raw), len(fields['Attachments']),
+                     len(fields['Inline']), username, json.dumps(summary), detail, raw))
+                row_id = cursor.lastrowid or 0
+                tx.db.execute('INSERT INTO search (rowid, subject, sender, to_, cc, bcc,'
+                              ' reply_to, message_id, body, filenames)'
+                              ' VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)', (row_id, *index_row))
+                copy_tags = tags + (rule_tags(tx.db, row_id, self.tag_rules)
+                                    if self.tag_rules else [])
+                applied = set_message_tags(tx.db, row_id, sorted(copy_tags), box) if copy_tags \
+                    else []
+                gone: int = tx.db.execute(
+                    'DELETE FROM messages WHERE mailbox = ? AND id <= (SELECT id FROM messages'
+                    ' WHERE mailbox = ? ORDER BY id DESC LIMIT 1 OFFSET ?)',
+                    (box, box, self.max_messages)).rowcount
+                if gone:
+                    tx.event('prune', mailbox=box)
+                pruned += gone
+                added.append(render.list_item(summary, False, applied, event=True))
         self.deleted += pruned
-        return render.list_item(summary, False, applied, event=True)
+        return added[0]
 
-    def delete(self, ids: Iterable[str] | None = None) -> int:
+    def delete(self, ids: Iterable[str] | None = None, mailbox: str = DEFAULT) -> int:
         """Delete these IDs (None: all). Unknown IDs are ignored, as in Mailpit."""
         with self._write() as tx:
             if ids is None:
-                count: int = tx.db.execute('DELETE FROM messages').rowcount
-                tx.event('truncate')
+                count: int = tx.db.execute('DELETE FROM messages WHERE mailbox = ?',
+                                           (mailbox,)).rowcount
+                tx.event('truncate', mailbox=mailbox)
             else:
                 count = 0
                 for uid in dict.fromkeys(ids):
-                    if tx.db.execute('DELETE FROM messages WHERE uid = ?', (uid,)).rowcount:
+                    if tx.db.execute('DELETE FROM messages WHERE uid = ? AND mailbox = ?',
+                                     (uid, mailbox)).rowcount:
                         count += 1
-                        tx.event('delete', {'ID': uid})
+                        tx.event('delete', {'ID': uid}, mailbox)
         self.deleted += count
         return count
 
     def prune_older(self, cutoff: float) -> int:
-        """Delete the messages received before `cutoff` (a POSIX time): the
-        `--max-age` pruning, one `prune` event as for `max_messages`."""
+        """Delete the messages received before `cutoff` (a POSIX time), in
+        every mailbox: the `--max-age` pruning, one `prune` event per mailbox
+        as for `max_messages`."""
         with self._write() as tx:
+            mailboxes = [box for (box,) in tx.db.execute(
+                'SELECT DISTINCT mailbox FROM messages WHERE created_ts < ?', (cutoff,))]
             count: int = tx.db.execute('DELETE FROM messages WHERE created_ts < ?',
                                        (cutoff,)).rowcount
-            if count:
-                tx.event('prune')
+            for box in mailboxes:
+                tx.event('prune', mailbox=box)
         self.deleted += count
         return count
 
-    def delete_matching(self, query: str, tz: str | None = None) -> int:
-        where, params = compile_query(query, tz)
+    def delete_matching(self, query: str, tz: str | None = None,
+                        mailbox: str = DEFAULT) -> int:
+        where, params = _in(mailbox, *compile_query(query, tz))
         with self._write() as tx:
             uids = [uid for (uid,) in tx.db.execute(
                 f'SELECT m.uid FROM messages m WHERE {where}', params)]
             tx.db.execute(f'DELETE FROM messages WHERE id IN (SELECT m.id FROM'
                           f' messages m WHERE {where})', params)
             if len(uids) > PRUNE_EVENT_OVER:
-                tx.event('prune')
+                tx.event('prune', mailbox=mailbox)
             for uid in uids if len(uids) <= PRUNE_EVENT_OVER else ():
-                tx.event('delete', {'ID': uid})
+                tx.event('delete', {'ID': uid}, mailbox)
         self.deleted += len(uids)
         return len(uids)
 
     def set_read(self, read: bool, ids: Iterable[str] | None = None,
-                 query: str | None = None, tz: str | None = None) -> int:
+                 query: str | None = None, tz: str | None = None,
+                 mailbox: str = DEFAULT) -> int:
         """Mark IDs, or the matches of a query, or (neither) every message.
         Each message marked by ID or query is an `update` event, as in Mailpit."""
         flag = 1 if read else 0
         with self._write() as tx:
             if ids is None and not (query or '').strip():
-                count: int = tx.db.execute('UPDATE messages SET read = ? WHERE read != ?',
-                                           (flag, flag)).rowcount
+                count: int = tx.db.execute('UPDATE messages SET read = ?'
+                                           ' WHERE mailbox = ? AND read != ?',
+                                           (flag, mailbox, flag)).rowcount
                 return count
             if ids is None:
-                where, params = compile_query(query or '', tz)
+                where, params = _in(mailbox, *compile_query(query or '', tz))
                 ids = [uid for (uid,) in tx.db.execute(
                     f'SELECT m.uid FROM messages m WHERE ({where}) AND m.read != ?',
                     (*params, flag))]
             count = 0
             for uid in dict.fromkeys(ids):
-                if tx.db.execute('UPDATE messages SET read = ? WHERE uid = ? AND read != ?',
-                                 (flag, uid, flag)).rowcount:
+                if tx.db.execute('UPDATE messages SET read = ?'
+                                 ' WHERE uid = ? AND mailbox = ? AND read != ?',
+                                 (flag, uid, mailbox, flag)).rowcount:
                     count += 1
-                    tx.event('update', {'ID': uid, 'Read': read})
+                    tx.event('update', {'ID': uid, 'Read': read}, mailbox)
             return count
 
     # -- tags -------------------------------------------------------------------------
-    def set_tags(self, ids: Iterable[str], names: Sequence[str]) -> None:
+    def set_tags(self, ids: Iterable[str], names: Sequence[str], mailbox: str = DEFAULT) -> None:
         """Replace the tags of these messages (unknown IDs are skipped)."""
         with self._write() as tx:
             for uid in dict.fromkeys(ids):
-                row = tx.db.execute('SELECT id FROM messages WHERE uid = ?', (uid,)).fetchone()
+                row = tx.db.execute('SELECT id FROM messages WHERE uid = ? AND mailbox = ?',
+                                    (uid, mailbox)).fetchone()
                 if row is not None:
-                    applied = set_message_tags(tx.db, row[0], names)
-                    tx.event('update', {'ID': uid, 'Tags': applied})
+                    applied = set_message_tags(tx.db, row[0], names, mailbox)
+                    tx.event('update', {'ID': uid, 'Tags': applied}, mailbox)
 
-    def tags(self) -> list[str]:
+    def tags(self, mailbox: str = DEFAULT) -> list[str]:
         with self._read() as tx:
-            return all_tags(tx.db)
+            return all_tags(tx.db, mailbox)
 
-    def tag_counts(self) -> dict[str, int]:
+    def tag_counts(self, mailbox: str = DEFAULT) -> dict[str, int]:
         with self._read() as tx:
-            return tag_counts(tx.db)
+            return tag_counts(tx.db, mailbox)
 
-    def rename_tag(self, old: str, new: str) -> None:
+    def rename_tag(self, old: str, new: str, mailbox: str = DEFAULT) -> None:
         """TagError with Mailpit's text for a bad or taken name, an unknown tag."""
         with self._write() as tx:
-            if rename_tag(tx.db, old, new):
-                tx.event('prune')
+            if rename_tag(tx.db, old, new, mailbox):
+                tx.event('prune', mailbox=mailbox)
 
-    def delete_tag(self, name: str) -> None:
+    def delete_tag(self, name: str, mailbox: str = DEFAULT) -> None:
         with self._write() as tx:
-            delete_tag(tx.db, name)
-            tx.event('prune')
+            delete_tag(tx.db, name, mailbox)
+            tx.event('prune', mailbox=mailbox)
 
     # -- reading -----------------------------------------------------------------
     def listing(self, start: int = 0, limit: int = 50, query: str = '', *,
-                before: float | None = None, tz: str | None = None) -> Json:
+                before: float | None = None, tz: str | None = None,
+                mailbox: str = DEFAULT) -> Json:
         """Mailpit's MessagesSummary, newest first: the mailbox (`query`
         blank) or a search. `limit` 0 is every message of the mailbox but
         none of a search, `before` (a POSIX time) keeps older ones only:
         each as Mailpit answers it."""
         searching = bool(query.strip())
-        where, params = compile_query(query, tz)
+        where, params = _in(mailbox, *compile_query(query, tz))
         if before is not None:
             where, params = f'({where}) AND m.created_ts < ?', [*params, before]
         page = f'SELECT m.id, m.read, m.summary FROM messages m WHERE {where} ORDER BY m.id DESC'
@@ -223,8 +260,7 @@ class Store:
         if limit:
             page += ' LIMIT ? OFFSET ?'
         with self._read() as tx:
-            total, unread = tx.db.execute(
-                'SELECT count(*), coalesce(sum(read = 0), 0) FROM messages').fetchone()
+            total, unread = _counts(tx.db, mailbox)
             matched, matched_unread = total, unread
             if searching:
                 matched, matched_unread = tx.db.execute(
@@ -232,95 +268,125 @@ class Store:
                     f' WHERE {where}', params).fetchone()
             rows = tx.db.execute(page, page_params).fetchall() if limit or not searching else []
             tagged = tags_of(tx.db, [row[0] for row in rows])
-            every_tag = all_tags(tx.db)
+            every_tag = all_tags(tx.db, mailbox)
         messages = [render.list_item(json.loads(summary), bool(read), tagged.get(row_id, []))
                     for row_id, read, summary in rows]
         return {'total': total, 'unread': unread, 'count': len(messages),
                 'messages_count': matched, 'messages_unread': matched_unread,
                 'start': start, 'tags': every_tag, 'messages': messages}
 
-    def resolve(self, uid: str) -> str | None:
+    def resolve(self, uid: str, mailbox: str = DEFAULT) -> str | None:
         """'latest' -> the newest ID; an ID -> itself if stored; else None."""
         with self._read() as tx:
             if uid == 'latest':
-                row = tx.db.execute('SELECT uid FROM messages ORDER BY id DESC LIMIT 1'
-                                    ).fetchone()
+                row = tx.db.execute('SELECT uid FROM messages WHERE mailbox = ?'
+                                    ' ORDER BY id DESC LIMIT 1', (mailbox,)).fetchone()
             else:
-                row = tx.db.execute('SELECT uid FROM messages WHERE uid = ?', (uid,)).fetchone()
+                row = tx.db.execute('SELECT uid FROM messages WHERE uid = ? AND mailbox = ?',
+                                    (uid, mailbox)).fetchone()
         found: str | None = row[0] if row else None
         return found
 
-    def latest(self, query: str, tz: str | None = None) -> str | None:
+    def latest(self, query: str, tz: str | None = None, mailbox: str = DEFAULT) -> str | None:
         """The newest message matching a search (`latest?query=`), or None."""
-        where, params = compile_query(query, tz)
+        where, params = _in(mailbox, *compile_query(query, tz))
         with self._read() as tx:
             row = tx.db.execute(f'SELECT m.uid FROM messages m WHERE {where}'
                                 f' ORDER BY m.id DESC LIMIT 1', params).fetchone()
         found: str | None = row[0] if row else None
         return found
 
-    def summary(self, uid: str, mark_read: bool = True) -> Json | None:
+    def summary(self, uid: str, mark_read: bool = True, mailbox: str = DEFAULT) -> Json | None:
         """Mailpit's Message (the summary endpoint); opening it marks it read."""
         with self._read() as tx:
-            row = tx.db.execute('SELECT id, read, summary, detail FROM messages WHERE uid = ?',
-                                (uid,)).fetchone()
+            row = tx.db.execute('SELECT id, read, summary, detail FROM messages'
+                                ' WHERE uid = ? AND mailbox = ?', (uid, mailbox)).fetchone()
             if row is None:
                 return None
             tags = tags_of(tx.db, [row[0]]).get(row[0], [])
         if mark_read and not row[1]:     # only an unread message costs a write
-            self.set_read(True, [uid])
+            self.set_read(True, [uid], mailbox=mailbox)
         detail = json.loads(row[3])
         if 'ListUnsubscribe' not in detail:     # stored before it was
-            detail['ListUnsubscribe'] = _unsubscribe_of(self.raw(uid) or b'')
+            detail['ListUnsubscribe'] = _unsubscribe_of(self.raw(uid, mailbox) or b'')
         return render.message(json.loads(row[2]), detail, tags)
 
-    def newest(self, limit: int) -> list[tuple[str, int]]:
+    def newest(self, limit: int, mailbox: str = DEFAULT) -> list[tuple[str, int]]:
         """(ID, size) of the newest `limit` messages, newest first (POP3's listing)."""
         with self._read() as tx:
-            rows = tx.db.execute('SELECT uid, size FROM messages ORDER BY id DESC LIMIT ?',
-                                 (limit,)).fetchall()
+            rows = tx.db.execute('SELECT uid, size FROM messages WHERE mailbox = ?'
+                                 ' ORDER BY id DESC LIMIT ?', (mailbox, limit)).fetchall()
         return [(uid, size) for uid, size in rows]
 
-    def raw(self, uid: str) -> bytes | None:
+    def raw(self, uid: str, mailbox: str = DEFAULT) -> bytes | None:
         with self._read() as tx:
-            row = tx.db.execute('SELECT raw FROM messages WHERE uid = ?', (uid,)).fetchone()
+            row = tx.db.execute('SELECT raw FROM messages WHERE uid = ? AND mailbox = ?',
+                                (uid, mailbox)).fetchone()
         return bytes(row[0]) if row else None
 
-    def envelope_sender(self, uid: str) -> str:
+    def envelope_sender(self, uid: str, mailbox: str = DEFAULT) -> str:
         """The Return-Path of a stored message (for a release), or ''."""
         with self._read() as tx:
-            row = tx.db.execute('SELECT detail FROM messages WHERE uid = ?', (uid,)).fetchone()
+            row = tx.db.execute('SELECT detail FROM messages WHERE uid = ? AND mailbox = ?',
+                                (uid, mailbox)).fetchone()
         if row is None:
             return ''
         sender: str = json.loads(row[0]).get('ReturnPath', '')
         return sender
 
-    def state(self) -> tuple[int, int, int, int, int]:
-        """(changes counter, newest row id, total, unread, last event): cheap, for watchers."""
+    def mailboxes(self) -> list[tuple[str, int, int]]:
+        """(name, messages, unread) of every mailbox that holds mail, by name."""
+        with self._read() as tx:
+            rows = tx.db.execute('SELECT mailbox, count(*), coalesce(sum(read = 0), 0)'
+                                 ' FROM messages GROUP BY mailbox ORDER BY mailbox').fetchall()
+        return [(name, total, unread) for name, total, unread in rows]
+
+    def counts(self, mailboxes: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """{mailbox: (messages, unread)} of these mailboxes (an empty one: (0, 0))."""
+        with self._read() as tx:
+            return {box: _counts(tx.db, box) for box in dict.fromkeys(mailboxes)}
+
+    def state(self, mailbox: str = DEFAULT) -> tuple[int, int, int, int, int]:
+        """(changes counter, newest row id, total, unread, last event), the
+        counts of `mailbox`: cheap, for watchers."""
         with self._read() as tx:
             changes = tx.db.execute("SELECT value FROM meta WHERE key = 'changes'").fetchone()[0]
-            newest, total, unread = tx.db.execute(
-                'SELECT coalesce(max(id), 0), count(*), coalesce(sum(read = 0), 0)'
-                ' FROM messages').fetchone()
+            newest = tx.db.execute('SELECT coalesce(max(id), 0) FROM messages').fetchone()[0]
+            total, unread = _counts(tx.db, mailbox)
             last_event = tx.db.execute('SELECT coalesce(max(seq), 0) FROM events').fetchone()[0]
         return changes, newest, total, unread, last_event
 
-    def newer_than(self, row_id: int, limit: int = 100) -> list[Json]:
-        """`new` events' Data for messages stored after row `row_id`, oldest first."""
+    def newer_than(self, row_id: int, limit: int = 100) -> list[tuple[str, Json]]:
+        """(mailbox, `new` event's Data) for messages stored after row
+        `row_id`, in every mailbox, oldest first."""
         with self._read() as tx:
-            rows = tx.db.execute('SELECT id, read, summary FROM messages WHERE id > ?'
+            rows = tx.db.execute('SELECT id, mailbox, read, summary FROM messages WHERE id > ?'
                                  ' ORDER BY id LIMIT ?', (row_id, limit)).fetchall()
             tagged = tags_of(tx.db, [row[0] for row in rows])
-        return [render.list_item(json.loads(summary), bool(read), tagged.get(i, []), event=True)
-                for i, read, summary in rows]
+        return [(box, render.list_item(json.loads(summary), bool(read), tagged.get(i, []),
+                                       event=True))
+                for i, box, read, summary in rows]
 
-    def events_since(self, seq: int) -> list[tuple[int, Json]]:
-        """(seq, event) logged after `seq`: delete, update, truncate, prune."""
+    def events_since(self, seq: int, mailbox: str | None = DEFAULT) -> list[tuple[int, Json]]:
+        """(seq, event) logged after `seq` in `mailbox` (None: in every
+        mailbox): delete, update, truncate, prune."""
+        return [(s, event) for s, box, event in self.logged_since(seq)
+                if mailbox is None or box == mailbox]
+
+    def logged_since(self, seq: int) -> list[tuple[int, str, Json]]:
+        """(seq, mailbox, event) of every mailbox's events logged after `seq`."""
         with self._read():
             return self.database.events_since(seq)
 
     def file_size(self) -> int:
         return self.database.file_size()
+
+
+def _counts(db: sqlite3.Connection, mailbox: str) -> tuple[int, int]:
+    """(messages, unread) of a mailbox."""
+    total, unread = db.execute('SELECT count(*), coalesce(sum(read = 0), 0) FROM messages'
+                               ' WHERE mailbox = ?', (mailbox,)).fetchone()
+    return total, unread
 
 
 def list_item(uid: str, fields: Json, username: str | None) -> Json:

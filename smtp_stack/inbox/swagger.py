@@ -129,6 +129,10 @@ NOTES: dict[tuple[str, str], tuple[str, str, list[Json], Json]] = {
                                {'200': _ok('The triggers', _ref('ChaosTriggers'))}),
     ('GET', '/api/v1/info'): ('application', 'About this inbox', [],
                               {'200': _ok('Information', _ref('AppInformation'))}),
+    ('GET', '/api/v1/mailboxes'): (
+        'application', 'Ours, not Mailpit\'s: the mailboxes (--mailboxes) the caller may '
+        'read, the default one first; another mailbox\'s API is this one under its `Path`',
+        [], {'200': _ok('The mailboxes', _ref('Mailboxes'))}),
     ('GET', '/api/v1/webui'): ('application', "The web page's settings", [],
                                {'200': _ok('Settings', _ref('WebUIConfiguration'))}),
     ('GET', '/api/v1/swagger.json'): ('application', 'This description', [],
@@ -200,6 +204,10 @@ DEFINITIONS: dict[str, Json] = {
         RuntimeStats=_object(Uptime=INTEGER, Memory=INTEGER, MessagesDeleted=INTEGER,
                              SMTPAccepted=INTEGER, SMTPAcceptedSize=INTEGER,
                              SMTPRejected=INTEGER, SMTPIgnored=INTEGER)),
+    'Mailboxes': _object(
+        Mode={**STRING, 'enum': ['off', 'by-user', 'by-recipient']},
+        Mailbox={**STRING, 'description': "This request's mailbox ('' the default one)"},
+        Mailboxes=_array(_object(Name=STRING, Path=STRING, Total=INTEGER, Unread=INTEGER))),
     'WebUIConfiguration': _object(Label=STRING, SpamAssassin=BOOLEAN, ChaosEnabled=BOOLEAN,
                                   DuplicatesIgnored=BOOLEAN, HideDeleteAllButton=BOOLEAN,
                                   MessageRelay={'type': 'object'}),

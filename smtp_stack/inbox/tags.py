@@ -17,6 +17,8 @@
   in the transaction that stores it, after its other tags are applied.
 - `PUT /api/v1/tags` replaces a message's tags; a tag no message carries
   any more is gone (a trigger of the schema deletes it), as Mailpit prunes.
+- Tags are a mailbox's own (mailboxes.py): the same name in two mailboxes
+  is two tags, renamed or deleted apart; the default mailbox's are ''s.
 
 The pure rules come first; the SQL helpers take a connection inside one
 of the store's transactions.
@@ -154,8 +156,10 @@ def message_addresses(fields: dict[str, Any]) -> list[str]:
 
 # -- in the database (inside one transaction of the store) ---------------------------------
 
-def set_message_tags(db: sqlite3.Connection, row_id: int, names: Iterable[str]) -> list[str]:
-    """Make the message's tags exactly `names` (cleaned); the names applied.
+def set_message_tags(db: sqlite3.Connection, row_id: int, names: Iterable[str],
+                     mailbox: str = '') -> list[str]:
+    """Make the message's tags exactly `names` (cleaned), tags of its
+    `mailbox`; the names applied.
 
     Tags it keeps are left alone (their casing too); tags no message
     carries any more are deleted by the schema's trigger."""
@@ -170,9 +174,10 @@ def set_message_tags(db: sqlite3.Connection, row_id: int, names: Iterable[str]) 
     for name in wanted:
         if name.lower() in current:
             continue
-        db.execute('INSERT OR IGNORE INTO tags (name) VALUES (?)', (name,))
+        db.execute('INSERT OR IGNORE INTO tags (mailbox, name) VALUES (?, ?)', (mailbox, name))
         db.execute('INSERT OR IGNORE INTO message_tags (message, tag)'
-                   ' SELECT ?, id FROM tags WHERE name = ?', (row_id, name))
+                   ' SELECT ?, id FROM tags WHERE mailbox = ? AND name = ?',
+                   (row_id, mailbox, name))
     return wanted
 
 
@@ -189,36 +194,41 @@ def tags_of(db: sqlite3.Connection, row_ids: Sequence[int]) -> dict[int, list[st
     return out
 
 
-def all_tags(db: sqlite3.Connection) -> list[str]:
-    return [name for (name,) in db.execute('SELECT name FROM tags ORDER BY name')]
+def all_tags(db: sqlite3.Connection, mailbox: str = '') -> list[str]:
+    return [name for (name,) in db.execute('SELECT name FROM tags WHERE mailbox = ?'
+                                           ' ORDER BY name', (mailbox,))]
 
 
-def tag_counts(db: sqlite3.Connection) -> dict[str, int]:
+def tag_counts(db: sqlite3.Connection, mailbox: str = '') -> dict[str, int]:
     """{tag: how many messages carry it} (`Tags` of /api/v1/info)."""
     return dict(db.execute('SELECT t.name, count(mt.message) FROM tags t LEFT JOIN'
-                           ' message_tags mt ON mt.tag = t.id GROUP BY t.id ORDER BY t.name'))
+                           ' message_tags mt ON mt.tag = t.id WHERE t.mailbox = ?'
+                           ' GROUP BY t.id ORDER BY t.name', (mailbox,)))
 
 
-def rename_tag(db: sqlite3.Connection, old: str, new: str) -> bool:
-    """Rename a tag on every message; False when nothing changed. TagError
-    (Mailpit's texts) for a bad new name, an unknown tag or a name in use."""
+def rename_tag(db: sqlite3.Connection, old: str, new: str, mailbox: str = '') -> bool:
+    """Rename a tag of a mailbox on its messages; False when nothing changed.
+    TagError (Mailpit's texts) for a bad new name, an unknown tag or a name in use."""
     name = clean_tag(new)
     if not name:
         raise TagError(f'invalid tag name: {name}')
     if old == name:
         return False
-    row = db.execute('SELECT id FROM tags WHERE name = ?', (old,)).fetchone()
+    row = db.execute('SELECT id FROM tags WHERE mailbox = ? AND name = ?',
+                     (mailbox, old)).fetchone()
     if row is None:
         raise TagError(f'tag not found: {old}')
-    if db.execute('SELECT 1 FROM tags WHERE name = ? AND id != ?', (name, row[0])).fetchone():
+    if db.execute('SELECT 1 FROM tags WHERE mailbox = ? AND name = ? AND id != ?',
+                  (mailbox, name, row[0])).fetchone():
         raise TagError(f'tag already exists: {name}')
     db.execute('UPDATE tags SET name = ? WHERE id = ?', (name, row[0]))
     return True
 
 
-def delete_tag(db: sqlite3.Connection, name: str) -> None:
-    """Take a tag off every message (the messages stay); TagError if unknown."""
-    row = db.execute('SELECT id FROM tags WHERE name = ?', (name,)).fetchone()
+def delete_tag(db: sqlite3.Connection, name: str, mailbox: str = '') -> None:
+    """Take a tag off a mailbox's messages (they stay); TagError if unknown."""
+    row = db.execute('SELECT id FROM tags WHERE mailbox = ? AND name = ?',
+                     (mailbox, name)).fetchone()
     if row is None:
         raise TagError(f'tag not found: {name}')
     db.execute('DELETE FROM message_tags WHERE tag = ?', row)

@@ -6,15 +6,16 @@ The body is the message's summary as JSON (Mailpit's MessageSummary: the
 
 Never in the way of ingest: the webhook is a subscriber of the events
 broker (events.py), so it hears of every new message however it came
-(SMTP, `POST /api/v1/send`, another process writing the same file) after
-it is stored; a reader greenlet moves each into a bounded queue at once
-(the broker never sees it lag), and a sender greenlet posts them one by
-one on gevent sockets with a `timeout` per request. A failed request (no
-connection, a timeout, a 5xx or 429) is tried again up to `retries`
-times, waiting `retry_delay`, then twice that, ...; a message still not
-delivered is given up. Failures are logged once per failure period: one
-WARNING when they start, one INFO line (with the count) when a request
-succeeds again. When the queue is full the oldest waiting summary goes.
+(SMTP, `POST /api/v1/send`, another process writing the same file), in
+every mailbox, after it is stored; a reader greenlet moves each into a
+bounded queue at once (the broker never sees it lag), and a sender
+greenlet posts them one by one on gevent sockets with a `timeout` per
+request. A failed request (no connection, a timeout, a 5xx or 429) is
+tried again up to `retries` times, waiting `retry_delay`, then twice
+that, ...; a message still not delivered is given up. Failures are
+logged once per failure period: one WARNING when they start, one INFO
+line (with the count) when a request succeeds again. When the queue is
+full the oldest waiting summary goes.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import gevent.socket
 import gevent.ssl
 
 from .. import __version__, logs
-from .events import Broker
+from .events import EVERY_MAILBOX, Broker
 
 log = logs.get('smtp_stack.inbox')
 
@@ -82,7 +83,7 @@ class Webhook:
     def start(self) -> None:
         """In the hub that serves the inbox (the broker's subscribers live there)."""
         if not self._greenlets:
-            self._queue = self.broker.subscribe()
+            self._queue = self.broker.subscribe(EVERY_MAILBOX)
             self._greenlets = [gevent.spawn(self._listen), gevent.spawn(self._send_all)]
 
     def stop(self) -> None:
@@ -96,7 +97,7 @@ class Webhook:
         while True:
             event = self._queue.get()
             if event is None:       # cut loose by the broker: subscribe again
-                self._queue = self.broker.subscribe()
+                self._queue = self.broker.subscribe(EVERY_MAILBOX)
                 continue
             if event.get('Type') == 'new':
                 self.pending.append(event['Data'])
