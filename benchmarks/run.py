@@ -13,6 +13,7 @@ peer's. Only ratios from one run mean anything: the machine is shared.
     python benchmarks/run.py --json results.json
     python benchmarks/run.py --scenarios durable,durable-conn \
         --servers smtp_stack,smtp_stack-w2,aiosmtpd,nodemailer
+    python benchmarks/run.py --scenarios mx,mx-conn       # every MX row, Haraka
 
 See benchmarks/README.md for what each scenario measures and the caveats.
 """
@@ -29,7 +30,8 @@ import sys
 import time
 
 from benchlib import procs
-from benchlib.report import METRICS, Results, render_table, write_json
+from benchlib.mx import MxWorld
+from benchlib.report import METRICS, Results, render_policy_costs, render_table, write_json
 from benchlib.scenarios import (DEFAULT_SCENARIOS, FULL, MAILDIR_ROOT, QUICK, SCENARIOS,
                                 ScenarioError, run_one)
 from benchlib.servers import BENCH_DIR, all_servers, find_postfix_tool
@@ -43,7 +45,7 @@ def parse_args(argv):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='scenarios:\n' + '\n'.join(
             f'  {k:4} {s.title}' for k, s in SCENARIOS.items())
-        + '\n  (c50, durable and durable-conn are not in the default set)'
+        + '\n  (c50, durable, durable-conn, mx and mx-conn are not in the default set)'
         + '\nservers:\n  ' + ', '.join(servers)
         + ', and smtp_stack@NAME for each --tree')
     p.add_argument('--scenarios', default=','.join(DEFAULT_SCENARIOS),
@@ -163,6 +165,19 @@ def load_average():
         return 'unknown'
 
 
+def missing_for_mx():
+    """What the MX scenarios need and this machine lacks, with how to get
+    it; None when nothing is missing."""
+    import importlib.util
+    missing = [f'{program} (Debian package {package})'
+               for program, package in (('redis-server', 'redis-server'),
+                                        ('dnsmasq', 'dnsmasq-base'))
+               if not shutil.which(program) and not os.access(f'/usr/sbin/{program}', os.X_OK)]
+    if importlib.util.find_spec('dkim') is None:
+        missing.append("dkimpy (pip install -e '.[policies]')")
+    return ', '.join(missing) or None
+
+
 def postfix_daemon_running():
     try:
         with open('/var/spool/postfix/pid/master.pid') as f:
@@ -226,6 +241,13 @@ def main(argv=None):
         say(msg)
         notes.append(msg)
         scenarios = [s for s in scenarios if s not in needs_source]
+    needs_mx = [s for s in scenarios if SCENARIOS[s].needs == 'mx']
+    problem = missing_for_mx() if needs_mx else None
+    if problem:
+        msg = f"scenarios {','.join(needs_mx)} skipped: {problem} not found"
+        say(msg)
+        notes.append(msg)
+        scenarios = [s for s in scenarios if s not in needs_mx]
     if not servers or not scenarios:
         say('nothing to run')
         return 2
@@ -250,6 +272,18 @@ def main(argv=None):
     results = Results()
     started = time.monotonic()
     interrupted = False
+    mx_world = None
+    if any(SCENARIOS[k].needs == 'mx' for k in scenarios):
+        try:
+            mx_world = MxWorld().__enter__()
+        except (OSError, RuntimeError) as exc:
+            msg = f'scenarios mx, mx-conn skipped: {exc}'
+            say(msg)
+            notes.append(msg)
+            scenarios = [s for s in scenarios if SCENARIOS[s].needs != 'mx']
+        else:
+            notes.append(f'MX scenarios: {mx_world.versions()}, private, on 127.0.0.1 '
+                         '(Redis+DNS CPU: what they spent during the measured part)')
     try:
         for rep in range(1, args.repeat + 1):
             for key in scenarios:
@@ -260,7 +294,7 @@ def main(argv=None):
                     t0 = time.monotonic()
                     try:
                         figures, bound = run_one(scenario, spec, counts, logdir,
-                                                 f'r{rep}', tls_paths)
+                                                 f'r{rep}', tls_paths, mx_world)
                     except ScenarioError as exc:
                         results.fail(spec.name, key, str(exc))
                         say(f'[{rep}/{args.repeat}] ({key}) {spec.label}: FAILED: {exc}')
@@ -284,6 +318,8 @@ def main(argv=None):
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)   # a second Ctrl-C must not cut the clean-up
+        if mx_world is not None:
+            mx_world.__exit__(None, None, None)
         procs.kill_all()
         if any(SCENARIOS[k].maildir for k in scenarios):
             shutil.rmtree(MAILDIR_ROOT[0], ignore_errors=True)
@@ -297,6 +333,10 @@ def main(argv=None):
     table = render_table(results, rows, scenarios, baseline)
     print(table)
     print()
+    costs = render_policy_costs(results, rows, scenarios)
+    if costs:
+        print(costs)
+        print()
     if baseline:
         print(f'(N×) = {baseline} figure ÷ this server\'s figure. For msg/s, MiB/s and '
               'sessions/s above 1 means smtp_stack is faster; for RSS and KB/conn '
@@ -316,6 +356,9 @@ def main(argv=None):
         'durable': f'(durable) {c.durable_msgs:,} messages over 20 sessions, each fsync\'d',
         'durable-conn': f'(durable-conn) {c.dconn_msgs:,} connections, 20 at a time, '
                         'each message fsync\'d',
+        'mx': f'(mx) {c.mx_msgs:,} DKIM-signed 4 KB messages over 20 XCLIENT sessions',
+        'mx-conn': f'(mx-conn) {c.mxconn_msgs:,} connections, 20 at a time, one '
+                   'DKIM-signed 4 KB message each',
     }
     print('Load: ' + '; '.join(loads[k] for k in scenarios) + '. '
           + (f'Median of {args.repeat} runs' if args.repeat > 1 else 'One run')

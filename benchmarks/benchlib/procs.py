@@ -71,6 +71,22 @@ def free_port(host='127.0.0.1'):
         return s.getsockname()[1]
 
 
+def free_port_udp_tcp(host='127.0.0.1', tries=50):
+    """A port free a moment ago for both UDP and TCP (a DNS server binds
+    both)."""
+    for _ in range(tries):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
+            port = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise OSError('no port free for both UDP and TCP')
+
+
 def _stat_fields(pid):
     """Fields of /proc/PID/stat after the command name (which may hold
     spaces and parentheses), so index 0 is field 3 ('state')."""

@@ -41,6 +41,13 @@ METRICS = [
     Metric(key, f'{key}_per_cpu', f'({key}) msg/CPU-s'),
     Metric(key, f'{key}_sys_us', f'({key}) sys µs/msg', False),
     Metric(key, f'{key}_rss', f'({key}) peak RSS MiB', False),
+)] + [metric for key in ('mx', 'mx-conn') for metric in (
+    Metric(key, f'{key}_rate', f'({key}) msg/s', client_limited=True),
+    Metric(key, f'{key}_per_cpu', f'({key}) msg/CPU-s'),
+    Metric(key, f'{key}_cpu_ms', f'({key}) CPU-ms/msg', False),
+    Metric(key, f'{key}_sys_us', f'({key}) sys µs/msg', False),
+    Metric(key, f'{key}_rss', f'({key}) peak RSS MiB', False),
+    Metric(key, f'{key}_helpers_ms', f'({key}) Redis+DNS CPU-ms/msg', False),
 )]
 
 
@@ -119,6 +126,41 @@ def render_table(results, servers, scenarios, baseline):
         return '| ' + ' | '.join(c.ljust(w) if i < 2 else c.rjust(w)
                                  for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + ' |'
     rule = '|' + '|'.join('-' * (w + 2) if i < 2 else '-' * (w + 1) + ':'
+                          for i, w in enumerate(widths)) + '|'
+    return '\n'.join([line(header), rule] + [line(r) for r in rows])
+
+
+def render_policy_costs(results, servers, scenarios):
+    """What each policy set costs over the same server with none (the MX
+    scenarios): CPU-ms per message of the row minus its `mx_base` row's,
+    medians of each. '' when no such pair was measured."""
+    keys = [k for k in ('mx', 'mx-conn') if k in scenarios]
+    rows = []
+    for spec in servers:
+        if not spec.mx_base:
+            continue
+        cells, any_value = [spec.label], False
+        for key in keys:
+            for metric in ('cpu_ms', 'helpers_ms'):
+                value = results.median(spec.name, key, f'{key}_{metric}')
+                base = results.median(spec.mx_base, key, f'{key}_{metric}')
+                if value is None or base is None:
+                    cells.append('—')
+                else:
+                    cells.append(f'{value - base:+.2f}')
+                    any_value = True
+        if any_value:
+            rows.append(cells)
+    if not rows:
+        return ''
+    header = ['over the same server with no policy'] + [
+        f'({key}) {what}' for key in keys for what in ('+CPU-ms/msg', '+Redis+DNS CPU-ms')]
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+
+    def line(cells):
+        return '| ' + ' | '.join(c.ljust(w) if i == 0 else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + ' |'
+    rule = '|' + '|'.join('-' * (w + 2) if i == 0 else '-' * (w + 1) + ':'
                           for i, w in enumerate(widths)) + '|'
     return '\n'.join([line(header), rule] + [line(r) for r in rows])
 

@@ -18,6 +18,16 @@ durable       smtp-source -d -s 20: 1 KB messages over 20 sessions, many per
               messages per server CPU-second, the server's system time per
               message, peak RSS.
 durable-conn  the same with one message per connection, 20 at a time.
+mx            clients/mx_client.py: DKIM-signed 4 KB messages from 20 sessions,
+              many per session, each session first saying XCLIENT with a
+              client address of its own; every server runs an inbound MX's
+              policy stack against the run's redis-server and dnsmasq
+              (benchlib/mx.py) and stores into a Maildir as in `durable`.
+              messages/s, per server CPU-second, CPU-ms per message, the
+              server's system time per message, peak RSS, and the CPU the
+              server made redis-server and dnsmasq spend per message.
+mx-conn       the same with one message per connection (XCLIENT each time,
+              100 client addresses in turn), 20 at a time.
 """
 
 import json
@@ -53,6 +63,10 @@ class Counts:
     durable_warm: int = 1000
     dconn_msgs: int = 4000
     dconn_warm: int = 400
+    mx_msgs: int = 6000
+    mx_warm: int = 600
+    mxconn_msgs: int = 3000
+    mxconn_warm: int = 300
     e_procs: int = 2
     e_concurrency: int = 16
 
@@ -68,6 +82,8 @@ class Counts:
                       e_sessions=s(self.e_sessions, 20), e_warm=self.e_warm,
                       durable_msgs=s(self.durable_msgs, 100), durable_warm=self.durable_warm,
                       dconn_msgs=s(self.dconn_msgs, 100), dconn_warm=self.dconn_warm,
+                      mx_msgs=s(self.mx_msgs, 100), mx_warm=self.mx_warm,
+                      mxconn_msgs=s(self.mxconn_msgs, 100), mxconn_warm=self.mxconn_warm,
                       e_procs=self.e_procs, e_concurrency=self.e_concurrency)
 
 
@@ -77,7 +93,8 @@ FULL = Counts(a_msgs=40000, a_warm=4000, b_msgs=10000, b_warm=1000,
 QUICK = Counts(a_msgs=3000, a_warm=300, b_msgs=1000, b_warm=100,
                c_msgs=16, c_warm=4, c50_msgs=4, d_conns=2000,
                e_sessions=400, e_warm=32, durable_msgs=1500, durable_warm=300,
-               dconn_msgs=600, dconn_warm=100)
+               dconn_msgs=600, dconn_warm=100, mx_msgs=600, mx_warm=100,
+               mxconn_msgs=300, mxconn_warm=60)
 
 # Where the durable scenarios' Maildirs are made (one per measurement);
 # run.py may point it elsewhere (--maildir-root). They are removed at the
@@ -95,9 +112,10 @@ class ScenarioError(Exception):
 class ServerRun:
     """A fresh server process for one measurement, stopped on exit."""
 
-    def __init__(self, spec, logdir, tag, tls=None, maildir=False):
+    def __init__(self, spec, logdir, tag, tls=None, maildir=False, mx=None):
         self.spec = spec
         self.tls = tls
+        self.mx = mx            # the MX scenarios' world (benchlib.mx.MxWorld)
         self.port = procs.free_port()
         self.log_path = os.path.join(logdir, f'{spec.name}-{tag}.log')
         self.proc = None
@@ -111,8 +129,9 @@ class ServerRun:
     def __enter__(self):
         self.log = open(self.log_path, 'wb')
         try:
-            self.proc = procs.spawn(self.spec.command(self.port, self.tls, self.maildir),
-                                    env=self.spec.env(), stdout=self.log,
+            command = self.spec.command(self.port, self.tls, self.maildir,
+                                        mx=self.mx.env if self.mx else None)
+            self.proc = procs.spawn(command, env=self.spec.env(), stdout=self.log,
                                     stderr=subprocess.STDOUT)
         except OSError as exc:
             self.log.close()
@@ -277,6 +296,96 @@ def measure_durable_conn(server, counts):
                             False)
 
 
+MX_SESSIONS = 20
+MX_CONN_CLIENTS = 100     # client addresses mx-conn's connections take in turn
+
+
+def _mx_client(server, *args):
+    """clients/mx_client.py against the server, bounded; its JSON report."""
+    cmd = [sys.executable, os.path.join(CLIENTS, 'mx_client.py'), '--port', str(server.port),
+           '--message', server.mx.env['message'], '--sessions', str(MX_SESSIONS), *args]
+    run = procs.run_bounded(cmd, 600)
+    server.check_alive()
+    try:
+        report = json.loads(run.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise ScenarioError(f'MX client {run.error_text()}') from None
+    return run, report
+
+
+def _mx_prime(server, clients):
+    """Every client's triplets through the greylist (a 451, then a retry
+    after the delay, accepted), and a message tried as the DNSBL-listed
+    client, which must be refused (5xx) exactly by the servers that check
+    the DNSBL."""
+    from .mx import LISTED_CLIENT
+    _, report = _mx_client(server, '--prime', '--clients', str(clients),
+                           '--listed', LISTED_CLIENT, '--delay', '2.5')
+    if report['errors']:
+        raise ScenarioError(f"priming the greylist: {report['errors']} errors, first: "
+                            f"{report['first_error']}")
+    listed = report.get('listed') or ''
+    if listed.startswith('5') != server.spec.mx_dnsbl:   # a greylist's 451 is no refusal
+        raise ScenarioError(f'the DNSBL-listed client got {listed or "its RCPT accepted"}'
+                            + (' (is the DNSBL check live?)' if server.spec.mx_dnsbl else ''))
+
+
+def _mx_results_of(server):
+    """The header section of the newest message in new/ (what the server
+    added above the signed message: Authentication-Results ...)."""
+    folder = os.path.join(server.maildir, 'new')
+    newest = max(os.listdir(folder), key=lambda n: os.stat(os.path.join(folder, n)).st_mtime)
+    with open(os.path.join(folder, newest), 'rb') as f:
+        head = f.read(64 * KIB).split(b'\nDKIM-Signature:', 1)[0]
+    return ' '.join(head.decode(errors='replace').split())
+
+
+def _measure_mx(server, key, messages, warm, per_session):
+    clients = MX_SESSIONS if per_session else MX_CONN_CLIENTS
+    _mx_prime(server, clients)
+    load = (['--per-session'] if per_session else ['--clients', str(clients)])
+
+    def send(count, what):
+        run, report = _mx_client(server, '--messages', str(count), *load)
+        if report['errors'] or not report['messages']:
+            raise ScenarioError(f"{what}: {report['errors']} errors in {count} messages, "
+                                f"first: {report['first_error']}")
+        return run, report
+
+    send(warm, 'warm-up')
+    user0, sys0 = procs.group_cpu_split(server.pgid)
+    helpers0 = server.mx.helpers_cpu()
+    run, report = send(messages, 'run')
+    user1, sys1 = procs.group_cpu_split(server.pgid)
+    helpers = server.mx.helpers_cpu() - helpers0
+    stored = server.stored()
+    if stored < warm + messages:
+        raise ScenarioError(f'{stored} messages in new/ after {warm + messages} were sent')
+    results = _mx_results_of(server)
+    missing = [r for r in server.spec.mx_results if r not in results]
+    if missing:
+        raise ScenarioError(f"the stored message lacks {', '.join(missing)}: {results[:300]}")
+    cpu = max(user1 + sys1 - user0 - sys0, 1.0 / procs.CLK_TCK)
+    seconds = report['seconds']
+    return {f'{key}_rate': messages / seconds, f'{key}_per_cpu': messages / cpu,
+            f'{key}_cpu_ms': cpu / messages * 1e3,
+            f'{key}_sys_us': (sys1 - sys0) / messages * 1e6,
+            f'{key}_rss': procs.group_hwm_kb(server.pgid) / KIB,
+            f'{key}_helpers_ms': helpers / messages * 1e3,
+            f'{key}_seconds': seconds, f'{key}_server_cpu': cpu,
+            f'{key}_server_cores': cpu / run.wall,
+            f'{key}_client_cores': run.cpu / run.wall}, _client_bound(run, cpu,
+                                                                      server.spec.workers)
+
+
+def measure_mx(server, counts):
+    return _measure_mx(server, 'mx', counts.mx_msgs, counts.mx_warm, True)
+
+
+def measure_mx_conn(server, counts):
+    return _measure_mx(server, 'mx-conn', counts.mxconn_msgs, counts.mxconn_warm, False)
+
+
 def _idle_cmd(port, count, hold):
     return [sys.executable, os.path.join(CLIENTS, 'idle_client.py'),
             '--port', str(port), '--count', str(count), '--hold', str(hold),
@@ -368,7 +477,7 @@ class Scenario:
     key: str
     title: str
     measure: object
-    needs: str      # 'smtp-source', 'tls' or ''
+    needs: str      # 'smtp-source', 'tls', 'mx' (redis-server, dnsmasq, dkimpy) or ''
     maildir: bool = False   # the server stores into a Maildir made for the run
 
 
@@ -388,13 +497,26 @@ SCENARIOS = {
     'durable-conn': Scenario('durable-conn', 'the same, one message per connection, '
                              '20 at a time', measure_durable_conn, 'smtp-source',
                              maildir=True),
+    'mx': Scenario('mx', 'an inbound MX\'s policy stack (XCLIENT, DKIM-signed 4 KB, Redis, '
+                   'DNS), Maildir, 20 sessions, many per session', measure_mx, 'mx',
+                   maildir=True),
+    'mx-conn': Scenario('mx-conn', 'the same, one message per connection, 20 at a time',
+                        measure_mx_conn, 'mx', maildir=True),
 }
 DEFAULT_SCENARIOS = ('a', 'b', 'c', 'd', 'e')
 
 
-def run_one(scenario, spec, counts, logdir, tag, tls_paths):
+def run_one(scenario, spec, counts, logdir, tag, tls_paths, mx_world=None):
     """Measure one server under one scenario. Returns (figures, client_bound)
-    or raises ScenarioError."""
+    or raises ScenarioError. The MX scenarios empty Redis first, so every
+    server primes the same state."""
     tls = tls_paths if scenario.needs == 'tls' else None
-    with ServerRun(spec, logdir, f'{scenario.key}-{tag}', tls, scenario.maildir) as server:
+    mx = mx_world if scenario.needs == 'mx' else None
+    if mx is not None:
+        try:
+            mx.reset()
+        except OSError as exc:
+            raise ScenarioError(f'redis-server: {exc}') from None
+    with ServerRun(spec, logdir, f'{scenario.key}-{tag}', tls, scenario.maildir,
+                   mx) as server:
         return scenario.measure(server, counts)

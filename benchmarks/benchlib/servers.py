@@ -80,9 +80,19 @@ class ServerSpec:
     def version(self):
         return ''
 
-    def command(self, port, tls=None, maildir=None):
+    # The MX scenarios: whether the server checks the DNSBL (so refuses the
+    # listed client), and what its Authentication-Results must say of the
+    # signed message (a check that silently did nothing would flatter it).
+    mx_dnsbl = False
+    mx_results = ()
+    # The row this one's policy costs are counted over ("cost over none").
+    mx_base = None
+
+    def command(self, port, tls=None, maildir=None, mx=None):
         """argv to start the sink; ``tls`` is (key_path, cert_path) for (e);
-        ``maildir`` a directory to store every message in (durable scenarios)."""
+        ``maildir`` a directory to store every message in (durable and MX
+        scenarios); ``mx`` the MX scenarios' world (benchlib.mx.MxWorld.env:
+        Redis and DNS addresses)."""
         raise NotImplementedError
 
     def env(self):
@@ -90,10 +100,17 @@ class ServerSpec:
 
 
 DURABLE = ('durable', 'durable-conn')
+MX = ('mx', 'mx-conn')
+MX_POLICIES = ('recipients', 'dnsbl', 'greylist', 'rate_limit', 'authenticate')
+AUTH_RESULTS = ('spf=pass', 'dkim=pass', 'dmarc=pass')
 
 
 class SmtpStack(ServerSpec):
-    scenarios = ('a', 'b', 'c', 'c50', 'd', 'e') + DURABLE
+    """smtp_stack_sink.py; in the MX scenarios with every policy on."""
+    scenarios = ('a', 'b', 'c', 'c50', 'd', 'e') + DURABLE + MX
+    mx_dnsbl = True
+    mx_results = AUTH_RESULTS
+    mx_base = 'smtp_stack-mx-none'
 
     def __init__(self, workers=1, bare=False, tree=None):
         self.workers = workers
@@ -107,8 +124,10 @@ class SmtpStack(ServerSpec):
             self.name, self.label = f'smtp_stack@{tree[0]}', f'smtp_stack at {tree[0]}'
         if bare:
             self.scenarios = ('a', 'b')
-        elif workers != 1 or tree:
+        elif workers != 1:
             self.scenarios = ('a', 'b') + DURABLE
+        elif tree:
+            self.scenarios = ('a', 'b') + DURABLE + MX
         self._checked = None
 
     def check(self):
@@ -144,10 +163,17 @@ class SmtpStack(ServerSpec):
         self.check()
         return self._checked[0]
 
-    def command(self, port, tls=None, maildir=None):
+    mx_policies = ','.join(MX_POLICIES)
+    mx_no_dmarc_arc = False
+
+    def command(self, port, tls=None, maildir=None, mx=None):
         cmd = [sys.executable, os.path.join(SINKS, 'smtp_stack_sink.py'),
                '--host', '127.0.0.1', '--port', str(port),
                '--size', str(MAX_SIZE), '--backlog', str(BACKLOG)]
+        if mx:
+            cmd += ['--policies', self.mx_policies, '--redis', mx['redis'], '--dns', mx['dns']]
+            if self.mx_no_dmarc_arc:
+                cmd.append('--no-dmarc-arc')
         if self.workers != 1:
             cmd += ['--workers', str(self.workers)]
         if self.bare:
@@ -162,6 +188,31 @@ class SmtpStack(ServerSpec):
 
     def env(self):
         return _python_env()
+
+
+class SmtpStackMx(SmtpStack):
+    """smtp_stack in the MX scenarios with some of the policies: none (the
+    floor: XCLIENT and the Maildir), one alone (what it costs over none), or
+    all without DMARC and ARC (what Haraka checks)."""
+
+    def __init__(self, policies, no_dmarc_arc=False):
+        super().__init__()
+        self.scenarios = MX
+        self.mx_policies = ','.join(policies) or 'none'
+        self.mx_no_dmarc_arc = no_dmarc_arc
+        self.mx_dnsbl = 'dnsbl' in policies
+        self.mx_results = ()
+        if 'authenticate' in policies:
+            self.mx_results = AUTH_RESULTS[:2] if no_dmarc_arc else AUTH_RESULTS
+        if no_dmarc_arc:
+            self.name = 'smtp_stack-mx-nodmarc'
+            self.label = 'smtp_stack, all but DMARC and ARC (what Haraka checks)'
+        elif not policies:
+            self.name, self.label = 'smtp_stack-mx-none', 'smtp_stack, no policy'
+            self.mx_base = None
+        else:
+            self.name = f'smtp_stack-mx-{policies[0]}'
+            self.label = f'smtp_stack, {policies[0]} alone'
 
 
 class Aiosmtpd(ServerSpec):
@@ -188,7 +239,7 @@ class Aiosmtpd(ServerSpec):
             text += f", uvloop {_version('uvloop')}"
         return text
 
-    def command(self, port, tls=None, maildir=None):
+    def command(self, port, tls=None, maildir=None, mx=None):
         cmd = [sys.executable, os.path.join(SINKS, 'aiosmtpd_sink.py'),
                '--host', '127.0.0.1', '--port', str(port),
                '--size', str(MAX_SIZE), '--backlog', str(BACKLOG)]
@@ -227,7 +278,7 @@ class Nodemailer(ServerSpec):
         except (OSError, ValueError, KeyError, subprocess.TimeoutExpired):
             return ''
 
-    def command(self, port, tls=None, maildir=None):
+    def command(self, port, tls=None, maildir=None, mx=None):
         cmd = ['node', os.path.join(SINKS, 'nodemailer_sink.js'),
                '--host', '127.0.0.1', '--port', str(port),
                '--size', str(MAX_SIZE), '--backlog', str(BACKLOG)]
@@ -262,7 +313,7 @@ class SmtpSink(ServerSpec):
         except (OSError, subprocess.TimeoutExpired):
             return ''
 
-    def command(self, port, tls=None, maildir=None):
+    def command(self, port, tls=None, maildir=None, mx=None):
         cmd = [find_postfix_tool('smtp-sink'), '-h', HOSTNAME,
                '-m', '8192']          # default 256 sessions: (d) needs 2,000
         if os.geteuid() == 0:
@@ -306,7 +357,7 @@ class PostfixMaildir(ServerSpec):
     def cleanup(self, port):
         shutil.rmtree(f'/tmp/bench-postfix-{port}', ignore_errors=True)
 
-    def command(self, port, tls=None, maildir=None):
+    def command(self, port, tls=None, maildir=None, mx=None):
         return [sys.executable, os.path.join(SINKS, 'postfix_maildir.py'),
                 '--host', '127.0.0.1', '--port', str(port), '--maildir', maildir,
                 '--size', str(MAX_SIZE)]
@@ -314,10 +365,22 @@ class PostfixMaildir(ServerSpec):
 
 class HarakaMaildir(ServerSpec):
     """benchmarks/servers/haraka_maildir.py: Haraka (npm) with a small queue
-    plugin that stores each message durably in the Maildir."""
+    plugin that stores each message durably in the Maildir; in the MX
+    scenarios with its stock policy plugins in front (``policies=False``:
+    without them, the floor the plugins' cost is counted over)."""
     name = 'haraka'
     label = 'Haraka (write+fsync queue plugin)'
-    scenarios = DURABLE
+    scenarios = DURABLE + MX
+    mx_dnsbl = True
+    mx_results = AUTH_RESULTS[:2]
+    mx_base = 'haraka-mx-none'
+
+    def __init__(self, policies=True):
+        self.policies = policies
+        if not policies:
+            self.name, self.label = 'haraka-mx-none', 'Haraka, no policy plugin'
+            self.scenarios = MX
+            self.mx_dnsbl, self.mx_results, self.mx_base = False, (), None
 
     def check(self):
         if not shutil.which('node'):
@@ -336,10 +399,14 @@ class HarakaMaildir(ServerSpec):
     def cleanup(self, port):
         shutil.rmtree(f'/tmp/bench-haraka-{port}', ignore_errors=True)
 
-    def command(self, port, tls=None, maildir=None):
-        return [sys.executable, os.path.join(SINKS, 'haraka_maildir.py'),
-                '--host', '127.0.0.1', '--port', str(port), '--maildir', maildir,
-                '--size', str(MAX_SIZE)]
+    def command(self, port, tls=None, maildir=None, mx=None):
+        cmd = [sys.executable, os.path.join(SINKS, 'haraka_maildir.py'),
+               '--host', '127.0.0.1', '--port', str(port), '--maildir', maildir,
+               '--size', str(MAX_SIZE)]
+        if mx:
+            cmd += ['--mx', 'all' if self.policies else 'none',
+                    '--redis', mx['redis'], '--dns', mx['dns']]
+        return cmd
 
     def env(self):
         env = dict(os.environ)
@@ -354,7 +421,7 @@ class GeventSink(ServerSpec):
     label = 'featureless gevent sink'
     scenarios = ('a', 'b', 'c', 'c50', 'd')
 
-    def command(self, port, tls=None, maildir=None):
+    def command(self, port, tls=None, maildir=None, mx=None):
         return [sys.executable, os.path.join(SINKS, 'gevent_sink.py'),
                 '--host', '127.0.0.1', '--port', str(port), '--backlog', str(BACKLOG)]
 
@@ -366,4 +433,6 @@ def all_servers(trees=()):
     """Every server spec; `trees` (name, path) add smtp_stack at other checkouts."""
     return [SmtpStack(tree=tree) for tree in trees] + [
         SmtpStack(), SmtpStack(workers=2), SmtpStack(bare=True), GeventSink(), Aiosmtpd(),
-        Aiosmtpd(uvloop=True), Nodemailer(), SmtpSink(), PostfixMaildir(), HarakaMaildir()]
+        Aiosmtpd(uvloop=True), Nodemailer(), SmtpSink(), PostfixMaildir(), HarakaMaildir(),
+        SmtpStackMx(MX_POLICIES, no_dmarc_arc=True), SmtpStackMx(())] + [
+        SmtpStackMx((policy,)) for policy in MX_POLICIES] + [HarakaMaildir(policies=False)]

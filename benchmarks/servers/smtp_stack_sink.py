@@ -14,6 +14,16 @@ AUTH PLAIN only after TLS, and accepts any password.
 With ``--maildir DIR`` (the durable scenarios) the body is not thrown away:
 ``MaildirDelivery(DIR)`` stores each message (write, fsync, rename into
 new/, fsync of new/) before the 250, in place of the reading middleware.
+
+With ``--policies`` (the MX scenarios) the client is trusted for XCLIENT
+(``use_xclient=['127.0.0.1']``) and the inbound-MX policies named run after
+the Maildir delivery, as docs/policies.md registers them: recipients
+(bench.example), dnsbl (the run's zone), greylist (delay 1 s, so that the
+client can pass its triplets before the measurement; the rest as shipped),
+rate_limit (recipients per client address in an hour, a limit never
+reached), authenticate (SPF, DKIM, DMARC, ARC; ``--no-dmarc-arc`` leaves
+the last two out); Redis and DNS are the run's private redis-server
+(``--redis``) and dnsmasq (``--dns``).
 """
 
 import argparse
@@ -42,6 +52,32 @@ def read_body(ctx, next):
                 pass
 
 
+MX_POLICIES = ('recipients', 'dnsbl', 'greylist', 'rate_limit', 'authenticate')
+
+
+def mx_policies(args):
+    """The middleware of the MX scenarios' policies, in MX_POLICIES order."""
+    names = [n.strip() for n in args.policies.split(',') if n.strip() not in ('', 'none')]
+    unknown = set(names) - set(MX_POLICIES)
+    if unknown:
+        raise SystemExit(f'unknown policies: {", ".join(sorted(unknown))}')
+    if not names:
+        return []
+    from smtp_stack import policies
+    host, _, port = (args.dns or '127.0.0.1:53').rpartition(':')
+    dns = policies.Resolver([host], port=int(port), timeout=2.0)
+    state = policies.store(f'redis://{args.redis or "127.0.0.1:6379"}/0')
+    made = {
+        'recipients': lambda: policies.recipients(domains=['bench.example']),
+        'dnsbl': lambda: policies.dnsbl(['bl.bench.example'], resolver=dns),
+        'greylist': lambda: policies.greylist(delay=1, store=state),
+        'rate_limit': lambda: policies.rate_limit(recipients=10**9, per=3600, store=state),
+        'authenticate': lambda: policies.authenticate(
+            dmarc=not args.no_dmarc_arc, arc=not args.no_dmarc_arc, resolver=dns),
+    }
+    return [made[name]() for name in MX_POLICIES if name in names]
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--host', default='127.0.0.1')
@@ -53,6 +89,13 @@ def parse_args(argv):
                    help='no middleware and no logging: the engine alone, to tell what they cost')
     p.add_argument('--tree', help='import smtp_stack from this checkout (an A/B in one run)')
     p.add_argument('--maildir', help='store every message in this Maildir (durable scenarios)')
+    p.add_argument('--policies', default='',
+                   help='MX scenarios: comma-separated policies (recipients, dnsbl, greylist, '
+                        'rate_limit, authenticate), or "none" for XCLIENT alone')
+    p.add_argument('--no-dmarc-arc', action='store_true',
+                   help='authenticate checks SPF and DKIM only')
+    p.add_argument('--redis', help='HOST:PORT of the Redis server of greylist and rate_limit')
+    p.add_argument('--dns', help='HOST:PORT of the DNS server of dnsbl and authenticate')
     p.add_argument('--tls', action='store_true')
     p.add_argument('--key')
     p.add_argument('--cert')
@@ -105,11 +148,15 @@ def main(argv=None):
     else:
         options['disabled_commands'] = ['STARTTLS', 'AUTH']
 
+    if args.policies:
+        options['use_xclient'] = ['127.0.0.1']
     server = SmtpServer(**options)
     if args.maildir:
         from smtp_stack.delivery import MaildirDelivery
         server.use(passthrough)
         server.use(MaildirDelivery(args.maildir, hostname='bench.example'))
+        for policy in mx_policies(args):
+            server.use(policy)
     elif not args.bare:
         server.use(passthrough)
         server.use(read_body)

@@ -3,7 +3,8 @@
 // to a new file in the Maildir's tmp/, fsync'd, renamed into new/, and new/
 // is fsync'd, before Haraka's 250 (the guarantee smtp_stack's Maildir
 // delivery gives). File calls go through fs.promises (libuv's threads).
-// Also answers lookup_rdns with 'localhost': no peer does reverse DNS.
+// Also answers lookup_rdns with 'localhost' ($BENCH_RDNS when set: 'Unknown'
+// in the MX scenarios, Haraka's word for no rDNS): no peer does reverse DNS.
 // The Maildir is $BENCH_MAILDIR (set by benchmarks/servers/haraka_maildir.py).
 
 const fs = require('fs');
@@ -16,7 +17,7 @@ exports.register = function () {
 };
 
 exports.hook_lookup_rdns = function (next) {
-    next(OK, 'localhost');
+    next(OK, process.env.BENCH_RDNS || 'localhost');
 };
 
 async function store(dir, data) {
