@@ -4,7 +4,12 @@
 #   - Postfix's smtp-source and smtp-sink (Debian package postfix; its
 #     daemon is stopped again right after the install)
 #   - nodemailer's smtp-server and Haraka (npm, into
-#     benchmarks/node/node_modules, which git ignores)
+#     benchmarks/node/node_modules, which git ignores; Haraka's stock
+#     plugins come with it as optional dependencies)
+#   - for the MX scenarios: redis-server and dnsmasq (Debian packages
+#     redis-server and dnsmasq-base; no daemon of theirs is wanted, the
+#     harness starts private ones) and the policies' Python packages
+#     (dkimpy ...: pip install -e '.[policies]')
 # Each step is skipped when what it installs is already there.
 # Usage: sh benchmarks/install.sh        (PYTHON=python3.11 to pick Python)
 set -eu
@@ -30,6 +35,26 @@ fi
 if command -v postfix >/dev/null 2>&1 || [ -x /usr/sbin/postfix ]; then
     if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
     $sudo /usr/sbin/postfix status >/dev/null 2>&1 && $sudo /usr/sbin/postfix stop || true
+fi
+
+if ! "$python" -c 'import dkim, dns, spf, redis' 2>/dev/null; then
+    echo "== pip install -e '.[policies]' (for the MX scenarios)"
+    "$python" -m pip install -e "$here/..[policies]"
+fi
+
+missing=
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing="$missing dnsmasq-base"
+if [ -n "$missing" ]; then
+    echo "== apt-get install$missing (for the MX scenarios)"
+    if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
+    $sudo apt-get update -q
+    # dnsmasq-base has no service; redis-server's is stopped: the harness
+    # runs private instances on free ports.
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q $missing
+    if [ -z "${missing##*redis-server*}" ] && command -v systemctl >/dev/null 2>&1; then
+        $sudo systemctl stop redis-server 2>/dev/null || true
+    fi
 fi
 
 if ! command -v node >/dev/null 2>&1; then
