@@ -46,7 +46,13 @@ def check_field(name: object, value: object) -> tuple[str, str]:
 def fold(name: str, value: str) -> str:
     """`Name: value` folded at white space (RFC 5322 2.2.3) into lines of at
     most 78 characters where the words allow, ending in CRLF. A word too
-    long for any line stays whole up to 998 characters; longer: ValueError."""
+    long for any line stays whole up to 998 characters; longer: ValueError.
+
+    Folding puts CRLF before the space that separated two words and keeps
+    that space, so unfolding (taking the CRLFs out, RFC 5322 2.2.3) gives
+    the value back byte for byte; a tab there would change it, and with
+    it a signature that covers the field with simple canonicalization
+    (RFC 6376 3.4.1)."""
     words = value.split(' ')
     lines = []
     current = f'{name}:'
@@ -57,7 +63,7 @@ def fold(name: str, value: str) -> str:
         candidate = f'{current} {word}'
         if len(candidate) > FOLD_AT and current.strip() and current != f'{name}:':
             lines.append(current)
-            current = f'\t{word}'
+            current = f' {word}'
         else:
             current = candidate
     lines.append(current)

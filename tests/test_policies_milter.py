@@ -8,11 +8,14 @@ accepts connections and never answers (the default action, within the
 timeout). smtplib is the client, a MailSink the delivery."""
 from __future__ import annotations
 
+import contextlib
+import email
 import json
 import logging
 import ssl
 from email.message import EmailMessage
 import os
+import re
 import smtplib
 import socket
 import subprocess
@@ -20,9 +23,10 @@ import time
 
 import pytest
 
-from smtp_stack import policies
+from smtp_stack import SmtpServer, policies
 from smtp_stack.config import ConfigError, parse
-from smtp_stack.testing import MailSink
+from smtp_stack.delivery import MaildirDelivery
+from smtp_stack.testing import MailSink, ServerThread
 
 import peers
 from clamav_private import EICAR, SIGNATURE, PrivateClamav
@@ -424,15 +428,14 @@ def test_milters_in_a_row_each_see_the_ones_before(serve, test_milter, second_mi
                  policies.milter(second_milter.address, name='two'))
     send(sink, message(subject='chgheader'))
     [stored] = sink.wait_for(1, timeout=WAIT)
-    # One changed the Subject and added its field (on top, the last added topmost,
-    # as the deliveries write them); two saw both, where the delivery stores them.
+    # One changed the Subject in place and appended its field (ADDHEADER: after the
+    # last field, as Postfix's cleanup does); two saw both where the delivery stores
+    # them (one's Subject no longer asks for a change), and appended its own.
     assert seen(stored, 'one')['headers'] == ['From', 'To', 'Subject', 'Message-ID', 'Date']
-    assert seen(stored, 'two')['headers'] == ['X-Seen-one', 'Subject', 'From', 'To',
-                                              'Message-ID', 'Date']
-    assert [name for name, _ in stored.items()][:4] == ['X-Seen-two', 'X-Seen-one', 'Subject',
-                                                        'From']
-    # A field this server added (one's Subject) is not changed again: add_header's
-    # fields cannot be removed (docs/milter.md).
+    assert seen(stored, 'two')['headers'] == ['From', 'To', 'Subject', 'Message-ID', 'Date',
+                                              'X-Seen-one']
+    assert [name for name, _ in stored.items()] == ['From', 'To', 'Subject', 'Message-ID',
+                                                    'Date', 'X-Seen-one', 'X-Seen-two']
     assert stored.get_all('Subject') == ['changed by one']
 
 
@@ -494,6 +497,67 @@ def test_a_silent_milter_with_accept_is_passed_by(serve, silent_milter):
     assert len(sink.wait_for(1, timeout=WAIT)) == 1
 
 
+@contextlib.contextmanager
+def maildir_server(box, *policies_used):
+    """An SmtpServer storing into the Maildir `box`, with `policies_used` after it."""
+    server = SmtpServer(name='mx.test', disable_reverse_lookup=True)
+    server.use(MaildirDelivery(str(box)))
+    for policy in policies_used:
+        server.use(policy)
+    runner = ServerThread(server).start()
+    try:
+        yield server
+    finally:
+        runner.stop(timeout=2)
+
+
+def unfolded(stored, name):
+    """A field's value unfolded as RFC 5322 2.2.3 says: the line breaks
+    taken out, the white space after them kept."""
+    return re.sub(r'\r?\n(?=[ \t])', '', stored[name])
+
+
+def held(box):
+    """The messages of the Maildir `box`'s quarantine folder, oldest first."""
+    folder = box / '.Quarantine' / 'new'
+    paths = sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime_ns) if folder.exists() else []
+    return [path.read_bytes() for path in paths]
+
+
+def test_quarantine_as_the_default_action_holds_every_later_message(tmp_path, silent_milter):
+    """Postfix's milter_default_action = quarantine: the session goes on
+    as with 'accept', and each message is held (Maildir: .Quarantine)."""
+    box = tmp_path / 'box'
+    policy = policies.milter(silent_milter, name='silent-quarantine', command_timeout=0.5,
+                             default_action='quarantine')
+    with maildir_server(box, policy) as server, \
+            smtplib.SMTP(*server.address, timeout=WAIT) as client:
+        client.ehlo('client.example')
+        for subject in ('first', 'second'):
+            assert client.sendmail(f'alice@{DOMAIN}', ['bob@mx.test'],
+                                   message(subject=subject)) == {}
+    assert not (box / 'new').exists() or list((box / 'new').iterdir()) == []
+    first, second = held(box)
+    for raw, subject in ((first, 'first'), (second, 'second')):
+        stored = email.message_from_bytes(raw)
+        assert unfolded(stored, 'X-Quarantine-Reason') == \
+            'milter silent-quarantine unavailable: no reply to SMFIC_OPTNEG in 0.5 s'
+        assert stored['Subject'] == subject
+
+
+def test_quarantine_as_the_default_action_when_the_milter_fails_on_the_message(
+        tmp_path, test_milter):
+    """Silent past content_timeout at the end of this very message: held, not refused."""
+    box = tmp_path / 'box'
+    policy = policies.milter(test_milter.address, name='slow-quarantine', content_timeout=0.5,
+                             default_action='quarantine')
+    with maildir_server(box, policy) as server:
+        assert send(server, message(subject='hang-eom')) == {}
+    [raw] = held(box)
+    assert unfolded(email.message_from_bytes(raw), 'X-Quarantine-Reason') == \
+        'milter slow-quarantine unavailable: no reply to SMFIC_BODYEOB in 0.5 s'
+
+
 def test_a_milter_silent_at_the_end_of_the_message(serve, test_milter):
     """content_timeout bounds the wait for the verdict; the breaker then
     spares the next session the wait."""
@@ -526,7 +590,7 @@ def test_a_milter_that_is_not_there(serve):
 @pytest.mark.parametrize('kwargs, error', [
     ({'address': 'tcp:127.0.0.1:1'}, 'address must be inet:HOST:PORT'),
     ({'address': 'inet:127.0.0.1:70000'}, 'address must be inet:HOST:PORT'),
-    ({'address': 'inet:127.0.0.1:8891', 'default_action': 'quarantine'}, 'default_action'),
+    ({'address': 'inet:127.0.0.1:8891', 'default_action': 'hold'}, 'default_action'),
     ({'address': 'inet:127.0.0.1:8891', 'command_timeout': 0}, 'command_timeout'),
     ({'address': 'inet:127.0.0.1:8891', 'macros': {'later': 'i'}}, "unknown stage 'later'"),
 ])
@@ -540,15 +604,16 @@ def test_bad_parameters(tmp_path, kwargs, error):
         err.value.lines()
 
 
-def test_the_yaml_entry_builds_the_policy(tmp_path):
+@pytest.mark.parametrize('action', ['accept', 'quarantine'])
+def test_the_yaml_entry_builds_the_policy(tmp_path, action):
     config = parse({'deliver': {'maildir': str(tmp_path / 'md')},
                     'policies': [{'milter': {'address': 'inet:127.0.0.1:8891', 'name': 'dkim',
-                                             'command_timeout': 5, 'default_action': 'accept',
+                                             'command_timeout': 5, 'default_action': action,
                                              'macros': {'connect': 'j _ {client_addr}'}}}]},
                    str(tmp_path))
     [built] = config.policies.build()
     assert (built.address, built.name, built.command_timeout, built.default_action) == \
-        ('inet:127.0.0.1:8891', 'dkim', 5.0, 'accept')
+        ('inet:127.0.0.1:8891', 'dkim', 5.0, action)
     assert built.lists['C'] == ('j', '_', '{client_addr}')
 
 

@@ -30,6 +30,7 @@ import email.utils
 import errno
 import functools
 import io
+import itertools
 import ipaddress
 import re
 import time
@@ -38,9 +39,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeAlias
 
 from ..errors import SmtpError
 from ..events import DELIVERY, queue_id, refused_by, reply_text, status_of
-from ..headers import header_block, without_fields
+from ..headers import header_block
 from ..logs import emit
 from ..replies import Reply
+from .header_edits import client_message, edits_of, top_block
 
 if TYPE_CHECKING:
     from ..addresses import Address
@@ -188,19 +190,30 @@ def body_chunks(reader: io.BufferedIOBase, inspect: Inspect | None,
             reader.close()      # a reader of the spool, ours to close
 
 
-def message_body(ctx: Context, inspect: Inspect | None = None) -> Iterator[bytes]:
+def message_body(ctx: Context, inspect: Inspect | None = None, *,
+                 top_fields: bool = True) -> Iterator[bytes]:
     """The message as the client sent it, in pieces, for a delivery to write
     after `message_head`: `body_chunks` of `open_body(ctx)` (so `inspect`
     sees each piece as read, and a refused body raises MessageRefused),
     with the fields recorded by `envelope.remove_header` taken out of the
-    header section as it streams (headers.HeaderFilter). When a middleware
-    replaced the body (`envelope.replace_body`), its header section is
-    followed by the new body instead (`with_new_body`)."""
+    header section as it streams (headers.HeaderFilter), and the fields a
+    milter placed among the client's (header_edits.client_message). When a
+    middleware replaced the body (`envelope.replace_body`), its header
+    section is followed by the new body instead (`with_new_body`).
+
+    The fields a milter inserted on top (above this server's Received) are
+    written by `message_head`; the deliveries, which call both, pass
+    `top_fields=False`. A writer without trace fields of its own (MailSink)
+    calls this alone and gets them first."""
     envelope = ctx.session.envelope
-    pieces = without_fields(body_chunks(open_body(ctx), inspect, ctx),
-                            envelope.removed_headers)
+    pieces = client_message(body_chunks(open_body(ctx), inspect, ctx), envelope)
     replaced = envelope.replaced_body
-    return pieces if replaced is None else with_new_body(pieces, replaced)
+    if replaced is not None:
+        pieces = with_new_body(pieces, replaced)
+    edits = edits_of(envelope)
+    if top_fields and edits is not None and edits.top:
+        pieces = itertools.chain([b''.join(line for _, line in edits.top)], pieces)
+    return pieces
 
 
 def with_new_body(pieces: Iterable[bytes], body: bytes | BinaryIO) -> Iterator[bytes]:
@@ -271,15 +284,14 @@ def message_head(ctx: Context, *, return_path: bool) -> bytes:
     Return-Path (at final delivery, RFC 5321 4.4), the reason of a
     quarantined message (`X-Quarantine-Reason`), the fields middleware
     added with `envelope.add_header` (RFC 8601 5: above the trace fields
-    this server prepends), then this server's Received."""
+    this server prepends) and those a milter inserted on top among them
+    (header_edits.top_block), then this server's Received."""
     session, envelope = ctx.session, ctx.session.envelope
     received = received_header(session, envelope, ctx.server.options.name)
     parts = [return_path_header(envelope).encode('utf-8', 'surrogateescape')] if return_path else []
     if envelope.quarantined is not None:
         parts.append(header_block([(QUARANTINE_FIELD, envelope.quarantined)]))
-    added = envelope.added_headers
-    if added:
-        parts.append(header_block(added))
+    parts.append(top_block(envelope))
     parts.append(received.encode('utf-8', 'surrogateescape'))
     return b''.join(parts)
 

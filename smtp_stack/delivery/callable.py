@@ -102,7 +102,7 @@ class CallableDelivery:
         with spool:
             try:
                 spool.write(message_head(ctx, return_path=False))
-                for piece in message_body(ctx, self.inspect):
+                for piece in message_body(ctx, self.inspect, top_fields=False):
                     spool.write(piece)
                 spool.finish()
             except SmtpError as err:        # inspect() refused it, or MessageRefused

@@ -297,7 +297,7 @@ class MaildirDelivery:
             body = envelope.mail_from.args.get('BODY') if envelope.mail_from else None
             draft.lf = _LF(keep=str(body).upper() == 'BINARYMIME')
             draft.add(message_head(ctx, return_path=True))
-            for piece in message_body(ctx, self.inspect):
+            for piece in message_body(ctx, self.inspect, top_fields=False):
                 draft.add(piece)
             if not stream.acceptable or not is_success(ctx.reply):
                 raise _Abandon()

@@ -221,13 +221,13 @@ class RelayDelivery:
         head = message_head(ctx, return_path=False)
         try:
             if link.binary:
-                refused = link.send_chunks(head, message_body(ctx, self.inspect))
+                refused = link.send_chunks(head, message_body(ctx, self.inspect, top_fields=False))
                 if refused is not None:     # the rest of the body is drained by the server
                     self._drop(session)
                     refuse(ctx, refused, self.where)
                     return
             else:
-                link.send_body(head, message_body(ctx, self.inspect))
+                link.send_body(head, message_body(ctx, self.inspect, top_fields=False))
         except SmtpError as err:        # inspect() refused the content, or MessageRefused
             self._drop(session)
             refuse(ctx, err.reply, by=refused_by(err) or DELIVERY)

@@ -1,21 +1,28 @@
 """One message as the MTA side shows it to a milter, and what the milter's
 modification requests do to the envelope.
 
-`message_reader` gives the message as the deliveries will write it so far:
-the fields recorded with `envelope.add_header` on top (a milter after
-another sees the fields the first one added, as in Postfix), then the
-client's message from the spool without the fields recorded with
-`remove_header`; streamed, never whole. `HeaderSection` reads its header
-section field by field (a line that is no field, or one too long, begins
-the body, as Postfix's cleanup decides); what follows is the body.
+`SentFields` shows the header section as the deliveries will write it
+so far (less their own trace fields): the fields recorded with
+`envelope.add_header` on top, with the fields earlier milters inserted
+there; then the client's fields, without those recorded with
+`remove_header`, with the fields earlier milters placed among them
+(delivery/header_edits.py). It streams the client's fields from the
+spool (a line that is no field, or one too long, begins the body, as
+Postfix's cleanup decides), and keeps what the milter's requests need:
+each field's name and where it came from, not its value, up to
+FIELDS_BUDGET bytes of fields.
 
-`apply` turns the requests read at the end of the message into the
-Envelope API that the deliveries honour: added and inserted fields go on
-top with `add_header` (the envelope keeps no position among the client's
-fields), a changed or deleted field of the client's message goes with
-`remove_header` (the changed one added on top again), the envelope's
-sender and recipients change in place, and `quarantine` records the
-reason. Each request that cannot be honoured is said in `warn`.
+`apply` turns the requests read at the end of the message into changes
+the deliveries honour, as Postfix's cleanup makes them ([cleanup]
+cleanup_milter.c): ADDHEADER appends after the last field of the header
+section, INSHEADER inserts at its index (0: on top, above this server's
+Received: Postfix counts its own Received field, which it does not show
+to milters, as the first), CHGHEADER changes or deletes a field in
+place; each field as the milter wrote it, its folding kept
+(header_edits.field_line). A field recorded with `add_header` (another
+policy's) is not changed. The sender and recipients change in place,
+and `quarantine` records the reason. Each request that cannot be
+honoured is said in `warn`.
 """
 from __future__ import annotations
 
@@ -26,63 +33,23 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..addresses import Address, parse_params
-from ..headers import header_block, without_fields
+from ..delivery.header_edits import (FieldReader, HeaderEdits, edits_for, edits_of, field_line)
+from ..delivery.header_edits import Pieces as _Pieces
+from ..headers import check_name, fold, remove_fields, without_fields
 from . import protocol as P
 
 if TYPE_CHECKING:
     from ..session import Envelope
 
-__all__ = ['message_reader', 'HeaderSection', 'SentFields', 'apply', 'unfold']
+__all__ = ['HeaderSection', 'SentFields', 'apply', 'unfold']
 
 CHUNK = P.CHUNK_SIZE
-MAX_FIELD = 256 << 10       # a longer field begins the body (Postfix: header_size_limit)
-FIELDS_BUDGET = 1 << 20     # bytes of fields kept for CHGHEADER's indexes
-_NAME = re.compile(rb'[!-9;-~]+[ \t]*:')
+FIELDS_BUDGET = 1 << 20     # bytes of fields kept for the requests' indexes
 _FOLD = re.compile(r'\r?\n(?=[ \t])')
-
-
-class _Pieces(io.RawIOBase):
-    """A raw stream over an iterator of bytes (for io.BufferedReader)."""
-
-    def __init__(self, pieces: Iterator[bytes]) -> None:
-        self._pieces = pieces
-        self._left = b''
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:     # type: ignore[override]
-        while not self._left:
-            try:
-                self._left = next(self._pieces)
-            except StopIteration:
-                return 0
-        size = min(len(buffer), len(self._left))
-        buffer[:size] = self._left[:size]
-        self._left = self._left[size:]
-        return size
-
-    def close(self) -> None:
-        close = getattr(self._pieces, 'close', None)
-        if close is not None:
-            close()
-        super().close()
-
-
-def message_reader(envelope: Envelope) -> io.BufferedReader:
-    """The message as the deliveries would write it now (less their own
-    trace fields), from the spool; close it when done."""
-    spool = envelope.spool()
-    head = header_block(envelope.added_headers) if envelope.added_headers else b''
-    removed = envelope.removed_headers
-
-    def pieces() -> Iterator[bytes]:
-        if head:
-            yield head
-        with spool.open() as body:
-            yield from without_fields(iter(lambda: body.read(CHUNK), b''), removed)
-
-    return io.BufferedReader(_Pieces(pieces()), CHUNK)
+# What a shown field is: one added with add_header, a line a milter placed,
+# one of the client's; and where this server's Received goes (not shown),
+# and the client's fields past the budget (not kept).
+ADDED, PLACED, CLIENT, RECEIVED, UNKEPT = 'added', 'placed', 'client', 'received', 'unkept'
 
 
 class HeaderSection:
@@ -95,25 +62,15 @@ class HeaderSection:
 
     def __init__(self, reader: io.BufferedReader) -> None:
         self.reader = reader
-        self.leftover = b''
+        self._fields = FieldReader(reader)
+
+    @property
+    def leftover(self) -> bytes:
+        return self._fields.leftover
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        current: bytearray | None = None
-        while True:
-            line = self.reader.readline(MAX_FIELD + 1)
-            if line[:1] in (b' ', b'\t') and current is not None \
-                    and len(current) + len(line) <= MAX_FIELD:
-                current += line
-                continue
-            if current is not None:
-                yield _split(bytes(current))
-                current = None
-            if not line or line in (b'\r\n', b'\n'):
-                return
-            if len(line) > MAX_FIELD or not _NAME.match(line):
-                self.leftover = line        # no field: the body begins here
-                return
-            current = bytearray(line)
+        for raw in self._fields:
+            yield _split(raw)
 
 
 def _split(raw: bytes) -> tuple[str, str]:
@@ -135,29 +92,173 @@ def unfold(value: str) -> str:
 
 
 @dataclass
+class _Shown:
+    """One entry of the header section as a milter sees it."""
+    kind: str
+    name: str = ''          # lower-cased
+    number: int = 0         # ADDED: 1 is the oldest; CLIENT, UNKEPT: 1 is the client's first
+    line: bytes = b''       # PLACED: the header line
+
+
+@dataclass
 class SentFields:
-    """The fields a milter was shown, for the indexes of its CHGHEADER:
-    (name lower-cased, unfolded value, whether this server added it)."""
+    """The header section a milter is shown, for its requests: `fields()`
+    gives (name, value) top first and keeps each one's origin; `body()`
+    the rest of the message; `edits()` what the requests made of it."""
+    envelope: Envelope
     budget: int = FIELDS_BUDGET
-    fields: list[tuple[str, str, bool]] = field(default_factory=list)
+    shown: list[_Shown] = field(default_factory=list)
+    before: HeaderEdits = field(default_factory=HeaderEdits)
+    deleted: set[int] = field(default_factory=set)
+    changed: bool = False
     overflow: bool = False
+    _in_client: bool = False
+    _reader: io.BufferedReader | None = None
+    _fields: FieldReader | None = None
 
-    def add(self, name: str, value: str, added: bool) -> None:
-        self.budget -= len(name) + len(value)
-        if self.budget < 0:
-            self.overflow = True
-            return
-        self.fields.append((name.lower(), unfold(value), added))
+    def __post_init__(self) -> None:
+        self.before = edits_of(self.envelope) or HeaderEdits()
+        self.deleted = set(self.before.deleted)
 
-    def nth(self, name: str, index: int) -> tuple[str, bool] | None:
-        """(value, added) of the index'th field called `name` (1: the first)."""
+    def fields(self) -> Iterator[tuple[str, str]]:
+        """(name, value) of each field, the value after the colon with its
+        line breaks as LF; close() when done."""
+        added, before = self.envelope.added_headers, self.before
+        for below in range(len(added), -1, -1):
+            for count, line in before.top:
+                if min(count, len(added)) == below:
+                    yield self._keep(_Shown(PLACED, line=line), line)
+            if below:
+                name, value = added[below - 1]
+                yield self._keep(_Shown(ADDED, number=below),
+                                 fold(name, value).encode('utf-8', 'surrogateescape'))
+        self.shown.append(_Shown(RECEIVED))
+        self._in_client = True
+        removed = self.envelope.removed_headers
+        spool = self.envelope.spool()
+        self._reader = io.BufferedReader(_Pieces(_opened(spool)), CHUNK)
+        fields = self._fields = FieldReader(self._reader)
+        count = 0
+        for count, raw in enumerate(fields, 1):
+            for line in before.inserted.get(count, ()):
+                yield self._keep(_Shown(PLACED, line=line), line)
+            if count in before.deleted or (removed and not remove_fields(raw, removed)):
+                continue
+            yield self._keep(_Shown(CLIENT, number=count), raw)
+        for number in sorted(n for n in before.inserted if n > count):
+            for line in before.inserted[number]:
+                yield self._keep(_Shown(PLACED, line=line), line)
+        for line in before.appended:
+            yield self._keep(_Shown(PLACED, line=line), line)
+
+    def _keep(self, entry: _Shown, raw: bytes) -> tuple[str, str]:
+        """(name, value) of a field shown; its entry kept while the budget
+        lasts. Past it, from a client's field on, nothing more is kept:
+        one UNKEPT entry stands for the rest, whose edits stay as they were."""
+        name, value = _split(raw)
+        entry.name = name.lower()
+        if self.overflow:
+            return name, value
+        if self._in_client:
+            self.budget -= len(raw)
+            if self.budget < 0 and entry.kind == CLIENT:
+                self.overflow = True
+                self.shown.append(_Shown(UNKEPT, number=entry.number))
+                return name, value
+        self.shown.append(entry)
+        return name, value
+
+    def body(self) -> Iterator[bytes]:
+        """The rest of the message after the header section and its empty
+        line; the fields after a line that is no field still go when
+        remove_header names them (as the deliveries write it)."""
+        assert self._reader is not None and self._fields is not None
+        rest = iter(lambda: self._reader.read1(CHUNK) if self._reader else b'', b'')
+        first = self._fields.leftover
+        pieces = _prefixed(first, rest)
+        return without_fields(pieces, self.envelope.removed_headers) if first else pieces
+
+    def close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+    # -- the requests ---------------------------------------------------------------------
+
+    def nth(self, name: str, index: int) -> int | None:
+        """The position in `shown` of the index'th field called `name` (1: the first)."""
         seen = 0
-        for each, value, added in self.fields:
-            if each == name.lower():
+        for position, entry in enumerate(self.shown):
+            if entry.name == name.lower() and entry.kind in (ADDED, PLACED, CLIENT):
                 seen += 1
                 if seen == index:
-                    return value, added
+                    return position
         return None
+
+    def insert(self, index: int, line: bytes) -> None:
+        """At `index` of the message as delivered, this server's Received
+        counted ([milter8] SMFIR_INSHEADER: Postfix's index + 1, its own
+        Received first); past the fields kept: before them."""
+        limit = next((i for i, e in enumerate(self.shown) if e.kind == UNKEPT), len(self.shown))
+        self.shown.insert(min(max(index, 0), limit), _Shown(PLACED, line=line))
+        self.changed = True
+
+    def append(self, line: bytes) -> None:
+        self.shown.append(_Shown(PLACED, line=line))
+        self.changed = True
+
+    def replace(self, position: int, line: bytes | None) -> None:
+        """The field at `position` changed to `line`, or deleted (None)."""
+        entry = self.shown[position]
+        if entry.kind == CLIENT:
+            self.deleted.add(entry.number)
+        if line is None:
+            del self.shown[position]
+        else:
+            self.shown[position] = _Shown(PLACED, entry.name, line=line)
+        self.changed = True
+
+    def edits(self) -> HeaderEdits:
+        """The shown section, changed, as the deliveries' record."""
+        edits = HeaderEdits(deleted=set(self.deleted))
+        split = next(i for i, e in enumerate(self.shown) if e.kind == RECEIVED)
+        below = 0
+        for entry in reversed(self.shown[:split]):
+            if entry.kind == ADDED:
+                below += 1
+            else:
+                edits.top.insert(0, (below, entry.line))
+        pending: list[bytes] = []
+        for entry in self.shown[split + 1:]:
+            if entry.kind == CLIENT:
+                if pending:
+                    edits.inserted[entry.number] = pending
+                    pending = []
+            elif entry.kind == UNKEPT:
+                edits.inserted[entry.number] = pending
+                edits.inserted.update((n, list(lines)) for n, lines in
+                                      self.before.inserted.items() if n > entry.number)
+                pending = list(self.before.appended)
+            else:
+                pending.append(entry.line)
+        edits.inserted = {n: lines for n, lines in edits.inserted.items() if lines}
+        edits.appended = pending
+        return edits
+
+
+def _next_client(shown: list[_Shown]) -> int:
+    return max((e.number for e in shown if e.kind == CLIENT), default=0) + 1
+
+
+def _opened(spool: object) -> Iterator[bytes]:
+    with spool.open() as body:      # type: ignore[attr-defined]
+        yield from iter(lambda: body.read(CHUNK), b'')
+
+
+def _prefixed(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest
 
 
 def _path(text: object) -> str:
@@ -174,39 +275,46 @@ def _address(path: object, args: object) -> Address:
 
 
 def apply(changes: list[tuple[str, list[P.Field]]], envelope: Envelope, sent: SentFields,
-          who: str, warn: list[str]) -> None:
-    """The modification requests of one milter, in their order, on `envelope`."""
+          who: str, warn: list[str], space: str = ' ') -> None:
+    """The modification requests of one milter, in their order, on
+    `envelope`; `space` goes between a field's colon and its value (''
+    when the milter writes it itself: SMFIP_HDR_LEADSPC)."""
     for letter, fields in changes:
         try:
-            _apply_one(letter, fields, envelope, sent, who, warn)
+            _apply_one(letter, fields, envelope, sent, who, warn, space)
         except (ValueError, TypeError) as exc:
             warn.append(f'{P.name_of(letter) if letter in P.NAMES else repr(letter)} '
                         f'not applied: {exc}')
+    if sent.changed:
+        edits_for(envelope, sent.edits())
 
 
 def _apply_one(letter: str, fields: list[P.Field], envelope: Envelope, sent: SentFields,
-               who: str, warn: list[str]) -> None:
+               who: str, warn: list[str], space: str) -> None:
     if letter in (P.ADDHEADER, P.INSHEADER):
         name, value = fields[-2], fields[-1]
         assert isinstance(name, str) and isinstance(value, str)
-        envelope.add_header(name, unfold(value))
+        line = field_line(check_name(name), value, space)
+        if letter == P.ADDHEADER:
+            sent.append(line)
+        else:
+            index = fields[0]
+            assert isinstance(index, int)
+            sent.insert(index, line)
     elif letter == P.CHGHEADER:
         index, name, value = fields
         assert isinstance(index, int) and isinstance(name, str) and isinstance(value, str)
-        found = sent.nth(name, max(index, 1))
-        if found is None:
-            if value:       # [milter8] cleanup_upd_header: no such field: it is added
-                envelope.add_header(name, unfold(value))
+        position = sent.nth(name, max(index, 1))      # [milter8]: index 0 is 1
+        if position is None:
+            if value:       # [cleanup] cleanup_upd_header: no such field: it is appended
+                sent.append(field_line(check_name(name), value, space))
             elif sent.overflow:
                 warn.append(f'{name} #{index}: past the fields kept; not deleted')
             return
-        old, added = found
-        if added:
+        if sent.shown[position].kind == ADDED:
             warn.append(f'{name} #{index} was added by this server: not changed')
             return
-        envelope.remove_header(name, old.__eq__)
-        if value:
-            envelope.add_header(name, unfold(value))
+        sent.replace(position, field_line(check_name(name), value, space) if value else None)
     elif letter == P.CHGFROM:
         envelope.mail_from = _address(fields[0], fields[1])
     elif letter in (P.ADDRCPT, P.ADDRCPT_PAR):

@@ -43,7 +43,10 @@ The milter down, silent past a timeout, or answering nonsense: its
 connection is closed and `default_action` applies to the rest of the
 session, as Postfix's `milter_default_action`: 'tempfail' (the default:
 `451 4.7.1 Service unavailable - try again later`), 'reject' (`550 5.5.0
-Service unavailable`), 'accept' (the session goes on without the milter).
+Service unavailable`), 'accept' (the session goes on without the milter),
+'quarantine' (as 'accept', and each message of the rest of the session is
+held: `envelope.quarantine()`, as Postfix's smtpd sets its HOLD flag for a
+milter's "H" default reply, [milter8] milter8_def_reply).
 Failures go through the circuit breaker of the milter's name (state/
 breaker.py: after a slow failure the next sessions fail at once for a few
 seconds, so an outage costs one timeout per period) and are logged once
@@ -72,10 +75,10 @@ if TYPE_CHECKING:
 
 __all__ = ['Milter', 'DEFAULT_ACTIONS', 'UNAVAILABLE', 'REJECTED_DEFAULT']
 
-DefaultAction = Literal['tempfail', 'accept', 'reject']
+DefaultAction = Literal['tempfail', 'accept', 'reject', 'quarantine']
 # One step of a command: Milter._on_mail(policy, ctx) ...
 Step: TypeAlias = 'Callable[[Milter, Context], None]'
-DEFAULT_ACTIONS = ('tempfail', 'accept', 'reject')
+DEFAULT_ACTIONS = ('tempfail', 'accept', 'reject', 'quarantine')
 # [milter8] milter8_comm_error: what Postfix answers after a milter failed.
 UNAVAILABLE = Reply(451, 'Service unavailable - try again later', '4.7.1')
 REJECTED_DEFAULT = Reply(550, 'Service unavailable', '5.5.0')
@@ -96,7 +99,7 @@ def _macros(value: Any, reader: Reader) -> dict[str, Any]:
     return value
 
 
-DEFAULT_ACTION = Kind('tempfail, accept or reject', _default_action)
+DEFAULT_ACTION = Kind('tempfail, accept, reject or quarantine', _default_action)
 MACROS = Kind('a mapping {stage: macro names}', _macros)
 
 
@@ -107,6 +110,7 @@ class _Link:
     ticket: Ticket | None = None
     denied: Reply | None = None     # the reply of every later command (Postfix's def_reply)
     off: bool = False               # ACCEPT at CONNECT/HELO, or failed with 'accept'
+    hold: str | None = None         # failed with 'quarantine': each later message is held
     closing: bool = False           # SHUTDOWN: the session is closed
     in_transaction: bool = False    # MAIL was sent, and neither EOB nor ABORT since
     accepted: bool = False          # ACCEPT/DISCARD for this message: no more events for it
@@ -134,8 +138,8 @@ class Milter:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f'milter: {what} must be a positive number of seconds')
         if default_action not in DEFAULT_ACTIONS:
-            raise ValueError(f"milter: default_action must be 'tempfail', 'accept' or "
-                             f"'reject', not {default_action!r}")
+            raise ValueError(f"milter: default_action must be 'tempfail', 'accept', "
+                             f"'reject' or 'quarantine', not {default_action!r}")
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise ValueError(f'milter: name must be a non-empty string, not {name!r}')
         if macros is not None and not isinstance(macros, Mapping):
@@ -193,13 +197,15 @@ class Milter:
         warnings.failed(self.where, '%s: %s', self.where, reason, consequence=consequence)
         if reply is None:
             link.off = True
+            if self.default_action == 'quarantine':
+                link.hold = f'{self.where} unavailable: {reason}'
         else:
             link.denied = reply
         return reply
 
     def _default_reply(self) -> Reply | None:
         return {'tempfail': UNAVAILABLE, 'reject': REJECTED_DEFAULT,
-                'accept': None}[self.default_action]
+                'accept': None, 'quarantine': None}[self.default_action]
 
     def _connect(self, link: _Link, ctx: Context) -> None:
         """Connect, negotiate and send CONNECT; MilterFailed on failure."""
@@ -462,25 +468,30 @@ class Milter:
             link.data_asked = link.client is not None and not link.accepted
 
     def _on_data(self, ctx: Context) -> None:
-        """After the chain inside read the body: the message, and the verdict."""
+        """After the chain inside read the body: the message, and the verdict.
+        With 'quarantine' as the default action, a milter that failed holds
+        the message (also when it failed on this very message)."""
         link = self._links.get(ctx.session)
-        if link is None or not link.data_asked or not _body_accepted(ctx):
+        if link is None or not _body_accepted(ctx):
             return
-        link.data_asked = False
-        self._message(link, ctx)
+        if link.data_asked:
+            link.data_asked = False
+            self._message(link, ctx)
+        if link.hold is not None and ctx.session.envelope.quarantined is None:
+            ctx.session.envelope.quarantine(link.hold)
 
     def _message(self, link: _Link, ctx: Context) -> None:
         """The message to the milter, from the spool, and its verdict applied
         (SmtpError for a refusal)."""
         from ..milter import protocol as P
-        from ..milter.mta_message import HeaderSection, SentFields, apply, message_reader
+        from ..milter.mta_message import SentFields, apply
         envelope = ctx.session.envelope
         if link.client is None or link.accepted:
             return
         client = link.client
         ended = False
-        sent = SentFields()
-        added = len(envelope.added_headers)
+        sent = SentFields(envelope)
+        leading_space = bool(client.negotiated.protocol & P.HDR_LEADSPC)
         replaced: tempfile.SpooledTemporaryFile[bytes] | None = None
 
         def body_sink(chunk: bytes) -> None:
@@ -490,28 +501,25 @@ class Milter:
             replaced.write(chunk)
 
         def talk() -> Answer:
-            with message_reader(envelope) as reader:
-                header = HeaderSection(reader)
-                for number, (name, value) in enumerate(header):
-                    sent.add(name, value, number < added)
+            try:
+                for name, value in sent.fields():
                     if client.wants(P.HEADER):
-                        shown = value if client.negotiated.protocol & P.HDR_LEADSPC \
-                            else value.lstrip(' \t')
+                        # [milter8] milter8_header: Sendmail eats one space after the colon.
+                        shown = value if leading_space or value[:1] != ' ' else value[1:]
                         answer = client.event(P.HEADER, name, shown, content=True)
                         if answer.action not in ('continue', 'skip'):
                             return answer
                 answer = self._ask(link, ctx, P.EOH, content=True)
                 if answer.action not in ('continue', 'skip'):
                     return answer
-                first = header.leftover
-                while client.wants(P.BODY) and client.skipping != P.BODY:
-                    chunk = first + reader.read(P.CHUNK_SIZE - len(first))
-                    first = b''
-                    if not chunk:
+                for chunk in sent.body():
+                    if not client.wants(P.BODY) or client.skipping == P.BODY:
                         break
                     answer = client.event(P.BODY, chunk, content=True)
                     if answer.action not in ('continue', 'skip'):
                         return answer
+            finally:
+                sent.close()
             self._macros(link, ctx, P.EOB)
             nonlocal ended
             ended = True
@@ -525,7 +533,8 @@ class Milter:
             return
         link.warn.clear()
         if answer.action in ('continue', 'accept', 'discard'):
-            apply(answer.changes, envelope, sent, self.where, link.warn)
+            apply(answer.changes, envelope, sent, self.where, link.warn,
+                  '' if leading_space else ' ')
             if replaced is not None:
                 replaced.seek(0)
                 envelope.replace_body(replaced)         # type: ignore[arg-type]

@@ -1,0 +1,221 @@
+"""Where a milter's header fields go, and as what (delivery/header_edits.py,
+milter/mta_message.SentFields and apply): Postfix's cleanup appends an
+ADDHEADER field after the last field, inserts an INSHEADER field at its
+index (its own Received counted first), changes a field in place, and
+keeps the value as the milter wrote it. Pure: a spooled message in, the
+bytes the deliveries write out."""
+from __future__ import annotations
+
+import pytest
+
+from smtp_stack.addresses import Address
+from smtp_stack.delivery.header_edits import (HeaderEdits, client_message, edits_of,
+                                              field_line, top_block)
+from smtp_stack.headers import fold
+from smtp_stack.milter import protocol as P
+from smtp_stack.milter.mta_message import SentFields, apply
+from smtp_stack.session import Envelope
+from smtp_stack.spool import Spool
+
+MESSAGE = (b'From: a@example.test\r\nTo: b@mx.test\r\nSubject: hi\r\n'
+           b'X-Drop: forged\r\n\r\nbody\r\n')
+RECEIVED = b'Received: by mx.test\r\n'
+
+
+class Spooled:
+    """What Envelope.spool() asks of its data stream: the body, spooled."""
+
+    def __init__(self, data: bytes) -> None:
+        self._spool = Spool()
+        self._spool.write(data)
+        self._spool.finish()
+
+    def spool(self) -> Spool:
+        return self._spool
+
+
+def envelope_of(data: bytes = MESSAGE) -> Envelope:
+    envelope = Envelope()
+    envelope.mail_from = Address('a@example.test')
+    envelope.rcpt_to = [Address('b@mx.test'), Address('c@mx.test')]
+    envelope.data_stream = Spooled(data)        # type: ignore[assignment]
+    return envelope
+
+
+def shown(envelope: Envelope) -> tuple[SentFields, list[tuple[str, str]], bytes]:
+    """What a milter is shown: the fields, the body."""
+    sent = SentFields(envelope)
+    try:
+        fields = list(sent.fields())
+        body = b''.join(sent.body())
+    finally:
+        sent.close()
+    return sent, fields, body
+
+
+def milter(envelope: Envelope, *changes: tuple[str, list], space: str = ' ') -> list[str]:
+    """One milter's turn: shown the message, its requests applied."""
+    sent, _, _ = shown(envelope)
+    warn: list[str] = []
+    apply(list(changes), envelope, sent, 'milter t', warn, space)
+    return warn
+
+
+def written(envelope: Envelope, data: bytes = MESSAGE) -> bytes:
+    """The message as a delivery writes it (less Return-Path), this
+    server's Received between the fields on top and the client's."""
+    return top_block(envelope) + RECEIVED + b''.join(client_message([data], envelope))
+
+
+def test_addheader_goes_after_the_last_field_with_its_folding_as_sent():
+    envelope = envelope_of()
+    milter(envelope, (P.ADDHEADER, ['X-Signed', 'v=1;\n\tb=AbC\n d=x']))
+    assert written(envelope) == (RECEIVED + MESSAGE[:-8]
+                                 + b'X-Signed: v=1;\r\n\tb=AbC\r\n d=x\r\n\r\nbody\r\n')
+
+
+def test_the_leading_space_is_the_milters_when_it_keeps_it():
+    envelope = envelope_of()
+    milter(envelope, (P.ADDHEADER, ['X-A', '  two spaces']), space='')
+    assert b'\r\nX-A:  two spaces\r\n\r\n' in written(envelope)
+
+
+@pytest.mark.parametrize('index, where', [
+    (0, b'X-New: 1\r\n' + RECEIVED + b'From'),          # above Received (Postfix's own first)
+    (1, RECEIVED + b'X-New: 1\r\nFrom'),                # below it, above the first shown
+    (3, b'To: b@mx.test\r\nX-New: 1\r\nSubject'),       # before the third field as delivered
+    (99, b'X-Drop: forged\r\nX-New: 1\r\n\r\n'),         # past the end: appended
+])
+def test_insheader_counts_this_servers_received_as_postfix_does(index, where):
+    envelope = envelope_of()
+    milter(envelope, (P.INSHEADER, [index, 'X-New', '1']))
+    assert where in written(envelope)
+
+
+def test_insheader_among_the_fields_this_server_added():
+    envelope = envelope_of()
+    envelope.add_header('X-Old', '1')
+    envelope.add_header('X-Newer', '2')             # on top of X-Old
+    milter(envelope, (P.INSHEADER, [1, 'X-Mid', 'm']), (P.INSHEADER, [0, 'X-Top', 't']))
+    envelope.add_header('X-Later', '3')             # added after the milter: on top of all
+    assert written(envelope).startswith(b'X-Later: 3\r\nX-Top: t\r\nX-Newer: 2\r\nX-Mid: m\r\n'
+                                        b'X-Old: 1\r\n' + RECEIVED + b'From:')
+
+
+def test_chgheader_changes_and_deletes_in_place():
+    envelope = envelope_of()
+    warn = milter(envelope, (P.CHGHEADER, [1, 'subject', 'new\n\tline']),
+                  (P.CHGHEADER, [1, 'X-Drop', '']), (P.CHGHEADER, [2, 'To', '']),
+                  (P.CHGHEADER, [1, 'X-Absent', 'added']))
+    assert warn == []
+    assert written(envelope) == (RECEIVED + b'From: a@example.test\r\nTo: b@mx.test\r\n'
+                                 b'subject: new\r\n\tline\r\nX-Absent: added\r\n\r\nbody\r\n')
+
+
+def test_a_later_milter_sees_and_changes_an_earlier_ones_fields():
+    envelope = envelope_of()
+    milter(envelope, (P.ADDHEADER, ['X-One', 'first']), (P.INSHEADER, [0, 'X-Top', 'one']))
+    _, fields, body = shown(envelope)
+    assert fields == [('X-Top', ' one'), ('From', ' a@example.test'), ('To', ' b@mx.test'),
+                      ('Subject', ' hi'), ('X-Drop', ' forged'), ('X-One', ' first')]
+    assert body == b'body\r\n'
+    assert milter(envelope, (P.CHGHEADER, [1, 'X-One', 'second']),
+                  (P.CHGHEADER, [1, 'X-Top', ''])) == []
+    assert written(envelope) == RECEIVED + MESSAGE[:-8] + b'X-One: second\r\n\r\nbody\r\n'
+
+
+def test_fields_another_policy_added_are_not_changed():
+    envelope = envelope_of()
+    envelope.add_header('X-Ours', 'kept')
+    warn = milter(envelope, (P.CHGHEADER, [1, 'X-Ours', '']))
+    assert warn == ['X-Ours #1 was added by this server: not changed']
+    assert written(envelope).startswith(b'X-Ours: kept\r\n' + RECEIVED)
+
+
+def test_remove_header_takes_the_clients_fields_and_leaves_the_milters():
+    envelope = envelope_of()
+    milter(envelope, (P.INSHEADER, [2, 'X-Drop', 'the milter says']))
+    envelope.remove_header('X-Drop')            # after the milter, as an outer policy would
+    assert written(envelope) == (RECEIVED + b'From: a@example.test\r\n'
+                                 b'X-Drop: the milter says\r\nTo: b@mx.test\r\n'
+                                 b'Subject: hi\r\n\r\nbody\r\n')
+
+
+def test_a_field_removed_before_the_milter_is_not_shown_nor_counted():
+    envelope = envelope_of()
+    envelope.remove_header('To')
+    _, fields, _ = shown(envelope)
+    assert [name for name, _ in fields] == ['From', 'Subject', 'X-Drop']
+    milter(envelope, (P.INSHEADER, [2, 'X-New', '1']))      # before the 2nd shown: Subject
+    assert b'From: a@example.test\r\nX-New: 1\r\nSubject: hi\r\n' in written(envelope)
+
+
+def test_fields_after_a_line_that_is_no_field_are_still_removed():
+    data = b'From: a@example.test\r\nnot a field\r\nX-Drop: forged\r\n\r\nbody\r\n'
+    envelope = envelope_of(data)
+    envelope.remove_header('X-Drop')
+    milter(envelope, (P.ADDHEADER, ['X-New', '1']))
+    assert written(envelope, data) == (RECEIVED + b'From: a@example.test\r\nX-New: 1\r\n'
+                                       b'not a field\r\n\r\nbody\r\n')
+
+
+def test_past_the_fields_kept_changes_are_refused_and_additions_still_go_last():
+    data = b''.join(b'X-F%d: %s\r\n' % (i, b'v' * 100) for i in range(20)) + b'\r\nbody\r\n'
+    envelope = envelope_of(data)
+    milter(envelope, (P.INSHEADER, [3, 'X-Early', 'e']))
+    sent, fields, _ = shown(envelope)
+    assert len(fields) == 21
+    sent = SentFields(envelope, budget=500)
+    try:
+        assert len(list(sent.fields())) == 21       # every field is shown ...
+    finally:
+        sent.close()
+    assert sent.overflow                            # ... not every one kept
+    warn: list[str] = []
+    apply([(P.CHGHEADER, [1, 'X-F15', '']), (P.ADDHEADER, ['X-Last', 'l'])],
+          envelope, sent, 'milter t', warn)
+    assert warn == ['X-F15 #1: past the fields kept; not deleted']
+    out = written(envelope, data)
+    assert out.index(b'X-Early: e') < out.index(b'X-F2:')
+    assert out.endswith(b'X-F19: ' + b'v' * 100 + b'\r\nX-Last: l\r\n\r\nbody\r\n')
+
+
+@pytest.mark.parametrize('value, line', [
+    ('a\nb', b'X: a\r\n\tb\r\n'),                     # a break without white space: a tab
+    ('a\r\n b', b'X: a\r\n b\r\n'),
+    ('nul\0here', b'X: nul here\r\n'),
+])
+def test_field_lines(value, line):
+    assert field_line('X', value) == line
+
+
+def test_a_line_too_long_is_folded():
+    line = field_line('X-Long', ' '.join(['word'] * 300))
+    assert all(len(part) <= 998 for part in line.split(b'\r\n'))
+    assert line.replace(b'\r\n', b'') == b'X-Long: ' + b' '.join([b'word'] * 300)
+
+
+def test_no_edits_no_record():
+    envelope = envelope_of()
+    milter(envelope, (P.CHGHEADER, [1, 'X-Absent', '']))
+    assert edits_of(envelope) is None and not HeaderEdits()
+
+
+def test_envelope_requests():
+    envelope = envelope_of()
+    milter(envelope, (P.CHGFROM, ['<z@example.test>', 'BODY=8BITMIME']),
+           (P.DELRCPT, ['<B@mx.test>']), (P.ADDRCPT_PAR, ['<d@mx.test>', 'NOTIFY=NEVER']),
+           (P.QUARANTINE, ['look at\n it']))
+    assert envelope.mail_from == Address('z@example.test', {'BODY': '8BITMIME'})
+    assert envelope.rcpt_to == [Address('c@mx.test'), Address('d@mx.test', {'NOTIFY': 'NEVER'})]
+    assert envelope.quarantined == 'look at it'
+
+
+def test_fold_keeps_the_space_it_folds_at():
+    """headers.fold (add_header's fields): unfolding gives the value back
+    byte for byte (RFC 5322 2.2.3); a tab in place of the space would not."""
+    value = ' '.join(f'word{i}' for i in range(60)) + '  two  spaces'
+    text = fold('X-Long', value)
+    lines = text.split('\r\n')
+    assert len(lines) > 2 and all(line.startswith(' ') for line in lines[1:-1])
+    assert text[:-2].replace('\r\n', '') == f'X-Long: {value}'
