@@ -1,6 +1,7 @@
 """Postfix -> milter -> Maildir: smtp_stack's MilterServer against pymilter, one run.
 
     python benchmarks/milter_bench.py [--messages 2000] [--sessions 20] [--size 4000]
+        [--before TREE] [--profile FILE]
 
 Each milter adds one header field to every message (smtp_stack: a
 middleware calling add_header; pymilter: Debian's python3-milter, libmilter's
@@ -14,11 +15,21 @@ so messages per milter CPU-second, its peak RSS, its RSS when loaded and
 listening, and what the sessions added to it (peak - idle, per concurrent
 session). Compare the ratios of one run, never figures from two.
 
+--before TREE adds a row: smtp_stack from another source tree (a `git
+worktree add --detach /tmp/before main`), run first, so that a change is
+measured against its parent in the same run. --profile FILE profiles this
+tree's milter over the measured messages (cProfile: milter_smtp_stack.py
+--profile) and prints the top of it; profiling costs CPU, so a profiled
+run's figures are not the ones to compare. The load average at the start
+and the end is printed: on a shared machine, read only the ratios.
+
 Needs: postfix (smtp-source), python3-milter for the system's /usr/bin/python3.
 """
 import argparse
 import os
+import pstats
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +37,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / 'tests'))
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / 'tests')]
 
 from postfix_private import PrivatePostfix, free_port  # noqa: E402
 
@@ -34,10 +45,10 @@ TICKS = os.sysconf('SC_CLK_TCK')
 
 
 def cpu_seconds(pid):
-    """User + system CPU of `pid` and its children that were reaped."""
+    """(user, system) CPU seconds of `pid` and its children that were reaped."""
     fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
     utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
-    return (utime + stime + cutime + cstime) / TICKS
+    return (utime + cutime) / TICKS, (stime + cstime) / TICKS
 
 
 def rss_kib(pid, field='VmHWM'):
@@ -64,8 +75,10 @@ def count_delivered(postfix):
         if (postfix.maildir / 'new').is_dir() else 0
 
 
-def run_one(name, command, port, args):
-    milter = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def run_one(name, command, port, args, tree=None, profile=None):
+    env = dict(os.environ, PYTHONPATH=str(tree)) if tree is not None else None
+    milter = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env=env)
     try:
         wait_port(port)
         idle = rss_kib(milter.pid, 'VmRSS')    # loaded and listening, before any session
@@ -84,6 +97,8 @@ def run_one(name, command, port, args):
             deadline = time.monotonic() + 60
             while count_delivered(postfix) < 50 and time.monotonic() < deadline:
                 time.sleep(0.05)
+            if profile is not None:
+                milter.send_signal(signal.SIGUSR1)
             cpu0, started = cpu_seconds(milter.pid), time.monotonic()
             send(args.messages)
             total = 50 + args.messages
@@ -93,10 +108,13 @@ def run_one(name, command, port, args):
                     raise TimeoutError(f'{name}: {count_delivered(postfix)} of {total} delivered')
                 time.sleep(0.02)
             elapsed = time.monotonic() - started
-            cpu = cpu_seconds(milter.pid) - cpu0
+            user, system = (after - before for after, before in
+                            zip(cpu_seconds(milter.pid), cpu0, strict=True))
+            cpu = user + system
             sample = next((postfix.maildir / 'new').iterdir()).read_bytes()
             assert b'X-Milter: seen' in sample, f'{name} did not add its header'
             return {'name': name, 'rate': args.messages / elapsed, 'cpu': cpu,
+                    'user': user, 'system': system,
                     'per_cpu': args.messages / cpu if cpu else float('inf'),
                     'rss': rss_kib(milter.pid), 'idle': idle,
                     'per_session': (rss_kib(milter.pid) - idle) / args.sessions}
@@ -117,25 +135,42 @@ def main():
     parser.add_argument('--messages', type=int, default=2000)
     parser.add_argument('--sessions', type=int, default=20)
     parser.add_argument('--size', type=int, default=4000, help='body bytes per message')
+    parser.add_argument('--before', type=Path, help='also run smtp_stack from this tree')
+    parser.add_argument('--profile', type=Path, help="profile this tree's milter into FILE")
     args = parser.parse_args()
+    load = os.getloadavg()
     rows = []
+    ours_script = [sys.executable, str(HERE / 'milter_smtp_stack.py')]
+    if args.before is not None:
+        port = free_port()
+        rows.append(run_one('smtp_stack (before)',
+                            [sys.executable, str(args.before / 'benchmarks/milter_smtp_stack.py'),
+                             '--listen', f'inet:127.0.0.1:{port}'], port, args,
+                            tree=args.before.resolve()))
     port = free_port()
-    rows.append(run_one('smtp_stack', [sys.executable, str(HERE / 'milter_smtp_stack.py'),
-                                       '--listen', f'inet:127.0.0.1:{port}'], port, args))
+    profile = ['--profile', str(args.profile.resolve())] if args.profile else []
+    rows.append(run_one('smtp_stack', [*ours_script, '--listen', f'inet:127.0.0.1:{port}',
+                                       *profile], port, args, tree=HERE.parent,
+                        profile=args.profile))
     port = free_port()
     rows.append(run_one('pymilter', ['/usr/bin/python3', str(HERE / 'milter_pymilter.py'),
                                      '--listen', f'inet:{port}@127.0.0.1'], port, args))
-    ours = rows[0]
+    ours = rows[-2]
+    if args.profile is not None:
+        print()
+        pstats.Stats(str(args.profile)).sort_stats('tottime').print_stats(40)
     print(f'\n{args.messages} messages of {args.size} bytes, {args.sessions} sessions at once, '
-          f'Postfix -> milter -> Maildir\n')
-    print('| milter | messages/s | milter CPU s | messages per CPU-second | peak RSS KiB '
-          '| idle RSS KiB | (peak - idle) / sessions KiB |')
+          f'Postfix -> milter -> Maildir; load average {load[0]:.2f} at the start, '
+          f'{os.getloadavg()[0]:.2f} at the end\n')
+    print('| milter | messages/s | milter CPU s (user + system) | messages per CPU-second '
+          '| peak RSS KiB | idle RSS KiB | (peak - idle) / sessions KiB |')
     print('|---|---|---|---|---|---|---|')
     for row in rows:
         ratio = '' if row is ours else (
             f' (smtp_stack {ours["rate"] / row["rate"]:.2f}x, '
             f'{ours["per_cpu"] / row["per_cpu"]:.2f}x per CPU-s)')
-        print(f'| {row["name"]} | {row["rate"]:.0f} | {row["cpu"]:.2f} | '
+        print(f'| {row["name"]} | {row["rate"]:.0f} | {row["cpu"]:.2f} '
+              f'({row["user"]:.2f} + {row["system"]:.2f}) | '
               f'{row["per_cpu"]:.0f}{ratio} | {row["rss"]} | {row["idle"]} '
               f'| {row["per_session"]:.0f} |')
 

@@ -64,10 +64,22 @@ def test_the_buffer_does_not_grow_with_the_packets_read():
     reader = PacketReader()
     chunk = frame('B', b'y' * 60000)
     for _ in range(200):
-        reader.feed(chunk)
-        assert reader.next_packet() is not None
-    assert reader.pending == 0
-    assert len(reader._buffer) <= 2 * len(chunk)
+        for piece in (chunk[:3], chunk[3:30000], chunk[30000:]):
+            reader.feed(piece)
+        assert reader.next_packet() == Packet('B', b'y' * 60000)
+        assert reader.pending == 0
+    assert len(reader._data) + reader._parted <= 2 * len(chunk)
+
+
+def test_packets_after_a_split_one_come_from_the_same_bytes():
+    """A recv() that ends one packet and holds the next ones whole."""
+    wire = frame('H', b'client\0') + frame('D', b'Ci\0Q1\0') + frame('E')
+    reader = PacketReader()
+    reader.feed(wire[:6])
+    assert reader.next_packet() is None
+    reader.feed(wire[6:])
+    assert [reader.next_packet() for _ in range(4)] == [
+        Packet('H', b'client\0'), Packet('D', b'Ci\0Q1\0'), Packet('E', b''), None]
 
 
 # -- layouts --------------------------------------------------------------------------

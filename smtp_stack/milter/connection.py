@@ -31,7 +31,6 @@ line; the session's cleanup (spool, components, on_close) always runs.
 """
 from __future__ import annotations
 
-import socket
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +54,8 @@ from .transport import Transport
 from .verdicts import CONTINUE_PACKET, command_args, final, ok, reply_packet
 
 if TYPE_CHECKING:
+    from socket import socket
+
     from ..middleware import SessionEvent
     from ..replies import Reply
     from .server import MilterServer
@@ -65,7 +66,7 @@ class MilterConnection(Transport):
     through the chain as the command it stands for, and the session's
     lifecycle. The socket is Transport's; the message is content.py's."""
 
-    def __init__(self, server: MilterServer, sock: socket.socket, peer: str) -> None:
+    def __init__(self, server: MilterServer, sock: socket, peer: str) -> None:
         super().__init__(server, sock, peer)
         self.version = 0
         self.actions = 0                    # the actions the MTA allows (SMFIF_*)
@@ -80,7 +81,6 @@ class MilterConnection(Transport):
         self.closing = False
         self.commands: dict[str, int] = {}
         self.failed: dict[str, int] = {}
-        self.greenlet = gevent.getcurrent()
 
     def take_macros(self, packet: Packet) -> None:
         """SMFIC_MACRO: the macros of the event that follows (Postfix and
@@ -120,10 +120,7 @@ class MilterConnection(Transport):
         finally:
             self.stop_progress()
             self._end_session()
-            try:
-                self.sock.close()
-            except OSError:
-                pass
+            self.close_socket()
 
     def _negotiate(self, packet: Packet) -> None:
         """SMFIC_OPTNEG: the steps the chain needs (steps.py), the actions

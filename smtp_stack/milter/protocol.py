@@ -53,44 +53,81 @@ class Packet(NamedTuple):
 
 class PacketReader:
     """Packets out of a byte stream: `feed(data)`, then `next_packet()`
-    until it returns None (a packet is not complete yet). Nothing already
-    looked at is searched again, and a packet longer than `max_size` (its
-    length counts the command byte) raises ProtocolError as soon as its
-    length is read, before its data is buffered."""
+    until it returns None (a packet is not complete yet). A packet longer
+    than `max_size` (its length counts the command byte) raises
+    ProtocolError as soon as its length is read, before its data is
+    buffered.
+
+    Made for one recv() holding many packets (Postfix writes the macros of
+    a message and its end in one go): the packets are sliced out of the
+    bytes as they came, without copying them into a buffer first. Only a
+    packet split across recv()s is joined, once, when its last piece is
+    there, so a packet of n bytes in k pieces costs O(n), never O(n k)."""
+
+    __slots__ = ('max_size', '_data', '_offset', '_parts', '_parted')
 
     def __init__(self, max_size: int = MAX_PACKET) -> None:
         self.max_size = max_size
-        self._buffer = bytearray()
+        self._data = b''            # bytes received; those before _offset were returned
         self._offset = 0
+        self._parts: list[bytes] = []   # pieces received after _data, not joined yet
+        self._parted = 0                # their length
 
     def feed(self, data: bytes) -> None:
-        if self._offset and self._offset >= len(self._buffer) // 2:
-            del self._buffer[:self._offset]     # amortised: each byte moved at most once
-            self._offset = 0
-        self._buffer += data
+        if self._offset >= len(self._data):
+            if not self._parts:
+                self._data, self._offset = bytes(data), 0
+                return
+        self._parts.append(bytes(data))
+        self._parted += len(data)
 
     @property
     def pending(self) -> int:
         """Bytes received and not yet returned in a packet."""
-        return len(self._buffer) - self._offset
+        return len(self._data) - self._offset + self._parted
 
     def next_packet(self) -> Packet | None:
-        buffer, start = self._buffer, self._offset
-        if len(buffer) - start < LEN_BYTES:
+        data, start = self._data, self._offset
+        available = len(data) - start
+        if available >= 5:
+            length = _unpack_length(data, start)[0]
+            end = start + 4 + length
+            if end <= len(data) and 0 < length <= self.max_size:
+                self._offset = end
+                return _new_packet(Packet, (_LETTERS[data[start + 4]], data[start + 5:end]))
+        return self._next_joined(available)
+
+    def _next_joined(self, available: int) -> Packet | None:
+        """next_packet's slow path: a length to check, or a packet whose
+        bytes are not all in _data (the pieces after it are joined when
+        the packet is complete)."""
+        if available >= LEN_BYTES:
+            (length,) = _LENGTH.unpack_from(self._data, self._offset)
+        elif available + self._parted >= LEN_BYTES:
+            self._join()
+            return self._next_joined(len(self._data))
+        else:
             return None
-        (length,) = _LENGTH.unpack_from(buffer, start)
         if length < 1:      # [milter8] milter8_read_resp: "bad packet length"
             raise ProtocolError('a packet of length 0 (no command byte)')
         if length > self.max_size:
             raise ProtocolError(f'a packet of {length} bytes, over the limit of '
                                 f'{self.max_size}')
-        end = start + LEN_BYTES + length
-        if len(buffer) < end:
+        if available + self._parted < LEN_BYTES + length:
             return None
-        command = chr(buffer[start + LEN_BYTES])
-        data = bytes(buffer[start + LEN_BYTES + 1:end])
-        self._offset = end
-        return Packet(command, data)
+        self._join()
+        return self.next_packet()
+
+    def _join(self) -> None:
+        self._data = self._data[self._offset:] + b''.join(self._parts)
+        self._offset = 0
+        self._parts = []
+        self._parted = 0
+
+
+_unpack_length = _LENGTH.unpack_from
+_new_packet = tuple.__new__         # a Packet without NamedTuple's Python-level __new__
+_LETTERS = [chr(byte) for byte in range(256)]
 
 
 def encode_packet(command: str, data: bytes = b'') -> bytes:

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import gevent
 import gevent.event
-import gevent.pool
 from gevent import socket as gsocket
-from gevent.server import StreamServer
+from greenlet import getcurrent, greenlet
 
 from ..events import LogEvents
 from ..server import ChainHost
@@ -37,6 +36,7 @@ from . import protocol as P
 from .connection import MilterConnection
 from .handlers import builtin
 from .steps import needs_of
+from .transport import Listener
 
 if TYPE_CHECKING:
     import logging
@@ -117,8 +117,8 @@ class MilterServer(ChainHost):
         self.needs = needs_of(())       # the stages the chain needs (steps.py)
         # The answer to each offer seen: (Negotiation, its packet), per chain.
         self.negotiations: dict[bytes, tuple[P.Negotiation, bytes]] = {}
-        self.connections: gevent.pool.Group = gevent.pool.Group()
-        self.listeners: list[StreamServer] = []
+        self.connections = Connections()
+        self.listeners: list[Listener] = []
         self.address: tuple[str, int] | str | None = None
         self._unix_paths: list[str] = []
         self._stopped = None
@@ -172,10 +172,13 @@ class MilterServer(ChainHost):
 
     def listen_on(self, sock: Any) -> None:
         """Serve on a listening socket (a worker: one its master bound)."""
-        listener = StreamServer(sock, self._serve, spawn=self.connections.spawn)
+        listener = Listener(sock, self._accepted, self._warn)
         listener.start()
         self.listeners.append(listener)
         self._init_lifecycle()
+
+    def _warn(self, message: str, *args: object) -> None:
+        self.log_backend.log(30, message, *args)
 
     def _init_lifecycle(self) -> None:
         if self._stopped is None:
@@ -191,7 +194,7 @@ class MilterServer(ChainHost):
         self._components_started = False
         self._pool = None
         self.listeners = []
-        self.connections = gevent.pool.Group()
+        self.connections = Connections()
         self._unix_paths = []
         self.stopping = False
         self._stopped = None
@@ -224,16 +227,31 @@ class MilterServer(ChainHost):
         sock.listen(backlog)
         return sock
 
-    def _serve(self, sock: Any, address: Any) -> None:
+    def _accepted(self, sock: socket.socket, address: Any) -> None:
+        """A new MTA connection (in the hub: Listener): its greenlet runs at
+        once, up to its first wait."""
         peer = f'{address[0]}:{address[1]}' if isinstance(address, tuple) else 'unix'
         limit = self.options.max_connections
-        if self.stopping or (limit and len(self.connections) > limit):
+        if self.stopping or (limit and len(self.connections) >= limit):
             self.log_backend.log(30, 'milter connection from %s refused: %s', peer,
                                  'stopping' if self.stopping else 'max_connections')
             sock.close()
             return
-        sock.settimeout(self.options.socket_timeout)
-        MilterConnection(self, sock, peer).run()
+        serving = greenlet(self._serve, parent=gevent.get_hub())
+        self.connections.add(serving)
+        serving.switch(sock, peer)
+
+    def _serve(self, sock: socket.socket, peer: str) -> None:
+        try:
+            connection = MilterConnection(self, sock, peer)
+        except BaseException:
+            sock.close()
+            self.connections.discard(getcurrent())
+            raise
+        try:
+            connection.run()
+        finally:
+            self.connections.discard(getcurrent())
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop listening; let MTA connections end within `timeout` (default
@@ -266,8 +284,8 @@ class MilterServer(ChainHost):
             self._pool.stop(grace)
         for listener in self.listeners:
             listener.close()
-        self.connections.join(timeout=grace)
-        self.connections.kill(block=True, timeout=max(grace, 1.0))
+        self.connections.join(grace)
+        self.connections.kill(max(grace, 1.0))
         for path in self._unix_paths:
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -282,6 +300,40 @@ class MilterServer(ChainHost):
     def __exit__(self, *exc: object) -> None:
         self.stop(timeout=1.0)
 
+
+
+class Connections:
+    """The greenlets serving MTA connections (plain greenlets, the hub
+    their parent: a gevent Greenlet's links and pool cost more than the
+    rest of a short session): `len()`, and `join`/`kill` for stop()."""
+
+    def __init__(self) -> None:
+        self._serving: set[greenlet] = set()
+        self._none = gevent.event.Event()
+        self._none.set()
+
+    def __len__(self) -> int:
+        return len(self._serving)
+
+    def add(self, serving: greenlet) -> None:
+        self._serving.add(serving)
+        self._none.clear()
+
+    def discard(self, serving: greenlet) -> None:
+        self._serving.discard(serving)
+        if not self._serving:
+            self._none.set()
+
+    def join(self, timeout: float) -> bool:
+        """Wait until none is left, at most `timeout` s; whether none is."""
+        return self._none.wait(timeout)
+
+    def kill(self, timeout: float) -> None:
+        """GreenletExit into each (its loop ends the session and closes the
+        socket), then wait for them, at most `timeout` s."""
+        for serving in list(self._serving):
+            gevent.kill(serving)
+        self.join(timeout)
 
 
 def parse_listen(spec: str) -> tuple[str, tuple[str, int] | str]:

@@ -1,5 +1,18 @@
-"""The socket side of one MTA connection: packets in, replies out, and
-SMFIR_PROGRESS while the chain works; the only socket code of the milter.
+"""The socket side of the milter: accepting MTA connections, and for each
+one packets in, replies out, and SMFIR_PROGRESS while the chain works;
+the only socket code of the milter.
+
+An MTA opens one connection per SMTP session (Postfix's smtpd does) and
+speaks a few small packets on it, so what a connection costs to open,
+wait on and close is most of a milter's work. Hence plain non-blocking
+sockets under the hub's own watchers rather than gevent's socket layer:
+`Listener` accepts in the hub (a burst at once) and starts each
+connection's greenlet; `Transport` waits on one io watcher and one timer
+made per connection, reads up to 64 KiB at a time (every packet in them is
+parsed before the next read: Postfix writes a message's macros and its end
+together), and tries a read first only when the last one may have left
+bytes behind. Nothing here blocks the hub: every wait is a watcher and a
+switch to the hub.
 
 `Transport` is the base of MilterConnection (connection.py), which adds
 the events; message.MessageReader reads the content packets through it
@@ -7,11 +20,15 @@ the events; message.MessageReader reads the content packets through it
 """
 from __future__ import annotations
 
+import errno
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
+from gevent import get_hub
 from gevent.lock import Semaphore
+from greenlet import getcurrent
 
 from ..errors import ClientDisconnected
 from ..logs import emit
@@ -26,6 +43,71 @@ if TYPE_CHECKING:
 RECV_SIZE = 65536 + 1024        # a body chunk and its header in one recv()
 TRACE = 5                       # LogLevels.TRACE: every packet, both ways
 PROGRESS_PACKET = P.reply(P.PROGRESS)
+ACCEPT_BURST = 64               # connections accepted per wakeup before others run
+# accept() failures that say the process or the system is out of something:
+# accepting pauses instead of spinning on them (the pending connections wait).
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_PAUSE = 0.1              # s
+# What the hub hands a waiting greenlet: its watcher fired, or its timer did.
+READY, TIMED_OUT = object(), object()
+
+
+class Listener:
+    """Accepts connections on a listening socket, in the hub's callback of
+    an io watcher, and calls `handle(sock, address)` for each: `sock` a
+    plain socket.socket in non-blocking mode. `close()` stops accepting
+    and closes the listening socket."""
+
+    def __init__(self, sock: Any, handle: Callable[[socket.socket, Any], None],
+                 log: Callable[..., None]) -> None:
+        self.socket = sock
+        # gevent's socket wraps the system's; accept() is made on that one.
+        self._raw: socket.socket = getattr(sock, '_sock', sock)
+        self._raw.setblocking(False)
+        self._family, self._type = self._raw.family, self._raw.type
+        self._handle = handle
+        self._log = log
+        self._loop = get_hub().loop
+        self._watcher = self._loop.io(self._raw.fileno(), 1)
+        self._pause: Any = None
+        self.closed = False
+
+    def start(self) -> None:
+        self._watcher.start(self._accept)
+
+    def _accept(self) -> None:
+        """Take up to ACCEPT_BURST connections; the hub calls again while
+        more are pending."""
+        accept = self._raw._accept      # type: ignore[attr-defined]
+        family, kind, handle = self._family, self._type, self._handle
+        for _ in range(ACCEPT_BURST):
+            try:
+                fd, address = accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in OUT_OF_RESOURCES:
+                    self._log('milter: accept failed, pausing %s s: %s', ACCEPT_PAUSE, exc)
+                    self._watcher.stop()
+                    self._pause = self._loop.timer(ACCEPT_PAUSE)
+                    self._pause.start(self._resume)
+                    return
+                continue        # ECONNABORTED and the like: that one client's loss
+            sock = socket.socket(family, kind, 0, fd)
+            sock.setblocking(False)
+            handle(sock, address)
+
+    def _resume(self) -> None:
+        self._pause = None
+        if not self.closed:
+            self._watcher.start(self._accept)
+
+    def close(self) -> None:
+        self.closed = True
+        self._watcher.close()
+        if self._pause is not None:
+            self._pause.close()
+        self.socket.close()
 
 
 class Transport:
@@ -43,6 +125,16 @@ class Transport:
         self.session: Session | None = None
         self._silent: frozenset[str] = P.UNANSWERED     # commands the MTA awaits no reply to
         self._pushback: Packet | None = None
+        self._hub = get_hub()
+        loop = self._hub.loop
+        self._readable = loop.io(sock.fileno(), 1)
+        self._writable: Any = None          # made when a send() does not take it all
+        self._timer = self._new_timer()
+        self._write_timer: Any = None       # its own: PROGRESS may wait while a read does
+        # Whether the last recv() may have left bytes in the socket: then the
+        # next one is tried before waiting. The MTA writes first, so the
+        # first one is tried at once.
+        self._more = True
         # The greenlet sending SMFIR_PROGRESS, and the lock that keeps its
         # packets and the reply from interleaving (made with the first ticker).
         self._ticker: Any = None
@@ -64,6 +156,7 @@ class Transport:
     def expects(self, command: str) -> bool:
         return command not in self._silent
 
+    # -- reading ---------------------------------------------------------------
     def read_packet(self) -> Packet:
         """The next packet; ClientDisconnected when the MTA is gone or
         silent past socket_timeout, ProtocolError for a malformed one."""
@@ -71,42 +164,107 @@ class Transport:
         if pushed is not None:
             self._pushback = None
             return pushed
-        reader = self.reader
-        while True:
-            packet = reader.next_packet()
-            if packet is not None:
-                if self._log_min <= TRACE:
-                    self.log(TRACE, 'MTA: %s %r', P.name_of(packet.command), packet.data[:100])
-                return packet
-            try:
-                data = self.sock.recv(RECV_SIZE)
-            except TimeoutError:
-                raise ClientDisconnected(
-                    f'the MTA sent nothing for {self.options.socket_timeout:g} s') from None
-            except OSError as exc:
-                raise ClientDisconnected(str(exc) or type(exc).__name__) from None
-            if not data:
-                where = ' mid-packet' if reader.pending else ''
-                raise ClientDisconnected(f'the MTA closed the connection{where}')
-            reader.feed(data)
+        next_packet = self.reader.next_packet
+        packet = next_packet()
+        while packet is None:
+            self.receive()
+            packet = next_packet()
+        if self._log_min <= TRACE:
+            self.log(TRACE, 'MTA: %s %r', P.name_of(packet.command), packet.data[:100])
+        return packet
+
+    def receive(self) -> None:
+        """One recv() of up to RECV_SIZE bytes into the reader, after waiting
+        for them when the last recv() emptied the socket."""
+        if not self._more:
+            self._wait(self._readable, self._timer, 'sent nothing')
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            self._more = False
+            return
+        except OSError as exc:
+            raise ClientDisconnected(str(exc) or type(exc).__name__) from None
+        if not data:
+            where = ' mid-packet' if self.reader.pending else ''
+            raise ClientDisconnected(f'the MTA closed the connection{where}')
+        self._more = len(data) == RECV_SIZE
+        self.reader.feed(data)
 
     def push_back(self, packet: Packet) -> None:
         """`packet` is read again next (a command that ended a message)."""
         self._pushback = packet
 
+    def _new_timer(self) -> Any:
+        timeout = self.options.socket_timeout
+        return self._hub.loop.timer(timeout) if timeout else None
+
+    def _wait(self, watcher: Any, timer: Any, silence: str) -> None:
+        """Until `watcher` fires: this greenlet waits in the hub, and
+        `timer` (None: no limit) says when it has waited socket_timeout
+        (then ClientDisconnected)."""
+        switch = getcurrent().switch
+        watcher.start(switch, READY)
+        if timer is not None:
+            timer.start(switch, TIMED_OUT)
+        try:
+            woken = self._hub.switch()
+        finally:
+            watcher.stop()
+            if timer is not None:
+                timer.stop()
+        if woken is not READY:
+            if woken is TIMED_OUT:
+                raise ClientDisconnected(
+                    f'the MTA {silence} for {self.options.socket_timeout:g} s')
+            raise RuntimeError(f'a milter connection woken by {woken!r}')
+
+    # -- writing ---------------------------------------------------------------
     def answer(self, data: bytes) -> None:
         """Send a reply (with the modifications before it, in `data`)."""
         self.owed = None
         if self._log_min <= TRACE:
             self.log(TRACE, 'milter: %r', data[:200])
+        if self._ticker is None or self._write is None:
+            self._send(data)
+        else:
+            with self._write:
+                self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        """All of `data`: at once as a rule (a reply is small and the MTA
+        reads it), else as the MTA takes it, waiting for room."""
         try:
-            if self._ticker is None or self._write is None:
-                self.sock.sendall(data)
-            else:
-                with self._write:
-                    self.sock.sendall(data)
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
         except OSError as exc:
             raise ClientDisconnected(str(exc) or type(exc).__name__) from None
+        if sent < len(data):
+            self._send_rest(memoryview(data)[sent:])
+
+    def _send_rest(self, rest: memoryview) -> None:
+        if self._writable is None:
+            self._writable = self._hub.loop.io(self.sock.fileno(), 2)
+            self._write_timer = self._new_timer()
+        while rest:
+            self._wait(self._writable, self._write_timer, 'read nothing')
+            try:
+                rest = rest[self.sock.send(rest):]
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise ClientDisconnected(str(exc) or type(exc).__name__) from None
+
+    def close_socket(self) -> None:
+        """The watchers, then the socket (a watcher never outlives its fd)."""
+        for watcher in (self._readable, self._writable, self._timer, self._write_timer):
+            if watcher is not None:
+                watcher.close()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
     # -- SMFIR_PROGRESS while the chain works after the end of the body ----------
     def start_progress(self) -> None:
@@ -124,9 +282,9 @@ class Transport:
         try:
             while True:
                 with lock:
-                    self.sock.sendall(PROGRESS_PACKET)
+                    self._send(PROGRESS_PACKET)
                 gevent.sleep(interval)
-        except OSError:
+        except ClientDisconnected:
             pass        # the loop finds out the MTA is gone
 
     def stop_progress(self) -> None:
