@@ -25,7 +25,7 @@ import pytest
 
 from smtp_stack import SmtpServer, policies
 from smtp_stack.config import ConfigError, parse
-from smtp_stack.delivery import MaildirDelivery
+from smtp_stack.delivery import MaildirDelivery, RelayDelivery
 from smtp_stack.testing import MailSink, ServerThread
 
 import peers
@@ -196,6 +196,27 @@ def dkim_signer(tmp_path_factory, keys_dir):
     running.stop()
 
 
+class SimpleSigner(PrivateOpenDkim):
+    """OpenDKIM signing with simple canonicalization of the header too: its
+    DKIM-Signature verifies only if stored byte for byte as OpenDKIM wrote it."""
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        with open(self.conf) as f:
+            text = f.read()
+        assert 'Canonicalization relaxed/simple' in text
+        with open(self.conf, 'w') as f:
+            f.write(text.replace('Canonicalization relaxed/simple',
+                                 'Canonicalization simple/simple'))
+
+
+@pytest.fixture(scope='module')
+def dkim_simple_signer(tmp_path_factory, keys_dir):
+    running = SimpleSigner(tmp_path_factory.mktemp('opendkim-simple'), 's', key_dir=keys_dir)
+    yield running
+    running.stop()
+
+
 @pytest.fixture(scope='module')
 def dkim_verifier(tmp_path_factory, keys_dir):
     running = PrivateOpenDkim(tmp_path_factory.mktemp('opendkim-v'), 'v', key_dir=keys_dir)
@@ -263,6 +284,24 @@ def seen(stored, name='one'):
     return json.loads(stored[f'X-Seen-{name}'].replace('\t', ' '))
 
 
+@contextlib.contextmanager
+def smtp_server(*middleware, **options):
+    """An SmtpServer with `middleware` (the delivery first), serving in a thread."""
+    server = SmtpServer(**{'name': 'mx.test', 'disable_reverse_lookup': True, **options})
+    for each in middleware:
+        server.use(each)
+    runner = ServerThread(server).start()
+    try:
+        yield server
+    finally:
+        runner.stop(timeout=2)
+
+
+def maildir_server(box, *policies_used):
+    """An SmtpServer storing into the Maildir `box`, with `policies_used` after it."""
+    return smtp_server(MaildirDelivery(str(box)), *policies_used)
+
+
 # -- OpenDKIM --------------------------------------------------------------------------
 
 def test_opendkim_signs_what_the_delivery_stores(serve, dkim_signer):
@@ -276,6 +315,32 @@ def test_opendkim_signs_what_the_delivery_stores(serve, dkim_signer):
     assert dkim.verify(stored.raw, dnsfunc=lambda name, timeout=5: record)
     tampered = stored.raw.replace(b'Hi there.', b'Hi there!')
     assert not dkim.verify(tampered, dnsfunc=lambda name, timeout=5: record)
+
+
+def test_opendkim_simple_canonicalization_verifies_where_the_relay_delivers(serve,
+                                                                         dkim_simple_signer):
+    """The signature field is kept as OpenDKIM folded it, where it inserted it
+    (index 0: on top, above the relay's Received), and the signed fields are
+    untouched: dkimpy verifies the message the upstream received."""
+    dkim = peers.python_module('dkim')
+    upstream = MailSink(name='upstream.test', tls='off').start()
+    try:
+        relay = RelayDelivery('127.0.0.1', upstream.address[1])
+        with smtp_server(relay, policies.milter(dkim_simple_signer.address,
+                                                name='opendkim')) as server:
+            long_subject = ' '.join(['folded'] * 20)
+            assert send(server, message(subject=long_subject,
+                                        extra='X-Folded: a\r\n\tb\r\n')) == {}
+        [stored] = upstream.wait_for(1, timeout=WAIT)
+    finally:
+        upstream.stop()
+    raw = stored.raw
+    assert raw.startswith(b'DKIM-Signature: ') and b'\r\nReceived: from ' in raw
+    assert b'c=simple/simple' in raw and b'\r\n\t' in raw.split(b'\r\nReceived')[0]
+    record = dkim_simple_signer.public_record.encode()
+    assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: record)
+    refolded = raw.replace(b'\r\n\t', b'\r\n ', 1)        # what refolding used to do
+    assert not dkim.verify(refolded, dnsfunc=lambda name, timeout=5: record)
 
 
 def test_opendkim_verifies_and_says_so(serve, dkim_verifier):
@@ -495,20 +560,6 @@ def test_a_silent_milter_with_accept_is_passed_by(serve, silent_milter):
                                  default_action='accept'))
     assert send(sink, message()) == {}
     assert len(sink.wait_for(1, timeout=WAIT)) == 1
-
-
-@contextlib.contextmanager
-def maildir_server(box, *policies_used):
-    """An SmtpServer storing into the Maildir `box`, with `policies_used` after it."""
-    server = SmtpServer(name='mx.test', disable_reverse_lookup=True)
-    server.use(MaildirDelivery(str(box)))
-    for policy in policies_used:
-        server.use(policy)
-    runner = ServerThread(server).start()
-    try:
-        yield server
-    finally:
-        runner.stop(timeout=2)
 
 
 def unfolded(stored, name):
