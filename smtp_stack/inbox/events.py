@@ -112,6 +112,11 @@ class Broker:
     def unsubscribe(self, queue: Any) -> None:
         self._subscribers.pop(queue, None)
 
+    def greeted(self, mailbox: str, total: int, unread: int) -> None:
+        """A subscriber was told these counts: the next stats of `mailbox`
+        go out when they change (or it has an event), not before."""
+        self._counts.setdefault(mailbox, (total, unread))
+
     @property
     def subscribers(self) -> int:
         return len(self._subscribers)
@@ -141,7 +146,9 @@ class Broker:
             for box, (total, unread) in counts.items():
                 if box in touched or self._counts.get(box) != (total, unread):
                     self.publish(stats_event(total, unread), box, everyone=False)
-            self._counts = counts
+            self._counts.update(counts)
+            for box in set(self._counts) - set(self._subscribers.values()):
+                del self._counts[box]       # nobody listens there now
             last = state
 
     def publish(self, event: Message, mailbox: str = DEFAULT, everyone: bool = True) -> None:
@@ -199,6 +206,7 @@ def websocket_app(environ: Environ, start_response: StartResponse,
     try:
         _changes, _newest, total, unread, _event = offload(broker.store.state, mailbox)
         queue.put(stats_event(total, unread))       # Mailpit's greeting
+        broker.greeted(mailbox, total, unread)
         write = start_response('101 Switching Protocols', [
             ('Upgrade', 'websocket'), ('Connection', 'Upgrade'), ('Sec-WebSocket-Accept', accept)])
         write(b'')          # the 101 goes out now; the socket is ours from here
