@@ -10,7 +10,7 @@ import smtplib
 
 import pytest
 
-from smtp_stack import policies
+from smtp_stack import SmtpError, policies
 from smtp_stack.delivery import MaildirDelivery, RelayDelivery
 from smtp_stack.testing import MailSink
 
@@ -75,3 +75,68 @@ def test_the_relay_passes_the_milters_body_and_refuses_its_quarantine(serve, tes
         assert relayed['Subject'] == 'replbody'
     finally:
         sink.stop()
+
+
+# -- the milter's envelope changes reach the relay's upstream --------------------------------
+
+@pytest.fixture
+def relay_with_milter(serve, test_milter):  # noqa: F811
+    """serve(upstream options) -> (our server, the upstream MailSink)."""
+    sinks = []
+
+    def start(**upstream_options):
+        sink = MailSink(name='upstream.test', tls='off', **upstream_options).start()
+        sinks.append(sink)
+        relay = RelayDelivery('127.0.0.1', sink.address[1])
+        server = serve([relay, policies.milter(test_milter.address, name='one')],
+                       on_close=relay.session_closed)
+        return server, sink
+
+    yield start
+    for sink in sinks:
+        sink.stop()
+
+
+def test_chgfrom_addrcpt_and_delrcpt_reach_the_upstream(relay_with_milter):
+    server, upstream = relay_with_milter()
+    assert send(server, message(subject='chgfrom addrcpt delrcpt'),
+                rcpts=['bob@mx.test', 'carol@mx.test']) == {}
+    [relayed] = upstream.wait_for(1, timeout=WAIT)
+    assert relayed.envelope.mail_from.address == 'changed@example.test'
+    assert [r.address for r in relayed.envelope.rcpt_to] == ['carol@mx.test', 'added@mx.test']
+    # An envelope nobody changed goes as the client sent it.
+    assert send(server, message(subject='plain')) == {}
+    _, plain = upstream.wait_for(2, timeout=WAIT)
+    assert plain.envelope.mail_from.address == 'alice@example.test'
+    assert [r.address for r in plain.envelope.rcpt_to] == ['bob@mx.test']
+
+
+@pytest.mark.parametrize('code, enhanced', [(550, '5.1.1'), (450, '4.2.1')])
+def test_a_recipient_the_milter_added_that_the_upstream_refuses(relay_with_milter, code,
+                                                                enhanced):
+    """All or nothing: the client was told 250 for its recipients and hears the
+    upstream's refusal at DATA; nothing is relayed, so nobody gets it twice."""
+    def refuse_added(session, address):
+        if address.address == 'added@mx.test':
+            raise SmtpError(code, 'No such mailbox upstream', enhanced)
+
+    server, upstream = relay_with_milter(on_rcpt_to=refuse_added)
+    with smtplib.SMTP(*server.address, timeout=WAIT) as client:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail('alice@example.test', ['bob@mx.test'], message(subject='addrcpt'))
+        assert (refused.value.smtp_code, refused.value.smtp_error) == (
+            code, f'{enhanced} No such mailbox upstream'.encode())
+        assert upstream.messages == []
+        # The session's next message goes through, on the same upstream connection.
+        assert client.sendmail('alice@example.test', ['bob@mx.test'],
+                               message(subject='plain')) == {}
+    [relayed] = upstream.wait_for(1, timeout=WAIT)
+    assert relayed['Subject'] == 'plain'
+
+
+def test_a_message_left_without_recipients_is_discarded(relay_with_milter):
+    server, upstream = relay_with_milter()
+    assert send(server, message(subject='delrcpt')) == {}     # bob was the only one
+    assert send(server, message(subject='plain')) == {}
+    [relayed] = upstream.wait_for(1, timeout=WAIT)
+    assert relayed['Subject'] == 'plain'

@@ -14,6 +14,17 @@ client hears the upstream's verdict at the step it belongs to:
                     upstream must offer CHUNKING and BINARYMIME, else 555
     RSET, EHLO   -> RSET upstream
 
+A milter (policies.milter: CHGFROM, ADDRCPT, DELRCPT) or any middleware
+may change the envelope's sender and recipients after MAIL and RCPT went
+upstream. At DATA, once the chain inside has judged the message, the relay
+compares the envelope with what it sent, and if it changed, sends it again
+(RSET, XFORWARD, MAIL, each RCPT) before DATA. All or nothing: if the
+upstream refuses one of the recipients now, the message is not sent and
+the client gets that refusal (a temporary one first), since it was told
+250 for every recipient; so no recipient is dropped unseen, and a 250
+still only follows the upstream's. A message left with no recipient is
+dropped as a discarded one. An envelope nobody changed costs nothing more.
+
 A message a middleware dropped (`envelope.drop`) gets its 250 and the
 upstream an RSET; a replaced body (`envelope.replace_body`) is what the
 upstream gets after the header section. A quarantined one
@@ -34,7 +45,7 @@ from __future__ import annotations
 
 import smtplib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 from ..errors import ClientDisconnected, SmtpError
 from ..events import DELIVERY, refused_by, reply_text, status_of
@@ -49,7 +60,7 @@ from .upstream import (Upstream, client_tls_context, describe_upstream, mail_par
 if TYPE_CHECKING:
     from ..addresses import Address
     from ..middleware import Context, Next
-    from ..session import Session
+    from ..session import Envelope, Session
 
 # Re-exported: the inbox's release and older imports name them here.
 __all__ = ['RelayDelivery', 'Upstream', 'UpstreamError', 'client_tls_context',
@@ -191,6 +202,8 @@ class RelayDelivery:
         if reply.code >= 300:
             envelope.rcpt_to.pop()
             refuse(ctx, reply)      # the upstream's words
+        elif link.sent is not None:
+            link.sent[1].append(_key(recipient))
 
     def _on_data(self, ctx: Context, next: Next) -> None:
         next()
@@ -207,6 +220,22 @@ class RelayDelivery:
         if link is None or not link.in_transaction:
             refuse(ctx, UPSTREAM_LOST, self.where, 'no upstream transaction')
             return
+        if _sent_as(session.envelope) != link.sent:
+            # A milter (or middleware) changed the sender or the recipients
+            # after they went upstream: the transaction again, as it is now.
+            if not session.envelope.rcpt_to:
+                session.envelope.drop('every recipient was removed')
+                discard_dropped(ctx, self.where)
+                return self._reset(session)
+            try:
+                link, refused = self._redo(ctx)
+            except UpstreamError as exc:
+                self._drop(session)
+                refuse(ctx, exc.reply, self.where, str(exc))
+                return
+            if refused is not None:
+                refuse(ctx, refused, self.where)
+                return self._reset(session)
         if not link.binary:
             try:
                 reply = self._ask(link, 'DATA')
@@ -257,6 +286,33 @@ class RelayDelivery:
             refuse(ctx, UPSTREAM_LOST, self.where, f'upstream lost after the final dot: {exc}')
             return
         ctx.send(self._verdict(ctx, replies))
+
+    def _redo(self, ctx: Context) -> tuple[Upstream, Reply | None]:
+        """RSET, MAIL and RCPT upstream for the envelope as it is now, on
+        the session's link (a new one if the upstream had closed it). All
+        or nothing: a recipient the upstream refuses ends it, and its
+        reply (the first temporary one, else the first permanent one) is
+        the client's, since the client was told 250 for every recipient
+        and cannot be told of one alone now; None when all were taken."""
+        envelope = ctx.session.envelope
+        assert envelope.mail_from is not None
+        note(ctx, 20, 'the envelope changed after MAIL and RCPT went upstream: '
+                      'sending them again (from=<%s>, %d recipients)',
+             envelope.mail_from.address, len(envelope.rcpt_to))
+        self._start_transaction(ctx, envelope.mail_from)
+        link = self._links[ctx.session]
+        refusals = []
+        for recipient in envelope.rcpt_to:
+            reply = self._ask(link, f'RCPT TO:<{recipient.address}>'
+                              f'{rcpt_params(link, recipient)}')
+            if reply.code >= 300:
+                refusals.append(reply)
+                note(ctx, 30, 'upstream refused <%s>: %s', recipient.address, reply_text(reply))
+            elif link.sent is not None:
+                link.sent[1].append(_key(recipient))
+        if not refusals:
+            return link, None
+        return link, next((r for r in refusals if r.code < 500), refusals[0])
 
     def _hold(self, ctx: Context) -> None:
         """A quarantined message: into the `quarantine` Maildir (its own
@@ -328,6 +384,7 @@ class RelayDelivery:
             if reply.code >= 300:
                 raise UpstreamError(reply)
             link.in_transaction = True
+            link.sent = (_key(address), [])
             return
 
     def _connect(self, ctx: Context) -> Upstream:
@@ -419,6 +476,21 @@ class RelayDelivery:
         chosen = (temporary or failed)[0]
         ctx.refusal = (chosen, DELIVERY)
         return chosen
+
+
+# What went upstream: the sender and the recipients, each as (address, parameters).
+SentKey: TypeAlias = tuple[str, tuple[tuple[str, Any], ...]]
+
+
+def _key(address: Address) -> SentKey:
+    return address.address, tuple(sorted(address.args.items()))
+
+
+def _sent_as(envelope: Envelope) -> tuple[SentKey, list[SentKey]] | None:
+    """The envelope as the upstream would have been told it."""
+    if envelope.mail_from is None:
+        return None
+    return _key(envelope.mail_from), [_key(r) for r in envelope.rcpt_to]
 
 
 def _nothing_inside() -> None:

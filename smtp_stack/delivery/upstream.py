@@ -31,7 +31,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gevent import socket as gsocket
 from gevent import ssl as gssl
@@ -77,6 +77,10 @@ class Upstream(smtplib.SMTP):
         self._secure = secure
         self.in_transaction = False
         self.binary = False         # this transaction's body goes in BDAT chunks
+        # What this transaction told the upstream: the sender and the
+        # recipients it took, each (address, parameters); the relay compares
+        # it with the envelope at DATA (a milter may have changed it since).
+        self.sent: tuple[Any, list[Any]] | None = None
 
     def connect(self, host: str = 'localhost', port: int = 0,
                 source_address: SocketAddress | None = None) -> tuple[int, bytes]:
