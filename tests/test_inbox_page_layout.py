@@ -235,6 +235,9 @@ for (const node of document.querySelectorAll('body *')) {
   const own = [...node.childNodes].filter((n) => n.nodeType === 3)
     .map((n) => n.textContent).join('').trim();
   if (own) check(node, getComputedStyle(node).color, `${where} "${own.slice(0, 30)}"`);
+  if (node.matches('select') && node.selectedOptions.length) {
+    check(node, getComputedStyle(node).color, `${where} value`);
+  }
   if (node.matches('input[type=text], input[type=search]')) {
     if (node.value) check(node, getComputedStyle(node).color, `${where} value`);
     else if (node.placeholder) {

@@ -2,15 +2,17 @@
 // (no build step): util (state, API, formatting), router (the URL hash),
 // list (the list, tags, selection), message (one message and its tabs),
 // checks, htmlsource (the highlighter), dialogs, live (websocket, polling,
-// notifications). theme.js runs before them, in <head>. Every path is
-// relative to the page, so the inbox works mounted under a prefix.
+// notifications), mailboxes (the picker). theme.js runs before them, in
+// <head>. Every path is relative to the page, so the inbox works mounted
+// under a prefix, and each mailbox is this page under its own.
 import { $, api, relayEnabled, state, say } from './util.js';
 import { go, startRouting } from './router.js';
-import { refresh, toggleFocused, wireList } from './list.js';
+import { refresh, setUnread, toggleFocused, wireList } from './list.js';
 import { close, deleteCurrent, open, toggleRead, wireMessage } from './message.js';
 import { wireChecks } from './checks.js';
 import { wireDialogs } from './dialogs.js';
 import { connect, wireLive } from './live.js';
+import { wireMailboxes } from './mailboxes.js';
 
 const THEMES = ['auto', 'dark', 'light'];
 
@@ -89,6 +91,8 @@ document.addEventListener('DOMContentLoaded', () => {
   wireChecks();
   wireDialogs();
   wireLive();
+  document.addEventListener('inbox-mailbox', () => setUnread(state.unread));
+  wireMailboxes();
   document.addEventListener('keydown', onKey);
   loadSettings().finally(() => {
     startRouting({ refresh, open, close });

@@ -36,6 +36,7 @@ async function load() {
     state.tags = data.tags || [];
     renderList(data);
     renderTagBar();
+    document.dispatchEvent(new CustomEvent('inbox-listed'));    // the mailbox picker follows
   } catch (error) {
     say(`Cannot load messages: ${error.message}`);
   }
@@ -145,8 +146,10 @@ function renderList(data) {
 }
 
 export function setUnread(count) {
+  state.unread = count;
   $('unread-count').textContent = String(count);
-  document.title = count ? `(${count}) Inbox - smtp-stack` : 'Inbox - smtp-stack';
+  const name = state.mailbox ? `${state.mailbox} - Inbox - smtp-stack` : 'Inbox - smtp-stack';
+  document.title = count ? `(${count}) ${name}` : name;
 }
 
 export function updateTimes() {

@@ -9,6 +9,7 @@ export const state = {
   current: null, currentId: null,
   selected: new Set(), lastSelected: null,
   webui: null,
+  mailbox: '', unread: 0,       // this page's mailbox ('' the default one), its unread count
 };
 
 export const $ = (id) => document.getElementById(id);
