@@ -11,7 +11,7 @@ SCRYPT = hash_password('pw')
 PBKDF2 = hash_password('pw', 'pbkdf2-sha256')
 
 
-@pytest.mark.parametrize('stored', [SCRYPT, PBKDF2])
+@pytest.mark.parametrize('stored', [SCRYPT, PBKDF2], ids=['scrypt', 'pbkdf2-sha256'])
 def test_hash_round_trip(stored):
     assert verify_password(stored, 'pw')
     assert not verify_password(stored, 'pw ') and not verify_password(stored, '')
