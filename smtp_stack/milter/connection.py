@@ -79,6 +79,9 @@ class MilterConnection(Transport):
         self.sender: M.Sent | None = None   # MAIL as the MTA sent it, for the changes
         self.recipients: list[M.Sent] = []
         self.closing = False
+        # No event ran the chain since the transaction was last ended: an
+        # ABORT then has nothing to reset (Postfix sends two after each message).
+        self.fresh = False
         self.commands: dict[str, int] = {}
         self.failed: dict[str, int] = {}
 
@@ -103,9 +106,15 @@ class MilterConnection(Transport):
     def run(self) -> None:
         try:
             try:
-                self._negotiate(self.read_packet())
+                read = self.read_packet
+                self._negotiate(read())
                 while not self.closing:
-                    self._dispatch(self.read_packet())
+                    packet = read()
+                    if packet.command == P.MACRO:   # most packets: no reply, no event
+                        self.owed = None
+                        self.take_macros(packet)
+                    else:
+                        self._dispatch(packet)
             except ProtocolError as exc:
                 self.log(30, 'milter protocol error from %s, closing: %s', self.peer, exc.reason)
             except ClientDisconnected as exc:
@@ -159,9 +168,6 @@ class MilterConnection(Transport):
         handler(self, packet)
 
     # -- the events ------------------------------------------------------------
-    def _on_macro(self, packet: Packet) -> None:
-        self.take_macros(packet)
-
     def _on_optneg(self, packet: Packet) -> None:
         self._end_session()
         self._negotiate(packet)
@@ -201,6 +207,7 @@ class MilterConnection(Transport):
         session.milter = facts       # type: ignore[attr-defined]
         self.session, self.facts = session, facts
         self._reset_transaction()
+        self.fresh = False          # what components did at session_opened is reset as before
         pending, self._pending = self._pending, {}
         opened = self.server.lifecycle.opened
         if opened:
@@ -257,14 +264,15 @@ class MilterConnection(Transport):
         run_message(self, packet)
 
     def _on_abort(self, packet: Packet) -> None:
-        P.read_command(packet)
+        _no_data(packet)
         if self.session is None:
             return
         self.tell('RSET')
-        self.end_transaction()
+        if not self.fresh or self._mta_queue_id() is not None:
+            self.end_transaction()
 
     def _on_quit(self, packet: Packet) -> None:
-        P.read_command(packet)
+        _no_data(packet)
         if self.session is not None:
             self.tell('QUIT')
         if packet.command == P.QUIT:
@@ -280,6 +288,7 @@ class MilterConnection(Transport):
     # -- commands through the chain ------------------------------------------------
     def run_command(self, text: str, path: str | None = None) -> Context:
         session = self.open_session()
+        self.fresh = False
         ctx = Context(text, session, self.server, self)     # type: ignore[arg-type]
         verb = ctx.command_name.lower()
         commands = self.commands
@@ -411,6 +420,7 @@ class MilterConnection(Transport):
         if self.session is not None:
             self.session.end_transaction()
         self._reset_transaction()
+        self.fresh = True
 
     def _end_session(self) -> None:
         """The session's cleanup, however it ended: the spool, the events,
@@ -445,6 +455,13 @@ class MilterConnection(Transport):
                 self.server.emit('error', exc)
 
 
+def _no_data(packet: Packet) -> None:
+    """ABORT, QUIT, QUIT_NC carry nothing ([pmilter]); anything else is malformed."""
+    if packet.data:
+        raise ProtocolError(f'{P.name_of(packet.command)}: {len(packet.data)} bytes after '
+                            'the last field')
+
+
 def _client_of(macros: dict[str, str]) -> tuple[str, str, str]:
     """(address, port, name) of the client from the macros of a skipped
     CONNECT: {client_addr}, {client_port}, {client_name} (asked for with
@@ -461,7 +478,7 @@ def _client_of(macros: dict[str, str]) -> tuple[str, str, str]:
 
 
 _EVENTS = {
-    P.MACRO: MilterConnection._on_macro, P.OPTNEG: MilterConnection._on_optneg,
+    P.MACRO: MilterConnection.take_macros, P.OPTNEG: MilterConnection._on_optneg,
     P.CONNECT: MilterConnection._on_connect, P.HELO: MilterConnection._on_helo,
     P.MAIL: MilterConnection._on_mail, P.RCPT: MilterConnection._on_rcpt,
     P.DATA: MilterConnection._on_data, P.HEADER: MilterConnection._on_content,

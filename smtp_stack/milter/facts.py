@@ -70,19 +70,29 @@ def read_macros(data: bytes) -> dict[str, str]:
     name, value, ... each NUL-terminated: [pmilter] SMFIC_MACRO), decoded
     at once: the MTA sends one per stage, skipped stages included. Names
     lose their braces; a name without a value is dropped, as libmilter does."""
-    if not data:
-        raise ProtocolError('SMFIC_MACRO: a one-byte field is missing')
-    if len(data) == 1:
+    if len(data) < 2:
+        if not data:
+            raise ProtocolError('SMFIC_MACRO: a one-byte field is missing')
         return {}
     if data[-1] != 0:
         raise ProtocolError('SMFIC_MACRO: a string without its terminating NUL')
     strings = data[1:-1].decode('utf-8', 'surrogateescape').split('\0')
-    pairs = {}
-    for name, value in zip(strings[0::2], strings[1::2], strict=False):
-        if len(name) > 2 and name[0] == '{' and name[-1] == '}':
-            name = name[1:-1]
-        pairs[name] = value
-    return pairs
+    return dict(zip(map(_bare, strings[0::2]), strings[1::2], strict=False))
+
+
+class _BareNames(dict[str, str]):
+    """'{auth_authen}' -> 'auth_authen', 'i' -> 'i': each name worked out
+    once (an MTA sends the same few), up to a bound (one that sends ever
+    new names costs the work each time, not memory)."""
+
+    def __missing__(self, name: str) -> str:
+        bare = name[1:-1] if len(name) > 2 and name[0] == '{' and name[-1] == '}' else name
+        if len(self) < 1024:
+            self[name] = bare
+        return bare
+
+
+_bare = _BareNames().__getitem__
 
 
 # What `apply` reports back, for the events: TLS became known, a login became known.

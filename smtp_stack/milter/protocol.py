@@ -35,6 +35,7 @@ OLDEST_VERSION = 2          # [milter8] milter8_versions: Postfix speaks 2, 3, 4
 
 _LENGTH = struct.Struct('>I')
 _U16 = struct.Struct('>H')
+_U32 = struct.Struct('>I')
 
 
 class ProtocolError(Exception):
@@ -95,6 +96,8 @@ class PacketReader:
             if end <= len(data) and 0 < length <= self.max_size:
                 self._offset = end
                 return _new_packet(Packet, (_LETTERS[data[start + 4]], data[start + 5:end]))
+        elif not available and not self._parts:
+            return None         # all read: the usual end of a recv's packets
         return self._next_joined(available)
 
     def _next_joined(self, available: int) -> Packet | None:
@@ -332,18 +335,20 @@ def encode(layout: Layout, fields: Sequence[Field]) -> bytes:
     """The data of a packet: `fields` written by `layout` (an optional
     field that is None is left out, with all after it)."""
     parts: list[bytes] = []
-    for kind, value in zip(layout, fields, strict=False):
-        if value is None and kind.endswith('?'):
+    for (kind, optional), value in zip(_compiled(layout), fields, strict=False):
+        if value is None and optional:
             break
-        kind = kind.rstrip('?')
         if kind == STR:
-            parts.append(_bytes(_check_nul(value)) + b'\0')
+            parts.append(_string(value))
         elif kind == STRS:
             assert isinstance(value, list)
-            parts.extend(_bytes(_check_nul(each)) + b'\0' for each in value)
-        elif kind in (U16, U32):
+            parts.extend(_string(each) for each in value)
+        elif kind == U32:
             assert isinstance(value, int)
-            parts.append(value.to_bytes(2 if kind == U16 else 4, 'big'))
+            parts.append(_U32.pack(value))
+        elif kind == U16:
+            assert isinstance(value, int)
+            parts.append(_U16.pack(value))
         elif kind == CHAR:
             assert isinstance(value, str) and len(value) == 1
             parts.append(value.encode('latin-1'))
@@ -353,23 +358,32 @@ def encode(layout: Layout, fields: Sequence[Field]) -> bytes:
         else:       # LISTS
             assert isinstance(value, dict)
             for stage, names in value.items():
-                parts.append(stage.to_bytes(4, 'big') + _bytes(_check_nul(names)) + b'\0')
+                parts.append(_U32.pack(stage) + _string(names))
     return b''.join(parts)
+
+
+def _compiled(layout: Layout) -> tuple[tuple[str, bool], ...]:
+    """(kind, optional) for each field of `layout`, worked out once per layout."""
+    compiled = _COMPILED.get(layout)
+    if compiled is None:
+        compiled = _COMPILED[layout] = tuple((kind.rstrip('?'), kind.endswith('?'))
+                                             for kind in layout)
+    return compiled
+
+
+_COMPILED: dict[Layout, tuple[tuple[str, bool], ...]] = {}
+
+
+def _string(value: Field) -> bytes:
+    """A NUL-terminated string (ValueError for one holding NUL)."""
+    assert isinstance(value, str)
+    if '\0' in value:
+        raise ValueError(f'a milter string cannot hold NUL: {value!r}')
+    return value.encode('utf-8', 'surrogateescape') + b'\0'
 
 
 def _text(raw: bytes) -> str:
     return raw.decode('utf-8', 'surrogateescape')
-
-
-def _bytes(text: object) -> bytes:
-    assert isinstance(text, str)
-    return text.encode('utf-8', 'surrogateescape')
-
-
-def _check_nul(value: Field) -> Field:
-    if isinstance(value, str) and '\0' in value:
-        raise ValueError(f'a milter string cannot hold NUL: {value!r}')
-    return value
 
 
 def _strings(data: bytes, what: str) -> list[str]:
