@@ -6,6 +6,8 @@ keeps the value as the milter wrote it. Pure: a spooled message in, the
 bytes the deliveries write out."""
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from smtp_stack.addresses import Address
@@ -219,3 +221,11 @@ def test_fold_keeps_the_space_it_folds_at():
     lines = text.split('\r\n')
     assert len(lines) > 2 and all(line.startswith(' ') for line in lines[1:-1])
     assert text[:-2].replace('\r\n', '') == f'X-Long: {value}'
+
+
+def test_a_later_milter_is_shown_the_body_an_earlier_one_wrote():
+    envelope = envelope_of()
+    envelope.replace_body(io.BytesIO(b'new body\r\n'))
+    _, _, body = shown(envelope)
+    assert body == b'new body\r\n'
+    assert envelope.replaced_body.read() == b'new body\r\n'     # put back for the delivery

@@ -504,6 +504,17 @@ def test_milters_in_a_row_each_see_the_ones_before(serve, test_milter, second_mi
     assert stored.get_all('Subject') == ['changed by one']
 
 
+def test_a_later_milter_sees_the_body_an_earlier_one_replaced(serve, test_milter,
+                                                             second_milter):
+    sink = serve(policies.milter(test_milter.address, name='one'),
+                 policies.milter(second_milter.address, name='two'))
+    send(sink, message(subject='replbody', body='The client wrote this.'))
+    [stored] = sink.wait_for(1, timeout=WAIT)
+    assert seen(stored, 'one')['body'] == len(b'The client wrote this.\r\n')
+    assert seen(stored, 'two')['body'] == len(b'The body one wrote.\r\n')
+    assert stored.raw.endswith(b'\r\n\r\nThe body two wrote.\r\n')
+
+
 def test_the_first_refusal_ends_the_row(serve, test_milter, second_milter):
     sink = serve(policies.milter(test_milter.address, name='one'),
                  policies.milter(second_milter.address, name='two'))

@@ -30,7 +30,7 @@ import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..addresses import Address, parse_params
 from ..delivery.header_edits import (FieldReader, HeaderEdits, edits_for, edits_of, field_line)
@@ -171,8 +171,13 @@ class SentFields:
     def body(self) -> Iterator[bytes]:
         """The rest of the message after the header section and its empty
         line; the fields after a line that is no field still go when
-        remove_header names them (as the deliveries write it)."""
+        remove_header names them (as the deliveries write it). A body an
+        earlier milter replaced is shown instead (Postfix's later milters
+        read the queue file the earlier ones changed)."""
         assert self._reader is not None and self._fields is not None
+        replaced = self.envelope.replaced_body
+        if replaced is not None:
+            return _replaced(replaced)
         rest = iter(lambda: self._reader.read1(CHUNK) if self._reader else b'', b'')
         first = self._fields.leftover
         pieces = _prefixed(first, rest)
@@ -253,6 +258,19 @@ def _next_client(shown: list[_Shown]) -> int:
 def _opened(spool: object) -> Iterator[bytes]:
     with spool.open() as body:      # type: ignore[attr-defined]
         yield from iter(lambda: body.read(CHUNK), b'')
+
+
+def _replaced(body: bytes | BinaryIO) -> Iterator[bytes]:
+    """A replaced body in chunks; a file is put back where it stood."""
+    if isinstance(body, bytes):
+        yield from (body[i:i + CHUNK] for i in range(0, len(body), CHUNK))
+        return
+    stood = body.tell() if body.seekable() else None
+    try:
+        yield from iter(lambda: body.read(CHUNK), b'')
+    finally:
+        if stood is not None:
+            body.seek(stood)
 
 
 def _prefixed(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
