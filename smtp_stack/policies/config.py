@@ -11,6 +11,7 @@
       - authenticate: {enforce_dmarc: true}
       - rspamd: {url: 'http://127.0.0.1:11333', timeout: 10, fail_open: false}
       - milter: {address: 'inet:127.0.0.1:8891', name: opendkim, default_action: accept}
+                                     # default_action: tempfail, accept, reject or quarantine
 
 The names are those of the registry (`policies.POLICIES`); the parameters
 those the policies' classes declare in their signatures (params.py), with
