@@ -309,6 +309,29 @@ def test_each_mailbox_has_its_own_websocket_stream(by_user):
         default.close()
 
 
+def test_a_mailbox_s_websocket_from_another_site_is_refused(by_user):
+    with pytest.raises(ConnectionError, match='403'):
+        WebSocket(*by_user.http, path='/mailbox/ann/api/events',
+                  headers=[('Origin', 'http://evil.example')])
+    reply = Http(by_user.url).request('DELETE', '/mailbox/ann/api/v1/messages',
+                                      headers={'Origin': 'http://evil.example'})
+    assert reply.status == 403
+
+
+def test_the_webhook_hears_of_every_mailbox_s_mail(tmp_path):
+    from test_inbox_webhook import Receiver
+    receiver = Receiver()
+    try:
+        with InboxThread(tmp_path / 'inbox.db', mailboxes='by-user', accept_any_auth=True,
+                         webhook_url=receiver.url, webhook_limit=0) as inbox:
+            send_as(inbox.smtp, 'ann', subject='for ann')
+            assert json.loads(receiver.next()[2])['Subject'] == 'for ann'
+            send(inbox.smtp, subject='for the default')
+            assert json.loads(receiver.next()[2])['Subject'] == 'for the default'
+    finally:
+        receiver.close()
+
+
 # -- POP3 -------------------------------------------------------------------------------
 
 def test_pop3_users_read_the_mailbox_of_their_name(tmp_path):

@@ -59,8 +59,8 @@ if TYPE_CHECKING:
 
 # An event as sent: {"Type": ..., "Data": ...}; None tells a subscriber to stop.
 Message = dict[str, Any]
-# (changes counter, newest row id, total, unread, last event): Store.state()
-State = tuple[int, int, int, int, int]
+# (changes counter, newest row id, last event): Store.watermark()
+Watermark = tuple[int, int, int]
 EVERY_MAILBOX = None        # a subscriber of every mailbox's events (the webhook)
 
 
@@ -106,7 +106,7 @@ class Broker:
             self._wake = gevent.event.Event()
             self._loop = gevent.get_hub().loop
             self._counts = {}
-            self._watcher = gevent.spawn(self._watch, offload(self.store.state))
+            self._watcher = gevent.spawn(self._watch, offload(self.store.watermark))
         return queue
 
     def unsubscribe(self, queue: Any) -> None:
@@ -121,18 +121,18 @@ class Broker:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    def _watch(self, last: State) -> None:
+    def _watch(self, last: Watermark) -> None:
         while self._subscribers:
             self._wake.wait(self.interval)
             self._wake.clear()
             try:
-                state = offload(self.store.state)
+                state = offload(self.store.watermark)
                 if state == last:
                     continue
                 new: list[tuple[str, Message]] = (
                     offload(self.store.newer_than, last[1], state[1] - last[1])   # all of them
                     if state[1] > last[1] else [])
-                logged = offload(self.store.logged_since, last[4]) if state[4] > last[4] else []
+                logged = offload(self.store.logged_since, last[2]) if state[2] > last[2] else []
                 watched = {box for box in self._subscribers.values() if box is not None}
                 counts = offload(self.store.counts, watched)
             except Exception:       # noqa: BLE001 - a locked or vanished file: try again

@@ -348,13 +348,16 @@ class Store:
 
     def state(self, mailbox: str = DEFAULT) -> tuple[int, int, int, int, int]:
         """(changes counter, newest row id, total, unread, last event), the
-        counts of `mailbox`: cheap, for watchers."""
+        counts of `mailbox`."""
         with self._read() as tx:
-            changes = tx.db.execute("SELECT value FROM meta WHERE key = 'changes'").fetchone()[0]
-            newest = tx.db.execute('SELECT coalesce(max(id), 0) FROM messages').fetchone()[0]
             total, unread = _counts(tx.db, mailbox)
-            last_event = tx.db.execute('SELECT coalesce(max(seq), 0) FROM events').fetchone()[0]
+            changes, newest, last_event = _watermark(tx.db)
         return changes, newest, total, unread, last_event
+
+    def watermark(self) -> tuple[int, int, int]:
+        """(changes counter, newest row id, last event): the cheapest look, for watchers."""
+        with self._read() as tx:
+            return _watermark(tx.db)
 
     def newer_than(self, row_id: int, limit: int = 100) -> list[tuple[str, Json]]:
         """(mailbox, `new` event's Data) for messages stored after row
@@ -380,6 +383,13 @@ class Store:
 
     def file_size(self) -> int:
         return self.database.file_size()
+
+
+def _watermark(db: sqlite3.Connection) -> tuple[int, int, int]:
+    changes: int = db.execute("SELECT value FROM meta WHERE key = 'changes'").fetchone()[0]
+    newest: int = db.execute('SELECT coalesce(max(id), 0) FROM messages').fetchone()[0]
+    last_event: int = db.execute('SELECT coalesce(max(seq), 0) FROM events').fetchone()[0]
+    return changes, newest, last_event
 
 
 def _counts(db: sqlite3.Connection, mailbox: str) -> tuple[int, int]:
