@@ -56,7 +56,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument('--db', metavar='FILE', default='inbox.db',
                         help='SQLite file the messages are kept in (default ./inbox.db)')
     parser.add_argument('--max-messages', metavar='N', type=_positive, default=500,
-                        help='keep the newest N messages, drop older ones (default 500)')
+                        help='keep the newest N messages (of each mailbox), drop older ones '
+                             '(default 500)')
     parser.add_argument('--max-age', metavar='AGE', type=_max_age,
                         help='delete messages older than AGE, in hours or days (12h, 7d), '
                              'checked every minute (default: kept until --max-messages)')
@@ -95,7 +96,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument('--pop3-auth-file', metavar='FILE',
                         help='POP3 users: "name:hash" lines as --ui-auth-file')
     parser.add_argument('--pop3-tls-cert', metavar='FILE',
-                        help='PEM certificate (chain) for POP3 STLS (default: self-signed)')
+                        help='PEM certificate (chain) for POP3\'s TLS, STLS or implicit '
+                             '(default: self-signed)')
     parser.add_argument('--pop3-tls-key', metavar='FILE',
                         help='PEM private key for --pop3-tls-cert (if not in that file)')
     parser.add_argument('--pop3-tls-implicit', action='store_true',
