@@ -52,6 +52,9 @@ class Envelope:
     # Set by the `authenticate` policy (policies.md), absent without it: a
     # policies.authentication.AuthResults (the core names no policy's types).
     auth_results: Any
+    # Set when a milter placed, changed or deleted header fields: a
+    # delivery.header_edits.HeaderEdits, honoured by every delivery.
+    header_edits: Any
 
     def __init__(self) -> None:
         self.mail_from = None

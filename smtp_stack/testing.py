@@ -25,7 +25,7 @@ import gevent
 import gevent.monkey
 
 from .delivery.base import is_success, message_body, untouched
-from .headers import header_block
+from .delivery.header_edits import top_block
 from .middleware import Context
 from .options import LogLevels
 from .server import SmtpServer
@@ -210,9 +210,10 @@ class MailSink:
         if not stream.acceptable or not is_success(ctx.reply):
             return
         # On top, as the built-in deliveries do: the fields middleware added
-        # (envelope.add_header). No trace fields of its own: a test sees the
-        # message as its code sent it (and as its middleware changed it).
-        raw = header_block(ctx.session.envelope.added_headers) + body
+        # (envelope.add_header) and those a milter placed above them. No trace
+        # fields of its own: a test sees the message as its code sent it (and
+        # as its middleware changed it).
+        raw = top_block(ctx.session.envelope) + body
         # Parsed with LF line ends, as Python's mailbox does, so get_content()
         # gives natural text; `.raw` keeps the bytes as stored.
         message = _PARSER.parsebytes(raw.replace(b'\r\n', b'\n'))

@@ -16,8 +16,8 @@ from smtp_stack.addresses import Address
 from smtp_stack.milter import protocol as P
 from smtp_stack.milter.client import MilterClient, MilterFailed, parse_address
 from smtp_stack.milter.mta_macros import stage_lists, values
-from smtp_stack.milter.mta_message import HeaderSection, SentFields, _Pieces, apply, unfold
-from smtp_stack.session import Envelope, Session
+from smtp_stack.milter.mta_message import HeaderSection, _Pieces, unfold
+from smtp_stack.session import Session
 
 # -- addresses, replies, negotiation ------------------------------------------------------
 
@@ -135,35 +135,6 @@ def test_header_sections(message, fields, body):
     section = HeaderSection(reader)
     assert list(section) == fields
     assert section.leftover + reader.read() == body
-
-
-def test_requests_applied_to_the_envelope():
-    envelope = Envelope()
-    envelope.mail_from = Address('a@example.test')
-    envelope.rcpt_to = [Address('b@mx.test'), Address('c@mx.test')]
-    envelope.add_header('X-Ours', 'kept')
-    sent = SentFields()
-    sent.add('X-Ours', ' kept', True)
-    sent.add('Subject', ' old\n subject', False)
-    sent.add('Subject', ' second', False)
-    warn: list[str] = []
-    apply([(P.INSHEADER, [0, 'Authentication-Results', ' mx.test;\n\tdkim=pass']),
-           (P.CHGHEADER, [2, 'Subject', 'new']),
-           (P.CHGHEADER, [1, 'X-Ours', '']),
-           (P.CHGHEADER, [1, 'X-Absent', 'added']),
-           (P.CHGFROM, ['<z@example.test>', 'BODY=8BITMIME']),
-           (P.DELRCPT, ['<B@mx.test>']),
-           (P.ADDRCPT_PAR, ['<d@mx.test>', 'NOTIFY=NEVER']),
-           (P.QUARANTINE, ['look at it'])], envelope, sent, 'milter t', warn)
-    assert envelope.added_headers == [('X-Ours', 'kept'),
-                                      ('Authentication-Results', 'mx.test;\tdkim=pass'),
-                                      ('Subject', 'new'), ('X-Absent', 'added')]
-    [(name, predicate)] = envelope.removed_headers
-    assert name == 'Subject' and predicate('second') and not predicate('old subject')
-    assert warn == ['X-Ours #1 was added by this server: not changed']
-    assert envelope.mail_from == Address('z@example.test', {'BODY': '8BITMIME'})
-    assert envelope.rcpt_to == [Address('c@mx.test'), Address('d@mx.test', {'NOTIFY': 'NEVER'})]
-    assert envelope.quarantined == 'look at it'
 
 
 def test_unfold():
