@@ -16,7 +16,7 @@ from smtp_stack.policies.dmarc import aligned, organizational_domain, parse_reco
 from smtp_stack.testing import ServerThread
 
 import peers
-from policy_services import dns_server, keys  # noqa: F401 (fixtures)
+from policy_services import DMARC_RECORDS, dns_server, keys  # noqa: F401 (fixtures)
 
 
 
@@ -128,6 +128,36 @@ def test_dkim_temperror_when_dns_is_down(dead_resolver, keys):
     assert [d.result for d in check(dead_resolver, signed).dkim] == ['temperror']
 
 
+@pytest.mark.parametrize('broken', [b'Subject : Hello',          # RFC 5322 4.5.3 obs-optional
+                                    b'Subject: Hello\r\nno colon here'])
+def test_a_header_section_that_does_not_split_is_a_dkim_permerror(resolver, keys, broken):
+    """Its fields cannot be told apart (dkimpy's reading), so no signature
+    can be verified: a permerror, where the check used to raise (the
+    client got 451, and again at every retry). DMARC still reads From."""
+    signed = rsa_sign(keys, message()).replace(b'Subject: Hello', broken)
+    results = check(resolver, signed)
+    assert [(d.result, d.domain) for d in results.dkim] == [('permerror', '')]
+    assert 'header section does not parse' in results.dkim[0].reason
+    assert (results.dmarc.result, results.dmarc.domain) == ('pass', 'example.test')   # by SPF
+    unsigned = message().replace(b'Subject: Hello', broken)
+    assert check(resolver, unsigned).dkim == []
+
+
+def test_each_signature_field_and_the_from_field_read_from_one_split(resolver, keys,
+                                                                      monkeypatch):
+    """The header section is split once per message: for the key names,
+    the verification of each signature and DMARC's From."""
+    from smtp_stack.policies import authentication
+    calls = []
+    split = authentication.split_message
+    monkeypatch.setattr(authentication, 'split_message',
+                        lambda message: calls.append(1) or split(message))
+    results = check(resolver, ed_sign(keys, rsa_sign(keys, message())))
+    assert [d.result for d in results.dkim] == ['pass', 'pass']
+    assert results.dmarc.result == 'pass'
+    assert calls == [1]
+
+
 def test_dkim_none_for_an_unsigned_message(resolver):
     results = check(resolver, message())
     assert results.dkim == []
@@ -192,6 +222,17 @@ def test_dmarc_pct_zero_never_rejects(resolver):
 def test_dmarc_none_without_a_record(resolver):
     results = check(resolver, message('a@nospf.test'), mail_from='a@nospf.test')
     assert results.dmarc.result == 'none'
+
+
+def test_dmarc_records_parsed_once_by_text(resolver, monkeypatch):
+    from smtp_stack.policies import dmarc
+    parsed = []
+    parse = dmarc.parse_record
+    monkeypatch.setattr(dmarc, 'parse_record', lambda text: parsed.append(text) or parse(text))
+    dmarc._tags.cache_clear()
+    for _ in range(3):
+        assert check(resolver, message()).dmarc.published == 'reject'
+    assert parsed == [DMARC_RECORDS['example.test']]
 
 
 def test_dmarc_record_parsing_and_org_domain():

@@ -16,7 +16,9 @@ authenticated one, is no trusted MTA. Fields of other authserv-ids stay.
 
 Failures to check are results, not refusals: DNS trouble is temperror
 (RFC 7208 2.6.6, RFC 6376 6.1.2, RFC 7489 6.6.3), and the message is
-accepted. Only `enforce_dmarc=True` refuses — with 550 5.7.1, after the
+accepted; a header section that does not split into fields leaves its
+signatures unverifiable (DKIM permerror; DMARC reads From as the standard
+library's parser does). Only `enforce_dmarc=True` refuses — with 550 5.7.1, after the
 body, as RFC 7489 10.3 allows — a message that fails DMARC for a domain
 asking p=reject (after pct= sampling); a DMARC temperror is never a
 refusal. Authenticated sessions (submission) are not checked: their mail
@@ -37,13 +39,16 @@ from ..headers import remove_fields
 from ..offload import offload
 from ..params import BOOL, INTEGER, STRING
 from .authresults import claims, header_value
+from .canonical import (Field, MessageFormatError, SplitMessage, field_values, split_headers,
+                        split_message)
 from .common import authenticated, check_mode, client_ip, mode_of, store_failed, warnings
 from .config import ON_STORE_ERROR, SEAL
-from .dkimcheck import (ArcResult, ArcSealer, DkimResult, PrefetchedKeys, Tags, header_section,
-                        key_names, signature_tags, too_big, verify_arc, verify_dkim)
+from .dkimcheck import (ArcResult, ArcSealer, DkimResult, PrefetchedKeys, SignatureField,
+                        header_section, key_names, signature_fields, too_big, unparsed, verify_arc,
+                        verify_dkim)
 from .dmarc import DmarcResult, check_dmarc
 from .dns import Resolver
-from .spf import SpfResult, check_helo, check_spf
+from .spf import SpfCache, SpfResult, check_helo, check_spf
 
 if TYPE_CHECKING:
     from ..middleware import Context, Next
@@ -109,6 +114,7 @@ class Authenticate:
         self.max_verify_bytes = max_verify_bytes
         self.remove_forged = bool(remove_forged)
         self.on_store_error = check_mode(on_store_error, 'authenticate')
+        self.spf_cache = SpfCache()     # results within their DNS answers' TTL
         self.sealer = None if arc_seal is None else ArcSealer.from_spec(arc_seal)
         if self.sealer is not None and not self.arc:
             raise ValueError('authenticate: arc_seal needs arc=True '
@@ -119,28 +125,28 @@ class Authenticate:
         results = AuthResults(mail_from=mail_from)
         whole = len(message) <= self.max_verify_bytes
         if self.spf and ip:
-            results.spf = check_spf(self.resolver, ip, mail_from, helo)
+            results.spf = check_spf(self.resolver, ip, mail_from, helo, cache=self.spf_cache)
             if self.spf_helo and mail_from and helo:
-                results.helo = check_helo(self.resolver, ip, helo)
-        arc_chain = self.arc and whole and b'arc-seal:' in message[:MAX_HEADER_BYTES].lower()
-        if whole and (self.dkim or arc_chain):
-            # Keys looked up here (DNS on the hub), signatures checked in a
-            # worker thread (CPU: seconds for a big body), never on the hub;
-            # a small message in the greenlet: its check costs less than the
-            # hand-off, and a thread running Python holds the GIL as long.
-            tags = signature_tags(message, self.max_signatures)
-            keys = PrefetchedKeys(self.resolver, key_names(message, tags=tags))
-            verify = (self.max_signatures, self.dkim, arc_chain, tags)
-            verified: Verified = _verify(keys, message, *verify) \
-                if len(message) <= INLINE_VERIFY_BYTES else offload(_verify, keys, message, *verify)
+                results.helo = check_helo(self.resolver, ip, helo, cache=self.spf_cache)
+        head = message[:MAX_HEADER_BYTES]
+        arc_chain = self.arc and whole and b'arc-seal:' in head.lower()
+        split, broken = _split(message, head, whole) if self.dkim or self.dmarc or arc_chain \
+            else (None, None)
+        verified: Verified = (None, None)
+        if split is not None and whole and (self.dkim or arc_chain):
+            verified = self._verify(message, split, arc_chain)
+        elif arc_chain:     # dkimpy reads the chain itself (and finds it broken)
+            verified = (None, verify_arc(PrefetchedKeys(self.resolver, ()), message))
         if self.dkim:
-            results.dkim = verified[0] if whole \
-                else too_big(message[:MAX_HEADER_BYTES], self.max_verify_bytes)
+            if split is None:
+                results.dkim = unparsed(header_section(head), str(broken))
+            else:
+                results.dkim = verified[0] if whole \
+                    else too_big(split.headers, self.max_verify_bytes)
         if self.dmarc:
-            head = BytesHeaderParser().parsebytes(header_section(message[:MAX_HEADER_BYTES]))
             spf = results.spf
             results.dmarc = check_dmarc(
-                self.resolver, [str(v) for v in head.get_all('From') or ()],
+                self.resolver, _from_values(split.headers if split else None, head),
                 spf.result if spf else 'none', spf.domain if spf else '',
                 results.dkim_passes)
         if self.arc and not whole:
@@ -158,6 +164,19 @@ class Authenticate:
             # may only be ours: not a verdict to record, nor to enforce.
             results.dmarc = replace(results.dmarc, result='temperror', policy='none')
         return results
+
+    def _verify(self, message: bytes, split: SplitMessage, arc_chain: bool) -> Verified:
+        """The DKIM signatures (if checked) and the ARC chain (if any).
+        Keys looked up here (DNS on the hub), signatures checked in a
+        worker thread (CPU: seconds for a big body), never on the hub; a
+        small message in the greenlet: its check costs less than the
+        hand-off, and a thread running Python holds the GIL as long."""
+        fields = signature_fields(split.headers, self.max_signatures)
+        keys = PrefetchedKeys(self.resolver, key_names(fields))
+        verify = (split, self.max_signatures, self.dkim, arc_chain, fields)
+        if len(message) <= INLINE_VERIFY_BYTES:
+            return _verify(keys, message, *verify)
+        return offload(_verify, keys, message, *verify)
 
     def __call__(self, ctx: Context, next: Next) -> None:
         next()
@@ -213,9 +232,30 @@ class Authenticate:
 Verified = tuple[list[DkimResult] | None, ArcResult | None]
 
 
-def _verify(keys: PrefetchedKeys, message: bytes, max_signatures: int, dkim: bool,
-            arc: bool, tags: list[tuple[bytes, Tags | None]]) -> Verified:
+def _verify(keys: PrefetchedKeys, message: bytes, split: SplitMessage, max_signatures: int,
+            dkim: bool, arc: bool, fields: list[SignatureField]) -> Verified:
     """(DKIM results, ARC result): the CPU part, run in a worker thread."""
-    return (verify_dkim(keys, message, max_signatures, tags) if dkim else None,
+    return (verify_dkim(keys, split, max_signatures, fields) if dkim else None,
             verify_arc(keys, message) if arc else None)
+
+
+def _split(message: bytes, head: bytes,
+           whole: bool) -> tuple[SplitMessage, None] | tuple[None, MessageFormatError]:
+    """The message split once (only its header fields when it is not
+    verified whole), or why its header section does not split."""
+    try:
+        return (split_message(message) if whole
+                else SplitMessage(split_headers(header_section(head)), b'')), None
+    except MessageFormatError as exc:
+        return None, exc
+
+
+def _from_values(headers: list[Field] | None, head: bytes) -> list[str]:
+    """The From fields' values for DMARC, from the fields already split; a
+    header section that does not split is read by the standard library's
+    parser, which stops at the line it cannot read."""
+    if headers is not None:
+        return field_values(headers, b'from')
+    parsed = BytesHeaderParser().parsebytes(header_section(head))
+    return [str(v) for v in parsed.get_all('From') or ()]
 

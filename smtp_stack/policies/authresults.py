@@ -24,9 +24,14 @@ def pvalue(text: str) -> str:
     return '"' + text.replace('\\', '\\\\').replace('"', '\\"') + '"'
 
 
+_UNSAFE = re.compile(r'[()\\\r\n\0]')     # what would end a comment, or the field
+_SPACES = re.compile(r'\s+')
+
+
 def comment(text: str) -> str:
-    clean = re.sub(r'[()\\\r\n\0]', ' ', text).strip()
-    clean = re.sub(r'\s+', ' ', clean)[:120]
+    if not text:
+        return ''
+    clean = _SPACES.sub(' ', _UNSAFE.sub(' ', text).strip())[:120]
     return f' ({clean})' if clean else ''
 
 

@@ -1,15 +1,16 @@
-"""DKIM (RFC 6376) and ARC (RFC 8617) verification by dkimpy, with its DNS
+"""DKIM (RFC 6376) and ARC (RFC 8617) results of a message, with the DNS
 through our resolver.
 
-dkimpy checks rsa-sha256 and ed25519-sha256 (RFC 8463) signatures and ARC
-chains; it takes the DNS as a function (`dnsfunc`), which we give. Its
-verify() answers only True or False, so the function given here also
+DKIM signatures (rsa-sha256, ed25519-sha256 of RFC 8463) are verified by
+dkimverify.py over the message split once (canonical.py), with dkimpy's
+checks of the tags and of the key record; ARC chains by dkimpy itself.
+Both take the DNS as a function (`dnsfunc`), which we give: it also
 records what the key lookup found, to tell the RFC 8601 2.7.1 results
 apart: no key (permerror), a DNS failure (temperror), a key that does not
 verify (fail).
 
-The RSA step goes through `cryptography` (OpenSSL), not dkimpy's own
-Python arithmetic (`use_openssl_rsa`, below): dkimpy has no hook for it,
+The RSA step goes through `cryptography` (OpenSSL), in dkimpy's ARC
+verification too (`use_openssl_rsa`, below): dkimpy has no hook for it,
 so the one module attribute its verifier calls is replaced, with the
 same contract and the same answers.
 """
@@ -20,22 +21,22 @@ import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import NamedTuple, Protocol
 
 from ..extras import needs_extra
 from .dns import DnsError
 
 with needs_extra('policies', 'policies.authenticate'):
     import dkim
-    from dkim.util import InvalidTagValueList, parse_tag_value
+    from dkim.util import InvalidTagValueList
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+    from .canonical import Field, SplitMessage, split_message
+    from .dkimverify import Tags, parse_tags, rsa_verify, verify_signature
 
-# The tags of a signature header field, as dkimpy parses them.
-Tags = dict[bytes, bytes]
+__all__ = ['TxtResolver', 'DkimResult', 'ArcResult', 'ArcSealer', 'PrefetchedKeys', 'Tags',
+           'SignatureField', 'signature_fields', 'key_names', 'verify_dkim', 'verify_arc',
+           'too_big', 'unparsed', 'header_section', 'rsa_verify', 'parse_public_key',
+           'use_openssl_rsa']
 
 
 class TxtResolver(Protocol):
@@ -72,37 +73,7 @@ class _Keys:
 
 MAX_ARC_SETS = 50       # RFC 8617 4.2.1: instance values run from 1 to 50
 
-# The digests dkimpy verifies RSA signatures with (RFC 6376 3.3; rsa-sha1 is
-# still checked, RFC 8301 3.1 leaves the verdict to the verifier).
-PREHASHED = {'sha256': Prehashed(hashes.SHA256()), 'sha1': Prehashed(hashes.SHA1())}
-# Below this many bytes of modulus the DigestInfo of SHA-256 does not fit
-# (RFC 8017 9.2): dkimpy's own function raises what it has always raised.
-MIN_MODULUS_BYTES = 62
-_dkimpy_rsa_verify = dkim.RSASSA_PKCS1_v1_5_verify
 _dkimpy_parse_public_key = dkim.parse_public_key
-
-
-@functools.lru_cache(maxsize=1024)
-def _public_key(modulus: int, exponent: int) -> rsa.RSAPublicKey:
-    return rsa.RSAPublicNumbers(exponent, modulus).public_key()
-
-
-def rsa_verify(hashed: Any, signature: bytes, public_key: Mapping[str, int]) -> bool:
-    """RSASSA-PKCS1-v1_5 verification (RFC 8017 8.2.2) of the digest of
-    `hashed` (dkimpy's hash object) by OpenSSL: dkimpy's
-    `RSASSA_PKCS1_v1_5_verify(hash, signature, public_key)`, with its
-    arguments and answers, about 30 times cheaper (issue 25)."""
-    modulus, exponent = public_key['modulus'], public_key['publicExponent']
-    size = (modulus.bit_length() + 7) // 8
-    algorithm = PREHASHED.get(getattr(hashed, 'name', ''))
-    if algorithm is None or size < MIN_MODULUS_BYTES or len(signature) > size:
-        return bool(_dkimpy_rsa_verify(hashed, signature, public_key))
-    try:        # a signature with its leading zero bytes dropped is the same number
-        _public_key(modulus, exponent).verify(signature.rjust(size, b'\0'), hashed.digest(),
-                                              padding.PKCS1v15(), algorithm)
-    except InvalidSignature:
-        return False
-    return True
 
 
 @functools.lru_cache(maxsize=1024)
@@ -160,56 +131,49 @@ class PrefetchedKeys:
 SIGNATURE_FIELDS = (b'dkim-signature', b'arc-seal', b'arc-message-signature')
 
 
-def signature_tags(message: bytes, max_signatures: int = 5) -> list[tuple[bytes, Tags | None]]:
-    """(field name in lower case, its tags or None when they do not parse)
-    of the first `max_signatures` DKIM-Signature fields and of the ARC
-    fields (50 of each kind, RFC 8617 4.2.1), top first: parsed once per
-    message, for the key names and the verification (each parse of the
-    header section and of the tags cost a tenth of a millisecond)."""
-    out: list[tuple[bytes, Tags | None]] = []
+class SignatureField(NamedTuple):
+    """A DKIM or ARC signature field of a message: its kind (the field
+    name in lower case), its tags (None when they do not parse) and the
+    field as written (the DKIM verification hashes it)."""
+    kind: bytes
+    tags: Tags | None
+    field: Field
+
+
+def signature_fields(headers: list[Field], max_signatures: int = 5) -> list[SignatureField]:
+    """The first `max_signatures` DKIM-Signature fields and the ARC fields
+    (50 of each kind, RFC 8617 4.2.1), top first, their tags parsed once
+    per message: for the key names and the verification."""
+    out: list[SignatureField] = []
     counts = dict.fromkeys(SIGNATURE_FIELDS, 0)
     limits = {b'dkim-signature': max_signatures, b'arc-seal': MAX_ARC_SETS,
               b'arc-message-signature': MAX_ARC_SETS}
-    for name, value in dkim.DKIM(header_section(message)).headers:
+    for name, value in headers:
         kind = name.lower()
         if kind not in counts or counts[kind] >= limits[kind]:
             continue
         counts[kind] += 1
         try:
-            out.append((kind, parse_tag_value(value)))
+            tags: Tags | None = parse_tags(value)
         except InvalidTagValueList:
-            out.append((kind, None))
+            tags = None
+        out.append(SignatureField(kind, tags, (name, value)))
     return out
 
 
-def key_names(message: bytes, max_signatures: int = 5,
-              tags: list[tuple[bytes, Tags | None]] | None = None) -> list[str]:
-    """The `s._domainkey.d` names the DKIM signatures (the first
-    `max_signatures`) and the ARC sets of a message ask for (`tags`: its
-    signature_tags, when already parsed)."""
+def key_names(fields: list[SignatureField]) -> list[str]:
+    """The `s._domainkey.d` names the signature fields ask for."""
     names = []
-    for _, fields in signature_tags(message, max_signatures) if tags is None else tags:
-        domain, selector = _text(fields, b'd'), _text(fields, b's')
+    for signature in fields:
+        domain, selector = _text(signature.tags, b'd'), _text(signature.tags, b's')
         if domain and selector:
             names.append(f'{selector}._domainkey.{domain}'.rstrip('.').lower())
     return list(dict.fromkeys(names))
 
 
-def signatures(message: bytes) -> list[Tags | None]:
-    """The tags of each DKIM-Signature, top first (None for one that does not parse)."""
-    out: list[Tags | None] = []
-    for name, value in dkim.DKIM(header_section(message)).headers:
-        if name.lower() == b'dkim-signature':
-            try:
-                out.append(parse_tag_value(value))
-            except InvalidTagValueList:
-                out.append(None)
-    return out
-
-
 def header_section(message: bytes) -> bytes:
-    """The header section and its blank line: what dkimpy parses for the
-    headers alone (parsing the body too cost as much again)."""
+    """The header section and its blank line (the whole of `message` when
+    it has none)."""
     end = message.find(b'\r\n\r\n')
     return message if end < 0 else message[:end + 4]
 
@@ -218,15 +182,18 @@ def _text(tags: Tags | None, key: bytes) -> str:
     return (tags.get(key) or b'').decode('ascii', 'replace').strip() if tags else ''
 
 
-def verify_dkim(resolver: TxtResolver, message: bytes, max_signatures: int = 5,
-                parsed: list[tuple[bytes, Tags | None]] | None = None) -> list[DkimResult]:
+def verify_dkim(resolver: TxtResolver, message: bytes | SplitMessage, max_signatures: int = 5,
+                fields: list[SignatureField] | None = None) -> list[DkimResult]:
     """One DkimResult per signature (at most `max_signatures`, a bound on the
-    DNS work a message can cause; `parsed`: its signature_tags, when already
-    parsed with this bound)."""
+    DNS work a message can cause; `fields`: its signature_fields, when
+    already parsed with this bound). dkim.MessageFormatError when the
+    header section does not parse (`unparsed` says what to record then)."""
+    split = message if isinstance(message, SplitMessage) else split_message(message)
+    if fields is None:
+        fields = signature_fields(split.headers, max_signatures)
     results = []
-    sigs = signatures(message)[:max_signatures] if parsed is None \
-        else [tags for kind, tags in parsed if kind == b'dkim-signature']
-    for idx, tags in enumerate(sigs):
+    for signature in [f for f in fields if f.kind == b'dkim-signature'][:max_signatures]:
+        tags = signature.tags
         domain, selector = _text(tags, b'd'), _text(tags, b's')
         algorithm = _text(tags, b'a')
         short_b = ''.join(_text(tags, b'b').split())[:8]
@@ -240,9 +207,8 @@ def verify_dkim(resolver: TxtResolver, message: bytes, max_signatures: int = 5,
                                       'rsa-sha1 is not accepted (RFC 8301)'))
             continue
         keys = _Keys(resolver)
-        d = dkim.DKIM(message, logger=_quiet, minkey=1024)
         try:
-            ok = d.verify(idx=idx, dnsfunc=keys)
+            ok = verify_signature(split, signature.field, tags, keys)
         except DnsError as exc:
             results.append(DkimResult('temperror', domain, selector, algorithm, short_b, str(exc)))
             continue
@@ -266,12 +232,23 @@ def verify_dkim(resolver: TxtResolver, message: bytes, max_signatures: int = 5,
     return results
 
 
-def too_big(head: bytes, limit: int) -> list[DkimResult]:
+def unparsed(head: bytes, error: str) -> list[DkimResult]:
+    """The DKIM result of a message whose header section does not parse
+    (a line that is neither a field nor its continuation, RFC 5322 2.2):
+    a permerror if it carries a DKIM-Signature (its fields cannot be told
+    apart, so none can be verified), else none."""
+    if b'dkim-signature' not in head.lower():
+        return []
+    return [DkimResult('permerror', '', '', reason=f'header section does not parse: {error}')]
+
+
+def too_big(headers: list[Field], limit: int) -> list[DkimResult]:
     """RFC 8601 2.7.1 `policy` for each signature of a message over `limit`
     bytes: signed, but not verified here (it would have to be held in memory)."""
-    return [DkimResult('policy', _text(t, b'd'), _text(t, b's'), _text(t, b'a'),
+    return [DkimResult('policy', _text(s.tags, b'd'), _text(s.tags, b's'), _text(s.tags, b'a'),
                        reason=f'message over {limit} bytes not verified')
-            for t in signatures(head + b'\r\n') if t is not None]
+            for s in signature_fields(headers, len(headers))
+            if s.kind == b'dkim-signature' and s.tags is not None]
 
 
 @dataclass(frozen=True)

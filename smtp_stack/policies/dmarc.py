@@ -17,13 +17,20 @@ their own blocking DNS or pull in a whole stack of their own.
 - The policy of a subdomain is sp= when the record came from the
   organisational domain (6.3); pct= (6.6.4) samples: a message outside the
   sample is handled one step more gently (reject -> quarantine -> none).
+
+Nothing is parsed twice (issue 25): a record's text is parsed once and its
+tags kept by text (the resolver keeps the text for its TTL), organisational
+domains are kept by domain (the Public Suffix List does not change while
+the process runs), and the author domain by the From value.
 """
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import getaddresses
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from ..extras import needs_extra
@@ -40,6 +47,7 @@ POLICIES = ('none', 'quarantine', 'reject')
 GENTLER = {'reject': 'quarantine', 'quarantine': 'none', 'none': 'none'}
 
 
+@functools.lru_cache(maxsize=4096)
 def organizational_domain(domain: str) -> str:
     domain = domain.lower().rstrip('.')
     return _psl.privatesuffix(domain) or domain
@@ -64,11 +72,22 @@ def parse_record(text: str) -> dict[str, str] | None:
     return tags
 
 
+@functools.lru_cache(maxsize=1024)
+def _tags(text: str) -> Mapping[str, str] | None:
+    tags = parse_record(text)
+    return None if tags is None else MappingProxyType(tags)
+
+
 def author_domain(header_values: Sequence[str]) -> str | None:
     """The domain of the one From address, or None (6.6.1)."""
     if len(header_values) != 1:
         return None
-    addresses = [a for _, a in getaddresses(header_values) if a]
+    return _author_domain(header_values[0])
+
+
+@functools.lru_cache(maxsize=1024)
+def _author_domain(value: str) -> str | None:
+    addresses = [a for _, a in getaddresses([value]) if a]
     if len(addresses) != 1 or '@' not in addresses[0]:
         return None
     return addresses[0].rpartition('@')[2].strip().lower().rstrip('.') or None
@@ -86,12 +105,12 @@ class DmarcResult:
 
 
 def find_record(resolver: TxtResolver,
-                domain: str) -> tuple[dict[str, str], str] | tuple[None, None]:
+                domain: str) -> tuple[Mapping[str, str], str] | tuple[None, None]:
     """(tags, where) from _dmarc.domain or the organisational domain; (None, None)."""
     org = organizational_domain(domain)
     for where in dict.fromkeys([domain, org]):
         records = [t.decode('utf-8', 'replace') for t in resolver.txt(f'_dmarc.{where}')]
-        parsed = [p for p in (parse_record(r) for r in records) if p is not None]
+        parsed = [p for p in (_tags(r) for r in records) if p is not None]
         if len(parsed) == 1:
             return parsed[0], where
         if len(parsed) > 1:

@@ -79,8 +79,9 @@ def read_resolv_conf(path: str = '/etc/resolv.conf') -> list[str]:
 class Resolver:
     """`Resolver(nameservers, port=53, timeout=2.0)`; None reads /etc/resolv.conf.
 
-    `query(name, 'TXT')` returns an `Answer` or raises `DnsError`. The
-    helpers `txt`, `addresses`, `mx`, `ptr` return plain values.
+    `query(name, 'TXT')` returns an `Answer` or raises `DnsError`;
+    `lookup` also says until when it is good. The helpers `txt`,
+    `addresses`, `mx`, `ptr` return plain values.
     """
 
     def __init__(self, nameservers: str | Iterable[str] | None = None, port: int = 53,
@@ -108,6 +109,11 @@ class Resolver:
 
     # -- the query -----------------------------------------------------------
     def query(self, name: str, rdtype: str = 'A') -> Answer:
+        return self.lookup(name, rdtype)[0]
+
+    def lookup(self, name: str, rdtype: str = 'A') -> tuple[Answer, float]:
+        """`query`, and until when (time.monotonic) the answer is good: what
+        is derived from it may be kept as long (spf.SpfCache)."""
         name = name.rstrip('.').lower()
         key = (name, rdtype)
         hit = self._cache.get(key)
@@ -118,7 +124,7 @@ class Resolver:
                 self._cache.move_to_end(key)
                 if isinstance(cached, str):
                     raise DnsError(cached)
-                return cached
+                return cached, expires
             del self._cache[key]
         ticket = self.breaker.admit()
         if ticket is None:
@@ -135,7 +141,7 @@ class Resolver:
             raise
         self.breaker.succeeded(ticket)
         self._remember(key, now + answer.ttl, answer)
-        return answer
+        return answer, now + answer.ttl
 
     def _remember(self, key: tuple[str, str], expires: float, value: Answer | str) -> None:
         """Answers and failures alike, in a bounded cache (the oldest go
