@@ -2,13 +2,18 @@
 
 A private redis-server (no persistence, a free loopback port) serves the
 store; the decisions run in one greenlet of a process that gevent did not
-monkey-patch, as `smtp-stack serve` runs them. CPU is this process's own
+monkey-patch, as `smtp-stack serve` runs them. CPU is that process's own
 (user + system, every thread counted), per decision; the Redis server's
 CPU is not in it.
 
     python benchmarks/policy_cpu.py                    # the work tree
-    python benchmarks/policy_cpu.py --tree /tmp/old    # another checkout, to compare
+    python benchmarks/policy_cpu.py --tree /tmp/before # and another checkout, side by side
     python benchmarks/policy_cpu.py --url unix:///PATH/redis.sock
+
+With `--tree`, every measurement is made for both checkouts in the same
+run, alternating (each checkout in processes of its own, against the same
+redis-server), and the table gives both and their ratio: one run, one
+load, for a before/after (`git worktree add /tmp/before COMMIT`).
 
 Loads:
 - greylist: the RCPT of a triplet that passed before (a network not yet
@@ -27,15 +32,19 @@ Best of 5 rounds of `--n` decisions each.
 sending 4 KB messages over loopback in one session; the server's CPU
 (user + system, from /proc) per message with no policy, greylist alone
 (`delay=0`, `auto_allow=0`: the triplets passed in a warm-up), rate_limit
-alone (`messages=`), both, and authenticate (SPF, DKIM, DMARC, ARC of a
-signed message, DNS answered from memory); each one's cost over none.
+alone (`messages=`), both, and authenticate (SPF of the MAIL FROM and HELO
+identities, DKIM, DMARC, ARC of a signed message; DNS answered from
+memory, through the resolver's `query` as pyspf asks it); each one's cost
+over none. The median of `--rounds` runs of each.
 """
 
 import argparse
 import ipaddress
+import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -163,11 +172,20 @@ if which in ('rate_limit', 'both'):
     server.use(policies.rate_limit(messages=10**9, store=url))
 if which == 'authenticate':
     import json
+    from smtp_stack.policies.dns import Answer
+    class Txt:          # a TXT record as dnspython gives it
+        def __init__(self, value):
+            self.strings = (value,)
     class Records:      # DNS answered from memory: the CPU of the checks alone
+        timeout = 2.0
         def __init__(self, records):
             self.records = {name: [value.encode()] for name, value in records.items()}
         def txt(self, name):
             return self.records.get(name.rstrip('.').lower(), [])
+        def query(self, name, rdtype='A'):      # what pyspf's lookups go through
+            name = name.rstrip('.').lower()
+            found = [Txt(value) for value in self.txt(name)] if rdtype == 'TXT' else []
+            return Answer(name, rdtype, tuple(found), False, 300)
     server.use(policies.authenticate(resolver=Records(json.loads(sys.argv[4]))))
 def read_body(ctx, next):
     next()
@@ -247,45 +265,92 @@ def per_message(tree: str, url: str, which: str, messages: int) -> float:
         server.wait(10)
 
 
-def messages_report(tree: str, url: str, messages: int) -> None:
-    results = {which: per_message(tree, url, which, messages)
-               for which in ('none', 'greylist', 'rate_limit', 'both', 'authenticate')}
-    print(f'# per 4 KB message over SMTP, {messages} messages  tree {tree or "work tree"}  '
-          f'load {os.getloadavg()[0]:.2f}')
-    for which, seconds in results.items():
-        extra = '' if which == 'none' else f'  (+{(seconds - results["none"]) * 1000:.3f})'
-        print(f'{which:14s} {seconds * 1000:7.3f} CPU-ms per message{extra}')
+SCENARIOS = ('none', 'greylist', 'rate_limit', 'both', 'authenticate')
+
+
+def messages_report(trees: list[str], url: str, messages: int, rounds: int) -> None:
+    """Per message over SMTP, each scenario for each tree in turn, `rounds` times."""
+    runs: dict[tuple[str, str], list[float]] = {}
+    for _ in range(rounds):
+        for which in SCENARIOS:
+            for tree in trees:
+                runs.setdefault((tree, which), []).append(
+                    per_message(tree, url, which, messages))
+    results = {key: statistics.median(values) for key, values in runs.items()}
+    print(f'# server CPU-ms per 4 KB message over SMTP: {messages} messages, median of '
+          f'{rounds} rounds; load {os.getloadavg()[0]:.2f}')
+    print_table(trees, {tree: {which: results[tree, which] for which in SCENARIOS}
+                        for tree in trees}, relative_to='none')
+
+
+def print_table(trees: list[str], results: dict[str, dict[str, float]],
+                relative_to: str | None = None) -> None:
+    """One line per load: each tree's CPU-ms (and the cost over `relative_to`)."""
+    names = [os.path.basename(tree.rstrip('/')) or tree for tree in trees]
+    print(f'{"":14s}' + ''.join(f'{name[-24:]:>26s}' for name in names)
+          + ('  ratio' if len(trees) == 2 else ''))
+    for which in results[trees[0]]:
+        cells, costs = [], []
+        for tree in trees:
+            ms = results[tree][which] * 1000
+            if relative_to and which != relative_to:
+                cost = ms - results[tree][relative_to] * 1000
+                costs.append(cost)
+                cells.append(f'{ms:9.3f} (+{cost:.3f})')
+            else:
+                costs.append(ms)
+                cells.append(f'{ms:9.3f}')
+        ratio = f'  {costs[1] / costs[0]:.2f}' if len(trees) == 2 and costs[0] > 0 else ''
+        print(f'{which:14s}' + ''.join(f'{cell:>26s}' for cell in cells) + ratio)
+
+
+def decisions_in_child(tree: str, url: str, n: int) -> dict[str, float]:
+    """`loads` run by a process of its own with `tree`'s smtp_stack."""
+    command = [sys.executable, os.path.abspath(__file__), '--url', url, '-n', str(n), '--json',
+               '--child-tree', tree]
+    found: dict[str, float] = json.loads(subprocess.run(
+        command, check=True, stdout=subprocess.PIPE, text=True).stdout)
+    return found
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--tree', help='a checkout whose smtp_stack to measure instead')
+    p.add_argument('--tree', help='another checkout to measure side by side with the work tree')
     p.add_argument('--url', help='a running Redis to use instead of a private one')
     p.add_argument('-n', type=int, default=2000, help='decisions per round')
     p.add_argument('--messages', type=int, help='per message over SMTP instead (how many)')
+    p.add_argument('--rounds', type=int, default=3, help='runs of each, over SMTP (median)')
+    p.add_argument('--json', action='store_true', help=argparse.SUPPRESS)
+    p.add_argument('--child-tree', help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.tree:
-        use_checkout(args.tree)
+    if args.child_tree:
+        use_checkout(args.child_tree)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trees = [os.path.abspath(args.tree), here] if args.tree else [here]
     workdir = tempfile.mkdtemp(prefix='policy-cpu-')
     proc = None
     try:
         url = args.url
         if url is None:
             proc, url = start_redis(workdir)
+        print(f'# load {os.getloadavg()[0]:.2f} at the start; trees: {", ".join(trees)}',
+              file=sys.stderr)
         if args.messages:
-            messages_report(os.path.abspath(args.tree) if args.tree else '', url, args.messages)
+            messages_report(trees, url, args.messages, args.rounds)
             return
-        import gevent
-        results = gevent.spawn(loads, url, args.n).get()
+        if args.json:
+            import gevent
+            print(json.dumps(gevent.spawn(loads, url, args.n).get()))
+            return
+        results = {tree: decisions_in_child(tree, url, args.n) for tree in trees}
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
-    import smtp_stack
-    print(f'# {os.path.dirname(smtp_stack.__file__)}  n={args.n}  load {os.getloadavg()[0]:.2f}')
-    for name, seconds in results.items():
-        print(f'{name:14s} {seconds * 1000:7.3f} CPU-ms per decision')
+    print(f'# CPU-ms per decision, no SMTP: n={args.n}, best of 5 rounds; '
+          f'load {os.getloadavg()[0]:.2f}')
+    print_table(trees, results)
 
 
 if __name__ == '__main__':
