@@ -254,18 +254,22 @@ class Declared:
     `trial`: build the component once at check time, with these stand-ins
     for the parameters YAML does not give (its own checks run then; their
     message loses its '<name>: ' prefix); None: never built to check.
+    `between`: the rules between keys, for a component too costly to build
+    at check time (it opens files, listens): called with the read keys,
+    its ValueError is the section's error.
     """
 
     def __init__(self, name: str, load: Callable[[], Callable[..., Any]], *,
                  describe: Callable[[Spec], str] | None = None, scalar: str | None = None,
                  noun: str = 'parameter', trial: Mapping[str, Callable[[], Any]] | None = None,
-                 live: bool = True):
+                 between: Callable[[Spec], None] | None = None, live: bool = True):
         self.name = name
         self.load = load
         self._describe = describe
         self.scalar = scalar
         self.noun = noun
         self.trial = trial
+        self.between = between
         self.live = live
 
     @property
@@ -302,6 +306,12 @@ class Declared:
         spec, ok = self._read_mapping(value, where, reader, params)
         if ok and self.trial is not None:
             ok = self._try(spec, where, reader)
+        if ok and self.between is not None:
+            try:
+                self.between(spec)
+            except ValueError as exc:
+                reader.error(where, str(exc).removeprefix(f'{self.name}: '))
+                ok = False
         return spec if ok else None
 
     def _read_mapping(self, value: dict[Any, Any], where: str, reader: Reader,

@@ -57,6 +57,11 @@ def _describe_inbox(spec: Spec) -> str:
     return describe(spec)
 
 
+def _inbox_between_keys(spec: Spec) -> None:
+    from .inbox.section import check_between_keys
+    check_between_keys(spec)
+
+
 DELIVERIES: dict[str, Section] = {
     'maildir': Declared('maildir', lambda: MaildirDelivery, scalar='path',
                         describe=lambda spec: describe_maildir(spec['path'])),
@@ -65,7 +70,8 @@ DELIVERIES: dict[str, Section] = {
                           spec['host'], spec.get('port'), spec.get('lmtp', False))),
     'callable': CallableSection(),
     # its web side listens: a change needs a restart
-    'inbox': Declared('inbox', _inbox, noun='key', live=False, describe=_describe_inbox),
+    'inbox': Declared('inbox', _inbox, noun='key', live=False, describe=_describe_inbox,
+                      between=_inbox_between_keys),
 }
 # The rows written at the top of the file rather than under `deliver:`,
 # with the extra each needs and the module that needs it.

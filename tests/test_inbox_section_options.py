@@ -93,11 +93,18 @@ def test_good_values_are_read(tmp_path):
     ({'relay_allowed_recipients': 'x'}, 'relay_allowed_recipients needs relay'),
     ({'mailbox_pattern': '*@example.com'}, 'mailbox_pattern needs mailboxes: by-recipient'),
 ])
-def test_the_rules_between_keys_stop_the_start(tmp_path, section, message):
-    config = check({'db': 'i.db', 'http': '127.0.0.1:0', **section}, tmp_path)
-    with pytest.raises(ValueError, match=f'^inbox: .*{message}'):
-        Receiver(config)
+def test_the_rules_between_keys_fail_the_check_of_the_file(tmp_path, section, message):
+    with pytest.raises(ConfigError) as raised:       # check-config and serve's first step
+        check({'db': 'i.db', 'http': '127.0.0.1:0', **section}, tmp_path)
+    [line] = raised.value.lines()
+    assert line.startswith('inbox: ') and message in line, line
     assert not (tmp_path / 'i.db').exists()         # before anything was opened
+
+
+def test_the_rules_between_keys_stop_a_delivery_made_in_code(tmp_path):
+    with pytest.raises(ValueError, match='^inbox: pop3 needs pop3_auth_file'):
+        InboxDelivery(str(tmp_path / 'i.db'), http=('127.0.0.1', 0), pop3=('127.0.0.1', 0))
+    assert not (tmp_path / 'i.db').exists()
 
 
 def test_a_section_with_mailboxes_and_pop3s_serves_them(tmp_path):

@@ -17,8 +17,9 @@ per server). The keys are the parameters `InboxDelivery` declares
 is `max_age:`); the command's SMTP options are the server's own keys
 (`listen:`, `users:`, the TLS keys, `name:`, `log_format:`). Each value is
 checked alone when the file is read, with the command's rules and words;
-the rules between keys (`pop3` needs `pop3_auth_file` ...) when the
-delivery is made, before anything listens.
+the rules between keys (`pop3` needs `pop3_auth_file` ...) once the
+section is read (`check_between_keys`, check-config too), and again when
+the delivery is made, before anything listens.
 
 A middleware like the other deliveries, and a component
 (middleware.Component): its web side runs while the servers it is
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 from ..params import BOOL, COUNT, EXISTING_FILE, Kind, Reader
@@ -241,6 +243,15 @@ def _between_keys(relay: object, relay_allowed_recipients: object, mailboxes: st
         problems.append('pop3_tls_key needs pop3_tls_cert')
     if problems:
         raise ValueError('inbox: ' + '; '.join(problems))
+
+
+def check_between_keys(spec: Mapping[str, Any]) -> None:
+    """The rules between keys of a section as read (check-config and
+    serve's check of the file, before anything is built): ValueError."""
+    _between_keys(spec.get('relay'), spec.get('relay_allowed_recipients'),
+                  spec.get('mailboxes', OFF), spec.get('mailbox_pattern'), spec.get('pop3'),
+                  spec.get('pop3_auth_file'), spec.get('pop3_tls_cert'),
+                  spec.get('pop3_tls_key'), bool(spec.get('pop3_tls_implicit', False)))
 
 
 def _pop3_tls(cert: str | None, key: str | None) -> Any:
