@@ -1,11 +1,41 @@
 """`memory:`: state for one process, in plain dicts (no hub is ever blocked)."""
 from __future__ import annotations
 
+import bisect
 import time
+from collections import deque
 from collections.abc import Callable
 
 from .greylisting import GreyKeys, GreyRule, decide
 from .protocols import Value
+
+
+class Window:
+    """The events of one sliding window: their times in order, oldest
+    first, and when the newest stops counting. A hit drops the events
+    that left the window from the front (each event is dropped once) and
+    adds its own at the back: amortised O(1), where a scan of the whole
+    window was O(events) per hit."""
+
+    __slots__ = ('times', 'until')
+
+    def __init__(self) -> None:
+        self.times: deque[float] = deque()
+        self.until = 0.0
+
+    def drop_before(self, start: float) -> None:
+        """Forget the events at or before `start` (out of the window)."""
+        times = self.times
+        while times and times[0] <= start:
+            times.popleft()
+
+    def add(self, at: float, until: float) -> None:
+        times = self.times
+        if not times or times[-1] <= at:
+            times.append(at)
+        else:           # a clock that went back (or a caller's `now`): kept in order
+            times.insert(bisect.bisect_right(times, at), at)
+        self.until = max(self.until, until)
 
 
 class MemoryStore:
@@ -17,8 +47,7 @@ class MemoryStore:
         self._clock = clock
         # key -> (expires or None, value)
         self._values: dict[str, tuple[float | None, Value]] = {}
-        # key -> [(time, expires)]
-        self._events: dict[str, list[tuple[float, float]]] = {}
+        self._events: dict[str, Window] = {}
         self._ops = 0
 
     def _live(self, key: str, now: float) -> tuple[float | None, Value] | None:
@@ -36,7 +65,7 @@ class MemoryStore:
             return
         for key in [k for k, (exp, _) in self._values.items() if exp is not None and exp <= now]:
             del self._values[key]
-        for key in [k for k, times in self._events.items() if not times or times[-1][1] <= now]:
+        for key in [k for k, window in self._events.items() if window.until <= now]:
             del self._events[key]
 
     def get(self, key: str) -> Value | None:
@@ -70,14 +99,15 @@ class MemoryStore:
 
     def hit(self, key: str, window: float, limit: int, now: float | None = None) -> int | None:
         now = self._clock() if now is None else now
-        times = [t for t in self._events.get(key, ()) if t[0] > now - window]
-        if len(times) >= limit:
-            self._events[key] = times
+        events = self._events.get(key)
+        if events is None:
+            events = self._events[key] = Window()
+        events.drop_before(now - window)
+        if len(events.times) >= limit:
             return None
-        times.append((now, now + window))
-        self._events[key] = times
+        events.add(now, now + window)
         self._sweep(now)
-        return len(times)
+        return len(events.times)
 
     def greylist(self, keys: GreyKeys, now: float, rule: GreyRule) -> float | None:
         return decide(self, keys, now, rule)     # no switch inside: atomic
