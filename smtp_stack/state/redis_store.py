@@ -21,12 +21,16 @@ fixed-window counter). redis-py speaks the protocol over gevent sockets
 the process: no thread hand-off. A short socket timeout bounds one call,
 the store's circuit breaker (backend.py) makes a stalled Redis cost one
 timeout per period rather than one per call, and a connection that failed
-is replaced by a fresh one once Redis is back.
+is replaced by a fresh one once Redis is back. At most 16 idle connections
+are kept per hub (redis_wire.MAX_IDLE; the URL's own parameter
+`max_idle=N` says otherwise, 0 for none): the calls of a burst beyond that
+open connections that close when their call is done.
 """
 from __future__ import annotations
 
 import os
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +39,7 @@ import redis
 from .backend import Guarded, member_id, redacted
 from .greylisting import GreyKeys, GreyRule
 from .protocols import StoreError, Value
-from .redis_wire import Connections, Script
+from .redis_wire import MAX_IDLE, Connections, Script
 
 SSL_FILES = ('ssl_ca_certs', 'ssl_certfile', 'ssl_keyfile', 'ssl_ca_path')
 # Verification on whatever redis-py's defaults (the URL may still say otherwise).
@@ -110,15 +114,40 @@ def _checked_options(url: str) -> dict[str, Any]:
     return dict(decode_responses=True, **(VERIFIED if tls and not unverified else {}))
 
 
-class RedisStore(Guarded):
+def _max_idle(url: str) -> tuple[str, int]:
+    """The URL without our own parameter `max_idle` (redis-py would refuse
+    it), and its value (MAX_IDLE without it)."""
+    base, _, text = url.partition('?')
+    query = urllib.parse.parse_qsl(text, keep_blank_values=True)
+    found = [value for name, value in query if name == 'max_idle']
+    if not found:
+        return url, MAX_IDLE
+    try:
+        max_idle = int(found[-1])
+    except ValueError:
+        max_idle = -1
+    if max_idle < 0:
+        raise ValueError(f'store: max_idle must be a whole number, 0 or more: {found[-1]!r}')
+    rest = urllib.parse.urlencode([(name, value) for name, value in query if name != 'max_idle'],
+                                  safe='/*')
+    return base + ('?' + rest if rest else ''), max_idle      # as written, not re-encoded
 
-    def __init__(self, url: str, timeout: float = 1.0, prefix: str = 'smtp_stack:'):
+
+class RedisStore(Guarded):
+    """`max_idle`: idle connections kept per hub (the URL's `max_idle=`
+    parameter, else MAX_IDLE)."""
+
+    def __init__(self, url: str, timeout: float = 1.0, prefix: str = 'smtp_stack:',
+                 max_idle: int | None = None):
         self.url = redacted(url)
         self.prefix = prefix
         self.timeout = timeout
+        url, in_url = _max_idle(url)
+        self.max_idle = in_url if max_idle is None else max_idle
         options = _checked_options(url)
         try:        # the connection object, not yet connected: unknown parameters fail here
-            self._conns: Connections | None = Connections(url, options, lambda: self.timeout)
+            self._conns: Connections | None = Connections(url, options, lambda: self.timeout,
+                                                          self.max_idle)
             self._conns.check()
         except (TypeError, ValueError, redis.RedisError) as exc:
             raise ValueError(f'store: {redacted(url)}: {exc}') from None

@@ -12,7 +12,11 @@ decoding of replies stay redis-py's.
 
 `Connections` keeps the idle ones per native thread, so per hub (a gevent
 socket belongs to the hub it was made in), and per process (a forked
-worker makes its own).
+worker makes its own); at most `max_idle` of them (MAX_IDLE, 16, by
+default): a burst of concurrent calls opens more, and those past the
+bound are closed when their call is done, so a burst does not leave a
+process holding hundreds of idle connections on the Redis server (its
+`maxclients` is 10,000 for every client of every machine).
 """
 from __future__ import annotations
 
@@ -128,31 +132,43 @@ COOPERATIVE: dict[type[Any], type[Any]] = {
 }
 
 
+MAX_IDLE = 16      # idle connections kept per hub and URL (Connections)
+
+
 class Script:
     """A Lua script called by its SHA1 (`EVALSHA`: the text crosses the
     wire once per Redis process), sent whole (`EVAL`) when Redis answers
-    NOSCRIPT: after a restart, a `SCRIPT FLUSH`, or on a replica promoted."""
+    NOSCRIPT: after a restart, a `SCRIPT FLUSH`, or on a replica promoted.
+    `EVALSHA` and the SHA1 are packed once."""
 
     def __init__(self, text: str):
         self.text = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()
+        self._evalsha = _items(('EVALSHA', self.sha))
 
     def call(self, conns: Connections, keys: list[str], args: list[Any]) -> Any:
+        count = 3 + len(keys) + len(args)
         try:
-            return conns.execute('EVALSHA', self.sha, len(keys), *keys, *args)
+            return conns.execute_packed(b'*%d\r\n%s%s' % (
+                count, self._evalsha, _items((len(keys), *keys, *args))))
         except NoScriptError:
             return conns.execute('EVAL', self.text, len(keys), *keys, *args)
+
+
+def _items(args: tuple[Any, ...]) -> bytes:
+    """The bulk strings of a command's arguments (RESP)."""
+    parts = []
+    for arg in args:
+        data = arg if type(arg) is bytes else str(arg).encode('utf-8', 'surrogateescape')
+        parts.append(b'$%d\r\n%s\r\n' % (len(data), data))
+    return b''.join(parts)
 
 
 def packed(args: tuple[Any, ...]) -> bytes:
     """A command in RESP (the Redis protocol): an array of bulk strings.
     Arguments are str (UTF-8; a key from a non-UTF-8 address keeps its
     bytes), bytes or int; floats are written by the caller (repr)."""
-    parts = [b'*%d\r\n' % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode('utf-8', 'surrogateescape')
-        parts.append(b'$%d\r\n%s\r\n' % (len(data), data))
-    return b''.join(parts)
+    return b'*%d\r\n%s' % (len(args), _items(args))
 
 
 # Native even in a monkey-patched process (where threading.local is per greenlet).
@@ -175,7 +191,9 @@ class Connections:
     next call opens a fresh one. `settings(timeout)` gives the class and
     the keyword arguments of a connection, read at each new connection."""
 
-    def __init__(self, url: str, options: dict[str, Any], timeout: Callable[[], float]):
+    def __init__(self, url: str, options: dict[str, Any], timeout: Callable[[], float],
+                 max_idle: int = MAX_IDLE):
+        self.max_idle = max_idle
         pool = redis.ConnectionPool.from_url(url, **options)
         self._class = COOPERATIVE[pool.connection_class]
         self._kwargs = dict(pool.connection_kwargs)
@@ -205,21 +223,32 @@ class Connections:
         """One command's reply (decoded strings); redis-py's errors raised.
         The command is packed here (packed()): redis-py's packer costs more
         than the rest of the client (issue 25)."""
+        return self.execute_packed(packed(args))
+
+    def execute_packed(self, command: bytes) -> Any:
+        """The reply to one command already packed in RESP."""
         idle = self._idle_here()
         conn = idle.pop() if idle else self._class(**{
             **self._kwargs, 'socket_timeout': self.timeout(),
             'socket_connect_timeout': self.timeout()})
         try:
-            conn.send_packed_command((packed(args),))
+            conn.send_packed_command((command,))
             reply = conn.read_response()
         except redis.ResponseError:
-            idle.append(conn)        # Redis answered (NOSCRIPT, WRONGTYPE): the link is sound
+            self._put_back(idle, conn)   # Redis answered (NOSCRIPT, WRONGTYPE): the link is sound
             raise
         except BaseException:
             conn.disconnect()
             raise
-        idle.append(conn)
+        self._put_back(idle, conn)
         return reply
+
+    def _put_back(self, idle: list[Any], conn: Any) -> None:
+        """Kept for the next call, or closed past `max_idle`."""
+        if len(idle) < self.max_idle:
+            idle.append(conn)
+        else:
+            conn.disconnect()
 
     def close(self) -> None:
         """Close this thread's connections; forget the others' (a gevent
