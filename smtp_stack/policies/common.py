@@ -30,8 +30,27 @@ def mode_of(own: OnStoreError | None, ctx: Context) -> OnStoreError:
 
 
 def client_ip(session: Session) -> IPAddress | None:
-    """The real client address (after PROXY/XCLIENT) as an ip_address, or None."""
-    text = session.remote_address or ''
+    """The real client address (after PROXY/XCLIENT) as an ip_address, or
+    None; parsed once per session and address (several policies ask at
+    each command), again when XCLIENT changed it."""
+    text = session.remote_address
+    kept = getattr(session, _CLIENT_IP, None)
+    if kept is not None and kept[0] == text:
+        return kept[1]
+    ip = parse_ip(text or '')
+    try:
+        setattr(session, _CLIENT_IP, (text, ip))
+    except AttributeError:      # a session object of the caller's that takes no attributes
+        pass
+    return ip
+
+
+_CLIENT_IP = '_policies_client_ip'     # (remote_address, its ip_address) on the session
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """An address as XCLIENT and PROXY give it ('IPv6:' prefix, a zone
+    index, an IPv4-mapped IPv6 address), or None."""
     if text[:5].upper() == 'IPV6:':
         text = text[5:]
     try:

@@ -76,6 +76,7 @@ class Greylist:
         self.store = as_store(store)
         self.clock = clock
         self.on_store_error = check_mode(on_store_error, 'greylist')
+        self._cause = f'greylist store {self.store.url}'       # of the store's warnings
 
     def check(self, ip: IPAddress, sender: str, recipient: str) -> Reply | None:
         """None to accept, else the 451 refusal. Raises StoreError. One
@@ -106,10 +107,10 @@ class Greylist:
                 sender = session.envelope.mail_from.address if session.envelope.mail_from else ''
                 try:
                     refusal = self.check(ip, sender, ctx.address.address)
-                    warnings.ok(f'greylist store {self.store.url}')
+                    warnings.ok(self._cause)
                 except StoreError as exc:
-                    store_failed(mode_of(self.on_store_error, ctx),
-                                 f'greylist store {self.store.url}', 'greylist: %s', exc)
+                    store_failed(mode_of(self.on_store_error, ctx), self._cause, 'greylist: %s',
+                                 exc)
                     refusal = None
                 if refusal is not None:
                     raise SmtpError(refusal)

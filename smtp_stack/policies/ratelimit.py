@@ -59,6 +59,7 @@ class RateLimit:
         self.store = as_store(store)
         self._now = now     # tests: a clock; None: the store's own time
         self.on_store_error = check_mode(on_store_error, 'rate_limit')
+        self._cause = f'rate_limit store {self.store.url}'     # of the store's warnings
 
     def subject(self, session: Session) -> str:
         """Who is counted: 'client:192.0.2.1', 'user:alice', 'sender:a@b'."""
@@ -77,10 +78,9 @@ class RateLimit:
         now = self._now() if self._now else None
         try:
             count = self.store.hit(f'rate:{what}:{self.per}:{subject}', self.per, limit, now)
-            warnings.ok(f'rate_limit store {self.store.url}')
+            warnings.ok(self._cause)
         except StoreError as exc:
-            store_failed(mode_of(self.on_store_error, ctx), f'rate_limit store {self.store.url}',
-                         'rate_limit: %s', exc)
+            store_failed(mode_of(self.on_store_error, ctx), self._cause, 'rate_limit: %s', exc)
             return True
         return count is not None
 

@@ -34,8 +34,12 @@ class Guarded:
 
     @property
     def breaker(self) -> Breaker:
-        """The breaker of this store's URL (shared by every store object of it)."""
-        return breaker(self.url, slow=self.timeout / 2)
+        """The breaker of this store's URL (shared by every store object of
+        it), looked up once: the registry takes a lock (issue 25)."""
+        found: Breaker | None = self.__dict__.get('_breaker')
+        if found is None:
+            found = self.__dict__['_breaker'] = breaker(self.url, slow=self.timeout / 2)
+        return found
 
     def _guarded(self, fn: Callable[[], T]) -> T:
         """fn() here, in the calling greenlet, through the breaker (a
