@@ -31,6 +31,7 @@ BodyCanon = Callable[[bytes], bytes]
 _TABS_TO_SPACES = bytes.maketrans(b'\t', b' ')
 _PRINTABLE = bytes(range(0x21, 0x7f))       # the characters of a field name
 _LINE_ENDS = re.compile(rb'\r?\n')          # used only where a bare LF is present
+_FIELD_STARTS = re.compile(rb'\r\n(?![ \t])')  # a line end not followed by a continuation
 
 
 @dataclass(frozen=True)
@@ -56,24 +57,35 @@ def split_headers(section: bytes) -> list[Field]:
     """The fields of a header section (up to its first empty line), as
     dkimpy's parser reads them: a line starting with WSP continues the
     field above it; an mbox `From ` line is skipped; any other line
-    without a field name raises dkim.MessageFormatError."""
-    lines = _LINE_ENDS.split(section) if _has_bare_lf(section) else section.split(b'\r\n')
-    fields: list[list[bytes]] = []
-    for line in lines:
-        if not line:
+    without a field name raises dkim.MessageFormatError. Split at the line
+    ends not followed by WSP, so a field and its continuation lines come
+    as one piece."""
+    if _has_bare_lf(section):
+        section = b'\r\n'.join(_LINE_ENDS.split(section))
+    return _fields(section)
+
+
+def _fields(section: bytes) -> list[Field]:
+    """split_headers of a section whose line ends are all CRLF."""
+    fields: list[Field] = []
+    for text in _FIELD_STARTS.split(section):
+        if not text:
             break
-        if line[0] in (0x09, 0x20):
-            if not fields:
-                raise MessageFormatError(f'Unexpected continuation line in header: {line!r}')
-            fields[-1][1] += line + b'\r\n'
-            continue
-        colon = line.find(b':', 1)      # a name has one character at least, ':' included
-        name = line[:colon]
+        if text[0] in (0x09, 0x20):
+            raise MessageFormatError(f'Unexpected continuation line in header: {text!r}')
+        colon = text.find(b':', 1)      # a name has one character at least, ':' included
+        name = text[:colon]
         if colon > 0 and not name.translate(None, _PRINTABLE):
-            fields.append([name, line[colon + 1:] + b'\r\n'])
-        elif not line.startswith(b'From '):
-            raise MessageFormatError(f'Unexpected characters in RFC822 header: {line!r}')
-    return [(name, value) for name, value in fields]
+            fields.append((name, text[colon + 1:] + b'\r\n'))
+        elif text.startswith(b'From '):     # skipped; its continuation lines are the field's above
+            first, crlf, rest = text.partition(b'\r\n')
+            if crlf and not fields:
+                raise MessageFormatError(f'Unexpected continuation line in header: {rest!r}')
+            if crlf:
+                fields[-1] = (fields[-1][0], fields[-1][1] + rest + b'\r\n')
+        else:
+            raise MessageFormatError(f'Unexpected characters in RFC822 header: {text!r}')
+    return fields
 
 
 def split_message(message: bytes) -> SplitMessage:
@@ -85,7 +97,7 @@ def split_message(message: bytes) -> SplitMessage:
     body = message[end:]
     if _has_bare_lf(body):
         body = b'\r\n'.join(_LINE_ENDS.split(body))
-    return SplitMessage(split_headers(message[:end]), body)
+    return SplitMessage(_fields(message[:end]), body)
 
 
 def _split_slowly(message: bytes) -> SplitMessage:
