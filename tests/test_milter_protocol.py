@@ -68,7 +68,7 @@ def test_the_buffer_does_not_grow_with_the_packets_read():
             reader.feed(piece)
         assert reader.next_packet() == Packet('B', b'y' * 60000)
         assert reader.pending == 0
-    assert len(reader._data) + reader._parted <= 2 * len(chunk)
+    assert len(reader._rest) + reader._parted <= 2 * len(chunk)
 
 
 def test_packets_after_a_split_one_come_from_the_same_bytes():

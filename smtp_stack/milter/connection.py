@@ -50,7 +50,7 @@ from . import protocol as P
 from . import steps as S
 from .content import run_message
 from .protocol import Packet, ProtocolError
-from .transport import Transport
+from .transport import TRACE, Transport, unanswered
 from .verdicts import CONTINUE_PACKET, command_args, final, ok, reply_packet
 
 if TYPE_CHECKING:
@@ -66,29 +66,44 @@ class MilterConnection(Transport):
     through the chain as the command it stands for, and the session's
     lifecycle. The socket is Transport's; the message is content.py's."""
 
+    version = 0
+    actions = 0                         # the actions the MTA allows (SMFIF_*)
+    leading_space = False
+    connect_skipped = False             # no SMFIC_CONNECT: the session opens lazily
+    sees_all = True                     # a middleware declared nothing: RSET, QUIT too
+    facts: F.MilterFacts | None = None
+    message_reader: M.MessageReader | None = None
+    sender: M.Sent | None = None        # MAIL as the MTA sent it, for the changes
+    closing = False
+    # No event ran the chain since the transaction was last ended: an ABORT
+    # then has nothing to reset (Postfix sends two after each message).
+    fresh = False
+
     def __init__(self, server: MilterServer, sock: socket, peer: str) -> None:
         super().__init__(server, sock, peer)
-        self.version = 0
-        self.actions = 0                    # the actions the MTA allows (SMFIF_*)
-        self.leading_space = False
-        self.connect_skipped = False        # no SMFIC_CONNECT: the session opens lazily
-        self.sees_all = True                # a middleware declared nothing: RSET, QUIT too
-        self.facts: F.MilterFacts | None = None
         self._pending: dict[str, str] = {}   # macros received before the session
-        self.message_reader: M.MessageReader | None = None
-        self.sender: M.Sent | None = None   # MAIL as the MTA sent it, for the changes
+        self._held: list[bytes] = []        # SMFIC_MACRO data not taken in yet
         self.recipients: list[M.Sent] = []
-        self.closing = False
-        # No event ran the chain since the transaction was last ended: an
-        # ABORT then has nothing to reset (Postfix sends two after each message).
-        self.fresh = False
         self.commands: dict[str, int] = {}
         self.failed: dict[str, int] = {}
 
     def take_macros(self, packet: Packet) -> None:
         """SMFIC_MACRO: the macros of the event that follows (Postfix and
         Sendmail send them just before it), taken in at once."""
-        macros = F.read_macros(packet.data)
+        self.hold_macros(packet)
+        self._take_held()
+
+    def hold_macros(self, packet: Packet) -> None:
+        """SMFIC_MACRO, checked now and taken in at the next event (_dispatch):
+        an MTA sends a packet per stage, skipped ones too, and one decoding
+        of them all costs less than one each."""
+        data = packet.data
+        F.check_macros(data)
+        self._held.append(data)
+
+    def _take_held(self) -> None:
+        macros = F.read_held(self._held)
+        self._held.clear()
         session, facts = self.session, self.facts
         if session is None or facts is None:
             self._pending.update(macros)
@@ -106,13 +121,20 @@ class MilterConnection(Transport):
     def run(self) -> None:
         try:
             try:
-                read = self.read_packet
+                read, ready, held = self.read_packet, self.reader.ready, self._held
+                traced = self._log_min <= TRACE
                 self._negotiate(read())
                 while not self.closing:
-                    packet = read()
+                    if ready and self._pushback is None and not traced:
+                        packet = ready.popleft()    # read_packet's work, the usual case
+                    else:
+                        packet = read()
                     if packet.command == P.MACRO:   # most packets: no reply, no event
+                        data = packet.data          # hold_macros, inline
+                        if data[-1:] != b'\0' and len(data) != 1:
+                            F.check_macros(data)    # ProtocolError
                         self.owed = None
-                        self.take_macros(packet)
+                        held.append(data)
                     else:
                         self._dispatch(packet)
             except ProtocolError as exc:
@@ -140,20 +162,23 @@ class MilterConnection(Transport):
             offer = P.read_negotiation(packet)
             plan = S.plan(server.needs, self.options, bool(offer.protocol & P.SKIP_OK))
             answer = S.negotiate(offer, plan, F.WANTED_MACROS)
-            known = (answer, P.negotiation_reply(answer))
+            known = (answer, P.negotiation_reply(answer), unanswered(answer.protocol))
             if len(server.negotiations) < 16:
                 server.negotiations[packet.data] = known
-        answer, reply = known
+        answer, reply, silent = known
         self.version, self.actions = answer.version, answer.actions
-        self.agree(answer.protocol)
+        self.agree(answer.protocol, silent)
         self.leading_space = bool(self.flags & P.HDR_LEADSPC)
         self.connect_skipped = bool(self.flags & P.NOCONNECT)
         self.sees_all = server.needs == STAGES
         self.answer(reply)
-        self.log(10, 'milter protocol %d with %s: actions 0x%x, flags 0x%x', self.version,
-                 self.peer, self.actions, self.flags)
+        if self._log_min <= 10:
+            self.log(10, 'milter protocol %d with %s: actions 0x%x, flags 0x%x', self.version,
+                     self.peer, self.actions, self.flags)
 
     def _dispatch(self, packet: Packet) -> None:
+        if self._held:
+            self._take_held()
         command = packet.command
         self.owed = None if command in self._silent else command
         handler = _EVENTS.get(command)

@@ -67,17 +67,40 @@ class MilterFacts:
 
 def read_macros(data: bytes) -> dict[str, str]:
     """The {name: value} of SMFIC_MACRO's data (the command letter, then
-    name, value, ... each NUL-terminated: [pmilter] SMFIC_MACRO), decoded
-    at once: the MTA sends one per stage, skipped stages included. Names
+    name, value, ... each NUL-terminated: [pmilter] SMFIC_MACRO). Names
     lose their braces; a name without a value is dropped, as libmilter does."""
-    if len(data) < 2:
-        if not data:
-            raise ProtocolError('SMFIC_MACRO: a one-byte field is missing')
-        return {}
-    if data[-1] != 0:
+    check_macros(data)
+    return read_held([data])
+
+
+def check_macros(data: bytes) -> None:
+    """ProtocolError unless `data` is SMFIC_MACRO's: a command letter, then
+    NUL-terminated strings (any bytes in them: UTF-8, else kept escaped)."""
+    if not data:
+        raise ProtocolError('SMFIC_MACRO: a one-byte field is missing')
+    if len(data) > 1 and data[-1] != 0:
         raise ProtocolError('SMFIC_MACRO: a string without its terminating NUL')
-    strings = data[1:-1].decode('utf-8', 'surrogateescape').split('\0')
-    return dict(zip(map(_bare, strings[0::2]), strings[1::2], strict=False))
+
+
+def read_held(packets: list[bytes]) -> dict[str, str]:
+    """The macros of several SMFIC_MACRO packets (checked: check_macros),
+    later ones winning, decoded in one pass: the MTA sends one packet per
+    stage, skipped stages included, and they are taken in at the next
+    event. A packet's name without a value is dropped; the NUL that ends
+    each string keeps the packets' bytes apart when they are joined."""
+    pieces = []
+    for data in packets:
+        count = data.count(0, 1)
+        if count & 1:           # a name without its value
+            if count == 1:
+                continue
+            data = data[:data.rindex(0, 1, -1) + 1]
+        if count:
+            pieces.append(data[1:])
+    if not pieces:
+        return {}
+    strings = b''.join(pieces).decode('utf-8', 'surrogateescape').split('\0')
+    return dict(zip(map(_bare, strings[0:-1:2]), strings[1::2], strict=False))
 
 
 class _BareNames(dict[str, str]):

@@ -19,6 +19,7 @@ packet is read by its layout (`LAYOUTS`, `decode`) and written by the same
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple, TypeAlias
 
@@ -57,75 +58,72 @@ class PacketReader:
     until it returns None (a packet is not complete yet). A packet longer
     than `max_size` (its length counts the command byte) raises
     ProtocolError as soon as its length is read, before its data is
-    buffered.
+    buffered (after the packets before it were returned).
 
     Made for one recv() holding many packets (Postfix writes the macros of
-    a message and its end in one go): the packets are sliced out of the
-    bytes as they came, without copying them into a buffer first. Only a
-    packet split across recv()s is joined, once, when its last piece is
-    there, so a packet of n bytes in k pieces costs O(n), never O(n k)."""
+    a message and its end in one go): `feed` slices every complete packet
+    out of the bytes as they came, into `ready` (a deque a caller may pop
+    from directly), without copying them into a buffer first. Only the
+    bytes of a packet split across recv()s are kept, and joined once its
+    last piece is there, so a packet of n bytes in k pieces costs O(n),
+    never O(n k)."""
 
-    __slots__ = ('max_size', '_data', '_offset', '_parts', '_parted')
+    __slots__ = ('max_size', 'ready', '_rest', '_parts', '_parted', '_needed', '_error')
 
     def __init__(self, max_size: int = MAX_PACKET) -> None:
         self.max_size = max_size
-        self._data = b''            # bytes received; those before _offset were returned
-        self._offset = 0
-        self._parts: list[bytes] = []   # pieces received after _data, not joined yet
+        self.ready: deque[Packet] = deque()     # complete packets, in order
+        self._rest = b''            # the start of a packet not complete yet
+        self._parts: list[bytes] = []   # pieces received after _rest, not joined yet
         self._parted = 0                # their length
+        self._needed = LEN_BYTES        # bytes the next packet needs, length included
+        self._error: ProtocolError | None = None    # a bad length: the stream ends there
 
     def feed(self, data: bytes) -> None:
-        if self._offset >= len(self._data):
-            if not self._parts:
-                self._data, self._offset = bytes(data), 0
+        if self._error is not None:
+            return
+        if self._rest:
+            self._parts.append(bytes(data))
+            self._parted += len(data)
+            if len(self._rest) + self._parted < self._needed:
                 return
-        self._parts.append(bytes(data))
-        self._parted += len(data)
+            data = self._rest + b''.join(self._parts)
+            self._parts, self._parted = [], 0
+        self._split(bytes(data))
+
+    def _split(self, data: bytes) -> None:
+        append, limit = self.ready.append, self.max_size
+        size, pos = len(data), 0
+        while size - pos >= LEN_BYTES:
+            length = _unpack_length(data, pos)[0]
+            if not 0 < length <= limit:
+                self._error = ProtocolError(
+                    'a packet of length 0 (no command byte)' if length < 1 else
+                    f'a packet of {length} bytes, over the limit of {limit}')
+                self._rest = b''
+                return
+            end = pos + LEN_BYTES + length
+            if end > size:
+                self._needed = LEN_BYTES + length
+                break
+            append(_new_packet(Packet, (_LETTERS[data[pos + 4]], data[pos + 5:end])))
+            pos = end
+        else:
+            self._needed = LEN_BYTES
+        self._rest = data[pos:] if pos else data
 
     @property
     def pending(self) -> int:
         """Bytes received and not yet returned in a packet."""
-        return len(self._data) - self._offset + self._parted
+        return (sum(LEN_BYTES + 1 + len(packet.data) for packet in self.ready)
+                + len(self._rest) + self._parted)
 
     def next_packet(self) -> Packet | None:
-        data, start = self._data, self._offset
-        available = len(data) - start
-        if available >= 5:
-            length = _unpack_length(data, start)[0]
-            end = start + 4 + length
-            if end <= len(data) and 0 < length <= self.max_size:
-                self._offset = end
-                return _new_packet(Packet, (_LETTERS[data[start + 4]], data[start + 5:end]))
-        elif not available and not self._parts:
-            return None         # all read: the usual end of a recv's packets
-        return self._next_joined(available)
-
-    def _next_joined(self, available: int) -> Packet | None:
-        """next_packet's slow path: a length to check, or a packet whose
-        bytes are not all in _data (the pieces after it are joined when
-        the packet is complete)."""
-        if available >= LEN_BYTES:
-            (length,) = _LENGTH.unpack_from(self._data, self._offset)
-        elif available + self._parted >= LEN_BYTES:
-            self._join()
-            return self._next_joined(len(self._data))
-        else:
-            return None
-        if length < 1:      # [milter8] milter8_read_resp: "bad packet length"
-            raise ProtocolError('a packet of length 0 (no command byte)')
-        if length > self.max_size:
-            raise ProtocolError(f'a packet of {length} bytes, over the limit of '
-                                f'{self.max_size}')
-        if available + self._parted < LEN_BYTES + length:
-            return None
-        self._join()
-        return self.next_packet()
-
-    def _join(self) -> None:
-        self._data = self._data[self._offset:] + b''.join(self._parts)
-        self._offset = 0
-        self._parts = []
-        self._parted = 0
+        if self.ready:
+            return self.ready.popleft()
+        if self._error is not None:     # [milter8] milter8_read_resp: "bad packet length"
+            raise self._error
+        return None
 
 
 _unpack_length = _LENGTH.unpack_from

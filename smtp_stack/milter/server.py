@@ -115,8 +115,9 @@ class MilterServer(ChainHost):
                                         self.options.log_level)
         self._init_chain(builtin)
         self.needs = needs_of(())       # the stages the chain needs (steps.py)
-        # The answer to each offer seen: (Negotiation, its packet), per chain.
-        self.negotiations: dict[bytes, tuple[P.Negotiation, bytes]] = {}
+        # The answer to each offer seen: (Negotiation, its packet, the commands
+        # it leaves unanswered), per chain.
+        self.negotiations: dict[bytes, tuple[P.Negotiation, bytes, frozenset[str]]] = {}
         self.connections = Connections()
         self.listeners: list[Listener] = []
         self.address: tuple[str, int] | str | None = None

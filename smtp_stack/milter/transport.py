@@ -52,6 +52,11 @@ ACCEPT_PAUSE = 0.1              # s
 READY, TIMED_OUT = object(), object()
 
 
+def unanswered(flags: int) -> frozenset[str]:
+    """The commands an MTA awaits no reply to, given the protocol flags agreed."""
+    return P.UNANSWERED | {step.command for step in P.STEPS if flags & step.no_reply}
+
+
 class Listener:
     """Accepts connections on a listening socket, in the hub's callback of
     an io watcher, and calls `handle(sock, address)` for each: `sock` a
@@ -114,31 +119,33 @@ class Transport:
     """One MTA connection's socket: `read_packet`, `answer`, and the reply
     the MTA waits for (`owed`), from the protocol flags agreed."""
 
+    # What a new connection starts with, as class defaults (a connection
+    # lives for one short session: each attribute not set is time saved).
+    owed: str | None = None             # the event the MTA waits for a reply to
+    flags = 0                           # the protocol flags agreed (SMFIP_*)
+    session: Session | None = None
+    _silent: frozenset[str] = P.UNANSWERED  # commands the MTA awaits no reply to
+    _pushback: Packet | None = None
+    _writable: Any = None               # made when a send() does not take it all
+    _write_timer: Any = None            # its own: PROGRESS may wait while a read does
+    # Whether the last recv() may have left bytes in the socket: then the
+    # next one is tried before waiting. The MTA writes first, so the first
+    # one is tried at once.
+    _more = True
+    # The greenlet sending SMFIR_PROGRESS, and the lock that keeps its
+    # packets and the reply from interleaving (made with the first ticker).
+    _ticker: Any = None
+    _write: Semaphore | None = None
+
     def __init__(self, server: MilterServer, sock: socket.socket, peer: str) -> None:
         self.server = server
         self.options: Options = server.options
         self.sock = sock
         self.peer = peer
         self.reader = P.PacketReader(server.max_packet)
-        self.owed: str | None = None        # the event the MTA waits for a reply to
-        self.flags = 0                      # the protocol flags agreed (SMFIP_*)
-        self.session: Session | None = None
-        self._silent: frozenset[str] = P.UNANSWERED     # commands the MTA awaits no reply to
-        self._pushback: Packet | None = None
-        self._hub = get_hub()
-        loop = self._hub.loop
-        self._readable = loop.io(sock.fileno(), 1)
-        self._writable: Any = None          # made when a send() does not take it all
+        self._hub = hub = get_hub()
+        self._readable = hub.loop.io(sock.fileno(), 1)
         self._timer = self._new_timer()
-        self._write_timer: Any = None       # its own: PROGRESS may wait while a read does
-        # Whether the last recv() may have left bytes in the socket: then the
-        # next one is tried before waiting. The MTA writes first, so the
-        # first one is tried at once.
-        self._more = True
-        # The greenlet sending SMFIR_PROGRESS, and the lock that keeps its
-        # packets and the reply from interleaving (made with the first ticker).
-        self._ticker: Any = None
-        self._write: Semaphore | None = None
         self._log_min = self.options.log_level
 
     def log(self, level: int, message: str, *args: object) -> None:
@@ -147,11 +154,11 @@ class Transport:
             emit(self.server.log_backend, level, '%s: ' + message, (sid, *args),
                  {'session': sid})
 
-    def agree(self, flags: int) -> None:
-        """The protocol flags of the negotiation: which commands go unanswered."""
+    def agree(self, flags: int, silent: frozenset[str] | None = None) -> None:
+        """The protocol flags of the negotiation, and so the commands that
+        go unanswered (`silent`, when worked out already: unanswered(flags))."""
         self.flags = flags
-        self._silent = P.UNANSWERED | {step.command for step in P.STEPS
-                                       if flags & step.no_reply}
+        self._silent = unanswered(flags) if silent is None else silent
 
     def expects(self, command: str) -> bool:
         return command not in self._silent
@@ -164,11 +171,12 @@ class Transport:
         if pushed is not None:
             self._pushback = None
             return pushed
-        next_packet = self.reader.next_packet
-        packet = next_packet()
-        while packet is None:
+        reader = self.reader
+        ready = reader.ready
+        while not ready:
+            reader.next_packet()        # ProtocolError: the stream went bad
             self.receive()
-            packet = next_packet()
+        packet = ready.popleft()
         if self._log_min <= TRACE:
             self.log(TRACE, 'MTA: %s %r', P.name_of(packet.command), packet.data[:100])
         return packet
