@@ -284,3 +284,22 @@ def test_policy_costs_are_counted_over_the_row_without_policies():
     assert len(rows) == 3 and 'greylist alone' in rows[2]
     assert [c.strip() for c in rows[2].split('|')[2:4]] == ['+0.30', '+0.20']   # medians - none's
     assert report.render_policy_costs(results, [Spec('none', 'x', None)], ['mx']) == ''
+
+
+@pytest.mark.parametrize('client_cpu, server_cpu, machine, bound', [
+    (0.95, 0.5, None, True),        # the client used its core
+    (0.3, 0.5, None, False),        # nobody was short of CPU
+    (0.9, 0.95, None, True),        # client + server: the machine
+    (0.3, 0.95, None, False),       # the server had its core
+    (0.1, 0.35, 0.95, True),        # other programs kept the machine busy
+    (0.1, 0.35, 0.5, False),
+    (0.1, 0.92, 0.95, False),       # busy, but the server had its core
+])
+def test_a_rate_is_marked_when_the_client_or_the_machine_may_have_set_it(
+        client_cpu, server_cpu, machine, bound):
+    scenarios = _bench_import('benchlib.scenarios')
+    procs = _bench_import('benchlib.procs')
+    run = procs.RunResult(0, '', '', 10.0, client_cpu * 10.0, False)
+    assert scenarios._client_bound(run, server_cpu * 10.0, 1, machine_busy=machine) is bound
+    busy, total = procs.machine_busy_seconds()
+    assert 0 <= busy <= total

@@ -138,6 +138,15 @@ def group_cpu_split(pgid):
     return user / CLK_TCK, system / CLK_TCK
 
 
+def machine_busy_seconds():
+    """(busy, total) CPU seconds of the whole machine so far, from the
+    first line of /proc/stat (idle and iowait are not busy; steal is)."""
+    with open('/proc/stat') as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    total = sum(fields)
+    return (total - fields[3] - fields[4]) / CLK_TCK, total / CLK_TCK
+
+
 def _status_kb(pid, key):
     try:
         with open(f'/proc/{pid}/status') as f:
