@@ -50,12 +50,10 @@ from . import protocol as P
 from . import steps as S
 from .content import run_message
 from .protocol import Packet, ProtocolError
-from .transport import TRACE, Transport, unanswered
+from .transport import TRACE, Socket, Transport, unanswered
 from .verdicts import CONTINUE_PACKET, command_args, final, ok, reply_packet
 
 if TYPE_CHECKING:
-    from socket import socket
-
     from ..middleware import SessionEvent
     from ..replies import Reply
     from .server import MilterServer
@@ -79,7 +77,7 @@ class MilterConnection(Transport):
     # then has nothing to reset (Postfix sends two after each message).
     fresh = False
 
-    def __init__(self, server: MilterServer, sock: socket, peer: str) -> None:
+    def __init__(self, server: MilterServer, sock: Socket, peer: str) -> None:
         super().__init__(server, sock, peer)
         self._pending: dict[str, str] = {}   # macros received before the session
         self._held: list[bytes] = []        # SMFIC_MACRO data not taken in yet

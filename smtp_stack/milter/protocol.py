@@ -68,19 +68,21 @@ class PacketReader:
     last piece is there, so a packet of n bytes in k pieces costs O(n),
     never O(n k)."""
 
-    __slots__ = ('max_size', 'ready', '_rest', '_parts', '_parted', '_needed', '_error')
+    __slots__ = ('max_size', 'ready', 'error', '_rest', '_parts', '_parted', '_needed')
 
     def __init__(self, max_size: int = MAX_PACKET) -> None:
         self.max_size = max_size
         self.ready: deque[Packet] = deque()     # complete packets, in order
+        # A bad length: the stream ends there (next_packet raises it once
+        # `ready` is empty; a transport checks it before reading more).
+        self.error: ProtocolError | None = None
         self._rest = b''            # the start of a packet not complete yet
         self._parts: list[bytes] = []   # pieces received after _rest, not joined yet
         self._parted = 0                # their length
         self._needed = LEN_BYTES        # bytes the next packet needs, length included
-        self._error: ProtocolError | None = None    # a bad length: the stream ends there
 
     def feed(self, data: bytes) -> None:
-        if self._error is not None:
+        if self.error is not None:
             return
         if self._rest:
             self._parts.append(bytes(data))
@@ -89,15 +91,14 @@ class PacketReader:
                 return
             data = self._rest + b''.join(self._parts)
             self._parts, self._parted = [], 0
-        self._split(bytes(data))
-
-    def _split(self, data: bytes) -> None:
+        else:
+            data = bytes(data)
         append, limit = self.ready.append, self.max_size
         size, pos = len(data), 0
         while size - pos >= LEN_BYTES:
             length = _unpack_length(data, pos)[0]
             if not 0 < length <= limit:
-                self._error = ProtocolError(
+                self.error = ProtocolError(
                     'a packet of length 0 (no command byte)' if length < 1 else
                     f'a packet of {length} bytes, over the limit of {limit}')
                 self._rest = b''
@@ -121,8 +122,8 @@ class PacketReader:
     def next_packet(self) -> Packet | None:
         if self.ready:
             return self.ready.popleft()
-        if self._error is not None:     # [milter8] milter8_read_resp: "bad packet length"
-            raise self._error
+        if self.error is not None:      # [milter8] milter8_read_resp: "bad packet length"
+            raise self.error
         return None
 
 

@@ -18,10 +18,12 @@ import os
 import socket
 import stat
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import gevent
 import gevent.event
+from gevent import get_hub
 from gevent import socket as gsocket
 from greenlet import getcurrent, greenlet
 
@@ -36,7 +38,7 @@ from . import protocol as P
 from .connection import MilterConnection
 from .handlers import builtin
 from .steps import needs_of
-from .transport import Listener
+from .transport import Listener, Socket
 
 if TYPE_CHECKING:
     import logging
@@ -53,6 +55,7 @@ DEFAULT_LISTEN = 'inet:127.0.0.1:8891'
 # connection idles while its SMTP client does, for as long as the MTA allows.
 DEFAULT_TIMEOUT = 7210.0
 PROGRESS_INTERVAL = 10.0    # s between SMFIR_PROGRESS while the chain works after the body
+IDLE_KEPT = 32              # greenlets kept waiting for the next MTA connection
 
 M_ = TypeVar('M_', bound='Middleware')
 
@@ -118,7 +121,7 @@ class MilterServer(ChainHost):
         # The answer to each offer seen: (Negotiation, its packet, the commands
         # it leaves unanswered), per chain.
         self.negotiations: dict[bytes, tuple[P.Negotiation, bytes, frozenset[str]]] = {}
-        self.connections = Connections()
+        self.connections = Connections(self._serve)
         self.listeners: list[Listener] = []
         self.address: tuple[str, int] | str | None = None
         self._unix_paths: list[str] = []
@@ -195,7 +198,7 @@ class MilterServer(ChainHost):
         self._components_started = False
         self._pool = None
         self.listeners = []
-        self.connections = Connections()
+        self.connections = Connections(self._serve)
         self._unix_paths = []
         self.stopping = False
         self._stopped = None
@@ -228,7 +231,7 @@ class MilterServer(ChainHost):
         sock.listen(backlog)
         return sock
 
-    def _accepted(self, sock: socket.socket, address: Any) -> None:
+    def _accepted(self, sock: Socket, address: Any) -> None:
         """A new MTA connection (in the hub: Listener): its greenlet runs at
         once, up to its first wait."""
         peer = f'{address[0]}:{address[1]}' if isinstance(address, tuple) else 'unix'
@@ -238,21 +241,16 @@ class MilterServer(ChainHost):
                                  'stopping' if self.stopping else 'max_connections')
             sock.close()
             return
-        serving = greenlet(self._serve, parent=gevent.get_hub())
-        self.connections.add(serving)
-        serving.switch(sock, peer)
+        self.connections.start(sock, peer)
 
-    def _serve(self, sock: socket.socket, peer: str) -> None:
+    def _serve(self, sock: Socket, peer: str) -> None:
+        """One MTA connection, in a greenlet of `connections`."""
         try:
             connection = MilterConnection(self, sock, peer)
         except BaseException:
             sock.close()
-            self.connections.discard(getcurrent())
             raise
-        try:
-            connection.run()
-        finally:
-            self.connections.discard(getcurrent())
+        connection.run()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop listening; let MTA connections end within `timeout` (default
@@ -287,6 +285,7 @@ class MilterServer(ChainHost):
             listener.close()
         self.connections.join(grace)
         self.connections.kill(max(grace, 1.0))
+        self.connections.close()
         for path in self._unix_paths:
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -304,37 +303,73 @@ class MilterServer(ChainHost):
 
 
 class Connections:
-    """The greenlets serving MTA connections (plain greenlets, the hub
-    their parent: a gevent Greenlet's links and pool cost more than the
-    rest of a short session): `len()`, and `join`/`kill` for stop()."""
+    """The greenlets serving MTA connections: `start(sock, peer)` in the hub,
+    `len()`, and `join`/`kill`/`close` for stop().
 
-    def __init__(self) -> None:
+    Plain greenlets, the hub their parent: a gevent Greenlet's links and
+    pool cost more than the rest of a short session. A greenlet whose
+    connection ended waits for the next one (up to IDLE_KEPT wait): a new
+    one costs its own Python frame stack (CPython 3.11 maps 16 KiB for it
+    and unmaps it at its end), once per connection where Postfix opens one
+    per SMTP session."""
+
+    def __init__(self, serve: Callable[[Socket, str], None]) -> None:
+        self._serve = serve
         self._serving: set[greenlet] = set()
+        self._idle: list[greenlet] = []
         self._none = gevent.event.Event()
         self._none.set()
+        self.closed = False
 
     def __len__(self) -> int:
         return len(self._serving)
 
-    def add(self, serving: greenlet) -> None:
-        self._serving.add(serving)
+    def start(self, sock: Socket, peer: str) -> None:
+        """Serve a new connection: an idle greenlet's or a new one's, run
+        at once, up to its first wait (called in the hub)."""
+        worker = self._idle.pop() if self._idle else greenlet(self._work, parent=get_hub())
+        self._serving.add(worker)
         self._none.clear()
+        worker.switch(sock, peer)
 
-    def discard(self, serving: greenlet) -> None:
-        self._serving.discard(serving)
-        if not self._serving:
-            self._none.set()
+    def _work(self, sock: Socket, peer: str) -> None:
+        me = getcurrent()
+        hub = get_hub()
+        while True:
+            try:
+                self._serve(sock, peer)
+            finally:
+                self._serving.discard(me)
+                if not self._serving:
+                    self._none.set()
+            if self.closed or len(self._idle) >= IDLE_KEPT:
+                return
+            self._idle.append(me)
+            try:
+                sock, peer = hub.switch()       # start() hands over the next one
+            except BaseException:               # close(): GreenletExit
+                if me in self._idle:
+                    self._idle.remove(me)
+                raise
 
     def join(self, timeout: float) -> bool:
-        """Wait until none is left, at most `timeout` s; whether none is."""
+        """Wait until none is serving, at most `timeout` s; whether none is."""
         return self._none.wait(timeout)
 
     def kill(self, timeout: float) -> None:
-        """GreenletExit into each (its loop ends the session and closes the
-        socket), then wait for them, at most `timeout` s."""
+        """GreenletExit into each serving greenlet (its loop ends the
+        session and closes the socket), then wait for them, at most
+        `timeout` s."""
         for serving in list(self._serving):
             gevent.kill(serving)
         self.join(timeout)
+
+    def close(self) -> None:
+        """No greenlet waits for a connection any more (the idle ones end)."""
+        self.closed = True
+        idle, self._idle = self._idle, []
+        for worker in idle:
+            gevent.kill(worker)
 
 
 def parse_listen(spec: str) -> tuple[str, tuple[str, int] | str]:

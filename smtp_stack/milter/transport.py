@@ -21,7 +21,7 @@ the events; message.MessageReader reads the content packets through it
 from __future__ import annotations
 
 import errno
-import socket
+from _socket import socket as Socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -59,15 +59,16 @@ def unanswered(flags: int) -> frozenset[str]:
 
 class Listener:
     """Accepts connections on a listening socket, in the hub's callback of
-    an io watcher, and calls `handle(sock, address)` for each: `sock` a
-    plain socket.socket in non-blocking mode. `close()` stops accepting
-    and closes the listening socket."""
+    an io watcher, and calls `handle(sock, address)` for each: `sock` the
+    system's socket (_socket.socket: no Python layer of socket.py on top)
+    in non-blocking mode. `close()` stops accepting and closes the
+    listening socket."""
 
-    def __init__(self, sock: Any, handle: Callable[[socket.socket, Any], None],
+    def __init__(self, sock: Any, handle: Callable[[Socket, Any], None],
                  log: Callable[..., None]) -> None:
         self.socket = sock
         # gevent's socket wraps the system's; accept() is made on that one.
-        self._raw: socket.socket = getattr(sock, '_sock', sock)
+        self._raw: Socket = getattr(sock, '_sock', sock)
         self._raw.setblocking(False)
         self._family, self._type = self._raw.family, self._raw.type
         self._handle = handle
@@ -98,7 +99,7 @@ class Listener:
                     self._pause.start(self._resume)
                     return
                 continue        # ECONNABORTED and the like: that one client's loss
-            sock = socket.socket(family, kind, 0, fd)
+            sock = Socket(family, kind, 0, fd)
             sock.setblocking(False)
             handle(sock, address)
 
@@ -137,7 +138,7 @@ class Transport:
     _ticker: Any = None
     _write: Semaphore | None = None
 
-    def __init__(self, server: MilterServer, sock: socket.socket, peer: str) -> None:
+    def __init__(self, server: MilterServer, sock: Socket, peer: str) -> None:
         self.server = server
         self.options: Options = server.options
         self.sock = sock
@@ -171,10 +172,8 @@ class Transport:
         if pushed is not None:
             self._pushback = None
             return pushed
-        reader = self.reader
-        ready = reader.ready
+        ready = self.reader.ready
         while not ready:
-            reader.next_packet()        # ProtocolError: the stream went bad
             self.receive()
         packet = ready.popleft()
         if self._log_min <= TRACE:
@@ -183,7 +182,10 @@ class Transport:
 
     def receive(self) -> None:
         """One recv() of up to RECV_SIZE bytes into the reader, after waiting
-        for them when the last recv() emptied the socket."""
+        for them when the last recv() emptied the socket; ProtocolError
+        first if the bytes received already went bad."""
+        if self.reader.error is not None:
+            raise self.reader.error
         if not self._more:
             self._wait(self._readable, self._timer, 'sent nothing')
         try:
