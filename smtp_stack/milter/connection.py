@@ -119,14 +119,18 @@ class MilterConnection(Transport):
     def run(self) -> None:
         try:
             try:
-                read, ready, held = self.read_packet, self.reader.ready, self._held
+                read, receive = self.read_packet, self.receive
+                ready, held = self.reader.ready, self._held
                 traced = self._log_min <= TRACE
                 self._negotiate(read())
                 while not self.closing:
-                    if ready and self._pushback is None and not traced:
-                        packet = ready.popleft()    # read_packet's work, the usual case
-                    else:
+                    if self._pushback is not None or traced:
                         packet = read()
+                    elif ready:                     # read_packet's work, the usual case
+                        packet = ready.popleft()
+                    else:
+                        receive()
+                        continue
                     if packet.command == P.MACRO:   # most packets: no reply, no event
                         data = packet.data          # hold_macros, inline
                         if data[-1:] != b'\0' and len(data) != 1:
@@ -287,16 +291,20 @@ class MilterConnection(Transport):
         run_message(self, packet)
 
     def _on_abort(self, packet: Packet) -> None:
-        _no_data(packet)
+        if packet.data:
+            _not_empty(packet)
         if self.session is None:
             return
-        self.tell('RSET')
-        if not self.fresh or self._mta_queue_id() is not None:
+        if self.sees_all:
+            self.tell('RSET')
+        facts = self.facts
+        if not self.fresh or (facts is not None and facts.queue_id is not None):
             self.end_transaction()
 
     def _on_quit(self, packet: Packet) -> None:
-        _no_data(packet)
-        if self.session is not None:
+        if packet.data:
+            _not_empty(packet)
+        if self.session is not None and self.sees_all:
             self.tell('QUIT')
         if packet.command == P.QUIT:
             self.closing = True
@@ -478,11 +486,10 @@ class MilterConnection(Transport):
                 self.server.emit('error', exc)
 
 
-def _no_data(packet: Packet) -> None:
-    """ABORT, QUIT, QUIT_NC carry nothing ([pmilter]); anything else is malformed."""
-    if packet.data:
-        raise ProtocolError(f'{P.name_of(packet.command)}: {len(packet.data)} bytes after '
-                            'the last field')
+def _not_empty(packet: Packet) -> None:
+    """ABORT, QUIT, QUIT_NC carry nothing ([pmilter]): one with data is malformed."""
+    raise ProtocolError(f'{P.name_of(packet.command)}: {len(packet.data)} bytes after '
+                        'the last field')
 
 
 def _client_of(macros: dict[str, str]) -> tuple[str, str, str]:

@@ -290,11 +290,11 @@ def decode(layout: Layout, data: bytes, what: str = 'packet') -> list[Field]:
     """The fields of `data` read by `layout`; ProtocolError when the data
     is short, lacks a NUL, or has bytes left over. Text is UTF-8, other
     bytes kept as surrogate escapes (encode() gives them back)."""
+    if layout == _JUST_RAW:     # a body chunk, the end of the body: the bytes as they are
+        return [data]
     fields: list[Field] = []
     pos, size = 0, len(data)
-    for kind in layout:
-        optional = kind.endswith('?')
-        kind = kind.rstrip('?')
+    for kind, optional in _compiled(layout):
         if pos == size and optional:
             fields.append(None)
             continue
@@ -328,6 +328,9 @@ def decode(layout: Layout, data: bytes, what: str = 'packet') -> list[Field]:
     if pos != size:
         raise ProtocolError(f'{what}: {size - pos} bytes after the last field')
     return fields
+
+
+_JUST_RAW = (RAW,)
 
 
 def encode(layout: Layout, fields: Sequence[Field]) -> bytes:
@@ -427,12 +430,14 @@ def read_reply(packet: Packet) -> list[Field]:
 
 def command(letter: str, *fields: Field) -> bytes:
     """A command packet for a milter (the MTA side's writer)."""
-    return encode_packet(letter, encode(COMMAND_LAYOUTS[letter], fields))
+    data = encode(COMMAND_LAYOUTS[letter], fields)
+    return _LENGTH.pack(len(data) + 1) + letter.encode('latin-1') + data
 
 
 def reply(letter: str, *fields: Field) -> bytes:
     """A reply packet for the MTA."""
-    return encode_packet(letter, encode(REPLY_LAYOUTS[letter], fields))
+    data = encode(REPLY_LAYOUTS[letter], fields)
+    return _LENGTH.pack(len(data) + 1) + letter.encode('latin-1') + data
 
 
 # -- the negotiation ----------------------------------------------------------------
