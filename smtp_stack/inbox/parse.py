@@ -1,9 +1,16 @@
 """A stored message, read once at arrival into the fields Mailpit's API returns.
 
-Pure: bytes in, plain dicts out, no I/O. The message is parsed with the
-stdlib `email` package (policy `default`, so headers are decoded per
-RFC 2047 and addresses parsed per RFC 5322); what the API serves later
-comes from these fields, never from re-parsing, except the part downloads.
+Pure: bytes in, plain dicts out, no I/O. The fields are what the stdlib
+`email` package gives with its `default` policy (headers decoded per
+RFC 2047, addresses parsed per RFC 5322), read at a fraction of its cost:
+the MIME tree is split with the `compat32` policy, which keeps header
+values as text, and each field the API shows is read once by
+headerfields.py, which answers plain values itself and gives the rest to
+the default policy's parser. A message whose MIME fields are not all
+plain (an encoded word or RFC 2231 parameter in a Content-Type, say) is
+parsed again with the default policy, whole, so its tree and parts are
+the default policy's too. What the API serves later comes from these
+fields, never from re-parsing, except the part downloads.
 
 Part IDs follow the MIME tree as Mailpit numbers it: the children of the
 top multipart are "1", "2", ...; their children "2.1", "2.2" ... A message
@@ -27,26 +34,29 @@ Content-ID, and `ListUnsubscribe` (unsubscribe.py).
 from __future__ import annotations
 
 import email.policy
-import email.utils
 import hashlib
 import html
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
+from email.contentmanager import raw_data_manager
 from email.message import EmailMessage, MIMEPart
 from email.parser import BytesParser
 from html.parser import HTMLParser
-from typing import Any, TypeVar
+from typing import Any, cast
 
+from . import headerfields as hf
+from . import mimesplit
 from .unsubscribe import list_unsubscribe
 
-T = TypeVar('T')
 # A JSON object of the API (Mailpit's field names).
 Json = dict[str, Any]
 
 SNIPPET_BYTES = 200         # Mailpit's CreateSnippet: 200 bytes, whole characters, then "..."
 
-_PARSER = BytesParser(policy=email.policy.default)
+_PARSER = BytesParser(policy=hf.POLICY)       # the default policy
+# the tree only: header values kept as text (EmailMessage for iter_parts)
+_SPLITTER = BytesParser(EmailMessage, policy=email.policy.compat32)
 _SPACES = re.compile(r'\s+')
 _TAGS = re.compile(r'<(script|style|head)\b.*?</\1\s*>|<[^>]*>', re.IGNORECASE | re.DOTALL)
 
@@ -60,28 +70,41 @@ def parse_message(raw: bytes, envelope_to: Iterable[str] = (),
     addresses) that no To, Cc or Bcc field names.
     """
     received = received or datetime.now(timezone.utc)
-    message = message_from_bytes(raw)
-    to = _addresses(message, 'To')
-    cc = _addresses(message, 'Cc')
-    bcc = _addresses(message, 'Bcc')
+    message = split_message(raw)
+    first = hf.first_fields(message)
+
+    def every(name: str) -> list[str]:
+        return [v for k, v in message.raw_items() if k.lower() == name.lower()] \
+            if name.lower() in first else []
+
+    def addresses(name: str) -> list[dict[str, str]]:
+        return hf.addresses(name, every(name))
+
+    def unstructured(name: str) -> str:
+        return hf.unstructured(name, first.get(name.lower()))
+
+    to = addresses('To')
+    cc = addresses('Cc')
+    bcc = addresses('Bcc')
     named = {a['Address'].lower() for a in to + cc + bcc}
     bcc += [{'Name': '', 'Address': a} for a in dict.fromkeys(envelope_to)
             if a.lower() not in named]
-    senders = _addresses(message, 'From')
+    senders = addresses('From')
     text, html_body, attachments, inline = _walk(message)
     if not text and html_body:
         text = html_to_text(html_body)
     sender = senders[0] if senders else None
+    return_path = unstructured('Return-Path').strip().strip('<>')
     fields: Json = _valid_text({
-        'MessageID': _message_id(message),
+        'MessageID': hf.message_id(first.get('message-id')).strip().strip('<>'),
         'From': sender,
         'To': to,
         'Cc': cc,
         'Bcc': bcc,
-        'ReplyTo': _addresses(message, 'Reply-To'),
-        'ReturnPath': _return_path(message) or (sender['Address'] if sender else ''),
-        'Subject': _header(message, 'Subject'),
-        'Date': _date_text(_date(message), received),
+        'ReplyTo': addresses('Reply-To'),
+        'ReturnPath': return_path or (sender['Address'] if sender else ''),
+        'Subject': unstructured('Subject'),
+        'Date': _date_text(_date(first.get('date')), received),
         'Created': iso_time(received),
         'Size': len(raw),
         'Text': text,
@@ -89,15 +112,26 @@ def parse_message(raw: bytes, envelope_to: Iterable[str] = (),
         'Attachments': attachments,
         'Inline': inline,
         'Snippet': snippet(text, html_body),
-        'ListUnsubscribe': list_unsubscribe(_header(message, 'List-Unsubscribe'),
-                                            _header(message, 'List-Unsubscribe-Post')),
+        'ListUnsubscribe': list_unsubscribe(unstructured('List-Unsubscribe'),
+                                            unstructured('List-Unsubscribe-Post')),
     })
     return fields
 
 
 def html_body(raw: bytes) -> str:
     """The message's HTML part, as `parse_message` picks it ('' if none)."""
-    return _walk(message_from_bytes(raw))[1]
+    return _walk(split_message(raw))[1]
+
+
+def split_message(raw: bytes) -> EmailMessage:
+    """The MIME tree as the default policy splits it, cheaply: split with
+    compat32 (no header objects; mimesplit.py's, the feedparser's when
+    the message is of an unusual shape), MIME fields unfolded in place;
+    parsed again with the default policy when a MIME field is not plain."""
+    message = mimesplit.split(raw) or cast(EmailMessage, _SPLITTER.parsebytes(raw))
+    if all(hf.unfold_mime_fields(part) for part in message.walk()):
+        return message
+    return message_from_bytes(raw)
 
 
 def message_from_bytes(raw: bytes) -> EmailMessage:
@@ -257,8 +291,8 @@ def _walk(message: MIMEPart) -> tuple[str, str, list[Json], list[Json]]:
             continue
         ctype = part.get_content_type()
         disposition = (part.get_content_disposition() or '').lower()
-        filename = _safe(part.get_filename) or ''
-        content_id = (_header(part, 'Content-ID') or '').strip().strip('<>')
+        filename = hf.safe(part.get_filename) or ''
+        content_id = _header(part, 'Content-ID').strip().strip('<>')
         is_file = bool(filename) or disposition == 'attachment'
         related = parent is not None and parent.get_content_type() == 'multipart/related'
         if content_id and (related or disposition == 'inline') and not (
@@ -289,7 +323,7 @@ def _file(pid: str, part: MIMEPart, filename: str, content_id: str) -> Json:
 
 def _text(part: MIMEPart) -> str:
     try:
-        content: str = part.get_content()
+        content: str = raw_data_manager.get_content(part)     # part.get_content(), any policy
         return content
     except (LookupError, ValueError, AssertionError):   # unknown charset, bad encoding
         payload = part.get_payload(decode=True)
@@ -318,39 +352,12 @@ def _valid_text(value: Any) -> Any:
     return value
 
 
-def _safe(fn: Callable[[], T]) -> T | None:
-    """Headers of real-world mail can be broken in ways the parser raises on."""
-    try:
-        return fn()
-    except Exception:        # noqa: BLE001 - a broken header is an empty one here
-        return None
-
-
-def _header(message: MIMEPart, name: str) -> str:
-    value = _safe(lambda: message.get(name))
+def _header(part: MIMEPart, name: str) -> str:
+    """`str(part[name])` as the default policy reads it, in either tree."""
+    if part.policy is email.policy.compat32:
+        return hf.unstructured(name, hf.first_fields(part).get(name.lower()))
+    value = hf.safe(lambda: part.get(name))
     return str(value) if value is not None else ''
-
-
-def _addresses(message: EmailMessage, name: str) -> list[dict[str, str]]:
-    def parsed() -> list[dict[str, str]]:
-        header = message.get(name)
-        if header is None:
-            return []
-        return [{'Name': a.display_name or '', 'Address': a.addr_spec or ''}
-                for a in header.addresses]
-    result = _safe(parsed)
-    if result is None:      # fall back to the lenient parser on the raw value
-        raw = [str(v) for v in (_safe(lambda: message.get_all(name)) or [])]
-        result = [{'Name': n, 'Address': a} for n, a in email.utils.getaddresses(raw) if a]
-    return [a for a in result if a['Address'] or a['Name']]
-
-
-def _message_id(message: EmailMessage) -> str:
-    return _header(message, 'Message-ID').strip().strip('<>')
-
-
-def _return_path(message: EmailMessage) -> str:
-    return _header(message, 'Return-Path').strip().strip('<>')
 
 
 def _date_text(moment: datetime | None, received: datetime) -> str:
@@ -359,14 +366,8 @@ def _date_text(moment: datetime | None, received: datetime) -> str:
     return offset_time(moment) if moment is not None else iso_time(received)
 
 
-def _date(message: EmailMessage) -> datetime | None:
-    value = _header(message, 'Date')
-    if not value:
-        return None
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
+def _date(value: str | None) -> datetime | None:
+    moment = hf.date(value)
+    if moment is not None and moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment
