@@ -480,7 +480,7 @@ def test_a_file_from_before_mailboxes_is_the_default_mailbox_after_migration(tmp
     newer, older = version_2_file(path)
     store = Store(str(path), routing=Routing.of('by-user'))
     assert sqlite3.connect(str(path)).execute('PRAGMA user_version').fetchone() \
-        == (SCHEMA_VERSION,) == (3,)
+        == (SCHEMA_VERSION,) and SCHEMA_VERSION >= 3
     listed = store.listing()
     assert [(m['ID'], m['Subject'], m['Read'], m['Tags'], m['Username'])
             for m in listed['messages']] == [

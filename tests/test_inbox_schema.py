@@ -211,3 +211,42 @@ def test_a_file_of_version_1_gets_tags_and_the_event_log_and_keeps_its_messages(
     assert store.tags() == [] and store.listing()['total'] == 0
     db = sqlite3.connect(str(path))
     assert db.execute('SELECT count(*) FROM message_tags').fetchone() == (0,)
+
+
+def counted(path) -> list[tuple[str, int, int]]:
+    """Each mailbox's (messages, unread) as the rows say."""
+    return sqlite3.connect(str(path)).execute(
+        'SELECT mailbox, count(*), sum(read = 0) FROM messages GROUP BY mailbox'
+        ' ORDER BY mailbox').fetchall()
+
+
+def test_a_file_of_version_3_gets_each_mailboxs_counts_and_they_are_kept(tmp_path):
+    """Migration 4 counts the messages of each mailbox once; its triggers
+    keep the counts with every insert, delete and read flag after it,
+    whoever writes (the Store, or SQL from another program)."""
+    path = tmp_path / 'v3.db'
+    db = sqlite3.connect(str(path), isolation_level=None)
+    migrate(db, MIGRATIONS[:3])
+    for n, box in enumerate(['', '', 'ann', '', 'ann']):
+        uid = new_id()
+        fields = parse_message(make_mail(subject=f'm{n}').as_bytes(), (),
+                               datetime(2026, 1, 1, tzinfo=timezone.utc))
+        db.execute('INSERT INTO messages (uid, mailbox, created_ts, read, size, attachments,'
+                   ' inline, summary, detail, raw) VALUES (?, ?, ?, ?, 1, 0, 0, ?, ?, ?)',
+                   (uid, box, float(n), n % 2, json.dumps(list_item(uid, fields, None)),
+                    json.dumps({}), b''))
+    db.close()
+    store = Store(str(path))
+    assert user_version(path) == SCHEMA_VERSION >= 4
+    assert store.mailboxes() == [('', 3, 1), ('ann', 2, 2)] == counted(path)
+    assert store.listing()['total'] == 3 and store.listing()['unread'] == 1
+    store.add(make_mail(subject='new').as_bytes())
+    store.set_read(True, mailbox='ann')
+    store.delete([store.listing()['messages'][-1]['ID']])
+    other = sqlite3.connect(str(path), isolation_level=None)
+    other.execute("UPDATE messages SET read = 0 WHERE mailbox = 'ann'")
+    other.execute("UPDATE messages SET mailbox = 'bob' WHERE id = (SELECT max(id) FROM messages"
+                  " WHERE mailbox = 'ann')")
+    assert store.mailboxes() == counted(path) == [('', 3, 1), ('ann', 1, 1), ('bob', 1, 1)]
+    store.delete(mailbox='ann')
+    assert store.counts(['', 'ann', 'bob']) == {'': (3, 1), 'ann': (0, 0), 'bob': (1, 1)}

@@ -8,6 +8,7 @@ import threading
 import time
 
 from inbox_helpers import WAIT, Http, InboxThread, make_mail, send
+from smtp_stack.inbox.database import GroupCommit
 from smtp_stack.inbox.store import ID_LENGTH, Store, valid_id
 
 
@@ -79,3 +80,68 @@ def test_a_locked_database_does_not_stall_other_sessions(tmp_path):
         assert done['at'] >= released
         assert served < 1.0, served
         assert Http(inbox.url).json('GET', '/api/v1/messages')['total'] == 2
+
+
+def wait_until(condition, timeout: float = WAIT) -> None:
+    """Until `condition()` (threads reaching a queue), `timeout` at most."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, 'never happened'
+        time.sleep(0.001)
+
+
+def test_messages_that_wait_together_share_one_commit(tmp_path):
+    """Group commit: while the write lock is busy, new messages queue; the
+    first thread to get the lock writes them all in one transaction, and
+    each caller returns its own message once that has committed."""
+    store = Store(str(tmp_path / 'g.db'))
+    commits = store._arrivals.commits
+    results: dict[int, str] = {}
+
+    def add(n: int) -> None:
+        results[n] = store.add(raw(f'queued {n}'))['Subject']
+    with store.database.writing:        # as a transaction of another thread would
+        threads = [threading.Thread(target=add, args=(n,)) for n in range(5)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: len(store._arrivals._waiting) == 5)
+    for t in threads:
+        t.join(WAIT)
+    assert results == {n: f'queued {n}' for n in range(5)}
+    assert store._arrivals.commits == commits + 1
+    assert store.listing()['total'] == 5
+
+
+def test_an_item_that_cannot_be_written_fails_its_caller_alone(tmp_path):
+    store = Store(str(tmp_path / 'f.db'))
+    commits = GroupCommit(store.database, lambda tx, items: [
+        tx.db.execute('UPDATE meta SET value = value + ? WHERE key = ?',
+                      (1 / item, 'changes')).rowcount for item in items])   # 1 / 0 fails
+    outcomes: dict[int, object] = {}
+
+    def commit(n: int) -> None:
+        try:
+            outcomes[n] = commits.commit(n)
+        except ZeroDivisionError as exc:
+            outcomes[n] = exc
+    with store.database.writing:
+        threads = [threading.Thread(target=commit, args=(n,)) for n in (1, 0, 2)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: len(commits._waiting) == 3)
+    for t in threads:
+        t.join(WAIT)
+    assert outcomes[1] == outcomes[2] == 1 and isinstance(outcomes[0], ZeroDivisionError)
+    assert commits.commits == 2         # the batch failed, then 1 and 2 alone
+
+
+def test_the_250_comes_after_the_commit(tmp_path):
+    """What the SMTP side accepted is in the file: another connection (as
+    another process) sees it as soon as the client has its 250."""
+    with InboxThread(tmp_path / 'durable.db') as inbox:
+        outside = sqlite3.connect(str(tmp_path / 'durable.db'))
+        with smtplib.SMTP(*inbox.smtp, timeout=WAIT) as client:
+            for n in range(20):
+                client.send_message(make_mail(subject=f'durable {n}'))
+                count = outside.execute('SELECT count(*) FROM messages').fetchone()[0]
+                assert count == n + 1

@@ -57,8 +57,15 @@ def stamp(raw: bytes, mail_from: str | None, rcpt: Iterable[str] = (),
 
 
 def new_id() -> str:
-    """A random ID (a stored message's, and a generated Message-ID's left part)."""
-    return ''.join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+    """A random ID (a stored message's, and a generated Message-ID's left part):
+    ID_LENGTH characters of ID_ALPHABET, each equally likely. Random bytes
+    below 248 (4 x 62) taken modulo 62; the others dropped, so none is
+    likelier (one `token_bytes` call, where `secrets.choice` per character
+    costs ten times as much)."""
+    chosen = ''
+    while len(chosen) < ID_LENGTH:
+        chosen += ''.join(ID_ALPHABET[b % 62] for b in secrets.token_bytes(32) if b < 248)
+    return chosen[:ID_LENGTH]
 
 
 def hidden_recipients(raw: bytes, fields: list[tuple[bytes, int, int]],

@@ -8,6 +8,16 @@ lock up front, so two writers queue on `busy_timeout` instead of failing
 on a lock upgrade (a deferred transaction that finds the database changed
 gets SQLITE_BUSY at once, without the busy handler).
 
+Writers of one process queue on a lock of their own before `BEGIN
+IMMEDIATE` (`Database.writing`): SQLite's busy handler polls, sleeping 1,
+2, 5, 10 ... ms between tries, so threads that met on SQLite's lock
+slept while it was free; on a Python lock the next one runs as soon as
+it is released. Only another process's writer meets the busy handler.
+`GroupCommit` adds the messages that several threads bring at once in
+one transaction (group commit): each caller returns once the commit that
+holds its rows is done, so what the SMTP side answers 250 for is in the
+file, as before, and the commit's cost is shared.
+
 Threads: every connection belongs to one thread (`threading.local`); all
 of this is blocking, so gevent code calls the store through
 `smtp_stack.offload.offload()`, never on the hub.
@@ -21,58 +31,87 @@ a web side in another process sends them too. The log keeps the last `EVENTS_KEP
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from .schema import migrate
 
 BUSY_TIMEOUT_MS = 10_000
 EVENTS_KEPT = 1000
 
+Item = TypeVar('Item')
+Result = TypeVar('Result')
+
 
 class Transaction:
     """`with database.write() as tx:` -- tx.db is the connection; tx.event()
     records a websocket event of a mailbox, written only if the transaction
-    changed rows."""
+    changed rows. A write holds `database.writing` from before BEGIN
+    IMMEDIATE to after COMMIT (unless the caller holds it: `locked`)."""
 
-    def __init__(self, database: Database, write: bool):
+    def __init__(self, database: Database, write: bool, locked: bool = False):
         self.database = database
         self.db = database.connection()
         self.write = write
+        self.lock = database.writing if write and not locked else None
         self.events: list[tuple[str, Any, str]] = []
         self.before = 0
+        self.changed = False        # after the commit: whether rows changed
 
     def __enter__(self) -> Transaction:
-        self.db.execute('BEGIN IMMEDIATE' if self.write else 'BEGIN')
+        if self.lock is not None:
+            self.lock.acquire()
+        try:
+            self.db.execute('BEGIN IMMEDIATE' if self.write else 'BEGIN')
+        except BaseException:
+            self._unlock()
+            raise
         self.before = self.db.total_changes
         return self
+
+    def _unlock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
     def event(self, kind: str, data: Any = None, mailbox: str = '') -> None:
         self.events.append((kind, data, mailbox))
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> Literal[False]:
-        if kind is not None:
-            self.db.execute('ROLLBACK')
-            return False
-        changed = self.write and self.db.total_changes > self.before
-        if changed:
-            if self.events:
-                self.db.executemany('INSERT INTO events (type, data, mailbox) VALUES (?, ?, ?)',
-                                    [(k, json.dumps(d), m) for k, d, m in self.events])
-                self.db.execute('DELETE FROM events WHERE seq <= last_insert_rowid() - ?',
-                                (EVENTS_KEPT,))
-            self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'changes'")
-        self.db.execute('COMMIT')
-        if changed:
+        try:
+            if kind is not None:
+                self.db.execute('ROLLBACK')
+                return False
+            changed = self.write and self.db.total_changes > self.before
+            try:
+                if changed:
+                    self._log_events()
+                self.db.execute('COMMIT')
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute('ROLLBACK')
+                raise
+        finally:
+            self._unlock()
+        self.changed = changed
+        if changed and self.lock is not None:   # else the caller holding the lock tells
             self.database.changed()
         return False
+
+    def _log_events(self) -> None:
+        if self.events:
+            self.db.executemany('INSERT INTO events (type, data, mailbox) VALUES (?, ?, ?)',
+                                [(k, json.dumps(d), m) for k, d, m in self.events])
+            self.db.execute('DELETE FROM events WHERE seq <= last_insert_rowid() - ?',
+                            (EVENTS_KEPT,))
+        self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'changes'")
 
 
 class Database:
@@ -82,6 +121,7 @@ class Database:
         self.path = os.path.abspath(path)
         self._local = threading.local()
         self._listeners: list[Callable[[], object]] = []    # called after each change
+        self.writing = threading.Lock()     # this process's writers queue here, not in SQLite
         migrate(self.connection())     # schema.py: versioned; a newer file is refused
 
     def connection(self) -> sqlite3.Connection:
@@ -93,11 +133,13 @@ class Database:
             # durable at checkpoints; WAL keeps it consistent
             db.execute('PRAGMA synchronous = NORMAL')
             db.execute(f'PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}')
+            db.execute('PRAGMA temp_store = MEMORY')     # the tag rules' one-row index
             self._local.db = db
         return db
 
-    def write(self) -> Transaction:
-        return Transaction(self, True)
+    def write(self, locked: bool = False) -> Transaction:
+        """A write transaction; `locked`: the caller holds `writing` already."""
+        return Transaction(self, True, locked)
 
     def read(self) -> Transaction:
         return Transaction(self, False)
@@ -128,6 +170,79 @@ class Database:
     def file_size(self) -> int:
         return sum(os.path.getsize(p) for p in (self.path, self.path + '-wal')
                    if os.path.exists(p))
+
+
+class _Ticket(Generic[Item, Result]):
+    __slots__ = ('item', 'done', 'result', 'error')
+
+    def __init__(self, item: Item) -> None:
+        self.item = item
+        self.done = False
+        self.result: Result | None = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit(Generic[Item, Result]):
+    """`commit(item)` from many threads; the items that wait together are
+    written in one transaction by whichever of their threads gets the
+    write lock first, `write(tx, items) -> results` (one per item, in
+    order). Each caller returns when the transaction holding its item has
+    committed, with its result, or raises what writing it raised: a batch
+    that fails is written again an item at a time, so one bad item fails
+    only its own caller."""
+
+    def __init__(self, database: Database,
+                 write: Callable[[Transaction, Sequence[Item]], Sequence[Result]]):
+        self.database = database
+        self.write = write
+        self._waiting: collections.deque[_Ticket[Item, Result]] = collections.deque()
+        self.commits = 0        # transactions committed (fewer than items under load)
+
+    def commit(self, item: Item) -> Result:
+        ticket: _Ticket[Item, Result] = _Ticket(item)
+        self._waiting.append(ticket)
+        changed = False
+        with self.database.writing:
+            if not ticket.done:
+                batch = []
+                while self._waiting:
+                    batch.append(self._waiting.popleft())
+                if ticket not in batch:     # its batch's writer was killed mid-way
+                    batch.append(ticket)
+                changed = self._run(batch)
+        if changed:         # the listeners, once the lock is free
+            self.database.changed()
+        if ticket.error is not None:
+            error, ticket.error = ticket.error, None
+            raise error
+        return ticket.result        # type: ignore[return-value]  # set when done
+
+    def _run(self, batch: list[_Ticket[Item, Result]]) -> bool:
+        """Write the batch; whether rows changed."""
+        try:
+            return self._write(batch)
+        except Exception as exc:        # noqa: BLE001 - each item's own error, below
+            if len(batch) == 1:
+                batch[0].error = exc
+                batch[0].done = True
+                return False
+            changed = False
+            for ticket in batch:
+                try:
+                    changed = self._write([ticket]) or changed
+                except Exception as single:     # noqa: BLE001 - raised in its caller
+                    ticket.error = single
+                    ticket.done = True
+            return changed
+
+    def _write(self, batch: list[_Ticket[Item, Result]]) -> bool:
+        with self.database.write(locked=True) as tx:
+            results = self.write(tx, [ticket.item for ticket in batch])
+        self.commits += 1
+        for ticket, result in zip(batch, results, strict=True):
+            ticket.result = result
+            ticket.done = True
+        return tx.changed
 
 
 def _wal(db: sqlite3.Connection) -> None:

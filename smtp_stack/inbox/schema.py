@@ -104,6 +104,34 @@ MIGRATIONS: tuple[Migration, ...] = (
         WHEN NOT EXISTS (SELECT 1 FROM message_tags WHERE tag = old.tag) BEGIN
         DELETE FROM tags WHERE id = old.tag;
     END'''),
+    # 4: each mailbox's counts of messages and unread ones, kept by triggers
+    # in the transaction that changes them, whoever writes: the pruning
+    # beyond max_messages and every list's `total`/`unread` read one row
+    # instead of counting the mailbox's rows (O(stored) on each insert).
+    ('''CREATE TABLE mailbox_counts (
+        mailbox TEXT PRIMARY KEY,
+        total   INTEGER NOT NULL,
+        unread  INTEGER NOT NULL
+    ) WITHOUT ROWID''',
+     '''INSERT INTO mailbox_counts (mailbox, total, unread)
+        SELECT mailbox, count(*), coalesce(sum(read = 0), 0) FROM messages GROUP BY mailbox''',
+     '''CREATE TRIGGER counts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO mailbox_counts (mailbox, total, unread) VALUES (new.mailbox, 1, new.read = 0)
+            ON CONFLICT (mailbox) DO UPDATE SET total = total + 1,
+                                                unread = unread + (new.read = 0);
+    END''',
+     '''CREATE TRIGGER counts_delete AFTER DELETE ON messages BEGIN
+        UPDATE mailbox_counts SET total = total - 1, unread = unread - (old.read = 0)
+            WHERE mailbox = old.mailbox;
+    END''',
+     '''CREATE TRIGGER counts_update AFTER UPDATE OF read, mailbox ON messages
+        WHEN old.read IS NOT new.read OR old.mailbox IS NOT new.mailbox BEGIN
+        UPDATE mailbox_counts SET total = total - 1, unread = unread - (old.read = 0)
+            WHERE mailbox = old.mailbox;
+        INSERT INTO mailbox_counts (mailbox, total, unread) VALUES (new.mailbox, 1, new.read = 0)
+            ON CONFLICT (mailbox) DO UPDATE SET total = total + 1,
+                                                unread = unread + (new.read = 0);
+    END'''),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -84,6 +84,8 @@ def tokenize(query: str) -> list[Term]:
     """The terms of a query, in order."""
     if len(query) > MAX_QUERY:
         raise QueryError(f'query longer than {MAX_QUERY} characters')
+    if '\0' in query:
+        raise QueryError('a NUL character in the query')     # FTS5 and LIKE end at it
     terms: list[Term] = []
     pos = 0
     while True:
@@ -127,23 +129,45 @@ def size_in_bytes(value: str) -> int:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
-def compile_query(query: str, tz: str | None = None) -> tuple[str, list[str | float]]:
+def compile_query(query: str, tz: str | None = None, *,
+                  one_row: str | None = None) -> tuple[str, list[str | float]]:
     """(`sql`, params): a condition on `messages m`; '1' for an empty query.
-    `tz` (an IANA name) is the zone of after:/before: days; unknown: UTC."""
+    `tz` (an IANA name) is the zone of after:/before: days; unknown: UTC.
+
+    `one_row`: the condition for a single message, the index being the
+    FTS table of that name holding the message's row (a tag rule checks
+    the new message so, tags.py): each term is a lookup by `m.id`, where
+    the list's form reads every match of the term (for `m.id IN (...)`),
+    which grows with the number stored."""
     zone = _zone(tz)
     parts: list[str] = []
     params: list[str | float] = []
     for term in tokenize(query):
-        sql, values = _condition(term, zone)
+        sql, values = term_condition(term, zone, one_row)
         parts.append(f'NOT ({sql})' if term.negated else f'({sql})')
         params.extend(values)
     return (' AND '.join(parts) or '1'), params
 
 
-def _condition(term: Term, zone: tzinfo) -> tuple[str, list[str | float]]:
+def term_columns(term: Term) -> tuple[str, ...]:
+    """The FTS columns a word or text filter looks in; () for other filters."""
+    if term.field is None or term.field in TEXT_FIELDS:
+        return TEXT_FIELDS.get(term.field, FTS_COLUMNS)
+    return ()
+
+
+def term_condition(term: Term, zone: tzinfo = timezone.utc,
+                   one_row: str | None = None) -> tuple[str, list[str | float]]:
+    """One term's condition (its negation left to the caller); `one_row`
+    as for compile_query."""
     if term.field in ('is', 'has'):
+        if one_row is not None and (term.field, term.value.lower()) == ('is', 'tagged'):
+            return 'EXISTS (SELECT 1 FROM message_tags WHERE message = m.id)', []
         return FLAGS[(term.field, term.value.lower())], []
     if term.field == 'tag':
+        if one_row is not None:
+            return ('EXISTS (SELECT 1 FROM message_tags mt JOIN tags t ON t.id = mt.tag'
+                    ' WHERE mt.message = m.id AND t.name = ?)'), [term.value.strip()]
         return ('m.id IN (SELECT mt.message FROM message_tags mt JOIN tags t'
                 ' ON t.id = mt.tag WHERE t.name = ?)'), [term.value.strip()]
     if term.field in ('larger', 'smaller'):
@@ -156,13 +180,20 @@ def _condition(term: Term, zone: tzinfo) -> tuple[str, list[str | float]]:
     if not term.value:
         return '1', []
     columns = TEXT_FIELDS.get(term.field, FTS_COLUMNS)
+    index = one_row or 'search'
     if len(term.value) >= 3:
         # An FTS5 string: double quotes doubled; a column filter in braces.
         phrase = '"' + term.value.replace('"', '""') + '"'
         target = '{' + ' '.join(columns) + '} : ' + phrase
+        if one_row is not None:
+            return (f'EXISTS (SELECT 1 FROM {index} WHERE {index} MATCH ?'
+                    ' AND rowid = m.id)'), [target]
         return 'm.id IN (SELECT rowid FROM search WHERE search MATCH ?)', [target]
     pattern = '%' + re.sub(r'([\\%_])', r'\\\1', term.value) + '%'
     likes = ' OR '.join(f"{c} LIKE ? ESCAPE '\\'" for c in columns)
+    if one_row is not None:
+        return (f'EXISTS (SELECT 1 FROM {index} WHERE rowid = m.id AND ({likes}))',
+                [pattern] * len(columns))
     return f'm.id IN (SELECT rowid FROM search WHERE {likes})', [pattern] * len(columns)
 
 

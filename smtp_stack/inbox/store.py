@@ -26,15 +26,16 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from . import render
 from .arrival import ID_ALPHABET, ID_LENGTH, field_value, header_fields, new_id, stamp
-from .database import Database, Transaction
+from .database import Database, GroupCommit, Transaction
 from .mailboxes import DEFAULT, Routing
 from .parse import html_to_text, message_from_bytes, parse_message
-from .search import compile_query
+from .search import FTS_COLUMNS, compile_query
 from .tags import (TagRule, all_tags, arrival_tags, delete_tag, message_addresses, rename_tag,
                    rule_tags, set_message_tags, tag_counts, tags_of)
 from .unsubscribe import list_unsubscribe
@@ -45,6 +46,22 @@ __all__ = ['Store', 'new_id', 'valid_id', 'list_item', 'ID_ALPHABET', 'ID_LENGTH
 Json = dict[str, Any]
 
 PRUNE_EVENT_OVER = 200      # deleting more matches at once: one `prune` event, as Mailpit
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A new message read and shaped into its rows, before it is written:
+    the stored bytes, the columns of `messages` and `search`, its arrival
+    tags, and per copy (mailbox, list fields with its new ID, their JSON)."""
+    raw: bytes
+    created: float
+    username: str | None
+    attachments: int
+    inline: int
+    detail: str
+    index_row: tuple[str, ...]
+    tags: list[str]
+    copies: list[tuple[str, Json, str]]
 
 
 def valid_id(text: str) -> bool:
@@ -71,6 +88,7 @@ class Store:
         self.tag_rules: Sequence[TagRule] = ()
         self.tags_disabled: frozenset[str] = frozenset()
         self.tag_username = False
+        self._arrivals = GroupCommit(self.database, self._write_arrivals)
 
     def close(self) -> None:
         """Close this thread's connection (others close with their threads)."""
@@ -92,11 +110,22 @@ class Store:
             mailbox: str | None = None) -> Json:
         """Store one message, a copy in each mailbox `routing` gives for its
         user and recipients (or in `mailbox` alone); returns the first copy
-        as the `new` event's Data. Prunes each mailbox beyond max_messages.
+        as the `new` event's Data once the transaction holding it has
+        committed. Prunes each mailbox beyond max_messages.
 
         `mail_from` (the envelope sender) becomes the Return-Path, and a
         release sends the message from it; None: the message has no envelope.
+
+        The message is read (stamped, parsed, shaped as rows) in the calling
+        thread; the rows are written by `_arrivals`, with those of other
+        threads' messages waiting at the same time (database.GroupCommit).
         """
+        return self._arrivals.commit(self._arrival(raw, envelope_to, username, mail_from,
+                                                   received, mailbox))
+
+    def _arrival(self, raw: bytes, envelope_to: Iterable[str], username: str | None,
+                 mail_from: str | None, received: datetime | None,
+                 mailbox: str | None) -> Arrival:
         received = received or datetime.now(timezone.utc)
         rcpt = list(envelope_to)
         mailboxes = [mailbox] if mailbox is not None else self.routing.mailboxes(username, rcpt)
@@ -108,38 +137,66 @@ class Store:
             () if 'plus-addresses' in self.tags_disabled else message_addresses(fields))
         if self.tag_username and username:
             tags.append(username)
+        copies = []
+        for box in mailboxes:
+            summary = list_item(new_id(), fields, username)
+            copies.append((box, summary, json.dumps(summary)))
         detail = json.dumps({k: fields[k] for k in ('Date', 'ReturnPath', 'Text', 'HTML',
                                                      'Attachments', 'Inline', 'ListUnsubscribe')})
-        index_row = _index_row(fields)
+        return Arrival(raw, received.timestamp(), username, len(fields['Attachments']),
+                       len(fields['Inline']), detail, _index_row(fields), sorted(tags), copies)
+
+    def _write_arrivals(self, tx: Transaction, arrivals: Sequence[Arrival]) -> list[Json]:
+        """The rows of `arrivals`, in one transaction; each one's first copy
+        as the `new` event's Data. Then each mailbox written to is pruned
+        to its newest max_messages."""
         added: list[Json] = []
-        pruned = 0
-        with self._write() as tx:
-            for box in mailboxes:
-                uid = new_id()
-                summary = list_item(uid, fields, username)
-                cursor = tx.db.execute(
+        boxes: set[str] = set()
+        for arrival in arrivals:
+            first: Json | None = None
+            for box, summary, summary_json in arrival.copies:
+                row_id = tx.db.execute(
                     'INSERT INTO messages (uid, mailbox, created_ts, size, attachments, inline,'
                     ' username, summary, detail, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                    (uid, box, received.timestamp(), len(raw), len(fields['Attachments']),
-                     len(fields['Inline']), username, json.dumps(summary), detail, raw))
-                row_id = cursor.lastrowid or 0
+                    (summary['ID'], box, arrival.created, len(arrival.raw), arrival.attachments,
+                     arrival.inline, arrival.username, summary_json, arrival.detail,
+                     arrival.raw)).lastrowid or 0
                 tx.db.execute('INSERT INTO search (rowid, subject, sender, to_, cc, bcc,'
                               ' reply_to, message_id, body, filenames)'
-                              ' VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)', (row_id, *index_row))
-                copy_tags = tags + (rule_tags(tx.db, row_id, self.tag_rules)
-                                    if self.tag_rules else [])
-                applied = set_message_tags(tx.db, row_id, sorted(copy_tags), box) if copy_tags \
-                    else []
-                gone: int = tx.db.execute(
-                    'DELETE FROM messages WHERE mailbox = ? AND id <= (SELECT id FROM messages'
-                    ' WHERE mailbox = ? ORDER BY id DESC LIMIT 1 OFFSET ?)',
-                    (box, box, self.max_messages)).rowcount
-                if gone:
-                    tx.event('prune', mailbox=box)
-                pruned += gone
-                added.append(render.list_item(summary, False, applied, event=True))
-        self.deleted += pruned
-        return added[0]
+                              ' VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                              (row_id, *arrival.index_row))
+                applied = self._tag(tx, row_id, box, arrival)
+                boxes.add(box)
+                if first is None:
+                    first = render.list_item(summary, False, applied, event=True)
+            added.append(first or {})
+        for box in sorted(boxes):
+            self._prune(tx, box)
+        return added
+
+    def _tag(self, tx: Transaction, row_id: int, box: str, arrival: Arrival) -> list[str]:
+        """Tag a new copy: its arrival tags, then those of the rules that
+        find it (which see the arrival tags: `tag:` works in a rule)."""
+        applied = set_message_tags(tx.db, row_id, arrival.tags, box) if arrival.tags else []
+        if self.tag_rules:
+            words = dict(zip(FTS_COLUMNS, arrival.index_row, strict=True))
+            extra = rule_tags(tx.db, row_id, self.tag_rules, words)
+            if extra:
+                applied = set_message_tags(tx.db, row_id, sorted(arrival.tags + extra), box)
+        return applied
+
+    def _prune(self, tx: Transaction, box: str) -> None:
+        """Delete the oldest messages of `box` beyond max_messages (its count
+        is kept by the schema's triggers, so nothing is counted here)."""
+        row = tx.db.execute('SELECT total FROM mailbox_counts WHERE mailbox = ?',
+                            (box,)).fetchone()
+        over = (row[0] if row else 0) - self.max_messages
+        if over > 0:
+            gone: int = tx.db.execute(
+                'DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE mailbox = ?'
+                ' ORDER BY id LIMIT ?)', (box, over)).rowcount
+            tx.event('prune', mailbox=box)
+            self.deleted += gone
 
     def delete(self, ids: Iterable[str] | None = None, mailbox: str = DEFAULT) -> int:
         """Delete these IDs (None: all). Unknown IDs are ignored, as in Mailpit."""
@@ -337,8 +394,8 @@ class Store:
     def mailboxes(self) -> list[tuple[str, int, int]]:
         """(name, messages, unread) of every mailbox that holds mail, by name."""
         with self._read() as tx:
-            rows = tx.db.execute('SELECT mailbox, count(*), coalesce(sum(read = 0), 0)'
-                                 ' FROM messages GROUP BY mailbox ORDER BY mailbox').fetchall()
+            rows = tx.db.execute('SELECT mailbox, total, unread FROM mailbox_counts'
+                                 ' WHERE total > 0 ORDER BY mailbox').fetchall()
         return [(name, total, unread) for name, total, unread in rows]
 
     def counts(self, mailboxes: Iterable[str]) -> dict[str, tuple[int, int]]:
@@ -393,10 +450,10 @@ def _watermark(db: sqlite3.Connection) -> tuple[int, int, int]:
 
 
 def _counts(db: sqlite3.Connection, mailbox: str) -> tuple[int, int]:
-    """(messages, unread) of a mailbox."""
-    total, unread = db.execute('SELECT count(*), coalesce(sum(read = 0), 0) FROM messages'
-                               ' WHERE mailbox = ?', (mailbox,)).fetchone()
-    return total, unread
+    """(messages, unread) of a mailbox (the schema's triggers keep them)."""
+    row = db.execute('SELECT total, unread FROM mailbox_counts WHERE mailbox = ?',
+                     (mailbox,)).fetchone()
+    return (row[0], row[1]) if row else (0, 0)
 
 
 def list_item(uid: str, fields: Json, username: str | None) -> Json:

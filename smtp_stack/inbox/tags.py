@@ -15,6 +15,14 @@
   `--tags-config FILE` (YAML `filters: [{match: query, tags: "a,b"}]`):
   a new message that the search `query` finds gets those tags, checked
   in the transaction that stores it, after its other tags are applied.
+  The search is run on the new message alone, never on the index: asked
+  of the whole index, a term reads every message it matches, a cost that
+  grew with the number stored. Its words and text filters are decided in
+  Python when the term and the texts are ASCII (the trigram MATCH and
+  the LIKE of search.py are then a substring test with A-Z folded), else
+  against a one-row FTS table of the connection's temp schema holding the
+  new message's words (the same tokenizer: the same matches); its flags,
+  tags, sizes and dates by the message's row id.
 - `PUT /api/v1/tags` replaces a message's tags; a tag no message carries
   any more is gone (a trigger of the schema deletes it), as Mailpit prunes.
 - Tags are a mailbox's own (mailboxes.py): the same name in two mailboxes
@@ -28,13 +36,16 @@ from __future__ import annotations
 import re
 import shlex
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .search import QueryError, compile_query
+from .search import (FTS_COLUMNS, QueryError, Term, term_columns, term_condition,
+                     tokenize)
 
 MAX_TAG = 100
+# the temp FTS table holding the new message's words while the rules are checked
+ARRIVAL_INDEX = 'arrival_index'
 
 
 class TagError(ValueError):
@@ -73,12 +84,22 @@ def arrival_tags(x_tags: str | None, addresses: Iterable[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class RuleTerm:
+    """One term of a rule's search: the FTS columns a text term looks in
+    (else ()), and its condition on one message `m` whose words are in
+    ARRIVAL_INDEX (search.term_condition, its negation left out)."""
+    term: Term
+    columns: tuple[str, ...]
+    sql: str
+    params: tuple[str | float, ...]
+
+
+@dataclass(frozen=True)
 class TagRule:
     """Tags for the new messages a search finds (Mailpit's tag filters)."""
     tags: tuple[str, ...]
     query: str
-    where: str
-    params: tuple[str | float, ...]
+    terms: tuple[RuleTerm, ...]
 
     @classmethod
     def of(cls, tags: Iterable[str], query: str) -> TagRule:
@@ -87,10 +108,13 @@ class TagRule:
         if not names or not query.strip():
             raise ValueError(f'a tag rule needs tags and a query: {",".join(tags)}={query}')
         try:
-            where, params = compile_query(query)
+            terms = []
+            for term in tokenize(query):
+                sql, params = term_condition(term, one_row=ARRIVAL_INDEX)
+                terms.append(RuleTerm(term, term_columns(term), sql, tuple(params)))
         except QueryError as exc:
             raise ValueError(f'tag rule {query!r}: {exc}') from None
-        return cls(names, query, where, tuple(params))
+        return cls(names, query, tuple(terms))
 
 
 def parse_tag_rules(text: str) -> list[TagRule]:
@@ -136,14 +160,60 @@ def parse_tags_disable(text: str) -> frozenset[str]:
     return frozenset(found)
 
 
-def rule_tags(db: sqlite3.Connection, row_id: int, rules: Sequence[TagRule]) -> list[str]:
-    """The tags of the rules whose query finds the message `row_id`."""
+def rule_tags(db: sqlite3.Connection, row_id: int, rules: Sequence[TagRule],
+              words: Mapping[str, str]) -> list[str]:
+    """The tags of the rules whose query finds the message `row_id`, whose
+    index row (FTS column -> text) is `words`."""
+    checker = _OneMessage(db, row_id, words)
     found: list[str] = []
     for rule in rules:
-        if db.execute(f'SELECT 1 FROM messages m WHERE m.id = ? AND ({rule.where})',
-                      (row_id, *rule.params)).fetchone():
+        if all(checker.holds(part) for part in rule.terms):
             found.extend(rule.tags)
     return found
+
+
+class _OneMessage:
+    """Terms checked against one new message (see the module's docstring)."""
+
+    def __init__(self, db: sqlite3.Connection, row_id: int, words: Mapping[str, str]):
+        self.db = db
+        self.row_id = row_id
+        self.words = words
+        self.indexed = False        # its words in ARRIVAL_INDEX
+
+    def holds(self, part: RuleTerm) -> bool:
+        found = _ascii_match(part, self.words)
+        if found is None:
+            if part.columns and not self.indexed:
+                self._index()
+            found = self.db.execute(f'SELECT 1 FROM messages m WHERE m.id = ? AND ({part.sql})',
+                                    (self.row_id, *part.params)).fetchone() is not None
+        return found != part.term.negated
+
+    def _index(self) -> None:
+        self.db.execute(f'CREATE VIRTUAL TABLE IF NOT EXISTS temp.{ARRIVAL_INDEX} USING fts5('
+                        f'{", ".join(FTS_COLUMNS)}, tokenize = \'trigram\')')
+        self.db.execute(f'DELETE FROM temp.{ARRIVAL_INDEX}')
+        self.db.execute(f'INSERT INTO temp.{ARRIVAL_INDEX} (rowid, {", ".join(FTS_COLUMNS)})'
+                        f' VALUES (?{", ?" * len(FTS_COLUMNS)})',
+                        (self.row_id, *(self.words[c] for c in FTS_COLUMNS)))
+        self.indexed = True
+
+
+def _ascii_match(part: RuleTerm, words: Mapping[str, str]) -> bool | None:
+    """Whether a text term finds the words, when Python can say exactly as
+    SQLite would (None: ask SQLite). For ASCII text without NUL both the
+    trigram MATCH (three characters or more) and the LIKE (fewer) are a
+    substring test with A-Z folded to a-z: FTS5's folding of other
+    characters and LIKE's NUL-terminated view are what only SQLite knows."""
+    if not part.columns:
+        return None
+    value = part.term.value
+    texts = [words[column] for column in part.columns]
+    if not all(text.isascii() and '\0' not in text for text in (value, *texts)):
+        return None
+    wanted = value.lower()
+    return any(wanted in text.lower() for text in texts)
 
 
 def message_addresses(fields: dict[str, Any]) -> list[str]:
