@@ -2,7 +2,9 @@
 in Mailpit's shape, against a private spamd the tests start on 127.0.0.1."""
 from __future__ import annotations
 
+import email.utils
 import socket
+from datetime import datetime, timezone
 
 import pytest
 
@@ -11,7 +13,8 @@ from inbox_helpers import Http, InboxThread, make_mail, send
 from smtp_stack.inbox.spamd import SpamdClient, parse_reply, report_rules, round_down
 from spamd_private import GTUBE, TEST_DESCRIPTION, TEST_RULE, TEST_WORD, PrivateSpamd
 
-DATE = {'Date': 'Sat, 05 Dec 2026 10:00:00 +0000'}
+# now: a Date hours or days old is a rule of its own (DATE_IN_PAST_*)
+DATE = {'Date': email.utils.format_datetime(datetime.now(timezone.utc))}
 
 
 @pytest.fixture(scope='module')
@@ -38,7 +41,7 @@ def test_gtube_is_spam_with_its_rule(inbox):
     result = check(inbox, 'buy now', text=f'{GTUBE}\n')
     assert list(result) == ['IsSpam', 'Error', 'Score', 'Rules']
     assert result['IsSpam'] is True and result['Error'] == ''
-    assert result['Score'] >= 1000
+    assert result['Score'] > 990      # GTUBE's 1000, give or take the other rules'
     gtube = [r for r in result['Rules'] if r['Name'] == 'GTUBE']
     assert gtube == [{'Score': 1000.0, 'Name': 'GTUBE',
                       'Description': 'BODY: Generic Test for Unsolicited Bulk Email'}]
