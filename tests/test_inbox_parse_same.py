@@ -15,6 +15,7 @@ from __future__ import annotations
 import email.policy
 import email.utils
 import hashlib
+import os
 from datetime import datetime, timezone
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -25,12 +26,14 @@ from hypothesis import strategies as st
 
 from smtp_stack.inbox import headerfields as hf
 from smtp_stack.inbox import mimesplit
+from smtp_stack.inbox.arrival import addresses_named, header_fields, stamped
 from smtp_stack.inbox.parse import (_valid_text, html_to_text, iso_time, offset_time,
                                     parse_message, snippet, split_message)
 from smtp_stack.inbox.unsubscribe import list_unsubscribe
 
 RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
-MANY = settings(max_examples=400, deadline=None,
+SCALE = max(1, int(os.environ.get('SMTP_STACK_FUZZ', '1')))     # more examples: 10, 100
+MANY = settings(max_examples=200 * SCALE, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # -- the reading as it was: policy.default for the tree and every field --------------------
@@ -429,3 +432,20 @@ def test_generated_messages_split_and_read_as_before(raw):
 def test_generated_multiparts_split_and_read_as_before(raw):
     assert_tree_is_the_feedparsers(raw)
     same_as_before(raw)
+
+
+@MANY
+@given(address_lists())
+@example('Shop 3 <shop3@example.org>, ann+signup@example.com')
+def test_the_addresses_a_stamp_finds_named_are_getaddresses(value):
+    """arrival.py decides which recipients are hidden (Bcc) by the addresses
+    email.utils.getaddresses reads; the quick reading of plain lists agrees."""
+    assert addresses_named(value) == [a for _n, a in email.utils.getaddresses([value]) if a]
+
+
+@MANY
+@given(messages(), st.sampled_from([None, '', 'bounce@example.com']),
+       st.lists(ADDRESSES, max_size=3))
+def test_a_stamped_messages_fields_are_where_they_are(raw, sender, rcpt):
+    stored, fields = stamped(raw, sender, rcpt)
+    assert fields == header_fields(stored)

@@ -27,33 +27,59 @@ import secrets
 from collections.abc import Iterable
 from email.utils import getaddresses
 
+from .headerfields import mailboxes, plain
+
 ID_ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
 ID_LENGTH = 22              # as long as Mailpit's IDs; 131 bits of randomness
 MESSAGE_ID_DOMAIN = 'smtp-stack'
 _ADDRESS = re.compile(r'[^\s@<>()",;:]+@[^\s@<>()",;:]+')
+# (lower-case name, start, end) of each field of a header section: header_fields
+Fields = list[tuple[bytes, int, int]]
 
 
 def stamp(raw: bytes, mail_from: str | None, rcpt: Iterable[str] = (),
           message_id: str | None = None) -> bytes:
     """The message as stored. `mail_from` None (no envelope): no Return-Path."""
+    return stamped(raw, mail_from, rcpt, message_id)[0]
+
+
+def stamped(raw: bytes, mail_from: str | None, rcpt: Iterable[str] = (),
+            message_id: str | None = None) -> tuple[bytes, Fields]:
+    """`stamp`, and the header_fields of the message as stored (the fields
+    are found once and moved with each edit, not searched for again)."""
     fields = header_fields(raw)
     if mail_from is not None:
         current = field_value(raw, fields, b'return-path')
         if current is None or current.strip().strip('<>') != mail_from:
-            raw = set_field(raw, fields, b'Return-Path', f'<{mail_from}>')
-            fields = header_fields(raw)
+            raw, fields = _set(raw, fields, b'Return-Path', f'<{mail_from}>')
     if not (field_value(raw, fields, b'message-id') or '').strip().strip('<>'):
         generated = message_id or f'{new_id()}@{MESSAGE_ID_DOMAIN}'
-        raw = f'Message-ID: <{generated}>\r\n'.encode() + raw
-        fields = header_fields(raw)
+        raw, fields = _set(raw, fields, b'Message-ID', f'<{generated}>', on_top=True)
     missing = hidden_recipients(raw, fields, rcpt)
     if missing:
         present = field_value(raw, fields, b'bcc')
         value = ', '.join(missing)
         if present is not None and present.strip():
             value = present.strip() + ', ' + value
-        raw = set_field(raw, fields, b'Bcc', value)
-    return raw
+        raw, fields = _set(raw, fields, b'Bcc', value)
+    return raw, fields
+
+
+def _set(raw: bytes, fields: Fields, name: bytes, value: str,
+         on_top: bool = False) -> tuple[bytes, Fields]:
+    """set_field (or, `on_top`, a new field on top), and the fields moved to
+    where they are in the new message."""
+    line = name + b': ' + value.encode('utf-8') + b'\r\n'
+    lower = name.lower()
+    at = None if on_top else next((i for i, f in enumerate(fields) if f[0] == lower), None)
+    if at is None:
+        return line + raw, [(lower, 0, len(line))] + [(n, s + len(line), e + len(line))
+                                                      for n, s, e in fields]
+    _name, start, end = fields[at]
+    moved = len(line) - (end - start)
+    return raw[:start] + line + raw[end:], (
+        fields[:at] + [(lower, start, start + len(line))]
+        + [(n, s + moved, e + moved) for n, s, e in fields[at + 1:]])
 
 
 def new_id() -> str:
@@ -68,14 +94,13 @@ def new_id() -> str:
     return chosen[:ID_LENGTH]
 
 
-def hidden_recipients(raw: bytes, fields: list[tuple[bytes, int, int]],
-                      rcpt: Iterable[str]) -> list[str]:
+def hidden_recipients(raw: bytes, fields: Fields, rcpt: Iterable[str]) -> list[str]:
     """The envelope recipients (each valid address once) no To, Cc or Bcc names."""
     named: set[str] = set()
     for name in (b'to', b'cc', b'bcc'):
         for start, end in ((s, e) for n, s, e in fields if n == name):
             value = raw[start:end].split(b':', 1)[1].decode('utf-8', 'replace')
-            named.update(a.lower() for _n, a in getaddresses([_unfold(value)]) if a)
+            named.update(a.lower() for a in addresses_named(_unfold(value)))
     missing: list[str] = []
     for address in rcpt:
         if _ADDRESS.fullmatch(address) and address.lower() not in named:
@@ -84,10 +109,21 @@ def hidden_recipients(raw: bytes, fields: list[tuple[bytes, int, int]],
     return missing
 
 
-def header_fields(raw: bytes) -> list[tuple[bytes, int, int]]:
+def addresses_named(value: str) -> list[str]:
+    """The addresses `email.utils.getaddresses` reads in a field's value
+    (empty ones left out); a plain list of the common forms read by a
+    regular expression instead (headerfields.py; tests/test_inbox_parse_same.py
+    holds the two equal)."""
+    quick = mailboxes(value) if plain(value) else None
+    if quick is not None:
+        return [box['Address'] for box in quick]
+    return [address for _name, address in getaddresses([value]) if address]
+
+
+def header_fields(raw: bytes) -> Fields:
     """(lower-case name, start, end) of each field of the header section;
     `end` is past the field's last line end (its folded lines included)."""
-    fields: list[tuple[bytes, int, int]] = []
+    fields: Fields = []
     pos = 0
     while pos < len(raw):
         end = raw.find(b'\n', pos)
@@ -104,7 +140,7 @@ def header_fields(raw: bytes) -> list[tuple[bytes, int, int]]:
     return fields
 
 
-def field_value(raw: bytes, fields: list[tuple[bytes, int, int]], name: bytes) -> str | None:
+def field_value(raw: bytes, fields: Fields, name: bytes) -> str | None:
     """The first field `name`'s value, unfolded, or None when absent."""
     for found, start, end in fields:
         if found == name:
@@ -112,7 +148,7 @@ def field_value(raw: bytes, fields: list[tuple[bytes, int, int]], name: bytes) -
     return None
 
 
-def set_field(raw: bytes, fields: list[tuple[bytes, int, int]], name: bytes,
+def set_field(raw: bytes, fields: Fields, name: bytes,
               value: str) -> bytes:
     """The first field `name` replaced by `Name: value`, or one added on top."""
     line = name + b': ' + value.encode('utf-8') + b'\r\n'

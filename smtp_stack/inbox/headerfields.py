@@ -159,7 +159,7 @@ def addresses(name: str, values: list[str]) -> list[dict[str, str]]:
     if not values:
         return []
     first = unfold(values[0])
-    found = _mailboxes(first) if plain(first) else None
+    found = mailboxes(first) if plain(first) else None
     if found is None:
         found = safe(lambda: _parsed_addresses(name, values[0]))
     if found is None:
@@ -173,7 +173,7 @@ def _parsed_addresses(name: str, value: str) -> list[dict[str, str]]:
             for a in parsed(name, value).addresses]
 
 
-def _mailboxes(value: str) -> list[dict[str, str]] | None:
+def mailboxes(value: str) -> list[dict[str, str]] | None:
     """A plain list of mailboxes of the common forms, or None (not one)."""
     if not value.strip():
         return []

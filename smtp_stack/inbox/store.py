@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import render
-from .arrival import ID_ALPHABET, ID_LENGTH, field_value, header_fields, new_id, stamp
+from .arrival import ID_ALPHABET, ID_LENGTH, field_value, new_id, stamped
 from .database import Database, GroupCommit, Transaction
 from .mailboxes import DEFAULT, Routing
 from .parse import html_to_text, message_from_bytes, parse_message
@@ -129,11 +129,10 @@ class Store:
         received = received or datetime.now(timezone.utc)
         rcpt = list(envelope_to)
         mailboxes = [mailbox] if mailbox is not None else self.routing.mailboxes(username, rcpt)
-        raw = stamp(raw, mail_from, rcpt)
+        raw, head = stamped(raw, mail_from, rcpt)
         fields = parse_message(raw, (), received)
         tags = arrival_tags(
-            None if 'x-tags' in self.tags_disabled
-            else field_value(raw, header_fields(raw), b'x-tags'),
+            None if 'x-tags' in self.tags_disabled else field_value(raw, head, b'x-tags'),
             () if 'plus-addresses' in self.tags_disabled else message_addresses(fields))
         if self.tag_username and username:
             tags.append(username)
