@@ -16,6 +16,7 @@ import email.policy
 import email.utils
 import hashlib
 import os
+import re
 from datetime import datetime, timezone
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -296,19 +297,21 @@ def address_lists(draw) -> str:
         st.sampled_from(['', ' ', ',', ';']))
 
 
-MIME_VALUES = st.sampled_from([
+MIME_VALUE_LIST = [
     'text/plain', 'text/plain; charset=utf-8', 'text/plain; charset="utf-8"',
     'TEXT/HTML; CHARSET=ISO-8859-1', 'text/plain; charset=x-unknown', 'text',
     'text/plain;', ' image/png ; name = "a b.png" ', 'text/ plain', 'text /plain',
     'application/pdf; name="r.pdf"', "application/pdf; name*=utf-8''r%C3%A9sum%C3%A9.pdf",
     'application/octet-stream; name="=?utf-8?q?caf=C3=A9.pdf?="', 'text/plain (c); a=b',
     'text/plain; charset="utf-8', 'text/plain; name="a;b"; charset=utf-8',
-    'text/plain; charset=a; charset=b', 'text/plain; Charset=a; charset=b',
+    'text/plain; charset=a; charset=b', 'text/plain; Charset=a; charset=b', 'charset; charset=x',
+    'filename; filename=a', 'text/plain; name="<a.pdf>"', 'text/plain; name=" a "',
     'attachment', 'inline', 'attachment; filename="a.pdf"', 'ATTACHMENT; FILENAME=x.txt',
     "attachment; filename*=utf-8''%E2%82%AC.txt", 'attachment; filename*0=lo; filename*1=ng',
     'attachment; filename="=?utf-8?b?w6k=?="', 'inline; filename=pic.png', 'attachment;',
     'base64', 'BASE64 ', ' quoted-printable', '7bit', 'x-uuencode', 'attachment; filename=',
-    'text/plain; name=""', 'text/plain; =x', 'text/plain; a', 'text/plain;; charset=x'])
+    'text/plain; name=""', 'text/plain; =x', 'text/plain; a', 'text/plain;; charset=x']
+MIME_VALUES = st.sampled_from(MIME_VALUE_LIST)
 
 
 @MANY
@@ -344,10 +347,19 @@ def test_unstructured_fields_message_ids_and_dates(name, value):
         assert hf.unstructured(name, stored) == _ref_header(message, name)
 
 
+MIME_NAMES = ['Content-Type', 'Content-Disposition', 'Content-Transfer-Encoding', 'Content-ID']
+
+
+@pytest.mark.parametrize('name', MIME_NAMES)
+def test_each_mime_value_alone_is_read_as_the_default_policy_reads_it(name):
+    for value in MIME_VALUE_LIST:
+        for fold in (False, True):
+            test_plain_mime_fields_read_by_compat32_as_by_the_default_policy.hypothesis.inner_test(
+                [(name, value, fold)])
+
+
 @MANY
-@given(st.lists(st.tuples(st.sampled_from(['Content-Type', 'Content-Disposition',
-                                           'Content-Transfer-Encoding', 'Content-ID']),
-                          MIME_VALUES, st.booleans()), max_size=4))
+@given(st.lists(st.tuples(st.sampled_from(MIME_NAMES), MIME_VALUES, st.booleans()), max_size=4))
 def test_plain_mime_fields_read_by_compat32_as_by_the_default_policy(fields):
     head = ''.join(f'{n}: {v.replace(" ", chr(13) + chr(10) + " ", 1) if fold else v}\r\n'
                    for n, v, fold in fields)
@@ -361,6 +373,12 @@ def test_plain_mime_fields_read_by_compat32_as_by_the_default_policy(fields):
                  lambda m: m.get_boundary(), lambda m: m.get_payload(decode=True),
                  lambda m: _ref_header(m, 'Content-ID')):
         assert read(fast) == read(slow)
+    facts = hf.plain_mime_facts(fast)
+    assert (facts.content_type, facts.disposition, facts.filename, facts.content_id) == (
+        slow.get_content_type(), slow.get_content_disposition(), _ref_safe(slow.get_filename),
+        _ref_header(slow, 'Content-ID'))
+    if facts.charset is not None:
+        assert facts.charset == slow.get_param('charset', 'ASCII')
 
 
 # -- generated messages -----------------------------------------------------------------------
@@ -449,3 +467,13 @@ def test_the_addresses_a_stamp_finds_named_are_getaddresses(value):
 def test_a_stamped_messages_fields_are_where_they_are(raw, sender, rcpt):
     stored, fields = stamped(raw, sender, rcpt)
     assert fields == header_fields(stored)
+
+
+@MANY
+@given(st.text(st.characters(max_codepoint=0x3000), max_size=40))
+def test_the_snippets_text_maps_unprintable_characters_to_spaces(text):
+    """html_text's ASCII shortcut (a translate table) is the per-character rule."""
+    from smtp_stack.inbox.parse import html_text
+    markup = text.replace('<', ' ').replace('&', ' ')
+    spaced = ''.join(c if c.isprintable() else ' ' for c in markup).replace('\ufeff', ' ')
+    assert html_text(markup) == re.sub(r'\s+', ' ', spaced).strip()

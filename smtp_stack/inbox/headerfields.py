@@ -25,10 +25,11 @@ from __future__ import annotations
 import email.policy
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from email import headerregistry
 from email.message import Message
-from email.utils import getaddresses, parsedate_to_datetime
-from datetime import datetime
+from email.utils import getaddresses, parsedate_to_datetime, unquote
 from typing import Any, TypeVar
 
 T = TypeVar('T')
@@ -64,8 +65,9 @@ _MAILBOX = re.compile(
     rf'[ \t]*<(?P<angled>{_ADDR_SPEC})>)[ \t]*')
 _MESSAGE_ID = re.compile(rf'[ \t]*<{_ADDR_SPEC}>[ \t]*')
 _TOKEN = r"[!#$%&'+\-.^_`|~0-9A-Za-z]+"       # RFC 2045 token, without '*' (RFC 2231)
-_MIME = re.compile(rf'[ \t]*{_TOKEN}(?:[ \t]*/[ \t]*{_TOKEN})?[ \t]*'
-                   rf'(?:;[ \t]*{_TOKEN}[ \t]*=[ \t]*(?:{_TOKEN}|"[^"]*")[ \t]*)*')
+_PARAMETER = rf';[ \t]*({_TOKEN})[ \t]*=[ \t]*({_TOKEN}|"[^"]*")[ \t]*'
+_MIME = re.compile(rf'[ \t]*({_TOKEN}(?:/{_TOKEN})?)[ \t]*((?:{_PARAMETER})*)')
+_PARAMETERS = re.compile(_PARAMETER)
 # the fields that decide a part's type, file name, charset and transfer
 # encoding, read through the compat32 methods of `Message` when plain
 MIME_FIELDS = frozenset({'content-type', 'content-disposition',
@@ -90,6 +92,66 @@ def plain_mime(name: str, value: str) -> bool:
     if name == 'content-id':
         return True
     return _MIME.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class MimeFacts:
+    """What the inbox reads of a part's MIME fields, as `Message`'s methods
+    give it: get_content_type(), get_content_disposition(), get_filename(),
+    the Content-ID, and (a text part's) get_param('charset', 'ASCII'),
+    None where the part's own methods are to be asked."""
+    content_type: str
+    disposition: str | None
+    filename: str | None
+    content_id: str
+    charset: str | None = None
+
+
+def mime_facts(part: Message) -> MimeFacts:
+    """A part's facts through its methods (either policy)."""
+    value = safe(lambda: part.get('Content-ID'))
+    return MimeFacts(part.get_content_type(), part.get_content_disposition(),
+                     safe(part.get_filename), str(value) if value is not None else '')
+
+
+def plain_mime_facts(part: Message) -> MimeFacts:
+    """The facts of a part whose MIME fields are plain and unfolded
+    (unfold_mime_fields), read here as compat32's methods read them, in one
+    pass: those methods scan the fields and split the parameters on every
+    call (a dozen per part). A part whose type or disposition is itself
+    named like a parameter asked for (`Content-Type: charset; ...`) is
+    read by the methods, whose answer then depends on the default asked."""
+    fields = first_fields(part)
+    kind = fields.get('content-type')
+    disposition = fields.get('content-disposition')
+    type_head, type_params = _mime(kind) if kind is not None else ('', {})
+    disposition_head, disposition_params = _mime(disposition) if disposition is not None \
+        else ('', {})
+    if {type_head, disposition_head} & {'filename', 'name', 'charset'}:
+        return mime_facts(part)
+    if kind is None:
+        content_type = part.get_default_type()
+    else:
+        content_type = type_head if type_head.count('/') == 1 else 'text/plain'
+    filename = disposition_params.get('filename')
+    if filename is None:
+        filename = type_params.get('name')
+    return MimeFacts(content_type, disposition_head if disposition is not None else None,
+                     unquote(filename).strip() if filename is not None else None,
+                     fields.get('content-id', ''), type_params.get('charset', 'ASCII'))
+
+
+def _mime(value: str) -> tuple[str, dict[str, str]]:
+    """(the value before its parameters, lower case; {name: value}) of a
+    plain MIME field, each parameter's first value unquoted as get_param
+    gives it."""
+    match = _MIME.fullmatch(value)
+    if match is None:
+        raise ValueError(f'not a plain MIME field: {value!r}')
+    params: dict[str, str] = {}
+    for name, found in _PARAMETERS.findall(match[2]):
+        params.setdefault(name.lower(), unquote(found))
+    return match[1].lower(), params
 
 
 def unfold_mime_fields(part: Message) -> bool:

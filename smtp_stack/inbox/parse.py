@@ -58,6 +58,7 @@ _PARSER = BytesParser(policy=hf.POLICY)       # the default policy
 # the tree only: header values kept as text (EmailMessage for iter_parts)
 _SPLITTER = BytesParser(EmailMessage, policy=email.policy.compat32)
 _SPACES = re.compile(r'\s+')
+_ASCII_UNPRINTABLE = {c: ' ' for c in range(128) if not chr(c).isprintable()}
 _TAGS = re.compile(r'<(script|style|head)\b.*?</\1\s*>|<[^>]*>', re.IGNORECASE | re.DOTALL)
 
 
@@ -191,7 +192,11 @@ def html_text(markup: str) -> str:
     reader = _TextOfHtml()
     reader.feed(markup)
     reader.close()
-    text = ''.join(c if c.isprintable() else ' ' for c in ''.join(reader.out))
+    text = ''.join(reader.out)
+    if text.isascii():      # the unprintable ASCII characters are the C0 controls and DEL
+        text = text.translate(_ASCII_UNPRINTABLE)
+    else:
+        text = ''.join(c if c.isprintable() else ' ' for c in text)
     return _SPACES.sub(' ', text.replace('\ufeff', ' ')).strip()
 
 
@@ -286,33 +291,41 @@ def _walk(message: MIMEPart) -> tuple[str, str, list[Json], list[Json]]:
     text = html_body = ''
     attachments: list[Json] = []
     inline: list[Json] = []
+    facts = hf.plain_mime_facts if message.policy is email.policy.compat32 else hf.mime_facts
+    known: dict[int, hf.MimeFacts] = {}
+
+    def facts_of(part: MIMEPart) -> hf.MimeFacts:
+        if id(part) not in known:
+            known[id(part)] = facts(part)
+        return known[id(part)]
     for pid, part, parent in _numbered(message):
         if part.is_multipart():
             continue
-        ctype = part.get_content_type()
-        disposition = (part.get_content_disposition() or '').lower()
-        filename = hf.safe(part.get_filename) or ''
-        content_id = _header(part, 'Content-ID').strip().strip('<>')
+        about = facts_of(part)
+        ctype = about.content_type
+        disposition = (about.disposition or '').lower()
+        filename = about.filename or ''
+        content_id = about.content_id.strip().strip('<>')
         is_file = bool(filename) or disposition == 'attachment'
-        related = parent is not None and parent.get_content_type() == 'multipart/related'
+        related = parent is not None and facts_of(parent).content_type == 'multipart/related'
         if content_id and (related or disposition == 'inline') and not (
                 ctype in ('text/plain', 'text/html') and not is_file):
-            inline.append(_file(pid, part, filename, content_id))
+            inline.append(_file(pid, part, ctype, filename, content_id))
         elif is_file or not ctype.startswith('text/'):
-            attachments.append(_file(pid, part, filename, content_id))
+            attachments.append(_file(pid, part, ctype, filename, content_id))
         elif ctype == 'text/plain' and not text:
-            text = _text(part)
+            text = _text(part, about.charset)
         elif ctype == 'text/html' and not html_body:
-            html_body = _text(part)
+            html_body = _text(part, about.charset)
     return text, html_body, attachments, inline
 
 
-def _file(pid: str, part: MIMEPart, filename: str, content_id: str) -> Json:
+def _file(pid: str, part: MIMEPart, ctype: str, filename: str, content_id: str) -> Json:
     data = part_payload(part)
     return {
         'PartID': pid,
         'FileName': filename or content_id,       # as Mailpit names a nameless inline part
-        'ContentType': part.get_content_type(),
+        'ContentType': ctype,
         'ContentID': content_id,
         'Size': len(data),
         'Checksums': {'MD5': hashlib.md5(data).hexdigest(),
@@ -321,10 +334,15 @@ def _file(pid: str, part: MIMEPart, filename: str, content_id: str) -> Json:
     }
 
 
-def _text(part: MIMEPart) -> str:
+def _text(part: MIMEPart, charset: str | None = None) -> str:
+    """A text part decoded as `part.get_content()` decodes it (its charset,
+    errors replaced); `charset`: its charset parameter, already read."""
     try:
-        content: str = raw_data_manager.get_content(part)     # part.get_content(), any policy
-        return content
+        if charset is None:
+            content: str = raw_data_manager.get_content(part)     # part.get_content()
+            return content
+        payload = part.get_payload(decode=True)
+        return payload.decode(charset, 'replace') if isinstance(payload, bytes) else ''
     except (LookupError, ValueError, AssertionError):   # unknown charset, bad encoding
         payload = part.get_payload(decode=True)
         return payload.decode('utf-8', 'replace') if isinstance(payload, bytes) else ''
@@ -350,14 +368,6 @@ def _valid_text(value: Any) -> Any:
     if isinstance(value, list):
         return [_valid_text(item) for item in value]
     return value
-
-
-def _header(part: MIMEPart, name: str) -> str:
-    """`str(part[name])` as the default policy reads it, in either tree."""
-    if part.policy is email.policy.compat32:
-        return hf.unstructured(name, hf.first_fields(part).get(name.lower()))
-    value = hf.safe(lambda: part.get(name))
-    return str(value) if value is not None else ''
 
 
 def _date_text(moment: datetime | None, received: datetime) -> str:
