@@ -9,7 +9,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from gevent.threadpool import ThreadPool
 
@@ -41,14 +41,29 @@ class Guarded:
             found = self.__dict__['_breaker'] = breaker(self.url, slow=self.timeout / 2)
         return found
 
-    def _guarded(self, fn: Callable[[], T]) -> T:
-        """fn() here, in the calling greenlet, through the breaker (a
-        backend whose I/O is gevent's: it never blocks the hub)."""
+    def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) here, in the calling greenlet, through the breaker (a
+        backend whose I/O is gevent's: it never blocks the hub). Nothing
+        runs between the ticket and the call, so the ticket still holds."""
         guard = self.breaker
         ticket = guard.admit()
         if ticket is None:
             raise StoreError(f'{self.url}: {guard.refusal()}')
-        return self._attempt(guard, ticket, fn)
+        began = time.monotonic()
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            self._failed(guard, ticket, began, exc)
+        guard.succeeded(ticket)
+        return result
+
+    def _failed(self, guard: Breaker, ticket: Ticket, began: float, exc: Exception) -> NoReturn:
+        """Tell the breaker; raise the error as StoreError."""
+        if isinstance(exc, StoreError):
+            guard.failed(ticket, time.monotonic() - began, str(exc))
+            raise exc
+        guard.failed(ticket, time.monotonic() - began, f'{type(exc).__name__}: {exc}')
+        raise StoreError(f'{self.url}: {type(exc).__name__}: {exc}') from exc
 
     def _attempt(self, guard: Breaker, ticket: Ticket, fn: Callable[[], T]) -> T:
         """One call, where it runs (a pool thread, or the greenlet), its
@@ -58,13 +73,8 @@ class Guarded:
         began = time.monotonic()
         try:
             result = fn()
-        except StoreError as exc:
-            guard.failed(ticket, time.monotonic() - began, str(exc))
-            raise
         except Exception as exc:
-            error = StoreError(f'{self.url}: {type(exc).__name__}: {exc}')
-            guard.failed(ticket, time.monotonic() - began, f'{type(exc).__name__}: {exc}')
-            raise error from exc
+            self._failed(guard, ticket, began, exc)
         guard.succeeded(ticket)
         return result
 

@@ -175,10 +175,10 @@ class RedisStore(Guarded):
 
     def _command(self, *args: Any) -> Any:
         """One command's reply (strings decoded), through the breaker."""
-        return self._guarded(lambda: self._live().execute(*args))
+        return self._guarded(self._live().execute, *args)
 
     def _script(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        return self._guarded(lambda: script.call(self._live(), keys, args))
+        return self._guarded(script.call, self._live(), keys, args)
 
     def get(self, key: str) -> Value | None:
         value: str | None = self._command('GET', self.prefix + key)

@@ -6,9 +6,10 @@ redis-py blocks on whatever socket its connection class opens. These
 subclasses open `gevent.socket` sockets instead (TCP, a unix socket file,
 and TLS through a `gevent.ssl` context built from the same settings), so a
 call waits cooperatively: no hand-off to a thread and back, which cost a
-Redis call more CPU than Redis itself (issue 25). The parser, the
-authentication and `SELECT` on connect, the encoding of arguments and the
-decoding of replies stay redis-py's.
+Redis call more CPU than Redis itself (issue 25). Connecting, the
+handshake (HELLO, AUTH, SELECT) and closing stay redis-py's; a command
+and its reply go over the connection's socket as resp.py writes and reads
+them: redis-py's writer and generic reader were half of a call's CPU.
 
 `Connections` keeps the idle ones per native thread, so per hub (a gevent
 socket belongs to the hub it was made in), and per process (a forked
@@ -33,8 +34,10 @@ from gevent import socket as gsocket
 from gevent import ssl as gssl
 from redis.backoff import NoBackoff
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
+
+from . import resp
 
 
 def _tcp(conn: Any) -> gsocket.socket:
@@ -133,6 +136,22 @@ COOPERATIVE: dict[type[Any], type[Any]] = {
 
 
 MAX_IDLE = 16      # idle connections kept per hub and URL (Connections)
+READ_SIZE = 65536
+
+
+def _read_reply(sock: Any) -> Any:
+    """One reply from the socket (the only one asked for: nothing may follow it)."""
+    data = sock.recv(READ_SIZE)
+    while True:
+        if not data:
+            raise ConnectionError('Redis closed the connection')
+        found = resp.reply(data)
+        if found is not None:
+            if found[1] != len(data):
+                raise resp.ProtocolError('bytes after the reply')
+            return found[0]
+        more = sock.recv(READ_SIZE)
+        data = data + more if more else b''
 
 
 class Script:
@@ -144,31 +163,18 @@ class Script:
     def __init__(self, text: str):
         self.text = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()
-        self._evalsha = _items(('EVALSHA', self.sha))
+        self._evalsha = resp.bulk_strings(('EVALSHA', self.sha))
 
     def call(self, conns: Connections, keys: list[str], args: list[Any]) -> Any:
         count = 3 + len(keys) + len(args)
         try:
             return conns.execute_packed(b'*%d\r\n%s%s' % (
-                count, self._evalsha, _items((len(keys), *keys, *args))))
+                count, self._evalsha, resp.bulk_strings((len(keys), *keys, *args))))
         except NoScriptError:
             return conns.execute('EVAL', self.text, len(keys), *keys, *args)
 
 
-def _items(args: tuple[Any, ...]) -> bytes:
-    """The bulk strings of a command's arguments (RESP)."""
-    parts = []
-    for arg in args:
-        data = arg if type(arg) is bytes else str(arg).encode('utf-8', 'surrogateescape')
-        parts.append(b'$%d\r\n%s\r\n' % (len(data), data))
-    return b''.join(parts)
-
-
-def packed(args: tuple[Any, ...]) -> bytes:
-    """A command in RESP (the Redis protocol): an array of bulk strings.
-    Arguments are str (UTF-8; a key from a non-UTF-8 address keeps its
-    bytes), bytes or int; floats are written by the caller (repr)."""
-    return b'*%d\r\n%s' % (len(args), _items(args))
+packed = resp.command       # its older name
 
 
 # Native even in a monkey-patched process (where threading.local is per greenlet).
@@ -220,28 +226,29 @@ class Connections:
         return idle
 
     def execute(self, *args: Any) -> Any:
-        """One command's reply (decoded strings); redis-py's errors raised.
-        The command is packed here (packed()): redis-py's packer costs more
-        than the rest of the client (issue 25)."""
-        return self.execute_packed(packed(args))
+        """One command's reply (strings decoded); an error reply raised as
+        redis-py's ResponseError (NoScriptError for NOSCRIPT)."""
+        return self.execute_packed(resp.command(args))
 
     def execute_packed(self, command: bytes) -> Any:
-        """The reply to one command already packed in RESP."""
+        """The reply to one command already written in RESP."""
         idle = self._idle_here()
         conn = idle.pop() if idle else self._class(**{
             **self._kwargs, 'socket_timeout': self.timeout(),
             'socket_connect_timeout': self.timeout()})
         try:
-            conn.send_packed_command((command,))
-            reply = conn.read_response()
-        except redis.ResponseError:
-            self._put_back(idle, conn)   # Redis answered (NOSCRIPT, WRONGTYPE): the link is sound
-            raise
+            if conn._sock is None:      # redis-py's socket attribute: None until connected
+                conn.connect()          # and its handshake: HELLO 3, AUTH, SELECT
+            sock = conn._sock
+            sock.sendall(command)
+            found = _read_reply(sock)
         except BaseException:
             conn.disconnect()
             raise
-        self._put_back(idle, conn)
-        return reply
+        self._put_back(idle, conn)      # an error reply too: Redis answered, the link is sound
+        if isinstance(found, ResponseError):
+            raise found
+        return found
 
     def _put_back(self, idle: list[Any], conn: Any) -> None:
         """Kept for the next call, or closed past `max_idle`."""
