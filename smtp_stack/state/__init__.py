@@ -24,7 +24,8 @@ theirs too), so a stalled store costs one timeout per period.
 | `protocols.py` | `Store`, `FailureCounter` (typing.Protocol), `StoreError`, `Value`, `is_store` |
 | `urls.py` | `store(url)`, `as_store(value)` |
 | `memory.py`, `sqlite_store.py`, `redis_store.py` | the backends (each imports its library) |
-| `redis_wire.py` | redis-py on gevent sockets, per hub and process; `Script` (EVALSHA) |
+| `redis_wire.py` | redis-py's connections on gevent sockets, kept per hub (`MAX_IDLE`); `Script` |
+| `resp.py` | RESP: commands written, replies read (pure; "need more bytes" is None) |
 | `greylisting.py` | one greylist decision: `GreyKeys`, `GreyRule`, the steps (`decide`) |
 | `backend.py` | `Guarded` (the breaker), `Offloaded` (in threads), `member_id`, `redacted` |
 | `shared_limits.py` | `SharedConnections`, `SharedFailures`: the server's per-IP limits |
