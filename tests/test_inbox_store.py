@@ -8,7 +8,7 @@ import threading
 import time
 
 from inbox_helpers import WAIT, Http, InboxThread, make_mail, send
-from smtp_stack.inbox.database import GroupCommit
+from smtp_stack.inbox.database import AUTOCHECKPOINT_PAGES, GroupCommit
 from smtp_stack.inbox.store import ID_LENGTH, Store, valid_id
 
 
@@ -145,3 +145,18 @@ def test_the_250_comes_after_the_commit(tmp_path):
                 client.send_message(make_mail(subject=f'durable {n}'))
                 count = outside.execute('SELECT count(*) FROM messages').fetchone()[0]
                 assert count == n + 1
+
+
+def test_checkpoints_run_aside_every_so_many_commits(tmp_path):
+    """SQLite's own checkpoint would run in the commit that crosses 1,000
+    pages, syncing while every writer waits; the store's run in a thread
+    of their own, and SQLite's is left as a net far beyond them."""
+    store = Store(str(tmp_path / 'c.db'))
+    store.database.checkpoint_every = 5
+    for n in range(12):
+        store.add(raw(f'c{n}'))
+    wait_until(lambda: store.database.checkpoints >= 2
+               and not store.database._checkpointing.locked())
+    pages = store.database.connection().execute('PRAGMA wal_autocheckpoint').fetchone()[0]
+    assert pages == AUTOCHECKPOINT_PAGES > 1000
+    assert store.listing()['total'] == 12
