@@ -23,7 +23,8 @@ StartResponse: TypeAlias = Callable[[str, Headers], Callable[[bytes], object]]
 MAX_BODY = 1 << 20          # request bodies: a JSON list of IDs is far smaller
 
 STATUS = {
-    200: 'OK', 101: 'Switching Protocols', 204: 'No Content', 304: 'Not Modified',
+    200: 'OK', 101: 'Switching Protocols', 204: 'No Content', 301: 'Moved Permanently',
+    304: 'Not Modified', 308: 'Permanent Redirect',
     400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
     405: 'Method Not Allowed', 411: 'Length Required', 413: 'Content Too Large',
     414: 'URI Too Long', 415: 'Unsupported Media Type', 426: 'Upgrade Required',
