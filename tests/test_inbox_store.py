@@ -160,3 +160,15 @@ def test_checkpoints_run_aside_every_so_many_commits(tmp_path):
     pages = store.database.connection().execute('PRAGMA wal_autocheckpoint').fetchone()[0]
     assert pages == AUTOCHECKPOINT_PAGES > 1000
     assert store.listing()['total'] == 12
+
+
+def test_one_session_may_send_more_than_a_thousand_messages(tmp_path):
+    """SmtpServer stops a session at its 1,001st message by default; the
+    inbox's has no such limit, as Mailpit's has none."""
+    with InboxThread(tmp_path / 'many.db', max_messages=2000) as inbox:
+        with smtplib.SMTP(*inbox.smtp, timeout=WAIT) as client:
+            for n in range(1005):
+                client.sendmail('a@example.com', ['b@example.com'],
+                                f'Subject: {n}\r\n\r\nbody {n}\r\n'.encode())
+            assert client.noop()[0] == 250
+        assert Http(inbox.url).json('GET', '/api/v1/messages?limit=1')['total'] == 1005

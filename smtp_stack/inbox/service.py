@@ -11,8 +11,11 @@ SMTP defaults suit a development catcher, as Mailpit's do: no AUTH
 (a client that tries gets 502) unless `accept_any_auth`, which takes any
 user name and password over PLAIN, LOGIN or CRAM-MD5 (and records the
 name); no STARTTLS unless `starttls` (a self-signed certificate is then
-generated at start). Mailboxes by user need that AUTH: without it every
-message would go to the default mailbox, so the two are asked together.
+generated at start); no limit on the messages of one connection
+(SmtpServer's `max_messages` is 0: Mailpit's SMTP server, a fork of
+mhale/smtpd, has none, and a test suite may send thousands in one
+session). Mailboxes by user need that AUTH: without it every message
+would go to the default mailbox, so the two are asked together.
 """
 from __future__ import annotations
 
@@ -220,7 +223,9 @@ class Inbox(InboxParts):
             server_options.setdefault('auth_methods', ['PLAIN', 'LOGIN', 'CRAM-MD5'])
             server_options.setdefault('allow_insecure_auth', True)
             server_options.setdefault('on_auth', _anyone)
-        self.smtp = SmtpServer(name=name, disabled_commands=disabled, **server_options)
+        # `max_messages` above is the store's; the server's per connection is off
+        self.smtp = SmtpServer(name=name, disabled_commands=disabled, max_messages=0,
+                               **server_options)
         self.smtp.use(ChaosMiddleware(self.app.chaos))     # PUT /api/v1/chaos fails commands
         self.smtp.use(self.capture.delivery())
         self._smtp_at = smtp
