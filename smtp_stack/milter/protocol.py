@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple, TypeAlias
 
 # -- framing ----------------------------------------------------------------------
@@ -436,8 +436,36 @@ def command(letter: str, *fields: Field) -> bytes:
 
 def reply(letter: str, *fields: Field) -> bytes:
     """A reply packet for the MTA."""
-    data = encode(REPLY_LAYOUTS[letter], fields)
+    write, count = _REPLY_WRITERS[letter]
+    data = write(fields) if write is not None and len(fields) == count else \
+        encode(REPLY_LAYOUTS[letter], fields)
     return _LENGTH.pack(len(data) + 1) + letter.encode('latin-1') + data
+
+
+def _writer(layout: Layout) -> Callable[[Sequence[Field]], bytes] | None:
+    """encode() for a layout of numbers then strings, none optional
+    (SMFIR_INSHEADER's and most replies'), made once per layout: one pack,
+    one join; None for other layouts."""
+    numbers = 0
+    while numbers < len(layout) and layout[numbers] in (U16, U32):
+        numbers += 1
+    strings = len(layout) - numbers
+    if not strings or any(kind != STR for kind in layout[numbers:]):
+        return None
+    head = struct.Struct('>' + ''.join('H' if kind == U16 else 'I'
+                                       for kind in layout[:numbers]))
+
+    def write(fields: Sequence[Field]) -> bytes:
+        text = '\0'.join(fields[numbers:])     # type: ignore[arg-type]
+        if text.count('\0') != strings - 1:
+            raise ValueError(f'a milter string cannot hold NUL: {text!r}')
+        return head.pack(*fields[:numbers]) + text.encode('utf-8', 'surrogateescape') + b'\0'
+    return write
+
+
+# Per reply letter: its writer (or None: encode() writes it) and its field count.
+_REPLY_WRITERS = {letter: (_writer(layout), len(layout))
+                  for letter, layout in REPLY_LAYOUTS.items()}
 
 
 # -- the negotiation ----------------------------------------------------------------
