@@ -318,16 +318,34 @@ def test_a_mailbox_s_websocket_from_another_site_is_refused(by_user):
     assert reply.status == 403
 
 
-def test_the_webhook_hears_of_every_mailbox_s_mail(tmp_path):
+def test_the_webhook_hears_of_every_mailbox_s_mail_and_names_the_mailbox(tmp_path):
     from test_inbox_webhook import Receiver
     receiver = Receiver()
     try:
         with InboxThread(tmp_path / 'inbox.db', mailboxes='by-user', accept_any_auth=True,
                          webhook_url=receiver.url, webhook_limit=0) as inbox:
             send_as(inbox.smtp, 'ann', subject='for ann')
-            assert json.loads(receiver.next()[2])['Subject'] == 'for ann'
+            posted = json.loads(receiver.next()[2])
+            assert (posted['Subject'], posted['Mailbox']) == ('for ann', 'ann')
             send(inbox.smtp, subject='for the default')
-            assert json.loads(receiver.next()[2])['Subject'] == 'for the default'
+            posted = json.loads(receiver.next()[2])
+            assert (posted['Subject'], posted['Mailbox']) == ('for the default', '')
+    finally:
+        receiver.close()
+
+
+def test_the_webhook_posts_each_recipient_mailbox_s_copy(tmp_path):
+    from test_inbox_webhook import Receiver
+    receiver = Receiver()
+    try:
+        with InboxThread(tmp_path / 'inbox.db', mailboxes='by-recipient',
+                         mailbox_pattern='test+*@example.com',
+                         webhook_url=receiver.url, webhook_limit=0) as inbox:
+            send(inbox.smtp, subject='to two', to='test+ann@example.com, bob@example.com')
+            posted = [json.loads(receiver.next()[2]) for _ in range(2)]
+            assert sorted((p['Mailbox'], p['Subject']) for p in posted) == [
+                ('', 'to two'), ('ann', 'to two')]
+            assert len({p['ID'] for p in posted}) == 2      # a copy each, its own ID
     finally:
         receiver.close()
 

@@ -78,6 +78,7 @@ def test_each_new_message_is_posted_as_its_summary(tmp_path, receiver):
         assert headers['Content-Type'] == 'application/json'
         assert headers['User-Agent'].startswith('smtp-stack-inbox/')
         assert posted['ID'] == listed['ID'] and posted['Subject'] == 'hooked one'
+        assert 'Mailbox' not in posted      # Mailpit's body, to the field, without mailboxes
         assert set(posted) == set(listed)       # Mailpit's MessageSummary
         # a message stored through the API is posted too
         Http(inbox.url).json('POST', '/api/v1/send', {

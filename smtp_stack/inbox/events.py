@@ -99,7 +99,8 @@ class Broker:
 
     def subscribe(self, mailbox: str | None = DEFAULT) -> Any:
         """A gevent.queue.Queue of the events (Message) of `mailbox`
-        (EVERY_MAILBOX: of all, without stats), None when cut loose."""
+        (EVERY_MAILBOX: of all, without stats, each with a `Mailbox` key
+        naming whose it is), None when cut loose."""
         queue = gevent.queue.Queue()
         self._subscribers[queue] = mailbox
         if self._watcher is None or self._watcher.dead:
@@ -160,7 +161,7 @@ class Broker:
                 self._subscribers.pop(queue, None)
                 queue.put(None)
             else:
-                queue.put(event)
+                queue.put(event if heard is not None else {**event, 'Mailbox': mailbox})
 
 
 def stats_event(total: int, unread: int) -> Message:

@@ -3,6 +3,10 @@
 The body is the message's summary as JSON (Mailpit's MessageSummary: the
 `new` websocket event's Data), `Content-Type: application/json`. At most
 `limit` requests a second (Mailpit's `--webhook-limit`, 5 by default).
+With mailboxes (`--mailboxes`, past Mailpit), a field of our own beside
+Mailpit's, `Mailbox`, names the mailbox the message went to ("" for the
+default one; a copy per mailbox is a request per copy); without, the body
+is Mailpit's to the field.
 
 Never in the way of ingest: the webhook is a subscriber of the events
 broker (events.py), so it hears of every new message however it came
@@ -100,7 +104,10 @@ class Webhook:
                 self._queue = self.broker.subscribe(EVERY_MAILBOX)
                 continue
             if event.get('Type') == 'new':
-                self.pending.append(event['Data'])
+                summary = event['Data']
+                if self.broker.store.routing.on:
+                    summary = {**summary, 'Mailbox': event.get('Mailbox', '')}
+                self.pending.append(summary)
                 self._wake.set()
 
     def _send_all(self) -> None:
