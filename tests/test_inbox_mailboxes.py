@@ -378,6 +378,33 @@ def test_pop3_users_read_the_mailbox_of_their_name(tmp_path):
         assert subjects(web) == ['nobody']
 
 
+def test_a_pop3_login_with_a_slash_reads_the_default_mailbox(tmp_path):
+    """`USER ann/` with ann's password: the mail no mailbox took (sent
+    without AUTH); the slash is no part of any mailbox name."""
+    users = {'ann': hash_password('pop ann')}
+    with InboxThread(tmp_path / 'inbox.db', mailboxes='by-user', accept_any_auth=True,
+                     pop3=('127.0.0.1', 0), pop3_users=users) as inbox:
+        send_as(inbox.smtp, 'ann', subject='for ann')
+        send(inbox.smtp, subject='nobody 1')
+        send(inbox.smtp, subject='nobody 2')
+        port = inbox.inbox.pop3_address[1]
+        client = poplib.POP3('127.0.0.1', port, timeout=WAIT)
+        client.user('ann/')
+        client.pass_('pop ann')
+        assert client.stat()[0] == 2
+        assert b'Subject: nobody 2' in b'\r\n'.join(client.retr(1)[1])
+        client.dele(2)
+        client.quit()
+        assert subjects(Http(inbox.url)) == ['nobody 2']
+        assert subjects(Http(inbox.url), 'ann') == ['for ann']
+        for user, password in (('ann/', 'wrong'), ('bob/', 'pop ann'), ('ann/ann', 'pop ann')):
+            other = poplib.POP3('127.0.0.1', port, timeout=WAIT)
+            other.user(user)
+            with pytest.raises(poplib.error_proto, match='-ERR'):
+                other.pass_(password)
+            other.close()
+
+
 # -- Mailpit's clients, given a mailbox's base URL ---------------------------------------
 
 # Mailpit's null Bcc, which the PyPI client's MessageSummary types as a list.

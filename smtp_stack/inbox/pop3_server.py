@@ -13,7 +13,11 @@ through `offload`, as the web side's do: a slow disk never stalls SMTP.
 Users come from a file of `name:hash` lines (`smtp-stack hash-password`),
 the format of `--ui-auth-file`; Mailpit too serves POP3 only with one.
 With mailboxes (mailboxes.py), a user reads the mailbox of their name
-(`USER ann` -> ann's mailbox); without, everyone reads the one mailbox.
+(`USER ann` -> ann's mailbox), or with a slash after it the default one
+(`USER ann/`, ann's password): the mail nobody's mailbox took, which the
+web side too lets every user read. The slash cannot be mistaken for a
+mailbox (no mailbox name holds one) and needs no user of its own. Without
+mailboxes, everyone reads the one mailbox.
 """
 from __future__ import annotations
 
@@ -52,7 +56,9 @@ class StoreMaildrop:
         self.mailbox = DEFAULT
 
     def authenticate(self, user: str, password: str) -> bool:
-        stored = self.users.get(user)
+        default = user not in self.users and user.endswith('/')     # `ann/`: the default
+        name = user[:-1] if default else user
+        stored = self.users.get(name)
         if stored is None:
             if StoreMaildrop._dummy is None:
                 StoreMaildrop._dummy = offload(hash_password, os.urandom(16).hex())
@@ -61,8 +67,8 @@ class StoreMaildrop:
         if not offload(verify_password, stored, password):
             return False
         if self.store.routing.on:
-            mailbox = mailbox_name(user)
-            if mailbox is None:     # a name no mailbox can have ('a/b'): nothing to read
+            mailbox = DEFAULT if default else mailbox_name(name)
+            if mailbox is None:     # a name no mailbox can have ('a b'): nothing to read
                 return False
             self.mailbox = mailbox
         return True
