@@ -39,7 +39,10 @@ import re
 from email.message import EmailMessage
 
 _COMPAT32 = email.policy.compat32
-_HEADER_NAME = re.compile(r'[\x21-\x39\x3b-\x7e]+:')
+# A field: a name of printable ASCII but ':' (RFC 5322 2.2), its value, and
+# the lines folded into it (they start with a blank).
+_FIELD = re.compile(r'([\x21-\x39\x3b-\x7e]+):([^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*)')
+_SECTION = re.compile(r'(?:[\x21-\x39\x3b-\x7e]+:[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*)+')
 _DELIMITER_END = re.compile(r'(--)?[ \t]*')
 CRLF = '\r\n'
 
@@ -81,28 +84,20 @@ def _part(text: str, start: int, end: int, inner: bool = False) -> EmailMessage:
 
 def _headers(message: EmailMessage, text: str, start: int, end: int) -> int:
     """Set the fields of the header section at `start`; where its body starts."""
-    field: list[str] = []
-    pos = start
-    while True:
-        eol = text.find(CRLF, pos, end)
-        if eol < 0:
-            raise _Unusual      # no empty line before the end
-        if eol == pos:          # the empty line
-            if field:
-                message.set_raw(*_COMPAT32.header_source_parse(field))
-            return eol + 2
-        line = text[pos:eol + 2]
-        if line[0] in ' \t':
-            if not field:
-                raise _Unusual  # a continuation with nothing to continue
-            field.append(line)
-        else:
-            if line.startswith('From ') or not _HEADER_NAME.match(line):
-                raise _Unusual
-            if field:
-                message.set_raw(*_COMPAT32.header_source_parse(field))
-            field = [line]
-        pos = eol + 2
+    if text.startswith(CRLF, start):
+        return start + 2        # no fields at all
+    close = text.find('\r\n\r\n', start, end)
+    if close < 0:
+        raise _Unusual          # no empty line before the end
+    section = _SECTION.match(text, start, close + 2)
+    if section is None or section.end() != close + 2:
+        raise _Unusual          # a line that is no field (or a `From ` line)
+    fields = vars(message)['_headers']      # what set_raw appends to
+    for found in _FIELD.finditer(text, start, close + 2):
+        # compat32's header_source_parse: the value after the colon and its
+        # blanks, the folded lines as they are, without the last line end
+        fields.append((found[1], found[2].lstrip(' \t').rstrip('\r\n')))
+    return close + 4
 
 
 def _multipart(message: EmailMessage, text: str, start: int, end: int) -> None:
