@@ -37,7 +37,10 @@ sending 4 KB messages over loopback in one session; the server's CPU
 alone (`messages=`), both, and authenticate (SPF of the MAIL FROM and HELO
 identities, DKIM, DMARC, ARC of a signed message; DNS answered from
 memory, through the resolver's `query` as pyspf asks it); each one's cost
-over none. The median of `--rounds` runs of each.
+over none. The median of `--rounds` runs of each. With `--instructions`
+the server runs under valgrind's callgrind and the table counts the
+instructions it ran in user space per message (in thousands), which the
+load of a shared machine does not change (system time is not in them).
 """
 
 import argparse
@@ -282,16 +285,25 @@ def signed_message() -> tuple[bytes, dict[str, str]]:
     }
 
 
-def per_message(tree: str, url: str, which: str, messages: int) -> float:
-    """The server's CPU seconds per message for the policy set `which`."""
+def per_message(tree: str, url: str, which: str, messages: int,
+                instructions: bool = False) -> float:
+    """The server's CPU seconds per message for the policy set `which`; with
+    `instructions`, the instructions it ran per message in user space
+    instead, counted by valgrind's callgrind (from after the warm-up to
+    its exit): what the load of the machine does not change."""
     import json
     import smtplib
     message, records = signed_message() if which == 'authenticate' else (MESSAGE, {})
-    server = subprocess.Popen([sys.executable, '-c', SERVER, tree, url, which,
-                               json.dumps(records)], stdout=subprocess.PIPE, text=True)
+    command = [sys.executable, '-c', SERVER, tree, url, which, json.dumps(records)]
+    workdir = tempfile.mkdtemp(prefix='policy-cpu-cg-')
+    if instructions:
+        command = ['valgrind', '--tool=callgrind', f'--callgrind-out-file={workdir}/cg.out',
+                   os.path.realpath(sys.executable), *command[1:]]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, env={**os.environ, 'PYTHONHASHSEED': '0'})
     try:
         port = int(server.stdout.readline())
-        client = smtplib.SMTP('127.0.0.1', port, timeout=30)
+        client = smtplib.SMTP('127.0.0.1', port, timeout=300 if instructions else 30)
         client.ehlo('client.bench.example')
         recipients = [f'r{i}@bench.example' for i in range(RECIPIENTS)]
         for rcpt in recipients:         # greylist: each triplet seen, then passed
@@ -300,31 +312,48 @@ def per_message(tree: str, url: str, which: str, messages: int) -> float:
                     client.sendmail('s@bench.example', [rcpt], message)
                 except smtplib.SMTPRecipientsRefused:
                     pass
+        if instructions:
+            subprocess.run(['callgrind_control', '--zero', str(server.pid)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         before = server_cpu(server.pid)
         for i in range(messages):
             client.sendmail('s@bench.example', [recipients[i % RECIPIENTS]], message)
         spent = server_cpu(server.pid) - before
         client.quit()
-        return spent / messages
-    finally:
+        if not instructions:
+            return spent / messages
         server.terminate()
-        server.wait(10)
+        server.wait(120)
+        with open(f'{workdir}/cg.out') as counts:
+            found = [line for line in counts if line.startswith('totals:')]
+        return int(found[-1].split()[1]) / messages
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(120)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 SCENARIOS = ('none', 'greylist', 'rate_limit', 'both', 'authenticate')
 
 
-def messages_report(trees: list[str], url: str, messages: int, rounds: int) -> None:
+def messages_report(trees: list[str], url: str, messages: int, rounds: int,
+                    instructions: bool = False) -> None:
     """Per message over SMTP, each scenario for each tree in turn, `rounds` times."""
     runs: dict[tuple[str, str], list[float]] = {}
-    for _ in range(rounds):
+    for _ in range(1 if instructions else rounds):
         for which in SCENARIOS:
             for tree in trees:
                 runs.setdefault((tree, which), []).append(
-                    per_message(tree, url, which, messages))
+                    per_message(tree, url, which, messages, instructions))
     results = {key: statistics.median(values) for key, values in runs.items()}
-    print(f'# server CPU-ms per 4 KB message over SMTP: {messages} messages, median of '
-          f'{rounds} rounds; load {os.getloadavg()[0]:.2f}')
+    if instructions:        # shown as thousands of instructions, in the CPU-ms columns
+        results = {key: value / 1e6 for key, value in results.items()}
+        print(f'# server user-space instructions per 4 KB message over SMTP, in thousands '
+              f'(callgrind): {messages} messages')
+    else:
+        print(f'# server CPU-ms per 4 KB message over SMTP: {messages} messages, median of '
+              f'{rounds} rounds; load {os.getloadavg()[0]:.2f}')
     print_table(trees, {tree: {which: results[tree, which] for which in SCENARIOS}
                         for tree in trees}, relative_to='none')
 
@@ -366,6 +395,8 @@ def main() -> None:
     p.add_argument('-n', type=int, default=2000, help='decisions per round')
     p.add_argument('--messages', type=int, help='per message over SMTP instead (how many)')
     p.add_argument('--rounds', type=int, default=3, help='runs of each, over SMTP (median)')
+    p.add_argument('--instructions', action='store_true',
+                   help='over SMTP: instructions per message (valgrind), not CPU time')
     p.add_argument('--json', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--child-tree', help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -383,7 +414,7 @@ def main() -> None:
             print(f'# load {os.getloadavg()[0]:.2f} at the start; trees: {", ".join(trees)}',
                   file=sys.stderr)
         if args.messages:
-            messages_report(trees, url, args.messages, args.rounds)
+            messages_report(trees, url, args.messages, args.rounds, args.instructions)
             return
         if args.json:
             import gevent
