@@ -129,9 +129,11 @@ class Authenticate:
             if self.spf_helo and mail_from and helo:
                 results.helo = check_helo(self.resolver, ip, helo, cache=self.spf_cache)
         head = message[:MAX_HEADER_BYTES]
-        arc_chain = self.arc and whole and b'arc-seal:' in head.lower()
-        split, broken = _split(message, head, whole) if self.dkim or self.dmarc or arc_chain \
+        split, broken = _split(message, head, whole) if self.dkim or self.dmarc or self.arc \
             else (None, None)
+        arc_chain = self.arc and whole and (
+            _has_field(split.headers, b'arc-seal') if split is not None
+            else b'arc-seal:' in header_section(head).lower())
         verified: Verified = (None, None)
         if split is not None and whole and (self.dkim or arc_chain):
             verified = self._verify(message, split, arc_chain)
@@ -248,6 +250,10 @@ def _split(message: bytes, head: bytes,
                 else SplitMessage(split_headers(header_section(head)), b'')), None
     except MessageFormatError as exc:
         return None, exc
+
+
+def _has_field(headers: list[Field], name: bytes) -> bool:
+    return any(field.lower() == name for field, _ in headers)
 
 
 def _from_values(headers: list[Field] | None, head: bytes) -> list[str]:
