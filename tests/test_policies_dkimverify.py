@@ -269,3 +269,18 @@ def test_a_b_value_that_does_not_decode_is_a_permerror_not_an_exception():
     assert dkimpys(broken, RECORDS) == ('escaped', 'Error')
     [result] = verify_dkim(Keys(), broken)
     assert (result.result, result.reason) == ('permerror', 'bh= value is not valid base64')
+
+
+def test_an_ed25519_signature_of_the_wrong_length_is_a_permerror_not_an_exception():
+    """PyNaCl raises ValueError for it, which dkimpy let escape (451 for ever)."""
+    from smtp_stack.policies.dkimcheck import verify_dkim
+
+    class Keys:
+        def txt(self, name):
+            return [RECORDS[name.rstrip('.') + '.']]
+    signed = signed_message('ed', (b'relaxed', b'simple'), [b'subject'], False)
+    start = signed.index(b' b=') + 3
+    short = signed[:start] + b'AAAA' + signed[signed.index(b'\r\nFrom:'):]
+    assert dkimpys(short, RECORDS) == ('escaped', 'ValueError')
+    [result] = verify_dkim(Keys(), short)
+    assert result.result == 'permerror' and 'not an ed25519 signature' in result.reason
