@@ -22,7 +22,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dkim import MessageFormatError
+from ..extras import needs_extra
+
+with needs_extra('policies', 'policies.authenticate'):
+    from dkim import MessageFormatError
 
 Field = tuple[bytes, bytes]     # (name as written, value: from after the colon, CRLF included)
 HeaderCanon = Callable[[Field], Field]

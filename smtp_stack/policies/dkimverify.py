@@ -9,15 +9,18 @@ steps, in the same order and with the same answers, over a
 already parsed. dkimpy's own checks are called as they are: the
 signature's tags (`validate_signature_fields`: required tags, a=, b= and
 bh= syntax, i= within d=, l=, q=, t= and x= against the clock) and the
-key record (`evaluate_pk`: v=, k=, p=, s=); only the canonicalisation
-(canonical.py), the hashing and the RSA step (OpenSSL, dkimcheck) are
-ours. tests/test_policies_dkimverify.py checks the verdicts against
-dkimpy's on generated messages, signatures and changes to them.
+key record (`evaluate_pk`: v=, k=, p=, s=); only the reading of the tag
+list (`parse_tags`, as dkimpy reads it), the canonicalisation
+(canonical.py), the hashing, the deletion of b= (`B_VALUE`) and the RSA
+step (OpenSSL, `rsa_verify`) are ours. tests/test_policies_dkimverify.py
+checks the verdicts against dkimpy's on generated messages, signatures
+and changes to them.
 
 Errors are dkimpy's exceptions, raised where its verifier raises them, so
 the results keep their meaning (dkimcheck.verify_dkim); a b= or bh= that
-does not decode is a MessageFormatError here (dkimpy let binascii.Error
-escape, and the message got a 451 for ever).
+does not decode, or an ed25519 signature of the wrong length, is a
+MessageFormatError here (dkimpy let binascii.Error and PyNaCl's
+ValueError escape, and the message got a 451 for ever).
 """
 from __future__ import annotations
 
@@ -28,15 +31,18 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import dkim
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from dkim.crypto import HASH_ALGORITHMS, DigestTooLargeError
-from dkim.util import DuplicateTag, InvalidTagSpec
 
+from ..extras import needs_extra
 from .canonical import Field, SplitMessage, canonicalisation
+
+with needs_extra('policies', 'policies.authenticate'):
+    import dkim
+    from dkim.crypto import HASH_ALGORITHMS, DigestTooLargeError
+    from dkim.util import DuplicateTag, InvalidTagSpec
 
 try:
     from nacl.exceptions import BadSignatureError
