@@ -35,6 +35,7 @@ _TABS_TO_SPACES = bytes.maketrans(b'\t', b' ')
 _PRINTABLE = bytes(range(0x21, 0x7f))       # the characters of a field name
 _LINE_ENDS = re.compile(rb'\r?\n')          # used only where a bare LF is present
 _FIELD_STARTS = re.compile(rb'\r\n(?![ \t])')  # a line end not followed by a continuation
+_SPACE_RUNS = re.compile(rb'  +')
 
 
 @dataclass(frozen=True)
@@ -125,12 +126,15 @@ def field_values(headers: list[Field], name: bytes) -> list[str]:
 # -- canonicalisation (RFC 6376 3.4) ------------------------------------------------
 
 def _one_space(data: bytes) -> bytes:
-    """Each run of WSP made one space."""
+    """Each run of WSP made one space: a pass or two of `replace` for text
+    (each halves the runs), a regular expression for long runs."""
     if b'\t' in data:
         data = data.translate(_TABS_TO_SPACES)
-    while b'  ' in data:        # each pass halves the runs: log2 of the longest
+    for _ in range(3):
+        if b'  ' not in data:
+            return data
         data = data.replace(b'  ', b' ')
-    return data
+    return _SPACE_RUNS.sub(b' ', data) if b'  ' in data else data
 
 
 def _crlf_suffix(tail: bytes) -> int:
