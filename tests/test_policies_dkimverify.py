@@ -284,3 +284,86 @@ def test_an_ed25519_signature_of_the_wrong_length_is_a_permerror_not_an_exceptio
     assert dkimpys(short, RECORDS) == ('escaped', 'ValueError')
     [result] = verify_dkim(Keys(), short)
     assert result.result == 'permerror' and 'not an ed25519 signature' in result.reason
+
+
+TAG_VALUES = {
+    b'v': [b'1', b'2', b''], b'a': [b'rsa-sha256', b'ed25519-sha256', b'rsa-sha1', b'rsa-md5'],
+    b'b': [b'AAAA', b'AA AA', b'AAA=', b'AA==\r\n ', b'A===', b'AAA', b'', b'=AAA', b'AA=A',
+           b'AB+/ \r\n\t==', b'AA!A', b' \r\n', b'AAAA\n'],
+    b'bh': [b'AAAA', b'AAA', b'AA AA', b'!!!!', b''],
+    b'd': [b'example.test', b'Example.TEST', b'ex[a]mple', b'ex@mple', b'', b'\xe9x.test',
+           b'ex,test'],
+    b'h': [b'from', b'from:to'], b's': [b'sel', b''],
+    b'i': [b'@example.test', b'u@sub.example.test', b'example.test', b'@other.test',
+           b'xexample.test', b'u@example.test', b'', b'@EXAMPLE.test'],
+    b'l': [b'0', b'12', b'', b'x', b'1' * 76, b'1' * 77, b'12\n', b'-1'],
+    b'q': [b'dns/txt', b'dns', b'DNS/TXT'],
+    b't': [b'1000000000', b'99999999999', b'', b'12a', b'0', b'1800036000', b'1800036001',
+           b'1800000002'],
+    b'x': [b'1000000000', b'99999999999', b'1', b'x', b'0', b'1799964000', b'1799963999'],
+    b'cv': [b'pass', b'none', b'fail', b'bad'],
+}
+
+
+VALID_TAGS = {b'v': b'1', b'a': b'rsa-sha256', b'b': b'AAAA', b'bh': b'AAAA',
+              b'd': b'example.test', b'h': b'from', b's': b'sel'}
+
+
+def tag_check_outcomes(tags):
+    """(dkimpy's, ours) for these tags, at one clock (1,800,000,000)."""
+    import time
+    from unittest import mock
+
+    from smtp_stack.policies.dkimverify import check_tags
+
+    def outcome(check):
+        try:
+            check(dict(tags))
+        except dkim.ValidationError as exc:
+            return str(exc)
+        except IndexError:
+            return 'IndexError'
+        return 'valid'
+    with mock.patch.object(time, 'time', lambda: 1_800_000_000):
+        return outcome(dkim.validate_signature_fields), outcome(check_tags)
+
+
+def same_tag_outcomes(tags):
+    theirs, found = tag_check_outcomes(tags)
+    if theirs == 'IndexError':
+        assert found.startswith('i= domain is not a subdomain of d='), tags
+    else:
+        assert found == theirs, tags
+
+
+@pytest.mark.parametrize('tag', sorted(TAG_VALUES))
+def test_each_tag_value_checked_as_dkimpy_checks_it(tag):
+    """Every value of the table in an otherwise valid signature, with t=
+    and x= beside it or not."""
+    for value in TAG_VALUES[tag]:
+        for extra in ({}, {b't': b'1800000000'}, {b'x': b'1800000001', b't': b'1800000000'}):
+            same_tag_outcomes({**VALID_TAGS, **extra, tag: value})
+    for missing in VALID_TAGS:
+        same_tag_outcomes({k: v for k, v in VALID_TAGS.items() if k != missing})
+
+
+@FUZZ
+@given(data=st.data())
+def test_tag_checks_as_dkimpys(data):
+    """Combinations: check_tags against dkimpy's validate_signature_fields."""
+    tags = {}
+    for tag, values in TAG_VALUES.items():
+        if data.draw(st.integers(0, 9)) > 1 or tag in VALID_TAGS:
+            tags[tag] = data.draw(st.sampled_from(values))
+    if data.draw(st.booleans()):
+        tags.pop(data.draw(st.sampled_from(sorted(tags))))
+    same_tag_outcomes(tags)
+
+
+@FUZZ
+@given(st.lists(st.sampled_from([b';', b' ', b'\r', b'\n', b'\t', b'b', b'=', b'a', b'h', b'+',
+                                 b'\r\n', b' b=', b'\x0b', b'-', b'/', b'Z']), max_size=40)
+       .map(b''.join))
+def test_b_value_deleted_as_dkimpy_deletes_it(value):
+    from smtp_stack.policies.dkimverify import delete_b_value
+    assert delete_b_value(value) == dkim.RE_BTAG.sub(rb'\1', value)
