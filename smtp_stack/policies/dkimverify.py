@@ -6,21 +6,23 @@ the body with regular expressions, and formats debug lines nobody reads:
 about 0.5 ms of a 4 KB message's 0.7 (issue 25). This follows the same
 steps, in the same order and with the same answers, over a
 `canonical.SplitMessage` and the tags `dkimcheck.signature_fields`
-already parsed. dkimpy's own checks are called as they are: the
-signature's tags (`validate_signature_fields`: required tags, a=, b= and
-bh= syntax, i= within d=, l=, q=, t= and x= against the clock) and the
-key record (`evaluate_pk`: v=, k=, p=, s=); only the reading of the tag
-list (`parse_tags`, as dkimpy reads it), the canonicalisation
-(canonical.py), the hashing, the deletion of b= (`B_VALUE`) and the RSA
-step (OpenSSL, `rsa_verify`) are ours. tests/test_policies_dkimverify.py
-checks the verdicts against dkimpy's on generated messages, signatures
-and changes to them.
+already parsed. The key record is read by dkimpy's own `evaluate_pk`
+(v=, k=, p=, s=), once per record. Ours, each held to dkimpy's results by
+tests/test_policies_dkimverify.py: the reading of the tag list
+(`parse_tags`), the checks of the tags (`check_tags`: dkimpy's
+`validate_signature_fields` without its regular expressions: required
+tags, a=, b= and bh= syntax, d=, i= within d=, l=, q=, t= and x= against
+the clock), the canonicalisation (canonical.py), the deletion of b=
+(`delete_b_value`), the hashing and the RSA step (OpenSSL, `rsa_verify`);
+the verdicts are compared with `DKIM.verify` on generated messages,
+signatures and changes to them.
 
 Errors are dkimpy's exceptions, raised where its verifier raises them, so
-the results keep their meaning (dkimcheck.verify_dkim); a b= or bh= that
-does not decode, or an ed25519 signature of the wrong length, is a
-MessageFormatError here (dkimpy let binascii.Error and PyNaCl's
-ValueError escape, and the message got a 451 for ever).
+the results keep their meaning (dkimcheck.verify_dkim). Where dkimpy let
+a Python error escape, and the message got a 451 for ever, this raises
+one of them: a b= or bh= that does not decode, an ed25519 signature of
+the wrong length, an empty l= (MessageFormatError), an i= as long as d=
+(ValidationError).
 """
 from __future__ import annotations
 
