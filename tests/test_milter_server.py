@@ -458,6 +458,9 @@ def deleted_files():
     (P.encode_packet('Z', b'what'), "unknown command 'Z'"),
     (P.encode_packet(P.CONNECT, b'no terminating nul'), 'terminating NUL'),
     (HELO, 'SMFIC_HELO before SMFIC_CONNECT'),
+    (P.encode_packet(P.ABORT, b'x'), 'SMFIC_ABORT: 1 bytes after the last field'),
+    (P.encode_packet(P.QUIT, b'xy'), 'SMFIC_QUIT: 2 bytes after the last field'),
+    (P.encode_packet(P.MACRO, b'Cname\0value'), 'SMFIC_MACRO: a string without its'),
 ])
 def test_bad_input_ends_the_connection_with_one_log_line(log, wire, reason):
     with milter_thread(milter(log)) as server:

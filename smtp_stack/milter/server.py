@@ -365,11 +365,14 @@ class Connections:
         self.join(timeout)
 
     def close(self) -> None:
-        """No greenlet waits for a connection any more (the idle ones end)."""
+        """No greenlet waits for a connection any more: the idle ones end
+        (GreenletExit, thrown from the hub) before this returns."""
         self.closed = True
         idle, self._idle = self._idle, []
         for worker in idle:
             gevent.kill(worker)
+        if idle:
+            gevent.sleep(0)     # the hub runs the kills queued before this
 
 
 def parse_listen(spec: str) -> tuple[str, tuple[str, int] | str]:
