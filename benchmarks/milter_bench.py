@@ -1,7 +1,7 @@
 """Postfix -> milter -> Maildir: smtp_stack's MilterServer against pymilter, one run.
 
     python benchmarks/milter_bench.py [--messages 2000] [--sessions 20] [--size 4000]
-        [--before TREE] [--profile FILE]
+        [--rounds 1] [--before TREE] [--profile FILE]
 
 Each milter adds one header field to every message (smtp_stack: a
 middleware calling add_header; pymilter: Debian's python3-milter, libmilter's
@@ -21,7 +21,10 @@ measured against its parent in the same run. --profile FILE profiles this
 tree's milter over the measured messages (cProfile: milter_smtp_stack.py
 --profile) and prints the top of it; profiling costs CPU, so a profiled
 run's figures are not the ones to compare. The load average at the start
-and the end is printed: on a shared machine, read only the ratios.
+and the end is printed: on a shared machine, read only the ratios, and
+with --rounds N the milters take turns N times (each round's ratio is
+printed; the table sums the rounds), so that a burst of load elsewhere
+does not fall on one milter only.
 
 Needs: postfix (smtp-source), python3-milter for the system's /usr/bin/python3.
 """
@@ -114,7 +117,8 @@ def run_one(name, command, port, args, tree=None, profile=None):
             sample = next((postfix.maildir / 'new').iterdir()).read_bytes()
             assert b'X-Milter: seen' in sample, f'{name} did not add its header'
             return {'name': name, 'rate': args.messages / elapsed, 'cpu': cpu,
-                    'user': user, 'system': system,
+                    'user': user, 'system': system, 'messages': args.messages,
+                    'elapsed': elapsed,
                     'per_cpu': args.messages / cpu if cpu else float('inf'),
                     'rss': rss_kib(milter.pid), 'idle': idle,
                     'per_session': (rss_kib(milter.pid) - idle) / args.sessions}
@@ -130,38 +134,66 @@ def run_one(name, command, port, args, tree=None, profile=None):
         milter.stderr.close()
 
 
+def combine(rounds):
+    """One row from a milter's rounds: messages over the sum of their
+    elapsed times and CPU seconds, the highest peak RSS."""
+    first = rounds[0]
+    messages = sum(row['messages'] for row in rounds)
+    cpu = sum(row['cpu'] for row in rounds)
+    return {**first, 'cpu': cpu, 'user': sum(row['user'] for row in rounds),
+            'system': sum(row['system'] for row in rounds),
+            'rate': messages / sum(row['elapsed'] for row in rounds),
+            'per_cpu': messages / cpu if cpu else float('inf'),
+            'rss': max(row['rss'] for row in rounds),
+            'per_session': max(row['per_session'] for row in rounds)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--messages', type=int, default=2000)
     parser.add_argument('--sessions', type=int, default=20)
     parser.add_argument('--size', type=int, default=4000, help='body bytes per message')
+    parser.add_argument('--rounds', type=int, default=1,
+                        help='run the milters this many times, taking turns')
     parser.add_argument('--before', type=Path, help='also run smtp_stack from this tree')
     parser.add_argument('--profile', type=Path, help="profile this tree's milter into FILE")
     args = parser.parse_args()
     load = os.getloadavg()
-    rows = []
-    ours_script = [sys.executable, str(HERE / 'milter_smtp_stack.py')]
+    milters = []        # (name, command for a port, source tree)
     if args.before is not None:
-        port = free_port()
-        rows.append(run_one('smtp_stack (before)',
-                            [sys.executable, str(args.before / 'benchmarks/milter_smtp_stack.py'),
-                             '--listen', f'inet:127.0.0.1:{port}'], port, args,
-                            tree=args.before.resolve()))
-    port = free_port()
+        before = args.before.resolve()
+        milters.append(('smtp_stack (before)', lambda port: [
+            sys.executable, str(before / 'benchmarks/milter_smtp_stack.py'),
+            '--listen', f'inet:127.0.0.1:{port}'], before))
     profile = ['--profile', str(args.profile.resolve())] if args.profile else []
-    rows.append(run_one('smtp_stack', [*ours_script, '--listen', f'inet:127.0.0.1:{port}',
-                                       *profile], port, args, tree=HERE.parent,
-                        profile=args.profile))
-    port = free_port()
-    rows.append(run_one('pymilter', ['/usr/bin/python3', str(HERE / 'milter_pymilter.py'),
-                                     '--listen', f'inet:{port}@127.0.0.1'], port, args))
+    milters.append(('smtp_stack', lambda port: [
+        sys.executable, str(HERE / 'milter_smtp_stack.py'),
+        '--listen', f'inet:127.0.0.1:{port}', *profile], HERE.parent))
+    milters.append(('pymilter', lambda port: [
+        '/usr/bin/python3', str(HERE / 'milter_pymilter.py'),
+        '--listen', f'inet:{port}@127.0.0.1'], None))
+    runs = {name: [] for name, _, _ in milters}
+    for _ in range(args.rounds):
+        for name, command, tree in milters:
+            port = free_port()
+            runs[name].append(run_one(name, command(port), port, args, tree=tree,
+                                      profile=args.profile if name == 'smtp_stack' else None))
+    rows = [combine(runs[name]) for name, _, _ in milters]
     ours = rows[-2]
     if args.profile is not None:
         print()
         pstats.Stats(str(args.profile)).sort_stats('tottime').print_stats(40)
+    rounds = f', {args.rounds} rounds taking turns' if args.rounds > 1 else ''
     print(f'\n{args.messages} messages of {args.size} bytes, {args.sessions} sessions at once, '
-          f'Postfix -> milter -> Maildir; load average {load[0]:.2f} at the start, '
+          f'Postfix -> milter -> Maildir{rounds}; load average {load[0]:.2f} at the start, '
           f'{os.getloadavg()[0]:.2f} at the end\n')
+    if args.rounds > 1:
+        for index in range(args.rounds):
+            mine, theirs = runs['smtp_stack'][index], runs['pymilter'][index]
+            print(f'round {index + 1}: smtp_stack {mine["per_cpu"]:.0f}, pymilter '
+                  f'{theirs["per_cpu"]:.0f} messages per CPU-second: '
+                  f'{mine["per_cpu"] / theirs["per_cpu"]:.2f}x')
+        print()
     print('| milter | messages/s | milter CPU s (user + system) | messages per CPU-second '
           '| peak RSS KiB | idle RSS KiB | (peak - idle) / sessions KiB |')
     print('|---|---|---|---|---|---|---|')
