@@ -140,6 +140,10 @@ class PerWorker(Protocol):
 #: Told of every worker that any pool of this process forks and reaps.
 per_worker: list[PerWorker] = []
 
+#: Sockets only the master serves (the metrics' HTTP listener): a worker
+#: that held one open would keep its port bound after the master is gone.
+master_only: list[Any] = []
+
 
 class Forkable(Protocol):
     """What the WorkerPool and its workers need of the server they fork
@@ -427,6 +431,7 @@ def _worker_main(server: Forkable, slot: int, shared: Shared | None, parts: Part
                 os.close(fd)
             except OSError:
                 pass
+        _release_master_only()
         fds = [os.dup(fd) for fd in listening]
         ready = _allocate_lock()
         ready.acquire()
@@ -458,6 +463,25 @@ def _worker_main(server: Forkable, slot: int, shared: Shared | None, parts: Part
         traceback.print_exc()
     finally:
         _exit(code)
+
+
+def _release_master_only() -> None:
+    """Let go of the master's own sockets in a new worker. /dev/null is put
+    on each descriptor rather than closing it: the master's socket objects
+    still name that number, and a closed one could be reused and then
+    closed by them."""
+    for sock in master_only:
+        try:
+            fd = sock.fileno()
+        except OSError:
+            continue
+        if fd < 0:
+            continue
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
 
 
 def _wait_for_stop(fd: int) -> float | None:

@@ -164,3 +164,52 @@ def test_the_command_line_flag_serves_metrics(tmp_path):
         proc.signal(signal.SIGTERM)
         assert proc.wait() == 0
         proc.close()
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process `pid` holds open."""
+    found = set()
+    for fd in os.listdir(f'/proc/{pid}/fd'):
+        try:
+            target = os.readlink(f'/proc/{pid}/fd/{fd}')
+        except OSError:
+            continue
+        if target.startswith('socket:['):
+            found.add(target[8:-1])
+    return found
+
+
+def listening_inode(port: int) -> str:
+    """The inode of the socket listening on 127.0.0.1:port (/proc/net/tcp)."""
+    with open('/proc/net/tcp') as table:
+        for row in table.readlines()[1:]:
+            fields = row.split()
+            if fields[1] == f'0100007F:{port:04X}' and fields[3] == '0A':
+                return fields[9]
+    raise AssertionError(f'nothing listens on 127.0.0.1:{port}')
+
+
+def children(pid: int) -> list[int]:
+    with open(f'/proc/{pid}/task/{pid}/children') as listed:
+        return [int(child) for child in listed.read().split()]
+
+
+def test_workers_do_not_hold_the_metrics_port(tmp_path):
+    """Only the master serves /metrics: a worker holding the listening
+    socket would keep the port bound after the master is gone."""
+    proc, metrics_at = serve(tmp_path, workers=2)
+    try:
+        assert send(proc.address) == 250      # both have forked and serve
+        assert wait_until(lambda: len(children(proc.pid)) == 2, WAIT)
+        metrics = listening_inode(int(metrics_at.rsplit(':', 1)[1]))
+        smtp = listening_inode(proc.address[1])
+        assert metrics in socket_inodes(proc.pid)
+        for worker in children(proc.pid):
+            held = socket_inodes(worker)
+            assert smtp in held
+            assert metrics not in held
+        assert get(f'http://{metrics_at}/livez')[0] == 200
+    finally:
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0
+        proc.close()

@@ -34,7 +34,7 @@ from ..extras import needs_extra
 from ..server import SmtpServer
 from ..state import is_store
 from ..state.breaker import listeners as breaker_listeners
-from ..workers import per_worker
+from ..workers import master_only, per_worker
 from .cells import Cells
 from .counting import BreakerCounts, Counted
 from .health import Health
@@ -89,11 +89,14 @@ class Metrics:
             from .http import MetricsApp, start_http
         if self.http is None:
             self.http = start_http(host, port, MetricsApp(self))
+            master_only.append(self.http.socket)     # workers must not hold the port
         return self
 
     def stop(self) -> None:
         """Stop serving and counting (the servers' events go to the log only)."""
         if self.http is not None:
+            if self.http.socket in master_only:
+                master_only.remove(self.http.socket)
             self.http.stop(timeout=1)
             self.http = None
         for server in self.servers:

@@ -137,7 +137,10 @@ def start_http(host: str, port: int, app: MetricsApp) -> WSGIServer:
     """gevent's WSGI server for `app`, listening. An address that cannot be
     bound is an OSError naming it in `filename` ('127.0.0.1:9125'), as
     SmtpServer's is."""
-    http = WSGIServer((host, port), app, handler_class=_Handler, log=None, error_log=None)
+    # SERVER_NAME given: gevent would look the address up (getfqdn) while
+    # starting, a DNS wait and a hub switch in which workers could fork.
+    http = WSGIServer((host, port), app, handler_class=_Handler, log=None, error_log=None,
+                      environ={'SERVER_NAME': host})
     try:
         http.start()
     except OSError as exc:
