@@ -145,6 +145,17 @@ def test_the_public_types_are_exported():
     assert name in smtp_stack.__doc__
 
 
+def test_stages_is_exported_where_middleware_is():
+    from smtp_stack import middleware, stages, stages_of
+    assert {'stages', 'stages_of'} <= set(smtp_stack.__all__)
+    assert (stages, stages_of) == (middleware.stages, middleware.stages_of)
+
+    @stages('rcpt')
+    def check(ctx, next):
+        next()
+    assert stages_of(check) == {'RCPT'}
+
+
 def test_the_quick_example_annotated_passes_strict(tmp_path):
     output = run_mypy(tmp_path, {'correct.py': CORRECT})
     assert errors(output) == {}, output
