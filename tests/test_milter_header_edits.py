@@ -126,12 +126,31 @@ def test_a_later_milter_sees_and_changes_an_earlier_ones_fields():
     assert written(envelope) == RECEIVED + MESSAGE[:-8] + b'X-One: second\r\n\r\nbody\r\n'
 
 
-def test_fields_another_policy_added_are_not_changed():
+def test_fields_another_policy_added_are_changed_and_deleted_in_place():
+    """As Postfix's later milters change the fields Postfix added before them."""
     envelope = envelope_of()
-    envelope.add_header('X-Ours', 'kept')
-    warn = milter(envelope, (P.CHGHEADER, [1, 'X-Ours', '']))
-    assert warn == ['X-Ours #1 was added by this server: not changed']
-    assert written(envelope).startswith(b'X-Ours: kept\r\n' + RECEIVED)
+    envelope.add_header('X-Ours', 'old')
+    envelope.add_header('X-Mid', 'm')
+    envelope.add_header('X-Ours', 'newer')          # on top: the first X-Ours shown
+    warn = milter(envelope, (P.CHGHEADER, [2, 'X-Ours', 'changed']),
+                  (P.CHGHEADER, [1, 'x-mid', '']))
+    assert warn == []
+    assert written(envelope).startswith(b'X-Ours: newer\r\nX-Ours: changed\r\n' + RECEIVED)
+    # A later milter sees it so, and may change it again; add_header after it goes on top.
+    _, fields, _ = shown(envelope)
+    assert fields[:2] == [('X-Ours', ' newer'), ('X-Ours', ' changed')]
+    milter(envelope, (P.CHGHEADER, [1, 'X-Ours', '']), (P.INSHEADER, [1, 'X-Ins', 'i']))
+    envelope.add_header('X-Last', 'l')
+    assert written(envelope).startswith(b'X-Last: l\r\nX-Ours: changed\r\nX-Ins: i\r\n'
+                                        + RECEIVED + b'From:')
+
+
+def test_a_field_placed_between_added_ones_stays_there_when_one_below_goes():
+    envelope = envelope_of()
+    for name in ('X-A1', 'X-A2', 'X-A3'):
+        envelope.add_header(name, '1')
+    milter(envelope, (P.CHGHEADER, [1, 'X-A1', '']), (P.INSHEADER, [1, 'X-P', 'p']))
+    assert written(envelope).startswith(b'X-A3: 1\r\nX-P: p\r\nX-A2: 1\r\n' + RECEIVED)
 
 
 def test_remove_header_takes_the_clients_fields_and_leaves_the_milters():

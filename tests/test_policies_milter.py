@@ -119,6 +119,10 @@ class Test(Milter.Base):
             self.chgheader('Subject', 1, 'changed by ' + NAME)
         if 'delheader' in subject:
             self.chgheader('X-Drop', 1, '')
+        if 'chgadded' in subject:
+            self.chgheader('X-Added', 1, 'changed by ' + NAME)
+        if 'deladded' in subject:
+            self.chgheader('X-Added', 1, '')
         self.addheader('X-Seen-' + NAME, json.dumps(self.seen, sort_keys=True))
         return Milter.CONTINUE
 
@@ -309,7 +313,7 @@ def test_opendkim_signs_what_the_delivery_stores(serve, dkim_signer):
     sink = serve(policies.milter(dkim_signer.address, name='opendkim'))
     assert send(sink, message()) == {}
     [stored] = sink.wait_for(1, timeout=WAIT)
-    assert stored['DKIM-Signature'] is not None
+    assert len(stored.get_all('DKIM-Signature')) == 1      # once, where OpenDKIM put it
     assert f'd={DOMAIN}' in stored['DKIM-Signature'] and f's={SELECTOR}' in stored['DKIM-Signature']
     record = dkim_signer.public_record.encode()
     assert dkim.verify(stored.raw, dnsfunc=lambda name, timeout=5: record)
@@ -479,6 +483,25 @@ def test_modifications_reach_the_envelope(serve, test_milter):
     assert envelope.quarantined == 'held by one'
     replaced = envelope.replaced_body
     assert replaced is not None and replaced.read() == b'The body one wrote.\r\n'
+
+
+def add_field(ctx, next):
+    """A policy inside the milter's: its field is there when the milter is shown the message."""
+    next()
+    if ctx.command_name == 'DATA' and ctx.reply is not None and ctx.reply.code == 250:
+        ctx.session.envelope.add_header('X-Added', 'by a policy')
+
+
+def test_a_field_another_policy_added_is_changed_and_deleted(serve, test_milter):
+    """As Postfix's cleanup lets a milter change the fields added before it."""
+    sink = serve(policies.milter(test_milter.address, name='one'), add_field)
+    send(sink, message(subject='chgadded'))
+    send(sink, message(subject='deladded'))
+    changed, deleted = sink.wait_for(2, timeout=WAIT)
+    assert seen(changed)['headers'][0] == 'X-Added'
+    assert changed.get_all('X-Added') == ['changed by one']
+    assert changed.raw.startswith(b'X-Added: changed by one\r\nFrom: ')
+    assert deleted['X-Added'] is None and deleted.raw.startswith(b'From: ')
 
 
 def test_discard_drops_the_message(serve, test_milter):

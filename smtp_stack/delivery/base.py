@@ -191,7 +191,7 @@ def body_chunks(reader: io.BufferedIOBase, inspect: Inspect | None,
 
 
 def message_body(ctx: Context, inspect: Inspect | None = None, *,
-                 top_fields: bool = True) -> Iterator[bytes]:
+                 top_fields: bool = False) -> Iterator[bytes]:
     """The message as the client sent it, in pieces, for a delivery to write
     after `message_head`: `body_chunks` of `open_body(ctx)` (so `inspect`
     sees each piece as read, and a refused body raises MessageRefused),
@@ -202,9 +202,9 @@ def message_body(ctx: Context, inspect: Inspect | None = None, *,
     section is followed by the new body instead (`with_new_body`).
 
     The fields a milter inserted on top (above this server's Received) are
-    written by `message_head`; the deliveries, which call both, pass
-    `top_fields=False`. A writer without trace fields of its own (MailSink)
-    calls this alone and gets them first."""
+    written by `message_head`, or by `header_edits.top_block` for a writer
+    without trace fields of its own (MailSink); `top_fields=True` puts
+    them first here instead (without the fields add_header recorded)."""
     envelope = ctx.session.envelope
     pieces = client_message(body_chunks(open_body(ctx), inspect, ctx), envelope)
     replaced = envelope.replaced_body

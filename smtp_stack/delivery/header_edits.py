@@ -25,7 +25,9 @@ before any `remove_header`). The deliveries write, top first:
     the body
 
 Fields a milter placed are this server's: `remove_header` does not take
-them out, as it does not take out `add_header`'s. The envelope holds its
+them out, as it does not take out `add_header`'s. A milter may change or
+delete an `add_header` field it was shown (`dropped`), as Postfix's later
+milters change the fields Postfix added before them. The envelope holds its
 record as `envelope.header_edits` (absent: none).
 """
 from __future__ import annotations
@@ -57,14 +59,19 @@ class HeaderEdits:
     `top`: (how many added fields are below it, the line), top first.
     `inserted`: the client's field number (1: its first) -> the lines
     written before it. `appended`: after the client's last field.
-    `deleted`: the numbers of the client's fields left out."""
+    `deleted`: the numbers of the client's fields left out. `dropped`:
+    the numbers of the fields recorded with add_header (1: the oldest)
+    left out, because a milter changed (a `top` line stands in its
+    place) or deleted them."""
     top: list[tuple[int, bytes]] = field(default_factory=list)
     inserted: dict[int, list[bytes]] = field(default_factory=dict)
     appended: list[bytes] = field(default_factory=list)
     deleted: set[int] = field(default_factory=set)
+    dropped: set[int] = field(default_factory=set)
 
     def __bool__(self) -> bool:
-        return bool(self.top or self.inserted or self.appended or self.deleted)
+        return bool(self.top or self.inserted or self.appended or self.deleted
+                    or self.dropped)
 
 
 def edits_of(envelope: Envelope) -> HeaderEdits | None:
@@ -99,16 +106,17 @@ def field_line(name: str, value: str, space: str = ' ') -> bytes:
 
 def top_block(envelope: Envelope) -> bytes:
     """The fields on top of the message (above this server's Received):
-    those added with add_header, the last added first, and among them the
-    milters' `top` fields."""
+    those added with add_header, the last added first, less those a
+    milter changed or deleted (`dropped`), and among them the milters'
+    `top` fields."""
     added = envelope.added_headers
     edits = edits_of(envelope)
-    if edits is None or not edits.top:
+    if edits is None or not (edits.top or edits.dropped):
         return header_block(added) if added else b''
     parts: list[bytes] = []
     for below in range(len(added), -1, -1):
         parts.extend(line for count, line in edits.top if min(count, len(added)) == below)
-        if below:
+        if below and below not in edits.dropped:
             parts.append(header_block([added[below - 1]]))
     return b''.join(parts)
 

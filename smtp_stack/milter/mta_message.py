@@ -20,7 +20,10 @@ Received: Postfix counts its own Received field, which it does not show
 to milters, as the first), CHGHEADER changes or deletes a field in
 place; each field as the milter wrote it, its folding kept
 (header_edits.field_line). A field recorded with `add_header` (another
-policy's) is not changed. The sender and recipients change in place,
+policy's) is changed or deleted like the client's, as Postfix's later
+milters change the fields Postfix added before them (the field's
+number goes to `HeaderEdits.dropped`, a changed one's line stands in
+its place). The sender and recipients change in place,
 and `quarantine` records the reason. Each request that cannot be
 honoured is said in `warn`.
 """
@@ -110,6 +113,7 @@ class SentFields:
     shown: list[_Shown] = field(default_factory=list)
     before: HeaderEdits = field(default_factory=HeaderEdits)
     deleted: set[int] = field(default_factory=set)
+    dropped: set[int] = field(default_factory=set)
     changed: bool = False
     overflow: bool = False
     _in_client: bool = False
@@ -119,6 +123,7 @@ class SentFields:
     def __post_init__(self) -> None:
         self.before = edits_of(self.envelope) or HeaderEdits()
         self.deleted = set(self.before.deleted)
+        self.dropped = set(self.before.dropped)
 
     def fields(self) -> Iterator[tuple[str, str]]:
         """(name, value) of each field, the value after the colon with its
@@ -128,7 +133,7 @@ class SentFields:
             for count, line in before.top:
                 if min(count, len(added)) == below:
                     yield self._keep(_Shown(PLACED, line=line), line)
-            if below:
+            if below and below not in before.dropped:
                 name, value = added[below - 1]
                 yield self._keep(_Shown(ADDED, number=below),
                                  fold(name, value).encode('utf-8', 'surrogateescape'))
@@ -217,6 +222,8 @@ class SentFields:
         entry = self.shown[position]
         if entry.kind == CLIENT:
             self.deleted.add(entry.number)
+        elif entry.kind == ADDED:
+            self.dropped.add(entry.number)
         if line is None:
             del self.shown[position]
         else:
@@ -225,12 +232,12 @@ class SentFields:
 
     def edits(self) -> HeaderEdits:
         """The shown section, changed, as the deliveries' record."""
-        edits = HeaderEdits(deleted=set(self.deleted))
+        edits = HeaderEdits(deleted=set(self.deleted), dropped=set(self.dropped))
         split = next(i for i, e in enumerate(self.shown) if e.kind == RECEIVED)
-        below = 0
+        below = 0           # the number of the nearest added field below
         for entry in reversed(self.shown[:split]):
             if entry.kind == ADDED:
-                below += 1
+                below = entry.number
             else:
                 edits.top.insert(0, (below, entry.line))
         pending: list[bytes] = []
@@ -328,9 +335,6 @@ def _apply_one(letter: str, fields: list[P.Field], envelope: Envelope, sent: Sen
                 sent.append(field_line(check_name(name), value, space))
             elif sent.overflow:
                 warn.append(f'{name} #{index}: past the fields kept; not deleted')
-            return
-        if sent.shown[position].kind == ADDED:
-            warn.append(f'{name} #{index} was added by this server: not changed')
             return
         sent.replace(position, field_line(check_name(name), value, space) if value else None)
     elif letter == P.CHGFROM:
