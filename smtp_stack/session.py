@@ -225,7 +225,8 @@ class Session:
     kept: unchanged. reset: back to a new session's value. set: from the
     transition's arguments. command: set by the command before its
     transition, which keeps it (the TLS handshake; the XCLIENT attribute
-    naming it, kept when absent). new: a new Envelope; the old one keeps
+    naming it, kept when absent, but for the login: none without LOGIN=).
+    new: a new Envelope; the old one keeps
     its fields, its spool removed. if-MAIL: only when the transaction had a
     MAIL, `transaction` goes one up and `xforward` is emptied (XFORWARD
     describes one message: Postfix XFORWARD_README). Attributes added by
@@ -245,8 +246,8 @@ class Session:
       header) and what a trusted XCLIENT or XFORWARD peer said stay.
     - start_over(keep_login=True, helo=...), XCLIENT, after its attributes:
       Postfix XCLIENT_README: back to the greeting stage, but TLS stays,
-      and so do the last XCLIENT's attributes (HELO=; LOGIN=, or else the
-      login there was).
+      and so do the last XCLIENT's attributes (HELO=, LOGIN=). A login
+      there was before is not kept without LOGIN=: it was the proxy's.
     """
 
     id: str

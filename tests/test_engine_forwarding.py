@@ -1,4 +1,5 @@
 """Behind proxies: PROXY v1/v2 (also through a real HAProxy), XCLIENT, XFORWARD."""
+import base64
 import smtplib
 import socket
 import ssl
@@ -21,7 +22,7 @@ def session_spy(store):
         store.append(dict(command=ctx.command_name, remote=(s.remote_address, s.remote_port),
                           local=(s.local_address, s.local_port), proxy=s.proxy,
                           host=s.client_hostname, xclient=dict(s.xclient),
-                          xforward=dict(s.xforward), user=s.user, helo=s.helo))
+                          xforward=dict(s.xforward), user=s.user, helo=s.helo, auth=s.auth))
     return spy
 
 
@@ -327,3 +328,30 @@ def test_per_ip_limit_counts_the_client_behind_the_proxy(serve):
     finally:
         for c in (one, two, again):
             c.close()
+
+
+def test_xclient_without_login_forgets_the_proxys_login(serve, client):
+    """The login before XCLIENT was the proxy's own: without LOGIN= (or
+    with [UNAVAILABLE]) the new client is not logged in, and may AUTH."""
+    seen = []
+    server = serve(use_xclient=['127.0.0.1'], middleware=[session_spy(seen)],
+                   allow_insecure_auth=True,
+                   on_auth=lambda session: {'login': session.auth.username})
+    c = client(server)
+    c.expect(250, 'EHLO proxy')
+    c.expect(235, 'AUTH PLAIN ' + base64.b64encode(b'\0proxy\0pw').decode())
+    c.expect(250, 'NOOP')
+    assert seen[-1]['user'] == {'login': 'proxy'}
+    c.expect(220, 'XCLIENT ADDR=192.0.2.20')
+    c.expect(250, 'EHLO client.example')
+    c.expect(250, 'NOOP')
+    assert seen[-1]['user'] is None and seen[-1]['auth'] is None
+    c.expect(235, 'AUTH PLAIN ' + base64.b64encode(b'\0ann\0pw').decode())
+    c.expect(220, 'XCLIENT LOGIN=bob')
+    c.expect(250, 'EHLO client.example')
+    c.expect(250, 'NOOP')
+    assert seen[-1]['user'] == {'login': 'bob'}
+    c.expect(220, 'XCLIENT LOGIN=[UNAVAILABLE]')
+    c.expect(250, 'EHLO client.example')
+    c.expect(250, 'NOOP')
+    assert seen[-1]['user'] is None and seen[-1]['auth'] is None

@@ -265,10 +265,11 @@ SCENARIOS = [
       'user': {'name': 'bob'}}),
     ('XCLIENT ADDR= alone', False, False, None, [('XCLIENT ADDR=192.0.2.51', 220)], 'XCLIENT',
      {'remote_address': '192.0.2.51', 'client_hostname': '[192.0.2.51]', 'helo': None,
-      'xclient': {'PROTO': 'ESMTP', 'ADDR': '192.0.2.51'}}),
+      'xclient': {'PROTO': 'ESMTP', 'ADDR': '192.0.2.51'}, 'auth': None, 'user': None}),
     ('XCLIENT LOGIN=[UNAVAILABLE]', False, False, None,
      [('XCLIENT LOGIN=[UNAVAILABLE]', 220)], 'XCLIENT',
-     {'user': None, 'helo': None, 'xclient': {'PROTO': 'ESMTP', 'LOGIN': None}}),
+     {'auth': None, 'user': None, 'helo': None,
+      'xclient': {'PROTO': 'ESMTP', 'LOGIN': None}}),
 ]
 
 

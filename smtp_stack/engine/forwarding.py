@@ -26,12 +26,11 @@ def _check_trusted(engine: Engine, trusted: TrustList) -> None:
 @command('XCLIENT', 'XCLIENT attribute=value ...')
 def xclient(engine: Engine, ctx: Context) -> None:
     """Take over the original client's identity, then the session starts
-    over (Session.start_over), keeping the login and this HELO=."""
+    over (Session.start_over) with this HELO= and this LOGIN=."""
     _check_trusted(engine, engine.options.use_xclient)
     attrs = parse_xclient(ctx.command_args)
     session = engine.session
-    if 'LOGIN' in attrs:
-        _log_in(engine, attrs['LOGIN'])
+    _log_in(engine, attrs.get('LOGIN'))
     if 'ADDR' in attrs:
         session.remote_address = attrs['ADDR']
         session.client_hostname = f'[{attrs["ADDR"]}]' if attrs['ADDR'] else '[unknown]'
@@ -53,10 +52,11 @@ def xclient(engine: Engine, ctx: Context) -> None:
 
 def _log_in(engine: Engine, login: str | None) -> None:
     """LOGIN=: the proxy's word replaces the login; on_auth says who that
-    is (no user while it decides). [UNAVAILABLE]: no user, and
-    `session.auth` stays what it was."""
+    is (no user while it decides). Without LOGIN=, or [UNAVAILABLE], no
+    login: the one there was is the proxy's own, not the new client's
+    (Postfix resets SASL so: smtpd.c, xclient_cmd)."""
     session = engine.session
-    session.user = None
+    session.auth = session.user = None
     if login:
         session.auth = sasl.AuthInfo('XCLIENT', login)
         session.user = engine.hook('on_auth', session) or None
