@@ -355,3 +355,14 @@ def test_xclient_without_login_forgets_the_proxys_login(serve, client):
     c.expect(250, 'EHLO client.example')
     c.expect(250, 'NOOP')
     assert seen[-1]['user'] is None and seen[-1]['auth'] is None
+
+
+def test_on_auth_for_xclient_login_sees_the_new_clients_address(serve, client):
+    seen = []
+    server = serve(use_xclient=['127.0.0.1'],
+                   on_auth=lambda session: seen.append(
+                       (session.remote_address, session.client_hostname)) or 'ok')
+    c = client(server)
+    c.expect(250, 'EHLO proxy')
+    c.expect(220, 'XCLIENT NAME=client.example ADDR=192.0.2.20 LOGIN=bob')
+    assert seen == [('192.0.2.20', 'client.example')]

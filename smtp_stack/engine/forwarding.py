@@ -30,7 +30,6 @@ def xclient(engine: Engine, ctx: Context) -> None:
     _check_trusted(engine, engine.options.use_xclient)
     attrs = parse_xclient(ctx.command_args)
     session = engine.session
-    _log_in(engine, attrs.get('LOGIN'))
     if 'ADDR' in attrs:
         session.remote_address = attrs['ADDR']
         session.client_hostname = f'[{attrs["ADDR"]}]' if attrs['ADDR'] else '[unknown]'
@@ -44,6 +43,7 @@ def xclient(engine: Engine, ctx: Context) -> None:
     if 'DESTPORT' in attrs:
         session.local_port = int(attrs['DESTPORT']) if attrs['DESTPORT'] else 0
     session.xclient.update(attrs)
+    _log_in(engine, attrs.get('LOGIN'))     # on_auth sees the new client's address
     session.start_over(keep_login=True, helo=attrs.get('HELO'))
     engine.log(20, 'XCLIENT: client is now %s [%s]:%s', session.client_hostname,
                session.remote_address, session.remote_port)
