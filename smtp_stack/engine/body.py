@@ -22,8 +22,14 @@ from .commands import COMMANDS, GREETED, IN_MAIL, NO_ARGS, WITH_RCPT, command, g
 from .exceptions import HookFailed
 
 if TYPE_CHECKING:
+    from ..addresses import Address
     from ..middleware import Context
     from .engine import Engine
+
+# ctx attribute (LMTP): the recipients the client was told 250, as DATA or
+# the first BDAT began; the chain may change envelope.rcpt_to (a milter's
+# ADDRCPT, DELRCPT) and the replies after the body still follow these.
+TOLD = 'lmtp_told'
 
 
 class _BdatState(TypedDict):
@@ -44,6 +50,8 @@ def data(engine: Engine, ctx: Context) -> None:
         raise SmtpError(R.BINARYMIME_NEEDS_BDAT)
     stream = _data_stream(engine)
     envelope.data_stream = ctx.data_stream = stream
+    if engine.options.lmtp:
+        vars(ctx)[TOLD] = list(envelope.rcpt_to)
     # on_data runs before 354; if it reads the stream, 354 goes out first.
     if engine.options.on_data is not None:
         engine.hook('on_data', session)
@@ -64,6 +72,8 @@ def bdat(engine: Engine, ctx: Context) -> None:
         gate(COMMANDS['BDAT'], engine, ctx, GREETED | IN_MAIL | WITH_RCPT)
         stream = _bdat_stream(engine, size, last)
         envelope.data_stream = ctx.data_stream = stream
+        if engine.options.lmtp:
+            vars(ctx)[TOLD] = list(envelope.rcpt_to)
         engine.hook('on_data', engine.session)
     except (SmtpError, HookFailed):
         if ctx.data_stream is None:
@@ -204,8 +214,13 @@ def finish_data(engine: Engine, ctx: Context, stream: DataStream) -> None:
         reply = stream.refused.reply
         ctx.refusal = (reply, LIMIT if stream.size_exceeded else ENGINE)
     if engine.options.lmtp:
-        replies = lmtp_replies(engine, reply, len(recipients))
-        for one, recipient in zip(replies, recipients, strict=True):
+        told: list[Address] = vars(ctx).get(TOLD, recipients)
+        if isinstance(reply, list) and (len(told) != len(recipients) or any(
+                a is not b for a, b in zip(told, recipients, strict=True))):
+            replies = as_told(told, recipients, lmtp_replies(engine, reply, len(recipients)))
+        else:
+            replies = lmtp_replies(engine, reply, len(told))
+        for one, recipient in zip(replies, told, strict=True):
             engine.final(one, ctx, recipient)
         accepted = any(one.code < 300 for one in replies)
         if not accepted:        # counted once for the summary, not per recipient
@@ -230,3 +245,28 @@ def lmtp_replies(engine: Engine, reply: Reply | list[Reply], count: int) -> list
     if len(reply) != count:
         engine.log(30, 'LMTP: %d replies set for %d recipients', len(reply), count)
     return replies + [R.NO_REPLY_SET] * (count - len(replies))
+
+
+def as_told(told: list[Address], recipients: list[Address], replies: list[Reply]) -> list[Reply]:
+    """RFC 2033 4.2 when the chain changed the recipients after they were
+    told 250 (a milter's DELRCPT, ADDRCPT): one reply per recipient the
+    client sent, in its order, while `replies` follow `recipients`, the
+    envelope delivered. A recipient still there gets its own reply; one
+    taken out gets 250, as an SMTP client is told 250 for a message whose
+    recipient a milter deleted (the first 2xx of the others, or QUEUED).
+    A recipient put in has no RCPT to answer: when its delivery failed,
+    each 2xx goes to that failure instead (the first temporary one, else
+    the first permanent), so the client tries again rather than the
+    message being lost unsaid; a recipient served may then get it twice,
+    as from a relay whose LMTP upstream took some recipients only."""
+    own = {id(recipient): reply for recipient, reply in zip(recipients, replies, strict=True)}
+    sent = {id(recipient) for recipient in told}
+    failed = [reply for recipient, reply in zip(recipients, replies, strict=True)
+              if id(recipient) not in sent and reply.code >= 400]
+    carried = min(failed, key=lambda reply: reply.code >= 500) if failed else None
+    success = next((reply for reply in replies if reply.code < 300), R.QUEUED)
+    told_replies = []
+    for recipient in told:
+        reply = own.get(id(recipient), success)
+        told_replies.append(carried if carried is not None and reply.code < 300 else reply)
+    return told_replies
