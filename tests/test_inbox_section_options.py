@@ -59,6 +59,7 @@ def check(section, tmp_path):
     ('pop3_auth_file', 'missing', 'file not found'),
     ('pop3_tls_cert', 'missing.pem', 'missing.pem: file not found'),
     ('pop3_tls_implicit', 'on', 'must be true or false'),
+    ('allow_internal_http_requests', 'yes', 'must be true or false'),
     ('relay_allowed_recipients', '([a-z', 'not a regular expression'),
     ('ui_auth_file', 'bad-users', 'expected name:hash'),
 ])

@@ -117,7 +117,8 @@ class InboxApp:
 
     def __init__(self, store: Store, *, relay: Relay | None = None,
                  users: dict[str, str] | None = None, broker: Broker | None = None,
-                 stats: dict[str, int] | None = None, chaos: Chaos | None = None):
+                 stats: dict[str, int] | None = None, chaos: Chaos | None = None,
+                 allow_internal_http_requests: bool = False):
         self.store = store
         self.relay = relay
         self.users = users          # {name: password hash} for basic auth, or None
@@ -126,8 +127,9 @@ class InboxApp:
                                                       'rejected': 0}
         self.started = time.monotonic()
         self.chaos = chaos or Chaos()       # its ChaosMiddleware fails the SMTP side
-        # link-check: private addresses are asked only with allow_internal = True
-        self.link_checker = LinkChecker()
+        # link-check: links to non-public addresses are asked only when allowed
+        # (Mailpit's --allow-internal-http-requests; link_checker.allow_internal)
+        self.link_checker = LinkChecker(allow_internal=allow_internal_http_requests)
         # sa-check: spamd.SpamdClient with --enable-spamassassin, else a 501
         self.spam_checker: SpamdClient | None = None
         self.routes = ROUTES

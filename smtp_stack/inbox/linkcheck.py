@@ -10,11 +10,15 @@ of 400 or more, or 0 when no answer came (Status then says why).
 - Each is asked with HEAD (nothing is downloaded), 10 s at most, redirects
   not followed unless `follow=1` (then three at most), as Mailpit asks.
 - Addresses that are not public (loopback, private, link-local, reserved:
-  RFC 6890) are not asked unless `allow_internal`: a mail must not make
-  the inbox probe the network it runs in. Such a link is `451 Blocked
-  private/reserved address`, as in Mailpit. The name is resolved once and
-  the connection made to the address that was checked, so a DNS answer
-  that changes in between cannot slip past.
+  RFC 6890) are not asked unless `allow_internal` (Mailpit's
+  `--allow-internal-http-requests`): a mail must not make the inbox probe
+  the network it runs in. As in Mailpit, a name is refused when any of
+  the addresses it resolves to is not public, and such a link is `451
+  Blocked private/reserved address`. An IPv6 address that carries an IPv4
+  one (mapped or compatible, RFC 4291 2.5.5; 6to4, RFC 3056; NAT64,
+  RFC 6052) is judged by that one too, as it reaches it. The name is
+  resolved once and the connection made to the addresses that were
+  checked, so a DNS answer that changes in between cannot slip past.
 
 Everything runs on gevent sockets in the request's greenlet, at most
 `CONCURRENCY` links at a time, so the hub is never blocked.
@@ -123,10 +127,10 @@ class LinkChecker:
         secure = parts.scheme.lower() == 'https'
         port = parts.port or (443 if secure else 80)
         infos = gevent.socket.getaddrinfo(parts.hostname, port, type=gevent.socket.SOCK_STREAM)
-        address = infos[0][4]
-        if not self.allow_internal and any(_internal(info[4][0]) for info in infos):
+        addresses = [info[4] for info in infos]
+        if not self.allow_internal and any(is_internal(address[0]) for address in addresses):
             return -1, ''
-        connection = _Connection(parts.hostname, port, address, secure, self.timeout)
+        connection = _Connection(parts.hostname, port, addresses, secure, self.timeout)
         try:
             target = (parts.path or '/') + (f'?{parts.query}' if parts.query else '')
             connection.request('HEAD', target, headers={'User-Agent': 'smtp-stack-inbox'})
@@ -137,24 +141,62 @@ class LinkChecker:
 
 
 class _Connection(http.client.HTTPConnection):
-    """http.client on a gevent socket, to the address already checked."""
+    """http.client on a gevent socket, to the addresses already checked
+    (each in the resolver's order until one answers)."""
 
-    def __init__(self, host: str, port: int, address: Any, secure: bool, timeout: float):
+    def __init__(self, host: str, port: int, addresses: list[Any], secure: bool,
+                 timeout: float):
         super().__init__(host, port, timeout=timeout)
-        self._address = address
+        self._addresses = addresses
         self._secure = secure
 
     def connect(self) -> None:
-        sock = gevent.socket.create_connection(self._address[:2], self.timeout)
+        failure: OSError | None = None
+        for address in self._addresses:
+            try:
+                sock = gevent.socket.create_connection(address[:2], self.timeout)
+                break
+            except OSError as exc:
+                failure = exc
+        else:
+            raise failure or OSError('no address')
         if self._secure:
             context = gevent.ssl.create_default_context()
             sock = context.wrap_socket(sock, server_hostname=self.host)
         self.sock = sock
 
 
-def _internal(address: str) -> bool:
+NAT64 = ipaddress.ip_network('64:ff9b::/96')               # RFC 6052 2.1
+NAT64_LOCAL = ipaddress.ip_network('64:ff9b:1::/48')        # RFC 8215: local use
+IPV4_COMPATIBLE = ipaddress.ip_network('::/96')             # RFC 4291 2.5.5.1
+
+
+def is_internal(address: str) -> bool:
+    """Whether a link to this address (text, a zone allowed) would reach a
+    network that is not the public Internet: not global (RFC 6890's
+    registries, as Python's `ipaddress` keeps them) or multicast, or an
+    IPv6 address whose IPv4 inside is one of those."""
     ip = ipaddress.ip_address(address.split('%')[0])
-    return not ip.is_global or ip.is_multicast
+    if not ip.is_global or ip.is_multicast:
+        return True
+    inner = _carried_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+    return inner is not None and (not inner.is_global or inner.is_multicast)
+
+
+def _carried_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one reaches through: mapped (`::ffff:a.b.c.d`),
+    compatible (`::a.b.c.d`), 6to4 (`2002:AABB:CCDD::`), NAT64's well-known
+    prefix (`64:ff9b::a.b.c.d`); the local-use NAT64 prefix is a private
+    network whatever it carries (0.0.0.0 here: never global)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in NAT64 or ip in IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in NAT64_LOCAL:
+        return ipaddress.IPv4Address(0)
+    return None
 
 
 def _phrase(code: int) -> str:

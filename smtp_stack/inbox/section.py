@@ -7,6 +7,7 @@
       ui_auth_file: web-users   # optional: "name:hash" lines (smtp-stack hash-password)
       relay: 127.0.0.1:25       # optional: where "release" sends a message
       mailboxes: by-user        # ... and every other option of `smtp-stack inbox`
+      allow_internal_http_requests: true    # link checks may ask private addresses
 
 With it, the inbox is the delivery: every message the configured servers
 accept (with their listeners, TLS, users, policies) is stored in the inbox,
@@ -169,7 +170,8 @@ class InboxDelivery:
                  pop3_auth_file: Annotated[str | None, USERS_FILE] = None,
                  pop3_tls_cert: Annotated[str | None, EXISTING_FILE] = None,
                  pop3_tls_key: Annotated[str | None, EXISTING_FILE] = None,
-                 pop3_tls_implicit: Annotated[bool, BOOL] = False):
+                 pop3_tls_implicit: Annotated[bool, BOOL] = False,
+                 allow_internal_http_requests: Annotated[bool, BOOL] = False):
         _between_keys(relay, relay_allowed_recipients, mailboxes, mailbox_pattern, pop3,
                       pop3_auth_file, pop3_tls_cert, pop3_tls_key, pop3_tls_implicit)
         pop3_users = load_users(pop3_auth_file) if pop3_auth_file else None
@@ -190,6 +192,7 @@ class InboxDelivery:
             spamassassin=enable_spamassassin)
         self.store = self.parts.store
         self.app = self.parts.app
+        self.app.link_checker.allow_internal = allow_internal_http_requests
         self._deliver = self.parts.capture.delivery()
         self.chaos = ChaosMiddleware(self.app.chaos)    # PUT /api/v1/chaos fails commands
         self.web_address = http
