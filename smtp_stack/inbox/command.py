@@ -77,6 +77,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument('--enable-spamassassin', metavar='HOST:PORT',
                         help='spam check (sa-check) through SpamAssassin\'s spamd at HOST:PORT '
                              'or unix:PATH, as Mailpit')
+    parser.add_argument('--allow-internal-http-requests', action='store_true',
+                        help='let the link check ask loopback, private and link-local '
+                             'addresses (refused by default), as Mailpit')
     parser.add_argument('--smtp-auth-accept-any', action='store_true',
                         help='offer AUTH (PLAIN, LOGIN, CRAM-MD5) and accept any user and '
                              'password, without TLS; default: no AUTH')
@@ -187,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:        # noqa: BLE001 - a bad --db path, a corrupt file
         note(f'cannot open {args.db}: {exc}')
         return 1
+    inbox.app.link_checker.allow_internal = args.allow_internal_http_requests
     state = {'stopping': False}
 
     def stop(signame: str) -> None:
