@@ -3,18 +3,16 @@
 Python's `poplib.POP3_SSL` and by fetchmail (`ssl`), over 127.0.0.1."""
 from __future__ import annotations
 
-import os
 import poplib
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 
 import pytest
 
-import peers
 from clirunner import Process, smtp_stack
+from fetchmail_run import fetch_all
 from inbox_helpers import WAIT, Http, InboxThread, make_mail, send
 from smtp_stack.tls import create_context, generate_self_signed
 from smtp_stack.users import hash_password
@@ -82,28 +80,11 @@ def test_a_client_speaking_plaintext_gets_no_greeting(inbox):
 
 
 def test_fetchmail_fetches_over_implicit_tls(inbox, tmp_path, localhost_pair):
-    fetchmail = peers.program('fetchmail', 'fetchmail')
     for n in range(2):
         send(inbox.smtp, make_mail(subject=f'for fetchmail over ssl {n}'))
-    ca = tmp_path / 'ca.pem'
-    ca.write_bytes(localhost_pair[1])
-    out = tmp_path / 'fetched.mbox'
-    rc = tmp_path / 'fetchmailrc'
-    rc.write_text(
-        f'poll localhost protocol pop3 port {port(inbox)}\n'
-        f'  user "{USER}" password "{PASSWORD}"\n'
-        f'  ssl sslproto "tls1.2+" sslcertck sslcertfile "{ca}"\n'
-        f'  mda "cat >> {out}"\n')
-    rc.chmod(0o600)
-    env = {**os.environ, 'HOME': str(tmp_path), 'FETCHMAILHOME': str(tmp_path)}
-    result = subprocess.run(
-        [fetchmail, '-f', str(rc), '--nodetach', '--nosyslog', '-v',
-         '-i', str(tmp_path / 'fetchids')],
-        capture_output=True, text=True, timeout=60, env=env)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log
+    log, fetched = fetch_all(tmp_path, port(inbox), USER, PASSWORD, localhost_pair[1],
+                             implicit_tls=True)
     assert 'POP3> STLS' not in log and 'POP3> QUIT' in log
-    fetched = out.read_text()
     assert 'Subject: for fetchmail over ssl 0' in fetched
     assert 'Subject: for fetchmail over ssl 1' in fetched
     assert Http(inbox.url).json('GET', '/api/v1/messages')['total'] == 0
