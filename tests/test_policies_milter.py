@@ -123,6 +123,9 @@ class Test(Milter.Base):
             self.chgheader('X-Added', 1, 'changed by ' + NAME)
         if 'deladded' in subject:
             self.chgheader('X-Added', 1, '')
+        if 'chglast' in subject:
+            self.chgheader('X-Last', 1, 'changed by ' + NAME)
+            self.chgheader('X-Gone', 1, '')
         self.addheader('X-Seen-' + NAME, json.dumps(self.seen, sort_keys=True))
         return Milter.CONTINUE
 
@@ -502,6 +505,18 @@ def test_a_field_another_policy_added_is_changed_and_deleted(serve, test_milter)
     assert changed.get_all('X-Added') == ['changed by one']
     assert changed.raw.startswith(b'X-Added: changed by one\r\nFrom: ')
     assert deleted['X-Added'] is None and deleted.raw.startswith(b'From: ')
+
+
+def test_changes_past_a_mebibyte_of_header_section(serve, test_milter):
+    """The fields at the end of a 1.1 MB header section are changed and
+    deleted as those at its top (Postfix's cleanup has no such limit)."""
+    sink = serve(policies.milter(test_milter.address, name='one'))
+    padding = ''.join(f'X-Pad-{i:04d}: {"p" * 490}\r\n\t{"q" * 490}\r\n' for i in range(1100))
+    send(sink, message(subject='chglast', extra=padding + 'X-Gone: x\r\nX-Last: original\r\n'))
+    [stored] = sink.wait_for(1, timeout=WAIT)
+    assert stored.raw.index(b'X-Last') > 1 << 20
+    assert stored.get_all('X-Last') == ['changed by one'] and stored['X-Gone'] is None
+    assert len(stored.get_all('X-Pad-1099')) == 1
 
 
 def test_discard_drops_the_message(serve, test_milter):

@@ -8,9 +8,11 @@ there; then the client's fields, without those recorded with
 `remove_header`, with the fields earlier milters placed among them
 (delivery/header_edits.py). It streams the client's fields from the
 spool (a line that is no field, or one too long, begins the body, as
-Postfix's cleanup decides), and keeps what the milter's requests need:
-each field's name and where it came from, not its value, up to
-FIELDS_BUDGET bytes of fields.
+Postfix's cleanup decides) and holds none of them: a request finds its
+field by walking the section again, over the names kept from the first
+reading (up to NAMES_BUDGET) or over the spool read again, as Postfix's
+cleanup reads its queue file again; so every field can be changed,
+however long the section.
 
 `apply` turns the requests read at the end of the message into changes
 the deliveries honour, as Postfix's cleanup makes them ([cleanup]
@@ -31,9 +33,10 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeAlias
 
 from ..addresses import Address, parse_params
 from ..delivery.header_edits import (FieldReader, HeaderEdits, edits_for, edits_of, field_line)
@@ -47,12 +50,17 @@ if TYPE_CHECKING:
 __all__ = ['HeaderSection', 'SentFields', 'apply', 'unfold']
 
 CHUNK = P.CHUNK_SIZE
-FIELDS_BUDGET = 1 << 20     # bytes of fields kept for the requests' indexes
+# The names of the client's fields are kept for the requests' walks while
+# they cost no more than this (each name's length and NAME_COST for its
+# object): a few thousand fields; a longer section is read again instead.
+NAMES_BUDGET = 256 << 10
+NAME_COST = 64
 _FOLD = re.compile(r'\r?\n(?=[ \t])')
-# What a shown field is: one added with add_header, a line a milter placed,
-# one of the client's; and where this server's Received goes (not shown),
-# and the client's fields past the budget (not kept).
-ADDED, PLACED, CLIENT, RECEIVED, UNKEPT = 'added', 'placed', 'client', 'received', 'unkept'
+# Above this server's Received: a field recorded with add_header, a line a
+# milter placed. Below it: a client's field, a line placed before one of
+# them, a line placed after the last.
+ADDED, PLACED = 'added', 'placed'
+CLIENT, INSERTED, APPENDED = 'client', 'inserted', 'appended'
 
 
 class HeaderSection:
@@ -96,82 +104,143 @@ def unfold(value: str) -> str:
 
 @dataclass
 class _Shown:
-    """One entry of the header section as a milter sees it."""
+    """A field above this server's Received, as a milter sees it: one
+    recorded with add_header (ADDED) or a line a milter placed (PLACED)."""
     kind: str
-    name: str = ''          # lower-cased
-    number: int = 0         # ADDED: 1 is the oldest; CLIENT, UNKEPT: 1 is the client's first
-    line: bytes = b''       # PLACED: the header line
+    name: str               # lower-cased
+    line: bytes             # the header line, with its CRLFs
+    number: int = 0         # ADDED: 1 is the oldest
+
+
+class _Item(NamedTuple):
+    """A field below this server's Received, and where its record is: the
+    client's field `number` (CLIENT), the line `place` of the lines placed
+    before it (INSERTED), or the line `place` after the last (APPENDED).
+    `raw`: the header line (b'' for a client's field read from `names`)."""
+    where: str
+    number: int
+    place: int
+    name: str               # lower-cased
+    raw: bytes
+
+
+# One of the client's fields as a walk reads it: (its number, its name
+# lower-cased, its header line or b'', whether remove_header hides it).
+_Client: TypeAlias = 'tuple[int, str, bytes, bool]'
 
 
 @dataclass
 class SentFields:
     """The header section a milter is shown, for its requests: `fields()`
-    gives (name, value) top first and keeps each one's origin; `body()`
-    the rest of the message; `edits()` what the requests made of it."""
+    gives (name, value) top first; `body()` the rest of the message;
+    `edits()` what the requests made of it.
+
+    The client's header section is not held: what the requests change is
+    kept as the deliveries' record, by the client's field numbers
+    (HeaderEdits), and a request that looks for a field below this
+    server's Received walks the section again (`_items`): from the names
+    kept while the first reading (`fields()`) stayed within NAMES_BUDGET,
+    else from the spool, as Postfix's cleanup reads its queue file again
+    for each request ([cleanup] cleanup_milter.c, cleanup_find_header_
+    start). So a change applies however long the section is, and memory
+    is bounded by the budget and the requests."""
     envelope: Envelope
-    budget: int = FIELDS_BUDGET
-    shown: list[_Shown] = field(default_factory=list)
-    before: HeaderEdits = field(default_factory=HeaderEdits)
+    top: list[_Shown] = field(default_factory=list)
+    inserted: dict[int, list[bytes]] = field(default_factory=dict)
+    appended: list[bytes] = field(default_factory=list)
     deleted: set[int] = field(default_factory=set)
     dropped: set[int] = field(default_factory=set)
     changed: bool = False
-    overflow: bool = False
-    _in_client: bool = False
+    names_budget: int = NAMES_BUDGET
+    names: list[str] | None = None      # the client's fields' names, while within budget
+    hidden: set[int] = field(default_factory=set)     # the client's fields remove_header hides
     _reader: io.BufferedReader | None = None
     _fields: FieldReader | None = None
 
     def __post_init__(self) -> None:
-        self.before = edits_of(self.envelope) or HeaderEdits()
-        self.deleted = set(self.before.deleted)
-        self.dropped = set(self.before.dropped)
+        before = edits_of(self.envelope) or HeaderEdits()
+        added = self.envelope.added_headers
+        for below in range(len(added), -1, -1):
+            for count, line in before.top:
+                if min(count, len(added)) == below:
+                    self.top.append(_Shown(PLACED, _name(line), line))
+            if below and below not in before.dropped:
+                name, value = added[below - 1]
+                line = fold(name, value).encode('utf-8', 'surrogateescape')
+                self.top.append(_Shown(ADDED, name.lower(), line, below))
+        self.inserted = {number: list(lines) for number, lines in before.inserted.items()}
+        self.appended = list(before.appended)
+        self.deleted = set(before.deleted)
+        self.dropped = set(before.dropped)
 
     def fields(self) -> Iterator[tuple[str, str]]:
         """(name, value) of each field, the value after the colon with its
         line breaks as LF; close() when done."""
-        added, before = self.envelope.added_headers, self.before
-        for below in range(len(added), -1, -1):
-            for count, line in before.top:
-                if min(count, len(added)) == below:
-                    yield self._keep(_Shown(PLACED, line=line), line)
-            if below and below not in before.dropped:
-                name, value = added[below - 1]
-                yield self._keep(_Shown(ADDED, number=below),
-                                 fold(name, value).encode('utf-8', 'surrogateescape'))
-        self.shown.append(_Shown(RECEIVED))
-        self._in_client = True
-        removed = self.envelope.removed_headers
-        spool = self.envelope.spool()
-        self._reader = io.BufferedReader(_Pieces(_opened(spool)), CHUNK)
-        fields = self._fields = FieldReader(self._reader)
-        count = 0
-        for count, raw in enumerate(fields, 1):
-            for line in before.inserted.get(count, ()):
-                yield self._keep(_Shown(PLACED, line=line), line)
-            if count in before.deleted or (removed and not remove_fields(raw, removed)):
-                continue
-            yield self._keep(_Shown(CLIENT, number=count), raw)
-        for number in sorted(n for n in before.inserted if n > count):
-            for line in before.inserted[number]:
-                yield self._keep(_Shown(PLACED, line=line), line)
-        for line in before.appended:
-            yield self._keep(_Shown(PLACED, line=line), line)
+        for entry in self.top:
+            yield _split(entry.line)
+        self._reader = io.BufferedReader(_Pieces(_opened(self.envelope.spool())), CHUNK)
+        self._fields = FieldReader(self._reader)
+        for item in self._walk(self._read(self._fields, keep=True)):
+            yield _split(item.raw)
 
-    def _keep(self, entry: _Shown, raw: bytes) -> tuple[str, str]:
-        """(name, value) of a field shown; its entry kept while the budget
-        lasts. Past it, from a client's field on, nothing more is kept:
-        one UNKEPT entry stands for the rest, whose edits stay as they were."""
-        name, value = _split(raw)
-        entry.name = name.lower()
-        if self.overflow:
-            return name, value
-        if self._in_client:
-            self.budget -= len(raw)
-            if self.budget < 0 and entry.kind == CLIENT:
-                self.overflow = True
-                self.shown.append(_Shown(UNKEPT, number=entry.number))
-                return name, value
-        self.shown.append(entry)
-        return name, value
+    def _read(self, fields: FieldReader, keep: bool = False) -> Iterator[_Client]:
+        """The client's fields in `fields`. With `keep` (the first reading),
+        their names and those remove_header hides are kept, for the walks
+        of the requests: `names`, set once read to the end within budget."""
+        removed = self.envelope.removed_headers
+        names: list[str] | None = [] if keep else None
+        budget = self.names_budget
+        for count, raw in enumerate(fields, 1):
+            name = _name(raw)
+            hidden = bool(removed) and not remove_fields(raw, removed)
+            if names is not None:
+                budget -= len(name) + NAME_COST
+                names = names if budget >= 0 else None
+                if names is not None:
+                    names.append(name)
+                    if hidden:
+                        self.hidden.add(count)
+            yield count, name, raw, hidden
+        if keep:
+            self.names = names
+
+    def _walk(self, client: Iterable[_Client]) -> Generator[_Item, None, None]:
+        """The fields below this server's Received, as the deliveries will
+        write them so far: the client's, less the deleted ones and those
+        remove_header hides, with the lines placed among them."""
+        count = 0
+        for count, name, raw, hidden in client:
+            for place, line in enumerate(self.inserted.get(count, ())):
+                yield _Item(INSERTED, count, place, _name(line), line)
+            if hidden or count in self.deleted:
+                continue
+            yield _Item(CLIENT, count, 0, name, raw)
+        for number in sorted(n for n in self.inserted if n > count):
+            for place, line in enumerate(self.inserted[number]):
+                yield _Item(INSERTED, number, place, _name(line), line)
+        for place, line in enumerate(self.appended):
+            yield _Item(APPENDED, 0, place, _name(line), line)
+
+    @contextmanager
+    def _items(self) -> Iterator[Iterator[_Item]]:
+        """The fields below this server's Received, walked again: from the
+        names kept, or read from the spool; left unread when the caller
+        found what it looked for."""
+        if self.names is not None:
+            hidden = self.hidden
+            walk = self._walk((count, name, b'', count in hidden)
+                              for count, name in enumerate(self.names, 1))
+            try:
+                yield walk
+            finally:
+                walk.close()
+            return
+        with io.BufferedReader(_Pieces(_opened(self.envelope.spool())), CHUNK) as reader:
+            walk = self._walk(self._read(FieldReader(reader)))
+            try:
+                yield walk
+            finally:
+                walk.close()
 
     def body(self) -> Iterator[bytes]:
         """The rest of the message after the header section and its empty
@@ -195,71 +264,98 @@ class SentFields:
 
     # -- the requests ---------------------------------------------------------------------
 
-    def nth(self, name: str, index: int) -> int | None:
-        """The position in `shown` of the index'th field called `name` (1: the first)."""
+    def nth(self, name: str, index: int) -> int | _Item | None:
+        """The index'th field called `name` (1: the first): its position in
+        `top`, or the item below this server's Received; None: no such field."""
+        key = name.lower()
         seen = 0
-        for position, entry in enumerate(self.shown):
-            if entry.name == name.lower() and entry.kind in (ADDED, PLACED, CLIENT):
+        for position, entry in enumerate(self.top):
+            if entry.name == key:
                 seen += 1
                 if seen == index:
                     return position
+        if self.names is not None and key not in self.names and not any(
+                _name(line) == key for lines in (*self.inserted.values(), self.appended)
+                for line in lines):
+            return None             # no such field below (rspamd deletes its names' absent ones)
+        with self._items() as items:
+            for item in items:
+                if item.name == key:
+                    seen += 1
+                    if seen == index:
+                        return item
         return None
 
     def insert(self, index: int, line: bytes) -> None:
         """At `index` of the message as delivered, this server's Received
         counted ([milter8] SMFIR_INSHEADER: Postfix's index + 1, its own
-        Received first); past the fields kept: before them."""
-        limit = next((i for i, e in enumerate(self.shown) if e.kind == UNKEPT), len(self.shown))
-        self.shown.insert(min(max(index, 0), limit), _Shown(PLACED, line=line))
+        Received first): 0 on top; past the last field: appended."""
         self.changed = True
+        index = max(index, 0)
+        if index <= len(self.top):
+            self.top.insert(index, _Shown(PLACED, _name(line), line))
+            return
+        wanted = index - len(self.top) - 1      # this server's Received is at len(top)
+        with self._items() as items:
+            for position, item in enumerate(items):
+                if position == wanted:
+                    self._place_before(item, line)
+                    return
+        self.appended.append(line)
+
+    def _place_before(self, item: _Item, line: bytes) -> None:
+        if item.where == CLIENT:
+            self.inserted.setdefault(item.number, []).append(line)
+        elif item.where == INSERTED:
+            self.inserted[item.number].insert(item.place, line)
+        else:
+            self.appended.insert(item.place, line)
 
     def append(self, line: bytes) -> None:
-        self.shown.append(_Shown(PLACED, line=line))
+        self.appended.append(line)
         self.changed = True
 
-    def replace(self, position: int, line: bytes | None) -> None:
-        """The field at `position` changed to `line`, or deleted (None)."""
-        entry = self.shown[position]
-        if entry.kind == CLIENT:
-            self.deleted.add(entry.number)
-        elif entry.kind == ADDED:
-            self.dropped.add(entry.number)
-        if line is None:
-            del self.shown[position]
-        else:
-            self.shown[position] = _Shown(PLACED, entry.name, line=line)
+    def replace(self, position: int | _Item, line: bytes | None) -> None:
+        """The field at `position` (from nth) changed to `line`, or deleted (None)."""
         self.changed = True
+        if isinstance(position, int):
+            entry = self.top[position]
+            if entry.kind == ADDED:
+                self.dropped.add(entry.number)
+            if line is None:
+                del self.top[position]
+            else:
+                self.top[position] = _Shown(PLACED, entry.name, line)
+        elif position.where == CLIENT:
+            self.deleted.add(position.number)
+            if line is not None:        # in its place: after the lines placed before it
+                self.inserted.setdefault(position.number, []).append(line)
+        else:
+            lines = self.inserted[position.number] if position.where == INSERTED \
+                else self.appended
+            if line is None:
+                del lines[position.place]
+            else:
+                lines[position.place] = line
 
     def edits(self) -> HeaderEdits:
         """The shown section, changed, as the deliveries' record."""
-        edits = HeaderEdits(deleted=set(self.deleted), dropped=set(self.dropped))
-        split = next(i for i, e in enumerate(self.shown) if e.kind == RECEIVED)
+        edits = HeaderEdits(inserted={n: list(lines) for n, lines in self.inserted.items()
+                                      if lines},
+                            appended=list(self.appended), deleted=set(self.deleted),
+                            dropped=set(self.dropped))
         below = 0           # the number of the nearest added field below
-        for entry in reversed(self.shown[:split]):
+        for entry in reversed(self.top):
             if entry.kind == ADDED:
                 below = entry.number
             else:
                 edits.top.insert(0, (below, entry.line))
-        pending: list[bytes] = []
-        for entry in self.shown[split + 1:]:
-            if entry.kind == CLIENT:
-                if pending:
-                    edits.inserted[entry.number] = pending
-                    pending = []
-            elif entry.kind == UNKEPT:
-                edits.inserted[entry.number] = pending
-                edits.inserted.update((n, list(lines)) for n, lines in
-                                      self.before.inserted.items() if n > entry.number)
-                pending = list(self.before.appended)
-            else:
-                pending.append(entry.line)
-        edits.inserted = {n: lines for n, lines in edits.inserted.items() if lines}
-        edits.appended = pending
         return edits
 
 
-def _next_client(shown: list[_Shown]) -> int:
-    return max((e.number for e in shown if e.kind == CLIENT), default=0) + 1
+def _name(raw: bytes) -> str:
+    """A header line's field name, lower-cased."""
+    return raw.partition(b':')[0].rstrip(b' \t').decode('utf-8', 'surrogateescape').lower()
 
 
 def _opened(spool: object) -> Iterator[bytes]:
@@ -333,8 +429,6 @@ def _apply_one(letter: str, fields: list[P.Field], envelope: Envelope, sent: Sen
         if position is None:
             if value:       # [cleanup] cleanup_upd_header: no such field: it is appended
                 sent.append(field_line(check_name(name), value, space))
-            elif sent.overflow:
-                warn.append(f'{name} #{index}: past the fields kept; not deleted')
             return
         sent.replace(position, field_line(check_name(name), value, space) if value else None)
     elif letter == P.CHGFROM:
