@@ -123,6 +123,8 @@ class Test(Milter.Base):
             self.chgheader('X-Added', 1, 'changed by ' + NAME)
         if 'deladded' in subject:
             self.chgheader('X-Added', 1, '')
+        if 'insadded' in subject:
+            self.addheader('X-Ins', 'below X-Added', 1)     # SMFIR_INSHEADER at index 1
         if 'chglast' in subject:
             self.chgheader('X-Last', 1, 'changed by ' + NAME)
             self.chgheader('X-Gone', 1, '')
@@ -500,11 +502,14 @@ def test_a_field_another_policy_added_is_changed_and_deleted(serve, test_milter)
     sink = serve(policies.milter(test_milter.address, name='one'), add_field)
     send(sink, message(subject='chgadded'))
     send(sink, message(subject='deladded'))
-    changed, deleted = sink.wait_for(2, timeout=WAIT)
+    send(sink, message(subject='insadded'))
+    changed, deleted, inserted = sink.wait_for(3, timeout=WAIT)
     assert seen(changed)['headers'][0] == 'X-Added'
     assert changed.get_all('X-Added') == ['changed by one']
     assert changed.raw.startswith(b'X-Added: changed by one\r\nFrom: ')
     assert deleted['X-Added'] is None and deleted.raw.startswith(b'From: ')
+    # Index 1: below the added field (0), where this server's Received goes (none here).
+    assert inserted.raw.startswith(b'X-Added: by a policy\r\nX-Ins: below X-Added\r\nFrom: ')
 
 
 def test_changes_past_a_mebibyte_of_header_section(serve, test_milter):
