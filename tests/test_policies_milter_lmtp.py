@@ -94,3 +94,22 @@ def test_a_refusal_after_the_body_goes_to_every_recipient(lmtp, tmp_path):
     assert replies == [(554, b'5.7.0 Content refused by one')] * 2
     in_step(noop)
     assert stored(tmp_path, 'bob') == stored(tmp_path, 'carol') == []
+
+
+def test_bdat_gets_the_same_replies(lmtp, tmp_path):
+    """CHUNKING (RFC 3030): the recipients are noted at the first BDAT."""
+    data = message(subject='delrcpt')
+    half = len(data) // 2
+    with smtplib.LMTP('127.0.0.1', lmtp.address[1], timeout=WAIT) as client:
+        client.ehlo('client.example')
+        client.mail(f'alice@{DOMAIN}')
+        for rcpt in ('bob@mx.test', 'carol@mx.test'):
+            assert client.rcpt(rcpt)[0] == 250
+        client.send(b'BDAT %d\r\n' % half + data[:half])
+        assert client.getreply()[0] == 250
+        client.send(b'BDAT %d LAST\r\n' % (len(data) - half) + data[half:])
+        replies = [client.getreply(), client.getreply()]
+        noop = client.noop()
+    assert [code for code, _ in replies] == [250, 250]
+    in_step(noop)
+    assert stored(tmp_path, 'bob') == [] and len(stored(tmp_path, 'carol')) == 1
