@@ -233,6 +233,23 @@ def dkim_verifier(tmp_path_factory, keys_dir):
     running.stop()
 
 
+class RemovingVerifier(PrivateOpenDkim):
+    """OpenDKIM verifying, and removing every Authentication-Results field
+    that claims this server's authserv-id (RemoveARAll, RemoveARFrom)."""
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        with open(self.conf, 'a') as f:
+            f.write('RemoveARAll yes\nRemoveARFrom mx.test\n')
+
+
+@pytest.fixture(scope='module')
+def dkim_removing_verifier(tmp_path_factory, keys_dir):
+    running = RemovingVerifier(tmp_path_factory.mktemp('opendkim-r'), 'v', key_dir=keys_dir)
+    yield running
+    running.stop()
+
+
 @pytest.fixture(scope='module')
 def rspamd(tmp_path_factory):
     running = PrivateRspamd(tmp_path_factory.mktemp('rspamd'), milter=True)
@@ -364,6 +381,32 @@ def test_opendkim_verifies_and_says_so(serve, dkim_verifier):
     assert 'dkim=pass' in good['Authentication-Results']
     assert good['Authentication-Results'].startswith('mx.test')
     assert 'dkim=fail' in bad['Authentication-Results']
+
+
+def test_opendkim_removes_an_authentication_results_another_policy_added(
+        serve, dkim_removing_verifier):
+    """Its CHGHEADER deletions reach the field a policy inside it added, as
+    they reach one Postfix added before its milters, and the client's forged one."""
+    dkim = peers.python_module('dkim')
+    signed = message(subject='Signed elsewhere',
+                     extra='Authentication-Results: mx.test; dkim=pass (forged)\r\n')
+    signature = dkim.sign(signed, SELECTOR.encode(), DOMAIN.encode(),
+                          dkim_removing_verifier.private_key,
+                          include_headers=[b'From', b'Subject'])
+
+    def spf_result(ctx, next):
+        next()
+        if ctx.command_name == 'DATA' and ctx.reply is not None and ctx.reply.code == 250:
+            ctx.session.envelope.add_header('Authentication-Results',
+                                            f'mx.test; spf=pass smtp.mailfrom={DOMAIN}')
+
+    sink = serve(policies.milter(dkim_removing_verifier.address, name='opendkim'),
+                 spf_result)
+    send(sink, signature + signed)
+    [stored] = sink.wait_for(1, timeout=WAIT)
+    [result] = stored.get_all('Authentication-Results')
+    assert result.startswith('mx.test') and 'dkim=pass' in result
+    assert 'forged' not in result and 'spf=' not in result
 
 
 # -- rspamd in milter mode ---------------------------------------------------------------
