@@ -32,12 +32,14 @@ STATUS = {
     503: 'Service Unavailable',
 }
 
-# Sent with every reply: nothing of ours is framed elsewhere or sniffed.
+# Sent with every reply: nothing of ours is framed elsewhere or sniffed,
+# and nothing is kept by the browser unless the handler says otherwise
+# (the page's static files: pages.py).
 COMMON_HEADERS = [
     ('X-Content-Type-Options', 'nosniff'),
     ('Referrer-Policy', 'no-referrer'),
-    ('Cache-Control', 'no-store'),
 ]
+NO_STORE = ('Cache-Control', 'no-store')
 
 
 class HttpError(Exception):
@@ -148,7 +150,11 @@ class Response:
         self.headers = [('Content-Type', content_type)] + list(headers)
 
     def __call__(self, start_response: StartResponse) -> list[bytes]:
-        headers = self.headers + COMMON_HEADERS + [('Content-Length', str(len(self.body)))]
+        headers = self.headers + COMMON_HEADERS
+        if not any(name == 'Cache-Control' for name, _ in self.headers):
+            headers.append(NO_STORE)
+        if self.status != 304:      # a 304's length would be the stored reply's (RFC 9110 8.6)
+            headers.append(('Content-Length', str(len(self.body))))
         start_response(f'{self.status} {STATUS.get(self.status, "Unknown")}', headers)
         return [self.body]
 

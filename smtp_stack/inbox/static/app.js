@@ -3,18 +3,39 @@
 // list (the list, tags, selection), message (one message and its tabs),
 // checks, htmlsource (the highlighter), dialogs, live (websocket, polling,
 // notifications), mailboxes (the picker). theme.js runs before them, in
-// <head>. Every path is relative to the page, so the inbox works mounted
-// under a prefix, and each mailbox is this page under its own.
+// <head>, and early.js, which asks for the first list before these load.
+// Every path is relative to the page, so the inbox works mounted under a
+// prefix, and each mailbox is this page under its own.
 import { $, api, relayEnabled, state, say } from './util.js';
 import { go, startRouting } from './router.js';
-import { refresh, setUnread, toggleFocused, wireList } from './list.js';
-import { close, deleteCurrent, open, toggleRead, wireMessage } from './message.js';
-import { wireChecks } from './checks.js';
-import { wireDialogs } from './dialogs.js';
+import { loaded, refresh, setUnread, toggleFocused, wireList } from './list.js';
 import { connect, wireLive } from './live.js';
 import { wireMailboxes } from './mailboxes.js';
 
 const THEMES = ['auto', 'dark', 'light'];
+
+// What one message needs (its view and tabs, the checks, the dialogs) is
+// not needed to draw the list: those modules load beside the first list,
+// not before it, and are wired once; opening a message waits for them.
+let messageModules = null;
+
+function messageParts() {
+  if (!messageModules) {
+    messageModules = Promise.all([import('./message.js'), import('./checks.js'),
+                                  import('./dialogs.js')])
+      .then(([message, checks, dialogs]) => {
+        message.wireMessage();
+        checks.wireChecks();
+        dialogs.wireDialogs();
+        return message;
+      });
+  }
+  return messageModules;
+}
+
+const open = (id) => messageParts().then((message) => message.open(id));
+const close = () => messageParts().then((message) => message.close());
+const onMessage = (action) => messageParts().then((message) => message[action]());
 
 function renderThemeButton() {
   const choice = window.inboxTheme.chosen();
@@ -63,8 +84,8 @@ function onKey(event) {
   if (event.key === 'k' || event.key === 'ArrowUp') { event.preventDefault(); moveFocus(-1); }
   if (event.key === 'x') toggleFocused();
   if (event.key === 'Escape' && state.current) go({ m: '' });
-  if (event.key === 'u' && state.current) toggleRead();
-  if (event.key === 'Delete' && state.current) deleteCurrent();
+  if (event.key === 'u' && state.current) onMessage('toggleRead');
+  if (event.key === 'Delete' && state.current) onMessage('deleteCurrent');
 }
 
 async function loadSettings() {
@@ -87,16 +108,14 @@ document.addEventListener('DOMContentLoaded', () => {
   document.addEventListener('inbox-theme', renderThemeButton);    // the toggle, the system, a tab
   renderThemeButton();
   wireList();
-  wireMessage();
-  wireChecks();
-  wireDialogs();
   wireLive();
   document.addEventListener('inbox-mailbox', () => setUnread(state.unread));
   wireMailboxes();
   document.addEventListener('keydown', onKey);
-  loadSettings().finally(() => {
-    startRouting({ refresh, open, close });
-    connect();
-  });
+  startRouting({ refresh, open, close });     // the list first: the settings are not needed for it
+  loadSettings();
+  // The rest once the first list is drawn; "Live" (the websocket) says the
+  // whole page is wired.
+  loaded().then(messageParts).finally(connect);
   say('');
 });

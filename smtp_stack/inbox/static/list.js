@@ -9,6 +9,11 @@ let again = false;      // asked for while one ran: load once more after it
 
 // Load the list as state says; resolves when the page shows it (and any
 // refresh asked for meanwhile), so a caller can read what it loaded.
+// Resolves when no load of the list is under way (the current one done).
+export function loaded() {
+  return running || Promise.resolve();
+}
+
 export function refresh() {
   if (running) { again = true; return running; }
   running = (async () => {
@@ -21,17 +26,27 @@ export function refresh() {
   return running;
 }
 
+// The answer to the request early.js made as the page began, for the
+// first load only, and only when it asked for this path.
+function earlyAnswer(path) {
+  const early = window.inboxEarly;
+  window.inboxEarly = null;
+  return early && early.path === path ? early.response : null;
+}
+
 async function load() {
   try {
     const paging = `start=${state.start}&limit=${PAGE_SIZE}`;
-    const data = state.query
-      ? await api('GET', `api/v1/search?query=${encodeURIComponent(state.query)}&${paging}`)
-      : await api('GET', `api/v1/messages?${paging}`);
+    const path = state.query
+      ? `api/v1/search?query=${encodeURIComponent(state.query)}&${paging}`
+      : `api/v1/messages?${paging}`;
+    const data = await api('GET', path, undefined, earlyAnswer(path));
     if (data.messages.length === 0 && state.start > 0 && data.messages_count > 0) {
       go({ start: Math.max(0, state.start - PAGE_SIZE) }, true);    // the page emptied
       return;
     }
     state.total = data.messages_count;
+    state.listed = { total: data.total, unread: data.unread };
     state.messages = data.messages;
     state.tags = data.tags || [];
     renderList(data);

@@ -1,8 +1,8 @@
 // New mail without a reload: the websocket /api/events, or polling the API
 // every 2 s where the server cannot carry a websocket (gunicorn). And the
 // browser notifications for new mail, when the user asked for them.
-import { $, remember, remembered, say } from './util.js';
-import { refresh, setUnread } from './list.js';
+import { $, remember, remembered, say, state } from './util.js';
+import { loaded, refresh, setUnread } from './list.js';
 import { go } from './router.js';
 
 const POLL_MS = 2000;
@@ -28,9 +28,18 @@ export function connect() {
   socket.addEventListener('message', (event) => {
     let data;
     try { data = JSON.parse(event.data); } catch (error) { return; }
-    if (data.Type === 'stats' && data.Data) setUnread(data.Data.Unread);
+    if (data.Type === 'stats' && data.Data) {
+      // Sent on connecting and after each change (which has an event of its
+      // own): counts that the list shows once it is loaded need no new load.
+      const { Total, Unread } = data.Data;
+      setUnread(Unread);
+      loaded().then(() => {
+        if (Total !== state.listed.total || Unread !== state.listed.unread) refresh();
+      });
+      return;
+    }
     if (data.Type === 'new' && data.Data) notify(data.Data);
-    refresh();      // new, update, delete, truncate, prune, stats: the list follows
+    refresh();      // new, update, delete, truncate, prune: the list follows
   });
   socket.addEventListener('close', () => {
     say('Polling');

@@ -10,6 +10,7 @@ export const state = {
   selected: new Set(), lastSelected: null,
   webui: null,
   mailbox: '', unread: 0,       // this page's mailbox ('' the default one), its unread count
+  listed: { total: -1, unread: -1 },   // the mailbox's counts as the list last loaded them
 };
 
 export const $ = (id) => document.getElementById(id);
@@ -29,14 +30,16 @@ export function el(tag, props, ...children) {
 
 // An API call (paths relative to the page, so the inbox can be mounted
 // under a prefix). A refusal throws an Error with `status` and `detail`:
-// the server's own words (`{"Error": ...}` or its plain text).
-export async function api(method, path, body) {
+// the server's own words (`{"Error": ...}` or its plain text). `asked`: a
+// fetch of the same request already under way (early.js); when it failed,
+// the request is made again.
+export async function api(method, path, body, asked) {
   const init = { method, headers: {} };
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers['Content-Type'] = 'application/json';
   }
-  const response = await fetch(path, init);
+  const response = (asked && await asked) || await fetch(path, init);
   const type = response.headers.get('Content-Type') || '';
   const data = type.startsWith('application/json') ? await response.json() : await response.text();
   if (!response.ok) {
