@@ -205,7 +205,23 @@ def postfix_tls_auth(milter, tmp_path_factory):
             smtpd_tls_security_level='may', smtpd_sasl_auth_enable='yes',
             smtpd_sasl_type='cyrus', smtpd_sasl_path='smtpd',
             smtpd_sasl_security_options='noanonymous')
+        offering_starttls(instance)
         yield instance
+
+
+def offering_starttls(instance, timeout=30.0):
+    """Wait until the smtpd that answers has read the new main.cf: after
+    `postfix reload` the smtpd left idle by the start-up probe may still
+    serve one more client with the old settings (no STARTTLS)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with client(instance) as smtp:
+            smtp.ehlo()
+            if smtp.has_extn('starttls'):
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f'Postfix did not offer STARTTLS within {timeout} s')
+        time.sleep(0.1)         # a poll step, bounded by the deadline
 
 
 def test_the_login_and_tls_are_seen_through_the_macros(postfix_tls_auth):
