@@ -1,7 +1,8 @@
 """The smtp_stack side of benchmarks/milter_bench.py: a MilterServer whose
-one middleware adds a header to every message. It declares that it needs
-only the DATA decision (middleware.stages), so the MTA is asked for the end
-of the message alone, as pymilter's milter with only eom().
+one middleware adds a header to every message. It declares no stage of its
+own (middleware.stages: the DATA decision at the end of the message reaches
+every middleware), so the MTA is asked for the end of the message alone,
+as pymilter's milter with only eom().
 
     python benchmarks/milter_smtp_stack.py --listen inet:127.0.0.1:8891 [--profile FILE]
 
@@ -21,7 +22,7 @@ from smtp_stack.middleware import stages
 from smtp_stack.milter import MilterServer
 
 
-@stages('DATA')
+@stages()
 def add_header(ctx, next):
     next()
     if ctx.command_name == 'DATA':

@@ -21,11 +21,16 @@ EVERY_SKIP = (P.NOCONNECT | P.NOHELO | P.NOMAIL | P.NORCPT | P.NODATA | P.NOHDRS
               | P.NOBODY | P.NOUNKNOWN)
 
 
-@stages('DATA')
+@stages()      # no step of its own: the DATA decision at the end reaches every middleware
 def add_header(ctx, next):
     next()
     if ctx.command_name == 'DATA':
         ctx.session.envelope.add_header('X-Client', ctx.session.remote_address or '-')
+
+
+@stages('DATA')
+def reads_the_message(ctx, next):
+    next()
 
 
 @stages('RCPT')
@@ -49,7 +54,8 @@ def flags_for(*middleware, offer=POSTFIX_OFFER, **hooks):
 # -- the declaration ------------------------------------------------------------------
 
 def test_a_declaration_is_read_and_checked():
-    assert stages_of(add_header) == {'DATA'}
+    assert stages_of(add_header) == frozenset()
+    assert stages_of(reads_the_message) == {'DATA'}
     assert stages_of(everything) is None
     assert stages('rcpt', 'Mail')(everything) is everything
     assert stages_of(everything) == {'RCPT', 'MAIL'}
@@ -73,7 +79,9 @@ def test_the_policies_declare_their_stages():
     assert stages_of(policies.RateLimit) == {'MAIL', 'RCPT'}
     assert stages_of(policies.Dnsbl) == {'RCPT'}
     assert stages_of(Authenticate) >= {'MAIL', 'DATA', 'HEADER', 'BODY'}
-    assert S.needs_of([refuse_nobody, add_header]) == {'RCPT', 'DATA'}
+    assert S.needs_of([refuse_nobody, add_header]) == {'RCPT'}
+    # DATA is the message, as in SMTP: its header and its body come with it
+    assert S.needs_of([refuse_nobody, reads_the_message]) == {'RCPT', 'DATA', 'HEADER', 'BODY'}
     assert S.needs_of([refuse_nobody, everything]) == STAGES
 
 
@@ -85,6 +93,14 @@ def test_a_chain_that_needs_the_end_of_the_message_asks_for_nothing_else():
     # the MTA sends a stage's macros even when it skips the stage's event
     assert dict(answer.macros) == {P.STAGE_CONNECT: '{client_addr}', P.STAGE_MAIL:
                                    'i {auth_authen}', P.STAGE_RCPT: 'i', P.STAGE_EOM: 'i'}
+
+
+def test_a_declared_data_stage_asks_for_the_whole_message():
+    answer = flags_for(reads_the_message)
+    assert not answer.protocol & (P.NODATA | P.NOHDRS | P.NOEOH | P.NOBODY | P.NR_DATA)
+    assert answer.protocol & P.NR_HDR and answer.protocol & P.NR_EOH
+    assert answer.protocol & (P.NOCONNECT | P.NOHELO | P.NOMAIL | P.NORCPT) == (
+        P.NOCONNECT | P.NOHELO | P.NOMAIL | P.NORCPT)
 
 
 def test_a_declared_rcpt_step_is_answered():

@@ -141,7 +141,7 @@ def test_a_reply_larger_than_the_socket_buffers_arrives_whole():
     server = milter()
 
     @server.use
-    @stages('DATA')
+    @stages()       # the end of the message alone
     def replace(ctx, next):
         next()
         if ctx.command_name == 'DATA':

@@ -3,19 +3,26 @@
 Each middleware may declare the stages it needs (`stages` attribute,
 middleware.stages); one that declares nothing needs them all, and so
 does a chain with such a middleware: it sees every command, as in SMTP.
-The hooks that are set need their steps too. From that union, the
-negotiation ([mfdef] SMFIP_*; [milter8] milter8_event_masks):
+DATA means the message, as SMTP's DATA gives it: HEADER and BODY come
+with it, so that a middleware declaring DATA and reading data_stream gets
+the whole message. The DATA decision at the end of the message reaches
+every middleware whatever it declared (SMFIC_BODYEOB is always sent): a
+middleware that only decides there (add_header, a refusal by envelope)
+declares no content stage, `@stages()`, and the MTA sends it no content,
+as libmilter's milter with only `eom`. The hooks that are set need their
+steps too. From that union, the negotiation ([mfdef] SMFIP_*; [milter8]
+milter8_event_masks):
 
     step       sent when the chain needs       answered (else SMFIP_NR_*)
     CONNECT    CONNECT, or on_connect          when on_connect is set
     HELO       HELO                            always (middleware may refuse)
     MAIL       MAIL, or on_mail_from           always
     RCPT       RCPT, or on_rcpt_to             always
-    DATA       on_data, or DATA with content   always: a refusal before
+    DATA       DATA, or on_data                always: a refusal before
                                                the content spares sending it
-    HEADER     HEADER                          never: the verdict comes at
-    EOH        HEADER                          the end of the message
-    BODY       BODY                            when the MTA takes SMFIR_SKIP
+    HEADER     HEADER (or DATA)                never: the verdict comes at
+    EOH        HEADER (or DATA)                the end of the message
+    BODY       BODY (or DATA)                  when the MTA takes SMFIR_SKIP
                                                (the rest of a body nobody
                                                reads is skipped)
     UNKNOWN    never                           -
@@ -52,14 +59,17 @@ class Plan(NamedTuple):
 
 
 def needs_of(middleware: Iterable[object]) -> frozenset[str]:
-    """The union of the stages the middleware declared; every stage when
-    one of them declared nothing."""
+    """The union of the stages the middleware declared, DATA bringing
+    HEADER and BODY (the message, as in SMTP); every stage when one of
+    them declared nothing."""
     needed: set[str] = set()
     for fn in middleware:
         declared = stages_of(fn)
         if declared is None:
             return STAGES
         needed |= declared
+    if 'DATA' in needed:
+        needed |= CONTENT
     return frozenset(needed)
 
 
@@ -78,7 +88,7 @@ def plan(needs: frozenset[str], options: Options, skip_ok: bool) -> Plan:
         steps.add(P.MAIL)
     if 'RCPT' in needs or options.on_rcpt_to is not None:
         steps.add(P.RCPT)
-    if options.on_data is not None or ('DATA' in needs and needs & CONTENT):
+    if options.on_data is not None or 'DATA' in needs:
         steps.add(P.DATA)
     answered |= steps & {P.HELO, P.MAIL, P.RCPT, P.DATA}
     if 'HEADER' in needs:
