@@ -3,7 +3,7 @@ sends for one message to a milter that asks for the end of the message
 alone, replayed over loopback, `--connections` at a time.
 
     python benchmarks/milter_packets.py [--sessions 5000] [--connections 20]
-        [--before TREE] [--profile FILE] [--pymilter]
+        [--before TREE ...] [--profile FILE] [--pymilter] [--instructions]
 
 The milter is benchmarks/milter_smtp_stack.py (one middleware adding a
 header). Each session is one TCP connection, as Postfix's smtpd opens one
@@ -14,14 +14,21 @@ strace showed of Postfix 3.7 in benchmarks/milter_bench.py. Printed: the
 milter process's CPU (user, system) per session. Quicker and steadier than
 milter_bench.py for one change at a time; milter_bench.py decides.
 --pymilter adds benchmarks/milter_pymilter.py (libmilter) for reference.
+--before may be given more than once. --instructions runs each milter
+under valgrind's callgrind instead and prints the user-space instructions
+it ran per session, from after the warm-up to the last session (its exit
+not counted): what the load of a shared machine does not change (the
+kernel's share is not in it).
 """
 import argparse
 import os
 import pstats
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -112,8 +119,8 @@ def drive(port: int, sessions: int, connections: int) -> None:
         raise RuntimeError(f'{len(failures)} sessions failed: {failures[0]!r}')
 
 
-def wait_port(port: int) -> None:
-    deadline = time.monotonic() + 20
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
     while True:
         try:
             socket.create_connection(('127.0.0.1', port), timeout=1).close()
@@ -132,17 +139,25 @@ def run_one(tree: Path | None, args: argparse.Namespace, profile: Path | None = 
         command = ['/usr/bin/python3', str(HERE / 'milter_pymilter.py'),
                    '--listen', f'inet:{port}@127.0.0.1']
     else:
-        command = [sys.executable, str(tree / 'benchmarks/milter_smtp_stack.py'),
+        command = [os.path.realpath(sys.executable), str(tree / 'benchmarks/milter_smtp_stack.py'),
                    '--listen', f'inet:127.0.0.1:{port}']
     if profile is not None:
         command += ['--profile', str(profile)]
-    milter = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                              env=dict(os.environ, PYTHONPATH=str(tree or '')))
+    workdir = tempfile.mkdtemp(prefix='milter-cg-') if args.instructions else None
+    if workdir is not None:
+        command = ['valgrind', '--tool=callgrind', f'--callgrind-out-file={workdir}/cg.out',
+                   *command]
+    milter = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=dict(os.environ, PYTHONPATH=str(tree or ''),
+                                       PYTHONHASHSEED='0'))
     try:
-        wait_port(port)
+        wait_port(port, 120 if workdir else 20)
         drive(port, 200, args.connections)      # warm-up
         if profile is not None:
             milter.send_signal(signal.SIGUSR1)
+        if workdir is not None:
+            subprocess.run(['callgrind_control', '--zero', str(milter.pid)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         before = cpu_seconds(milter.pid)
         started = time.monotonic()
         drive(port, args.sessions, args.connections)
@@ -151,26 +166,38 @@ def run_one(tree: Path | None, args: argparse.Namespace, profile: Path | None = 
         rss = next(int(line.split()[1]) for line in
                    Path(f'/proc/{milter.pid}/status').read_text().splitlines()
                    if line.startswith('VmRSS:'))
+        if workdir is not None:     # the counts now: the interpreter's exit is not a session
+            subprocess.run(['callgrind_control', '--dump', str(milter.pid)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     finally:
         milter.terminate()
-        milter.wait(30)
+        milter.wait(120)
     per = 1e6 / args.sessions
-    return {'user': user * per, 'system': system * per, 'rate': args.sessions / elapsed,
-            'rss': rss}
+    row = {'user': user * per, 'system': system * per, 'rate': args.sessions / elapsed,
+           'rss': rss, 'instructions': 0.0}
+    if workdir is not None:
+        with open(f'{workdir}/cg.out.1') as counts:
+            found = [line for line in counts if line.startswith('totals:')]
+        row['instructions'] = int(found[-1].split()[1]) / args.sessions
+        shutil.rmtree(workdir, ignore_errors=True)
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sessions', type=int, default=5000)
     parser.add_argument('--connections', type=int, default=20)
-    parser.add_argument('--before', type=Path, help='also run smtp_stack from this tree')
+    parser.add_argument('--before', type=Path, action='append', default=[],
+                        help='also run smtp_stack from this tree (repeatable)')
     parser.add_argument('--profile', type=Path, help="profile this tree's milter into FILE")
     parser.add_argument('--pymilter', action='store_true', help='also run pymilter')
+    parser.add_argument('--instructions', action='store_true',
+                        help='count user-space instructions per session (callgrind)')
     args = parser.parse_args()
     load = os.getloadavg()[0]
     rows = []
-    if args.before is not None:
-        rows.append(('before', run_one(args.before.resolve(), args)))
+    for tree in args.before:
+        rows.append((tree.name, run_one(tree.resolve(), args)))
     rows.append(('this tree', run_one(HERE.parent, args, args.profile)))
     if args.pymilter:
         rows.append(('pymilter', run_one(None, args)))
@@ -179,9 +206,13 @@ def main() -> None:
     print(f'{args.sessions} sessions, {args.connections} at once; load average {load:.2f} '
           f'at the start, {os.getloadavg()[0]:.2f} at the end')
     for name, row in rows:
-        print(f'{name:>10}: {row["user"] + row["system"]:6.0f} us CPU per session '
-              f'({row["user"]:.0f} user + {row["system"]:.0f} system), '
-              f'{row["rate"]:.0f} sessions/s, RSS {row["rss"]} KiB')
+        if args.instructions:
+            print(f'{name:>14}: {row["instructions"] / 1000:8.1f} thousand user-space '
+                  f'instructions per session (callgrind), RSS {row["rss"]} KiB')
+        else:
+            print(f'{name:>14}: {row["user"] + row["system"]:6.0f} us CPU per session '
+                  f'({row["user"]:.0f} user + {row["system"]:.0f} system), '
+                  f'{row["rate"]:.0f} sessions/s, RSS {row["rss"]} KiB')
 
 
 if __name__ == '__main__':
