@@ -1,7 +1,7 @@
 """Postfix -> milter -> Maildir: smtp_stack's MilterServer against pymilter, one run.
 
     python benchmarks/milter_bench.py [--messages 2000] [--sessions 20] [--size 4000]
-        [--rounds 1] [--before TREE] [--profile FILE]
+        [--rounds 1] [--before TREE ...] [--profile FILE]
 
 Each milter adds one header field to every message (smtp_stack: a
 middleware calling add_header; pymilter: Debian's python3-milter, libmilter's
@@ -17,7 +17,8 @@ session). Compare the ratios of one run, never figures from two.
 
 --before TREE adds a row: smtp_stack from another source tree (a `git
 worktree add --detach /tmp/before main`), run first, so that a change is
-measured against its parent in the same run. --profile FILE profiles this
+measured against its parent in the same run; given more than once, a row
+per tree, in the order given. --profile FILE profiles this
 tree's milter over the measured messages (cProfile: milter_smtp_stack.py
 --profile) and prints the top of it; profiling costs CPU, so a profiled
 run's figures are not the ones to compare. The load average at the start
@@ -155,14 +156,14 @@ def main():
     parser.add_argument('--size', type=int, default=4000, help='body bytes per message')
     parser.add_argument('--rounds', type=int, default=1,
                         help='run the milters this many times, taking turns')
-    parser.add_argument('--before', type=Path, help='also run smtp_stack from this tree')
+    parser.add_argument('--before', type=Path, action='append', default=[],
+                        help='also run smtp_stack from this tree (repeatable)')
     parser.add_argument('--profile', type=Path, help="profile this tree's milter into FILE")
     args = parser.parse_args()
     load = os.getloadavg()
     milters = []        # (name, command for a port, source tree)
-    if args.before is not None:
-        before = args.before.resolve()
-        milters.append(('smtp_stack (before)', lambda port: [
+    for before in (tree.resolve() for tree in args.before):
+        milters.append((f'smtp_stack ({before.name})', lambda port, before=before: [
             sys.executable, str(before / 'benchmarks/milter_smtp_stack.py'),
             '--listen', f'inet:127.0.0.1:{port}'], before))
     profile = ['--profile', str(args.profile.resolve())] if args.profile else []
