@@ -180,8 +180,14 @@ class SentFields:
             yield _split(entry.line)
         self._reader = io.BufferedReader(_Pieces(_opened(self.envelope.spool())), CHUNK)
         self._fields = FieldReader(self._reader)
-        for item in self._walk(self._read(self._fields, keep=True)):
-            yield _split(item.raw)
+        client = self._read(self._fields, keep=True)
+        if self.inserted or self.appended or self.deleted:
+            for item in self._walk(client):
+                yield _split(item.raw)
+            return
+        for _, _, raw, hidden in client:     # no milter placed or deleted any yet
+            if not hidden:
+                yield _split(raw)
 
     def _read(self, fields: FieldReader, keep: bool = False) -> Iterator[_Client]:
         """The client's fields in `fields`. With `keep` (the first reading),
