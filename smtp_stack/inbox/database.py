@@ -216,6 +216,15 @@ class Database:
                    if os.path.exists(p))
 
 
+class Failed:
+    """What writing one item of `GroupCommit.commit_all` raised."""
+
+    __slots__ = ('error',)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 class _Ticket(Generic[Item, Result]):
     __slots__ = ('item', 'done', 'result', 'error')
 
@@ -233,7 +242,9 @@ class GroupCommit(Generic[Item, Result]):
     order). Each caller returns when the transaction holding its item has
     committed, with its result, or raises what writing it raised: a batch
     that fails is written again an item at a time, so one bad item fails
-    only its own caller."""
+    only its own caller. `commit_all(items)` brings several items of one
+    caller at once (the capture's thread, with every message its hub has
+    waiting)."""
 
     def __init__(self, database: Database,
                  write: Callable[[Transaction, Sequence[Item]], Sequence[Result]]):
@@ -243,23 +254,37 @@ class GroupCommit(Generic[Item, Result]):
         self.commits = 0        # transactions committed (fewer than items under load)
 
     def commit(self, item: Item) -> Result:
-        ticket: _Ticket[Item, Result] = _Ticket(item)
-        self._waiting.append(ticket)
+        [outcome] = self.commit_all([item])
+        if isinstance(outcome, Failed):
+            raise outcome.error
+        return outcome
+
+    def commit_all(self, items: Sequence[Item]) -> list[Result | Failed]:
+        """`commit` of several items of one caller (a thread that stores the
+        messages waiting in its hub): one result each, in order, or `Failed`
+        holding what writing that item raised."""
+        tickets: list[_Ticket[Item, Result]] = [_Ticket(item) for item in items]
+        self._waiting.extend(tickets)
         changed = False
         with self.database.writing:
-            if not ticket.done:
+            if not all(ticket.done for ticket in tickets):
                 batch = []
                 while self._waiting:
                     batch.append(self._waiting.popleft())
-                if ticket not in batch:     # its batch's writer was killed mid-way
-                    batch.append(ticket)
+                taken = set(map(id, batch))
+                # those whose batch's writer was killed mid-way
+                batch.extend(t for t in tickets if not t.done and id(t) not in taken)
                 changed = self._run(batch)
         if changed:         # the listeners, once the lock is free
             self.database.changed()
-        if ticket.error is not None:
-            error, ticket.error = ticket.error, None
-            raise error
-        return ticket.result        # type: ignore[return-value]  # set when done
+        outcomes: list[Result | Failed] = []
+        for ticket in tickets:
+            if ticket.error is not None:
+                error, ticket.error = ticket.error, None
+                outcomes.append(Failed(error))
+            else:
+                outcomes.append(ticket.result)      # type: ignore[arg-type]  # set when done
+        return outcomes
 
     def _run(self, batch: list[_Ticket[Item, Result]]) -> bool:
         """Write the batch; whether rows changed."""

@@ -32,7 +32,7 @@ from typing import Any
 
 from . import render
 from .arrival import ID_ALPHABET, ID_LENGTH, field_value, new_id, stamped
-from .database import Database, GroupCommit, Transaction
+from .database import Database, Failed, GroupCommit, Transaction
 from .mailboxes import DEFAULT, Routing
 from .parse import html_to_text, message_from_bytes, parse_message
 from .search import FTS_COLUMNS, compile_query
@@ -40,10 +40,15 @@ from .tags import (TagRule, all_tags, arrival_tags, delete_tag, message_addresse
                    rule_tags, set_message_tags, tag_counts, tags_of)
 from .unsubscribe import list_unsubscribe
 
-__all__ = ['Store', 'new_id', 'valid_id', 'list_item', 'ID_ALPHABET', 'ID_LENGTH', 'Json']
+__all__ = ['Store', 'Incoming', 'Failed', 'new_id', 'valid_id', 'list_item', 'ID_ALPHABET',
+           'ID_LENGTH', 'Json']
 
 # A JSON object of the API (Mailpit's field names).
 Json = dict[str, Any]
+
+# A message as the SMTP side hands it over: its bytes, the envelope
+# recipients, the SMTP user, the envelope sender (None: no envelope).
+Incoming = tuple[bytes, Sequence[str], str | None, str | None]
 
 PRUNE_EVENT_OVER = 200      # deleting more matches at once: one `prune` event, as Mailpit
 
@@ -122,6 +127,24 @@ class Store:
         """
         return self._arrivals.commit(self._arrival(raw, envelope_to, username, mail_from,
                                                    received, mailbox))
+
+    def add_all(self, messages: Sequence[Incoming]) -> list[Json | Failed]:
+        """`add` of several messages (`Incoming`: raw, envelope_to, username,
+        mail_from), in one transaction when they can be: each one's result,
+        or `Failed` holding what reading or writing that message raised (it
+        alone is not stored)."""
+        outcomes: list[Json | Failed] = []
+        arrivals: list[Arrival] = []
+        for raw, envelope_to, username, mail_from in messages:
+            try:
+                arrival = self._arrival(raw, envelope_to, username, mail_from, None, None)
+            except Exception as exc:    # noqa: BLE001 - this message's own failure
+                outcomes.append(Failed(exc))
+            else:
+                outcomes.append({})
+                arrivals.append(arrival)
+        written = iter(self._arrivals.commit_all(arrivals))
+        return [next(written) if not isinstance(o, Failed) else o for o in outcomes]
 
     def _arrival(self, raw: bytes, envelope_to: Iterable[str], username: str | None,
                  mail_from: str | None, received: datetime | None,

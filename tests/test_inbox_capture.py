@@ -1,0 +1,108 @@
+"""smtp_stack.inbox.capture: the messages of a hub's sessions go to one
+ingest thread, which stores every message waiting in one transaction;
+one message that cannot be stored fails its own session alone."""
+from __future__ import annotations
+
+import smtplib
+import threading
+import time
+
+from inbox_helpers import WAIT, InboxThread, make_mail, send
+from smtp_stack.inbox.database import Failed, GroupCommit
+from smtp_stack.inbox.store import Store
+
+
+def wait_until(condition, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, 'never happened'
+        time.sleep(0.001)
+
+
+def queued(inbox: InboxThread) -> int:
+    """Messages handed to the ingest thread and not taken yet."""
+    return sum(ingest.tasks.qsize() for ingest in inbox.inbox.capture._threads.values())
+
+
+class Senders:
+    """One smtplib session per subject, each in a thread: its reply code."""
+
+    def __init__(self, address):
+        self.address = address
+        self.codes: dict[str, int] = {}
+        self.threads: list[threading.Thread] = []
+
+    def start(self, subject: str) -> None:
+        thread = threading.Thread(target=self._send, args=(subject,))
+        self.threads.append(thread)
+        thread.start()
+
+    def _send(self, subject: str) -> None:
+        try:
+            send(self.address, make_mail(subject=subject))
+            self.codes[subject] = 250
+        except smtplib.SMTPDataError as exc:
+            self.codes[subject] = exc.smtp_code
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join(WAIT)
+            assert not thread.is_alive()
+
+
+def test_the_messages_waiting_are_stored_in_one_transaction(tmp_path):
+    """While the write lock is held, one message waits for it in the ingest
+    thread and eleven more queue behind it; once it is free they are all
+    written in two transactions (with a thread per message, as before,
+    a transaction held at most as many messages as there were threads)."""
+    with InboxThread(tmp_path / 'batch.db') as inbox:
+        store = inbox.inbox.store
+        senders = Senders(inbox.smtp)
+        with store.database.writing:
+            commits = store._arrivals.commits
+            senders.start('first')
+            wait_until(lambda: len(store._arrivals._waiting) == 1)
+            for n in range(11):
+                senders.start(f'queued {n}')
+            wait_until(lambda: queued(inbox) == 11)
+        senders.join()
+        assert set(senders.codes.values()) == {250} and len(senders.codes) == 12
+        assert store._arrivals.commits == commits + 2
+        assert store.listing()['total'] == 12
+
+
+def test_a_message_that_cannot_be_stored_fails_its_session_alone(tmp_path):
+    with InboxThread(tmp_path / 'poison.db') as inbox:
+        store = inbox.inbox.store
+        read = store._arrival
+
+        def arrival(raw, *args):
+            if b'poison' in raw:
+                raise ValueError('this one cannot be read')
+            return read(raw, *args)
+        store._arrival = arrival
+        senders = Senders(inbox.smtp)
+        with store.database.writing:
+            senders.start('first')
+            wait_until(lambda: len(store._arrivals._waiting) == 1)
+            for subject in ('good 1', 'poison', 'good 2'):
+                senders.start(subject)
+            wait_until(lambda: queued(inbox) == 3)
+        senders.join()
+        assert senders.codes == {'first': 250, 'good 1': 250, 'poison': 451, 'good 2': 250}
+        assert sorted(m['Subject'] for m in store.listing()['messages']) == [
+            'first', 'good 1', 'good 2']
+        assert inbox.inbox.capture.stats['accepted'] == 3
+
+
+def test_commit_all_writes_one_callers_items_together_and_fails_each_alone(tmp_path):
+    store = Store(str(tmp_path / 'all.db'))
+    commits = GroupCommit(store.database, lambda tx, items: [
+        tx.db.execute('UPDATE meta SET value = value + ? WHERE key = ?',
+                      (1 / item, 'changes')).rowcount for item in items])   # 1 / 0 fails
+    assert commits.commit_all([1, 2, 4]) == [1, 1, 1]
+    assert commits.commits == 1
+    outcomes = commits.commit_all([1, 0, 2])
+    assert outcomes[0] == outcomes[2] == 1
+    assert isinstance(outcomes[1], Failed) and isinstance(outcomes[1].error, ZeroDivisionError)
+    assert commits.commits == 3         # the batch failed, then 1 and 2 alone
