@@ -11,7 +11,8 @@ import smtplib
 import pytest
 
 from smtp_stack import policies
-from smtp_stack.delivery import MaildirDelivery
+from smtp_stack.delivery import MaildirDelivery, RelayDelivery
+from smtp_stack.testing import MailSink
 
 from test_policies_milter import DOMAIN, WAIT, PyMilter, message, smtp_server
 
@@ -113,3 +114,17 @@ def test_bdat_gets_the_same_replies(lmtp, tmp_path):
     assert [code for code, _ in replies] == [250, 250]
     in_step(noop)
     assert stored(tmp_path, 'bob') == [] and len(stored(tmp_path, 'carol')) == 1
+
+
+def test_a_relay_behind_the_milter_gets_the_changed_envelope(test_milter):
+    """The relay sends the envelope as the milter left it upstream; the
+    LMTP client still gets one reply per RCPT it sent."""
+    with MailSink(name='upstream.test', tls='off') as upstream:
+        relay = RelayDelivery('127.0.0.1', upstream.address[1])
+        with smtp_server(relay, policies.milter(test_milter.address, name='one'),
+                         lmtp=True) as server:
+            replies, noop = transaction(server, ['bob@mx.test', 'carol@mx.test'], 'delrcpt')
+        [stored] = upstream.wait_for(1, timeout=WAIT)
+    assert [code for code, _ in replies] == [250, 250]
+    in_step(noop)
+    assert [a.address for a in stored.envelope.rcpt_to] == ['carol@mx.test']
