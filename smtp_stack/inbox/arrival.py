@@ -22,8 +22,10 @@ value (Mailpit means to, but writes ", " and the old value only).
 """
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import threading
 from collections.abc import Iterable
 from email.utils import getaddresses
 
@@ -33,6 +35,8 @@ ID_ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
 ID_LENGTH = 22              # as long as Mailpit's IDs; 131 bits of randomness
 MESSAGE_ID_DOMAIN = 'smtp-stack'
 _ADDRESS = re.compile(r'[^\s@<>()",;:]+@[^\s@<>()",;:]+')
+# a field's lines: a name (up to its first colon), its value, its folded lines
+_FIELD_LINES = re.compile(rb'([^ \t\r\n:][^\r\n:]*):[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*')
 # (lower-case name, start, end) of each field of a header section: header_fields
 Fields = list[tuple[bytes, int, int]]
 
@@ -86,12 +90,37 @@ def new_id() -> str:
     """A random ID (a stored message's, and a generated Message-ID's left part):
     ID_LENGTH characters of ID_ALPHABET, each equally likely. Random bytes
     below 248 (4 x 62) taken modulo 62; the others dropped, so none is
-    likelier (one `token_bytes` call, where `secrets.choice` per character
-    costs ten times as much)."""
+    likelier (`secrets.choice` per character costs ten times as much)."""
     chosen = ''
     while len(chosen) < ID_LENGTH:
-        chosen += ''.join(ID_ALPHABET[b % 62] for b in secrets.token_bytes(32) if b < 248)
+        chosen += ''.join(ID_ALPHABET[b % 62] for b in _random_bytes(32) if b < 248)
     return chosen[:ID_LENGTH]
+
+
+class _RandomPool:
+    """Bytes of `secrets.token_bytes` fetched 4 KiB at a time: one system
+    call (which lets go of the GIL, so another thread takes it) per 128
+    IDs instead of one per ID. A forked child starts a pool of its own,
+    never reusing its parent's bytes."""
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = 0
+        self.pool = bytearray()
+
+    def take(self, count: int) -> bytes:
+        with self.lock:
+            if self.pid != os.getpid() or len(self.pool) < count:
+                self.pool = bytearray(secrets.token_bytes(self.SIZE))
+                self.pid = os.getpid()
+            taken = bytes(self.pool[:count])
+            del self.pool[:count]
+        return taken
+
+
+_random_bytes = _RandomPool().take
 
 
 def hidden_recipients(raw: bytes, fields: Fields, rcpt: Iterable[str]) -> list[str]:
@@ -123,7 +152,10 @@ def addresses_named(value: str) -> list[str]:
 def header_fields(raw: bytes) -> Fields:
     """(lower-case name, start, end) of each field of the header section;
     `end` is past the field's last line end (its folded lines included)."""
-    fields: Fields = []
+    fields = _plain_header_fields(raw)
+    if fields is not None:
+        return fields
+    fields = []
     pos = 0
     while pos < len(raw):
         end = raw.find(b'\n', pos)
@@ -138,6 +170,24 @@ def header_fields(raw: bytes) -> Fields:
             fields.append((line.split(b':', 1)[0].strip().lower(), pos, end))
         pos = end
     return fields
+
+
+def _plain_header_fields(raw: bytes) -> Fields | None:
+    """header_fields of a header section that is only `Name: value` lines
+    and their folded lines, each ending CRLF (as SMTP delivers them), read
+    by a regular expression a field at a time instead of a Python loop a
+    line at a time; None for any other shape."""
+    blank = raw.find(b'\r\n\r\n')
+    if blank < 0:
+        return None
+    fields: Fields = []
+    pos = 0
+    for found in _FIELD_LINES.finditer(raw, 0, blank + 2):
+        if found.start() != pos:
+            return None
+        pos = found.end()
+        fields.append((found[1].strip().lower(), found.start(), pos))
+    return fields if pos == blank + 2 else None
 
 
 def field_value(raw: bytes, fields: Fields, name: bytes) -> str | None:

@@ -199,7 +199,8 @@ class Store:
     def _tag(self, tx: Transaction, row_id: int, box: str, arrival: Arrival) -> list[str]:
         """Tag a new copy: its arrival tags, then those of the rules that
         find it (which see the arrival tags: `tag:` works in a rule)."""
-        applied = set_message_tags(tx.db, row_id, arrival.tags, box) if arrival.tags else []
+        applied = (set_message_tags(tx.db, row_id, arrival.tags, box, untagged=True)
+                   if arrival.tags else [])
         if self.tag_rules:
             words = dict(zip(FTS_COLUMNS, arrival.index_row, strict=True))
             extra = rule_tags(tx.db, row_id, self.tag_rules, words)

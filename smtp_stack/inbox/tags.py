@@ -227,14 +227,15 @@ def message_addresses(fields: dict[str, Any]) -> list[str]:
 # -- in the database (inside one transaction of the store) ---------------------------------
 
 def set_message_tags(db: sqlite3.Connection, row_id: int, names: Iterable[str],
-                     mailbox: str = '') -> list[str]:
+                     mailbox: str = '', *, untagged: bool = False) -> list[str]:
     """Make the message's tags exactly `names` (cleaned), tags of its
-    `mailbox`; the names applied.
+    `mailbox`; the names applied. `untagged`: the caller knows it has
+    none yet (a message being stored), so they are not looked up.
 
     Tags it keeps are left alone (their casing too); tags no message
     carries any more are deleted by the schema's trigger."""
     wanted = unique_tags(names)
-    current = {name.lower(): tag_id for tag_id, name in db.execute(
+    current = {} if untagged else {name.lower(): tag_id for tag_id, name in db.execute(
         'SELECT t.id, t.name FROM message_tags mt JOIN tags t ON t.id = mt.tag'
         ' WHERE mt.message = ?', (row_id,))}
     keep = {name.lower() for name in wanted}
