@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smtp_stack.milter import facts as F
 from smtp_stack.milter import protocol as P
 from smtp_stack.milter.protocol import Negotiation, Packet, PacketReader, ProtocolError
 
@@ -80,6 +81,34 @@ def test_packets_after_a_split_one_come_from_the_same_bytes():
     reader.feed(wire[6:])
     assert [reader.next_packet() for _ in range(4)] == [
         Packet('H', b'client\0'), Packet('D', b'Ci\0Q1\0'), Packet('E', b''), None]
+
+
+@pytest.mark.parametrize('wire, held, packets', [
+    # the macros of skipped stages: held, without their stage letter; an empty one dropped
+    (frame('D', b'Cj\0mx\0') + frame('D', b'H') + frame('D', b'Ti\0Q1\0') + frame('E'),
+     [b'j\0mx\0', b'i\0Q1\0'], [Packet('E', b'')]),
+    # after a packet that waits in `ready`, macros wait there too (their order is kept)
+    (frame('E') + frame('D', b'Ci\0Q2\0') + frame('Q'),
+     [], [Packet('E', b''), Packet('D', b'Ci\0Q2\0'), Packet('Q', b'')]),
+    # not well formed: for the connection to refuse (no NUL at the end, no stage
+    # letter) or trim (a name without its value)
+    (frame('D', b'Cname\0value'), [], [Packet('D', b'Cname\0value')]),
+    (frame('D'), [], [Packet('D', b'')]),
+    (frame('D', b'Clone\0') + frame('D', b'Ha\0b\0'), [],
+     [Packet('D', b'Clone\0'), Packet('D', b'Ha\0b\0')]),
+])
+def test_a_reader_with_held_keeps_the_macros_apart(wire, held, packets):
+    kept: list[bytes] = []
+    reader = PacketReader(held=kept)
+    reader.feed(wire)
+    assert kept == held
+    assert list(reader.ready) == packets
+
+
+def test_without_held_macros_are_packets_like_any_other():
+    reader = PacketReader()
+    reader.feed(frame('D', b'Ci\0Q1\0') + frame('E'))
+    assert list(reader.ready) == [Packet('D', b'Ci\0Q1\0'), Packet('E', b'')]
 
 
 # -- layouts --------------------------------------------------------------------------
@@ -259,6 +288,50 @@ def test_any_bytes_split_anywhere_give_packets_or_protocol_error(wire, cuts):
         pos += cut
     pieces.append(wire[pos:])
     assert read(pieces) == read([wire])
+
+
+macro_data = st.one_of(
+    st.lists(st.text(max_size=8), max_size=7).map(      # even or odd, well formed
+        lambda strings: b'C' + b''.join(s.replace('\0', '').encode() + b'\0' for s in strings)),
+    st.binary(max_size=12))                              # anything
+stream = st.lists(st.one_of(
+    macro_data.map(lambda data: frame('D', data)),
+    st.sampled_from([frame('E'), frame('A'), frame('H', b'client\0'), frame('Q')])), max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(stream, st.lists(st.integers(1, 40), min_size=1, max_size=20))
+def test_held_macros_reach_each_event_as_packets_would(packets, cuts):
+    """The connection's view, with the reader holding macros or not: each
+    event comes with the macros sent before it (read_pairs of what was
+    held), a malformed SMFIC_MACRO raises at its place, whatever the
+    pieces the bytes came in (the transport feeds the reader only when
+    `ready` is empty, as here)."""
+    wire = b''.join(packets)
+
+    def events(pieces, holding):
+        held: list[bytes] = []
+        reader = PacketReader(max_size=4096, held=held if holding else None)
+        out = []
+        try:
+            for piece in pieces:
+                reader.feed(piece)
+                while (packet := reader.next_packet()) is not None:
+                    if packet.command == P.MACRO:
+                        held.append(F.held_form(packet.data))
+                    else:
+                        out.append((F.read_pairs(held), packet))
+                        held.clear()
+        except ProtocolError:
+            out.append('error')
+        return out, F.read_pairs(held)
+
+    pieces, pos = [], 0
+    for cut in cuts:
+        pieces.append(wire[pos:pos + cut])
+        pos += cut
+    pieces.append(wire[pos:])
+    assert events(pieces, holding=True) == events([wire], holding=False)
 
 
 @settings(max_examples=300, deadline=None)

@@ -77,13 +77,15 @@ class MilterConnection(Transport):
     # then has nothing to reset (Postfix sends two after each message).
     fresh = False
 
+    # Per session, made when it opens (_open): the commands run and refused,
+    # for the disconnect line.
+    commands: dict[str, int]
+    failed: dict[str, int]
+
     def __init__(self, server: MilterServer, sock: Socket, peer: str) -> None:
         super().__init__(server, sock, peer)
         self._pending: dict[str, str] = {}   # macros received before the session
-        self._held: list[bytes] = []        # SMFIC_MACRO data not taken in yet
         self.recipients: list[M.Sent] = []
-        self.commands: dict[str, int] = {}
-        self.failed: dict[str, int] = {}
 
     def take_macros(self, packet: Packet) -> None:
         """SMFIC_MACRO: the macros of the event that follows (Postfix and
@@ -94,13 +96,12 @@ class MilterConnection(Transport):
     def hold_macros(self, packet: Packet) -> None:
         """SMFIC_MACRO, checked now and taken in at the next event (_dispatch):
         an MTA sends a packet per stage, skipped ones too, and one decoding
-        of them all costs less than one each."""
-        data = packet.data
-        F.check_macros(data)
-        self._held.append(data)
+        of them all costs less than one each. (The reader holds most of
+        them itself: protocol.PacketReader's `held`.)"""
+        self._held.append(F.held_form(packet.data))
 
     def _take_held(self) -> None:
-        macros = F.read_held(self._held)
+        macros = F.read_pairs(self._held)
         self._held.clear()
         session, facts = self.session, self.facts
         if session is None or facts is None:
@@ -131,12 +132,9 @@ class MilterConnection(Transport):
                     else:
                         receive()
                         continue
-                    if packet.command == P.MACRO:   # most packets: no reply, no event
-                        data = packet.data          # hold_macros, inline
-                        if data[-1:] != b'\0' and len(data) != 1:
-                            F.check_macros(data)    # ProtocolError
+                    if packet.command == P.MACRO:   # after an event in the same read
                         self.owed = None
-                        held.append(data)
+                        held.append(F.held_form(packet.data))   # ProtocolError if malformed
                     else:
                         self._dispatch(packet)
             except ProtocolError as exc:
@@ -233,9 +231,12 @@ class MilterConnection(Transport):
         facts.version = self.version
         session.milter = facts       # type: ignore[attr-defined]
         self.session, self.facts = session, facts
+        self.commands, self.failed = {}, {}
         self._reset_transaction()
         self.fresh = False          # what components did at session_opened is reset as before
-        pending, self._pending = self._pending, {}
+        pending = self._pending
+        if pending:
+            self._pending = {}
         opened = self.server.lifecycle.opened
         if opened:
             self._tell(opened)
@@ -443,7 +444,8 @@ class MilterConnection(Transport):
 
     def _reset_transaction(self) -> None:
         self.sender = None
-        self.recipients = []
+        if self.recipients:
+            self.recipients = []
         if self.facts is not None:
             self.facts.queue_id = None
 
@@ -466,7 +468,6 @@ class MilterConnection(Transport):
             server.events.disconnected(session, self.commands, self.failed)
         except Exception as exc:
             self.log(40, 'the events observer failed on disconnected: %r', exc)
-        self.commands, self.failed = {}, {}
         closed = server.lifecycle.closed
         if closed:
             self._tell(closed, session)

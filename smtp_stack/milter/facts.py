@@ -69,8 +69,7 @@ def read_macros(data: bytes) -> dict[str, str]:
     """The {name: value} of SMFIC_MACRO's data (the command letter, then
     name, value, ... each NUL-terminated: [pmilter] SMFIC_MACRO). Names
     lose their braces; a name without a value is dropped, as libmilter does."""
-    check_macros(data)
-    return read_held([data])
+    return read_pairs([held_form(data)])
 
 
 def check_macros(data: bytes) -> None:
@@ -82,24 +81,34 @@ def check_macros(data: bytes) -> None:
         raise ProtocolError('SMFIC_MACRO: a string without its terminating NUL')
 
 
+def held_form(data: bytes) -> bytes:
+    """SMFIC_MACRO's data as a connection holds it for the next event
+    (protocol.PacketReader's `held`): checked (check_macros), without the
+    stage letter, a last name without its value dropped; b'' for none."""
+    check_macros(data)
+    count = data.count(0, 1)
+    if count & 1:           # a name without its value
+        if count == 1:
+            return b''
+        return data[1:data.rindex(0, 1, -1) + 1]
+    return data[1:]
+
+
 def read_held(packets: list[bytes]) -> dict[str, str]:
     """The macros of several SMFIC_MACRO packets (checked: check_macros),
-    later ones winning, decoded in one pass: the MTA sends one packet per
-    stage, skipped stages included, and they are taken in at the next
-    event. A packet's name without a value is dropped; the NUL that ends
-    each string keeps the packets' bytes apart when they are joined."""
-    pieces = []
-    for data in packets:
-        count = data.count(0, 1)
-        if count & 1:           # a name without its value
-            if count == 1:
-                continue
-            data = data[:data.rindex(0, 1, -1) + 1]
-        if count:
-            pieces.append(data[1:])
-    if not pieces:
+    later ones winning, decoded in one pass (read_pairs)."""
+    return read_pairs([held_form(data) for data in packets])
+
+
+def read_pairs(held: list[bytes]) -> dict[str, str]:
+    """The macros of several packets in their held form (held_form), later
+    ones winning, decoded in one pass: the MTA sends one packet per stage,
+    skipped stages included, and they are taken in at the next event. The
+    NUL that ends each string keeps the packets' bytes apart when they
+    are joined, and each holds whole pairs, so no name moves."""
+    if not held:
         return {}
-    strings = b''.join(pieces).decode('utf-8', 'surrogateescape').split('\0')
+    strings = b''.join(held).decode('utf-8', 'surrogateescape').split('\0')
     return dict(zip(map(_bare, strings[0:-1:2]), strings[1::2], strict=False))
 
 

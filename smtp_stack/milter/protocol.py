@@ -66,13 +66,25 @@ class PacketReader:
     from directly), without copying them into a buffer first. Only the
     bytes of a packet split across recv()s are kept, and joined once its
     last piece is there, so a packet of n bytes in k pieces costs O(n),
-    never O(n k)."""
+    never O(n k).
 
-    __slots__ = ('max_size', 'ready', 'error', '_rest', '_parts', '_parted', '_needed')
+    With a `held` list (the milter side), SMFIC_MACRO packets that come
+    while `ready` is empty are not made packets: their name/value strings
+    (without the stage letter; complete pairs, each string NUL-terminated)
+    go to `held`, for the event that follows to take in (an MTA sends a
+    packet of macros per stage, skipped stages included: most packets are
+    these). Macros are never taken out of order: once a packet waits in
+    `ready`, those after it wait there too; an empty SMFIC_MACRO is
+    dropped, and one that is not well formed (no NUL at its end, a name
+    without its value) goes to `ready`, for its reader to refuse or trim."""
 
-    def __init__(self, max_size: int = MAX_PACKET) -> None:
+    __slots__ = ('max_size', 'ready', 'error', 'held', '_rest', '_parts', '_parted',
+                 '_needed')
+
+    def __init__(self, max_size: int = MAX_PACKET, held: list[bytes] | None = None) -> None:
         self.max_size = max_size
         self.ready: deque[Packet] = deque()     # complete packets, in order
+        self.held = held
         # A bad length: the stream ends there (next_packet raises it once
         # `ready` is empty; a transport checks it before reading more).
         self.error: ProtocolError | None = None
@@ -93,7 +105,8 @@ class PacketReader:
             self._parts, self._parted = [], 0
         else:
             data = bytes(data)
-        append, limit = self.ready.append, self.max_size
+        ready, limit, held = self.ready, self.max_size, self.held
+        append = ready.append
         size, pos = len(data), 0
         while size - pos >= LEN_BYTES:
             length = _unpack_length(data, pos)[0]
@@ -107,7 +120,14 @@ class PacketReader:
             if end > size:
                 self._needed = LEN_BYTES + length
                 break
-            append(_new_packet(Packet, (_LETTERS[data[pos + 4]], data[pos + 5:end])))
+            letter = data[pos + 4]
+            if letter == _MACRO_BYTE and held is not None and not ready and (
+                    length == 2 or data[end - 1] == 0
+                    and not data.count(0, pos + 6, end) & 1):
+                if length > 2:
+                    held.append(data[pos + 6:end])
+            else:
+                append(_new_packet(Packet, (_LETTERS[letter], data[pos + 5:end])))
             pos = end
         else:
             self._needed = LEN_BYTES
@@ -130,6 +150,7 @@ class PacketReader:
 _unpack_length = _LENGTH.unpack_from
 _new_packet = tuple.__new__         # a Packet without NamedTuple's Python-level __new__
 _LETTERS = [chr(byte) for byte in range(256)]
+_MACRO_BYTE = ord('D')              # SMFIC_MACRO
 
 
 def encode_packet(command: str, data: bytes = b'') -> bytes:

@@ -11,8 +11,10 @@ connection's greenlet; `Transport` waits on one io watcher and one timer
 made per connection, reads up to 64 KiB at a time (every packet in them is
 parsed before the next read: Postfix writes a message's macros and its end
 together), and tries a read first only when the last one may have left
-bytes behind. Nothing here blocks the hub: every wait is a watcher and a
-switch to the hub.
+bytes behind. The macros of the steps the chain skipped, most of the
+packets, are held as they are read (protocol.PacketReader's `held`) and
+taken in before the next packet is returned. Nothing here blocks the hub:
+every wait is a watcher and a switch to the hub.
 
 `Transport` is the base of MilterConnection (connection.py), which adds
 the events; message.MessageReader reads the content packets through it
@@ -137,17 +139,23 @@ class Transport:
     # packets and the reply from interleaving (made with the first ticker).
     _ticker: Any = None
     _write: Semaphore | None = None
+    # The serving greenlet's switch, for the read watcher (made at its first wait).
+    _switch: Callable[..., Any] | None = None
 
     def __init__(self, server: MilterServer, sock: Socket, peer: str) -> None:
         self.server = server
         self.options: Options = server.options
         self.sock = sock
         self.peer = peer
-        self.reader = P.PacketReader(server.max_packet)
+        self._log_min = log_min = self.options.log_level
+        # SMFIC_MACRO data (held_form) not taken in yet: the reader puts most
+        # there, unless every packet is logged (TRACE).
+        self._held: list[bytes] = []
+        self.reader = P.PacketReader(server.max_packet,
+                                     self._held if log_min > TRACE else None)
         self._hub = hub = get_hub()
         self._readable = hub.loop.io(sock.fileno(), 1)
         self._timer = self._new_timer()
-        self._log_min = self.options.log_level
 
     def log(self, level: int, message: str, *args: object) -> None:
         if level >= self._log_min:
@@ -176,18 +184,38 @@ class Transport:
         while not ready:
             self.receive()
         packet = ready.popleft()
+        if self._held:      # the macros that came before it
+            self._take_held()
         if self._log_min <= TRACE:
             self.log(TRACE, 'MTA: %s %r', P.name_of(packet.command), packet.data[:100])
         return packet
 
+    def _take_held(self) -> None:
+        """Take in the macros held (the connection applies them)."""
+        self._held.clear()
+
     def receive(self) -> None:
         """One recv() of up to RECV_SIZE bytes into the reader, after waiting
         for them when the last recv() emptied the socket; ProtocolError
-        first if the bytes received already went bad."""
+        first if the bytes received already went bad. (The wait is _wait's,
+        written out: it is the one most made.)"""
         if self.reader.error is not None:
             raise self.reader.error
         if not self._more:
-            self._wait(self._readable, self._timer, 'sent nothing')
+            switch, readable, timer = self._switch, self._readable, self._timer
+            if switch is None:
+                switch = self._switch = getcurrent().switch
+            readable.start(switch, READY)
+            if timer is not None:
+                timer.start(switch, TIMED_OUT)
+            try:
+                woken = self._hub.switch()
+            finally:
+                readable.stop()
+                if timer is not None:
+                    timer.stop()
+            if woken is not READY:
+                self._woken_by(woken, 'sent nothing')
         try:
             data = self.sock.recv(RECV_SIZE)
         except BlockingIOError:
@@ -224,10 +252,12 @@ class Transport:
             if timer is not None:
                 timer.stop()
         if woken is not READY:
-            if woken is TIMED_OUT:
-                raise ClientDisconnected(
-                    f'the MTA {silence} for {self.options.socket_timeout:g} s')
-            raise RuntimeError(f'a milter connection woken by {woken!r}')
+            self._woken_by(woken, silence)
+
+    def _woken_by(self, woken: object, silence: str) -> None:
+        if woken is TIMED_OUT:
+            raise ClientDisconnected(f'the MTA {silence} for {self.options.socket_timeout:g} s')
+        raise RuntimeError(f'a milter connection woken by {woken!r}')
 
     # -- writing ---------------------------------------------------------------
     def answer(self, data: bytes) -> None:
@@ -268,9 +298,13 @@ class Transport:
 
     def close_socket(self) -> None:
         """The watchers, then the socket (a watcher never outlives its fd)."""
-        for watcher in (self._readable, self._writable, self._timer, self._write_timer):
-            if watcher is not None:
-                watcher.close()
+        self._readable.close()
+        if self._timer is not None:
+            self._timer.close()
+        if self._writable is not None:
+            self._writable.close()
+            if self._write_timer is not None:
+                self._write_timer.close()
         try:
             self.sock.close()
         except OSError:
