@@ -1,6 +1,7 @@
 """smtp_stack.milter.message and facts, and the Envelope's milter additions:
 pure pieces, driven by a scripted channel (the packets an MTA sends)."""
 import io
+import tracemalloc
 
 import pytest
 
@@ -110,11 +111,92 @@ def test_a_refusal_waits_for_the_packet_the_mta_waits_for():
     assert channel.answers == [(P.EOB, b'refusal')]
 
 
-def test_header_budget():
-    channel = Script(content(('A', ' ' + 'x' * 50), ('B', ' y'), 'EOB'), flags=0x1FFFFF)
+def test_fields_past_the_header_budget_go_to_a_file_and_come_back():
+    fields = [('A', ' ' + 'x' * 50), ('B', ' y'), ('C', ' \xe9t\xe9\n\tfolded')]
+    channel = Script(content(*fields, 'EOB'), flags=0x1FFFFF)
     reader = M.MessageReader(channel, None, True, budget=40)
     read_all(reader)
     assert reader.overflow and reader.headers == []
+    assert list(reader.fields()) == fields
+    reader.close()
+    assert not reader.overflow and list(reader.fields()) == []
+
+
+def test_a_spilled_field_longer_than_a_chunk_comes_back_whole():
+    fields = [('X-Small', ' s'), ('X-Long', ' ' + 'v' * (P.CHUNK_SIZE * 2 + 7)), ('X-End', ' e')]
+    reader = M.MessageReader(Script(content(*fields, 'EOB'), flags=0x1FFFFF), None, True,
+                             budget=0)
+    read_all(reader)
+    assert list(reader.fields()) == fields
+    reader.close()
+
+
+class Section:
+    """A Channel whose MTA sends a header section of `count` fields made
+    as they are read (the test holds none of them), then the body."""
+
+    def __init__(self, count, last):
+        self.owed = None
+        self.packets = self._packets(count, last)
+
+    @staticmethod
+    def _packets(count, last):
+        yield from content(('Authentication-Results', ' other.example; dkim=pass'))
+        for number in range(count):
+            yield from content((f'X-Pad-{number}', ' ' + 'p' * 180))
+        yield from content(('authentication-results', last), 'EOH', b'body\r\n', 'EOB')
+
+    def read_packet(self):
+        return next(self.packets)
+
+    def answer(self, data):
+        self.owed = None
+
+    def expects(self, command):
+        return P.expects_reply(command, 0x1FFFFF)
+
+    def take_macros(self, packet):
+        pass
+
+
+def test_a_removal_past_the_header_budget_with_memory_bounded():
+    """A forged field after 3.8 MB of others is still removed (CHGHEADER,
+    index 2 among the fields of its name, counted in any case), and
+    memory is the budget and a chunk, not the section."""
+    envelope = Envelope()
+    envelope.remove_header('Authentication-Results', lambda v: v.startswith('milter.test'))
+    tracemalloc.start()
+    try:
+        reader = M.MessageReader(Section(20_000, ' milter.test; spf=pass'), None, True,
+                                 budget=64 << 10)
+        size = 0
+        while (piece := reader.pull()) is not None:
+            size += len(piece)
+        got = packets_of(M.changes(envelope, reader.fields(), None, [], ALL_ACTIONS, True, []))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        reader.close()
+    assert size > 3_800_000
+    assert got == [(P.CHGHEADER, [2, 'authentication-results', ''])]
+    assert peak < 1 << 20, f'{peak} bytes at the peak for a {size}-byte header section'
+
+
+def test_removals_count_the_fields_of_their_name_in_any_case():
+    envelope = Envelope()
+    envelope.remove_header('x-drop')
+    envelope.remove_header('X-Test', lambda v: v == 'b')
+    fields = [('X-Drop', ' 1'), ('X-Test', ' a'), ('X-Keep', ' k'), ('x-test', ' b'),
+              ('X-DROP', ' 2'), ('X-Test', ' b')]
+    got = packets_of(M.changes(envelope, fields, None, [], ALL_ACTIONS, True, []))
+    assert sorted(got, key=str) == sorted([(P.CHGHEADER, [2, 'X-DROP', '']),
+                                           (P.CHGHEADER, [1, 'X-Drop', '']),
+                                           (P.CHGHEADER, [3, 'X-Test', '']),
+                                           (P.CHGHEADER, [2, 'x-test', ''])], key=str)
+    by_name = {}
+    for _, (index, name, _) in got:
+        by_name.setdefault(name.lower(), []).append(index)
+    assert all(indexes == sorted(indexes, reverse=True) for indexes in by_name.values())
 
 
 # -- what changed at the end of the message ---------------------------------------------

@@ -77,6 +77,8 @@ def run_message(conn: MilterConnection, first: Packet | None) -> None:
     except BaseException:
         conn.stop_progress()
         raise       # message_reader stays set: run() tells that it ended mid-message
+    finally:
+        reader.close()
     conn.stop_progress()
     conn.message_reader = None
     conn.end_transaction()
@@ -90,11 +92,8 @@ def _end_of_message(conn: MilterConnection, session: Session, reader: M.MessageR
             or conn.recipients or envelope.rcpt_to):
         return b''
     warn: list[str] = []
-    packets = b''.join(M.changes(envelope, reader.headers, conn.sender, conn.recipients,
+    packets = b''.join(M.changes(envelope, reader.fields(), conn.sender, conn.recipients,
                                  conn.actions, conn.leading_space, warn))
-    if reader.overflow and envelope.removed_headers:
-        warn.append('remove a header field past the first '
-                    f'{conn.server.header_budget} bytes of the header')
     for what in warn:
         conn.log(30, 'the MTA does not allow a milter to %s: not done', what)
     return packets

@@ -6,29 +6,42 @@ body chunks, end of body) into the bytes of `envelope.data_stream` while
 they arrive: the header section as the client sent it (the MTA's own
 Received field is not shown to milters: Postfix milter8.c, milter8_header),
 an empty line, the body with CRLF line ends. It answers each packet the MTA
-waits for, and keeps the header fields (names and values, up to a budget)
-for the end of the message, where `changes()` turns what middleware
-recorded on the envelope into the milter's modification requests.
+waits for, and keeps the header fields for the end of the message, where
+`changes()` turns what middleware recorded on the envelope into the
+milter's modification requests.
+
+What a removal needs of the fields: SMFIR_CHGHEADER names a field by its
+name and its index among the fields of that name, from 1, in any case
+([cleanup] cleanup_milter.c, cleanup_find_header_start: strncasecmp,
+`--index == 0`), and `remove_header` takes a test of the value, any
+function, which middleware may record after the fields went by (once it
+read the whole message). So every field's name and value must be at
+hand at the end: the first `budget` bytes of them stay in memory, the
+rest go to an anonymous temporary file, read back once at the end when
+a removal asks (as Postfix's cleanup reads its queue file again).
+Memory stays bounded however long the header section; the end keeps only
+the counts of the names a removal names, and the indexes it removes.
 """
 from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from ..headers import fold
+from ..spool import Spool
 from . import protocol as P
 from .protocol import Packet
 
 if TYPE_CHECKING:
     from ..addresses import Address, ParamValue
-    from ..session import Envelope
+    from ..session import Envelope, HeaderPredicate
 
-# Bytes of header names and values kept for remove_header at the end of the
-# message. A header section past it (Postfix passes up to message_size_limit
-# of them) is streamed but not kept, and a removal then refuses the message
-# (OVERSIZED_HEADER): a forged field must not hide behind a megabyte of others.
+# Bytes of header names and values kept in memory for remove_header at the end
+# of the message. The fields past it (Postfix passes up to message_size_limit
+# of them) go to a temporary file: a forged field must not hide behind a
+# megabyte of others, nor cost a megabyte of memory more per megabyte.
 HEADER_BUDGET = 1 << 20
 CONTINUE_PACKET = P.reply(P.CONTINUE)
 SKIP_PACKET = P.reply(P.SKIP)
@@ -60,8 +73,8 @@ class MessageReader:
         self._first = first
         self._leading_space = leading_space
         self._budget = budget
-        self.headers: list[tuple[str, str]] = []    # (name, value) as the MTA sent them
-        self.overflow = False       # fields past the budget were not kept
+        self.headers: list[tuple[str, str]] = []    # (name, value) as the MTA sent them,
+        self._spilled: Spool | None = None          # ... and past the budget, in a file
         self.ended = False          # SMFIC_BODYEOB arrived: the MTA waits for the verdict
         self.aborted = False        # the MTA abandoned the message (ABORT, QUIT, ...)
         self.quit = False           # ... with SMFIC_QUIT
@@ -71,6 +84,26 @@ class MessageReader:
     @property
     def done(self) -> bool:
         return self.ended or self.aborted
+
+    @property
+    def overflow(self) -> bool:
+        """Fields past the budget went to a temporary file."""
+        return self._spilled is not None
+
+    def fields(self) -> Iterator[tuple[str, str]]:
+        """Every header field read so far, (name, value) as the MTA sent
+        them: those in memory, then those past the budget, read back from
+        their file a chunk at a time."""
+        yield from self.headers
+        spilled = self._spilled
+        if spilled is not None:
+            yield from _read_back(spilled)
+
+    def close(self) -> None:
+        """Remove the temporary file of the fields past the budget, if any."""
+        spilled, self._spilled = self._spilled, None
+        if spilled is not None:
+            spilled.close()
 
     def pull(self) -> bytes | None:
         """The next piece of the message, or None at its end; answers
@@ -124,7 +157,7 @@ class MessageReader:
         if command == P.HEADER:
             name, value = P.read_command(packet)
             assert isinstance(name, str) and isinstance(value, str)
-            self._keep(name, value)
+            self._keep(packet, name, value)
             channel.owed = command if channel.expects(command) else None
             return self._field(name, value)
         if command in (P.EOH, P.BODY, P.EOB):
@@ -151,14 +184,15 @@ class MessageReader:
         channel.owed = None
         return None
 
-    def _keep(self, name: str, value: str) -> None:
-        if self.overflow:
-            return
-        self._budget -= len(name) + len(value)
-        if self._budget < 0:
-            self.overflow = True
-        else:
-            self.headers.append((name, value))
+    def _keep(self, packet: Packet, name: str, value: str) -> None:
+        spilled = self._spilled
+        if spilled is None:
+            self._budget -= len(name) + len(value)
+            if self._budget >= 0:
+                self.headers.append((name, value))
+                return
+            spilled = self._spilled = Spool(memory_limit=0)   # a file from the first byte
+        spilled.write(packet.data)      # name NUL value NUL, as SMFIC_HEADER carries them
 
     def _field(self, name: str, value: str) -> bytes:
         """The field as it stood in the message: Sendmail (and Postfix
@@ -167,6 +201,29 @@ class MessageReader:
         text = value.replace('\r\n', '\n').replace('\n', '\r\n')
         gap = '' if self._leading_space else ' '
         return f'{name}:{gap}{text}\r\n'.encode('utf-8', 'surrogateescape')
+
+
+def _read_back(spilled: Spool) -> Iterator[tuple[str, str]]:
+    """The fields written to `spilled`, each its SMFIC_HEADER data (name
+    NUL value NUL), read a chunk at a time: memory is one chunk and the
+    longest field."""
+    spilled.finish()
+    pair: list[str] = []
+    pending: list[bytes] = []       # the start of a string a chunk cut
+    with spilled.open() as file:
+        while chunk := file.read(P.CHUNK_SIZE):
+            *ended, rest = chunk.split(b'\0')
+            for piece in ended:
+                if pending:
+                    pending.append(piece)
+                    piece = b''.join(pending)
+                    pending = []
+                pair.append(piece.decode('utf-8', 'surrogateescape'))
+                if len(pair) == 2:
+                    yield pair[0], pair[1]
+                    pair = []
+            if rest:
+                pending.append(rest)
 
 
 # -- the end of the message: what changed ------------------------------------------
@@ -178,7 +235,7 @@ class Allowed(Protocol):
     leading_space: bool
 
 
-def changes(envelope: Envelope, headers: Sequence[tuple[str, str]], sender: Sent | None,
+def changes(envelope: Envelope, headers: Iterable[tuple[str, str]], sender: Sent | None,
             recipients: Sequence[Sent], actions: int, leading_space: bool,
             warn: list[str]) -> Iterator[bytes]:
     """The modification requests for the end of the message, in an order
@@ -212,21 +269,30 @@ def changes(envelope: Envelope, headers: Sequence[tuple[str, str]], sender: Sent
             warn.append('quarantine')
 
 
-def _removals(envelope: Envelope, headers: Sequence[tuple[str, str]], actions: int,
+def _removals(envelope: Envelope, headers: Iterable[tuple[str, str]], actions: int,
               warn: list[str]) -> Iterator[bytes]:
+    """CHGHEADER with an empty value for each field a rule removes. Only
+    the names the rules name are counted: the fields of the others pass
+    by, however many (and however many names) the section holds."""
     rules = envelope.removed_headers
     if not rules:
         return
     if not actions & P.CHGHDRS:
         warn.append('remove a header field')
         return
+    tests: dict[str, list[HeaderPredicate | None]] = {}
+    for rule, test in rules:
+        tests.setdefault(rule.lower(), []).append(test)
     doomed: list[tuple[int, str]] = []
     seen: Counter[str] = Counter()
     for name, value in headers:
         key = name.lower()
+        named = tests.get(key)
+        if named is None:
+            continue
         seen[key] += 1      # libmilter and Postfix count per name, any case, from 1
         unfolded = value.replace('\r', '').replace('\n', '').strip(' \t')
-        if any(rule.lower() == key and (test is None or test(unfolded)) for rule, test in rules):
+        if any(test is None or test(unfolded) for test in named):
             doomed.append((seen[key], name))
     for index, name in sorted(doomed, reverse=True):
         yield P.reply(P.CHGHEADER, index, name, '')
