@@ -142,6 +142,23 @@ def test_headers_added_and_a_forged_one_removed_in_the_stored_message(postfix):
     assert raw.index(b'Authentication-Results: milter.test; none') < raw.index(b'Received:')
 
 
+def test_a_forged_field_past_a_megabyte_of_header_fields_is_removed(postfix):
+    """The field sits after 1.1 MB of others, past the milter's 1 MiB
+    header_budget: the milter still names it, and Postfix deletes it."""
+    padding = [f'X-Pad-{number}: {"p" * 90}' for number in range(11_500)]
+    with client(postfix) as smtp:
+        smtp.sendmail('sender@example.org', [f'rcpt@{DOMAIN}'],
+                      message('long header', headers=['Authentication-Results: other.example; '
+                                                      'dkim=pass', *padding, FORGED_AR]))
+    assert sum(map(len, padding)) > 1_100_000
+    stored = delivered(postfix, 'long header')
+    assert stored.get_all('Authentication-Results') == ['milter.test; none',
+                                                        'other.example; dkim=pass']
+    assert [name for name in stored.keys() if name.startswith('X-Pad-')] == \
+        [f'X-Pad-{number}' for number in range(11_500)]
+    assert 'not done' not in postfix.log()
+
+
 def test_a_recipient_changed(postfix):
     with client(postfix) as smtp:
         smtp.sendmail('sender@example.org', [f'change-me@{DOMAIN}'], message('changed'))
