@@ -14,28 +14,22 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import peers
+from milter_filters import DOMAIN, FORGED_AR, change, client, message, refusals, wait_for
 from postfix_private import milter_address, milter_thread, private_postfix
 from smtp_stack import SmtpError
 from smtp_stack.milter import MilterServer
 from smtp_stack.tls import generate_self_signed
 
-DOMAIN = 'test.example'
-FORGED_AR = 'Authentication-Results: milter.test; spf=pass smtp.mailfrom=forged.example'
 SEEN = []           # per message: what the middleware saw of the session
 SEEN_LOCK = threading.Lock()
 
 
 def filters(ctx, next):
     """The middleware of these tests: a refusal per stage, and the changes."""
-    name = ctx.command_name
-    if name == 'RCPT' and ctx.address.address.startswith('unknown@'):
-        raise SmtpError(550, 'No such user here (the milter says)', '5.1.1')
-    if name == 'MAIL' and ctx.address.address.startswith('later@'):
-        raise SmtpError(451, 'Greylisted by the milter, come back later', '4.7.1')
+    refusals(ctx)
     next()
-    if name != 'DATA':
+    if ctx.command_name != 'DATA':
         return
-    envelope = ctx.session.envelope
     size, blocked = 0, False
     while chunk := ctx.data_stream.read(65536):
         size += len(chunk)
@@ -47,12 +41,8 @@ def filters(ctx, next):
         SEEN.append({'user': session.user, 'tls': session.tls, 'size': size,
                      'queue_id': session.milter.queue_id, 'helo': session.helo,
                      'client': session.remote_address})
-    envelope.remove_header('Authentication-Results',
-                           lambda value: value.startswith('milter.test'))
-    envelope.add_header('X-Milter', f'seen size={size} user={session.user or "-"}')
-    envelope.add_header('Authentication-Results', 'milter.test; none')
-    envelope.rcpt_to = [type(a)(a.address.replace('change-me@', 'changed@'), a.args)
-                        for a in envelope.rcpt_to]
+    change(session.envelope, [('X-Milter', f'seen size={size} user={session.user or "-"}'),
+                              ('Authentication-Results', 'milter.test; none')])
 
 
 @pytest.fixture(scope='module')
@@ -71,28 +61,16 @@ def postfix(request, milter):
         yield instance
 
 
-def client(postfix):
-    return smtplib.SMTP('127.0.0.1', postfix.smtp_port, local_hostname='client.example',
-                        timeout=30)
-
-
-def message(subject, body='Hello.\r\n', headers=()):
-    lines = ['From: sender@example.org', f'To: rcpt@{DOMAIN}', f'Subject: {subject}',
-             *headers, '', body]
-    return '\r\n'.join(lines).encode()
-
-
 def delivered(postfix, subject):
     """The delivered message whose Subject is `subject` (waits for it)."""
-    deadline = time.monotonic() + 20
-    while True:
+    def find():
         for raw in postfix.messages():
             parsed = email.message_from_bytes(raw)
             if parsed['Subject'] == subject:
                 return parsed
-        if time.monotonic() > deadline:
-            raise TimeoutError(f'{subject!r} not delivered:\n{postfix.log()[-3000:]}')
-        time.sleep(0.05)
+        return None
+
+    return wait_for(find, 20, lambda: f'{subject!r} not delivered:\n{postfix.log()[-3000:]}')
 
 
 def test_a_refused_recipient_sees_our_reply_through_postfix(postfix):

@@ -5,31 +5,23 @@ changes reach what Sendmail relays, and quarantine() is Sendmail's
 quarantine (the queue file kept as hf*, not delivered)."""
 from __future__ import annotations
 
-import smtplib
-import time
-
 import pytest
 
+from milter_filters import DOMAIN, FORGED_AR, change, client, message, refusals, wait_for
 from postfix_private import milter_address, milter_thread
 from sendmail_private import private_sendmail
 from smtp_stack import SmtpError
 from smtp_stack.milter import MilterServer
 from smtp_stack.testing import MailSink
 
-DOMAIN = 'test.example'
-FORGED_AR = 'Authentication-Results: milter.test; spf=pass smtp.mailfrom=forged.example'
 WAIT = 20.0
 
 
 def filters(ctx, next):
     """A refusal per stage, and the changes, chosen by the addresses and the Subject."""
-    name = ctx.command_name
-    if name == 'RCPT' and ctx.address.address.startswith('unknown@'):
-        raise SmtpError(550, 'No such user here (the milter says)', '5.1.1')
-    if name == 'MAIL' and ctx.address.address.startswith('later@'):
-        raise SmtpError(451, 'Greylisted by the milter, come back later', '4.7.1')
+    refusals(ctx)
     next()
-    if name != 'DATA':
+    if ctx.command_name != 'DATA':
         return
     envelope = ctx.session.envelope
     with envelope.spool().open() as body:
@@ -38,11 +30,7 @@ def filters(ctx, next):
         raise SmtpError(554, 'Spam refused by the milter', '5.7.1')
     if b'Subject: hold' in text:
         envelope.quarantine('held for review by the milter')
-    envelope.remove_header('Authentication-Results',
-                           lambda value: value.startswith('milter.test'))
-    envelope.add_header('X-Milter', f'seen {len(text)} bytes')
-    envelope.rcpt_to = [type(a)(a.address.replace('change-me@', 'changed@'), a.args)
-                        for a in envelope.rcpt_to]
+    change(envelope, [('X-Milter', f'seen {len(text)} bytes')])
 
 
 @pytest.fixture(scope='module')
@@ -55,31 +43,18 @@ def sendmail():
         yield instance
 
 
-def client(sendmail):
-    return smtplib.SMTP('127.0.0.1', sendmail.smtp_port, local_hostname='client.example',
-                        timeout=WAIT)
-
-
-def message(subject, body='Hello.\r\n', headers=()):
-    lines = ['From: sender@example.org', f'To: rcpt@{DOMAIN}', f'Subject: {subject}',
-             *headers, '', body]
-    return '\r\n'.join(lines).encode()
-
-
 def relayed(sendmail, subject):
     """The message Sendmail relayed whose Subject is `subject` (waits for it)."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        for found in sendmail.upstream.messages:
-            if found['Subject'] == subject:
-                return found
-        if time.monotonic() > deadline:
-            raise TimeoutError(f'{subject!r} not relayed:\n{sendmail.transcript()[-3000:]}')
-        time.sleep(0.05)        # a poll step, bounded by the deadline
+    def find():
+        return next((found for found in sendmail.upstream.messages
+                     if found['Subject'] == subject), None)
+
+    return wait_for(find, WAIT,
+                    lambda: f'{subject!r} not relayed:\n{sendmail.transcript()[-3000:]}')
 
 
 def test_a_refused_recipient_sees_our_reply_through_sendmail(sendmail):
-    with client(sendmail) as smtp:
+    with client(sendmail, WAIT) as smtp:
         smtp.ehlo()
         smtp.mail('sender@example.org')
         code, text = smtp.rcpt(f'unknown@{DOMAIN}')
@@ -92,7 +67,7 @@ def test_a_refused_recipient_sees_our_reply_through_sendmail(sendmail):
 
 
 def test_a_tempfail_at_mail_and_a_body_refused_by_its_content(sendmail):
-    with client(sendmail) as smtp:
+    with client(sendmail, WAIT) as smtp:
         smtp.ehlo()
         code, text = smtp.mail('later@example.org')
         assert code == 451 and text.endswith(b'Greylisted by the milter, come back later')
@@ -104,7 +79,7 @@ def test_a_tempfail_at_mail_and_a_body_refused_by_its_content(sendmail):
 
 
 def test_headers_and_recipients_changed_in_what_sendmail_relays(sendmail):
-    with client(sendmail) as smtp:
+    with client(sendmail, WAIT) as smtp:
         smtp.sendmail('sender@example.org', [f'change-me@{DOMAIN}'],
                       message('changes', headers=[FORGED_AR, 'Authentication-Results: '
                                                              'other.example; dkim=pass']))
@@ -117,7 +92,7 @@ def test_headers_and_recipients_changed_in_what_sendmail_relays(sendmail):
 
 
 def test_quarantine_is_sendmails_quarantine(sendmail):
-    with client(sendmail) as smtp:
+    with client(sendmail, WAIT) as smtp:
         smtp.ehlo()
         smtp.mail('sender@example.org')
         smtp.rcpt(f'rcpt@{DOMAIN}')
