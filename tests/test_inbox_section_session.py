@@ -1,0 +1,72 @@
+"""How many messages one SMTP session may give the inbox: section, over a
+real socket. The section's SMTP side is the file's servers, so their
+`max_messages` (top level: per session; the section's own `max_messages`
+is how many the inbox keeps) decides: `0` lets a test suite send every
+message over one connection, as `smtp-stack inbox` and Mailpit do, and a
+number stops the session at it."""
+from __future__ import annotations
+
+import smtplib
+import threading
+
+import pytest
+
+from inbox_helpers import WAIT, Http
+from smtp_stack.config import parse
+from smtp_stack.receiver import Receiver
+
+MAIL = b'From: a@example.com\r\nTo: b@example.com\r\nSubject: n\r\n\r\nbody\r\n'
+
+
+def serving(tmp_path, **top):
+    config = parse({'name': 'mx.test', 'disable_reverse_lookup': True,
+                    'disabled_commands': ['STARTTLS'], **top,
+                    'listen': [{'host': '127.0.0.1', 'port': 0}],
+                    'inbox': {'db': 'caught.db', 'http': '127.0.0.1:0', 'max_messages': 5000}},
+                   str(tmp_path))
+    receiver = Receiver(config)
+    started = threading.Event()
+
+    def serve() -> None:
+        receiver.start()
+        started.set()
+        receiver.serve_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(WAIT)
+    return receiver, thread
+
+
+def stop(receiver, thread):
+    for server in receiver.servers:
+        server.stop()
+    thread.join(WAIT)
+    assert not thread.is_alive()
+
+
+def test_one_session_may_send_1001_messages(tmp_path):
+    receiver, thread = serving(tmp_path, max_messages=0)
+    try:
+        with smtplib.SMTP(*receiver.servers[0].address[:2], timeout=WAIT) as client:
+            for _ in range(1001):
+                client.sendmail('a@example.com', ['b@example.com'], MAIL)
+        host, port = receiver.delivery.target.http_address[:2]
+        web = Http(f'http://{host}:{port}/')
+        assert web.json('GET', '/api/v1/messages?limit=1')['total'] == 1001
+        web.close()
+    finally:
+        stop(receiver, thread)
+
+
+def test_the_files_own_max_messages_still_limits_a_session(tmp_path):
+    receiver, thread = serving(tmp_path, max_messages=3)
+    try:
+        with smtplib.SMTP(*receiver.servers[0].address[:2], timeout=WAIT) as client:
+            for _ in range(3):
+                client.sendmail('a@example.com', ['b@example.com'], MAIL)
+            with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+                client.sendmail('a@example.com', ['b@example.com'], MAIL)
+        assert refused.value.smtp_code == 421
+    finally:
+        stop(receiver, thread)
