@@ -107,6 +107,7 @@ class PacketReader:
             data = bytes(data)
         ready, limit, held = self.ready, self.max_size, self.held
         append = ready.append
+        holding = held is not None and not ready    # until a packet waits in `ready`
         size, pos = len(data), 0
         while size - pos >= LEN_BYTES:
             length = _unpack_length(data, pos)[0]
@@ -121,13 +122,14 @@ class PacketReader:
                 self._needed = LEN_BYTES + length
                 break
             letter = data[pos + 4]
-            if letter == _MACRO_BYTE and held is not None and not ready and (
+            if holding and letter == _MACRO_BYTE and (
                     length == 2 or data[end - 1] == 0
                     and not data.count(0, pos + 6, end) & 1):
                 if length > 2:
-                    held.append(data[pos + 6:end])
+                    held.append(data[pos + 6:end])      # type: ignore[union-attr]
             else:
                 append(_new_packet(Packet, (_LETTERS[letter], data[pos + 5:end])))
+                holding = False
             pos = end
         else:
             self._needed = LEN_BYTES
