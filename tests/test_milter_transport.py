@@ -161,3 +161,32 @@ def test_a_reply_larger_than_the_socket_buffers_arrives_whole():
         assert packet.command == P.CONTINUE
         client.close()
     assert b''.join(got) == body
+
+
+def test_a_middleware_may_read_the_message_in_a_greenlet_of_its_own():
+    """The wait for the MTA's next packet wakes the greenlet that waits,
+    whichever reads data_stream, not the connection's."""
+    server = milter()
+
+    @server.use
+    @stages('DATA')
+    def reads_aside(ctx, next):
+        next()
+        if ctx.command_name == 'DATA':
+            body = gevent.spawn(ctx.data_stream.read).get(timeout=10)
+            ctx.session.envelope.add_header('X-Read', str(len(body)))
+
+    with milter_thread(server):
+        client = MtaClient(server)
+        client.negotiate()
+        client.send(P.macro_packet(P.CONNECT, [('{client_addr}', '192.0.2.7')]),
+                    P.command(P.DATA))
+        assert client.reply().command == P.CONTINUE     # the reader began: it waits now
+        client.send(P.command(P.HEADER, 'Subject', ' aside'), P.command(P.EOH),
+                    P.command(P.BODY, b'x' * 1000))
+        assert client.reply().command == P.CONTINUE     # the body chunk
+        client.send(P.command(P.EOB, b''))
+        inserted, verdict = client.reply(), client.reply()
+        assert P.read_reply(inserted) == [0, 'X-Read', ' 1018']     # 'Subject: aside', CRLF, CRLF, the body
+        assert verdict.command == P.CONTINUE
+        client.close()

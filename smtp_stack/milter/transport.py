@@ -139,8 +139,6 @@ class Transport:
     # packets and the reply from interleaving (made with the first ticker).
     _ticker: Any = None
     _write: Semaphore | None = None
-    # The serving greenlet's switch, for the read watcher (made at its first wait).
-    _switch: Callable[..., Any] | None = None
 
     def __init__(self, server: MilterServer, sock: Socket, peer: str) -> None:
         self.server = server
@@ -202,9 +200,8 @@ class Transport:
         if self.reader.error is not None:
             raise self.reader.error
         if not self._more:
-            switch, readable, timer = self._switch, self._readable, self._timer
-            if switch is None:
-                switch = self._switch = getcurrent().switch
+            # The reading greenlet's: middleware may read data_stream in one of its own.
+            switch, readable, timer = getcurrent().switch, self._readable, self._timer
             readable.start(switch, READY)
             if timer is not None:
                 timer.start(switch, TIMED_OUT)
