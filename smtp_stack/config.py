@@ -44,7 +44,8 @@ from .envsubst import Substitutions, SubstitutionError, expand
 from .extras import MissingExtra, needs_extra
 from .logs import FORMATS
 from .options import OPTIONS, Options, parse_size, suggest
-from .sections import DEFAULT_MAILDIR, DELIVERIES, TOP_LEVEL, DeliverySpec, default_delivery
+from .sections import (DEFAULT_MAILDIR, DELIVERIES, SERVER_DEFAULTS, TOP_LEVEL, DeliverySpec,
+                       default_delivery)
 from .tls import TLS_OPTIONS, build_secure_contexts
 from .users import User, parse_hash
 
@@ -289,6 +290,8 @@ class _Checker:
             if 'deliver' in data:
                 self.error(kind, f'the {kind} is the delivery: use {kind}: or deliver:, not both')
             config.deliver = self.delivery(kind, data[kind], kind)
+            for name, value in SERVER_DEFAULTS.get(kind, {}).items():
+                config.options.setdefault(name, value)
         elif 'deliver' in data:
             config.deliver = self.deliver(data['deliver'])
         else:   # the default store: ./maildir of the working directory

@@ -76,6 +76,11 @@ DELIVERIES: dict[str, Section] = {
 # The rows written at the top of the file rather than under `deliver:`,
 # with the extra each needs and the module that needs it.
 TOP_LEVEL = {'inbox': ('inbox', 'smtp_stack.inbox.section')}
+# Server options whose default a delivery changes (the file's own keys
+# still win): the inbox limits no SMTP session to a number of messages,
+# as `smtp-stack inbox` and Mailpit do (a test suite sends its mail over
+# one connection).
+SERVER_DEFAULTS = {'inbox': {'max_messages': 0}}
 
 
 class DeliverySpec(NamedTuple):

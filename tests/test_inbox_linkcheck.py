@@ -120,11 +120,20 @@ def test_the_section_key(tmp_path, target, section, expected):
     assert not thread.is_alive()
 
 
+def inbox_app(db, allowed):
+    return InboxApp(Store(db), allow_internal_http_requests=allowed)
+
+
+def wsgi_app(db, allowed):
+    from smtp_stack.inbox import wsgi_app
+    return wsgi_app(db, allow_internal_http_requests=allowed)
+
+
+@pytest.mark.parametrize('make', [inbox_app, wsgi_app])
 @pytest.mark.parametrize('allowed, expected', [(False, BLOCKED), (True, (200, 'OK'))])
-def test_the_library_argument(tmp_path, target, allowed, expected):
+def test_the_library_argument(tmp_path, target, allowed, expected, make):
     links = links_to(target)
-    with WsgiThread(lambda: InboxApp(Store(str(tmp_path / 'i.db')),
-                                     allow_internal_http_requests=allowed)) as served:
+    with WsgiThread(lambda: make(str(tmp_path / 'i.db'), allowed)) as served:
         web = Http(f'http://127.0.0.1:{served.port}/')
         web.json('POST', '/api/v1/send', {'From': {'Email': 'shop@example.test'},
                                           'To': [{'Email': 'ann@example.test'}],

@@ -45,8 +45,10 @@ def stop(receiver, thread):
     assert not thread.is_alive()
 
 
-def test_one_session_may_send_1001_messages(tmp_path):
-    receiver, thread = serving(tmp_path, max_messages=0)
+@pytest.mark.parametrize('top_level', [{}, {'max_messages': 0}], ids=['default', 'zero'])
+def test_one_session_may_send_1001_messages(tmp_path, top_level):
+    """As `smtp-stack inbox` and Mailpit: no limit unless the file sets one."""
+    receiver, thread = serving(tmp_path, **top_level)
     try:
         with smtplib.SMTP(*receiver.servers[0].address[:2], timeout=WAIT) as client:
             for _ in range(1001):

@@ -41,7 +41,8 @@ __all__ = ['wsgi_app', 'Inbox', 'Store', 'InboxApp']
 
 
 def wsgi_app(db_path: str = 'inbox.db', *, max_messages: int = 500, relay: str | None = None,
-             ui_auth_file: str | None = None, mailboxes: str = 'off') -> InboxApp:
+             ui_auth_file: str | None = None, mailboxes: str = 'off',
+             allow_internal_http_requests: bool = False) -> InboxApp:
     """The web page, the API and the events over the inbox file `db_path`.
 
     Another process (`smtp-stack inbox`, or `smtp-stack serve` with an
@@ -49,6 +50,7 @@ def wsgi_app(db_path: str = 'inbox.db', *, max_messages: int = 500, relay: str |
     the page and `/api/events` see its messages within half a second.
     `mailboxes` is that process's `--mailboxes`: with it, the other
     mailboxes are served under `/mailbox/NAME/` (by-user: to their users).
+    `allow_internal_http_requests` lets the link check ask internal hosts.
     """
     with needs_extra('inbox', 'smtp_stack.inbox.wsgi_app'):
         from .app import InboxApp, load_users
@@ -58,7 +60,8 @@ def wsgi_app(db_path: str = 'inbox.db', *, max_messages: int = 500, relay: str |
     routing = Routing.of(mailboxes)
     users = load_users(ui_auth_file) if ui_auth_file else None
     relay_to = Relay(*parse_hostport(relay)) if relay else None
-    return InboxApp(Store(db_path, max_messages, routing), relay=relay_to, users=users)
+    return InboxApp(Store(db_path, max_messages, routing), relay=relay_to, users=users,
+                    allow_internal_http_requests=allow_internal_http_requests)
 
 
 def __getattr__(name: str) -> type:
