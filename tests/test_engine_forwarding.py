@@ -366,3 +366,27 @@ def test_on_auth_for_xclient_login_sees_the_new_clients_address(serve, client):
     c.expect(250, 'EHLO proxy')
     c.expect(220, 'XCLIENT NAME=client.example ADDR=192.0.2.20 LOGIN=bob')
     assert seen == [('192.0.2.20', 'client.example')]
+
+
+def test_an_xclient_that_on_auth_refuses_changes_nothing(serve, client):
+    """on_auth refusing LOGIN= refuses the command: the session stays the
+    proxy's (address, name, attributes, login, greeting)."""
+    from smtp_stack import SmtpError
+
+    def on_auth(session):
+        if session.auth.method == 'XCLIENT':
+            raise SmtpError(535, 'no such user here', '5.7.8')
+        return session.auth.username
+
+    seen = []
+    server = serve(use_xclient=['127.0.0.1'], middleware=[session_spy(seen)],
+                   allow_insecure_auth=True, on_auth=on_auth)
+    c = client(server)
+    c.expect(250, 'EHLO proxy')
+    c.expect(235, 'AUTH PLAIN ' + base64.b64encode(b'\0proxy\0pw').decode())
+    c.expect(250, 'NOOP')
+    was = dict(seen[-1], command=None)
+    assert c.cmd('XCLIENT ADDR=192.0.2.20 NAME=client.example LOGIN=bob')[0] == 535
+    c.expect(250, 'NOOP')
+    assert dict(seen[-1], command=None) == was
+    c.expect(250, 'MAIL FROM:<a@b.example>')      # still greeted: no second EHLO needed

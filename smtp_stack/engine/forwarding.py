@@ -2,7 +2,7 @@
 trusted proxy or filter tells who the original client was."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import replies as R
 from .. import sasl
@@ -13,6 +13,7 @@ from .commands import command
 if TYPE_CHECKING:
     from ..middleware import Context
     from ..options import TrustList
+    from ..session import Session
     from .engine import Engine
 
 
@@ -30,6 +31,37 @@ def xclient(engine: Engine, ctx: Context) -> None:
     _check_trusted(engine, engine.options.use_xclient)
     attrs = parse_xclient(ctx.command_args)
     session = engine.session
+    before = _identity(session)
+    try:
+        _take_over(engine, attrs)
+    except BaseException:   # on_auth refused LOGIN=: the command did nothing
+        _restore(session, before)
+        raise
+    session.start_over(keep_login=True, helo=attrs.get('HELO'))
+    engine.log(20, 'XCLIENT: client is now %s [%s]:%s', session.client_hostname,
+               session.remote_address, session.remote_port)
+    ctx.reply = engine.banner(extra=False)     # a new greeting, as Postfix answers
+
+
+# What XCLIENT changes before its transition, kept to undo a refused one.
+_IDENTITY = ('remote_address', 'remote_port', 'client_hostname', 'local_address',
+             'local_port', 'xclient', 'auth', 'user')
+
+
+def _identity(session: Session) -> tuple[Any, ...]:
+    return tuple(dict(getattr(session, name)) if name == 'xclient' else getattr(session, name)
+                 for name in _IDENTITY)
+
+
+def _restore(session: Session, values: tuple[Any, ...]) -> None:
+    for name, value in zip(_IDENTITY, values, strict=True):
+        setattr(session, name, value)
+
+
+def _take_over(engine: Engine, attrs: dict[str, str | None]) -> None:
+    """The attributes into the session, then LOGIN= (on_auth sees the new
+    client's address)."""
+    session = engine.session
     if 'ADDR' in attrs:
         session.remote_address = attrs['ADDR']
         session.client_hostname = f'[{attrs["ADDR"]}]' if attrs['ADDR'] else '[unknown]'
@@ -43,11 +75,7 @@ def xclient(engine: Engine, ctx: Context) -> None:
     if 'DESTPORT' in attrs:
         session.local_port = int(attrs['DESTPORT']) if attrs['DESTPORT'] else 0
     session.xclient.update(attrs)
-    _log_in(engine, attrs.get('LOGIN'))     # on_auth sees the new client's address
-    session.start_over(keep_login=True, helo=attrs.get('HELO'))
-    engine.log(20, 'XCLIENT: client is now %s [%s]:%s', session.client_hostname,
-               session.remote_address, session.remote_port)
-    ctx.reply = engine.banner(extra=False)     # a new greeting, as Postfix answers
+    _log_in(engine, attrs.get('LOGIN'))
 
 
 def _log_in(engine: Engine, login: str | None) -> None:
