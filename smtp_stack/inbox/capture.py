@@ -170,8 +170,8 @@ class _Ingest:
                     break
             try:
                 outcomes = self.keep_all([handed for _waiter, handed in batch])
-            except Exception as exc:    # noqa: BLE001 - every session of the batch answers 451
-                outcomes = [Failed(exc) for _ in batch]
+            except BaseException as exc:    # noqa: BLE001 - each session of the batch raises
+                outcomes = [Failed(exc) for _ in batch]     # it: none is left waiting
             self.done.extend(zip((waiter for waiter, _handed in batch), outcomes, strict=True))
             try:
                 self.watcher.send()
