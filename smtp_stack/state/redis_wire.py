@@ -240,7 +240,9 @@ class Connections:
             if conn._sock is None:      # redis-py's socket attribute: None until connected
                 conn.connect()          # and its handshake: HELLO 3, AUTH, SELECT
             sock = conn._sock
-            sock.sendall(command)
+            sent = sock.send(command)
+            if sent != len(command):
+                sock.sendall(command[sent:])
             found = _read_reply(sock)
         except BaseException:
             conn.disconnect()
