@@ -19,8 +19,8 @@ IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 Number = TypeVar('Number', int, float)
 
-__all__ = ['WarnOnce', 'log', 'warnings', 'IPAddress', 'IPNetwork', 'client_ip', 'networks',
-           'allowed', 'authenticated', 'positive', 'STORE_UNAVAILABLE', 'check_mode',
+__all__ = ['WarnOnce', 'log', 'warnings', 'IPAddress', 'IPNetwork', 'client_ip', 'client_text',
+           'networks', 'allowed', 'authenticated', 'positive', 'STORE_UNAVAILABLE', 'check_mode',
            'store_failed', 'mode_of']
 
 
@@ -33,19 +33,33 @@ def client_ip(session: Session) -> IPAddress | None:
     """The real client address (after PROXY/XCLIENT) as an ip_address, or
     None; parsed once per session and address (several policies ask at
     each command), again when XCLIENT changed it."""
+    return _client(session)[1]
+
+
+def client_text(session: Session) -> str:
+    """The client address as text, the way `str(client_ip(session))` writes
+    it (the remote address as given when it is no IP address): made once
+    per session and address, like client_ip (a rate limit's key at every
+    MAIL; `str` of an ip_address is Python code, issue 25)."""
+    return _client(session)[2]
+
+
+def _client(session: Session) -> tuple[str | None, IPAddress | None, str]:
+    """(remote_address, its ip_address or None, the text of that address)."""
     text = session.remote_address
-    kept = getattr(session, _CLIENT_IP, None)
+    kept: tuple[str | None, IPAddress | None, str] | None = getattr(session, _CLIENT_IP, None)
     if kept is not None and kept[0] == text:
-        return kept[1]
+        return kept
     ip = parse_ip(text or '')
+    kept = (text, ip, str(text) if ip is None else str(ip))
     try:
-        setattr(session, _CLIENT_IP, (text, ip))
+        setattr(session, _CLIENT_IP, kept)
     except AttributeError:      # a session object of the caller's that takes no attributes
         pass
-    return ip
+    return kept
 
 
-_CLIENT_IP = '_policies_client_ip'     # (remote_address, its ip_address) on the session
+_CLIENT_IP = '_policies_client_ip'     # _client's answer, kept on the session
 
 
 def parse_ip(text: str) -> IPAddress | None:

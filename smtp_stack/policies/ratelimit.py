@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 from ..errors import SmtpError
 from ..params import DURATION, INTEGER, STRING
 from ..replies import Reply
-from .common import check_mode, client_ip, mode_of, positive, store_failed, warnings
+from .common import check_mode, client_text, mode_of, positive, store_failed, warnings
 from .config import ON_STORE_ERROR, STORE
 from .stores import Store, StoreError, as_store
 
@@ -60,6 +60,9 @@ class RateLimit:
         self._now = now     # tests: a clock; None: the store's own time
         self.on_store_error = check_mode(on_store_error, 'rate_limit')
         self._cause = f'rate_limit store {self.store.url}'     # of the store's warnings
+        # The store keys' beginnings, made once: 'rate:msg:3600:' (as the
+        # keys have always been written, so that windows survive an upgrade).
+        self._key_starts = {what: f'rate:{what}:{self.per}:' for what in ('msg', 'rcpt')}
 
     def subject(self, session: Session) -> str:
         """Who is counted: 'client:192.0.2.1', 'user:alice', 'sender:a@b'."""
@@ -69,15 +72,14 @@ class RateLimit:
             return f'user:{name or getattr(user, "name", None) or user}'
         if self.key == 'sender' and session.envelope.mail_from is not None:
             return f'sender:{session.envelope.mail_from.address.lower()}'
-        ip = client_ip(session)
-        return f'client:{ip if ip is not None else session.remote_address}'
+        return 'client:' + client_text(session)
 
     def _hit(self, ctx: Context, what: str, limit: int, subject: str) -> bool:
         """Whether one more is within the limit (True, failing open, when
         the store is down; with 'tempfail' SmtpError 451 4.3.5)."""
         now = self._now() if self._now else None
         try:
-            count = self.store.hit(f'rate:{what}:{self.per}:{subject}', self.per, limit, now)
+            count = self.store.hit(self._key_starts[what] + subject, self.per, limit, now)
             warnings.ok(self._cause)
         except StoreError as exc:
             store_failed(mode_of(self.on_store_error, ctx), self._cause, 'rate_limit: %s', exc)
