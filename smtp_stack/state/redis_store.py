@@ -154,6 +154,7 @@ class RedisStore(Guarded):
         self._hit = Script(HIT)
         self._incr = Script(INCR)
         self._greylist = Script(GREYLIST)
+        self._kept_grey_args: tuple[GreyRule, tuple[str, int, int, int]] | None = None
 
     def __repr__(self) -> str:
         return f'<RedisStore {self.url}>'
@@ -206,11 +207,22 @@ class RedisStore(Guarded):
         return None if result < 0 else result
 
     def greylist(self, keys: GreyKeys, now: float, rule: GreyRule) -> float | None:
-        left = self._script(self._greylist, [self.prefix + key for key in keys],
-                            [repr(now), int(now), repr(float(rule.delay)),
-                             _ms(rule.delay + rule.retry_window), _ms(rule.expire),
-                             rule.auto_allow])
+        prefix = self.prefix
+        left = self._script(self._greylist,
+                            [prefix + keys[0], prefix + keys[1], prefix + keys[2]],
+                            [repr(now), int(now), *self._grey_args(rule)])
         return None if left is None else float(left)
+
+    def _grey_args(self, rule: GreyRule) -> tuple[str, int, int, int]:
+        """The script's arguments that come from the rule: made again only
+        for another rule object (a Greylist keeps one while its parameters
+        stay as they are)."""
+        kept = self._kept_grey_args
+        if kept is None or kept[0] is not rule:
+            kept = self._kept_grey_args = (rule, (
+                repr(float(rule.delay)), _ms(rule.delay + rule.retry_window), _ms(rule.expire),
+                rule.auto_allow))
+        return kept[1]
 
     def close(self) -> None:
         conns, self._conns = self._conns, None
