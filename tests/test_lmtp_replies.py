@@ -32,10 +32,17 @@ GONE = Reply(550, 'No such user', '5.1.1')
     ([BOB, CAROL], [BOB, CAROL, ADDED], [OK, GONE, NO_DISK], [NO_DISK, GONE]),
     # the first temporary failure of the added ones, else the first permanent
     ([BOB], [BOB, ADDED, OTHER], [OK, GONE, NO_DISK], [NO_DISK]),
-    ([BOB], [BOB, ADDED, OTHER], [OK, GONE, GONE], [GONE]),
+    # a permanent failure of an added one never reaches a recipient whose copy was stored
+    ([BOB], [BOB, ADDED, OTHER], [OK, GONE, GONE], [OK]),
+    ([BOB, CAROL], [CAROL, ADDED], [OK, GONE], [GONE, OK]),
     # a redirect: bob's reply is the new recipient's outcome
     ([BOB], [ADDED], [OK], [OK]),
     ([BOB], [ADDED], [FULL], [FULL]),
+    ([BOB], [ADDED], [GONE], [GONE]),
+    # taken out and put in again (new parameters, another case): its own reply
+    ([BOB, CAROL], [Address('bob@mx.test', {'NOTIFY': 'NEVER'}), Address('Carol@MX.test')],
+     [OK, FULL], [OK, FULL]),
+    ([BOB, CAROL], [Address('carol@mx.test'), Address('bob@mx.test')], [FULL, OK], [OK, FULL]),
     # the same address sent twice: each RCPT is its own
     ([BOB, DAN, Address('bob@mx.test')], [DAN], [FULL], [R.QUEUED, FULL, R.QUEUED]),
 ])

@@ -251,22 +251,44 @@ def as_told(told: list[Address], recipients: list[Address], replies: list[Reply]
     """RFC 2033 4.2 when the chain changed the recipients after they were
     told 250 (a milter's DELRCPT, ADDRCPT): one reply per recipient the
     client sent, in its order, while `replies` follow `recipients`, the
-    envelope delivered. A recipient still there gets its own reply; one
-    taken out gets 250, as an SMTP client is told 250 for a message whose
-    recipient a milter deleted (the first 2xx of the others, or QUEUED).
-    A recipient put in has no RCPT to answer: when its delivery failed,
-    each 2xx goes to that failure instead (the first temporary one, else
-    the first permanent), so the client tries again rather than the
-    message being lost unsaid; a recipient served may then get it twice,
-    as from a relay whose LMTP upstream took some recipients only."""
+    envelope delivered.
+
+    A recipient still there gets its own reply; so does one the chain took
+    out and put in again (the same address in any case: a milter that
+    changed its parameters). One taken out gets 250, as an SMTP client is
+    told 250 for a message whose recipient a milter deleted (the first 2xx
+    of the others, or QUEUED). A recipient put in has no RCPT to answer:
+    when its delivery failed for now, that failure goes to every recipient
+    told 2xx, so the client tries again rather than the copy being lost
+    unsaid (one served may get it twice, as from a relay whose LMTP
+    upstream took some recipients only); a permanent failure goes only to
+    the recipients taken out (a redirect: the client learns where its
+    message went), never to one whose copy was stored (the delivery's log
+    line tells of it)."""
+    told_ids = {id(recipient) for recipient in told}
     own = {id(recipient): reply for recipient, reply in zip(recipients, replies, strict=True)}
-    sent = {id(recipient) for recipient in told}
-    failed = [reply for recipient, reply in zip(recipients, replies, strict=True)
-              if id(recipient) not in sent and reply.code >= 400]
-    carried = min(failed, key=lambda reply: reply.code >= 500) if failed else None
+    added = [(recipient.address.casefold(), reply)
+             for recipient, reply in zip(recipients, replies, strict=True)
+             if id(recipient) not in told_ids]
+    paired: list[Reply | None] = []
+    for recipient in told:
+        reply = own.get(id(recipient))
+        if reply is None:       # taken out; put in again under the same address?
+            key = recipient.address.casefold()
+            index = next((i for i, (address, _) in enumerate(added) if address == key), None)
+            if index is not None:
+                reply = added.pop(index)[1]
+        paired.append(reply)
+    failed = [reply for _, reply in added if reply.code >= 400]
+    temporary = next((reply for reply in failed if reply.code < 500), None)
+    carried = temporary or (failed[0] if failed else None)
     success = next((reply for reply in replies if reply.code < 300), R.QUEUED)
     told_replies = []
-    for recipient in told:
-        reply = own.get(id(recipient), success)
-        told_replies.append(carried if carried is not None and reply.code < 300 else reply)
+    for reply in paired:
+        if reply is None:
+            told_replies.append(carried or success)
+        elif reply.code < 300 and temporary is not None:
+            told_replies.append(temporary)
+        else:
+            told_replies.append(reply)
     return told_replies
