@@ -73,6 +73,23 @@ def test_one_greenlet_serves_connection_after_connection():
     assert serving[0] is serving[1] is serving[2]
 
 
+def test_a_connection_takes_the_watchers_of_one_that_ended():
+    """The read watcher and timer of an ended connection serve the next one
+    on its own socket (Postfix: a connection per SMTP session); stop()
+    closes those kept and keeps none."""
+    server = milter(on_connect=lambda s: None, socket_timeout=30)
+    with milter_thread(server):
+        kept = []
+        for _ in range(3):
+            session(server)
+            assert wait_until(lambda: len(server.connections) == 0)
+            assert len(server.spare_watchers) == 1
+            kept.append(server.spare_watchers[0])
+        readable, timer = kept[0]
+        assert kept[1] == kept[2] == (readable, timer) and not readable.active
+    assert server.spare_watchers == []
+
+
 def test_close_ends_the_greenlets_waiting_for_a_connection():
     """stop() closes Connections: a greenlet kept for the next connection
     ends then, in its own hub, not whenever its thread goes."""

@@ -122,6 +122,9 @@ class MilterServer(ChainHost):
         # it leaves unanswered), per chain.
         self.negotiations: dict[bytes, tuple[P.Negotiation, bytes, frozenset[str]]] = {}
         self.connections = Connections(self._serve)
+        # Stopped read watchers and their timers, for the next connections
+        # (transport.WATCHERS_KEPT); the hub's, so made anew in a worker.
+        self.spare_watchers: list[tuple[Any, Any]] = []
         self.listeners: list[Listener] = []
         self.address: tuple[str, int] | str | None = None
         self._unix_paths: list[str] = []
@@ -199,6 +202,7 @@ class MilterServer(ChainHost):
         self._pool = None
         self.listeners = []
         self.connections = Connections(self._serve)
+        self.spare_watchers = []
         self._unix_paths = []
         self.stopping = False
         self._stopped = None
@@ -286,6 +290,11 @@ class MilterServer(ChainHost):
         self.connections.join(grace)
         self.connections.kill(max(grace, 1.0))
         self.connections.close()
+        for readable, timer in self.spare_watchers:
+            readable.close()
+            if timer is not None:
+                timer.close()
+        self.spare_watchers = []
         for path in self._unix_paths:
             with contextlib.suppress(OSError):
                 os.unlink(path)

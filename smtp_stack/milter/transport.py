@@ -8,7 +8,8 @@ wait on and close is most of a milter's work. Hence plain non-blocking
 sockets under the hub's own watchers rather than gevent's socket layer:
 `Listener` accepts in the hub (a burst at once) and starts each
 connection's greenlet; `Transport` waits on one io watcher and one timer
-made per connection, reads up to 64 KiB at a time (every packet in them is
+per connection (kept for the next one when it ends: WATCHERS_KEPT), reads
+up to 64 KiB at a time (every packet in them is
 parsed before the next read: Postfix writes a message's macros and its end
 together), and tries a read first only when the last one may have left
 bytes behind. The macros of the steps the chain skipped, most of the
@@ -50,6 +51,10 @@ ACCEPT_BURST = 64               # connections accepted per wakeup before others 
 # accepting pauses instead of spinning on them (the pending connections wait).
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_PAUSE = 0.1              # s
+# Read watchers and timers kept by a server for its next connections: a
+# connection's pair costs as much to make as a quarter of its session's
+# events, and Postfix opens one connection per SMTP session.
+WATCHERS_KEPT = 64
 # What the hub hands a waiting greenlet: its watcher fired, or its timer did.
 READY, TIMED_OUT = object(), object()
 
@@ -152,8 +157,13 @@ class Transport:
         self.reader = P.PacketReader(server.max_packet,
                                      self._held if log_min > TRACE else None)
         self._hub = hub = get_hub()
-        self._readable = hub.loop.io(sock.fileno(), 1)
-        self._timer = self._new_timer()
+        spare = server.spare_watchers
+        if spare:       # a connection's that ended: stopped, its fd set anew
+            self._readable, self._timer = spare.pop()
+            self._readable.fd = sock.fileno()
+        else:
+            self._readable = hub.loop.io(sock.fileno(), 1)
+            self._timer = self._new_timer()
 
     def log(self, level: int, message: str, *args: object) -> None:
         if level >= self._log_min:
@@ -294,10 +304,20 @@ class Transport:
                 raise ClientDisconnected(str(exc) or type(exc).__name__) from None
 
     def close_socket(self) -> None:
-        """The watchers, then the socket (a watcher never outlives its fd)."""
-        self._readable.close()
-        if self._timer is not None:
-            self._timer.close()
+        """The watchers, then the socket (a watcher never watches a closed
+        fd: the read watcher and its timer, stopped, are kept for the
+        server's next connection, up to WATCHERS_KEPT)."""
+        readable, timer = self._readable, self._timer
+        readable.stop()
+        if timer is not None:
+            timer.stop()
+        spare = self.server.spare_watchers
+        if len(spare) < WATCHERS_KEPT and not self.server.stopping:
+            spare.append((readable, timer))
+        else:
+            readable.close()
+            if timer is not None:
+                timer.close()
         if self._writable is not None:
             self._writable.close()
             if self._write_timer is not None:
