@@ -105,7 +105,10 @@ class MilterConnection(Transport):
         self._held.clear()
         session, facts = self.session, self.facts
         if session is None or facts is None:
-            self._pending.update(macros)
+            if self._pending:
+                self._pending.update(macros)
+            else:
+                self._pending = macros      # read_pairs' own dict: nobody else holds it
             return
         self._apply(session, facts, macros)
 

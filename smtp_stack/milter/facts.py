@@ -108,8 +108,8 @@ def read_pairs(held: list[bytes]) -> dict[str, str]:
     are joined, and each holds whole pairs, so no name moves."""
     if not held:
         return {}
-    strings = b''.join(held).decode('utf-8', 'surrogateescape').split('\0')
-    return dict(zip(map(_bare, strings[0:-1:2]), strings[1::2], strict=False))
+    strings = iter(b''.join(held).decode('utf-8', 'surrogateescape').split('\0'))
+    return dict(zip(map(_bare, strings), strings, strict=False))  # the last '' unpaired
 
 
 class _BareNames(dict[str, str]):
@@ -134,8 +134,12 @@ TLS_SEEN, LOGIN_SEEN = 'tls', 'login'
 def apply(session: Session, facts: MilterFacts, macros: dict[str, str]) -> list[str]:
     """Take in the macros of one SMFIC_MACRO packet; returns what changed
     that the log tells of (TLS_SEEN; LOGIN_SEEN, after which the caller
-    sets `session.user`: the login changed and the user is unknown)."""
-    facts.macros.update(macros)
+    sets `session.user`: the login changed and the user is unknown).
+    `macros` becomes facts.macros when that is empty: the caller's own dict."""
+    if facts.macros:
+        facts.macros.update(macros)
+    else:
+        facts.macros = macros
     told = []
     queue_id = macros.get('i')
     if queue_id:
