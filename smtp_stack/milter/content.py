@@ -13,10 +13,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..events import ENGINE, LIMIT
+from ..replies import Reply
 from ..stream import DataStream
 from . import message as M
 from . import protocol as P
 from .verdicts import CONTINUE_PACKET, DISCARD_PACKET, final, reply_packet
+
+# The modification requests are sent in pieces of about this many bytes
+# (a replaced body's chunks among them), not joined whole in memory.
+SEND_SIZE = 256 << 10
+# A message with more header fields to remove than message.MAX_REMOVALS:
+# permanent, as the same message would match again (RFC 3463 5.6.0).
+TOO_MANY_REMOVALS = Reply(554, 'Message refused: too many header fields to remove', '5.6.0')
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -69,9 +77,13 @@ def run_message(conn: MilterConnection, first: Packet | None) -> None:
             conn.refused(ctx, reply)
         else:
             conn.stop_progress()
-            conn.answer(_end_of_message(conn, session, reader) + CONTINUE_PACKET
-                        if session.envelope.dropped is None else DISCARD_PACKET)
-            _accepted(conn, session, stream)
+            refusal = _end_of_message(conn, session, reader)
+            if refusal is None:
+                _accepted(conn, session, stream)
+            else:
+                ctx.reply = refusal
+                ctx.refusal = (refusal, LIMIT)
+                conn.refused(ctx, refusal)
         if ctx.close_requested:
             conn.closing = True
     except BaseException:
@@ -84,19 +96,42 @@ def run_message(conn: MilterConnection, first: Packet | None) -> None:
     conn.end_transaction()
 
 
-def _end_of_message(conn: MilterConnection, session: Session, reader: M.MessageReader) -> bytes:
-    """The modification requests middleware made on the envelope."""
+def _end_of_message(conn: MilterConnection, session: Session,
+                    reader: M.MessageReader) -> Reply | None:
+    """The modification requests middleware made on the envelope, then
+    CONTINUE (DISCARD for a dropped message), sent as they are made, up
+    to SEND_SIZE bytes at a time; or the refusal of a message with more
+    fields to remove than message.MAX_REMOVALS, which is returned."""
     envelope = session.envelope
+    if envelope.dropped is not None:
+        conn.answer(DISCARD_PACKET)
+        return None
     if not (envelope.added_headers or envelope.removed_headers or envelope.replaced_body
             is not None or envelope.quarantined is not None or conn.sender is not None
             or conn.recipients or envelope.rcpt_to):
-        return b''
+        conn.answer(CONTINUE_PACKET)
+        return None
     warn: list[str] = []
-    packets = b''.join(M.changes(envelope, reader.fields(), conn.sender, conn.recipients,
-                                 conn.actions, conn.leading_space, warn))
+    packets = M.changes(envelope, reader.fields(), conn.sender, conn.recipients,
+                        conn.actions, conn.leading_space, warn)
+    try:
+        first = next(packets, b'')          # the removals are counted before their first
+    except M.TooManyRemovals as exc:
+        conn.log(30, '%s: refused: %s', conn.queue_id(session), exc)
+        conn.answer(reply_packet(TOO_MANY_REMOVALS))
+        return TOO_MANY_REMOVALS
+    batch, size = [first], len(first)
+    for packet in packets:
+        if size >= SEND_SIZE:
+            conn.answer(b''.join(batch))
+            batch, size = [], 0
+        batch.append(packet)
+        size += len(packet)
+    batch.append(CONTINUE_PACKET)
+    conn.answer(b''.join(batch))
     for what in warn:
         conn.log(30, 'the MTA does not allow a milter to %s: not done', what)
-    return packets
+    return None
 
 
 def _abandoned(conn: MilterConnection, reader: M.MessageReader) -> None:

@@ -20,7 +20,10 @@ hand at the end: the first `budget` bytes of them stay in memory, the
 rest go to an anonymous temporary file, read back once at the end when
 a removal asks (as Postfix's cleanup reads its queue file again).
 Memory stays bounded however long the header section; the end keeps only
-the counts of the names a removal names, and the indexes it removes.
+the counts of the names a removal names, and the indexes it removes: at
+most MAX_REMOVALS of them. A message with more fields to remove is
+refused (`TooManyRemovals`): passing it on with some of them left in
+would let a forged field through.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ import io
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+import gevent
 
 from ..headers import fold
 from ..spool import Spool
@@ -43,11 +48,28 @@ if TYPE_CHECKING:
 # of them) go to a temporary file: a forged field must not hide behind a
 # megabyte of others, nor cost a megabyte of memory more per megabyte.
 HEADER_BUDGET = 1 << 20
+# The most fields remove_header removes from one message. A legitimate
+# message has a few of any name it names (Authentication-Results, spam
+# verdicts); one with more is refused (TooManyRemovals) rather than passed
+# on with some left, as Postfix refuses what passes its own limits.
+MAX_REMOVALS = 1000
+# The fields the end of a message looks at between two turns of the hub.
+FIELDS_PER_TURN = 2048
 CONTINUE_PACKET = P.reply(P.CONTINUE)
 SKIP_PACKET = P.reply(P.SKIP)
 
 # (what the MTA sent: the path as in SMFIC_MAIL/SMFIC_RCPT, its parsed Address)
 Sent = tuple[str, 'Address']
+
+
+class TooManyRemovals(Exception):
+    """remove_header's rules match more than MAX_REMOVALS fields of a
+    message: it must be refused, not passed on with some of them left."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f'more than {MAX_REMOVALS} header fields to remove '
+                         f'(the {MAX_REMOVALS + 1}th: {name})')
+        self.name = name
 
 
 class Channel(Protocol):
@@ -273,7 +295,9 @@ def _removals(envelope: Envelope, headers: Iterable[tuple[str, str]], actions: i
               warn: list[str]) -> Iterator[bytes]:
     """CHGHEADER with an empty value for each field a rule removes. Only
     the names the rules name are counted: the fields of the others pass
-    by, however many (and however many names) the section holds."""
+    by, however many (and however many names) the section holds, with a
+    turn of the hub every FIELDS_PER_TURN fields. Past MAX_REMOVALS
+    fields to remove, TooManyRemovals before the first packet."""
     rules = envelope.removed_headers
     if not rules:
         return
@@ -283,9 +307,11 @@ def _removals(envelope: Envelope, headers: Iterable[tuple[str, str]], actions: i
     tests: dict[str, list[HeaderPredicate | None]] = {}
     for rule, test in rules:
         tests.setdefault(rule.lower(), []).append(test)
-    doomed: list[tuple[int, str]] = []
+    doomed: list[tuple[int, str]] = []      # at most MAX_REMOVALS
     seen: Counter[str] = Counter()
-    for name, value in headers:
+    for count, (name, value) in enumerate(headers, 1):
+        if not count % FIELDS_PER_TURN:
+            gevent.sleep(0)
         key = name.lower()
         named = tests.get(key)
         if named is None:
@@ -293,6 +319,8 @@ def _removals(envelope: Envelope, headers: Iterable[tuple[str, str]], actions: i
         seen[key] += 1      # libmilter and Postfix count per name, any case, from 1
         unfolded = value.replace('\r', '').replace('\n', '').strip(' \t')
         if any(test is None or test(unfolded) for test in named):
+            if len(doomed) == MAX_REMOVALS:
+                raise TooManyRemovals(name)
             doomed.append((seen[key], name))
     for index, name in sorted(doomed, reverse=True):
         yield P.reply(P.CHGHEADER, index, name, '')
