@@ -179,7 +179,10 @@ class RedisStore(Guarded):
         return self._guarded(self._live().execute, *args)
 
     def _script(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        return self._guarded(script.call, self._live(), keys, args)
+        conns = self._conns         # _live's test, a frame less per decision
+        if conns is None:
+            raise StoreError(f'{self.url}: closed')
+        return self._guarded(script.call, conns, keys, args)
 
     def get(self, key: str) -> Value | None:
         value: str | None = self._command('GET', self.prefix + key)

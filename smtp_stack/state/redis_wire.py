@@ -232,7 +232,10 @@ class Connections:
 
     def execute_packed(self, command: bytes) -> Any:
         """The reply to one command already written in RESP."""
-        idle = self._idle_here()
+        # _idle_here's usual answer without its frame: this process's list
+        idle = getattr(self._local, 'idle', None) if self._pid == _pid else None
+        if idle is None:
+            idle = self._idle_here()
         conn = idle.pop() if idle else self._class(**{
             **self._kwargs, 'socket_timeout': self.timeout(),
             'socket_connect_timeout': self.timeout()})
@@ -247,17 +250,15 @@ class Connections:
         except BaseException:
             conn.disconnect()
             raise
-        self._put_back(idle, conn)      # an error reply too: Redis answered, the link is sound
-        if isinstance(found, ResponseError):
-            raise found
-        return found
-
-    def _put_back(self, idle: list[Any], conn: Any) -> None:
-        """Kept for the next call, or closed past `max_idle`."""
+        # Kept for the next call, or closed past max_idle (an error reply
+        # too: Redis answered, the link is sound).
         if len(idle) < self.max_idle:
             idle.append(conn)
         else:
             conn.disconnect()
+        if isinstance(found, ResponseError):
+            raise found
+        return found
 
     def close(self) -> None:
         """Close this thread's connections; forget the others' (a gevent
