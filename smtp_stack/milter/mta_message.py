@@ -9,10 +9,13 @@ there; then the client's fields, without those recorded with
 (delivery/header_edits.py). It streams the client's fields from the
 spool (a line that is no field, or one too long, begins the body, as
 Postfix's cleanup decides) and holds none of them: a request finds its
-field by walking the section again, over the names kept from the first
-reading (up to NAMES_BUDGET) or over the spool read again, as Postfix's
-cleanup reads its queue file again; so every field can be changed,
-however long the section.
+field in an index kept from the first reading (the numbers of the fields
+of each name, in arrays, up to NAMES_BUDGET), without a walk; past the
+budget, by walking the section again from the spool, as Postfix's cleanup
+reads its queue file again, with a turn of the hub every WALK_TURN bytes
+and at most WALK_BUDGET bytes walked per milter and message (a request
+past it is not applied, and `warn` says so). So every field can be
+changed, however long the section, at a bounded cost.
 
 `apply` turns the requests read at the end of the message into changes
 the deliveries honour, as Postfix's cleanup makes them ([cleanup]
@@ -33,10 +36,14 @@ from __future__ import annotations
 
 import io
 import re
+from array import array
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, Protocol, TypeAlias
+
+import gevent
 
 from ..addresses import Address, parse_params
 from ..delivery.header_edits import (FieldReader, HeaderEdits, edits_for, edits_of, field_line)
@@ -50,11 +57,18 @@ if TYPE_CHECKING:
 __all__ = ['HeaderSection', 'SentFields', 'apply', 'unfold']
 
 CHUNK = P.CHUNK_SIZE
-# The names of the client's fields are kept for the requests' walks while
-# they cost no more than this (each name's length and NAME_COST for its
-# object): a few thousand fields; a longer section is read again instead.
-NAMES_BUDGET = 256 << 10
-NAME_COST = 64
+# The index of the client's fields (per name, the numbers of its fields)
+# is kept while it costs no more than this: NUMBER_COST per field, and each
+# name's length and NAME_COST for its objects. 260,000 fields of one name,
+# or 6,000 names; a section past it is read again for each request.
+NAMES_BUDGET = 1 << 20
+NAME_COST = 160
+NUMBER_COST = 4
+# Past the index's budget: the bytes of header section a milter's requests
+# may walk on one message (a 16 MB section: one request), and the bytes
+# walked between two turns of the hub.
+WALK_BUDGET = 16 << 20
+WALK_TURN = 64 << 10
 _FOLD = re.compile(r'\r?\n(?=[ \t])')
 # Above this server's Received: a field recorded with add_header, a line a
 # milter placed. Below it: a client's field, a line placed before one of
@@ -129,6 +143,68 @@ class _Item(NamedTuple):
 _Client: TypeAlias = 'tuple[int, str, bytes, bool]'
 
 
+_REQUESTS = {P.ADDHEADER: 'SMFIR_ADDHEADER', P.INSHEADER: 'SMFIR_INSHEADER',
+             P.CHGHEADER: 'SMFIR_CHGHEADER', P.CHGFROM: 'SMFIR_CHGFROM',
+             P.ADDRCPT: 'SMFIR_ADDRCPT', P.ADDRCPT_PAR: 'SMFIR_ADDRCPT_PAR',
+             P.DELRCPT: 'SMFIR_DELRCPT', P.QUARANTINE: 'SMFIR_QUARANTINE'}
+
+
+class WalkTooLong(ValueError):
+    """The requests of a milter would walk more than WALK_BUDGET bytes of
+    header section: the request is not applied (apply's warning)."""
+
+
+class _Clients(Protocol):
+    """Some of the client's fields, as the index finds them."""
+
+    def count(self, low: int, high: int) -> int:
+        """How many have a number in [low, high)."""
+
+    def select(self, low: int, rank: int) -> int:
+        """The number of the rank'th (from 1) of those numbered low or more."""
+
+
+class _Named:
+    """The shown fields of one name: their numbers, ascending."""
+
+    def __init__(self, numbers: array[int]) -> None:
+        self.numbers = numbers
+
+    def count(self, low: int, high: int) -> int:
+        numbers = self.numbers
+        return max(bisect_left(numbers, high) - bisect_left(numbers, low), 0)
+
+    def select(self, low: int, rank: int) -> int:
+        return self.numbers[bisect_left(self.numbers, low) + rank - 1]
+
+
+class _AllShown:
+    """Every shown field: 1 to `total`, less the `unshown` numbers (sorted)."""
+
+    def __init__(self, total: int, unshown: array[int]) -> None:
+        self.total = total
+        self.unshown = unshown
+
+    def _upto(self, number: int) -> int:
+        """How many are numbered `number` or less."""
+        number = min(number, self.total)
+        return number - bisect_right(self.unshown, number) if number > 0 else 0
+
+    def count(self, low: int, high: int) -> int:
+        return max(self._upto(high - 1) - self._upto(low - 1), 0)
+
+    def select(self, low: int, rank: int) -> int:
+        wanted = self._upto(low - 1) + rank
+        lowest, highest = low, self.total
+        while lowest < highest:             # the first number with `wanted` up to it
+            middle = (lowest + highest) // 2
+            if self._upto(middle) >= wanted:
+                highest = middle
+            else:
+                lowest = middle + 1
+        return lowest
+
+
 @dataclass
 class SentFields:
     """The header section a milter is shown, for its requests: `fields()`
@@ -137,13 +213,15 @@ class SentFields:
 
     The client's header section is not held: what the requests change is
     kept as the deliveries' record, by the client's field numbers
-    (HeaderEdits), and a request that looks for a field below this
-    server's Received walks the section again (`_items`): from the names
-    kept while the first reading (`fields()`) stayed within NAMES_BUDGET,
-    else from the spool, as Postfix's cleanup reads its queue file again
-    for each request ([cleanup] cleanup_milter.c, cleanup_find_header_
-    start). So a change applies however long the section is, and memory
-    is bounded by the budget and the requests."""
+    (HeaderEdits). A request that looks for a field below this server's
+    Received finds it in the index of the first reading (`fields()`):
+    `names`, per name the numbers of the fields shown, and `unshown`, the
+    numbers of those not shown; by bisection, without a walk. A section
+    whose index would pass NAMES_BUDGET is walked again from the spool
+    (`_items`), as Postfix's cleanup reads its queue file again for each
+    request ([cleanup] cleanup_milter.c, cleanup_find_header_start), within
+    WALK_BUDGET. So a change applies however long the section is, and
+    memory and time are bounded by the budgets and the requests."""
     envelope: Envelope
     top: list[_Shown] = field(default_factory=list)
     inserted: dict[int, list[bytes]] = field(default_factory=dict)
@@ -152,8 +230,10 @@ class SentFields:
     dropped: set[int] = field(default_factory=set)
     changed: bool = False
     names_budget: int = NAMES_BUDGET
-    names: list[str] | None = None      # the client's fields' names, while within budget
-    hidden: set[int] = field(default_factory=set)     # the client's fields remove_header hides
+    names: dict[str, array[int]] | None = None      # the index, while within budget
+    unshown: array[int] = field(default_factory=lambda: array('I'))
+    total: int = 0                      # the client's fields, shown or not
+    walked: int = 0                     # bytes walked again from the spool
     _reader: io.BufferedReader | None = None
     _fields: FieldReader | None = None
 
@@ -191,24 +271,43 @@ class SentFields:
 
     def _read(self, fields: FieldReader, keep: bool = False) -> Iterator[_Client]:
         """The client's fields in `fields`. With `keep` (the first reading),
-        their names and those remove_header hides are kept, for the walks
-        of the requests: `names`, set once read to the end within budget."""
+        the index is kept for the requests: `names` (set once read to the
+        end within budget), `unshown`, `total`. Without (a walk again), the
+        bytes count against WALK_BUDGET, with a turn of the hub every
+        WALK_TURN."""
         removed = self.envelope.removed_headers
-        names: list[str] | None = [] if keep else None
+        deleted = self.deleted
+        names: dict[str, array[int]] | None = {} if keep else None
+        unshown = array('I')
         budget = self.names_budget
+        count = turn = 0
         for count, raw in enumerate(fields, 1):
             name = _name(raw)
             hidden = bool(removed) and not remove_fields(raw, removed)
             if names is not None:
-                budget -= len(name) + NAME_COST
-                names = names if budget >= 0 else None
-                if names is not None:
-                    names.append(name)
-                    if hidden:
-                        self.hidden.add(count)
+                budget -= NUMBER_COST
+                if hidden or count in deleted:
+                    unshown.append(count)
+                else:
+                    numbers = names.get(name)
+                    if numbers is None:
+                        numbers = names[name] = array('I')
+                        budget -= len(name) + NAME_COST
+                    numbers.append(count)
+                if budget < 0:
+                    names, unshown = None, array('I')
+            elif not keep:
+                self.walked += len(raw)
+                turn += len(raw)
+                if self.walked > WALK_BUDGET:
+                    raise WalkTooLong(f'more than {WALK_BUDGET} bytes of header section '
+                                      'walked for this milter')
+                if turn >= WALK_TURN:
+                    turn = 0
+                    gevent.sleep(0)
             yield count, name, raw, hidden
         if keep:
-            self.names = names
+            self.names, self.unshown, self.total = names, unshown, count
 
     def _walk(self, client: Iterable[_Client]) -> Generator[_Item, None, None]:
         """The fields below this server's Received, as the deliveries will
@@ -229,24 +328,41 @@ class SentFields:
 
     @contextmanager
     def _items(self) -> Iterator[Iterator[_Item]]:
-        """The fields below this server's Received, walked again: from the
-        names kept, or read from the spool; left unread when the caller
+        """The fields below this server's Received, walked again from the
+        spool (the index past its budget); left unread when the caller
         found what it looked for."""
-        if self.names is not None:
-            hidden = self.hidden
-            walk = self._walk((count, name, b'', count in hidden)
-                              for count, name in enumerate(self.names, 1))
-            try:
-                yield walk
-            finally:
-                walk.close()
-            return
         with io.BufferedReader(_Pieces(_opened(self.envelope.spool())), CHUNK) as reader:
             walk = self._walk(self._read(FieldReader(reader)))
             try:
                 yield walk
             finally:
                 walk.close()
+
+    def _find(self, clients: _Clients, name: str | None, wanted: int) -> _Item | None:
+        """The wanted'th (from 1) field below this server's Received (of
+        `name`, or any), from the index: `clients` counts the client's
+        fields between the lines placed among them, as a walk meets them."""
+        seen, low = 0, 1
+        for number in sorted(self.inserted):
+            count = clients.count(low, number)      # before the lines placed at `number`
+            if seen + count >= wanted:
+                return _Item(CLIENT, clients.select(low, wanted - seen), 0, name or '', b'')
+            seen, low = seen + count, max(low, number)
+            for place, line in enumerate(self.inserted[number]):
+                if name is None or _name(line) == name:
+                    seen += 1
+                    if seen == wanted:
+                        return _Item(INSERTED, number, place, _name(line), line)
+        count = clients.count(low, self.total + 1)
+        if seen + count >= wanted:
+            return _Item(CLIENT, clients.select(low, wanted - seen), 0, name or '', b'')
+        seen += count
+        for place, line in enumerate(self.appended):
+            if name is None or _name(line) == name:
+                seen += 1
+                if seen == wanted:
+                    return _Item(APPENDED, 0, place, _name(line), line)
+        return None
 
     def body(self) -> Iterator[bytes]:
         """The rest of the message after the header section and its empty
@@ -280,10 +396,10 @@ class SentFields:
                 seen += 1
                 if seen == index:
                     return position
-        if self.names is not None and key not in self.names and not any(
-                _name(line) == key for lines in (*self.inserted.values(), self.appended)
-                for line in lines):
-            return None             # no such field below (rspamd deletes its names' absent ones)
+        if self.names is not None:      # an absent name costs no walk (rspamd deletes them)
+            numbers = self.names.get(key)
+            return self._find(_Named(array('I') if numbers is None else numbers), key,
+                              index - seen)
         with self._items() as items:
             for item in items:
                 if item.name == key:
@@ -302,6 +418,13 @@ class SentFields:
             self.top.insert(index, _Shown(PLACED, _name(line), line))
             return
         wanted = index - len(self.top) - 1      # this server's Received is at len(top)
+        if self.names is not None:
+            found = self._find(_AllShown(self.total, self.unshown), None, wanted + 1)
+            if found is not None:
+                self._place_before(found, line)
+            else:
+                self.appended.append(line)
+            return
         with self._items() as items:
             for position, item in enumerate(items):
                 if position == wanted:
@@ -334,6 +457,10 @@ class SentFields:
                 self.top[position] = _Shown(PLACED, entry.name, line)
         elif position.where == CLIENT:
             self.deleted.add(position.number)
+            if self.names is not None:          # no longer shown: out of the index
+                numbers = self.names[position.name]
+                del numbers[bisect_left(numbers, position.number)]
+                insort(self.unshown, position.number)
             if line is not None:        # in its place: after the lines placed before it
                 self.inserted.setdefault(position.number, []).append(line)
         else:
@@ -410,8 +537,7 @@ def apply(changes: list[tuple[str, list[P.Field]]], envelope: Envelope, sent: Se
         try:
             _apply_one(letter, fields, envelope, sent, who, warn, space)
         except (ValueError, TypeError) as exc:
-            warn.append(f'{P.name_of(letter) if letter in P.NAMES else repr(letter)} '
-                        f'not applied: {exc}')
+            warn.append(f'{_REQUESTS.get(letter, repr(letter))} not applied: {exc}')
     if sent.changed:
         edits_for(envelope, sent.edits())
 
