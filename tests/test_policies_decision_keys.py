@@ -112,3 +112,21 @@ def test_redis_greylist_arguments_follow_the_rule_object(redis_server):  # noqa:
         assert shared.greylist(other, 1000.0, GreyRule(40, 3600, 86400, 0)) == 40
     finally:
         shared.close()
+
+
+NETS = common.networks(['192.0.2.0/24', '2001:db8::/32'], 'test')
+
+
+@pytest.mark.parametrize('text, nets, expected', [
+    ('192.0.2.9', NETS, True),
+    ('192.0.2.9', list(NETS), True),
+    ('198.51.100.1', NETS, False),
+    ('2001:db8::5', NETS, True),
+    ('192.0.2.9', (), False),
+    ('192.0.2.9', [], False),
+    (None, NETS, False),
+])
+def test_allowed(text, nets, expected):
+    ip = None if text is None else ipaddress.ip_address(text)
+    assert common.allowed(ip, nets) is expected
+    assert common.allowed(ip, iter(nets)) is expected      # any iterable, a generator too

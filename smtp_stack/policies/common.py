@@ -93,7 +93,11 @@ def networks(values: str | Iterable[str] | None, name: str) -> tuple[IPNetwork, 
 
 
 def allowed(ip: IPAddress | None, nets: Iterable[IPNetwork]) -> bool:
-    return ip is not None and any(ip.version == net.version and ip in net for net in nets)
+    """Whether `ip` is in one of `nets` (an empty tuple is answered without
+    making a generator: what most greylists have, at every RCPT)."""
+    if ip is None or nets == ():
+        return False
+    return any(ip.version == net.version and ip in net for net in nets)
 
 
 def authenticated(session: Session) -> bool:
