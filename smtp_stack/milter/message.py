@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import gevent
@@ -309,19 +310,23 @@ def _removals(envelope: Envelope, headers: Iterable[tuple[str, str]], actions: i
         tests.setdefault(rule.lower(), []).append(test)
     doomed: list[tuple[int, str]] = []      # at most MAX_REMOVALS
     seen: Counter[str] = Counter()
-    for count, (name, value) in enumerate(headers, 1):
-        if not count % FIELDS_PER_TURN:
-            gevent.sleep(0)
-        key = name.lower()
-        named = tests.get(key)
-        if named is None:
-            continue
-        seen[key] += 1      # libmilter and Postfix count per name, any case, from 1
-        unfolded = value.replace('\r', '').replace('\n', '').strip(' \t')
-        if any(test is None or test(unfolded) for test in named):
-            if len(doomed) == MAX_REMOVALS:
-                raise TooManyRemovals(name)
-            doomed.append((seen[key], name))
+    fields = iter(headers)
+    more = True
+    while more:
+        more = False
+        for name, value in islice(fields, FIELDS_PER_TURN):
+            more = True
+            key = name.lower()
+            named = tests.get(key)
+            if named is None:
+                continue
+            seen[key] += 1      # libmilter and Postfix count per name, any case, from 1
+            unfolded = value.replace('\r', '').replace('\n', '').strip(' \t')
+            if any(test is None or test(unfolded) for test in named):
+                if len(doomed) == MAX_REMOVALS:
+                    raise TooManyRemovals(name)
+                doomed.append((seen[key], name))
+        gevent.sleep(0)
     for index, name in sorted(doomed, reverse=True):
         yield P.reply(P.CHGHEADER, index, name, '')
 
