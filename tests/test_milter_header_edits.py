@@ -47,9 +47,9 @@ def envelope_of(data: bytes = MESSAGE) -> Envelope:
 
 @pytest.fixture(autouse=True, params=['names kept', 'read again'])
 def walks(request):
-    """Each test twice: the requests find the client's fields in the names
+    """Each test twice: the requests find the client's fields in the index
     kept from the first reading, and in the spool read again (a section
-    too long to keep them)."""
+    whose index is past its budget)."""
     global NAMES
     NAMES = NAMES_BUDGET if request.param == 'names kept' else 0
     yield
@@ -197,8 +197,9 @@ def test_fields_after_a_line_that_is_no_field_are_still_removed():
 
 def test_changes_apply_past_a_mebibyte_of_header_section_without_holding_it():
     """As Postfix's cleanup, which looks for a field in its queue file at
-    each request: the names of the fields are kept (a few thousand at
-    most), or the section is read again from the spool; never held whole."""
+    each request: an index of the fields is kept (their numbers per name,
+    within NAMES_BUDGET), or the section is read again from the spool;
+    never held whole."""
     count = 1200                                    # about 1.2 MB of fields
     value = b'v' * 490 + b'\r\n\t' + b'w' * 490
     data = b''.join(b'X-F%04d: %s\r\n' % (i, value) for i in range(count)) + b'\r\nbody\r\n'
