@@ -159,3 +159,22 @@ def test_the_hub_turns_while_the_fields_are_looked_at():
     finally:
         ticker.kill(timeout=5)
     assert len(turns) >= 40_000 // M.FIELDS_PER_TURN
+
+
+def test_requests_past_a_piece_go_in_order_and_whole(log):
+    """The requests are sent as they are made, 256 KiB at a time: a 1 MiB
+    replaced body reaches the MTA whole, in order, after the removals."""
+    server = spam_filter(log)
+    new_body = bytes(range(256)) * 4096
+
+    @server.use
+    def replace(ctx, next):
+        next()
+        if ctx.command_name == 'DATA':
+            ctx.session.envelope.replace_body(new_body)
+
+    final = end_of_message(server, spam(3))
+    assert [packet.command for packet in final[:3]] == [P.CHGHEADER] * 3
+    assert {packet.command for packet in final[3:-1]} == {P.REPLBODY}
+    assert b''.join(packet.data for packet in final[3:-1]) == new_body
+    assert final[-1] == (P.CONTINUE, b'')
