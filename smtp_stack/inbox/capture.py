@@ -74,13 +74,6 @@ class Capture:
             raise outcome.error
         return None
 
-    def keep(self, body: IO[bytes], rcpt: list[str], username: str | None,
-             sender: str) -> None:
-        """One message into the store, counted (raises what storing it raised)."""
-        [outcome] = self.keep_all([(body, rcpt, username, sender)])
-        if isinstance(outcome, Failed):
-            raise outcome.error
-
     def keep_all(self, handed: list[Handed]) -> list[Failed | None]:
         """In the ingest thread: the messages into the store in one
         transaction, counted; None for each stored, Failed for the others."""
