@@ -14,9 +14,9 @@ hands the message to one thread of its own per hub (`_Ingest`), which
 takes every message waiting, reads, parses and writes them together
 (`Store.add_all`: one transaction), then wakes their sessions. One
 thread, not several: parsing is Python, which holds the GIL, so threads
-beside it only wait for it and hand it to each other (on the benchmark
-machine 0.2-0.4 ms of CPU a message went to that); one thread also makes
-the batches that share a commit as large as the load. A hand-off is a C
+beside it only wait for it and hand it to each other (four threads'
+wakeups and GIL hand-offs were system and user time of their own); one
+thread also makes the batches that share a commit as large as the load. A hand-off is a C
 queue put and one async watcher shared by the hub's messages (a few µs,
 where the hub's thread pool spends tens); the SQLite work never runs on
 the hub. The call returns, and the client gets its 250, once the
