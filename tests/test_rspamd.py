@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import re
 import smtplib
 import subprocess
@@ -451,3 +452,29 @@ def test_the_yaml_entry_builds_the_policy(tmp_path):
     [built] = config.policies.build()
     assert (built.url, built.timeout, built.fail_open, built.settings_id) == \
         ('http://127.0.0.1:11999', 3.0, False, 'inbound')
+
+
+@pytest.fixture
+def many_descriptors():
+    """Descriptors 0-1100 taken, as a busy server's sessions take them: a
+    socket opened now has a number select() cannot watch."""
+    taken = []
+    try:
+        while len(taken) < 1100:
+            taken.append(os.open(os.devnull, os.O_RDONLY))
+        yield
+    finally:
+        for fd in taken:
+            os.close(fd)
+
+
+def test_a_kept_connection_past_descriptor_1023_is_reused(rspamd, haproxy, serve,
+                                                           many_descriptors):
+    """Whether a kept connection is still good is asked with poll(): with
+    select() every message after the first failed (ValueError) once the
+    process had 1,024 descriptors open."""
+    policy = rspamd_policy(haproxy.url, fail_open=False)
+    sink = serve(policy)
+    for subject in ('Hello', 'Again'):
+        assert send(sink, message(subject=subject))[0] == 250
+    assert haproxy.counts() == {'connections': 1, 'requests': 2}

@@ -72,6 +72,7 @@ import io
 import json
 import os
 import re
+import select
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -81,7 +82,6 @@ from urllib.parse import urlsplit
 
 import gevent
 import h11
-from gevent import select as gselect
 from gevent import socket as gsocket
 
 from ..errors import SmtpError
@@ -138,8 +138,11 @@ class _Connection:
         and nothing to read (a server that closed it sent EOF)."""
         if time.monotonic() - self.idle_since > KEEP_IDLE:
             return False
-        readable, _, _ = gselect.select([self.sock], [], [], 0)
-        return not readable
+        # poll(), not select(): select() cannot take a descriptor past 1023,
+        # which a busy server's sockets reach. A zero timeout never waits.
+        watch = select.poll()
+        watch.register(self.sock.fileno(), select.POLLIN)
+        return not watch.poll(0)
 
     def post(self, host: str, target: str, headers: list[tuple[str, str]],
              body: io.BufferedIOBase,
