@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import time
 
@@ -34,6 +35,16 @@ def pytest_runtest_makereport(item, call):
 def pytest_configure(config):
     config.addinivalue_line('markers', 'may_skip_in_ci(reason): the test may skip even in CI, '
                                        'for a reason of the machine (a limit), not a missing peer')
+
+
+def readable(source, timeout: float) -> bool:
+    """Whether `source` (a file, a socket or a descriptor) has something
+    to read within `timeout` seconds. poll(), not select(): select()
+    cannot take a descriptor past 1023, which a long test run reaches."""
+    fd = source if isinstance(source, int) else source.fileno()
+    watch = select.poll()
+    watch.register(fd, select.POLLIN)
+    return bool(watch.poll(max(0.0, timeout) * 1000))
 
 
 def wait_until(predicate, timeout: float = WAIT, step: float = 0.01):

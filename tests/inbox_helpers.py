@@ -54,7 +54,12 @@ class InboxThread:
             self._ready.set()
             return
         self._ready.set()
-        self.inbox.serve_forever()
+        try:
+            self.inbox.serve_forever()
+        finally:
+            # Its thread pool (the web side's store calls, each thread with
+            # its SQLite connection) and its loop end with it.
+            gevent.get_hub().destroy(destroy_loop=True)
 
     def stop(self):
         if self._thread is None:
@@ -63,6 +68,7 @@ class InboxThread:
         self._thread.join(WAIT)
         assert not self._thread.is_alive(), 'the inbox did not stop'
         self._thread = None
+        self.inbox.store.close()    # this thread's connection, if the test read the store
 
     @property
     def smtp(self):

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 import peers
+from conftest import readable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,14 +76,12 @@ def test_tls_client_runs_whole_sessions_and_reports_refusals(serve):
 def test_the_featureless_gevent_sink_takes_mail_from_smtplib():
     """The floor the benchmark compares with must speak enough SMTP for the
     benchmark clients (smtplib here: EHLO, MAIL, RCPT, DATA, RSET, QUIT)."""
-    import select
     import smtplib
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'benchmarks', 'servers',
                                                           'gevent_sink.py'), '--port', '0'],
                             stdout=subprocess.PIPE, text=True)
     try:
-        ready, _, _ = select.select([proc.stdout], [], [], 10)
-        assert ready, 'the sink did not start within 10 s'
+        assert readable(proc.stdout, 10), 'the sink did not start within 10 s'
         port = int(re.search(r'listening on [0-9.]+:(\d+)', proc.stdout.readline())[1])
         with smtplib.SMTP('127.0.0.1', port, timeout=10) as client:
             for _ in range(3):

@@ -19,7 +19,7 @@ from smtp_stack.testing import MailSink
 from smtp_stack.users import hash_password, verify_password
 
 from clirunner import ROOT, Process, Serve, run, smtp_stack
-from conftest import WAIT, RawClient
+from conftest import WAIT, RawClient, readable
 
 BODY = b'From: a@b.example\r\nSubject: cli\r\n\r\nhello\r\n'
 
@@ -432,7 +432,6 @@ def _hash_password_on_a_tty(typed: list[str]) -> tuple[int, str]:
     """Run `smtp-stack hash-password` on a pseudo-terminal, answering each
     prompt with the next of `typed`; (exit status, everything it showed)."""
     import pty
-    import select
     from clirunner import env_with_package
     pid, master = pty.fork()
     if pid == 0:        # the child: the pty is its controlling terminal
@@ -448,8 +447,7 @@ def _hash_password_on_a_tty(typed: list[str]) -> tuple[int, str]:
         while True:
             remaining = deadline - time.monotonic()
             assert remaining > 0, f'no end within {WAIT} s; shown: {shown!r}'
-            ready, _, _ = select.select([master], [], [], remaining)
-            if not ready:
+            if not readable(master, remaining):
                 continue
             try:
                 chunk = os.read(master, 4096)

@@ -6,7 +6,6 @@ per-message work no longer does (makedirs, an unlink of the renamed file)."""
 import errno
 import os
 import re
-import select
 import signal
 import smtplib
 import stat
@@ -22,7 +21,7 @@ from smtp_stack.delivery import maildir as maildir_module
 from smtp_stack.offload import Coalesced, Lanes
 
 import peers
-from conftest import WAIT, RawClient, wait_until
+from conftest import WAIT, RawClient, readable, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,8 +54,7 @@ def start_server(argv_prefix, box):
         p for p in (ROOT, os.environ.get('PYTHONPATH')) if p))
     proc = subprocess.Popen([*argv_prefix, sys.executable, '-c', SERVER, box], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ready, _, _ = select.select([proc.stdout], [], [], 3 * WAIT)
-    line = proc.stdout.readline() if ready else ''
+    line = proc.stdout.readline() if readable(proc.stdout, 3 * WAIT) else ''
     if not line:
         proc.kill()
         proc.wait(WAIT)

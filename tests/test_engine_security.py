@@ -3,7 +3,6 @@ import base64
 import hashlib
 import hmac
 import json
-import select
 import smtplib
 import ssl
 import subprocess
@@ -17,7 +16,7 @@ from smtp_stack import SmtpError
 from smtp_stack.tls import generate_self_signed
 
 import peers
-from conftest import WAIT, RawClient
+from conftest import WAIT, RawClient, readable
 
 
 def insecure_client_context():
@@ -125,8 +124,7 @@ def test_handshake_dripped_byte_by_byte_is_cut_at_upgrade_timeout(serve, client)
         except OSError:
             closed = True
             break
-        readable, _, _ = select.select([c.sock], [], [], 0.05)     # the drip's pace
-        if readable and c.closed():
+        if readable(c.sock, 0.05) and c.closed():     # the drip's pace
             closed = True
             break
     elapsed = time.monotonic() - started

@@ -3,6 +3,7 @@ ingest thread, which stores every message waiting in one transaction;
 one message that cannot be stored fails its own session alone."""
 from __future__ import annotations
 
+import os
 import smtplib
 import threading
 import time
@@ -106,3 +107,33 @@ def test_commit_all_writes_one_callers_items_together_and_fails_each_alone(tmp_p
     assert outcomes[0] == outcomes[2] == 1
     assert isinstance(outcomes[1], Failed) and isinstance(outcomes[1].error, ZeroDivisionError)
     assert commits.commits == 3         # the batch failed, then 1 and 2 alone
+
+
+def open_files(path) -> int:
+    """How many of this process's descriptors name `path`."""
+    count = 0
+    for fd in os.listdir('/proc/self/fd'):
+        try:
+            count += os.readlink(f'/proc/self/fd/{fd}') == str(path)
+        except OSError:
+            pass
+    return count
+
+
+def ingest_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == 'smtp_stack-inbox-ingest']
+
+
+def test_stopping_the_inbox_ends_its_ingest_thread_and_closes_its_files(tmp_path):
+    """The ingest thread, with its SQLite connection, ends when the inbox
+    stops instead of 10 s later (a test run of many inboxes ran out of
+    descriptors select() can take)."""
+    db = tmp_path / 'inbox.db'
+    inbox = InboxThread(db).start()
+    try:
+        send(inbox.smtp, make_mail(subject='one'))
+        assert ingest_threads()
+    finally:
+        inbox.stop()
+    wait_until(lambda: not ingest_threads())        # the ingest thread ends with the inbox
+    wait_until(lambda: open_files(db) == 0)         # and no connection keeps the file open

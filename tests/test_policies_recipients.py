@@ -116,12 +116,14 @@ def blocked_read_scenario(directory: str) -> float:
     os.mkfifo(path)
     release_r, release_w = os.pipe()
     opened = []
-    select = get_original('select', 'select')      # blocking, in the writer's native thread
+    poll = get_original('select', 'poll')      # blocking, in the writer's native thread
 
     def writer():
         with open(path, 'w') as fifo:
             opened.append(True)
-            select([release_r], [], [], WAIT)
+            watch = poll()      # poll(): select() takes no descriptor past 1023
+            watch.register(release_r)
+            watch.poll(WAIT * 1000)
             fifo.write('erin@file.test\nfrank@file.test\n')
     pool = ThreadPool(1)
     job = pool.spawn(writer)

@@ -5,7 +5,6 @@ not installed."""
 from __future__ import annotations
 
 import os
-import select
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import time
 import pytest
 
 import peers
-from conftest import WAIT
+from conftest import WAIT, readable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,9 +53,8 @@ class Script:
     def line(self) -> str:
         deadline = time.monotonic() + WAIT
         while b'\n' not in self.buffer:
-            ready, _, _ = select.select([self.proc.stdout], [], [],
-                                        max(0.0, deadline - time.monotonic()))
-            assert ready, f'the script said nothing in time: {self.buffer!r}'
+            assert readable(self.proc.stdout, deadline - time.monotonic()), \
+                f'the script said nothing in time: {self.buffer!r}'
             data = os.read(self.proc.stdout.fileno(), 4096)
             assert data, f'the script ended: {self.buffer!r}'
             self.buffer += data

@@ -7,7 +7,6 @@ accepted by another worker.
 """
 import ctypes
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 from smtp_stack import SmtpServer
 from smtp_stack.testing import ServerThread
 
-from conftest import WAIT, RawClient, wait_until
+from conftest import WAIT, RawClient, readable, wait_until
 
 PR_SET_CHILD_SUBREAPER = 36
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -293,8 +292,7 @@ class Master:
                                      stdout=subprocess.PIPE, text=True)
 
     def line(self, timeout=WAIT) -> str:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert ready, 'the master printed nothing in time'
+        assert readable(self.proc.stdout, timeout), 'the master printed nothing in time'
         return self.proc.stdout.readline().strip()
 
     def pids(self) -> tuple:

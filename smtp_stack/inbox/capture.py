@@ -68,7 +68,7 @@ class Capture:
         else:
             ingest = self._threads.get(hub)
             if ingest is None or ingest.pid != os.getpid():    # a fork's child: none yet
-                ingest = self._threads[hub] = _Ingest(hub.loop, self.keep_all)
+                ingest = self._threads[hub] = _Ingest(hub.loop, self.keep_all, self.store.close)
             outcome = ingest.call(hub, handed)
         if isinstance(outcome, Failed):
             raise outcome.error
@@ -104,6 +104,14 @@ class Capture:
     def delivery(self) -> CallableDelivery:
         return CallableDelivery(self, threaded=False)
 
+    def close(self) -> None:
+        """End the ingest threads once what they were handed is stored
+        (the inbox stops): each closes its SQLite connection as it ends,
+        instead of holding it for IDLE_SECONDS more. A message handed later
+        starts a thread again."""
+        for ingest in list(self._threads.values()):
+            ingest.close()
+
 
 class _Ingest:
     """The ingest thread of one hub (see the module's docstring): sessions
@@ -113,11 +121,12 @@ class _Ingest:
     message comes, ended after IDLE_SECONDS without one. It keeps no
     reference to the hub (the hub is the key of a weak dictionary)."""
 
-    def __init__(self, loop: Any, keep_all: Callable[[list[Handed]], list[Failed | None]]
-                 ) -> None:
+    def __init__(self, loop: Any, keep_all: Callable[[list[Handed]], list[Failed | None]],
+                 on_exit: Callable[[], None]) -> None:
         self.pid = os.getpid()
         self.keep_all = keep_all
-        self.tasks: queue.SimpleQueue[tuple[Waiter, Handed]] = queue.SimpleQueue()
+        self.on_exit = on_exit      # in the thread, as it ends: its SQLite connection closed
+        self.tasks: queue.SimpleQueue[tuple[Waiter, Handed] | None] = queue.SimpleQueue()
         self.done: collections.deque[tuple[Waiter, Failed | None]] = collections.deque()
         self.running = False
         self.lock = threading.Lock()
@@ -145,31 +154,55 @@ class _Ingest:
                 self.watcher.ref = False
         return outcome
 
+    def close(self) -> None:
+        """Ask the thread to end once the messages before this are stored."""
+        with self.lock:
+            if self.running:
+                self.tasks.put(None)
+
     def _work(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self.on_exit()
+
+    def _serve(self) -> None:
         get, get_now = self.tasks.get, self.tasks.get_nowait
         while True:
+            stop = False
             try:
-                batch = [get(timeout=IDLE_SECONDS)]
+                first = get(timeout=IDLE_SECONDS)
             except queue.Empty:
+                first, stop = None, True
+            batch: list[tuple[Waiter, Handed]] = [] if first is None else [first]
+            stop = stop or first is None
+            while not stop and len(batch) < BATCH_MAX:
+                try:
+                    task = get_now()
+                except queue.Empty:
+                    break
+                if task is None:
+                    stop = True
+                else:
+                    batch.append(task)
+            if batch:
+                self._store(batch)
+            if stop:
                 with self.lock:     # a message put meanwhile finds this thread gone
                     if self.tasks.empty():
                         self.running = False
                         return
-                continue
-            while len(batch) < BATCH_MAX:
-                try:
-                    batch.append(get_now())
-                except queue.Empty:
-                    break
-            try:
-                outcomes = self.keep_all([handed for _waiter, handed in batch])
-            except BaseException as exc:    # noqa: BLE001 - each session of the batch raises
-                outcomes = [Failed(exc) for _ in batch]     # it: none is left waiting
-            self.done.extend(zip((waiter for waiter, _handed in batch), outcomes, strict=True))
-            try:
-                self.watcher.send()
-            except Exception:       # noqa: BLE001 - the hub's loop was destroyed: nobody waits
-                pass
+
+    def _store(self, batch: list[tuple[Waiter, Handed]]) -> None:
+        try:
+            outcomes = self.keep_all([handed for _waiter, handed in batch])
+        except BaseException as exc:    # noqa: BLE001 - each session of the batch raises
+            outcomes = [Failed(exc) for _ in batch]     # it: none is left waiting
+        self.done.extend(zip((waiter for waiter, _handed in batch), outcomes, strict=True))
+        try:
+            self.watcher.send()
+        except Exception:       # noqa: BLE001 - the hub's loop was destroyed: nobody waits
+            pass
 
     def _deliver(self) -> None:
         """In the hub: hand each stored message's outcome to its session."""

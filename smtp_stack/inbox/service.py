@@ -161,6 +161,7 @@ class InboxParts:
         if self.http is not None:
             self.http.stop(timeout=1)
             self.http = None
+        self.capture.close()
 
     def serving(self) -> list[gevent.Greenlet]:
         """Greenlets serving HTTP (and POP3) until they are stopped."""
@@ -250,6 +251,7 @@ class Inbox(InboxParts):
     def stop(self, timeout: float | None = None) -> None:
         self.stop_parts()
         self.smtp.stop(timeout)
+        self.capture.close()    # again: a session finishing meanwhile may have started one
 
     def describe(self) -> str:
         if self.smtp.address is None:
