@@ -192,7 +192,10 @@ skip_authenticated = false;
         command = [self.binary, '-f', *as_root, '-c', os.path.join(self.workdir, 'rspamd.conf')]
         for name, value in where.items():
             command += ['--var', f'{name}={value}']
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # A session of its own: its process group (its PID) holds every
+        # process it forks, helpers it starts later too, for stop() to end.
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)
         deadline = time.monotonic() + WAIT
         while not self._pongs():
             if self.proc.poll() is not None:
@@ -256,6 +259,10 @@ skip_authenticated = false;
                 except ProcessLookupError:
                     pass
             proc.wait(WAIT)
+        try:        # a helper forked after `workers` was read (hs_helper) ends too
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         deadline = time.monotonic() + WAIT
         while any(os.path.exists(f'/proc/{pid}') and _alive(pid) for pid in workers):
             if time.monotonic() > deadline:
