@@ -10,6 +10,7 @@ the first packet the MTA waits on.
 """
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 from ..events import ENGINE, LIMIT
@@ -36,17 +37,23 @@ def open_stream(conn: MilterConnection) -> DataStream:
     """data_stream over the content packets (handlers.data)."""
     reader = conn.message_reader
     assert reader is not None, 'DATA outside a message'
-    stream: DataStream
+    # The stream holds pull; pull names the stream weakly, so that the two
+    # are no reference cycle keeping the message's reader, and through it
+    # the connection, alive until the collector runs.
+    stream_ref: weakref.ref[DataStream]
 
     def pull() -> bytes | None:
         piece = reader.pull()
         if reader.ended:
             conn.start_progress()
         if piece is None and reader.aborted:
-            stream.aborted = True   # never a clean end: MessageRefused (abandoned)
+            stream = stream_ref()
+            if stream is not None:
+                stream.aborted = True   # never a clean end: MessageRefused (abandoned)
         return piece
 
     stream = DataStream(pull, conn.options.size)
+    stream_ref = weakref.ref(stream)
     return stream
 
 
