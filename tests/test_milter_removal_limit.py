@@ -10,6 +10,7 @@ import gevent
 import pytest
 
 from postfix_private import MtaClient, milter_thread
+from log_lines import kept_lines
 from smtp_stack import LogLevels
 from smtp_stack.milter import MilterServer
 from smtp_stack.milter import message as M
@@ -27,24 +28,10 @@ ALL_ACTIONS = 0x1FF
 REFUSAL = (P.REPLYCODE, b'554 5.6.0 Message refused: too many header fields to remove\0')
 
 
-class Log(logging.Handler):
-    def __init__(self):
-        super().__init__(level=1)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture
 def log():
-    logger = logging.getLogger('smtp_stack.test_milter_removal_limit')
-    handler = Log()
-    logger.addHandler(handler)
-    logger.setLevel(1)
-    logger.propagate = False
-    yield handler
-    logger.removeHandler(handler)
+    with kept_lines('smtp_stack.test_milter_removal_limit') as lines:
+        yield lines
 
 
 def spam_filter(log):

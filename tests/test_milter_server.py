@@ -10,6 +10,7 @@ import pytest
 
 from conftest import wait_until
 from postfix_private import MtaClient, milter_thread
+from log_lines import kept_lines
 from smtp_stack import LogLevels, MessageRefused, SmtpError
 from smtp_stack.milter import MilterServer, parse_listen
 from smtp_stack.milter import protocol as P
@@ -41,24 +42,10 @@ def macros(stage, **values):
     return P.command(P.MACRO, stage, strings)
 
 
-class Log(logging.Handler):
-    def __init__(self):
-        super().__init__(level=1)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture
 def log():
-    logger = logging.getLogger('smtp_stack.test_milter')
-    handler = Log()
-    logger.addHandler(handler)
-    logger.setLevel(1)
-    logger.propagate = False
-    yield handler
-    logger.removeHandler(handler)
+    with kept_lines('smtp_stack.test_milter') as lines:
+        yield lines
 
 
 def sees_everything(ctx, next):

@@ -9,6 +9,7 @@ import smtplib
 import pytest
 
 from postfix_private import milter_address, milter_thread, private_postfix
+from log_lines import kept_lines
 from smtp_stack import LogLevels
 from smtp_stack.middleware import stages
 from smtp_stack.milter import MilterServer
@@ -36,24 +37,10 @@ def stamps(ctx, next):
         ctx.session.envelope.add_header('X-Stamped', 'yes')
 
 
-class Trace(logging.Handler):
-    def __init__(self):
-        super().__init__(level=1)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture
 def trace():
-    logger = logging.getLogger('smtp_stack.test_milter_stages')
-    handler = Trace()
-    logger.addHandler(handler)
-    logger.setLevel(1)
-    logger.propagate = False
-    yield handler
-    logger.removeHandler(handler)
+    with kept_lines('smtp_stack.test_milter_stages') as lines:
+        yield lines
 
 
 def served(*middleware):

@@ -8,6 +8,7 @@ import smtplib
 import pytest
 
 from postfix_private import MtaClient, milter_address, milter_thread, private_postfix
+from log_lines import kept_lines
 from smtp_stack import LogLevels, SmtpError, policies
 from smtp_stack.middleware import STAGES, stages, stages_of
 from smtp_stack.milter import MilterServer
@@ -161,24 +162,10 @@ def test_without_macro_lists_the_client_comes_from_the_underscore_macro():
         client.close()
 
 
-class Trace(logging.Handler):
-    def __init__(self):
-        super().__init__(level=1)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture
 def trace():
-    logger = logging.getLogger('smtp_stack.test_milter_steps')
-    handler = Trace()
-    logger.addHandler(handler)
-    logger.setLevel(1)
-    logger.propagate = False
-    yield handler
-    logger.removeHandler(handler)
+    with kept_lines('smtp_stack.test_milter_steps') as lines:
+        yield lines
 
 
 @stages('DATA', 'HEADER', 'BODY')

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import wait_until
 from postfix_private import MtaClient, milter_thread
+from log_lines import kept_lines
 from smtp_stack import LogLevels
 from smtp_stack.middleware import stages
 from smtp_stack.milter import MilterServer
@@ -19,24 +20,10 @@ CONNECT = P.command(P.CONNECT, 'client.example', P.FAMILY_INET, 40000, '192.0.2.
 QUIT = P.command(P.QUIT)
 
 
-class Log(logging.Handler):
-    def __init__(self):
-        super().__init__(level=1)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture
 def log():
-    logger = logging.getLogger('smtp_stack.test_milter_transport')
-    handler = Log()
-    logger.addHandler(handler)
-    logger.setLevel(1)
-    logger.propagate = False
-    yield handler
-    logger.removeHandler(handler)
+    with kept_lines('smtp_stack.test_milter_transport') as lines:
+        yield lines
 
 
 def milter(log=None, **options):
