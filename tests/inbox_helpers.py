@@ -6,6 +6,7 @@ Every wait is bounded (WAIT seconds); nothing sleeps to synchronise.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -21,8 +22,34 @@ from wsproto.events import (AcceptConnection, CloseConnection, Ping, RejectConne
                             TextMessage)
 
 from smtp_stack.inbox.service import Inbox
+from smtp_stack.receiver import Receiver
 
 WAIT = 10.0
+
+
+@contextlib.contextmanager
+def receiver_thread(config):
+    """`smtp-stack serve`'s Receiver for `config` (an inbox: section among
+    it), serving in a thread of its own; its servers stopped and the
+    thread joined when the block ends."""
+    receiver = Receiver(config)
+    started = threading.Event()
+
+    def serve() -> None:
+        receiver.start()
+        started.set()
+        receiver.serve_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        assert started.wait(WAIT), 'the receiver did not start'
+        yield receiver
+    finally:
+        for server in receiver.servers:
+            server.stop()
+        thread.join(WAIT)
+    assert not thread.is_alive(), 'the receiver did not stop'
 
 
 class InboxThread:

@@ -13,12 +13,11 @@ import threading
 
 import pytest
 
-from inbox_helpers import WAIT, Http, InboxProcess, WsgiThread, send
+from inbox_helpers import WAIT, Http, InboxProcess, WsgiThread, receiver_thread, send
 from smtp_stack.config import parse
 from smtp_stack.inbox.app import InboxApp
 from smtp_stack.inbox.linkcheck import is_internal
 from smtp_stack.inbox.store import Store
-from smtp_stack.receiver import Receiver
 
 BLOCKED = (451, 'Blocked private/reserved address')
 
@@ -78,25 +77,12 @@ def test_the_command_refuses_internal_links_unless_told(tmp_path, target):
     assert _Asked.asked == ['/ok', '/ok']
 
 
-def serving(section, tmp_path):
-    """A receiver with this inbox: section, started in a thread; (receiver, thread)."""
-    config = parse({'name': 'mx.test', 'disable_reverse_lookup': True,
-                    'disabled_commands': ['STARTTLS'],
-                    'listen': [{'host': '127.0.0.1', 'port': 0}],
-                    'inbox': {'db': 'caught.db', 'http': '127.0.0.1:0', **section}},
-                   str(tmp_path))
-    receiver = Receiver(config)
-    started = threading.Event()
-
-    def serve() -> None:
-        receiver.start()
-        started.set()
-        receiver.serve_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert started.wait(WAIT)
-    return receiver, thread
+def section_config(section, tmp_path):
+    return parse({'name': 'mx.test', 'disable_reverse_lookup': True,
+                  'disabled_commands': ['STARTTLS'],
+                  'listen': [{'host': '127.0.0.1', 'port': 0}],
+                  'inbox': {'db': 'caught.db', 'http': '127.0.0.1:0', **section}},
+                 str(tmp_path))
 
 
 @pytest.mark.parametrize('section, expected', [
@@ -105,19 +91,13 @@ def serving(section, tmp_path):
     ({'allow_internal_http_requests': True}, (200, 'OK')),
 ])
 def test_the_section_key(tmp_path, target, section, expected):
-    receiver, thread = serving(section, tmp_path)
-    try:
+    with receiver_thread(section_config(section, tmp_path)) as receiver:
         links = links_to(target)
         send(receiver.servers[0].address[:2], subject='links', html=html_of(links))
         host, port = receiver.delivery.target.http_address[:2]
         web = Http(f'http://{host}:{port}/')
         assert statuses(web) == [(link, *expected) for link in links]
         web.close()
-    finally:
-        for server in receiver.servers:
-            server.stop()
-        thread.join(WAIT)
-    assert not thread.is_alive()
 
 
 def inbox_app(db, allowed):

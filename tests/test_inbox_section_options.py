@@ -8,16 +8,14 @@ import argparse
 import poplib
 import smtplib
 import ssl
-import threading
 
 import pytest
 
-from inbox_helpers import WAIT, Http, make_mail
+from inbox_helpers import WAIT, Http, make_mail, receiver_thread
 from smtp_stack.config import ConfigError, parse
 from smtp_stack.inbox.command import add_parser
 from smtp_stack.inbox.section import InboxDelivery
 from smtp_stack.params import parameters
-from smtp_stack.receiver import Receiver
 from smtp_stack.users import hash_password
 
 # The command's options that are the server's own keys in `serve`'s file:
@@ -119,18 +117,7 @@ def test_a_section_with_mailboxes_and_pop3s_serves_them(tmp_path):
                   'tag': 'alerts=subject:alert', 'tags_username': True, 'max_age': '7d',
                   'pop3': '127.0.0.1:0', 'pop3_auth_file': 'pop3-users',
                   'pop3_tls_implicit': True}}, str(tmp_path))
-    receiver = Receiver(config)
-    started = threading.Event()
-
-    def serve() -> None:
-        receiver.start()
-        started.set()
-        receiver.serve_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        assert started.wait(WAIT)
+    with receiver_thread(config) as receiver:
         delivery = receiver.delivery.target
         smtp_at = receiver.servers[0].address[:2]
         with smtplib.SMTP(*smtp_at, timeout=WAIT) as client:
@@ -151,8 +138,3 @@ def test_a_section_with_mailboxes_and_pop3s_serves_them(tmp_path):
         pop3.pass_('pop pw')
         assert pop3.stat()[0] == 1 and b'Subject: alert: for ann' in pop3.retr(1)[1]
         pop3.quit()
-    finally:
-        for server in receiver.servers:
-            server.stop()
-        thread.join(WAIT)
-    assert not thread.is_alive()
