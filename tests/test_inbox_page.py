@@ -305,6 +305,13 @@ def test_tags_shown_filtered_added_removed_renamed_deleted(browser, inbox):
     browser.find_element(By.ID, 'manage-tags').click()
     field = browser.find_element(By.CSS_SELECTOR, '#tag-editor li[data-tag="beta"] input')
     field.clear()
+    field.send_keys('half-typed')
+    # Mail arriving while the editor is open refreshes the page's tags: what
+    # is being typed stays (the editor is drawn again only if the tags change).
+    send(inbox.smtp, subject='Meanwhile')
+    wait(browser, lambda d: 'Meanwhile' in list_subjects(d), 'the new message listed')
+    assert field.get_attribute('value') == 'half-typed'
+    field.clear()
     field.send_keys('Signup', Keys.ENTER)
     wait(browser, lambda d: text(d, '#tags-error') != '', 'the clash refused')
     assert by_subject(inbox)['Untagged']['Tags'] == ['beta']
@@ -314,7 +321,7 @@ def test_tags_shown_filtered_added_removed_renamed_deleted(browser, inbox):
     wait(browser, lambda d: text(d, '#tags-error') == '', 'the error gone')
     click(browser, '#tag-editor li[data-tag="signup"] button.danger')
     wait(browser, lambda d: api(inbox).json('GET', '/api/v1/tags') == ['gamma'], 'signup deleted')
-    assert list(by_subject(inbox)) == ['Untagged', 'Signed up']    # the messages stay
+    assert list(by_subject(inbox)) == ['Meanwhile', 'Untagged', 'Signed up']    # the messages stay
     wait(browser, lambda d: js(d, 'return [...document.querySelectorAll("#tag-editor li")]'
                                   '.map(e => e.dataset.tag)') == ['gamma'], 'the editor follows')
     browser.find_element(By.ID, 'tags-close').click()

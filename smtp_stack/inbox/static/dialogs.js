@@ -76,7 +76,13 @@ function tagRow(tag) {
   return el('li', { 'data-tag': tag }, form);
 }
 
-function renderTagEditor() {
+// Drawn afresh when opened; while open, only when the tags themselves
+// changed (a rename, a delete, mail with a new tag): every refresh says
+// "inbox-tags", and drawing then would drop what the user is typing.
+function renderTagEditor(opening = false) {
+  const shown = [...$('tag-editor').children].map((li) => li.dataset.tag);
+  const same = shown.length === state.tags.length && shown.every((tag, i) => tag === state.tags[i]);
+  if (!opening && same) return;
   $('tag-editor').replaceChildren(...state.tags.map(tagRow));
   $('no-tags').hidden = state.tags.length > 0;
 }
@@ -111,7 +117,7 @@ export function wireDialogs() {
   $('release-form').addEventListener('submit', release);
   $('release-cancel').addEventListener('click', () => $('release-dialog').close());
   $('manage-tags').addEventListener('click', () => {
-    renderTagEditor();
+    renderTagEditor(true);
     openDialog($('tags-dialog'), $('tags-close'));
   });
   $('tags-close').addEventListener('click', () => $('tags-dialog').close());
