@@ -30,9 +30,9 @@ WAIT = 10.0
 @contextlib.contextmanager
 def receiver_thread(config):
     """`smtp-stack serve`'s Receiver for `config` (an inbox: section among
-    it), serving in a thread of its own; its servers stopped and the
-    thread joined when the block ends."""
-    receiver = Receiver(config)
+    it; or a Receiver already made), serving in a thread of its own; its
+    servers stopped and the thread joined when the block ends."""
+    receiver = config if isinstance(config, Receiver) else Receiver(config)
     started = threading.Event()
 
     def serve() -> None:

@@ -4,7 +4,6 @@ cannot listen stops the start, naming its address."""
 from __future__ import annotations
 
 import socket
-import threading
 import urllib.error
 import urllib.request
 
@@ -14,6 +13,7 @@ from smtp_stack.config import parse
 from smtp_stack.receiver import Receiver
 
 from conftest import WAIT, wait_until
+from inbox_helpers import receiver_thread
 
 
 def free_port() -> int:
@@ -45,18 +45,7 @@ def receiver_for(tmp_path, web_port: int) -> Receiver:
 
 def test_the_web_side_runs_from_the_first_start_to_the_last_stop(tmp_path):
     port = free_port()
-    receiver = receiver_for(tmp_path, port)
-    started = threading.Event()
-
-    def serve() -> None:
-        receiver.start()
-        started.set()
-        receiver.serve_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        assert started.wait(WAIT)
+    with receiver_thread(receiver_for(tmp_path, port)) as receiver:
         assert web_answers(port)
         assert f'mail goes to inbox {tmp_path / "caught.db"} (web and API on ' \
                f'http://127.0.0.1:{port}/)' in receiver.describe()
@@ -65,11 +54,6 @@ def test_the_web_side_runs_from_the_first_start_to_the_last_stop(tmp_path):
         assert web_answers(port)            # the other server still runs
         second.stop()
         assert wait_until(lambda: not web_answers(port))
-    finally:
-        for server in receiver.servers:
-            server.stop()
-        thread.join(WAIT)
-    assert not thread.is_alive()
 
 
 def test_a_web_side_that_cannot_listen_stops_the_start_and_names_its_address(tmp_path):
