@@ -325,9 +325,10 @@ def _auth_methods(v: object) -> tuple[str, ...]:
             raise ValueError(f'auth_methods: unknown mechanism {m!r}')
         if m not in methods:
             methods.append(m)
-    if not methods:     # none at all is not AUTH turned off: say how that is done
-        raise ValueError('auth_methods: list at least one mechanism '
-                         '(AUTH is turned off with disabled_commands: [AUTH])')
+    # PLAIN and LOGIN are always on (docs/api.md).
+    for m in ('LOGIN', 'PLAIN'):
+        if m not in methods:
+            methods.insert(0, m)
     return tuple(methods)
 
 

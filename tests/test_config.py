@@ -199,15 +199,6 @@ def test_plain_secret_allowed_with_cram_md5(write):
     assert config.users[0].secret == 's'
 
 
-def test_a_hash_needs_plain_or_login(write):
-    lines = errors_of(write(f'auth_methods: [CRAM-MD5]\n'
-                            f'users: [{{username: a, password_hash: "{HASH}"}}]\n'))
-    assert ('users[0].password_hash: a hash is checked only with PLAIN or LOGIN, and '
-            'auth_methods lists neither: add one, or give this user a secret') in lines
-    config = load(write(f'auth_methods: [LOGIN]\nusers: [{{username: a, password_hash: "{HASH}"}}]\n'))
-    assert config.users[0].password_hash == HASH
-
-
 def test_users_and_on_auth_exclude_each_other(write):
     lines = errors_of(write(f'on_auth: "json:dumps"\nusers: [{{username: a, password_hash: "{HASH}"}}]\n'))
     assert 'on_auth: cannot be combined with users: (both would answer AUTH)' in lines

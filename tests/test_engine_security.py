@@ -395,18 +395,6 @@ def test_cram_md5_raw(serve, client):
     c.expect(235, base64.b64encode(f'alice {digest}'.encode()).decode())
 
 
-def test_only_the_listed_mechanisms_are_offered_and_taken(serve, client):
-    c = client(serve(allow_insecure_auth=True, auth_methods=['CRAM-MD5'], on_auth=accept_secret))
-    assert 'AUTH CRAM-MD5' in c.expect(250, 'EHLO x').split('\n')
-    plain = base64.b64encode(b'\0alice\0secret').decode()
-    assert c.cmd(f'AUTH PLAIN {plain}')[0] == 504
-    assert c.cmd('AUTH LOGIN')[0] == 504
-    code, challenge = c.cmd('AUTH CRAM-MD5')
-    assert code == 334
-    digest = hmac.new(b'secret', base64.b64decode(challenge), hashlib.md5).hexdigest()
-    c.expect(235, base64.b64encode(f'alice {digest}'.encode()).decode())
-
-
 def xoauth2(user, token):
     return base64.b64encode(f'user={user}\x01auth=Bearer {token}\x01\x01'.encode()).decode()
 

@@ -299,9 +299,6 @@ CASES = [
     ('implicit-tls-auth-plain', {'tls': 'implicit'}, 'SSL', 'passwordCleartext', 'alice',
      'PLAIN', True),
     ('starttls-cram-md5', {}, 'alwaysSTARTTLS', 'passwordEncrypted', 'alice', 'CRAM-MD5', True),
-    # A server that offers LOGIN only: Thunderbird's cleartext password then goes by LOGIN.
-    ('starttls-auth-login', {'auth_methods': ['LOGIN']}, 'alwaysSTARTTLS', 'passwordCleartext',
-     'alice', 'LOGIN', True),
 ]
 
 
