@@ -43,6 +43,7 @@ import collections
 import email
 import email.message
 import email.policy
+import glob
 import json
 import multiprocessing
 import os
@@ -223,18 +224,49 @@ class InboxProcess:
     def pid(self) -> int:
         return self.proc.pid
 
+    def processes(self) -> list[int]:
+        """The inbox process and its descendants (its store process)."""
+        found, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            for task in glob.glob(f'/proc/{pid}/task/*/children'):
+                try:
+                    with open(task) as f:
+                        todo.extend(int(child) for child in f.read().split())
+                except OSError:         # the task or process ended meanwhile
+                    pass
+        return found
+
     def cpu_seconds(self) -> float:
-        """User + system time of the inbox process, every thread (/proc/PID/stat)."""
-        with open(f'/proc/{self.pid}/stat') as f:
-            fields = f.read().rsplit(')', 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+        """User + system time of the inbox process and its descendants, every
+        thread, and of those it already reaped (/proc/PID/stat)."""
+        ticks = 0
+        for pid in self.processes():
+            try:
+                with open(f'/proc/{pid}/stat') as f:
+                    fields = f.read().rsplit(')', 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])
+            if pid == self.pid:             # its children that ended: cutime, cstime
+                ticks += int(fields[13]) + int(fields[14])
+        return ticks / os.sysconf('SC_CLK_TCK')
 
     def rss_kib(self, field_name: str = 'VmRSS') -> int:
-        with open(f'/proc/{self.pid}/status') as f:
-            for line in f:
-                if line.startswith(field_name + ':'):
-                    return int(line.split()[1])
-        raise RuntimeError(f'no {field_name} for {self.pid}')
+        """The field of /proc/PID/status, summed over the inbox's processes."""
+        total = 0
+        for pid in self.processes():
+            try:
+                with open(f'/proc/{pid}/status') as f:
+                    for line in f:
+                        if line.startswith(field_name + ':'):
+                            total += int(line.split()[1])
+            except OSError:
+                continue
+        if not total:
+            raise RuntimeError(f'no {field_name} for {self.pid}')
+        return total
 
     def stop(self) -> None:
         if self.proc.poll() is None:

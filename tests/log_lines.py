@@ -24,10 +24,13 @@ def kept_lines(name: str) -> Iterator[Lines]:
     on to the root logger) while the block runs."""
     logger = logging.getLogger(name)
     handler = Lines()
+    level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(1)
     logger.propagate = False
     try:
         yield handler
-    finally:
+    finally:        # as it was: a later test's caplog sees the records again
         logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate

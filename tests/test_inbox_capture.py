@@ -1,6 +1,7 @@
-"""smtp_stack.inbox.capture: the messages of a hub's sessions go to one
-ingest thread, which stores every message waiting in one transaction;
-one message that cannot be stored fails its own session alone."""
+"""smtp_stack.inbox.capture without a store process (store_process=False;
+test_inbox_store_process.py has it): the messages of a hub's sessions go
+to one ingest thread, which stores every message waiting in one
+transaction; one message that cannot be stored fails its own session alone."""
 from __future__ import annotations
 
 import os
@@ -56,7 +57,7 @@ def test_the_messages_waiting_are_stored_in_one_transaction(tmp_path):
     thread and eleven more queue behind it; once it is free they are all
     written in two transactions (with a thread per message, as before,
     a transaction held at most as many messages as there were threads)."""
-    with InboxThread(tmp_path / 'batch.db') as inbox:
+    with InboxThread(tmp_path / 'batch.db', store_process=False) as inbox:
         store = inbox.inbox.store
         senders = Senders(inbox.smtp)
         with store.database.writing:
@@ -73,7 +74,7 @@ def test_the_messages_waiting_are_stored_in_one_transaction(tmp_path):
 
 
 def test_a_message_that_cannot_be_stored_fails_its_session_alone(tmp_path):
-    with InboxThread(tmp_path / 'poison.db') as inbox:
+    with InboxThread(tmp_path / 'poison.db', store_process=False) as inbox:
         store = inbox.inbox.store
         read = store._arrival
 
@@ -129,7 +130,7 @@ def test_stopping_the_inbox_ends_its_ingest_thread_and_closes_its_files(tmp_path
     stops instead of 10 s later (a test run of many inboxes ran out of
     descriptors select() can take)."""
     db = tmp_path / 'inbox.db'
-    inbox = InboxThread(db).start()
+    inbox = InboxThread(db, store_process=False).start()
     try:
         send(inbox.smtp, make_mail(subject='one'))
         assert ingest_threads()

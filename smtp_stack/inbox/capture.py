@@ -1,5 +1,10 @@
 """The SMTP side of the inbox: every accepted message goes into the store.
 
+By default a process of its own stores them (store_process.py: the
+parsing's Python then does not share the SMTP side's GIL); with
+`store_process=False`, or where no gevent hub runs, a thread of this
+process does, as described below.
+
 It is a `CallableDelivery`, so it gets what every built-in delivery
 guarantees (docs/delivery.md): only whole, acceptable messages, after the
 final dot, a 4xx if the store fails. It stores exactly the bytes it is
@@ -33,10 +38,11 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from gevent._hub_local import get_hub_if_exists  # also gevent.hub._get_hub; no public name
-from gevent.hub import Waiter
+from gevent.hub import Waiter, get_hub
 
 from ..delivery import CallableDelivery
 from .database import Failed
+from .store_process import StoreProcess
 
 if TYPE_CHECKING:
     from ..session import Envelope, Session
@@ -52,17 +58,29 @@ Handed = tuple[IO[bytes], list[str], str | None, str]
 class Capture:
     """`fn(session, envelope, body)` for CallableDelivery, plus counters."""
 
-    def __init__(self, store: Store, stats: dict[str, int] | None = None):
+    def __init__(self, store: Store, stats: dict[str, int] | None = None, *,
+                 store_process: bool = True):
         self.store = store
         self.stats = stats if stats is not None else {'accepted': 0, 'accepted_size': 0,
                                                       'rejected': 0}
+        self.store_process = store_process
         self._lock = threading.Lock()
         self._threads: weakref.WeakKeyDictionary[Any, _Ingest] = weakref.WeakKeyDictionary()
+        self._processes: weakref.WeakKeyDictionary[Any, StoreProcess] = \
+            weakref.WeakKeyDictionary()
 
     def __call__(self, session: Session, envelope: Envelope, body: IO[bytes]) -> None:
         sender = envelope.mail_from.address if envelope.mail_from is not None else ''
-        handed = (body, [a.address for a in envelope.rcpt_to], _username(session), sender)
+        recipients = [a.address for a in envelope.rcpt_to]
         hub = get_hub_if_exists()
+        if self.store_process and hub is not None:
+            raw = body.read()       # in memory, or the page cache (spool.py)
+            self.process(hub).put(raw, recipients, _username(session), sender)
+            with self._lock:
+                self.stats['accepted'] += 1
+                self.stats['accepted_size'] += len(raw)
+            return None
+        handed = (body, recipients, _username(session), sender)
         if hub is None:                 # no hub in this thread: nothing to keep free
             outcome = self.keep_all([handed])[0]
         else:
@@ -101,16 +119,33 @@ class Capture:
             self.stats['accepted_size'] += accepted_size
         return outcomes
 
+    def process(self, hub: Any = None) -> StoreProcess:
+        """The store process of `hub` (this thread's by default), made if
+        there is none (its child starts with its first message, or `start()`)."""
+        hub = hub if hub is not None else get_hub()
+        process = self._processes.get(hub)
+        if process is None or process.pid != os.getpid():     # a fork's child: none yet
+            process = self._processes[hub] = StoreProcess(self.store)
+        return process
+
+    @property
+    def store_processes(self) -> list[StoreProcess]:
+        """The store processes made so far, one per hub (introspection)."""
+        return [p for p in self._processes.values() if p.pid == os.getpid()]
+
     def delivery(self) -> CallableDelivery:
         return CallableDelivery(self, threaded=False)
 
     def close(self) -> None:
-        """End the ingest threads once what they were handed is stored
-        (the inbox stops): each closes its SQLite connection as it ends,
-        instead of holding it for IDLE_SECONDS more. A message handed later
-        starts a thread again."""
+        """End the ingest threads and store processes once what they were
+        handed is stored (the inbox stops): each closes its SQLite
+        connection as it ends, instead of holding it until it is idle. A
+        message handed later starts one again."""
         for ingest in list(self._threads.values()):
             ingest.close()
+        for process in list(self._processes.values()):
+            if process.pid == os.getpid():
+                process.close()
 
 
 class _Ingest:

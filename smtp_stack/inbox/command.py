@@ -77,6 +77,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument('--enable-spamassassin', metavar='HOST:PORT',
                         help='spam check (sa-check) through SpamAssassin\'s spamd at HOST:PORT '
                              'or unix:PATH, as Mailpit')
+    parser.add_argument('--no-store-process', dest='store_process', action='store_false',
+                        help='store new messages in a thread of this process instead of a '
+                             'process of their own (slower; one process fewer)')
     parser.add_argument('--allow-internal-http-requests', action='store_true',
                         help='let the link check ask loopback, private and link-local '
                              'addresses (refused by default), as Mailpit')
@@ -186,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
                       users=users, relay=relay, name=args.name, max_age=args.max_age,
                       webhook_url=args.webhook_url, webhook_limit=args.webhook_limit,
                       spamassassin=args.enable_spamassassin, mailboxes=args.mailboxes,
-                      mailbox_pattern=args.mailbox_pattern, **pop3, **tagging)
+                      mailbox_pattern=args.mailbox_pattern, store_process=args.store_process,
+                      **pop3, **tagging)
     except Exception as exc:        # noqa: BLE001 - a bad --db path, a corrupt file
         note(f'cannot open {args.db}: {exc}')
         return 1

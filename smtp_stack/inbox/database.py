@@ -8,11 +8,14 @@ lock up front, so two writers queue on `busy_timeout` instead of failing
 on a lock upgrade (a deferred transaction that finds the database changed
 gets SQLITE_BUSY at once, without the busy handler).
 
-Writers of one process queue on a lock of their own before `BEGIN
-IMMEDIATE` (`Database.writing`): SQLite's busy handler polls, sleeping 1,
-2, 5, 10 ... ms between tries, so threads that met on SQLite's lock
-slept while it was free; on a Python lock the next one runs as soon as
-it is released. Only another process's writer meets the busy handler.
+Writers queue on a lock of their own before `BEGIN IMMEDIATE`
+(`Database.writing`, a `WritersLock`): SQLite's busy handler polls,
+sleeping 1, 2, 5, 10 ... ms between tries, so writers that met on
+SQLite's lock slept while it was free; on a thread lock and an flock the
+next one runs as soon as it is released, whichever process it is in (the
+inbox's store process and its web side write the same file). Only a
+writer that does not take the lock (an older smtp_stack) meets the busy
+handler.
 `GroupCommit` adds the messages that several threads bring at once in
 one transaction (group commit): each caller returns once the commit that
 holds its rows is done, so what the SMTP side answers 250 for is in the
@@ -41,6 +44,7 @@ a web side in another process sends them too. The log keeps the last `EVENTS_KEP
 from __future__ import annotations
 
 import collections
+import fcntl
 import json
 import logging
 import os
@@ -137,7 +141,7 @@ class Database:
         self.path = os.path.abspath(path)
         self._local = threading.local()
         self._listeners: list[Callable[[], object]] = []    # called after each change
-        self.writing = threading.Lock()     # this process's writers queue here, not in SQLite
+        self.writing = WritersLock(self.path + '-lock')    # every writer queues here first
         self.checkpoint_every = CHECKPOINT_EVERY
         self.checkpoints = 0                # run aside so far
         self._commits = 0                   # since the last one was started
@@ -214,6 +218,47 @@ class Database:
     def file_size(self) -> int:
         return sum(os.path.getsize(p) for p in (self.path, self.path + '-wal')
                    if os.path.exists(p))
+
+
+class WritersLock:
+    """Taken by every writer before BEGIN IMMEDIATE: a thread lock for this
+    process's threads, then an flock of a file beside the database for
+    every process's (the store process's and the web side's), so that a
+    writer waiting for another process is woken by the kernel as soon as
+    the lock is free, not by SQLite's busy handler, which sleeps. The file
+    is opened for each write and closed with it: no descriptor stays open,
+    and a fork's child never shares its parent's lock."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._threads = threading.Lock()
+        self._fd = -1
+
+    def acquire(self) -> bool:
+        self._threads.acquire()
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(self._fd)
+                raise
+        except BaseException:
+            self._threads.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        try:
+            os.close(self._fd)      # the flock goes with it
+        finally:
+            self._threads.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class Failed:

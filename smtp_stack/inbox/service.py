@@ -3,9 +3,10 @@
 `InboxParts` is what the command and the `inbox:` section of `smtp-stack
 serve` share: the store, the web side, POP3, pruning and the webhook.
 They serve in greenlets of the same gevent hub; the store is shared, so a
-new message nudges the websocket broker at once. SQLite work runs in the
-hub's thread pool (the capture is a threaded CallableDelivery; the web
-handlers go through `offload`).
+new message nudges the websocket broker at once. New messages are stored by a
+process of its own (store_process.py; `store_process=False`: by a thread
+of this one, capture.py); the web handlers' SQLite work runs in the hub's
+thread pool (`offload`).
 
 SMTP defaults suit a development catcher, as Mailpit's do: no AUTH
 (a client that tries gets 502) unless `accept_any_auth`, which takes any
@@ -84,7 +85,7 @@ class InboxParts:
                  webhook_url: str | None = None, webhook_limit: float = WEBHOOK_LIMIT,
                  tag_rules: Sequence[TagRule] = (), tags_disable: Collection[str] = (),
                  tags_username: bool = False, spamassassin: str | None = None,
-                 stats: dict[str, int] | None = None):
+                 stats: dict[str, int] | None = None, store_process: bool = True):
         routing = Routing.of(mailboxes, mailbox_pattern)     # ValueError saying why
         if pop3 is not None and not pop3_users:
             raise ValueError('POP3 needs users (Mailpit too serves it only with them)')
@@ -93,7 +94,8 @@ class InboxParts:
         self.store.tag_rules = list(tag_rules)      # Mailpit's --tag and --tags-config
         self.store.tags_disabled = frozenset(tags_disable)
         self.store.tag_username = tags_username
-        self.capture = Capture(self.store, stats)
+        # store_process: the messages stored by a process of its own (store_process.py)
+        self.capture = Capture(self.store, stats, store_process=store_process)
         self.app = InboxApp(self.store, relay=relay, users=users, stats=self.capture.stats)
         self.app.spam_checker = spam_checker    # Mailpit's --enable-spamassassin HOST:PORT
         # --max-age: older messages are deleted every prune_interval seconds
@@ -201,7 +203,7 @@ class Inbox(InboxParts):
                  tag_rules: Sequence[TagRule] = (), tags_disable: Collection[str] = (),
                  tags_username: bool = False, spamassassin: str | None = None,
                  mailboxes: str = OFF, mailbox_pattern: str | None = None,
-                 **server_options: Any):
+                 store_process: bool = True, **server_options: Any):
         if mailboxes == BY_USER and not accept_any_auth:
             raise ValueError('mailboxes by-user need SMTP AUTH (--smtp-auth-accept-any): '
                              'without it every message goes to the default mailbox')
@@ -212,7 +214,7 @@ class Inbox(InboxParts):
                          prune_interval=prune_interval, webhook_url=webhook_url,
                          webhook_limit=webhook_limit, tag_rules=tag_rules,
                          tags_disable=tags_disable, tags_username=tags_username,
-                         spamassassin=spamassassin)
+                         spamassassin=spamassassin, store_process=store_process)
         disabled = list(server_options.pop('disabled_commands', ()))
         if not accept_any_auth:
             disabled.append('AUTH')
@@ -240,7 +242,10 @@ class Inbox(InboxParts):
         self.smtp.start(self._smtp_at[1], self._smtp_at[0])
         try:
             self.start_parts()
+            if self.capture.store_process:  # its imports take a moment: not at the first message
+                self.capture.process().start()
         except BaseException:
+            self.stop_parts()
             self.smtp.stop(0)
             raise
         return self

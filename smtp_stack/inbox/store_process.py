@@ -1,0 +1,407 @@
+"""The inbox's store in a process of its own, fed by the SMTP process.
+
+Why: reading a message into its rows (parsing, shaping, tagging) is
+Python, and so is the SMTP side; in one process they take turns on one
+GIL, which capped ingest near 650 messages a second whatever the cores
+(docs/performance.md, "The development inbox under load"). Here the SMTP
+process hands each accepted message over a socket pair to a child, `python
+-m smtp_stack.inbox.store_process FD`, which stores what waits in one
+transaction (`Store.add_all`) and answers each message; its session gets
+its 250 once that answer says the transaction holding it committed, so
+what is accepted is in the file, as before. A message the child could not
+store, and every message waiting when it ended, get 451 (the client sends
+them again). The web side goes on reading the same file in the SMTP
+process, nudged after each answer.
+
+The child ends when its socket closes: when the inbox stops, when it has
+had nothing to do for IDLE_SECONDS, or when the SMTP process ends however
+it ends. One that ends unasked is logged once and started again with the
+next message, not sooner than a delay that doubles (up to a minute) while
+children end without storing anything. It ignores SIGINT and SIGTERM, so
+that Ctrl-C or a stop signal to the process group lets it finish what it
+was handed and end with its socket.
+
+The parent side is gevent: each session greenlet sends its frame and
+waits; one reader greenlet per child hands the answers out. The frames
+are store_wire.py's.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+import gevent.socket
+from gevent.hub import Waiter
+from gevent.lock import Semaphore
+
+from ..errors import SmtpError
+from ..offload import offload
+from ..proctitle import set_process_title
+from .database import Failed
+from .mailboxes import Routing
+from .store import Incoming, Store
+from .store_wire import Frames, frame, message_head, read_message, read_reply, reply
+from .tags import TagRule
+
+log = logging.getLogger('smtp_stack.inbox')
+
+BATCH_MAX = 64              # messages one transaction takes at most: bounds a session's wait
+STORE_TIMEOUT = 60.0        # seconds a session waits for its answer before the child is ended
+IDLE_SECONDS = 60.0         # a child with nothing to do ends after this long
+RESTART_DELAY = 1.0         # seconds before a child that ended unasked is started again...
+RESTART_DELAY_MAX = 60.0    # ... doubling to this while children store nothing
+READ_SIZE = 1 << 16
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """What the child needs to open the same store: the parent's settings
+    when the child starts (tag rules and the rest are set after Store())."""
+    path: str
+    max_messages: int
+    routing: Routing
+    tag_rules: tuple[TagRule, ...]
+    tags_disabled: frozenset[str]
+    tag_username: bool
+
+    @classmethod
+    def of(cls, store: Store) -> StoreSettings:
+        return cls(store.path, store.max_messages, store.routing, tuple(store.tag_rules),
+                   store.tags_disabled, store.tag_username)
+
+    def open(self) -> Store:
+        store = Store(self.path, self.max_messages, self.routing)
+        store.tag_rules = list(self.tag_rules)
+        store.tags_disabled = self.tags_disabled
+        store.tag_username = self.tag_username
+        return store
+
+
+class StoreProcessError(SmtpError):
+    """The store process did not store a message: 451, saying why (the
+    session's refusal line carries it; no traceback, however many fail)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = ' '.join(reason.split())[:300]     # one reply line (RFC 5321 4.5.3.1.5)
+        super().__init__(451, f'Error: local error, message not stored ({self.reason})',
+                         '4.3.0')
+
+
+# -- the parent (the SMTP process, gevent) ----------------------------------------------------
+
+
+class StoreProcess:
+    """The child storing the messages of one hub's sessions: started with
+    the first message, started again after it ended."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.pid = os.getpid()          # a fork's child makes its own
+        self._child: _Child | None = None
+        self._not_before = 0.0          # monotonic: no new child before
+        self._delay = RESTART_DELAY
+        self.started = 0                # children started so far
+        self.idle_seconds = IDLE_SECONDS    # for the children started after it is set
+
+    @property
+    def child_pid(self) -> int | None:
+        """The running child's process ID, None when none runs."""
+        child = self._child
+        return child.proc.pid if child is not None and child.usable else None
+
+    @property
+    def waiting(self) -> int:
+        """Messages handed to the running child and not answered yet."""
+        child = self._child
+        return len(child.waiting) if child is not None else 0
+
+    def start(self) -> None:
+        """Start the child now rather than with the first message (it takes
+        a few hundred milliseconds to import the store)."""
+        self._running()
+
+    def put(self, raw: bytes, recipients: Sequence[str], username: str | None,
+            sender: str | None) -> None:
+        """Store one message; returns once the transaction holding it has
+        committed, raises StoreProcessError saying why it was not stored."""
+        self._running().put(raw, recipients, username, sender)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """End the child once what it was handed is answered, and wait for it."""
+        child, self._child = self._child, None
+        if child is not None:
+            child.close(timeout)
+
+    def _running(self) -> _Child:
+        child = self._child
+        if child is not None and child.usable:
+            return child
+        now = time.monotonic()
+        if child is not None:
+            self._child = None
+            if child.stored:
+                self._delay = RESTART_DELAY
+            elif not child.asked_to_end:
+                self._not_before = now + self._delay
+                self._delay = min(self._delay * 2, RESTART_DELAY_MAX)
+        if now < self._not_before:
+            raise StoreProcessError('the store process ended; it is started again in '
+                                    f'{self._not_before - now:.1f} s')
+        self._child = child = _Child(self.store, self._on_end, self.idle_seconds)
+        self.started += 1
+        return child
+
+    def _on_end(self, child: _Child, reason: str) -> None:
+        if not child.asked_to_end:
+            log.error('inbox: the store process (pid %d) ended: %s; the messages it had '
+                      'were answered 451, and the next one starts it again',
+                      child.proc.pid, reason)
+
+
+class _Child:
+    """One child process and its socket; `alive` until either ends."""
+
+    def __init__(self, store: Store, on_end: Callable[[_Child, str], None],
+                 idle_seconds: float) -> None:
+        self.store = store
+        self.idle_seconds = idle_seconds
+        self.on_end = on_end
+        self.alive = True
+        self.asked_to_end = False       # closed by us: idle, or the inbox stopping
+        self.stored = 0
+        self.waiting: dict[int, Any] = {}   # seq -> gevent Waiter of the session
+        self.sending = Semaphore()      # a frame goes out whole
+        self._seq = 0
+        self._hub = gevent.get_hub()
+        self.sock, theirs = gevent.socket.socketpair()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, '-m', __name__, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=_child_environment(),
+                close_fds=True)
+        except BaseException:
+            self.sock.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock.sendall(frame(pickle.dumps(StoreSettings.of(store))))
+        self.reader = gevent.spawn(self._read)
+
+    def put(self, raw: bytes, recipients: Sequence[str], username: str | None,
+            sender: str | None) -> None:
+        self._seq = seq = self._seq % 0xFFFFFFFF + 1
+        waiter = Waiter(self._hub)
+        self.waiting[seq] = waiter
+        head = message_head(seq, recipients, username, sender, len(raw))
+        try:
+            with self.sending:
+                self.sock.sendall(head + raw if len(raw) < READ_SIZE else head)
+                if len(raw) >= READ_SIZE:
+                    self.sock.sendall(raw)
+        except OSError as exc:
+            self.waiting.pop(seq, None)
+            self._end(f'cannot write to it: {exc}')
+            raise StoreProcessError(f'the store process is gone: {exc}') from None
+        timer = gevent.Timeout.start_new(STORE_TIMEOUT)
+        try:
+            error = waiter.get()
+        except gevent.Timeout as timeout:
+            if timeout is not timer:
+                raise
+            self._end(f'no answer within {STORE_TIMEOUT:.0f} s')
+            raise StoreProcessError(
+                f'the store process did not answer within {STORE_TIMEOUT:.0f} s') from None
+        finally:
+            timer.close()
+            self.waiting.pop(seq, None)
+        if error:
+            raise StoreProcessError(error)
+
+    def _read(self) -> None:
+        """The reader greenlet: each answer to the session waiting for it."""
+        frames = Frames()
+        reason = 'it closed its socket'
+        self.sock.settimeout(self.idle_seconds)
+        try:
+            while self.alive:
+                try:
+                    data = self.sock.recv(READ_SIZE)
+                except TimeoutError:
+                    if not self.waiting and not self.sending.locked():
+                        self._finish()      # idle: the next message starts another
+                    continue
+                except OSError as exc:
+                    reason = f'its socket failed: {exc}'
+                    break
+                if not data:
+                    break
+                self._answer(frames.feed(data))
+        finally:
+            self._end(reason)
+
+    def _answer(self, answers: list[bytes]) -> None:
+        stored = 0
+        for payload in answers:
+            seq, deleted, error = read_reply(payload)
+            self.store.deleted += deleted
+            if seq == 0:            # the store's opening
+                if error:
+                    self._end(f'it could not open the store: {error}')
+                continue
+            waiter = self.waiting.pop(seq, None)
+            if not error:
+                stored += 1
+            if waiter is not None:
+                self._hub.loop.run_callback(waiter.switch, error)
+        if stored:
+            self.stored += stored
+            self.store.database.changed()       # the websocket broker looks now
+
+    @property
+    def usable(self) -> bool:
+        """Takes messages: alive and not asked to end."""
+        return self.alive and not self.asked_to_end
+
+    def _finish(self) -> None:
+        """No more messages: the child reads to the end of what it was sent,
+        answers it, and exits; the reader reads the answers to the end."""
+        if self.asked_to_end or not self.alive:
+            return
+        self.asked_to_end = True
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self._end(f'cannot end its input: {exc}')
+
+    def close(self, timeout: float) -> None:
+        """End the child once it has answered what it was sent; wait for
+        that (past `timeout`, kill it)."""
+        deadline = time.monotonic() + timeout
+        self._finish()
+        self.reader.join(timeout)
+        self._end('the inbox stopped')
+        self._reap(max(deadline - time.monotonic(), 0.1))
+
+    def _end(self, reason: str) -> None:
+        """Close the socket (the child ends with it) and fail whoever waits."""
+        if not self.alive:
+            return
+        self.alive = False
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        waiting, self.waiting = self.waiting, {}
+        for waiter in waiting.values():
+            self._hub.loop.run_callback(waiter.switch, f'the store process ended: {reason}')
+        self.on_end(self, reason)
+        if self.proc.poll() is None:
+            gevent.spawn(self._reap, 10.0)
+
+    def _reap(self, timeout: float) -> None:
+        """Wait for the child's exit off the hub; past `timeout`, kill it."""
+        if self.proc.poll() is not None:
+            return
+        try:
+            offload(self.proc.wait, timeout)
+        except subprocess.TimeoutExpired:
+            log.warning('inbox: the store process (pid %d) did not end; killed', self.proc.pid)
+            self.proc.kill()
+            offload(self.proc.wait)
+
+
+def _child_environment() -> dict[str, str]:
+    """This process's environment, with this smtp_stack's directory first on
+    the path: the child imports the same code (a checkout, not whatever an
+    installed copy would give)."""
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.environ.get('PYTHONPATH')
+    return dict(os.environ, PYTHONPATH=here + (os.pathsep + path if path else ''))
+
+
+# -- the child ---------------------------------------------------------------------------------
+
+
+def serve(sock: socket.socket) -> None:
+    """Store what comes on `sock` until it closes: the settings first, then
+    messages, those that arrived together in one transaction. One thread:
+    a second one writing while this one reads the next message ran no
+    faster (measured: both hold the GIL for most of their work)."""
+    frames = Frames()
+    store: Store | None = None
+    try:
+        while True:
+            data = sock.recv(READ_SIZE)
+            if not data:
+                return
+            batch = frames.feed(data)
+            if store is None and batch:
+                store = _open(sock, batch.pop(0))
+                if store is None:
+                    return
+            while batch and store is not None:
+                sock.sendall(store_batch(store, batch[:BATCH_MAX]))
+                del batch[:BATCH_MAX]
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _open(sock: socket.socket, settings: bytes) -> Store | None:
+    try:
+        store: Store = pickle.loads(settings).open()   # noqa: S301 - our parent's, our pair
+    except Exception as exc:        # noqa: BLE001 - told to the parent, which logs it
+        sock.sendall(reply(0, error=f'{type(exc).__name__}: {exc}'))
+        return None
+    sock.sendall(reply(0))
+    return store
+
+
+def store_batch(store: Store, payloads: Sequence[bytes]) -> bytes:
+    """The answers to a batch of message frames, stored in one transaction."""
+    seqs: list[int] = []
+    incoming: list[Incoming] = []
+    for payload in payloads:
+        seq, message = read_message(payload)
+        seqs.append(seq)
+        incoming.append(message)
+    before = store.deleted
+    try:
+        results: Sequence[object] = store.add_all(incoming)
+    except Exception as exc:        # noqa: BLE001 - each message of the batch is told
+        results = [Failed(exc)] * len(incoming)
+    deleted = store.deleted - before
+    answers = []
+    for place, (seq, result) in enumerate(zip(seqs, results, strict=True)):
+        error = (f'{type(result.error).__name__}: {result.error}'
+                 if isinstance(result, Failed) else '')
+        answers.append(reply(seq, deleted if place == len(seqs) - 1 else 0, error))
+    return b''.join(answers)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides when this ends
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING,
+                        format='%(asctime)s %(levelname)s %(name)s (store process): %(message)s')
+    set_process_title('inbox store')
+    with socket.socket(fileno=int(args[0])) as sock:
+        sock.setblocking(True)      # the parent's end is gevent's, made non-blocking
+        serve(sock)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
+

@@ -1,0 +1,158 @@
+"""The inbox's store process (smtp_stack.inbox.store_process), over real
+sockets: messages accepted over SMTP are stored by a child process; one
+that ends is logged once and started again; the messages it had get 451
+and are not stored; an idle one ends; none is left when the inbox stops."""
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import threading
+
+import pytest
+
+from conftest import wait_until
+from inbox_helpers import WAIT, Http, InboxThread, make_mail, send
+from log_lines import kept_lines
+from smtp_stack.inbox import store_process
+
+def the_process(inbox: InboxThread) -> store_process.StoreProcess:
+    [process] = inbox.inbox.capture.store_processes
+    return process
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting to be reaped)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except FileNotFoundError:
+        return False
+
+
+def get_json(inbox: InboxThread, path: str):
+    client = Http(inbox.url)
+    try:
+        return client.json('GET', path)
+    finally:
+        client.close()
+
+
+def subjects(inbox: InboxThread) -> set[str]:
+    return {m['Subject'] for m in get_json(inbox, '/api/v1/messages')['messages']}
+
+
+def test_messages_are_stored_by_a_child_process_which_ends_with_the_inbox(tmp_path):
+    inbox = InboxThread(tmp_path / 'inbox.db').start()
+    try:
+        process = the_process(inbox)
+        wait_until(lambda: process.child_pid is not None)   # started with the inbox
+        pid = process.child_pid
+        assert pid != os.getpid()
+        with open(f'/proc/{pid}/cmdline', 'rb') as f:
+            command = f.read()
+        assert b'smtp_stack.inbox.store_process' in command or b'inbox store' in command
+        for n in range(3):
+            send(inbox.smtp, make_mail(subject=f'message {n}'))
+        assert subjects(inbox) == {'message 0', 'message 1', 'message 2'}
+        assert process.child_pid == pid and process.started == 1
+        assert inbox.inbox.capture.stats['accepted'] == 3
+    finally:
+        inbox.stop()
+    assert not alive(pid)
+
+
+def test_a_child_that_ends_is_logged_once_and_the_next_message_starts_another(tmp_path):
+    with kept_lines('smtp_stack.inbox') as lines, InboxThread(tmp_path / 'inbox.db') as inbox:
+        send(inbox.smtp, make_mail(subject='before'))
+        process = the_process(inbox)
+        first = process.child_pid
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: process.child_pid is None)
+        send(inbox.smtp, make_mail(subject='after'))
+        assert subjects(inbox) == {'before', 'after'}
+        assert process.child_pid not in (None, first) and process.started == 2
+    ended = [line for line in lines.lines if 'store process' in line]
+    assert len(ended) == 1 and f'(pid {first}) ended' in ended[0], lines.lines
+
+
+def test_a_message_waiting_when_the_child_dies_gets_451_and_is_not_stored(tmp_path):
+    with InboxThread(tmp_path / 'inbox.db') as inbox:
+        send(inbox.smtp, make_mail(subject='stored'))
+        process = the_process(inbox)
+        pid = process.child_pid
+        os.kill(pid, signal.SIGSTOP)        # it cannot answer: the message waits
+        outcome: dict[str, object] = {}
+
+        def sender() -> None:
+            try:
+                send(inbox.smtp, make_mail(subject='lost'))
+                outcome['code'] = 250
+            except smtplib.SMTPDataError as exc:
+                outcome['code'], outcome['text'] = exc.smtp_code, exc.smtp_error
+        thread = threading.Thread(target=sender)
+        thread.start()
+        wait_until(lambda: process.waiting == 1)
+        os.kill(pid, signal.SIGKILL)
+        thread.join(WAIT)
+        assert not thread.is_alive()
+        assert outcome['code'] == 451
+        assert b'store process ended' in outcome['text']
+        assert subjects(inbox) == {'stored'}
+        send(inbox.smtp, make_mail(subject='again'))    # a new child takes it
+        assert subjects(inbox) == {'stored', 'again'}
+
+
+def test_a_child_that_never_stored_anything_is_not_started_again_at_once(tmp_path):
+    """One that ends before storing a message (a broken installation)
+    would otherwise be started again by every message: the next ones get
+    451 for a delay that doubles, and the log has one line per child."""
+    with kept_lines('smtp_stack.inbox') as lines, InboxThread(tmp_path / 'inbox.db') as inbox:
+        process = the_process(inbox)
+        wait_until(lambda: process.child_pid is not None)
+        os.kill(process.child_pid, signal.SIGKILL)
+        wait_until(lambda: process.child_pid is None)
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            send(inbox.smtp, make_mail(subject='too soon'))
+        assert refused.value.smtp_code == 451
+        assert process.started == 1
+        wait_until(lambda: _accepted(inbox, 'later'), timeout=WAIT)
+        assert process.started == 2
+    assert sum('store process' in line for line in lines.lines) == 1
+
+
+def _accepted(inbox: InboxThread, subject: str) -> bool:
+    try:
+        send(inbox.smtp, make_mail(subject=subject))
+        return True
+    except smtplib.SMTPDataError as exc:
+        assert exc.smtp_code == 451
+        return False
+
+
+def test_an_idle_child_ends_and_the_next_message_starts_another(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_process, 'IDLE_SECONDS', 0.3)
+    with InboxThread(tmp_path / 'inbox.db') as inbox:
+        send(inbox.smtp, make_mail(subject='one'))
+        process = the_process(inbox)
+        first = process.child_pid
+        wait_until(lambda: process.child_pid is None and not alive(first))
+        send(inbox.smtp, make_mail(subject='two'))
+        assert subjects(inbox) == {'one', 'two'}
+        assert process.started == 2
+
+
+def test_pruning_in_the_child_is_counted_by_the_web_side(tmp_path):
+    """MessagesDeleted of /api/v1/info counts what the child pruned."""
+    with InboxThread(tmp_path / 'inbox.db', max_messages=2) as inbox:
+        for n in range(5):
+            send(inbox.smtp, make_mail(subject=f'm{n}'))
+        assert subjects(inbox) == {'m3', 'm4'}
+        assert get_json(inbox, '/api/v1/info')['RuntimeStats']['MessagesDeleted'] == 3
+
+
+def test_without_a_store_process_a_thread_stores(tmp_path):
+    with InboxThread(tmp_path / 'inbox.db', store_process=False) as inbox:
+        send(inbox.smtp, make_mail(subject='threaded'))
+        assert subjects(inbox) == {'threaded'}
+        assert inbox.inbox.capture.store_processes == []
