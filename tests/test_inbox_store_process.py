@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import smtplib
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -156,3 +158,33 @@ def test_without_a_store_process_a_thread_stores(tmp_path):
         send(inbox.smtp, make_mail(subject='threaded'))
         assert subjects(inbox) == {'threaded'}
         assert inbox.inbox.capture.store_processes == []
+
+
+PATCHED = r'''
+from gevent import monkey; monkey.patch_all()
+import os, smtplib, sys
+import gevent
+from smtp_stack.inbox.service import Inbox
+inbox = Inbox(sys.argv[1], smtp=('127.0.0.1', 0), http=('127.0.0.1', 0)).start()
+def client():
+    with smtplib.SMTP(*inbox.smtp_address[:2], timeout=10) as c:
+        c.sendmail('a@example.com', ['b@example.com'], b'Subject: patched\r\n\r\nhi\r\n')
+    [process] = inbox.capture.store_processes
+    child = process.child_pid
+    inbox.stop(2)
+    print(child, process.child_pid, inbox.capture.stats['accepted'], flush=True)
+gevent.spawn(inbox.serve_forever)
+gevent.spawn(client).join(30)
+'''
+
+
+def test_in_a_process_gevent_patched_the_child_is_waited_for(tmp_path):
+    """gevent's patched Popen waits on the default loop's child watcher; the
+    store process is waited for through a pidfd instead, so stopping works
+    whatever the hub (it raised InvalidThreadUseError)."""
+    done = subprocess.run([sys.executable, '-c', PATCHED, str(tmp_path / 'inbox.db')],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and 'Error' not in done.stderr, done.stderr
+    child, after, accepted = done.stdout.split()
+    assert after == 'None' and accepted == '1'
+    assert not alive(int(child))

@@ -41,11 +41,11 @@ from typing import Any
 
 import gevent
 import gevent.socket
+from gevent import monkey
 from gevent.hub import Waiter
 from gevent.lock import Semaphore
 
 from ..errors import SmtpError
-from ..offload import offload
 from ..proctitle import set_process_title
 from .database import Failed
 from .mailboxes import Routing
@@ -61,6 +61,9 @@ IDLE_SECONDS = 60.0         # a child with nothing to do ends after this long
 RESTART_DELAY = 1.0         # seconds before a child that ended unasked is started again...
 RESTART_DELAY_MAX = 60.0    # ... doubling to this while children store nothing
 READ_SIZE = 1 << 16
+# The real waitpid even in a process gevent patched (its own waits on the
+# default loop's child watcher, which a hub in another thread has not).
+_waitpid: Callable[[int, int], tuple[int, int]] = monkey.get_original('os', 'waitpid')
 
 
 @dataclass(frozen=True)
@@ -309,15 +312,36 @@ class _Child:
             gevent.spawn(self._reap, 10.0)
 
     def _reap(self, timeout: float) -> None:
-        """Wait for the child's exit off the hub; past `timeout`, kill it."""
-        if self.proc.poll() is not None:
+        """Wait for the child's exit without blocking the hub (a pidfd turns
+        readable when it exits); past `timeout`, kill it."""
+        if self.proc.returncode is not None:
             return
-        try:
-            offload(self.proc.wait, timeout)
-        except subprocess.TimeoutExpired:
+        if not _exited(self.proc, timeout):
             log.warning('inbox: the store process (pid %d) did not end; killed', self.proc.pid)
             self.proc.kill()
-            offload(self.proc.wait)
+            _exited(self.proc, timeout)
+
+
+def _exited(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Whether `proc` ended within `timeout` seconds; reaped if so (it may
+    have been already, by gevent's child watcher in a patched process)."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:          # reaped already
+        proc.returncode = proc.returncode if proc.returncode is not None else 0
+        return True
+    try:
+        gevent.socket.wait_read(pidfd, timeout)
+    except TimeoutError:
+        return False
+    finally:
+        os.close(pidfd)
+    try:
+        _pid, status = _waitpid(proc.pid, os.WNOHANG)
+        proc.returncode = os.waitstatus_to_exitcode(status) if _pid else 0
+    except ChildProcessError:           # gevent's watcher took it
+        proc.returncode = 0
+    return True
 
 
 def _child_environment() -> dict[str, str]:
