@@ -16,7 +16,8 @@ import pytest
 from conftest import wait_until
 from inbox_helpers import WAIT, Http, InboxThread, make_mail, send
 from log_lines import kept_lines
-from smtp_stack.inbox import store_process
+from smtp_stack.inbox import store_process, store_wire
+from smtp_stack.inbox.database import WritersLock
 
 def the_process(inbox: InboxThread) -> store_process.StoreProcess:
     [process] = inbox.inbox.capture.store_processes
@@ -188,3 +189,87 @@ def test_in_a_process_gevent_patched_the_child_is_waited_for(tmp_path):
     child, after, accepted = done.stdout.split()
     assert after == 'None' and accepted == '1'
     assert not alive(int(child))
+
+
+def test_a_child_that_does_not_answer_in_time_is_killed_and_its_message_not_kept(
+        tmp_path, monkeypatch):
+    """Past STORE_TIMEOUT the session answers 451 only once the child is
+    dead, so the transaction it was in is rolled back, not committed
+    after the refusal (a review found it committed a moment later)."""
+    monkeypatch.setattr(store_process, 'STORE_TIMEOUT', 0.5)
+    with InboxThread(tmp_path / 'inbox.db') as inbox:
+        send(inbox.smtp, make_mail(subject='first'))
+        process = the_process(inbox)
+        pid = process.child_pid
+        outcome: dict[str, object] = {}
+
+        def sender() -> None:
+            try:
+                send(inbox.smtp, make_mail(subject='late'))
+                outcome['code'] = 250
+            except smtplib.SMTPDataError as exc:
+                outcome['code'] = exc.smtp_code
+        with inbox.inbox.store.database.writing:     # the child cannot write meanwhile
+            thread = threading.Thread(target=sender)
+            thread.start()
+            thread.join(WAIT)
+            assert not thread.is_alive() and outcome['code'] == 451
+        wait_until(lambda: not alive(pid))
+        assert subjects(inbox) == {'first'}
+        send(inbox.smtp, make_mail(subject='next'))
+        assert subjects(inbox) == {'first', 'next'}
+
+
+def test_a_child_that_cannot_be_started_costs_one_log_line_per_try(tmp_path, monkeypatch):
+    with kept_lines('smtp_stack.inbox') as lines, InboxThread(tmp_path / 'inbox.db') as inbox:
+        send(inbox.smtp, make_mail(subject='first'))
+        process = the_process(inbox)
+        monkeypatch.setattr(sys, 'executable', str(tmp_path / 'no-such-python'))
+        os.kill(process.child_pid, signal.SIGKILL)
+        wait_until(lambda: process.child_pid is None)
+        for _ in range(3):
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                send(inbox.smtp, make_mail(subject='refused'))
+            assert refused.value.smtp_code == 451
+        monkeypatch.undo()
+        wait_until(lambda: _accepted(inbox, 'later'))
+    cannot = [line for line in lines.lines if 'cannot start the store process' in line]
+    assert len(cannot) == 1, lines.lines
+
+
+def test_a_message_too_large_for_a_frame_is_refused_and_leaves_nothing_waiting(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(store_wire, 'MAX_FRAME', 10_000)
+    with InboxThread(tmp_path / 'inbox.db') as inbox:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            send(inbox.smtp, make_mail(subject='big', text='x' * 20_000))
+        assert refused.value.smtp_code == 552
+        assert the_process(inbox).waiting == 0
+        send(inbox.smtp, make_mail(subject='small'))
+        assert subjects(inbox) == {'small'}
+
+
+def test_a_fork_never_keeps_the_writers_lock(tmp_path):
+    """A worker forked while a thread of its parent writes does not hold
+    the lock once the parent lets it go (with an flock it did, for ever)."""
+    path = str(tmp_path / 'inbox.db-lock')
+    lock = WritersLock(path)
+    lock.acquire()
+    hold_open, closed = os.pipe()
+    pid = os.fork()
+    if pid == 0:                        # the forked worker: lives until the pipe closes
+        os.close(closed)
+        os.read(hold_open, 1)
+        os._exit(0)
+    os.close(hold_open)
+    try:
+        lock.release()
+        other = subprocess.run(
+            [sys.executable, '-c', 'import sys\n'
+             'from smtp_stack.inbox.database import WritersLock\n'
+             'WritersLock(sys.argv[1]).acquire()\nprint("taken")', path],
+            capture_output=True, text=True, timeout=30)
+        assert other.stdout.strip() == 'taken', other.stderr
+    finally:
+        os.close(closed)
+        os.waitpid(pid, 0)

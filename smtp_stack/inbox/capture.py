@@ -37,6 +37,7 @@ import weakref
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
+import gevent
 from gevent._hub_local import get_hub_if_exists  # also gevent.hub._get_hub; no public name
 from gevent.hub import Waiter, get_hub
 
@@ -143,9 +144,14 @@ class Capture:
         message handed later starts one again."""
         for ingest in list(self._threads.values()):
             ingest.close()
-        for process in list(self._processes.values()):
-            if process.pid == os.getpid():
+        here = get_hub_if_exists()
+        for hub, process in list(self._processes.items()):
+            if process.pid != os.getpid():
+                continue
+            if hub is here:
                 process.close()
+            else:               # its sockets and greenlets belong to that hub's thread
+                _close_in(hub, process)
 
 
 class _Ingest:
@@ -245,6 +251,24 @@ class _Ingest:
         while done:
             waiter, outcome = done.popleft()
             waiter.switch(outcome)
+
+
+def _close_in(hub: Any, process: StoreProcess, timeout: float = 15.0) -> None:
+    """`process.close()` in the thread of the hub it belongs to, waited for
+    (at most `timeout`: a hub whose thread ended runs nothing; its child
+    ends when the socket is collected with it)."""
+    done = threading.Event()
+
+    def close() -> None:
+        try:
+            process.close()
+        finally:
+            done.set()
+    try:
+        hub.loop.run_callback_threadsafe(gevent.spawn, close)
+    except Exception:       # noqa: BLE001 - the loop is gone: nothing runs there any more
+        return
+    done.wait(timeout)
 
 
 def _username(session: Session) -> str | None:

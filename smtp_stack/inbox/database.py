@@ -11,9 +11,9 @@ gets SQLITE_BUSY at once, without the busy handler).
 Writers queue on a lock of their own before `BEGIN IMMEDIATE`
 (`Database.writing`, a `WritersLock`): SQLite's busy handler polls,
 sleeping 1, 2, 5, 10 ... ms between tries, so writers that met on
-SQLite's lock slept while it was free; on a thread lock and an flock the
-next one runs as soon as it is released, whichever process it is in (the
-inbox's store process and its web side write the same file). Only a
+SQLite's lock slept while it was free; on a thread lock and a record lock the
+next one runs within a millisecond of its release, whichever process it
+is in (the inbox's store process and its web side write the same file). Only a
 writer that does not take the lock (an older smtp_stack) meets the busy
 handler.
 `GroupCommit` adds the messages that several threads bring at once in
@@ -221,28 +221,33 @@ class Database:
 
 
 class WritersLock:
-    """Taken by every writer before BEGIN IMMEDIATE: a thread lock for this
-    process's threads, then an flock of a file beside the database for
-    every process's (the store process's and the web side's), so that a
-    writer waiting for another process is woken by the kernel as soon as
-    the lock is free, not by SQLite's busy handler, which sleeps. The file
-    is opened for each write and closed with it: no descriptor stays open,
-    and a fork's child never shares its parent's lock."""
+    """Taken by every writer before BEGIN IMMEDIATE: a thread lock (one per
+    file in the process, whatever Database object writes), then a POSIX
+    record lock (lockf) of a file beside the database, for every process's
+    writers (the store process's and the web side's): a writer waiting for
+    another process runs within a millisecond of the lock's release, where
+    SQLite's busy handler sleeps 1, 2, 5, 10 ... ms between tries. A record
+    lock belongs to its process: a fork's child never holds its parent's.
+    The file is opened for each write and closed with it, so no descriptor
+    stays open; waiting for another process is bounded by the busy timeout,
+    past which the write fails as SQLite's would ('database is locked')."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._threads = threading.Lock()
+        with _LOCKS_LOCK:
+            self._threads = _THREAD_LOCKS.setdefault(path, threading.Lock())
         self._fd = -1
 
     def acquire(self) -> bool:
         self._threads.acquire()
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
+                _lock_within(fd, BUSY_TIMEOUT_MS / 1000)
             except BaseException:
-                os.close(self._fd)
+                os.close(fd)
                 raise
+            self._fd = fd
         except BaseException:
             self._threads.release()
             raise
@@ -250,8 +255,9 @@ class WritersLock:
 
     def release(self) -> None:
         try:
-            os.close(self._fd)      # the flock goes with it
+            os.close(self._fd)      # the record lock goes with it
         finally:
+            self._fd = -1
             self._threads.release()
 
     def __enter__(self) -> bool:
@@ -259,6 +265,29 @@ class WritersLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}     # one per database file in this process
+_LOCKS_LOCK = threading.Lock()
+
+
+def _lock_within(fd: int, timeout: float) -> None:
+    """lockf, trying again every 0.1 to 1 ms (a blocking lockf could not
+    be given up on), until `timeout`."""
+    deadline = 0.0
+    pause = 0.0001
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except (BlockingIOError, PermissionError):     # EAGAIN or EACCES: held elsewhere
+            now = time.monotonic()
+            deadline = deadline or now + timeout
+            if now >= deadline:
+                raise sqlite3.OperationalError(
+                    'database is locked (another process writes)') from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.001)
 
 
 class Failed:

@@ -61,6 +61,7 @@ IDLE_SECONDS = 60.0         # a child with nothing to do ends after this long
 RESTART_DELAY = 1.0         # seconds before a child that ended unasked is started again...
 RESTART_DELAY_MAX = 60.0    # ... doubling to this while children store nothing
 READ_SIZE = 1 << 16
+REAP_SECONDS = 10.0         # a child is given this long to exit once its answers ended
 # The real waitpid even in a process gevent patched (its own waits on the
 # default loop's child watcher, which a hub in another thread has not).
 _waitpid: Callable[[int, int], tuple[int, int]] = monkey.get_original('os', 'waitpid')
@@ -155,14 +156,25 @@ class StoreProcess:
             if child.stored:
                 self._delay = RESTART_DELAY
             elif not child.asked_to_end:
-                self._not_before = now + self._delay
-                self._delay = min(self._delay * 2, RESTART_DELAY_MAX)
+                self._later(now)
         if now < self._not_before:
             raise StoreProcessError('the store process ended; it is started again in '
                                     f'{self._not_before - now:.1f} s')
-        self._child = child = _Child(self.store, self._on_end, self.idle_seconds)
+        try:
+            child = _Child(self.store, self._on_end, self.idle_seconds)
+        except OSError as exc:          # no process (EAGAIN, EMFILE, ENOMEM, no python)
+            self._later(now)
+            log.error('inbox: cannot start the store process: %s; messages get 451, '
+                      'the next try in %.0f s', exc, self._not_before - now)
+            raise StoreProcessError(f'cannot start the store process: {exc}') from None
+        self._child = child
         self.started += 1
         return child
+
+    def _later(self, now: float) -> None:
+        """No child before the delay; the delay doubles (up to a minute)."""
+        self._not_before = now + self._delay
+        self._delay = min(self._delay * 2, RESTART_DELAY_MAX)
 
     def _on_end(self, child: _Child, reason: str) -> None:
         if not child.asked_to_end:
@@ -172,7 +184,12 @@ class StoreProcess:
 
 
 class _Child:
-    """One child process and its socket; `alive` until either ends."""
+    """One child process, its socket and its reader greenlet. The reader is
+    the only one to end it: at the end of the child's answers (EOF) it
+    fails whoever still waits, closes the socket and reaps the child. To
+    end a child is to make its answers end: shut our side (it answers what
+    it has and exits) or kill it (SIGKILL: what it had not committed is
+    rolled back, what it had answered is read first)."""
 
     def __init__(self, store: Store, on_end: Callable[[_Child, str], None],
                  idle_seconds: float) -> None:
@@ -180,7 +197,9 @@ class _Child:
         self.idle_seconds = idle_seconds
         self.on_end = on_end
         self.alive = True
-        self.asked_to_end = False       # closed by us: idle, or the inbox stopping
+        self.asked_to_end = False       # ended by us: idle, or the inbox stopping
+        self.killed = False
+        self.reason: str | None = None  # why it ends, as first known
         self.stored = 0
         self.waiting: dict[int, Any] = {}   # seq -> gevent Waiter of the session
         self.sending = Semaphore()      # a frame goes out whole
@@ -197,60 +216,90 @@ class _Child:
             raise
         finally:
             theirs.close()
-        self.sock.sendall(frame(pickle.dumps(StoreSettings.of(store))))
+        try:
+            # its exit is waited for on this fd, never by its (reusable) PID
+            self.pidfd = os.pidfd_open(self.proc.pid)
+        except OSError:
+            self.pidfd = -1             # gone already (reaped by gevent's child watcher)
+        try:
+            self.sock.sendall(frame(pickle.dumps(StoreSettings.of(store))))
+        except OSError as exc:
+            self.reason = f'cannot give it the settings: {exc}'
+            self.kill()
         self.reader = gevent.spawn(self._read)
+
+    @property
+    def usable(self) -> bool:
+        """Takes messages: alive and not being ended."""
+        return self.alive and not self.asked_to_end and not self.killed
 
     def put(self, raw: bytes, recipients: Sequence[str], username: str | None,
             sender: str | None) -> None:
         self._seq = seq = self._seq % 0xFFFFFFFF + 1
+        try:
+            head = message_head(seq, recipients, username, sender, len(raw))
+        except ValueError as exc:
+            raise SmtpError(552, f'Error: {exc}', '5.3.4') from None
         waiter = Waiter(self._hub)
         self.waiting[seq] = waiter
-        head = message_head(seq, recipients, username, sender, len(raw))
         try:
-            with self.sending:
-                self.sock.sendall(head + raw if len(raw) < READ_SIZE else head)
-                if len(raw) >= READ_SIZE:
-                    self.sock.sendall(raw)
-        except OSError as exc:
-            self.waiting.pop(seq, None)
-            self._end(f'cannot write to it: {exc}')
-            raise StoreProcessError(f'the store process is gone: {exc}') from None
-        timer = gevent.Timeout.start_new(STORE_TIMEOUT)
-        try:
-            error = waiter.get()
-        except gevent.Timeout as timeout:
-            if timeout is not timer:
-                raise
-            self._end(f'no answer within {STORE_TIMEOUT:.0f} s')
-            raise StoreProcessError(
-                f'the store process did not answer within {STORE_TIMEOUT:.0f} s') from None
+            try:
+                with self.sending:
+                    self.sock.sendall(head + raw if len(raw) < READ_SIZE else head)
+                    if len(raw) >= READ_SIZE:
+                        self.sock.sendall(raw)
+            except OSError as exc:      # a frame cut short: the stream is lost
+                self.kill(f'cannot write to it: {exc}')
+                raise StoreProcessError(f'the store process is gone: {exc}') from None
+            error = self._answer_of(waiter)
         finally:
-            timer.close()
             self.waiting.pop(seq, None)
         if error:
             raise StoreProcessError(error)
 
+    def _answer_of(self, waiter: Any) -> str:
+        """The answer to a message, waited for STORE_TIMEOUT; past it the
+        child is killed, and the answer is then whatever it had written (its
+        transaction committed) or its end (rolled back)."""
+        try:
+            with gevent.Timeout(STORE_TIMEOUT):
+                answer: str = waiter.get()
+                return answer
+        except gevent.Timeout:
+            self.kill(f'no answer within {STORE_TIMEOUT:.0f} s')
+        try:
+            with gevent.Timeout(REAP_SECONDS):
+                answer = waiter.get()
+                return answer
+        except gevent.Timeout:
+            return f'no answer within {STORE_TIMEOUT:.0f} s'
+
     def _read(self) -> None:
-        """The reader greenlet: each answer to the session waiting for it."""
+        """The reader greenlet: each answer to the session waiting for it;
+        at the end, the end of the child."""
         frames = Frames()
         reason = 'it closed its socket'
         self.sock.settimeout(self.idle_seconds)
         try:
-            while self.alive:
+            while True:
                 try:
                     data = self.sock.recv(READ_SIZE)
                 except TimeoutError:
                     if not self.waiting and not self.sending.locked():
-                        self._finish()      # idle: the next message starts another
+                        self.finish()       # idle: the next message starts another
                     continue
                 except OSError as exc:
                     reason = f'its socket failed: {exc}'
+                    self.kill()
                     break
                 if not data:
                     break
                 self._answer(frames.feed(data))
+        except BaseException as exc:    # noqa: BLE001 - nothing escapes the greenlet
+            reason = f'reading its answers failed: {exc!r}'
+            self.kill()
         finally:
-            self._end(reason)
+            self._end(self.reason or reason)
 
     def _answer(self, answers: list[bytes]) -> None:
         stored = 0
@@ -259,7 +308,7 @@ class _Child:
             self.store.deleted += deleted
             if seq == 0:            # the store's opening
                 if error:
-                    self._end(f'it could not open the store: {error}')
+                    self.reason = self.reason or f'it could not open the store: {error}'
                 continue
             waiter = self.waiting.pop(seq, None)
             if not error:
@@ -270,12 +319,7 @@ class _Child:
             self.stored += stored
             self.store.database.changed()       # the websocket broker looks now
 
-    @property
-    def usable(self) -> bool:
-        """Takes messages: alive and not asked to end."""
-        return self.alive and not self.asked_to_end
-
-    def _finish(self) -> None:
+    def finish(self) -> None:
         """No more messages: the child reads to the end of what it was sent,
         answers it, and exits; the reader reads the answers to the end."""
         if self.asked_to_end or not self.alive:
@@ -284,64 +328,71 @@ class _Child:
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
-            self._end(f'cannot end its input: {exc}')
+            self.kill(f'cannot end its input: {exc}')
+
+    def kill(self, reason: str | None = None) -> None:
+        """SIGKILL: its socket closes, the reader reads what it had written."""
+        self.reason = self.reason or reason
+        if self.killed or not self.alive:
+            return
+        self.killed = True
+        try:
+            if self.pidfd >= 0:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if self.pidfd < 0:      # never had one: closing our side is all there is
+            self.sock.close()
 
     def close(self, timeout: float) -> None:
-        """End the child once it has answered what it was sent; wait for
-        that (past `timeout`, kill it)."""
-        deadline = time.monotonic() + timeout
-        self._finish()
+        """End the child once it has answered what it was sent, and wait for
+        it (past `timeout`, kill it)."""
+        self.finish()
         self.reader.join(timeout)
-        self._end('the inbox stopped')
-        self._reap(max(deadline - time.monotonic(), 0.1))
+        if not self.reader.dead:
+            self.kill('it did not end when the inbox stopped')
+            self.reader.join(REAP_SECONDS * 2)
 
     def _end(self, reason: str) -> None:
-        """Close the socket (the child ends with it) and fail whoever waits."""
-        if not self.alive:
-            return
+        """In the reader, once the answers ended: fail whoever waits, close
+        the socket, reap the child."""
         self.alive = False
-        try:
-            self.sock.close()
-        except OSError:
-            pass
         waiting, self.waiting = self.waiting, {}
         for waiter in waiting.values():
             self._hub.loop.run_callback(waiter.switch, f'the store process ended: {reason}')
-        self.on_end(self, reason)
-        if self.proc.poll() is None:
-            gevent.spawn(self._reap, 10.0)
+        try:
+            self.on_end(self, reason)
+        finally:
+            self.sock.close()
+            self._reap()
 
-    def _reap(self, timeout: float) -> None:
-        """Wait for the child's exit without blocking the hub (a pidfd turns
-        readable when it exits); past `timeout`, kill it."""
-        if self.proc.returncode is not None:
+    def _reap(self) -> None:
+        """Wait for the exit on the pidfd (the hub goes on); past
+        REAP_SECONDS kill it; then collect its status."""
+        if self.pidfd < 0:
             return
-        if not _exited(self.proc, timeout):
-            log.warning('inbox: the store process (pid %d) did not end; killed', self.proc.pid)
-            self.proc.kill()
-            _exited(self.proc, timeout)
+        try:
+            if not _readable(self.pidfd, REAP_SECONDS):
+                log.warning('inbox: the store process (pid %d) did not end; killed',
+                            self.proc.pid)
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                _readable(self.pidfd, REAP_SECONDS)
+            try:
+                pid, status = _waitpid(self.proc.pid, os.WNOHANG)
+                self.proc.returncode = os.waitstatus_to_exitcode(status) if pid else None
+            except ChildProcessError:       # gevent's child watcher took it
+                self.proc.returncode = 0
+        finally:
+            os.close(self.pidfd)
+            self.pidfd = -1
 
 
-def _exited(proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    """Whether `proc` ended within `timeout` seconds; reaped if so (it may
-    have been already, by gevent's child watcher in a patched process)."""
+def _readable(fd: int, timeout: float) -> bool:
     try:
-        pidfd = os.pidfd_open(proc.pid)
-    except ProcessLookupError:          # reaped already
-        proc.returncode = proc.returncode if proc.returncode is not None else 0
+        gevent.socket.wait_read(fd, timeout)
         return True
-    try:
-        gevent.socket.wait_read(pidfd, timeout)
     except TimeoutError:
         return False
-    finally:
-        os.close(pidfd)
-    try:
-        _pid, status = _waitpid(proc.pid, os.WNOHANG)
-        proc.returncode = os.waitstatus_to_exitcode(status) if _pid else 0
-    except ChildProcessError:           # gevent's watcher took it
-        proc.returncode = 0
-    return True
 
 
 def _child_environment() -> dict[str, str]:
@@ -376,6 +427,8 @@ def serve(sock: socket.socket) -> None:
             while batch and store is not None:
                 sock.sendall(store_batch(store, batch[:BATCH_MAX]))
                 del batch[:BATCH_MAX]
+    except (BrokenPipeError, ConnectionResetError):
+        return          # the parent is gone, or ended us: it answers its sessions itself
     finally:
         if store is not None:
             store.close()
