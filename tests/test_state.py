@@ -91,3 +91,21 @@ def test_a_redis_store_without_redis_names_the_extra(tmp_path):
     ''', tmp_path)
     assert printed == ["MissingExtra: a redis:// store needs the 'policies' extra: "
                        "pip install 'smtp_stack[policies]' (redis is not installed)"]
+
+
+def test_the_sqlite_store_writes_its_schema_version_and_refuses_a_newer_one(tmp_path):
+    import sqlite3
+
+    from smtp_stack.state import StoreError
+    from smtp_stack.state.sqlite_store import SCHEMA_VERSION, SqliteStore
+    path = tmp_path / 'state.db'
+    store = SqliteStore(str(path))
+    store.set('k', 'v')
+    with sqlite3.connect(path) as db:
+        assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 1
+        db.execute(f'PRAGMA user_version = {SCHEMA_VERSION + 1}')
+    store.close()
+    newer = SqliteStore(str(path))
+    with pytest.raises(StoreError, match='written by a newer smtp_stack'):
+        newer.get('k')
+    newer.close()

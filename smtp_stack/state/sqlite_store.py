@@ -33,6 +33,11 @@ CREATE TABLE IF NOT EXISTS events (key TEXT, at REAL, member TEXT, expires REAL)
 CREATE INDEX IF NOT EXISTS events_key ON events (key, at);
 """
 SWEEP_EVERY = 500       # operations between purges of expired rows
+# `PRAGMA user_version` of the file: the schema above is 1. A file of a
+# later version (a newer smtp_stack changed its tables) is refused rather
+# than written with rows it does not expect; one of version 0 (before the
+# number was written, or new) gets this one.
+SCHEMA_VERSION = 1
 
 
 class SqliteStore(Offloaded):
@@ -66,9 +71,20 @@ class SqliteStore(Offloaded):
         if db is None:
             db = sqlite3.connect(self.path, timeout=self._busy, isolation_level=None,
                                  check_same_thread=False)
-            db.execute('PRAGMA journal_mode=WAL')
-            db.execute('PRAGMA synchronous=NORMAL')
-            db.executescript(SCHEMA)
+            try:
+                version = db.execute('PRAGMA user_version').fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise sqlite3.DatabaseError(
+                        f'{self.url} was written by a newer smtp_stack (schema version '
+                        f'{version}; this one knows {SCHEMA_VERSION})')
+                db.execute('PRAGMA journal_mode=WAL')
+                db.execute('PRAGMA synchronous=NORMAL')
+                db.executescript(SCHEMA)
+                if version < SCHEMA_VERSION:
+                    db.execute(f'PRAGMA user_version = {SCHEMA_VERSION}')
+            except BaseException:
+                db.close()
+                raise
             self._conns[pool] = db
         return db
 
