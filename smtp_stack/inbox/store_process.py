@@ -10,8 +10,11 @@ transaction (`Store.add_all`) and answers each message; its session gets
 its 250 once that answer says the transaction holding it committed, so
 what is accepted is in the file, as before. A message the child could not
 store, and every message waiting when it ended, get 451 (the client sends
-them again). The web side goes on reading the same file in the SMTP
-process, nudged after each answer.
+them again) and are not kept: a child that does not answer within
+STORE_TIMEOUT is killed, so the transaction it was in rolls back, and the
+answers it had written are read before the others are refused. The web
+side goes on reading the same file in the SMTP process, nudged after each
+answer.
 
 The child ends when its socket closes: when the inbox stops, when it has
 had nothing to do for IDLE_SECONDS, or when the SMTP process ends however
