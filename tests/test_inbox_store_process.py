@@ -17,7 +17,11 @@ from conftest import wait_until
 from inbox_helpers import WAIT, Http, InboxThread, make_mail, send
 from log_lines import kept_lines
 from smtp_stack.inbox import store_process, store_wire
+from smtp_stack import SmtpServer
+from smtp_stack.inbox.capture import Capture
 from smtp_stack.inbox.database import WritersLock
+from smtp_stack.inbox.store import Store
+from smtp_stack.testing import ServerThread
 
 def the_process(inbox: InboxThread) -> store_process.StoreProcess:
     [process] = inbox.inbox.capture.store_processes
@@ -273,3 +277,31 @@ def test_a_fork_never_keeps_the_writers_lock(tmp_path):
     finally:
         os.close(closed)
         os.waitpid(pid, 0)
+
+
+def test_closing_from_another_thread_ends_the_child_of_each_hub(tmp_path):
+    """One Capture on two servers, each in a thread with its hub: each hub
+    has its own child, and close() from a third thread ends both in their
+    own hubs (a greenlet of one hub cannot be joined from another)."""
+    store = Store(str(tmp_path / 'inbox.db'))
+    capture = Capture(store)
+    servers = []
+    try:
+        for _ in range(2):
+            server = SmtpServer(name='localhost', max_messages=0)
+            server.use(capture.delivery())
+            servers.append(ServerThread(server).start())
+        for n, running in enumerate(servers):
+            send(running.address, make_mail(subject=f'hub {n}'))
+        processes = capture.store_processes
+        pids = [process.child_pid for process in processes]
+        assert len(pids) == 2 and None not in pids
+        capture.close()
+        assert [process.child_pid for process in processes] == [None, None]
+        for pid in pids:
+            wait_until(lambda pid=pid: not alive(pid))
+        assert store.listing()['total'] == 2
+    finally:
+        for running in servers:
+            running.stop(2)
+        store.close()
