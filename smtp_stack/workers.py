@@ -46,7 +46,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
@@ -143,6 +143,10 @@ per_worker: list[PerWorker] = []
 #: Sockets only the master serves (the metrics' HTTP listener): a worker
 #: that held one open would keep its port bound after the master is gone.
 master_only: list[Any] = []
+#: Collections of sockets only the master serves, looked at as each worker
+#: forks (the metrics' connections being served: a worker holding one would
+#: keep it open after the master closed it, and its client would wait).
+master_only_groups: list[Collection[Any]] = []
 
 
 class Forkable(Protocol):
@@ -470,7 +474,7 @@ def _release_master_only() -> None:
     on each descriptor rather than closing it: the master's socket objects
     still name that number, and a closed one could be reused and then
     closed by them."""
-    for sock in master_only:
+    for sock in [*master_only, *(sock for group in master_only_groups for sock in group)]:
         try:
             fd = sock.fileno()
         except OSError:

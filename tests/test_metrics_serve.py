@@ -6,6 +6,7 @@ continued with SIGCONT, while /livez keeps answering at once.
 """
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -210,6 +211,43 @@ def test_workers_do_not_hold_the_metrics_port(tmp_path):
             assert metrics not in held
         assert get(f'http://{metrics_at}/livez')[0] == 200
     finally:
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0
+        proc.close()
+
+
+def connection_inode(server_port: int, client_port: int) -> str:
+    """The inode of the server's side of an established 127.0.0.1 connection."""
+    with open('/proc/net/tcp') as table:
+        for row in table.readlines()[1:]:
+            fields = row.split()
+            if (fields[1] == f'0100007F:{server_port:04X}'
+                    and fields[2] == f'0100007F:{client_port:04X}' and fields[3] == '01'):
+                return fields[9]
+    raise AssertionError(f'no connection from port {client_port} to {server_port}')
+
+
+def test_a_worker_forked_while_a_scrape_connection_is_open_does_not_hold_it(tmp_path):
+    """A kept-alive /metrics connection the master serves when it forks new
+    workers (a reload) stays the master's alone: a worker holding it would
+    keep it open after the master closed it, and the scraper's next
+    request on it would wait for an answer nobody gives."""
+    proc, metrics_at = serve(tmp_path, workers=2)
+    host, port = metrics_at.rsplit(':', 1)
+    scrape = http.client.HTTPConnection(host, int(port), timeout=WAIT)
+    try:
+        assert wait_until(lambda: len(children(proc.pid)) == 2, WAIT)
+        before = set(children(proc.pid))
+        scrape.request('GET', '/livez')
+        assert scrape.getresponse().read() == b'ok\n'      # HTTP/1.1: the connection stays
+        accepted = connection_inode(int(port), scrape.sock.getsockname()[1])
+        assert accepted in socket_inodes(proc.pid)
+        proc.signal(signal.SIGHUP)          # workers > 1: fresh workers forked
+        assert wait_until(lambda: len(set(children(proc.pid)) - before) == 2, WAIT)
+        for worker in set(children(proc.pid)) - before:     # once it let go of the master's
+            assert wait_until(lambda worker=worker: accepted not in socket_inodes(worker), WAIT)
+    finally:
+        scrape.close()
         proc.signal(signal.SIGTERM)
         assert proc.wait() == 0
         proc.close()

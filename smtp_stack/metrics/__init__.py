@@ -34,7 +34,7 @@ from ..extras import needs_extra
 from ..server import SmtpServer
 from ..state import is_store
 from ..state.breaker import listeners as breaker_listeners
-from ..workers import master_only, per_worker
+from ..workers import master_only, master_only_groups, per_worker
 from .cells import Cells
 from .counting import BreakerCounts, Counted
 from .health import Health
@@ -86,17 +86,22 @@ class Metrics:
         MissingExtra without prometheus-client; an OSError naming the
         address when it cannot be bound."""
         with needs_extra('metrics', 'metrics'):
-            from .http import MetricsApp, start_http
+            from .http import SERVING, MetricsApp, start_http
         if self.http is None:
             self.http = start_http(host, port, MetricsApp(self))
             master_only.append(self.http.socket)     # workers must not hold the port
+            if SERVING not in master_only_groups:
+                master_only_groups.append(SERVING)  # nor its connections
         return self
 
     def stop(self) -> None:
         """Stop serving and counting (the servers' events go to the log only)."""
         if self.http is not None:
+            from .http import SERVING
             if self.http.socket in master_only:
                 master_only.remove(self.http.socket)
+            if SERVING in master_only_groups:
+                master_only_groups.remove(SERVING)
             self.http.stop(timeout=1)
             self.http = None
         for server in self.servers:

@@ -125,8 +125,21 @@ class MetricsApp:
         return '404 Not Found', [], b'not found: /metrics, /livez or /readyz\n'
 
 
+#: The connections being served, each from its first byte to its close:
+#: a worker forked meanwhile lets go of them (workers.master_only_groups).
+SERVING: set[Any] = set()
+
+
 class _Handler(WSGIHandler):  # type: ignore[misc, unused-ignore]  # gevent: untyped
     """gevent's handler, with the access log at DEBUG through `logging`."""
+
+    def handle(self) -> None:
+        connection = self.socket        # gevent's handler drops it as it ends
+        SERVING.add(connection)
+        try:
+            super().handle()
+        finally:
+            SERVING.discard(connection)
 
     def log_request(self) -> None:
         if log.isEnabledFor(logging.DEBUG):
