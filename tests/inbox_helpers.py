@@ -150,6 +150,34 @@ def send(address, msg=None, rcpt=None, **kwargs) -> EmailMessage:
     return msg
 
 
+class Senders:
+    """One smtplib session per subject, each in a thread: its reply code
+    (and a refusal's text)."""
+
+    def __init__(self, address):
+        self.address = address
+        self.codes: dict[str, int] = {}
+        self.texts: dict[str, bytes] = {}
+        self.threads: list[threading.Thread] = []
+
+    def start(self, subject: str) -> None:
+        thread = threading.Thread(target=self._send, args=(subject,))
+        self.threads.append(thread)
+        thread.start()
+
+    def _send(self, subject: str) -> None:
+        try:
+            send(self.address, make_mail(subject=subject))
+            self.codes[subject] = 250
+        except smtplib.SMTPDataError as exc:
+            self.codes[subject], self.texts[subject] = exc.smtp_code, exc.smtp_error
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join(WAIT)
+            assert not thread.is_alive()
+
+
 class Http:
     """A keep-alive HTTP/1.1 client for one base URL (http.client)."""
 

@@ -17,6 +17,16 @@ import pytest
 IN_CI = bool(os.environ.get('CI'))
 
 
+def running(pid: int) -> bool:
+    """Whether process `pid` exists and has not exited (a zombie, ended
+    but not reaped yet, does not run)."""
+    try:
+        with open(f'/proc/{pid}/stat') as stat:
+            return stat.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (OSError, IndexError):
+        return False
+
+
 def missing(what: str, package: str) -> NoReturn:
     """Skip the test, or fail it in CI, because `what` is not here."""
     reason = f'{what} is not available (Debian package {package}; .ci/apt-packages)'

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import gevent
 import peers
+from peers import running
 
 from smtp_stack.milter import MilterServer
 from smtp_stack.milter import protocol as P
@@ -63,21 +64,12 @@ tlsmgr    unix  -       -       n       1000?   1       tlsmgr
 """
 
 
-def _alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie child of ours counts as ended)."""
-    try:
-        with open(f'/proc/{pid}/stat') as stat:
-            return stat.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except (OSError, IndexError):
-        return False
-
-
 def _end(pid: int, signum: int, timeout: float) -> None:
     """Send `signum` to `pid` and wait until it has gone, up to `timeout`."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while running(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
@@ -218,7 +210,7 @@ class PrivatePostfix:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
-        if master is not None and _alive(master):
+        if master is not None and running(master):
             _end(master, signal.SIGKILL, timeout=10)
         if process.stderr is not None:
             process.stderr.close()

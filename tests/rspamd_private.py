@@ -42,7 +42,7 @@ import subprocess
 import time
 import urllib.request
 
-from peers import program
+from peers import program, running
 
 WAIT = 15.0
 SOFT_REJECT_TEXT = 'rspamd-test: try again later'
@@ -264,7 +264,7 @@ skip_authenticated = false;
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + WAIT
-        while any(os.path.exists(f'/proc/{pid}') and _alive(pid) for pid in workers):
+        while any(running(pid) for pid in workers):
             if time.monotonic() > deadline:
                 raise TimeoutError(f'rspamd workers {workers} outlived their master')
             time.sleep(0.02)
@@ -286,10 +286,3 @@ skip_authenticated = false;
         return len(re.findall(r'\(normal\).*accepted connection from', self.log()))
 
 
-def _alive(pid: int) -> bool:
-    """Not a zombie either (a worker whose master has not reaped it yet)."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            return f.read().split(') ', 1)[1][:1] != 'Z'
-    except OSError:
-        return False

@@ -5,11 +5,10 @@ transaction; one message that cannot be stored fails its own session alone."""
 from __future__ import annotations
 
 import os
-import smtplib
 import threading
 import time
 
-from inbox_helpers import WAIT, InboxThread, make_mail, send
+from inbox_helpers import WAIT, InboxThread, Senders, make_mail, send
 from smtp_stack.inbox.database import Failed, GroupCommit
 from smtp_stack.inbox.store import Store
 
@@ -24,32 +23,6 @@ def wait_until(condition, timeout: float = WAIT) -> None:
 def queued(inbox: InboxThread) -> int:
     """Messages handed to the ingest thread and not taken yet."""
     return sum(ingest.tasks.qsize() for ingest in inbox.inbox.capture._threads.values())
-
-
-class Senders:
-    """One smtplib session per subject, each in a thread: its reply code."""
-
-    def __init__(self, address):
-        self.address = address
-        self.codes: dict[str, int] = {}
-        self.threads: list[threading.Thread] = []
-
-    def start(self, subject: str) -> None:
-        thread = threading.Thread(target=self._send, args=(subject,))
-        self.threads.append(thread)
-        thread.start()
-
-    def _send(self, subject: str) -> None:
-        try:
-            send(self.address, make_mail(subject=subject))
-            self.codes[subject] = 250
-        except smtplib.SMTPDataError as exc:
-            self.codes[subject] = exc.smtp_code
-
-    def join(self) -> None:
-        for thread in self.threads:
-            thread.join(WAIT)
-            assert not thread.is_alive()
 
 
 def test_the_messages_waiting_are_stored_in_one_transaction(tmp_path):

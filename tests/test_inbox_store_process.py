@@ -9,12 +9,12 @@ import signal
 import smtplib
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from conftest import wait_until
-from inbox_helpers import WAIT, Http, InboxThread, make_mail, send
+from peers import running
+from inbox_helpers import WAIT, Http, InboxThread, Senders, make_mail, send
 from log_lines import kept_lines
 from smtp_stack.inbox import store_process, store_wire
 from smtp_stack import SmtpServer
@@ -26,15 +26,6 @@ from smtp_stack.testing import ServerThread
 def the_process(inbox: InboxThread) -> store_process.StoreProcess:
     [process] = inbox.inbox.capture.store_processes
     return process
-
-
-def alive(pid: int) -> bool:
-    """Running (not gone, not a zombie waiting to be reaped)."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except FileNotFoundError:
-        return False
 
 
 def get_json(inbox: InboxThread, path: str):
@@ -53,7 +44,7 @@ def test_messages_are_stored_by_a_child_process_which_ends_with_the_inbox(tmp_pa
     inbox = InboxThread(tmp_path / 'inbox.db').start()
     try:
         process = the_process(inbox)
-        wait_until(lambda: process.child_pid is not None)   # started with the inbox
+        assert wait_until(lambda: process.child_pid is not None)   # started with the inbox
         pid = process.child_pid
         assert pid != os.getpid()
         with open(f'/proc/{pid}/cmdline', 'rb') as f:
@@ -66,7 +57,7 @@ def test_messages_are_stored_by_a_child_process_which_ends_with_the_inbox(tmp_pa
         assert inbox.inbox.capture.stats['accepted'] == 3
     finally:
         inbox.stop()
-    assert not alive(pid)
+    assert not running(pid)
 
 
 def test_a_child_that_ends_is_logged_once_and_the_next_message_starts_another(tmp_path):
@@ -75,7 +66,7 @@ def test_a_child_that_ends_is_logged_once_and_the_next_message_starts_another(tm
         process = the_process(inbox)
         first = process.child_pid
         os.kill(first, signal.SIGKILL)
-        wait_until(lambda: process.child_pid is None)
+        assert wait_until(lambda: process.child_pid is None)
         send(inbox.smtp, make_mail(subject='after'))
         assert subjects(inbox) == {'before', 'after'}
         assert process.child_pid not in (None, first) and process.started == 2
@@ -89,22 +80,13 @@ def test_a_message_waiting_when_the_child_dies_gets_451_and_is_not_stored(tmp_pa
         process = the_process(inbox)
         pid = process.child_pid
         os.kill(pid, signal.SIGSTOP)        # it cannot answer: the message waits
-        outcome: dict[str, object] = {}
-
-        def sender() -> None:
-            try:
-                send(inbox.smtp, make_mail(subject='lost'))
-                outcome['code'] = 250
-            except smtplib.SMTPDataError as exc:
-                outcome['code'], outcome['text'] = exc.smtp_code, exc.smtp_error
-        thread = threading.Thread(target=sender)
-        thread.start()
-        wait_until(lambda: process.waiting == 1)
+        senders = Senders(inbox.smtp)
+        senders.start('lost')
+        assert wait_until(lambda: process.waiting == 1)
         os.kill(pid, signal.SIGKILL)
-        thread.join(WAIT)
-        assert not thread.is_alive()
-        assert outcome['code'] == 451
-        assert b'store process ended' in outcome['text']
+        senders.join()
+        assert senders.codes == {'lost': 451}
+        assert b'store process ended' in senders.texts['lost']
         assert subjects(inbox) == {'stored'}
         send(inbox.smtp, make_mail(subject='again'))    # a new child takes it
         assert subjects(inbox) == {'stored', 'again'}
@@ -116,14 +98,14 @@ def test_a_child_that_never_stored_anything_is_not_started_again_at_once(tmp_pat
     451 for a delay that doubles, and the log has one line per child."""
     with kept_lines('smtp_stack.inbox') as lines, InboxThread(tmp_path / 'inbox.db') as inbox:
         process = the_process(inbox)
-        wait_until(lambda: process.child_pid is not None)
+        assert wait_until(lambda: process.child_pid is not None)
         os.kill(process.child_pid, signal.SIGKILL)
-        wait_until(lambda: process.child_pid is None)
+        assert wait_until(lambda: process.child_pid is None)
         with pytest.raises(smtplib.SMTPDataError) as refused:
             send(inbox.smtp, make_mail(subject='too soon'))
         assert refused.value.smtp_code == 451
         assert process.started == 1
-        wait_until(lambda: _accepted(inbox, 'later'), timeout=WAIT)
+        assert wait_until(lambda: _accepted(inbox, 'later'), timeout=WAIT)
         assert process.started == 2
     assert sum('store process' in line for line in lines.lines) == 1
 
@@ -143,7 +125,7 @@ def test_an_idle_child_ends_and_the_next_message_starts_another(tmp_path, monkey
         send(inbox.smtp, make_mail(subject='one'))
         process = the_process(inbox)
         first = process.child_pid
-        wait_until(lambda: process.child_pid is None and not alive(first))
+        assert wait_until(lambda: process.child_pid is None and not running(first))
         send(inbox.smtp, make_mail(subject='two'))
         assert subjects(inbox) == {'one', 'two'}
         assert process.started == 2
@@ -192,7 +174,7 @@ def test_in_a_process_gevent_patched_the_child_is_waited_for(tmp_path):
     assert done.returncode == 0 and 'Error' not in done.stderr, done.stderr
     child, after, accepted = done.stdout.split()
     assert after == 'None' and accepted == '1'
-    assert not alive(int(child))
+    assert not running(int(child))
 
 
 def test_a_child_that_does_not_answer_in_time_is_killed_and_its_message_not_kept(
@@ -205,20 +187,12 @@ def test_a_child_that_does_not_answer_in_time_is_killed_and_its_message_not_kept
         send(inbox.smtp, make_mail(subject='first'))
         process = the_process(inbox)
         pid = process.child_pid
-        outcome: dict[str, object] = {}
-
-        def sender() -> None:
-            try:
-                send(inbox.smtp, make_mail(subject='late'))
-                outcome['code'] = 250
-            except smtplib.SMTPDataError as exc:
-                outcome['code'] = exc.smtp_code
+        senders = Senders(inbox.smtp)
         with inbox.inbox.store.database.writing:     # the child cannot write meanwhile
-            thread = threading.Thread(target=sender)
-            thread.start()
-            thread.join(WAIT)
-            assert not thread.is_alive() and outcome['code'] == 451
-        wait_until(lambda: not alive(pid))
+            senders.start('late')
+            senders.join()
+            assert senders.codes == {'late': 451}
+        assert wait_until(lambda: not running(pid))
         assert subjects(inbox) == {'first'}
         send(inbox.smtp, make_mail(subject='next'))
         assert subjects(inbox) == {'first', 'next'}
@@ -230,13 +204,13 @@ def test_a_child_that_cannot_be_started_costs_one_log_line_per_try(tmp_path, mon
         process = the_process(inbox)
         monkeypatch.setattr(sys, 'executable', str(tmp_path / 'no-such-python'))
         os.kill(process.child_pid, signal.SIGKILL)
-        wait_until(lambda: process.child_pid is None)
+        assert wait_until(lambda: process.child_pid is None)
         for _ in range(3):
             with pytest.raises(smtplib.SMTPDataError) as refused:
                 send(inbox.smtp, make_mail(subject='refused'))
             assert refused.value.smtp_code == 451
         monkeypatch.undo()
-        wait_until(lambda: _accepted(inbox, 'later'))
+        assert wait_until(lambda: _accepted(inbox, 'later'))
     cannot = [line for line in lines.lines if 'cannot start the store process' in line]
     assert len(cannot) == 1, lines.lines
 
@@ -291,17 +265,17 @@ def test_closing_from_another_thread_ends_the_child_of_each_hub(tmp_path):
             server = SmtpServer(name='localhost', max_messages=0)
             server.use(capture.delivery())
             servers.append(ServerThread(server).start())
-        for n, running in enumerate(servers):
-            send(running.address, make_mail(subject=f'hub {n}'))
+        for n, served in enumerate(servers):
+            send(served.address, make_mail(subject=f'hub {n}'))
         processes = capture.store_processes
         pids = [process.child_pid for process in processes]
         assert len(pids) == 2 and None not in pids
         capture.close()
         assert [process.child_pid for process in processes] == [None, None]
         for pid in pids:
-            wait_until(lambda pid=pid: not alive(pid))
+            assert wait_until(lambda pid=pid: not running(pid))
         assert store.listing()['total'] == 2
     finally:
-        for running in servers:
-            running.stop(2)
+        for served in servers:
+            served.stop(2)
         store.close()

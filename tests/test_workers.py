@@ -18,6 +18,7 @@ from smtp_stack import SmtpServer
 from smtp_stack.testing import ServerThread
 
 from conftest import WAIT, RawClient, readable, wait_until
+from peers import running
 
 PR_SET_CHILD_SUBREAPER = 36
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,15 +39,6 @@ def pid_commands(ctx, next):
 def alive(pid: int) -> bool:
     """True while the process exists (a zombie counts: it was not reaped)."""
     return os.path.exists(f'/proc/{pid}')
-
-
-def running(pid: int) -> bool:
-    """True while the process exists and has not exited (zombies excluded)."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
-        return False
 
 
 def pid_in(text: str) -> int:

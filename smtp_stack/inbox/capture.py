@@ -77,9 +77,7 @@ class Capture:
         if self.store_process and hub is not None:
             raw = body.read()       # in memory, or the page cache (spool.py)
             self.process(hub).put(raw, recipients, _username(session), sender)
-            with self._lock:
-                self.stats['accepted'] += 1
-                self.stats['accepted_size'] += len(raw)
+            self._count(1, len(raw))
             return None
         handed = (body, recipients, _username(session), sender)
         if hub is None:                 # no hub in this thread: nothing to keep free
@@ -115,10 +113,14 @@ class Capture:
             else:
                 accepted += 1
                 accepted_size += size
+        self._count(accepted, accepted_size)
+        return outcomes
+
+    def _count(self, accepted: int, size: int) -> None:
+        """Messages stored and their bytes (GET /api/v1/info's SMTPAccepted)."""
         with self._lock:
             self.stats['accepted'] += accepted
-            self.stats['accepted_size'] += accepted_size
-        return outcomes
+            self.stats['accepted_size'] += size
 
     def process(self, hub: Any = None) -> StoreProcess:
         """The store process of `hub` (this thread's by default), made if

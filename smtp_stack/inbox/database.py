@@ -11,11 +11,11 @@ gets SQLITE_BUSY at once, without the busy handler).
 Writers queue on a lock of their own before `BEGIN IMMEDIATE`
 (`Database.writing`, a `WritersLock`): SQLite's busy handler polls,
 sleeping 1, 2, 5, 10 ... ms between tries, so writers that met on
-SQLite's lock slept while it was free; on a thread lock and a record lock the
-next one runs within a millisecond of its release, whichever process it
-is in (the inbox's store process and its web side write the same file). Only a
-writer that does not take the lock (an older smtp_stack) meets the busy
-handler.
+SQLite's lock slept while it was free; on a thread lock and a record
+lock the next one runs within a millisecond of its release, whichever
+process it is in (the inbox's store process and its web side write the
+same file). Only a writer that does not take the lock (an older
+smtp_stack) meets the busy handler.
 `GroupCommit` adds the messages that several threads bring at once in
 one transaction (group commit): each caller returns once the commit that
 holds its rows is done, so what the SMTP side answers 250 for is in the
