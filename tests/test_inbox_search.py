@@ -2,10 +2,13 @@
 the same queries run by the store."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 
+from inbox_helpers import WAIT
 from smtp_stack.inbox.search import MAX_QUERY, QueryError, Term, compile_query, tokenize
-from smtp_stack.inbox.store import Store
+from smtp_stack.inbox.store import INDEX_BATCH, Store
 
 
 @pytest.mark.parametrize('query, terms', [
@@ -138,3 +141,60 @@ def test_tags_by_search(store):
     assert {m['Subject'] for m in store.listing(query='-is:tagged')['messages']} == {
         'Re: Quarterly report'}
     assert store.listing(query='tag:"q1" tag:nothing')['messages_count'] == 0
+
+
+def word_mail(word: str) -> bytes:
+    return (f'Message-ID: <{word}@example.test>\r\nFrom: a@example.test\r\nTo: b@example.test\r\n'
+            f'Subject: about {word}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n'
+            f'the word is {word}\r\n').encode()
+
+
+def test_words_go_into_the_index_a_batch_at_a_time(tmp_path):
+    """A new message's words wait (Store.unindexed) until INDEX_BATCH of
+    them go into the index in one transaction."""
+    store = Store(str(tmp_path / 's.db'))
+    for n in range(INDEX_BATCH - 1):
+        store.add(word_mail(f'batch{n:03d}x'))
+    assert store.unindexed() == INDEX_BATCH - 1
+    store.add(word_mail('lastofbatch'))
+    assert store.unindexed() == 0
+    store.add(word_mail('afterbatch'))
+    assert store.unindexed() == 1
+
+
+def test_a_search_finds_every_message_whose_words_still_wait(tmp_path):
+    """Each kind of search, from another thread's connection (as the web
+    side of another process), finds a message not yet in the index: it puts
+    the waiting words there first. Beyond ASCII too, where only the index
+    folds case."""
+    path = str(tmp_path / 's.db')
+    store = Store(path)
+    searches = {
+        'ÄRGERLICH': lambda web: web.listing(query='ärgerlich')['messages_count'] == 1,
+        'zebrafish': lambda web: web.latest('zebrafish') is not None,
+        'quokka': lambda web: web.set_read(True, query='quokka') == 1,
+        'wombat': lambda web: web.delete_matching('wombat') == 1,
+    }
+    found: dict[str, bool] = {}
+
+    def web_side(word: str) -> None:
+        web = Store(path)
+        found[word] = searches[word](web) and web.unindexed() == 0
+        web.close()
+    for word in searches:
+        store.add(word_mail(word))
+        assert store.unindexed() == 1
+        thread = threading.Thread(target=web_side, args=(word,))
+        thread.start()
+        thread.join(WAIT)
+    assert found == dict.fromkeys(searches, True)
+
+
+def test_a_message_deleted_while_its_words_wait_takes_them_along(tmp_path):
+    store = Store(str(tmp_path / 's.db'))
+    kept = store.add(word_mail('keepsake'))
+    gone = store.add(word_mail('vanishing'))
+    assert store.delete([gone['ID']]) == 1
+    assert store.unindexed() == 1
+    assert store.listing(query='vanishing')['messages_count'] == 0
+    assert [m['ID'] for m in store.listing(query='keepsake')['messages']] == [kept['ID']]

@@ -53,6 +53,11 @@ def test_messages_are_stored_by_a_child_process_which_ends_with_the_inbox(tmp_pa
         for n in range(3):
             send(inbox.smtp, make_mail(subject=f'message {n}'))
         assert subjects(inbox) == {'message 0', 'message 1', 'message 2'}
+        # their words wait for the index; a search of the web side puts them there
+        assert inbox.inbox.store.unindexed() == 3
+        found = get_json(inbox, '/api/v1/search?query=%22message%201%22')
+        assert [m['Subject'] for m in found['messages']] == ['message 1']
+        assert inbox.inbox.store.unindexed() == 0
         assert process.child_pid == pid and process.started == 1
         assert inbox.inbox.capture.stats['accepted'] == 3
     finally:

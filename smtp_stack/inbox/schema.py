@@ -132,6 +132,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             ON CONFLICT (mailbox) DO UPDATE SET total = total + 1,
                                                 unread = unread + (new.read = 0);
     END'''),
+    # 5: the words of new messages wait here until enough of them go into the
+    # FTS5 index together (store.py, "The search index"): FTS5 writes a
+    # segment per transaction and merges them later, which cost a small
+    # transaction more than all its other rows. A message deleted while it
+    # waits takes its row with it.
+    ('''CREATE TABLE search_pending (
+        id        INTEGER PRIMARY KEY,
+        subject   TEXT NOT NULL,
+        sender    TEXT NOT NULL,
+        to_       TEXT NOT NULL,
+        cc        TEXT NOT NULL,
+        bcc       TEXT NOT NULL,
+        reply_to  TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        body      TEXT NOT NULL,
+        filenames TEXT NOT NULL
+    )''',
+     '''CREATE TRIGGER messages_gone_pending AFTER DELETE ON messages BEGIN
+        DELETE FROM search_pending WHERE id = old.id;
+    END'''),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -18,6 +18,16 @@ the one mailbox it is given (`mailbox=`, the default one by default), so
 an ID of another mailbox is unknown there. `max_messages` bounds each
 mailbox, so a busy one does not push another's mail out.
 
+The search index: each message's words (subject, addresses, body, file
+names) go into an FTS5 table with the trigram tokenizer. FTS5 writes a
+segment of the index per transaction and merges segments later, which in
+a transaction of one message cost more than all its other rows (0.3 of
+0.57 ms, docs/performance.md "Ingest, fourth round"). So a new message's
+words wait in `search_pending`, written with its rows, and go into the
+index INDEX_BATCH messages at a time, in the transaction that brings the
+count there; a search first moves whatever waits (`_index_waiting`), so
+it finds every message already stored, as before.
+
 Every method is blocking and uses this thread's connection: from gevent
 greenlets, call them through `smtp_stack.offload.offload()`.
 """
@@ -51,6 +61,8 @@ Json = dict[str, Any]
 Incoming = tuple[bytes, Sequence[str], str | None, str | None]
 
 PRUNE_EVENT_OVER = 200      # deleting more matches at once: one `prune` event, as Mailpit
+INDEX_BATCH = 64            # messages whose words go into the search index together
+_INDEX_COLUMNS = ', '.join(FTS_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -183,8 +195,7 @@ class Store:
                     (summary['ID'], box, arrival.created, len(arrival.raw), arrival.attachments,
                      arrival.inline, arrival.username, summary_json, arrival.detail,
                      arrival.raw)).lastrowid or 0
-                tx.db.execute('INSERT INTO search (rowid, subject, sender, to_, cc, bcc,'
-                              ' reply_to, message_id, body, filenames)'
+                tx.db.execute(f'INSERT INTO search_pending (id, {_INDEX_COLUMNS})'
                               ' VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
                               (row_id, *arrival.index_row))
                 applied = self._tag(tx, row_id, box, arrival)
@@ -192,6 +203,8 @@ class Store:
                 if first is None:
                     first = render.list_item(summary, False, applied, event=True)
             added.append(first or {})
+        if tx.db.execute('SELECT count(*) FROM search_pending').fetchone()[0] >= INDEX_BATCH:
+            _index_waiting(tx.db)
         for box in sorted(boxes):
             self._prune(tx, box)
         return added
@@ -256,6 +269,7 @@ class Store:
                         mailbox: str = DEFAULT) -> int:
         where, params = _in(mailbox, *compile_query(query, tz))
         with self._write() as tx:
+            _index_waiting(tx.db)
             uids = [uid for (uid,) in tx.db.execute(
                 f'SELECT m.uid FROM messages m WHERE {where}', params)]
             tx.db.execute(f'DELETE FROM messages WHERE id IN (SELECT m.id FROM'
@@ -281,6 +295,7 @@ class Store:
                 return count
             if ids is None:
                 where, params = _in(mailbox, *compile_query(query or '', tz))
+                _index_waiting(tx.db)
                 ids = [uid for (uid,) in tx.db.execute(
                     f'SELECT m.uid FROM messages m WHERE ({where}) AND m.read != ?',
                     (*params, flag))]
@@ -292,6 +307,21 @@ class Store:
                     count += 1
                     tx.event('update', {'ID': uid, 'Read': read}, mailbox)
             return count
+
+    def unindexed(self) -> int:
+        """Messages whose words wait for the search index (introspection)."""
+        with self._read() as tx:
+            waiting: int = tx.db.execute('SELECT count(*) FROM search_pending').fetchone()[0]
+        return waiting
+
+    def index_waiting(self) -> int:
+        """Put the words of the messages waiting for the search index into
+        it now (a search does, first); how many there were."""
+        waiting = self.unindexed()
+        if waiting:
+            with self._write() as tx:
+                _index_waiting(tx.db)
+        return waiting
 
     # -- tags -------------------------------------------------------------------------
     def set_tags(self, ids: Iterable[str], names: Sequence[str], mailbox: str = DEFAULT) -> None:
@@ -339,6 +369,8 @@ class Store:
         page_params = [*params, limit, start] if limit else params
         if limit:
             page += ' LIMIT ? OFFSET ?'
+        if searching:
+            self.index_waiting()
         with self._read() as tx:
             total, unread = _counts(tx.db, mailbox)
             matched, matched_unread = total, unread
@@ -370,6 +402,7 @@ class Store:
     def latest(self, query: str, tz: str | None = None, mailbox: str = DEFAULT) -> str | None:
         """The newest message matching a search (`latest?query=`), or None."""
         where, params = _in(mailbox, *compile_query(query, tz))
+        self.index_waiting()
         with self._read() as tx:
             row = tx.db.execute(f'SELECT m.uid FROM messages m WHERE {where}'
                                 f' ORDER BY m.id DESC LIMIT 1', params).fetchone()
@@ -463,6 +496,13 @@ class Store:
 
     def file_size(self) -> int:
         return self.database.file_size()
+
+
+def _index_waiting(db: sqlite3.Connection) -> None:
+    """In a write transaction: the waiting words into the index, in one go."""
+    db.execute(f'INSERT INTO search (rowid, {_INDEX_COLUMNS})'
+               f' SELECT id, {_INDEX_COLUMNS} FROM search_pending')
+    db.execute('DELETE FROM search_pending')
 
 
 def _watermark(db: sqlite3.Connection) -> tuple[int, int, int]:
