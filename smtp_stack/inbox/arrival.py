@@ -50,8 +50,13 @@ def stamp(raw: bytes, mail_from: str | None, rcpt: Iterable[str] = (),
 def stamped(raw: bytes, mail_from: str | None, rcpt: Iterable[str] = (),
             message_id: str | None = None) -> tuple[bytes, Fields]:
     """`stamp`, and the header_fields of the message as stored (the fields
-    are found once and moved with each edit, not searched for again)."""
+    are found once and moved with each edit, not searched for again).
+    Every edit is in the header section: it is edited alone and joined
+    with the body once, so a large message is copied once, not per edit."""
     fields = header_fields(raw)
+    head_end = fields[-1][2] if fields else 0
+    whole = raw
+    raw = head = raw[:head_end]
     if mail_from is not None:
         current = field_value(raw, fields, b'return-path')
         if current is None or current.strip().strip('<>') != mail_from:
@@ -66,7 +71,9 @@ def stamped(raw: bytes, mail_from: str | None, rcpt: Iterable[str] = (),
         if present is not None and present.strip():
             value = present.strip() + ', ' + value
         raw, fields = _set(raw, fields, b'Bcc', value)
-    return raw, fields
+    if raw is head:         # nothing added or replaced
+        return whole, fields
+    return b''.join((raw, memoryview(whole)[head_end:])), fields
 
 
 def _set(raw: bytes, fields: Fields, name: bytes, value: str,

@@ -76,9 +76,9 @@ def _part(text: str, start: int, end: int, inner: bool = False) -> EmailMessage:
         if inner:
             epilogue = message.epilogue or ''
             message.epilogue = None if epilogue == '' else _without_eol(epilogue)
-    else:
-        payload = text[body:end]
-        message.set_payload(_without_eol(payload) if inner else payload)
+    else:           # sliced once: a large attachment is not copied twice
+        cut = 2 if inner and text.endswith(CRLF, body, end) else 0
+        message.set_payload(text[body:end - cut])
     return message
 
 
