@@ -2,6 +2,7 @@
 out, AUTH acceptance, the users file, bad arguments, a clean SIGTERM."""
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -126,3 +127,47 @@ def test_a_mistyped_option_gets_the_inbox_usage(tmp_path):
     assert result.stderr.splitlines()[-1] == (
         'smtp-stack inbox: error: unrecognized arguments: --smpt 127.0.0.1:0 '
         '(did you mean --smtp?)')
+
+
+@pytest.mark.parametrize('storing', [[], ['--no-store-process']], ids=['process', 'thread'])
+def test_verbose_logs_each_session_and_each_message_stored(tmp_path, storing):
+    """`--verbose` (Mailpit's): the session's lines, and one line per message
+    stored with its id, envelope, size and subject as written, as facts
+    in JSON; the same from the store process and from the thread."""
+    proc = InboxProcess(tmp_path, '--verbose', '--log-format', 'json', *storing)
+    try:
+        with smtplib.SMTP(*proc.smtp, timeout=10) as client:
+            client.sendmail('ann@example.com', ['bob@example.com', 'hidden@example.com'],
+                            b'From: ann@example.com\r\nTo: bob@example.com\r\n'
+                            b'Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?= "quoted"\r\n\r\nhi\r\n')
+        connect = json.loads(proc.wait_line(r'"event": "connect"').string)
+        stored = json.loads(proc.wait_line(r'"event": "inbox_stored"').string)
+        delivery = json.loads(proc.wait_line(r'"event": "delivery"').string)
+        accepted = json.loads(proc.wait_line(r'"event": "accepted"').string)
+    finally:
+        proc.close()
+    session = connect['session']
+    assert stored['queue_id'] == accepted['queue_id'] and stored['queue_id'].startswith(session)
+    assert (stored['sender'], stored['recipients']) == (
+        'ann@example.com', ['bob@example.com', 'hidden@example.com'])
+    assert stored['subject'] == '=?utf-8?q?Gr=C3=BC=C3=9Fe?= "quoted"'
+    assert stored['size'] > 80 and stored['logger'] == 'smtp_stack.inbox'
+    assert delivery['message'].endswith('relay=inbox, status=sent (stored)'), delivery
+    assert stored['message'] == (
+        f'{stored["queue_id"]}: stored in the inbox: from=<ann@example.com>, '
+        f'to=<bob@example.com>,<hidden@example.com>, size={stored["size"]}, '
+        'subject="=?utf-8?q?Gr=C3=BC=C3=9Fe?= \\"quoted\\""')
+
+
+def test_without_verbose_a_message_stored_is_not_logged(tmp_path):
+    proc = InboxProcess(tmp_path)
+    try:
+        send(proc.smtp, subject='quiet')
+        assert Http(proc.url).json('GET', '/api/v1/messages')['total'] == 1
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0
+        proc.wait_line('stopped')
+    finally:
+        proc.close()
+    logged = '\n'.join(proc.seen['stderr'])
+    assert 'stored in the inbox' not in logged and 'connect from' not in logged, logged

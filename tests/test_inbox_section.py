@@ -3,6 +3,7 @@ side starts with the first server and stops with the last, and one that
 cannot listen stops the start, naming its address."""
 from __future__ import annotations
 
+import smtplib
 import socket
 import urllib.error
 import urllib.request
@@ -14,6 +15,7 @@ from smtp_stack.receiver import Receiver
 
 from conftest import WAIT, wait_until
 from inbox_helpers import receiver_thread
+from log_lines import kept_lines
 
 
 def free_port() -> int:
@@ -67,3 +69,23 @@ def test_a_web_side_that_cannot_listen_stops_the_start_and_names_its_address(tmp
     assert raised.value.filename == f'127.0.0.1:{port}'
     # The first server's components start before it accepts: nothing listens.
     assert receiver.bound == [] and all(not server.listeners for server in receiver.servers)
+
+
+@pytest.mark.parametrize('verbose', [True, False])
+def test_verbose_in_the_section_logs_each_message_stored(tmp_path, verbose):
+    config = parse({'name': 'mx.test', 'disable_reverse_lookup': True,
+                    'disabled_commands': ['STARTTLS'], 'listen': [{'host': '127.0.0.1', 'port': 0}],
+                    'inbox': {'db': 'caught.db', 'http': f'127.0.0.1:{free_port()}',
+                              'verbose': verbose}},
+                   str(tmp_path))
+    with kept_lines('smtp_stack.inbox') as lines, receiver_thread(Receiver(config)) as receiver:
+        with smtplib.SMTP(*receiver.servers[0].address, timeout=WAIT) as client:
+            client.sendmail('ann@example.com', ['bob@example.com'],
+                            b'Subject: from serve\r\n\r\nhi\r\n')
+    stored = [line for line in lines.lines if 'stored in the inbox' in line]
+    if verbose:
+        assert len(stored) == 1, lines.lines
+        assert 'from=<ann@example.com>, to=<bob@example.com>, size=' in stored[0], stored
+        assert stored[0].endswith(', subject="from serve"'), stored
+    else:
+        assert stored == [], stored

@@ -71,6 +71,9 @@ def load_callable(spec: str) -> Callable[..., Any]:
 class CallableDelivery:
     """Middleware handing each accepted message to `fn(session, envelope, body)`."""
 
+    # what a delivery line says of a message the function took (returned None)
+    accepted_reason = 'accepted by the function'
+
     def __init__(self, fn: DeliverFunction | str, *, threaded: bool = True,
                  spool_memory: int = 1 << 20, inspect: Inspect | None = None):
         if isinstance(fn, str):
@@ -129,8 +132,8 @@ class CallableDelivery:
                 return
         if result is None:
             held = envelope.quarantined
-            delivered(ctx, SENT, self._relay, 'accepted by the function' if held is None
-                      else f'accepted by the function, quarantined: {held}')
+            delivered(ctx, SENT, self._relay, self.accepted_reason if held is None
+                      else f'{self.accepted_reason}, quarantined: {held}')
             return
         ctx.send(result)
         self._tell(ctx)

@@ -26,10 +26,15 @@ queue put and one async watcher shared by the hub's messages (a few µs,
 where the hub's thread pool spends tens); the SQLite work never runs on
 the hub. The call returns, and the client gets its 250, once the
 transaction holding the message has committed.
+
+`verbose` (`smtp-stack inbox --verbose`): one line for each message
+stored, as Mailpit's `--verbose` writes one, with the message's id,
+envelope, size and subject (docs/operating.md).
 """
 from __future__ import annotations
 
 import collections
+import json
 import os
 import queue
 import threading
@@ -41,7 +46,10 @@ import gevent
 from gevent._hub_local import get_hub_if_exists  # also gevent.hub._get_hub; no public name
 from gevent.hub import Waiter, get_hub
 
+from .. import logs
 from ..delivery import CallableDelivery
+from ..events import queue_id
+from .arrival import field_value, header_fields
 from .database import Failed
 from .store_process import StoreProcess
 
@@ -52,16 +60,19 @@ if TYPE_CHECKING:
 BATCH_MAX = 64          # messages one transaction takes at most: bounds a session's wait
 IDLE_SECONDS = 10.0     # a hub's thread ends after this long without mail
 
-# (body, envelope recipients, SMTP user, envelope sender) as the session hands it over
-Handed = tuple[IO[bytes], list[str], str | None, str]
+# (body, envelope recipients, SMTP user, envelope sender, message id for the
+# verbose line or None) as the session hands it over
+Handed = tuple[IO[bytes], list[str], str | None, str, str | None]
+log = logs.get('smtp_stack.inbox')
 
 
 class Capture:
     """`fn(session, envelope, body)` for CallableDelivery, plus counters."""
 
     def __init__(self, store: Store, stats: dict[str, int] | None = None, *,
-                 store_process: bool = True):
+                 store_process: bool = True, verbose: bool = False):
         self.store = store
+        self.verbose = verbose      # a line for each message stored
         self.stats = stats if stats is not None else {'accepted': 0, 'accepted_size': 0,
                                                       'rejected': 0}
         self.store_process = store_process
@@ -74,12 +85,15 @@ class Capture:
         sender = envelope.mail_from.address if envelope.mail_from is not None else ''
         recipients = [a.address for a in envelope.rcpt_to]
         hub = get_hub_if_exists()
+        told = queue_id(session) if self.verbose else None
         if self.store_process and hub is not None:
             raw = body.read()       # in memory, or the page cache (spool.py)
             self.process(hub).put(raw, recipients, _username(session), sender)
             self._count(1, len(raw))
+            if told is not None:
+                _tell_stored(told, raw, sender, recipients)
             return None
-        handed = (body, recipients, _username(session), sender)
+        handed = (body, recipients, _username(session), sender, told)
         if hub is None:                 # no hub in this thread: nothing to keep free
             outcome = self.keep_all([handed])[0]
         else:
@@ -95,24 +109,28 @@ class Capture:
         """In the ingest thread: the messages into the store in one
         transaction, counted; None for each stored, Failed for the others."""
         outcomes: list[Failed | None] = [None] * len(handed)
-        incoming, sizes, places = [], [], []
-        for place, (body, rcpt, username, sender) in enumerate(handed):
+        incoming: list[tuple[bytes, list[str], str | None, str]] = []
+        places: list[int] = []
+        for place, (body, rcpt, username, sender, _told) in enumerate(handed):
             try:
                 raw = body.read()
             except Exception as exc:    # noqa: BLE001 - its session answers 451
                 outcomes[place] = Failed(exc)
                 continue
             incoming.append((raw, rcpt, username, sender))
-            sizes.append(len(raw))
             places.append(place)
         stored = self.store.add_all(incoming)
         accepted = accepted_size = 0
-        for place, size, result in zip(places, sizes, stored, strict=True):
+        for place, (raw, rcpt, _user, sender), result in zip(places, incoming, stored,
+                                                              strict=True):
             if isinstance(result, Failed):
                 outcomes[place] = result
-            else:
-                accepted += 1
-                accepted_size += size
+                continue
+            accepted += 1
+            accepted_size += len(raw)
+            told = handed[place][4]
+            if told is not None:
+                _tell_stored(told, raw, sender, rcpt)
         self._count(accepted, accepted_size)
         return outcomes
 
@@ -137,7 +155,7 @@ class Capture:
         return [p for p in self._processes.values() if p.pid == os.getpid()]
 
     def delivery(self) -> CallableDelivery:
-        return CallableDelivery(self, threaded=False)
+        return InboxDelivery(self, threaded=False)
 
     def close(self) -> None:
         """End the ingest threads and store processes once what they were
@@ -154,6 +172,15 @@ class Capture:
                 process.close()
             else:               # its sockets and greenlets belong to that hub's thread
                 _close_in(hub, process)
+
+
+class InboxDelivery(CallableDelivery):
+    """The Capture as a delivery: its lines say `relay=inbox, status=sent (stored)`."""
+
+    accepted_reason = 'stored'
+
+    def describe(self) -> str:
+        return 'inbox'
 
 
 class _Ingest:
@@ -271,6 +298,17 @@ def _close_in(hub: Any, process: StoreProcess, timeout: float = 15.0) -> None:
     except Exception:       # noqa: BLE001 - the loop is gone: nothing runs there any more
         return
     done.wait(timeout)
+
+
+def _tell_stored(message_id: str, raw: bytes, sender: str, recipients: list[str]) -> None:
+    """The verbose line of a message stored. Its Subject as written (encoded
+    words left as they are, as Mailpit logs it), quoted."""
+    subject = field_value(raw, header_fields(raw), b'subject') or ''
+    log.info('%s: stored in the inbox: from=<%s>, to=<%s>, size=%d, subject=%s',
+             message_id, sender, '>,<'.join(recipients), len(raw),
+             json.dumps(subject, ensure_ascii=False), event='inbox_stored',
+             queue_id=message_id, sender=sender, recipients=recipients, size=len(raw),
+             subject=subject)
 
 
 def _username(session: Session) -> str | None:

@@ -80,6 +80,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument('--no-store-process', dest='store_process', action='store_false',
                         help='store new messages in a thread of this process instead of a '
                              'process of their own (slower; one process fewer)')
+    parser.add_argument('-v', '--verbose', action='store_true',
+                        help='log each SMTP session and each message stored (its id, '
+                             'envelope, size and subject), as Mailpit\'s --verbose')
     parser.add_argument('--allow-internal-http-requests', action='store_true',
                         help='let the link check ask loopback, private and link-local '
                              'addresses (refused by default), as Mailpit')
@@ -190,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
                       webhook_url=args.webhook_url, webhook_limit=args.webhook_limit,
                       spamassassin=args.enable_spamassassin, mailboxes=args.mailboxes,
                       mailbox_pattern=args.mailbox_pattern, store_process=args.store_process,
+                      verbose=args.verbose,
                       **pop3, **tagging)
     except Exception as exc:        # noqa: BLE001 - a bad --db path, a corrupt file
         note(f'cannot open {args.db}: {exc}')

@@ -172,7 +172,8 @@ class InboxDelivery:
                  pop3_tls_key: Annotated[str | None, EXISTING_FILE] = None,
                  pop3_tls_implicit: Annotated[bool, BOOL] = False,
                  allow_internal_http_requests: Annotated[bool, BOOL] = False,
-                 store_process: Annotated[bool, BOOL] = True):
+                 store_process: Annotated[bool, BOOL] = True,
+                 verbose: Annotated[bool, BOOL] = False):
         _between_keys(relay, relay_allowed_recipients, mailboxes, mailbox_pattern, pop3,
                       pop3_auth_file, pop3_tls_cert, pop3_tls_key, pop3_tls_implicit)
         pop3_users = load_users(pop3_auth_file) if pop3_auth_file else None
@@ -190,7 +191,7 @@ class InboxDelivery:
             max_age=parse_max_age(max_age) if max_age else None,
             webhook_url=webhook_url, webhook_limit=webhook_limit, tag_rules=rules,
             tags_disable=parse_tags_disable(tags_disable or ''), tags_username=tags_username,
-            spamassassin=enable_spamassassin, store_process=store_process)
+            spamassassin=enable_spamassassin, store_process=store_process, verbose=verbose)
         self.store = self.parts.store
         self.app = self.parts.app
         self.app.link_checker.allow_internal = allow_internal_http_requests

@@ -85,7 +85,8 @@ class InboxParts:
                  webhook_url: str | None = None, webhook_limit: float = WEBHOOK_LIMIT,
                  tag_rules: Sequence[TagRule] = (), tags_disable: Collection[str] = (),
                  tags_username: bool = False, spamassassin: str | None = None,
-                 stats: dict[str, int] | None = None, store_process: bool = True):
+                 stats: dict[str, int] | None = None, store_process: bool = True,
+                 verbose: bool = False):
         routing = Routing.of(mailboxes, mailbox_pattern)     # ValueError saying why
         if pop3 is not None and not pop3_users:
             raise ValueError('POP3 needs users (Mailpit too serves it only with them)')
@@ -95,7 +96,8 @@ class InboxParts:
         self.store.tags_disabled = frozenset(tags_disable)
         self.store.tag_username = tags_username
         # store_process: the messages stored by a process of its own (store_process.py)
-        self.capture = Capture(self.store, stats, store_process=store_process)
+        # verbose: a line for each message stored (Mailpit's --verbose)
+        self.capture = Capture(self.store, stats, store_process=store_process, verbose=verbose)
         self.app = InboxApp(self.store, relay=relay, users=users, stats=self.capture.stats)
         self.app.spam_checker = spam_checker    # Mailpit's --enable-spamassassin HOST:PORT
         # --max-age: older messages are deleted every prune_interval seconds
@@ -203,7 +205,7 @@ class Inbox(InboxParts):
                  tag_rules: Sequence[TagRule] = (), tags_disable: Collection[str] = (),
                  tags_username: bool = False, spamassassin: str | None = None,
                  mailboxes: str = OFF, mailbox_pattern: str | None = None,
-                 store_process: bool = True, **server_options: Any):
+                 store_process: bool = True, verbose: bool = False, **server_options: Any):
         if mailboxes == BY_USER and not accept_any_auth:
             raise ValueError('mailboxes by-user need SMTP AUTH (--smtp-auth-accept-any): '
                              'without it every message goes to the default mailbox')
@@ -214,14 +216,16 @@ class Inbox(InboxParts):
                          prune_interval=prune_interval, webhook_url=webhook_url,
                          webhook_limit=webhook_limit, tag_rules=tag_rules,
                          tags_disable=tags_disable, tags_username=tags_username,
-                         spamassassin=spamassassin, store_process=store_process)
+                         spamassassin=spamassassin, store_process=store_process,
+                         verbose=verbose)
         disabled = list(server_options.pop('disabled_commands', ()))
         if not accept_any_auth:
             disabled.append('AUTH')
         if not starttls:
             disabled.append('STARTTLS')
         server_options.setdefault('disable_reverse_lookup', True)
-        server_options.setdefault('log_level', LogLevels.WARN)
+        # the sessions' lines (connect, accepted, refusals) only when verbose
+        server_options.setdefault('log_level', LogLevels.INFO if verbose else LogLevels.WARN)
         if accept_any_auth:
             server_options.setdefault('auth_methods', ['PLAIN', 'LOGIN', 'CRAM-MD5'])
             server_options.setdefault('allow_insecure_auth', True)
