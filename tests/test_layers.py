@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ('the server', ('server',)),
     ('the package', ('',)),       # smtp_stack/__init__.py: the public names, __version__
     ('components', ('delivery', 'policies', 'users', 'testing', 'testing_tls', 'pytest_plugin',
-                    'inbox', 'metrics', 'milter')),
+                    'inbox', 'metrics', 'milter', 'rspamd_client')),
     ('the application', ('config', 'receiver', 'runtime', 'cli', '__main__', 'sections',
                          'inbox.command', 'inbox.section', 'milter.command', 'milter.config')),
 ]
