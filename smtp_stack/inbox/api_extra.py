@@ -113,8 +113,8 @@ def set_chaos(app: InboxApp, req: Request) -> Response:
 
 NOT_HERE = {
     'html-check': 'the HTML check needs a CSS parser (tinycss2), which is not installed here',
-    'sa-check': 'the spam check needs SpamAssassin (spamd): start the inbox with '
-                '--enable-spamassassin HOST:PORT',
+    'sa-check': 'the spam check needs SpamAssassin (spamd) or rspamd: start the inbox with '
+                '--enable-spamassassin HOST:PORT or --enable-rspamd URL',
     'thumb': 'thumbnails need an imaging library (Pillow), which is not installed here',
 }
 
@@ -152,8 +152,9 @@ def link_check(app: InboxApp, req: Request, message_id: str) -> Response:
 
 
 def spam_check(app: InboxApp, req: Request, message_id: str) -> Response:
-    """SpamAssassin's verdict through spamd (spamd.py), in Mailpit's shape; a
-    spamd that cannot be reached is a 200 whose `Error` says so, as in Mailpit."""
+    """SpamAssassin's verdict through spamd (spamd.py), or rspamd's
+    (rspamd_check.py), in Mailpit's shape; a checker that cannot be
+    reached is a 200 whose `Error` says so, as in Mailpit."""
     if app.spam_checker is None:
         return _not_here(app, req, message_id, 'sa-check')
     raw = offload(app.store.raw, resolve(app, message_id, req), req.mailbox)

@@ -43,6 +43,7 @@ from .store import Store
 
 if TYPE_CHECKING:
     from .release import Relay
+    from .rspamd_check import RspamdChecker
     from .spamd import SpamdClient
 
 # handler(app, request, **path parameters) -> Response
@@ -130,8 +131,9 @@ class InboxApp:
         # link-check: links to non-public addresses are asked only when allowed
         # (Mailpit's --allow-internal-http-requests; link_checker.allow_internal)
         self.link_checker = LinkChecker(allow_internal=allow_internal_http_requests)
-        # sa-check: spamd.SpamdClient with --enable-spamassassin, else a 501
-        self.spam_checker: SpamdClient | None = None
+        # sa-check: spamd.SpamdClient with --enable-spamassassin, rspamd_check's
+        # RspamdChecker with --enable-rspamd, else a 501
+        self.spam_checker: SpamdClient | RspamdChecker | None = None
         self.routes = ROUTES
         self._verified: set[bytes] = set()
         # host names the Host header may carry (None: any)

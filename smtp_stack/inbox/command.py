@@ -77,6 +77,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument('--enable-spamassassin', metavar='HOST:PORT',
                         help='spam check (sa-check) through SpamAssassin\'s spamd at HOST:PORT '
                              'or unix:PATH, as Mailpit')
+    parser.add_argument('--enable-rspamd', metavar='URL',
+                        help="spam check (sa-check) through rspamd's normal worker at URL "
+                             '(http://127.0.0.1:11333); instead of --enable-spamassassin')
     parser.add_argument('--no-store-process', dest='store_process', action='store_false',
                         help='store new messages in a thread of this process instead of a '
                              'process of their own (slower; one process fewer)')
@@ -153,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         from .mailboxes import Routing
         from .release import Relay, parse_hostport
         from .service import Inbox
+        from .rspamd_check import RspamdChecker
         from .spamd import SpamdClient
         from .webhook import check_url
 
@@ -169,6 +173,10 @@ def run(args: argparse.Namespace) -> int:
             check_url(args.webhook_url)
         if args.enable_spamassassin:
             SpamdClient(args.enable_spamassassin)
+        if args.enable_rspamd:
+            RspamdChecker(args.enable_rspamd)
+            if args.enable_spamassassin:
+                raise ValueError('--enable-spamassassin and --enable-rspamd: choose one')
     except ValueError as exc:
         note(str(exc))
         return 2
@@ -193,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
                       webhook_url=args.webhook_url, webhook_limit=args.webhook_limit,
                       spamassassin=args.enable_spamassassin, mailboxes=args.mailboxes,
                       mailbox_pattern=args.mailbox_pattern, store_process=args.store_process,
-                      verbose=args.verbose,
+                      verbose=args.verbose, rspamd=args.enable_rspamd,
                       **pop3, **tagging)
     except Exception as exc:        # noqa: BLE001 - a bad --db path, a corrupt file
         note(f'cannot open {args.db}: {exc}')

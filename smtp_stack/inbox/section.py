@@ -44,6 +44,7 @@ from .mailboxes import MODES, OFF, Routing
 from .maxage import parse_max_age
 from .release import Relay, parse_hostport
 from .service import DEFAULT_HTTP, InboxParts
+from .rspamd_check import RspamdChecker
 from .spamd import SpamdClient
 from .tags import load_tag_rules, parse_tag_rules, parse_tags_disable
 from .webhook import LIMIT as WEBHOOK_LIMIT
@@ -142,6 +143,7 @@ TAG_RULES = Kind("tag rules ('tag1,tag2=query \"tag3=from:x@example.com\"')",
 TAGS_CONFIG = Kind('a file name (YAML tag rules)', _tags_config)
 TAGS_DISABLE = Kind('x-tags and/or plus-addresses', _tags_disable)
 SPAMD = Kind('HOST:PORT or unix:PATH (spamd)', _checked(SpamdClient))
+RSPAMD = Kind("http://HOST[:PORT] (rspamd's normal worker)", _checked(RspamdChecker))
 MAILBOXES = Kind(' or '.join(MODES), _mode)
 PATTERN = Kind("an address with one * ('test+*@example.com')",
                _checked(lambda text: Routing.of('by-recipient', text)))
@@ -164,6 +166,7 @@ class InboxDelivery:
                  tags_disable: Annotated[str | None, TAGS_DISABLE] = None,
                  tags_username: Annotated[bool, BOOL] = False,
                  enable_spamassassin: Annotated[str | None, SPAMD] = None,
+                 enable_rspamd: Annotated[str | None, RSPAMD] = None,
                  mailboxes: Annotated[str, MAILBOXES] = OFF,
                  mailbox_pattern: Annotated[str | None, PATTERN] = None,
                  pop3: Annotated[tuple[str, int] | None, ADDRESS] = None,
@@ -175,7 +178,8 @@ class InboxDelivery:
                  store_process: Annotated[bool, BOOL] = True,
                  verbose: Annotated[bool, BOOL] = False):
         _between_keys(relay, relay_allowed_recipients, mailboxes, mailbox_pattern, pop3,
-                      pop3_auth_file, pop3_tls_cert, pop3_tls_key, pop3_tls_implicit)
+                      pop3_auth_file, pop3_tls_cert, pop3_tls_key, pop3_tls_implicit,
+                      enable_spamassassin, enable_rspamd)
         pop3_users = load_users(pop3_auth_file) if pop3_auth_file else None
         if pop3 is not None and not pop3_users:
             raise ValueError(f'inbox: pop3_auth_file: {pop3_auth_file} names no user')
@@ -191,7 +195,8 @@ class InboxDelivery:
             max_age=parse_max_age(max_age) if max_age else None,
             webhook_url=webhook_url, webhook_limit=webhook_limit, tag_rules=rules,
             tags_disable=parse_tags_disable(tags_disable or ''), tags_username=tags_username,
-            spamassassin=enable_spamassassin, store_process=store_process, verbose=verbose)
+            spamassassin=enable_spamassassin, rspamd=enable_rspamd,
+            store_process=store_process, verbose=verbose)
         self.store = self.parts.store
         self.app = self.parts.app
         self.app.link_checker.allow_internal = allow_internal_http_requests
@@ -231,7 +236,8 @@ class InboxDelivery:
 
 def _between_keys(relay: object, relay_allowed_recipients: object, mailboxes: str,
                   mailbox_pattern: object, pop3: object, pop3_auth_file: object,
-                  pop3_tls_cert: object, pop3_tls_key: object, pop3_tls_implicit: bool) -> None:
+                  pop3_tls_cert: object, pop3_tls_key: object, pop3_tls_implicit: bool,
+                  enable_spamassassin: object = None, enable_rspamd: object = None) -> None:
     """The rules between keys (each key alone was checked as the file was
     read), the command's rules in the section's words: ValueError."""
     problems = []
@@ -246,6 +252,8 @@ def _between_keys(relay: object, relay_allowed_recipients: object, mailboxes: st
         problems.append('pop3 needs pop3_auth_file (POP3 is served to known users only)')
     if pop3_tls_key and not pop3_tls_cert:
         problems.append('pop3_tls_key needs pop3_tls_cert')
+    if enable_spamassassin and enable_rspamd:
+        problems.append('enable_spamassassin and enable_rspamd: choose one')
     if problems:
         raise ValueError('inbox: ' + '; '.join(problems))
 
@@ -256,7 +264,8 @@ def check_between_keys(spec: Mapping[str, Any]) -> None:
     _between_keys(spec.get('relay'), spec.get('relay_allowed_recipients'),
                   spec.get('mailboxes', OFF), spec.get('mailbox_pattern'), spec.get('pop3'),
                   spec.get('pop3_auth_file'), spec.get('pop3_tls_cert'),
-                  spec.get('pop3_tls_key'), bool(spec.get('pop3_tls_implicit', False)))
+                  spec.get('pop3_tls_key'), bool(spec.get('pop3_tls_implicit', False)),
+                  spec.get('enable_spamassassin'), spec.get('enable_rspamd'))
 
 
 def _pop3_tls(cert: str | None, key: str | None) -> Any:

@@ -40,6 +40,7 @@ from .maxage import INTERVAL as PRUNE_INTERVAL
 from .maxage import AgePruner
 from .mailboxes import BY_USER, OFF, Routing
 from .pop3_server import Pop3Server
+from .rspamd_check import RspamdChecker
 from .spamd import SpamdClient
 from .store import Store
 from .webhook import LIMIT as WEBHOOK_LIMIT
@@ -86,11 +87,15 @@ class InboxParts:
                  tag_rules: Sequence[TagRule] = (), tags_disable: Collection[str] = (),
                  tags_username: bool = False, spamassassin: str | None = None,
                  stats: dict[str, int] | None = None, store_process: bool = True,
-                 verbose: bool = False):
+                 verbose: bool = False, rspamd: str | None = None):
         routing = Routing.of(mailboxes, mailbox_pattern)     # ValueError saying why
         if pop3 is not None and not pop3_users:
             raise ValueError('POP3 needs users (Mailpit too serves it only with them)')
-        spam_checker = SpamdClient(spamassassin) if spamassassin else None
+        if spamassassin and rspamd:
+            raise ValueError('the spam check asks spamd or rspamd: '
+                             '--enable-spamassassin or --enable-rspamd, not both')
+        spam_checker = (SpamdClient(spamassassin) if spamassassin
+                        else RspamdChecker(rspamd) if rspamd else None)
         self.store = Store(db, max_messages, routing)
         self.store.tag_rules = list(tag_rules)      # Mailpit's --tag and --tags-config
         self.store.tags_disabled = frozenset(tags_disable)
@@ -99,7 +104,8 @@ class InboxParts:
         # verbose: a line for each message stored (Mailpit's --verbose)
         self.capture = Capture(self.store, stats, store_process=store_process, verbose=verbose)
         self.app = InboxApp(self.store, relay=relay, users=users, stats=self.capture.stats)
-        self.app.spam_checker = spam_checker    # Mailpit's --enable-spamassassin HOST:PORT
+        # Mailpit's --enable-spamassassin HOST:PORT, or our --enable-rspamd URL
+        self.app.spam_checker = spam_checker
         # --max-age: older messages are deleted every prune_interval seconds
         self.pruner = AgePruner(self.store, max_age, prune_interval) if max_age else None
         # --webhook-url: a POST per new message, from the events broker's stream
@@ -205,7 +211,8 @@ class Inbox(InboxParts):
                  tag_rules: Sequence[TagRule] = (), tags_disable: Collection[str] = (),
                  tags_username: bool = False, spamassassin: str | None = None,
                  mailboxes: str = OFF, mailbox_pattern: str | None = None,
-                 store_process: bool = True, verbose: bool = False, **server_options: Any):
+                 store_process: bool = True, verbose: bool = False, rspamd: str | None = None,
+                 **server_options: Any):
         if mailboxes == BY_USER and not accept_any_auth:
             raise ValueError('mailboxes by-user need SMTP AUTH (--smtp-auth-accept-any): '
                              'without it every message goes to the default mailbox')
@@ -217,7 +224,7 @@ class Inbox(InboxParts):
                          webhook_limit=webhook_limit, tag_rules=tag_rules,
                          tags_disable=tags_disable, tags_username=tags_username,
                          spamassassin=spamassassin, store_process=store_process,
-                         verbose=verbose)
+                         verbose=verbose, rspamd=rspamd)
         disabled = list(server_options.pop('disabled_commands', ()))
         if not accept_any_auth:
             disabled.append('AUTH')

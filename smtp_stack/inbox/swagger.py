@@ -119,8 +119,9 @@ NOTES: dict[tuple[str, str], tuple[str, str, list[Json], Json]] = {
         [_query('follow', '1 or true: follow up to three redirects')],
         {'200': _ok('The links', _ref('LinkCheckResponse')), **NO_SUCH}),
     ('GET', '/api/v1/message/{ID}/sa-check'): (
-        'other', "SpamAssassin check through spamd (--enable-spamassassin); spamd's trouble "
-        'is an `Error` in a 200; 501 without spamd', [],
+        'other', 'SpamAssassin check through spamd (--enable-spamassassin), or through '
+        "rspamd (--enable-rspamd); the checker's trouble is an `Error` in a 200; 501 "
+        'without either', [],
         {'200': _ok('The result', _ref('SpamAssassinResponse')), **NO_SUCH, **NOT_HERE}),
     ('GET', '/api/v1/chaos'): ('testing', 'The chaos triggers (SMTP errors on demand)', [],
                                {'200': _ok('The triggers', _ref('ChaosTriggers'))}),
