@@ -15,6 +15,7 @@ from clirunner import Process
 from inbox_helpers import WAIT, Http, InboxThread, make_mail, send
 from smtp_stack.inbox.release import Relay
 from smtp_stack.testing import MailSink
+from spamd_private import PrivateSpamd
 
 CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'inbox_client')
 
@@ -76,7 +77,7 @@ EVERY_METHOD = {
     'waitForMessages': 'count, exact and query',
     'htmlCheck': 'Platforms, Total, Warnings; a text-only message 400',
     'linkCheck': 'Errors, Links: a private address blocked',
-    'spamAssassinCheck': '501 with the reason',
+    'spamAssassinCheck': "a real spamd's Score and Rules, not spam",
     'getAttachmentThumbnail': '180x120 JPEG',
     'releaseMessage': 'ok',
     'deleteMessagesBySearch': 'ok',
@@ -96,8 +97,9 @@ def client_methods() -> set[str]:
 
 def test_every_method_of_the_mailpit_api_client(tmp_path, node_client):
     """every_method.mjs calls each method with Mailpit's shapes in mind; the
-    release reaches a real second server without its Bcc, and the chaos
-    trigger it leaves on fails this test's RCPT with its code."""
+    release reaches a real second server without its Bcc, a private spamd
+    answers its spam check, and the chaos trigger it leaves on fails this
+    test's RCPT with its code."""
     assert set(EVERY_METHOD) == client_methods()
     first = make_mail(subject='Arrived over SMTP', to='Ann <ann+signup@example.com>',
                       html='<p>Hello from the HTML part<a href="http://127.0.0.1:9/offers">'
@@ -107,24 +109,29 @@ def test_every_method_of_the_mailpit_api_client(tmp_path, node_client):
                                                          '<https://example.com/leave?u=1>',
                                      'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click'})
     del first['Message-ID']
-    with MailSink() as sink, \
-            InboxThread(tmp_path / 'inbox.db', relay=Relay(*sink.address)) as inbox:
-        send(inbox.smtp, first, rcpt=['ann+signup@example.com', 'hidden@example.com'])
-        client = Process([node_client, 'every_method.mjs', inbox.url], CLIENT)
-        try:
-            line = client.wait_line('^RESULT ', 'stdout', timeout=60).string
-            assert client.wait(20) == 0, client.seen
-        finally:
-            client.close()
-        [released] = sink.wait_for(1)
-        assert released['Subject'] == 'Sent over HTTP' and released['Bcc'] is None
-        assert not released.raw.startswith((b'Bcc:', b'Return-Path:'))
-        assert [a.address for a in released.envelope.rcpt_to] == ['real@example.net']
-        with smtplib.SMTP(*inbox.smtp, timeout=WAIT) as smtp:
-            smtp.ehlo()
-            assert smtp.mail('a@example.com')[0] == 250
-            code, text = smtp.rcpt('b@example.com')
-            assert (code, text.endswith(b' Chaos recipient error')) == (452, True)
-        Http(inbox.url).json('PUT', '/api/v1/chaos', {})
-        send(inbox.smtp, subject='chaos off')
+    spamd = PrivateSpamd(tmp_path)
+    try:
+        with MailSink() as sink, \
+                InboxThread(tmp_path / 'inbox.db', relay=Relay(*sink.address),
+                            spamassassin=spamd.address) as inbox:
+            send(inbox.smtp, first, rcpt=['ann+signup@example.com', 'hidden@example.com'])
+            client = Process([node_client, 'every_method.mjs', inbox.url], CLIENT)
+            try:
+                line = client.wait_line('^RESULT ', 'stdout', timeout=60).string
+                assert client.wait(20) == 0, client.seen
+            finally:
+                client.close()
+            [released] = sink.wait_for(1)
+            assert released['Subject'] == 'Sent over HTTP' and released['Bcc'] is None
+            assert not released.raw.startswith((b'Bcc:', b'Return-Path:'))
+            assert [a.address for a in released.envelope.rcpt_to] == ['real@example.net']
+            with smtplib.SMTP(*inbox.smtp, timeout=WAIT) as smtp:
+                smtp.ehlo()
+                assert smtp.mail('a@example.com')[0] == 250
+                code, text = smtp.rcpt('b@example.com')
+                assert (code, text.endswith(b' Chaos recipient error')) == (452, True)
+            Http(inbox.url).json('PUT', '/api/v1/chaos', {})
+            send(inbox.smtp, subject='chaos off')
+    finally:
+        spamd.stop()
     assert json.loads(line[len('RESULT '):]) == EVERY_METHOD

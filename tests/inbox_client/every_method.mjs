@@ -161,8 +161,14 @@ assert.ok(checked.Platforms.ios.includes('Apple Mail') && checked.Platforms.wind
   .includes('Outlook'), JSON.stringify(checked.Platforms));
 await assert.rejects(mailpit.htmlCheck(textOnly.ID), /400/);     // no HTML part, as in Mailpit
 result.htmlCheck = 'Platforms, Total, Warnings; a text-only message 400';
-await assert.rejects(mailpit.spamAssassinCheck(sent.ID), /501 Not Implemented .*"Error":/);
-result.spamAssassinCheck = '501 with the reason';
+const spam = await mailpit.spamAssassinCheck(sent.ID);      // the test's private spamd
+assert.deepEqual(Object.keys(spam), ['IsSpam', 'Error', 'Score', 'Rules']);
+assert.equal(spam.Error, '');
+assert.equal(spam.IsSpam, false);
+assert.equal(typeof spam.Score, 'number');
+assert.ok(spam.Rules.length > 0 && spam.Rules.every((r) => typeof r.Name === 'string'
+  && typeof r.Score === 'number' && typeof r.Description === 'string'), JSON.stringify(spam));
+result.spamAssassinCheck = "a real spamd's Score and Rules, not spam";
 const thumb = Buffer.from(await (await mailpit.getAttachmentThumbnail(sent.ID, '1.2')).arrayBuffer());
 assert.deepEqual([thumb[0], thumb[1]], [0xFF, 0xD8]);    // a JPEG (SOI)
 result.getAttachmentThumbnail = '180x120 JPEG';
