@@ -18,6 +18,8 @@ import pytest
 
 from inbox_helpers import (Http, InboxProcess, InboxThread, WsgiThread, chromium, list_subjects,
                            mounted, open_page, page_errors, retrying, send, wait)
+from rspamd_private import PrivateRspamd
+from spamd_private import GTUBE
 from smtp_stack.inbox.api_extra import NOT_HERE
 from smtp_stack.testing import MailSink
 
@@ -452,8 +454,9 @@ SPAM_CHECK = {'Error': '', 'IsSpam': False, 'Score': 1.3, 'Rules': [
 
 def test_check_tabs_render_mailpit_answers(browser, tmp_path):
     """When the server answers the HTML and spam checks (Mailpit's shapes),
-    the tabs show them: the page is ready for the checks this inbox does not
-    run yet. The two answers come from a stand-in in front of the real app."""
+    the tabs show every part of them, whatever the checker found (a real
+    checker's answer: the test below). The two answers come from a stand-in
+    in front of the real app."""
     from smtp_stack.inbox import wsgi_app
     db = tmp_path / 'checks.db'
 
@@ -485,6 +488,27 @@ def test_check_tabs_render_mailpit_answers(browser, tmp_path):
         assert js(browser, 'return [...document.querySelectorAll("#sa-check-result tbody td")]'
                            '.map(e => e.textContent)') == \
             ['0.001', 'HTML_MESSAGE', 'BODY: HTML included in message']
+
+
+def test_the_spam_tab_shows_a_real_checkers_verdict(browser, tmp_path):
+    """The spam tab with a real checker behind sa-check: a private rspamd
+    (`--enable-rspamd`) scoring GTUBE as spam, its symbol in the table."""
+    rspamd = PrivateRspamd(tmp_path / 'rspamd')
+    try:
+        with InboxThread(tmp_path / 'inbox.db', rspamd=rspamd.url) as inbox:
+            send(inbox.smtp, subject='Test pattern', text=f'{GTUBE}\n')
+            open_page(browser, inbox.url, ['Test pattern'])
+            click_message(browser, 'Test pattern')
+            browser.find_element(By.ID, 'tab-spam-check').click()
+            wait(browser, lambda d: text(d, '#sa-check-result .summary') is not None,
+                 'the spam check')
+            summary = text(browser, '#sa-check-result .summary')
+            rows = js(browser, 'return [...document.querySelectorAll("#sa-check-result tbody tr")]'
+                               '.map(r => [...r.cells].map(c => c.textContent))')
+    finally:
+        rspamd.stop()
+    assert summary.startswith('Score ') and summary.endswith(': spam.'), summary
+    assert ['0', 'GTUBE', ''] in rows, rows
 
 
 # -- the views of a message -----------------------------------------------------------------------
