@@ -9,15 +9,20 @@ to Mailpit's pattern, nor to ours)."""
 from __future__ import annotations
 
 import http.server
+import socket
+import ssl
+import tempfile
 import threading
+import time
 
 import pytest
 
 from inbox_helpers import WAIT, Http, InboxProcess, WsgiThread, receiver_thread, send
 from smtp_stack.config import parse
 from smtp_stack.inbox.app import InboxApp
-from smtp_stack.inbox.linkcheck import is_internal
+from smtp_stack.inbox.linkcheck import LinkChecker, is_internal
 from smtp_stack.inbox.store import Store
+from smtp_stack.testing_tls import loopback_certificates
 
 BLOCKED = (451, 'Blocked private/reserved address')
 
@@ -133,3 +138,90 @@ def test_the_library_argument(tmp_path, target, allowed, expected, make):
 ])
 def test_which_addresses_are_internal(address, internal):
     assert is_internal(address) is internal
+
+
+class _RawServer:
+    """A TCP server on 127.0.0.1 whose one job, `serve(conn)`, runs for
+    each connection in a thread; its port; closed with the block."""
+
+    def __init__(self, serve):
+        self.sock = socket.create_server(('127.0.0.1', 0))
+        self.port = self.sock.getsockname()[1]
+        self.serve = serve
+        self.threads: list[threading.Thread] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            thread = threading.Thread(target=self._one, args=(conn,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _one(self, conn):
+        with conn:
+            try:
+                self.serve(conn)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+        for thread in self.threads:
+            thread.join(WAIT)
+
+
+def test_a_link_that_never_answers_ends_at_the_timeout():
+    done = threading.Event()
+    with _RawServer(lambda conn: done.wait(WAIT)) as silent:
+        checker = LinkChecker(allow_internal=True, timeout=0.3)
+        began = time.monotonic()
+        result = checker.status(f'http://127.0.0.1:{silent.port}/slow')
+        waited = time.monotonic() - began
+        done.set()
+    assert (result['StatusCode'], result['Status']) == (0, 'timed out')
+    assert 0.3 <= waited < 2, waited
+
+
+def test_an_endless_header_section_is_cut_short():
+    """A HEAD answer is read to the end of its header section only, which is
+    bounded (100 fields of 64 KiB at most): a server that never ends it
+    costs no memory and no more than the timeout."""
+    def endless(conn):
+        conn.sendall(b'HTTP/1.1 200 OK\r\n')
+        for n in range(100_000):
+            conn.sendall(b'X-Field-%d: %s\r\n' % (n, b'y' * 100))
+    with _RawServer(endless) as server:
+        result = LinkChecker(allow_internal=True, timeout=5).status(
+            f'http://127.0.0.1:{server.port}/')
+    assert result['StatusCode'] == 0 and 'more than 100 headers' in result['Status'], result
+
+
+def test_an_https_link_is_checked_over_tls_with_its_certificate_verified():
+    """The TLS handshake happens and the certificate is verified: one signed
+    by the tests' own CA (not a public one) is refused, as a browser would."""
+    certs = loopback_certificates()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with tempfile.NamedTemporaryFile('wb', suffix='.pem') as pem:
+        pem.write(certs.key_pem + certs.cert_pem)
+        pem.flush()
+        context.load_cert_chain(pem.name)
+    handshakes: list[bool] = []
+
+    def tls(conn):
+        try:
+            with context.wrap_socket(conn, server_side=True):
+                handshakes.append(True)
+        except ssl.SSLError:
+            handshakes.append(False)        # the client refused our certificate
+    with _RawServer(tls) as server:
+        result = LinkChecker(allow_internal=True, timeout=5).status(
+            f'https://localhost:{server.port}/')
+    assert result['StatusCode'] == 0 and 'local issuer certificate' in result['Status'], result
+    assert handshakes == [False]

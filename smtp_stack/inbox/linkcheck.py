@@ -9,6 +9,9 @@ of 400 or more, or 0 when no answer came (Status then says why).
   (bare, or in angle brackets), each once, at most 100.
 - Each is asked with HEAD (nothing is downloaded), 10 s at most, redirects
   not followed unless `follow=1` (then three at most), as Mailpit asks.
+  What is read of an answer is bounded: its header section only, at most
+  100 fields of 64 KiB (http.client's limits); an https link's
+  certificate is verified against the system's authorities.
 - Addresses that are not public (loopback, private, link-local, reserved:
   RFC 6890) are not asked unless `allow_internal` (Mailpit's
   `--allow-internal-http-requests`): a mail must not make the inbox probe
