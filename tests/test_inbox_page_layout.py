@@ -405,6 +405,11 @@ def test_a_phone_wide_screen_never_scrolls_sideways(browser, inbox):
     browser.find_element(By.ID, 'tab-html-source').click()
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '#html-source span'), 'the source')
     fits(browser, 'HTML source')
+    for name, shown in (('html-check', '#html-check-result .summary'),
+                        ('spam-check', '#sa-check-result')):      # its reason: no spamd here
+        browser.find_element(By.ID, f'tab-{name}').click()
+        wait(browser, lambda d, shown=shown: text(d, shown), f'the {name} tab filled')
+        fits(browser, name)
     browser.find_element(By.ID, 'release').click()
     browser.find_element(By.ID, 'release-send').click()
     wait(browser, lambda d: text(d, '#release-error'), 'the refusal')
