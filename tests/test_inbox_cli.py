@@ -171,3 +171,20 @@ def test_without_verbose_a_message_stored_is_not_logged(tmp_path):
         proc.close()
     logged = '\n'.join(proc.seen['stderr'])
     assert 'stored in the inbox' not in logged and 'connect from' not in logged, logged
+
+
+def test_tag_rules_from_the_command_tag_new_mail(tmp_path):
+    """--tag (Mailpit's 'tags=query' rules) as the command reads them, and
+    plus-address tags, on mail that arrives over SMTP."""
+    proc = InboxProcess(tmp_path, '--tag', 'billing,money=subject:invoice '
+                                           '"urgent=is:unread subject:asap"')
+    try:
+        send(proc.smtp, subject='Invoice 7', to='ann+signup@example.com')
+        send(proc.smtp, subject='call me asap')
+        send(proc.smtp, subject='nothing special')
+        listed = Http(proc.url).json('GET', '/api/v1/messages')['messages']
+    finally:
+        proc.close()
+    assert {m['Subject']: m['Tags'] for m in listed} == {
+        'Invoice 7': ['billing', 'money', 'signup'], 'call me asap': ['urgent'],
+        'nothing special': []}

@@ -109,6 +109,23 @@ def test_paging_and_search_parameters_as_mailpit_reads_them(inbox, web):
     assert web.json('GET', '/api/v1/messages')['unread'] == 2      # latest?query read one
 
 
+def test_mailpits_search_filters_over_http(inbox, web):
+    """addressed: (From and Reply-To too), larger:/smaller: (k = 1024 bytes),
+    as /api/v1/search answers them."""
+    send(inbox.smtp, subject='small one', sender='Ann <ann@example.com>', to='bob@example.com')
+    send(inbox.smtp, subject='large one', sender='Cy <cy@example.com>', to='dee@example.com',
+         text='x' * 3000 + '\n', extra_headers={'Reply-To': 'replies@example.com'})
+
+    def found(query):
+        return {m['Subject'] for m in web.json('GET', f'/api/v1/search?query={query}')['messages']}
+    assert found('addressed:ann@example.com') == {'small one'}          # From
+    assert found('addressed:replies@example.com') == {'large one'}      # Reply-To
+    assert found('addressed:dee@') == {'large one'}                     # To
+    assert found('larger:2k') == {'large one'}
+    assert found('smaller:2k') == {'small one'}
+    assert found('larger:2k%20-subject:large') == set()
+
+
 # -- send --------------------------------------------------------------------------------------
 
 def test_send_stores_the_message_as_if_it_came_over_smtp(tmp_path):
