@@ -241,6 +241,19 @@ def test_bad_requests_get_a_status_not_a_trace(inbox, web, method, path, body, s
         assert web.request('GET', location).status == 404
 
 
+def test_no_cross_origin_access_is_granted(inbox, web):
+    """No CORS (docs/decisions.md): a preflight is the 405 of a method the
+    route does not take, and no reply grants another origin anything."""
+    send(inbox.smtp, subject='private')
+    origin = {'Origin': 'http://evil.example', 'Access-Control-Request-Method': 'DELETE'}
+    preflight = web.request('OPTIONS', '/api/v1/messages', headers=origin)
+    assert preflight.status == 405
+    listed = web.request('GET', '/api/v1/messages', headers={'Origin': 'http://evil.example'})
+    assert listed.status == 200
+    for reply in (preflight, listed):
+        assert not [name for name in reply.headers if name.lower().startswith('access-control-')]
+
+
 def test_oversized_body_is_413(inbox, web):
     reply = web.request('DELETE', '/api/v1/messages', raw_body=b'{"IDs": [' + b' ' * (2 << 20) + b']}')
     assert reply.status == 413
