@@ -150,6 +150,17 @@ def send(address, msg=None, rcpt=None, **kwargs) -> EmailMessage:
     return msg
 
 
+def spam_check(inbox, msg) -> dict:
+    """Send `msg` to the inbox; its sa-check answer (Mailpit's SpamAssassinResponse)."""
+    send(inbox.smtp, msg)
+    web = Http(inbox.url)
+    try:
+        uid = web.json('GET', '/api/v1/messages')['messages'][0]['ID']
+        return web.json('GET', f'/api/v1/message/{uid}/sa-check')
+    finally:
+        web.close()
+
+
 class Senders:
     """One smtplib session per subject, each in a thread: its reply code
     (and a refusal's text)."""

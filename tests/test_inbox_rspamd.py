@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from clirunner import smtp_stack
-from inbox_helpers import Http, InboxThread, make_mail, send
+from inbox_helpers import Http, InboxThread, make_mail, spam_check
 from rspamd_private import PrivateRspamd
 from smtp_stack.config import ConfigError, parse
 from smtp_stack.inbox.rspamd_check import RspamdChecker, verdict
@@ -31,10 +31,7 @@ def inbox(tmp_path, rspamd):
 
 
 def check(inbox, subject, text='Hello,\nnothing to see here.\n'):
-    send(inbox.smtp, make_mail(subject=subject, text=text))
-    web = Http(inbox.url)
-    uid = web.json('GET', '/api/v1/messages')['messages'][0]['ID']
-    return web.json('GET', f'/api/v1/message/{uid}/sa-check')
+    return spam_check(inbox, make_mail(subject=subject, text=text))
 
 
 def test_gtube_is_spam_with_its_symbol(inbox):

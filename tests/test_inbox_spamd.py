@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from clirunner import smtp_stack
-from inbox_helpers import Http, InboxThread, make_mail, send
+from inbox_helpers import Http, InboxThread, make_mail, send, spam_check
 from smtp_stack.inbox.spamd import SpamdClient, parse_reply, report_rules, round_down
 from spamd_private import GTUBE, TEST_DESCRIPTION, TEST_RULE, TEST_WORD, PrivateSpamd
 
@@ -31,10 +31,7 @@ def inbox(tmp_path, spamd):
 
 
 def check(inbox, subject, text='Hello,\nnothing to see here.\n'):
-    send(inbox.smtp, make_mail(subject=subject, text=text, extra_headers=DATE))
-    web = Http(inbox.url)
-    uid = web.json('GET', '/api/v1/messages')['messages'][0]['ID']
-    return web.json('GET', f'/api/v1/message/{uid}/sa-check')
+    return spam_check(inbox, make_mail(subject=subject, text=text, extra_headers=DATE))
 
 
 def test_gtube_is_spam_with_its_rule(inbox):
