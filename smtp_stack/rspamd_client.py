@@ -16,6 +16,8 @@ h11 comes with the `policies` extra and with the `inbox` extra.
 from __future__ import annotations
 
 import io
+import json
+import math
 import os
 import select
 import time
@@ -28,7 +30,7 @@ import gevent
 import h11
 from gevent import socket as gsocket
 
-__all__ = ['RspamdError', 'HttpPool', 'rspamd_address', 'Opener']
+__all__ = ['RspamdError', 'HttpPool', 'rspamd_address', 'reply_json', 'number', 'Opener']
 
 DEFAULT_PORT = 11333        # rspamd's normal worker
 CHUNK = 64 << 10            # bytes of the body sent at a time
@@ -167,8 +169,8 @@ class HttpPool:
             for attempt in (1, 2):
                 try:
                     conn = self._take()
-                except OSError as exc:      # refused, unreachable: the breaker judges the cost
-                    raise RspamdError(_describe(exc)) from None
+                except (OSError, UnicodeError) as exc:  # refused, unreachable, a bad name:
+                    raise RspamdError(_describe(exc)) from None     # the breaker judges it
                 try:
                     with body() as stream:
                         status, reply = conn.post(self.authority, target, headers, stream,
@@ -222,4 +224,33 @@ def rspamd_address(url: str) -> tuple[str, int]:
             or parts.query or parts.username:
         raise ValueError(f"rspamd: url must be http://HOST[:PORT] (rspamd's normal worker), "
                          f'not {url!r}')
+    try:        # a name the resolver could never be asked for fails now, not at each message
+        parts.hostname.encode('idna')
+    except UnicodeError as exc:
+        raise ValueError(f'rspamd: url {url!r}: the host name is not one: {exc}') from None
     return parts.hostname, port
+
+
+def reply_json(body: bytes) -> object:
+    """rspamd's reply decoded; RspamdError for one that is not JSON as JSON
+    is (RFC 8259: no NaN or Infinity) or nested past the parser's depth."""
+    try:
+        return json.loads(body, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        raise RspamdError(f'not JSON: {body[:200]!r}') from None
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f'{name} is not JSON')
+
+
+def number(value: object) -> float:
+    """A score of the reply as a float; 0.0 for anything else (a string,
+    a boolean, a number too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    try:
+        result = float(value)
+    except OverflowError:           # an integer of hundreds of digits
+        return 0.0
+    return result if math.isfinite(result) else 0.0

@@ -4,12 +4,14 @@ SpamAssassinResponse shape, against a private rspamd the tests start on
 give each action)."""
 from __future__ import annotations
 
+import json
 import socket
+import threading
 
 import pytest
 
 from clirunner import smtp_stack
-from inbox_helpers import Http, InboxThread, make_mail, spam_check
+from inbox_helpers import WAIT, Http, InboxThread, make_mail, send, spam_check
 from rspamd_private import PrivateRspamd
 from smtp_stack.config import ConfigError, parse
 from smtp_stack.inbox.rspamd_check import RspamdChecker, verdict
@@ -87,6 +89,50 @@ def test_a_silent_rspamd_ends_at_the_timeout(tmp_path):
     assert result['Error'].endswith('no answer in 0.3 s') and result['Rules'] is None
 
 
+def one_reply(body: bytes) -> tuple[str, threading.Thread]:
+    """A stand-in for a broken rspamd on 127.0.0.1: it reads one request and
+    answers 200 with `body`; its URL and thread."""
+    listener = socket.create_server(('127.0.0.1', 0))
+
+    def answer():
+        with listener:
+            conn, _ = listener.accept()
+            with conn, conn.makefile('rb') as request:
+                length = 0
+                while (line := request.readline()) not in (b'\r\n', b''):
+                    if line.lower().startswith(b'content-length:'):
+                        length = int(line.split(b':')[1])
+                request.read(length)
+                conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n'
+                             b'Connection: close\r\nContent-Length: %d\r\n\r\n' % len(body)
+                             + body)
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    return f'http://127.0.0.1:{listener.getsockname()[1]}', thread
+
+
+@pytest.mark.parametrize('body, error', [
+    (b'[' * 200_000 + b']' * 200_000, 'not JSON'),
+    (b'{"action": "no action", "score": NaN, "symbols": {}}', 'not JSON'),
+    (b'{"action": "reject", "score": 1e999, "symbols": {}}', None),     # a float: 0
+], ids=['deep', 'nan', 'huge'])
+def test_a_broken_reply_is_an_error_in_a_json_200(tmp_path, body, error):
+    """Never a 500 and never a body a browser's JSON.parse refuses (NaN)."""
+    url, server = one_reply(body)
+    with InboxThread(tmp_path / 'inbox.db', rspamd=url) as inbox:
+        send(inbox.smtp, make_mail(subject='x'))
+        web = Http(inbox.url)
+        reply = web.get('/api/v1/message/latest/sa-check')
+        web.close()
+    server.join(WAIT)
+    assert reply.status == 200, reply.text
+    answer = json.loads(reply.text, parse_constant=lambda name: pytest.fail(name))
+    if error:
+        assert error in answer['Error'] and answer['Rules'] is None, answer
+    else:
+        assert (answer['Error'], answer['Score'], answer['IsSpam']) == ('', 0.0, True)
+
+
 @pytest.mark.parametrize('reply, error', [
     ([], 'not an rspamd verdict'),
     ({'score': 3}, 'not an rspamd verdict'),
@@ -106,9 +152,10 @@ def test_odd_symbols_are_read_without_failing():
 
 
 @pytest.mark.parametrize('url', ['127.0.0.1:11333', 'https://127.0.0.1:11333',
-                                 'http://127.0.0.1:11333/checkv2', 'http://:11333'])
+                                 'http://127.0.0.1:11333/checkv2', 'http://:11333',
+                                 'http://a..b:11333'])
 def test_bad_urls(url):
-    with pytest.raises(ValueError, match='http://HOST'):
+    with pytest.raises(ValueError, match='http://HOST|not one'):
         RspamdChecker(url)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from smtp_stack.policies.rspamd_http import RspamdError, Verdict, field_value
+from smtp_stack.rspamd_client import number, reply_json, rspamd_address
 from smtp_stack.replies import Reply
 
 
@@ -32,6 +33,31 @@ def test_the_action_is_the_reply(reply, expected):
 def test_a_reply_without_an_action_is_no_verdict(reply):
     with pytest.raises(RspamdError, match='without an action'):
         Verdict.from_json(reply)
+
+
+@pytest.mark.parametrize('body', [
+    b'[' * 200_000 + b']' * 200_000,                        # past the parser's depth
+    b'{"action": "no action", "score": NaN}',               # not JSON (RFC 8259)
+    b'{"action": "reject", "score": -Infinity}',
+    b'<html>busy</html>',
+])
+def test_a_reply_that_is_not_json_is_no_verdict(body):
+    with pytest.raises(RspamdError, match='not JSON'):
+        reply_json(body)
+
+
+@pytest.mark.parametrize('value, expected', [
+    (2.5, 2.5), (3, 3.0), (1e999, 0.0), (float('nan'), 0.0), (10 ** 400, 0.0),
+    (True, 0.0), ('7', 0.0), (None, 0.0)])
+def test_a_score_is_a_finite_number_or_zero(value, expected):
+    assert number(value) == expected
+    assert Verdict.from_json({'action': 'no action', 'score': value}).score == expected
+
+
+@pytest.mark.parametrize('url', ['http://a..b:11333', 'http://' + 'x' * 64 + '.example'])
+def test_a_host_name_no_resolver_could_be_asked_for_is_refused_at_once(url):
+    with pytest.raises(ValueError, match='the host name is not one'):
+        rspamd_address(url)
 
 
 def test_the_milter_block_in_each_of_its_forms():

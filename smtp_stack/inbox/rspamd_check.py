@@ -23,10 +23,9 @@ checked, as with spamd).
 from __future__ import annotations
 
 import io
-import json
 from typing import Any
 
-from ..rspamd_client import HttpPool, RspamdError, rspamd_address
+from ..rspamd_client import HttpPool, RspamdError, number, reply_json, rspamd_address
 from .spamd import TIMEOUT, failure, round_down
 
 SPAM_ACTIONS = frozenset({'reject', 'add header', 'rewrite subject'})
@@ -43,18 +42,13 @@ def verdict(data: object) -> dict[str, Any]:
     for name, symbol in symbols.items():
         symbol = symbol if isinstance(symbol, dict) else {}
         description = symbol.get('description')
-        found.append((round_down(_number(symbol.get('score'))), str(name),
+        found.append((round_down(number(symbol.get('score'))), str(name),
                       description if isinstance(description, str) else ''))
     found.sort(key=lambda rule: (-rule[0], rule[1]))
     rules = [{'Score': score, 'Name': name, 'Description': description}
              for score, name, description in found]
     return {'IsSpam': data['action'] in SPAM_ACTIONS, 'Error': '',
-            'Score': round_down(_number(data.get('score'))), 'Rules': rules}
-
-
-def _number(value: object) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        else 0.0
+            'Score': round_down(number(data.get('score'))), 'Rules': rules}
 
 
 class RspamdChecker:
@@ -76,6 +70,6 @@ class RspamdChecker:
             return failure(f'rspamd {self.pool.authority}: HTTP {status}: '
                            f'{body[:200].decode("utf-8", "replace")}')
         try:
-            return verdict(json.loads(body))
-        except ValueError:
-            return failure(f'rspamd {self.pool.authority}: not JSON: {body[:200]!r}')
+            return verdict(reply_json(body))
+        except RspamdError as exc:
+            return failure(f'rspamd {self.pool.authority}: {exc}')

@@ -62,7 +62,6 @@ server allows it) is rspamd_client.py's, shared with the inbox's spam check.
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterable
@@ -73,7 +72,7 @@ from ..errors import SmtpError
 from ..headers import check_name
 from ..params import BOOL, COUNT, SECONDS, STRING
 from ..replies import Reply
-from ..rspamd_client import HttpPool, RspamdError, rspamd_address
+from ..rspamd_client import HttpPool, RspamdError, number, reply_json, rspamd_address
 from ..state.breaker import Breaker, breaker
 from .common import client_ip, warnings
 
@@ -124,14 +123,14 @@ class Verdict:
         milter = _mapping(data.get('milter'))
         symbols = _mapping(data.get('symbols'))
         verdict = cls(
-            action=data['action'], score=_number(data.get('score')),
-            required_score=_number(data.get('required_score')),
+            action=data['action'], score=number(data.get('score')),
+            required_score=number(data.get('required_score')),
             message=_one_line(text) if isinstance(text, str) else '',
             subject=_one_line(data['subject']) if isinstance(data.get('subject'), str) else None,
             add_headers=list(_added(milter.get('add_headers'))),
             dkim_signatures=[_one_line(v) for v in _strings(data.get('dkim-signature'))],
             remove_headers=list(_removed(milter.get('remove_headers'))),
-            symbols={name: _number(_mapping(v).get('score')) for name, v in symbols.items()})
+            symbols={name: number(_mapping(v).get('score')) for name, v in symbols.items()})
         verdict.reply = _refusal(verdict)
         return verdict
 
@@ -152,10 +151,6 @@ def _strings(value: object) -> list[str]:
     """A string, or a list of them (anything else: none)."""
     items = value if isinstance(value, list) else [value]
     return [item for item in items if isinstance(item, str)]
-
-
-def _number(value: object) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def _one_line(text: str) -> str:
@@ -270,11 +265,7 @@ class Rspamd:
             status, body = self.pool.post('/checkv2', headers, spool.open, spool.size)
             if status != 200:
                 raise RspamdError(f'HTTP {status}: {body[:200].decode("utf-8", "replace")}')
-            try:
-                data = json.loads(body)
-            except ValueError:
-                raise RspamdError(f'not JSON: {body[:200]!r}') from None
-            verdict = Verdict.from_json(data)
+            verdict = Verdict.from_json(reply_json(body))
         except RspamdError as exc:
             self.breaker.failed(ticket, time.monotonic() - began, str(exc))
             raise
