@@ -164,6 +164,28 @@ def test_a_base64_part_decodes_as_the_stdlib_decodes_it(pieces, end):
         assert part_payload(part) == part.get_payload(decode=True)
 
 
+@pytest.mark.parametrize('body, charset', [
+    (b'\xc1\xc2\xc3\xc4', 'cp037'),       # 'ABCD' in EBCDIC: no base64 to the stdlib
+    (b'QUJD\xc1\r\nRA==', 'cp500'),
+    (b'QUJD\xff', 'latin-1'),
+])
+def test_8bit_bytes_in_a_base64_body_decode_as_the_stdlib_decodes_them(body, charset):
+    """The 8-bit bytes of a body arrive as surrogates; the stdlib decodes
+    those by the part's charset before it decodes base64: so must we."""
+    raw = (b'From: a@example.com\r\nMIME-Version: 1.0\r\n'
+           b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+           b'--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n'
+           b'--b\r\nContent-Type: application/octet-stream; charset=' + charset.encode()
+           + b'\r\nContent-Transfer-Encoding: base64\r\n'
+           b'Content-Disposition: attachment; filename="x.bin"\r\n\r\n' + body
+           + b'\r\n--b--\r\n')
+    part = find_part(raw, '2')
+    expected = part.get_payload(decode=True)
+    assert part_payload(part) == expected
+    [attachment] = parse_message(raw)['Attachments']
+    assert attachment['Size'] == len(expected)
+
+
 def test_a_large_base64_attachment_decodes_without_copies_of_copies():
     data = bytes(range(256)) * 40_000           # 10 MB
     encoded = base64.encodebytes(data).decode().replace('\n', '\r\n')

@@ -309,9 +309,11 @@ def part_payload(part: MIMEPart) -> bytes:
     as `get_payload(decode=True)` gives them. Base64 lines of the usual
     shape are decoded in one call: the stdlib splits the body into a list
     of lines and joins them before decoding, 3-4 times an attachment's size
-    at once; for these lines its answer is the same (tests/test_inbox_parse.py)."""
-    body = part.get_payload()
-    if (isinstance(body, str)
+    at once; for these lines its answer is the same (tests/test_inbox_parse.py).
+    The payload is looked at as stored: `get_payload()` would first decode
+    8-bit bytes by the part's charset (an EBCDIC one makes letters of them)."""
+    body = vars(part).get('_payload')
+    if (isinstance(body, str) and body.isascii()
             and str(part.get('content-transfer-encoding', '')).lower() == 'base64'
             and _BASE64_LINES.fullmatch(body)
             and (len(body) - 2 * body.count('\r\n')) % 4 == 0):
