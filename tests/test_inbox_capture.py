@@ -5,10 +5,14 @@ transaction; one message that cannot be stored fails its own session alone."""
 from __future__ import annotations
 
 import os
+import smtplib
 import threading
 import time
 
-from inbox_helpers import WAIT, InboxThread, Senders, make_mail, send
+import pytest
+
+from inbox_helpers import WAIT, Http, InboxThread, Senders, make_mail, send
+from log_lines import kept_lines
 from smtp_stack.inbox.database import Failed, GroupCommit
 from smtp_stack.inbox.store import Store
 
@@ -111,3 +115,27 @@ def test_stopping_the_inbox_ends_its_ingest_thread_and_closes_its_files(tmp_path
         inbox.stop()
     wait_until(lambda: not ingest_threads())        # the ingest thread ends with the inbox
     wait_until(lambda: open_files(db) == 0)         # and no connection keeps the file open
+
+
+@pytest.mark.parametrize('store_process', [True, False], ids=['process', 'thread'])
+def test_the_verbose_line_looks_for_the_subject_in_the_messages_start_only(tmp_path,
+                                                                          store_process):
+    """The line is made on the SMTP hub: its Subject is looked for in the
+    first 16 KiB, so a huge header section costs it nothing (one field
+    beyond that: no subject in the line; the message is stored whole)."""
+    folded = (b'From: a@example.com\r\nTo: b@example.com\r\n'
+              b'Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n again\r\n\r\nhi\r\n')
+    late = (b'From: a@example.com\r\nTo: b@example.com\r\nX-Padding: ' + b'y' * 20_000
+            + b'\r\nSubject: too late to be seen\r\n\r\nhi\r\n')
+    with kept_lines('smtp_stack.inbox') as lines, \
+            InboxThread(tmp_path / 'inbox.db', verbose=True,
+                        store_process=store_process) as inbox:
+        with smtplib.SMTP(*inbox.smtp, timeout=WAIT) as client:
+            client.sendmail('a@example.com', ['b@example.com'], folded)
+            client.sendmail('a@example.com', ['b@example.com'], late)
+        subjects = [m['Subject'] for m in Http(inbox.url).json('GET', '/api/v1/messages')
+                    ['messages']]
+    stored = [line for line in lines.lines if 'stored in the inbox' in line]
+    assert [line.rsplit('subject=', 1)[1] for line in stored] == [
+        '"=?utf-8?q?Gr=C3=BC=C3=9Fe?= again"', '""'], stored
+    assert subjects == ['too late to be seen', 'Grüße again']
