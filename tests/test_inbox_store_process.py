@@ -4,11 +4,13 @@ that ends is logged once and started again; the messages it had get 451
 and are not stored; an idle one ends; none is left when the inbox stops."""
 from __future__ import annotations
 
+import email.policy
 import os
 import signal
 import smtplib
 import subprocess
 import sys
+import tracemalloc
 
 import pytest
 
@@ -187,9 +189,9 @@ def test_a_child_that_does_not_answer_in_time_is_killed_and_its_message_not_kept
     """Past STORE_TIMEOUT the session answers 451 only once the child is
     dead, so the transaction it was in is rolled back, not committed
     after the refusal (a review found it committed a moment later)."""
-    monkeypatch.setattr(store_process, 'STORE_TIMEOUT', 0.5)
     with InboxThread(tmp_path / 'inbox.db') as inbox:
-        send(inbox.smtp, make_mail(subject='first'))
+        send(inbox.smtp, make_mail(subject='first'))    # the child is up (a start takes ~0.5 s)
+        monkeypatch.setattr(store_process, 'STORE_TIMEOUT', 0.5)
         process = the_process(inbox)
         pid = process.child_pid
         senders = Senders(inbox.smtp)
@@ -199,6 +201,7 @@ def test_a_child_that_does_not_answer_in_time_is_killed_and_its_message_not_kept
             assert senders.codes == {'late': 451}
         assert wait_until(lambda: not running(pid))
         assert subjects(inbox) == {'first'}
+        monkeypatch.undo()      # the next child's start must not count against 0.5 s
         send(inbox.smtp, make_mail(subject='next'))
         assert subjects(inbox) == {'first', 'next'}
 
@@ -284,3 +287,27 @@ def test_closing_from_another_thread_ends_the_child_of_each_hub(tmp_path):
         for served in servers:
             served.stop(2)
         store.close()
+
+
+def test_a_large_message_is_not_held_in_its_frame_while_it_is_stored(tmp_path):
+    """store_batch lets go of each frame once its message is cut from it: the
+    child's peak for a message is that of storing it, not that plus the frame."""
+    raw = make_mail(subject='large', attachments=[
+        ('big.bin', 'application/octet-stream', bytes(range(256)) * 40_000)]).as_bytes(
+        policy=email.policy.SMTP)       # CRLF, as it comes over SMTP
+    store = Store(str(tmp_path / 'inbox.db'))
+    tracemalloc.start()
+    try:
+        head = store_wire.message_head(1, ['bob@example.com'], None, 'a@example.com', len(raw))
+        payloads = store_wire.Frames().feed(head + raw)
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        answers = store_process.store_batch(store, payloads)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+        store.close()
+    assert payloads == []
+    [answer] = store_wire.Frames().feed(answers)
+    assert store_wire.read_reply(answer) == (1, 0, '')       # stored
+    assert peak < 4.2 * len(raw), peak / len(raw)      # 4.75 times when the frame was kept

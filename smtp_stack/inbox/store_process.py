@@ -428,8 +428,8 @@ def serve(sock: socket.socket) -> None:
                 if store is None:
                     return
             while batch and store is not None:
-                sock.sendall(store_batch(store, batch[:BATCH_MAX]))
-                del batch[:BATCH_MAX]
+                taken, batch = batch[:BATCH_MAX], batch[BATCH_MAX:]
+                sock.sendall(store_batch(store, taken))
     except (BrokenPipeError, ConnectionResetError):
         return          # the parent is gone, or ended us: it answers its sessions itself
     finally:
@@ -447,14 +447,16 @@ def _open(sock: socket.socket, settings: bytes) -> Store | None:
     return store
 
 
-def store_batch(store: Store, payloads: Sequence[bytes]) -> bytes:
-    """The answers to a batch of message frames, stored in one transaction."""
+def store_batch(store: Store, payloads: list[bytes]) -> bytes:
+    """The answers to a batch of message frames, stored in one transaction.
+    Empties `payloads` once each message is cut from its frame, so that a
+    large message is not held in its frame too while it is stored."""
     seqs: list[int] = []
     incoming: list[Incoming] = []
-    for payload in payloads:
-        seq, message = read_message(payload)
+    for seq, message in map(read_message, payloads):    # no name keeps a frame alive
         seqs.append(seq)
         incoming.append(message)
+    payloads.clear()
     before = store.deleted
     try:
         results: Sequence[object] = store.add_all(incoming)
