@@ -265,6 +265,11 @@ class Component(Protocol):
     describe()               never by the server: one line for people (the
                              start-up line of `smtp-stack serve` names the
                              delivery by it)
+    reload()                 never by the server: `smtp-stack serve`'s
+                             SIGHUP, on each policy, before the new
+                             configuration applies: look again at what it
+                             reads from files (the recipients policy's
+                             addresses_file)
 
     Per-session state is kept by the component, keyed by the session, and
     dropped in `session_closed`, which comes for every session of a server
@@ -288,6 +293,7 @@ class Component(Protocol):
     def start(self, server: SmtpServer, /) -> None: ...
     def stop(self, server: SmtpServer, /) -> None: ...
     def describe(self) -> str: ...
+    def reload(self) -> None: ...
 
 
 # A component's session_opened / session_closed, and its start / stop.
@@ -328,6 +334,12 @@ class Lifecycle:
     def stops(self) -> list[ServerEvent]:
         """The `stop` methods, newest component first."""
         return [stop for _, stop in reversed(self.serving) if stop is not None]
+
+
+def reload_of(component: object) -> Callable[[], object] | None:
+    """The component's `reload`, if it has one (the receiver's SIGHUP)."""
+    method = getattr(component, 'reload', None)
+    return method if callable(method) else None
 
 
 def _method(component: object, name: str) -> Callable[[Any], object] | None:

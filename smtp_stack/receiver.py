@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import gevent
 
 from .config import Config, Listener
-from .middleware import Lifecycle
+from .middleware import Lifecycle, reload_of
 from .server import SmtpServer
 from .state import is_store
 from .tls import TLS_OPTIONS, build_secure_contexts, install_sni
@@ -211,7 +211,9 @@ class Receiver:
         if _policies_key(new) != _policies_key(old):
             notes.append('policies: changed; restart to apply')
         for policy in self.policies:       # recipients' addresses_file: read it again now
-            getattr(getattr(policy, 'file', None), 'reload', lambda: None)()
+            reload = reload_of(policy)
+            if reload is not None:
+                reload()
         self._reload_tls(new)
         self.users.replace(new.users or [])
         if _delivery_key(new) != _delivery_key(old):

@@ -47,7 +47,7 @@ def test_recipients_file_is_read_again_when_it_changes(serve, tmp_path):
     assert rcpt(server, '192.0.2.5', 'a@x.test', 'erin@file.test')[0] == 250
     assert rcpt(server, '192.0.2.5', 'a@x.test', 'frank@file.test')[0] == 550
     path.write_text('erin@file.test\nfrank@file.test  # new\n')
-    policy.file.reload()
+    policy.reload()
     assert rcpt(server, '192.0.2.5', 'a@x.test', 'frank@file.test')[0] == 250
 
 
@@ -77,13 +77,13 @@ def test_recipients_file_that_vanished_or_cannot_be_read_keeps_the_last_good_lis
     policy = recipients(addresses_file=str(path))
     server = serve(policy)
     path.unlink()
-    policy.file.reload()
+    policy.reload()
     assert rcpt(server, '192.0.2.5', 'a@x.test', 'erin@file.test')[0] == 250
     assert rcpt(server, '192.0.2.5', 'a@x.test', 'frank@file.test')[0] == 550
     path.write_bytes(b'frank@file.test\n\xff\xfe not UTF-8\n')
     with caplog.at_level('WARNING', logger='smtp_stack.policies'):
         for _ in range(2):
-            policy.file.reload()
+            policy.reload()
             assert rcpt(server, '192.0.2.5', 'a@x.test', 'erin@file.test')[0] == 250
             assert rcpt(server, '192.0.2.5', 'a@x.test', 'frank@file.test')[0] == 550
     assert sum('cannot be read' in r.getMessage() for r in caplog.records) == 1  # per version

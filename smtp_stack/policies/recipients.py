@@ -161,6 +161,12 @@ class Recipients:
         if not (self.exact or self.parents or self.addresses or self.file or lookup):
             raise ValueError('recipients: give domains, addresses, addresses_file or lookup')
 
+    def reload(self) -> None:
+        """SIGHUP (the component contract's reload): addresses_file is looked
+        at again at the next RCPT, however recent the last look."""
+        if self.file is not None:
+            self.file.reload()
+
     def listed(self, now: float | None = None) -> frozenset[str]:
         if self.file is None:
             return self.addresses
