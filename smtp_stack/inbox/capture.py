@@ -29,7 +29,7 @@ transaction holding the message has committed.
 
 `verbose` (`smtp-stack inbox --verbose`): one line for each message
 stored, as Mailpit's `--verbose` writes one, with the message's id,
-envelope, size and subject (docs/operating.md).
+envelope, size and subject (docs/inbox.md, "The command").
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ import collections
 import json
 import logging
 import os
-import re
 import queue
+import re
 import threading
 import weakref
 from collections.abc import Callable
