@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import queue
-import re
 import threading
 import weakref
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from gevent.hub import Waiter, get_hub
 from .. import logs
 from ..delivery import CallableDelivery
 from ..events import queue_id
+from .arrival import field_within
 from .database import Failed
 from .store_process import StoreProcess
 
@@ -61,10 +61,6 @@ if TYPE_CHECKING:
 BATCH_MAX = 64          # messages one transaction takes at most: bounds a session's wait
 IDLE_SECONDS = 10.0     # a hub's thread ends after this long without mail
 SUBJECT_WITHIN = 16 << 10   # bytes of a message its verbose line looks at for the Subject
-# the first Subject field of a header section (CRLF lines, as SMTP brings them)
-_SUBJECT = re.compile(rb'^subject[ \t]*:[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)',
-                      re.IGNORECASE | re.MULTILINE)
-_FOLD = re.compile(r'\r\n(?=[ \t])')
 
 # (body, envelope recipients, SMTP user, envelope sender, message id for the
 # verbose line or None) as the session hands it over
@@ -313,9 +309,7 @@ def _tell_stored(message_id: str, raw: bytes, sender: str, recipients: list[str]
     megabytes of short header lines must not hold it."""
     if not log.logger.isEnabledFor(logging.INFO):
         return
-    blank = raw.find(b'\r\n\r\n', 0, SUBJECT_WITHIN)
-    found = _SUBJECT.search(raw, 0, blank + 2 if blank >= 0 else SUBJECT_WITHIN)
-    subject = _FOLD.sub('', found[1].decode('utf-8', 'replace')).strip() if found else ''
+    subject = field_within(raw, b'subject', SUBJECT_WITHIN)
     log.info('%s: stored in the inbox: from=<%s>, to=<%s>, size=%d, subject=%s',
              message_id, sender, '>,<'.join(recipients), len(raw),
              json.dumps(subject, ensure_ascii=False), event='inbox_stored',
