@@ -171,17 +171,45 @@ _FEEDPARSER = BytesParser(EmailMessage, policy=email.policy.compat32)
 
 
 def shape(message: Message):
-    """Everything of a tree the inbox reads, comparable with ==."""
-    payload = message.get_payload()
+    """Everything of a tree the inbox reads, comparable with ==: the payload
+    as stored (get_payload() would decode 8-bit bytes by the charset)."""
+    payload = vars(message)['_payload']
     return (list(message.raw_items()), message.get_default_type(), message.get_unixfrom(),
             message.preamble, message.epilogue,
             [shape(p) for p in payload] if isinstance(payload, list) else payload)
 
 
-def assert_tree_is_the_feedparsers(raw: bytes) -> EmailMessage | None:
-    tree = mimesplit.split(raw)
-    if tree is not None:
-        assert shape(tree) == shape(_FEEDPARSER.parsebytes(raw))
+def split_shape(part: mimesplit.Part):
+    """shape() of mimesplit's tree (no digest in it: every default type is text/plain)."""
+    return (part.raw_items(), 'text/plain', None, part.preamble, part.epilogue,
+            [split_shape(p) for p in part.iter_parts()] if part.is_multipart() else part.body)
+
+
+def split_parts(part: mimesplit.Part):
+    yield part
+    for child in part.iter_parts():
+        yield from split_parts(child)
+
+
+def assert_tree_is_the_feedparsers(raw: bytes) -> mimesplit.Part | None:
+    """mimesplit's tree is the feedparser's, and what it reads of each part
+    is what the default policy's methods answer."""
+    try:
+        tree = mimesplit.split(raw)
+    except mimesplit.NotPlain:
+        return None
+    if tree is None:
+        return None
+    assert split_shape(tree) == shape(_FEEDPARSER.parsebytes(raw))
+    for mine, theirs in zip(split_parts(tree), _DEFAULT.parsebytes(raw).walk(), strict=True):
+        facts = mine.facts
+        assert (facts.content_type, facts.disposition, facts.filename, facts.content_id) == (
+            theirs.get_content_type(), theirs.get_content_disposition(),
+            _ref_safe(theirs.get_filename), _ref_header(theirs, 'Content-ID'))
+        assert facts.charset == theirs.get_param('charset', 'ASCII')
+        assert facts.boundary == theirs.get_boundary()
+        if not mine.is_multipart():
+            assert mine.decoded() == theirs.get_payload(decode=True)
     return tree
 
 
@@ -240,6 +268,18 @@ HARD_CASES = {
         'Content-Type: multipart/mixed; boundary="b"\n',
         '--b\nContent-Type: multipart/alternative; boundary="b--"\n\n--b--\n\nin\n--b----\n'
         '--b\n\nlast\n--b--\n'),
+    'a boundary in angle brackets (get_boundary unquotes twice)': mime(
+        'Content-Type: multipart/mixed; boundary="<b>"\n',
+        '--b\nContent-Type: text/plain\n\none\n--<b>\n--b\n\ntwo\n--b--\n'),
+    'fields whose first line is blank, or empty': mime(
+        'Subject: \t\n folded\nX-Empty:\nContent-Type:\n  text/html\nTo:  \n',
+        '<p>x</p>\n'),
+    'base64 and quoted-printable of unusual shapes': mime(
+        'Content-Type: multipart/mixed; boundary=b\n',
+        '--b\nContent-Transfer-Encoding: base64\n\nSGVsbG8\n--b\n'
+        'Content-Transfer-Encoding: base64\n\nSGV sbG8=\n--b\n'
+        'Content-Transfer-Encoding: base64\n\nSGVs\nbG8=\n\n--b\n'
+        'Content-Transfer-Encoding: quoted-printable\n\nsoft=\nbreak =3D =XY\n--b--\n'),
     'a uuencoded part': mime(
         'Content-Type: multipart/mixed; boundary=u\n',
         '--u\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: x-uuencode\n'
@@ -266,8 +306,9 @@ def test_the_usual_message_takes_the_fast_reading():
     m.add_attachment(b'\x89PNG', maintype='image', subtype='png', filename='pixel.png')
     raw = m.as_bytes(policy=email.policy.SMTP)
     tree = assert_tree_is_the_feedparsers(raw)
-    assert tree is not None and all(hf.unfold_mime_fields(p) for p in tree.walk())
-    assert split_message(raw).policy is email.policy.compat32
+    assert tree is not None and [p.facts.content_type for p in split_parts(tree)] == [
+        'multipart/mixed', 'multipart/alternative', 'text/plain', 'text/html', 'image/png']
+    assert isinstance(split_message(raw), mimesplit.Part)
     assert hf.addresses('To', [m['To']]) == [{'Name': '', 'Address': 'ann+signup@example.com'},
                                              {'Name': 'Bob', 'Address': 'bob@example.com'}]
     same_as_before(raw)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import email.policy
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from email import headerregistry
@@ -98,13 +98,14 @@ def plain_mime(name: str, value: str) -> bool:
 class MimeFacts:
     """What the inbox reads of a part's MIME fields, as `Message`'s methods
     give it: get_content_type(), get_content_disposition(), get_filename(),
-    the Content-ID, and (a text part's) get_param('charset', 'ASCII'),
-    None where the part's own methods are to be asked."""
+    the Content-ID, and (a text part's) get_param('charset', 'ASCII')
+    and get_boundary(), None where the part's own methods are to be asked."""
     content_type: str
     disposition: str | None
     filename: str | None
     content_id: str
     charset: str | None = None
+    boundary: str | None = None
 
 
 def mime_facts(part: Message) -> MimeFacts:
@@ -118,27 +119,37 @@ def plain_mime_facts(part: Message) -> MimeFacts:
     """The facts of a part whose MIME fields are plain and unfolded
     (unfold_mime_fields), read here as compat32's methods read them, in one
     pass: those methods scan the fields and split the parameters on every
-    call (a dozen per part). A part whose type or disposition is itself
-    named like a parameter asked for (`Content-Type: charset; ...`) is
-    read by the methods, whose answer then depends on the default asked."""
-    fields = first_fields(part)
-    kind = fields.get('content-type')
-    disposition = fields.get('content-disposition')
+    call (a dozen per part)."""
+    facts = facts_of_fields(first_fields(part.raw_items()), part.get_default_type())
+    return facts if facts is not None else mime_facts(part)
+
+
+def facts_of_fields(first: dict[str, str], default_type: str) -> MimeFacts | None:
+    """A part's facts from {lower-case name: first value} of its plain,
+    unfolded MIME fields, as compat32's methods read them; None for a part
+    whose type or disposition is itself named like a parameter asked for
+    (`Content-Type: charset; ...`): the methods' answer then depends on the
+    default asked, so ask them."""
+    kind = first.get('content-type')
+    disposition = first.get('content-disposition')
     type_head, type_params = _mime(kind) if kind is not None else ('', {})
     disposition_head, disposition_params = _mime(disposition) if disposition is not None \
         else ('', {})
-    if {type_head, disposition_head} & {'filename', 'name', 'charset'}:
-        return mime_facts(part)
+    if {type_head, disposition_head} & {'filename', 'name', 'charset', 'boundary'}:
+        return None
     if kind is None:
-        content_type = part.get_default_type()
+        content_type = default_type
     else:
         content_type = type_head if type_head.count('/') == 1 else 'text/plain'
     filename = disposition_params.get('filename')
     if filename is None:
         filename = type_params.get('name')
+    boundary = type_params.get('boundary')
     return MimeFacts(content_type, disposition_head if disposition is not None else None,
                      unquote(filename).strip() if filename is not None else None,
-                     fields.get('content-id', ''), type_params.get('charset', 'ASCII'))
+                     first.get('content-id', ''), type_params.get('charset', 'ASCII'),
+                     # get_boundary() unquotes get_param's value once more
+                     unquote(boundary).rstrip() if boundary is not None else None)
 
 
 def _mime(value: str) -> tuple[str, dict[str, str]]:
@@ -170,10 +181,11 @@ def unfold_mime_fields(part: Message) -> bool:
     return every_plain
 
 
-def first_fields(message: Message) -> dict[str, str]:
-    """{lower-case name: the first such field's stored value}."""
+def first_fields(fields: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """{lower-case name: the first such field's stored value} of a part's
+    `raw_items()`."""
     found: dict[str, str] = {}
-    for name, value in message.raw_items():
+    for name, value in fields:
         found.setdefault(name.lower(), value)
     return found
 

@@ -52,6 +52,8 @@ from .unsubscribe import list_unsubscribe
 
 # A JSON object of the API (Mailpit's field names).
 Json = dict[str, Any]
+# A message as read: mimesplit's tree, or the email package's
+Tree = MIMEPart | mimesplit.Part
 
 SNIPPET_BYTES = 200         # Mailpit's CreateSnippet: 200 bytes, whole characters, then "..."
 
@@ -59,9 +61,6 @@ _PARSER = BytesParser(policy=hf.POLICY)       # the default policy
 # the tree only: header values kept as text (EmailMessage for iter_parts)
 _SPLITTER = BytesParser(EmailMessage, policy=email.policy.compat32)
 _SPACES = re.compile(r'\s+')
-# base64 lines ending CRLF, padding only at the end (RFC 2045 6.8): decoded
-# alike by email's decode_b and by one a2b_base64, when their length is whole
-_BASE64_LINES = re.compile(r'(?:[A-Za-z0-9+/]*\r\n)*+[A-Za-z0-9+/]*={0,2}(?:\r\n)?')
 _ASCII_UNPRINTABLE = {c: ' ' for c in range(128) if not chr(c).isprintable()}
 _TAGS = re.compile(r'<(script|style|head)\b.*?</\1\s*>|<[^>]*>', re.IGNORECASE | re.DOTALL)
 
@@ -76,14 +75,13 @@ def parse_message(raw: bytes, envelope_to: Iterable[str] = (),
     """
     received = received or datetime.now(timezone.utc)
     message = split_message(raw)
-    first = hf.first_fields(message)
-
-    def every(name: str) -> list[str]:
-        return [v for k, v in message.raw_items() if k.lower() == name.lower()] \
-            if name.lower() in first else []
+    every: dict[str, list[str]] = {}        # {lower-case name: its values in order}
+    for name, value in message.raw_items():
+        every.setdefault(name.lower(), []).append(value)
+    first = {name: values[0] for name, values in every.items()}
 
     def addresses(name: str) -> list[dict[str, str]]:
-        return hf.addresses(name, every(name))
+        return hf.addresses(name, every.get(name.lower(), []))
 
     def unstructured(name: str) -> str:
         return hf.unstructured(name, first.get(name.lower()))
@@ -128,12 +126,18 @@ def html_body(raw: bytes) -> str:
     return _walk(split_message(raw))[1]
 
 
-def split_message(raw: bytes) -> EmailMessage:
-    """The MIME tree as the default policy splits it, cheaply: split with
-    compat32 (no header objects; mimesplit.py's, the feedparser's when
-    the message is of an unusual shape), MIME fields unfolded in place;
-    parsed again with the default policy when a MIME field is not plain."""
-    message = mimesplit.split(raw) or cast(EmailMessage, _SPLITTER.parsebytes(raw))
+def split_message(raw: bytes) -> Tree:
+    """The MIME tree as the default policy splits it, cheaply: mimesplit.py's
+    tree of the usual shape, each part's MIME fields read once; else split
+    with compat32 (no header objects) and MIME fields unfolded in place;
+    parsed with the default policy when a MIME field is not plain."""
+    try:
+        tree = mimesplit.split(raw)
+    except mimesplit.NotPlain:
+        return message_from_bytes(raw)
+    if tree is not None:
+        return tree
+    message = cast(EmailMessage, _SPLITTER.parsebytes(raw))
     if all(hf.unfold_mime_fields(part) for part in message.walk()):
         return message
     return message_from_bytes(raw)
@@ -300,7 +304,7 @@ def find_part(raw: bytes, part_id: str) -> MIMEPart | None:
     """The MIME part with this ID, or None."""
     for pid, part, _parent in _numbered(message_from_bytes(raw)):
         if pid == part_id:
-            return part
+            return cast(MIMEPart, part)
     return None
 
 
@@ -313,10 +317,9 @@ def part_payload(part: MIMEPart) -> bytes:
     The payload is looked at as stored: `get_payload()` would first decode
     8-bit bytes by the part's charset (an EBCDIC one makes letters of them)."""
     body = vars(part).get('_payload')
-    if (isinstance(body, str) and body.isascii()
+    if (isinstance(body, str)
             and str(part.get('content-transfer-encoding', '')).lower() == 'base64'
-            and _BASE64_LINES.fullmatch(body)
-            and (len(body) - 2 * body.count('\r\n')) % 4 == 0):
+            and mimesplit.base64_shaped(body)):
         return binascii.a2b_base64(body.encode('ascii'))
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):      # None: a multipart, or a message/rfc822 part
@@ -346,17 +349,17 @@ def canonical_name(name: str) -> str:
 # -- inside ------------------------------------------------------------------------
 
 # (part ID, part, its parent: None for the top of a single-part message)
-Numbered = tuple[str, MIMEPart, 'MIMEPart | None']
+Numbered = tuple[str, Tree, 'Tree | None']
 
 
-def _numbered(message: MIMEPart) -> Iterator[Numbered]:
+def _numbered(message: Tree) -> Iterator[Numbered]:
     """(part ID, part, parent) for every part below the top, depth first."""
     if not message.is_multipart():
         yield '1', message, None
         return
 
-    def walk(part: MIMEPart, prefix: str) -> Iterator[Numbered]:
-        for i, child in enumerate(part.iter_parts(), 1):
+    def walk(part: Tree, prefix: str) -> Iterator[Numbered]:
+        for i, child in enumerate(cast('Iterator[Tree]', part.iter_parts()), 1):
             pid = f'{prefix}.{i}' if prefix else str(i)
             yield pid, child, part
             if child.is_multipart():
@@ -364,16 +367,18 @@ def _numbered(message: MIMEPart) -> Iterator[Numbered]:
     yield from walk(message, '')
 
 
-def _walk(message: MIMEPart) -> tuple[str, str, list[Json], list[Json]]:
+def _walk(message: Tree) -> tuple[str, str, list[Json], list[Json]]:
     text = html_body = ''
     attachments: list[Json] = []
     inline: list[Json] = []
-    facts = hf.plain_mime_facts if message.policy is email.policy.compat32 else hf.mime_facts
     known: dict[int, hf.MimeFacts] = {}
 
-    def facts_of(part: MIMEPart) -> hf.MimeFacts:
+    def facts_of(part: Tree) -> hf.MimeFacts:
+        if isinstance(part, mimesplit.Part):
+            return part.facts
         if id(part) not in known:
-            known[id(part)] = facts(part)
+            plain = part.policy is email.policy.compat32
+            known[id(part)] = hf.plain_mime_facts(part) if plain else hf.mime_facts(part)
         return known[id(part)]
     for pid, part, parent in _numbered(message):
         if part.is_multipart():
@@ -397,8 +402,8 @@ def _walk(message: MIMEPart) -> tuple[str, str, list[Json], list[Json]]:
     return text, html_body, attachments, inline
 
 
-def _file(pid: str, part: MIMEPart, ctype: str, filename: str, content_id: str) -> Json:
-    data = part_payload(part)
+def _file(pid: str, part: Tree, ctype: str, filename: str, content_id: str) -> Json:
+    data = part.decoded() if isinstance(part, mimesplit.Part) else part_payload(part)
     return {
         'PartID': pid,
         'FileName': filename or content_id,       # as Mailpit names a nameless inline part
@@ -411,9 +416,15 @@ def _file(pid: str, part: MIMEPart, ctype: str, filename: str, content_id: str) 
     }
 
 
-def _text(part: MIMEPart, charset: str | None = None) -> str:
+def _text(part: Tree, charset: str | None = None) -> str:
     """A text part decoded as `part.get_content()` decodes it (its charset,
     errors replaced); `charset`: its charset parameter, already read."""
+    if isinstance(part, mimesplit.Part):
+        data = part.decoded()
+        try:
+            return data.decode(part.facts.charset or 'ASCII', 'replace')
+        except (LookupError, ValueError, AssertionError):     # an unknown charset
+            return data.decode('utf-8', 'replace')
     try:
         if charset is None:
             content: str = raw_data_manager.get_content(part)     # part.get_content()
@@ -430,6 +441,29 @@ def _valid_text(value: Any) -> Any:
     header bytes of an undeclared charset (a name like J\\xf6rg) as lone
     surrogates, which neither SQLite nor a JSON reply can carry: such bytes
     become U+FFFD, so the message is still stored and listed."""
+    return value if _all_valid(value) else _made_valid(value)
+
+
+def _all_valid(value: Any) -> bool:
+    """Whether every string in `value` (dicts, lists, strings) encodes as UTF-8."""
+    waiting = [value]
+    while waiting:
+        item = waiting.pop()
+        kind = type(item)
+        if kind is str:
+            if not item.isascii():
+                try:
+                    item.encode('utf-8')
+                except UnicodeEncodeError:
+                    return False
+        elif kind is dict:
+            waiting.extend(item.values())
+        elif kind is list:
+            waiting.extend(item)
+    return True
+
+
+def _made_valid(value: Any) -> Any:
     if isinstance(value, str):
         try:
             value.encode('utf-8')
@@ -441,9 +475,9 @@ def _valid_text(value: Any) -> Any:
                 data = value.encode('utf-8', 'replace')
             return data.decode('utf-8', 'replace')
     if isinstance(value, dict):
-        return {key: _valid_text(item) for key, item in value.items()}
+        return {key: _made_valid(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_valid_text(item) for item in value]
+        return [_made_valid(item) for item in value]
     return value
 
 
