@@ -150,8 +150,8 @@ def message_from_bytes(raw: bytes) -> EmailMessage:
 
 def iso_time(moment: datetime) -> str:
     """RFC 3339 in UTC with milliseconds, as Mailpit's JSON times look."""
-    utc = moment.astimezone(timezone.utc)
-    return utc.strftime('%Y-%m-%dT%H:%M:%S.') + f'{utc.microsecond // 1000:03d}Z'
+    utc = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return utc.isoformat(timespec='milliseconds') + 'Z'
 
 
 def offset_time(moment: datetime) -> str:
