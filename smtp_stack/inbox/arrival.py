@@ -100,10 +100,15 @@ def new_id() -> str:
     ID_LENGTH characters of ID_ALPHABET, each equally likely. Random bytes
     below 248 (4 x 62) taken modulo 62; the others dropped, so none is
     likelier (`secrets.choice` per character costs ten times as much)."""
-    chosen = ''
+    chosen = b''
     while len(chosen) < ID_LENGTH:
-        chosen += ''.join(ID_ALPHABET[b % 62] for b in _random_bytes(32) if b < 248)
-    return chosen[:ID_LENGTH]
+        chosen += _random_bytes(32).translate(_MODULO_62, _ABOVE_247)
+    return chosen[:ID_LENGTH].decode('ascii')
+
+
+# byte b -> ID_ALPHABET[b % 62], the bytes from 248 up dropped (bytes.translate)
+_MODULO_62 = bytes(ord(ID_ALPHABET[b % 62]) for b in range(256))
+_ABOVE_247 = bytes(range(248, 256))
 
 
 class _RandomPool:
