@@ -30,9 +30,11 @@ def env_with_package() -> dict:
 
 class Process:
 
-    def __init__(self, args, cwd, stdin=None):
+    def __init__(self, args, cwd, stdin=None, env=None):
+        """`env`: variables to set beside the ones this process has."""
         self.proc = subprocess.Popen(
-            args, cwd=str(cwd), env=env_with_package(), stdin=stdin or subprocess.DEVNULL,
+            args, cwd=str(cwd), env={**env_with_package(), **(env or {})},
+            stdin=stdin or subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.stdout: queue.Queue = queue.Queue()
         self.stderr: queue.Queue = queue.Queue()

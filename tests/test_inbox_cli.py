@@ -94,7 +94,7 @@ def test_ui_auth_file(tmp_path):
 @pytest.mark.parametrize('args, status, message', [
     (['--smtp', 'nonsense'], 2, "is not HOST:PORT"),
     (['--http', '127.0.0.1:99999'], 2, 'a port is from 0 to 65535'),
-    (['--max-messages', '0'], 2, 'must be 1 or more'),
+    (['--max-messages', '-1'], 2, 'must be 0 or more'),
     (['--ui-auth-file', 'missing'], 1, '--ui-auth-file'),
     (['--db', '/nonexistent/dir/x.db'], 1, 'cannot open'),
 ])
@@ -121,7 +121,7 @@ def test_a_port_taken_is_named_in_one_line(tmp_path, side):
 
 
 def test_a_mistyped_option_gets_the_inbox_usage(tmp_path):
-    result = smtp_stack('inbox', '--max-message', '5', '--smpt', '127.0.0.1:0', cwd=tmp_path)
+    result = smtp_stack('inbox', '--max-ag', '7d', '--smpt', '127.0.0.1:0', cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.splitlines()[0].startswith('usage: smtp-stack inbox [-h]')
     assert result.stderr.splitlines()[-1] == (

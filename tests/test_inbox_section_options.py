@@ -20,7 +20,14 @@ from smtp_stack.users import hash_password
 
 # The command's options that are the server's own keys in `serve`'s file:
 # listen:, users: (and auth_methods:), the TLS keys, name:, log_format:.
-SERVERS_OWN = {'smtp', 'smtp_auth_accept_any', 'smtp_starttls', 'name', 'log_format'}
+# Mailpit's SMTP options are the server's keys too: users: (smtp_auth_file),
+# allow_insecure_auth:, the TLS keys, a listener's secure:, max_recipients:,
+# size: (max_message_size), disable_reverse_lookup:, log_level: (quiet); and
+# enable_chaos is accepted by the command only (chaos is always there).
+SERVERS_OWN = {'smtp', 'smtp_auth_accept_any', 'smtp_starttls', 'name', 'log_format',
+               'smtp_auth_file', 'smtp_auth_allow_insecure', 'smtp_tls_cert', 'smtp_tls_key',
+               'smtp_require_tls', 'smtp_max_recipients', 'max_message_size',
+               'smtp_disable_rdns', 'quiet', 'enable_chaos'}
 
 
 def command_options() -> set[str]:
@@ -60,6 +67,11 @@ def check(section, tmp_path):
     ('allow_internal_http_requests', 'yes', 'must be true or false'),
     ('relay_allowed_recipients', '([a-z', 'not a regular expression'),
     ('ui_auth_file', 'bad-users', 'expected name:hash'),
+    ('smtp_allowed_recipients', '([a-z', 'not a regular expression'),
+    ('smtp_require_starttls', 'yes', 'must be true or false'),
+    ('chaos_triggers', 'Sender:451', 'expected Sender, Recipient or Authentication'),
+    ('chaos_triggers', 'Recipient:200:5', 'between 400 and 599'),
+    ('max_messages', -1, 'must be an integer, 0 or more'),
 ])
 def test_a_bad_value_is_a_clear_error_naming_its_key(tmp_path, key, value, message):
     (tmp_path / 'bad-users').write_text('no colon here\n')
@@ -91,6 +103,8 @@ def test_good_values_are_read(tmp_path):
     ({'pop3_tls_implicit': True}, 'need pop3: HOST:PORT'),
     ({'relay_allowed_recipients': 'x'}, 'relay_allowed_recipients needs relay'),
     ({'mailbox_pattern': '*@example.com'}, 'mailbox_pattern needs mailboxes: by-recipient'),
+    ({'smtp_ignore_rejected_recipients': True},
+     'smtp_ignore_rejected_recipients needs smtp_allowed_recipients'),
 ])
 def test_the_rules_between_keys_fail_the_check_of_the_file(tmp_path, section, message):
     with pytest.raises(ConfigError) as raised:       # check-config and serve's first step
@@ -138,3 +152,35 @@ def test_a_section_with_mailboxes_and_pop3s_serves_them(tmp_path):
         pop3.pass_('pop pw')
         assert pop3.stat()[0] == 1 and b'Subject: alert: for ann' in pop3.retr(1)[1]
         pop3.quit()
+
+
+def test_a_section_with_mailpits_smtp_rules_applies_them(tmp_path):
+    """The recipient allowlist (taken and left out), STARTTLS required and
+    chaos from the start, as the command's options."""
+    config = parse({
+        'name': 'mx.test', 'disable_reverse_lookup': True,
+        'listen': [{'host': '127.0.0.1', 'port': 0}],
+        'inbox': {'db': 'caught.db', 'http': '127.0.0.1:0',
+                  'smtp_allowed_recipients': '^ok@', 'smtp_ignore_rejected_recipients': True,
+                  'smtp_require_starttls': True, 'chaos_triggers': 'Authentication:535:100'}},
+        str(tmp_path))
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with receiver_thread(config) as receiver:
+        delivery = receiver.delivery.target
+        smtp_at = receiver.servers[0].address[:2]
+        with smtplib.SMTP(*smtp_at, timeout=WAIT) as client:
+            client.ehlo('client.test')
+            assert client.mail('a@example.org') == (
+                530, b'5.7.0 Must issue a STARTTLS command first')
+            client.starttls(context=context)
+            assert client.sendmail('a@example.org', ['ok@example.com', 'no@example.com'],
+                                   make_mail(subject='section rules').as_string()) == {}
+        host, port = delivery.http_address[:2]
+        web = Http(f'http://{host}:{port}/')
+        [item] = web.json('GET', '/api/v1/messages')['messages']
+        assert item['Subject'] == 'section rules' and item['Bcc'] == [
+            {'Name': '', 'Address': 'ok@example.com'}]
+        assert web.json('GET', '/api/v1/chaos')['Authentication'] == {
+            'ErrorCode': 535, 'Probability': 100}
+        assert web.json('GET', '/api/v1/info')['RuntimeStats']['SMTPRejected'] == 1

@@ -50,14 +50,19 @@ from gevent.hub import Waiter, get_hub
 from .. import logs
 from ..delivery import CallableDelivery
 from ..events import queue_id
+from ..replies import Reply
 from .arrival import field_within
 from .database import Failed
+from .smtp_rules import ignored
 from .store_process import StoreProcess
 
 if TYPE_CHECKING:
     from ..session import Envelope, Session
     from .store import Store
 
+# A message none of whose recipients is allowed (--smtp-allowed-recipients),
+# taken all the same (--smtp-ignore-rejected-recipients): Mailpit drops it
+NOT_STORED = Reply(250, 'Ok: not stored, no recipient is allowed', '2.0.0')
 BATCH_MAX = 64          # messages one transaction takes at most: bounds a session's wait
 IDLE_SECONDS = 10.0     # a hub's thread ends after this long without mail
 SUBJECT_WITHIN = 16 << 10   # bytes of a message its verbose line looks at for the Subject
@@ -83,9 +88,12 @@ class Capture:
         self._processes: weakref.WeakKeyDictionary[Any, StoreProcess] = \
             weakref.WeakKeyDictionary()
 
-    def __call__(self, session: Session, envelope: Envelope, body: IO[bytes]) -> None:
+    def __call__(self, session: Session, envelope: Envelope, body: IO[bytes]) -> Reply | None:
         sender = envelope.mail_from.address if envelope.mail_from is not None else ''
-        recipients = [a.address for a in envelope.rcpt_to]
+        left_out = ignored(envelope)     # --smtp-ignore-rejected-recipients
+        recipients = [a.address for a in envelope.rcpt_to if a.address not in left_out]
+        if left_out and not recipients:     # every one was refused, and taken: Mailpit's 250
+            return NOT_STORED
         hub = get_hub_if_exists()
         told = queue_id(session) if self.verbose else None
         if self.store_process and hub is not None:

@@ -20,6 +20,7 @@ API can already delete every message (docs/decisions.md).
 """
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -88,6 +89,28 @@ class Chaos:
         if chance and self._roll(100) < chance:
             return code, stage.text
         return None
+
+
+# Mailpit's --chaos-triggers names for its triggers (any case)
+_TRIGGER_NAMES = {'sender': 'Sender', 'recipient': 'Recipient', 'recipients': 'Recipient',
+                  'auth': 'Authentication', 'authentication': 'Authentication'}
+_TRIGGER_TEXT = re.compile(r'([a-zA-Z]+):(\d{3}):(\d+)')
+
+
+def parse_triggers(text: str) -> dict[str, Any]:
+    """Mailpit's `--chaos-triggers "Sender:451:50,Recipient:550:10"` (name,
+    error code, probability in %) as the ChaosTriggers body `Chaos.set`
+    takes; a ChaosError (a ValueError) saying which item is wrong."""
+    body: dict[str, Any] = {}
+    for item in text.split(','):
+        match = _TRIGGER_TEXT.fullmatch(item.strip())
+        name = _TRIGGER_NAMES.get(match[1].lower()) if match else None
+        if match is None or name is None:
+            raise ChaosError(f'{item.strip()!r}: expected Sender, Recipient or '
+                             'Authentication:CODE:PROBABILITY')
+        body[name] = {'ErrorCode': int(match[2]), 'Probability': int(match[3])}
+    Chaos().set(body)       # the codes and probabilities checked as the API checks them
+    return body
 
 
 def _trigger(stage: Stage, value: object) -> tuple[int, int]:

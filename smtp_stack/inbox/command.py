@@ -8,6 +8,8 @@ real ports, when 0 was asked for), then runs until SIGTERM or Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from ..extras import needs_extra
@@ -49,15 +51,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         'inbox',
         help='catch all mail for development (SMTP :1025, web inbox and Mailpit API :8025)',
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--smtp', metavar='HOST:PORT', default='127.0.0.1:1025',
+    parser.add_argument('--smtp', '-s', metavar='HOST:PORT', default='127.0.0.1:1025',
                         help='SMTP listen address (default 127.0.0.1:1025; port 0 picks one)')
-    parser.add_argument('--http', metavar='HOST:PORT', default='127.0.0.1:8025',
+    parser.add_argument('--http', '--listen', '-l', metavar='HOST:PORT',
+                        default='127.0.0.1:8025',
                         help='web inbox and API listen address (default 127.0.0.1:8025)')
-    parser.add_argument('--db', metavar='FILE', default='inbox.db',
+    parser.add_argument('--db', '--database', '-d', metavar='FILE', default='inbox.db',
                         help='SQLite file the messages are kept in (default ./inbox.db)')
-    parser.add_argument('--max-messages', metavar='N', type=_positive, default=500,
+    parser.add_argument('--max-messages', '--max', '-m', metavar='N', type=_whole,
+                        default=500,
                         help='keep the newest N messages (of each mailbox), drop older ones '
-                             '(default 500)')
+                             '(default 500; 0: keep every message)')
     parser.add_argument('--max-age', metavar='AGE', type=_max_age,
                         help='delete messages older than AGE, in hours or days (12h, 7d), '
                              'checked every minute (default: kept until --max-messages)')
@@ -86,6 +90,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument('-v', '--verbose', action='store_true',
                         help='log each SMTP session and each message stored (its id, '
                              'envelope, size and subject), as Mailpit\'s --verbose')
+    parser.add_argument('-q', '--quiet', action='store_true',
+                        help='log errors only (default: warnings and errors)')
     parser.add_argument('--allow-internal-http-requests', action='store_true',
                         help='let the link check ask loopback, private and link-local '
                              'addresses (refused by default), as Mailpit')
@@ -94,6 +100,42 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                              'password, without TLS; default: no AUTH')
     parser.add_argument('--smtp-starttls', action='store_true',
                         help='offer STARTTLS with a self-signed certificate (default: off)')
+    parser.add_argument('--smtp-auth-file', metavar='FILE',
+                        help='offer AUTH (PLAIN, LOGIN) to these users only, and take no mail '
+                             'without it: "name:hash" lines as --ui-auth-file; needs TLS '
+                             'unless --smtp-auth-allow-insecure')
+    parser.add_argument('--smtp-auth-allow-insecure', action='store_true',
+                        help='let AUTH with --smtp-auth-file go without TLS')
+    parser.add_argument('--smtp-tls-cert', metavar='FILE',
+                        help='PEM certificate (chain) for SMTP: STARTTLS is offered with it '
+                             '(the key in it, or --smtp-tls-key)')
+    parser.add_argument('--smtp-tls-key', metavar='FILE',
+                        help='PEM private key for --smtp-tls-cert')
+    parser.add_argument('--smtp-require-starttls', action='store_true',
+                        help='no MAIL, RCPT, DATA or AUTH before STARTTLS (530)')
+    parser.add_argument('--smtp-require-tls', action='store_true',
+                        help='SMTP over TLS from the first byte (SMTPS, port 465\'s way)')
+    parser.add_argument('--smtp-max-recipients', metavar='N', type=_positive,
+                        help='recipients a message may have (default 1000); more get 452')
+    parser.add_argument('--max-message-size', metavar='MB', type=_whole,
+                        help='largest message taken, in MB (default 0: no limit); a larger '
+                             'one gets 552')
+    parser.add_argument('--smtp-allowed-recipients', metavar='REGEX',
+                        help='refuse (550) recipients this regular expression does not '
+                             'find (default: every recipient is taken)')
+    parser.add_argument('--smtp-ignore-rejected-recipients', action='store_true',
+                        help='answer 250 to the recipients --smtp-allowed-recipients refuses, '
+                             'and leave them out of the message stored (dropped if none is '
+                             'left)')
+    parser.add_argument('--smtp-disable-rdns', action='store_true',
+                        help='accepted for Mailpit\'s command lines: the client\'s name is '
+                             'never looked up in the DNS')
+    parser.add_argument('--chaos-triggers', metavar='TRIGGERS',
+                        help='chaos from the start, as PUT /api/v1/chaos later: '
+                             '"Sender:451:50,Recipient:550:10,Authentication:535:100"')
+    parser.add_argument('--enable-chaos', action='store_true',
+                        help='accepted for Mailpit\'s command lines: chaos is always there, '
+                             'every trigger at 0 %% until set')
     parser.add_argument('--ui-auth-file', metavar='FILE',
                         help='require HTTP basic auth for the web side and API; FILE has '
                              '"name:hash" lines, hashes made by: smtp-stack hash-password')
@@ -127,7 +169,55 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                         help='host name in the SMTP greeting and Received (default localhost)')
     add_log_format(parser)
     parser.set_defaults(func=run, parser=parser)
+    parser.set_defaults(**defaults_from_environment(parser, os.environ))
     return parser
+
+
+# Mailpit's environment variables, each the default of the option it names
+# (an option given on the command line wins, as in Mailpit).
+ENVIRONMENT = {
+    'smtp': 'MP_SMTP_BIND_ADDR', 'http': 'MP_UI_BIND_ADDR', 'db': 'MP_DATABASE',
+    'max_messages': 'MP_MAX_MESSAGES', 'max_age': 'MP_MAX_AGE',
+    'max_message_size': 'MP_MAX_MESSAGE_SIZE', 'verbose': 'MP_VERBOSE', 'quiet': 'MP_QUIET',
+    'webhook_url': 'MP_WEBHOOK_URL', 'webhook_limit': 'MP_WEBHOOK_LIMIT', 'tag': 'MP_TAG',
+    'tags_config': 'MP_TAGS_CONFIG', 'tags_disable': 'MP_TAGS_DISABLE',
+    'tags_username': 'MP_TAGS_USERNAME', 'enable_spamassassin': 'MP_ENABLE_SPAMASSASSIN',
+    'allow_internal_http_requests': 'MP_ALLOW_INTERNAL_HTTP_REQUESTS',
+    'ui_auth_file': 'MP_UI_AUTH_FILE', 'smtp_auth_file': 'MP_SMTP_AUTH_FILE',
+    'smtp_auth_accept_any': 'MP_SMTP_AUTH_ACCEPT_ANY',
+    'smtp_auth_allow_insecure': 'MP_SMTP_AUTH_ALLOW_INSECURE',
+    'smtp_tls_cert': 'MP_SMTP_TLS_CERT', 'smtp_tls_key': 'MP_SMTP_TLS_KEY',
+    'smtp_require_starttls': 'MP_SMTP_REQUIRE_STARTTLS',
+    'smtp_require_tls': 'MP_SMTP_REQUIRE_TLS', 'smtp_max_recipients': 'MP_SMTP_MAX_RECIPIENTS',
+    'smtp_allowed_recipients': 'MP_SMTP_ALLOWED_RECIPIENTS',
+    'smtp_ignore_rejected_recipients': 'MP_SMTP_IGNORE_REJECTED_RECIPIENTS',
+    'smtp_disable_rdns': 'MP_SMTP_DISABLE_RDNS',
+    'relay_allowed_recipients': 'MP_SMTP_RELAY_ALLOWED_RECIPIENTS',
+    'pop3': 'MP_POP3_BIND_ADDR', 'pop3_auth_file': 'MP_POP3_AUTH_FILE',
+    'pop3_tls_cert': 'MP_POP3_TLS_CERT', 'pop3_tls_key': 'MP_POP3_TLS_KEY',
+    'chaos_triggers': 'MP_CHAOS_TRIGGERS', 'enable_chaos': 'MP_ENABLE_CHAOS',
+}
+
+
+def defaults_from_environment(parser: argparse.ArgumentParser,
+                              environ: Mapping[str, str]) -> dict[str, Any]:
+    """The defaults Mailpit's MP_* variables in `environ` give: a switch is
+    on for 1, true or yes (any case), as Mailpit reads them; a value is
+    read as the option's own (a bad one is the option's error). The
+    relay is MP_SMTP_RELAY_HOST and MP_SMTP_RELAY_PORT (default 25)."""
+    found: dict[str, Any] = {}
+    for dest, name in ENVIRONMENT.items():
+        value = environ.get(name, '')
+        if not value:
+            continue
+        if isinstance(parser.get_default(dest), bool):
+            found[dest] = value.strip().lower() in ('1', 'true', 'yes')
+        else:
+            found[dest] = value         # argparse reads a str default with the option's type
+    relay_host = environ.get('MP_SMTP_RELAY_HOST', '')
+    if relay_host:
+        found['relay'] = f'{relay_host}:{environ.get("MP_SMTP_RELAY_PORT") or 25}'
+    return found
 
 
 def _positive(text: str) -> int:
@@ -137,6 +227,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
     if value < 1:
         raise argparse.ArgumentTypeError('must be 1 or more')
+    return value
+
+
+def _whole(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if value < 0:
+        raise argparse.ArgumentTypeError('must be 0 or more')
     return value
 
 
@@ -153,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
 
     with needs_extra('inbox', 'smtp-stack inbox'):     # wsproto, for the websocket
         from .app import load_users
+        from .chaos import parse_triggers
         from .mailboxes import Routing
         from .release import Relay, parse_hostport
         from .service import Inbox
@@ -162,9 +263,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         Routing.of(args.mailboxes, args.mailbox_pattern)
-        if args.mailboxes == 'by-user' and not args.smtp_auth_accept_any:
-            raise ValueError('--mailboxes by-user needs --smtp-auth-accept-any (without AUTH '
-                             'every message goes to the default mailbox)')
+        if args.mailboxes == 'by-user' and not (args.smtp_auth_accept_any
+                                                or args.smtp_auth_file):
+            raise ValueError('--mailboxes by-user needs --smtp-auth-accept-any or '
+                             '--smtp-auth-file (without AUTH every message goes to the '
+                             'default mailbox)')
         smtp = parse_hostport(args.smtp)
         http = parse_hostport(args.http)
         relay = Relay(*parse_hostport(args.relay), helo=args.name,
@@ -188,25 +291,35 @@ def run(args: argparse.Namespace) -> int:
     pop3 = _pop3_options(args)
     if isinstance(pop3, int):
         return pop3
+    smtp_options = _smtp_options(args)
+    if isinstance(smtp_options, int):
+        return smtp_options
+    try:
+        chaos = parse_triggers(args.chaos_triggers) if args.chaos_triggers else None
+    except ValueError as exc:
+        note(f'--chaos-triggers: {exc}')
+        return 2
     try:
         tagging = _tag_options(args)
     except (OSError, ValueError) as exc:
         note(f'tags: {exc}')
         return 2
-    setup_logging(None, log_format_of(args))
+    setup_logging('error' if args.quiet else None, log_format_of(args))
     try:
         inbox = Inbox(args.db, smtp=smtp, http=http, max_messages=args.max_messages,
-                      accept_any_auth=args.smtp_auth_accept_any, starttls=args.smtp_starttls,
+                      accept_any_auth=args.smtp_auth_accept_any,
                       users=users, relay=relay, name=args.name, max_age=args.max_age,
                       webhook_url=args.webhook_url, webhook_limit=args.webhook_limit,
                       spamassassin=args.enable_spamassassin, mailboxes=args.mailboxes,
                       mailbox_pattern=args.mailbox_pattern, store_process=args.store_process,
                       verbose=args.verbose, rspamd=args.enable_rspamd,
-                      **pop3, **tagging)
+                      **pop3, **tagging, **smtp_options)
     except Exception as exc:        # noqa: BLE001 - a bad --db path, a corrupt file
         note(f'cannot open {args.db}: {exc}')
         return 1
     inbox.app.link_checker.allow_internal = args.allow_internal_http_requests
+    if chaos is not None:
+        inbox.app.chaos.set(chaos)
     state = {'stopping': False}
 
     def stop(signame: str) -> None:
@@ -260,6 +373,78 @@ def _pop3_options(args: argparse.Namespace) -> dict[str, Any] | int:
     elif args.pop3_tls_key:
         note('--pop3-tls-key needs --pop3-tls-cert')
         return 2
+    return options
+
+
+def _smtp_options(args: argparse.Namespace) -> dict[str, Any] | int:
+    """Inbox keywords of Mailpit's SMTP options (AUTH users, TLS, limits,
+    recipients), or the exit status of a bad one; the combinations Mailpit
+    refuses are refused with its reasons."""
+    from ..tls import create_context
+    from .app import load_users
+
+    secure = args.smtp_require_tls
+    if args.quiet and args.verbose:
+        note('--quiet and --verbose: choose one')
+        return 2
+    if args.smtp_require_starttls and secure:
+        note('--smtp-require-starttls and --smtp-require-tls: TLS and STARTTLS cannot be '
+             'required together')
+        return 2
+    if (args.smtp_require_starttls or secure) and args.smtp_auth_allow_insecure:
+        note('TLS cannot be required with --smtp-auth-allow-insecure')
+        return 2
+    if args.smtp_auth_file and args.smtp_auth_accept_any:
+        note('--smtp-auth-file and --smtp-auth-accept-any: AUTH checks the users of the '
+             'file or accepts anyone, not both')
+        return 2
+    if args.smtp_tls_key and not args.smtp_tls_cert:
+        note('--smtp-tls-key needs --smtp-tls-cert')
+        return 2
+    if args.smtp_ignore_rejected_recipients and not args.smtp_allowed_recipients:
+        note('--smtp-ignore-rejected-recipients needs --smtp-allowed-recipients')
+        return 2
+    # STARTTLS when asked, or with a certificate, unless TLS is from the first
+    # byte; a certificate not given is a self-signed one (--smtp-starttls's)
+    starttls = not secure and (args.smtp_starttls or bool(args.smtp_tls_cert)
+                               or args.smtp_require_starttls)
+    if args.smtp_auth_file and not (starttls or secure or args.smtp_auth_allow_insecure):
+        note('--smtp-auth-file: authentication requires STARTTLS or TLS (--smtp-starttls, '
+             '--smtp-tls-cert or --smtp-require-tls); --smtp-auth-allow-insecure allows '
+             'it without')
+        return 2
+    options: dict[str, Any] = {
+        'starttls': starttls, 'require_starttls': args.smtp_require_starttls,
+        'allowed_recipients': args.smtp_allowed_recipients,
+        'ignore_rejected_recipients': args.smtp_ignore_rejected_recipients}
+    if args.smtp_auth_file:
+        try:
+            options['smtp_users'] = load_users(args.smtp_auth_file)
+        except (OSError, ValueError) as exc:
+            note(f'--smtp-auth-file: {exc}')
+            return 1
+        if not options['smtp_users']:
+            note(f'--smtp-auth-file: {args.smtp_auth_file} names no user')
+            return 1
+    if args.smtp_tls_cert:
+        try:
+            options['cert'] = _read(args.smtp_tls_cert)
+            if args.smtp_tls_key:
+                options['key'] = _read(args.smtp_tls_key)
+            create_context(options.get('key'), options['cert'])    # a bad pair: said now
+        except (OSError, ValueError) as exc:
+            note(f'--smtp-tls-cert: {exc}')
+            return 1
+    if secure:
+        options['secure'] = True
+    if args.smtp_auth_allow_insecure:
+        options['allow_insecure_auth'] = True
+    if args.smtp_max_recipients:
+        options['max_recipients'] = args.smtp_max_recipients
+    if args.max_message_size:
+        options['size'] = args.max_message_size << 20      # MB, as Mailpit counts them
+    if args.quiet:
+        options['log_level'] = 'error'
     return options
 
 

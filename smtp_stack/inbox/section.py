@@ -37,13 +37,14 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
-from ..params import BOOL, COUNT, EXISTING_FILE, Kind, Reader
+from ..params import BOOL, EXISTING_FILE, Kind, Reader
 from .app import load_users
-from .chaos import ChaosMiddleware
+from .chaos import ChaosMiddleware, parse_triggers
 from .mailboxes import MODES, OFF, Routing
 from .maxage import parse_max_age
 from .release import Relay, parse_hostport
 from .service import DEFAULT_HTTP, InboxParts
+from .smtp_rules import RecipientRule, RequireStarttls
 from .rspamd_check import RspamdChecker
 from .spamd import SpamdClient
 from .tags import load_tag_rules, parse_tag_rules, parse_tags_disable
@@ -51,7 +52,7 @@ from .webhook import LIMIT as WEBHOOK_LIMIT
 from .webhook import check_url
 
 if TYPE_CHECKING:
-    from ..middleware import Context, Next
+    from ..middleware import Context, Middleware, Next
     from ..server import SmtpServer
 
 
@@ -103,6 +104,12 @@ def _rate(value: Any, reader: Reader) -> float:
     return float(value)
 
 
+def _kept(value: Any, reader: Reader) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError
+    return value
+
+
 def _mode(value: Any, reader: Reader) -> str:
     if value is False:          # YAML reads a bare `off` as false
         return OFF
@@ -138,6 +145,7 @@ REGEX = Kind('a regular expression', _checked(_regex))
 AGE = Kind("a whole number of hours or days ('12h', '7d')", _checked(parse_max_age))
 URL = Kind('an http(s) URL', _checked(check_url))
 RATE = Kind('a number, 0 or more (0: no limit)', _rate)
+KEPT = Kind('an integer, 0 or more (0: every message)', _kept)
 TAG_RULES = Kind("tag rules ('tag1,tag2=query \"tag3=from:x@example.com\"')",
                  _checked(parse_tag_rules))
 TAGS_CONFIG = Kind('a file name (YAML tag rules)', _tags_config)
@@ -147,6 +155,7 @@ RSPAMD = Kind("http://HOST[:PORT] (rspamd's normal worker)", _checked(RspamdChec
 MAILBOXES = Kind(' or '.join(MODES), _mode)
 PATTERN = Kind("an address with one * ('test+*@example.com')",
                _checked(lambda text: Routing.of('by-recipient', text)))
+CHAOS = Kind("chaos triggers ('Sender:451:50,Recipient:550:10')", _checked(parse_triggers))
 
 
 class InboxDelivery:
@@ -154,7 +163,7 @@ class InboxDelivery:
 
     def __init__(self, db: Annotated[str, DB] = 'inbox.db',
                  http: Annotated[tuple[str, int], ADDRESS] = DEFAULT_HTTP,
-                 max_messages: Annotated[int, COUNT] = 500,
+                 max_messages: Annotated[int, KEPT] = 500,
                  ui_auth_file: Annotated[str | None, USERS_FILE] = None,
                  relay: Annotated[tuple[str, int] | None, ADDRESS] = None,
                  relay_allowed_recipients: Annotated[str | None, REGEX] = None,
@@ -176,10 +185,15 @@ class InboxDelivery:
                  pop3_tls_implicit: Annotated[bool, BOOL] = False,
                  allow_internal_http_requests: Annotated[bool, BOOL] = False,
                  store_process: Annotated[bool, BOOL] = True,
-                 verbose: Annotated[bool, BOOL] = False):
+                 verbose: Annotated[bool, BOOL] = False,
+                 smtp_allowed_recipients: Annotated[str | None, REGEX] = None,
+                 smtp_ignore_rejected_recipients: Annotated[bool, BOOL] = False,
+                 smtp_require_starttls: Annotated[bool, BOOL] = False,
+                 chaos_triggers: Annotated[str | None, CHAOS] = None):
         _between_keys(relay, relay_allowed_recipients, mailboxes, mailbox_pattern, pop3,
                       pop3_auth_file, pop3_tls_cert, pop3_tls_key, pop3_tls_implicit,
-                      enable_spamassassin, enable_rspamd)
+                      enable_spamassassin, enable_rspamd, smtp_allowed_recipients,
+                      smtp_ignore_rejected_recipients)
         pop3_users = load_users(pop3_auth_file) if pop3_auth_file else None
         if pop3 is not None and not pop3_users:
             raise ValueError(f'inbox: pop3_auth_file: {pop3_auth_file} names no user')
@@ -200,8 +214,18 @@ class InboxDelivery:
         self.store = self.parts.store
         self.app = self.parts.app
         self.app.link_checker.allow_internal = allow_internal_http_requests
-        self._deliver = self.parts.capture.delivery()
-        self.chaos = ChaosMiddleware(self.app.chaos)    # PUT /api/v1/chaos fails commands
+        if chaos_triggers:
+            self.app.chaos.set(parse_triggers(chaos_triggers))
+        # the chain the servers' commands go through, as `smtp-stack inbox`'s:
+        # STARTTLS first (if required), chaos (PUT /api/v1/chaos fails
+        # commands), the recipient allowlist, then the store
+        chain: list[Middleware] = [RequireStarttls()] if smtp_require_starttls else []
+        chain.append(ChaosMiddleware(self.app.chaos))
+        if smtp_allowed_recipients:
+            chain.append(RecipientRule(smtp_allowed_recipients, smtp_ignore_rejected_recipients,
+                                       self.parts.capture.stats))
+        chain.append(self.parts.capture.delivery())
+        self._chain = tuple(chain)
         self.web_address = http
         self._serving: set[SmtpServer] = set()     # the started servers it is registered on
 
@@ -211,7 +235,14 @@ class InboxDelivery:
         return self.parts.http
 
     def __call__(self, ctx: Context, next: Next) -> None:
-        self.chaos(ctx, lambda: self._deliver(ctx, next))
+        chain = self._chain
+
+        def level(at: int) -> None:
+            if at == len(chain):
+                next()
+            else:
+                chain[at](ctx, lambda: level(at + 1))
+        level(0)
 
     def describe(self) -> str:
         return describe({'db': self.store.path, 'http': self.http_address or self.web_address})
@@ -237,7 +268,9 @@ class InboxDelivery:
 def _between_keys(relay: object, relay_allowed_recipients: object, mailboxes: str,
                   mailbox_pattern: object, pop3: object, pop3_auth_file: object,
                   pop3_tls_cert: object, pop3_tls_key: object, pop3_tls_implicit: bool,
-                  enable_spamassassin: object = None, enable_rspamd: object = None) -> None:
+                  enable_spamassassin: object = None, enable_rspamd: object = None,
+                  smtp_allowed_recipients: object = None,
+                  smtp_ignore_rejected_recipients: object = False) -> None:
     """The rules between keys (each key alone was checked as the file was
     read), the command's rules in the section's words: ValueError."""
     problems = []
@@ -254,6 +287,8 @@ def _between_keys(relay: object, relay_allowed_recipients: object, mailboxes: st
         problems.append('pop3_tls_key needs pop3_tls_cert')
     if enable_spamassassin and enable_rspamd:
         problems.append('enable_spamassassin and enable_rspamd: choose one')
+    if smtp_ignore_rejected_recipients and not smtp_allowed_recipients:
+        problems.append('smtp_ignore_rejected_recipients needs smtp_allowed_recipients')
     if problems:
         raise ValueError('inbox: ' + '; '.join(problems))
 
@@ -265,7 +300,9 @@ def check_between_keys(spec: Mapping[str, Any]) -> None:
                   spec.get('mailboxes', OFF), spec.get('mailbox_pattern'), spec.get('pop3'),
                   spec.get('pop3_auth_file'), spec.get('pop3_tls_cert'),
                   spec.get('pop3_tls_key'), bool(spec.get('pop3_tls_implicit', False)),
-                  spec.get('enable_spamassassin'), spec.get('enable_rspamd'))
+                  spec.get('enable_spamassassin'), spec.get('enable_rspamd'),
+                  spec.get('smtp_allowed_recipients'),
+                  bool(spec.get('smtp_ignore_rejected_recipients', False)))
 
 
 def _pop3_tls(cert: str | None, key: str | None) -> Any:

@@ -11,19 +11,22 @@ thread pool (`offload`).
 SMTP defaults suit a development catcher, as Mailpit's do: no AUTH
 (a client that tries gets 502) unless `accept_any_auth`, which takes any
 user name and password over PLAIN, LOGIN or CRAM-MD5 (and records the
-name); no STARTTLS unless `starttls` (a self-signed certificate is then
+name), or `smtp_users` (Mailpit's --smtp-auth-file: those users, over
+PLAIN or LOGIN, and no mail without AUTH); no STARTTLS unless `starttls`
+(with the `key`/`cert` server options, or a self-signed certificate
 generated at start); no limit on the messages of one connection
 (SmtpServer's `max_messages` is 0: Mailpit's SMTP server, a fork of
 mhale/smtpd, has none, and a test suite may send thousands in one
 session). Mailboxes by user need that AUTH: without it every message
-would go to the default mailbox, so the two are asked together.
+would go to the default mailbox, so the two are asked together. Mailpit's
+recipient allowlist and STARTTLS requirement are smtp_rules.py's.
 """
 from __future__ import annotations
 
 import ipaddress
 import os
 import ssl
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -33,6 +36,7 @@ from .. import logs
 from ..options import LogLevels
 from ..server import SmtpServer, hostport
 from ..tls import create_context
+from ..users import User, Users
 from .app import InboxApp
 from .capture import Capture
 from .chaos import ChaosMiddleware
@@ -41,6 +45,7 @@ from .maxage import AgePruner
 from .mailboxes import BY_USER, OFF, Routing
 from .pop3_server import Pop3Server
 from .rspamd_check import RspamdChecker
+from .smtp_rules import RecipientRule, RequireStarttls
 from .spamd import SpamdClient
 from .store import Store
 from .webhook import LIMIT as WEBHOOK_LIMIT
@@ -190,7 +195,8 @@ class InboxParts:
 
     def kept(self) -> str:
         """'newest 500 kept' (per mailbox, and how, with mailboxes)."""
-        kept = f'newest {self.store.max_messages} kept'
+        kept = (f'newest {self.store.max_messages} kept' if self.store.max_messages
+                else 'every message kept')
         if self.store.routing.on:
             kept += f' per mailbox, mailboxes {self.store.routing.mode}'
         return kept
@@ -212,10 +218,23 @@ class Inbox(InboxParts):
                  tags_username: bool = False, spamassassin: str | None = None,
                  mailboxes: str = OFF, mailbox_pattern: str | None = None,
                  store_process: bool = True, verbose: bool = False, rspamd: str | None = None,
+                 smtp_users: Mapping[str, str] | None = None,
+                 allowed_recipients: str | None = None,
+                 ignore_rejected_recipients: bool = False, require_starttls: bool = False,
                  **server_options: Any):
-        if mailboxes == BY_USER and not accept_any_auth:
-            raise ValueError('mailboxes by-user need SMTP AUTH (--smtp-auth-accept-any): '
-                             'without it every message goes to the default mailbox')
+        if mailboxes == BY_USER and not (accept_any_auth or smtp_users):
+            raise ValueError('mailboxes by-user need SMTP AUTH (--smtp-auth-accept-any or '
+                             '--smtp-auth-file): without it every message goes to the '
+                             'default mailbox')
+        if accept_any_auth and smtp_users:
+            raise ValueError('SMTP AUTH checks the users of --smtp-auth-file or accepts '
+                             'anyone (--smtp-auth-accept-any), not both')
+        if require_starttls and not starttls:
+            raise ValueError('STARTTLS cannot be required without STARTTLS '
+                             '(--smtp-starttls or --smtp-tls-cert)')
+        # before anything is opened: a bad expression is a ValueError saying why
+        recipient_rule = (RecipientRule(allowed_recipients, ignore_rejected_recipients)
+                          if allowed_recipients else None)
         super().__init__(db, http=http, max_messages=max_messages, mailboxes=mailboxes,
                          mailbox_pattern=mailbox_pattern, users=users, relay=relay, name=name,
                          pop3=pop3, pop3_users=pop3_users, pop3_tls=pop3_tls,
@@ -226,7 +245,7 @@ class Inbox(InboxParts):
                          spamassassin=spamassassin, store_process=store_process,
                          verbose=verbose, rspamd=rspamd)
         disabled = list(server_options.pop('disabled_commands', ()))
-        if not accept_any_auth:
+        if not (accept_any_auth or smtp_users):
             disabled.append('AUTH')
         if not starttls:
             disabled.append('STARTTLS')
@@ -237,10 +256,23 @@ class Inbox(InboxParts):
             server_options.setdefault('auth_methods', ['PLAIN', 'LOGIN', 'CRAM-MD5'])
             server_options.setdefault('allow_insecure_auth', True)
             server_options.setdefault('on_auth', _anyone)
+        elif smtp_users:
+            # Mailpit's --smtp-auth-file: those users only, and no mail without
+            # AUTH (its AuthRequired); over TLS unless allow_insecure_auth
+            server_options.setdefault('auth_methods', ['PLAIN', 'LOGIN'])
+            server_options.setdefault('auth_optional', False)
+            server_options.setdefault('on_auth', Users(
+                User(user, password_hash=hashed) for user, hashed in smtp_users.items()
+            ).on_auth)
         # `max_messages` above is the store's; the server's per connection is off
         self.smtp = SmtpServer(name=name, disabled_commands=disabled, max_messages=0,
                                **server_options)
+        if require_starttls:            # Mailpit's --smtp-require-starttls
+            self.smtp.use(RequireStarttls())
         self.smtp.use(ChaosMiddleware(self.app.chaos))     # PUT /api/v1/chaos fails commands
+        if recipient_rule is not None:  # Mailpit's --smtp-allowed-recipients
+            recipient_rule.stats = self.capture.stats
+            self.smtp.use(recipient_rule)
         self.smtp.use(self.capture.delivery())
         self._smtp_at = smtp
 

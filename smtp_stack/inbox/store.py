@@ -94,11 +94,11 @@ class Store:
     """The messages of one inbox file."""
 
     def __init__(self, path: str, max_messages: int = 500, routing: Routing | None = None):
-        if max_messages < 1:
-            raise ValueError('max_messages must be 1 or more')
+        if max_messages < 0:
+            raise ValueError('max_messages must be 0 (keep every message) or more')
         self.database = Database(path)
         self.path = self.database.path
-        self.max_messages = max_messages        # per mailbox
+        self.max_messages = max_messages        # per mailbox; 0: no limit (Mailpit's --max 0)
         self.routing = routing or Routing()     # which mailboxes a new message goes to
         self.deleted = 0                # messages deleted or pruned since start
         # tagging on arrival (tags.py): rules, Mailpit's --tags-disable and --tags-username
@@ -224,6 +224,8 @@ class Store:
     def _prune(self, tx: Transaction, box: str) -> None:
         """Delete the oldest messages of `box` beyond max_messages (its count
         is kept by the schema's triggers, so nothing is counted here)."""
+        if not self.max_messages:
+            return
         row = tx.db.execute('SELECT total FROM mailbox_counts WHERE mailbox = ?',
                             (box,)).fetchone()
         over = (row[0] if row else 0) - self.max_messages

@@ -1,0 +1,308 @@
+"""Mailpit's SMTP options of `smtp-stack inbox`, over real sockets: the users
+file (AUTH required, over TLS), a certificate of one's own, STARTTLS or
+TLS required, the recipient allowlist (refused, or taken and left out),
+recipients and size limits, chaos from the start, Mailpit's environment
+variables and short option names, and the combinations Mailpit refuses."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import smtplib
+import ssl
+import sys
+
+import pytest
+
+from clirunner import Process, smtp_stack
+from inbox_helpers import Http, InboxThread, make_mail
+from smtp_stack.cli import build_parser
+from smtp_stack.inbox.command import ENVIRONMENT, add_parser, defaults_from_environment
+from smtp_stack.testing_tls import loopback_certificates
+from smtp_stack.users import hash_password
+from test_inbox_cli import LINE
+
+PASSWORD = 'secret pw'
+
+
+class InboxProcess(Process):
+    """`smtp-stack inbox` on free ports, with these arguments and variables."""
+
+    def __init__(self, cwd, *args, env=None):
+        super().__init__([sys.executable, '-m', 'smtp_stack', 'inbox', '--smtp', '127.0.0.1:0',
+                          '--http', '127.0.0.1:0', *args], cwd, env=env)
+        try:
+            match = self.wait_line(LINE.pattern, 'stdout')
+        except AssertionError:
+            self.close()
+            raise
+        self.line = match.string
+        self.smtp = (match[1], int(match[2]))
+        self.url = match[3]
+
+
+@pytest.fixture(scope='module')
+def users_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp('users') / 'smtp-users'
+    path.write_text(f'dev:{hash_password(PASSWORD, "pbkdf2-sha256")}\n')
+    return path
+
+
+@pytest.fixture(scope='module')
+def tls_files(tmp_path_factory):
+    """The loopback certificate (signed by the test CA) and its key, as files."""
+    made = loopback_certificates()
+    folder = tmp_path_factory.mktemp('tls')
+    (folder / 'cert.pem').write_bytes(made.cert_pem)
+    (folder / 'key.pem').write_bytes(made.key_pem)
+    return folder / 'cert.pem', folder / 'key.pem', made
+
+
+def verifying_context(made) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=made.ca_file)
+    return context
+
+
+def unverified_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def stored(url):
+    return Http(url).json('GET', '/api/v1/messages')['messages']
+
+
+# -- the users file, and a certificate of one's own ---------------------------------
+
+
+def test_auth_file_users_only_over_starttls_with_the_given_certificate(tmp_path, users_file,
+                                                                       tls_files):
+    cert, key, made = tls_files
+    proc = InboxProcess(tmp_path, '--smtp-auth-file', str(users_file),
+                        '--smtp-tls-cert', str(cert), '--smtp-tls-key', str(key))
+    try:
+        with smtplib.SMTP(*proc.smtp, timeout=10) as client:
+            client.ehlo('client.test')
+            assert client.has_extn('starttls') and not client.has_extn('auth')
+            # no mail without AUTH (Mailpit's AuthRequired), no AUTH before TLS
+            assert client.mail('a@example.com')[0] == 530
+            client.starttls(context=verifying_context(made))     # our certificate, verified
+            der = client.sock.getpeercert(binary_form=True)
+            assert hashlib.sha256(der).digest() == hashlib.sha256(
+                ssl.PEM_cert_to_DER_cert(made.cert_pem.decode())).digest()
+            client.ehlo('client.test')
+            assert client.has_extn('auth')
+            with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+                client.login('dev', 'wrong')
+            assert refused.value.smtp_code == 535
+            client.login('dev', PASSWORD)
+            client.send_message(make_mail(subject='with a login'))
+        [item] = stored(proc.url)
+        assert (item['Subject'], item['Username']) == ('with a login', 'dev')
+    finally:
+        proc.close()
+
+
+def test_auth_file_without_tls_when_allowed_insecure(tmp_path, users_file):
+    proc = InboxProcess(tmp_path, '--smtp-auth-file', str(users_file),
+                        '--smtp-auth-allow-insecure')
+    try:
+        with smtplib.SMTP(*proc.smtp, timeout=10) as client:
+            client.ehlo('client.test')
+            assert client.has_extn('auth') and not client.has_extn('starttls')
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                client.login('nobody', PASSWORD)        # a name not in the file
+            client.login('dev', PASSWORD)
+            client.send_message(make_mail(subject='plain login'))
+        assert [m['Username'] for m in stored(proc.url)] == ['dev']
+    finally:
+        proc.close()
+
+
+def test_require_tls_is_smtps_from_the_first_byte(tmp_path, tls_files):
+    cert, key, made = tls_files
+    proc = InboxProcess(tmp_path, '--smtp-require-tls', '--smtp-tls-cert', str(cert),
+                        '--smtp-tls-key', str(key))
+    try:
+        with smtplib.SMTP_SSL(*proc.smtp, timeout=10,
+                              context=verifying_context(made)) as client:
+            client.ehlo('client.test')
+            assert not client.has_extn('starttls')
+            client.send_message(make_mail(subject='over smtps'))
+        with pytest.raises((smtplib.SMTPException, OSError)):
+            with smtplib.SMTP(*proc.smtp, timeout=3) as client:     # plain: no greeting
+                client.ehlo('client.test')
+        assert [m['Subject'] for m in stored(proc.url)] == ['over smtps']
+    finally:
+        proc.close()
+
+
+def test_require_starttls_with_a_self_signed_certificate(tmp_path):
+    proc = InboxProcess(tmp_path, '--smtp-require-starttls')
+    try:
+        with smtplib.SMTP(*proc.smtp, timeout=10) as client:
+            client.ehlo('client.test')
+            code, text = client.mail('a@example.com')
+            assert (code, text) == (530, b'5.7.0 Must issue a STARTTLS command first')
+            assert client.rcpt('b@example.com')[0] == 530
+            client.starttls(context=unverified_context())
+            client.ehlo('client.test')
+            client.send_message(make_mail(subject='after starttls'))
+        assert [m['Subject'] for m in stored(proc.url)] == ['after starttls']
+    finally:
+        proc.close()
+
+
+# -- recipients --------------------------------------------------------------------------
+
+
+def test_allowed_recipients_refuse_others_and_count_them(tmp_path):
+    with InboxThread(tmp_path / 'in.db', allowed_recipients=r'@example\.com$').start() as box:
+        with smtplib.SMTP(*box.smtp, timeout=10) as client:
+            client.ehlo('client.test')
+            client.mail('a@example.org')
+            assert client.rcpt('ok@example.com')[0] == 250
+            code, text = client.rcpt('else@example.net')
+            assert (code, text) == (550, b'5.1.0 Requested action not taken: '
+                                         b'mailbox unavailable')
+            assert client.data(make_mail(subject='allowed', to='ok@example.com').as_string())[0] == 250
+        http = Http(box.url)
+        [item] = http.json('GET', '/api/v1/messages')['messages']
+        assert item['Subject'] == 'allowed'
+        assert [a['Address'] for a in item['To']] == ['ok@example.com'] and item['Bcc'] is None
+        assert http.json('GET', '/api/v1/info')['RuntimeStats']['SMTPRejected'] == 1
+
+
+def test_ignored_recipients_get_250_and_are_left_out(tmp_path):
+    with InboxThread(tmp_path / 'in.db', allowed_recipients='^ok@',
+                     ignore_rejected_recipients=True).start() as box:
+        with smtplib.SMTP(*box.smtp, timeout=10) as client:
+            refused = client.sendmail('a@example.org', ['ok@example.com', 'hidden@example.com'],
+                                      make_mail(subject='one of two', to='ok@example.com')
+                                      .as_string())
+            assert refused == {}
+            # none allowed: taken with 250, and not stored (Mailpit drops it)
+            client.mail('a@example.org')
+            assert client.rcpt('nobody@example.com')[0] == 250
+            code, text = client.data(make_mail(subject='nobody').as_string())
+            assert code == 250 and b'not stored' in text
+        http = Http(box.url)
+        [item] = http.json('GET', '/api/v1/messages')['messages']
+        assert item['Subject'] == 'one of two'
+        assert item['Bcc'] is None          # the ignored recipient is named nowhere
+        raw = http.request('GET', f'/api/v1/message/{item["ID"]}/raw').body
+        assert b'hidden@example.com' not in raw
+        assert http.json('GET', '/api/v1/info')['RuntimeStats']['SMTPRejected'] == 2
+
+
+def test_recipient_and_size_limits(tmp_path):
+    proc = InboxProcess(tmp_path, '--smtp-max-recipients', '2', '--max-message-size', '1')
+    try:
+        with smtplib.SMTP(*proc.smtp, timeout=10) as client:
+            client.ehlo('client.test')
+            assert client.esmtp_features['size'] == str(1 << 20)
+            client.mail('a@example.org')
+            assert [client.rcpt(f'r{i}@example.com')[0] for i in range(3)] == [250, 250, 452]
+            client.rset()
+            big = make_mail(subject='too big', text=('x' * 998 + '\n') * 1100)
+            with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+                client.send_message(big)        # SIZE= says it at MAIL
+            assert refused.value.smtp_code == 552
+        assert stored(proc.url) == []
+    finally:
+        proc.close()
+
+
+# -- chaos, environment, names -----------------------------------------------------------
+
+
+def test_chaos_triggers_from_the_start(tmp_path):
+    proc = InboxProcess(tmp_path, '--chaos-triggers', 'Sender:451:100,recipient:550:0')
+    try:
+        with smtplib.SMTP(*proc.smtp, timeout=10) as client:
+            client.ehlo('client.test')
+            assert client.mail('a@example.org') == (451, b'4.3.0 Chaos sender error')
+        triggers = Http(proc.url).json('GET', '/api/v1/chaos')
+        assert triggers['Sender'] == {'ErrorCode': 451, 'Probability': 100}
+        assert triggers['Recipient'] == {'ErrorCode': 550, 'Probability': 0}
+    finally:
+        proc.close()
+
+
+def test_mailpits_environment_variables(tmp_path):
+    """A docker-compose file written for Mailpit, its variables as they are."""
+    proc = InboxProcess(tmp_path, env={
+        'MP_DATABASE': 'from-env.db', 'MP_MAX_MESSAGES': '2', 'MP_SMTP_AUTH_ACCEPT_ANY': 'true',
+        'MP_SMTP_AUTH_ALLOW_INSECURE': '1', 'MP_SMTP_ALLOWED_RECIPIENTS': '@example\\.com$',
+        'MP_TAG': 'env=subject:tagged', 'MP_VERBOSE': 'no'})
+    try:
+        assert 'from-env.db' in proc.line and 'newest 2 kept' in proc.line
+        with smtplib.SMTP(*proc.smtp, timeout=10) as client:
+            client.login('envuser', 'x')
+            assert client.sendmail('a@example.org', ['x@example.com', 'y@example.net'],
+                                   make_mail(subject='tagged').as_string()) == {
+                'y@example.net': (550, b'5.1.0 Requested action not taken: mailbox unavailable')}
+        [item] = stored(proc.url)
+        assert (item['Username'], item['Tags']) == ('envuser', ['env'])
+    finally:
+        proc.close()
+    assert (tmp_path / 'from-env.db').exists()
+
+
+def test_an_option_given_wins_over_its_variable():
+    parser = argparse.ArgumentParser()
+    inbox = add_parser(parser.add_subparsers())
+    found = defaults_from_environment(inbox, {'MP_MAX_MESSAGES': '7', 'MP_QUIET': 'Yes',
+                                              'MP_SMTP_RELAY_HOST': 'relay.test',
+                                              'MP_VERBOSE': 'off', 'MP_DATABASE': ''})
+    assert found == {'max_messages': '7', 'quiet': True, 'verbose': False,
+                     'relay': 'relay.test:25'}
+    inbox.set_defaults(**found)
+    args = parser.parse_args(['inbox'])
+    assert (args.max_messages, args.quiet, args.relay) == (7, True, 'relay.test:25')
+    assert parser.parse_args(['inbox', '--max', '9']).max_messages == 9
+    assert set(ENVIRONMENT) <= set(vars(args))      # every variable names an option
+
+
+def test_mailpits_short_and_long_names():
+    args = build_parser().parse_args(['inbox', '-d', 'a.db', '-l', '127.0.0.1:1', '-m', '0',
+                                      '-s', '127.0.0.1:2', '--database', 'b.db'])
+    assert (args.db, args.http, args.max_messages, args.smtp) == (
+        'b.db', '127.0.0.1:1', 0, '127.0.0.1:2')
+
+
+def test_max_zero_keeps_every_message(tmp_path):
+    with InboxThread(tmp_path / 'in.db', max_messages=0).start() as box:
+        for i in range(3):
+            with smtplib.SMTP(*box.smtp, timeout=10) as client:
+                client.send_message(make_mail(subject=f'kept {i}'))
+        assert len(Http(box.url).json('GET', '/api/v1/messages')['messages']) == 3
+        assert 'every message kept' in box.inbox.describe()
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--smtp-require-tls', '--smtp-require-starttls'], 'cannot be required together'),
+    (['--smtp-require-starttls', '--smtp-auth-allow-insecure'], 'TLS cannot be required'),
+    (['--smtp-auth-file', 'f', '--smtp-auth-accept-any'], 'not both'),
+    (['--smtp-auth-file', 'f'], 'authentication requires STARTTLS or TLS'),
+    (['--smtp-tls-key', 'k.pem'], '--smtp-tls-key needs --smtp-tls-cert'),
+    (['--smtp-ignore-rejected-recipients'], 'needs --smtp-allowed-recipients'),
+    (['--smtp-allowed-recipients', '(unclosed'], 'missing ), unterminated subpattern'),
+    (['--chaos-triggers', 'Sender:451'], 'expected Sender, Recipient or Authentication'),
+    (['--chaos-triggers', 'Sender:600:5'], 'between 400 and 599'),
+    (['--quiet', '--verbose'], 'choose one'),
+    (['--max-message-size', '-1'], 'must be 0 or more'),
+])
+def test_combinations_mailpit_refuses(tmp_path, args, message):
+    result = smtp_stack('inbox', '--smtp', '127.0.0.1:0', '--http', '127.0.0.1:0', *args,
+                        cwd=tmp_path)
+    assert result.returncode in (1, 2), result
+    assert message in result.stderr, result.stderr
+
+
+def test_a_bad_certificate_file_is_said_at_start(tmp_path):
+    (tmp_path / 'cert.pem').write_text('not a certificate\n')
+    result = smtp_stack('inbox', '--smtp', '127.0.0.1:0', '--http', '127.0.0.1:0',
+                        '--smtp-tls-cert', 'cert.pem', cwd=tmp_path)
+    assert result.returncode == 1 and '--smtp-tls-cert' in result.stderr
