@@ -18,7 +18,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from . import logs
 
@@ -65,14 +65,15 @@ class _Only(logging.Filter):
 _cli = logging.getLogger(CLI_LOGGER)
 
 
-def setup_logging(level: object, log_format: str = 'text') -> None:
-    """Log records to stderr at `level` (a log_level option's value; None:
-    INFO) in `log_format` ('text' or 'json'), one line each; the command's
-    own lines too, the start-up line on stdout. Called again (SIGHUP), it
-    replaces what it set up."""
+def setup_logging(level: object, log_format: str = 'text',
+                  stream: IO[str] | None = None) -> None:
+    """Log records to stderr (or `stream`) at `level` (a log_level option's
+    value; None: INFO) in `log_format` ('text' or 'json'), one line each;
+    the command's own lines to stderr, the start-up line on stdout. Called
+    again (SIGHUP), it replaces what it set up."""
     from .options import OPTIONS
     value = OPTIONS['log_level'][1](level) if level is not None else logging.INFO
-    logs.install(min(int(value), logging.CRITICAL), log_format)
+    logs.install(min(int(value), logging.CRITICAL), log_format, stream)
     for old in list(_cli.handlers):
         _cli.removeHandler(old)
     for stream, ready in ((sys.stderr, False), (sys.stdout, True)):

@@ -275,6 +275,16 @@ def test_mark_all_read_and_delete_all_or_the_matches(browser, inbox):
     assert by_subject(inbox) == {}
 
 
+def test_the_delete_all_button_hidden(browser, tmp_path):
+    """--hide-delete-all-button (Mailpit's): the page has no Delete all."""
+    with InboxThread(tmp_path / 'inbox.db', hide_delete_all_button=True) as inbox:
+        send(inbox.smtp, subject='kept')
+        open_page(browser, inbox.url, ['kept'])
+        wait(browser, lambda d: not d.find_element(By.ID, 'delete-all').is_displayed(),
+             'Delete all hidden')
+        assert browser.find_element(By.ID, 'mark-all-read').is_displayed()
+
+
 # -- tags -----------------------------------------------------------------------------------------
 
 def test_tags_shown_filtered_added_removed_renamed_deleted(browser, inbox):

@@ -27,7 +27,9 @@ from smtp_stack.users import hash_password
 SERVERS_OWN = {'smtp', 'smtp_auth_accept_any', 'smtp_starttls', 'name', 'log_format',
                'smtp_auth_file', 'smtp_auth_allow_insecure', 'smtp_tls_cert', 'smtp_tls_key',
                'smtp_require_tls', 'smtp_max_recipients', 'max_message_size',
-               'smtp_disable_rdns', 'quiet', 'enable_chaos'}
+               'smtp_disable_rdns', 'quiet', 'enable_chaos',
+               # serve logs to stderr (journald, docs/operating.md): no log file
+               'log_file'}
 
 
 def command_options() -> set[str]:

@@ -1,8 +1,10 @@
-"""Mailpit's SMTP options of `smtp-stack inbox`, over real sockets: the users
-file (AUTH required, over TLS), a certificate of one's own, STARTTLS or
-TLS required, the recipient allowlist (refused, or taken and left out),
-recipients and size limits, chaos from the start, Mailpit's environment
-variables and short option names, and the combinations Mailpit refuses."""
+"""Mailpit's command-line flags of `smtp-stack inbox`, over real sockets: the
+SMTP ones (the users file with AUTH required over TLS, a certificate of
+one's own, STARTTLS or TLS required, the recipient allowlist refused or
+taken and left out, recipients and size limits), chaos from the start,
+message dates as arrival times, title-cased tags, the log file, Mailpit's
+environment variables and short option names, and the combinations
+Mailpit refuses."""
 from __future__ import annotations
 
 import argparse
@@ -10,13 +12,16 @@ import hashlib
 import smtplib
 import ssl
 import sys
+import time
 
 import pytest
 
 from clirunner import Process, smtp_stack
-from inbox_helpers import Http, InboxThread, make_mail
+from conftest import wait_until
+from inbox_helpers import WAIT, Http, InboxThread, make_mail
 from smtp_stack.cli import build_parser
 from smtp_stack.inbox.command import ENVIRONMENT, add_parser, defaults_from_environment
+from smtp_stack.inbox.tags import parse_tag_rules
 from smtp_stack.testing_tls import loopback_certificates
 from smtp_stack.users import hash_password
 from test_inbox_cli import LINE
@@ -158,7 +163,7 @@ def test_require_starttls_with_a_self_signed_certificate(tmp_path):
 
 
 def test_allowed_recipients_refuse_others_and_count_them(tmp_path):
-    with InboxThread(tmp_path / 'in.db', allowed_recipients=r'@example\.com$').start() as box:
+    with InboxThread(tmp_path / 'in.db', allowed_recipients=r'@example\.com$') as box:
         with smtplib.SMTP(*box.smtp, timeout=10) as client:
             client.ehlo('client.test')
             client.mail('a@example.org')
@@ -176,7 +181,7 @@ def test_allowed_recipients_refuse_others_and_count_them(tmp_path):
 
 def test_ignored_recipients_get_250_and_are_left_out(tmp_path):
     with InboxThread(tmp_path / 'in.db', allowed_recipients='^ok@',
-                     ignore_rejected_recipients=True).start() as box:
+                     ignore_rejected_recipients=True) as box:
         with smtplib.SMTP(*box.smtp, timeout=10) as client:
             refused = client.sendmail('a@example.org', ['ok@example.com', 'hidden@example.com'],
                                       make_mail(subject='one of two', to='ok@example.com')
@@ -273,7 +278,7 @@ def test_mailpits_short_and_long_names():
 
 
 def test_max_zero_keeps_every_message(tmp_path):
-    with InboxThread(tmp_path / 'in.db', max_messages=0).start() as box:
+    with InboxThread(tmp_path / 'in.db', max_messages=0) as box:
         for i in range(3):
             with smtplib.SMTP(*box.smtp, timeout=10) as client:
                 client.send_message(make_mail(subject=f'kept {i}'))
@@ -306,3 +311,56 @@ def test_a_bad_certificate_file_is_said_at_start(tmp_path):
     result = smtp_stack('inbox', '--smtp', '127.0.0.1:0', '--http', '127.0.0.1:0',
                         '--smtp-tls-cert', 'cert.pem', cwd=tmp_path)
     assert result.returncode == 1 and '--smtp-tls-cert' in result.stderr
+
+
+# -- the store's and the page's flags -----------------------------------------------------
+
+
+def test_message_dates_as_arrival_times(tmp_path):
+    """--use-message-dates: Created is the Date field's moment (the store
+    process reads it too), or the arrival when there is none."""
+    with InboxThread(tmp_path / 'in.db', use_message_dates=True) as box:
+        dated = make_mail(subject='dated', extra_headers={
+            'Date': 'Tue, 03 Feb 2026 10:00:00 +0100'})
+        undated = make_mail(subject='undated')
+        with smtplib.SMTP(*box.smtp, timeout=10) as client:
+            client.send_message(dated)
+            client.sendmail('a@example.org', ['b@example.com'],
+                            undated.as_string().replace('Date:', 'X-Old-Date:'))
+        items = {m['Subject']: m for m in Http(box.url).json('GET', '/api/v1/messages')[
+            'messages']}
+        assert items['dated']['Created'] == '2026-02-03T09:00:00.000Z'
+        assert items['undated']['Created'].startswith(
+            time.strftime('%Y-%m-%d', time.gmtime()))
+
+
+def test_title_cased_tags(tmp_path):
+    with InboxThread(tmp_path / 'in.db', tags_title_case=True,
+                     tag_rules=parse_tag_rules('kept-as-is=subject:tags')) as box:
+        msg = make_mail(subject='tags', to='ann+sign.up@example.com',
+                        extra_headers={'X-Tags': 'needs review, urgent,2fa-codes'})
+        with smtplib.SMTP(*box.smtp, timeout=10) as client:
+            client.send_message(msg)
+        [item] = Http(box.url).json('GET', '/api/v1/messages')['messages']
+        assert item['Tags'] == ['2fa-Codes', 'kept-as-is', 'Needs Review', 'Sign.up',
+                                'Urgent']
+
+
+def test_the_log_file_takes_the_log(tmp_path):
+    proc = InboxProcess(tmp_path, '--verbose', '--log-file', 'inbox.log')
+    try:
+        with smtplib.SMTP(*proc.smtp, timeout=10) as client:
+            client.send_message(make_mail(subject='logged'))
+        log = tmp_path / 'inbox.log'
+        assert wait_until(lambda: 'stored in the inbox' in log.read_text(), WAIT)
+        assert 'subject="logged"' in log.read_text()
+    finally:
+        proc.close()
+    assert 'stored in the inbox' not in ''.join(proc.seen['stderr'])
+
+
+def test_the_delete_all_button_hidden_says_so(tmp_path):
+    with InboxThread(tmp_path / 'in.db', hide_delete_all_button=True) as box:
+        assert Http(box.url).json('GET', '/api/v1/webui')['HideDeleteAllButton'] is True
+    with InboxThread(tmp_path / 'in.db') as box:
+        assert Http(box.url).json('GET', '/api/v1/webui')['HideDeleteAllButton'] is False

@@ -154,3 +154,15 @@ def test_the_command_checks_the_url(tmp_path):
     result = smtp_stack('inbox', '--smtp', '127.0.0.1:0', '--http', '127.0.0.1:0',
                         '--webhook-url', 'ftp://x/', cwd=tmp_path)
     assert result.returncode == 2 and 'not an http(s) URL' in result.stderr
+
+
+def test_the_delay_holds_each_request_back(tmp_path, receiver):
+    """--webhook-delay (Mailpit's): a request goes this long after its
+    message at the earliest; the 250 does not wait for it."""
+    with InboxThread(tmp_path / 'in.db', webhook_url=receiver.url,
+                     webhook_delay=0.5) as box:
+        accepted = time.monotonic()
+        send(box.smtp, subject='held back')
+        path, _headers, body, _status = receiver.next()
+        assert time.monotonic() - accepted >= 0.5
+        assert json.loads(body)['Subject'] == 'held back'

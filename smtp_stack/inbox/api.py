@@ -332,7 +332,7 @@ def webui(app: InboxApp, req: Request) -> Response:
     allowlist = app.relay.allowed_recipients if app.relay else ''
     return json_response({
         'Label': '', 'SpamAssassin': app.spam_checker is not None, 'ChaosEnabled': True,
-        'DuplicatesIgnored': False, 'HideDeleteAllButton': False,
+        'DuplicatesIgnored': False, 'HideDeleteAllButton': app.hide_delete_all_button,
         'MessageRelay': {
             'Enabled': app.relay is not None,
             'SMTPServer': app.relay.describe() if app.relay else '',

@@ -134,6 +134,7 @@ class InboxApp:
         # sa-check: spamd.SpamdClient with --enable-spamassassin, rspamd_check's
         # RspamdChecker with --enable-rspamd, else a 501
         self.spam_checker: SpamdClient | RspamdChecker | None = None
+        self.hide_delete_all_button = False     # Mailpit's --hide-delete-all-button
         self.routes = ROUTES
         self._verified: set[bytes] = set()
         # host names the Host header may carry (None: any)

@@ -69,6 +69,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                         help='POST each new message\'s summary (JSON) to URL, with retries')
     parser.add_argument('--webhook-limit', metavar='N', type=float, default=5.0,
                         help='at most N webhook requests a second (default 5; 0: no limit)')
+    parser.add_argument('--webhook-delay', metavar='SECONDS', type=_seconds, default=0.0,
+                        help='post each webhook request this long after its message at the '
+                             'earliest (default 0)')
     parser.add_argument('--tag', metavar='RULES', default='',
                         help='tag new messages a search finds, as Mailpit: '
                              '\'tag1,tag2=query "tag3=from:x@example.com"\'')
@@ -78,6 +81,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                         help='x-tags and/or plus-addresses: do not tag from those (as Mailpit)')
     parser.add_argument('--tags-username', action='store_true',
                         help='tag each message with the SMTP user name it was sent with')
+    parser.add_argument('--tags-title-case', action='store_true',
+                        help='X-Tags and plus-address tags with a capital at the start of each '
+                             'word (as Mailpit)')
+    parser.add_argument('--use-message-dates', action='store_true',
+                        help='a message\'s Date field as its time of arrival (Created), when '
+                             'it can be read (as Mailpit)')
+    parser.add_argument('--hide-delete-all-button', action='store_true',
+                        help='no "Delete all" button on the page (the API still deletes)')
     parser.add_argument('--enable-spamassassin', metavar='HOST:PORT',
                         help='spam check (sa-check) through SpamAssassin\'s spamd at HOST:PORT '
                              'or unix:PATH, as Mailpit')
@@ -92,6 +103,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                              'envelope, size and subject), as Mailpit\'s --verbose')
     parser.add_argument('-q', '--quiet', action='store_true',
                         help='log errors only (default: warnings and errors)')
+    parser.add_argument('--log-file', metavar='FILE',
+                        help='write the log to FILE (appended) instead of stderr')
     parser.add_argument('--allow-internal-http-requests', action='store_true',
                         help='let the link check ask loopback, private and link-local '
                              'addresses (refused by default), as Mailpit')
@@ -179,7 +192,10 @@ ENVIRONMENT = {
     'smtp': 'MP_SMTP_BIND_ADDR', 'http': 'MP_UI_BIND_ADDR', 'db': 'MP_DATABASE',
     'max_messages': 'MP_MAX_MESSAGES', 'max_age': 'MP_MAX_AGE',
     'max_message_size': 'MP_MAX_MESSAGE_SIZE', 'verbose': 'MP_VERBOSE', 'quiet': 'MP_QUIET',
-    'webhook_url': 'MP_WEBHOOK_URL', 'webhook_limit': 'MP_WEBHOOK_LIMIT', 'tag': 'MP_TAG',
+    'webhook_url': 'MP_WEBHOOK_URL', 'webhook_limit': 'MP_WEBHOOK_LIMIT',
+    'webhook_delay': 'MP_WEBHOOK_DELAY', 'tag': 'MP_TAG', 'log_file': 'MP_LOG_FILE',
+    'tags_title_case': 'MP_TAGS_TITLE_CASE', 'use_message_dates': 'MP_USE_MESSAGE_DATES',
+    'hide_delete_all_button': 'MP_HIDE_DELETE_ALL_BUTTON',
     'tags_config': 'MP_TAGS_CONFIG', 'tags_disable': 'MP_TAGS_DISABLE',
     'tags_username': 'MP_TAGS_USERNAME', 'enable_spamassassin': 'MP_ENABLE_SPAMASSASSIN',
     'allow_internal_http_requests': 'MP_ALLOW_INTERNAL_HTTP_REQUESTS',
@@ -237,6 +253,16 @@ def _whole(text: str) -> int:
         raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
     if value < 0:
         raise argparse.ArgumentTypeError('must be 0 or more')
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError('must be from 0 to 86400 seconds')
     return value
 
 
@@ -304,7 +330,14 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         note(f'tags: {exc}')
         return 2
-    setup_logging('error' if args.quiet else None, log_format_of(args))
+    try:
+        # line-buffered appends, as stderr's lines: a line is in the file when logged
+        log_file = open(args.log_file, 'a', encoding='utf-8', buffering=1) \
+            if args.log_file else None     # noqa: SIM115 - open while the inbox runs
+    except OSError as exc:
+        note(f'--log-file: {exc}')
+        return 1
+    setup_logging('error' if args.quiet else None, log_format_of(args), log_file)
     try:
         inbox = Inbox(args.db, smtp=smtp, http=http, max_messages=args.max_messages,
                       accept_any_auth=args.smtp_auth_accept_any,
@@ -313,6 +346,9 @@ def run(args: argparse.Namespace) -> int:
                       spamassassin=args.enable_spamassassin, mailboxes=args.mailboxes,
                       mailbox_pattern=args.mailbox_pattern, store_process=args.store_process,
                       verbose=args.verbose, rspamd=args.enable_rspamd,
+                      use_message_dates=args.use_message_dates,
+                      webhook_delay=args.webhook_delay,
+                      hide_delete_all_button=args.hide_delete_all_button,
                       **pop3, **tagging, **smtp_options)
     except Exception as exc:        # noqa: BLE001 - a bad --db path, a corrupt file
         note(f'cannot open {args.db}: {exc}')
@@ -455,7 +491,7 @@ def _tag_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.tags_config:
         rules += load_tag_rules(args.tags_config)
     return {'tag_rules': rules, 'tags_disable': parse_tags_disable(args.tags_disable),
-            'tags_username': args.tags_username}
+            'tags_username': args.tags_username, 'tags_title_case': args.tags_title_case}
 
 
 def _read(path: str) -> str:

@@ -107,7 +107,7 @@ def parse_message(raw: bytes, envelope_to: Iterable[str] = (),
         'ReplyTo': addresses('Reply-To'),
         'ReturnPath': return_path or (sender['Address'] if sender else ''),
         'Subject': unstructured('Subject'),
-        'Date': _date_text(_date(first.get('date')), received),
+        'Date': _date_text(field_date(first.get('date')), received),
         'Created': iso_time(received),
         'Size': len(raw),
         'Text': text,
@@ -487,7 +487,9 @@ def _date_text(moment: datetime | None, received: datetime) -> str:
     return offset_time(moment) if moment is not None else iso_time(received)
 
 
-def _date(value: str | None) -> datetime | None:
+def field_date(value: str | None) -> datetime | None:
+    """The moment of a Date field's stored value (a naive one in UTC), None
+    when there is none or it cannot be read."""
     moment = hf.date(value)
     if moment is not None and moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)

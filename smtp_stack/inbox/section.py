@@ -110,6 +110,13 @@ def _kept(value: Any, reader: Reader) -> int:
     return value
 
 
+def _delay(value: Any, reader: Reader) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 <= value <= 86400:
+        raise ValueError
+    return float(value)
+
+
 def _mode(value: Any, reader: Reader) -> str:
     if value is False:          # YAML reads a bare `off` as false
         return OFF
@@ -146,6 +153,7 @@ AGE = Kind("a whole number of hours or days ('12h', '7d')", _checked(parse_max_a
 URL = Kind('an http(s) URL', _checked(check_url))
 RATE = Kind('a number, 0 or more (0: no limit)', _rate)
 KEPT = Kind('an integer, 0 or more (0: every message)', _kept)
+DELAY = Kind('a number of seconds, 0 to 86400', _delay)
 TAG_RULES = Kind("tag rules ('tag1,tag2=query \"tag3=from:x@example.com\"')",
                  _checked(parse_tag_rules))
 TAGS_CONFIG = Kind('a file name (YAML tag rules)', _tags_config)
@@ -189,7 +197,11 @@ class InboxDelivery:
                  smtp_allowed_recipients: Annotated[str | None, REGEX] = None,
                  smtp_ignore_rejected_recipients: Annotated[bool, BOOL] = False,
                  smtp_require_starttls: Annotated[bool, BOOL] = False,
-                 chaos_triggers: Annotated[str | None, CHAOS] = None):
+                 chaos_triggers: Annotated[str | None, CHAOS] = None,
+                 tags_title_case: Annotated[bool, BOOL] = False,
+                 use_message_dates: Annotated[bool, BOOL] = False,
+                 webhook_delay: Annotated[float, DELAY] = 0.0,
+                 hide_delete_all_button: Annotated[bool, BOOL] = False):
         _between_keys(relay, relay_allowed_recipients, mailboxes, mailbox_pattern, pop3,
                       pop3_auth_file, pop3_tls_cert, pop3_tls_key, pop3_tls_implicit,
                       enable_spamassassin, enable_rspamd, smtp_allowed_recipients,
@@ -210,7 +222,9 @@ class InboxDelivery:
             webhook_url=webhook_url, webhook_limit=webhook_limit, tag_rules=rules,
             tags_disable=parse_tags_disable(tags_disable or ''), tags_username=tags_username,
             spamassassin=enable_spamassassin, rspamd=enable_rspamd,
-            store_process=store_process, verbose=verbose)
+            store_process=store_process, verbose=verbose, tags_title_case=tags_title_case,
+            use_message_dates=use_message_dates, webhook_delay=webhook_delay,
+            hide_delete_all_button=hide_delete_all_button)
         self.store = self.parts.store
         self.app = self.parts.app
         self.app.link_checker.allow_internal = allow_internal_http_requests

@@ -92,7 +92,9 @@ class InboxParts:
                  tag_rules: Sequence[TagRule] = (), tags_disable: Collection[str] = (),
                  tags_username: bool = False, spamassassin: str | None = None,
                  stats: dict[str, int] | None = None, store_process: bool = True,
-                 verbose: bool = False, rspamd: str | None = None):
+                 verbose: bool = False, rspamd: str | None = None,
+                 tags_title_case: bool = False, use_message_dates: bool = False,
+                 webhook_delay: float = 0.0, hide_delete_all_button: bool = False):
         routing = Routing.of(mailboxes, mailbox_pattern)     # ValueError saying why
         if pop3 is not None and not pop3_users:
             raise ValueError('POP3 needs users (Mailpit too serves it only with them)')
@@ -105,17 +107,20 @@ class InboxParts:
         self.store.tag_rules = list(tag_rules)      # Mailpit's --tag and --tags-config
         self.store.tags_disabled = frozenset(tags_disable)
         self.store.tag_username = tags_username
+        self.store.tags_title_case = tags_title_case        # Mailpit's --tags-title-case
+        self.store.use_message_dates = use_message_dates    # ... and --use-message-dates
         # store_process: the messages stored by a process of its own (store_process.py)
         # verbose: a line for each message stored (Mailpit's --verbose)
         self.capture = Capture(self.store, stats, store_process=store_process, verbose=verbose)
         self.app = InboxApp(self.store, relay=relay, users=users, stats=self.capture.stats)
+        self.app.hide_delete_all_button = hide_delete_all_button
         # Mailpit's --enable-spamassassin HOST:PORT, or our --enable-rspamd URL
         self.app.spam_checker = spam_checker
         # --max-age: older messages are deleted every prune_interval seconds
         self.pruner = AgePruner(self.store, max_age, prune_interval) if max_age else None
         # --webhook-url: a POST per new message, from the events broker's stream
-        self.webhook = (Webhook(webhook_url, self.app.broker, limit=webhook_limit)
-                        if webhook_url else None)
+        self.webhook = (Webhook(webhook_url, self.app.broker, limit=webhook_limit,
+                                delay=webhook_delay) if webhook_url else None)
         self.pop3: Pop3Server | None = None
         if pop3 is not None and pop3_users:
             # STLS, or TLS from the first byte, with the given context, else a
@@ -218,6 +223,8 @@ class Inbox(InboxParts):
                  tags_username: bool = False, spamassassin: str | None = None,
                  mailboxes: str = OFF, mailbox_pattern: str | None = None,
                  store_process: bool = True, verbose: bool = False, rspamd: str | None = None,
+                 tags_title_case: bool = False, use_message_dates: bool = False,
+                 webhook_delay: float = 0.0, hide_delete_all_button: bool = False,
                  smtp_users: Mapping[str, str] | None = None,
                  allowed_recipients: str | None = None,
                  ignore_rejected_recipients: bool = False, require_starttls: bool = False,
@@ -243,7 +250,9 @@ class Inbox(InboxParts):
                          webhook_limit=webhook_limit, tag_rules=tag_rules,
                          tags_disable=tags_disable, tags_username=tags_username,
                          spamassassin=spamassassin, store_process=store_process,
-                         verbose=verbose, rspamd=rspamd)
+                         verbose=verbose, rspamd=rspamd, tags_title_case=tags_title_case,
+                         use_message_dates=use_message_dates, webhook_delay=webhook_delay,
+                         hide_delete_all_button=hide_delete_all_button)
         disabled = list(server_options.pop('disabled_commands', ()))
         if not (accept_any_auth or smtp_users):
             disabled.append('AUTH')

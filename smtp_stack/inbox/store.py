@@ -44,7 +44,7 @@ from . import render
 from .arrival import ID_ALPHABET, ID_LENGTH, field_value, new_id, stamped
 from .database import Database, Failed, GroupCommit, Transaction
 from .mailboxes import DEFAULT, Routing
-from .parse import html_to_text, message_from_bytes, parse_message
+from .parse import field_date, html_to_text, message_from_bytes, parse_message
 from .search import FTS_COLUMNS, compile_query
 from .tags import (TagRule, all_tags, arrival_tags, delete_tag, message_addresses, rename_tag,
                    rule_tags, set_message_tags, tag_counts, tags_of)
@@ -105,6 +105,8 @@ class Store:
         self.tag_rules: Sequence[TagRule] = ()
         self.tags_disabled: frozenset[str] = frozenset()
         self.tag_username = False
+        self.tags_title_case = False        # Mailpit's --tags-title-case
+        self.use_message_dates = False      # Mailpit's --use-message-dates: Created is Date
         self._arrivals = GroupCommit(self.database, self._write_arrivals)
 
     def close(self) -> None:
@@ -165,10 +167,13 @@ class Store:
         rcpt = list(envelope_to)
         mailboxes = [mailbox] if mailbox is not None else self.routing.mailboxes(username, rcpt)
         raw, head = stamped(raw, mail_from, rcpt)
+        if self.use_message_dates:
+            received = field_date(field_value(raw, head, b'date')) or received
         fields = parse_message(raw, (), received)
         tags = arrival_tags(
             None if 'x-tags' in self.tags_disabled else field_value(raw, head, b'x-tags'),
-            () if 'plus-addresses' in self.tags_disabled else message_addresses(fields))
+            () if 'plus-addresses' in self.tags_disabled else message_addresses(fields),
+            title_case=self.tags_title_case)
         if self.tag_username and username:
             tags.append(username)
         copies = []

@@ -80,17 +80,22 @@ class StoreSettings:
     tag_rules: tuple[TagRule, ...]
     tags_disabled: frozenset[str]
     tag_username: bool
+    tags_title_case: bool = False
+    use_message_dates: bool = False
 
     @classmethod
     def of(cls, store: Store) -> StoreSettings:
         return cls(store.path, store.max_messages, store.routing, tuple(store.tag_rules),
-                   store.tags_disabled, store.tag_username)
+                   store.tags_disabled, store.tag_username, store.tags_title_case,
+                   store.use_message_dates)
 
     def open(self) -> Store:
         store = Store(self.path, self.max_messages, self.routing)
         store.tag_rules = list(self.tag_rules)
         store.tags_disabled = self.tags_disabled
         store.tag_username = self.tag_username
+        store.tags_title_case = self.tags_title_case
+        store.use_message_dates = self.use_message_dates
         return store
 
 

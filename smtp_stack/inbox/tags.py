@@ -54,6 +54,9 @@ class TagError(ValueError):
 _INVALID = re.compile(r'[^a-zA-Z0-9\- _.@]')
 _SPACES = re.compile(r'\s+')
 _PLUS = re.compile(r'[^+]*\+(.*?)@')
+# a word of a tag, as Unicode word breaks (UAX #29) split the characters a tag
+# may hold: letters, digits and `_` run on, a `.` between two of them too
+_WORD = re.compile(r'[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*')
 
 
 def clean_tag(name: str) -> str:
@@ -73,13 +76,19 @@ def unique_tags(names: Iterable[str]) -> list[str]:
     return out
 
 
-def arrival_tags(x_tags: str | None, addresses: Iterable[str]) -> list[str]:
-    """The tags a message gets as it arrives, sorted (Mailpit sorts them)."""
+def arrival_tags(x_tags: str | None, addresses: Iterable[str],
+                 title_case: bool = False) -> list[str]:
+    """The tags a message gets as it arrives, sorted (Mailpit sorts them);
+    `title_case` (Mailpit's --tags-title-case): each word of these tags
+    begins with a capital, the rest of it as written."""
     names = x_tags.strip().split(',') if x_tags and x_tags.strip() else []
     for address in addresses:
         match = _PLUS.match(address)
         if match:
             names.extend(match.group(1).split('+'))
+    if title_case:
+        names = [_WORD.sub(lambda word: word[0][:1].upper() + word[0][1:], name)
+                 for name in names]
     return sorted(unique_tags(names))
 
 

@@ -2,7 +2,8 @@
 
 The body is the message's summary as JSON (Mailpit's MessageSummary: the
 `new` websocket event's Data), `Content-Type: application/json`. At most
-`limit` requests a second (Mailpit's `--webhook-limit`, 5 by default).
+`limit` requests a second (Mailpit's `--webhook-limit`, 5 by default),
+each `delay` seconds after its message at the earliest (`--webhook-delay`).
 With mailboxes (`--mailboxes`, past Mailpit), a field of our own beside
 Mailpit's, `Mailbox`, names the mailbox the message went to ("" for the
 default one; a copy per mailbox is a request per copy); without, the body
@@ -69,14 +70,17 @@ class Webhook:
 
     def __init__(self, url: str, broker: Broker, *, timeout: float = TIMEOUT,
                  retries: int = RETRIES, retry_delay: float = RETRY_DELAY,
-                 limit: float = LIMIT, queue_size: int = QUEUE_SIZE):
+                 limit: float = LIMIT, queue_size: int = QUEUE_SIZE, delay: float = 0.0):
         self.url = check_url(url)
+        self.delay = delay          # Mailpit's --webhook-delay: seconds after the message
         self.broker = broker
         self.timeout = timeout
         self.retries = retries
         self.retry_delay = retry_delay
         self.min_gap = 1.0 / limit if limit > 0 else 0.0
-        self.pending: collections.deque[dict[str, Any]] = collections.deque(maxlen=queue_size)
+        # (when heard, summary), oldest first
+        self.pending: collections.deque[tuple[float, dict[str, Any]]] = \
+            collections.deque(maxlen=queue_size)
         self.sent = 0
         self.given_up = 0
         self._failures = 0          # failed requests in the current failure period
@@ -107,7 +111,7 @@ class Webhook:
                 summary = event['Data']
                 if self.broker.store.routing.on:
                     summary = {**summary, 'Mailbox': event.get('Mailbox', '')}
-                self.pending.append(summary)
+                self.pending.append((time.monotonic(), summary))
                 self._wake.set()
 
     def _send_all(self) -> None:
@@ -116,11 +120,13 @@ class Webhook:
             self._wake.wait()
             self._wake.clear()
             while self.pending:
-                gap = last + self.min_gap - time.monotonic()
-                if gap > 0:
-                    gevent.sleep(gap)       # the rate limit, not a synchronisation
+                heard, summary = self.pending.popleft()
+                now = time.monotonic()
+                wait = max(last + self.min_gap, heard + self.delay) - now
+                if wait > 0:
+                    gevent.sleep(wait)      # the rate limit and the delay, no synchronisation
                 last = time.monotonic()
-                self.deliver(self.pending.popleft())
+                self.deliver(summary)
 
     def deliver(self, summary: dict[str, Any]) -> bool:
         """POST one summary, with the retries; False when it was given up."""

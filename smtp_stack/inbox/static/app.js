@@ -95,6 +95,7 @@ async function loadSettings() {
     state.webui = null;
   }
   if (state.current) $('release').hidden = !relayEnabled();
+  $('delete-all').hidden = Boolean(state.webui && state.webui.HideDeleteAllButton);
 }
 
 document.addEventListener('DOMContentLoaded', () => {
