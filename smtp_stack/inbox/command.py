@@ -237,32 +237,26 @@ def defaults_from_environment(parser: argparse.ArgumentParser,
 
 
 def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
-    if value < 1:
-        raise argparse.ArgumentTypeError('must be 1 or more')
-    return value
+    return int(_number(text, int, 1, None, 'must be 1 or more'))
 
 
 def _whole(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
-    if value < 0:
-        raise argparse.ArgumentTypeError('must be 0 or more')
-    return value
+    return int(_number(text, int, 0, None, 'must be 0 or more'))
 
 
 def _seconds(text: str) -> float:
+    return _number(text, float, 0, 86400, 'must be from 0 to 86400 seconds')
+
+
+def _number(text: str, kind: type[int] | type[float], least: float, most: float | None,
+            words: str) -> float:
+    """`text` read as `kind` within [least, most], or argparse's error in `words`."""
     try:
-        value = float(text)
+        value = kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
-    if not 0 <= value <= 86400:
-        raise argparse.ArgumentTypeError('must be from 0 to 86400 seconds')
+    if value < least or (most is not None and value > most):
+        raise argparse.ArgumentTypeError(words)
     return value
 
 
