@@ -27,6 +27,10 @@ def test_a_burst_leaves_at_most_max_idle_connections(redis_server, query, bound)
     try:
         before = connected(admin)
         most = [0]
+        # Writes wait server-side for a moment, so that every call of the
+        # burst holds its connection at once: on loopback a reply can come
+        # before the next greenlet runs, and the calls then go one by one.
+        admin.execute_command('CLIENT', 'PAUSE', 200, 'WRITE')
 
         def call(i):
             shared.set(f'pool:{i}', i, 60)
