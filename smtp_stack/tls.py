@@ -146,7 +146,8 @@ def create_context(key: Pem | None = None, cert: Pem | None = None,
                    min_version: str | ssl.TLSVersion = 'TLSv1.2', ciphers: str | None = None,
                    honor_cipher_order: bool = False, session_id_context: str | None = None,
                    request_cert: bool = False, reject_unauthorized: bool = True,
-                   hostname: str = 'localhost') -> ssl.SSLContext:
+                   hostname: str = 'localhost',
+                   context_class: type[ssl.SSLContext] = ssl.SSLContext) -> ssl.SSLContext:
     """A server-side context; every problem is a ValueError now, not at handshake.
 
     `key`/`cert`/`ca` are PEM text (str or bytes; `ca` may also be a list).
@@ -158,8 +159,12 @@ def create_context(key: Pem | None = None, cert: Pem | None = None,
     `reject_unauthorized=False` lets clients without a certificate in, but an
     untrusted certificate still fails the handshake: the stdlib has no hook
     to override OpenSSL's verification result.
+    `context_class`: `gevent.ssl.SSLContext` for a server of gevent's that
+    wraps its sockets itself (its WSGIServer): a stdlib context would make
+    sockets that block the hub. The SMTP engine does its own TLS over
+    memory BIOs, with either.
     """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx = context_class(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = _min_version(min_version)
     # One TLS 1.3 session ticket per handshake, not OpenSSL's two: a mail
     # client resumes one session per connection (and gets a fresh ticket

@@ -192,13 +192,16 @@ class Senders:
 class Http:
     """A keep-alive HTTP/1.1 client for one base URL (http.client)."""
 
-    def __init__(self, base_url, auth=None, timeout=WAIT):
+    def __init__(self, base_url, auth=None, timeout=WAIT, context=None):
+        """`context`: the ssl context an https URL is verified with."""
         parts = urlsplit(base_url)
         self.host, self.port = parts.hostname, parts.port
         self.prefix = parts.path.rstrip('/')
         self.timeout = timeout
         self.auth = auth
         self.conn = None
+        self.context = context if parts.scheme == 'https' else None
+        self.secure = parts.scheme == 'https'
 
     def request(self, method, path, body=None, headers=None, raw_body=None):
         headers = dict(headers or {})
@@ -211,7 +214,12 @@ class Http:
             headers['Authorization'] = f'Basic {token}'
         for attempt in (1, 2):
             if self.conn is None:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+                self.conn = (http.client.HTTPSConnection(self.host, self.port,
+                                                         timeout=self.timeout,
+                                                         context=self.context)
+                             if self.secure else
+                             http.client.HTTPConnection(self.host, self.port,
+                                                        timeout=self.timeout))
             try:
                 self.conn.request(method, self.prefix + path, body=data, headers=headers)
                 response = self.conn.getresponse()
@@ -256,8 +264,11 @@ class Reply:
 class WebSocket:
     """A websocket client on a plain socket, framing by wsproto."""
 
-    def __init__(self, host, port, path='/api/events', timeout=WAIT, headers=()):
+    def __init__(self, host, port, path='/api/events', timeout=WAIT, headers=(), context=None):
+        """`context`: over TLS, verified with this ssl context."""
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if context is not None:
+            self.sock = context.wrap_socket(self.sock, server_hostname=host)
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.pending = []
         self.partial = []       # the pieces of a text message still arriving

@@ -107,6 +107,7 @@ def test_good_values_are_read(tmp_path):
     ({'mailbox_pattern': '*@example.com'}, 'mailbox_pattern needs mailboxes: by-recipient'),
     ({'smtp_ignore_rejected_recipients': True},
      'smtp_ignore_rejected_recipients needs smtp_allowed_recipients'),
+    ({'ui_tls_key': __file__}, 'ui_tls_key needs ui_tls_cert'),
 ])
 def test_the_rules_between_keys_fail_the_check_of_the_file(tmp_path, section, message):
     with pytest.raises(ConfigError) as raised:       # check-config and serve's first step
@@ -186,3 +187,22 @@ def test_a_section_with_mailpits_smtp_rules_applies_them(tmp_path):
         assert web.json('GET', '/api/v1/chaos')['Authentication'] == {
             'ErrorCode': 535, 'Probability': 100}
         assert web.json('GET', '/api/v1/info')['RuntimeStats']['SMTPRejected'] == 1
+
+
+
+def test_a_section_serves_its_web_side_over_https(tmp_path):
+    from smtp_stack.testing_tls import loopback_certificates
+    made = loopback_certificates()
+    (tmp_path / 'cert.pem').write_bytes(made.cert_pem)
+    (tmp_path / 'key.pem').write_bytes(made.key_pem)
+    config = parse({'listen': [{'host': '127.0.0.1', 'port': 0}],
+                    'inbox': {'db': 'caught.db', 'http': '127.0.0.1:0',
+                              'ui_tls_cert': 'cert.pem', 'ui_tls_key': 'key.pem'}},
+                   str(tmp_path))
+    with receiver_thread(config) as receiver:
+        delivery = receiver.delivery.target
+        assert 'web and API on https://' in delivery.describe()
+        port = delivery.http_address[1]
+        web = Http(f'https://localhost:{port}/',
+                   context=ssl.create_default_context(cafile=made.ca_file))
+        assert web.json('GET', '/api/v1/info')['Messages'] == 0

@@ -18,7 +18,7 @@ import pytest
 
 from clirunner import Process, smtp_stack
 from conftest import wait_until
-from inbox_helpers import WAIT, Http, InboxThread, make_mail
+from inbox_helpers import WAIT, Http, InboxThread, WebSocket, make_mail
 from smtp_stack.cli import build_parser
 from smtp_stack.inbox.command import ENVIRONMENT, add_parser, defaults_from_environment
 from smtp_stack.inbox.tags import parse_tag_rules
@@ -298,6 +298,7 @@ def test_max_zero_keeps_every_message(tmp_path):
     (['--chaos-triggers', 'Sender:600:5'], 'between 400 and 599'),
     (['--quiet', '--verbose'], 'choose one'),
     (['--max-message-size', '-1'], 'must be 0 or more'),
+    (['--ui-tls-key', 'k.pem'], '--ui-tls-key needs --ui-tls-cert'),
 ])
 def test_combinations_mailpit_refuses(tmp_path, args, message):
     result = smtp_stack('inbox', '--smtp', '127.0.0.1:0', '--http', '127.0.0.1:0', *args,
@@ -364,3 +365,56 @@ def test_the_delete_all_button_hidden_says_so(tmp_path):
         assert Http(box.url).json('GET', '/api/v1/webui')['HideDeleteAllButton'] is True
     with InboxThread(tmp_path / 'in.db') as box:
         assert Http(box.url).json('GET', '/api/v1/webui')['HideDeleteAllButton'] is False
+
+
+# -- the web side over HTTPS ----------------------------------------------------------------
+
+
+def test_the_web_side_over_https_with_its_websocket(tmp_path, tls_files):
+    """--ui-tls-cert/--ui-tls-key (Mailpit's): the page, the API and the
+    websocket over TLS, with the certificate given (verified by its CA)."""
+    cert, key, made = tls_files
+    context = verifying_context(made)
+    with InboxThread(tmp_path / 'in.db',
+                     http_tls=_context_of(made)) as box:
+        assert box.url.startswith('https://127.0.0.1:')
+        web = Http(box.url.replace('127.0.0.1', 'localhost'), context=context)
+        assert web.get('/').status == 200
+        events = WebSocket('localhost', box.http[1], context=context)
+        try:
+            events.event('stats')
+            with smtplib.SMTP(*box.smtp, timeout=10) as client:
+                client.send_message(make_mail(subject='over https'))
+            assert events.event('new')['Data']['Subject'] == 'over https'
+        finally:
+            events.close()
+        assert [m['Subject'] for m in web.json('GET', '/api/v1/messages')['messages']] == [
+            'over https']
+        with pytest.raises(ssl.SSLError):       # no certificate a client trusts by default
+            Http(box.url, context=ssl.create_default_context()).get('/')
+
+
+def test_the_command_serves_https(tmp_path, tls_files):
+    cert, key, made = tls_files
+    proc = Process([sys.executable, '-m', 'smtp_stack', 'inbox', '--smtp', '127.0.0.1:0',
+                    '--http', '127.0.0.1:0', '--ui-tls-cert', str(cert), '--ui-tls-key',
+                    str(key)], tmp_path)
+    try:
+        match = proc.wait_line(r'web and API on https://127\.0\.0\.1:(\d+)/', 'stdout')
+        web = Http(f'https://localhost:{match[1]}/', context=verifying_context(made))
+        assert web.json('GET', '/api/v1/info')['Messages'] == 0
+    finally:
+        proc.close()
+
+
+def _context_of(made):
+    import gevent.ssl
+    from smtp_stack.tls import create_context
+    return create_context(made.key_pem, made.cert_pem, context_class=gevent.ssl.SSLContext)
+
+
+def test_a_stdlib_context_for_the_web_side_is_refused(tmp_path):
+    from smtp_stack.tls import create_context
+    with pytest.raises(ValueError, match="must be gevent.ssl's"):
+        InboxThread(tmp_path / 'in.db', http_tls=create_context())
+    assert not (tmp_path / 'in.db').exists()         # before anything was opened

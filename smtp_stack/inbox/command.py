@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -149,6 +150,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument('--enable-chaos', action='store_true',
                         help='accepted for Mailpit\'s command lines: chaos is always there, '
                              'every trigger at 0 %% until set')
+    parser.add_argument('--ui-tls-cert', metavar='FILE',
+                        help='PEM certificate (chain) for the web side and API: HTTPS (the '
+                             'key in it, or --ui-tls-key)')
+    parser.add_argument('--ui-tls-key', metavar='FILE',
+                        help='PEM private key for --ui-tls-cert')
     parser.add_argument('--ui-auth-file', metavar='FILE',
                         help='require HTTP basic auth for the web side and API; FILE has '
                              '"name:hash" lines, hashes made by: smtp-stack hash-password')
@@ -200,6 +206,7 @@ ENVIRONMENT = {
     'tags_username': 'MP_TAGS_USERNAME', 'enable_spamassassin': 'MP_ENABLE_SPAMASSASSIN',
     'allow_internal_http_requests': 'MP_ALLOW_INTERNAL_HTTP_REQUESTS',
     'ui_auth_file': 'MP_UI_AUTH_FILE', 'smtp_auth_file': 'MP_SMTP_AUTH_FILE',
+    'ui_tls_cert': 'MP_UI_TLS_CERT', 'ui_tls_key': 'MP_UI_TLS_KEY',
     'smtp_auth_accept_any': 'MP_SMTP_AUTH_ACCEPT_ANY',
     'smtp_auth_allow_insecure': 'MP_SMTP_AUTH_ALLOW_INSECURE',
     'smtp_tls_cert': 'MP_SMTP_TLS_CERT', 'smtp_tls_key': 'MP_SMTP_TLS_KEY',
@@ -314,6 +321,9 @@ def run(args: argparse.Namespace) -> int:
     smtp_options = _smtp_options(args)
     if isinstance(smtp_options, int):
         return smtp_options
+    ui_tls = _ui_tls(args)
+    if isinstance(ui_tls, int):
+        return ui_tls
     try:
         chaos = parse_triggers(args.chaos_triggers) if args.chaos_triggers else None
     except ValueError as exc:
@@ -343,7 +353,7 @@ def run(args: argparse.Namespace) -> int:
                       use_message_dates=args.use_message_dates,
                       webhook_delay=args.webhook_delay,
                       hide_delete_all_button=args.hide_delete_all_button,
-                      **pop3, **tagging, **smtp_options)
+                      **pop3, **tagging, **smtp_options, **ui_tls)
     except Exception as exc:        # noqa: BLE001 - a bad --db path, a corrupt file
         note(f'cannot open {args.db}: {exc}')
         return 1
@@ -364,7 +374,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _pop3_options(args: argparse.Namespace) -> dict[str, Any] | int:
     """Inbox keywords of the --pop3 options, or the exit status of a bad one."""
-    from ..tls import create_context
     from .app import load_users
     from .release import parse_hostport
 
@@ -394,9 +403,7 @@ def _pop3_options(args: argparse.Namespace) -> dict[str, Any] | int:
                                'pop3_tls_implicit': args.pop3_tls_implicit}
     if args.pop3_tls_cert:
         try:
-            cert = _read(args.pop3_tls_cert)
-            key = _read(args.pop3_tls_key) if args.pop3_tls_key else None
-            options['pop3_tls'] = create_context(key, cert)
+            options['pop3_tls'] = _context(args.pop3_tls_cert, args.pop3_tls_key)
         except (OSError, ValueError) as exc:
             note(f'--pop3-tls-cert: {exc}')
             return 1
@@ -410,7 +417,6 @@ def _smtp_options(args: argparse.Namespace) -> dict[str, Any] | int:
     """Inbox keywords of Mailpit's SMTP options (AUTH users, TLS, limits,
     recipients), or the exit status of a bad one; the combinations Mailpit
     refuses are refused with its reasons."""
-    from ..tls import create_context
     from .app import load_users
 
     secure = args.smtp_require_tls
@@ -458,10 +464,7 @@ def _smtp_options(args: argparse.Namespace) -> dict[str, Any] | int:
             return 1
     if args.smtp_tls_cert:
         try:
-            options['cert'] = _read(args.smtp_tls_cert)
-            if args.smtp_tls_key:
-                options['key'] = _read(args.smtp_tls_key)
-            create_context(options.get('key'), options['cert'])    # a bad pair: said now
+            options['cert'], options['key'] = _pem_pair(args.smtp_tls_cert, args.smtp_tls_key)
         except (OSError, ValueError) as exc:
             note(f'--smtp-tls-cert: {exc}')
             return 1
@@ -486,6 +489,41 @@ def _tag_options(args: argparse.Namespace) -> dict[str, Any]:
         rules += load_tag_rules(args.tags_config)
     return {'tag_rules': rules, 'tags_disable': parse_tags_disable(args.tags_disable),
             'tags_username': args.tags_username, 'tags_title_case': args.tags_title_case}
+
+
+def _ui_tls(args: argparse.Namespace) -> dict[str, Any] | int:
+    """The web side's TLS (Mailpit's --ui-tls-cert and --ui-tls-key), or the
+    exit status of a bad one."""
+    if args.ui_tls_key and not args.ui_tls_cert:
+        note('--ui-tls-key needs --ui-tls-cert')
+        return 2
+    if not args.ui_tls_cert:
+        return {}
+    try:
+        return {'http_tls': _context(args.ui_tls_cert, args.ui_tls_key, web=True)}
+    except (OSError, ValueError) as exc:
+        note(f'--ui-tls-cert: {exc}')
+        return 1
+
+
+def _context(cert: str, key: str | None, web: bool = False) -> ssl.SSLContext:
+    """A server's TLS context from a certificate file and its key file; for
+    the web side (gevent's WSGIServer wraps the sockets), gevent's kind."""
+    import gevent.ssl
+    from ..tls import create_context
+    cert_pem, key_pem = _pem_pair(cert, key)
+    return create_context(key_pem, cert_pem,
+                          context_class=gevent.ssl.SSLContext if web else ssl.SSLContext)
+
+
+def _pem_pair(cert: str, key: str | None) -> tuple[str, str | None]:
+    """The PEM text of a certificate file and its key file (None: the key is
+    in the certificate's file), checked as a pair now, not at a handshake."""
+    from ..tls import create_context
+    cert_pem = _read(cert)
+    key_pem = _read(key) if key else None
+    create_context(key_pem, cert_pem)
+    return cert_pem, key_pem
 
 
 def _read(path: str) -> str:

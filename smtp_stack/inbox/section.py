@@ -201,11 +201,13 @@ class InboxDelivery:
                  tags_title_case: Annotated[bool, BOOL] = False,
                  use_message_dates: Annotated[bool, BOOL] = False,
                  webhook_delay: Annotated[float, DELAY] = 0.0,
-                 hide_delete_all_button: Annotated[bool, BOOL] = False):
+                 hide_delete_all_button: Annotated[bool, BOOL] = False,
+                 ui_tls_cert: Annotated[str | None, EXISTING_FILE] = None,
+                 ui_tls_key: Annotated[str | None, EXISTING_FILE] = None):
         _between_keys(relay, relay_allowed_recipients, mailboxes, mailbox_pattern, pop3,
                       pop3_auth_file, pop3_tls_cert, pop3_tls_key, pop3_tls_implicit,
                       enable_spamassassin, enable_rspamd, smtp_allowed_recipients,
-                      smtp_ignore_rejected_recipients)
+                      smtp_ignore_rejected_recipients, ui_tls_cert, ui_tls_key)
         pop3_users = load_users(pop3_auth_file) if pop3_auth_file else None
         if pop3 is not None and not pop3_users:
             raise ValueError(f'inbox: pop3_auth_file: {pop3_auth_file} names no user')
@@ -216,7 +218,8 @@ class InboxDelivery:
             users=load_users(ui_auth_file) if ui_auth_file else None,
             relay=Relay(*relay, allowed_recipients=relay_allowed_recipients or '')
             if relay else None,
-            pop3=pop3, pop3_users=pop3_users, pop3_tls=_pop3_tls(pop3_tls_cert, pop3_tls_key),
+            pop3=pop3, pop3_users=pop3_users, pop3_tls=_tls(pop3_tls_cert, pop3_tls_key),
+            http_tls=_tls(ui_tls_cert, ui_tls_key, web=True),
             pop3_tls_implicit=pop3_tls_implicit,
             max_age=parse_max_age(max_age) if max_age else None,
             webhook_url=webhook_url, webhook_limit=webhook_limit, tag_rules=rules,
@@ -259,7 +262,8 @@ class InboxDelivery:
         level(0)
 
     def describe(self) -> str:
-        return describe({'db': self.store.path, 'http': self.http_address or self.web_address})
+        return describe({'db': self.store.path, 'http': self.http_address or self.web_address,
+                         'ui_tls_cert': self.parts.http_tls is not None})
 
     def start(self, server: SmtpServer) -> None:
         """The web side (and POP3 ...) starts with the first server (OSError
@@ -284,7 +288,8 @@ def _between_keys(relay: object, relay_allowed_recipients: object, mailboxes: st
                   pop3_tls_cert: object, pop3_tls_key: object, pop3_tls_implicit: bool,
                   enable_spamassassin: object = None, enable_rspamd: object = None,
                   smtp_allowed_recipients: object = None,
-                  smtp_ignore_rejected_recipients: object = False) -> None:
+                  smtp_ignore_rejected_recipients: object = False,
+                  ui_tls_cert: object = None, ui_tls_key: object = None) -> None:
     """The rules between keys (each key alone was checked as the file was
     read), the command's rules in the section's words: ValueError."""
     problems = []
@@ -303,6 +308,8 @@ def _between_keys(relay: object, relay_allowed_recipients: object, mailboxes: st
         problems.append('enable_spamassassin and enable_rspamd: choose one')
     if smtp_ignore_rejected_recipients and not smtp_allowed_recipients:
         problems.append('smtp_ignore_rejected_recipients needs smtp_allowed_recipients')
+    if ui_tls_key and not ui_tls_cert:
+        problems.append('ui_tls_key needs ui_tls_cert')
     if problems:
         raise ValueError('inbox: ' + '; '.join(problems))
 
@@ -316,11 +323,13 @@ def check_between_keys(spec: Mapping[str, Any]) -> None:
                   spec.get('pop3_tls_key'), bool(spec.get('pop3_tls_implicit', False)),
                   spec.get('enable_spamassassin'), spec.get('enable_rspamd'),
                   spec.get('smtp_allowed_recipients'),
-                  bool(spec.get('smtp_ignore_rejected_recipients', False)))
+                  bool(spec.get('smtp_ignore_rejected_recipients', False)),
+                  spec.get('ui_tls_cert'), spec.get('ui_tls_key'))
 
 
-def _pop3_tls(cert: str | None, key: str | None) -> Any:
-    """The POP3 side's TLS context from PEM files, or None for a self-signed one."""
+def _tls(cert: str | None, key: str | None, web: bool = False) -> Any:
+    """A TLS context from PEM files (POP3's, or gevent's kind for the web
+    side: gevent's WSGIServer wraps its sockets), or None."""
     if cert is None:
         return None
     from ..tls import create_context
@@ -330,6 +339,9 @@ def _pop3_tls(cert: str | None, key: str | None) -> Any:
     if key is not None:
         with open(key, encoding='ascii') as f:
             key_pem = f.read()
+    if web:
+        import gevent.ssl
+        return create_context(key_pem, cert_pem, context_class=gevent.ssl.SSLContext)
     return create_context(key_pem, cert_pem)
 
 
@@ -337,4 +349,5 @@ def describe(spec: dict[str, Any]) -> str:
     """'inbox /srv/inbox.db (web and API on http://127.0.0.1:8025/)'."""
     host, port = spec.get('http', DEFAULT_HTTP)[:2]
     host = f'[{host}]' if ':' in host else host
-    return f'inbox {spec.get("db")} (web and API on http://{host}:{port}/)'
+    scheme = 'https' if spec.get('ui_tls_cert') else 'http'
+    return f'inbox {spec.get("db")} (web and API on {scheme}://{host}:{port}/)'

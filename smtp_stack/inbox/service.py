@@ -30,6 +30,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import gevent
+import gevent.ssl
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from .. import logs
@@ -94,8 +95,10 @@ class InboxParts:
                  stats: dict[str, int] | None = None, store_process: bool = True,
                  verbose: bool = False, rspamd: str | None = None,
                  tags_title_case: bool = False, use_message_dates: bool = False,
-                 webhook_delay: float = 0.0, hide_delete_all_button: bool = False):
+                 webhook_delay: float = 0.0, hide_delete_all_button: bool = False,
+                 http_tls: ssl.SSLContext | None = None):
         routing = Routing.of(mailboxes, mailbox_pattern)     # ValueError saying why
+        _check_web_tls(http_tls)
         if pop3 is not None and not pop3_users:
             raise ValueError('POP3 needs users (Mailpit too serves it only with them)')
         if spamassassin and rspamd:
@@ -129,6 +132,7 @@ class InboxParts:
                                    tls=pop3_tls or create_context(hostname=name),
                                    implicit_tls=pop3_tls_implicit)
         self._http_at = http
+        self.http_tls = http_tls        # Mailpit's --ui-tls-cert: the web side over HTTPS
         # made in start_parts(): a gevent server belongs to the hub that runs it
         self.http: WSGIServer | None = None
 
@@ -147,7 +151,7 @@ class InboxParts:
     def url(self) -> str:
         host, port = self.http_address[:2]
         host = f'[{host}]' if ':' in host else host
-        return f'http://{host}:{port}/'
+        return f'{"https" if self.http_tls else "http"}://{host}:{port}/'
 
     @property
     def pop3_address(self) -> tuple[Any, ...] | None:
@@ -158,7 +162,7 @@ class InboxParts:
         """Listen on HTTP (and POP3), and start pruning and the webhook; an
         address that cannot be bound is an OSError naming it, and leaves
         nothing listening."""
-        self.http = start_web(self._http_at, self.app)
+        self.http = start_web(self._http_at, self.app, self.http_tls)
         try:
             if self.pop3 is not None:
                 self.pop3.start()
@@ -225,6 +229,7 @@ class Inbox(InboxParts):
                  store_process: bool = True, verbose: bool = False, rspamd: str | None = None,
                  tags_title_case: bool = False, use_message_dates: bool = False,
                  webhook_delay: float = 0.0, hide_delete_all_button: bool = False,
+                 http_tls: ssl.SSLContext | None = None,
                  smtp_users: Mapping[str, str] | None = None,
                  allowed_recipients: str | None = None,
                  ignore_rejected_recipients: bool = False, require_starttls: bool = False,
@@ -252,7 +257,7 @@ class Inbox(InboxParts):
                          spamassassin=spamassassin, store_process=store_process,
                          verbose=verbose, rspamd=rspamd, tags_title_case=tags_title_case,
                          use_message_dates=use_message_dates, webhook_delay=webhook_delay,
-                         hide_delete_all_button=hide_delete_all_button)
+                         hide_delete_all_button=hide_delete_all_button, http_tls=http_tls)
         disabled = list(server_options.pop('disabled_commands', ()))
         if not (accept_any_auth or smtp_users):
             disabled.append('AUTH')
@@ -319,11 +324,12 @@ class Inbox(InboxParts):
                 f'{self.describe_parts()}, stored in {self.store.path} ({self.kept()})')
 
 
-def start_web(address: tuple[str, int], app: InboxApp) -> WSGIServer:
-    """`web_server(address, app)`, started. An address that cannot be bound
-    is an OSError naming it in `filename` ('127.0.0.1:8025'), as
+def start_web(address: tuple[str, int], app: InboxApp,
+              tls: ssl.SSLContext | None = None) -> WSGIServer:
+    """`web_server(address, app, tls)`, started. An address that cannot be
+    bound is an OSError naming it in `filename` ('127.0.0.1:8025'), as
     SmtpServer's is (gevent appends it to strerror as a tuple)."""
-    http = web_server(address, app)
+    http = web_server(address, app, tls)
     try:
         http.start()
     except OSError as exc:
@@ -332,16 +338,28 @@ def start_web(address: tuple[str, int], app: InboxApp) -> WSGIServer:
     return http
 
 
-def web_server(address: tuple[str, int], app: InboxApp) -> WSGIServer:
-    """gevent's WSGI server for the inbox app; access log at DEBUG. Bound
+def web_server(address: tuple[str, int], app: InboxApp,
+               tls: ssl.SSLContext | None = None) -> WSGIServer:
+    """gevent's WSGI server for the inbox app; access log at DEBUG; over
+    TLS with `tls` (the websocket too: it is the same connection). Bound
     to a loopback address, it answers only requests that name a loopback
     host, so a page on a rebinding DNS name cannot read the inbox."""
     if _loopback(address[0]):
         app.allowed_hosts = LOOPBACK_HOSTS
-    return WSGIServer(address, app, handler_class=_Handler, log=None, error_log=None)
+    _check_web_tls(tls)
+    tls_args = {'ssl_context': tls} if tls is not None else {}
+    return WSGIServer(address, app, handler_class=_Handler, log=None, error_log=None,
+                      **tls_args)
 
 
 LOOPBACK_HOSTS = frozenset({'localhost', '127.0.0.1', '::1'})
+
+
+def _check_web_tls(tls: ssl.SSLContext | None) -> None:
+    if tls is not None and not isinstance(tls, gevent.ssl.SSLContext):
+        raise ValueError("the web side's TLS context must be gevent.ssl's (a stdlib one "
+                         'makes sockets that block the hub): create_context(..., '
+                         'context_class=gevent.ssl.SSLContext)')
 
 
 def _loopback(host: str) -> bool:
