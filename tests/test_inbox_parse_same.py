@@ -47,6 +47,7 @@ def reference_fields(raw: bytes) -> dict:
     to, cc, bcc = (_ref_addresses(message, n) for n in ('To', 'Cc', 'Bcc'))
     senders = _ref_addresses(message, 'From')
     text, html_body, attachments, inline = _ref_walk(message)
+    text, html_body = _valid_text(text), _valid_text(html_body)    # then the snippet
     if not text and html_body:
         text = html_to_text(html_body)
     sender = senders[0] if senders else None
@@ -280,6 +281,18 @@ HARD_CASES = {
         'Content-Transfer-Encoding: base64\n\nSGV sbG8=\n--b\n'
         'Content-Transfer-Encoding: base64\n\nSGVs\nbG8=\n\n--b\n'
         'Content-Transfer-Encoding: quoted-printable\n\nsoft=\nbreak =3D =XY\n--b--\n'),
+    'an empty charset (decoded as UTF-8, the default policy\'s fallback)': mime(
+        'Content-Type: multipart/mixed; boundary=b\n',
+        '--b\nContent-Type: text/plain; charset=""\n\ncaf\u00e9\n--b--\n'),
+    'a single-quoted parameter value (RFC 2231 to the default policy)': mime(
+        "Content-Type: text/plain; charset='utf-8'\nContent-Disposition: inline; "
+        "filename='a.txt'\n", 'caf\u00e9\n'),
+    'a folded quoted boundary beside an attached message': mime(
+        'Content-Type: multipart/mixed;\n boundary="one\n two"\n',
+        '--one two\nContent-Type: text/plain\n\none\n--one two\n'
+        'Content-Type: message/rfc822\n\nSubject: inner\n\nx\n--one two--\n'),
+    'a lone surrogate from the charset (utf-7)': mime(
+        'Content-Type: text/plain; charset=utf-7\n', '+2AA-\n'),
     'a uuencoded part': mime(
         'Content-Type: multipart/mixed; boundary=u\n',
         '--u\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: x-uuencode\n'
@@ -351,7 +364,9 @@ MIME_VALUE_LIST = [
     "attachment; filename*=utf-8''%E2%82%AC.txt", 'attachment; filename*0=lo; filename*1=ng',
     'attachment; filename="=?utf-8?b?w6k=?="', 'inline; filename=pic.png', 'attachment;',
     'base64', 'BASE64 ', ' quoted-printable', '7bit', 'x-uuencode', 'attachment; filename=',
-    'text/plain; name=""', 'text/plain; =x', 'text/plain; a', 'text/plain;; charset=x']
+    'text/plain; name=""', 'text/plain; =x', 'text/plain; a', 'text/plain;; charset=x',
+    'text/plain; charset=""', "text/plain; charset='utf-8'", "attachment; filename='a.pdf'",
+    "multipart/mixed; boundary=a'b"]
 MIME_VALUES = st.sampled_from(MIME_VALUE_LIST)
 
 
@@ -425,7 +440,7 @@ def test_plain_mime_fields_read_by_compat32_as_by_the_default_policy(fields):
 # -- generated messages -----------------------------------------------------------------------
 
 BOUNDARIES = st.sampled_from(['b', 'b1', 'b--', 'x y', '=_part', 'b1--'])
-SAFE_LINES = st.sampled_from(['hello', '', '.', 'SGVsbG8=', '=C3=A9t=C3=A9', 'caf\udce9',
+SAFE_LINES = st.sampled_from(['hello', '', '.', 'SGVsbG8=', '=C3=A9t=C3=A9', 'caf\udce9', 'café',
                               '<p>hi <b>there</b></p>', ' indented', 'Subject: no'])
 TRICKY_LINES = st.sampled_from(['--b', '--b1', '--b--', '--b1--', '--b ', '--bb', '--x y',
                                 '--b1-- x', '--=_part'])
@@ -518,3 +533,16 @@ def test_the_snippets_text_maps_unprintable_characters_to_spaces(text):
     markup = text.replace('<', ' ').replace('&', ' ')
     spaced = ''.join(c if c.isprintable() else ' ' for c in markup).replace('\ufeff', ' ')
     assert html_text(markup) == re.sub(r'\s+', ' ', spaced).strip()
+
+
+def test_long_mime_fields_are_read_but_not_kept():
+    """The reading of a part's MIME fields is kept for the parts that repeat
+    them, but not for long fields: a kept key lives as long as the process."""
+    mimesplit._mime_reading.cache_clear()
+    long_id = 'x' * (mimesplit.CACHED_UP_TO + 1)
+    raw = mime(f'Content-Type: text/plain\nContent-ID: <{long_id}@example.com>\n', 'hi\n')
+    assert assert_tree_is_the_feedparsers(raw) is not None
+    assert mimesplit._mime_reading.cache_info().currsize == 0
+    assert_tree_is_the_feedparsers(mime('Content-Type: text/plain\n', 'hi\n'))
+    assert mimesplit._mime_reading.cache_info().currsize == 1
+    same_as_before(raw)

@@ -211,7 +211,7 @@ def test_fetchmail_fetches_over_stls_and_deletes(inbox, tmp_path, localhost_pair
 
 @pytest.mark.parametrize('args, status, message', [
     (['--pop3', '127.0.0.1:0'], 2, '--pop3 needs --pop3-auth-file'),
-    (['--pop3-auth-file', 'users'], 2, 'need --pop3 HOST:PORT'),
+    (['--pop3-tls-implicit'], 2, 'need --pop3 HOST:PORT or --pop3-auth-file'),
     (['--pop3', 'nonsense', '--pop3-auth-file', 'users'], 2, '--pop3:'),
     (['--pop3', '127.0.0.1:0', '--pop3-auth-file', 'missing'], 1, '--pop3-auth-file'),
 ])

@@ -16,6 +16,7 @@ from smtp_stack.config import ConfigError, parse
 from smtp_stack.inbox.command import add_parser
 from smtp_stack.inbox.section import InboxDelivery
 from smtp_stack.params import parameters
+from smtp_stack.receiver import Receiver
 from smtp_stack.users import hash_password
 
 # The command's options that are the server's own keys in `serve`'s file:
@@ -206,3 +207,14 @@ def test_a_section_serves_its_web_side_over_https(tmp_path):
         web = Http(f'https://localhost:{port}/',
                    context=ssl.create_default_context(cafile=made.ca_file))
         assert web.json('GET', '/api/v1/info')['Messages'] == 0
+
+
+def test_starttls_required_of_a_server_without_it_stops_the_start(tmp_path):
+    config = parse({'disabled_commands': ['STARTTLS'],
+                    'listen': [{'host': '127.0.0.1', 'port': 0}],
+                    'inbox': {'db': 'caught.db', 'http': '127.0.0.1:0',
+                              'smtp_require_starttls': True}}, str(tmp_path))
+    receiver = Receiver(config)
+    with pytest.raises(ValueError, match='smtp_require_starttls needs a server that offers'):
+        receiver.start()
+    assert all(server.address is None for server in receiver.servers)     # nothing listens

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import smtplib
+import socket
 import ssl
 import sys
 import time
@@ -292,11 +293,9 @@ def test_max_zero_keeps_every_message(tmp_path):
     (['--smtp-auth-file', 'f', '--smtp-auth-accept-any'], 'not both'),
     (['--smtp-auth-file', 'f'], 'authentication requires STARTTLS or TLS'),
     (['--smtp-tls-key', 'k.pem'], '--smtp-tls-key needs --smtp-tls-cert'),
-    (['--smtp-ignore-rejected-recipients'], 'needs --smtp-allowed-recipients'),
     (['--smtp-allowed-recipients', '(unclosed'], 'missing ), unterminated subpattern'),
     (['--chaos-triggers', 'Sender:451'], 'expected Sender, Recipient or Authentication'),
     (['--chaos-triggers', 'Sender:600:5'], 'between 400 and 599'),
-    (['--quiet', '--verbose'], 'choose one'),
     (['--max-message-size', '-1'], 'must be 0 or more'),
     (['--ui-tls-key', 'k.pem'], '--ui-tls-key needs --ui-tls-cert'),
 ])
@@ -418,3 +417,98 @@ def test_a_stdlib_context_for_the_web_side_is_refused(tmp_path):
     with pytest.raises(ValueError, match="must be gevent.ssl's"):
         InboxThread(tmp_path / 'in.db', http_tls=create_context())
     assert not (tmp_path / 'in.db').exists()         # before anything was opened
+
+
+@pytest.mark.parametrize('store_process', [True, False], ids=['process', 'thread'])
+def test_duplicate_message_ids_are_left_out(tmp_path, store_process):
+    """--ignore-duplicate-ids (Mailpit's): a message whose Message-ID the
+    inbox holds gets 250 and is not stored, counted as SMTPIgnored; the
+    send API answers it with no ID; another Message-ID is stored."""
+    with InboxThread(tmp_path / 'in.db', ignore_duplicate_ids=True,
+                     store_process=store_process) as box:
+        first = make_mail(subject='first')
+        again = make_mail(subject='again')
+        again.replace_header('Message-ID', first['Message-ID'])
+        with smtplib.SMTP(*box.smtp, timeout=10) as client:
+            client.send_message(first)
+            code, text = client.data(again.as_string()) if client.mail(
+                'a@example.org')[0] == 250 and client.rcpt('b@example.com')[0] == 250 else (0, b'')
+            assert code == 250 and b'not stored' in text
+            client.send_message(make_mail(subject='other'))
+        http = Http(box.url)
+        sent = http.json('POST', '/api/v1/send', {
+            'From': {'Email': 'a@example.org'}, 'To': [{'Email': 'b@example.com'}],
+            'Subject': 'by the API', 'Text': 'x',
+            'Headers': {'Message-ID': first['Message-ID']}})
+        assert sent == {'ID': ''}
+        assert sorted(m['Subject'] for m in http.json('GET', '/api/v1/messages')[
+            'messages']) == ['first', 'other']
+        info = http.json('GET', '/api/v1/info')
+        assert (info['RuntimeStats']['SMTPIgnored'], info['RuntimeStats']['SMTPAccepted']) == (
+            2, 2)
+        assert http.json('GET', '/api/v1/webui')['DuplicatesIgnored'] is True
+
+
+def test_mailpits_lenient_readings_of_its_flags(tmp_path):
+    """Where Mailpit warns and runs, or reads a value its own way, so do we:
+    a users file alone serves POP3 on Mailpit's port (here on loopback),
+    0 recipients is the default,
+    --quiet with --verbose is verbose, and --smtp-ignore-rejected-recipients
+    alone is a warning."""
+    from smtp_stack.inbox.command import _pop3_options, _smtp_options
+    users = tmp_path / 'users'
+    users.write_text(f'dev:{hash_password(PASSWORD, "pbkdf2-sha256")}\n')
+    parser = argparse.ArgumentParser()
+    inbox = add_parser(parser.add_subparsers())
+    args = inbox.parse_args(['--pop3-auth-file', str(users), '--smtp-max-recipients', '0',
+                             '--quiet', '--verbose', '--smtp-ignore-rejected-recipients'])
+    assert _pop3_options(args)['pop3'] == ('127.0.0.1', 1110)
+    options = _smtp_options(args)
+    assert 'max_recipients' not in options and 'log_level' not in options
+    proc = InboxProcess(tmp_path, '--smtp-ignore-rejected-recipients')
+    try:
+        proc.wait_line('warning: --smtp-ignore-rejected-recipients does nothing')
+    finally:
+        proc.close()
+
+
+def test_the_allowlist_judges_only_recipients_the_server_took(tmp_path):
+    """A RCPT the server refuses for its own reasons (before MAIL, a bad
+    parameter, over the limit) gets that reply, and is neither counted nor
+    logged as refused by the allowlist (Mailpit checks it last too)."""
+    with InboxThread(tmp_path / 'in.db', allowed_recipients='^ok@',
+                     max_recipients=1) as box:
+        with smtplib.SMTP(*box.smtp, timeout=10) as client:
+            client.ehlo('client.test')
+            assert client.rcpt('no@example.com')[0] == 503          # no MAIL yet
+            client.mail('a@example.org')
+            assert client.rcpt('no@example.com', ['FOO=BAR'])[0] == 555
+            assert client.rcpt('no@example.com')[0] == 550          # the allowlist
+            assert client.rcpt('ok@example.com')[0] == 250
+            assert client.rcpt('no@example.com')[0] == 452          # over the limit
+        info = Http(box.url).json('GET', '/api/v1/info')
+        assert info['RuntimeStats']['SMTPRejected'] == 1
+
+
+def test_a_bdat_before_starttls_has_its_chunk_skipped(tmp_path):
+    """RFC 3030 2: a refused BDAT's chunk is data, never commands."""
+    with InboxThread(tmp_path / 'in.db', starttls=True, require_starttls=True) as box:
+        with socket.create_connection(box.smtp, timeout=10) as sock:
+            reader = sock.makefile('rb')
+            assert reader.readline().startswith(b'220')
+            sock.sendall(b'EHLO client.test\r\n')
+            while not reader.readline().startswith(b'250 '):
+                pass
+            sock.sendall(b'BDAT 12 LAST\r\nNOOP\r\nNOOP\r\nQUIT\r\n')
+            replies = [reader.readline() for _ in range(2)]
+        assert replies[0].startswith(b'503') and replies[1].startswith(b'221'), replies
+
+
+def test_a_date_utc_cannot_hold_is_no_arrival_time(tmp_path):
+    with InboxThread(tmp_path / 'in.db', use_message_dates=True) as box:
+        late = make_mail(subject='late', extra_headers={
+            'Date': 'Fri, 31 Dec 9999 23:00:00 -0200'})
+        with smtplib.SMTP(*box.smtp, timeout=10) as client:
+            client.send_message(late)
+        [item] = Http(box.url).json('GET', '/api/v1/messages')['messages']
+        assert item['Created'].startswith(time.strftime('%Y-', time.gmtime()))

@@ -309,5 +309,5 @@ def test_a_large_message_is_not_held_in_its_frame_while_it_is_stored(tmp_path):
         store.close()
     assert payloads == []
     [answer] = store_wire.Frames().feed(answers)
-    assert store_wire.read_reply(answer) == (1, 0, '')       # stored
+    assert store_wire.read_reply(answer) == (1, 0, False, '')    # stored
     assert peak < 4.2 * len(raw), peak / len(raw)      # 4.75 times when the frame was kept

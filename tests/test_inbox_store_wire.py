@@ -46,8 +46,9 @@ def test_a_part_of_a_frame_waits_for_the_rest():
 @given(seq=st.integers(0, 2**32 - 1), deleted=st.integers(0, 2**32 - 1),
        error=st.text(max_size=100))
 def test_a_reply_comes_back_as_it_went(seq, deleted, error):
-    [payload] = Frames().feed(reply(seq, deleted, error))
-    assert read_reply(payload) == (seq, deleted, error.encode('utf-8', 'replace').decode())
+    [payload] = Frames().feed(reply(seq, deleted, error, duplicate=seq % 2 == 1))
+    assert read_reply(payload) == (seq, deleted, seq % 2 == 1,
+                                   error.encode('utf-8', 'replace').decode())
 
 
 def test_a_message_too_large_for_a_frame_is_refused_before_anything_is_sent():

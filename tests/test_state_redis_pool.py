@@ -3,6 +3,8 @@ burst of concurrent calls opens what it needs, and what is past the bound
 is closed when its call is done (against a real redis-server)."""
 from __future__ import annotations
 
+import time
+
 import gevent
 import pytest
 import redis
@@ -26,18 +28,20 @@ def test_a_burst_leaves_at_most_max_idle_connections(redis_server, query, bound)
     admin = redis.Redis.from_url(redis_server.url)
     try:
         before = connected(admin)
-        most = [0]
-        # Writes wait server-side for a moment, so that every call of the
-        # burst holds its connection at once: on loopback a reply can come
-        # before the next greenlet runs, and the calls then go one by one.
-        admin.execute_command('CLIENT', 'PAUSE', 200, 'WRITE')
-
-        def call(i):
-            shared.set(f'pool:{i}', i, 60)
-            most[0] = max(most[0], connected(admin) - before)
-        gevent.joinall([gevent.spawn(call, i) for i in range(BURST)], timeout=30,
-                       raise_error=True)
-        assert most[0] > bound          # the burst did open more than the bound
+        # Writes wait server-side until the burst is all in flight, so every
+        # call holds a connection at once (on loopback a reply can otherwise
+        # come before the next greenlet runs, and the calls go one by one).
+        admin.execute_command('CLIENT', 'PAUSE', 10_000, 'WRITE')
+        try:
+            burst = [gevent.spawn(shared.set, f'pool:{i}', i, 60) for i in range(BURST)]
+            deadline = time.monotonic() + 10
+            while connected(admin) - before <= bound and time.monotonic() < deadline:
+                gevent.sleep(0.01)      # the burst's greenlets connect meanwhile
+            most = connected(admin) - before
+        finally:
+            admin.execute_command('CLIENT', 'UNPAUSE')
+        gevent.joinall(burst, timeout=30, raise_error=True)
+        assert most > bound             # the burst did open more than the bound
         assert len(shared._conns._idle_here()) == bound
         assert wait_for(lambda: connected(admin) - before == bound, timeout=10), \
             connected(admin) - before

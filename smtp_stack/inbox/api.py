@@ -300,7 +300,7 @@ def info(app: InboxApp, req: Request) -> Response:
             'SMTPAccepted': app.stats['accepted'],
             'SMTPAcceptedSize': app.stats['accepted_size'],
             'SMTPRejected': app.stats['rejected'],
-            'SMTPIgnored': 0,
+            'SMTPIgnored': app.stats.get('ignored', 0),
         },
     })
 
@@ -332,7 +332,8 @@ def webui(app: InboxApp, req: Request) -> Response:
     allowlist = app.relay.allowed_recipients if app.relay else ''
     return json_response({
         'Label': '', 'SpamAssassin': app.spam_checker is not None, 'ChaosEnabled': True,
-        'DuplicatesIgnored': False, 'HideDeleteAllButton': app.hide_delete_all_button,
+        'DuplicatesIgnored': app.store.ignore_duplicate_ids,
+        'HideDeleteAllButton': app.hide_delete_all_button,
         'MessageRelay': {
             'Enabled': app.relay is not None,
             'SMTPServer': app.relay.describe() if app.relay else '',

@@ -26,6 +26,7 @@ from .linkcheck import extract_links
 from .mailboxes import DEFAULT
 from .parse import find_part, html_body, part_payload
 from .send import SendError, build
+from .store import DUPLICATE
 from .swagger import document
 from .thumbnail import available as thumbnails_available
 from .thumbnail import thumbnail as make_thumbnail
@@ -57,6 +58,9 @@ def send(app: InboxApp, req: Request) -> Response:
     into = req.mailbox if req.mailbox != DEFAULT else None
     stored = offload(lambda: app.store.add(raw, recipients, username=username,
                                            mail_from=sender, mailbox=into))
+    if stored is DUPLICATE:         # --ignore-duplicate-ids: left out, no ID (Mailpit's "")
+        app.stats['ignored'] = app.stats.get('ignored', 0) + 1
+        return json_response({'ID': ''})
     app.stats['accepted'] += 1
     app.stats['accepted_size'] += len(raw)
     return json_response({'ID': stored['ID']})

@@ -125,7 +125,8 @@ class InboxApp:
         self.users = users          # {name: password hash} for basic auth, or None
         self.broker = broker or Broker(store)
         self.stats = stats if stats is not None else {'accepted': 0, 'accepted_size': 0,
-                                                      'rejected': 0}
+                                                      'rejected': 0,
+                                                      'ignored': 0}
         self.started = time.monotonic()
         self.chaos = chaos or Chaos()       # its ChaosMiddleware fails the SMTP side
         # link-check: links to non-public addresses are asked only when allowed

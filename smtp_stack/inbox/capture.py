@@ -53,6 +53,7 @@ from ..events import queue_id
 from ..replies import Reply
 from .arrival import field_within
 from .database import Failed
+from .store import DUPLICATE, Json
 from .smtp_rules import ignored
 from .store_process import StoreProcess
 
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
 # A message none of whose recipients is allowed (--smtp-allowed-recipients),
 # taken all the same (--smtp-ignore-rejected-recipients): Mailpit drops it
 NOT_STORED = Reply(250, 'Ok: not stored, no recipient is allowed', '2.0.0')
+# ... and one whose Message-ID the inbox holds (--ignore-duplicate-ids)
+DUPLICATE_REPLY = Reply(250, 'Ok: not stored, its Message-ID is in the inbox', '2.0.0')
 BATCH_MAX = 64          # messages one transaction takes at most: bounds a session's wait
 IDLE_SECONDS = 10.0     # a hub's thread ends after this long without mail
 SUBJECT_WITHIN = 16 << 10   # bytes of a message its verbose line looks at for the Subject
@@ -81,7 +84,8 @@ class Capture:
         self.store = store
         self.verbose = verbose      # a line for each message stored
         self.stats = stats if stats is not None else {'accepted': 0, 'accepted_size': 0,
-                                                      'rejected': 0}
+                                                      'rejected': 0,
+                                                      'ignored': 0}
         self.store_process = store_process
         self._lock = threading.Lock()
         self._threads: weakref.WeakKeyDictionary[Any, _Ingest] = weakref.WeakKeyDictionary()
@@ -98,7 +102,8 @@ class Capture:
         told = queue_id(session) if self.verbose else None
         if self.store_process and hub is not None:
             raw = body.read()       # in memory, or the page cache (spool.py)
-            self.process(hub).put(raw, recipients, _username(session), sender)
+            if not self.process(hub).put(raw, recipients, _username(session), sender):
+                return self._duplicate(told)
             self._count(1, len(raw))
             if told is not None:
                 _tell_stored(told, raw, sender, recipients)
@@ -113,12 +118,25 @@ class Capture:
             outcome = ingest.call(hub, handed)
         if isinstance(outcome, Failed):
             raise outcome.error
+        if outcome is DUPLICATE:
+            return self._duplicate(told)
         return None
 
-    def keep_all(self, handed: list[Handed]) -> list[Failed | None]:
+    def _duplicate(self, told: str | None) -> Reply:
+        """A message left out, its Message-ID in the inbox already (Mailpit's
+        --ignore-duplicate-ids): counted as SMTPIgnored, answered 250."""
+        with self._lock:
+            self.stats['ignored'] = self.stats.get('ignored', 0) + 1
+        if told is not None:
+            log.info('%s: not stored: a message with its Message-ID is in the inbox',
+                     told, event='inbox_duplicate', queue_id=told)
+        return DUPLICATE_REPLY
+
+    def keep_all(self, handed: list[Handed]) -> list[Failed | Json | None]:
         """In the ingest thread: the messages into the store in one
-        transaction, counted; None for each stored, Failed for the others."""
-        outcomes: list[Failed | None] = [None] * len(handed)
+        transaction, counted; None for each stored, DUPLICATE for one left
+        out as a duplicate, Failed for the others."""
+        outcomes: list[Failed | Json | None] = [None] * len(handed)
         incoming: list[tuple[bytes, list[str], str | None, str]] = []
         places: list[int] = []
         for place, (body, rcpt, username, sender, _told) in enumerate(handed):
@@ -133,7 +151,7 @@ class Capture:
         accepted = accepted_size = 0
         for place, (raw, rcpt, _user, sender), result in zip(places, incoming, stored,
                                                               strict=True):
-            if isinstance(result, Failed):
+            if isinstance(result, Failed) or result is DUPLICATE:
                 outcomes[place] = result
                 continue
             accepted += 1
@@ -201,13 +219,15 @@ class _Ingest:
     message comes, ended after IDLE_SECONDS without one. It keeps no
     reference to the hub (the hub is the key of a weak dictionary)."""
 
-    def __init__(self, loop: Any, keep_all: Callable[[list[Handed]], list[Failed | None]],
+    def __init__(self, loop: Any,
+                 keep_all: Callable[[list[Handed]], list[Failed | Json | None]],
                  on_exit: Callable[[], None]) -> None:
         self.pid = os.getpid()
         self.keep_all = keep_all
         self.on_exit = on_exit      # in the thread, as it ends: its SQLite connection closed
         self.tasks: queue.SimpleQueue[tuple[Waiter, Handed] | None] = queue.SimpleQueue()
-        self.done: collections.deque[tuple[Waiter, Failed | None]] = collections.deque()
+        self.done: collections.deque[tuple[Waiter, Failed | Json | None]] = \
+            collections.deque()
         self.running = False
         self.lock = threading.Lock()
         self.pending = 0            # sessions waiting: the watcher keeps the loop alive then
@@ -215,7 +235,7 @@ class _Ingest:
         self.watcher.start(self._deliver)
         self.watcher.ref = False
 
-    def call(self, hub: Any, handed: Handed) -> Failed | None:
+    def call(self, hub: Any, handed: Handed) -> Failed | Json | None:
         waiter = Waiter(hub)
         self.pending += 1
         if self.pending == 1:
@@ -227,7 +247,7 @@ class _Ingest:
                     self.running = True
                     threading.Thread(target=self._work, daemon=True,
                                      name='smtp_stack-inbox-ingest').start()
-            outcome: Failed | None = waiter.get()
+            outcome: Failed | Json | None = waiter.get()
         finally:
             self.pending -= 1
             if not self.pending:

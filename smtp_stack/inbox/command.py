@@ -85,6 +85,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument('--tags-title-case', action='store_true',
                         help='X-Tags and plus-address tags with a capital at the start of each '
                              'word (as Mailpit)')
+    parser.add_argument('--ignore-duplicate-ids', action='store_true',
+                        help='do not store a message whose Message-ID its mailbox holds '
+                             '(answered 250, counted as SMTPIgnored; as Mailpit)')
     parser.add_argument('--use-message-dates', action='store_true',
                         help='a message\'s Date field as its time of arrival (Created), when '
                              'it can be read (as Mailpit)')
@@ -129,8 +132,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                         help='no MAIL, RCPT, DATA or AUTH before STARTTLS (530)')
     parser.add_argument('--smtp-require-tls', action='store_true',
                         help='SMTP over TLS from the first byte (SMTPS, port 465\'s way)')
-    parser.add_argument('--smtp-max-recipients', metavar='N', type=_positive,
-                        help='recipients a message may have (default 1000); more get 452')
+    parser.add_argument('--smtp-max-recipients', metavar='N', type=_whole,
+                        help='recipients a message may have (default, or 0: 1000); more get '
+                             '452')
     parser.add_argument('--max-message-size', metavar='MB', type=_whole,
                         help='largest message taken, in MB (default 0: no limit); a larger '
                              'one gets 552')
@@ -192,6 +196,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     return parser
 
 
+DEFAULT_POP3 = '127.0.0.1:1110'     # Mailpit's POP3 port (it binds [::], we loopback)
+ANY_HOST = '0.0.0.0'                # ':1025' listens on every interface, as in Mailpit (Go)
+
 # Mailpit's environment variables, each the default of the option it names
 # (an option given on the command line wins, as in Mailpit).
 ENVIRONMENT = {
@@ -202,6 +209,7 @@ ENVIRONMENT = {
     'webhook_delay': 'MP_WEBHOOK_DELAY', 'tag': 'MP_TAG', 'log_file': 'MP_LOG_FILE',
     'tags_title_case': 'MP_TAGS_TITLE_CASE', 'use_message_dates': 'MP_USE_MESSAGE_DATES',
     'hide_delete_all_button': 'MP_HIDE_DELETE_ALL_BUTTON',
+    'ignore_duplicate_ids': 'MP_IGNORE_DUPLICATE_IDS',
     'tags_config': 'MP_TAGS_CONFIG', 'tags_disable': 'MP_TAGS_DISABLE',
     'tags_username': 'MP_TAGS_USERNAME', 'enable_spamassassin': 'MP_ENABLE_SPAMASSASSIN',
     'allow_internal_http_requests': 'MP_ALLOW_INTERNAL_HTTP_REQUESTS',
@@ -241,10 +249,6 @@ def defaults_from_environment(parser: argparse.ArgumentParser,
     if relay_host:
         found['relay'] = f'{relay_host}:{environ.get("MP_SMTP_RELAY_PORT") or 25}'
     return found
-
-
-def _positive(text: str) -> int:
-    return int(_number(text, int, 1, None, 'must be 1 or more'))
 
 
 def _whole(text: str) -> int:
@@ -295,8 +299,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError('--mailboxes by-user needs --smtp-auth-accept-any or '
                              '--smtp-auth-file (without AUTH every message goes to the '
                              'default mailbox)')
-        smtp = parse_hostport(args.smtp)
-        http = parse_hostport(args.http)
+        smtp = parse_hostport(args.smtp, ANY_HOST)
+        http = parse_hostport(args.http, ANY_HOST)
         relay = Relay(*parse_hostport(args.relay), helo=args.name,
                       allowed_recipients=args.relay_allowed_recipients) if args.relay else None
         if args.webhook_url:
@@ -341,7 +345,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         note(f'--log-file: {exc}')
         return 1
-    setup_logging('error' if args.quiet else None, log_format_of(args), log_file)
+    setup_logging('error' if args.quiet and not args.verbose else None, log_format_of(args),
+                  log_file)
     try:
         inbox = Inbox(args.db, smtp=smtp, http=http, max_messages=args.max_messages,
                       accept_any_auth=args.smtp_auth_accept_any,
@@ -351,6 +356,7 @@ def run(args: argparse.Namespace) -> int:
                       mailbox_pattern=args.mailbox_pattern, store_process=args.store_process,
                       verbose=args.verbose, rspamd=args.enable_rspamd,
                       use_message_dates=args.use_message_dates,
+                      ignore_duplicate_ids=args.ignore_duplicate_ids,
                       webhook_delay=args.webhook_delay,
                       hide_delete_all_button=args.hide_delete_all_button,
                       **pop3, **tagging, **smtp_options, **ui_tls)
@@ -377,17 +383,19 @@ def _pop3_options(args: argparse.Namespace) -> dict[str, Any] | int:
     from .app import load_users
     from .release import parse_hostport
 
-    if not args.pop3:
-        if args.pop3_auth_file or args.pop3_tls_cert or args.pop3_tls_key \
-                or args.pop3_tls_implicit:
-            note('--pop3-auth-file and --pop3-tls-* need --pop3 HOST:PORT')
+    # a users file alone serves POP3 on Mailpit's port (MP_POP3_AUTH_FILE alone does)
+    at = args.pop3 or (DEFAULT_POP3 if args.pop3_auth_file else None)
+    if not at:
+        if args.pop3_tls_cert or args.pop3_tls_key or args.pop3_tls_implicit:
+            note('--pop3-tls-cert, --pop3-tls-key and --pop3-tls-implicit need --pop3 '
+                 'HOST:PORT or --pop3-auth-file')
             return 2
         return {}
     if not args.pop3_auth_file:
         note('--pop3 needs --pop3-auth-file (POP3 is served to known users only)')
         return 2
     try:
-        address = parse_hostport(args.pop3)
+        address = parse_hostport(at, ANY_HOST)
     except ValueError as exc:
         note(f'--pop3: {exc}')
         return 2
@@ -420,9 +428,6 @@ def _smtp_options(args: argparse.Namespace) -> dict[str, Any] | int:
     from .app import load_users
 
     secure = args.smtp_require_tls
-    if args.quiet and args.verbose:
-        note('--quiet and --verbose: choose one')
-        return 2
     if args.smtp_require_starttls and secure:
         note('--smtp-require-starttls and --smtp-require-tls: TLS and STARTTLS cannot be '
              'required together')
@@ -438,8 +443,8 @@ def _smtp_options(args: argparse.Namespace) -> dict[str, Any] | int:
         note('--smtp-tls-key needs --smtp-tls-cert')
         return 2
     if args.smtp_ignore_rejected_recipients and not args.smtp_allowed_recipients:
-        note('--smtp-ignore-rejected-recipients needs --smtp-allowed-recipients')
-        return 2
+        note('warning: --smtp-ignore-rejected-recipients does nothing without '
+             '--smtp-allowed-recipients')     # Mailpit warns too, and runs
     # STARTTLS when asked, or with a certificate, unless TLS is from the first
     # byte; a certificate not given is a self-signed one (--smtp-starttls's)
     starttls = not secure and (args.smtp_starttls or bool(args.smtp_tls_cert)
@@ -472,11 +477,11 @@ def _smtp_options(args: argparse.Namespace) -> dict[str, Any] | int:
         options['secure'] = True
     if args.smtp_auth_allow_insecure:
         options['allow_insecure_auth'] = True
-    if args.smtp_max_recipients:
+    if args.smtp_max_recipients:                # 0: the default, as Mailpit reads it
         options['max_recipients'] = args.smtp_max_recipients
     if args.max_message_size:
         options['size'] = args.max_message_size << 20      # MB, as Mailpit counts them
-    if args.quiet:
+    if args.quiet and not args.verbose:         # both: verbose wins, as in Mailpit
         options['log_level'] = 'error'
     return options
 

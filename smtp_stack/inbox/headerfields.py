@@ -64,7 +64,8 @@ _MAILBOX = re.compile(
     rf'|(?:(?P<phrase>{_ATEXT}+(?:[ \t]+{_ATEXT}+)*)|"(?P<quoted>[^"]*)")?'
     rf'[ \t]*<(?P<angled>{_ADDR_SPEC})>)[ \t]*')
 _MESSAGE_ID = re.compile(rf'[ \t]*<{_ADDR_SPEC}>[ \t]*')
-_TOKEN = r"[!#$%&'+\-.^_`|~0-9A-Za-z]+"       # RFC 2045 token, without '*' (RFC 2231)
+# RFC 2045 token without '*' and "'" (the default policy reads a'b as RFC 2231's)
+_TOKEN = r"[!#$%&+\-.^_`|~0-9A-Za-z]+"
 _PARAMETER = rf';[ \t]*({_TOKEN})[ \t]*=[ \t]*({_TOKEN}|"[^"]*")[ \t]*'
 _MIME = re.compile(rf'[ \t]*({_TOKEN}(?:/{_TOKEN})?)[ \t]*((?:{_PARAMETER})*)')
 _PARAMETERS = re.compile(_PARAMETER)
@@ -175,6 +176,8 @@ def unfold_mime_fields(part: Message) -> bool:
         if lower in MIME_FIELDS:
             if not isinstance(value, str):
                 return False
+            if lower == 'content-type' and '"' in value and ('\r' in value or '\n' in value):
+                return False    # compat32 split by it with the line break inside the quotes
             value = unfold(value)
             fields[i] = (name, value)
             every_plain = every_plain and plain_mime(lower, value)

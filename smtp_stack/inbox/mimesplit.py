@@ -64,6 +64,7 @@ _DELIMITER_END = re.compile(r'(--)?[ \t]*')
 # alike by email's decode_b and by one a2b_base64, when their length is whole
 _BASE64_LINES = re.compile(r'(?:[A-Za-z0-9+/]*\r\n)*+[A-Za-z0-9+/]*={0,2}(?:\r\n)?')
 _UUENCODE = frozenset({'x-uuencode', 'uuencode', 'uue', 'x-uue'})
+CACHED_UP_TO = 512      # characters of a part's MIME fields whose reading is kept
 CRLF = '\r\n'
 _NO_FIELDS = MimeFacts('text/plain', None, None, '', 'ASCII')
 
@@ -160,8 +161,11 @@ def _part(text: str, start: int, end: int, inner: bool = False) -> Part:
 
 def _read_mime(part: Part) -> None:
     """The part's facts and transfer encoding, from its MIME fields (RFC 2045)."""
-    reading = _mime_reading(tuple((lower, value) for lower, value in (
-        (name.lower(), value) for name, value in part.fields) if lower in hf.MIME_FIELDS))
+    fields = tuple((lower, value) for lower, value in (
+        (name.lower(), value) for name, value in part.fields) if lower in hf.MIME_FIELDS)
+    # kept for the next part only when short: a key is held as long as the cache
+    reading = (_mime_reading(fields) if sum(len(value) for _, value in fields) <= CACHED_UP_TO
+               else _mime_reading.__wrapped__(fields))
     if reading is None:
         raise NotPlain
     part.facts, part.encoding = reading

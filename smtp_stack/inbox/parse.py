@@ -94,6 +94,8 @@ def parse_message(raw: bytes, envelope_to: Iterable[str] = (),
             if a.lower() not in named]
     senders = addresses('From')
     text, html_body, attachments, inline = _walk(message)
+    # lone surrogates (utf-7, unicode-escape ...) would stop the snippet's encode
+    text, html_body = _valid_text(text), _valid_text(html_body)
     if not text and html_body:
         text = html_to_text(html_body)
     sender = senders[0] if senders else None
@@ -422,7 +424,8 @@ def _text(part: Tree, charset: str | None = None) -> str:
     if isinstance(part, mimesplit.Part):
         data = part.decoded()
         try:
-            return data.decode(part.facts.charset or 'ASCII', 'replace')
+            charset = part.facts.charset
+            return data.decode(charset if charset is not None else 'ASCII', 'replace')
         except (LookupError, ValueError, AssertionError):     # an unknown charset
             return data.decode('utf-8', 'replace')
     try:

@@ -203,7 +203,8 @@ class InboxDelivery:
                  webhook_delay: Annotated[float, DELAY] = 0.0,
                  hide_delete_all_button: Annotated[bool, BOOL] = False,
                  ui_tls_cert: Annotated[str | None, EXISTING_FILE] = None,
-                 ui_tls_key: Annotated[str | None, EXISTING_FILE] = None):
+                 ui_tls_key: Annotated[str | None, EXISTING_FILE] = None,
+                 ignore_duplicate_ids: Annotated[bool, BOOL] = False):
         _between_keys(relay, relay_allowed_recipients, mailboxes, mailbox_pattern, pop3,
                       pop3_auth_file, pop3_tls_cert, pop3_tls_key, pop3_tls_implicit,
                       enable_spamassassin, enable_rspamd, smtp_allowed_recipients,
@@ -220,6 +221,7 @@ class InboxDelivery:
             if relay else None,
             pop3=pop3, pop3_users=pop3_users, pop3_tls=_tls(pop3_tls_cert, pop3_tls_key),
             http_tls=_tls(ui_tls_cert, ui_tls_key, web=True),
+            ignore_duplicate_ids=ignore_duplicate_ids,
             pop3_tls_implicit=pop3_tls_implicit,
             max_age=parse_max_age(max_age) if max_age else None,
             webhook_url=webhook_url, webhook_limit=webhook_limit, tag_rules=rules,
@@ -236,6 +238,7 @@ class InboxDelivery:
         # the chain the servers' commands go through, as `smtp-stack inbox`'s:
         # STARTTLS first (if required), chaos (PUT /api/v1/chaos fails
         # commands), the recipient allowlist, then the store
+        self.require_starttls = smtp_require_starttls
         chain: list[Middleware] = [RequireStarttls()] if smtp_require_starttls else []
         chain.append(ChaosMiddleware(self.app.chaos))
         if smtp_allowed_recipients:
@@ -267,7 +270,13 @@ class InboxDelivery:
 
     def start(self, server: SmtpServer) -> None:
         """The web side (and POP3 ...) starts with the first server (OSError
-        naming its address when that cannot be bound)."""
+        naming its address when that cannot be bound). STARTTLS cannot be
+        required of a server that does not offer it (every MAIL would get 530)."""
+        options = server.options
+        if self.require_starttls and 'STARTTLS' in options.disabled_commands \
+                and not options.secure:
+            raise ValueError('inbox: smtp_require_starttls needs a server that offers STARTTLS '
+                             '(STARTTLS is in its disabled_commands)')
         if not self._serving:
             self.parts.start_parts()
         self._serving.add(server)

@@ -96,7 +96,7 @@ class InboxParts:
                  verbose: bool = False, rspamd: str | None = None,
                  tags_title_case: bool = False, use_message_dates: bool = False,
                  webhook_delay: float = 0.0, hide_delete_all_button: bool = False,
-                 http_tls: ssl.SSLContext | None = None):
+                 http_tls: ssl.SSLContext | None = None, ignore_duplicate_ids: bool = False):
         routing = Routing.of(mailboxes, mailbox_pattern)     # ValueError saying why
         _check_web_tls(http_tls)
         if pop3 is not None and not pop3_users:
@@ -112,6 +112,7 @@ class InboxParts:
         self.store.tag_username = tags_username
         self.store.tags_title_case = tags_title_case        # Mailpit's --tags-title-case
         self.store.use_message_dates = use_message_dates    # ... and --use-message-dates
+        self.store.ignore_duplicate_ids = ignore_duplicate_ids  # ... and --ignore-duplicate-ids
         # store_process: the messages stored by a process of its own (store_process.py)
         # verbose: a line for each message stored (Mailpit's --verbose)
         self.capture = Capture(self.store, stats, store_process=store_process, verbose=verbose)
@@ -229,7 +230,7 @@ class Inbox(InboxParts):
                  store_process: bool = True, verbose: bool = False, rspamd: str | None = None,
                  tags_title_case: bool = False, use_message_dates: bool = False,
                  webhook_delay: float = 0.0, hide_delete_all_button: bool = False,
-                 http_tls: ssl.SSLContext | None = None,
+                 http_tls: ssl.SSLContext | None = None, ignore_duplicate_ids: bool = False,
                  smtp_users: Mapping[str, str] | None = None,
                  allowed_recipients: str | None = None,
                  ignore_rejected_recipients: bool = False, require_starttls: bool = False,
@@ -257,7 +258,8 @@ class Inbox(InboxParts):
                          spamassassin=spamassassin, store_process=store_process,
                          verbose=verbose, rspamd=rspamd, tags_title_case=tags_title_case,
                          use_message_dates=use_message_dates, webhook_delay=webhook_delay,
-                         hide_delete_all_button=hide_delete_all_button, http_tls=http_tls)
+                         hide_delete_all_button=hide_delete_all_button, http_tls=http_tls,
+                         ignore_duplicate_ids=ignore_duplicate_ids)
         disabled = list(server_options.pop('disabled_commands', ()))
         if not (accept_any_auth or smtp_users):
             disabled.append('AUTH')

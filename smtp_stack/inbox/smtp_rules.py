@@ -12,9 +12,17 @@ none was allowed, as Mailpit does. The recipient stays in the envelope
 so that DATA goes on as Mailpit's does (a transaction with no recipient
 would get 503); `ignored(envelope)` tells the capture which to leave out.
 
-`RequireStarttls` is `--smtp-require-starttls`: MAIL, RCPT, DATA, BDAT
-and AUTH before STARTTLS get `530 5.7.0 Must issue a STARTTLS command
-first` (RFC 3207 4, Mailpit's words).
+`RequireStarttls` is `--smtp-require-starttls`: MAIL, RCPT, DATA and
+AUTH before STARTTLS get `530 5.7.0 Must issue a STARTTLS command first`
+(RFC 3207 4, Mailpit's words). Not BDAT: its chunk follows the command
+at once and only the engine's own BDAT handler skips it (RFC 3030 2), so
+a BDAT before STARTTLS is left to the engine's "need MAIL" (MAIL was
+refused already).
+
+The allowlist looks at a recipient after the server's own checks of the
+RCPT (its order in the transaction, its syntax and parameters, the
+recipients limit), as Mailpit's does: a RCPT that fails those is not
+counted or logged as refused by the allowlist.
 """
 from __future__ import annotations
 
@@ -54,12 +62,15 @@ class RecipientRule:
 
     def __call__(self, ctx: Context, next: Next) -> None:
         address = ctx.address
+        next()          # the RCPT's own checks; the recipient into the envelope
         if ctx.command_name != 'RCPT' or address is None or \
                 self.pattern.search(address.address) is not None:
-            next()
             return
         session = ctx.session
-        sender = session.envelope.mail_from
+        envelope = session.envelope
+        if envelope.last_to is not address:     # refused for another reason
+            return
+        sender = envelope.mail_from
         with self._lock:
             self.stats['rejected'] = self.stats.get('rejected', 0) + 1
         log.warning('%s: recipient <%s> not allowed (--smtp-allowed-recipients)%s',
@@ -69,11 +80,9 @@ class RecipientRule:
                     recipient=address.address, sender=sender.address if sender else '',
                     ignored=self.ignore_rejected)
         if not self.ignore_rejected:
+            # refused after the handler took it: the engine takes it out again
             raise SmtpError(550, 'Requested action not taken: mailbox unavailable', '5.1.0')
-        next()      # into the envelope (its checks and hooks as any other), 250
-        envelope = session.envelope
-        if envelope.last_to is address:     # taken (not refused for another reason)
-            setattr(envelope, _IGNORED, ignored(envelope) | {address.address})
+        setattr(envelope, _IGNORED, ignored(envelope) | {address.address})
 
     def describe(self) -> str:
         return f'inbox allowed recipients ({self.pattern.pattern})'
@@ -82,7 +91,7 @@ class RecipientRule:
 class RequireStarttls:
     """`--smtp-require-starttls`: no mail, and no AUTH, before STARTTLS."""
 
-    COMMANDS = frozenset({'MAIL', 'RCPT', 'DATA', 'BDAT', 'AUTH'})
+    COMMANDS = frozenset({'MAIL', 'RCPT', 'DATA', 'AUTH'})
 
     def __call__(self, ctx: Context, next: Next) -> None:
         if ctx.command_name in self.COMMANDS and not ctx.session.secure:

@@ -107,6 +107,10 @@ class Store:
         self.tag_username = False
         self.tags_title_case = False        # Mailpit's --tags-title-case
         self.use_message_dates = False      # Mailpit's --use-message-dates: Created is Date
+        # Mailpit's --ignore-duplicate-ids: a message whose Message-ID its
+        # mailbox holds is not stored (add() answers DUPLICATE)
+        self.ignore_duplicate_ids = False
+        self._by_message_id = False         # its index made (by the first such write)
         self._arrivals = GroupCommit(self.database, self._write_arrivals)
 
     def close(self) -> None:
@@ -168,7 +172,7 @@ class Store:
         mailboxes = [mailbox] if mailbox is not None else self.routing.mailboxes(username, rcpt)
         raw, head = stamped(raw, mail_from, rcpt)
         if self.use_message_dates:
-            received = field_date(field_value(raw, head, b'date')) or received
+            received = _arrival_time(field_date(field_value(raw, head, b'date'))) or received
         fields = parse_message(raw, (), received)
         tags = arrival_tags(
             None if 'x-tags' in self.tags_disabled else field_value(raw, head, b'x-tags'),
@@ -191,9 +195,18 @@ class Store:
         to its newest max_messages."""
         added: list[Json] = []
         boxes: set[str] = set()
+        if self.ignore_duplicate_ids and not self._by_message_id:
+            tx.db.execute(BY_MESSAGE_ID)
+            self._by_message_id = True
         for arrival in arrivals:
             first: Json | None = None
-            for box, summary, summary_json in arrival.copies:
+            copies = arrival.copies
+            if self.ignore_duplicate_ids:
+                copies = [copy for copy in copies if not _holds(tx.db, copy[0], copy[1])]
+                if not copies:
+                    added.append(DUPLICATE)
+                    continue
+            for box, summary, summary_json in copies:
                 row_id = tx.db.execute(
                     'INSERT INTO messages (uid, mailbox, created_ts, size, attachments, inline,'
                     ' username, summary, detail, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
@@ -503,6 +516,32 @@ class Store:
 
     def file_size(self) -> int:
         return self.database.file_size()
+
+
+# What add() and add_all() answer for a message left out because its
+# mailbox holds one with its Message-ID (ignore_duplicate_ids).
+DUPLICATE: Json = {'Duplicate': True}
+# The index of that look-up, made only when it is asked for (an index costs
+# every write a page): outside the versioned schema, and harmless to it.
+BY_MESSAGE_ID = ("CREATE INDEX IF NOT EXISTS messages_by_message_id"
+                 " ON messages (mailbox, json_extract(summary, '$.MessageID'))")
+
+
+def _arrival_time(moment: datetime | None) -> datetime | None:
+    """A Date field's moment as an arrival time, None when UTC cannot hold it
+    (year 9999 at a negative offset): the arrival is then the time it came."""
+    try:
+        return moment.astimezone(timezone.utc) if moment is not None else None
+    except OverflowError:
+        return None
+
+
+def _holds(db: sqlite3.Connection, mailbox: str, summary: Json) -> bool:
+    """Whether `mailbox` holds a message with this list entry's Message-ID."""
+    message_id = summary.get('MessageID')
+    return bool(message_id) and db.execute(
+        "SELECT 1 FROM messages WHERE mailbox = ? AND json_extract(summary, '$.MessageID') = ?"
+        ' LIMIT 1', (mailbox, message_id)).fetchone() is not None
 
 
 def _index_waiting(db: sqlite3.Connection) -> None:

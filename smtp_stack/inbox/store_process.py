@@ -52,7 +52,7 @@ from ..errors import SmtpError
 from ..proctitle import set_process_title
 from .database import Failed
 from .mailboxes import Routing
-from .store import Incoming, Store
+from .store import DUPLICATE, Incoming, Store
 from .store_wire import Frames, frame, message_head, read_message, read_reply, reply
 from .tags import TagRule
 
@@ -82,12 +82,13 @@ class StoreSettings:
     tag_username: bool
     tags_title_case: bool = False
     use_message_dates: bool = False
+    ignore_duplicate_ids: bool = False
 
     @classmethod
     def of(cls, store: Store) -> StoreSettings:
         return cls(store.path, store.max_messages, store.routing, tuple(store.tag_rules),
                    store.tags_disabled, store.tag_username, store.tags_title_case,
-                   store.use_message_dates)
+                   store.use_message_dates, store.ignore_duplicate_ids)
 
     def open(self) -> Store:
         store = Store(self.path, self.max_messages, self.routing)
@@ -96,6 +97,7 @@ class StoreSettings:
         store.tag_username = self.tag_username
         store.tags_title_case = self.tags_title_case
         store.use_message_dates = self.use_message_dates
+        store.ignore_duplicate_ids = self.ignore_duplicate_ids
         return store
 
 
@@ -143,10 +145,11 @@ class StoreProcess:
         self._running()
 
     def put(self, raw: bytes, recipients: Sequence[str], username: str | None,
-            sender: str | None) -> None:
+            sender: str | None) -> bool:
         """Store one message; returns once the transaction holding it has
-        committed, raises StoreProcessError saying why it was not stored."""
-        self._running().put(raw, recipients, username, sender)
+        committed (False: left out, its Message-ID a duplicate), raises
+        StoreProcessError saying why it was not stored."""
+        return self._running().put(raw, recipients, username, sender)
 
     def close(self, timeout: float = 10.0) -> None:
         """End the child once what it was handed is answered, and wait for it."""
@@ -242,7 +245,7 @@ class _Child:
         return self.alive and not self.asked_to_end and not self.killed
 
     def put(self, raw: bytes, recipients: Sequence[str], username: str | None,
-            sender: str | None) -> None:
+            sender: str | None) -> bool:
         self._seq = seq = self._seq % 0xFFFFFFFF + 1
         try:
             head = message_head(seq, recipients, username, sender, len(raw))
@@ -259,19 +262,20 @@ class _Child:
             except OSError as exc:      # a frame cut short: the stream is lost
                 self.kill(f'cannot write to it: {exc}')
                 raise StoreProcessError(f'the store process is gone: {exc}') from None
-            error = self._answer_of(waiter)
+            error, duplicate = self._answer_of(waiter)
         finally:
             self.waiting.pop(seq, None)
         if error:
             raise StoreProcessError(error)
+        return not duplicate
 
-    def _answer_of(self, waiter: Any) -> str:
+    def _answer_of(self, waiter: Any) -> tuple[str, bool]:
         """The answer to a message, waited for STORE_TIMEOUT; past it the
         child is killed, and the answer is then whatever it had written (its
         transaction committed) or its end (rolled back)."""
         try:
             with gevent.Timeout(STORE_TIMEOUT):
-                answer: str = waiter.get()
+                answer: tuple[str, bool] = waiter.get()
                 return answer
         except gevent.Timeout:
             self.kill(f'no answer within {STORE_TIMEOUT:.0f} s')
@@ -280,7 +284,7 @@ class _Child:
                 answer = waiter.get()
                 return answer
         except gevent.Timeout:
-            return f'no answer within {STORE_TIMEOUT:.0f} s'
+            return f'no answer within {STORE_TIMEOUT:.0f} s', False
 
     def _read(self) -> None:
         """The reader greenlet: each answer to the session waiting for it;
@@ -312,17 +316,17 @@ class _Child:
     def _answer(self, answers: list[bytes]) -> None:
         stored = 0
         for payload in answers:
-            seq, deleted, error = read_reply(payload)
+            seq, deleted, duplicate, error = read_reply(payload)
             self.store.deleted += deleted
             if seq == 0:            # the store's opening
                 if error:
                     self.reason = self.reason or f'it could not open the store: {error}'
                 continue
             waiter = self.waiting.pop(seq, None)
-            if not error:
+            if not error and not duplicate:
                 stored += 1
             if waiter is not None:
-                self._hub.loop.run_callback(waiter.switch, error)
+                self._hub.loop.run_callback(waiter.switch, (error, duplicate))
         if stored:
             self.stored += stored
             self.store.database.changed()       # the websocket broker looks now
@@ -367,7 +371,8 @@ class _Child:
         self.alive = False
         waiting, self.waiting = self.waiting, {}
         for waiter in waiting.values():
-            self._hub.loop.run_callback(waiter.switch, f'the store process ended: {reason}')
+            self._hub.loop.run_callback(waiter.switch,
+                                        (f'the store process ended: {reason}', False))
         try:
             self.on_end(self, reason)
         finally:
@@ -472,7 +477,8 @@ def store_batch(store: Store, payloads: list[bytes]) -> bytes:
     for place, (seq, result) in enumerate(zip(seqs, results, strict=True)):
         error = (f'{type(result.error).__name__}: {result.error}'
                  if isinstance(result, Failed) else '')
-        answers.append(reply(seq, deleted if place == len(seqs) - 1 else 0, error))
+        answers.append(reply(seq, deleted if place == len(seqs) - 1 else 0, error,
+                             duplicate=result is DUPLICATE))
     return b''.join(answers)
 
 

@@ -11,10 +11,12 @@ of its own:
 
 and each is answered, in the order the child took them, by
 
-    seq (4) | deleted (4) | error, UTF-8: empty when the message is stored
+    seq (4) | deleted (4) | duplicate (1) | error, UTF-8: empty when the message is stored
 
 where `deleted` counts the messages pruning took out while storing it
-(the parent keeps the inbox's count of deleted messages).
+(the parent keeps the inbox's count of deleted messages), and
+`duplicate` is 1 for a message not stored, without an error, because
+one with its Message-ID is in its mailbox (Mailpit's --ignore-duplicate-ids).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from .store import Incoming
 
 LENGTH = struct.Struct('>I')
 SEQ_AND_LENGTH = struct.Struct('>II')
+REPLY_HEAD = struct.Struct('>IIB')
 MAX_FRAME = (1 << 32) - 1       # what 4 bytes can say: a message is refused before this
 
 
@@ -51,14 +54,15 @@ def read_message(payload: bytes) -> tuple[int, Incoming]:
     return seq, (payload[start + length:], recipients, username, sender)
 
 
-def reply(seq: int, deleted: int = 0, error: str = '') -> bytes:
-    return frame(SEQ_AND_LENGTH.pack(seq, deleted) + error.encode('utf-8', 'replace'))
+def reply(seq: int, deleted: int = 0, error: str = '', duplicate: bool = False) -> bytes:
+    return frame(REPLY_HEAD.pack(seq, deleted, duplicate) + error.encode('utf-8', 'replace'))
 
 
-def read_reply(payload: bytes) -> tuple[int, int, str]:
-    """(seq, deleted, error) of a reply; error '' when stored."""
-    seq, deleted = SEQ_AND_LENGTH.unpack_from(payload)
-    return seq, deleted, payload[SEQ_AND_LENGTH.size:].decode('utf-8', 'replace')
+def read_reply(payload: bytes) -> tuple[int, int, bool, str]:
+    """(seq, deleted, duplicate, error) of a reply; error '' when stored
+    (or, duplicate, when left out)."""
+    seq, deleted, duplicate = REPLY_HEAD.unpack_from(payload)
+    return seq, deleted, bool(duplicate), payload[REPLY_HEAD.size:].decode('utf-8', 'replace')
 
 
 class Frames:
