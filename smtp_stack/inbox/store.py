@@ -44,7 +44,8 @@ from . import render
 from .arrival import ID_ALPHABET, ID_LENGTH, field_value, new_id, stamped
 from .database import Database, Failed, GroupCommit, Transaction
 from .mailboxes import DEFAULT, Routing
-from .parse import field_date, html_to_text, message_from_bytes, parse_message
+from .parse import field_date, message_from_bytes, parse_message
+from .rows import arrival_time, index_row, list_item
 from .search import FTS_COLUMNS, compile_query
 from .tags import (TagRule, all_tags, arrival_tags, delete_tag, message_addresses, rename_tag,
                    rule_tags, set_message_tags, tag_counts, tags_of)
@@ -172,7 +173,7 @@ class Store:
         mailboxes = [mailbox] if mailbox is not None else self.routing.mailboxes(username, rcpt)
         raw, head = stamped(raw, mail_from, rcpt)
         if self.use_message_dates:
-            received = _arrival_time(field_date(field_value(raw, head, b'date'))) or received
+            received = arrival_time(field_date(field_value(raw, head, b'date'))) or received
         fields = parse_message(raw, (), received)
         tags = arrival_tags(
             None if 'x-tags' in self.tags_disabled else field_value(raw, head, b'x-tags'),
@@ -187,7 +188,7 @@ class Store:
         detail = json.dumps({k: fields[k] for k in ('Date', 'ReturnPath', 'Text', 'HTML',
                                                      'Attachments', 'Inline', 'ListUnsubscribe')})
         return Arrival(raw, received.timestamp(), username, len(fields['Attachments']),
-                       len(fields['Inline']), detail, _index_row(fields), sorted(tags), copies)
+                       len(fields['Inline']), detail, index_row(fields), sorted(tags), copies)
 
     def _write_arrivals(self, tx: Transaction, arrivals: Sequence[Arrival]) -> list[Json]:
         """The rows of `arrivals`, in one transaction; each one's first copy
@@ -527,15 +528,6 @@ BY_MESSAGE_ID = ("CREATE INDEX IF NOT EXISTS messages_by_message_id"
                  " ON messages (mailbox, json_extract(summary, '$.MessageID'))")
 
 
-def _arrival_time(moment: datetime | None) -> datetime | None:
-    """A Date field's moment as an arrival time, None when UTC cannot hold it
-    (year 9999 at a negative offset): the arrival is then the time it came."""
-    try:
-        return moment.astimezone(timezone.utc) if moment is not None else None
-    except OverflowError:
-        return None
-
-
 def _holds(db: sqlite3.Connection, mailbox: str, summary: Json) -> bool:
     """Whether `mailbox` holds a message with this list entry's Message-ID."""
     message_id = summary.get('MessageID')
@@ -565,41 +557,7 @@ def _counts(db: sqlite3.Connection, mailbox: str) -> tuple[int, int]:
     return (row[0], row[1]) if row else (0, 0)
 
 
-def list_item(uid: str, fields: Json, username: str | None) -> Json:
-    """The list fields as stored (`messages.summary`); render.list_item shapes them."""
-    item = {
-        'ID': uid,
-        'MessageID': fields['MessageID'],
-        'From': fields['From'],
-        'To': fields['To'],
-        'Cc': fields['Cc'],
-        'Bcc': fields['Bcc'],
-        'ReplyTo': fields['ReplyTo'],
-        'Subject': fields['Subject'],
-        'Created': fields['Created'],
-        'Tags': [],
-        'Size': fields['Size'],
-        'Attachments': len(fields['Attachments']),
-        'Snippet': fields['Snippet'],
-    }
-    if username:
-        item['Username'] = username
-    return item
-
-
 def _unsubscribe_of(raw: bytes) -> Json:
     message = message_from_bytes(raw.split(b'\r\n\r\n', 1)[0] + b'\r\n\r\n')
     return list_unsubscribe(str(message.get('List-Unsubscribe', '') or ''),
                             str(message.get('List-Unsubscribe-Post', '') or ''))
-
-
-def _people(addresses: Iterable[Json | None] | None) -> str:
-    return ' '.join(f'{a["Name"]} <{a["Address"]}>' for a in addresses or () if a)
-
-
-def _index_row(fields: Json) -> tuple[str, ...]:
-    files = ' '.join(p['FileName'] for p in fields['Attachments'] + fields['Inline'])
-    body = fields['Text'] + '\n' + html_to_text(fields['HTML'])
-    return (fields['Subject'], _people([fields['From']] if fields['From'] else []),
-            _people(fields['To']), _people(fields['Cc']), _people(fields['Bcc']),
-            _people(fields['ReplyTo']), fields['MessageID'], body, files)
