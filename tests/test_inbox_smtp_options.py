@@ -298,6 +298,7 @@ def test_max_zero_keeps_every_message(tmp_path):
     (['--chaos-triggers', 'Sender:600:5'], 'between 400 and 599'),
     (['--max-message-size', '-1'], 'must be 0 or more'),
     (['--ui-tls-key', 'k.pem'], '--ui-tls-key needs --ui-tls-cert'),
+    (['--send-api-auth-file', 'f', '--send-api-auth-accept-any'], 'choose one'),
 ])
 def test_combinations_mailpit_refuses(tmp_path, args, message):
     result = smtp_stack('inbox', '--smtp', '127.0.0.1:0', '--http', '127.0.0.1:0', *args,
@@ -512,3 +513,28 @@ def test_a_date_utc_cannot_hold_is_no_arrival_time(tmp_path):
             client.send_message(late)
         [item] = Http(box.url).json('GET', '/api/v1/messages')['messages']
         assert item['Created'].startswith(time.strftime('%Y-', time.gmtime()))
+
+
+def test_the_send_api_has_users_of_its_own(tmp_path, users_file):
+    """--send-api-auth-file (Mailpit's): POST /api/v1/send takes its users,
+    not the web side's, and they open nothing else; --send-api-auth-accept-any
+    opens the send API alone."""
+    from smtp_stack.inbox.app import load_users
+    web_users = tmp_path / 'web-users'
+    web_users.write_text(f'web:{hash_password("web pw", "pbkdf2-sha256")}\n')
+    message = {'From': {'Email': 'a@example.org'}, 'To': [{'Email': 'b@example.com'}],
+               'Subject': 'sent', 'Text': 'x'}
+    with InboxThread(tmp_path / 'in.db', users=load_users(str(web_users)),
+                     send_users=load_users(str(users_file))) as box:
+        sender = Http(box.url, auth=('dev', PASSWORD))
+        assert sender.request('POST', '/api/v1/send', body=message).status == 200
+        assert sender.get('/api/v1/messages').status == 401
+        web = Http(box.url, auth=('web', 'web pw'))
+        assert web.request('POST', '/api/v1/send', body=message).status == 401
+        assert [m['Subject'] for m in web.json('GET', '/api/v1/messages')['messages']] == [
+            'sent']
+    with InboxThread(tmp_path / 'open.db', users=load_users(str(web_users)),
+                     send_accept_any=True) as box:
+        anyone = Http(box.url)
+        assert anyone.request('POST', '/api/v1/send', body=message).status == 200
+        assert anyone.get('/api/v1/messages').status == 401

@@ -136,6 +136,10 @@ class InboxApp:
         # RspamdChecker with --enable-rspamd, else a 501
         self.spam_checker: SpamdClient | RspamdChecker | None = None
         self.hide_delete_all_button = False     # Mailpit's --hide-delete-all-button
+        # POST /api/v1/send's own users (Mailpit's --send-api-auth-file), or
+        # anyone (--send-api-auth-accept-any); else the web side's users
+        self.send_users: dict[str, str] | None = None
+        self.send_accept_any = False
         self.routes = ROUTES
         self._verified: set[bytes] = set()
         # host names the Host header may carry (None: any)
@@ -165,7 +169,11 @@ class InboxApp:
             mailbox, environ = _in_mailbox(environ)
             req = Request(environ)
             check_cross_site(environ, self.allowed_hosts)
-            if self.users is not None and req.path not in OPEN_PATHS:
+            if req.path == '/api/v1/send' and req.method == 'POST' and (
+                    self.send_accept_any or self.send_users is not None):
+                if not self.send_accept_any:
+                    req.user = self._authenticate(req, self.send_users or {}, 'send')
+            elif self.users is not None and req.path not in OPEN_PATHS:
                 req.user = self._authenticate(req, self.users)
             if mailbox is not None:
                 self._enter(req, mailbox, root)
@@ -207,17 +215,18 @@ class InboxApp:
         req.mailbox = name
         req.root = root
 
-    def _authenticate(self, req: Request, users: dict[str, str]) -> str:
-        """HTTP basic auth against the users file (the user's name, else
-        401); a verified pair is remembered (by a digest) so the page's many
-        requests do not each pay for a slow password hash."""
+    def _authenticate(self, req: Request, users: dict[str, str], realm: str = 'ui') -> str:
+        """HTTP basic auth against a users file (the user's name, else 401);
+        a verified pair is remembered (by a digest, with the `realm` of the
+        file it was verified against) so the page's many requests do not
+        each pay for a slow password hash."""
         from ..users import verify_password
         credentials = req.basic_auth()
         challenge = [('WWW-Authenticate', 'Basic realm="smtp-stack inbox", charset="UTF-8"')]
         if credentials is None:
             raise HttpError(401, 'authentication required', challenge)
         user, password = credentials
-        digest = hashlib.sha256(f'{user}\0{password}'.encode()).digest()
+        digest = hashlib.sha256(f'{realm}\0{user}\0{password}'.encode()).digest()
         if any(hmac.compare_digest(digest, known) for known in self._verified):
             return user
         stored = users.get(user)

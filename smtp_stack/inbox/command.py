@@ -159,6 +159,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                              'key in it, or --ui-tls-key)')
     parser.add_argument('--ui-tls-key', metavar='FILE',
                         help='PEM private key for --ui-tls-cert')
+    parser.add_argument('--send-api-auth-file', metavar='FILE',
+                        help='POST /api/v1/send takes these users (as --ui-auth-file) instead '
+                             'of the web side\'s')
+    parser.add_argument('--send-api-auth-accept-any', action='store_true',
+                        help='POST /api/v1/send takes anyone, whatever --ui-auth-file says')
     parser.add_argument('--ui-auth-file', metavar='FILE',
                         help='require HTTP basic auth for the web side and API; FILE has '
                              '"name:hash" lines, hashes made by: smtp-stack hash-password')
@@ -215,6 +220,8 @@ ENVIRONMENT = {
     'allow_internal_http_requests': 'MP_ALLOW_INTERNAL_HTTP_REQUESTS',
     'ui_auth_file': 'MP_UI_AUTH_FILE', 'smtp_auth_file': 'MP_SMTP_AUTH_FILE',
     'ui_tls_cert': 'MP_UI_TLS_CERT', 'ui_tls_key': 'MP_UI_TLS_KEY',
+    'send_api_auth_file': 'MP_SEND_API_AUTH_FILE',
+    'send_api_auth_accept_any': 'MP_SEND_API_AUTH_ACCEPT_ANY',
     'smtp_auth_accept_any': 'MP_SMTP_AUTH_ACCEPT_ANY',
     'smtp_auth_allow_insecure': 'MP_SMTP_AUTH_ALLOW_INSECURE',
     'smtp_tls_cert': 'MP_SMTP_TLS_CERT', 'smtp_tls_key': 'MP_SMTP_TLS_KEY',
@@ -319,6 +326,14 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         note(f'--ui-auth-file: {exc}')
         return 1
+    if args.send_api_auth_file and args.send_api_auth_accept_any:
+        note('--send-api-auth-file and --send-api-auth-accept-any: choose one')
+        return 2
+    try:
+        send_users = load_users(args.send_api_auth_file) if args.send_api_auth_file else None
+    except (OSError, ValueError) as exc:
+        note(f'--send-api-auth-file: {exc}')
+        return 1
     pop3 = _pop3_options(args)
     if isinstance(pop3, int):
         return pop3
@@ -357,6 +372,7 @@ def run(args: argparse.Namespace) -> int:
                       verbose=args.verbose, rspamd=args.enable_rspamd,
                       use_message_dates=args.use_message_dates,
                       ignore_duplicate_ids=args.ignore_duplicate_ids,
+                      send_users=send_users, send_accept_any=args.send_api_auth_accept_any,
                       webhook_delay=args.webhook_delay,
                       hide_delete_all_button=args.hide_delete_all_button,
                       **pop3, **tagging, **smtp_options, **ui_tls)

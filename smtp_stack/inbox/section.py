@@ -204,11 +204,14 @@ class InboxDelivery:
                  hide_delete_all_button: Annotated[bool, BOOL] = False,
                  ui_tls_cert: Annotated[str | None, EXISTING_FILE] = None,
                  ui_tls_key: Annotated[str | None, EXISTING_FILE] = None,
-                 ignore_duplicate_ids: Annotated[bool, BOOL] = False):
+                 ignore_duplicate_ids: Annotated[bool, BOOL] = False,
+                 send_api_auth_file: Annotated[str | None, USERS_FILE] = None,
+                 send_api_auth_accept_any: Annotated[bool, BOOL] = False):
         _between_keys(relay, relay_allowed_recipients, mailboxes, mailbox_pattern, pop3,
                       pop3_auth_file, pop3_tls_cert, pop3_tls_key, pop3_tls_implicit,
                       enable_spamassassin, enable_rspamd, smtp_allowed_recipients,
-                      smtp_ignore_rejected_recipients, ui_tls_cert, ui_tls_key)
+                      smtp_ignore_rejected_recipients, ui_tls_cert, ui_tls_key,
+                      send_api_auth_file, send_api_auth_accept_any)
         pop3_users = load_users(pop3_auth_file) if pop3_auth_file else None
         if pop3 is not None and not pop3_users:
             raise ValueError(f'inbox: pop3_auth_file: {pop3_auth_file} names no user')
@@ -222,6 +225,8 @@ class InboxDelivery:
             pop3=pop3, pop3_users=pop3_users, pop3_tls=_tls(pop3_tls_cert, pop3_tls_key),
             http_tls=_tls(ui_tls_cert, ui_tls_key, web=True),
             ignore_duplicate_ids=ignore_duplicate_ids,
+            send_users=load_users(send_api_auth_file) if send_api_auth_file else None,
+            send_accept_any=send_api_auth_accept_any,
             pop3_tls_implicit=pop3_tls_implicit,
             max_age=parse_max_age(max_age) if max_age else None,
             webhook_url=webhook_url, webhook_limit=webhook_limit, tag_rules=rules,
@@ -298,7 +303,9 @@ def _between_keys(relay: object, relay_allowed_recipients: object, mailboxes: st
                   enable_spamassassin: object = None, enable_rspamd: object = None,
                   smtp_allowed_recipients: object = None,
                   smtp_ignore_rejected_recipients: object = False,
-                  ui_tls_cert: object = None, ui_tls_key: object = None) -> None:
+                  ui_tls_cert: object = None, ui_tls_key: object = None,
+                  send_api_auth_file: object = None,
+                  send_api_auth_accept_any: object = False) -> None:
     """The rules between keys (each key alone was checked as the file was
     read), the command's rules in the section's words: ValueError."""
     problems = []
@@ -319,6 +326,8 @@ def _between_keys(relay: object, relay_allowed_recipients: object, mailboxes: st
         problems.append('smtp_ignore_rejected_recipients needs smtp_allowed_recipients')
     if ui_tls_key and not ui_tls_cert:
         problems.append('ui_tls_key needs ui_tls_cert')
+    if send_api_auth_file and send_api_auth_accept_any:
+        problems.append('send_api_auth_file and send_api_auth_accept_any: choose one')
     if problems:
         raise ValueError('inbox: ' + '; '.join(problems))
 
@@ -333,7 +342,8 @@ def check_between_keys(spec: Mapping[str, Any]) -> None:
                   spec.get('enable_spamassassin'), spec.get('enable_rspamd'),
                   spec.get('smtp_allowed_recipients'),
                   bool(spec.get('smtp_ignore_rejected_recipients', False)),
-                  spec.get('ui_tls_cert'), spec.get('ui_tls_key'))
+                  spec.get('ui_tls_cert'), spec.get('ui_tls_key'),
+                  spec.get('send_api_auth_file'), bool(spec.get('send_api_auth_accept_any')))
 
 
 def _tls(cert: str | None, key: str | None, web: bool = False) -> Any:

@@ -96,7 +96,8 @@ class InboxParts:
                  verbose: bool = False, rspamd: str | None = None,
                  tags_title_case: bool = False, use_message_dates: bool = False,
                  webhook_delay: float = 0.0, hide_delete_all_button: bool = False,
-                 http_tls: ssl.SSLContext | None = None, ignore_duplicate_ids: bool = False):
+                 http_tls: ssl.SSLContext | None = None, ignore_duplicate_ids: bool = False,
+                 send_users: dict[str, str] | None = None, send_accept_any: bool = False):
         routing = Routing.of(mailboxes, mailbox_pattern)     # ValueError saying why
         _check_web_tls(http_tls)
         if pop3 is not None and not pop3_users:
@@ -118,6 +119,8 @@ class InboxParts:
         self.capture = Capture(self.store, stats, store_process=store_process, verbose=verbose)
         self.app = InboxApp(self.store, relay=relay, users=users, stats=self.capture.stats)
         self.app.hide_delete_all_button = hide_delete_all_button
+        self.app.send_users = send_users            # Mailpit's --send-api-auth-file
+        self.app.send_accept_any = send_accept_any  # ... and --send-api-auth-accept-any
         # Mailpit's --enable-spamassassin HOST:PORT, or our --enable-rspamd URL
         self.app.spam_checker = spam_checker
         # --max-age: older messages are deleted every prune_interval seconds
@@ -231,6 +234,7 @@ class Inbox(InboxParts):
                  tags_title_case: bool = False, use_message_dates: bool = False,
                  webhook_delay: float = 0.0, hide_delete_all_button: bool = False,
                  http_tls: ssl.SSLContext | None = None, ignore_duplicate_ids: bool = False,
+                 send_users: dict[str, str] | None = None, send_accept_any: bool = False,
                  smtp_users: Mapping[str, str] | None = None,
                  allowed_recipients: str | None = None,
                  ignore_rejected_recipients: bool = False, require_starttls: bool = False,
@@ -259,7 +263,8 @@ class Inbox(InboxParts):
                          verbose=verbose, rspamd=rspamd, tags_title_case=tags_title_case,
                          use_message_dates=use_message_dates, webhook_delay=webhook_delay,
                          hide_delete_all_button=hide_delete_all_button, http_tls=http_tls,
-                         ignore_duplicate_ids=ignore_duplicate_ids)
+                         ignore_duplicate_ids=ignore_duplicate_ids, send_users=send_users,
+                         send_accept_any=send_accept_any)
         disabled = list(server_options.pop('disabled_commands', ()))
         if not (accept_any_auth or smtp_users):
             disabled.append('AUTH')
