@@ -75,6 +75,7 @@ def check(section, tmp_path):
     ('chaos_triggers', 'Sender:451', 'expected Sender, Recipient or Authentication'),
     ('chaos_triggers', 'Recipient:200:5', 'between 400 and 599'),
     ('max_messages', -1, 'must be an integer, 0 or more'),
+    ('enable_prometheus', 'sometimes', "'sometimes' is not HOST:PORT"),
 ])
 def test_a_bad_value_is_a_clear_error_naming_its_key(tmp_path, key, value, message):
     (tmp_path / 'bad-users').write_text('no colon here\n')

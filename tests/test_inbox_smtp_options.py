@@ -538,3 +538,52 @@ def test_the_send_api_has_users_of_its_own(tmp_path, users_file):
         anyone = Http(box.url)
         assert anyone.request('POST', '/api/v1/send', body=message).status == 200
         assert anyone.get('/api/v1/messages').status == 401
+
+
+# -- Mailpit's Prometheus metrics ----------------------------------------------------------
+
+
+def test_a_real_prometheus_scrapes_mailpits_metrics(tmp_path):
+    """--enable-prometheus HOST:PORT (Mailpit's separate metrics server): a
+    real Prometheus scrapes Mailpit's metric names with the inbox's values."""
+    from prometheus_private import Prometheus
+    from policy_services import free_port
+    port = free_port()
+    with InboxThread(tmp_path / 'in.db', prometheus=f'127.0.0.1:{port}',
+                     allowed_recipients='^ok@',
+                     tag_rules=parse_tag_rules('ops=subject:alert')) as box:
+        assert f'metrics on http://127.0.0.1:{port}/metrics' in box.inbox.describe()
+        with smtplib.SMTP(*box.smtp, timeout=10) as client:
+            for subject in ('alert one', 'alert two', 'plain'):
+                client.sendmail('a@example.org', ['ok@example.com'],
+                                make_mail(subject=subject, to='ok@example.com').as_string())
+            client.mail('a@example.org')
+            assert client.rcpt('no@example.com')[0] == 550
+        assert Http(box.url).get('/metrics').status == 404     # not on the web side
+        prometheus = Prometheus(str(tmp_path), [f'127.0.0.1:{port}'], job='inbox')
+        try:
+            prometheus.wait_for_values({
+                'messages': 'mailpit_messages', 'unread': 'mailpit_messages_unread',
+                'accepted': 'mailpit_smtp_accepted_total',
+                'rejected': 'mailpit_smtp_rejected_total',
+                'ops': 'mailpit_tag_messages{tag="ops"}', 'up': 'up{job="inbox"}',
+            }, {'messages': 3.0, 'unread': 3.0, 'accepted': 3.0, 'rejected': 1.0,
+                'ops': 2.0, 'up': 1.0})
+            assert prometheus.value('mailpit_database_size_bytes') > 0
+            assert prometheus.value('mailpit_smtp_accepted_size_bytes_total') > 0
+        finally:
+            prometheus.stop()
+
+
+def test_metrics_on_the_web_side_behind_its_users(tmp_path, users_file):
+    from smtp_stack.inbox.app import load_users
+    with InboxThread(tmp_path / 'in.db', prometheus='true',
+                     users=load_users(str(users_file))) as box:
+        assert Http(box.url).get('/metrics').status == 401
+        reply = Http(box.url, auth=('dev', PASSWORD)).get('/metrics')
+        assert reply.status == 200
+        assert dict((k.lower(), v) for k, v in reply.headers.items())['content-type'].startswith(
+            'text/plain')
+        text = reply.body.decode()
+        assert '# TYPE mailpit_smtp_accepted_total counter' in text
+        assert 'mailpit_messages 0.0' in text

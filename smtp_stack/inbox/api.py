@@ -34,7 +34,7 @@ from .http import HttpError, Request, Response, json_response, ok
 from .mailboxes import BY_USER, DEFAULT, mailbox_name, mailbox_path
 from .parse import find_part, header_map, part_payload
 from .search import QueryError
-from .store import valid_id
+from .store import Json, valid_id
 from .tags import TagError
 
 if TYPE_CHECKING:
@@ -284,15 +284,20 @@ def release(app: InboxApp, req: Request, message_id: str) -> Response:
 
 def info(app: InboxApp, req: Request) -> Response:
     """Mailpit's AppInformation; the counts and tags are the mailbox's."""
-    _changes, _newest, total, unread, _event = run(app.store.state, req.mailbox)
-    return json_response({
+    return json_response(runtime_info(app, req.mailbox))
+
+
+def runtime_info(app: InboxApp, mailbox: str) -> Json:
+    """Mailpit's AppInformation of `mailbox` (/api/v1/info, and the metrics)."""
+    _changes, _newest, total, unread, _event = run(app.store.state, mailbox)
+    return {
         'Version': __version__,
         'LatestVersion': __version__,
         'Database': app.store.path,
         'DatabaseSize': run(app.store.file_size),
         'Messages': total,
         'Unread': unread,
-        'Tags': run(app.store.tag_counts, req.mailbox),
+        'Tags': run(app.store.tag_counts, mailbox),
         'RuntimeStats': {
             'Uptime': int(time.monotonic() - app.started),
             'Memory': _memory(),
@@ -302,7 +307,7 @@ def info(app: InboxApp, req: Request) -> Response:
             'SMTPRejected': app.stats['rejected'],
             'SMTPIgnored': app.stats.get('ignored', 0),
         },
-    })
+    }
 
 
 def mailboxes(app: InboxApp, req: Request) -> Response:

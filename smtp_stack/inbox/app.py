@@ -85,6 +85,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ('GET', '/api/v1/swagger.json', api_extra.swagger),
     ('GET', '/livez', api.livez),
     ('GET', '/readyz', api.readyz),
+    ('GET', '/metrics', lambda app, req: app.metrics(req)),
 ]
 # A template's parameters: the handler's keyword, and what the path segment may hold.
 PARAMETERS = {
@@ -140,6 +141,9 @@ class InboxApp:
         # anyone (--send-api-auth-accept-any); else the web side's users
         self.send_users: dict[str, str] | None = None
         self.send_accept_any = False
+        # Mailpit's --enable-prometheus: 'true' (/metrics here), HOST:PORT (a
+        # listener of its own: service.py) or None
+        self.prometheus: str | None = None
         self.routes = ROUTES
         self._verified: set[bytes] = set()
         # host names the Host header may carry (None: any)
@@ -203,6 +207,13 @@ class InboxApp:
         if allowed:
             raise HttpError(405, 'method not allowed', [('Allow', ', '.join(sorted(set(allowed))))])
         raise HttpError(404, 'not found')
+
+    def metrics(self, req: Request) -> Response:
+        """GET /metrics: Mailpit's metrics with `--enable-prometheus true`, else 404."""
+        if self.prometheus != 'true':
+            raise HttpError(404, 'not found')
+        from .prometheus import exposition    # the metrics extra, asked for by the option
+        return exposition(self)
 
     def _enter(self, req: Request, mailbox: str, root: str) -> None:
         """Make `req` one of `mailbox` (a name from the path): 404 without

@@ -159,6 +159,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                              'key in it, or --ui-tls-key)')
     parser.add_argument('--ui-tls-key', metavar='FILE',
                         help='PEM private key for --ui-tls-cert')
+    parser.add_argument('--enable-prometheus', metavar='true|HOST:PORT',
+                        help='Mailpit\'s Prometheus metrics: true serves /metrics on the web '
+                             'side, HOST:PORT on a listener of its own (needs the metrics extra)')
     parser.add_argument('--send-api-auth-file', metavar='FILE',
                         help='POST /api/v1/send takes these users (as --ui-auth-file) instead '
                              'of the web side\'s')
@@ -220,7 +223,7 @@ ENVIRONMENT = {
     'allow_internal_http_requests': 'MP_ALLOW_INTERNAL_HTTP_REQUESTS',
     'ui_auth_file': 'MP_UI_AUTH_FILE', 'smtp_auth_file': 'MP_SMTP_AUTH_FILE',
     'ui_tls_cert': 'MP_UI_TLS_CERT', 'ui_tls_key': 'MP_UI_TLS_KEY',
-    'send_api_auth_file': 'MP_SEND_API_AUTH_FILE',
+    'send_api_auth_file': 'MP_SEND_API_AUTH_FILE', 'enable_prometheus': 'MP_ENABLE_PROMETHEUS',
     'send_api_auth_accept_any': 'MP_SEND_API_AUTH_ACCEPT_ANY',
     'smtp_auth_accept_any': 'MP_SMTP_AUTH_ACCEPT_ANY',
     'smtp_auth_allow_insecure': 'MP_SMTP_AUTH_ALLOW_INSECURE',
@@ -312,6 +315,12 @@ def run(args: argparse.Namespace) -> int:
                       allowed_recipients=args.relay_allowed_recipients) if args.relay else None
         if args.webhook_url:
             check_url(args.webhook_url)
+        prometheus = (args.enable_prometheus or '').strip().lower()
+        if prometheus not in ('', 'true', 'false'):
+            parse_hostport(args.enable_prometheus)
+        if prometheus not in ('', 'false'):
+            with needs_extra('metrics', '--enable-prometheus'):
+                import prometheus_client  # noqa: F401 - the text format's writer
         if args.enable_spamassassin:
             SpamdClient(args.enable_spamassassin)
         if args.enable_rspamd:
@@ -373,6 +382,7 @@ def run(args: argparse.Namespace) -> int:
                       use_message_dates=args.use_message_dates,
                       ignore_duplicate_ids=args.ignore_duplicate_ids,
                       send_users=send_users, send_accept_any=args.send_api_auth_accept_any,
+                      prometheus=args.enable_prometheus,
                       webhook_delay=args.webhook_delay,
                       hide_delete_all_button=args.hide_delete_all_button,
                       **pop3, **tagging, **smtp_options, **ui_tls)

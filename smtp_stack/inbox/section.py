@@ -117,6 +117,16 @@ def _delay(value: Any, reader: Reader) -> float:
     return float(value)
 
 
+def _prometheus(value: Any, reader: Reader) -> str:
+    if isinstance(value, bool):         # YAML reads a bare true as true
+        return 'true' if value else 'false'
+    if not isinstance(value, str):
+        raise ValueError
+    if value.strip().lower() not in ('true', 'false'):
+        parse_hostport(value)
+    return value
+
+
 def _mode(value: Any, reader: Reader) -> str:
     if value is False:          # YAML reads a bare `off` as false
         return OFF
@@ -154,6 +164,7 @@ URL = Kind('an http(s) URL', _checked(check_url))
 RATE = Kind('a number, 0 or more (0: no limit)', _rate)
 KEPT = Kind('an integer, 0 or more (0: every message)', _kept)
 DELAY = Kind('a number of seconds, 0 to 86400', _delay)
+PROMETHEUS = Kind('true, false or HOST:PORT', _prometheus)
 TAG_RULES = Kind("tag rules ('tag1,tag2=query \"tag3=from:x@example.com\"')",
                  _checked(parse_tag_rules))
 TAGS_CONFIG = Kind('a file name (YAML tag rules)', _tags_config)
@@ -206,7 +217,8 @@ class InboxDelivery:
                  ui_tls_key: Annotated[str | None, EXISTING_FILE] = None,
                  ignore_duplicate_ids: Annotated[bool, BOOL] = False,
                  send_api_auth_file: Annotated[str | None, USERS_FILE] = None,
-                 send_api_auth_accept_any: Annotated[bool, BOOL] = False):
+                 send_api_auth_accept_any: Annotated[bool, BOOL] = False,
+                 enable_prometheus: Annotated[str | None, PROMETHEUS] = None):
         _between_keys(relay, relay_allowed_recipients, mailboxes, mailbox_pattern, pop3,
                       pop3_auth_file, pop3_tls_cert, pop3_tls_key, pop3_tls_implicit,
                       enable_spamassassin, enable_rspamd, smtp_allowed_recipients,
@@ -226,7 +238,7 @@ class InboxDelivery:
             http_tls=_tls(ui_tls_cert, ui_tls_key, web=True),
             ignore_duplicate_ids=ignore_duplicate_ids,
             send_users=load_users(send_api_auth_file) if send_api_auth_file else None,
-            send_accept_any=send_api_auth_accept_any,
+            send_accept_any=send_api_auth_accept_any, prometheus=enable_prometheus,
             pop3_tls_implicit=pop3_tls_implicit,
             max_age=parse_max_age(max_age) if max_age else None,
             webhook_url=webhook_url, webhook_limit=webhook_limit, tag_rules=rules,

@@ -97,8 +97,10 @@ class InboxParts:
                  tags_title_case: bool = False, use_message_dates: bool = False,
                  webhook_delay: float = 0.0, hide_delete_all_button: bool = False,
                  http_tls: ssl.SSLContext | None = None, ignore_duplicate_ids: bool = False,
-                 send_users: dict[str, str] | None = None, send_accept_any: bool = False):
+                 send_users: dict[str, str] | None = None, send_accept_any: bool = False,
+                 prometheus: str | None = None):
         routing = Routing.of(mailboxes, mailbox_pattern)     # ValueError saying why
+        metrics_at = _metrics_address(prometheus)             # ValueError saying why
         _check_web_tls(http_tls)
         if pop3 is not None and not pop3_users:
             raise ValueError('POP3 needs users (Mailpit too serves it only with them)')
@@ -121,6 +123,10 @@ class InboxParts:
         self.app.hide_delete_all_button = hide_delete_all_button
         self.app.send_users = send_users            # Mailpit's --send-api-auth-file
         self.app.send_accept_any = send_accept_any  # ... and --send-api-auth-accept-any
+        # /metrics on the web side for 'true' alone
+        self.app.prometheus = 'true' if (prometheus or '').strip().lower() == 'true' else None
+        self._metrics_at = metrics_at
+        self.metrics_server: WSGIServer | None = None     # Mailpit's separate metrics server
         # Mailpit's --enable-spamassassin HOST:PORT, or our --enable-rspamd URL
         self.app.spam_checker = spam_checker
         # --max-age: older messages are deleted every prune_interval seconds
@@ -174,6 +180,17 @@ class InboxParts:
             self.http.stop(timeout=0)
             self.http = None
             raise
+        if self._metrics_at is not None:
+            from .prometheus import metrics_app
+            try:
+                self.metrics_server = WSGIServer(self._metrics_at, metrics_app(self.app),
+                                                 handler_class=_Handler, log=None,
+                                                 error_log=None)
+                self.metrics_server.start()
+            except BaseException:
+                self.metrics_server = None
+                self.stop_parts()
+                raise
         if self.pruner is not None:
             self.pruner.start()
         if self.webhook is not None:
@@ -186,6 +203,9 @@ class InboxParts:
             self.webhook.stop()
         if self.pop3 is not None:
             self.pop3.stop(timeout=1)
+        if self.metrics_server is not None:
+            self.metrics_server.stop(timeout=1)
+            self.metrics_server = None
         if self.http is not None:
             self.http.stop(timeout=1)
             self.http = None
@@ -194,17 +214,24 @@ class InboxParts:
     def serving(self) -> list[gevent.Greenlet]:
         """Greenlets serving HTTP (and POP3) until they are stopped."""
         sides = [gevent.spawn(self._web().serve_forever)]
+        if self.metrics_server is not None:
+            sides.append(gevent.spawn(self.metrics_server.serve_forever))
         if self.pop3 is not None:
             sides.append(gevent.spawn(self.pop3.serve_forever))
         return sides
 
     def describe_parts(self) -> str:
         """', POP3 on 127.0.0.1:1110' ... for the start-up line."""
+        metrics = ''
+        if self.metrics_server is not None:
+            host, port = self.metrics_server.address[:2]
+            metrics = f', metrics on http://{host}:{port}/metrics'
         if self.pop3_address is None:
-            return ''
+            return metrics
         host, port = self.pop3_address[:2]
         host = f'[{host}]' if ':' in host else host
-        return f', POP3{"S" if self.pop3 and self.pop3.implicit_tls else ""} on {host}:{port}'
+        return (f', POP3{"S" if self.pop3 and self.pop3.implicit_tls else ""} on {host}:{port}'
+                + metrics)
 
     def kept(self) -> str:
         """'newest 500 kept' (per mailbox, and how, with mailboxes)."""
@@ -235,7 +262,7 @@ class Inbox(InboxParts):
                  webhook_delay: float = 0.0, hide_delete_all_button: bool = False,
                  http_tls: ssl.SSLContext | None = None, ignore_duplicate_ids: bool = False,
                  send_users: dict[str, str] | None = None, send_accept_any: bool = False,
-                 smtp_users: Mapping[str, str] | None = None,
+                 prometheus: str | None = None, smtp_users: Mapping[str, str] | None = None,
                  allowed_recipients: str | None = None,
                  ignore_rejected_recipients: bool = False, require_starttls: bool = False,
                  **server_options: Any):
@@ -264,7 +291,7 @@ class Inbox(InboxParts):
                          use_message_dates=use_message_dates, webhook_delay=webhook_delay,
                          hide_delete_all_button=hide_delete_all_button, http_tls=http_tls,
                          ignore_duplicate_ids=ignore_duplicate_ids, send_users=send_users,
-                         send_accept_any=send_accept_any)
+                         send_accept_any=send_accept_any, prometheus=prometheus)
         disabled = list(server_options.pop('disabled_commands', ()))
         if not (accept_any_auth or smtp_users):
             disabled.append('AUTH')
@@ -360,6 +387,22 @@ def web_server(address: tuple[str, int], app: InboxApp,
 
 
 LOOPBACK_HOSTS = frozenset({'localhost', '127.0.0.1', '::1'})
+
+
+def _metrics_address(prometheus: str | None) -> tuple[str, int] | None:
+    """Mailpit's --enable-prometheus: None for off or 'true' (the web side's
+    /metrics), else the HOST:PORT of a listener of its own. The metrics
+    extra is asked for here, before anything opens."""
+    if not prometheus or prometheus.strip().lower() in ('false', 'true'):
+        address = None
+    else:
+        from .release import parse_hostport
+        address = parse_hostport(prometheus, '0.0.0.0')
+    if prometheus and prometheus.strip().lower() != 'false':
+        from ..extras import needs_extra
+        with needs_extra('metrics', '--enable-prometheus'):
+            import prometheus_client  # noqa: F401 - the text format's writer
+    return address
 
 
 def _check_web_tls(tls: ssl.SSLContext | None) -> None:

@@ -140,6 +140,8 @@ NOTES: dict[tuple[str, str], tuple[str, str, list[Json], Json]] = {
                                       {'200': _ok('OpenAPI 2.0')}),
     ('GET', '/livez'): ('application', 'Alive', [], {'200': TEXT_OK}),
     ('GET', '/readyz'): ('application', 'Ready (the database answers)', [], {'200': TEXT_OK}),
+    ('GET', '/metrics'): ('application', "Mailpit's Prometheus metrics, with "
+                          '`--enable-prometheus true` (else 404)', [], {'200': TEXT_OK}),
 }
 
 
