@@ -299,6 +299,8 @@ def test_max_zero_keeps_every_message(tmp_path):
     (['--max-message-size', '-1'], 'must be 0 or more'),
     (['--ui-tls-key', 'k.pem'], '--ui-tls-key needs --ui-tls-cert'),
     (['--send-api-auth-file', 'f', '--send-api-auth-accept-any'], 'choose one'),
+    (['--enable-prometheus', 'yes'], "--enable-prometheus: 'yes' is not true, false or HOST:PORT"),
+    (['--smtp', 'yes'], "--smtp: 'yes' is not HOST:PORT"),
 ])
 def test_combinations_mailpit_refuses(tmp_path, args, message):
     result = smtp_stack('inbox', '--smtp', '127.0.0.1:0', '--http', '127.0.0.1:0', *args,
@@ -587,3 +589,35 @@ def test_metrics_on_the_web_side_behind_its_users(tmp_path, users_file):
         text = reply.body.decode()
         assert '# TYPE mailpit_smtp_accepted_total counter' in text
         assert 'mailpit_messages 0.0' in text
+
+
+def test_a_failed_tls_handshake_is_no_traceback(tmp_path, tls_files, capfd):
+    """Plain HTTP to the HTTPS port, or a client that refuses the
+    certificate: the connection is closed, nothing is printed, and the
+    web side goes on serving."""
+    cert, key, made = tls_files
+    with InboxThread(tmp_path / 'in.db', http_tls=_context_of(made)) as box:
+        port = box.http[1]
+        with socket.create_connection(('127.0.0.1', port), timeout=10) as plain:
+            plain.sendall(b'GET / HTTP/1.1\r\nHost: localhost\r\n\r\n')
+            try:
+                answer = plain.recv(65536)
+            except ConnectionResetError:            # closed with the request unread
+                answer = b''
+            assert answer == b''                    # no HTTP answer in the clear
+        with pytest.raises(ssl.SSLError):           # a client that refuses the certificate
+            Http(f'https://localhost:{port}/', context=ssl.create_default_context()).get('/')
+        web = Http(f'https://localhost:{port}/', context=verifying_context(made))
+        assert web.get('/livez').status == 200
+    assert 'Traceback' not in capfd.readouterr().err
+
+
+def test_a_taken_metrics_port_is_named(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = smtp_stack('inbox', '--smtp', '127.0.0.1:0', '--http', '127.0.0.1:0',
+                            '--enable-prometheus', f'127.0.0.1:{port}', cwd=tmp_path)
+    assert result.returncode == 1
+    assert f'cannot listen on 127.0.0.1:{port}: Address already in use' in result.stderr

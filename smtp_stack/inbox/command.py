@@ -261,6 +261,15 @@ def defaults_from_environment(parser: argparse.ArgumentParser,
     return found
 
 
+def _address(option: str, text: str) -> tuple[str, int]:
+    """A listen address; ValueError naming the option (its MP_ variable is its default)."""
+    from .release import parse_hostport
+    try:
+        return parse_hostport(text, ANY_HOST)
+    except ValueError as exc:
+        raise ValueError(f'{option}: {exc}') from None
+
+
 def _whole(text: str) -> int:
     return int(_number(text, int, 0, None, 'must be 0 or more'))
 
@@ -309,15 +318,19 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError('--mailboxes by-user needs --smtp-auth-accept-any or '
                              '--smtp-auth-file (without AUTH every message goes to the '
                              'default mailbox)')
-        smtp = parse_hostport(args.smtp, ANY_HOST)
-        http = parse_hostport(args.http, ANY_HOST)
+        smtp = _address('--smtp', args.smtp)
+        http = _address('--http', args.http)
         relay = Relay(*parse_hostport(args.relay), helo=args.name,
                       allowed_recipients=args.relay_allowed_recipients) if args.relay else None
         if args.webhook_url:
             check_url(args.webhook_url)
         prometheus = (args.enable_prometheus or '').strip().lower()
         if prometheus not in ('', 'true', 'false'):
-            parse_hostport(args.enable_prometheus)
+            try:
+                parse_hostport(args.enable_prometheus)
+            except ValueError:
+                raise ValueError(f'--enable-prometheus: {args.enable_prometheus!r} is not '
+                                 'true, false or HOST:PORT') from None
         if prometheus not in ('', 'false'):
             with needs_extra('metrics', '--enable-prometheus'):
                 import prometheus_client  # noqa: F401 - the text format's writer

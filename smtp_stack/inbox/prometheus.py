@@ -10,6 +10,7 @@ text format is prometheus_client's (the `metrics` extra).
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from .api import runtime_info
 from .http import Response
 from .mailboxes import DEFAULT
+
+log = logging.getLogger('smtp_stack.inbox')
 
 if TYPE_CHECKING:
     from .app import InboxApp
@@ -84,5 +87,9 @@ def metrics_app(app: InboxApp) -> Callable[..., Any]:
         if environ.get('PATH_INFO') != '/metrics' or environ.get('REQUEST_METHOD') not in (
                 'GET', 'HEAD'):
             return Response('not found\n', 404)(start_response)
-        return exposition(app)(start_response)
+        try:
+            return exposition(app)(start_response)
+        except Exception:       # noqa: BLE001 - logged; the scraper sees a 500
+            log.exception('inbox: the metrics could not be read')
+            return Response('internal error\n', 500)(start_response)
     return serve

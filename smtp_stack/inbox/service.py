@@ -186,7 +186,7 @@ class InboxParts:
                 self.metrics_server = WSGIServer(self._metrics_at, metrics_app(self.app),
                                                  handler_class=_Handler, log=None,
                                                  error_log=None)
-                self.metrics_server.start()
+                _bound(self.metrics_server, self._metrics_at)
             except BaseException:
                 self.metrics_server = None
                 self.stop_parts()
@@ -364,12 +364,17 @@ def start_web(address: tuple[str, int], app: InboxApp,
     bound is an OSError naming it in `filename` ('127.0.0.1:8025'), as
     SmtpServer's is (gevent appends it to strerror as a tuple)."""
     http = web_server(address, app, tls)
+    _bound(http, address)
+    return http
+
+
+def _bound(server: WSGIServer, address: tuple[str, int]) -> None:
+    """`server.start()`; an address that cannot be bound an OSError naming it."""
     try:
-        http.start()
+        server.start()
     except OSError as exc:
         raise OSError(exc.errno, os.strerror(exc.errno) if exc.errno else str(exc),
                       hostport(*address)) from None
-    return http
 
 
 def web_server(address: tuple[str, int], app: InboxApp,
@@ -381,9 +386,29 @@ def web_server(address: tuple[str, int], app: InboxApp,
     if _loopback(address[0]):
         app.allowed_hosts = LOOPBACK_HOSTS
     _check_web_tls(tls)
-    tls_args = {'ssl_context': tls} if tls is not None else {}
-    return WSGIServer(address, app, handler_class=_Handler, log=None, error_log=None,
-                      **tls_args)
+    if tls is None:
+        return WSGIServer(address, app, handler_class=_Handler, log=None, error_log=None)
+    return _TlsWsgiServer(address, app, handler_class=_Handler, log=None, error_log=None,
+                          ssl_context=tls)
+
+
+class _TlsWsgiServer(WSGIServer):  # type: ignore[misc]  # gevent has no type information
+    """gevent's WSGI server over TLS, where a handshake that fails (a browser
+    refusing the certificate, plain HTTP to the port, a scan) is a DEBUG line
+    and a closed socket: gevent's own lets the error end the greenlet, and
+    the hub prints its traceback on stderr for every such client."""
+
+    def wrap_socket_and_handle(self, client_socket: Any, address: Any) -> Any:
+        try:
+            tls = self.wrap_socket(client_socket, **self.ssl_args)
+        except OSError as exc:          # ssl.SSLError is an OSError
+            log.debug('inbox: TLS handshake with %s failed: %s', address, exc)
+            client_socket.close()
+            return None
+        try:
+            return self.handle(tls, address)
+        finally:
+            tls.close()
 
 
 LOOPBACK_HOSTS = frozenset({'localhost', '127.0.0.1', '::1'})
