@@ -111,7 +111,6 @@ class Store:
         # Mailpit's --ignore-duplicate-ids: a message whose Message-ID its
         # mailbox holds is not stored (add() answers DUPLICATE)
         self.ignore_duplicate_ids = False
-        self._by_message_id = False         # its index made (by the first such write)
         self._arrivals = GroupCommit(self.database, self._write_arrivals)
 
     def close(self) -> None:
@@ -196,9 +195,8 @@ class Store:
         to its newest max_messages."""
         added: list[Json] = []
         boxes: set[str] = set()
-        if self.ignore_duplicate_ids and not self._by_message_id:
+        if self.ignore_duplicate_ids:       # a no-op once made (and committed)
             tx.db.execute(BY_MESSAGE_ID)
-            self._by_message_id = True
         for arrival in arrivals:
             first: Json | None = None
             copies = arrival.copies
