@@ -192,6 +192,18 @@ def create_context(key: Pem | None = None, cert: Pem | None = None,
     return ctx
 
 
+def read_pem_files(cert: str, key: str | None = None) -> tuple[str, str | None]:
+    """The PEM text of a certificate (chain) file and of its key file, as
+    `create_context(key, cert)` takes them; None for the key when it is in
+    the certificate's file. OSError when a file cannot be read."""
+    with open(cert, encoding='ascii') as f:
+        cert_pem = f.read()
+    if key is None:
+        return cert_pem, None
+    with open(key, encoding='ascii') as f:
+        return cert_pem, f.read()
+
+
 def build_secure_contexts(options: Mapping[str, Any], name: str) -> dict[str, ssl.SSLContext]:
     """{'*': default context, normalised sni host: its context}.
 

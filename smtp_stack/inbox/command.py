@@ -464,6 +464,7 @@ def _smtp_options(args: argparse.Namespace) -> dict[str, Any] | int:
     """Inbox keywords of Mailpit's SMTP options (AUTH users, TLS, limits,
     recipients), or the exit status of a bad one; the combinations Mailpit
     refuses are refused with its reasons."""
+    from ..tls import create_context, read_pem_files
     from .app import load_users
 
     secure = args.smtp_require_tls
@@ -508,7 +509,9 @@ def _smtp_options(args: argparse.Namespace) -> dict[str, Any] | int:
             return 1
     if args.smtp_tls_cert:
         try:
-            options['cert'], options['key'] = _pem_pair(args.smtp_tls_cert, args.smtp_tls_key)
+            options['cert'], options['key'] = read_pem_files(args.smtp_tls_cert,
+                                                             args.smtp_tls_key or None)
+            create_context(options['key'], options['cert'])     # a bad pair: said now
         except (OSError, ValueError) as exc:
             note(f'--smtp-tls-cert: {exc}')
             return 1
@@ -554,22 +557,7 @@ def _context(cert: str, key: str | None, web: bool = False) -> ssl.SSLContext:
     """A server's TLS context from a certificate file and its key file; for
     the web side (gevent's WSGIServer wraps the sockets), gevent's kind."""
     import gevent.ssl
-    from ..tls import create_context
-    cert_pem, key_pem = _pem_pair(cert, key)
+    from ..tls import create_context, read_pem_files
+    cert_pem, key_pem = read_pem_files(cert, key or None)
     return create_context(key_pem, cert_pem,
                           context_class=gevent.ssl.SSLContext if web else ssl.SSLContext)
-
-
-def _pem_pair(cert: str, key: str | None) -> tuple[str, str | None]:
-    """The PEM text of a certificate file and its key file (None: the key is
-    in the certificate's file), checked as a pair now, not at a handshake."""
-    from ..tls import create_context
-    cert_pem = _read(cert)
-    key_pem = _read(key) if key else None
-    create_context(key_pem, cert_pem)
-    return cert_pem, key_pem
-
-
-def _read(path: str) -> str:
-    with open(path, encoding='ascii') as f:
-        return f.read()

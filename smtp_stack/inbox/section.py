@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -363,17 +364,11 @@ def _tls(cert: str | None, key: str | None, web: bool = False) -> Any:
     side: gevent's WSGIServer wraps its sockets), or None."""
     if cert is None:
         return None
-    from ..tls import create_context
-    with open(cert, encoding='ascii') as f:
-        cert_pem = f.read()
-    key_pem = None
-    if key is not None:
-        with open(key, encoding='ascii') as f:
-            key_pem = f.read()
-    if web:
-        import gevent.ssl
-        return create_context(key_pem, cert_pem, context_class=gevent.ssl.SSLContext)
-    return create_context(key_pem, cert_pem)
+    import gevent.ssl
+    from ..tls import create_context, read_pem_files
+    cert_pem, key_pem = read_pem_files(cert, key)
+    return create_context(key_pem, cert_pem,
+                          context_class=gevent.ssl.SSLContext if web else ssl.SSLContext)
 
 
 def describe(spec: dict[str, Any]) -> str:
